@@ -1,0 +1,5 @@
+import sys
+
+from phenolens.cli.main import run
+
+sys.exit(run())

@@ -1,0 +1,1 @@
+"""The `phenolens` command line: thin typer commands over the library API."""

@@ -1,0 +1,82 @@
+"""`phenolens data list | verify | show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="The registered real datasets: list, verify checksums, summarise.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_datasets() -> None:
+    """List registered datasets with their source, licence and local availability."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from phenolens.data.loaders import describe
+    from phenolens.data.registry import registry, resolve_file
+
+    table = Table("name", "kind", "files", "size (MB)", "local", "source", "licence")
+    for name, dataset in registry().items():
+        facts = describe(name)
+        try:
+            local = "yes" if resolve_file(dataset, dataset.files[0]) else "no"
+        except Exception:  # no mirror and no network: simply not local
+            local = "no"
+        table.add_row(name, facts["kind"], str(facts["files"]), f"{facts['bytes'] / 1e6:.1f}", local, facts["source"][:60], facts["licence"][:40])
+    Console(width=200).print(table)
+
+
+@app.command()
+def verify(names: list[str] = typer.Argument(None, help="Datasets to check (default: all).")) -> None:
+    """Check every local file against its registered sha256; exit 1 on any mismatch or partial dataset."""
+    from collections import Counter
+
+    from phenolens.data.registry import verify as verify_files
+
+    results = verify_files(names or None)
+    failed = False
+    by_dataset: dict[str, Counter] = {}
+    for result in results:
+        by_dataset.setdefault(result.dataset, Counter())[result.status] += 1
+        if result.status == "mismatch":
+            print(f"MISMATCH {result.dataset}: {result.location} does not match its sha256")
+            failed = True
+    for dataset, counts in by_dataset.items():
+        total = sum(counts.values())
+        if counts["missing"] == total:
+            print(f"{dataset}: not available locally ({total} files); skipped")
+            continue
+        if counts["missing"]:
+            missing = [r.path for r in results if r.dataset == dataset and r.status == "missing"]
+            print(f"MISSING {dataset}: {counts['missing']} of {total} files, first {missing[0]}")
+            failed = True
+        print(f"{dataset}: {counts['ok']} ok, {counts['mismatch']} mismatched, {counts['missing']} missing")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def show(
+    name: str = typer.Argument(..., help="Registered dataset name (see `phenolens data list`)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for summary.json, figures and report.html."),
+    seed: int = typer.Option(0, help="Seed for the random montage images."),
+) -> None:
+    """Summarise a dataset: counts per class/plate/treatment, montages, feature distributions."""
+    from phenolens.core.outputs import atomic_output_dir, write_json
+    from phenolens.data.loaders import describe, load
+    from phenolens.report.datasets import summarize
+    from phenolens.report.html import Report
+
+    data = load(name)
+    summary, section = summarize(data, name, seed=seed)
+    summary["registry"] = describe(name)
+    section.text(f"Source: {summary['registry']['source']}. Licence: {summary['registry']['licence']}. Cite: {summary['registry']['citation']}")
+    with atomic_output_dir(out) as staging:
+        write_json(staging / "summary.json", summary)
+        report = Report(f"phenolens dataset summary: {name}", metrics=summary)
+        report.add(section)
+        report.write(staging)
+    print(f"wrote {out / 'report.html'}")

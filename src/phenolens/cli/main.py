@@ -1,0 +1,71 @@
+"""Entry point of the `phenolens` command.
+
+User errors (PhenolensError) print one line and exit with status 2; `--debug` shows the traceback.
+Command groups live in sibling modules and are mounted here.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from phenolens.core.errors import PhenolensError
+
+app = typer.Typer(
+    name="phenolens",
+    help="Interpret deep networks on cell-profiling, microscopy and ultrasonic data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs.")) -> None:
+    """phenolens: profiles, images, SIGN inference graphs, counterfactuals and echoes."""
+    _state["debug"] = debug
+    if debug:
+        from phenolens.core.logging import set_level
+
+        set_level("DEBUG")
+
+
+def _mount() -> None:
+    from phenolens.cli import data, demo
+
+    app.add_typer(data.app, name="data")
+    app.command("demo")(demo.demo)
+
+
+_mount()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI with `argv` (default: sys.argv); return the exit status (also used by tests)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="phenolens", standalone_mode=False)
+    except PhenolensError as error:
+        if _state["debug"] or "--debug" in args:
+            raise
+        print(f"phenolens: error: {error}", file=sys.stderr)
+        return PhenolensError.exit_code
+    except typer.Exit as done:
+        return done.exit_code
+    except SystemExit as done:  # click's usage errors
+        return int(done.code or 0)
+    except Exception as error:  # click.UsageError and friends
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            return error.exit_code
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(run())

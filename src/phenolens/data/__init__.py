@@ -1,0 +1,33 @@
+"""Datasets: the registry of real public data, loaders, generic readers and typed containers."""
+
+from phenolens.data.containers import UNLABELLED, ImageSet, Signal, SignalSet
+from phenolens.data.loaders import describe, load
+from phenolens.data.readers import (
+    feature_columns,
+    metadata_columns,
+    read_image,
+    read_image_folder,
+    read_manifest,
+    read_profiles,
+    read_signal,
+)
+from phenolens.data.registry import get_dataset, registry, verify
+
+__all__ = [
+    "UNLABELLED",
+    "ImageSet",
+    "Signal",
+    "SignalSet",
+    "describe",
+    "feature_columns",
+    "get_dataset",
+    "load",
+    "metadata_columns",
+    "read_image",
+    "read_image_folder",
+    "read_manifest",
+    "read_profiles",
+    "read_signal",
+    "registry",
+    "verify",
+]

@@ -1,0 +1,162 @@
+"""Typed containers returned by the loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from phenolens.core.errors import PhenolensError
+
+UNLABELLED = -1
+
+
+@dataclass
+class ImageSet:
+    """Multi-channel images with labels and per-image metadata.
+
+    Attributes:
+        images: one (C, H, W) array per image (sizes may differ), or one (N, C, H, W) array.
+        labels: int array of length N indexing `class_names`; -1 marks an unlabelled image.
+        class_names: names of the label classes.
+        channel_names: one name per channel (stain).
+        meta: DataFrame with one row per image (well, site, source file, ...).
+        unlabelled_name: how unlabelled images are named in summaries.
+        name: dataset name for reports.
+    """
+
+    images: np.ndarray | list[np.ndarray]
+    labels: np.ndarray
+    class_names: list[str]
+    channel_names: list[str]
+    meta: pd.DataFrame = field(default_factory=pd.DataFrame)
+    unlabelled_name: str = "Unlabelled"
+    name: str = "images"
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        count = len(self.images)
+        if len(self.labels) != count:
+            raise PhenolensError(f"{self.name}: {count} images but {len(self.labels)} labels")
+        if self.meta.empty:
+            self.meta = pd.DataFrame(index=range(count))
+        if len(self.meta) != count:
+            raise PhenolensError(f"{self.name}: {count} images but {len(self.meta)} metadata rows")
+        self.meta = self.meta.reset_index(drop=True)
+        for index, image in enumerate(self.images[:1] if isinstance(self.images, np.ndarray) else self.images):
+            if image.ndim != 3 or image.shape[0] != len(self.channel_names):
+                source = self.meta["source"].iloc[index] if "source" in self.meta else f"image {index}"
+                raise PhenolensError(
+                    f"{source}: expected {len(self.channel_names)} channels "
+                    f"({', '.join(self.channel_names)}) shaped (C, H, W), got shape {tuple(image.shape)}"
+                )
+        if self.labels.size and self.labels.max(initial=UNLABELLED) >= len(self.class_names):
+            raise PhenolensError(f"{self.name}: label index beyond the {len(self.class_names)} class names")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_names)
+
+    def subset(self, index: Sequence[int] | np.ndarray) -> ImageSet:
+        """A new ImageSet with the images at `index` (ints or a boolean mask)."""
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=int)
+        images = self.images[index] if isinstance(self.images, np.ndarray) else [self.images[i] for i in index]
+        return ImageSet(
+            images=images,
+            labels=self.labels[index],
+            class_names=list(self.class_names),
+            channel_names=list(self.channel_names),
+            meta=self.meta.iloc[index].reset_index(drop=True),
+            unlabelled_name=self.unlabelled_name,
+            name=self.name,
+        )
+
+    def labelled(self) -> ImageSet:
+        """Only the images that carry a label."""
+        return self.subset(self.labels != UNLABELLED)
+
+    def unlabelled(self) -> ImageSet:
+        """Only the images without a label (a pseudo-labelling pool)."""
+        return self.subset(self.labels == UNLABELLED)
+
+    def label_names(self) -> np.ndarray:
+        """Per-image label names; unlabelled images get `unlabelled_name`."""
+        names = np.array(list(self.class_names) + [self.unlabelled_name], dtype=object)
+        return names[np.where(self.labels == UNLABELLED, len(self.class_names), self.labels)]
+
+    def class_counts(self) -> dict[str, int]:
+        """Images per class name in class order, unlabelled last when present."""
+        names = self.label_names()
+        counts = {c: int((names == c).sum()) for c in self.class_names}
+        if (self.labels == UNLABELLED).any():
+            counts[self.unlabelled_name] = int((self.labels == UNLABELLED).sum())
+        return counts
+
+    def shapes(self) -> np.ndarray:
+        """(N, 2) array of image heights and widths."""
+        if isinstance(self.images, np.ndarray):
+            return np.tile(self.images.shape[2:], (len(self), 1))
+        return np.array([image.shape[1:] for image in self.images])
+
+    def padded(self, size: int | None = None, dtype=np.float32) -> np.ndarray:
+        """All images in one (N, C, S, S) array, centred and zero-padded (never stretched).
+
+        `size` defaults to the largest height/width; larger images are centre-cropped to it.
+        """
+        if isinstance(self.images, np.ndarray) and (size is None or self.images.shape[2:] == (size, size)):
+            return self.images.astype(dtype, copy=False)
+        size = int(size or self.shapes().max())
+        out = np.zeros((len(self), self.n_channels, size, size), dtype=dtype)
+        for i, image in enumerate(self.images):
+            h, w = image.shape[1:]
+            crop_top, crop_left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+            image = image[:, crop_top : crop_top + size, crop_left : crop_left + size]
+            h, w = image.shape[1:]
+            top, left = (size - h) // 2, (size - w) // 2
+            out[i, :, top : top + h, left : left + w] = image
+        return out
+
+
+@dataclass
+class Signal:
+    """One measured 1-D signal (an ultrasonic A-scan) with its fitted parameters, if any."""
+
+    name: str
+    values: np.ndarray
+    params: dict = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float64).reshape(-1)
+        if self.values.size == 0:
+            raise PhenolensError(f"{self.source or self.name}: the signal is empty; give a file with samples")
+        if not np.isfinite(self.values).all():
+            raise PhenolensError(
+                f"{self.source or self.name}: the signal has NaN or infinite samples; clean or crop it"
+            )
+
+
+@dataclass
+class SignalSet:
+    """Named signals, in a stable order."""
+
+    signals: list[Signal]
+    name: str = "signals"
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+    def __getitem__(self, key: str) -> Signal:
+        for signal in self.signals:
+            if signal.name == key:
+                return signal
+        raise PhenolensError(f"{self.name} has no signal {key!r}; choose one of: {', '.join(self.names)}")
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.signals]

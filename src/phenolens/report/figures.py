@@ -1,0 +1,107 @@
+"""Figure helpers: one style for every phenolens figure (readable at report size, colour-blind safe)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+# Okabe & Ito (2008) palette: distinguishable under the common colour-vision deficiencies.
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 110,
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO),
+    "image.cmap": "viridis",
+    "legend.frameon": False,
+}
+
+
+def class_colors(n: int) -> list:
+    """n distinguishable colours: Okabe-Ito up to 8, then the colour-blind-friendly tab20-free 'cividis' ramp."""
+    if n <= len(OKABE_ITO):
+        return OKABE_ITO[:n]
+    return [plt.get_cmap("cividis")(x) for x in np.linspace(0.0, 0.95, n)]
+
+
+def figure(width: float = 6.4, height: float = 4.0, nrows: int = 1, ncols: int = 1, **kwargs):
+    """A new (figure, axes) pair in the phenolens style."""
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)
+    return fig, axes
+
+
+def figure_to_png(fig) -> bytes:
+    """Render a figure to PNG bytes and close it."""
+    buffer = io.BytesIO()
+    with plt.rc_context(STYLE):
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def display_range(image: np.ndarray, limits: tuple[float, float] | None = None) -> np.ndarray:
+    """Scale a 2-D array to [0, 1] between `limits` (default: its own 1st and 99.5th percentiles)."""
+    image = np.asarray(image, dtype=np.float32)
+    low, high = limits if limits is not None else (np.percentile(image, [1.0, 99.5]) if image.size else (0.0, 1.0))
+    return np.clip((image - low) / (high - low if high > low else 1.0), 0.0, 1.0)
+
+
+def channel_limits(images, channels: int) -> list[tuple[float, float]]:
+    """Per-channel display limits (1st and 99.5th percentiles) shared by a set of (C, H, W) images,
+    so brightness is comparable across images (a dim channel stays dim)."""
+    limits = []
+    for c in range(channels):
+        values = np.concatenate([np.asarray(image[c], dtype=np.float32).ravel() for image in images])
+        low, high = np.percentile(values, [1.0, 99.5])
+        limits.append((float(low), float(high)))
+    return limits
+
+
+def montage_figure(
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]],
+    channel_names: Sequence[str],
+    title: str | None = None,
+    tile: float = 0.9,
+):
+    """A grid of image tiles: one row per (row label, list of (C, H, W) images), one column per
+    image and channel, each channel shown as its own grey panel with the channel name on top.
+    Contrast is shared per channel across the whole grid."""
+    limits = channel_limits([image for _, images in rows for image in images], len(channel_names))
+    n_images = max(len(images) for _, images in rows)
+    n_channels = len(channel_names)
+    fig, axes = figure(
+        width=max(3.0, tile * n_images * n_channels + 1.6),
+        height=max(1.5, tile * len(rows) + 0.6),
+        nrows=len(rows),
+        ncols=n_images * n_channels,
+        squeeze=False,
+    )
+    for r, (label, images) in enumerate(rows):
+        for i in range(n_images):
+            for c in range(n_channels):
+                axis = axes[r, i * n_channels + c]
+                axis.set_xticks([])
+                axis.set_yticks([])
+                for spine in axis.spines.values():
+                    spine.set_visible(False)
+                if i < len(images):
+                    axis.imshow(display_range(images[i][c], limits[c]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                if r == 0 and (i == 0 or n_channels > 1):
+                    axis.set_title(channel_names[c], fontsize=8)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(wspace=0.05, hspace=0.1)
+    return fig
