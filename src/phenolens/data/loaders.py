@@ -57,9 +57,14 @@ def load_bbbc021_profiles(dataset: Dataset) -> pd.DataFrame:
     table = table.merge(moa, on=["Metadata_Compound", "Metadata_Concentration"], how="left", validate="many_to_one")
     if table["Metadata_MoA"].isna().any():
         raise PhenolensError(f"{dataset.name}: {table['Metadata_MoA'].isna().sum()} wells lack a MoA after the join")
-    table["Metadata_Batch"] = table["Metadata_Plate"].str.split("_").str[0]
-    table["Metadata_PertType"] = np.where(table["Metadata_Compound"] == "DMSO", "control", "trt")
-    table["Metadata_Treatment"] = table["Metadata_Compound"] + "@" + table["Metadata_Concentration"].map("{:g}".format)
+    derived = pd.DataFrame(
+        {
+            "Metadata_Batch": table["Metadata_Plate"].str.split("_").str[0],
+            "Metadata_PertType": np.where(table["Metadata_Compound"] == "DMSO", "control", "trt"),
+            "Metadata_Treatment": table["Metadata_Compound"] + "@" + table["Metadata_Concentration"].map("{:g}".format),
+        }
+    )
+    table = pd.concat([table, derived], axis=1)
     metadata = [c for c in table.columns if c.startswith("Metadata_")]
     features = [c for c in table.columns if not c.startswith("Metadata_")]
     return table[metadata + features]
