@@ -138,7 +138,8 @@ def upstream_url(spec: dict, relative: str) -> str | None:
 
 def main(manifest: str) -> None:
     registry: dict[str, dict] = {}
-    rows = list(csv.DictReader(open(manifest), delimiter="\t"))
+    with open(manifest) as stream:
+        rows = list(csv.DictReader(stream, delimiter="\t"))
     for name, spec in DATASETS.items():
         files = []
         for row in rows:
