@@ -36,8 +36,7 @@ DATASETS = {
         "commit": "643d3e7fc97464a1b45a4642fa921cc22269b118",
         "upstream": {
             "LICENSE": "LICENSE",
-            "repurposing_info_external_moa_map_resolved.tsv": RAW
-            + "/broadinstitute/lincs-cell-painting/06187012/metadata/moa/{name}",
+            "repurposing_info_external_moa_map_resolved.tsv": RAW + "/broadinstitute/lincs-cell-painting/06187012/metadata/moa/{name}",
             "*": "cytominer_eval/example_data/compound/{name}",
         },
     },

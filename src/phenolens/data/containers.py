@@ -136,9 +136,7 @@ class Signal:
         if self.values.size == 0:
             raise PhenolensError(f"{self.source or self.name}: the signal is empty; give a file with samples")
         if not np.isfinite(self.values).all():
-            raise PhenolensError(
-                f"{self.source or self.name}: the signal has NaN or infinite samples; clean or crop it"
-            )
+            raise PhenolensError(f"{self.source or self.name}: the signal has NaN or infinite samples; clean or crop it")
 
 
 @dataclass

@@ -68,9 +68,7 @@ def _stack_if_uniform(images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]
     return np.stack(images) if len(shapes) == 1 else images
 
 
-def read_image_folder(
-    folder: str | Path, channel_names: Sequence[str] | None = None, name: str | None = None
-) -> ImageSet:
+def read_image_folder(folder: str | Path, channel_names: Sequence[str] | None = None, name: str | None = None) -> ImageSet:
     """Read a folder with one sub-folder per class holding tif/png/npy images."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -127,14 +125,17 @@ def read_manifest(
     meta = table.drop(columns=[label_column]).rename(columns={path_column: "source"})
     meta["source"] = [str(p) for p in paths]
     return ImageSet(
-        _stack_if_uniform(images), labels, names, channel_names, meta,
-        unlabelled_name=unlabelled or "Unlabelled", name=name or manifest.stem,
+        _stack_if_uniform(images),
+        labels,
+        names,
+        channel_names,
+        meta,
+        unlabelled_name=unlabelled or "Unlabelled",
+        name=name or manifest.stem,
     )
 
 
-def read_profiles(
-    paths: str | Path | Sequence[str | Path], required_metadata: Sequence[str] = ("Metadata_Plate",)
-) -> pd.DataFrame:
+def read_profiles(paths: str | Path | Sequence[str | Path], required_metadata: Sequence[str] = ("Metadata_Plate",)) -> pd.DataFrame:
     """Read and concatenate well-level profile tables (csv, csv.gz, parquet).
 
     Columns starting with `Metadata_` are metadata; every other column must be numeric (a feature).

@@ -57,7 +57,11 @@ def _summarize_images(images: ImageSet, name: str, seed: int, per_class: int) ->
         chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
         rows.append((f"{label} (n={len(members)})", [images.images[i] for i in chosen]))
     montage = montage_figure(rows, images.channel_names, title=f"{name}: random images per class, one panel per channel")
-    section.figure(montage, "Random images per class; each channel in its own grey panel, with one contrast range per channel (1st-99.5th percentile over the shown images), so brightness compares across images.", filename=f"{name}_montage.png")
+    caption = (
+        "Random images per class; each channel in its own grey panel, with one contrast range per channel "
+        "(1st-99.5th percentile over the shown images), so brightness compares across images."
+    )
+    section.figure(montage, caption, filename=f"{name}_montage.png")
     return summary, section
 
 
