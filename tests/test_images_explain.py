@@ -16,8 +16,8 @@ from phenolens.explain import (
     deletion_insertion,
     explain_images,
     map_ssim,
-    nucleus_mass_fraction,
     nucleus_masks,
+    nucleus_mass_fraction,
     otsu_thresholds,
     randomized_copy,
 )
