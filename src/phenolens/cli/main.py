@@ -34,10 +34,12 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
 
 
 def _mount() -> None:
-    from phenolens.cli import data, demo
+    from phenolens.cli import data, demo, explain, train
 
     app.add_typer(data.app, name="data")
     app.command("demo")(demo.demo)
+    app.command("train")(train.train)
+    app.command("explain")(explain.explain)
 
 
 _mount()

@@ -22,7 +22,7 @@ from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.augment import cutmix, flips_and_rotations, pseudo_label_weight
 from phenolens.training.loop import EarlyStopping, History, ReduceLROnPlateau, fit
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
-from phenolens.training.splits import stratified_split
+from phenolens.training.splits import group_column, stratified_split
 
 log = get_logger(__name__)
 
@@ -155,6 +155,7 @@ def fit_classifier(
     pseudo_start: int | None = None,
     pseudo_full: int | None = None,
     pseudo_weight: float = 0.5,
+    balanced: bool = False,
     covariate: str | None = None,
     validation_fraction: float = 0.15,
     group_by: str | None = None,
@@ -175,6 +176,7 @@ def fit_classifier(
     - `pseudo_labels`: the unlabelled images of `images` (label -1), if any, join every batch with
       their current predicted class as the label and weight alpha(t) rising from 0 at epoch
       `pseudo_start` (default epochs // 4) to `pseudo_weight` at `pseudo_full` (default epochs // 2).
+    - `balanced`: weight each labelled image's loss by the inverse frequency of its class.
     - `covariate`: a metadata column one-hot encoded and concatenated to the pooled features.
     """
     labelled = images.labelled()
@@ -187,11 +189,7 @@ def fit_classifier(
     generator = torch_generator(seed)
     size = int(size or images.shapes().max())
     raw = padded_array(labelled, size, images.channel_names)
-    if group_by and group_by not in labelled.meta:
-        raise PhenolensError(
-            f"{images.name}: no metadata column {group_by!r} to group the split by; choose one of {', '.join(map(str, labelled.meta.columns))}"
-        )
-    groups = labelled.meta[group_by].to_numpy() if group_by else None
+    groups = group_column(labelled, group_by)
     if validation_fraction > 0:
         train_index, val_index = stratified_split(labelled.labels, validation_fraction, seed, groups)
     else:
@@ -237,14 +235,17 @@ def fit_classifier(
             pool_loss = alpha * net.head.loss(pool_features, guesses)
         else:
             labelled_features, pool_loss = net.embed(mixed.images, covariates), 0.0
-        own = net.head.loss(labelled_features, mixed.labels, mixed.weight)
-        partner = net.head.loss(labelled_features, mixed.partner_labels, 1.0 - mixed.weight)
+        own = net.head.loss(labelled_features, mixed.labels, mixed.weight * class_weights[mixed.labels])
+        partner = net.head.loss(labelled_features, mixed.partner_labels, (1.0 - mixed.weight) * class_weights[mixed.partner_labels])
         return own + partner + pool_loss
 
     def val_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
         x, y, *cov = batch
         return net.head.loss(net.embed(x, cov[0] if cov else None), y)
 
+    counts = np.bincount(labelled.labels[train_index], minlength=len(images.class_names))
+    inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    class_weights = torch.tensor(inverse if balanced else np.ones(len(counts)), dtype=torch.float32)
     tensors = (inputs, labels, *extras)
     train = tuple(t[train_index] for t in tensors)
     val = tuple(t[val_index] for t in tensors) if len(val_index) else None
@@ -274,6 +275,7 @@ def fit_classifier(
         "cutmix_probability": cutmix_probability,
         "pseudo_labels": pool_inputs is not None,
         "pseudo_schedule": {"start": start, "full": full, "weight": pseudo_weight},
+        "balanced": balanced,
         "validation_fraction": validation_fraction,
         "group_by": group_by,
         "seed": seed,
