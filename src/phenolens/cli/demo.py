@@ -37,9 +37,16 @@ def dataset_summaries(out: Path) -> tuple[list, dict]:
     return [parent], metrics
 
 
+def echoes_step(out: Path) -> tuple[list, dict]:
+    """Overlapping ultrasonic echoes: a small US-CNN against OMP / ISTA / SMP, and the real A-scans."""
+    from phenolens.cli.echoes import demo_step
+
+    return demo_step(out)
+
+
 # Each step takes the output folder and returns (report sections, metrics). Later pipelines add
 # themselves here, in the order they should appear in the report.
-DEMO_STEPS = [("datasets", dataset_summaries)]
+DEMO_STEPS = [("datasets", dataset_summaries), ("echoes", echoes_step)]
 
 
 def demo(
