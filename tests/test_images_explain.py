@@ -54,7 +54,7 @@ def test_batched_maps_equal_captum_per_image_defaults():
     classifier, images = _classifier(), _images()
     inputs = classifier.tensor(images)
     targets = classifier.predict(images)
-    settings = AttributionSettings(window=5, stride=5, baseline="mean", n_steps=20, batch_size=4, perturbations_per_eval=7, internal_batch_size=16)
+    settings = AttributionSettings(window=5, stride=5, baseline="mean", n_steps=20, batch_size=4, forward_batch=16)
     layer = classifier.model.stages["stage3"]
     reference = {
         "saliency": lambda x, t: Saliency(classifier.model).attribute(x, target=t),

@@ -8,7 +8,7 @@ network input (crops centre-padded to the classifier's size S): one map per chan
   Captum `LayerGradCam` (signed, as Captum returns it) upsampled bilinearly to S; one spatial map,
   repeated for every channel.
 - "occlusion": drop in the target logit when a window of one channel is replaced by the baseline
-  (Captum `Occlusion`, window and stride configurable, many perturbations per forward pass).
+  (Captum `Occlusion`, window and stride configurable, many occluded copies per forward pass).
 - "integrated_gradients": Captum `IntegratedGradients` from a baseline, with internal batching.
 
 Images are processed in batches (Captum handles a batch per call), never one by one.
@@ -41,8 +41,7 @@ class AttributionSettings:
     baseline: str | float = "zero"  # "zero" (black raw image), "mean" (training mean) or a raw value
     n_steps: int = 50  # integrated-gradients steps (Captum's default)
     batch_size: int = 64  # images per Captum call
-    perturbations_per_eval: int = 64  # occlusion windows evaluated per forward pass
-    internal_batch_size: int = 512  # integrated-gradients interpolation points per forward pass
+    forward_batch: int = 512  # inputs per forward pass: occluded copies, or integrated-gradients path points
 
 
 def method_name(method: str) -> str:
@@ -133,7 +132,7 @@ def attribute_tensor(
                 baselines=baseline,
                 target=target,
                 additional_forward_args=extra,
-                perturbations_per_eval=settings.perturbations_per_eval,
+                perturbations_per_eval=max(1, settings.forward_batch // len(inputs)),
             )
     else:
         maps = IntegratedGradients(model).attribute(
@@ -142,7 +141,7 @@ def attribute_tensor(
             target=target,
             additional_forward_args=extra,
             n_steps=settings.n_steps,
-            internal_batch_size=max(settings.internal_batch_size, len(inputs)),
+            internal_batch_size=max(settings.forward_batch, len(inputs)),
         )
     return maps.detach()
 
