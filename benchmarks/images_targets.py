@@ -25,8 +25,6 @@ CONFIGS = {
             "DNA",
             "--reporter-channel",
             "FKHR-GFP",
-            "--output",
-            "log_probability",
         ],
         "small": ["--epochs", "2", "--cv", "2", "--width", "0.125"],
     },
