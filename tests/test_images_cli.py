@@ -48,9 +48,8 @@ def test_train_writes_weights_metrics_and_report(trained):
     card = json.loads((model / "model.json").read_text())
     assert card["channel_names"] == ["GFP", "DNA"] and card["normalization"]["size"] == 18 and len(card["extra"]["held_out_sources"]) == 10
     assert (model / "model.safetensors").is_file() and (model / "report.html").is_file()
-    assert {"training_curves.png", "confusion.png", "roc_pr.png", "embedding.png", "filters.png", "pointwise.png"} <= {
-        p.name for p in (model / "figures").iterdir()
-    }
+    expected = {"training_curves.png", "confusion.png", "roc_pr.png", "embedding.png", "filters.png", "pointwise.png"}
+    assert expected <= {p.name for p in (model / "figures").iterdir()}
 
 
 def test_explain_writes_maps_and_metrics(trained, tmp_path):

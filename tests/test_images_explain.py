@@ -54,7 +54,7 @@ def test_batched_maps_equal_captum_per_image_defaults():
     classifier, images = _classifier(), _images()
     inputs = classifier.tensor(images)
     targets = classifier.predict(images)
-    settings = AttributionSettings(window=5, stride=5, baseline="mean", n_steps=20, batch_size=4, perturbations_per_eval=7, internal_batch_size=16)
+    settings = AttributionSettings(window=5, stride=5, baseline="mean", n_steps=20, batch_size=4, forward_batch=16)
     layer = classifier.model.stages["stage3"]
     reference = {
         "saliency": lambda x, t: Saliency(classifier.model).attribute(x, target=t),
@@ -79,6 +79,11 @@ def test_integrated_gradients_complete_from_the_zero_baseline():
         gap = (classifier.model(inputs) - classifier.model(baseline)).gather(1, torch.tensor(targets)[:, None])[:, 0].numpy()
     assert np.allclose(maps.sum(axis=(1, 2, 3)), gap, atol=0.05 * np.abs(gap).max() + 1e-3)
     assert np.allclose(baseline_tensor(classifier, "zero").flatten().numpy(), -2.0)  # (0 - 10) / 5
+    log_maps = attribute(classifier, images, "ig", targets, AttributionSettings(baseline="zero", n_steps=64, output="log_probability"))
+    with torch.no_grad():
+        log_p = torch.log_softmax(classifier.model(inputs), 1) - torch.log_softmax(classifier.model(baseline), 1)
+    log_gap = log_p.gather(1, torch.tensor(targets)[:, None])[:, 0].numpy()
+    assert np.allclose(log_maps.sum(axis=(1, 2, 3)), log_gap, atol=0.05 * np.abs(log_gap).max() + 1e-3)
 
 
 def test_targets_layers_and_methods_are_checked():

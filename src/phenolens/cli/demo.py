@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from phenolens.cli.images_demo import images_demo
 from phenolens.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -46,7 +47,7 @@ def echoes_step(out: Path) -> tuple[list, dict]:
 
 # Each step takes the output folder and returns (report sections, metrics). Later pipelines add
 # themselves here, in the order they should appear in the report.
-DEMO_STEPS = [("datasets", dataset_summaries), ("echoes", echoes_step)]
+DEMO_STEPS = [("datasets", dataset_summaries), ("images", images_demo), ("echoes", echoes_step)]
 
 
 def demo(

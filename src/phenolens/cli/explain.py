@@ -28,6 +28,7 @@ def explain(
     stride: int = typer.Option(4, help="Occlusion stride (px)."),
     baseline: str = typer.Option("zero", help="Baseline of occlusion, integrated gradients and deletion/insertion: zero, mean or a raw value."),
     n_steps: int = typer.Option(50, help="Integrated-gradients steps."),
+    output: str = typer.Option("logit", help="What the maps explain: logit, or log_probability (log-softmax of the target)."),
     nucleus_channel: str = typer.Option("", help="DNA channel: nucleus mask by Otsu threshold; reports nucleus_mass_fraction."),
     reporter_channel: str = typer.Option("", help="Channel whose positive attribution is measured inside the nucleus (default: the other one)."),
     subset: str = typer.Option("auto", "--images", help="heldout (the images the model never trained on), labelled, all, or auto."),
@@ -52,7 +53,9 @@ def explain(
     images = select_images(images, read_card(model).extra.get("held_out_sources", []), subset, model)
     if max_images and len(images) > max_images:
         images = images.subset(np.sort(numpy_rng(seed).choice(len(images), max_images, replace=False)))
-    settings = AttributionSettings(layer=layer or None, window=window, stride=stride, baseline=baseline, n_steps=n_steps, batch_size=batch_size)
+    settings = AttributionSettings(
+        layer=layer or None, window=window, stride=stride, baseline=baseline, n_steps=n_steps, batch_size=batch_size, output=output
+    )
     explanation = explain_images(
         classifier,
         images,

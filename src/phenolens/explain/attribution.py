@@ -8,7 +8,7 @@ network input (crops centre-padded to the classifier's size S): one map per chan
   Captum `LayerGradCam` (signed, as Captum returns it) upsampled bilinearly to S; one spatial map,
   repeated for every channel.
 - "occlusion": drop in the target logit when a window of one channel is replaced by the baseline
-  (Captum `Occlusion`, window and stride configurable, many perturbations per forward pass).
+  (Captum `Occlusion`, window and stride configurable, many occluded copies per forward pass).
 - "integrated_gradients": Captum `IntegratedGradients` from a baseline, with internal batching.
 
 Images are processed in batches (Captum handles a batch per call), never one by one.
@@ -41,8 +41,8 @@ class AttributionSettings:
     baseline: str | float = "zero"  # "zero" (black raw image), "mean" (training mean) or a raw value
     n_steps: int = 50  # integrated-gradients steps (Captum's default)
     batch_size: int = 64  # images per Captum call
-    perturbations_per_eval: int = 64  # occlusion windows evaluated per forward pass
-    internal_batch_size: int = 512  # integrated-gradients interpolation points per forward pass
+    output: str = "logit"  # what is attributed: "logit" or "log_probability" (log-softmax of the target)
+    forward_batch: int = 512  # inputs per forward pass: occluded copies, or integrated-gradients path points
 
 
 def method_name(method: str) -> str:
@@ -85,6 +85,24 @@ def baseline_tensor(classifier, baseline: str | float) -> torch.Tensor:
     return torch.from_numpy(((raw - norm.mean) / norm.std).astype(np.float32))[None, :, None, None]
 
 
+class LogProbability(torch.nn.Module):
+    """Wraps a classifier so attributions explain log p(target) instead of the target logit.
+
+    Evidence shared by several classes (e.g. "there is GFP" for both GFP classes) raises their
+    logits together and cancels in the log-probability, which keeps what sets the target apart.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.log_softmax(self.model(x, covariates), dim=1)
+
+
+OUTPUTS = ("logit", "log_probability")
+
+
 def find_layer(model: torch.nn.Module, layer: str | None) -> torch.nn.Module:
     """The module named `layer` (a stage name or submodule path); the last stage by default."""
     stages = model.stage_names()
@@ -111,7 +129,11 @@ def attribute_tensor(
 
     settings = settings or AttributionSettings()
     method = method_name(method)
+    if settings.output not in OUTPUTS:
+        raise PhenolensError(f"unknown output {settings.output!r} to attribute; choose one of {', '.join(OUTPUTS)}")
     model.eval()
+    layer = find_layer(model, settings.layer) if method == "gradcam" else None
+    model = LogProbability(model).eval() if settings.output == "log_probability" else model
     inputs = inputs.detach().clone().requires_grad_(method != "occlusion")
     if isinstance(baseline, torch.Tensor):  # Captum wants the input's shape (or a scalar)
         baseline = baseline.expand_as(inputs).contiguous()
@@ -120,7 +142,7 @@ def attribute_tensor(
     if method == "saliency":
         maps = Saliency(model).attribute(inputs, target=target, abs=True, additional_forward_args=extra)
     elif method == "gradcam":
-        cam = LayerGradCam(model, find_layer(model, settings.layer)).attribute(inputs, target=target, additional_forward_args=extra)
+        cam = LayerGradCam(model, layer).attribute(inputs, target=target, additional_forward_args=extra)
         maps = LayerAttribution.interpolate(cam, tuple(inputs.shape[2:]), "bilinear").expand_as(inputs)
     elif method == "occlusion":
         if settings.window > min(inputs.shape[2:]):
@@ -133,7 +155,7 @@ def attribute_tensor(
                 baselines=baseline,
                 target=target,
                 additional_forward_args=extra,
-                perturbations_per_eval=settings.perturbations_per_eval,
+                perturbations_per_eval=max(1, settings.forward_batch // len(inputs)),
             )
     else:
         maps = IntegratedGradients(model).attribute(
@@ -142,7 +164,7 @@ def attribute_tensor(
             target=target,
             additional_forward_args=extra,
             n_steps=settings.n_steps,
-            internal_batch_size=max(settings.internal_batch_size, len(inputs)),
+            internal_batch_size=max(settings.forward_batch, len(inputs)),
         )
     return maps.detach()
 

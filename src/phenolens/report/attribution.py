@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from phenolens.report.classifier import bare
 from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
 from phenolens.report.html import Section
 
@@ -27,8 +28,7 @@ def overlay_figure(explanation, rows: Sequence[tuple[str, int]], methods: Sequen
     for r, (label, index) in enumerate(rows):
         for k, (kind, channel, method) in enumerate(columns):
             axis = axes[r, k]
-            axis.set_xticks([])
-            axis.set_yticks([])
+            bare(axis)
             if kind == "image":
                 axis.imshow(display_range(raw[index, channel], limits[channel]), cmap="gray", vmin=0, vmax=1)
                 heading = names[channel]

@@ -92,23 +92,30 @@ def embedding_figure(features: np.ndarray, class_labels: np.ndarray, class_names
     return fig
 
 
+def bare(axis) -> None:
+    """An image panel: no ticks, no frame."""
+    axis.set_xticks([])
+    axis.set_yticks([])
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+
+
 def first_layer_filters_figure(model: torch.nn.Module, channel_names: Sequence[str], limit: int = 16):
-    """The first convolution's kernels: one row per filter, one column per input channel."""
+    """The first convolution's kernels: one row per input channel, one column per filter."""
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     weights = conv.weight.detach().cpu().numpy()[:limit]
     bound = float(np.abs(weights).max()) or 1.0
-    fig, axes = figure(1.0 * len(channel_names) + 1.2, 0.75 * len(weights) + 0.8, nrows=len(weights), ncols=len(channel_names), squeeze=False)
+    fig, axes = figure(0.6 * len(weights) + 2.0, 0.7 * len(channel_names) + 1.0, nrows=len(channel_names), ncols=len(weights), squeeze=False)
     for f, kernel in enumerate(weights):
-        for c, name in enumerate(channel_names):
-            axis = axes[f, c]
-            shown = axis.imshow(kernel[c], cmap="RdBu_r", vmin=-bound, vmax=bound)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if f == 0:
-                axis.set_title(name, fontsize=8)
-        axes[f, 0].set_ylabel(f"filter {f}", rotation=0, ha="right", fontsize=7)
-    fig.colorbar(shown, ax=axes, shrink=0.5, label="weight")
-    fig.suptitle("First-layer filters per input channel")
+        for c in range(len(channel_names)):
+            shown = axes[c, f].imshow(kernel[c], cmap="RdBu_r", vmin=-bound, vmax=bound)
+            bare(axes[c, f])
+            if c == 0:
+                axes[c, f].set_title(str(f), fontsize=7)
+    for c, name in enumerate(channel_names):
+        axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.colorbar(shown, ax=axes, shrink=0.8, label="weight")
+    fig.suptitle("First-layer filters (columns) per input channel (rows)")
     return fig
 
 
