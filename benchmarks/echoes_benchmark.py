@@ -41,6 +41,7 @@ def train(out: Path, small: bool) -> dict:
         "n_signals": n_signals,
         "wall_seconds": detector.training_seconds_,
         "cpu_seconds": cpu_seconds() - cpu_before,
+        "precision": detector.training_precision_,
         "epochs_run": len(detector.history_.epochs),
         "best_epoch": detector.history_.best_epoch,
         "stopped_early": detector.history_.stopped_early,
@@ -73,7 +74,7 @@ def main() -> None:
     else:
         facts = train(out, args.small)
     print(
-        f"training: {facts['n_signals']} signals, {facts['epochs_run']} epochs, wall {facts['wall_seconds']:.0f} s, "
+        f"training: {facts['n_signals']} signals, {facts['epochs_run']} epochs ({facts['precision']}), wall {facts['wall_seconds']:.0f} s, "
         f"process CPU {facts['cpu_seconds']:.0f} s (~{facts['cpu_seconds'] / 2:.0f} s on 2 idle cores)",
         flush=True,
     )

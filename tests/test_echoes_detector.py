@@ -33,9 +33,11 @@ def test_uscnn_keeps_the_signal_length_and_spans_six_sigma():
     model = USCNN(kernel_size=55)
     assert model(torch.zeros(3, 500)).shape == (3, 500)
     assert model(torch.zeros(2, 1, 437)).shape == (2, 437)
-    assert model.body[0].out_channels == 30 and model.body[0].padding == (27,)
-    dilated = [m for m in model.body if isinstance(m, torch.nn.Conv1d) and m.dilation == (2,)]
-    assert len(dilated) == 3 and all(m.kernel_size == (5,) for m in dilated)
+    # 1-D convolutions run as height-1 2-D convolutions
+    assert model.body[0].out_channels == 30 and model.body[0].kernel_size == (1, 55) and model.body[0].padding == (0, 27)
+    dilated = [m for m in model.body if isinstance(m, torch.nn.Conv2d) and m.dilation == (1, 2)]
+    assert len(dilated) == 3 and all(m.kernel_size == (1, 5) and m.out_channels == 30 for m in dilated)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in model.body)
 
 
 def test_training_runs_the_shared_loop_and_weights_round_trip(tiny_uscnn):

@@ -98,6 +98,7 @@ def train(
         "n_train": n_signals - n_val,
         "n_val": n_val,
         "training_seconds": detector.training_seconds_,
+        "precision": detector.training_precision_,
         "epochs_run": len(history.epochs),
         "best_epoch": history.best_epoch,
         "stopped_early": history.stopped_early,

@@ -100,6 +100,7 @@ class EchoDetector:
                     )
                 result = train_uscnn(signals, heatmaps, self.pulse.sigma, self.training)
                 self.model_, self.history_, self.training_seconds_ = result.model, result.history, result.seconds
+                self.training_precision_ = result.precision
             self.model_.eval()
         else:
             length = np.shape(signals)[-1] if signals is not None else 500

@@ -2,7 +2,9 @@
 
 Dense MSE between the network's activation and the heat-map target; Adam at 0.01, batch 150, at
 most 80 epochs, learning rate halved after 12 epochs without validation improvement, stop after 20
-(restoring the best weights); an 80/20 seeded split.
+(restoring the best weights); an 80/20 seeded split. On CPUs with AMX bfloat16 tiles the forward
+pass runs under bfloat16 autocast (weights, loss and optimiser stay float32), about 2x faster than
+float32 there; `precision="float32"` turns it off.
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ class TrainingSettings:
     stop_patience: int = 20
     val_fraction: float = 0.2
     seed: int = 0
+    precision: str = "auto"  # "auto": bfloat16 autocast where the CPU has AMX bf16 tiles, else float32
+
+    def resolved_precision(self) -> str:
+        """The precision training will use on this machine."""
+        if self.precision == "auto":
+            import torch
+
+            return "bfloat16" if torch.cpu.get_capabilities().get("amx_bf16", False) else "float32"
+        if self.precision not in ("float32", "bfloat16"):
+            raise PhenolensError(f"unknown training precision {self.precision!r}; use auto, float32 or bfloat16")
+        return self.precision
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,14 +53,21 @@ class TrainingResult:
     seconds: float
     n_train: int
     n_val: int
+    precision: str
 
 
-def mse_step(model, batch, epoch):
-    """Dense MSE between the activation and the heat-map target."""
+def heatmap_step(precision: str):
+    """A training step: dense MSE between the activation and the heat-map target, forward under `precision`."""
+    import torch
     import torch.nn.functional as F
 
-    signals, targets = batch
-    return F.mse_loss(model(signals), targets)
+    def step(model, batch, epoch):
+        signals, targets = batch
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            activation = model(signals)
+        return F.mse_loss(activation.float(), targets)
+
+    return step
 
 
 def train_uscnn(signals: np.ndarray, heatmaps: np.ndarray, sigma0: float = 9.0, settings: TrainingSettings = TrainingSettings()) -> TrainingResult:
@@ -68,6 +88,7 @@ def train_uscnn(signals: np.ndarray, heatmaps: np.ndarray, sigma0: float = 9.0, 
         )
     order = numpy_rng(settings.seed).permutation(len(signals))
     val_rows, train_rows = order[:n_val], order[n_val:]
+    precision = settings.resolved_precision()
     seed_everything(settings.seed)
     model = USCNN(kernel_size=wide_kernel_size(sigma0))
 
@@ -78,7 +99,7 @@ def train_uscnn(signals: np.ndarray, heatmaps: np.ndarray, sigma0: float = 9.0, 
     history = fit(
         model,
         tensors(train_rows),
-        mse_step,
+        heatmap_step(precision),
         val=tensors(val_rows),
         epochs=settings.epochs,
         batch_size=settings.batch_size,
@@ -87,4 +108,4 @@ def train_uscnn(signals: np.ndarray, heatmaps: np.ndarray, sigma0: float = 9.0, 
         seed=settings.seed,
         description="training US-CNN",
     )
-    return TrainingResult(model, history, time.perf_counter() - started, len(train_rows), n_val)
+    return TrainingResult(model, history, time.perf_counter() - started, len(train_rows), n_val, precision)

@@ -141,18 +141,21 @@ def thickness_section(scan: LayerScan, estimates: Mapping[str, np.ndarray], erro
         f"SNR {config.snr_db:g} dB). Thickness = velocity x TOFD / 2 from the two largest detected echoes; 0 where fewer than two."
     )
     vmax = scan.thickness_mm.max() * 1.3
-    fig, axes = figure(3.2 * (len(estimates) + 1), 4.6, nrows=2, ncols=len(estimates) + 1, squeeze=False)
+    columns = len(estimates) + 1
+    fig, axes = figure(2.6 * columns + 1.5, 5.2, nrows=2, ncols=columns, squeeze=False, constrained_layout=True, sharex=True, sharey=True)
     image = axes[0, 0].imshow(scan.thickness_mm, vmin=0, vmax=vmax, aspect="auto")
     axes[0, 0].set_title("true thickness")
     axes[1, 0].axis("off")
     for column, (method, estimate) in enumerate(estimates.items(), start=1):
         axes[0, column].imshow(estimate, vmin=0, vmax=vmax, aspect="auto")
-        axes[0, column].set_title(f"{method}")
+        axes[0, column].set_title(method)
         error_image = axes[1, column].imshow(np.abs(estimate - scan.thickness_mm), vmin=0, vmax=vmax / 2, cmap="magma", aspect="auto")
-        axes[1, column].set_title(f"|error|, MAE thin {errors[method]['mae_thinnest_mm']:.3f} mm")
-    for axis in axes.ravel():
-        axis.set_xlabel("scan x (position)")
+        axes[1, column].set_title(f"|error| (thin MAE {errors[method]['mae_thinnest_mm']:.3f} mm)", fontsize=9)
+    for axis in (axes[0, 0], axes[1, 1]):
         axis.set_ylabel("scan y (position)")
+    for axis in axes[1]:
+        axis.set_xlabel("scan x (position)")
+    axes[0, 0].set_xlabel("scan x (position)")
     fig.colorbar(image, ax=axes[0].tolist(), label="thickness (mm)")
     fig.colorbar(error_image, ax=axes[1].tolist(), label="absolute error (mm)")
     section.figure(fig, "Thickness maps (top) and absolute-error maps (bottom); the thinnest layer is the left block.", "thickness_maps.png")
