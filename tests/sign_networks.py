@@ -1,0 +1,41 @@
+"""Tiny torch networks for the SIGN tests (a residual CNN and a plain CNN, random weights)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Block(nn.Module):
+    """A residual block: two 3x3 convolutions plus a shortcut (1x1 strided convolution when shapes change)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dilation: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else nn.Identity()
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class TinyResNet(nn.Module):
+    def __init__(self, channels: int = 1, classes: int = 3, width: int = 8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1))
+        self.layer1 = Block(width, width, 1)
+        self.layer2 = Block(width, 2 * width, 2)
+        self.layer3 = Block(2 * width, 2 * width, 2, dilation=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def stage_names(self) -> list[str]:
+        return ["layer1", "layer2", "layer3"]
+
+    def forward(self, x):
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
