@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from phenolens.core.errors import PhenolensError
-from phenolens.core.progress import progress
 from phenolens.core.seeding import torch_generator
 from phenolens.explain.sign.layers import ActivationTap, check_layer_names
 
@@ -187,13 +186,13 @@ def _step(node: fx.Node, modules: dict, inputs: list, what: str):
 
 
 def probe_support(
-    model: nn.Module, source: str, target: str, example: torch.Tensor, position: tuple[int, int], probes: int = 16, seed: int = 0
+    model: nn.Module, source: str, target: str, example: torch.Tensor, positions: np.ndarray, probes: int = 16, seed: int = 0
 ) -> np.ndarray:
-    """Boolean mask of `source` positions whose values change the `target` value at `position`.
+    """(P, H', W') boolean masks of the `source` positions whose values change `target` at each of the (P, 2) `positions`.
 
     The support of d(sum over channels of target[position]) / d(source), united over `probes`
     random inputs shaped like `example` (so ReLUs and max-pools that are off for one input are on
-    for another). `source` may be INPUT for the image itself.
+    for another). One forward pass, one backward pass per position. `source` may be INPUT.
     """
     check_layer_names(model, [n for n in (source, target) if n != INPUT])
     modules = dict(model.named_modules())
@@ -212,24 +211,25 @@ def probe_support(
         held["source"] = noise.requires_grad_(True)
     else:
         handles.append(modules[source].register_forward_hook(make_leaf))
+    masks = []
     try:
         with torch.enable_grad():
             model(held["source"] if source == INPUT else noise)
             out = held["target"]
-            value = out[:, :, position[0], position[1]].sum() if out.ndim == 4 else out.sum()
-            (gradient,) = torch.autograd.grad(value, held["source"])
+            for row, col in np.asarray(positions).reshape(-1, 2):
+                value = out[:, :, row, col].sum() if out.ndim == 4 else out.sum()
+                (gradient,) = torch.autograd.grad(value, held["source"], retain_graph=True)
+                masks.append((gradient.abs().sum(dim=(0, 1)) > 0).numpy())
     finally:
         for handle in handles:
             handle.remove()
-    return (gradient.abs().sum(dim=(0, 1)) > 0).numpy()
-
-
+    return np.stack(masks)
 
 
 def probe_reads(model: nn.Module, earlier: str, later: str, example: torch.Tensor, shapes: dict, probes: int = 16, seed: int = 0) -> sp.csr_matrix:
-    """The read matrix measured by gradient probing, one later position at a time (slow; for untraceable nets)."""
-    rows = [probe_support(model, earlier, later, example, tuple(p), probes, seed).ravel() for p in progress(grid(shapes[later]), f"probing {later}")]
-    return _boolean(sp.csr_matrix(np.stack(rows).astype(np.float32)))
+    """The read matrix measured by gradient probing, one backward pass per later position (for untraceable nets)."""
+    masks = probe_support(model, earlier, later, example, grid(shapes[later]), probes, seed)
+    return _boolean(sp.csr_matrix(masks.reshape(len(masks), -1).astype(np.float32)))
 
 
 @dataclass
