@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,3 +40,32 @@ class TinyResNet(nn.Module):
     def forward(self, x):
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class HandMade(nn.Module):
+    """A hand-set two-layer CNN: layer1 splits pixels into positive and negative parts (3x3 centre tap),
+    layer2 sums each part over a 3x3 window with stride 2; the output compares the two sums."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer1 = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Conv2d(2, 2, 3, stride=2, padding=1, bias=False), nn.ReLU())
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.layer1[0].weight.zero_()
+            self.layer1[0].weight[0, 0, 1, 1], self.layer1[0].weight[1, 0, 1, 1] = 1.0, -1.0
+            self.layer2[0].weight.zero_()
+            self.layer2[0].weight[0, 0], self.layer2[0].weight[1, 1] = 1.0, 1.0
+            self.fc.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+
+    def forward(self, x):
+        return self.fc(self.layer2(self.layer1(x)).mean((2, 3)))
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one thread avoids contention on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

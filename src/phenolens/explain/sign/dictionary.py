@@ -124,7 +124,11 @@ class SignDictionary:
             self._fit_discriminative(images, torch.as_tensor(np.asarray(y), dtype=torch.long), n_classes)
         for dictionary in self.dictionaries_.values():
             dictionary.requires_grad_(False)
-        self.fields_ = ReceptiveFields.of(self.model, self.layers_, images[:1], method=self.receptive_method)
+        return self._attach_fields(images[:1], n_classes)
+
+    def _attach_fields(self, example: torch.Tensor, n_classes: int) -> SignDictionary:
+        """Receptive fields for inputs shaped like `example`, and the fixed output-layer dictionary."""
+        self.fields_ = ReceptiveFields.of(self.model, self.layers_, example, method=self.receptive_method)
         self.output_dictionary_ = GaussianDictionary.fixed(torch.eye(n_classes), OUTPUT_SIGMA)
         return self
 
@@ -243,6 +247,18 @@ class SignDictionary:
         return folder
 
     @classmethod
+    def from_parts(
+        cls, model: nn.Module, dictionaries: dict[str, GaussianDictionary], n_classes: int, example: torch.Tensor, heads: dict | None = None, **params
+    ) -> SignDictionary:
+        """A fitted SignDictionary from ready dictionaries (layer -> GaussianDictionary, input to output)."""
+        self = cls(model, layers=list(dictionaries), words=[d.n_words for d in dictionaries.values()], **params)
+        self.layers_ = check_layer_names(model, list(dictionaries))
+        self.classes_ = np.arange(n_classes)
+        self.dictionaries_ = {layer: d.requires_grad_(False) for layer, d in dictionaries.items()}
+        self.heads_ = {layer: head.requires_grad_(False) for layer, head in (heads or {}).items()}
+        return self._attach_fields(example, n_classes)
+
+    @classmethod
     def load(cls, folder: str | Path, model: nn.Module, example: torch.Tensor) -> SignDictionary:
         """Rebuild a fitted SignDictionary saved by `save` for `model`; `example` (1, C, H, W) sizes the receptive fields."""
         from safetensors.torch import load_file
@@ -253,24 +269,17 @@ class SignDictionary:
             raise PhenolensError(f"{config_path}: no dictionary config; give a folder written by `phenolens sign fit`")
         config = json.loads(config_path.read_text())
         tensors = load_file(folder / "dictionary.safetensors")
-        self = cls(model, layers=config["layers"], words=config["words"], loss=config["loss"], temperature=config["temperature"])
-        self.receptive_method, self.seed = config["receptive_method"], config["seed"]
-        self.layers_ = check_layer_names(model, config["layers"])
-        self.classes_ = np.arange(config["classes"])
-        self.dictionaries_, self.heads_ = {}, {}
-        for layer, k, d, reg in zip(self.layers_, config["words"], config["features"], config["reg_covar"]):
-            dictionary = GaussianDictionary(k, d, reg)
+        check_layer_names(model, config["layers"])
+        dictionaries, heads = {}, {}
+        for layer, k, d, reg in zip(config["layers"], config["words"], config["features"], config["reg_covar"]):
             own = {name.split("/", 1)[1]: v for name, v in tensors.items() if name.startswith(f"{layer}/")}
-            dictionary.load_state_dict({name: v for name, v in own.items() if not name.startswith("head.")})
-            self.dictionaries_[layer] = dictionary.requires_grad_(False)
-            head_state = {name.split("/head.", 1)[1]: v for name, v in tensors.items() if name.startswith(f"{layer}/head.")}
-            if head_state:
-                head = nn.Linear(k, config["classes"])
-                head.load_state_dict(head_state)
-                self.heads_[layer] = head.requires_grad_(False)
-        self.fields_ = ReceptiveFields.of(model, self.layers_, example, method=self.receptive_method)
-        self.output_dictionary_ = GaussianDictionary.fixed(torch.eye(config["classes"]), OUTPUT_SIGMA)
-        return self
+            dictionaries[layer] = GaussianDictionary(k, d, reg)
+            dictionaries[layer].load_state_dict({name: v for name, v in own.items() if not name.startswith("head.")})
+            if "head.weight" in own:
+                heads[layer] = nn.Linear(k, config["classes"])
+                heads[layer].load_state_dict({name[5:]: v for name, v in own.items() if name.startswith("head.")})
+        params = {key: config[key] for key in ("loss", "temperature", "receptive_method", "seed")}
+        return cls.from_parts(model, dictionaries, config["classes"], example, heads, **params)
 
 
 def histograms(words: np.ndarray, n_words: int) -> np.ndarray:
