@@ -17,7 +17,7 @@ IMAGE_AND_PROFILE_DATASETS = ["bbbc021-profiles", "lincs-plate", "bbbc013", "mit
 def dataset_summaries(out: Path) -> tuple[list, dict]:
     """One summary section per mirrored dataset (plus fashion-mnist when present)."""
     from phenolens.core.errors import PhenolensError
-    from phenolens.data.loaders import describe, load
+    from phenolens.data.loaders import load
     from phenolens.report.datasets import summarize
     from phenolens.report.html import Section
 
@@ -32,16 +32,21 @@ def dataset_summaries(out: Path) -> tuple[list, dict]:
                 continue
             raise
         summary, section = summarize(data, name)
-        facts = describe(name)
-        section.text(f"Source: {facts['source']}. Licence: {facts['licence']}. Cite: {facts['citation']}")
         parent.add(section)
         metrics[name] = summary
     return [parent], metrics
 
 
+def echoes_step(out: Path) -> tuple[list, dict]:
+    """Overlapping ultrasonic echoes: a small US-CNN against OMP / ISTA / SMP, and the real A-scans."""
+    from phenolens.cli.echoes import demo_step
+
+    return demo_step(out)
+
+
 # Each step takes the output folder and returns (report sections, metrics). Later pipelines add
 # themselves here, in the order they should appear in the report.
-DEMO_STEPS = [("datasets", dataset_summaries)]
+DEMO_STEPS = [("datasets", dataset_summaries), ("echoes", echoes_step)]
 
 
 def demo(
