@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from sign_networks import TinyResNet
+from sign_networks import TinyResNet, single_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
 from phenolens.core.errors import PhenolensError
@@ -69,3 +69,19 @@ def test_untraceable_network_is_reported_with_the_fallback():
         ReceptiveFields.of(Untraceable().eval(), ["conv"], torch.zeros(1, 1, 8, 8))
     fields = ReceptiveFields.of(Untraceable().eval(), ["conv"], torch.zeros(1, 1, 8, 8), method="probe")
     assert fields.input_boxes("conv")[4, 4].tolist() == [3, 3, 5, 5]
+
+
+def test_backbone_with_shape_checks_is_followed_module_by_module():
+    from phenolens.explain.sign.layers import default_layers
+    from phenolens.nn.backbones import ResNet18
+
+    torch.manual_seed(0)
+    model = ResNet18(1, 3, width=0.125, blocks=[1, 1, 1]).eval()  # its forward checks shapes: fx cannot trace it whole
+    layers = default_layers(model)
+    assert layers == ["stages.stem", "stages.stage1", "stages.stage2", "stages.stage3"]
+    example = torch.zeros(1, 1, 16, 16)
+    fields = ReceptiveFields.of(model, layers, example)
+    for earlier, later in fields.reads:
+        positions = np.array([[0, 0], [fields.shapes[later][0] // 2, 1], [fields.shapes[later][0] - 1, fields.shapes[later][1] - 1]])
+        for position, support in zip(positions, probe_support(model, earlier, later, example, positions)):
+            assert np.array_equal(fields.field(later, tuple(position), earlier), support), f"{earlier} -> {later} at {position}"

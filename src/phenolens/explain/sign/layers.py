@@ -23,9 +23,9 @@ def layer_names(model: nn.Module) -> list[str]:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The outputs of every stage of a phenolens backbone (`model.stage_names()`)."""
+    """The outputs of every stage of a phenolens backbone (`model.stage_names()`), as module names."""
     if hasattr(model, "stage_names"):
-        return list(model.stage_names())
+        return check_layer_names(model, list(model.stage_names()))
     raise PhenolensError(
         f"{type(model).__name__} has no stage_names(); pass the layers to model explicitly (e.g. --layers NAME,NAME), valid names: {_listing(model)}"
     )
@@ -36,16 +36,21 @@ def _listing(model: nn.Module) -> str:
 
 
 def check_layer_names(model: nn.Module, names: Sequence[str]) -> list[str]:
-    """Return `names` if every one names a sub-module of `model`; otherwise raise, listing the valid names."""
+    """Qualified module names for `names`; a name may also be the unique last part of one ("stage2"
+    for "stages.stage2"). Raises for an unknown or ambiguous name, listing the valid names."""
     if not names:
         raise PhenolensError("no layers given; pass at least one layer name")
-    valid = set(layer_names(model))
-    unknown = [name for name in names if name not in valid]
-    if unknown:
-        raise PhenolensError(f"layer {unknown[0]!r} does not exist in {type(model).__name__}; valid names: {_listing(model)}")
-    if len(set(names)) != len(names):
+    valid = layer_names(model)
+    resolved = []
+    for name in names:
+        matches = [name] if name in valid else [v for v in valid if v.endswith("." + name)]
+        if len(matches) != 1:
+            problem = "does not exist" if not matches else f"is ambiguous ({', '.join(matches)})"
+            raise PhenolensError(f"layer {name!r} {problem} in {type(model).__name__}; valid names: {_listing(model)}")
+        resolved.append(matches[0])
+    if len(set(resolved)) != len(resolved):
         raise PhenolensError(f"layers {list(names)} name a layer twice; give each layer once")
-    return list(names)
+    return resolved
 
 
 class ActivationTap:
