@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from phenolens.cli.counterfactual import counterfactual_demo
 from phenolens.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -41,7 +42,7 @@ def dataset_summaries(out: Path) -> tuple[list, dict]:
 
 # Each step takes the output folder and returns (report sections, metrics). Later pipelines add
 # themselves here, in the order they should appear in the report.
-DEMO_STEPS = [("datasets", dataset_summaries)]
+DEMO_STEPS = [("datasets", dataset_summaries), ("counterfactual", counterfactual_demo)]
 
 
 def demo(
