@@ -58,25 +58,53 @@ def verify(names: list[str] = typer.Argument(None, help="Datasets to check (defa
         raise typer.Exit(1)
 
 
+def load_any(source: str, channels: str = ""):
+    """A registered dataset by name, or a local path: an image folder (one sub-folder per class), a CSV
+    manifest (path,label,...), a profile table (csv/csv.gz/parquet) or a signal (.npy/.txt)."""
+    from phenolens.core.errors import PhenolensError
+    from phenolens.data import read_image_folder, read_manifest, read_profiles, read_signal
+    from phenolens.data.containers import SignalSet
+    from phenolens.data.loaders import load
+    from phenolens.data.registry import registry
+
+    if source in registry():
+        return load(source)
+    path = Path(source)
+    if not path.exists():
+        raise PhenolensError(f"{source}: neither a registered dataset ({', '.join(registry())}) nor an existing path")
+    channel_names = [c for c in channels.split(",") if c] or None
+    if path.is_dir():
+        return read_image_folder(path, channel_names)
+    if path.suffix in (".npy", ".txt"):
+        return SignalSet([read_signal(path)], name=path.stem)
+    if path.suffix == ".csv":
+        import pandas as pd
+
+        header = pd.read_csv(path, nrows=0).columns
+        if "path" in header and "label" in header:
+            return read_manifest(path, channel_names)
+    return read_profiles(path)
+
+
 @app.command()
 def show(
-    name: str = typer.Argument(..., help="Registered dataset name (see `phenolens data list`)."),
+    name: str = typer.Argument(..., help="Registered dataset name (see `phenolens data list`) or a path to your own data."),
     out: Path = typer.Option(..., "--out", help="Output folder for summary.json, figures and report.html."),
+    channels: str = typer.Option("", help="Comma-separated channel names for image paths (checks the channel count)."),
     seed: int = typer.Option(0, help="Seed for the random montage images."),
 ) -> None:
     """Summarise a dataset: counts per class/plate/treatment, montages, feature distributions."""
     from phenolens.core.outputs import atomic_output_dir, write_json
-    from phenolens.data.loaders import describe, load
+    from phenolens.data.registry import registry
     from phenolens.report.datasets import summarize
     from phenolens.report.html import Report
 
-    data = load(name)
-    summary, section = summarize(data, name, seed=seed)
-    summary["registry"] = describe(name)
-    section.text(f"Source: {summary['registry']['source']}. Licence: {summary['registry']['licence']}. Cite: {summary['registry']['citation']}")
+    data = load_any(name, channels)
+    label = name if name in registry() else Path(name).name
+    summary, section = summarize(data, label, seed=seed)
     with atomic_output_dir(out) as staging:
         write_json(staging / "summary.json", summary)
-        report = Report(f"phenolens dataset summary: {name}", metrics=summary)
+        report = Report(f"phenolens dataset summary: {label}", metrics=summary)
         report.add(section)
         report.write(staging)
     print(f"wrote {out / 'report.html'}")

@@ -18,7 +18,7 @@ IMAGE_AND_PROFILE_DATASETS = ["bbbc021-profiles", "lincs-plate", "bbbc013", "mit
 def dataset_summaries(out: Path) -> tuple[list, dict]:
     """One summary section per mirrored dataset (plus fashion-mnist when present)."""
     from phenolens.core.errors import PhenolensError
-    from phenolens.data.loaders import describe, load
+    from phenolens.data.loaders import load
     from phenolens.report.datasets import summarize
     from phenolens.report.html import Section
 
@@ -33,8 +33,6 @@ def dataset_summaries(out: Path) -> tuple[list, dict]:
                 continue
             raise
         summary, section = summarize(data, name)
-        facts = describe(name)
-        section.text(f"Source: {facts['source']}. Licence: {facts['licence']}. Cite: {facts['citation']}")
         parent.add(section)
         metrics[name] = summary
     return [parent], metrics

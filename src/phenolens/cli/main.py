@@ -48,24 +48,19 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default: sys.argv); return the exit status (also used by tests)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="phenolens", standalone_mode=False)
+        status = app(args=args, prog_name="phenolens", standalone_mode=False)
     except PhenolensError as error:
         if _state["debug"] or "--debug" in args:
             raise
         print(f"phenolens: error: {error}", file=sys.stderr)
         return PhenolensError.exit_code
-    except typer.Exit as done:
-        return done.exit_code
-    except SystemExit as done:  # click's usage errors
-        return int(done.code or 0)
-    except Exception as error:  # click.UsageError and friends
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            return error.exit_code
-        raise
-    return 0
+    except typer.Abort:
+        print("phenolens: aborted", file=sys.stderr)
+        return 1
+    except typer.exceptions.TyperException as error:  # usage errors: unknown command, bad option
+        error.show()
+        return error.exit_code
+    return status if isinstance(status, int) else 0
 
 
 def entry() -> None:

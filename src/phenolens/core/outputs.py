@@ -21,6 +21,17 @@ import numpy as np
 from phenolens.core.errors import PhenolensError
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# tempfile creates private (0600/0700) entries; finished outputs get the usual permissions.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder that replaces `path` only if the block finishes without error.
@@ -35,6 +46,7 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterat
         raise PhenolensError(f"output folder {target} is not empty; remove it or pass --overwrite")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    staging.chmod(DIR_MODE)
     try:
         yield staging
     except BaseException:
@@ -57,6 +69,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

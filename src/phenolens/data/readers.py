@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
         raise
     except Exception as error:  # each decoder raises its own types; all mean "unreadable file"
         raise PhenolensError(f"{path}: cannot read image ({type(error).__name__}: {error}); replace or remove the file") from None
+    if array.size == 0:
+        raise PhenolensError(f"{path}: cannot read image (no pixel data: the file is corrupt or empty); replace or remove the file")
     if array.ndim == 2:
         array = array[None]
     elif array.ndim == 3 and array.shape[-1] <= 8 and array.shape[0] > 8:
@@ -188,7 +191,9 @@ def read_signal(path: str | Path, params_path: str | Path | None = None) -> Sign
         if path.suffix == ".npy":
             values = np.load(path, allow_pickle=False)
         else:
-            values = np.loadtxt(path, ndmin=1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # an empty file is reported below, once
+                values = np.loadtxt(path, ndmin=1)
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found") from None
     except Exception as error:  # loadtxt/np.load raise ValueError, EOFError, ...

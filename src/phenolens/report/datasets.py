@@ -7,7 +7,9 @@ import pandas as pd
 
 from phenolens.core.seeding import numpy_rng
 from phenolens.data.containers import ImageSet, SignalSet
+from phenolens.data.loaders import describe
 from phenolens.data.readers import feature_columns
+from phenolens.data.registry import registry
 from phenolens.report.figures import class_colors, figure, montage_figure
 from phenolens.report.html import Section
 
@@ -16,14 +18,22 @@ TREATMENT_COLUMNS = ("Metadata_Treatment", "Metadata_broad_sample", "Metadata_Co
 
 
 def summarize(data, name: str, seed: int = 0, per_class: int = 6) -> tuple[dict, Section]:
-    """Summarise a loaded dataset: a JSON-ready dict and a report section with figures."""
+    """Summarise a loaded dataset: a JSON-ready dict and a report section with figures.
+
+    For a registered dataset `name`, the registry facts (source, licence, citation) are added."""
     if isinstance(data, ImageSet):
-        return _summarize_images(data, name, seed, per_class)
-    if isinstance(data, pd.DataFrame):
-        return _summarize_profiles(data, name, seed)
-    if isinstance(data, SignalSet):
-        return _summarize_signals(data, name)
-    raise TypeError(f"cannot summarise {type(data).__name__}")
+        summary, section = _summarize_images(data, name, seed, per_class)
+    elif isinstance(data, pd.DataFrame):
+        summary, section = _summarize_profiles(data, name, seed)
+    elif isinstance(data, SignalSet):
+        summary, section = _summarize_signals(data, name)
+    else:
+        raise TypeError(f"cannot summarise {type(data).__name__}")
+    if name in registry():
+        facts = describe(name)
+        summary["registry"] = facts
+        section.text(f"Source: {facts['source']}. Licence: {facts['licence']}. Cite: {facts['citation']}")
+    return summary, section
 
 
 def _summarize_images(images: ImageSet, name: str, seed: int, per_class: int) -> tuple[dict, Section]:
@@ -80,24 +90,28 @@ def _summarize_profiles(table: pd.DataFrame, name: str, seed: int) -> tuple[dict
     values = table[features].to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
     summary["non_finite_values"] = int((~finite).sum())
-    # Distributions of six features spread over the variance ranking, controls vs treated.
-    spread = np.nanstd(values, axis=0)
-    order = np.argsort(-spread)
-    picks = [features[i] for i in order[np.linspace(0, len(order) - 1, 6).astype(int)]]
-    fig, axes = figure(width=10, height=5.2, nrows=2, ncols=3)
     groups = table[pert].astype(str) if pert else pd.Series(["all"] * len(table))
+    order = _rank_features(values, (groups == "control").to_numpy() if pert else None)
+    picks = [features[i] for i in order[:6]]
+    fig, axes = figure(width=10, height=5.2, nrows=2, ncols=3)
     palette = class_colors(max(2, groups.nunique()))
     for axis, feature in zip(axes.ravel(), picks):
+        shown_range = tuple(np.nanpercentile(table[feature].replace([np.inf, -np.inf], np.nan), [0.5, 99.5]))
         for color, group in zip(palette, sorted(groups.unique())):
             data = table.loc[groups == group, feature].replace([np.inf, -np.inf], np.nan).dropna()
-            axis.hist(data, bins=30, alpha=0.6, color=color, label=group, density=True)
+            axis.hist(data, bins=30, range=shown_range, alpha=0.6, color=color, label=group, density=True)
         axis.set_title(feature if len(feature) <= 38 else feature[:35] + "...", fontsize=8)
         axis.set_xlabel("feature value (file units)", fontsize=8)
         axis.set_ylabel("density", fontsize=8)
     axes.ravel()[0].legend(fontsize=8)
-    fig.suptitle(f"{name}: distributions of six features (highest to lowest spread)")
+    fig.suptitle(f"{name}: the six features that differ most between {'treated and control wells' if pert else 'wells'}")
     fig.tight_layout()
-    section.figure(fig, "Feature distributions, controls vs treated wells.", filename=f"{name}_features.png")
+    section.figure(
+        fig,
+        "Distributions of the six features with the largest robust difference between treated and control wells "
+        "(|median difference| / control MAD; coefficient of variation when there are no controls), 0.5-99.5th percentile range.",
+        filename=f"{name}_features.png",
+    )
     # A profile "montage": wells (rows, grouped) x features (columns), z-scored per feature.
     rng = numpy_rng(seed)
     group_column = next((c for c in ("Metadata_MoA", "Metadata_moa", "Metadata_Plate") if c in table), None)
@@ -111,7 +125,7 @@ def _summarize_profiles(table: pd.DataFrame, name: str, seed: int) -> tuple[dict
     block = (block - block.mean(0)) / (block.std(0) + 1e-9)
     fig, axis = figure(width=10, height=5)
     image = axis.imshow(np.clip(block, -3, 3), aspect="auto", cmap="RdBu_r", vmin=-3, vmax=3, interpolation="nearest")
-    axis.set_xlabel("feature (200 with the highest spread)")
+    axis.set_xlabel("feature (the 200 that differ most, ranked)")
     axis.set_ylabel(f"well, grouped by {group_column or 'random'}")
     if group_column:
         sizes = [min(8, int((labels == g).sum())) for g in kept]
@@ -120,6 +134,19 @@ def _summarize_profiles(table: pd.DataFrame, name: str, seed: int) -> tuple[dict
     axis.set_title(f"{name}: profile montage")
     section.figure(fig, "Profile montage: sampled wells x features, z-scored per feature (blue low, red high).", filename=f"{name}_montage.png")
     return summary, section
+
+
+def _rank_features(values: np.ndarray, is_control: np.ndarray | None) -> np.ndarray:
+    """Feature indices, most informative first: robust treated-vs-control effect size when controls
+    exist (unit-free, unlike raw spread), else the robust coefficient of variation."""
+    values = np.where(np.isfinite(values), values, np.nan)
+    if is_control is not None and is_control.any() and (~is_control).any():
+        control = values[is_control]
+        scale = np.nanmedian(np.abs(control - np.nanmedian(control, 0)), 0) + 1e-12
+        score = np.abs(np.nanmedian(values[~is_control], 0) - np.nanmedian(control, 0)) / scale
+    else:
+        score = np.nanstd(values, 0) / (np.abs(np.nanmean(values, 0)) + 1e-12)
+    return np.argsort(-np.nan_to_num(score, nan=-1.0))
 
 
 def _summarize_signals(signals: SignalSet, name: str) -> tuple[dict, Section]:

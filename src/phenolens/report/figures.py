@@ -73,35 +73,39 @@ def montage_figure(
     rows: Sequence[tuple[str, Sequence[np.ndarray]]],
     channel_names: Sequence[str],
     title: str | None = None,
-    tile: float = 0.9,
+    tile_inches: float = 0.9,
 ):
-    """A grid of image tiles: one row per (row label, list of (C, H, W) images), one column per
-    image and channel, each channel shown as its own grey panel with the channel name on top.
-    Contrast is shared per channel across the whole grid."""
-    limits = channel_limits([image for _, images in rows for image in images], len(channel_names))
+    """A grid of image tiles drawn as one canvas: one row per (row label, list of (C, H, W) images),
+    one column per image and channel, each channel a grey panel (names on top), images centred in
+    equal cells without resizing. Contrast is shared per channel across the whole grid."""
+    all_images = [image for _, images in rows for image in images]
+    limits = channel_limits(all_images, len(channel_names))
+    cell = max(max(image.shape[1:]) for image in all_images)
+    gap = max(2, cell // 12)
     n_images = max(len(images) for _, images in rows)
     n_channels = len(channel_names)
-    fig, axes = figure(
-        width=max(3.0, tile * n_images * n_channels + 1.6),
-        height=max(1.5, tile * len(rows) + 0.6),
-        nrows=len(rows),
-        ncols=n_images * n_channels,
-        squeeze=False,
-    )
-    for r, (label, images) in enumerate(rows):
-        for i in range(n_images):
+    columns = n_images * n_channels
+    canvas = np.ones(((cell + gap) * len(rows) - gap, (cell + gap) * columns - gap), dtype=np.float32)
+    for r, (_, images) in enumerate(rows):
+        for i, image in enumerate(images):
+            h, w = image.shape[1:]
+            top = r * (cell + gap) + (cell - h) // 2
             for c in range(n_channels):
-                axis = axes[r, i * n_channels + c]
-                axis.set_xticks([])
-                axis.set_yticks([])
-                for spine in axis.spines.values():
-                    spine.set_visible(False)
-                if i < len(images):
-                    axis.imshow(display_range(images[i][c], limits[c]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-                if r == 0 and (i == 0 or n_channels > 1):
-                    axis.set_title(channel_names[c], fontsize=8)
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+                left = (i * n_channels + c) * (cell + gap) + (cell - w) // 2
+                canvas[top : top + h, left : left + w] = display_range(image[c], limits[c])
+    fig, axis = figure(width=max(3.0, tile_inches * columns + 1.8), height=max(1.5, tile_inches * len(rows) + 0.7))
+    axis.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    centres = np.arange(columns) * (cell + gap) + cell / 2
+    if n_channels > 1:
+        axis.set_xticks(centres, [channel_names[k % n_channels] for k in range(columns)], fontsize=7, rotation=90)
+        axis.xaxis.tick_top()
+    else:
+        axis.set_xticks([])
+        title = f"{title} ({channel_names[0]})" if title else None
+    axis.set_yticks(np.arange(len(rows)) * (cell + gap) + cell / 2, [label for label, _ in rows], fontsize=9)
+    axis.tick_params(length=0)
+    for spine in axis.spines.values():
+        spine.set_visible(False)
     if title:
-        fig.suptitle(title)
-    fig.subplots_adjust(wspace=0.05, hspace=0.1)
+        axis.set_title(title, pad=8 + 40 * (n_channels > 1))
     return fig

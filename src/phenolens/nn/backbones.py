@@ -1,0 +1,199 @@
+"""Image classifiers in plain torch for multi-channel microscopy crops (any number of stains).
+
+Both networks share one interface (`ImageClassifierNet`):
+- `forward(x, covariates=None) -> logits` and `embed(x, covariates=None) -> pooled features`
+  (global average pooling, then the optional covariate vector, e.g. a one-hot cell type or plate);
+- `stages`: an ordered `nn.ModuleDict` whose outputs are the network's stages (`stage_names()`);
+  SIGN dictionaries use them as default layers and Grad-CAM uses the last one by default.
+
+Sizes suit 28-128 px crops: a 3x3 stem (stride 1 or 2) and no max-pool, so a 64 px crop still has
+an 8 px (stride 1) or 4 px (stride 2) map in the last stage. `width` scales every channel count.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from phenolens.core.errors import PhenolensError
+from phenolens.nn.heads import ClassifierHead
+from phenolens.nn.weights import register_architecture
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(4, int(round(channels * width)))
+
+
+class ImageClassifierNet(nn.Module):
+    """Shared plumbing: stem + named stages -> GAP (+ covariates) -> head."""
+
+    stages: nn.ModuleDict
+    head: ClassifierHead
+
+    def __init__(self, in_channels: int, n_classes: int, n_covariates: int):
+        super().__init__()
+        if in_channels < 1 or n_classes < 2:
+            raise PhenolensError(f"a classifier needs >= 1 input channel and >= 2 classes, got {in_channels} and {n_classes}")
+        self.in_channels, self.n_classes, self.n_covariates = in_channels, n_classes, n_covariates
+
+    def stage_names(self) -> list[str]:
+        """Names of the stage modules in forward order (the last one is the last conv block)."""
+        return list(self.stages.keys())
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the last stage, (N, F, h, w)."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise PhenolensError(
+                f"the model expects (N, {self.in_channels}, H, W) images, got shape {tuple(x.shape)}; check the channel count and order"
+            )
+        for stage in self.stages.values():
+            x = stage(x)
+        return x
+
+    def embed(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        """Penultimate features: globally averaged last-stage maps, then the covariates."""
+        pooled = self.feature_maps(x).mean(dim=(2, 3))
+        if self.n_covariates == 0:
+            return pooled
+        if covariates is None or covariates.shape != (len(x), self.n_covariates):
+            got = None if covariates is None else tuple(covariates.shape)
+            raise PhenolensError(f"the model was trained with {self.n_covariates} covariates per image; got {got}")
+        return torch.cat([pooled, covariates.to(pooled.dtype)], dim=1)
+
+    def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed(x, covariates))
+
+
+def _conv_bn(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    )
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU()
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+            if stride != 1 or in_channels != out_channels
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+@register_architecture("resnet18")
+class ResNet18(ImageClassifierNet):
+    """ResNet-18 layout (2-2-2-2 basic blocks; 64-128-256-512 channels times `width`)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        width: float = 0.5,
+        stem_stride: int = 1,
+        n_covariates: int = 0,
+        loss: str = "softmax",
+        blocks: tuple[int, ...] | list[int] = (2, 2, 2, 2),
+    ):
+        super().__init__(in_channels, n_classes, n_covariates)
+        channels = [_scaled(c, width) for c in (64, 128, 256, 512)][: len(blocks)]
+        stages: dict[str, nn.Module] = {"stem": _conv_bn(in_channels, channels[0], 3, stem_stride)}
+        previous = channels[0]
+        for index, (count, out) in enumerate(zip(blocks, channels), start=1):
+            layers = [BasicBlock(previous if b == 0 else out, out, 2 if (b == 0 and index > 1) else 1) for b in range(count)]
+            stages[f"stage{index}"] = nn.Sequential(*layers)
+            previous = out
+        self.stages = nn.ModuleDict(stages)
+        self.feature_dim = previous
+        self.head = ClassifierHead(previous + n_covariates, n_classes, loss)
+        _init_weights(self)
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-1x1 (bottleneck) -> BN-ReLU-3x3 producing `growth` new maps, concatenated to the input."""
+
+    def __init__(self, in_channels: int, growth: int, bottleneck: int = 4):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(),
+            nn.Conv2d(in_channels, bottleneck * growth, 1, bias=False),
+            nn.BatchNorm2d(bottleneck * growth),
+            nn.ReLU(),
+            nn.Conv2d(bottleneck * growth, growth, 3, padding=1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.body(x)], dim=1)
+
+
+@register_architecture("densenet")
+class DenseNet(ImageClassifierNet):
+    """DenseNet-BC layout: dense blocks joined by transitions (1x1 conv halving channels, 2x2 avg-pool).
+
+    Each stage is a dense block followed by its transition (the last one by BN-ReLU), so every
+    stage output is a finished feature map. Growth rate and stem channels scale with `width`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        width: float = 0.5,
+        stem_stride: int = 1,
+        n_covariates: int = 0,
+        loss: str = "softmax",
+        blocks: tuple[int, ...] | list[int] = (6, 12, 24, 16),
+        growth_rate: int = 32,
+    ):
+        super().__init__(in_channels, n_classes, n_covariates)
+        growth = _scaled(growth_rate, width)
+        previous = 2 * growth
+        stages: dict[str, nn.Module] = {"stem": _conv_bn(in_channels, previous, 3, stem_stride)}
+        for index, count in enumerate(blocks, start=1):
+            layers: list[nn.Module] = []
+            for _ in range(count):
+                layers.append(DenseLayer(previous, growth))
+                previous += growth
+            if index < len(blocks):
+                layers += [nn.BatchNorm2d(previous), nn.ReLU(), nn.Conv2d(previous, previous // 2, 1, bias=False), nn.AvgPool2d(2)]
+                previous //= 2
+            else:
+                layers += [nn.BatchNorm2d(previous), nn.ReLU()]
+            stages[f"dense{index}"] = nn.Sequential(*layers)
+        self.stages = nn.ModuleDict(stages)
+        self.feature_dim = previous
+        self.head = ClassifierHead(previous + n_covariates, n_classes, loss)
+        _init_weights(self)
+
+
+def _init_weights(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def build_backbone(arch: str, **hyperparameters) -> ImageClassifierNet:
+    """Instantiate a registered image architecture by name (`resnet18`, `densenet`)."""
+    from phenolens.nn.weights import ARCHITECTURES
+
+    cls = ARCHITECTURES.get(arch)
+    if cls is None or not issubclass(cls, ImageClassifierNet):
+        known = sorted(name for name, c in ARCHITECTURES.items() if isinstance(c, type) and issubclass(c, ImageClassifierNet))
+        raise PhenolensError(f"unknown image architecture {arch!r}; choose one of {', '.join(known)}")
+    return cls(**hyperparameters)

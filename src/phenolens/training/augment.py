@@ -1,0 +1,74 @@
+"""Batch augmentations for cell crops, vectorised over the batch and driven by a torch Generator.
+
+Cells have no up/down or left/right: flips and 90-degree turns are free label-preserving copies;
+small rotations (+-10 degrees) break the pixel grid; CutMix (Yun et al. 2019) pastes a box of one
+crop into another and mixes their labels by the pasted area.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def flips_and_rotations(x: torch.Tensor, generator: torch.Generator, max_degrees: float = 10.0, turns: bool = True) -> torch.Tensor:
+    """Random horizontal/vertical flips, 90-degree turns (square inputs) and rotations of up to
+    `max_degrees`, per image, as one affine resampling of the whole batch (zeros fill the corners)."""
+    n = len(x)
+    angle = (torch.rand(n, generator=generator) * 2.0 - 1.0) * math.radians(max_degrees)
+    if turns and x.shape[-1] == x.shape[-2]:
+        angle = angle + torch.randint(0, 4, (n,), generator=generator) * (math.pi / 2)
+    flip_x = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    flip_y = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Rotation times diagonal flip, in the normalised [-1, 1] coordinates of affine_grid.
+    theta = torch.stack(
+        [torch.stack([cos * flip_x, -sin * flip_y, torch.zeros(n)], 1), torch.stack([sin * flip_x, cos * flip_y, torch.zeros(n)], 1)], 1
+    )
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@dataclass
+class CutMixBatch:
+    """A CutMix batch: the loss is `weight * loss(labels) + (1 - weight) * loss(partner_labels)`."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    partner_labels: torch.Tensor
+    weight: torch.Tensor  # per image: the fraction of its area that kept its own pixels
+
+
+def cutmix(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, probability: float = 0.5) -> CutMixBatch:
+    """Paste a random box of a partner image (a permutation of the batch) into each selected image.
+
+    lambda ~ Beta(1, 1) (uniform) sets the box area to (1 - lambda) of the image; the box is clipped
+    at the border, so the label weight is recomputed from the area actually pasted.
+    """
+    n, _, height, width = x.shape
+    partner = torch.randperm(n, generator=generator)
+    lam = torch.rand(n, generator=generator)
+    lam = torch.where(torch.rand(n, generator=generator) < probability, lam, torch.ones(n))
+    cut_h, cut_w = (height * torch.sqrt(1 - lam)).round(), (width * torch.sqrt(1 - lam)).round()
+    centre_y, centre_x = torch.rand(n, generator=generator) * height, torch.rand(n, generator=generator) * width
+    top, bottom = (centre_y - cut_h / 2).clamp(0, height).round(), (centre_y + cut_h / 2).clamp(0, height).round()
+    left, right = (centre_x - cut_w / 2).clamp(0, width).round(), (centre_x + cut_w / 2).clamp(0, width).round()
+    rows, cols = torch.arange(height), torch.arange(width)
+    inside_rows = (rows[None] >= top[:, None]) & (rows[None] < bottom[:, None])
+    inside_cols = (cols[None] >= left[:, None]) & (cols[None] < right[:, None])
+    box = inside_rows[:, :, None] & inside_cols[:, None, :]
+    mixed = torch.where(box[:, None], x[partner], x)
+    weight = 1.0 - box.flatten(1).float().mean(1)
+    return CutMixBatch(mixed, labels, labels[partner], weight)
+
+
+def pseudo_label_weight(epoch: int, start: int, full: int, final_weight: float) -> float:
+    """alpha(t) of Lee (2013): 0 before epoch `start`, rising linearly to `final_weight` at `full`, then constant."""
+    if epoch < start:
+        return 0.0
+    if epoch >= full:
+        return float(final_weight)
+    return float(final_weight) * (epoch - start) / max(full - start, 1)

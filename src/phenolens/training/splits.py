@@ -1,0 +1,59 @@
+"""Seeded, stratified splits, optionally grouped (by well, site or field) so that crops of one
+group never sit on both sides of a split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from phenolens.core.errors import PhenolensError
+
+
+def stratified_folds(labels: Sequence[int], n_folds: int, seed: int = 0, groups: Sequence | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`n_folds` (train_index, test_index) pairs; every index is tested exactly once.
+
+    With `groups`, scikit-learn's StratifiedGroupKFold keeps each group on one side and balances
+    the classes as well as the groups allow.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[labels >= 0]) if len(labels) else np.array([0])
+    if n_folds < 2:
+        raise PhenolensError(f"cross-validation needs at least 2 folds, got {n_folds}")
+    smallest = counts[counts > 0].min() if (counts > 0).any() else 0
+    if smallest < n_folds:
+        raise PhenolensError(f"the smallest class has {smallest} images, fewer than the {n_folds} folds asked for; use fewer folds")
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        folds = splitter.split(np.zeros(len(labels)), labels)
+    else:
+        groups = np.asarray(groups)
+        if len(np.unique(groups)) < n_folds:
+            raise PhenolensError(f"only {len(np.unique(groups))} groups for {n_folds} folds; group by a finer column or use fewer folds")
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        folds = splitter.split(np.zeros(len(labels)), labels, groups)
+    return [(np.sort(train), np.sort(test)) for train, test in folds]
+
+
+def stratified_split(
+    labels: Sequence[int], test_fraction: float = 0.2, seed: int = 0, groups: Sequence | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (train_index, test_index) split holding out about `test_fraction` of the images per class.
+
+    Grouped splits take the first fold of round(1 / test_fraction) stratified group folds.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise PhenolensError(f"test fraction must lie between 0 and 1, got {test_fraction}")
+    labels = np.asarray(labels)
+    if groups is not None:
+        return stratified_folds(labels, max(2, round(1.0 / test_fraction)), seed, groups)[0]
+    counts = np.bincount(labels)
+    if (counts[counts > 0] < 2).any():
+        raise PhenolensError("a class has a single image; it cannot sit on both sides of a stratified split")
+    index = np.arange(len(labels))
+    train, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(test)

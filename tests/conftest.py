@@ -1,0 +1,42 @@
+"""Shared fixtures: the data mirror must be configured (CI and the Makefile set it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+MIRROR = os.environ.get("PHENOLENS_DATA_MIRROR") or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+os.environ.setdefault("PHENOLENS_DATA_MIRROR", MIRROR)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The real-data mirror folder (tests read real data from it, never copies in the repo)."""
+    root = Path(os.environ["PHENOLENS_DATA_MIRROR"])
+    if not (root / "MANIFEST.tsv").is_file():
+        pytest.fail(f"PHENOLENS_DATA_MIRROR={root} does not hold the data mirror; set it to ../shared/data")
+    return root
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    """A private, empty PHENOLENS_CACHE for tests that must not see or fill the user's cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PHENOLENS_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the phenolens CLI in-process: returns (exit status, stdout, stderr)."""
+    from phenolens.cli.main import run
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        status = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return invoke

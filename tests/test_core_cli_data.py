@@ -1,0 +1,40 @@
+"""`phenolens data show` and the demo's dataset summaries on the real data."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_data_show_bbbc013_writes_counts_and_report(cli, tmp_path):
+    out = tmp_path / "X"
+    status, stdout, _ = cli("data", "show", "bbbc013", "--out", str(out))
+    assert status == 0, stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["class_counts"] == {"NoGFP": 59, "CytoplasmicGFP": 80, "NuclearGFP": 59, "Unknown": 596}
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "FKHR-GFP" in html
+    assert (out / "figures" / "bbbc013_montage.png").stat().st_size > 10_000
+
+
+def test_data_show_profiles_and_signals(cli, tmp_path):
+    status, _, _ = cli("data", "show", "bbbc021-profiles", "--out", str(tmp_path / "p"))
+    assert status == 0
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert summary["n_wells"] == 632 and summary["n_features"] == 516 and summary["n_treatments"] == 104
+    assert summary["counts_by_PertType"] == {"control": 330, "trt": 302}
+    status, _, _ = cli("data", "show", "echo-pulses", "--out", str(tmp_path / "s"))
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["signals"]["reference_signal_ultem_water"]["samples"] == 424
+
+
+def test_demo_datasets_step_covers_every_mirrored_dataset(cli, tmp_path):
+    out = tmp_path / "demo"
+    status, _, _ = cli("demo", "--only", "datasets", "--out", str(out))
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())["datasets"]
+    for name in ["bbbc021-profiles", "lincs-plate", "bbbc013", "mitocheck", "bbbc021-cells", "echo-pulses"]:
+        assert name in metrics
+        assert (out / "figures" / f"{name}_montage.png").is_file()
+    assert metrics["mitocheck"]["n_images"] == 3277
+    html = (out / "report.html").read_text()
+    assert html.count("Profile montage") >= 2

@@ -1,0 +1,195 @@
+"""Backbones, heads, augmentations, splits and fit_classifier on tiny real data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from phenolens.core.errors import PhenolensError
+from phenolens.data.containers import ImageSet
+from phenolens.nn.backbones import DenseNet, ResNet18, build_backbone
+from phenolens.nn.heads import ArcFace, ClassifierHead
+from phenolens.nn.weights import ModelCard, save_model
+from phenolens.training import (
+    ChannelNormalization,
+    ImageClassifier,
+    cutmix,
+    fit_classifier,
+    flips_and_rotations,
+    pseudo_label_weight,
+    stratified_folds,
+    stratified_split,
+)
+
+
+@pytest.mark.parametrize("cls,kwargs", [(ResNet18, {"width": 0.125}), (DenseNet, {"width": 0.25, "blocks": [2, 2], "growth_rate": 16})])
+def test_backbones_any_channel_count_stages_and_covariates(cls, kwargs):
+    model = cls(in_channels=5, n_classes=3, n_covariates=2, **kwargs).eval()
+    x, cov = torch.randn(4, 5, 40, 40), torch.eye(2)[[0, 1, 0, 1]]
+    logits = model(x, cov)
+    assert logits.shape == (4, 3)
+    features = model.embed(x, cov)
+    assert features.shape == (4, model.feature_dim + 2)
+    assert torch.equal(features[:, -2:], cov)  # covariates concatenated after pooling, before the head
+    assert model.stage_names()[0] == "stem" and len(model.stage_names()) >= 3
+    outputs = []
+    hooks = [model.stages[name].register_forward_hook(lambda m, i, o: outputs.append(o)) for name in model.stage_names()]
+    model(x, cov)
+    for hook in hooks:
+        hook.remove()
+    assert [o.shape[0] for o in outputs] == [4] * len(model.stage_names()) and outputs[-1].shape[1] == model.feature_dim
+    with pytest.raises(PhenolensError, match="5, H, W"):
+        model(torch.randn(2, 3, 40, 40), cov[:2])
+    with pytest.raises(PhenolensError, match="2 covariates"):
+        model(x)
+
+
+def test_width_multiplier_scales_parameters():
+    small = sum(p.numel() for p in build_backbone("resnet18", in_channels=2, n_classes=3, width=0.25).parameters())
+    large = sum(p.numel() for p in build_backbone("resnet18", in_channels=2, n_classes=3, width=0.5).parameters())
+    assert 3.5 < large / small < 4.1  # conv weights grow with width squared
+
+
+def test_arcface_margin_lowers_only_the_true_class_logit():
+    head = ArcFace(8, 4)
+    features, labels = torch.randn(6, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    plain, margin = head(features), head.margin_logits(features, labels)
+    own = torch.nn.functional.one_hot(labels, 4).bool()
+    assert torch.all(margin[own] < plain[own]) and torch.allclose(margin[~own], plain[~own])
+    cos_theta = plain[own] / 30.0
+    expected = torch.cos(torch.acos(cos_theta.clamp(-1, 1)) + 0.5)
+    inside = torch.acos(cos_theta) + 0.5 < math.pi
+    assert torch.allclose(margin[own][inside] / 30.0, expected[inside], atol=1e-5)
+
+
+def test_composite_loss_is_the_weighted_sum():
+    torch.manual_seed(0)
+    composite = ClassifierHead(8, 3, "composite")
+    features, labels = torch.randn(5, 8), torch.tensor([0, 1, 2, 0, 1])
+    ce = torch.nn.functional.cross_entropy
+    expected = 0.8 * ce(composite.linear(features), labels) + 0.2 * ce(composite.arcface.margin_logits(features, labels), labels)
+    assert torch.allclose(composite.loss(features, labels), expected)
+    assert torch.equal(composite(features), composite.linear(features))  # predictions from the linear head
+
+
+def test_turns_and_flips_are_exact_permutations_and_cutmix_weights_match_area():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 16.0).reshape(1, 2, 4, 4).repeat(64, 1, 1, 1)
+    out = flips_and_rotations(x, generator, max_degrees=0.0)
+    assert torch.allclose(out.sort(dim=-1).values.sum(), x.sum(), atol=1e-3)
+    for image in out:  # every output is one of the 8 symmetries of the square
+        candidates = [torch.rot90(v, k, (-2, -1)) for v in (x[0], x[0].flip(-1)) for k in range(4)]
+        assert min((image - c).abs().max().item() for c in candidates) < 1e-4
+    labels = torch.arange(64) % 3
+    batch = cutmix(torch.zeros(64, 1, 10, 10) + torch.arange(64.0)[:, None, None, None], labels, generator, probability=1.0)
+    kept = (batch.images == torch.arange(64.0)[:, None, None, None]).flatten(1).float().mean(1)
+    other_partner = batch.partner_labels != labels
+    assert other_partner.sum() > 30 and torch.allclose(kept[other_partner], batch.weight[other_partner])
+    assert 0.5 < batch.weight.mean() < 0.85  # lambda ~ U(0, 1), raised a little by boxes clipped at the border
+
+
+def test_pseudo_label_schedule():
+    assert [pseudo_label_weight(t, 2, 6, 0.8) for t in (0, 1, 2, 4, 6, 9)] == [0.0, 0.0, 0.0, 0.4, 0.8, 0.8]
+
+
+def test_splits_are_stratified_seeded_and_grouped():
+    labels = np.repeat([0, 1, 2], 20)
+    groups = np.repeat(np.arange(12), 5)
+    train, test = stratified_split(labels, 0.25, seed=3)
+    assert np.array_equal(np.bincount(labels[test]), [5, 5, 5]) and len(np.intersect1d(train, test)) == 0
+    assert np.array_equal(test, stratified_split(labels, 0.25, seed=3)[1])
+    folds = stratified_folds(labels, 4, seed=0, groups=groups)
+    assert np.array_equal(np.sort(np.concatenate([t for _, t in folds])), np.arange(60))
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    with pytest.raises(PhenolensError, match="fewer than"):
+        stratified_folds(np.array([0, 0, 1]), 2)
+
+
+def test_normalization_uses_training_statistics():
+    images = np.random.default_rng(0).normal(5.0, 2.0, size=(20, 3, 8, 8)).astype(np.float32)
+    images[:, 2] = 7.0
+    norm = ChannelNormalization.fit(images)
+    out = norm(images)
+    assert np.allclose(out[:, :2].mean(axis=(0, 2, 3)), 0, atol=1e-5) and np.allclose(out[:, :2].std(axis=(0, 2, 3)), 1, atol=1e-4)
+    assert np.allclose(out[:, 2], 0) and norm.std[2] == 1.0  # a constant channel is centred, not divided by 0
+    assert np.allclose(ChannelNormalization.from_dict(norm.to_dict()).mean, norm.mean)
+
+
+def _two_class_set(n: int = 48, seed: int = 0) -> ImageSet:
+    """Variable-size crops whose class is where a bright spot sits relative to a second channel."""
+    rng = np.random.default_rng(seed)
+    images = []
+    labels = np.arange(n) % 2
+    for label in labels:
+        size = int(rng.integers(12, 17))
+        image = rng.uniform(0, 0.2, size=(2, size, size)).astype(np.float32)
+        centre = size // 2
+        image[1, centre - 2 : centre + 2, centre - 2 : centre + 2] = 1.0  # "nucleus"
+        if label:
+            image[0, centre - 2 : centre + 2, centre - 2 : centre + 2] = 1.0
+        else:
+            image[0, :2, :] = 1.0
+        images.append(image)
+    labels = labels.copy()
+    labels[-8:] = -1  # an unlabelled pool for pseudo-labels
+    return ImageSet(images, labels, ["outside", "inside"], ["reporter", "dna"], name="synthetic")
+
+
+def test_fit_classifier_learns_and_round_trips(tmp_path):
+    images = _two_class_set()
+    clf = fit_classifier(
+        images, "resnet18", width=0.125, epochs=12, batch_size=16, lr=3e-3, validation_fraction=0.0, pseudo_start=4, pseudo_full=8, seed=0
+    )
+    assert clf.size == 16 and clf.settings["pseudo_labels"] and clf.settings["n_unlabelled"] == 8
+    labelled = images.labelled()
+    proba = clf.predict_proba(labelled)
+    assert proba.shape == (40, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert (proba.argmax(1) == labelled.labels).mean() >= 0.9
+    clf.save(tmp_path / "model")
+    again = ImageClassifier.load(tmp_path / "model")
+    assert again.class_names == ["outside", "inside"] and again.channel_names == ["reporter", "dna"] and again.size == 16
+    assert np.allclose(again.predict_proba(labelled), proba, atol=1e-6)
+    assert len(again.history.epochs) == 12
+    same_seed = fit_classifier(images, "resnet18", width=0.125, epochs=2, batch_size=16, validation_fraction=0.0, seed=1)
+    repeat = fit_classifier(images, "resnet18", width=0.125, epochs=2, batch_size=16, validation_fraction=0.0, seed=1)
+    assert np.allclose(same_seed.predict_proba(labelled), repeat.predict_proba(labelled), atol=1e-6)
+
+
+def test_classifier_bad_inputs(tmp_path):
+    images = _two_class_set(16)
+    clf = fit_classifier(images, "densenet", width=0.25, blocks=[1, 1], epochs=1, batch_size=8, validation_fraction=0.0, seed=0)
+    with pytest.raises(PhenolensError, match="3 channels .* trained on 2"):
+        clf.predict(ImageSet([np.zeros((3, 10, 10), np.float32)], [0], ["a", "b"], ["x", "y", "z"], name="three"))
+    broken = [image.copy() for image in images.images]
+    broken[3][0, 1, 1] = np.nan
+    with pytest.raises(PhenolensError, match="NaN or infinite"):
+        clf.predict(ImageSet(broken, images.labels, images.class_names, images.channel_names))
+    with pytest.raises(PhenolensError, match="unknown target class 'Mitosis'"):
+        clf.class_index("Mitosis")
+    with pytest.raises(PhenolensError, match="no metadata column 'well'"):
+        fit_classifier(images, "resnet18", group_by="well", epochs=1)
+    with pytest.raises(PhenolensError, match="unknown image architecture"):
+        fit_classifier(images, "vgg", epochs=1)
+    # weights of another registered architecture in a classifier folder
+    clf.save(tmp_path / "dense")
+    other = build_backbone("resnet18", in_channels=2, n_classes=2, width=0.125)
+    save_model(
+        other,
+        tmp_path / "mixed",
+        ModelCard(
+            "densenet",
+            {"in_channels": 2, "n_classes": 2, "width": 0.25, "blocks": [1, 1]},
+            ["a", "b"],
+            ["r", "d"],
+            {"mean": [0, 0], "std": [1, 1], "size": 16},
+        ),
+    )
+    with pytest.raises(PhenolensError, match="do not fit a 'densenet' model"):
+        ImageClassifier.load(tmp_path / "mixed")
+    (tmp_path / "dense" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(PhenolensError, match="corrupt or truncated"):
+        ImageClassifier.load(tmp_path / "dense")
