@@ -1,5 +1,7 @@
 """ECINN geometry, the gradient baseline, autoencoder interpolation and the nuclear-contrast known answer."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -39,15 +41,13 @@ def fitted() -> tuple[ECINN, torch.Tensor, torch.Tensor]:
     images, labels = two_class_images()
     model.train()
     model(images)  # initialise ActNorm
-    with torch.no_grad():  # a head that separates the classes, so predictions cover both
-        model.head.weight.copy_(torch.zeros_like(model.head.weight))
-        z = model.encode(images).mean(dim=(2, 3))
-        direction = z[labels == 1].mean(0) - z[labels == 0].mean(0)
-        model.head.weight[1] = direction
-        model.head.bias[1] = -(direction * (z[labels == 1].mean(0) + z[labels == 0].mean(0)) / 2).sum()
     model.converge_spectral_norms(50)
     model.eval()
-    return ECINN(model).fit(images, labels), images, labels
+    ecinn = ECINN(model).fit(images, labels)
+    with torch.no_grad():  # a confidence a trained head would have: |logit difference| about 3 on average
+        logits = model.classify(ecinn.latents(images)[0])
+        model.head.log_scale += torch.log(3.0 / (logits[:, 1] - logits[:, 0]).abs().mean())
+    return ecinn, images, labels
 
 
 def test_alpha_zero_puts_the_latent_on_the_hyperplane(fitted):
@@ -64,6 +64,9 @@ def test_alpha_zero_puts_the_latent_on_the_hyperplane(fitted):
     before = (z[rows] * geometry["w"]).sum(1) + geometry["b"]
     assert torch.all(before < 0)  # started on the predicted class's side
     assert torch.allclose(geometry["alpha1"], 0.8 + 0.5 * geometry["alpha0"])
+    # The class-mean head's boundary is that hyperplane: the two logits tie at alpha_0.
+    logits_on_plane = ecinn.model.classify(moved)
+    assert torch.allclose(logits_on_plane[:, 0], logits_on_plane[:, 1], rtol=1e-4, atol=1e-4)
 
 
 def test_alpha_formulas_on_a_known_case():
@@ -101,12 +104,13 @@ def test_ecinn_rejects_bad_use(fitted):
     ecinn, images, labels = fitted
     with pytest.raises(PhenolensError, match="outside"):
         ecinn.explain(images, target=5)
+    spare = copy.deepcopy(ecinn.model)  # fit sets the head's means: keep the shared model as it is
     with pytest.raises(PhenolensError, match="not fitted"):
-        ECINN(ecinn.model).explain(images, target=1)
+        ECINN(spare).explain(images, target=1)
     with pytest.raises(PhenolensError, match="no training image is predicted"):
-        ECINN(ecinn.model).fit(images[labels == 0][:2], torch.tensor([0, 1]))  # labelled 0 and 1, all predicted 0
+        ECINN(spare).fit(images[[0, 0]], torch.tensor([0, 1]))  # equal means: every tie goes to class 0
     with pytest.raises(PhenolensError, match="no training image is labelled"):
-        ECINN(ecinn.model).fit(images[:2], torch.tensor([0, 0]))
+        ECINN(spare).fit(images[:2], torch.tensor([0, 0]))
 
 
 def test_gradient_baseline_flips_and_counts_evaluations(fitted):
@@ -119,7 +123,10 @@ def test_gradient_baseline_flips_and_counts_evaluations(fitted):
     assert (result.evaluations == 2 * result.steps + 1).all()
     assert (result.probabilities.argmax(1) == 1).all()
     capped = wachter_counterfactuals(ecinn.model, images[~already], target=1, lr=1e-6, max_steps=2)
-    assert not capped.flipped.any() and (capped.steps == 2).all()
+    assert not capped.flipped.any() and not capped.reached.any() and (capped.steps == 2).all()
+    confident = wachter_counterfactuals(ecinn.model, images[~already], target=1, lr=0.05, max_steps=300, confidence=0.9)
+    assert confident.reached.all() and (confident.probabilities[:, 1] >= 0.9).all()
+    assert (confident.steps >= result.steps[~already]).all() and confident.steps.sum() > result.steps[~already].sum()
 
 
 def test_interpolation_reaches_the_class_mean(fitted):

@@ -5,8 +5,14 @@ so the latent has room to spare) to a latent z of the same total size:
     pad -> squeeze -> [ActNorm -> x + g(x)] * blocks -> squeeze -> ... -> z
 Every residual branch g is made contractive by bounding the operator norm of each convolution by
 `coeff` < 1 (ELU is 1-Lipschitz), so x + g(x) is invertible and its inverse is the fixed point of
-x = y - g(x). The classification head reads the channel means of z (a linear map of z), so moving z
-along a direction moves every logit linearly, which is what ECINN counterfactuals rely on.
+x = y - g(x).
+
+The classification head is a Gaussian class-conditional model on the whole latent vector with one
+shared isotropic covariance: logit_k = -s ||z - mu_k||^2 / (2 D), mu_k the mean latent of class k
+(tracked during training, set to the exact training-set means afterwards). Its decision boundary
+between two classes is therefore the hyperplane that bisects their means, which is exactly the
+hyperplane ECINN uses (in the ECINN paper the flow's latent is a Gaussian mixture for the same
+reason); with a free linear head, alpha_0 would land on a hyperplane the classifier does not use.
 """
 
 from __future__ import annotations
@@ -123,6 +129,47 @@ class Squeeze(nn.Module):
         return F.pixel_shuffle(y, 2)
 
 
+class ClassMeanHead(nn.Module):
+    """logit_k = -scale * ||z - mu_k||^2 / (2 D) on flattened latents z (N, D).
+
+    The means are buffers, not parameters: `observe` moves them towards the batch's class means
+    during training (exponential moving average), `set_means` fixes them after training. The
+    learnable scale sets the confidence without moving the decision boundaries.
+    """
+
+    def __init__(self, n_classes: int, latent_dim: int, momentum: float = 0.1):
+        super().__init__()
+        self.momentum = momentum
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.register_buffer("means", torch.zeros(n_classes, latent_dim))
+        self.register_buffer("seen", torch.zeros(n_classes, dtype=torch.bool))
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.means)
+
+    @torch.no_grad()
+    def observe(self, z: torch.Tensor, labels: torch.Tensor) -> None:
+        """Update the running class means with a training batch (first sighting copies the batch mean)."""
+        one_hot = F.one_hot(labels, self.n_classes).to(z.dtype)
+        counts = one_hot.sum(0)
+        present = counts > 0
+        batch_means = (one_hot.T @ z.flatten(1)) / counts.clamp_min(1)[:, None]
+        weight = torch.where(self.seen, self.momentum, 1.0)[:, None]
+        self.means.copy_(torch.where(present[:, None], (1 - weight) * self.means + weight * batch_means, self.means))
+        self.seen |= present
+
+    @torch.no_grad()
+    def set_means(self, means: torch.Tensor) -> None:
+        self.means.copy_(means)
+        self.seen.fill_(True)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.flatten(1)
+        distances = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.means.T + self.means.pow(2).sum(1)[None]) / flat.shape[1]
+        return -0.5 * torch.exp(self.log_scale) * distances
+
+
 @dataclass
 class InverseReport:
     """How well the fixed-point iterations converged: the largest relative residual
@@ -162,7 +209,8 @@ class InvertibleBlock(nn.Module):
 
 @register_architecture("iresnet")
 class InvertibleResNet(nn.Module):
-    """i-ResNet classifier: `encode` (x -> z) is invertible (`decode`), `head` classifies z.
+    """i-ResNet classifier: `encode` (x -> z) is invertible (`decode`), `head` classifies z by its
+    distances to the class means (train with `head.observe(z, labels)` before each loss).
 
     Args:
         in_channels: image channels (stains).
@@ -208,7 +256,7 @@ class InvertibleResNet(nn.Module):
             stages += [InvertibleBlock(channels, width, size, coeff, n_power_iterations) for _ in range(count)]
         self.stages = nn.ModuleList(stages)
         self.latent_shape = (channels, size, size)
-        self.head = nn.Linear(channels, n_classes)
+        self.head = ClassMeanHead(n_classes, channels * size * size)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.in_channels:
@@ -237,8 +285,8 @@ class InvertibleResNet(nn.Module):
         return z[:, : self.in_channels]
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits from latents: a linear map of the channel means of z."""
-        return self.head(z.mean(dim=(2, 3)))
+        """Logits from latents (N, *latent_shape) or flattened (N, D)."""
+        return self.head(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(x))

@@ -80,12 +80,18 @@ class ECINN:
         return z.flatten(1), self.model.classify(z)
 
     def fit(self, images: torch.Tensor, labels: torch.Tensor) -> ECINN:
-        """Mean latents per true and per predicted class over the training images."""
+        """Mean latents per true and per predicted class over the training images.
+
+        The classifier's head is set to the true-class means, so its decision boundary between two
+        classes is the hyperplane w^T z + b = 0 used below; predictions (and so the predicted-class
+        means) are those of the head with these means."""
         labels = torch.as_tensor(labels)
-        z, logits = self.latents(images)
-        n_classes = self.model.head.out_features
+        z, _ = self.latents(images)
+        n_classes = self.model.head.n_classes
         self.means_true_ = self._class_means(z, labels, n_classes, "labelled")
-        self.means_predicted_ = self._class_means(z, logits.argmax(1), n_classes, "predicted")
+        self.model.head.set_means(self.means_true_)
+        predicted = torch.cat([self.model.classify(z[i : i + self.batch_size]) for i in range(0, len(z), self.batch_size)]).argmax(1)
+        self.means_predicted_ = self._class_means(z, predicted, n_classes, "predicted")
         return self
 
     @staticmethod

@@ -212,7 +212,10 @@ def train_counterfactual_model(
 
     def classification_step(model, batch, epoch):
         x, y = batch
-        return F.cross_entropy(model(augment(x) if model.training else x), y)
+        z = model.encode(augment(x) if model.training else x)
+        if model.training:
+            model.head.observe(z, y)
+        return F.cross_entropy(model.classify(z), y)
 
     history = fit(
         classifier,
