@@ -51,7 +51,11 @@ def train(
     size: int = typer.Option(64, help="Crops are centre-padded (never stretched) to SIZE x SIZE; a multiple of 2**scales."),
     blocks: str = typer.Option("2,2", help="Residual blocks per scale, comma-separated."),
     hidden: str = typer.Option("16,32", help="Hidden channels of the residual branches per scale."),
-    pad_channels: int = typer.Option(5, help="Zero channels appended to the input."),
+    pad_channels: int = typer.Option(
+        0,
+        help="Zero channels appended to the input (Behrmann et al. use 5). With padding, f^-1 of a moved latent leaves the image space "
+        "and dropping the padded part undoes some of the move, which lowers the counterfactual flip rate.",
+    ),
     coeff: float = typer.Option(0.8, help="Spectral bound of every convolution (< 1)."),
     power_iterations: int = typer.Option(5, help="Power iterations per training step for each spectral bound."),
     inverse_iterations: int = typer.Option(100, help="Maximum fixed-point iterations per block when inverting."),
@@ -120,11 +124,12 @@ def explain(
 ) -> None:
     """ECINN counterfactuals (alpha_0, alpha_1), difference maps, probabilities, sweeps and metrics."""
     from phenolens.core.outputs import atomic_output_dir
-    from phenolens.explain.counterfactual.evaluate import GradientSettings, explain_images
+    from phenolens.explain.counterfactual.evaluate import GradientSettings, check_request, explain_images
     from phenolens.explain.counterfactual.model import CounterfactualModel
     from phenolens.report.counterfactual import write_explanation
 
     model = CounterfactualModel.load(checkpoint)
+    check_request(model, target, nucleus_channel, signal_channel)
     if dataset or images:
         data = read_images(dataset, images)
     else:

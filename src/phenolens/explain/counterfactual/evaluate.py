@@ -75,9 +75,7 @@ def explain_images(
     `baseline=None` skips the gradient baseline (no speed-up then); `autoencoder=False` skips the
     interpolation alternative; `nucleus_channel` turns on the nuclear-contrast known answer.
     """
-    target_index = model.class_index(target)
-    if nucleus_channel is not None and nucleus_channel not in model.channel_names:
-        raise PhenolensError(f"--nucleus-channel {nucleus_channel!r} is not one of the model's channels ({', '.join(model.channel_names)})")
+    target_index = check_request(model, target, nucleus_channel, signal_channel)
     inputs = model.tensor(images)
     labels = model.labels_for(images)
     originals = model.to_raw(inputs.numpy())
@@ -124,6 +122,14 @@ def explain_images(
         _known_answer(run, nucleus_channel, signal_channel)
     run.sweeps = _sweeps(model, inputs, ecinn, sweeps, sweep_steps)
     return run
+
+
+def check_request(model: CounterfactualModel, target: str, nucleus_channel: str | None = None, signal_channel: str | None = None) -> int:
+    """Validate the target class and channel names before any work; return the target's index."""
+    for option, channel in (("--nucleus-channel", nucleus_channel), ("--signal-channel", signal_channel)):
+        if channel is not None and channel not in model.channel_names:
+            raise PhenolensError(f"{option} {channel!r} is not one of the model's channels ({', '.join(model.channel_names)})")
+    return model.class_index(target)
 
 
 def classification_metrics(model: CounterfactualModel, inputs: torch.Tensor, labels: np.ndarray) -> dict:
