@@ -1,0 +1,148 @@
+"""Counterfactual benchmark: the issue's must-show numbers on real data, printed against their targets.
+
+For BBBC021 cells (DMSO vs protein-synthesis inhibitors, split by field of view) and BBBC013
+(CytoplasmicGFP vs NuclearGFP):
+  - i-ResNet test accuracy vs the ResNet-18 classifier (`fit_classifier`) on the same split (within 5 points)
+  - inverse reconstruction MAE (< 1/255 of the data range)
+  - alpha_1 flip rate (>= 95%), network evaluations per counterfactual (<= 3)
+  - speed-up over the Wachter gradient baseline in the same run (>= 20x), proximity of both
+  - BBBC013 known answer: towards NuclearGFP the nuclear GFP contrast rises in >= 80%, towards
+    CytoplasmicGFP it falls (reported as the decrease rate)
+
+    python benchmarks/counterfactual_benchmark.py            # full run (tens of minutes on 2 cores)
+    python benchmarks/counterfactual_benchmark.py --small    # seconds-scale smoke run (numbers not meaningful)
+
+Timings are wall-clock on whatever machine runs this; compare the ratio (speed-up), measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from phenolens.core.outputs import write_json
+from phenolens.data.loaders import load
+from phenolens.explain.counterfactual.evaluate import GradientSettings, explain_images
+from phenolens.explain.counterfactual.model import TrainingSettings, train_counterfactual_model
+from phenolens.training import fit_classifier
+
+DATASETS = {
+    "bbbc021-cells": {"classes": ["DMSO", "Protein synthesis"], "group_by": "field", "nucleus": None},
+    "bbbc013": {"classes": ["CytoplasmicGFP", "NuclearGFP"], "group_by": None, "nucleus": "DNA"},
+}
+
+
+def benchmark(name: str, small: bool, seed: int) -> dict:
+    spec = DATASETS[name]
+    data = load(name)
+    if small:
+        data = data.subset(_per_class_sample(data, spec["classes"], 40, seed))
+        settings = TrainingSettings(size=32, blocks=[1], hidden=[4], epochs=1, autoencoder_epochs=1, group_by=spec["group_by"], seed=seed)
+        resnet_epochs, gradient = 1, GradientSettings(max_steps=5)
+    else:
+        settings = TrainingSettings(group_by=spec["group_by"], seed=seed)
+        resnet_epochs, gradient = 30, GradientSettings()
+    started = time.perf_counter()
+    model, split = train_counterfactual_model(data, spec["classes"], settings)
+    iresnet_seconds = time.perf_counter() - started
+    selected = split["data"]
+    train, test = selected.subset(split["train_index"]), selected.subset(split["test_index"])
+    started = time.perf_counter()
+    resnet = fit_classifier(
+        train, "resnet18", size=settings.size, epochs=resnet_epochs, group_by=spec["group_by"], seed=seed, description="training ResNet-18"
+    )
+    resnet_seconds = time.perf_counter() - started
+    resnet_accuracy = float((resnet.predict(test) == test.labels).mean())
+    result = {
+        "n_train": len(train),
+        "n_test": len(test),
+        "test_groups": sorted(map(str, test.meta[spec["group_by"]].unique())) if spec["group_by"] else None,
+        "iresnet_training_seconds": iresnet_seconds,
+        "resnet_training_seconds": resnet_seconds,
+        "resnet_test_accuracy": resnet_accuracy,
+        "targets": {},
+    }
+    for target in spec["classes"]:
+        run = explain_images(model, test, target, baseline=gradient, nucleus_channel=spec["nucleus"], sweeps=0)
+        result["targets"][target] = run.metrics
+    return result
+
+
+def _per_class_sample(data, classes: list[str], count: int, seed: int) -> np.ndarray:
+    """Indices of up to `count` random images of each class (the --small mode's data)."""
+    rng = np.random.default_rng(seed)
+    names = data.label_names()
+    picks = [rng.choice(np.flatnonzero(names == c), size=min(count, int((names == c).sum())), replace=False) for c in classes]
+    return np.sort(np.concatenate(picks))
+
+
+def check(results: dict) -> list[tuple[str, str, float, str, bool]]:
+    """(dataset, quantity, value, target, met) rows; "met" is True for rows that only report."""
+    rows = []
+    for name, result in results.items():
+
+        def row(quantity: str, value: float, target: str, met: bool = True, dataset: str = name) -> None:
+            rows.append((dataset, quantity, value, target, bool(met)))
+
+        targets = list(result["targets"].values())
+        accuracy, resnet = targets[0]["test_accuracy"], result["resnet_test_accuracy"]
+        row("i-ResNet test accuracy", accuracy, f"ResNet {resnet:.3f} - 0.05", accuracy >= resnet - 0.05)
+        mae = max(t["reconstruction_mae"] for t in targets)
+        row("reconstruction MAE / range", mae, "< 1/255", mae < 1 / 255)
+        for target, metrics in result["targets"].items():
+            row(f"-> {target}: flip rate alpha_1", metrics["flip_rate_alpha1"], ">= 0.95", metrics["flip_rate_alpha1"] >= 0.95)
+            row(f"-> {target}: flip rate alpha_0", metrics["flip_rate_alpha0"], "(on the boundary)")
+            evaluations = metrics["evaluations_per_counterfactual"]
+            row(f"-> {target}: evaluations / counterfactual", evaluations, "<= 3", evaluations <= 3)
+            row(f"-> {target}: fixed-point iterations (slowest block)", metrics["inverse_fixed_point_iterations"], "(cost of the inverse)")
+            speedup = metrics["speedup_vs_gradient"]
+            row(f"-> {target}: speed-up vs gradient (first flip)", speedup, ">= 20", speedup >= 20)
+            row(
+                f"-> {target}: speed-up vs gradient (same confidence)",
+                metrics.get("speedup_vs_gradient_matched_confidence", float("nan")),
+                "(reported)",
+            )
+            row(f"-> {target}: gradient flip rate", metrics["gradient_flip_rate"], "(same flip rate)")
+            row(f"-> {target}: L2 change ECINN", metrics["l2_proximity_alpha1"], "(reported)")
+            row(f"-> {target}: L2 change gradient (first flip)", metrics["l2_proximity_gradient"], "(reported)")
+            if "nuclear_gfp_increase_rate" in metrics:
+                if target == "NuclearGFP":
+                    increase = metrics["nuclear_gfp_increase_rate"]
+                    row(f"-> {target}: nuclear GFP increase rate", increase, ">= 0.8", increase >= 0.8)
+                else:
+                    decrease = metrics["nuclear_gfp_decrease_rate"]
+                    row(f"-> {target}: nuclear GFP decrease rate", decrease, "> 0.5 (lowers it)", decrease > 0.5)
+            if "autoencoder_flip_rate_full" in metrics:
+                row(f"-> {target}: autoencoder flip rate (i=n)", metrics["autoencoder_flip_rate_full"], "(alternative)")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="tiny models and one epoch: checks the script runs, numbers not meaningful")
+    parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of: " + ", ".join(DATASETS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {}
+    for name in args.datasets.split(","):
+        results[name] = benchmark(name, args.small, args.seed)
+        for _, quantity, value, target, met in check({name: results[name]}):
+            print(f"{name:14s} {quantity:56s} {value:10.4g}  target {target:24s} {'ok' if met else 'MISSED'}", flush=True)
+        print(json.dumps({k: v for k, v in results[name].items() if k != "targets"}, default=str), flush=True)
+    rows = check(results)
+    if args.out:
+        write_json(
+            args.out, {"results": results, "rows": [list(map(lambda v: v if not isinstance(v, np.generic) else v.item(), row)) for row in rows]}
+        )
+
+
+if __name__ == "__main__":
+    main()

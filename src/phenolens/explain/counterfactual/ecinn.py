@@ -1,0 +1,168 @@
+"""ECINN counterfactuals on an invertible classifier (Hvilshoj, Iosifidis & Assent 2021).
+
+For an image x predicted as p and a target class q, with z = f(x):
+    Delta   = m_q - m_p              m_k: mean latent of the training images *predicted* as k
+    w       = mu_q - mu_p            mu_k: mean latent of the training images *labelled* k
+    b       = -((mu_p + mu_q) / 2)^T w
+    alpha_0 = -(w^T z + b) / (w^T Delta)      z + alpha_0 Delta lies on the hyperplane w^T z + b = 0
+    alpha_1 = 4/5 + alpha_0 / 2                the paper's choice for a confident counterfactual
+    x_hat   = f^-1(z + alpha Delta)
+(the ECINN code computes alpha_1 as `0.8 + 0.5 * a0`). One forward pass, one inverse, and one forward
+pass to check the prediction: three network evaluations per counterfactual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from phenolens.core.errors import PhenolensError
+from phenolens.nn.iresnet import InvertibleResNet
+
+ALPHA1_OFFSET, ALPHA1_SLOPE = 0.8, 0.5
+
+
+def alpha_zero(z: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The step along `delta` that puts each row of `z` (N, D) on the hyperplane w^T z + b = 0."""
+    return -((z * w).sum(1) + b) / (delta * w).sum(1)
+
+
+def alpha_one(alpha0: torch.Tensor) -> torch.Tensor:
+    """ECINN's confident step: 4/5 + alpha_0 / 2."""
+    return ALPHA1_OFFSET + ALPHA1_SLOPE * alpha0
+
+
+@dataclass
+class Counterfactuals:
+    """ECINN results for N images towards one target class (numpy; images in model input units).
+
+    `alphas`, `images` and `probabilities_at` are keyed by "alpha0" / "alpha1". `valid` is False for
+    images already predicted as the target (they get no counterfactual; their alphas are NaN).
+    Probabilities are (N, K) softmax outputs of the classifier.
+    """
+
+    target: int
+    predicted: np.ndarray
+    probabilities: np.ndarray
+    valid: np.ndarray
+    alphas: dict[str, np.ndarray]
+    images: dict[str, np.ndarray]
+    probabilities_at: dict[str, np.ndarray]
+    inverse_residual: float
+    inverse_iterations: int
+
+    def flipped(self, which: str = "alpha1") -> np.ndarray:
+        """Per image: is the counterfactual classified as the target?"""
+        return self.probabilities_at[which].argmax(1) == self.target
+
+    def flip_rate(self, which: str = "alpha1") -> float:
+        """Share of valid images whose counterfactual is classified as the target."""
+        return float(self.flipped(which)[self.valid].mean()) if self.valid.any() else float("nan")
+
+
+class ECINN:
+    """Class latent means of a trained i-ResNet and closed-form counterfactuals from them.
+
+    Usage: `ECINN(model).fit(train_images, train_labels).explain(images, target)`.
+    Learned state: `means_true_` and `means_predicted_`, each (K, D) flattened latents.
+    """
+
+    def __init__(self, model: InvertibleResNet, batch_size: int = 32):
+        self.model, self.batch_size = model.eval(), batch_size
+
+    @torch.no_grad()
+    def latents(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened latents (N, D) and logits (N, K), in batches."""
+        parts = [self.model.encode(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        z = torch.cat(parts) if parts else torch.empty(0, *self.model.latent_shape)
+        return z.flatten(1), self.model.classify(z)
+
+    def fit(self, images: torch.Tensor, labels: torch.Tensor) -> ECINN:
+        """Mean latents per true and per predicted class over the training images.
+
+        The classifier's head is set to the true-class means, so its decision boundary between two
+        classes is the hyperplane w^T z + b = 0 used below; predictions (and so the predicted-class
+        means) are those of the head with these means."""
+        labels = torch.as_tensor(labels)
+        z, _ = self.latents(images)
+        n_classes = self.model.head.n_classes
+        self.means_true_ = self._class_means(z, labels, n_classes, "labelled")
+        self.model.head.set_means(self.means_true_)
+        predicted = torch.cat([self.model.classify(z[i : i + self.batch_size]) for i in range(0, len(z), self.batch_size)]).argmax(1)
+        self.means_predicted_ = self._class_means(z, predicted, n_classes, "predicted")
+        return self
+
+    @staticmethod
+    def _class_means(z: torch.Tensor, groups: torch.Tensor, n_classes: int, kind: str) -> torch.Tensor:
+        one_hot = torch.nn.functional.one_hot(groups, n_classes).to(z.dtype)
+        counts = one_hot.sum(0)
+        if (counts == 0).any():
+            missing = int(torch.nonzero(counts == 0)[0])
+            raise PhenolensError(f"no training image is {kind} as class {missing}; ECINN needs every class, so train longer or balance the classes")
+        return (one_hot.T @ z) / counts[:, None]
+
+    def directions(self, z: torch.Tensor, predicted: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
+        """Delta, w, b, alpha_0 and alpha_1 for each row of z (N, D) towards `target`."""
+        self._check_fitted()
+        delta = self.means_predicted_[target] - self.means_predicted_[predicted]
+        w = self.means_true_[target] - self.means_true_[predicted]
+        b = -(((self.means_true_[predicted] + self.means_true_[target]) / 2) * w).sum(1)
+        alpha0 = alpha_zero(z, delta, w, b)
+        return {"delta": delta, "w": w, "b": b, "alpha0": alpha0, "alpha1": alpha_one(alpha0)}
+
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor, target: int, which: tuple[str, ...] = ("alpha0", "alpha1")) -> Counterfactuals:
+        """Counterfactuals of every image towards class index `target`, at each alpha in `which`.
+
+        Cost per counterfactual: the forward pass of the image, one inverse, and one forward pass of
+        the counterfactual to report its probabilities."""
+        self._check_fitted()
+        n_classes = len(self.means_true_)
+        if not 0 <= target < n_classes:
+            raise PhenolensError(f"target class index {target} is outside the model's {n_classes} classes")
+        z, logits = self.latents(images)
+        predicted = logits.argmax(1)
+        valid = predicted != target
+        geometry = self.directions(z, predicted, target)
+        alphas = {key: torch.where(valid, geometry[key], torch.nan) for key in which}
+        decoded, probabilities_at, worst, slowest = {}, {}, 0.0, 0
+        for key, alpha in alphas.items():
+            moved = z + torch.nan_to_num(alpha)[:, None] * geometry["delta"]
+            decoded[key], residual, iterations = self._decode(moved.reshape(-1, *self.model.latent_shape))
+            probabilities_at[key] = torch.softmax(self.latents(decoded[key])[1], 1).numpy()
+            worst, slowest = max(worst, residual), max(slowest, iterations)
+        return Counterfactuals(
+            target=target,
+            predicted=predicted.numpy(),
+            probabilities=torch.softmax(logits, 1).numpy(),
+            valid=valid.numpy(),
+            alphas={key: alpha.numpy() for key, alpha in alphas.items()},
+            images={key: image.numpy() for key, image in decoded.items()},
+            probabilities_at=probabilities_at,
+            inverse_residual=worst,
+            inverse_iterations=slowest,
+        )
+
+    @torch.no_grad()
+    def sweep(self, image: torch.Tensor, target: int, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decode z + alpha Delta for one image (C, H, W) at every alpha; return (images, probabilities)."""
+        z, logits = self.latents(image[None])
+        delta = self.directions(z, logits.argmax(1), target)["delta"]
+        steps = torch.as_tensor(np.asarray(alphas), dtype=z.dtype)[:, None]
+        decoded = self._decode((z + steps * delta).reshape(-1, *self.model.latent_shape))[0]
+        return decoded.numpy(), torch.softmax(self.latents(decoded)[1], 1).numpy()
+
+    def _decode(self, z: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        """f^-1 in batches; also the worst fixed-point residual and the most iterations any block used."""
+        parts, worst, slowest = [], 0.0, 0
+        for start in range(0, len(z), self.batch_size):
+            parts.append(self.model.decode(z[start : start + self.batch_size]))
+            worst = max(worst, self.model.last_inverse.max_relative_residual)
+            slowest = max(slowest, self.model.last_inverse.iterations)
+        return torch.cat(parts), worst, slowest
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "means_true_"):
+            raise PhenolensError("ECINN is not fitted: call fit(train_images, train_labels) or load the saved class means")

@@ -1,0 +1,245 @@
+"""Explain a set of images with a trained counterfactual model, and measure it.
+
+One run computes, on the same images: ECINN counterfactuals at alpha_0 and alpha_1, the
+gradient (Wachter) baseline timed side by side with ECINN, the autoencoder interpolation (when the
+model has one), alpha sweeps for animation, and the nuclear-contrast known answer (when a nucleus
+channel is named). Metrics use the keys of the `phenolens counterfactual explain` metrics.json.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from phenolens.core.errors import PhenolensError
+from phenolens.data.containers import ImageSet
+from phenolens.explain.counterfactual.ecinn import Counterfactuals
+from phenolens.explain.counterfactual.gradient import GradientCounterfactuals, wachter_counterfactuals
+from phenolens.explain.counterfactual.interpolation import InterpolationCounterfactuals
+from phenolens.explain.counterfactual.known_answer import contrast_change
+from phenolens.explain.counterfactual.model import CounterfactualModel
+
+ECINN_EVALUATIONS = 3  # forward f(x), inverse f^-1(z + alpha Delta), forward of the counterfactual
+MAX_MATCHED_CONFIDENCE = 0.999  # beyond this, float32 softmax saturates and the search could not stop
+
+
+@dataclass
+class GradientSettings:
+    """Wachter baseline: Adam on the input, lambda * CE(target) + proximity * mean squared change,
+    lambda doubling every `patience` steps until the stopping rule is met."""
+
+    lr: float = 0.01
+    proximity: float = 1.0
+    max_steps: int = 1000
+    patience: int = 50
+    match_confidence: bool = True
+
+
+@dataclass
+class ExplanationRun:
+    """Everything one explain run produced (raw intensity units unless a name says otherwise)."""
+
+    target: int
+    class_names: list[str]
+    channel_names: list[str]
+    sources: list[str]
+    labels: np.ndarray
+    originals: np.ndarray
+    ecinn: Counterfactuals
+    ecinn_raw: dict[str, np.ndarray]
+    gradient: GradientCounterfactuals | None = None
+    interpolation: InterpolationCounterfactuals | None = None
+    interpolation_raw: dict[str, np.ndarray] = field(default_factory=dict)
+    sweeps: list[dict] = field(default_factory=list)
+    contrast: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+
+def explain_images(
+    model: CounterfactualModel,
+    images: ImageSet,
+    target: str,
+    *,
+    baseline: GradientSettings | None = GradientSettings(),
+    autoencoder: bool = True,
+    nucleus_channel: str | None = None,
+    signal_channel: str | None = None,
+    sweeps: int = 3,
+    sweep_steps: int = 16,
+) -> ExplanationRun:
+    """Counterfactuals of `images` towards class `target`, with every measurement of the issue.
+
+    `baseline=None` skips the gradient baseline (no speed-up then); `autoencoder=False` skips the
+    interpolation alternative; `nucleus_channel` turns on the nuclear-contrast known answer.
+    """
+    target_index = check_request(model, target, nucleus_channel, signal_channel)
+    inputs = model.tensor(images)
+    labels = model.labels_for(images)
+    originals = model.to_raw(inputs.numpy())
+    metrics: dict = {"target": target, "n_images": len(inputs)}
+    metrics.update(classification_metrics(model, inputs, labels))
+
+    started = time.perf_counter()
+    probe = model.ecinn.explain(inputs, target_index, which=("alpha1",))
+    ecinn_seconds = time.perf_counter() - started
+    valid = probe.valid
+    count = int(valid.sum())
+    if count == 0:
+        raise PhenolensError(f"every image is already predicted as {target!r}; pick images of another class or another --target")
+    ecinn = model.ecinn.explain(inputs, target_index)
+    ecinn_raw = {key: model.to_raw(value) for key, value in ecinn.images.items()}
+    metrics.update(
+        n_counterfactuals=count,
+        flip_rate_alpha0=ecinn.flip_rate("alpha0"),
+        flip_rate_alpha1=ecinn.flip_rate("alpha1"),
+        evaluations_per_counterfactual=ECINN_EVALUATIONS,
+        inverse_fixed_point_iterations=ecinn.inverse_iterations,
+        inverse_relative_residual=ecinn.inverse_residual,
+        seconds_per_counterfactual=ecinn_seconds / len(inputs),
+        alpha0_median=float(np.nanmedian(ecinn.alphas["alpha0"])),
+        alpha1_median=float(np.nanmedian(ecinn.alphas["alpha1"])),
+        l2_proximity_alpha1=_l2(ecinn.images["alpha1"], inputs.numpy(), valid),
+    )
+    run = ExplanationRun(
+        target=target_index,
+        class_names=model.class_names,
+        channel_names=model.channel_names,
+        sources=images.meta["source"].astype(str).tolist() if "source" in images.meta else [f"image {i}" for i in range(len(inputs))],
+        labels=labels,
+        originals=originals,
+        ecinn=ecinn,
+        ecinn_raw=ecinn_raw,
+        metrics=metrics,
+    )
+    if baseline is not None:
+        _run_baseline(run, model, inputs, baseline, ecinn_seconds / len(inputs))
+    if autoencoder and model.interpolation is not None:
+        _run_interpolation(run, model, inputs)
+    if nucleus_channel is not None:
+        _known_answer(run, nucleus_channel, signal_channel)
+    run.sweeps = _sweeps(model, inputs, ecinn, sweeps, sweep_steps)
+    return run
+
+
+def check_request(model: CounterfactualModel, target: str, nucleus_channel: str | None = None, signal_channel: str | None = None) -> int:
+    """Validate the target class and channel names before any work; return the target's index."""
+    for option, channel in (("--nucleus-channel", nucleus_channel), ("--signal-channel", signal_channel)):
+        if channel is not None and channel not in model.channel_names:
+            raise PhenolensError(f"{option} {channel!r} is not one of the model's channels ({', '.join(model.channel_names)})")
+    return model.class_index(target)
+
+
+def classification_metrics(model: CounterfactualModel, inputs: torch.Tensor, labels: np.ndarray) -> dict:
+    """Accuracy on the labelled images (`labels` -1 = not one of the model's classes) and the mean
+    absolute error of f^-1(f(x)) as a fraction of the training data's intensity range."""
+    with torch.no_grad():
+        z, logits = model.ecinn.latents(inputs)
+        reconstructed = torch.cat([model.classifier.decode(z[i : i + 32].view(-1, *model.classifier.latent_shape)) for i in range(0, len(z), 32)])
+    labelled = labels >= 0
+    accuracy = float((logits.argmax(1).numpy()[labelled] == labels[labelled]).mean()) if labelled.any() else float("nan")
+    error = np.abs(model.to_raw(reconstructed.numpy()) - model.to_raw(inputs.numpy())).mean()
+    return {"test_accuracy": accuracy, "n_labelled": int(labelled.sum()), "reconstruction_mae": float(error / model.data_range)}
+
+
+def _run_baseline(run: ExplanationRun, model: CounterfactualModel, inputs: torch.Tensor, settings: GradientSettings, ecinn_seconds: float) -> None:
+    """The Wachter search on the same images, stopped at the first flip (the issue's "same flip rate",
+    and the cheapest rule) and, when `settings.match_confidence`, once p(target) reaches the value
+    ECINN's alpha_1 counterfactual has for that image (same flip and same confidence)."""
+    valid = run.ecinn.valid
+    protocols = {"gradient": None}
+    if settings.match_confidence:
+        protocols["gradient_matched"] = np.minimum(run.ecinn.probabilities_at["alpha1"][valid, run.target], MAX_MATCHED_CONFIDENCE)
+    for prefix, confidence in protocols.items():
+        started = time.perf_counter()
+        result = wachter_counterfactuals(
+            model.classifier,
+            inputs[valid],
+            run.target,
+            proximity=settings.proximity,
+            lr=settings.lr,
+            max_steps=settings.max_steps,
+            confidence=confidence,
+            patience=settings.patience,
+        )
+        seconds = (time.perf_counter() - started) / int(valid.sum())
+        suffix = "" if confidence is None else "_matched_confidence"
+        run.metrics.update(
+            {
+                f"{prefix}_flip_rate": result.flip_rate(),
+                f"{prefix}_stopping_rule_met": float(result.reached.mean()),
+                f"{prefix}_seconds_per_counterfactual": seconds,
+                f"{prefix}_evaluations_per_counterfactual": float(result.evaluations.mean()),
+                f"{prefix}_steps_median": float(np.median(result.steps)),
+                f"l2_proximity_{prefix}": _l2(result.images, inputs.numpy()[valid], np.ones(len(result.images), dtype=bool)),
+                f"speedup_vs_gradient{suffix}": seconds / ecinn_seconds,
+            }
+        )
+        if confidence is None:
+            run.gradient = result
+    run.metrics["gradient_settings"] = vars(settings)
+
+
+def _run_interpolation(run: ExplanationRun, model: CounterfactualModel, inputs: torch.Tensor) -> None:
+    started = time.perf_counter()
+    result = model.interpolation.explain(inputs, run.target)
+    seconds = (time.perf_counter() - started) / len(inputs)
+    run.interpolation = result
+    run.interpolation_raw = {
+        "reconstruction": model.to_raw(result.reconstructions),
+        "boundary": model.to_raw(result.images_boundary),
+        "full": model.to_raw(result.images_full),
+    }
+    steps = model.interpolation.steps
+    run.metrics.update(
+        autoencoder_flip_rate_boundary=result.flip_rate("boundary"),
+        autoencoder_flip_rate_full=result.flip_rate("full"),
+        autoencoder_reconstruction_mae=float(np.abs(run.interpolation_raw["reconstruction"] - run.originals).mean() / model.data_range),
+        autoencoder_seconds_per_counterfactual=seconds,
+        autoencoder_evaluations_per_counterfactual=1 + 2 * (steps + 1),  # encode, then decode + classify each step
+        autoencoder_steps=steps,
+    )
+
+
+def _known_answer(run: ExplanationRun, nucleus_channel: str, signal_channel: str | None) -> None:
+    """Nuclear contrast of the signal before and after the alpha_1 (and autoencoder) counterfactuals."""
+    valid = run.ecinn.valid
+    before, after = contrast_change(run.originals[valid], run.ecinn_raw["alpha1"][valid], run.channel_names, nucleus_channel, signal_channel)
+    run.contrast = {"before": before, "after": after}
+    run.metrics.update(_contrast_rates(before, after, "nuclear_gfp"))
+    if run.interpolation is not None:
+        # The autoencoder's change is measured from its own reconstruction (see interpolation.py).
+        _, end = contrast_change(run.originals[valid], run.interpolation_raw["full"][valid], run.channel_names, nucleus_channel, signal_channel)
+        _, reconstructed = contrast_change(
+            run.originals[valid], run.interpolation_raw["reconstruction"][valid], run.channel_names, nucleus_channel, signal_channel
+        )
+        run.contrast.update(autoencoder_before=reconstructed, autoencoder_after=end)
+        run.metrics.update(_contrast_rates(reconstructed, end, "autoencoder_nuclear_gfp"))
+
+
+def _contrast_rates(before: np.ndarray, after: np.ndarray, prefix: str) -> dict:
+    finite = np.isfinite(before) & np.isfinite(after)
+    change = after[finite] - before[finite]
+    return {
+        f"{prefix}_increase_rate": float((change > 0).mean()) if finite.any() else float("nan"),
+        f"{prefix}_decrease_rate": float((change < 0).mean()) if finite.any() else float("nan"),
+        f"{prefix}_contrast_change_median": float(np.median(change)) if finite.any() else float("nan"),
+        f"{prefix}_images": int(finite.sum()),
+    }
+
+
+def _sweeps(model: CounterfactualModel, inputs: torch.Tensor, ecinn: Counterfactuals, count: int, steps: int) -> list[dict]:
+    """alpha sweeps (0 .. 1.25 alpha_1, at least 0 .. 1.2) of the first `count` valid images, raw units."""
+    sweeps = []
+    for index in np.flatnonzero(ecinn.valid)[:count]:
+        alphas = np.linspace(0.0, max(1.2, 1.25 * float(ecinn.alphas["alpha1"][index])), steps)
+        decoded, probabilities = model.ecinn.sweep(inputs[index], ecinn.target, alphas)
+        sweeps.append({"index": int(index), "alphas": alphas, "images": model.to_raw(decoded), "probabilities": probabilities})
+    return sweeps
+
+
+def _l2(changed: np.ndarray, original: np.ndarray, rows: np.ndarray) -> float:
+    """Mean L2 norm of the change over `rows`, in model input (standardised) units."""
+    return float(np.linalg.norm((changed - original).reshape(len(changed), -1), axis=1)[rows].mean()) if rows.any() else float("nan")

@@ -1,0 +1,303 @@
+"""Invertible residual network (i-ResNet, Behrmann et al. 2019) as an image classifier.
+
+The invertible part f maps an image x (C channels, zero-padded with `pad_channels` extra channels
+so the latent has room to spare) to a latent z of the same total size:
+    pad -> squeeze -> [ActNorm -> x + g(x)] * blocks -> squeeze -> ... -> z
+Every residual branch g is made contractive by bounding the operator norm of each convolution by
+`coeff` < 1 (ELU is 1-Lipschitz), so x + g(x) is invertible and its inverse is the fixed point of
+x = y - g(x).
+
+The classification head is a Gaussian class-conditional model on the whole latent vector with one
+shared isotropic covariance: logit_k = -s ||z - mu_k||^2 / (2 D), mu_k the mean latent of class k
+(tracked during training, set to the exact training-set means afterwards). Its decision boundary
+between two classes is therefore the hyperplane that bisects their means, which is exactly the
+hyperplane ECINN uses (in the ECINN paper the flow's latent is a Gaussian mixture for the same
+reason); with a free linear head, alpha_0 would land on a hyperplane the classifier does not use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from phenolens.core.errors import PhenolensError
+from phenolens.nn.weights import register_architecture
+
+
+class SpectralConv2d(nn.Module):
+    """A stride-1, zero-padded convolution whose operator norm is bounded by `coeff`.
+
+    torch's `spectral_norm` divides the reshaped kernel matrix by its norm (bound 1, and not the
+    norm of the convolution operator). Here, as in Behrmann et al., power iteration runs on the
+    convolution operator itself (conv2d and its adjoint conv_transpose2d) at the input size the
+    layer sees, and the kernel is divided by sigma / coeff only when sigma > coeff. The singular
+    vector estimate persists across training steps in a buffer, so a few iterations per step suffice.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, input_size: int, coeff: float, n_power_iterations: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.coeff, self.n_power_iterations, self.padding = coeff, n_power_iterations, kernel_size // 2
+        start = torch.randn(1, in_channels, input_size, input_size, generator=torch.Generator().manual_seed(in_channels * 7919 + out_channels))
+        self.register_buffer("u", start / start.norm())
+
+    @torch.no_grad()
+    def power_iterate(self, iterations: int) -> None:
+        """Refine the top right-singular vector of the convolution operator in place."""
+        u = self.u
+        for _ in range(iterations):
+            v = F.conv2d(u, self.conv.weight, padding=self.padding)
+            u = F.conv_transpose2d(v / v.norm().clamp_min(1e-12), self.conv.weight, padding=self.padding)
+            u = u / u.norm().clamp_min(1e-12)
+        self.u.copy_(u)
+
+    def sigma(self) -> torch.Tensor:
+        """The operator norm estimate ||W u|| (differentiable in the kernel, u held fixed)."""
+        return F.conv2d(self.u, self.conv.weight, padding=self.padding).norm()
+
+    def normalized_weight(self) -> torch.Tensor:
+        """The kernel scaled so that the operator norm is at most `coeff`."""
+        if self.training and self.n_power_iterations:
+            self.power_iterate(self.n_power_iterations)
+        return self.conv.weight / torch.clamp(self.sigma() / self.coeff, min=1.0)
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        return F.conv2d(x, self.normalized_weight() if weight is None else weight, self.conv.bias, padding=self.padding)
+
+
+class ResidualBranch(nn.Module):
+    """g(x) = conv3x3(ELU(conv1x1(ELU(conv3x3(x))))), each convolution bounded by `coeff`."""
+
+    def __init__(self, channels: int, hidden: int, size: int, coeff: float, n_power_iterations: int):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            [
+                SpectralConv2d(channels, hidden, 3, size, coeff, n_power_iterations),
+                SpectralConv2d(hidden, hidden, 1, size, coeff, n_power_iterations),
+                SpectralConv2d(hidden, channels, 3, size, coeff, n_power_iterations),
+            ]
+        )
+
+    def weights(self) -> list[torch.Tensor]:
+        return [conv.normalized_weight() for conv in self.convs]
+
+    def forward(self, x: torch.Tensor, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        weights = weights or self.weights()
+        x = F.elu(self.convs[0](x, weights[0]))
+        x = F.elu(self.convs[1](x, weights[1]))
+        return self.convs[2](x, weights[2])
+
+
+class ActNorm(nn.Module):
+    """Per-channel affine y = (x + bias) * exp(log_scale), initialised from the first training batch
+    so that its output has zero mean and unit variance per channel (Kingma & Dhariwal 2018)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def _initialize(self, x: torch.Tensor) -> None:
+        self.bias.copy_(-x.mean(dim=(0, 2, 3), keepdim=True))
+        std = x.std(dim=(0, 2, 3), keepdim=True)
+        # Channels that are (still) constant, such as the zero padding, keep scale 1: scaling them
+        # by 1/std would amplify the first updates that move them by orders of magnitude.
+        self.log_scale.copy_(torch.where(std > 1e-2, -torch.log(std.clamp_min(1e-2)), torch.zeros_like(std)))
+        self.initialized.fill_(True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and not bool(self.initialized):
+            self._initialize(x)
+        return (x + self.bias) * torch.exp(self.log_scale)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y * torch.exp(-self.log_scale) - self.bias
+
+
+class Squeeze(nn.Module):
+    """Invertible down-sampling: each 2x2 pixel block becomes 4 channels (space-to-depth)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(x, 2)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(y, 2)
+
+
+class ClassMeanHead(nn.Module):
+    """logit_k = -scale * ||z - mu_k||^2 / (2 D) on flattened latents z (N, D).
+
+    The means are buffers, not parameters: `observe` moves them towards the batch's class means
+    during training (exponential moving average), `set_means` fixes them after training. The
+    learnable scale sets the confidence without moving the decision boundaries.
+    """
+
+    def __init__(self, n_classes: int, latent_dim: int, momentum: float = 0.1):
+        super().__init__()
+        self.momentum = momentum
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.register_buffer("means", torch.zeros(n_classes, latent_dim))
+        self.register_buffer("seen", torch.zeros(n_classes, dtype=torch.bool))
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.means)
+
+    @torch.no_grad()
+    def observe(self, z: torch.Tensor, labels: torch.Tensor) -> None:
+        """Update the running class means with a training batch (first sighting copies the batch mean)."""
+        one_hot = F.one_hot(labels, self.n_classes).to(z.dtype)
+        counts = one_hot.sum(0)
+        present = counts > 0
+        batch_means = (one_hot.T @ z.flatten(1)) / counts.clamp_min(1)[:, None]
+        weight = torch.where(self.seen, self.momentum, 1.0)[:, None]
+        self.means.copy_(torch.where(present[:, None], (1 - weight) * self.means + weight * batch_means, self.means))
+        self.seen |= present
+
+    @torch.no_grad()
+    def set_means(self, means: torch.Tensor) -> None:
+        self.means.copy_(means)
+        self.seen.fill_(True)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.flatten(1)
+        distances = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.means.T + self.means.pow(2).sum(1)[None]) / flat.shape[1]
+        return -0.5 * torch.exp(self.log_scale) * distances
+
+
+@dataclass
+class InverseReport:
+    """How well the fixed-point iterations converged: the largest relative residual
+    ||x + g(x) - y|| / ||y|| of any block and image, and the iterations used by the slowest block."""
+
+    max_relative_residual: float
+    iterations: int
+
+
+class InvertibleBlock(nn.Module):
+    """ActNorm followed by y = a + g(a); inverted by the fixed-point iteration a = y - g(a)."""
+
+    def __init__(self, channels: int, hidden: int, size: int, coeff: float, n_power_iterations: int):
+        super().__init__()
+        self.actnorm = ActNorm(channels)
+        self.branch = ResidualBranch(channels, hidden, size, coeff, n_power_iterations)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.actnorm(x)
+        return a + self.branch(a)
+
+    def inverse(self, y: torch.Tensor, iterations: int = 100, tolerance: float = 1e-6) -> tuple[torch.Tensor, float, int]:
+        """Return (x, relative residual, iterations used); stops early once the update is below `tolerance`
+        (relative to ||y||), since the error shrinks geometrically with the branch's Lipschitz constant."""
+        weights = self.branch.weights()
+        scale = y.flatten(1).norm(dim=1).clamp_min(1e-12)
+        a, used = y, 0
+        while used < iterations:
+            updated = y - self.branch(a, weights)
+            change = ((updated - a).flatten(1).norm(dim=1) / scale).max().item()
+            a, used = updated, used + 1
+            if change < tolerance:
+                break
+        residual = ((a + self.branch(a, weights) - y).flatten(1).norm(dim=1) / scale).max().item()
+        return self.actnorm.inverse(a), residual, used
+
+
+@register_architecture("iresnet")
+class InvertibleResNet(nn.Module):
+    """i-ResNet classifier: `encode` (x -> z) is invertible (`decode`), `head` classifies z by its
+    distances to the class means (train with `head.observe(z, labels)` before each loss).
+
+    Args:
+        in_channels: image channels (stains).
+        n_classes: number of classes.
+        image_size: height = width of the (padded) input; divisible by 2 ** len(blocks).
+        blocks: residual blocks per scale; a squeeze precedes every scale.
+        hidden: hidden channels of the residual branches, one per scale.
+        pad_channels: zero channels appended to the input (injective padding).
+        coeff: bound on the operator norm of every convolution (< 1).
+        n_power_iterations: power iterations per training step for each spectral bound.
+        inverse_iterations: maximum fixed-point iterations per block when inverting.
+        inverse_tolerance: stop a block's iterations once the relative update is below this.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        image_size: int,
+        blocks: list[int] = (2, 2, 2),
+        hidden: list[int] = (32, 64, 128),
+        pad_channels: int = 5,
+        coeff: float = 0.8,
+        n_power_iterations: int = 5,
+        inverse_iterations: int = 100,
+        inverse_tolerance: float = 1e-6,
+    ):
+        super().__init__()
+        if not 0 < coeff < 1:
+            raise PhenolensError(f"spectral coefficient {coeff} must lie in (0, 1) for the blocks to be invertible")
+        if len(blocks) != len(hidden):
+            raise PhenolensError(f"blocks {list(blocks)} and hidden {list(hidden)} must have one entry per scale")
+        if image_size % 2 ** len(blocks):
+            raise PhenolensError(f"image size {image_size} is not divisible by 2**{len(blocks)}; pad the images to a multiple of {2 ** len(blocks)}")
+        self.in_channels, self.pad_channels = in_channels, pad_channels
+        self.inverse_iterations, self.inverse_tolerance = inverse_iterations, inverse_tolerance
+        self.last_inverse: InverseReport | None = None
+        channels, size = in_channels + pad_channels, image_size
+        stages: list[nn.Module] = []
+        for count, width in zip(blocks, hidden):
+            channels, size = channels * 4, size // 2
+            stages.append(Squeeze())
+            stages += [InvertibleBlock(channels, width, size, coeff, n_power_iterations) for _ in range(count)]
+        self.stages = nn.ModuleList(stages)
+        self.latent_shape = (channels, size, size)
+        self.head = ClassMeanHead(n_classes, channels * size * size)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.in_channels:
+            raise PhenolensError(f"the i-ResNet expects {self.in_channels} channels, got {x.shape[1]}; give images with the trained channels")
+        return F.pad(x, (0, 0, 0, 0, 0, self.pad_channels))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The invertible map f: images (N, C, H, W) -> latents (N, *latent_shape)."""
+        z = self.pad(x)
+        for stage in self.stages:
+            z = stage(z)
+        return z
+
+    def decode(self, z: torch.Tensor, iterations: int | None = None, tolerance: float | None = None) -> torch.Tensor:
+        """f^-1: latents -> images, dropping the padded channels. `last_inverse` reports convergence."""
+        iterations = self.inverse_iterations if iterations is None else iterations
+        tolerance = self.inverse_tolerance if tolerance is None else tolerance
+        worst, slowest = 0.0, 0
+        for stage in reversed(self.stages):
+            if isinstance(stage, InvertibleBlock):
+                z, residual, used = stage.inverse(z, iterations, tolerance)
+                worst, slowest = max(worst, residual), max(slowest, used)
+            else:
+                z = stage.inverse(z)
+        self.last_inverse = InverseReport(worst, slowest)
+        return z[:, : self.in_channels]
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits from latents (N, *latent_shape) or flattened (N, D)."""
+        return self.head(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.encode(x))
+
+    def residual_branches(self) -> list[ResidualBranch]:
+        return [stage.branch for stage in self.stages if isinstance(stage, InvertibleBlock)]
+
+    @torch.no_grad()
+    def converge_spectral_norms(self, iterations: int = 100) -> None:
+        """Run many power iterations on every bounded convolution (after training, before saving),
+        so the bounds used at inference rest on converged singular vectors."""
+        for module in self.modules():
+            if isinstance(module, SpectralConv2d):
+                module.power_iterate(iterations)

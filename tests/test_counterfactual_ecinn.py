@@ -1,0 +1,163 @@
+"""ECINN geometry, the gradient baseline, autoencoder interpolation and the nuclear-contrast known answer."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from phenolens.core.errors import PhenolensError
+from phenolens.explain.counterfactual.ecinn import ECINN, alpha_one, alpha_zero
+from phenolens.explain.counterfactual.gradient import wachter_counterfactuals
+from phenolens.explain.counterfactual.interpolation import LatentInterpolation
+from phenolens.explain.counterfactual.known_answer import contrast_change, nucleus_masks
+from phenolens.nn.autoencoder import ConvAutoencoder
+from phenolens.nn.iresnet import InvertibleResNet
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def two_class_images(count: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class 1 has a bright centre in channel 0, class 0 a bright rim: separable by construction."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % 2
+    images = torch.randn(count, 2, 16, 16, generator=generator) * 0.3
+    centre = torch.zeros(16, 16)
+    centre[5:11, 5:11] = 1.0
+    images[:, 0] += torch.where(labels[:, None, None] == 1, centre, 1.0 - centre) * 2.0
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[ECINN, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    model = InvertibleResNet(2, 2, 16, blocks=[1, 1], hidden=[8, 8], pad_channels=0, inverse_tolerance=1e-7)
+    images, labels = two_class_images()
+    model.train()
+    model(images)  # initialise ActNorm
+    model.converge_spectral_norms(50)
+    model.eval()
+    ecinn = ECINN(model).fit(images, labels)
+    with torch.no_grad():  # a confidence a trained head would have: |logit difference| about 3 on average
+        logits = model.classify(ecinn.latents(images)[0])
+        model.head.log_scale += torch.log(3.0 / (logits[:, 1] - logits[:, 0]).abs().mean())
+    return ecinn, images, labels
+
+
+def test_alpha_zero_puts_the_latent_on_the_hyperplane(fitted):
+    ecinn, images, _ = fitted
+    z, logits = ecinn.latents(images)
+    predicted = logits.argmax(1)
+    target = 1
+    rows = predicted != target
+    geometry = ecinn.directions(z[rows], predicted[rows], target)
+    moved = z[rows] + geometry["alpha0"][:, None] * geometry["delta"]
+    distance = (moved * geometry["w"]).sum(1) + geometry["b"]
+    scale = geometry["w"].norm(dim=1) * moved.norm(dim=1)
+    assert torch.all(distance.abs() / scale < 1e-5)
+    before = (z[rows] * geometry["w"]).sum(1) + geometry["b"]
+    assert torch.all(before < 0)  # started on the predicted class's side
+    assert torch.allclose(geometry["alpha1"], 0.8 + 0.5 * geometry["alpha0"])
+    # The class-mean head's boundary is that hyperplane: the two logits tie at alpha_0.
+    logits_on_plane = ecinn.model.classify(moved)
+    assert torch.allclose(logits_on_plane[:, 0], logits_on_plane[:, 1], rtol=1e-4, atol=1e-4)
+
+
+def test_alpha_formulas_on_a_known_case():
+    z = torch.tensor([[0.0, 0.0]])
+    delta = torch.tensor([[2.0, 0.0]])
+    w, b = torch.tensor([[1.0, 0.0]]), torch.tensor([-1.0])  # hyperplane x = 1
+    assert alpha_zero(z, delta, w, b).item() == pytest.approx(0.5)
+    assert alpha_one(torch.tensor([0.5])).item() == pytest.approx(1.05)
+
+
+def test_counterfactual_reencodes_onto_the_moved_latent(fitted):
+    """Without padding f is a bijection, so f(x_hat) = z + alpha Delta: the counterfactual at alpha_0
+    sits on the hyperplane also after decoding and encoding again."""
+    ecinn, images, _ = fitted
+    result = ecinn.explain(images, target=1)
+    rows = torch.from_numpy(result.valid)
+    assert rows.any() and not rows.all()
+    assert np.isnan(result.alphas["alpha0"][~result.valid]).all()
+    z_hat, _ = ecinn.latents(torch.from_numpy(result.images["alpha0"][result.valid]))
+    geometry = ecinn.directions(ecinn.latents(images[rows])[0], torch.from_numpy(result.predicted[result.valid]), 1)
+    distance = (z_hat * geometry["w"]).sum(1) + geometry["b"]
+    assert torch.all(distance.abs() / (geometry["w"].norm(dim=1) * z_hat.norm(dim=1)) < 1e-4)
+    assert result.inverse_residual < 1e-5
+    assert result.probabilities_at["alpha1"].shape == (len(images), 2)
+
+
+def test_sweep_starts_at_the_image(fitted):
+    ecinn, images, _ = fitted
+    decoded, probabilities = ecinn.sweep(images[0], 1, np.array([0.0, 0.5, 1.0]))
+    assert decoded.shape == (3, 2, 16, 16) and probabilities.shape == (3, 2)
+    assert np.allclose(decoded[0], images[0].numpy(), atol=1e-4)
+
+
+def test_ecinn_rejects_bad_use(fitted):
+    ecinn, images, labels = fitted
+    with pytest.raises(PhenolensError, match="outside"):
+        ecinn.explain(images, target=5)
+    spare = copy.deepcopy(ecinn.model)  # fit sets the head's means: keep the shared model as it is
+    with pytest.raises(PhenolensError, match="not fitted"):
+        ECINN(spare).explain(images, target=1)
+    with pytest.raises(PhenolensError, match="no training image is predicted"):
+        ECINN(spare).fit(images[[0, 0]], torch.tensor([0, 1]))  # equal means: every tie goes to class 0
+    with pytest.raises(PhenolensError, match="no training image is labelled"):
+        ECINN(spare).fit(images[:2], torch.tensor([0, 0]))
+
+
+def test_gradient_baseline_flips_and_counts_evaluations(fitted):
+    ecinn, images, _ = fitted
+    predicted = ecinn.latents(images)[1].argmax(1)
+    result = wachter_counterfactuals(ecinn.model, images, target=1, lr=0.05, max_steps=200)
+    already = (predicted == 1).numpy()
+    assert (result.steps[already] == 0).all() and result.flipped[already].all()
+    assert result.flipped.mean() == 1.0
+    assert (result.evaluations == 2 * result.steps + 1).all()
+    assert (result.probabilities.argmax(1) == 1).all()
+    capped = wachter_counterfactuals(ecinn.model, images[~already], target=1, lr=1e-6, max_steps=2)
+    assert not capped.flipped.any() and not capped.reached.any() and (capped.steps == 2).all()
+    confident = wachter_counterfactuals(ecinn.model, images[~already], target=1, lr=0.05, max_steps=300, confidence=0.9)
+    assert confident.reached.all() and (confident.probabilities[:, 1] >= 0.9).all()
+    assert (confident.steps >= result.steps[~already]).all() and confident.steps.sum() > result.steps[~already].sum()
+
+
+def test_interpolation_reaches_the_class_mean(fitted):
+    ecinn, images, labels = fitted
+    torch.manual_seed(0)
+    autoencoder = ConvAutoencoder(2, 16, latent_dim=8, widths=[4, 8]).eval()
+    interpolation = LatentInterpolation(autoencoder, ecinn.model, steps=4).fit(images, labels)
+    decoded, probabilities = interpolation.path(images[:3], target=1)
+    assert decoded.shape == (3, 5, 2, 16, 16) and probabilities.shape == (3, 5, 2)
+    with torch.no_grad():
+        assert torch.allclose(decoded[:, -1], autoencoder.decode(interpolation.means_[1:2]).expand(3, -1, -1, -1), atol=1e-5)
+        assert torch.allclose(decoded[:, 0], autoencoder(images[:3]), atol=1e-5)
+    result = interpolation.explain(images, target=1)
+    assert result.first_flip.shape == (len(images),) and result.first_flip.max() <= 4
+
+
+def synthetic_cells(nuclear: bool) -> np.ndarray:
+    """(1, 2, 20, 20): channel 1 (DNA) a bright disk; channel 0 the signal inside or around it; zero background."""
+    rows, cols = np.mgrid[:20, :20]
+    radius = np.hypot(rows - 10, cols - 10)
+    cell, nucleus = radius < 8, radius < 4
+    dna = np.where(nucleus, 200.0, np.where(cell, 20.0, 0.0))
+    signal = np.where(nucleus, 150.0 if nuclear else 30.0, np.where(cell, 30.0 if nuclear else 150.0, 0.0))
+    return np.stack([signal, dna])[None]
+
+
+def test_nuclear_contrast_knows_the_answer():
+    cytoplasmic, nuclear = synthetic_cells(False), synthetic_cells(True)
+    nuclei, cells = nucleus_masks(cytoplasmic, nucleus_channel=1)
+    assert nuclei.sum() == (np.hypot(*np.mgrid[-10:10, -10:10]) < 4).sum()
+    before, after = contrast_change(cytoplasmic, nuclear, ["GFP", "DNA"], "DNA")
+    assert before[0] == pytest.approx(-120.0) and after[0] == pytest.approx(120.0)
+    with pytest.raises(PhenolensError, match="--nucleus-channel 'Hoechst'"):
+        contrast_change(cytoplasmic, nuclear, ["GFP", "DNA"], "Hoechst")
