@@ -60,10 +60,9 @@ def demo(
     only: str = typer.Option("", help="Comma-separated step names to run (default: all)."),
 ) -> None:
     """Run every pipeline on the built-in real datasets and write OUT/report.html."""
+    from phenolens.core.errors import PhenolensError
     from phenolens.core.outputs import atomic_output_dir, write_json
     from phenolens.report.html import Report
-
-    from phenolens.core.errors import PhenolensError
 
     wanted = {s for s in only.split(",") if s}
     unknown = wanted - {name for name, _ in DEMO_STEPS}
