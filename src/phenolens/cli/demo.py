@@ -39,9 +39,16 @@ def dataset_summaries(out: Path) -> tuple[list, dict]:
     return [parent], metrics
 
 
+def profiling(out: Path) -> tuple[list, dict]:
+    """BBBC021 anomaly-based profiling without hyper-parameter search (see `phenolens profile run`)."""
+    from phenolens.cli.profile import demo_step
+
+    return demo_step(out)
+
+
 # Each step takes the output folder and returns (report sections, metrics). Later pipelines add
 # themselves here, in the order they should appear in the report.
-DEMO_STEPS = [("datasets", dataset_summaries)]
+DEMO_STEPS = [("datasets", dataset_summaries), ("profiling", profiling)]
 
 
 def demo(

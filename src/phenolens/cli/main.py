@@ -34,9 +34,10 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
 
 
 def _mount() -> None:
-    from phenolens.cli import data, demo
+    from phenolens.cli import data, demo, profile
 
     app.add_typer(data.app, name="data")
+    app.add_typer(profile.app, name="profile")
     app.command("demo")(demo.demo)
 
 
@@ -58,9 +59,9 @@ def run(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # click's usage errors
         return int(done.code or 0)
     except Exception as error:  # click.UsageError and friends
-        import click
+        from typer._click.exceptions import ClickException  # typer vendors click; there is no `click` package
 
-        if isinstance(error, click.ClickException):
+        if isinstance(error, ClickException):
             error.show()
             return error.exit_code
         raise
