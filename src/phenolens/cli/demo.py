@@ -41,6 +41,7 @@ def dataset_summaries(out: Path) -> tuple[list, dict]:
 # metrics). Pipelines add themselves here, one line each, in the order they appear in the report.
 DEMO_STEPS = [
     ("datasets", "phenolens.cli.demo:dataset_summaries"),
+    ("profiling", "phenolens.cli.profile:demo_step"),
     ("images", "phenolens.cli.images_demo:images_demo"),
     ("counterfactual", "phenolens.cli.counterfactual:counterfactual_demo"),
     ("echoes", "phenolens.cli.echoes:demo_step"),
