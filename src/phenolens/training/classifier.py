@@ -20,11 +20,22 @@ from phenolens.data.containers import ImageSet
 from phenolens.nn.backbones import ImageClassifierNet, build_backbone
 from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.augment import cutmix, flips_and_rotations, pseudo_label_weight
-from phenolens.training.loop import EarlyStopping, History, ReduceLROnPlateau, fit
+from phenolens.training.loop import Callback, EarlyStopping, History, ReduceLROnPlateau, fit
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
 from phenolens.training.splits import group_column, stratified_split
 
 log = get_logger(__name__)
+
+
+class EpochLog(Callback):
+    """Log each epoch's losses (visible with PHENOLENS_LOG=INFO when no progress bar is shown)."""
+
+    def __init__(self, description: str):
+        self.description = description
+
+    def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        log.info("%s: epoch %d train_loss %.4f val_loss %.4f", self.description, epoch, record["train_loss"], record.get("val_loss", float("nan")))
+        return False
 
 
 @dataclass
@@ -250,6 +261,7 @@ def fit_classifier(
     train = tuple(t[train_index] for t in tensors)
     val = tuple(t[val_index] for t in tensors) if len(val_index) else None
     callbacks = [EarlyStopping(patience=patience), ReduceLROnPlateau(factor=0.5, patience=max(2, patience // 2))] if val else []
+    callbacks.append(EpochLog(description))
     history = fit(
         model,
         train,
