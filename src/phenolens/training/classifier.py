@@ -20,11 +20,22 @@ from phenolens.data.containers import ImageSet
 from phenolens.nn.backbones import ImageClassifierNet, build_backbone
 from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.augment import cutmix, flips_and_rotations, pseudo_label_weight
-from phenolens.training.loop import EarlyStopping, History, ReduceLROnPlateau, fit
+from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
 from phenolens.training.splits import group_column, stratified_split
 
 log = get_logger(__name__)
+
+
+class EpochLog(Callback):
+    """Log each epoch's losses (visible with PHENOLENS_LOG=INFO when no progress bar is shown)."""
+
+    def __init__(self, description: str):
+        self.description = description
+
+    def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        log.info("%s: epoch %d train_loss %.4f val_loss %.4f", self.description, epoch, record["train_loss"], record.get("val_loss", float("nan")))
+        return False
 
 
 @dataclass
@@ -160,6 +171,7 @@ def fit_classifier(
     validation_fraction: float = 0.15,
     group_by: str | None = None,
     patience: int = 10,
+    schedule: str = "plateau",
     seed: int = 0,
     description: str = "training classifier",
 ) -> ImageClassifier:
@@ -177,6 +189,8 @@ def fit_classifier(
       their current predicted class as the label and weight alpha(t) rising from 0 at epoch
       `pseudo_start` (default epochs // 4) to `pseudo_weight` at `pseudo_full` (default epochs // 2).
     - `balanced`: weight each labelled image's loss by the inverse frequency of its class.
+    - `schedule`: "plateau" halves the learning rate when the validation loss stalls; "cosine"
+      anneals it to 0 over `epochs` (best for a fixed, short budget).
     - `covariate`: a metadata column one-hot encoded and concatenated to the pooled features.
     """
     labelled = images.labelled()
@@ -249,7 +263,14 @@ def fit_classifier(
     tensors = (inputs, labels, *extras)
     train = tuple(t[train_index] for t in tensors)
     val = tuple(t[val_index] for t in tensors) if len(val_index) else None
-    callbacks = [EarlyStopping(patience=patience), ReduceLROnPlateau(factor=0.5, patience=max(2, patience // 2))] if val else []
+    if schedule not in ("plateau", "cosine"):
+        raise PhenolensError(f"unknown learning-rate schedule {schedule!r}; use plateau or cosine")
+    callbacks: list[Callback] = [EarlyStopping(patience=patience)] if val else []
+    if schedule == "cosine":
+        callbacks.append(CosineAnnealing(epochs))
+    elif val:
+        callbacks.append(ReduceLROnPlateau(factor=0.5, patience=max(2, patience // 2)))
+    callbacks.append(EpochLog(description))
     history = fit(
         model,
         train,
@@ -276,6 +297,7 @@ def fit_classifier(
         "pseudo_labels": pool_inputs is not None,
         "pseudo_schedule": {"start": start, "full": full, "weight": pseudo_weight},
         "balanced": balanced,
+        "schedule": schedule,
         "validation_fraction": validation_fraction,
         "group_by": group_by,
         "seed": seed,
