@@ -237,7 +237,9 @@ def evaluation_sections(result) -> list:
 
 
 def demo_step(out: Path) -> tuple[list, dict]:
-    """Demo: a small US-CNN (1,000 signals, 5 epochs) against OMP/ISTA/SMP on 40 test signals at lambda 1 and 3, plus the real A-scans."""
+    """Demo: a small US-CNN (1,000 signals, 5 epochs) against OMP/ISTA/SMP on 20 test signals at lambda 1 and 3, plus the real A-scans."""
+    from dataclasses import replace
+
     from phenolens.echoes.detector import EchoDetector
     from phenolens.echoes.evaluation import EvaluationSettings
     from phenolens.echoes.pipeline import evaluate as run_evaluation
@@ -252,13 +254,14 @@ def demo_step(out: Path) -> tuple[list, dict]:
     data = training_data(1000, "narrow", pulse, seed=0)
     detector = EchoDetector("uscnn", pulse=pulse, training=TrainingSettings(epochs=5)).fit(data.signals, data.heatmaps)
     save_uscnn(detector, folder / "model", {"note": "demo model: 1,000 signals, 5 epochs"})
-    result = run_evaluation(detector, small_settings(EvaluationSettings(pulse=pulse)), select=False)
+    settings = replace(small_settings(EvaluationSettings(pulse=pulse)), n_test=20, snrs=(20.0,), n_timing=10, scan_shape=(3, 8))
+    result = run_evaluation(detector, settings, select=False)
     folder.mkdir(parents=True, exist_ok=True)
     metrics = write_evaluation(result, folder, "phenolens demo: echoes")
     parent = Section("Echoes: US-CNN against sparse coding (demo scale)")
     parent.text(
         "A small US-CNN (1,000 simulated signals, 5 epochs, not the full 10,000 x 80 schedule) against OMP, ISTA and SMP "
-        "with the narrow dictionary on 40 test signals per setting; the full comparison is `phenolens echoes evaluate`."
+        "with the narrow dictionary on 20 test signals per setting; the full comparison is `phenolens echoes evaluate`."
     )
     parent.add(training_section(detector.history_, detector.training_seconds_, len(data) - 200, 200))
     for section in evaluation_sections(result):

@@ -175,7 +175,7 @@ def pulse_fit_figure(values: np.ndarray, fit: PulseFit):
     axis.plot(t / fit.pulse.fs_mhz, values, color=OKABE_ITO[7], lw=0.9, label="reference pulse")
     axis.plot(t / fit.pulse.fs_mhz, model, color=OKABE_ITO[5], lw=1.2, ls="--", label="fitted echo model")
     axis.set_xlabel("time (us)")
-    axis.set_ylabel("amplitude (V)")
+    axis.set_ylabel("amplitude (a.u.)")
     axis.legend()
     return fig
 
