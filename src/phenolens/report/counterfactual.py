@@ -26,9 +26,8 @@ def counterfactual_panel(run: ExplanationRun, index: int):
         (f"alpha_0={run.ecinn.alphas['alpha0'][index]:.2f}\np={run.ecinn.probabilities_at['alpha0'][index, run.target]:.2f}", boundary),
         (f"alpha_1={run.ecinn.alphas['alpha1'][index]:.2f}\np={run.ecinn.probabilities_at['alpha1'][index, run.target]:.2f}", confident),
     ]
-    return _image_grid(
-        rows, confident - original, run.channel_names, f"{run.sources[index]}: {run.class_names[run.ecinn.predicted[index]]} -> {target}"
-    )
+    title = f"{run.sources[index]}: {run.class_names[run.ecinn.predicted[index]]} -> {target}"
+    return _image_grid(rows, confident - original, "change\nalpha_1 - original", run.channel_names, title)
 
 
 def interpolation_panel(run: ExplanationRun, index: int):
@@ -44,10 +43,11 @@ def interpolation_panel(run: ExplanationRun, index: int):
         (f"i={steps}/{steps}\np={result.probabilities[index, -1, run.target]:.2f}", raw["full"][index]),
     ]
     change = raw["full"][index] - raw["reconstruction"][index]
-    return _image_grid(rows, change, run.channel_names, f"{run.sources[index]}: autoencoder interpolation -> {target}")
+    title = f"{run.sources[index]}: autoencoder interpolation -> {target}"
+    return _image_grid(rows, change, "change\ni=n - reconstruction", run.channel_names, title)
 
 
-def _image_grid(rows: list[tuple[str, np.ndarray]], change: np.ndarray, channel_names: list[str], title: str):
+def _image_grid(rows: list[tuple[str, np.ndarray]], change: np.ndarray, change_label: str, channel_names: list[str], title: str):
     limits = channel_limits([image for _, image in rows], len(channel_names))
     fig, axes = figure(
         width=1.7 * len(channel_names) + 1.6, height=1.6 * (len(rows) + 1) + 0.4, nrows=len(rows) + 1, ncols=len(channel_names), squeeze=False
@@ -63,10 +63,12 @@ def _image_grid(rows: list[tuple[str, np.ndarray]], change: np.ndarray, channel_
         colorbar.set_label("change (intensity)", fontsize=7)
         colorbar.ax.tick_params(labelsize=6)
         axes[0, c].set_title(name, fontsize=9)
-    axes[-1, 0].set_ylabel("change\n(last - first)", rotation=0, ha="right", va="center", fontsize=8)
+    axes[-1, 0].set_ylabel(change_label, rotation=0, ha="right", va="center", fontsize=8)
     for axis in axes.ravel():
         axis.set_xticks([])
         axis.set_yticks([])
+        for spine in axis.spines.values():
+            spine.set_visible(False)
     fig.suptitle(title, fontsize=9)
     return fig
 
@@ -85,9 +87,10 @@ def probability_figure(run: ExplanationRun):
     values = np.stack(list(columns.values()), 1)
     positions = np.arange(len(columns))
     axis.plot(positions[:3], values[:, :3].T, color=OKABE_ITO[1], alpha=0.35, linewidth=0.8)
+    colors = [OKABE_ITO[i] for i in (0, 4, 2, 5)]  # skip the yellow, faint on white
     for p in range(len(columns)):
         jitter = np.linspace(-0.12, 0.12, len(values))
-        axis.scatter(p + jitter, values[:, p], s=10, color=OKABE_ITO[p % len(OKABE_ITO)], zorder=3)
+        axis.scatter(p + jitter, values[:, p], s=10, color=colors[p], zorder=3)
     axis.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
     axis.set_xticks(positions, list(columns))
     axis.set_ylim(-0.02, 1.02)
