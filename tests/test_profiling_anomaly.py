@@ -15,7 +15,7 @@ SMALL = {"max_epochs": 8, "patience": 5, "hidden": (32, 16, 8), "latent": 4, "ba
 
 @pytest.fixture(scope="module")
 def screen():
-    return synthetic_screen(plates=4, controls_per_plate=10, features=20, seed=0)
+    return synthetic_screen(plates=4, controls_per_plate=10, replicates=2, features=20, seed=0)
 
 
 @pytest.fixture(scope="module")

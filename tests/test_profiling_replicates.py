@@ -1,30 +1,11 @@
 """Percent replicating against a slow, obviously-correct reference; mAP through copairs."""
 
-import itertools
-import statistics
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from phenolens.core.errors import PhenolensError
-from phenolens.profiling.replicates import groups_by_label, percent_replicating, replicate_map, sample_null_groups
-
-
-def reference_percent_replicating(values, treatments, null_groups, percentile=90.0):
-    """Loops over treatments and pairs, np.corrcoef per pair, statistics.median: the definition, verbatim."""
-
-    def median_correlation(rows):
-        return statistics.median(np.corrcoef(values[a], values[b])[0, 1] for a, b in itertools.combinations(rows, 2))
-
-    replicate = {}
-    for name in sorted(set(treatments)):
-        rows = [i for i, t in enumerate(treatments) if t == name]
-        if len(rows) >= 2:
-            replicate[name] = median_correlation(rows)
-    null = [median_correlation(list(group)) for group in null_groups]
-    threshold = np.percentile(null, percentile)
-    return sum(value > threshold for value in replicate.values()) / len(replicate), replicate, threshold
+from phenolens.profiling.reference import null_groups, reference_percent_replicating
+from phenolens.profiling.replicates import percent_replicating, replicate_map, sample_null_groups
 
 
 def small_table(seed=0, treatments=12, features=15):
@@ -36,22 +17,11 @@ def small_table(seed=0, treatments=12, features=15):
     return strength * signal + rng.normal(size=(len(labels), features)), labels
 
 
-def replay_null_groups(labels, repeats, seed):
-    """The null groups percent_replicating draws, in its order (same seed, same sampler)."""
-    codes, _ = pd.factorize(pd.Series(labels), sort=True)
-    rng = np.random.default_rng(seed)
-    groups = []
-    for size, (names, _) in groups_by_label(codes).items():
-        if size >= 2:
-            groups += list(sample_null_groups(codes, size, repeats * len(names), rng))
-    return groups
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_percent_replicating_matches_reference(seed):
     values, labels = small_table(seed)
     result = percent_replicating(values, labels, null_repeats=5, seed=seed)
-    expected, replicate, threshold = reference_percent_replicating(values, labels, replay_null_groups(labels, 5, seed))
+    expected, replicate, threshold = reference_percent_replicating(values, labels, null_groups(labels, 5, seed))
     assert result.percent_replicating == pytest.approx(expected)
     assert result.threshold == pytest.approx(threshold)
     assert result.treatments["replicate_correlation"].to_dict() == pytest.approx(replicate)

@@ -22,6 +22,7 @@ OUT = typer.Option(..., "--out", help="Output folder.")
 SEED = typer.Option(0, "--seed", help="Seed of every random step (same seed, same metrics).")
 REPEATS = typer.Option(10, "--moa-repeats", help="Repeats of the nested-CV MoA classifiers.")
 JOBS = typer.Option(2, "--jobs", help="Processes for the MoA classifiers (results do not depend on it).")
+CLASSIFIERS = typer.Option("lr,mlp", "--classifiers", help="Comma-separated MoA classifiers: lr, mlp.")
 NORMALIZATION = typer.Option("whole_plate", "--replicate-normalization", help="whole_plate (default) or none, before replicate metrics.")
 
 
@@ -41,6 +42,13 @@ def _columns(dataset, controls, plate, treatment, moa, batch, compound, positive
     options = {"controls": controls, "plate": plate, "treatment": treatment, "moa": moa, "batch": batch, "compound": compound}
     chosen = {key: value for key, value in options.items() if value}
     return ProfileColumns(**{**base.__dict__, **chosen, "positive_controls": positive or base.positive_controls})
+
+
+def _evaluation_settings(moa_repeats: int, classifiers: str, replicate_normalization: str, seed: int, jobs: int):
+    from phenolens.profiling.evaluate import EvaluationSettings
+
+    chosen = tuple(c.strip() for c in classifiers.split(",") if c.strip())
+    return EvaluationSettings(moa_repeats=moa_repeats, classifiers=chosen, replicate_normalization=replicate_normalization, seed=seed, jobs=jobs)
 
 
 def _table(files, dataset, columns):
@@ -74,20 +82,20 @@ def run(
     scale_pooling: str = typer.Option("all", "--scale-pooling", help="Pool the per-feature spread over: plate, batch or all plates."),
     max_epochs: int = typer.Option(300, "--max-epochs", help="Autoencoder epoch limit (early stopping on validation controls)."),
     moa_repeats: int = REPEATS,
+    classifiers: str = CLASSIFIERS,
     jobs: int = JOBS,
     replicate_normalization: str = NORMALIZATION,
     curve: bool = typer.Option(True, "--curve/--no-curve", help="Also train on 25% and 50% of the training controls (learning curve)."),
     explain_features: int = typer.Option(3, "--explain-features", help="Worst-reconstructed features explained with SHAP (0 = none)."),
 ) -> None:
     """Fit the anomaly profiler on control wells, evaluate cellprofiler / anomaly / concatenation, write OUT."""
-    from phenolens.profiling.evaluate import EvaluationSettings
     from phenolens.profiling.pipeline import RunSettings, run_profiling
 
     columns = _columns(dataset, controls, plate_column, treatment_column, moa_column, batch_column, compound_column, positive_controls)
     table, source = _table(files, dataset, columns)
     settings = RunSettings(
         profiler={"scale_pooling": scale_pooling, "search_trials": search, "max_epochs": max_epochs, "seed": seed},
-        evaluation=EvaluationSettings(moa_repeats=moa_repeats, replicate_normalization=replicate_normalization, seed=seed, jobs=jobs),
+        evaluation=_evaluation_settings(moa_repeats, classifiers, replicate_normalization, seed, jobs),
         explain_features=explain_features,
         curve_fractions=(0.25, 0.5) if curve else (),
     )
@@ -183,21 +191,21 @@ def evaluate(
     out: Path = OUT,
     seed: int = SEED,
     moa_repeats: int = REPEATS,
+    classifiers: str = CLASSIFIERS,
     jobs: int = JOBS,
     replicate_normalization: str = NORMALIZATION,
 ) -> None:
     """Evaluate every representation in PROFILES: percent replicating, mAP, NSC/NSCB, MoA F1, hits."""
     from phenolens.core.outputs import atomic_output_dir, write_json
     from phenolens.data import read_profiles
-    from phenolens.profiling.evaluate import EvaluationSettings, evaluate, split_wide_table, with_concatenation
+    from phenolens.profiling.evaluate import evaluate, split_wide_table, with_concatenation
     from phenolens.report.html import Report
     from phenolens.report.profiling import profiling_section
 
     columns = _columns(dataset, controls, plate_column, treatment_column, moa_column, batch_column, compound_column, positive_controls)
     table = read_profiles(profiles, required_metadata=(columns.plate,))
     representations = with_concatenation(split_wide_table(table, columns), columns)
-    settings = EvaluationSettings(moa_repeats=moa_repeats, replicate_normalization=replicate_normalization, seed=seed, jobs=jobs)
-    evaluation = evaluate(representations, columns, settings)
+    evaluation = evaluate(representations, columns, _evaluation_settings(moa_repeats, classifiers, replicate_normalization, seed, jobs))
     metrics = {**evaluation.metrics, "notes": evaluation.notes, "settings": {"columns": columns.__dict__, "evaluation": evaluation.settings}}
     title = f"phenolens profile evaluate: {', '.join(map(str, profiles))}"
     with atomic_output_dir(out) as staging:

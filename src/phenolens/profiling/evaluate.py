@@ -13,7 +13,7 @@ from phenolens.profiling.anomaly import ROLE_COLUMN, TRAIN, VALIDATION
 from phenolens.profiling.assay_quality import z_factors_by_group, z_prime_factor
 from phenolens.profiling.hits import anomaly_score, call_hits
 from phenolens.profiling.inputs import ProfileColumns, select_wells
-from phenolens.profiling.moa import ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
+from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import whole_plate_normalize
 from phenolens.profiling.replicates import ReplicateResult, percent_replicating, replicate_map
 
@@ -108,6 +108,9 @@ def evaluate(representations: dict[str, pd.DataFrame], columns: ProfileColumns, 
     settings = settings or EvaluationSettings()
     if settings.replicate_normalization not in REPLICATE_NORMALIZATION:
         raise PhenolensError(f"replicate normalisation {settings.replicate_normalization!r} is not one of {', '.join(REPLICATE_NORMALIZATION)}")
+    unknown = sorted(set(settings.classifiers) - set(CLASSIFIERS))
+    if unknown:
+        raise PhenolensError(f"unknown MoA classifier {unknown[0]!r}; choose from {', '.join(CLASSIFIERS)}")
     if columns.treatment is None:
         raise PhenolensError("evaluation needs a treatment column; pass --treatment-column")
     reference = next(iter(representations.values()))
@@ -192,22 +195,30 @@ def _moa(representations, columns, treated, replicates, settings, metrics, notes
         notes.append("No MoA column: MoA evaluation skipped.")
         return {}, None
     profiles, meta = treatment_level(representations, columns, treated)
-    neighbors = {}
-    for name, table in profiles.items():
-        neighbors[name] = {"nsc": nearest_neighbor_moa(table, meta["moa"], meta["compound"])}
-        metrics[name]["nsc_accuracy"] = neighbors[name]["nsc"].accuracy
-        metrics[name]["nsc_treatments"] = neighbors[name]["nsc"].evaluated
-        if columns.batch:
-            neighbors[name]["nscb"] = nearest_neighbor_moa(table, meta["moa"], meta["compound"], meta["batch"])
-            metrics[name]["nscb_accuracy"] = neighbors[name]["nscb"].accuracy
-            metrics[name]["nscb_treatments"] = neighbors[name]["nscb"].evaluated
-        else:
-            metrics[name]["nscb_accuracy"] = None
+    neighbors = {name: {} for name in profiles}
+    for kind, batch in (("nsc", None), ("nscb", meta.get("batch"))):
+        if kind == "nscb" and batch is None:
+            for name in profiles:
+                metrics[name]["nscb_accuracy"] = None
+            continue
+        try:
+            for name, table in profiles.items():
+                neighbors[name][kind] = nearest_neighbor_moa(table, meta["moa"], meta["compound"], batch)
+                metrics[name][f"{kind}_accuracy"] = neighbors[name][kind].accuracy
+                metrics[name][f"{kind}_treatments"] = neighbors[name][kind].evaluated
+        except PhenolensError as error:
+            notes.append(f"{kind.upper()} not evaluated: {error}.")
+            for name in profiles:
+                metrics[name][f"{kind}_accuracy"] = None
     first = next(iter(neighbors.values()))
-    if "nscb" in first and first["nscb"].unevaluable_moas:
-        notes.append(f"NSCB: MoAs present in a single batch cannot be matched and were not evaluated: {', '.join(first['nscb'].unevaluable_moas)}.")
+    for kind, result in first.items():
+        if result.unevaluable_moas:
+            names = ", ".join(result.unevaluable_moas[:8]) + (
+                f" and {len(result.unevaluable_moas) - 8} more" if len(result.unevaluable_moas) > 8 else ""
+            )
+            notes.append(f"{kind.upper()}: {len(result.unevaluable_moas)} MoA(s) had no eligible treatment to match and were not evaluated: {names}.")
     reproducible = set().union(*(set(r.treatments.index[r.treatments["reproducible"]]) for r in replicates.values()))
-    chosen = [t for t in first["nsc"].predictions.index if t in reproducible]
+    chosen = [t for t in meta.index if t in reproducible]
     try:
         classifiers = classify_moa(
             {name: table.loc[chosen] for name, table in profiles.items()},
@@ -224,8 +235,8 @@ def _moa(representations, columns, treated, replicates, settings, metrics, notes
         notes.append(f"MoA classifiers skipped: {error}.")
         classifiers = None
     for name in representations:
-        for kind in settings.classifiers:
-            metrics[name][f"moa_f1_{kind}"] = float(classifiers.f1[name][kind].mean()) if classifiers else None
+        for kind in CLASSIFIERS:
+            metrics[name][f"moa_f1_{kind}"] = float(classifiers.f1[name][kind].mean()) if classifiers and kind in settings.classifiers else None
     if classifiers and classifiers.excluded_moas:
         excluded = ", ".join(f"{k} ({v})" for k, v in sorted(classifiers.excluded_moas.items()))
         notes.append(

@@ -109,11 +109,9 @@ def _search(kind: str, seed: int, inner_folds: int, grouped: bool) -> GridSearch
     (this also makes lbfgs converge in ~4x fewer iterations on z-scored profiles)."""
     if kind == "lr":
         base, grid = LogisticRegression(max_iter=1000, tol=1e-3), {"estimator__logisticregression__C": [0.01, 0.1, 1.0]}
-    elif kind == "mlp":
+    else:  # "mlp" (classify_moa validated the name)
         base = MLPClassifier(hidden_layer_sizes=(64,), solver="lbfgs", max_iter=200, random_state=seed)
         grid = {"estimator__mlpclassifier__alpha": [1e-3, 1e-2]}
-    else:
-        raise PhenolensError(f"unknown classifier {kind!r}; choose from {', '.join(CLASSIFIERS)}")
     splitter = (StratifiedGroupKFold if grouped else StratifiedKFold)(n_splits=inner_folds, shuffle=True, random_state=seed)
     return GridSearchCV(OversampledClassifier(make_pipeline(StandardScaler(), base), seed), grid, cv=splitter, scoring="f1_weighted")
 
@@ -145,6 +143,9 @@ def classify_moa(
     (compound per treatment), folds keep all concentrations of a compound together, so a
     classifier is never tested on a compound it was trained on. Repeats run in `jobs` processes
     (each single-threaded); results do not depend on `jobs`."""
+    unknown = sorted(set(classifiers) - set(CLASSIFIERS))
+    if unknown:
+        raise PhenolensError(f"unknown classifier {unknown[0]!r}; choose from {', '.join(CLASSIFIERS)}")
     index = next(iter(profiles.values())).index
     labels = moa.loc[index]
     counts = labels.value_counts()

@@ -31,8 +31,8 @@ def synthetic_screen(
     Metadata_Batch, Metadata_PertType (control|trt), Metadata_Treatment, Metadata_Compound,
     Metadata_MoA, then `features` numeric columns named like CellProfiler features.
 
-    Treatments are compound x dose (dose scales the effect); replicate r of a treatment goes to
-    plate (t + r) mod plates, so replicates never share a plate when replicates <= plates.
+    Treatments are compound x dose (dose scales the effect). As in BBBC021, every compound is
+    screened in one batch (compound mod batches) and its replicates sit on different plates of it.
     """
     rng = numpy_rng(seed)
     loadings = rng.normal(size=(rank, features))
@@ -46,7 +46,11 @@ def synthetic_screen(
     n_treatments = n_compounds * doses
     well_treatment = np.repeat(np.arange(n_treatments), replicates)
     well_replicate = np.tile(np.arange(replicates), n_treatments)
-    treated_plate = (well_treatment + well_replicate) % plates
+    plates_per_batch = plates // batches
+    if replicates > plates_per_batch:
+        raise ValueError(f"{replicates} replicates need {replicates} plates per batch; got {plates} plates in {batches} batches")
+    well_batch = treatment_compound[well_treatment] % batches
+    treated_plate = well_batch * plates_per_batch + (well_treatment + well_replicate) % plates_per_batch
     control_plate = np.repeat(np.arange(plates), controls_per_plate)
     plate = np.concatenate([control_plate, treated_plate])
     is_control = np.arange(len(plate)) < len(control_plate)
@@ -63,7 +67,7 @@ def synthetic_screen(
         {
             "Metadata_Plate": [f"P{p:03d}" for p in plate],
             "Metadata_Well": [f"W{w:04d}" for w in well_index],
-            "Metadata_Batch": [f"B{p % batches}" for p in plate],
+            "Metadata_Batch": [f"B{min(p // plates_per_batch, batches - 1)}" for p in plate],
             "Metadata_PertType": np.where(is_control, "control", "trt"),
             "Metadata_Treatment": np.concatenate([np.full(is_control.sum(), "DMSO"), treatment_names[well_treatment]]),
             "Metadata_Compound": np.concatenate([np.full(is_control.sum(), "DMSO"), [f"cpd{c}" for c in treatment_compound[well_treatment]]]),

@@ -1,0 +1,44 @@
+"""Slow, obviously-correct implementations kept as oracles for tests and benchmarks (not for use).
+
+They follow the definitions literally, with Python loops over treatments and pairs, so the
+vectorised code in `replicates.py` can be checked against them value for value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+
+import numpy as np
+import pandas as pd
+
+from phenolens.core.seeding import numpy_rng
+from phenolens.profiling.replicates import groups_by_label, sample_null_groups
+
+
+def median_pair_correlation(values: np.ndarray, rows) -> float:
+    """Median Pearson correlation over every pair of `rows`, one np.corrcoef call per pair."""
+    return statistics.median(np.corrcoef(values[a], values[b])[0, 1] for a, b in itertools.combinations(rows, 2))
+
+
+def null_groups(treatments, null_repeats: int = 5, seed: int = 0) -> list[np.ndarray]:
+    """The null groups `percent_replicating` draws for these labels and seed, in its order."""
+    codes, _ = pd.factorize(pd.Series(treatments), sort=True)
+    rng = numpy_rng(seed)
+    groups = []
+    for size, (labels, _) in groups_by_label(codes).items():
+        if size >= 2:
+            groups += list(sample_null_groups(codes, size, null_repeats * len(labels), rng))
+    return groups
+
+
+def reference_percent_replicating(values: np.ndarray, treatments, groups: list[np.ndarray], percentile: float = 90.0):
+    """(score, {treatment: median replicate correlation}, threshold) for given null groups."""
+    replicate = {}
+    for name in sorted(set(treatments)):
+        rows = [i for i, t in enumerate(treatments) if t == name]
+        if len(rows) >= 2:
+            replicate[name] = median_pair_correlation(values, rows)
+    null = [median_pair_correlation(values, list(group)) for group in groups]
+    threshold = float(np.percentile(null, percentile))
+    return sum(value > threshold for value in replicate.values()) / len(replicate), replicate, threshold
