@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--model", default="", help="a `phenolens train` folder trained on MitoCheck (default: seeded untrained ResNet-18)")
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--window", type=int, default=16)
-    parser.add_argument("--stride", type=int, default=8)
+    parser.add_argument("--stride", type=int, default=16)
     parser.add_argument("--small", action="store_true", help="64 crops, a coarser occlusion grid: a seconds-long CI check")
     parser.add_argument("--out", default="", help="also write the results as JSON here")
     args = parser.parse_args()

@@ -29,7 +29,7 @@ CONFIGS = {
         "small": ["--epochs", "2", "--cv", "2", "--width", "0.125"],
     },
     "mitocheck": {
-        "train": ["--dataset", "mitocheck", "--epochs", "15", "--batch-size", "64", "--balanced"],
+        "train": ["--dataset", "mitocheck", "--epochs", "30", "--batch-size", "64", "--balanced", "--schedule", "cosine"],
         "explain": ["--methods", "saliency,gradcam,ig", "--max-images", "200"],
         "small": ["--epochs", "1", "--width", "0.125", "--blocks", "1,1"],
     },

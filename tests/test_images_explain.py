@@ -180,3 +180,13 @@ def test_explain_images_collects_everything():
         assert set(table) == {"ch0", "ch1"}
     with pytest.raises(PhenolensError, match="--nucleus-channel 'DNA' is not a channel"):
         explain_images(classifier, images, ["saliency"], nucleus_channel="DNA")
+
+
+def test_report_flags_evidence_of_absence():
+    import pandas as pd
+
+    from phenolens.report.attribution import absence_warnings
+
+    table = pd.DataFrame({"GFP": [-1.4, 3.1], "DNA": [2.6, 1.4]}, index=["NoGFP", "CytoplasmicGFP"])
+    notes = absence_warnings(table)
+    assert len(notes) == 1 and notes[0].startswith("NoGFP: replacing GFP") and "raises the NoGFP logit by 1.40" in notes[0]

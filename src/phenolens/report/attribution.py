@@ -89,15 +89,17 @@ def faithfulness_figure(faithfulness: dict):
 
 
 def absence_warnings(occlusion: pd.DataFrame, share: float = 0.1) -> list[str]:
-    """Sentences for classes where a channel's occlusion barely moves the logit."""
+    """Sentences for classes where replacing a channel by its mean barely lowers, or even raises, the logit."""
     notes = []
     for cls, row in occlusion.iterrows():
         top = row.max()
-        weak = [channel for channel, value in row.items() if top > 0 and value < share * top]
-        if weak:
+        for channel, value in row.items():
+            if top <= 0 or value >= share * top:
+                continue
+            effect = f"raises the {cls} logit by {-value:.2f}" if value < 0 else f"lowers the {cls} logit by only {value:.2f}"
             notes.append(
-                f"{cls}: replacing {', '.join(weak)} by the training mean barely changes the {cls} logit (< {share:.0%} of the largest drop). "
-                f"If {cls} is recognised by the absence of a signal, neither occlusion to the mean nor gradient attribution can credit that channel."
+                f"{cls}: replacing {channel} by its training mean {effect} (largest drop: {top:.2f}). If {cls} is recognised by the absence "
+                f"of {channel} signal, neither occlusion to the mean nor gradient attribution can credit {channel}: the mean adds signal."
             )
     return notes
 
