@@ -44,9 +44,16 @@ def echoes_step(out: Path) -> tuple[list, dict]:
     return demo_step(out)
 
 
+def sign_step(out: Path) -> tuple[list, dict]:
+    """SIGN on MitoCheck: a small CNN, visual-word dictionaries over its stages, a class graph and an image graph."""
+    from phenolens.cli.sign import demo_step
+
+    return demo_step(out)
+
+
 # Each step takes the output folder and returns (report sections, metrics). Later pipelines add
 # themselves here, in the order they should appear in the report.
-DEMO_STEPS = [("datasets", dataset_summaries), ("echoes", echoes_step)]
+DEMO_STEPS = [("datasets", dataset_summaries), ("echoes", echoes_step), ("sign", sign_step)]
 
 
 def demo(

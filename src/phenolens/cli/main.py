@@ -34,10 +34,11 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
 
 
 def _mount() -> None:
-    from phenolens.cli import data, demo, echoes, explain, train
+    from phenolens.cli import data, demo, echoes, explain, sign, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(echoes.app, name="echoes")
+    app.add_typer(sign.app, name="sign")
     app.command("demo")(demo.demo)
     app.command("train")(train.train)
     app.command("explain")(explain.explain)
