@@ -43,6 +43,7 @@ DEMO_STEPS = [
     ("datasets", "phenolens.cli.demo:dataset_summaries"),
     ("profiling", "phenolens.cli.profile:demo_step"),
     ("images", "phenolens.cli.images_demo:images_demo"),
+    ("sign", "phenolens.cli.sign:demo_step"),
     ("counterfactual", "phenolens.cli.counterfactual:counterfactual_demo"),
     ("echoes", "phenolens.cli.echoes:demo_step"),
 ]
