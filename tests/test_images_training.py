@@ -193,3 +193,11 @@ def test_classifier_bad_inputs(tmp_path):
     (tmp_path / "dense" / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(PhenolensError, match="corrupt or truncated"):
         ImageClassifier.load(tmp_path / "dense")
+
+
+def test_cosine_schedule_anneals_the_learning_rate():
+    clf = fit_classifier(_two_class_set(16), "resnet18", width=0.125, blocks=[1, 1], epochs=4, lr=1e-3, validation_fraction=0.0, schedule="cosine")
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert np.allclose(clf.history.column("lr"), expected)
+    with pytest.raises(PhenolensError, match="schedule"):
+        fit_classifier(_two_class_set(16), "resnet18", epochs=1, schedule="step")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from phenolens.cli.counterfactual import counterfactual_demo
 from phenolens.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -38,9 +37,23 @@ def dataset_summaries(out: Path) -> tuple[list, dict]:
     return [parent], metrics
 
 
-# Each step takes the output folder and returns (report sections, metrics). Later pipelines add
-# themselves here, in the order they should appear in the report.
-DEMO_STEPS = [("datasets", dataset_summaries), ("counterfactual", counterfactual_demo)]
+# Each step is 'module:function'; the function takes the output folder and returns (report sections,
+# metrics). Pipelines add themselves here, one line each, in the order they appear in the report.
+DEMO_STEPS = [
+    ("datasets", "phenolens.cli.demo:dataset_summaries"),
+    ("profiling", "phenolens.cli.profile:demo_step"),
+    ("images", "phenolens.cli.images_demo:images_demo"),
+    ("counterfactual", "phenolens.cli.counterfactual:counterfactual_demo"),
+    ("echoes", "phenolens.cli.echoes:demo_step"),
+]
+
+
+def _resolve(target: str):
+    """Import a step's function only when it runs, so the CLI starts fast."""
+    import importlib
+
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def demo(
@@ -48,10 +61,14 @@ def demo(
     only: str = typer.Option("", help="Comma-separated step names to run (default: all)."),
 ) -> None:
     """Run every pipeline on the built-in real datasets and write OUT/report.html."""
+    from phenolens.core.errors import PhenolensError
     from phenolens.core.outputs import atomic_output_dir, write_json
     from phenolens.report.html import Report
 
     wanted = {s for s in only.split(",") if s}
+    unknown = wanted - {name for name, _ in DEMO_STEPS}
+    if unknown:
+        raise PhenolensError(f"unknown demo step(s) {', '.join(sorted(unknown))}; choose from {', '.join(n for n, _ in DEMO_STEPS)}")
     report = Report("phenolens demo: real data, every pipeline")
     with atomic_output_dir(out) as staging:
         for name, step in DEMO_STEPS:
@@ -59,7 +76,7 @@ def demo(
                 continue
             started = time.perf_counter()
             print(f"demo: {name} ...", flush=True)
-            sections, metrics = step(staging)
+            sections, metrics = _resolve(step)(staging)
             for section in sections:
                 report.add(section)
             report.metrics[name] = {**metrics, "seconds": round(time.perf_counter() - started, 1)}

@@ -34,11 +34,15 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
 
 
 def _mount() -> None:
-    from phenolens.cli import counterfactual, data, demo
+    from phenolens.cli import counterfactual, data, demo, echoes, explain, profile, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(counterfactual.app, name="counterfactual")
+    app.add_typer(echoes.app, name="echoes")
+    app.add_typer(profile.app, name="profile")
     app.command("demo")(demo.demo)
+    app.command("train")(train.train)
+    app.command("explain")(explain.explain)
 
 
 _mount()

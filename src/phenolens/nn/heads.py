@@ -26,6 +26,9 @@ class ArcFace(nn.Module):
         super().__init__()
         self.scale, self.margin = scale, margin
         self.weight = nn.Parameter(torch.empty(n_classes, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.weight)
 
     def cosine(self, features: torch.Tensor) -> torch.Tensor:

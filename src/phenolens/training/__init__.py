@@ -2,13 +2,14 @@
 
 from phenolens.training.augment import CutMixBatch, cutmix, flips_and_rotations, pseudo_label_weight
 from phenolens.training.classifier import ImageClassifier, fit_classifier
-from phenolens.training.loop import Callback, EarlyStopping, History, ReduceLROnPlateau, fit, make_loader
+from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit, make_loader
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
 from phenolens.training.splits import stratified_folds, stratified_split
 
 __all__ = [
     "Callback",
     "ChannelNormalization",
+    "CosineAnnealing",
     "CovariateEncoding",
     "CutMixBatch",
     "EarlyStopping",

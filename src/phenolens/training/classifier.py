@@ -20,11 +20,22 @@ from phenolens.data.containers import ImageSet
 from phenolens.nn.backbones import ImageClassifierNet, build_backbone
 from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.augment import cutmix, flips_and_rotations, pseudo_label_weight
-from phenolens.training.loop import EarlyStopping, History, ReduceLROnPlateau, fit
+from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
-from phenolens.training.splits import stratified_split
+from phenolens.training.splits import group_column, stratified_split
 
 log = get_logger(__name__)
+
+
+class EpochLog(Callback):
+    """Log each epoch's losses (visible with PHENOLENS_LOG=INFO when no progress bar is shown)."""
+
+    def __init__(self, description: str):
+        self.description = description
+
+    def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        log.info("%s: epoch %d train_loss %.4f val_loss %.4f", self.description, epoch, record["train_loss"], record.get("val_loss", float("nan")))
+        return False
 
 
 @dataclass
@@ -155,10 +166,12 @@ def fit_classifier(
     pseudo_start: int | None = None,
     pseudo_full: int | None = None,
     pseudo_weight: float = 0.5,
+    balanced: bool = False,
     covariate: str | None = None,
     validation_fraction: float = 0.15,
     group_by: str | None = None,
     patience: int = 10,
+    schedule: str = "plateau",
     seed: int = 0,
     description: str = "training classifier",
 ) -> ImageClassifier:
@@ -175,6 +188,9 @@ def fit_classifier(
     - `pseudo_labels`: the unlabelled images of `images` (label -1), if any, join every batch with
       their current predicted class as the label and weight alpha(t) rising from 0 at epoch
       `pseudo_start` (default epochs // 4) to `pseudo_weight` at `pseudo_full` (default epochs // 2).
+    - `balanced`: weight each labelled image's loss by the inverse frequency of its class.
+    - `schedule`: "plateau" halves the learning rate when the validation loss stalls; "cosine"
+      anneals it to 0 over `epochs` (best for a fixed, short budget).
     - `covariate`: a metadata column one-hot encoded and concatenated to the pooled features.
     """
     labelled = images.labelled()
@@ -187,11 +203,7 @@ def fit_classifier(
     generator = torch_generator(seed)
     size = int(size or images.shapes().max())
     raw = padded_array(labelled, size, images.channel_names)
-    if group_by and group_by not in labelled.meta:
-        raise PhenolensError(
-            f"{images.name}: no metadata column {group_by!r} to group the split by; choose one of {', '.join(map(str, labelled.meta.columns))}"
-        )
-    groups = labelled.meta[group_by].to_numpy() if group_by else None
+    groups = group_column(labelled, group_by)
     if validation_fraction > 0:
         train_index, val_index = stratified_split(labelled.labels, validation_fraction, seed, groups)
     else:
@@ -237,18 +249,28 @@ def fit_classifier(
             pool_loss = alpha * net.head.loss(pool_features, guesses)
         else:
             labelled_features, pool_loss = net.embed(mixed.images, covariates), 0.0
-        own = net.head.loss(labelled_features, mixed.labels, mixed.weight)
-        partner = net.head.loss(labelled_features, mixed.partner_labels, 1.0 - mixed.weight)
+        own = net.head.loss(labelled_features, mixed.labels, mixed.weight * class_weights[mixed.labels])
+        partner = net.head.loss(labelled_features, mixed.partner_labels, (1.0 - mixed.weight) * class_weights[mixed.partner_labels])
         return own + partner + pool_loss
 
     def val_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
         x, y, *cov = batch
         return net.head.loss(net.embed(x, cov[0] if cov else None), y)
 
+    counts = np.bincount(labelled.labels[train_index], minlength=len(images.class_names))
+    inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    class_weights = torch.tensor(inverse if balanced else np.ones(len(counts)), dtype=torch.float32)
     tensors = (inputs, labels, *extras)
     train = tuple(t[train_index] for t in tensors)
     val = tuple(t[val_index] for t in tensors) if len(val_index) else None
-    callbacks = [EarlyStopping(patience=patience), ReduceLROnPlateau(factor=0.5, patience=max(2, patience // 2))] if val else []
+    if schedule not in ("plateau", "cosine"):
+        raise PhenolensError(f"unknown learning-rate schedule {schedule!r}; use plateau or cosine")
+    callbacks: list[Callback] = [EarlyStopping(patience=patience)] if val else []
+    if schedule == "cosine":
+        callbacks.append(CosineAnnealing(epochs))
+    elif val:
+        callbacks.append(ReduceLROnPlateau(factor=0.5, patience=max(2, patience // 2)))
+    callbacks.append(EpochLog(description))
     history = fit(
         model,
         train,
@@ -274,6 +296,8 @@ def fit_classifier(
         "cutmix_probability": cutmix_probability,
         "pseudo_labels": pool_inputs is not None,
         "pseudo_schedule": {"start": start, "full": full, "weight": pseudo_weight},
+        "balanced": balanced,
+        "schedule": schedule,
         "validation_fraction": validation_fraction,
         "group_by": group_by,
         "seed": seed,

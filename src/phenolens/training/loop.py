@@ -163,3 +163,22 @@ def evaluate_loss(model: torch.nn.Module, loader: DataLoader, step: Step, epoch:
         total += step(model, batch, epoch).item() * len(batch[0])
         count += len(batch[0])
     return total / max(count, 1)
+
+
+class CosineAnnealing(Callback):
+    """Set the learning rate after each epoch to lr_0 * (1 + cos(pi * (epoch + 1) / epochs)) / 2 (down to 0 at the end)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = max(epochs, 1)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.initial: list[float] = []
+
+    def on_train_begin(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.initial = [group["lr"] for group in optimizer.param_groups]
+
+    def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(epoch + 1, self.epochs) / self.epochs))
+        for group, initial in zip(self.optimizer.param_groups, self.initial):
+            group["lr"] = initial * factor
+        return False

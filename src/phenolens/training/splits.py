@@ -57,3 +57,12 @@ def stratified_split(
     index = np.arange(len(labels))
     train, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
     return np.sort(train), np.sort(test)
+
+
+def group_column(images, column: str | None) -> np.ndarray | None:
+    """The values of metadata `column` of an ImageSet (the groups of a grouped split), or None."""
+    if column is None:
+        return None
+    if column not in images.meta:
+        raise PhenolensError(f"{images.name}: no metadata column {column!r} to group by; choose one of {', '.join(map(str, images.meta.columns))}")
+    return images.meta[column].to_numpy()

@@ -1,0 +1,87 @@
+"""The image classifiers' must-show numbers, each printed next to its target.
+
+    python benchmarks/images_targets.py bbbc013   # 5-fold CV macro-F1 >= 0.90; IG GFP mass in nucleus >= 0.80 (NuclearGFP), <= 0.30 (CytoplasmicGFP)
+    python benchmarks/images_targets.py mitocheck # held-out macro-F1 >= 0.75, training <= 10 min on 2 cores
+    python benchmarks/images_targets.py bbbc021   # DMSO vs protein-synthesis inhibitor, split grouped by field; which stains are used
+    ... --small                                   # a seconds-to-minutes smoke run of the same pipeline (numbers not comparable)
+
+Each runs `phenolens train` then `phenolens explain` into --out/<dataset>/{model,explain} and prints
+the figures; the output folders hold metrics.json and report.html.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+CONFIGS = {
+    "bbbc013": {
+        "train": ["--dataset", "bbbc013", "--size", "64", "--stem-stride", "1", "--blocks", "1,1,1", "--epochs", "20", "--cv", "5"],
+        "explain": [
+            "--methods",
+            "saliency,gradcam,occlusion,ig",
+            "--nucleus-channel",
+            "DNA",
+            "--reporter-channel",
+            "FKHR-GFP",
+        ],
+        "small": ["--epochs", "2", "--cv", "2", "--width", "0.125"],
+    },
+    "mitocheck": {
+        "train": ["--dataset", "mitocheck", "--epochs", "15", "--batch-size", "64", "--balanced"],
+        "explain": ["--methods", "saliency,gradcam,ig", "--max-images", "200"],
+        "small": ["--epochs", "1", "--width", "0.125", "--blocks", "1,1"],
+    },
+    "bbbc021": {
+        "train": ["--dataset", "bbbc021-cells", "--group-by", "field", "--epochs", "20"],
+        "explain": ["--methods", "saliency,gradcam,occlusion,ig", "--nucleus-channel", "DAPI", "--max-images", "160"],
+        "small": ["--epochs", "1", "--width", "0.125", "--blocks", "1,1"],
+    },
+}
+
+
+def main() -> None:
+    from phenolens.cli.main import run
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(CONFIGS))
+    parser.add_argument("--out", default="runs/targets")
+    parser.add_argument("--small", action="store_true")
+    args = parser.parse_args()
+    config = CONFIGS[args.dataset]
+    model, explained = Path(args.out) / args.dataset / "model", Path(args.out) / args.dataset / "explain"
+    small = config["small"] if args.small else []
+    if run(["train", *config["train"], *small, "--out", str(model)]) != 0:
+        raise SystemExit("training failed")
+    extra = ["--max-images", "24", "--n-steps", "8", "--window", "16", "--stride", "16"] if args.small else []
+    if run(["explain", str(model), *config["train"][:2], *config["explain"], *extra, "--out", str(explained)]) != 0:
+        raise SystemExit("explanation failed")
+    trained = json.loads((model / "metrics.json").read_text())
+    explanation = json.loads((explained / "metrics.json").read_text())
+    print(f"\n{args.dataset}{' (--small: not comparable to the targets)' if args.small else ''}")
+    print(f"  held-out macro-F1 {trained['macro_f1']:.3f}, accuracy {trained['accuracy']:.3f}, training {trained['training_seconds']:.0f} s (wall)")
+    if args.dataset == "bbbc013":
+        print(f"  5-fold CV macro-F1 {trained['cv_macro_f1']:.3f} +- {trained['cv_macro_f1_sd']:.3f} (target >= 0.90)")
+        fractions = explanation["nucleus_mass_fraction"]
+        ig = fractions["integrated_gradients"]
+        nuclear, cytoplasmic = ig.get("NuclearGFP", float("nan")), ig.get("CytoplasmicGFP", float("nan"))
+        print(f"  IG GFP mass in nucleus: NuclearGFP {nuclear:.3f} (>= 0.80), CytoplasmicGFP {cytoplasmic:.3f} (<= 0.30)")
+        for method, by_class in fractions.items():
+            faith = explanation["faithfulness"][method]
+            cells = ", ".join(f"{c} {v:.2f}" for c, v in by_class.items())
+            print(
+                f"  {method:<22} in nucleus: {cells}; in cell {explanation['cell_mass_fraction'][method]:.2f}; "
+                f"deletion AUC {faith['deletion_auc']:.3f}, insertion AUC {faith['insertion_auc']:.3f}"
+            )
+    if args.dataset == "mitocheck":
+        print(f"  target: macro-F1 >= 0.75 and training <= 600 s on 2 cores -> {trained['macro_f1']:.3f}, {trained['training_seconds']:.0f} s")
+    if args.dataset == "bbbc021":
+        print(f"  split grouped by field; z' of the predicted probability {trained.get('z_prime', float('nan')):.3f}")
+    print("  channel importance (logit drop when the channel is set to its training mean):")
+    for cls, channels in explanation["channel_importance"].items():
+        print(f"    {cls:<20} " + ", ".join(f"{c} {v:+.2f}" for c, v in channels.items()))
+
+
+if __name__ == "__main__":
+    main()

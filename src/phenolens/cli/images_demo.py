@@ -1,0 +1,51 @@
+"""Demo step "images": train a small classifier on BBBC013 and explain it (a known-answer check).
+
+BBBC013's class is where FKHR-GFP sits relative to the nucleus, so a faithful map of a
+NuclearGFP crop must put its GFP evidence inside the DNA-defined nucleus and a CytoplasmicGFP
+map outside it. Sized to finish in about a minute on two cores: one held-out split, a 3-stage
+ResNet at quarter width on full-resolution 64 px crops
+(a stride-2 stem trains faster but gives coarser, checkerboard gradients).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEMO_TRAINING = {"arch": "resnet18", "width": 0.25, "blocks": [1, 1, 1], "stem_stride": 1, "size": 64, "epochs": 12, "batch_size": 32, "seed": 0}
+DEMO_METHODS = ["saliency", "gradcam", "integrated_gradients"]
+
+
+def images_demo(out: Path) -> tuple[list, dict]:
+    """Train on the labelled BBBC013 crops (unlabelled ones as pseudo-labels), explain the held-out crops."""
+    from phenolens.data import load
+    from phenolens.explain.attribution import AttributionSettings
+    from phenolens.explain.images import explain_images
+    from phenolens.report.attribution import explanation_section
+    from phenolens.report.classifier import training_section
+    from phenolens.report.html import Section
+    from phenolens.training.evaluation import train_and_evaluate
+
+    images = load("bbbc013")
+    run = train_and_evaluate(images, test_fraction=0.25, **DEMO_TRAINING)
+    folder = out / "images"
+    run.classifier.save(folder / "model")
+    held_out = images.labelled().subset(run.test_index)
+    settings = AttributionSettings(n_steps=24)
+    explanation = explain_images(run.classifier, held_out, DEMO_METHODS, "predicted", settings, "DNA", "FKHR-GFP", sanity_images=16)
+    parent = Section("Images: BBBC013 FKHR-GFP translocation (known answer)")
+    parent.text(
+        "The class of a BBBC013 cell is where FKHR-GFP sits relative to the nucleus: a faithful explanation of a NuclearGFP crop puts its "
+        "positive GFP attribution inside the nucleus (Otsu mask of the DNA channel), one of a CytoplasmicGFP crop outside it."
+    )
+    parent.add(training_section(run, images, "Classifier"))
+    parent.add(explanation_section(explanation, "Explanations of the held-out crops"))
+    explained = explanation.metrics()
+    metrics = {
+        "macro_f1": run.metrics["macro_f1"],
+        "accuracy": run.metrics["accuracy"],
+        "nucleus_mass_fraction": explained["nucleus_mass_fraction"],
+        "faithfulness": explained["faithfulness"],
+        "channel_importance": explained["channel_importance"],
+        "sanity_ssim": explained["sanity_ssim"],
+    }
+    return [parent], metrics

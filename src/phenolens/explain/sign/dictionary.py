@@ -1,0 +1,290 @@
+"""`SignDictionary`: one visual-word dictionary per modelled layer of a frozen CNN (scikit-learn style).
+
+Each modelled layer gets a diagonal GMM over its activation columns (`gmm.GaussianDictionary`).
+Two losses train them, with the network frozen (activations are read under `torch.no_grad`):
+
+- generative: the negative log-likelihood of the columns;
+- discriminative: each image's posterior maps are global-average-pooled into a word histogram
+  and fed to a linear classifier trained with cross-entropy (plus a small generative term that
+  keeps the components densities).
+
+The output layer is modelled by a fixed GMM with one component per class (mean = one-hot,
+sigma = 0.1) over the network's softmax output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.outputs import atomic_write_bytes, atomic_write_text
+from phenolens.core.seeding import torch_generator
+from phenolens.explain.sign.gmm import GaussianDictionary, fit_columns
+from phenolens.explain.sign.layers import OUTPUT, ActivationTap, check_layer_names, columns, default_layers, iter_batches, ordered_layers
+from phenolens.explain.sign.receptive import ReceptiveFields
+
+LOSSES = ("discriminative", "generative")
+OUTPUT_SIGMA = 0.1
+
+
+@dataclass
+class WordMaps:
+    """Most probable word at every position of every modelled layer, for N images.
+
+    `words[layer]` and `scores[layer]` (its log posterior) are (N, H, W); the output layer's are
+    (N, 1, 1). `probabilities` is the network's (N, classes) softmax output.
+    """
+
+    words: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray]
+    probabilities: np.ndarray
+    max_channel: dict[str, np.ndarray]  # index of the most active channel per position (the baseline's words)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(1)
+
+    def flat(self, layer: str, index: np.ndarray | None = None) -> np.ndarray:
+        """(n, H*W) row-major words of `layer` for the images at `index` (default: all)."""
+        words = self.words[layer] if index is None else self.words[layer][index]
+        return words.reshape(len(words), -1)
+
+
+def as_images(x) -> torch.Tensor:
+    """A float32 (N, C, H, W) tensor from an array or tensor; raises on other shapes."""
+    tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
+    if tensor.ndim != 4:
+        raise PhenolensError(f"images must be an (N, C, H, W) array, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+class SignDictionary:
+    """Visual-word dictionaries over chosen layers of a frozen CNN.
+
+    Parameters: `layers` (module names; default: `model.stage_names()`), `words` (K per layer, an
+    int or one per layer), `loss` ("discriminative" or "generative"), optimisation settings, and
+    `temperature` (posterior softening for the discriminative histograms; default sqrt(D)).
+    Learned: `layers_` (input to output), `dictionaries_`, `heads_` (discriminative classifiers),
+    `fields_` (receptive fields), `output_dictionary_`, `classes_`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: list[str] | None = None,
+        words: int | list[int] = 64,
+        loss: str = "discriminative",
+        epochs: int = 8,
+        batch_size: int = 64,
+        lr: float = 0.02,
+        temperature: float | None = None,
+        generative_weight: float = 0.1,
+        max_columns: int = 200_000,
+        receptive_method: str = "trace",
+        seed: int = 0,
+    ):
+        self.model = model.eval()
+        self.layers, self.words, self.loss = layers, words, loss
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.temperature, self.generative_weight = temperature, generative_weight
+        self.max_columns, self.receptive_method, self.seed = max_columns, receptive_method, seed
+
+    # ----------------------------------------------------------------------------------- fitting
+    def fit(self, X, y=None) -> SignDictionary:
+        """Fit one dictionary per layer on images `X` (N, C, H, W), labels `y` (needed for the discriminative loss)."""
+        if self.loss not in LOSSES:
+            raise PhenolensError(f"unknown dictionary loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+        images = as_images(X)
+        if self.loss == "discriminative" and y is None:
+            raise PhenolensError("the discriminative loss needs labels; pass y or use loss='generative'")
+        names = check_layer_names(self.model, list(self.layers) if self.layers else default_layers(self.model))
+        self.layers_ = ordered_layers(self.model, names, images[:1])
+        sizes = [self.words] * len(self.layers_) if isinstance(self.words, int) else list(self.words)
+        if len(sizes) != len(self.layers_):
+            raise PhenolensError(f"{len(sizes)} word counts for {len(self.layers_)} layers ({', '.join(self.layers_)}); give one K per layer")
+        with torch.no_grad():
+            n_classes = self.model(images[:1]).shape[1]
+        self.classes_ = np.arange(n_classes)
+        pool = self._column_pool(images)
+        self.dictionaries_ = {
+            layer: GaussianDictionary.initialise(pool[layer], k, seed=self.seed, name=f"layer {layer!r}") for layer, k in zip(self.layers_, sizes)
+        }
+        if self.loss == "generative":
+            for layer, dictionary in self.dictionaries_.items():
+                fit_columns(dictionary, pool[layer], epochs=self.epochs, lr=self.lr, seed=self.seed, description=f"dictionary {layer}")
+            self.heads_ = {}
+        else:
+            self._fit_discriminative(images, torch.as_tensor(np.asarray(y), dtype=torch.long), n_classes)
+        for dictionary in self.dictionaries_.values():
+            dictionary.requires_grad_(False)
+        return self._attach_fields(images[:1], n_classes)
+
+    def _attach_fields(self, example: torch.Tensor, n_classes: int) -> SignDictionary:
+        """Receptive fields for inputs shaped like `example`, and the fixed output-layer dictionary."""
+        self.fields_ = ReceptiveFields.of(self.model, self.layers_, example, method=self.receptive_method)
+        self.output_dictionary_ = GaussianDictionary.fixed(torch.eye(n_classes), OUTPUT_SIGMA)
+        return self
+
+    def _column_pool(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Activation columns of every layer, a seeded uniform sample of at most `max_columns` per layer."""
+        generator = torch_generator(self.seed)
+        kept: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers_}
+        with ActivationTap(self.model, self.layers_) as tap:
+            for batch in iter_batches(images, 256):
+                tap.run(batch)
+                for layer in self.layers_:
+                    cols = columns(tap.outputs[layer])
+                    keep = min(1.0, self.max_columns / (len(images) * cols.shape[0] / len(batch)))
+                    kept[layer].append(cols[torch.rand(len(cols), generator=generator) < keep] if keep < 1 else cols)
+        return {layer: torch.cat(parts) for layer, parts in kept.items()}
+
+    def _fit_discriminative(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> None:
+        from phenolens.training import fit
+        from phenolens.training.schedules import CosineDecay
+
+        keys = [f"layer{i}" for i in range(len(self.layers_))]
+        bank = nn.ModuleDict(
+            {
+                "dictionaries": nn.ModuleDict(dict(zip(keys, self.dictionaries_.values()))),
+                "heads": nn.ModuleDict({key: nn.Linear(d.n_words, n_classes) for key, d in zip(keys, self.dictionaries_.values())}),
+            }
+        )
+        tap = ActivationTap(self.model, self.layers_)
+
+        def step(bank: nn.ModuleDict, batch, epoch: int) -> torch.Tensor:
+            x, y = batch
+            tap.run(x)
+            loss = 0.0
+            for key, layer in zip(keys, self.layers_):
+                dictionary = bank["dictionaries"][key]
+                maps = tap.outputs[layer]
+                cols = columns(maps)
+                log_joint = dictionary.log_joint(cols)
+                histogram = torch.softmax(log_joint / self._temperature(dictionary), 1).reshape(len(x), -1, dictionary.n_words).mean(1)
+                loss = loss + F.cross_entropy(bank["heads"][key](histogram * dictionary.n_words), y)
+                loss = loss - self.generative_weight * torch.logsumexp(log_joint, 1).mean() / dictionary.n_features
+            return loss
+
+        with tap:
+            schedule = [CosineDecay(self.epochs)]
+            fit(bank, (images, labels), step, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, callbacks=schedule, seed=self.seed)
+        self.heads_ = {layer: bank["heads"][key].requires_grad_(False) for key, layer in zip(keys, self.layers_)}
+
+    def _temperature(self, dictionary: GaussianDictionary) -> float:
+        return float(self.temperature) if self.temperature else float(np.sqrt(dictionary.n_features))
+
+    # ---------------------------------------------------------------------------------- encoding
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "dictionaries_"):
+            raise PhenolensError("this SignDictionary is not fitted yet; call fit(images, labels) first")
+
+    @property
+    def sizes_(self) -> dict[str, int]:
+        """K of every modelled layer, the output layer included."""
+        self._check_fitted()
+        return {**{layer: d.n_words for layer, d in self.dictionaries_.items()}, OUTPUT: self.output_dictionary_.n_words}
+
+    def encode(self, X, batch_size: int = 128) -> WordMaps:
+        """Most probable word and its log posterior at every position of every layer (output layer last)."""
+        self._check_fitted()
+        images = as_images(X)
+        words: dict[str, list] = {layer: [] for layer in [*self.layers_, OUTPUT]}
+        scores: dict[str, list] = {layer: [] for layer in words}
+        probabilities, max_channel = [], {layer: [] for layer in self.layers_}
+        with ActivationTap(self.model, self.layers_) as tap, torch.no_grad():
+            for batch in iter_batches(images, batch_size):
+                probability = torch.softmax(tap.run(batch), 1)
+                probabilities.append(probability.numpy())
+                maps = {**tap.outputs, OUTPUT: probability[:, :, None, None]}
+                for layer in self.layers_:
+                    max_channel[layer].append(maps[layer].argmax(1).numpy().astype(np.int32))
+                for layer, dictionary in [*self.dictionaries_.items(), (OUTPUT, self.output_dictionary_)]:
+                    word, score = dictionary.assign(columns(maps[layer]))
+                    shape = (len(batch), *maps[layer].shape[2:])
+                    words[layer].append(word.reshape(shape).numpy().astype(np.int32))
+                    scores[layer].append(score.reshape(shape).numpy())
+
+        def joined(parts: dict[str, list]) -> dict[str, np.ndarray]:
+            return {k: np.concatenate(v) for k, v in parts.items()}
+
+        return WordMaps(joined(words), joined(scores), np.concatenate(probabilities), joined(max_channel))
+
+    def transform(self, X) -> dict[str, np.ndarray]:
+        """Bag-of-words histograms: layer -> (N, K) fraction of positions holding each word."""
+        maps = self.encode(X)
+        return {layer: histograms(maps.words[layer], d.n_words) for layer, d in self.dictionaries_.items()}
+
+    # ------------------------------------------------------------------------------ persistence
+    def save(self, folder: str | Path) -> Path:
+        """Write `folder/dictionary.safetensors` and `folder/dictionary.json` (never pickles)."""
+        from safetensors.torch import save
+
+        self._check_fitted()
+        folder = Path(folder)
+        tensors = {f"{layer}/{name}": value.contiguous() for layer, d in self.dictionaries_.items() for name, value in d.state_dict().items()}
+        for layer, head in self.heads_.items():
+            tensors.update({f"{layer}/head.{name}": value.contiguous() for name, value in head.state_dict().items()})
+        config = {
+            "layers": self.layers_,
+            "words": [self.dictionaries_[layer].n_words for layer in self.layers_],
+            "features": [self.dictionaries_[layer].n_features for layer in self.layers_],
+            "reg_covar": [self.dictionaries_[layer].reg_covar for layer in self.layers_],
+            "classes": len(self.classes_),
+            "loss": self.loss,
+            "temperature": self.temperature,
+            "receptive_method": self.receptive_method,
+            "seed": self.seed,
+        }
+        atomic_write_bytes(folder / "dictionary.safetensors", save(tensors))
+        atomic_write_text(folder / "dictionary.json", json.dumps(config, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def from_parts(
+        cls, model: nn.Module, dictionaries: dict[str, GaussianDictionary], n_classes: int, example: torch.Tensor, heads: dict | None = None, **params
+    ) -> SignDictionary:
+        """A fitted SignDictionary from ready dictionaries (layer -> GaussianDictionary, input to output)."""
+        self = cls(model, layers=list(dictionaries), words=[d.n_words for d in dictionaries.values()], **params)
+        self.layers_ = check_layer_names(model, list(dictionaries))
+        self.classes_ = np.arange(n_classes)
+        self.dictionaries_ = {layer: d.requires_grad_(False) for layer, d in dictionaries.items()}
+        self.heads_ = {layer: head.requires_grad_(False) for layer, head in (heads or {}).items()}
+        return self._attach_fields(example, n_classes)
+
+    @classmethod
+    def load(cls, folder: str | Path, model: nn.Module, example: torch.Tensor) -> SignDictionary:
+        """Rebuild a fitted SignDictionary saved by `save` for `model`; `example` (1, C, H, W) sizes the receptive fields."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        config_path = folder / "dictionary.json"
+        if not config_path.is_file():
+            raise PhenolensError(f"{config_path}: no dictionary config; give a folder written by `phenolens sign fit`")
+        config = json.loads(config_path.read_text())
+        tensors = load_file(folder / "dictionary.safetensors")
+        check_layer_names(model, config["layers"])
+        dictionaries, heads = {}, {}
+        for layer, k, d, reg in zip(config["layers"], config["words"], config["features"], config["reg_covar"]):
+            own = {name.split("/", 1)[1]: v for name, v in tensors.items() if name.startswith(f"{layer}/")}
+            dictionaries[layer] = GaussianDictionary(k, d, reg)
+            dictionaries[layer].load_state_dict({name: v for name, v in own.items() if not name.startswith("head.")})
+            if "head.weight" in own:
+                heads[layer] = nn.Linear(k, config["classes"])
+                heads[layer].load_state_dict({name[5:]: v for name, v in own.items() if name.startswith("head.")})
+        params = {key: config[key] for key in ("loss", "temperature", "receptive_method", "seed")}
+        return cls.from_parts(model, dictionaries, config["classes"], example, heads, **params)
+
+
+def histograms(words: np.ndarray, n_words: int) -> np.ndarray:
+    """(N, K) fraction of each image's positions holding each word, from (N, ...) word maps."""
+    flat = words.reshape(len(words), -1).astype(np.int64)
+    keys = flat + n_words * np.arange(len(flat))[:, None]
+    counts = np.bincount(keys.ravel(), minlength=n_words * len(flat)).reshape(len(flat), n_words)
+    return counts / flat.shape[1]

@@ -1,0 +1,48 @@
+"""Profiling: anomaly-based representations of well-level profiles and their evaluation.
+
+Layers: `inputs` (validated tables) -> `normalize` / `select` (control-referenced standardisation,
+pycytominer feature selection) -> `anomaly` (AnomalyProfiler) -> `replicates`, `moa`, `hits`,
+`assay_quality`, `explain` -> `evaluate` / `pipeline` (everything side by side).
+
+Names load on first use, so `from phenolens.profiling.assay_quality import z_prime_factor` does not
+import torch or scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "AnomalyProfiler": "anomaly",
+    "z_factor": "assay_quality",
+    "z_factors_by_group": "assay_quality",
+    "z_prime_factor": "assay_quality",
+    "Evaluation": "evaluate",
+    "EvaluationSettings": "evaluate",
+    "evaluate": "evaluate",
+    "with_concatenation": "evaluate",
+    "FeatureExplanation": "explain",
+    "explain_anomalies": "explain",
+    "anomaly_score": "hits",
+    "call_hits": "hits",
+    "DATASET_PRESETS": "inputs",
+    "ProfileColumns": "inputs",
+    "prepare_profiles": "inputs",
+    "classify_moa": "moa",
+    "nearest_neighbor_moa": "moa",
+    "treatment_profiles": "moa",
+    "ProfilingRun": "pipeline",
+    "RunSettings": "pipeline",
+    "run_profiling": "pipeline",
+    "percent_replicating": "replicates",
+    "replicate_map": "replicates",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"phenolens.profiling.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'phenolens.profiling' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

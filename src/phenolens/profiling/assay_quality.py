@@ -1,0 +1,57 @@
+"""Assay quality: Z'-factor and Z-factor (Zhang, Chung & Oldenburg 1999, J Biomol Screen 4:67).
+
+Both measure the separation band between two distributions of one readout relative to their
+spread: 1 - 3 (sd_a + sd_b) / |mean_a - mean_b|. Z' compares positive with negative controls (the
+assay's window); Z compares a sample (for example a treatment's wells) with the negative controls.
+1 is ideal, 0.5-1 an excellent assay, 0-0.5 marginal, below 0 the bands overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from phenolens.core.errors import PhenolensError
+
+
+def _separation(first: np.ndarray, second: np.ndarray, names: tuple[str, str]) -> float:
+    first = np.asarray(first, dtype=np.float64).ravel()
+    second = np.asarray(second, dtype=np.float64).ravel()
+    for values, name in zip((first, second), names):
+        if values.size < 2 or not np.isfinite(values).all():
+            raise PhenolensError(f"Z-factor: the {name} readout needs two or more finite values (got {values.size})")
+    spread = 3.0 * (first.std(ddof=1) + second.std(ddof=1))
+    gap = abs(first.mean() - second.mean())
+    if gap == 0:
+        return 1.0 if spread == 0 else float("-inf")
+    return float(1.0 - spread / gap)
+
+
+def z_prime_factor(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
+    """Z'-factor of a readout from its positive- and negative-control values (sample sd, ddof=1).
+
+    Returns -inf when the means coincide but the values spread; raises PhenolensError when either
+    side has fewer than two values or a non-finite value.
+    """
+    return _separation(positive, negative, ("positive-control", "negative-control"))
+
+
+def z_factor(sample: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
+    """Z-factor of a sample's readout values against the negative controls (same formula as Z')."""
+    return _separation(sample, negative, ("sample", "negative-control"))
+
+
+def z_factors_by_group(values: np.ndarray, groups: Sequence, negative: np.ndarray) -> pd.Series:
+    """Z-factor of every group of values against the same negative controls, vectorised.
+
+    Groups with fewer than two values get NaN.
+    """
+    negative = np.asarray(negative, dtype=np.float64)
+    if negative.size < 2:
+        raise PhenolensError(f"Z-factor: the negative-control readout needs two or more values (got {negative.size})")
+    stats = pd.Series(np.asarray(values, dtype=np.float64)).groupby(np.asarray(groups)).agg(["mean", "std", "count"])
+    gap = (stats["mean"] - negative.mean()).abs()
+    result = 1.0 - 3.0 * (stats["std"] + negative.std(ddof=1)) / gap.where(gap > 0)
+    return result.where(stats["count"] >= 2).rename("z_factor")

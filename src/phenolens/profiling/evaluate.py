@@ -1,0 +1,235 @@
+"""Evaluate representations side by side: reproducibility, MoA prediction, hits and assay quality."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.logging import get_logger
+from phenolens.profiling.anomaly import ROLE_COLUMN, TRAIN, VALIDATION
+from phenolens.profiling.assay_quality import z_factors_by_group, z_prime_factor
+from phenolens.profiling.hits import anomaly_score, call_hits
+from phenolens.profiling.inputs import ProfileColumns, select_wells
+from phenolens.profiling.moa import ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
+from phenolens.profiling.normalize import whole_plate_normalize
+from phenolens.profiling.replicates import ReplicateResult, percent_replicating, replicate_map
+
+log = get_logger(__name__)
+
+SEPARATOR = "__"  # wide tables name columns <representation>__<feature>
+CONCATENATION = "concatenation"
+REPLICATE_NORMALIZATION = ("whole_plate", "none")
+
+
+@dataclass
+class EvaluationSettings:
+    """How representations are evaluated (defaults follow the method)."""
+
+    null_repeats: int = 5
+    replicate_percentile: float = 90.0
+    replicate_normalization: str = "whole_plate"
+    map_null_size: int = 10000
+    moa_repeats: int = 10
+    moa_folds: int = 5
+    min_treatments_per_moa: int = 5
+    classifiers: tuple[str, ...] = ("lr", "mlp")
+    fdr: float = 0.05
+    seed: int = 0
+    jobs: int = 1
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, dict]
+    replicates: dict[str, ReplicateResult]
+    maps: dict[str, pd.DataFrame]
+    neighbors: dict[str, dict[str, NeighborResult]]
+    classifiers: ClassifierResult | None
+    hits: dict[str, pd.DataFrame]
+    z_factors: dict[str, pd.Series]
+    notes: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+
+def wide_table(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> pd.DataFrame:
+    """One table: shared metadata, then every representation's features named `<name>__<feature>`."""
+    first = next(iter(representations.values()))
+    metadata = [c for c in first.columns if is_metadata(c, columns)]
+    parts = [first[metadata]]
+    for name, frame in representations.items():
+        parts.append(frame[features_of(frame, columns)].add_prefix(f"{name}{SEPARATOR}"))
+    return pd.concat(parts, axis=1)
+
+
+def split_wide_table(table: pd.DataFrame, columns: ProfileColumns) -> dict[str, pd.DataFrame]:
+    """Inverse of `wide_table`; a table without `<name>__` columns is one representation, 'features'."""
+    metadata = [c for c in table.columns if is_metadata(c, columns)]
+    prefixed = [c for c in table.columns if c not in metadata and SEPARATOR in c]
+    if not prefixed:
+        return {"features": table}
+    names = list(dict.fromkeys(c.split(SEPARATOR, 1)[0] for c in prefixed))
+    return {
+        name: pd.concat(
+            [table[metadata], table[[c for c in prefixed if c.startswith(name + SEPARATOR)]].rename(columns=lambda c: c.split(SEPARATOR, 1)[1])],
+            axis=1,
+        )
+        for name in names
+        if name != CONCATENATION
+    }
+
+
+def is_metadata(column: str, columns: ProfileColumns) -> bool:
+    return str(column).startswith("Metadata_") or column in columns.named().values()
+
+
+def features_of(frame: pd.DataFrame, columns: ProfileColumns) -> list[str]:
+    return [c for c in frame.columns if not is_metadata(c, columns)]
+
+
+def with_concatenation(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> dict[str, pd.DataFrame]:
+    """Add the concatenation of every representation (features prefixed by their representation)."""
+    if len(representations) < 2:
+        return dict(representations)
+    wide = wide_table(representations, columns)
+    return {**representations, CONCATENATION: wide}
+
+
+def evaluate(representations: dict[str, pd.DataFrame], columns: ProfileColumns, settings: EvaluationSettings | None = None) -> Evaluation:
+    """Evaluate every representation (tables with the same wells in the same order).
+
+    Treated wells give percent replicating, mAP, NSC/NSCB 1-NN accuracy and nested-CV classifier
+    F1 (on the treatments reproducible in any representation, MoAs with enough of them). Control
+    wells never used for fitting (test split, or all controls of an external table) are the null
+    for hits and Z-factors; Z' is computed when `columns.positive_controls` is given.
+    """
+    settings = settings or EvaluationSettings()
+    if settings.replicate_normalization not in REPLICATE_NORMALIZATION:
+        raise PhenolensError(f"replicate normalisation {settings.replicate_normalization!r} is not one of {', '.join(REPLICATE_NORMALIZATION)}")
+    if columns.treatment is None:
+        raise PhenolensError("evaluation needs a treatment column; pass --treatment-column")
+    reference = next(iter(representations.values()))
+    is_control = select_wells(reference, columns.controls, "profiles")
+    if not is_control.any():
+        raise PhenolensError(f"profiles: the control query {columns.controls!r} matches no well; check it against the metadata values")
+    treated = ~is_control
+    null_controls = is_control & ~reference.get(ROLE_COLUMN, pd.Series("", index=reference.index)).isin([TRAIN, VALIDATION]).to_numpy()
+    treatments = reference[columns.treatment].astype(str).to_numpy()
+    notes = []
+    metrics, replicates, maps, hits, z_factors = {}, {}, {}, {}, {}
+    for name, frame in representations.items():
+        values = frame[features_of(frame, columns)].to_numpy(dtype=np.float64)
+        for_replicates = replicate_space(values, frame, columns, settings)
+        replicates[name] = percent_replicating(
+            for_replicates[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed
+        )
+        map_value, map_retrieved, maps[name] = replicate_map(for_replicates[treated], treatments[treated], settings.seed, settings.map_null_size)
+        scores = anomaly_score(values)
+        hits[name] = call_hits(scores[treated], treatments[treated], scores[null_controls], settings.fdr, seed=settings.seed)
+        z_factors[name] = z_factors_by_group(scores[treated], treatments[treated], scores[null_controls])
+        metrics[name] = {
+            "percent_replicating": replicates[name].percent_replicating,
+            "replicate_threshold": replicates[name].threshold,
+            "map": map_value,
+            "map_fraction_retrieved": map_retrieved,
+            "hits": int(hits[name]["hit"].sum()),
+            "median_z_factor": float(z_factors[name].median()),
+        }
+        if columns.positive_controls:
+            positive = select_wells(reference, columns.positive_controls, "profiles", "--positive-controls")
+            metrics[name]["z_prime_factor"] = z_prime_factor(scores[positive], scores[null_controls])
+    single = next(iter(replicates.values())).single_replicate
+    if single:
+        notes.append(f"{single} treatment(s) with a single well were excluded from percent replicating and mAP.")
+    neighbors, classifiers = _moa(representations, columns, treated, replicates, settings, metrics, notes)
+    return Evaluation(metrics, replicates, maps, neighbors, classifiers, hits, z_factors, notes, asdict(settings))
+
+
+def replicate_space(values: np.ndarray, frame: pd.DataFrame, columns: ProfileColumns, settings: EvaluationSettings) -> np.ndarray:
+    """The values replicate reproducibility is measured on: whole-plate normalised by default."""
+    return whole_plate_normalize(values, frame[columns.plate]) if settings.replicate_normalization == "whole_plate" else values
+
+
+def treatment_level(
+    representations: dict[str, pd.DataFrame], columns: ProfileColumns, treated: np.ndarray
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Treatment profiles (mean over replicate wells) of the treated wells with a MoA, per
+    representation, and per-treatment metadata: moa, compound and (with a batch column) batches."""
+    reference = next(iter(representations.values()))
+    labelled = treated & reference[columns.moa].notna().to_numpy()
+    treatments = reference.loc[labelled, columns.treatment].astype(str).to_numpy()
+    grouped = reference[labelled].groupby(treatments)
+    metadata = pd.DataFrame({"moa": grouped[columns.moa].first(), "compound": grouped[columns.compound_column].first().astype(str)})
+    if columns.batch:
+        metadata["batch"] = grouped[columns.batch].agg(lambda b: "|".join(sorted(set(map(str, b)))))
+    profiles = {
+        name: treatment_profiles(frame.loc[labelled, features_of(frame, columns)].to_numpy(dtype=np.float64), treatments)
+        for name, frame in representations.items()
+    }
+    return profiles, metadata
+
+
+def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: EvaluationSettings) -> dict[str, float]:
+    """Percent replicating and NSC accuracy of one representation: the cheap metrics, for curves."""
+    treated = ~select_wells(frame, columns.controls, "profiles")
+    values = replicate_space(frame[features_of(frame, columns)].to_numpy(dtype=np.float64), frame, columns, settings)
+    treatments = frame[columns.treatment].astype(str).to_numpy()
+    scores = {
+        "percent_replicating": percent_replicating(
+            values[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed
+        ).percent_replicating
+    }
+    if columns.moa:
+        profiles, meta = treatment_level({"representation": frame}, columns, treated)
+        scores["nsc_accuracy"] = nearest_neighbor_moa(profiles["representation"], meta["moa"], meta["compound"]).accuracy
+    return scores
+
+
+def _moa(representations, columns, treated, replicates, settings, metrics, notes):
+    if not columns.moa:
+        notes.append("No MoA column: MoA evaluation skipped.")
+        return {}, None
+    profiles, meta = treatment_level(representations, columns, treated)
+    neighbors = {}
+    for name, table in profiles.items():
+        neighbors[name] = {"nsc": nearest_neighbor_moa(table, meta["moa"], meta["compound"])}
+        metrics[name]["nsc_accuracy"] = neighbors[name]["nsc"].accuracy
+        metrics[name]["nsc_treatments"] = neighbors[name]["nsc"].evaluated
+        if columns.batch:
+            neighbors[name]["nscb"] = nearest_neighbor_moa(table, meta["moa"], meta["compound"], meta["batch"])
+            metrics[name]["nscb_accuracy"] = neighbors[name]["nscb"].accuracy
+            metrics[name]["nscb_treatments"] = neighbors[name]["nscb"].evaluated
+        else:
+            metrics[name]["nscb_accuracy"] = None
+    first = next(iter(neighbors.values()))
+    if "nscb" in first and first["nscb"].unevaluable_moas:
+        notes.append(f"NSCB: MoAs present in a single batch cannot be matched and were not evaluated: {', '.join(first['nscb'].unevaluable_moas)}.")
+    reproducible = set().union(*(set(r.treatments.index[r.treatments["reproducible"]]) for r in replicates.values()))
+    chosen = [t for t in first["nsc"].predictions.index if t in reproducible]
+    try:
+        classifiers = classify_moa(
+            {name: table.loc[chosen] for name, table in profiles.items()},
+            meta["moa"],
+            meta["compound"],
+            settings.classifiers,
+            settings.moa_repeats,
+            settings.moa_folds,
+            min_per_class=settings.min_treatments_per_moa,
+            seed=settings.seed,
+            jobs=settings.jobs,
+        )
+    except PhenolensError as error:
+        notes.append(f"MoA classifiers skipped: {error}.")
+        classifiers = None
+    for name in representations:
+        for kind in settings.classifiers:
+            metrics[name][f"moa_f1_{kind}"] = float(classifiers.f1[name][kind].mean()) if classifiers else None
+    if classifiers and classifiers.excluded_moas:
+        excluded = ", ".join(f"{k} ({v})" for k, v in sorted(classifiers.excluded_moas.items()))
+        notes.append(
+            f"MoA classifiers use the {classifiers.n_treatments} treatments reproducible in any representation; "
+            f"MoAs with fewer than {settings.min_treatments_per_moa} such treatments were excluded: {excluded}."
+        )
+    return neighbors, classifiers

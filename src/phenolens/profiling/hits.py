@@ -1,0 +1,50 @@
+"""Hits: treatments whose anomaly score exceeds the negative-control distribution at a chosen FDR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import false_discovery_control
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.seeding import numpy_rng
+
+
+def anomaly_score(values: np.ndarray) -> np.ndarray:
+    """One number per well: the mean squared value of its control-referenced features (mean z^2)."""
+    return np.mean(np.asarray(values, dtype=np.float64) ** 2, axis=1)
+
+
+def call_hits(
+    scores: np.ndarray,
+    treatments: np.ndarray,
+    control_scores: np.ndarray,
+    fdr: float = 0.05,
+    permutations: int = 10000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Test every treatment's mean well score against means of as many random control wells.
+
+    The p-value is (1 + #null means >= observed) / (1 + permutations), with `permutations` control
+    groups of the treatment's size drawn without replacement (with replacement when the treatment
+    has more wells than there are controls); Benjamini-Hochberg q-values; `hit` = q < fdr.
+    `control_scores` must come from control wells that were not used to fit the representation.
+    """
+    control_scores = np.asarray(control_scores, dtype=np.float64)
+    if control_scores.size < 2:
+        raise PhenolensError(f"hit calling needs two or more held-out control wells (got {control_scores.size})")
+    table = pd.DataFrame({"score": scores, "treatment": treatments}).groupby("treatment")["score"].agg(["mean", "count"])
+    rng = numpy_rng(seed)
+    exceed = np.zeros(len(table))
+    for size in np.unique(table["count"]):
+        if size <= control_scores.size:
+            picks = np.argpartition(rng.random((permutations, control_scores.size)), size - 1, axis=1)[:, :size]
+        else:
+            picks = rng.integers(0, control_scores.size, size=(permutations, size))
+        null_means = np.sort(control_scores[picks].mean(axis=1))
+        members = (table["count"] == size).to_numpy()
+        exceed[members] = permutations - np.searchsorted(null_means, table["mean"].to_numpy()[members], side="left")
+    table["p_value"] = (1.0 + exceed) / (1.0 + permutations)
+    table["q_value"] = false_discovery_control(table["p_value"].to_numpy(), method="bh")
+    table["hit"] = table["q_value"] < fdr
+    return table.rename(columns={"mean": "score", "count": "n_wells"})

@@ -1,0 +1,138 @@
+"""Replicate reproducibility: percent replicating (vectorised) and mAP of replicate retrieval (copairs).
+
+Percent replicating (Way et al. 2022; as in the anomaly-representation work): a treatment's
+replicate correlation is the median Pearson correlation over all pairs of its replicate wells.
+The null is the same statistic over random groups of wells of the same sizes, each group drawn
+from distinct treatments, repeated `null_repeats` times; the threshold is the null's 90th
+percentile, and the score is the fraction of treatments (with two or more replicates) above it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.seeding import numpy_rng
+
+# Memory for one chunk of stacked replicate profiles (groups x replicates x features, float64).
+CHUNK_BYTES = 64 * 2**20
+MAX_RESAMPLING_ROUNDS = 1000
+
+
+@dataclass
+class ReplicateResult:
+    """Per-treatment replicate correlations, the null, the threshold and the score."""
+
+    treatments: pd.DataFrame  # index: treatment; columns n_replicates, replicate_correlation, reproducible
+    null: np.ndarray
+    threshold: float
+    percent_replicating: float
+    single_replicate: int  # treatments with one well, excluded
+
+
+def row_standardize(values: np.ndarray) -> np.ndarray:
+    """Centre each row and scale it to unit norm, so dot products of rows are Pearson correlations."""
+    centred = values - values.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(centred, axis=1, keepdims=True)
+    return centred / np.where(norm > 0, norm, np.nan)
+
+
+def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Median correlation over all pairs inside each group.
+
+    `unit_rows` comes from `row_standardize`; `groups` is an (n_groups, k) index matrix, k >= 2.
+    """
+    n_groups, size = groups.shape
+    upper = np.triu_indices(size, k=1)
+    chunk = max(1, CHUNK_BYTES // max(1, size * unit_rows.shape[1] * 8))
+    medians = np.empty(n_groups)
+    for start in range(0, n_groups, chunk):
+        stacked = unit_rows[groups[start : start + chunk]]
+        correlations = np.einsum("gkp,glp->gkl", stacked, stacked)
+        medians[start : start + chunk] = np.median(correlations[:, upper[0], upper[1]], axis=1)
+    return medians
+
+
+def groups_by_label(codes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """For each group size k: (labels, (n_labels, k) index matrix) of the labels with k members."""
+    order = np.argsort(codes, kind="stable")
+    labels, starts, counts = np.unique(codes[order], return_index=True, return_counts=True)
+    by_size = {}
+    for size in np.unique(counts):
+        chosen = counts == size
+        by_size[int(size)] = (labels[chosen], order[starts[chosen][:, None] + np.arange(size)])
+    return by_size
+
+
+def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_groups, size) random well indices, every row drawn from `size` distinct labels.
+
+    Wells are drawn uniformly; rows that repeat a label are redrawn (vectorised rejection).
+    """
+    if len(np.unique(codes)) < size:
+        raise PhenolensError(f"cannot draw null groups of {size} wells from distinct treatments: only {len(np.unique(codes))} treatments")
+    groups = rng.integers(0, len(codes), size=(n_groups, size))
+    for _ in range(MAX_RESAMPLING_ROUNDS):
+        labels = np.sort(codes[groups], axis=1)
+        clash = (labels[:, 1:] == labels[:, :-1]).any(axis=1)
+        if not clash.any():
+            return groups
+        groups[clash] = rng.integers(0, len(codes), size=(int(clash.sum()), size))
+    raise PhenolensError(f"could not draw null groups of {size} wells from distinct treatments; too few treatments")
+
+
+def percent_replicating(
+    values: np.ndarray,
+    treatments: np.ndarray,
+    null_repeats: int = 5,
+    percentile: float = 90.0,
+    seed: int = 0,
+) -> ReplicateResult:
+    """Percent replicating of well profiles `values` (wells x features) labelled by `treatments`."""
+    codes, names = pd.factorize(pd.Series(treatments), sort=True)
+    unit = row_standardize(np.asarray(values, dtype=np.float64))
+    rng = numpy_rng(seed)
+    by_size = groups_by_label(codes)
+    single = len(by_size.get(1, ((), ()))[0])
+    labels, medians, replicates, null = [], [], [], []
+    for size, (group_labels, groups) in by_size.items():
+        if size < 2:
+            continue
+        labels.append(group_labels)
+        medians.append(median_pairwise_correlations(unit, groups))
+        replicates.append(np.full(len(group_labels), size))
+        null.append(median_pairwise_correlations(unit, sample_null_groups(codes, size, null_repeats * len(group_labels), rng)))
+    if not labels:
+        raise PhenolensError("no treatment has two or more replicate wells; percent replicating needs replicates")
+    null_values = np.concatenate(null)
+    threshold = float(np.percentile(null_values, percentile))
+    table = pd.DataFrame(
+        {"n_replicates": np.concatenate(replicates), "replicate_correlation": np.concatenate(medians)},
+        index=pd.Index(np.asarray(names)[np.concatenate(labels)], name="treatment"),
+    ).sort_index()
+    table["reproducible"] = table["replicate_correlation"] > threshold
+    return ReplicateResult(table, null_values, threshold, float(table["reproducible"].mean()), single)
+
+
+def replicate_map(
+    values: np.ndarray, treatments: np.ndarray, seed: int = 0, null_size: int = 10000, alpha: float = 0.05
+) -> tuple[float, float, pd.DataFrame]:
+    """Mean average precision of retrieving a treatment's replicate wells among all wells (copairs,
+    Pearson correlation). Returns (mean mAP over treatments, fraction with FDR-corrected p < alpha,
+    per-treatment table)."""
+    from copairs.map import average_precision, mean_average_precision
+
+    meta = pd.DataFrame({"treatment": np.asarray(treatments).astype(str)})
+    if meta["treatment"].value_counts().max() < 2:
+        raise PhenolensError("no treatment has two or more replicate wells; mAP needs replicates")
+    scores = average_precision(
+        meta, np.asarray(values, dtype=np.float64), ["treatment"], [], [], ["treatment"], distance="correlation", progress_bar=False
+    )
+    with tempfile.TemporaryDirectory(prefix="copairs-") as cache:
+        maps = mean_average_precision(scores, ["treatment"], null_size=null_size, threshold=alpha, seed=seed, progress_bar=False, cache_dir=cache)
+    table = maps.drop(columns=["indices"]).set_index("treatment")
+    return float(table["mean_average_precision"].mean()), float(table["below_corrected_p"].mean()), table

@@ -1,0 +1,155 @@
+"""Figures and the report section of an `Explanation`: overlays, galleries, channel importance,
+faithfulness curves, nucleus-mass and sanity tables, and plain-language warnings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from phenolens.report.classifier import bare
+from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
+from phenolens.report.html import Section
+
+METHOD_TITLES = {"saliency": "Saliency", "gradcam": "Grad-CAM", "occlusion": "Occlusion", "integrated_gradients": "Integrated gradients"}
+
+
+def overlay_figure(explanation, rows: Sequence[tuple[str, int]], methods: Sequence[str], title: str):
+    """One row per (label, image index): each channel in grey, then each method's map of each
+    channel (one map for Grad-CAM) in red (positive) / blue (negative), nucleus outline in yellow."""
+    raw, names = explanation.raw, explanation.channel_names
+    limits = channel_limits([raw[i] for _, i in rows], len(names))
+    columns = [("image", c, None) for c in range(len(names))]
+    for method in methods:
+        channels = [0] if method == "gradcam" else range(len(names))
+        columns += [("map", c, method) for c in channels]
+    fig, axes = figure(1.1 * len(columns) + 1.6, 1.15 * len(rows) + 0.8, nrows=len(rows), ncols=len(columns), squeeze=False)
+    for r, (label, index) in enumerate(rows):
+        for k, (kind, channel, method) in enumerate(columns):
+            axis = axes[r, k]
+            bare(axis)
+            if kind == "image":
+                axis.imshow(display_range(raw[index, channel], limits[channel]), cmap="gray", vmin=0, vmax=1)
+                heading = names[channel]
+            else:
+                values = explanation.maps[method][index, channel]
+                bound = float(np.abs(values).max()) or 1.0
+                axis.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound)
+                heading = METHOD_TITLES[method] + ("" if method == "gradcam" else f"\n{names[channel]}")
+            if explanation.nucleus_masks is not None:
+                axis.contour(explanation.nucleus_masks[index], levels=[0.5], colors=[OKABE_ITO[3]], linewidths=0.6)
+            if r == 0:
+                axis.set_title(heading, fontsize=7)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def gallery_rows(explanation, per_class: int = 2) -> list[tuple[str, int]]:
+    """Most and least confident correctly classified images of each class (label, index)."""
+    rows = []
+    confidence = explanation.proba[np.arange(len(explanation.proba)), explanation.targets]
+    labels = explanation.summary_labels()
+    for k, name in enumerate(explanation.class_names):
+        chosen = np.flatnonzero(explanation.correct & (labels == k))
+        if len(chosen) == 0:
+            continue
+        ranked = chosen[np.argsort(-confidence[chosen])]
+        picks = list(ranked[:per_class]) + [i for i in ranked[::-1][:per_class] if i not in ranked[:per_class]]
+        rows += [(f"{name}\np={confidence[i]:.2f}", int(i)) for i in picks]
+    return rows
+
+
+def channel_importance_figure(table: pd.DataFrame, ylabel: str, title: str):
+    """Grouped bars: one group per class, one bar per channel."""
+    fig, axis = figure(max(5.0, 1.2 * len(table) + 2), 3.6)
+    width = 0.8 / max(len(table.columns), 1)
+    positions = np.arange(len(table))
+    for c, channel in enumerate(table.columns):
+        axis.bar(positions + c * width - 0.4 + width / 2, table[channel].to_numpy(), width, label=channel, color=OKABE_ITO[c % len(OKABE_ITO)])
+    axis.axhline(0, color="0.3", linewidth=0.8)
+    axis.set_xticks(positions, table.index, rotation=30 if len(table) > 4 else 0)
+    axis.set(ylabel=ylabel, title=title)
+    axis.legend(fontsize=8)
+    return fig
+
+
+def faithfulness_figure(faithfulness: dict):
+    """Mean deletion and insertion curves of every method."""
+    fig, (deletion, insertion) = figure(10.0, 3.8, ncols=2)
+    for method, result in faithfulness.items():
+        deletion.plot(result["fractions"], result["deletion_curve"], label=f"{METHOD_TITLES[method]} (AUC {np.mean(result['deletion_auc']):.2f})")
+        insertion.plot(result["fractions"], result["insertion_curve"], label=f"{METHOD_TITLES[method]} (AUC {np.mean(result['insertion_auc']):.2f})")
+    deletion.set(xlabel="fraction of pixels removed (most attributed first)", ylabel="target probability", title="Deletion: lower is better")
+    insertion.set(xlabel="fraction of pixels inserted (most attributed first)", ylabel="target probability", title="Insertion: higher is better")
+    deletion.legend(fontsize=7)
+    insertion.legend(fontsize=7)
+    return fig
+
+
+def absence_warnings(occlusion: pd.DataFrame, share: float = 0.1) -> list[str]:
+    """Sentences for classes where a channel's occlusion barely moves the logit."""
+    notes = []
+    for cls, row in occlusion.iterrows():
+        top = row.max()
+        weak = [channel for channel, value in row.items() if top > 0 and value < share * top]
+        if weak:
+            notes.append(
+                f"{cls}: replacing {', '.join(weak)} by the training mean barely changes the {cls} logit (< {share:.0%} of the largest drop). "
+                f"If {cls} is recognised by the absence of a signal, neither occlusion to the mean nor gradient attribution can credit that channel."
+            )
+    return notes
+
+
+def explanation_section(explanation, title: str = "Explanations") -> Section:
+    """The report section of an `Explanation`."""
+    metrics = explanation.metrics()
+    methods = list(explanation.maps)
+    section = Section(title)
+    section.text(
+        f"{metrics['n_images']} images explained ({metrics['n_correct']} correctly classified, used for the per-class summaries); "
+        f"target: {explanation.settings['target']}; baseline for occlusion, IG and deletion/insertion: {explanation.settings['baseline']}."
+    )
+    tables = explanation.channel_tables()
+    occlusion = tables["occlusion_logit_drop"]
+    section.figure(
+        channel_importance_figure(occlusion, "drop in target logit", "Channel occlusion: each channel replaced by its training mean"),
+        "Mean over correctly classified images of each class.",
+        "channel_occlusion.png",
+    )
+    section.table(occlusion.reset_index(), "Channel occlusion (logit drop), class x channel")
+    section.table(tables["cam_concordance"].reset_index(), "CAM concordance ||CAM - channel||, max-normalised (lower: CAM closer to the stain)")
+    for note in absence_warnings(occlusion):
+        section.text(note)
+    for method in methods:
+        if method != "gradcam":
+            section.table(tables[f"{method}_share"].reset_index(), f"{METHOD_TITLES[method]}: share of absolute attribution per channel")
+    rows = gallery_rows(explanation)
+    if rows:
+        section.figure(
+            overlay_figure(explanation, rows, methods, "Most and least confident correct images per class"),
+            "Red: evidence for the target class; blue: against. Yellow outline: nucleus mask (when a DNA channel is given).",
+            "gallery.png",
+        )
+    section.figure(faithfulness_figure(explanation.faithfulness), "Which explanation to trust on these images.", "faithfulness.png")
+    quality = pd.DataFrame(
+        {
+            "method": [METHOD_TITLES[m] for m in methods],
+            "deletion AUC (lower better)": [metrics["faithfulness"][m]["deletion_auc"] for m in methods],
+            "insertion AUC (higher better)": [metrics["faithfulness"][m]["insertion_auc"] for m in methods],
+            "SSIM vs randomised model (lower better)": [metrics["sanity_ssim"].get(m, np.nan) for m in methods],
+        }
+    )
+    if "nucleus_mass_fraction" in metrics:
+        for cls in explanation.class_names:
+            quality[f"in nucleus: {cls}"] = [metrics["nucleus_mass_fraction"][m].get(cls, np.nan) for m in methods]
+        quality["in cell (all classes)"] = [metrics["cell_mass_fraction"][m] for m in methods]
+        outside = [METHOD_TITLES[m] for m in methods if (metrics["cell_mass_fraction"][m] or 1.0) < 0.5]
+        if outside:
+            section.text(f"{', '.join(outside)}: most of the positive attribution lies outside the cell; they do not locate the evidence.")
+    section.table(quality, f"Faithfulness, sanity and (reporter channel {explanation.reporter_channel}) positive mass inside the nucleus")
+    failed = [METHOD_TITLES[m] for m in methods if metrics["sanity_ssim"].get(m, 0) > 0.8]
+    if failed:
+        section.text(f"{', '.join(failed)}: maps of a randomly re-initialised model look alike (SSIM > 0.8): they show the image, not the model.")
+    return section

@@ -1,0 +1,168 @@
+"""Figures and report sections of a trained image classifier: curves, confusion, ROC/PR, embedding, weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from phenolens.report.figures import class_colors, figure
+from phenolens.report.html import Section
+
+
+def training_curves_figure(epochs: list[dict]):
+    """Training and validation loss per epoch, learning rate on a second axis."""
+    fig, axis = figure(6.4, 3.6)
+    steps = [record["epoch"] + 1 for record in epochs]
+    axis.plot(steps, [r["train_loss"] for r in epochs], label="training loss")
+    if any("val_loss" in r for r in epochs):
+        axis.plot(steps, [r.get("val_loss", np.nan) for r in epochs], label="validation loss")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("loss (cross-entropy, nats)")
+    rate = axis.twinx()
+    rate.plot(steps, [r["lr"] for r in epochs], color="0.6", linestyle=":", label="learning rate")
+    rate.set_ylabel("learning rate")
+    rate.set_yscale("log")
+    axis.legend(loc="upper right")
+    axis.set_title("Training curves")
+    return fig
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]):
+    """Row-normalised confusion matrix with the counts written in each cell."""
+    counts = np.asarray(matrix, dtype=float)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    k = len(class_names)
+    fig, axis = figure(max(4.0, 0.45 * k + 2.5), max(3.5, 0.45 * k + 2.0))
+    image = axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(k), class_names, rotation=90 if k > 4 else 0)
+    axis.set_yticks(range(k), class_names)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    if k <= 20:
+        for (row, column), value in np.ndenumerate(counts):
+            axis.text(column, row, int(value), ha="center", va="center", fontsize=7, color="white" if rates[row, column] > 0.5 else "black")
+    fig.colorbar(image, ax=axis, label="fraction of the true class")
+    axis.set_title("Confusion matrix (held-out images)")
+    return fig
+
+
+def roc_pr_figure(labels: np.ndarray, proba: np.ndarray, class_names: Sequence[str]):
+    """One-vs-rest ROC and precision-recall curves per class."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fig, (roc_axis, pr_axis) = figure(10.0, 4.2, ncols=2)
+    colours = class_colors(len(class_names))
+    for index, name in enumerate(class_names):
+        truth = labels == index
+        if not 0 < truth.sum() < len(truth):
+            continue
+        fpr, tpr, _ = roc_curve(truth, proba[:, index])
+        precision, recall, _ = precision_recall_curve(truth, proba[:, index])
+        roc_axis.plot(fpr, tpr, color=colours[index], label=name)
+        pr_axis.plot(recall, precision, color=colours[index], label=name)
+    roc_axis.plot([0, 1], [0, 1], color="0.7", linestyle="--")
+    roc_axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, one class vs the rest")
+    pr_axis.set(xlabel="recall", ylabel="precision", title="Precision-recall, one class vs the rest")
+    (roc_axis if len(class_names) <= 8 else pr_axis).legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def embedding_figure(features: np.ndarray, class_labels: np.ndarray, class_names: Sequence[str], wells: np.ndarray | None, seed: int = 0):
+    """t-SNE of penultimate features, coloured by class and (second panel) by well."""
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+    panels = 2 if wells is not None else 1
+    fig, axes = figure(5.2 * panels, 4.4, ncols=panels, squeeze=False)
+    colours = class_colors(len(class_names))
+    for index, name in enumerate(class_names):
+        chosen = class_labels == index
+        axes[0, 0].scatter(*points[chosen].T, s=8, color=colours[index], label=name)
+    axes[0, 0].legend(fontsize=7, markerscale=1.5)
+    axes[0, 0].set_title("Penultimate features by class")
+    if wells is not None:
+        uniques, codes = np.unique(wells.astype(str), return_inverse=True)
+        axes[0, 1].scatter(*points.T, s=8, c=codes, cmap="cividis")
+        axes[0, 1].set_title(f"... by well ({len(uniques)} wells)")
+    for axis in axes[0]:
+        axis.set(xlabel="t-SNE 1 (a.u.)", ylabel="t-SNE 2 (a.u.)")
+    return fig
+
+
+def bare(axis) -> None:
+    """An image panel: no ticks, no frame."""
+    axis.set_xticks([])
+    axis.set_yticks([])
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+
+
+def first_layer_filters_figure(model: torch.nn.Module, channel_names: Sequence[str], limit: int = 16):
+    """The first convolution's kernels: one row per input channel, one column per filter."""
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    weights = conv.weight.detach().cpu().numpy()[:limit]
+    bound = float(np.abs(weights).max()) or 1.0
+    fig, axes = figure(0.6 * len(weights) + 2.0, 0.7 * len(channel_names) + 1.0, nrows=len(channel_names), ncols=len(weights), squeeze=False)
+    for f, kernel in enumerate(weights):
+        for c in range(len(channel_names)):
+            shown = axes[c, f].imshow(kernel[c], cmap="RdBu_r", vmin=-bound, vmax=bound)
+            bare(axes[c, f])
+            if c == 0:
+                axes[c, f].set_title(str(f), fontsize=7)
+    for c, name in enumerate(channel_names):
+        axes[c, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.colorbar(shown, ax=axes, shrink=0.8, label="weight")
+    fig.suptitle("First-layer filters (columns) per input channel (rows)")
+    return fig
+
+
+def pointwise_weights_figure(model: torch.nn.Module, limit: int = 4):
+    """Weight matrices (output x input channels) of the network's 1x1 convolutions, or None if it has none."""
+    named = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)][:limit]
+    if not named:
+        return None
+    fig, axes = figure(3.6 * len(named), 3.6, ncols=len(named), squeeze=False)
+    for axis, (name, conv) in zip(axes[0], named):
+        matrix = conv.weight.detach().cpu().numpy()[:, :, 0, 0]
+        bound = float(np.abs(matrix).max()) or 1.0
+        shown = axis.imshow(matrix, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+        axis.set(title=name, xlabel="input channel", ylabel="output channel")
+        fig.colorbar(shown, ax=axis, label="weight")
+    fig.suptitle("1x1 convolution weights")
+    return fig
+
+
+def training_section(run, images, title: str = "Image classifier") -> Section:
+    """Report section of a `TrainingRun` on `images` (the ImageSet it was trained on)."""
+    classifier, metrics = run.classifier, run.metrics
+    labelled = images.labelled()
+    section = Section(title)
+    summary = f"{classifier.architecture} on {len(labelled)} labelled {images.name} images, channels {', '.join(classifier.channel_names)}"
+    section.text(
+        f"{summary}; crops centre-padded to {classifier.size} px; held-out accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}."
+    )
+    if "cv_macro_f1" in metrics:
+        section.text(
+            f"{metrics['cv_folds']}-fold cross-validation: macro-F1 {metrics['cv_macro_f1']:.3f} +- {metrics['cv_macro_f1_sd']:.3f} (mean +- sd); "
+            "the other figures use the first fold's model on its own held-out images."
+        )
+    if classifier.history is not None:
+        section.figure(training_curves_figure(classifier.history.epochs), "Loss per epoch (the first model).", "training_curves.png")
+    section.figure(confusion_figure(metrics["confusion_matrix"], classifier.class_names), "Counts per true/predicted class.", "confusion.png")
+    test = labelled.subset(run.test_index)
+    section.figure(roc_pr_figure(test.labels, run.test_proba, classifier.class_names), "One-vs-rest curves on held-out images.", "roc_pr.png")
+    wells = test.meta["well"].to_numpy() if "well" in test.meta else None
+    if len(test) >= 10:
+        section.figure(
+            embedding_figure(classifier.embed(test), test.labels, classifier.class_names, wells),
+            "t-SNE of the penultimate (pooled) features of held-out images. Clusters by well, not class, mean the model learned the well.",
+            "embedding.png",
+        )
+    section.figure(first_layer_filters_figure(classifier.model, classifier.channel_names), "Input channels in the first layer.", "filters.png")
+    pointwise = pointwise_weights_figure(classifier.model)
+    if pointwise is not None:
+        section.figure(pointwise, "1x1 convolutions mix channels without looking at space.", "pointwise.png")
+    return section

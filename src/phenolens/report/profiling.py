@@ -1,0 +1,260 @@
+"""Report section of a profiling run: reproducibility, MoA, hits, the control-count curve, anomaly SHAP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from phenolens.profiling.evaluate import Evaluation
+from phenolens.profiling.explain import FeatureExplanation
+from phenolens.report.figures import OKABE_ITO, figure
+from phenolens.report.html import Section
+
+HEADLINE = ("percent_replicating", "map", "nsc_accuracy", "nscb_accuracy", "moa_f1_lr", "moa_f1_mlp")
+LABELS = {
+    "percent_replicating": "percent replicating",
+    "map": "mAP (replicates)",
+    "nsc_accuracy": "1-NN NSC accuracy",
+    "nscb_accuracy": "1-NN NSCB accuracy",
+    "moa_f1_lr": "MoA F1, logistic regression",
+    "moa_f1_mlp": "MoA F1, MLP",
+}
+
+
+def colors_for(names) -> dict[str, str]:
+    return {name: OKABE_ITO[(i + 4) % len(OKABE_ITO)] for i, name in enumerate(names)}
+
+
+def metrics_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    rows = {name: {LABELS[key]: values.get(key) for key in HEADLINE} for name, values in metrics.items()}
+    return pd.DataFrame(rows).T.rename_axis("representation").reset_index().astype({LABELS[k]: float for k in HEADLINE})
+
+
+def verdict(metrics: dict[str, dict]) -> str:
+    """One sentence per headline metric saying whether `anomaly` beats `cellprofiler`."""
+    if "anomaly" not in metrics or "cellprofiler" not in metrics:
+        return ""
+    won, lost = [], []
+    for key in HEADLINE:
+        a, c = metrics["anomaly"].get(key), metrics["cellprofiler"].get(key)
+        if a is None or c is None:
+            continue
+        (won if a > c else lost).append(f"{LABELS[key]} {a:.3f} vs {c:.3f}")
+    text = []
+    if won:
+        text.append("The anomaly representation beats cellprofiler on " + "; ".join(won) + ".")
+    if lost:
+        text.append("It does NOT beat cellprofiler on " + "; ".join(lost) + " (ties count as not beating).")
+    return " ".join(text)
+
+
+def replicate_figure(evaluation: Evaluation):
+    names = list(evaluation.replicates)
+    fig, axes = figure(width=4.2 * len(names), height=3.4, ncols=len(names), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        result = evaluation.replicates[name]
+        bins = np.linspace(-1, 1, 41)
+        axis.hist(result.null, bins=bins, density=True, color="#999999", alpha=0.7, label="null (non-replicate groups)")
+        axis.hist(result.treatments["replicate_correlation"], bins=bins, density=True, color=OKABE_ITO[4], alpha=0.7, label="replicates")
+        axis.axvline(result.threshold, color=OKABE_ITO[5], linestyle="--", label=f"90th pct of null = {result.threshold:.2f}")
+        axis.set_title(f"{name}: {result.percent_replicating:.0%} replicating")
+        axis.set_xlabel("median replicate correlation (Pearson)")
+        axis.set_ylabel("density")
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def venn_figure(evaluation: Evaluation):
+    """Three-set Venn diagram (circles) of the treatments each representation makes reproducible."""
+    names = list(evaluation.replicates)[:3]
+    sets = [set(evaluation.replicates[n].treatments.index[evaluation.replicates[n].treatments["reproducible"]]) for n in names]
+    everything = set(evaluation.replicates[names[0]].treatments.index)
+    fig, axis = figure(width=5.6, height=4.6)
+    centres = [(-0.55, 0.3), (0.55, 0.3), (0.0, -0.6)][: len(names)]
+    colors = colors_for(names)
+    import matplotlib.patches as patches
+
+    for (x, y), name, members in zip(centres, names, sets):
+        axis.add_patch(patches.Circle((x, y), 1.0, alpha=0.25, color=colors[name]))
+        axis.text(x * 1.9, y * 1.9 + (0.35 if y > 0 else -0.3), f"{name}\n({len(members)})", ha="center", va="center", fontsize=10)
+    for code in range(1, 2 ** len(names)):
+        inside = [bool(code >> i & 1) for i in range(len(names))]
+        region = set(everything)
+        for member, flag in zip(sets, inside):
+            region = region & member if flag else region - member
+        chosen = [c for c, flag in zip(centres, inside) if flag]
+        x, y = np.mean(chosen, axis=0)
+        if sum(inside) == 1:
+            x, y = x * 1.35, y * 1.35
+        axis.text(x, y, str(len(region)), ha="center", va="center", fontsize=12, fontweight="bold")
+    union = set().union(*sets)
+    axis.set_title(f"Reproducible treatments: union {len(union)} of {len(everything)}; none {len(everything - union)}")
+    axis.set_xlim(-2.2, 2.2)
+    axis.set_ylim(-2.0, 2.0)
+    axis.set_aspect("equal")
+    axis.axis("off")
+    return fig
+
+
+def moa_f1_figure(evaluation: Evaluation):
+    result = evaluation.classifiers
+    kinds = list(dict.fromkeys(k for _, k in result.per_class_f1.index))
+    names = list(dict.fromkeys(n for n, _ in result.per_class_f1.index))
+    colors = colors_for(names)
+    fig, axes = figure(width=5.0 * len(kinds), height=0.42 * len(result.classes) + 1.6, ncols=len(kinds), squeeze=False, sharey=True)
+    positions = np.arange(len(result.classes))
+    height = 0.8 / len(names)
+    for axis, kind in zip(axes[0], kinds):
+        for i, name in enumerate(names):
+            axis.barh(positions + i * height, result.per_class_f1.loc[(name, kind)], height=height, color=colors[name], label=name)
+        axis.set_yticks(positions + 0.4 - height / 2, result.classes)
+        axis.set_xlabel("F1 (mean over repeats)")
+        axis.set_xlim(0, 1)
+        axis.set_title(f"MoA F1 per class, {'logistic regression' if kind == 'lr' else 'MLP'}")
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def curve_figure(curve: pd.DataFrame):
+    metrics = [c for c in ("percent_replicating", "nsc_accuracy") if c in curve]
+    fig, axes = figure(width=4.4 * len(metrics), height=3.4, ncols=len(metrics), squeeze=False)
+    colors = colors_for(["cellprofiler", "anomaly", "concatenation"])
+    for axis, metric in zip(axes[0], metrics):
+        for name, rows in curve.groupby("representation"):
+            rows = rows.sort_values("training_controls")
+            style = {"linestyle": "--"} if name == "cellprofiler" else {"marker": "o"}
+            axis.plot(rows["training_controls"], rows[metric], color=colors[name], label=name, **style)
+        axis.set_xlabel("autoencoder training controls (wells)")
+        axis.set_ylabel(LABELS[metric])
+        axis.set_title(f"{LABELS[metric]} vs training controls")
+    axes[0][0].legend(fontsize=8)
+    return fig
+
+
+def beeswarm_figure(explanation: FeatureExplanation, group: str, top: int = 10):
+    """Per-well oriented SHAP values of the most influential inputs, coloured by the input's value."""
+    order = explanation.ranking()[:top][::-1]
+    fig, axis = figure(width=7.2, height=0.38 * len(order) + 1.6)
+    rng = np.random.default_rng(0)
+    values = explanation.input_values[:, order]
+    limit = np.nanpercentile(np.abs(values), 95) or 1.0
+    for row, column in enumerate(order):
+        jitter = rng.uniform(-0.18, 0.18, size=len(explanation.shap_values))
+        points = axis.scatter(
+            explanation.shap_values[:, column], row + jitter, c=values[:, row], cmap="cividis", vmin=-limit, vmax=limit, s=22, edgecolors="none"
+        )
+    axis.axvline(0, color="#777777", linewidth=0.8)
+    axis.set_yticks(range(len(order)), [explanation.input_names[c] for c in order], fontsize=8)
+    axis.set_xlabel("SHAP value oriented to the error (> 0: raised the reconstruction error)")
+    axis.set_title(f"{group}: why is {explanation.feature} badly reconstructed?", fontsize=10)
+    fig.colorbar(points, ax=axis, label="input value (z vs controls)")
+    return fig
+
+
+def training_figure(history_columns: dict[str, list[float]]):
+    fig, axis = figure(width=5.2, height=3.2)
+    epochs = np.arange(1, len(history_columns["train_loss"]) + 1)
+    axis.plot(epochs, history_columns["train_loss"], label="training controls (loss incl. output L2)")
+    axis.plot(epochs, history_columns["val_loss"], label="validation controls (MSE)")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("loss (standardised units squared)")
+    axis.set_yscale("log")
+    axis.set_title("Profile autoencoder training")
+    axis.legend(fontsize=8)
+    return fig
+
+
+def scores_figure(scores: dict[str, np.ndarray]):
+    fig, axis = figure(width=5.4, height=3.4)
+    bins = np.logspace(np.log10(max(1e-3, min(v.min() for v in scores.values()))), np.log10(max(v.max() for v in scores.values())), 40)
+    for (label, values), color in zip(scores.items(), ("#999999", OKABE_ITO[5])):
+        axis.hist(values, bins=bins, alpha=0.6, color=color, label=label, density=True)
+    axis.set_xscale("log")
+    axis.set_xlabel("anomaly score (mean squared anomaly z)")
+    axis.set_ylabel("density")
+    axis.set_title("Anomaly score: held-out controls vs treated wells")
+    axis.legend(fontsize=8)
+    return fig
+
+
+def profiling_section(
+    title: str,
+    metrics: dict,
+    evaluation: Evaluation,
+    explanations: list[FeatureExplanation],
+    group: str,
+    curve: pd.DataFrame | None,
+    history_columns: dict[str, list[float]] | None,
+    score_distributions: dict[str, np.ndarray] | None,
+    prefix: str = "profiling",
+) -> Section:
+    """The whole report section of a profiling run (figures are also written as `<prefix>_*.png`)."""
+    section = Section(title)
+    section.text(
+        "Representations: cellprofiler = features standardised per plate on training controls and selected on them "
+        "(pycytominer thresholds); anomaly = per-feature reconstruction error of an autoencoder trained on control wells only, "
+        "z-scored against held-out test controls; concatenation = both side by side."
+    )
+    data = metrics.get("data", {})
+    if data:
+        section.text(
+            f"Input: {data.get('wells_in')} wells x {data.get('features_in')} features; used {data.get('wells')} wells "
+            f"({data.get('controls')} controls) on {data.get('plates')} plates. Non-finite values: {data.get('non_finite_values')}; "
+            f"features dropped for >5% missing: {len(data.get('features_dropped_non_finite', []))}; wells dropped for missing values: "
+            f"{data.get('wells_dropped_non_finite')}; plates excluded for too few controls: {data.get('plates_excluded_few_controls') or 'none'}."
+        )
+    auto = metrics.get("autoencoder")
+    if auto:
+        section.text(
+            f"Autoencoder: {auto['selected_features']} selected features, controls train/validation/test = "
+            f"{auto['controls']['train']}/{auto['controls']['validation']}/{auto['controls']['test']}"
+            f"{' (+' + str(auto['controls']['unused']) + ' unused)' if auto['controls'].get('unused') else ''}; "
+            f"{auto['epochs']} epochs (best {auto['best_epoch']}), best validation MSE {auto['best_validation_mse']:.3f}; "
+            f"hyper-parameters {auto['hyperparameters']}."
+        )
+    section.table(metrics_table(evaluation.metrics), "Headline metrics per representation (MoA F1: mean over repeats).")
+    text = verdict(evaluation.metrics)
+    if text:
+        section.text(text)
+    for note in evaluation.notes:
+        section.text(note)
+    section.figure(
+        replicate_figure(evaluation),
+        "Replicate correlation of every treatment against the null of random non-replicate groups.",
+        f"{prefix}_replicates.png",
+    )
+    section.figure(venn_figure(evaluation), "Treatments reproducible (above the null's 90th percentile) per representation.", f"{prefix}_venn.png")
+    if evaluation.classifiers is not None:
+        section.figure(moa_f1_figure(evaluation), "Per-class MoA F1 of nested cross-validation, mean over repeats.", f"{prefix}_moa_f1.png")
+        welch = evaluation.classifiers.welch.copy()
+        section.table(welch, "Welch's t-test of weighted F1 over repeats between representations.")
+    if curve is not None:
+        section.figure(
+            curve_figure(curve),
+            "Anomaly representation when the autoencoder trains on fewer controls; the dashed line is cellprofiler (independent of it).",
+            f"{prefix}_control_curve.png",
+        )
+    if history_columns:
+        section.figure(
+            training_figure(history_columns), "Autoencoder loss per epoch; early stopping on validation controls.", f"{prefix}_training.png"
+        )
+    if score_distributions:
+        section.figure(scores_figure(score_distributions), "Anomaly scores of held-out control wells and treated wells.", f"{prefix}_scores.png")
+    hits = evaluation.hits.get("anomaly")
+    if hits is not None:
+        top = hits.sort_values("score", ascending=False).head(10).reset_index()
+        section.table(top, f"Most anomalous treatments (hits at FDR {evaluation.settings['fdr']}: {int(hits['hit'].sum())} of {len(hits)}).")
+    if explanations:
+        shap_section = Section(f"Why is {group} anomalous? (autoencoder-anomaly SHAP)")
+        shap_section.text(
+            "For each of the worst-reconstructed features, Kernel SHAP attributes its reconstruction to the other inputs (its own input "
+            "deactivated), with held-out controls as background; values are oriented so that > 0 means the input raised the error."
+        )
+        for number, explanation in enumerate(explanations):
+            shap_section.figure(
+                beeswarm_figure(explanation, group),
+                f"{explanation.feature}: mean |anomaly z| {explanation.mean_abs_anomaly:.1f} over {len(explanation.shap_values)} wells.",
+                f"{prefix}_shap_{number}.png",
+            )
+        section.add(shap_section)
+    return section

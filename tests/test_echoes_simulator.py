@@ -1,0 +1,100 @@
+"""Simulator and pulse model: unit-norm echoes, requested SNR, gap bounds, determinism, caching, pulse fit."""
+
+import numpy as np
+import pytest
+
+from phenolens.core.errors import PhenolensError
+from phenolens.echoes.pulse import PulseShape, angular_frequency, echo_waveforms, fit_pulse
+from phenolens.echoes.simulate import EchoSet, SimulationConfig, cached_simulation, realised_snr_db, simulate, truncated_exponential
+
+
+def test_echo_waveforms_have_unit_norm_and_the_requested_shape():
+    waves = echo_waveforms([100.0, 250.5, 400.0], [9.0, 10.0, 12.0], angular_frequency([5.4, 4.0, 3.0]), [0.0, 1.0, 2.0], 500)
+    assert waves.shape == (3, 500)
+    np.testing.assert_allclose(np.linalg.norm(waves, axis=1), 1.0, atol=1e-12)
+    assert np.argmax(np.abs(waves[0])) in range(96, 105)
+
+
+def test_simulated_signal_is_the_sum_of_its_unit_norm_echoes():
+    data = simulate(SimulationConfig(n_signals=50, seed=3))
+    present = np.isfinite(data.tof)
+    waves = echo_waveforms(
+        np.where(present, data.tof, 0),
+        np.where(present, data.sigma, 1),
+        angular_frequency(np.nan_to_num(data.freq_mhz)),
+        np.nan_to_num(data.phase),
+        500,
+    )
+    np.testing.assert_allclose(np.linalg.norm(waves[present], axis=1), 1.0, atol=1e-12)
+    rebuilt = np.einsum("nk,nkt->nt", np.where(present, data.amplitude, 0), waves)
+    np.testing.assert_allclose(rebuilt, data.clean, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(data.clean, axis=1), 1.0, atol=1e-5)
+    assert set(np.unique(data.counts)) <= set(range(1, 9))
+
+
+@pytest.mark.parametrize("snr", [5.0, 20.0])
+def test_noise_has_the_requested_snr_within_half_a_db(snr):
+    data = simulate(SimulationConfig(n_signals=400, snr_db=snr, seed=1))
+    realised = realised_snr_db(data)
+    assert abs(np.mean(realised) - snr) < 0.5
+    assert abs(np.median(realised) - snr) < 0.5
+    pooled = 10 * np.log10(np.sum(data.clean.astype(float) ** 2) / np.sum(data.noise**2))
+    assert abs(pooled - snr) < 0.1
+
+
+@pytest.mark.parametrize("mean_gap", [1.0, 5.0])
+def test_time_of_flight_gaps_stay_within_bounds(mean_gap):
+    config = SimulationConfig(n_signals=300, mean_gap=mean_gap, seed=2)
+    data = simulate(config)
+    gaps = np.diff(np.sort(data.tof, axis=1), axis=1)
+    gaps = gaps[np.isfinite(gaps)] / config.pulse.sigma
+    assert gaps.min() >= 1.5 - 1e-9 and gaps.max() <= 6.0 + 1e-9
+    assert np.nanmin(data.tof) >= config.margin - 1e-9 and np.nanmax(data.tof) <= config.length - 1 - config.margin + 1e-9
+    if mean_gap == 1.0:
+        assert gaps.mean() < 3.0  # heavy overlap: the truncated exponential piles up near 1.5 sigma_0
+    else:
+        assert gaps.mean() > 3.0
+
+
+def test_truncated_exponential_matches_its_mean():
+    samples = truncated_exponential(np.random.default_rng(0), 3.0, 1.5, 6.0, 200_000)
+    rate = 1 / 3.0
+    expected = 1.5 + 1 / rate - (6.0 - 1.5) * np.exp(-rate * 4.5) / (1 - np.exp(-rate * 4.5))
+    assert abs(samples.mean() - expected) < 0.01
+
+
+def test_heat_map_peaks_at_each_isolated_echo_with_its_amplitude():
+    data = simulate(SimulationConfig(n_signals=20, mean_gap=5.0, seed=4))
+    single = np.flatnonzero(data.counts == 1)
+    for index in single:
+        position = int(round(np.nanmax(data.tof[index])))
+        assert abs(data.heatmaps[index, position] - np.nanmax(data.amplitude[index])) < 0.05 * np.nanmax(data.amplitude[index])
+
+
+def test_same_seed_same_signals_and_the_cache_round_trips(tmp_path):
+    config = SimulationConfig(n_signals=30, seed=9)
+    first = cached_simulation(config, cache=tmp_path)
+    assert len(list(tmp_path.glob("simulation-*.npz"))) == 1
+    again = cached_simulation(config, cache=tmp_path)
+    np.testing.assert_array_equal(first.signals, again.signals)
+    np.testing.assert_array_equal(first.signals, simulate(config).signals)
+    assert not np.array_equal(first.signals, simulate(SimulationConfig(n_signals=30, seed=10)).signals)
+    assert isinstance(again, EchoSet) and again.config == config
+
+
+def test_bad_settings_raise_a_clear_error():
+    with pytest.raises(PhenolensError, match="distribution"):
+        SimulationConfig(distribution="medium")
+    with pytest.raises(PhenolensError, match="cannot hold"):
+        SimulationConfig(length=200)
+
+
+def test_pulse_fit_recovers_a_synthetic_echo():
+    t = np.arange(400)
+    truth = PulseShape(sigma=10.5, freq_mhz=4.8, phase=1.2)
+    values = 0.7 * np.exp(-0.5 * ((t - 180.3) / truth.sigma) ** 2) * np.cos(truth.omega * (t - 180.3) + truth.phase)
+    fit = fit_pulse(values + np.random.default_rng(0).normal(0, 0.002, 400))
+    assert abs(fit.pulse.sigma - 10.5) < 0.1
+    assert abs(fit.pulse.freq_mhz - 4.8) < 0.02
+    assert abs(np.angle(np.exp(1j * (fit.pulse.phase - 1.2)))) < 0.05
+    assert abs(fit.tof - 180.3) < 0.1

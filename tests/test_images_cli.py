@@ -1,0 +1,101 @@
+"""`phenolens train` and `phenolens explain` end to end on a tiny folder, and their bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from phenolens.cli.main import run
+
+TINY = ["--width", "0.125", "--blocks", "1,1", "--stem-stride", "1", "--epochs", "2", "--batch-size", "8"]
+
+
+def _write_folder(root, channels: int = 2, per_class: int = 10, seed: int = 0):
+    """Two classes of variable-size 2-channel crops: the reporter spot on or off the 'nucleus'."""
+    rng = np.random.default_rng(seed)
+    for label in ("inside", "outside"):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            size = int(rng.integers(14, 19))
+            image = rng.uniform(0, 20, size=(channels, size, size)).astype(np.float32)
+            image[-1, 5:9, 5:9] += 200
+            rows = slice(5, 9) if label == "inside" else slice(0, 3)
+            image[0, rows, 5:9] += 200
+            np.save(root / label / f"w{i % 4}_{i}.npy", image)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    folder = _write_folder(root / "crops")
+    model = root / "model"
+    status = run(["train", "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(model), "--cv", "2", *TINY])
+    assert status == 0
+    return folder, model
+
+
+def test_train_writes_weights_metrics_and_report(trained):
+    folder, model = trained
+    metrics = json.loads((model / "metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "cv_macro_f1", "per_class_f1", "confusion_matrix", "roc_auc", "pr_auc", "z_prime"):
+        assert key in metrics
+    assert metrics["cv_folds"] == 2 and len(metrics["fold_macro_f1"]) == 2 and np.sum(metrics["confusion_matrix"]) == 20
+    assert 0.0 <= metrics["macro_f1"] <= 1.0 and set(metrics["per_class_f1"]) == {"inside", "outside"}
+    card = json.loads((model / "model.json").read_text())
+    assert card["channel_names"] == ["GFP", "DNA"] and card["normalization"]["size"] == 18 and len(card["extra"]["held_out_sources"]) == 10
+    assert (model / "model.safetensors").is_file() and (model / "report.html").is_file()
+    expected = {"training_curves.png", "confusion.png", "roc_pr.png", "embedding.png", "filters.png", "pointwise.png"}
+    assert expected <= {p.name for p in (model / "figures").iterdir()}
+
+
+def test_explain_writes_maps_and_metrics(trained, tmp_path):
+    folder, model = trained
+    out = tmp_path / "explained"
+    args = ["explain", str(model), "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(out)]
+    status = run([*args, "--methods", "gradcam,ig,occlusion", "--n-steps", "8", "--window", "6", "--stride", "6", "--nucleus-channel", "DNA"])
+    assert status == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_images"] == 10  # the held-out images of the saved model
+    assert set(metrics["faithfulness"]) == {"gradcam", "integrated_gradients", "occlusion"}
+    assert set(metrics["nucleus_mass_fraction"]) == {"gradcam", "integrated_gradients", "occlusion"}
+    assert metrics["nucleus_reporter_channel"] == "GFP"
+    arrays = np.load(out / "attributions.npz")
+    assert arrays["maps_integrated_gradients"].shape == (10, 2, 18, 18) and arrays["nucleus_masks"].shape == (10, 18, 18)
+    assert (out / "per_image.csv").is_file() and (out / "figures" / "gallery.png").is_file()
+
+
+def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
+    folder, model = trained
+    explain = ["explain", str(model), "--methods", "saliency", "--out", str(tmp_path / "e")]
+    three = _write_folder(tmp_path / "three", channels=3, per_class=3)
+    assert run([*explain, "--folder", str(three), "--images", "all"]) == 2
+    assert "3 channels" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    (empty / "classA").mkdir(parents=True)
+    assert run(["train", "--folder", str(empty), "--out", str(tmp_path / "m"), *TINY]) == 2
+    assert "no .tif/.tiff/.png/.npy images" in capsys.readouterr().err
+    nan_folder = _write_folder(tmp_path / "nan", per_class=3)
+    bad = nan_folder / "inside" / "w0_0.npy"
+    image = np.load(bad)
+    image[0, 0, 0] = np.nan
+    np.save(bad, image)
+    assert run([*explain, "--folder", str(nan_folder), "--images", "all"]) == 2
+    assert "NaN or infinite pixels" in capsys.readouterr().err
+    assert run([*explain, "--folder", str(folder), "--target", "Mitosis"]) == 2
+    assert "unknown target class 'Mitosis'" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(model, other)
+    card = json.loads((other / "model.json").read_text())
+    card["architecture"] = "densenet"
+    (other / "model.json").write_text(json.dumps(card))
+    assert run(["explain", str(other), "--folder", str(folder), "--out", str(tmp_path / "e2")]) == 2
+    assert "do not fit a 'densenet' model" in capsys.readouterr().err
+    (other / "model.safetensors").write_bytes(b"\x00" * 20)
+    assert run(["explain", str(other), "--folder", str(folder), "--out", str(tmp_path / "e3")]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or truncated weights file" in err and err.count("\n") == 1
+    assert not (tmp_path / "e").exists() and not (tmp_path / "e3").exists()  # nothing half-written

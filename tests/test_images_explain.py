@@ -1,0 +1,182 @@
+"""Attribution maps against Captum's own per-image calls, channel importance, masks, faithfulness, sanity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from phenolens.core.errors import PhenolensError
+from phenolens.data.containers import ImageSet
+from phenolens.explain import (
+    AttributionSettings,
+    attribute,
+    cam_concordance,
+    channel_occlusion,
+    deletion_insertion,
+    explain_images,
+    map_ssim,
+    nucleus_masks,
+    nucleus_mass_fraction,
+    otsu_thresholds,
+    randomized_copy,
+)
+from phenolens.explain.attribution import baseline_tensor
+from phenolens.nn.backbones import build_backbone
+from phenolens.training import ChannelNormalization, ImageClassifier
+
+
+def _classifier(seed: int = 0, channels: int = 2, size: int = 20) -> ImageClassifier:
+    torch.manual_seed(seed)
+    model = build_backbone("resnet18", in_channels=channels, n_classes=3, width=0.125, blocks=[1, 1, 1]).eval()
+    for module in model.modules():  # non-trivial BatchNorm statistics, as in a trained model
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    norm = ChannelNormalization(np.full(channels, 10.0, np.float32), np.full(channels, 5.0, np.float32))
+    return ImageClassifier(model, ["a", "b", "c"], [f"ch{i}" for i in range(channels)], size, norm)
+
+
+def _images(n: int = 6, channels: int = 2, size: int = 20, seed: int = 0) -> ImageSet:
+    rng = np.random.default_rng(seed)
+    return ImageSet(
+        rng.uniform(0, 30, size=(n, channels, size, size)).astype(np.float32), np.arange(n) % 3, ["a", "b", "c"], [f"ch{i}" for i in range(channels)]
+    )
+
+
+def _unit(maps: torch.Tensor) -> torch.Tensor:
+    return maps / maps.flatten(1).abs().max(1).values.clamp_min(1e-12)[:, None, None, None]
+
+
+def test_batched_maps_equal_captum_per_image_defaults():
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+
+    classifier, images = _classifier(), _images()
+    inputs = classifier.tensor(images)
+    targets = classifier.predict(images)
+    settings = AttributionSettings(window=5, stride=5, baseline="mean", n_steps=20, batch_size=4, forward_batch=16)
+    layer = classifier.model.stages["stage3"]
+    reference = {
+        "saliency": lambda x, t: Saliency(classifier.model).attribute(x, target=t),
+        "gradcam": lambda x, t: LayerAttribution.interpolate(LayerGradCam(classifier.model, layer).attribute(x, target=t), (20, 20), "bilinear"),
+        "occlusion": lambda x, t: Occlusion(classifier.model).attribute(x, sliding_window_shapes=(1, 5, 5), strides=(1, 5, 5), target=t),
+        "integrated_gradients": lambda x, t: IntegratedGradients(classifier.model).attribute(x, target=t, n_steps=20),
+    }
+    for method, per_image in reference.items():
+        ours = torch.from_numpy(attribute(classifier, images, method, targets, settings))
+        assert ours.shape == inputs.shape
+        theirs = torch.cat([per_image(inputs[i : i + 1].clone().requires_grad_(), int(targets[i])).detach() for i in range(len(inputs))])
+        assert (_unit(ours) - _unit(theirs.expand_as(ours))).abs().max() <= 1e-5, method
+
+
+def test_integrated_gradients_complete_from_the_zero_baseline():
+    classifier, images = _classifier(), _images(3)
+    targets = np.array([0, 1, 2])
+    maps = attribute(classifier, images, "ig", targets, AttributionSettings(baseline="zero", n_steps=64))
+    inputs = classifier.tensor(images)
+    baseline = baseline_tensor(classifier, "zero").expand_as(inputs)
+    with torch.no_grad():
+        gap = (classifier.model(inputs) - classifier.model(baseline)).gather(1, torch.tensor(targets)[:, None])[:, 0].numpy()
+    assert np.allclose(maps.sum(axis=(1, 2, 3)), gap, atol=0.05 * np.abs(gap).max() + 1e-3)
+    assert np.allclose(baseline_tensor(classifier, "zero").flatten().numpy(), -2.0)  # (0 - 10) / 5
+    log_maps = attribute(classifier, images, "ig", targets, AttributionSettings(baseline="zero", n_steps=64, output="log_probability"))
+    with torch.no_grad():
+        log_p = torch.log_softmax(classifier.model(inputs), 1) - torch.log_softmax(classifier.model(baseline), 1)
+    log_gap = log_p.gather(1, torch.tensor(targets)[:, None])[:, 0].numpy()
+    assert np.allclose(log_maps.sum(axis=(1, 2, 3)), log_gap, atol=0.05 * np.abs(log_gap).max() + 1e-3)
+
+
+def test_targets_layers_and_methods_are_checked():
+    classifier, images = _classifier(), _images(2)
+    with pytest.raises(PhenolensError, match="unknown target class 'Mitosis'"):
+        attribute(classifier, images, "saliency", "Mitosis")
+    with pytest.raises(PhenolensError, match="no layer 'stage9'"):
+        attribute(classifier, images, "gradcam", "predicted", AttributionSettings(layer="stage9"))
+    with pytest.raises(PhenolensError, match="unknown attribution method"):
+        attribute(classifier, images, "lime")
+    with pytest.raises(PhenolensError, match="3 channels"):
+        attribute(classifier, _images(2, channels=3), "saliency")
+    early = attribute(classifier, images, "gradcam", "a", AttributionSettings(layer="stage1"))
+    assert early.shape == (2, 2, 20, 20) and np.allclose(early[:, 0], early[:, 1])
+
+
+def test_channel_occlusion_matches_a_direct_computation():
+    classifier, images = _classifier(), _images(4)
+    targets = np.array([0, 1, 2, 0])
+    drops = channel_occlusion(classifier, images, targets, batch_size=3)
+    inputs = classifier.tensor(images)
+    with torch.no_grad():
+        base = classifier.model(inputs)[np.arange(4), targets]
+        for c in range(2):
+            changed = inputs.clone()
+            changed[:, c] = 0.0  # the training mean after normalisation
+            assert np.allclose(drops[:, c], (base - classifier.model(changed)[np.arange(4), targets]).numpy(), atol=1e-5)
+
+
+def test_cam_concordance_known_answer():
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 1, size=(3, 3, 8, 8))
+    cam = images[:, 1] * 5.0  # the CAM is channel 1, rescaled
+    values = cam_concordance(cam, images)
+    assert np.allclose(values[:, 1], 0.0) and np.allclose(values.max(axis=1), 1.0)
+
+
+def test_otsu_masks_and_mass_fraction():
+    from skimage.filters import threshold_otsu
+
+    rng = np.random.default_rng(0)
+    stack = rng.integers(0, 256, size=(5, 24, 24)).astype(np.float64)
+    stack[:, :4] = 0  # masked background is ignored
+    expected = np.array([threshold_otsu(image[image > 0]) for image in stack])
+    assert np.abs(otsu_thresholds(stack) - expected).max() <= (stack.max() - 1) / 256 + 1e-9
+    images = np.zeros((1, 2, 10, 10))
+    images[0, 1, 3:6, 3:6] = 200.0  # nucleus in the DNA channel
+    images[0, 1, 0:2, :] = 20.0  # dim cytoplasm
+    masks = nucleus_masks(images, dna_channel=1)
+    assert masks.sum() == 9 and masks[0, 4, 4]
+    maps = np.zeros((1, 2, 10, 10))
+    maps[0, 0, 4, 4], maps[0, 0, 0, 0], maps[0, 0, 9, 9] = 3.0, 1.0, -5.0  # negative mass does not count
+    assert np.allclose(nucleus_mass_fraction(maps, masks, channel=0), [0.75])
+    assert np.isnan(nucleus_mass_fraction(np.zeros_like(maps), masks, 0)[0])
+
+
+def test_deletion_insertion_endpoints_and_sanity_check():
+    classifier, images = _classifier(), _images(4)
+    inputs = classifier.tensor(images)
+    targets = np.array([0, 1, 2, 0])
+    maps = np.random.default_rng(0).normal(size=inputs.shape)
+    baseline = baseline_tensor(classifier, "zero")
+    result = deletion_insertion(classifier, inputs, maps, targets, baseline, steps=4, batch_size=3)
+    with torch.no_grad():
+        original = torch.softmax(classifier.model(inputs), 1)[np.arange(4), targets].mean().item()
+        empty = torch.softmax(classifier.model(baseline.expand_as(inputs)), 1)[np.arange(4), targets].mean().item()
+    assert np.isclose(result["deletion_curve"][0], original, atol=1e-5) and np.isclose(result["deletion_curve"][-1], empty, atol=1e-5)
+    assert np.isclose(result["insertion_curve"][0], empty, atol=1e-5) and np.isclose(result["insertion_curve"][-1], original, atol=1e-5)
+    assert result["deletion_auc"].shape == (4,)
+    assert np.allclose(map_ssim(maps, maps), 1.0)
+    random_model = randomized_copy(classifier.model, seed=3)
+    trained_weight = classifier.model.stages["stem"][0].weight
+    assert not torch.allclose(random_model.stages["stem"][0].weight, trained_weight)
+
+
+def test_explain_images_collects_everything():
+    classifier, images = _classifier(size=16), _images(6, size=16)
+    images.images[:, 1, 6:10, 6:10] += 100.0  # a bright "nucleus" in channel 1
+    explanation = explain_images(
+        classifier,
+        images,
+        ["saliency", "gradcam", "ig"],
+        "predicted",
+        AttributionSettings(n_steps=8),
+        nucleus_channel="ch1",
+        sanity_images=4,
+        faithfulness_steps=4,
+    )
+    metrics = explanation.metrics()
+    assert set(explanation.maps) == {"saliency", "gradcam", "integrated_gradients"}
+    assert set(metrics["faithfulness"]) == set(explanation.maps) and set(metrics["sanity_ssim"]) == set(explanation.maps)
+    assert metrics["nucleus_reporter_channel"] == "ch0" and explanation.nucleus_masks.sum(axis=(1, 2)).min() == 16
+    for table in metrics["channel_importance"].values():
+        assert set(table) == {"ch0", "ch1"}
+    with pytest.raises(PhenolensError, match="--nucleus-channel 'DNA' is not a channel"):
+        explain_images(classifier, images, ["saliency"], nucleus_channel="DNA")
