@@ -58,10 +58,10 @@ def test_alpha_zero_puts_the_latent_on_the_hyperplane(fitted):
     rows = predicted != target
     geometry = ecinn.directions(z[rows], predicted[rows], target)
     moved = z[rows] + geometry["alpha0"][:, None] * geometry["delta"]
-    distance = (ecinn.phi(moved) * geometry["w"]).sum(1) + geometry["b"]
-    scale = geometry["w"].norm(dim=1) * ecinn.phi(moved).norm(dim=1)
+    distance = (moved * geometry["w"]).sum(1) + geometry["b"]
+    scale = geometry["w"].norm(dim=1) * moved.norm(dim=1)
     assert torch.all(distance.abs() / scale < 1e-5)
-    before = (ecinn.phi(z[rows]) * geometry["w"]).sum(1) + geometry["b"]
+    before = (z[rows] * geometry["w"]).sum(1) + geometry["b"]
     assert torch.all(before < 0)  # started on the predicted class's side
     assert torch.allclose(geometry["alpha1"], 0.8 + 0.5 * geometry["alpha0"])
     # The class-mean head's boundary is that hyperplane: the two logits tie at alpha_0.
@@ -87,8 +87,8 @@ def test_counterfactual_reencodes_onto_the_moved_latent(fitted):
     assert np.isnan(result.alphas["alpha0"][~result.valid]).all()
     z_hat, _ = ecinn.latents(torch.from_numpy(result.images["alpha0"][result.valid]))
     geometry = ecinn.directions(ecinn.latents(images[rows])[0], torch.from_numpy(result.predicted[result.valid]), 1)
-    distance = (ecinn.phi(z_hat) * geometry["w"]).sum(1) + geometry["b"]
-    assert torch.all(distance.abs() / (geometry["w"].norm(dim=1) * ecinn.phi(z_hat).norm(dim=1)) < 1e-4)
+    distance = (z_hat * geometry["w"]).sum(1) + geometry["b"]
+    assert torch.all(distance.abs() / (geometry["w"].norm(dim=1) * z_hat.norm(dim=1)) < 1e-4)
     assert result.inverse_residual < 1e-5
     assert result.probabilities_at["alpha1"].shape == (len(images), 2)
 

@@ -7,20 +7,12 @@ Every residual branch g is made contractive by bounding the operator norm of eac
 `coeff` < 1 (ELU is 1-Lipschitz), so x + g(x) is invertible and its inverse is the fixed point of
 x = y - g(x).
 
-The classification head reads the final latent vector phi(z), the channel means of z (global average
-pooling, a linear map), and is a Gaussian class-conditional model on it with one shared isotropic
-covariance: logit_k = -s ||phi(z) - c_k||^2 / 2, c_k the mean of phi(z) over class k (tracked during
-training, set to the exact training-set means afterwards). Its decision boundary between two classes
-is the hyperplane that bisects their means, the hyperplane ECINN uses (in the ECINN paper the flow's
-latent is a Gaussian mixture for the same reason); with a free linear head, alpha_0 would land on a
-hyperplane the classifier does not use. Because phi is linear, moving z by alpha Delta moves phi(z)
-by alpha phi(Delta), so the boundary crossing stays in closed form.
-
-FrEIA's `IResNetLayer` (0.2) was considered and not used: its Lipschitz correction is a separate
-in-place rescaling of the weights that the caller must run after every optimiser step, its power
-iteration bounds the unpadded ("valid") convolution rather than the zero-padded one its forward
-pass applies, and it has no ActNorm, squeeze or padding; its log-determinant machinery is not needed
-for a classifier.
+The classification head is a Gaussian class-conditional model on the whole latent vector with one
+shared isotropic covariance: logit_k = -s ||z - mu_k||^2 / (2 D), mu_k the mean latent of class k
+(tracked during training, set to the exact training-set means afterwards). Its decision boundary
+between two classes is therefore the hyperplane that bisects their means, which is exactly the
+hyperplane ECINN uses (in the ECINN paper the flow's latent is a Gaussian mixture for the same
+reason); with a free linear head, alpha_0 would land on a hyperplane the classifier does not use.
 """
 
 from __future__ import annotations
@@ -138,28 +130,23 @@ class Squeeze(nn.Module):
 
 
 class ClassMeanHead(nn.Module):
-    """logit_k = -scale * ||phi(z) - c_k||^2 / 2, phi(z) the channel means of the latent (N, C, H, W).
+    """logit_k = -scale * ||z - mu_k||^2 / (2 D) on flattened latents z (N, D).
 
-    The class means c_k are buffers, not parameters: `observe` moves them towards the batch's class
-    means during training (exponential moving average), `set_means` fixes them after training. The
+    The means are buffers, not parameters: `observe` moves them towards the batch's class means
+    during training (exponential moving average), `set_means` fixes them after training. The
     learnable scale sets the confidence without moving the decision boundaries.
     """
 
-    def __init__(self, n_classes: int, channels: int, momentum: float = 0.1):
+    def __init__(self, n_classes: int, latent_dim: int, momentum: float = 0.1):
         super().__init__()
         self.momentum = momentum
         self.log_scale = nn.Parameter(torch.zeros(()))
-        self.register_buffer("means", torch.zeros(n_classes, channels))
+        self.register_buffer("means", torch.zeros(n_classes, latent_dim))
         self.register_buffer("seen", torch.zeros(n_classes, dtype=torch.bool))
 
     @property
     def n_classes(self) -> int:
         return len(self.means)
-
-    @staticmethod
-    def features(z: torch.Tensor) -> torch.Tensor:
-        """phi(z): channel means of latents (N, C, H, W) -> (N, C); linear in z."""
-        return z.mean(dim=(2, 3))
 
     @torch.no_grad()
     def observe(self, z: torch.Tensor, labels: torch.Tensor) -> None:
@@ -167,19 +154,20 @@ class ClassMeanHead(nn.Module):
         one_hot = F.one_hot(labels, self.n_classes).to(z.dtype)
         counts = one_hot.sum(0)
         present = counts > 0
-        batch_means = (one_hot.T @ self.features(z)) / counts.clamp_min(1)[:, None]
+        batch_means = (one_hot.T @ z.flatten(1)) / counts.clamp_min(1)[:, None]
         weight = torch.where(self.seen, self.momentum, 1.0)[:, None]
         self.means.copy_(torch.where(present[:, None], (1 - weight) * self.means + weight * batch_means, self.means))
         self.seen |= present
 
     @torch.no_grad()
     def set_means(self, means: torch.Tensor) -> None:
-        """Fix the class means of phi(z) (K, C)."""
         self.means.copy_(means)
         self.seen.fill_(True)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return -0.5 * torch.exp(self.log_scale) * torch.cdist(self.features(z), self.means).pow(2)
+        flat = z.flatten(1)
+        distances = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.means.T + self.means.pow(2).sum(1)[None]) / flat.shape[1]
+        return -0.5 * torch.exp(self.log_scale) * distances
 
 
 @dataclass
@@ -268,7 +256,7 @@ class InvertibleResNet(nn.Module):
             stages += [InvertibleBlock(channels, width, size, coeff, n_power_iterations) for _ in range(count)]
         self.stages = nn.ModuleList(stages)
         self.latent_shape = (channels, size, size)
-        self.head = ClassMeanHead(n_classes, channels)
+        self.head = ClassMeanHead(n_classes, channels * size * size)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.in_channels:
@@ -297,8 +285,8 @@ class InvertibleResNet(nn.Module):
         return z[:, : self.in_channels]
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits from latents (N, *latent_shape)."""
-        return self.head(z.view(-1, *self.latent_shape))
+        """Logits from latents (N, *latent_shape) or flattened (N, D)."""
+        return self.head(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.encode(x))

@@ -1,17 +1,14 @@
 """ECINN counterfactuals on an invertible classifier (Hvilshoj, Iosifidis & Assent 2021).
 
-For an image x predicted as p and a target class q, with z = f(x) and phi the head's linear read-out
-of the latent (the channel means, see `phenolens.nn.iresnet`):
+For an image x predicted as p and a target class q, with z = f(x):
     Delta   = m_q - m_p              m_k: mean latent of the training images *predicted* as k
-    w       = phi(mu_q) - phi(mu_p)  mu_k: mean latent of the training images *labelled* k
-    b       = -((phi(mu_p) + phi(mu_q)) / 2)^T w
-    alpha_0 = -(w^T phi(z) + b) / (w^T phi(Delta))   z + alpha_0 Delta lies on the hyperplane
-    alpha_1 = 4/5 + alpha_0 / 2                       the paper's choice for a confident counterfactual
+    w       = mu_q - mu_p            mu_k: mean latent of the training images *labelled* k
+    b       = -((mu_p + mu_q) / 2)^T w
+    alpha_0 = -(w^T z + b) / (w^T Delta)      z + alpha_0 Delta lies on the hyperplane w^T z + b = 0
+    alpha_1 = 4/5 + alpha_0 / 2                the paper's choice for a confident counterfactual
     x_hat   = f^-1(z + alpha Delta)
-(the ECINN code computes alpha_1 as `0.8 + 0.5 * a0`; its hyperplane is the one between the flow's
-class-conditional Gaussian means, as here). The i-ResNet's head classifies by distance to phi(mu_k),
-so this hyperplane is its decision boundary. One forward pass, one inverse, and one forward pass to
-check the prediction: three network evaluations per counterfactual.
+(the ECINN code computes alpha_1 as `0.8 + 0.5 * a0`). One forward pass, one inverse, and one forward
+pass to check the prediction: three network evaluations per counterfactual.
 """
 
 from __future__ import annotations
@@ -28,8 +25,7 @@ ALPHA1_OFFSET, ALPHA1_SLOPE = 0.8, 0.5
 
 
 def alpha_zero(z: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The step along `delta` that puts each row of `z` (N, F) on the hyperplane w^T z + b = 0
-    (pass phi(z) and phi(Delta) when the hyperplane lives in a linear read-out of the latent)."""
+    """The step along `delta` that puts each row of `z` (N, D) on the hyperplane w^T z + b = 0."""
     return -((z * w).sum(1) + b) / (delta * w).sum(1)
 
 
@@ -86,21 +82,17 @@ class ECINN:
     def fit(self, images: torch.Tensor, labels: torch.Tensor) -> ECINN:
         """Mean latents per true and per predicted class over the training images.
 
-        The classifier's head is set to phi of the true-class means, so its decision boundary
-        between two classes is the hyperplane w^T phi(z) + b = 0 used below; predictions (and so
-        the predicted-class means) are those of the head with these means."""
+        The classifier's head is set to the true-class means, so its decision boundary between two
+        classes is the hyperplane w^T z + b = 0 used below; predictions (and so the predicted-class
+        means) are those of the head with these means."""
         labels = torch.as_tensor(labels)
         z, _ = self.latents(images)
         n_classes = self.model.head.n_classes
         self.means_true_ = self._class_means(z, labels, n_classes, "labelled")
-        self.model.head.set_means(self.phi(self.means_true_))
+        self.model.head.set_means(self.means_true_)
         predicted = torch.cat([self.model.classify(z[i : i + self.batch_size]) for i in range(0, len(z), self.batch_size)]).argmax(1)
         self.means_predicted_ = self._class_means(z, predicted, n_classes, "predicted")
         return self
-
-    def phi(self, z: torch.Tensor) -> torch.Tensor:
-        """The head's linear read-out of flattened latents (N, D) -> (N, F)."""
-        return self.model.head.features(z.view(-1, *self.model.latent_shape))
 
     @staticmethod
     def _class_means(z: torch.Tensor, groups: torch.Tensor, n_classes: int, kind: str) -> torch.Tensor:
@@ -112,13 +104,12 @@ class ECINN:
         return (one_hot.T @ z) / counts[:, None]
 
     def directions(self, z: torch.Tensor, predicted: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
-        """Delta (N, D), w (N, F), b, alpha_0 and alpha_1 for each flattened latent z (N, D) towards `target`."""
+        """Delta, w, b, alpha_0 and alpha_1 for each row of z (N, D) towards `target`."""
         self._check_fitted()
         delta = self.means_predicted_[target] - self.means_predicted_[predicted]
-        centres = self.phi(self.means_true_)
-        w = centres[target] - centres[predicted]
-        b = -(((centres[predicted] + centres[target]) / 2) * w).sum(1)
-        alpha0 = alpha_zero(self.phi(z), self.phi(delta), w, b)
+        w = self.means_true_[target] - self.means_true_[predicted]
+        b = -(((self.means_true_[predicted] + self.means_true_[target]) / 2) * w).sum(1)
+        alpha0 = alpha_zero(z, delta, w, b)
         return {"delta": delta, "w": w, "b": b, "alpha0": alpha0, "alpha1": alpha_one(alpha0)}
 
     @torch.no_grad()
