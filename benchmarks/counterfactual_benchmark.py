@@ -52,24 +52,21 @@ def benchmark(name: str, small: bool, seed: int, epochs: int = 30, resnet_epochs
     iresnet_seconds = time.perf_counter() - started
     selected = split["data"]
     train, test = selected.subset(split["train_index"]), selected.subset(split["test_index"])
-    started = time.perf_counter()
-    resnet = fit_classifier(
-        train, "resnet18", size=settings.size, epochs=resnet_epochs, group_by=spec["group_by"], seed=seed, description="training ResNet-18"
-    )
-    resnet_seconds = time.perf_counter() - started
-    resnet_accuracy = float((resnet.predict(test) == test.labels).mean())
     result = {
         "n_train": len(train),
         "n_test": len(test),
         "test_groups": sorted(map(str, test.meta[spec["group_by"]].unique())) if spec["group_by"] else None,
         "iresnet_training_seconds": iresnet_seconds,
-        "resnet_training_seconds": resnet_seconds,
-        "resnet_test_accuracy": resnet_accuracy,
         "targets": {},
     }
     for target in spec["classes"]:
         run = explain_counterfactuals(model, test, target, baseline=gradient, nucleus_channel=spec["nucleus"], sweeps=0)
         result["targets"][target] = run.metrics
+        print(name, target, json.dumps({k: v for k, v in run.metrics.items() if k != "gradient_settings"}), flush=True)
+    started = time.perf_counter()
+    resnet = fit_classifier(train, "resnet18", size=settings.size, epochs=resnet_epochs, group_by=spec["group_by"], seed=seed)
+    result["resnet_training_seconds"] = time.perf_counter() - started
+    result["resnet_test_accuracy"] = float((resnet.predict(test) == test.labels).mean())
     return result
 
 
