@@ -111,7 +111,7 @@ def test_explain_rejects_bad_input_without_output(checkpoint, tmp_path, cli, arg
     [
         (["--dataset", "bbbc013", "--classes", "NuclearGFP,Apoptotic"], "['Apoptotic']"),
         (["--dataset", "bbbc013", "--size", "30"], "divisible"),
-        (["--dataset", "bbbc013", "--images", "somewhere"], "exactly one of --dataset"),
+        (["--dataset", "bbbc013", "--folder", "somewhere"], "exactly one image source"),
         (["--dataset", "bbbc013", "--blocks", "2,x"], "--blocks"),
         (["--dataset", "bbbc021-cells", "--group-by", "plate"], "'plate'"),
     ],

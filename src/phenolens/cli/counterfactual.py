@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, read_images
+
 app = typer.Typer(help="Counterfactual explanations: invertible ResNets with ECINN, and autoencoder interpolation.", no_args_is_help=True)
 
 
@@ -21,31 +23,13 @@ def _int_list(text: str, option: str) -> list[int]:
     return values
 
 
-def read_images(dataset: str | None, images: str | None, channels: str = ""):
-    """An ImageSet from a registered dataset name, or from an image folder / CSV manifest path."""
-    from phenolens.core.errors import PhenolensError
-    from phenolens.data.loaders import load
-    from phenolens.data.readers import read_image_folder, read_manifest
-
-    if bool(dataset) == bool(images):
-        raise PhenolensError("give exactly one of --dataset NAME or --images PATH (an image folder or a CSV manifest)")
-    names = [c for c in channels.split(",") if c] or None
-    if dataset:
-        return load(dataset)
-    path = Path(images)
-    if path.is_dir():
-        return read_image_folder(path, names)
-    if path.suffix.lower() == ".csv":
-        return read_manifest(path, names)
-    raise PhenolensError(f"{path}: not an image folder or a .csv manifest; give one of those, or --dataset NAME")
-
-
 @app.command()
 def train(
     out: Path = typer.Option(..., "--out", help="Output folder for the model, metrics.json and report.html."),
-    dataset: str = typer.Option(None, "--dataset", help="Registered dataset (see `phenolens data list`)."),
-    images: str = typer.Option(None, "--images", help="Image folder (one sub-folder per class) or CSV manifest, instead of --dataset."),
-    channels: str = typer.Option("", help="Channel names for --images, comma-separated."),
+    dataset: str = DATASET,
+    folder: Path = FOLDER,
+    manifest: Path = MANIFEST,
+    channels: str = CHANNELS,
     classes: str = typer.Option("", help="Classes to train on, comma-separated (default: all labelled classes)."),
     group_by: str = typer.Option(None, "--group-by", help="Metadata column that keeps groups on one side of the split (e.g. field)."),
     size: int = typer.Option(64, help="Crops are centre-padded (never stretched) to SIZE x SIZE; a multiple of 2**scales."),
@@ -73,7 +57,7 @@ def train(
     from phenolens.report.counterfactual import training_section
     from phenolens.report.html import Report
 
-    data = read_images(dataset, images, channels)
+    data = read_images(dataset, folder, manifest, channels)
     settings = TrainingSettings(
         size=size,
         blocks=_int_list(blocks, "--blocks"),
@@ -93,7 +77,8 @@ def train(
     model, split = train_counterfactual_model(data, [c for c in classes.split(",") if c] or None, settings)
     test = split["data"].subset(split["test_index"])
     metrics = classification_metrics(model, model.tensor(test), model.labels_for(test))
-    model.info.update(source={"dataset": dataset, "images": images, "channels": channels}, test_metrics=metrics)
+    source = {"dataset": dataset, "folder": str(folder) if folder else None, "manifest": str(manifest) if manifest else None, "channels": channels}
+    model.info.update(source=source, test_metrics=metrics)
     with atomic_output_dir(out) as staging:
         model.save(staging)
         write_json(staging / "metrics.json", metrics)
@@ -108,8 +93,10 @@ def explain(
     checkpoint: Path = typer.Argument(..., help="Folder written by `phenolens counterfactual train`."),
     target: str = typer.Option(..., "--target", help="Class the counterfactuals should be classified as."),
     out: Path = typer.Option(..., "--out", help="Output folder for counterfactuals.npz, metrics.json, GIFs and report.html."),
-    dataset: str = typer.Option(None, "--dataset", help="Explain all images of this dataset (default: the checkpoint's test images)."),
-    images: str = typer.Option(None, "--images", help="Explain the images of this folder or CSV manifest."),
+    dataset: str = typer.Option(None, "--dataset", help="Explain all images of this dataset (default: the checkpoint's held-out test images)."),
+    folder: Path = FOLDER,
+    manifest: Path = MANIFEST,
+    channels: str = CHANNELS,
     nucleus_channel: str = typer.Option(None, "--nucleus-channel", help="DNA channel: measure the signal inside vs outside the nucleus (Otsu)."),
     signal_channel: str = typer.Option(
         None, "--signal-channel", help="Channel whose nuclear contrast is measured (default: the first other channel)."
@@ -124,19 +111,20 @@ def explain(
 ) -> None:
     """ECINN counterfactuals (alpha_0, alpha_1), difference maps, probabilities, sweeps and metrics."""
     from phenolens.core.outputs import atomic_output_dir
-    from phenolens.explain.counterfactual.evaluate import GradientSettings, check_request, explain_images
+    from phenolens.explain.counterfactual.evaluate import GradientSettings, check_request, explain_counterfactuals
     from phenolens.explain.counterfactual.model import CounterfactualModel
     from phenolens.report.counterfactual import write_explanation
 
     model = CounterfactualModel.load(checkpoint)
     check_request(model, target, nucleus_channel, signal_channel)
-    if dataset or images:
-        data = read_images(dataset, images)
+    if dataset or folder or manifest:
+        data = read_images(dataset, folder, manifest, channels)
     else:
         source = model.info.get("source", {})
-        data = model.test_subset(read_images(source.get("dataset"), source.get("images"), source.get("channels", "")))
+        saved = {key: Path(source[key]) if source.get(key) else None for key in ("folder", "manifest")}
+        data = model.test_subset(read_images(source.get("dataset"), saved["folder"], saved["manifest"], source.get("channels", "")))
     settings = GradientSettings(lr=baseline_lr, proximity=proximity, max_steps=baseline_steps) if baseline else None
-    run = explain_images(
+    run = explain_counterfactuals(
         model, data, target, baseline=settings, autoencoder=autoencoder, nucleus_channel=nucleus_channel, signal_channel=signal_channel, sweeps=sweeps
     )
     with atomic_output_dir(out) as staging:
@@ -152,7 +140,7 @@ def counterfactual_demo(out: Path) -> tuple[list, dict]:
     import torch
 
     from phenolens.data.loaders import load
-    from phenolens.explain.counterfactual.evaluate import GradientSettings, explain_images
+    from phenolens.explain.counterfactual.evaluate import GradientSettings, explain_counterfactuals
     from phenolens.explain.counterfactual.model import TrainingSettings, train_counterfactual_model
     from phenolens.report.counterfactual import counterfactual_sections
 
@@ -163,7 +151,7 @@ def counterfactual_demo(out: Path) -> tuple[list, dict]:
         model, split = train_counterfactual_model(load("bbbc013"), ["CytoplasmicGFP", "NuclearGFP"], settings)
         test = split["data"].subset(split["test_index"])
         baseline = GradientSettings(max_steps=300, match_confidence=False)
-        run = explain_images(model, test, "NuclearGFP", baseline=baseline, nucleus_channel="DNA", sweeps=1)
+        run = explain_counterfactuals(model, test, "NuclearGFP", baseline=baseline, nucleus_channel="DNA", sweeps=1)
     finally:
         torch.set_num_threads(threads)
     sections = counterfactual_sections(run, out / "counterfactual", panels=1, prefix="demo_counterfactual")

@@ -1,12 +1,12 @@
 """Overlapping ultrasonic echoes: simulator, US-CNN detector, sparse-coding baselines, evaluation.
 
-    import phenolens as pl
+import phenolens as pl
 
-    train = pl.echoes.cached_simulation(pl.echoes.SimulationConfig(n_signals=10_000, seed=0))
-    detector = pl.echoes.EchoDetector("uscnn").fit(train.signals, train.heatmaps)
-    test = pl.echoes.simulate(pl.echoes.SimulationConfig(n_signals=500, mean_gap=1.0, seed=1))
-    found = detector.predict(test.signals)                       # Detections, strongest first
-    score = pl.echoes.score_detections(found, test.tof, test.amplitude, test.sigma, epsilon=0.1)
+train = pl.echoes.cached_simulation(pl.echoes.SimulationConfig(n_signals=10_000, seed=0))
+detector = pl.echoes.EchoDetector("uscnn").fit(train.signals, train.heatmaps)
+test = pl.echoes.simulate(pl.echoes.SimulationConfig(n_signals=500, mean_gap=1.0, seed=1))
+found = detector.predict(test.signals)                       # Detections, strongest first
+score = pl.echoes.score_detections(found, test.tof, test.amplitude, test.sigma, epsilon=0.1)
 """
 
 from phenolens.echoes.detection import Detections, detect_echoes, non_maximum_suppression

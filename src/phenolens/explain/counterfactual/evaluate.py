@@ -58,7 +58,7 @@ class ExplanationRun:
     metrics: dict = field(default_factory=dict)
 
 
-def explain_images(
+def explain_counterfactuals(
     model: CounterfactualModel,
     images: ImageSet,
     target: str,

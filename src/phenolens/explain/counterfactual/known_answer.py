@@ -1,7 +1,8 @@
 """Known-answer check for translocation assays: does a counterfactual move the signal into the nucleus?
 
-The nucleus is the Otsu foreground of the DNA channel of the *original* image, computed over the
-cell's pixels (pixels where any channel is non-zero; the whole frame when nothing is masked). The
+The nucleus is the Otsu foreground of the DNA channel of the *original* image (over its non-zero
+pixels, `phenolens.explain.masks`); the cell is every pixel where any channel is non-zero (the whole
+frame when nothing is masked). The
 statistic is the mean signal inside the nucleus minus the mean signal in the rest of the cell, so a
 counterfactual towards "nuclear" should raise it and one towards "cytoplasmic" should lower it.
 """
@@ -9,20 +10,9 @@ counterfactual towards "nuclear" should raise it and one towards "cytoplasmic" s
 from __future__ import annotations
 
 import numpy as np
-from skimage.filters import threshold_otsu
 
 from phenolens.core.errors import PhenolensError
-
-
-def nucleus_masks(originals: np.ndarray, nucleus_channel: int) -> tuple[np.ndarray, np.ndarray]:
-    """(nucleus, cell) boolean masks (N, H, W) from the originals (N, C, H, W)."""
-    cells = (originals != 0).any(axis=1)
-    cells[~cells.any(axis=(1, 2))] = True  # an all-zero crop: treat the frame as the cell
-    dna = originals[:, nucleus_channel]
-    # Otsu needs each cell's own histogram; the loop is over images, each call vectorised.
-    thresholds = np.array([threshold_otsu(values[mask]) if np.ptp(values[mask]) > 0 else np.inf for values, mask in zip(dna, cells)])
-    nuclei = cells & (dna > thresholds[:, None, None])
-    return nuclei, cells
+from phenolens.explain.masks import nucleus_masks
 
 
 def nuclear_contrast(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, signal_channel: int) -> np.ndarray:
@@ -51,7 +41,9 @@ def contrast_change(
         signal_index = others[0]
     else:
         signal_index = _channel_index(channel_names, signal_channel, "--signal-channel")
-    nuclei, cells = nucleus_masks(originals, nucleus_index)
+    cells = (originals != 0).any(axis=1)
+    cells[~cells.any(axis=(1, 2))] = True  # an all-zero crop: treat the frame as the cell
+    nuclei = nucleus_masks(originals, nucleus_index) & cells
     return nuclear_contrast(originals, nuclei, cells, signal_index), nuclear_contrast(counterfactuals, nuclei, cells, signal_index)
 
 

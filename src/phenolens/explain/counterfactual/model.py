@@ -150,7 +150,10 @@ class CounterfactualModel:
             raise PhenolensError(
                 f"{means_path}: missing or unreadable ECINN class means ({error}); retrain with `phenolens counterfactual train`"
             ) from None
-        settings = TrainingSettings(**card.extra.get("settings", {}))
+        try:
+            settings = TrainingSettings(**card.extra.get("settings", {}))
+        except TypeError as error:
+            raise PhenolensError(f"{folder / 'model.json'}: training settings from another phenolens version ({error}); retrain the model") from None
         interpolation = None
         if (folder / AUTOENCODER_FOLDER).is_dir():
             autoencoder, ae_card = load_model(folder / AUTOENCODER_FOLDER, expected_architecture="conv-autoencoder")
