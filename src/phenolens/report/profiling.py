@@ -48,6 +48,20 @@ def verdict(metrics: dict[str, dict]) -> str:
     return " ".join(text)
 
 
+def curve_summary(curve: pd.DataFrame) -> str:
+    """What the control-count curve says, in words: does the anomaly representation gain from more controls?"""
+    anomaly = curve[curve["representation"] == "anomaly"].sort_values("training_controls")
+    reference = curve[curve["representation"] == "cellprofiler"].iloc[0]
+    parts = []
+    for metric in [m for m in ("percent_replicating", "nsc_accuracy") if m in curve]:
+        values = ", ".join(f"{v:.3f}" for v in anomaly[metric])
+        change = anomaly[metric].iloc[-1] - anomaly[metric].iloc[0]
+        trend = "rises" if change > 0.01 else "falls" if change < -0.01 else "stays flat"
+        parts.append(f"{LABELS[metric]} {values} (it {trend}; cellprofiler {reference[metric]:.3f})")
+    counts = ", ".join(str(int(c)) for c in anomaly["training_controls"])
+    return f"Training the autoencoder on {counts} control wells gives anomaly " + "; ".join(parts) + "."
+
+
 def replicate_figure(evaluation: Evaluation):
     names = list(evaluation.replicates)
     fig, axes = figure(width=4.2 * len(names), height=3.4, ncols=len(names), squeeze=False)
@@ -235,6 +249,7 @@ def profiling_section(
             "Anomaly representation when the autoencoder trains on fewer controls; the dashed line is cellprofiler (independent of it).",
             f"{prefix}_control_curve.png",
         )
+        section.text(curve_summary(curve))
     if history_columns:
         section.figure(
             training_figure(history_columns), "Autoencoder loss per epoch; early stopping on validation controls.", f"{prefix}_training.png"
