@@ -69,6 +69,7 @@ def run_profiling(table: pd.DataFrame, columns: ProfileColumns, settings: RunSet
                 "hyperparameters": dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_)),
                 "search": profiler.search_.to_dict(orient="records"),
             },
+            "reproducible_treatments": evaluation.venn,
             "explained_group": group,
             "control_curve": curve.to_dict(orient="records") if curve is not None else None,
             "notes": evaluation.notes,

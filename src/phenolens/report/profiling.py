@@ -126,7 +126,8 @@ def moa_f1_figure(evaluation: Evaluation):
         axis.set_xlabel("F1 (mean over repeats)")
         axis.set_xlim(0, 1)
         axis.set_title(f"MoA F1 per class, {'logistic regression' if kind == 'lr' else 'MLP'}")
-    axes[0][0].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, 1.0), fontsize=9)
     return fig
 
 
@@ -139,6 +140,8 @@ def curve_figure(curve: pd.DataFrame):
             rows = rows.sort_values("training_controls")
             style = {"linestyle": "--"} if name == "cellprofiler" else {"marker": "o"}
             axis.plot(rows["training_controls"], rows[metric], color=colors[name], label=name, **style)
+        low, high = curve[metric].min(), curve[metric].max()
+        axis.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05))  # a one-treatment change must not look like a cliff
         axis.set_xlabel("autoencoder training controls (wells)")
         axis.set_ylabel(LABELS[metric])
         axis.set_title(f"{LABELS[metric]} vs training controls")
