@@ -46,6 +46,8 @@ def test_run_writes_every_output_with_the_promised_keys(run_dir):
     ):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    venn = metrics["reproducible_treatments"]
+    assert venn["all"] <= min(venn["cellprofiler"], venn["anomaly"]) <= venn["union"] <= venn["treatments"]
     for representation in ("cellprofiler", "anomaly", "concatenation"):
         assert set(HEADLINE) <= set(metrics[representation])
         assert 0 <= metrics[representation]["percent_replicating"] <= 1
@@ -142,7 +144,10 @@ def test_single_replicate_treatments_are_excluded_and_counted(run_dir):
     representation = profiles[[c for c in profiles if not c.startswith("anomaly__")]]
     keep_one = ~representation["Metadata_Treatment"].isin(["cpd0@1", "cpd1@1"]) | ~representation["Metadata_Treatment"].duplicated()
     settings = EvaluationSettings(moa_repeats=1, map_null_size=200, classifiers=("lr",))
-    evaluation = evaluate({"cellprofiler": representation[keep_one].reset_index(drop=True)}, COLUMNS, settings)
+    columns = ProfileColumns(**{**COLUMNS.__dict__, "positive_controls": "Metadata_Treatment == 'cpd0@2'"})
+    evaluation = evaluate({"cellprofiler": representation[keep_one].reset_index(drop=True)}, columns, settings)
+    assert -np.inf < evaluation.metrics["cellprofiler"]["z_prime_factor"] <= 1
+    assert evaluation.venn["cellprofiler"] == evaluation.venn["union"] == int(evaluation.replicates["cellprofiler"].treatments["reproducible"].sum())
     assert evaluation.replicates["cellprofiler"].single_replicate == 2
     assert "2 treatment(s) with a single well were excluded" in " ".join(evaluation.notes)
     assert "cpd0@1" not in evaluation.replicates["cellprofiler"].treatments.index

@@ -206,7 +206,12 @@ def evaluate(
     table = read_profiles(profiles, required_metadata=(columns.plate,))
     representations = with_concatenation(split_wide_table(table, columns), columns)
     evaluation = evaluate(representations, columns, _evaluation_settings(moa_repeats, classifiers, replicate_normalization, seed, jobs))
-    metrics = {**evaluation.metrics, "notes": evaluation.notes, "settings": {"columns": columns.__dict__, "evaluation": evaluation.settings}}
+    metrics = {
+        **evaluation.metrics,
+        "reproducible_treatments": evaluation.venn,
+        "notes": evaluation.notes,
+        "settings": {"columns": columns.__dict__, "evaluation": evaluation.settings},
+    }
     title = f"phenolens profile evaluate: {', '.join(map(str, profiles))}"
     with atomic_output_dir(out) as staging:
         write_json(staging / "metrics.json", metrics)

@@ -161,17 +161,21 @@ def read_profiles(paths: str | Path | Sequence[str | Path], required_metadata: S
         for column in required_metadata:
             if column not in table:
                 raise PhenolensError(f"{path}: missing metadata column {column!r}; add it or name another with the matching option")
-        features = [c for c in table.columns if not str(c).startswith("Metadata_")]
-        if not features:
-            raise PhenolensError(f"{path}: no feature columns (every column starts with Metadata_)")
-        bad = [c for c in features if not pd.api.types.is_numeric_dtype(table[c])]
-        if bad:
-            raise PhenolensError(
-                f"{path}: feature column {bad[0]!r} is not numeric"
-                f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; rename metadata columns with a Metadata_ prefix or fix the values"
-            )
+        require_numeric_features(table, feature_columns(table), str(path))
         tables.append(table)
     return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+
+
+def require_numeric_features(table: pd.DataFrame, features: Sequence[str], source: str) -> None:
+    """PhenolensError naming `source` unless `features` is non-empty and every one is numeric."""
+    if not features:
+        raise PhenolensError(f"{source}: no feature columns (every column starts with Metadata_)")
+    bad = [c for c in features if not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise PhenolensError(
+            f"{source}: feature column {bad[0]!r} is not numeric"
+            f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; rename metadata columns with a Metadata_ prefix or fix the values"
+        )
 
 
 def feature_columns(table: pd.DataFrame) -> list[str]:

@@ -52,6 +52,7 @@ class Evaluation:
     z_factors: dict[str, pd.Series]
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    venn: dict[str, int] = field(default_factory=dict)
 
 
 def wide_table(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> pd.DataFrame:
@@ -143,11 +144,29 @@ def evaluate(representations: dict[str, pd.DataFrame], columns: ProfileColumns, 
         if columns.positive_controls:
             positive = select_wells(reference, columns.positive_controls, "profiles", "--positive-controls")
             metrics[name]["z_prime_factor"] = z_prime_factor(scores[positive], scores[null_controls])
+    if not columns.positive_controls:
+        notes.append(
+            "No positive-control query: Z'-factors were not computed; the median Z-factor of the treatments' anomaly scores "
+            "against held-out negative controls is reported instead."
+        )
     single = next(iter(replicates.values())).single_replicate
     if single:
         notes.append(f"{single} treatment(s) with a single well were excluded from percent replicating and mAP.")
     neighbors, classifiers = _moa(representations, columns, treated, replicates, settings, metrics, notes)
-    return Evaluation(metrics, replicates, maps, neighbors, classifiers, hits, z_factors, notes, asdict(settings))
+    return Evaluation(metrics, replicates, maps, neighbors, classifiers, hits, z_factors, notes, asdict(settings), venn_counts(replicates))
+
+
+def venn_counts(replicates: dict[str, ReplicateResult]) -> dict[str, int]:
+    """How many treatments each representation makes reproducible, their union and intersection,
+    and how many only one representation does."""
+    sets = {name: set(result.treatments.index[result.treatments["reproducible"]]) for name, result in replicates.items()}
+    counts = {name: len(members) for name, members in sets.items()}
+    counts["union"] = len(set().union(*sets.values()))
+    counts["all"] = len(set.intersection(*sets.values()))
+    for name, members in sets.items():
+        counts[f"only_{name}"] = len(members - set().union(*(m for n, m in sets.items() if n != name)))
+    counts["treatments"] = len(next(iter(replicates.values())).treatments)
+    return counts
 
 
 def replicate_space(values: np.ndarray, frame: pd.DataFrame, columns: ProfileColumns, settings: EvaluationSettings) -> np.ndarray:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
-from phenolens.data.readers import feature_columns
+from phenolens.data.readers import feature_columns, require_numeric_features
 
 log = get_logger(__name__)
 
@@ -111,14 +111,7 @@ def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str =
             )
     named = set(columns.named().values())
     features = [c for c in feature_columns(table) if c not in named]
-    if not features:
-        raise PhenolensError(f"{source}: no feature columns; features are the columns whose names do not start with Metadata_")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(table[c])]
-    if non_numeric:
-        raise PhenolensError(
-            f"{source}: feature column {non_numeric[0]!r} is not numeric"
-            f"{f' (and {len(non_numeric) - 1} more)' if len(non_numeric) > 1 else ''}; prefix metadata columns with Metadata_ or fix the values"
-        )
+    require_numeric_features(table, features, source)
     table = table.reset_index(drop=True)
     quality: dict = {"source": source, "wells_in": len(table), "features_in": len(features)}
 

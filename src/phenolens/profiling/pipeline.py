@@ -69,6 +69,7 @@ def run_profiling(table: pd.DataFrame, columns: ProfileColumns, settings: RunSet
                 "hyperparameters": dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_)),
                 "search": profiler.search_.to_dict(orient="records"),
             },
+            "reproducible_treatments": evaluation.venn,
             "explained_group": group,
             "control_curve": curve.to_dict(orient="records") if curve is not None else None,
             "notes": evaluation.notes,
@@ -112,16 +113,17 @@ def _explain_top_treatment(profiler, representations, evaluation, columns, setti
 
 
 def _control_curve(table, columns, settings, profiler, representations, evaluation) -> pd.DataFrame:
-    """Anomaly scores when the autoencoder trains on fewer controls (everything else fixed);
-    the cellprofiler representation does not depend on it and is the reference line."""
+    """Anomaly scores when the autoencoder trains on fewer controls (everything else fixed, with the
+    hyper-parameters the full run chose); cellprofiler does not depend on it and is the reference line."""
     n_train = int((profiler.roles_ == TRAIN).sum())
+    chosen = dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_))
     rows = []
     for fraction in settings.curve_fractions:
         smaller = AnomalyProfiler(
             controls=columns.controls,
             plate_column=columns.plate,
             batch_column=columns.batch,
-            **{**settings.profiler, "max_train_controls": max(2, int(round(fraction * n_train)))},
+            **{**settings.profiler, **chosen, "search_trials": 0, "max_train_controls": max(2, int(round(fraction * n_train)))},
         )
         scores = core_scores(smaller.fit_transform(table)["anomaly"], columns, settings.evaluation)
         rows.append({"training_controls": smaller.max_train_controls, "representation": "anomaly", **scores})

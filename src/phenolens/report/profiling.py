@@ -48,6 +48,20 @@ def verdict(metrics: dict[str, dict]) -> str:
     return " ".join(text)
 
 
+def curve_summary(curve: pd.DataFrame) -> str:
+    """What the control-count curve says, in words: does the anomaly representation gain from more controls?"""
+    anomaly = curve[curve["representation"] == "anomaly"].sort_values("training_controls")
+    reference = curve[curve["representation"] == "cellprofiler"].iloc[0]
+    parts = []
+    for metric in [m for m in ("percent_replicating", "nsc_accuracy") if m in curve]:
+        values = ", ".join(f"{v:.3f}" for v in anomaly[metric])
+        change = anomaly[metric].iloc[-1] - anomaly[metric].iloc[0]
+        trend = "rises" if change > 0.01 else "falls" if change < -0.01 else "stays flat"
+        parts.append(f"{LABELS[metric]} {values} (it {trend}; cellprofiler {reference[metric]:.3f})")
+    counts = ", ".join(str(int(c)) for c in anomaly["training_controls"])
+    return f"Training the autoencoder on {counts} control wells gives anomaly " + "; ".join(parts) + "."
+
+
 def replicate_figure(evaluation: Evaluation):
     names = list(evaluation.replicates)
     fig, axes = figure(width=4.2 * len(names), height=3.4, ncols=len(names), squeeze=False)
@@ -112,7 +126,8 @@ def moa_f1_figure(evaluation: Evaluation):
         axis.set_xlabel("F1 (mean over repeats)")
         axis.set_xlim(0, 1)
         axis.set_title(f"MoA F1 per class, {'logistic regression' if kind == 'lr' else 'MLP'}")
-    axes[0][0].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(names), bbox_to_anchor=(0.5, 1.0), fontsize=9)
     return fig
 
 
@@ -125,6 +140,8 @@ def curve_figure(curve: pd.DataFrame):
             rows = rows.sort_values("training_controls")
             style = {"linestyle": "--"} if name == "cellprofiler" else {"marker": "o"}
             axis.plot(rows["training_controls"], rows[metric], color=colors[name], label=name, **style)
+        low, high = curve[metric].min(), curve[metric].max()
+        axis.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05))  # a one-treatment change must not look like a cliff
         axis.set_xlabel("autoencoder training controls (wells)")
         axis.set_ylabel(LABELS[metric])
         axis.set_title(f"{LABELS[metric]} vs training controls")
@@ -235,6 +252,7 @@ def profiling_section(
             "Anomaly representation when the autoencoder trains on fewer controls; the dashed line is cellprofiler (independent of it).",
             f"{prefix}_control_curve.png",
         )
+        section.text(curve_summary(curve))
     if history_columns:
         section.figure(
             training_figure(history_columns), "Autoencoder loss per epoch; early stopping on validation controls.", f"{prefix}_training.png"
