@@ -69,7 +69,8 @@ class SignDictionary:
     """Visual-word dictionaries over chosen layers of a frozen CNN.
 
     Parameters: `layers` (module names; default: `model.stage_names()`), `words` (K per layer, an
-    int or one per layer), `loss` ("discriminative" or "generative"), optimisation settings, and
+    int or one per layer), `loss` ("discriminative" or "generative"), optimisation settings (`epochs`
+    over the images for the discriminative loss, `updates` Adam steps on columns for the generative one), and
     `temperature` (posterior softening for the discriminative histograms; default sqrt(D)).
     Learned: `layers_` (input to output), `dictionaries_`, `heads_` (discriminative classifiers),
     `fields_` (receptive fields), `output_dictionary_`, `classes_`.
@@ -82,6 +83,7 @@ class SignDictionary:
         words: int | list[int] = 64,
         loss: str = "discriminative",
         epochs: int = 8,
+        updates: int = 1000,
         batch_size: int = 64,
         lr: float = 0.02,
         temperature: float | None = None,
@@ -92,7 +94,7 @@ class SignDictionary:
     ):
         self.model = model.eval()
         self.layers, self.words, self.loss = layers, words, loss
-        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.epochs, self.updates, self.batch_size, self.lr = epochs, updates, batch_size, lr
         self.temperature, self.generative_weight = temperature, generative_weight
         self.max_columns, self.receptive_method, self.seed = max_columns, receptive_method, seed
 
@@ -118,7 +120,7 @@ class SignDictionary:
         }
         if self.loss == "generative":
             for layer, dictionary in self.dictionaries_.items():
-                fit_columns(dictionary, pool[layer], epochs=self.epochs, lr=self.lr, seed=self.seed, description=f"dictionary {layer}")
+                fit_columns(dictionary, pool[layer], updates=self.updates, seed=self.seed, description=f"dictionary {layer}")
             self.heads_ = {}
         else:
             self._fit_discriminative(images, torch.as_tensor(np.asarray(y), dtype=torch.long), n_classes)

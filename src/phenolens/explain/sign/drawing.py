@@ -60,10 +60,13 @@ def _outline(tile: np.ndarray, box: np.ndarray, scale: tuple[float, float]) -> n
     return tile
 
 
-def example_tile(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+def example_tile(rgb: np.ndarray, box: np.ndarray | None) -> np.ndarray:
     """The receptive-field patch of `box` (top, left, bottom, right) of an (H, W, 3) image, or the
-    whole image with the box in red when the field covers more than a quarter of the image."""
+    whole image with the box in red when the field covers more than a quarter of the image
+    (no box: the whole image, for output-layer words)."""
     height, width = rgb.shape[:2]
+    if box is None:
+        return _resize(rgb, TILE)
     top, left, bottom, right = box
     if (bottom - top + 1) * (right - left + 1) > WHOLE_IMAGE_FRACTION * height * width:
         return _outline(_resize(rgb, TILE).copy(), box, (TILE / height, TILE / width))
@@ -95,9 +98,8 @@ def node_panel(
     else:
         found = builder.examples(layer, word, count)
         examples, boxes = found[:, 0], builder.dictionary.fields_.input_boxes(layer)[found[:, 1], found[:, 2]]
-    height, width = rgb.shape[1:3]
     for i, image in enumerate(examples):
-        box = boxes[i] if boxes is not None else np.array([0, 0, height - 1, width - 1])
+        box = boxes[i] if boxes is not None else None
         row, col = divmod(i, columns)
         panel[row * (TILE + 2) : row * (TILE + 2) + TILE, col * (TILE + 2) : col * (TILE + 2) + TILE] = example_tile(rgb[image], box)
     if analysed is None:

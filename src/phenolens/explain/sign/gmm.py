@@ -122,7 +122,7 @@ class GaussianDictionary(nn.Module):
 def fit_columns(
     dictionary: GaussianDictionary,
     columns: torch.Tensor,
-    epochs: int = 10,
+    updates: int = 1000,
     batch_size: int = 2048,
     lr: float = 0.02,
     variance_lr: float = 0.5,
@@ -131,19 +131,20 @@ def fit_columns(
 ):
     """Fit `dictionary` in place by Adam on the mean negative log-likelihood of `columns`; return the History.
 
-    Columns are shuffled once and served in contiguous chunks, so an epoch costs a few hundred
-    tensor slices rather than a million item look-ups.
+    About `updates` optimiser steps are taken (whole epochs, at least one), with a cosine-decayed
+    learning rate. Columns are shuffled once and served in contiguous chunks, so an epoch costs a
+    few hundred tensor slices rather than a million item look-ups.
     """
     from phenolens.training import fit
     from phenolens.training.schedules import CosineDecay
 
     columns = torch.as_tensor(columns, dtype=torch.float32)
-    chunk = 1024
+    chunk = max(1, min(1024, batch_size, len(columns) // 16))
     usable = len(columns) // chunk * chunk
-    if usable == 0:
-        raise PhenolensError(f"only {len(columns)} columns; the dictionary needs at least {chunk}")
     order = torch.randperm(len(columns), generator=torch_generator(seed))[:usable]
     chunks = columns[order].reshape(-1, chunk, columns.shape[1])
+    chunks_per_batch = max(1, batch_size // chunk)
+    epochs = max(1, math.ceil(updates / math.ceil(len(chunks) / chunks_per_batch)))
 
     def step(model: GaussianDictionary, batch, epoch: int) -> torch.Tensor:
         return -model.log_likelihood(batch[0].reshape(-1, model.n_features)).mean() / model.n_features
@@ -153,7 +154,7 @@ def fit_columns(
         (chunks,),
         step,
         epochs=epochs,
-        batch_size=max(1, batch_size // chunk),
+        batch_size=chunks_per_batch,
         optimizer=dictionary.optimizer(lr, variance_lr),
         callbacks=[CosineDecay(epochs)],
         seed=seed,

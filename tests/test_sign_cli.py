@@ -1,0 +1,96 @@
+"""`phenolens sign ...` end to end on a few real MitoCheck crops, and its bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from phenolens.cli.main import run
+
+CLASSES = ["Interphase", "Prometaphase"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A class-folder of 2 x 12 real MitoCheck nuclei, a tiny classifier trained on it and a SIGN fit."""
+    from phenolens.data import load
+
+    root = tmp_path_factory.mktemp("sign")
+    mitocheck = load("mitocheck")
+    for name in CLASSES:
+        (root / "crops" / name).mkdir(parents=True)
+        for i, index in enumerate(np.flatnonzero(mitocheck.labels == mitocheck.class_names.index(name))[:12]):
+            np.save(root / "crops" / name / f"{i:02d}.npy", mitocheck.images[index][:, 16:48, 16:48])
+    folder = ["--folder", str(root / "crops"), "--channels", "H2B"]
+    train = [
+        "train",
+        *folder,
+        "--out",
+        str(root / "model"),
+        "--width",
+        "0.125",
+        "--blocks",
+        "1,1",
+        "--stem-stride",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+    ]
+    assert run(train) == 0
+    base = ["sign", "fit", str(root / "model"), *folder, "--epochs", "1", "--validation-fraction", "0.5"]
+    assert run([*base, "--layers", "stage1,stage2", "--words", "6,5", "--out", str(root / "fit")]) == 0
+    return root, folder, base
+
+
+def test_fit_writes_the_metrics_schema_and_a_reusable_run(workspace):
+    root, _, _ = workspace
+    metrics = json.loads((root / "fit" / "metrics.json").read_text())
+    assert [layer["name"] for layer in metrics["layers"]] == ["stages.stage1", "stages.stage2"]  # input to output
+    for layer in metrics["layers"]:
+        assert {"name", "bow_error", "bow_error_max_channel", "purity"} <= layer.keys()
+        assert 0.0 <= layer["bow_error"] <= 1.0 and 0.0 < layer["purity"] <= 1.0
+    for name in ["report.html", "run.json", "split.npz", "quality.csv", "dictionary/dictionary.safetensors", "model/model.json"]:
+        assert (root / "fit" / name).is_file()
+
+
+def test_graph_draws_class_and_image_graphs(workspace):
+    root, _, _ = workspace
+    assert run(["sign", "graph", str(root / "fit"), "--class", "Interphase", "--out", str(root / "graph")]) == 0
+    graph = json.loads((root / "graph" / "class_00.json").read_text())
+    assert graph["kind"] == "class" and graph["layers"] == ["stages.stage1", "stages.stage2", "output"]
+    assert graph["nodes"][0]["id"] == "output:0" and any(node["layer"] == "stages.stage1" for node in graph["nodes"])
+    assert all(edge["upper"].split(":")[0] != edge["lower"].split(":")[0] for edge in graph["edges"])
+    for suffix in ("png", "svg"):
+        assert (root / "graph" / f"class_00.{suffix}").stat().st_size > 1000
+    image = root / "crops" / "Prometaphase" / "03.npy"
+    assert run(["sign", "graph", str(root / "fit"), "--image", str(image), "--out", str(root / "image")]) == 0
+    metrics = json.loads((root / "image" / "metrics.json").read_text())
+    assert metrics["kind"] == "image" and metrics["predicted"] in CLASSES
+
+
+def test_mlp_paths_end_to_end(workspace):
+    root, folder, _ = workspace
+    assert run(["sign", "train-mlp", *folder, "--hidden", "16,12,8", "--epochs", "3", "--random-labels", "--out", str(root / "mlp")]) == 0
+    assert (root / "mlp" / "training.npz").is_file()
+    assert run(["sign", "hmm", str(root / "mlp"), *folder, "--states", "3", "--epochs", "2", "--training-images", "--out", str(root / "hmm")]) == 0
+    metrics = json.loads((root / "hmm" / "metrics.json").read_text())
+    assert [layer["states"] for layer in metrics["layers"]] == [3, 3, 3]
+    assert len(metrics["example_path"]) == 3
+
+
+def test_bad_input_gives_one_line_errors(workspace, capsys):
+    root, _, base = workspace
+    assert run([*base, "--layers", "stage9", "--out", str(root / "bad")]) == 2
+    assert "'stage9' does not exist" in capsys.readouterr().err
+    assert run([*base, "--layers", "head", "--out", str(root / "bad")]) == 2
+    assert "not convolutional" in capsys.readouterr().err
+    assert run([*base, "--layers", "stage2", "--words", "100000", "--out", str(root / "bad")]) == 2
+    assert "K = 100000 words" in capsys.readouterr().err
+    assert run(["sign", "graph", str(root / "fit"), "--class", "Anaphase"]) == 2
+    assert "unknown class 'Anaphase'" in capsys.readouterr().err
+    assert run(["sign", "graph", str(root)]) == 2
+    assert not (root / "bad").exists()
