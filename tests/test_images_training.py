@@ -154,8 +154,8 @@ def test_fit_classifier_learns_and_round_trips(tmp_path):
     assert again.class_names == ["outside", "inside"] and again.channel_names == ["reporter", "dna"] and again.size == 16
     assert np.allclose(again.predict_proba(labelled), proba, atol=1e-6)
     assert len(again.history.epochs) == 12
-    same_seed = fit_classifier(images, "resnet18", width=0.125, epochs=2, batch_size=16, validation_fraction=0.0, seed=1)
-    repeat = fit_classifier(images, "resnet18", width=0.125, epochs=2, batch_size=16, validation_fraction=0.0, seed=1)
+    same_seed = fit_classifier(images, "resnet18", width=0.125, blocks=[1, 1], epochs=2, batch_size=16, validation_fraction=0.0, seed=1)
+    repeat = fit_classifier(images, "resnet18", width=0.125, blocks=[1, 1], epochs=2, batch_size=16, validation_fraction=0.0, seed=1)
     assert np.allclose(same_seed.predict_proba(labelled), repeat.predict_proba(labelled), atol=1e-6)
 
 
