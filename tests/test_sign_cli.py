@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from sign_networks import single_thread  # noqa: F401  (autouse fixture)
 
 from phenolens.cli.main import run
 

@@ -54,7 +54,7 @@ def network():
 @pytest.mark.parametrize("loss", ["discriminative", "generative"])
 def test_sign_dictionary_fits_encodes_and_round_trips(network, images, loss, tmp_path):
     x, y = images
-    dictionary = SignDictionary(network, words=[6, 5, 4], loss=loss, epochs=2, batch_size=16, seed=0).fit(x, y)
+    dictionary = SignDictionary(network, words=[6, 5, 4], loss=loss, epochs=2, updates=150, batch_size=16, seed=0).fit(x, y)
     assert dictionary.layers_ == ["layer1", "layer2", "layer3"]
     maps = dictionary.encode(x)
     assert maps.words["layer1"].shape == (48, 8, 8) and maps.words["layer3"].shape == (48, 2, 2)

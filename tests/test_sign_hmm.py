@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
+from sign_networks import single_thread  # noqa: F401  (autouse fixture)
 
 from phenolens.core.errors import PhenolensError
 from phenolens.explain.sign.hmm import RectifiedGaussianHMM, censored_moments, rectified_log_density

@@ -32,6 +32,7 @@ from phenolens.explain.sign.receptive import ReceptiveFields
 
 LOSSES = ("discriminative", "generative")
 OUTPUT_SIGMA = 0.1
+CACHE_BYTES = 1_000_000_000  # keep every layer's maps in memory (one forward pass in all) below this size
 
 
 @dataclass
@@ -114,7 +115,8 @@ class SignDictionary:
         with torch.no_grad():
             n_classes = self.model(images[:1]).shape[1]
         self.classes_ = np.arange(n_classes)
-        pool = self._column_pool(images)
+        cache = self._cached_maps(images)
+        pool = self._column_pool(images, cache)
         self.dictionaries_ = {
             layer: GaussianDictionary.initialise(pool[layer], k, seed=self.seed, name=f"layer {layer!r}") for layer, k in zip(self.layers_, sizes)
         }
@@ -123,7 +125,7 @@ class SignDictionary:
                 fit_columns(dictionary, pool[layer], updates=self.updates, seed=self.seed, description=f"dictionary {layer}")
             self.heads_ = {}
         else:
-            self._fit_discriminative(images, torch.as_tensor(np.asarray(y), dtype=torch.long), n_classes)
+            self._fit_discriminative(images, torch.as_tensor(np.asarray(y), dtype=torch.long), n_classes, cache)
         for dictionary in self.dictionaries_.values():
             dictionary.requires_grad_(False)
         return self._attach_fields(images[:1], n_classes)
@@ -134,20 +136,36 @@ class SignDictionary:
         self.output_dictionary_ = GaussianDictionary.fixed(torch.eye(n_classes), OUTPUT_SIGMA)
         return self
 
-    def _column_pool(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _cached_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """Every layer's maps for all images from one forward pass, or None when they would exceed CACHE_BYTES."""
+        with ActivationTap(self.model, self.layers_) as tap:
+            tap.run(images[:1])
+            per_image = sum(tap.outputs[layer].numel() * 4 for layer in self.layers_)
+            if per_image * len(images) > CACHE_BYTES:
+                return None
+            parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers_}
+            for batch in iter_batches(images, 256):
+                tap.run(batch)
+                for layer in self.layers_:
+                    parts[layer].append(tap.outputs[layer])
+        return {layer: torch.cat(maps) for layer, maps in parts.items()}
+
+    def _column_pool(self, images: torch.Tensor, cache: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         """Activation columns of every layer, a seeded uniform sample of at most `max_columns` per layer."""
         generator = torch_generator(self.seed)
         kept: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers_}
         with ActivationTap(self.model, self.layers_) as tap:
-            for batch in iter_batches(images, 256):
-                tap.run(batch)
+            for start in range(0, len(images), 256):
+                if cache is None:
+                    tap.run(images[start : start + 256])
+                outputs = tap.outputs if cache is None else {layer: maps[start : start + 256] for layer, maps in cache.items()}
                 for layer in self.layers_:
-                    cols = columns(tap.outputs[layer])
-                    keep = min(1.0, self.max_columns / (len(images) * cols.shape[0] / len(batch)))
+                    cols = columns(outputs[layer])
+                    keep = self.max_columns / (len(images) * cols.shape[0] / len(outputs[layer]))
                     kept[layer].append(cols[torch.rand(len(cols), generator=generator) < keep] if keep < 1 else cols)
         return {layer: torch.cat(parts) for layer, parts in kept.items()}
 
-    def _fit_discriminative(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> None:
+    def _fit_discriminative(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int, cache: dict[str, torch.Tensor] | None) -> None:
         from phenolens.training import fit
         from phenolens.training.schedules import CosineDecay
 
@@ -161,22 +179,23 @@ class SignDictionary:
         tap = ActivationTap(self.model, self.layers_)
 
         def step(bank: nn.ModuleDict, batch, epoch: int) -> torch.Tensor:
-            x, y = batch
-            tap.run(x)
+            index, y = batch
+            if cache is None:
+                tap.run(images[index])
+            outputs = tap.outputs if cache is None else {layer: maps[index] for layer, maps in cache.items()}
             loss = 0.0
             for key, layer in zip(keys, self.layers_):
                 dictionary = bank["dictionaries"][key]
-                maps = tap.outputs[layer]
-                cols = columns(maps)
-                log_joint = dictionary.log_joint(cols)
-                histogram = torch.softmax(log_joint / self._temperature(dictionary), 1).reshape(len(x), -1, dictionary.n_words).mean(1)
+                log_joint = dictionary.log_joint(columns(outputs[layer]))
+                histogram = torch.softmax(log_joint / self._temperature(dictionary), 1).reshape(len(y), -1, dictionary.n_words).mean(1)
                 loss = loss + F.cross_entropy(bank["heads"][key](histogram * dictionary.n_words), y)
                 loss = loss - self.generative_weight * torch.logsumexp(log_joint, 1).mean() / dictionary.n_features
             return loss
 
         with tap:
             schedule = [CosineDecay(self.epochs)]
-            fit(bank, (images, labels), step, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, callbacks=schedule, seed=self.seed)
+            train = (torch.arange(len(images)), labels)
+            fit(bank, train, step, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, callbacks=schedule, seed=self.seed)
         self.heads_ = {layer: bank["heads"][key].requires_grad_(False) for key, layer in zip(keys, self.layers_)}
 
     def _temperature(self, dictionary: GaussianDictionary) -> float:
