@@ -11,7 +11,7 @@ and the speed ratio (target >= 5).
 
 Float32 convolutions of a batch and of one image round differently (~1e-7); where a ReLU input
 lies that close to 0 the gate flips and the input gradient of that image changes visibly. The
-script therefore also prints how many images agree to 1e-5 (float64 agrees everywhere).
+script therefore also prints how many images agree to 1e-5 (in float64 the worst saliency map checked agreed exactly).
 
 Without --model the network is a seeded, untrained ResNet-18 (speed and agreement do not depend on
 the weights); pass a `phenolens train` folder to explain a trained one.
