@@ -3,15 +3,17 @@
 BBBC013's class is where FKHR-GFP sits relative to the nucleus, so a faithful map of a
 NuclearGFP crop must put its GFP evidence inside the DNA-defined nucleus and a CytoplasmicGFP
 map outside it. Sized to finish in about a minute on two cores: one held-out split, a 3-stage
-ResNet at quarter width on full-resolution 64 px crops
-(a stride-2 stem trains faster but gives coarser, checkerboard gradients).
+ResNet at quarter width with a stride-2 stem on 64 px crops. That stem
+costs a quarter of a full-resolution one but gives coarser, checkerboard gradients: the
+known-answer numbers of the issue come from the full-resolution model of
+benchmarks/images_targets.py, not from this demo.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-DEMO_TRAINING = {"arch": "resnet18", "width": 0.25, "blocks": [1, 1, 1], "stem_stride": 1, "size": 64, "epochs": 12, "batch_size": 32, "seed": 0}
+DEMO_TRAINING = {"arch": "resnet18", "width": 0.25, "blocks": [1, 1, 1], "stem_stride": 2, "size": 64, "epochs": 15, "batch_size": 32, "seed": 0}
 DEMO_METHODS = ["saliency", "gradcam", "integrated_gradients"]
 
 
