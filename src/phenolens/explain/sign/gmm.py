@@ -124,8 +124,8 @@ def fit_columns(
     columns: torch.Tensor,
     updates: int = 1000,
     batch_size: int = 2048,
-    lr: float = 0.02,
-    variance_lr: float = 0.5,
+    lr: float = 0.01,
+    variance_lr: float = 0.3,
     seed: int = 0,
     description: str = "fitting dictionary",
 ):
