@@ -138,7 +138,7 @@ def demo_step(out: Path) -> tuple[list, dict]:
     chosen = np.concatenate([rng.permutation(np.flatnonzero(mitocheck.labels == c))[:90] for c in range(len(mitocheck.class_names))])
     images = mitocheck.subset(np.sort(chosen))
     classifier = fit_classifier(
-        images, "resnet18", width=0.125, blocks=[1, 1, 1], stem_stride=2, size=48, epochs=6, batch_size=32, loss="softmax",
+        images, "resnet18", width=0.125, blocks=[1, 1, 1], stem_stride=2, size=48, epochs=5, batch_size=32, loss="softmax",
         augment=False, pseudo_labels=False, validation_fraction=0.15, seed=0, description="demo CNN",
     )  # fmt: skip
     result = fit_sign(classifier, images, layers=["stage1", "stage2", "stage3"], words=24, epochs=3, validation_fraction=0.35, seed=0)
