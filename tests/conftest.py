@@ -40,3 +40,14 @@ def cli(capsys):
         return status, captured.out, captured.err
 
     return invoke
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one torch thread avoids paying thread hand-offs on every small operation."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,12 +20,7 @@ ISSUE_KEYS = (
 TINY = ["--size", "32", "--blocks", "1", "--hidden", "4", "--epochs", "1", "--autoencoder-epochs", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,7 @@ from phenolens.explain.counterfactual.known_answer import contrast_change
 from phenolens.nn.autoencoder import ConvAutoencoder
 from phenolens.nn.iresnet import InvertibleResNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def two_class_images(count: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,14 +6,7 @@ import torch
 from phenolens.core.errors import PhenolensError
 from phenolens.nn.iresnet import ActNorm, InvertibleBlock, InvertibleResNet, SpectralConv2d, Squeeze
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread avoids paying thread hand-offs on every small convolution."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model(pad_channels: int = 5, seed: int = 0) -> InvertibleResNet:

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from sign_networks import single_thread  # noqa: F401  (autouse fixture)
 
 from phenolens.cli.main import run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES = ["Interphase", "Prometaphase"]
 

@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from sign_networks import TinyResNet, single_thread  # noqa: F401  (autouse fixture)
+from sign_networks import TinyResNet
 
 from phenolens.core.errors import PhenolensError
 from phenolens.explain.sign import GaussianDictionary, SignDictionary, fit_columns, histograms
 from phenolens.explain.sign.layers import OUTPUT
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mixture_columns(n: int, seed: int) -> np.ndarray:

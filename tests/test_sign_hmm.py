@@ -7,10 +7,11 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import norm
-from sign_networks import single_thread  # noqa: F401  (autouse fixture)
 
 from phenolens.core.errors import PhenolensError
 from phenolens.explain.sign.hmm import RectifiedGaussianHMM, censored_moments, rectified_log_density
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MEANS = np.array([[1.5, -0.3, 0.8, 2.0], [-0.4, 1.2, 2.0, 0.3], [0.5, 2.5, 0.2, 1.0]])
 SIGMAS = np.array([[0.5, 0.8, 0.4, 0.6], [0.7, 0.5, 0.6, 0.4], [0.4, 0.6, 0.9, 0.5]])

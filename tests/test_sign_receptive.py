@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from sign_networks import TinyResNet, single_thread  # noqa: F401  (autouse fixture)
+from sign_networks import TinyResNet
 from torch import nn
 
 from phenolens.core.errors import PhenolensError
 from phenolens.explain.sign.receptive import INPUT, ReceptiveFields, probe_support
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LAYERS = ["layer1", "layer2", "layer3"]
 

@@ -5,12 +5,14 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from sign_networks import HandMade, single_thread  # noqa: F401  (autouse fixture)
+from sign_networks import HandMade
 
 from phenolens.explain.sign.dictionary import SignDictionary
 from phenolens.explain.sign.gmm import GaussianDictionary
 from phenolens.explain.sign.graph import InferenceGraphBuilder
 from phenolens.explain.sign.layers import OUTPUT
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 LAYER1_MEANS = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])
 LAYER2_MEANS = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0], [2.0, 2.0], [5.0, 1.0]])

@@ -167,7 +167,7 @@ class SignDictionary:
 
     def _fit_discriminative(self, images: torch.Tensor, labels: torch.Tensor, n_classes: int, cache: dict[str, torch.Tensor] | None) -> None:
         from phenolens.training import fit
-        from phenolens.training.schedules import CosineDecay
+        from phenolens.training.loop import CosineAnnealing
 
         keys = [f"layer{i}" for i in range(len(self.layers_))]
         bank = nn.ModuleDict(
@@ -193,7 +193,7 @@ class SignDictionary:
             return loss
 
         with tap:
-            schedule = [CosineDecay(self.epochs)]
+            schedule = [CosineAnnealing(self.epochs)]
             train = (torch.arange(len(images)), labels)
             fit(bank, train, step, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, callbacks=schedule, seed=self.seed)
         self.heads_ = {layer: bank["heads"][key].requires_grad_(False) for key, layer in zip(keys, self.layers_)}

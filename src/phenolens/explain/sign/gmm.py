@@ -136,7 +136,7 @@ def fit_columns(
     few hundred tensor slices rather than a million item look-ups.
     """
     from phenolens.training import fit
-    from phenolens.training.schedules import CosineDecay
+    from phenolens.training.loop import CosineAnnealing
 
     columns = torch.as_tensor(columns, dtype=torch.float32)
     chunk = max(1, min(1024, batch_size, len(columns) // 16))
@@ -156,7 +156,7 @@ def fit_columns(
         epochs=epochs,
         batch_size=chunks_per_batch,
         optimizer=dictionary.optimizer(lr, variance_lr),
-        callbacks=[CosineDecay(epochs)],
+        callbacks=[CosineAnnealing(epochs)],
         seed=seed,
         description=description,
     )
