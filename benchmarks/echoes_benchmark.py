@@ -25,15 +25,15 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def train(out: Path, small: bool) -> dict:
+def train(out: Path, small: bool, pulse_from: str) -> dict:
+    from phenolens.cli.echoes import training_pulse
     from phenolens.core.outputs import write_json
     from phenolens.echoes.detector import EchoDetector
     from phenolens.echoes.pipeline import save_uscnn, training_data
-    from phenolens.echoes.pulse import PulseShape
     from phenolens.echoes.training import TrainingSettings
 
     n_signals, settings = (1000, TrainingSettings(epochs=3)) if small else (10000, TrainingSettings())
-    pulse = PulseShape()
+    pulse = training_pulse(pulse_from, None, None, None)
     data = training_data(n_signals, "narrow", pulse, seed=0)
     cpu_before = cpu_seconds()
     detector = EchoDetector("uscnn", pulse=pulse, training=settings).fit(data.signals, data.heatmaps)
@@ -57,6 +57,12 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="seconds-scale run for CI")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/echoes-benchmark[-small])")
     parser.add_argument("--reuse-model", action="store_true", help="reuse OUT/model and OUT/training.json when present")
+    parser.add_argument(
+        "--pulse-from",
+        default="reference",
+        choices=["reference", "paper"],
+        help="echo model: fitted to the real reference A-scan, or the paper's 9 samples / 5.4 MHz",
+    )
     parser.add_argument("--n-test", type=int, default=300, help="test signals per setting (full run)")
     args = parser.parse_args()
 
@@ -72,7 +78,7 @@ def main() -> None:
     if args.reuse_model and (out / "model" / "model.json").is_file() and (out / "training.json").is_file():
         facts = json.loads((out / "training.json").read_text())
     else:
-        facts = train(out, args.small)
+        facts = train(out, args.small, args.pulse_from)
     print(
         f"training: {facts['n_signals']} signals, {facts['epochs_run']} epochs ({facts['precision']}), wall {facts['wall_seconds']:.0f} s, "
         f"process CPU {facts['cpu_seconds']:.0f} s (~{facts['cpu_seconds'] / 2:.0f} s on 2 idle cores)",

@@ -108,3 +108,31 @@ def test_evaluation_metrics_follow_the_schema(tiny_uscnn):
     assert isinstance(metrics["real"]["reference_signal_ultem_water"], int)
     assert set(metrics["thickness"]["errors"]) == {"uscnn", "omp", "ista", "smp"}
     json.dumps(to_jsonable(metrics))  # what write_json writes
+
+
+def test_training_pulse_is_fitted_to_the_real_reference_a_scan():
+    from phenolens.cli.echoes import training_pulse
+
+    measured = training_pulse("reference", None, None, 100.0)
+    # the echo-pulses reference (5 MHz transducer, 100 MHz sampling) is wider than the paper's 9 samples
+    assert 12.0 < measured.sigma < 13.5 and 4.8 < measured.freq_mhz < 5.2 and measured.fs_mhz == 100.0
+    detector_rate = training_pulse("reference", None, None, None)  # the same pulse where it spans 9 samples
+    assert detector_rate.sigma == pytest.approx(9.0) and detector_rate.freq_mhz == measured.freq_mhz
+    assert detector_rate.sigma / detector_rate.fs_mhz == pytest.approx(measured.sigma / measured.fs_mhz)
+    paper = training_pulse("paper", None, 5.0, 50.0)
+    assert (paper.sigma, paper.freq_mhz, paper.fs_mhz) == (9.0, 5.0, 50.0)
+    with pytest.raises(PhenolensError, match="--pulse-from"):
+        training_pulse("gaussian", None, None, 100.0)
+
+
+def test_real_a_scans_at_another_rate_are_resampled_and_positions_come_back_in_their_samples():
+    from phenolens.data.containers import Signal
+    from phenolens.echoes.real import detect_real, resample
+
+    clean = simulate(SimulationConfig(n_signals=1, seed=11, snr_db=60.0))
+    ista = EchoDetector("ista").fit()
+    at_100 = detect_real({"ista": ista}, [Signal("scan", clean.signals[0])], fs_mhz=100.0)[0]
+    at_200 = detect_real({"ista": ista}, [Signal("scan", resample(clean.signals[0], 100.0, 200.0))], fs_mhz=200.0)[0]
+    assert len(at_200.positions) == len(at_100.positions) > 0
+    np.testing.assert_allclose(at_200.positions, 2 * at_100.positions, atol=2.0)
+    assert at_200.fs_mhz == 200.0 and at_200.tofd_us == pytest.approx(at_100.tofd_us, abs=0.02)

@@ -17,6 +17,22 @@ def _pulse(sigma0: float, freq: float, fs: float):
     return PulseShape(sigma=sigma0, freq_mhz=freq, fs_mhz=fs)
 
 
+def training_pulse(pulse_from: str, sigma0: float | None, freq: float | None, fs: float | None):
+    """The pulse named by --pulse-from ('reference' or 'paper'), with --sigma0 / --freq overriding its fields.
+
+    'reference' is expressed at `fs` if given, else at the rate where its width is 9 samples (see `reference_pulse`)."""
+    from dataclasses import replace
+
+    from phenolens.core.errors import PhenolensError
+    from phenolens.echoes.pipeline import reference_pulse
+    from phenolens.echoes.pulse import DEFAULT_FS_MHZ, PulseShape
+
+    if pulse_from not in ("reference", "paper"):
+        raise PhenolensError(f"unknown --pulse-from {pulse_from!r}; use reference (fitted to the reference A-scan) or paper (9 samples, 5.4 MHz)")
+    pulse = reference_pulse(fs) if pulse_from == "reference" else PulseShape(fs_mhz=fs or DEFAULT_FS_MHZ)
+    return replace(pulse, sigma=pulse.sigma if sigma0 is None else sigma0, freq_mhz=pulse.freq_mhz if freq is None else freq)
+
+
 @app.command()
 def simulate(
     out: Path = typer.Option(..., "--out", help="Output folder: signals.npz, metrics.json, report.html."),
@@ -74,9 +90,15 @@ def train(
     epochs: int = typer.Option(80, help="Maximum epochs (early stopping after 20 without improvement)."),
     batch_size: int = typer.Option(150, help="Batch size."),
     lr: float = typer.Option(0.01, help="Adam learning rate (halved after 12 epochs without improvement)."),
-    sigma0: float = typer.Option(9.0, help="Reference pulse width sigma_0 (samples); the first kernel spans 6 sigma_0."),
-    freq: float = typer.Option(5.4, help="Reference centre frequency (MHz)."),
-    fs: float = typer.Option(100.0, help="Sampling rate (MHz)."),
+    pulse_from: str = typer.Option(
+        "reference",
+        "--pulse-from",
+        help="Echo model of the training signals: 'reference' fits the built-in reference A-scan (the echo-pulses transducer), "
+        "'paper' is the original sigma_0 = 9 samples at 5.4 MHz; --sigma0 / --freq override either.",
+    ),
+    sigma0: float = typer.Option(None, help="Pulse width sigma_0 (samples); the first kernel spans 6 sigma_0."),
+    freq: float = typer.Option(None, help="Centre frequency (MHz)."),
+    fs: float = typer.Option(None, help="Detector sampling rate (MHz); default 100, or for --pulse-from reference where sigma_0 is 9 samples."),
     seed: int = typer.Option(0, help="Seed of the simulation, the split and the initial weights."),
 ) -> None:
     """Train US-CNN on simulated signals (cached by their settings)."""
@@ -87,7 +109,7 @@ def train(
     from phenolens.report.echoes import training_section
     from phenolens.report.html import Report
 
-    pulse = _pulse(sigma0, freq, fs)
+    pulse = training_pulse(pulse_from, sigma0, freq, fs)
     data = training_data(n_signals, distribution, pulse, seed, mean_gap, snr)
     settings = TrainingSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     detector = EchoDetector("uscnn", distribution=distribution, pulse=pulse, training=settings).fit(data.signals, data.heatmaps)
@@ -147,8 +169,8 @@ def detect(
     if files:
         signals, fit = [read_signal(path) for path in files], None
     else:
-        signals, fit = real_signals_and_fit(pulse.fs_mhz)
-    results = detect_real(detectors, signals)
+        signals, fit = real_signals_and_fit()
+    results = detect_real(detectors, signals, fs)
     rows = [
         {"signal": r.signal, "method": r.method, "rank": rank, "position_samples": p, "time_us": p / r.fs_mhz, "amplitude": a}
         for r in results
@@ -244,13 +266,12 @@ def demo_step(out: Path) -> tuple[list, dict]:
     from phenolens.echoes.evaluation import EvaluationSettings
     from phenolens.echoes.pipeline import evaluate as run_evaluation
     from phenolens.echoes.pipeline import save_uscnn, training_data
-    from phenolens.echoes.pulse import PulseShape
     from phenolens.echoes.training import TrainingSettings
     from phenolens.report.echoes import training_section
     from phenolens.report.html import Section
 
     folder = out / "echoes"
-    pulse = PulseShape()
+    pulse = training_pulse("reference", None, None, None)
     data = training_data(1000, "narrow", pulse, seed=0)
     detector = EchoDetector("uscnn", pulse=pulse, training=TrainingSettings(epochs=5)).fit(data.signals, data.heatmaps)
     save_uscnn(detector, folder / "model", {"note": "demo model: 1,000 signals, 5 epochs"})

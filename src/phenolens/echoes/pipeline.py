@@ -9,15 +9,16 @@ A-scans, and returns everything needed for `metrics.json` and the report.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from phenolens.core.errors import PhenolensError
 from phenolens.echoes.detector import EchoDetector
 from phenolens.echoes.evaluation import EvaluationSettings, run_sweeps, score, select_variants, time_methods, with_settings
 from phenolens.echoes.pulse import PulseFit, PulseShape, fit_pulse
-from phenolens.echoes.real import RealDetection, detect_real
+from phenolens.echoes.real import ECHO_PULSES_FS_MHZ, RealDetection, detect_real
 from phenolens.echoes.simulate import SimulationConfig, cached_simulation
 from phenolens.echoes.thickness import LayerScan, LayerScanConfig, estimate_thickness, simulate_layer_scan, thickness_errors
 from phenolens.echoes.training import TrainingSettings
@@ -105,13 +106,28 @@ def _real_details(real: list[RealDetection]) -> dict:
     return details
 
 
-def real_signals_and_fit(fs_mhz: float) -> tuple[list, PulseFit | None]:
-    """The echo-pulses A-scans and the echo model fitted to the reference pulse."""
+def real_signals_and_fit() -> tuple[list, PulseFit | None]:
+    """The echo-pulses A-scans and the echo model fitted to the reference pulse (at the files' sampling rate)."""
     from phenolens.data.loaders import load
 
     signals = load("echo-pulses").signals
     reference = next((s for s in signals if s.name == REFERENCE_SIGNAL), None)
-    return signals, fit_pulse(reference.values, fs_mhz, reference.source) if reference is not None else None
+    return signals, fit_pulse(reference.values, ECHO_PULSES_FS_MHZ, reference.source) if reference is not None else None
+
+
+def reference_pulse(fs_mhz: float | None = None) -> PulseShape:
+    """The echo model fitted to the real reference A-scan (one echo from a flat reflector in water): the
+    pulse of the transducer behind `echo-pulses`, so a detector trained on it suits those A-scans.
+
+    It is expressed at the sampling rate `fs_mhz`; by default at the rate where its width is the paper's
+    sigma_0 = 9 samples (about 70 MHz), so the network, the 500-sample record and the training cost stay
+    those of the paper, and the 100 MHz A-scans are resampled to that rate before detection."""
+    _, fit = real_signals_and_fit()
+    if fit is None:
+        raise PhenolensError(f"the echo-pulses dataset has no {REFERENCE_SIGNAL} A-scan to fit; give --sigma0 and --freq instead")
+    measured = fit.pulse
+    rate = measured.fs_mhz * PulseShape().sigma / measured.sigma if fs_mhz is None else fs_mhz
+    return replace(measured, sigma=measured.sigma * rate / measured.fs_mhz, fs_mhz=rate)
 
 
 def evaluate(
@@ -164,7 +180,7 @@ def evaluate(
 
     say("real A-scans")
     if real_signals is None:
-        real_signals, fit = real_signals_and_fit(settings.pulse.fs_mhz)
+        real_signals, fit = real_signals_and_fit()
     else:
         fit = None
     real = detect_real(detectors, real_signals)

@@ -1,7 +1,8 @@
 """Echo detection on the real A-scans of the US-CNN study (`echo-pulses`).
 
 Signals are centred and scaled to unit energy per 500 samples (the simulated record length), so a
-long A-scan is not made fainter than the training signals. Each method reports the echoes above the
+long A-scan is not made fainter than the training signals. A-scans recorded at another rate than the
+detector's (the pulse's `fs_mhz`) are resampled to it first; positions are reported in the A-scan's samples. Each method reports the echoes above the
 real-data threshold (US-CNN's 0.15 on the unit-norm spike train; sparse solvers stop at 25 %
 residual energy or 4 atoms), and, for layer thickness, the time-of-flight difference between the two
 largest echoes after lowering the threshold until two pass.
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from phenolens.data.containers import Signal
 from phenolens.echoes.detector import EchoDetector
@@ -22,6 +25,7 @@ from phenolens.echoes.solvers import REAL_STOP
 REAL_BETA = 0.15
 REAL_MAX_DETECTIONS = 5
 RECORD_LENGTH = 500
+ECHO_PULSES_FS_MHZ = 100.0  # sampling rate of the echo-pulses A-scans
 DOMINANT_FRACTION = 0.5  # an echo is dominant when its amplitude is at least half the largest
 
 
@@ -78,15 +82,29 @@ class RealDetection:
         }
 
 
-def detect_real(detectors: Mapping[str, EchoDetector], signals: list[Signal]) -> list[RealDetection]:
-    """Every method on every real signal (each signal prepared with `prepare_real_signal`)."""
+def resample(values: np.ndarray, fs_mhz: float, target_fs_mhz: float) -> np.ndarray:
+    """An A-scan sampled at `fs_mhz` resampled to `target_fs_mhz` (polyphase filter, anti-aliased)."""
+    if np.isclose(fs_mhz, target_fs_mhz):
+        return np.asarray(values, dtype=np.float64)
+    ratio = Fraction(target_fs_mhz / fs_mhz).limit_denominator(1000)
+    return resample_poly(np.asarray(values, dtype=np.float64), ratio.numerator, ratio.denominator)
+
+
+def detect_real(detectors: Mapping[str, EchoDetector], signals: list[Signal], fs_mhz: float = ECHO_PULSES_FS_MHZ) -> list[RealDetection]:
+    """Every method on every real signal sampled at `fs_mhz` (resampled to each detector's rate and prepared
+    with `prepare_real_signal`); positions come back in the signal's own samples."""
     results = []
     for name, (plain, layer) in real_detectors(detectors).items():
+        to_signal_samples = fs_mhz / plain.pulse.fs_mhz
         for signal in signals:
-            values = prepare_real_signal(signal.values)
+            values = prepare_real_signal(resample(signal.values, fs_mhz, plain.pulse.fs_mhz))
             activation = plain.activation(values, source=signal.source or signal.name)
             found, layer_found = plain.detections_from(activation), layer.detections_from(activation)
             positions, amplitudes = found.for_signal(0)
             two_largest = layer_found.strongest(2)[0]
-            results.append(RealDetection(signal.name, name, positions, amplitudes, two_largest[np.isfinite(two_largest)], plain.pulse.fs_mhz))
+            results.append(
+                RealDetection(
+                    signal.name, name, positions * to_signal_samples, amplitudes, two_largest[np.isfinite(two_largest)] * to_signal_samples, fs_mhz
+                )
+            )
     return results
