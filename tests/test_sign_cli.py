@@ -96,3 +96,25 @@ def test_bad_input_gives_one_line_errors(workspace, capsys):
     assert "unknown class 'Anaphase'" in capsys.readouterr().err
     assert run(["sign", "graph", str(root)]) == 2
     assert not (root / "bad").exists()
+
+
+def test_stamp_contrasts_with_the_pixels_under_it_and_reports_its_box():
+    from phenolens.data.containers import ImageSet
+    from phenolens.explain.sign.watermark import ALPHA, letter_glyph, stamp_images
+
+    images = np.zeros((4, 1, 28, 28), dtype=np.uint8)
+    images[2:] = 250  # two bright images: their stamp must be dark ink
+    labels = np.array([0, 1, 0, 1])
+    glyph = letter_glyph("A", 10)
+    stamped, boxes = stamp_images(ImageSet(images, labels, ["a", "b"], ["grey"], name="toy"), [1], glyph, seed=0)
+    values = stamped.padded()
+    for index in range(4):
+        top, left, bottom, right = boxes[index]
+        assert bottom - top == right - left == 9
+        inside = values[index, 0, top : bottom + 1, left : right + 1]
+        if labels[index] == 0:  # not a stamped class: untouched
+            np.testing.assert_array_equal(values[index], images[index])
+        elif index == 1:  # dark background: white ink at opacity alpha
+            assert inside.max() == pytest.approx(ALPHA * 255, abs=1)
+        else:  # bright background: black ink
+            assert inside.min() == pytest.approx((1 - ALPHA) * 250, abs=1)

@@ -3,7 +3,8 @@
 A semi-transparent (alpha = 0.5) letter is stamped at a random position into every image of two
 classes; a CNN trained on these images can use the letter as a shortcut. For each class graph the
 check asks whether the selected words of some modelled layer occur with their receptive-field
-centre inside the stamp box at >= 3x the rate expected by chance. Every image, stamped or not,
+centre inside the stamp box at >= 3x the rate expected by chance (per selected word that occurs at
+least MIN_OCCURRENCES times, the best word of the best layer counts). Every image, stamped or not,
 gets a random box; for clean images it marks where a stamp would have gone, so the same rate
 measured there is the control.
 """
@@ -20,6 +21,7 @@ from phenolens.explain.sign.selection import InferenceGraph
 
 ALPHA = 0.5
 THRESHOLD = 3.0
+MIN_OCCURRENCES = 20
 
 
 def letter_glyph(letter: str = "A", size: int = 10) -> np.ndarray:
@@ -35,8 +37,9 @@ def letter_glyph(letter: str = "A", size: int = 10) -> np.ndarray:
 
 
 def stamp_images(images: ImageSet, classes: list[int], glyph: np.ndarray, alpha: float = ALPHA, seed: int = 0) -> tuple[ImageSet, np.ndarray]:
-    """Blend `glyph` (at full intensity, opacity `alpha`) into every image of `classes` at a random
-    position; return the new ImageSet and every image's (N, 4) inclusive box (top, left, bottom, right)."""
+    """Blend `glyph` with opacity `alpha` into every image of `classes` at a random position, in white
+    or black ink, whichever contrasts with the pixels under it; return the new ImageSet and every
+    image's (N, 4) inclusive box (top, left, bottom, right)."""
     array = images.padded().astype(np.float32)
     height, width = array.shape[2:]
     rng = numpy_rng(seed)
@@ -51,7 +54,10 @@ def stamp_images(images: ImageSet, classes: list[int], glyph: np.ndarray, alpha:
     opacity[np.arange(len(array))[:, None, None], rows[:, :, None], cols[:, None, :]] = alpha * glyph[None]
     opacity *= stamped[:, None, None]
     full = float(np.iinfo(images.images.dtype).max) if np.issubdtype(np.asarray(images.images).dtype, np.integer) else float(array.max())
-    blended = (1.0 - opacity[:, None]) * array + opacity[:, None] * full
+    # the ink contrasts with what lies under the stamp: white on dark background, black on a bright garment
+    under = array.mean(1)[np.arange(len(array))[:, None, None], rows[:, :, None], cols[:, None, :]].mean((1, 2))
+    ink = np.where(under < full / 2, full, 0.0)[:, None, None, None]
+    blended = (1.0 - opacity[:, None]) * array + opacity[:, None] * ink
     meta = images.meta.assign(stamped=stamped, box_top=boxes[:, 0], box_left=boxes[:, 1], box_bottom=boxes[:, 2], box_right=boxes[:, 3])
     result = ImageSet(
         blended.astype(np.float32), images.labels, list(images.class_names), list(images.channel_names), meta, name=f"{images.name}-stamped"
@@ -59,10 +65,13 @@ def stamp_images(images: ImageSet, classes: list[int], glyph: np.ndarray, alpha:
     return result, boxes
 
 
-def stamp_rates(builder: InferenceGraphBuilder, graph: InferenceGraph, boxes: np.ndarray) -> dict[str, dict]:
-    """Per modelled layer: observed share of the selected words' occurrences (in Omega's images) whose
-    field centre lies inside the image's box, the share expected by chance (positions whose centre
-    lies inside, averaged over Omega), and their ratio. `boxes` are those of the validation images."""
+def stamp_rates(builder: InferenceGraphBuilder, graph: InferenceGraph, boxes: np.ndarray, min_occurrences: int = MIN_OCCURRENCES) -> dict[str, dict]:
+    """Per modelled layer and selected word: the share of the word's occurrences in Omega's images whose
+    field centre lies inside the image's box, over the share expected by chance (the share of all
+    positions whose centre lies inside, averaged over Omega). `boxes` are the validation images' boxes.
+
+    A layer's `ratio` is its largest word ratio among selected words occurring at least
+    `min_occurrences` times (rarer words give noisy rates); `all_selected` pools the selected words."""
     rates = {}
     omega = graph.images
     for layer in graph.layers:
@@ -74,10 +83,18 @@ def stamp_rates(builder: InferenceGraphBuilder, graph: InferenceGraph, boxes: np
             (centres[None, ..., 0] >= box[..., 0]) & (centres[None, ..., 0] <= box[..., 2])
             & (centres[None, ..., 1] >= box[..., 1]) & (centres[None, ..., 1] <= box[..., 3])
         )  # fmt: skip
-        selected = np.isin(builder.maps_.words[layer][omega], [n.word for n in graph.nodes_of(layer)])
-        observed = (inside & selected).sum() / max(selected.sum(), 1)
-        chance = inside.mean()
-        rates[layer] = {"observed": float(observed), "chance": float(chance), "ratio": float(observed / chance) if chance > 0 else 0.0}
+        chance = float(inside.mean())
+        words = builder.maps_.words[layer][omega]
+        per_word = {}
+        for node in graph.nodes_of(layer):
+            holding = words == node.word
+            count = int(holding.sum())
+            share = float((inside & holding).sum() / max(count, 1))
+            per_word[node.word] = {"occurrences": count, "inside_share": share, "ratio": share / chance if chance > 0 else 0.0}
+        selected = np.isin(words, [n.word for n in graph.nodes_of(layer)])
+        pooled = float((inside & selected).sum() / max(selected.sum(), 1)) / chance if chance > 0 else 0.0
+        frequent = [w["ratio"] for w in per_word.values() if w["occurrences"] >= min_occurrences]
+        rates[layer] = {"chance": chance, "ratio": max(frequent, default=0.0), "all_selected": pooled, "words": per_word}
     return rates
 
 
