@@ -26,10 +26,9 @@ def cpu_seconds() -> float:
 
 
 def train(out: Path, small: bool, pulse_from: str) -> dict:
-    from phenolens.cli.echoes import training_pulse
     from phenolens.core.outputs import write_json
     from phenolens.echoes.detector import EchoDetector
-    from phenolens.echoes.pipeline import save_uscnn, training_data
+    from phenolens.echoes.pipeline import save_uscnn, training_data, training_pulse
     from phenolens.echoes.training import TrainingSettings
 
     n_signals, settings = (1000, TrainingSettings(epochs=3)) if small else (10000, TrainingSettings())

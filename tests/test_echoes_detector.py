@@ -111,7 +111,7 @@ def test_evaluation_metrics_follow_the_schema(tiny_uscnn):
 
 
 def test_training_pulse_is_fitted_to_the_real_reference_a_scan():
-    from phenolens.cli.echoes import training_pulse
+    from phenolens.echoes.pipeline import training_pulse
 
     measured = training_pulse("reference", None, None, 100.0)
     # the echo-pulses reference (5 MHz transducer, 100 MHz sampling) is wider than the paper's 9 samples

@@ -11,28 +11,6 @@ app = typer.Typer(help="Overlapping ultrasonic echoes: simulator, US-CNN, OMP / 
 METHOD_HELP = "Comma-separated methods among uscnn, omp, ista, smp."
 
 
-def _pulse(sigma0: float, freq: float, fs: float):
-    from phenolens.echoes.pulse import PulseShape
-
-    return PulseShape(sigma=sigma0, freq_mhz=freq, fs_mhz=fs)
-
-
-def training_pulse(pulse_from: str, sigma0: float | None, freq: float | None, fs: float | None):
-    """The pulse named by --pulse-from ('reference' or 'paper'), with --sigma0 / --freq overriding its fields.
-
-    'reference' is expressed at `fs` if given, else at the rate where its width is 9 samples (see `reference_pulse`)."""
-    from dataclasses import replace
-
-    from phenolens.core.errors import PhenolensError
-    from phenolens.echoes.pipeline import reference_pulse
-    from phenolens.echoes.pulse import DEFAULT_FS_MHZ, PulseShape
-
-    if pulse_from not in ("reference", "paper"):
-        raise PhenolensError(f"unknown --pulse-from {pulse_from!r}; use reference (fitted to the reference A-scan) or paper (9 samples, 5.4 MHz)")
-    pulse = reference_pulse(fs) if pulse_from == "reference" else PulseShape(fs_mhz=fs or DEFAULT_FS_MHZ)
-    return replace(pulse, sigma=pulse.sigma if sigma0 is None else sigma0, freq_mhz=pulse.freq_mhz if freq is None else freq)
-
-
 @app.command()
 def simulate(
     out: Path = typer.Option(..., "--out", help="Output folder: signals.npz, metrics.json, report.html."),
@@ -49,12 +27,13 @@ def simulate(
     import numpy as np
 
     from phenolens.core.outputs import atomic_output_dir, atomic_write_bytes, write_json
+    from phenolens.echoes.pipeline import training_pulse
     from phenolens.echoes.simulate import SimulationConfig, realised_snr_db, simulate
     from phenolens.report.echoes import simulation_section
     from phenolens.report.html import Report
 
     config = SimulationConfig(
-        n_signals=n_signals, distribution=distribution, mean_gap=mean_gap, snr_db=snr, pulse=_pulse(sigma0, freq, fs), seed=seed
+        n_signals=n_signals, distribution=distribution, mean_gap=mean_gap, snr_db=snr, pulse=training_pulse("paper", sigma0, freq, fs), seed=seed
     )
     data = simulate(config)
     realised = realised_snr_db(data)
@@ -104,7 +83,7 @@ def train(
     """Train US-CNN on simulated signals (cached by their settings)."""
     from phenolens.core.outputs import atomic_output_dir, write_json
     from phenolens.echoes.detector import EchoDetector
-    from phenolens.echoes.pipeline import save_uscnn, training_data
+    from phenolens.echoes.pipeline import save_uscnn, training_data, training_pulse
     from phenolens.echoes.training import TrainingSettings
     from phenolens.report.echoes import training_section
     from phenolens.report.html import Report
@@ -265,7 +244,7 @@ def demo_step(out: Path) -> tuple[list, dict]:
     from phenolens.echoes.detector import EchoDetector
     from phenolens.echoes.evaluation import EvaluationSettings
     from phenolens.echoes.pipeline import evaluate as run_evaluation
-    from phenolens.echoes.pipeline import save_uscnn, training_data
+    from phenolens.echoes.pipeline import save_uscnn, training_data, training_pulse
     from phenolens.echoes.training import TrainingSettings
     from phenolens.report.echoes import training_section
     from phenolens.report.html import Section

@@ -17,7 +17,7 @@ import numpy as np
 from phenolens.core.errors import PhenolensError
 from phenolens.echoes.detector import EchoDetector
 from phenolens.echoes.evaluation import EvaluationSettings, run_sweeps, score, select_variants, time_methods, with_settings
-from phenolens.echoes.pulse import PulseFit, PulseShape, fit_pulse
+from phenolens.echoes.pulse import DEFAULT_FS_MHZ, PulseFit, PulseShape, fit_pulse
 from phenolens.echoes.real import ECHO_PULSES_FS_MHZ, RealDetection, detect_real
 from phenolens.echoes.simulate import SimulationConfig, cached_simulation
 from phenolens.echoes.thickness import LayerScan, LayerScanConfig, estimate_thickness, simulate_layer_scan, thickness_errors
@@ -128,6 +128,17 @@ def reference_pulse(fs_mhz: float | None = None) -> PulseShape:
     measured = fit.pulse
     rate = measured.fs_mhz * PulseShape().sigma / measured.sigma if fs_mhz is None else fs_mhz
     return replace(measured, sigma=measured.sigma * rate / measured.fs_mhz, fs_mhz=rate)
+
+
+def training_pulse(pulse_from: str, sigma0: float | None = None, freq: float | None = None, fs: float | None = None) -> PulseShape:
+    """The pulse named by --pulse-from ('reference' or 'paper'), with `sigma0` / `freq` overriding its fields.
+
+    'reference' is expressed at `fs` if given, else at the rate where its width is 9 samples (see `reference_pulse`);
+    'paper' is 9 samples at 5.4 MHz, sampled at `fs` (default 100 MHz)."""
+    if pulse_from not in ("reference", "paper"):
+        raise PhenolensError(f"unknown --pulse-from {pulse_from!r}; use reference (fitted to the reference A-scan) or paper (9 samples, 5.4 MHz)")
+    pulse = reference_pulse(fs) if pulse_from == "reference" else PulseShape(fs_mhz=fs or DEFAULT_FS_MHZ)
+    return replace(pulse, sigma=pulse.sigma if sigma0 is None else sigma0, freq_mhz=pulse.freq_mhz if freq is None else freq)
 
 
 def evaluate(

@@ -2,8 +2,8 @@
 
 Signals are centred and scaled to unit energy per 500 samples (the simulated record length), so a
 long A-scan is not made fainter than the training signals. A-scans recorded at another rate than the
-detector's (the pulse's `fs_mhz`) are resampled to it first; positions are reported in the A-scan's samples. Each method reports the echoes above the
-real-data threshold (US-CNN's 0.15 on the unit-norm spike train; sparse solvers stop at 25 %
+detector's (the pulse's `fs_mhz`) are resampled to it first; positions are reported in the A-scan's
+samples. Each method reports the echoes above the real-data threshold (US-CNN's 0.15 on the unit-norm spike train; sparse solvers stop at 25 %
 residual energy or 4 atoms), and, for layer thickness, the time-of-flight difference between the two
 largest echoes after lowering the threshold until two pass.
 """
