@@ -11,12 +11,16 @@ network input (crops centre-padded to the classifier's size S): one map per chan
   (Captum `Occlusion`, window and stride configurable, many occluded copies per forward pass).
 - "integrated_gradients": Captum `IntegratedGradients` from a baseline, with internal batching.
 
-Images are processed in batches (Captum handles a batch per call), never one by one.
+Images are processed in batches (Captum handles a batch per call), never one by one, on a copy of
+the model prepared for the method (`prepare_model`): channels-last memory (and batch norm folded
+into the convolutions for Grad-CAM, in-place ReLUs for occlusion); for saliency, convolutions that pick the same
+backend as a one-image call, so the batched maps equal Captum's per-image ones (see `prepare_model`).
 `attribute_tensor` is the same on an already prepared input tensor (a pure function over a shard).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -26,6 +30,7 @@ import torch
 from phenolens.core.errors import PhenolensError
 from phenolens.core.progress import progress
 from phenolens.data.containers import UNLABELLED, ImageSet
+from phenolens.nn.backbones import fold_batch_norm, inplace_relus
 
 METHODS = ("saliency", "gradcam", "occlusion", "integrated_gradients")
 ALIASES = {"ig": "integrated_gradients", "grad-cam": "gradcam", "grad_cam": "gradcam", "integrated-gradients": "integrated_gradients"}
@@ -116,6 +121,98 @@ def find_layer(model: torch.nn.Module, layer: str | None) -> torch.nn.Module:
         raise PhenolensError(f"the model has no layer {name!r}; use a stage ({', '.join(stages)}) or a submodule path like stages.stage4.1") from None
 
 
+@contextlib.contextmanager
+def _native_convolution():
+    """Convolutions in this block use PyTorch's own kernels (im2col + GEMM), not oneDNN or NNPACK."""
+    previous = torch._C._get_mkldnn_enabled(), torch._C._get_nnpack_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    torch._C._set_nnpack_enabled(False)
+    try:
+        yield
+    finally:
+        torch._C._set_mkldnn_enabled(previous[0])
+        torch._C._set_nnpack_enabled(previous[1])
+
+
+class OneImageBackendConv2d(torch.nn.Conv2d):
+    """A Conv2d that convolves a batch with the backend PyTorch would pick for one image of it.
+
+    For a single small image (up to 20,480 input values per layer, 3x3 or 1x1 kernels) PyTorch's
+    CPU convolution is its native im2col + GEMM (`Slow2d`), one GEMM per image; for a batch it is
+    oneDNN, which rounds differently (~1e-7 relative). Saliency is |d logit / d input| and the
+    gradient passes a ReLU only where its input is > 0: where a pre-activation lies within that
+    rounding of 0 the gate differs between the batched and the per-image pass and so does the whole
+    map of that image (about 1.4 % of MitoCheck crops for the benchmark's ResNet-18, up to 0.16 after
+    max-abs normalisation). Flagging such near-ties does not work: each image has ~200k
+    pre-activations and a handful lie within float32 noise of 0 in nearly every image, although the
+    gate flips in only ~1 in 70. So the forward pass of the batch is run with the backend a one-image
+    call gets: `Slow2d` on a batch issues the very same per-image GEMMs, the pre-activations are
+    bitwise those of the per-image call, and so are the gates (the backward pass, which only
+    multiplies by the gates, keeps the fast default backend; it differs by rounding, ~1e-6).
+    Where one image would already go to oneDNN (large layers) the batch does too, as before.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        select = getattr(torch._C, "_select_conv_backend", None)
+        if select is None or isinstance(self.padding, str) or self.padding_mode != "zeros" or not x.is_cpu:
+            return super().forward(x)
+        geometry = list(self.stride), list(self.padding), list(self.dilation), False, [0] * len(self.stride), self.groups, None
+        if select(x[:1], self.weight, self.bias, *geometry) != torch._C._ConvBackend.Slow2d:
+            return super().forward(x)
+        with _native_convolution():
+            return super().forward(x)
+
+
+def prepare_model(model: torch.nn.Module, method: str) -> torch.nn.Module:
+    """The copy of `model` that the batched passes of `method` run on (the caller's model is untouched).
+
+    - saliency: the model as it is (contiguous memory, batch norm as such) with `OneImageBackendConv2d`
+      convolutions, so its ReLU gates are bitwise those of a per-image call (see there);
+    - the others: channels-last memory (convolutions ~1.25x faster on CPU). Grad-CAM also gets batch
+      norm folded into the convolutions (`fold_batch_norm`: one kernel instead of two, logits move by
+      ~1e-6; its maps moved by ~1e-6). Occlusion keeps its batch norms, but its ReLUs run in place
+      (`inplace_relus`; no gradients, no hooks; bitwise the same): folding saved ~8 % of its time but
+      moved 2 of 300 benchmark maps just past 1e-5 (a map is a difference of two logits, and where
+      occlusion hardly changes the logit that difference is mostly float32 rounding). Integrated
+      gradients keeps them too: its 20-50 input gradients per image are as gate-sensitive as
+      saliency's, and folding moved them by 1e-4 in the unit test.
+    Parameters of the copy do not require gradients: only input (or layer) gradients are needed.
+    """
+    method = method_name(method)
+    prepared = copy.deepcopy(model).eval().requires_grad_(False)
+    if method == "saliency":
+        for module in prepared.modules():
+            if type(module) is torch.nn.Conv2d:
+                module.__class__ = OneImageBackendConv2d
+        return prepared
+    if method == "gradcam":
+        fold_batch_norm(prepared)
+    elif method == "occlusion":
+        inplace_relus(prepared)
+    return prepared.to(memory_format=torch.channels_last)
+
+
+@contextlib.contextmanager
+def _no_nan_fill():
+    """Fresh buffers are not filled with NaN while attributions run.
+
+    Under `torch.use_deterministic_algorithms(True)` (which `seed_everything` turns on) PyTorch also
+    fills every new tensor with NaN, a guard against reading uninitialised memory; no op here reads
+    memory it did not write, and the fill cost ~30 % of an occlusion pass (profiled: `fill_` under
+    `empty_like`/`resize_` in every convolution and batch norm). Determinism itself is unchanged.
+    """
+    module = getattr(torch.utils, "deterministic", None)
+    previous = getattr(module, "fill_uninitialized_memory", None)
+    if previous is None:
+        yield
+        return
+    module.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        module.fill_uninitialized_memory = previous
+
+
 def attribute_tensor(
     model: torch.nn.Module,
     inputs: torch.Tensor,
@@ -124,18 +221,30 @@ def attribute_tensor(
     baseline: torch.Tensor | float = 0.0,  # (1, C, 1, 1) or a scalar, in normalised space
     covariates: torch.Tensor | None = None,
     settings: AttributionSettings | None = None,
+    prepared: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """Attribution maps (N, C, H, W) of one batch of prepared (normalised) inputs."""
-    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+    """Attribution maps (N, C, H, W) of one batch of prepared (normalised) inputs.
 
+    `prepared` is `prepare_model(model, method)` when the caller already made it (one per run)."""
     settings = settings or AttributionSettings()
     method = method_name(method)
     if settings.output not in OUTPUTS:
         raise PhenolensError(f"unknown output {settings.output!r} to attribute; choose one of {', '.join(OUTPUTS)}")
     model.eval()
+    if method == "gradcam":
+        find_layer(model, settings.layer)  # a clear error before the model is copied
+    prepared = prepare_model(model, method) if prepared is None else prepared
+    with _no_nan_fill():
+        return _attribute_prepared(prepared, inputs, targets, method, baseline, covariates, settings)
+
+
+def _attribute_prepared(model, inputs, targets, method, baseline, covariates, settings) -> torch.Tensor:
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
+
     layer = find_layer(model, settings.layer) if method == "gradcam" else None
     model = LogProbability(model).eval() if settings.output == "log_probability" else model
-    inputs = inputs.detach().clone().requires_grad_(method != "occlusion")
+    memory = torch.contiguous_format if method == "saliency" else torch.channels_last
+    inputs = inputs.detach().clone(memory_format=memory).requires_grad_(method != "occlusion")
     if isinstance(baseline, torch.Tensor):  # Captum wants the input's shape (or a scalar)
         baseline = baseline.expand_as(inputs).contiguous()
     extra = covariates
@@ -184,10 +293,8 @@ def attribute(
     inputs, covariates = classifier.tensor(images), classifier.covariates(images)
     targets = torch.as_tensor(target if isinstance(target, np.ndarray) else resolve_targets(classifier, images, target))
     baseline = baseline_tensor(classifier, settings.baseline)
-    # Channels-last convolutions run about 1.25x faster on CPU (profiled: convolution and batch norm are
-    # ~70 % of the time); a copy keeps the caller's model as it was.
-    model = copy.deepcopy(classifier.model).to(memory_format=torch.channels_last)
-    inputs = inputs.contiguous(memory_format=torch.channels_last)
+    model = classifier.model
+    prepared = prepare_model(model, method)  # once per run: see prepare_model
     chunks = range(0, len(inputs), settings.batch_size)
     maps = [
         attribute_tensor(
@@ -198,6 +305,7 @@ def attribute(
             baseline,
             None if covariates is None else covariates[i : i + settings.batch_size],
             settings,
+            prepared,
         )
         for i in progress(chunks, f"{method} maps", total=len(chunks))
     ]

@@ -75,6 +75,11 @@ def _conv_bn(in_channels: int, out_channels: int, kernel: int = 3, stride: int =
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
 
+    # (convolution, batch norm) attribute pairs where the norm reads only that convolution's output,
+    # and ReLU attributes whose input is always a fresh tensor: see `fold_batch_norm`.
+    conv_bn = (("conv1", "bn1"), ("conv2", "bn2"))
+    fresh_relus = ("relu",)
+
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
@@ -186,6 +191,64 @@ def _init_weights(model: nn.Module) -> None:
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+class FoldedBatchNorm(nn.Identity):
+    """Stands where a BatchNorm2d was folded into the convolution before it (the module path stays valid)."""
+
+
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    # Eval-mode BN is y = (x - mean) * gamma / sqrt(var + eps) + beta, an affine map per output channel:
+    # scale the convolution's filters and give it the matching bias (computed in float64).
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    bias = torch.zeros_like(scale) if conv.bias is None else conv.bias.double()
+    with torch.no_grad():
+        conv.weight.copy_(conv.weight.double() * scale.reshape(-1, *[1] * (conv.weight.ndim - 1)))
+    conv.bias = nn.Parameter((bn.bias.double() + (bias - bn.running_mean.double()) * scale).to(conv.weight.dtype))
+
+
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that reads only a Conv2d's output into that convolution, in place.
+
+    For inference copies (eval mode: the running statistics are used). Pairs are consecutive
+    (Conv2d, BatchNorm2d) children of an `nn.Sequential` (there the convolution's output goes nowhere
+    else) and the pairs a block declares in `conv_bn`. Each folded norm becomes a `FoldedBatchNorm`
+    identity, so module paths (Grad-CAM layers, hooks) still resolve. The logits move by float32
+    rounding only (~1e-6 relative).
+    """
+    if model.training:
+        raise PhenolensError("fold_batch_norm needs a model in eval mode (it folds the running statistics)")
+    for module in list(model.modules()):
+        pairs = list(getattr(module, "conv_bn", ()))
+        if isinstance(module, nn.Sequential):
+            kids = module._modules
+            pairs += [(a, b) for a, b in zip(kids, list(kids)[1:]) if type(kids[a]) is nn.Conv2d and type(kids[b]) is nn.BatchNorm2d]
+        for conv_name, bn_name in pairs:
+            conv, bn = module._modules[conv_name], module._modules[bn_name]
+            if isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and bn.running_mean is not None:
+                if bn.weight is None:  # affine=False
+                    bn.weight, bn.bias = nn.Parameter(torch.ones_like(bn.running_mean)), nn.Parameter(torch.zeros_like(bn.running_mean))
+                _fold_into(conv, bn)
+                module._modules[bn_name] = FoldedBatchNorm()
+    return model
+
+
+def inplace_relus(model: nn.Module) -> nn.Module:
+    """Make ReLUs whose input is always a fresh tensor run in place (in place; returns `model`).
+
+    Fresh: the ReLU follows a convolution or a (folded) norm inside an `nn.Sequential`, or a block
+    declares it in `fresh_relus`. Saves an allocation and a pass over memory per activation; only for
+    no-grad, hook-free forward passes (a hook on the tensor before the ReLU would see it change).
+    """
+    for module in model.modules():
+        fresh = [getattr(module, name) for name in getattr(module, "fresh_relus", ())]
+        if isinstance(module, nn.Sequential):
+            children = list(module.children())
+            fresh += [b for a, b in zip(children, children[1:]) if isinstance(a, (nn.Conv2d, nn.BatchNorm2d, FoldedBatchNorm))]
+        for relu in fresh:
+            if isinstance(relu, nn.ReLU):
+                relu.inplace = True
+    return model
 
 
 def build_backbone(arch: str, **hyperparameters) -> ImageClassifierNet:
