@@ -72,6 +72,27 @@ def test_fewer_iterations_leave_a_larger_reported_residual():
     assert rough.max_relative_residual > 10 * model.last_inverse.max_relative_residual
 
 
+def test_warm_started_inverse_of_a_nearby_latent_agrees_in_fewer_iterations():
+    model = small_model(pad_channels=0)  # without padding every latent has an image, so encode(decode(z)) = z
+    model.inverse_tolerance = 1e-5
+    with torch.no_grad():
+        trace: list = []
+        x = torch.randn(3, 2, 16, 16)
+        z = model.encode(x, trace)
+        assert len(trace) == 3 and torch.equal(trace[-1][1], z)
+        moved = z + 0.3 * torch.randn_like(z)
+        cold = model.decode(moved)
+        cold_iterations = model.last_inverse.iterations
+        warm = model.decode(moved, near=trace)
+        warm_iterations = model.last_inverse.iterations
+        assert torch.allclose(model.encode(warm), moved, atol=1e-3)
+        assert torch.allclose(warm, cold, atol=1e-3)
+        assert warm_iterations < cold_iterations
+        # the own latent from its own trace: already converged at the first update
+        model.decode(z, near=trace)
+        assert model.last_inverse.iterations == 1
+
+
 def _jacobian_norm(branch, x: torch.Tensor, iterations: int = 30) -> float:
     """Largest singular value of the branch's Jacobian J at x, by power iteration on J^T J.
     J v comes from double backward: J^T u is linear in u, and its gradient along v is J v."""

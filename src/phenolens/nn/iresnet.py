@@ -199,12 +199,15 @@ class InvertibleBlock(nn.Module):
         a = self.actnorm(x)
         return a + self.branch(a)
 
-    def inverse(self, y: torch.Tensor, iterations: int = 100, tolerance: float = 1e-6) -> tuple[torch.Tensor, float, int]:
+    def inverse(
+        self, y: torch.Tensor, iterations: int = 100, tolerance: float = 1e-6, start: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, float, int]:
         """Return (x, relative residual, iterations used); stops early once the update is below `tolerance`
-        (relative to ||y||), since the error shrinks geometrically with the branch's Lipschitz constant."""
+        (relative to ||y||), since the error shrinks geometrically with the branch's Lipschitz constant.
+        `start` is the first guess of the branch input a (default y, i.e. g(a) = 0)."""
         weights = self.branch.weights()
         scale = y.flatten(1).norm(dim=1).clamp_min(1e-12)
-        a, used = y, 0
+        a, used = (y if start is None else start), 0
         while used < iterations:
             updated = y - self.branch(a, weights)
             change = ((updated - a).flatten(1).norm(dim=1) / scale).max().item()
@@ -271,21 +274,39 @@ class InvertibleResNet(nn.Module):
             raise PhenolensError(f"the i-ResNet expects {self.in_channels} channels, got {x.shape[1]}; give images with the trained channels")
         return F.pad(x, (0, 0, 0, 0, 0, self.pad_channels))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The invertible map f: images (N, C, H, W) -> latents (N, *latent_shape)."""
+    def encode(self, x: torch.Tensor, trace: list | None = None) -> torch.Tensor:
+        """The invertible map f: images (N, C, H, W) -> latents (N, *latent_shape).
+
+        With a `trace` list, every invertible block appends its (branch input a, output y): the
+        warm start `decode` can begin from when it inverts a latent near this one."""
         z = self.pad(x)
         for stage in self.stages:
-            z = stage(z)
+            if trace is not None and isinstance(stage, InvertibleBlock):
+                a = stage.actnorm(z)
+                z = a + stage.branch(a)
+                trace.append((a, z))
+            else:
+                z = stage(z)
         return z
 
-    def decode(self, z: torch.Tensor, iterations: int | None = None, tolerance: float | None = None) -> torch.Tensor:
-        """f^-1: latents -> images, dropping the padded channels. `last_inverse` reports convergence."""
+    def decode(self, z: torch.Tensor, iterations: int | None = None, tolerance: float | None = None, near: list | None = None) -> torch.Tensor:
+        """f^-1: latents -> images, dropping the padded channels. `last_inverse` reports convergence.
+
+        `near` is the trace of `encode` for latents close to `z` (a counterfactual's own image; rows
+        broadcast). Each block then starts from a_ref + (y - y_ref) instead of y: the fixed-point
+        error starts at ||g(a) - g(a_ref)|| (the size of the change) rather than ||g(a)|| (the size
+        of the branch output), so the same tolerance needs fewer iterations."""
         iterations = self.inverse_iterations if iterations is None else iterations
         tolerance = self.inverse_tolerance if tolerance is None else tolerance
         worst, slowest = 0.0, 0
+        references = iter(reversed(near)) if near is not None else None
         for stage in reversed(self.stages):
             if isinstance(stage, InvertibleBlock):
-                z, residual, used = stage.inverse(z, iterations, tolerance)
+                start = None
+                if references is not None:
+                    a_ref, y_ref = next(references)
+                    start = a_ref + (z - y_ref)
+                z, residual, used = stage.inverse(z, iterations, tolerance, start)
                 worst, slowest = max(worst, residual), max(slowest, used)
             else:
                 z = stage.inverse(z)

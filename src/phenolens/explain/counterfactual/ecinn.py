@@ -117,51 +117,62 @@ class ECINN:
         """Counterfactuals of every image towards class index `target`, at each alpha in `which`.
 
         Cost per counterfactual: the forward pass of the image, one inverse, and one forward pass of
-        the counterfactual to report its probabilities."""
+        the counterfactual to report its probabilities. The inverse starts from the image's own
+        forward activations (`InvertibleResNet.decode(near=...)`)."""
         self._check_fitted()
         n_classes = len(self.means_true_)
         if not 0 <= target < n_classes:
             raise PhenolensError(f"target class index {target} is outside the model's {n_classes} classes")
-        z, logits = self.latents(images)
+        if len(images) == 0:
+            raise PhenolensError("no images to explain; give at least one image")
+        batches = [self._explain_batch(images[i : i + self.batch_size], target, which) for i in range(0, len(images), self.batch_size)]
+
+        def joined(part: str) -> dict[str, np.ndarray]:
+            return {key: np.concatenate([batch[part][key] for batch in batches]) for key in batches[0][part]}
+
+        return Counterfactuals(
+            target=target,
+            predicted=np.concatenate([batch["predicted"] for batch in batches]),
+            probabilities=np.concatenate([batch["probabilities"] for batch in batches]),
+            valid=np.concatenate([batch["valid"] for batch in batches]),
+            alphas=joined("alphas"),
+            images=joined("images"),
+            probabilities_at=joined("probabilities_at"),
+            inverse_residual=max(batch["residual"] for batch in batches),
+            inverse_iterations=max(batch["iterations"] for batch in batches),
+        )
+
+    def _explain_batch(self, images: torch.Tensor, target: int, which: tuple[str, ...]) -> dict:
+        trace: list = []
+        z = self.model.encode(images, trace)
+        logits = self.model.classify(z)
+        z = z.flatten(1)
         predicted = logits.argmax(1)
         valid = predicted != target
         geometry = self.directions(z, predicted, target)
-        alphas = {key: torch.where(valid, geometry[key], torch.nan) for key in which}
-        decoded, probabilities_at, worst, slowest = {}, {}, 0.0, 0
-        for key, alpha in alphas.items():
+        result = {"predicted": predicted.numpy(), "probabilities": torch.softmax(logits, 1).numpy(), "valid": valid.numpy(),
+                  "alphas": {}, "images": {}, "probabilities_at": {}, "residual": 0.0, "iterations": 0}  # fmt: skip
+        for key in which:
+            alpha = torch.where(valid, geometry[key], torch.nan)
             moved = z + torch.nan_to_num(alpha)[:, None] * geometry["delta"]
-            decoded[key], residual, iterations = self._decode(moved.reshape(-1, *self.model.latent_shape))
-            probabilities_at[key] = torch.softmax(self.latents(decoded[key])[1], 1).numpy()
-            worst, slowest = max(worst, residual), max(slowest, iterations)
-        return Counterfactuals(
-            target=target,
-            predicted=predicted.numpy(),
-            probabilities=torch.softmax(logits, 1).numpy(),
-            valid=valid.numpy(),
-            alphas={key: alpha.numpy() for key, alpha in alphas.items()},
-            images={key: image.numpy() for key, image in decoded.items()},
-            probabilities_at=probabilities_at,
-            inverse_residual=worst,
-            inverse_iterations=slowest,
-        )
+            decoded = self.model.decode(moved.reshape(-1, *self.model.latent_shape), near=trace)
+            report = self.model.last_inverse
+            result["alphas"][key], result["images"][key] = alpha.numpy(), decoded.numpy()
+            result["probabilities_at"][key] = torch.softmax(self.model(decoded), 1).numpy()
+            result["residual"] = max(result["residual"], report.max_relative_residual)
+            result["iterations"] = max(result["iterations"], report.iterations)
+        return result
 
     @torch.no_grad()
     def sweep(self, image: torch.Tensor, target: int, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Decode z + alpha Delta for one image (C, H, W) at every alpha; return (images, probabilities)."""
-        z, logits = self.latents(image[None])
-        delta = self.directions(z, logits.argmax(1), target)["delta"]
+        trace: list = []
+        z = self.model.encode(image[None], trace)
+        delta = self.directions(z.flatten(1), self.model.classify(z).argmax(1), target)["delta"]
         steps = torch.as_tensor(np.asarray(alphas), dtype=z.dtype)[:, None]
-        decoded = self._decode((z + steps * delta).reshape(-1, *self.model.latent_shape))[0]
+        moved = (z.flatten(1) + steps * delta).reshape(-1, *self.model.latent_shape)
+        decoded = torch.cat([self.model.decode(moved[i : i + self.batch_size], near=trace) for i in range(0, len(moved), self.batch_size)])
         return decoded.numpy(), torch.softmax(self.latents(decoded)[1], 1).numpy()
-
-    def _decode(self, z: torch.Tensor) -> tuple[torch.Tensor, float, int]:
-        """f^-1 in batches; also the worst fixed-point residual and the most iterations any block used."""
-        parts, worst, slowest = [], 0.0, 0
-        for start in range(0, len(z), self.batch_size):
-            parts.append(self.model.decode(z[start : start + self.batch_size]))
-            worst = max(worst, self.model.last_inverse.max_relative_residual)
-            slowest = max(slowest, self.model.last_inverse.iterations)
-        return torch.cat(parts), worst, slowest
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "means_true_"):

@@ -120,12 +120,12 @@ def watermark_experiment(
     stamped: tuple[str, ...] = ("Pullover", "Shirt"),
     letter: str = "A",
     glyph_size: int = 10,
-    n_train: int = 6000,
+    n_train: int = 24000,
     n_test: int = 2000,
-    cnn_epochs: int = 6,
-    words: int = 32,
+    cnn_epochs: int = 12,
+    words: int = 64,
     dictionary_epochs: int = 4,
-    nodes_per_layer: int = 3,
+    nodes_per_layer: int = 5,
 ):
     """Stamp, train a CNN, fit dictionaries and check every class graph, on Fashion-MNIST.
 
