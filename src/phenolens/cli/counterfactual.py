@@ -42,7 +42,7 @@ def train(
     ),
     coeff: float = typer.Option(0.8, help="Spectral bound of every convolution (< 1)."),
     power_iterations: int = typer.Option(5, help="Power iterations per training step for each spectral bound."),
-    inverse_iterations: int = typer.Option(100, help="Maximum fixed-point iterations per block when inverting."),
+    inverse_iterations: int = typer.Option(100, help="Maximum fixed-point iterations (branch evaluations) per block when inverting."),
     epochs: int = typer.Option(30, help="Maximum epochs (early stopping on the validation loss)."),
     lr: float = typer.Option(2e-3, help="Adam learning rate."),
     test_fraction: float = typer.Option(0.25, help="Share of the images held out as the test set."),
