@@ -6,8 +6,9 @@ For BBBC021 cells (DMSO vs protein-synthesis inhibitors, split by field of view)
   - inverse reconstruction MAE (< 1/255 of the data range)
   - alpha_1 flip rate (>= 95%), network evaluations per counterfactual (<= 3)
   - speed-up over the Wachter gradient baseline in the same run (>= 20x), proximity of both
-  - BBBC013 known answer: towards NuclearGFP the nuclear GFP contrast rises in >= 80%, towards
-    CytoplasmicGFP it falls (reported as the decrease rate)
+  - BBBC013 known answer: towards NuclearGFP the nuclear GFP contrast rises in >= 80% of the correctly
+    classified CytoplasmicGFP crops, towards CytoplasmicGFP it falls (reported as the decrease rate);
+    the rate over every crop predicted as the other class is printed beside it
 
     python benchmarks/counterfactual_benchmark.py            # full run (tens of minutes on 2 cores)
     python benchmarks/counterfactual_benchmark.py --small    # seconds-scale smoke run (numbers not meaningful)
@@ -111,6 +112,7 @@ def check(results: dict) -> list[tuple[str, str, float, str, bool]]:
                 if target == "NuclearGFP":
                     increase = metrics["nuclear_gfp_increase_rate"]
                     row(f"-> {target}: nuclear GFP increase rate", increase, ">= 0.8", increase >= 0.8)
+                    row(f"-> {target}:   same, incl. misclassified", metrics["nuclear_gfp_increase_rate_all_predicted"], "(reported)")
                 else:
                     decrease = metrics["nuclear_gfp_decrease_rate"]
                     row(f"-> {target}: nuclear GFP decrease rate", decrease, "> 0.5 (lowers it)", decrease > 0.5)

@@ -153,3 +153,30 @@ def test_nuclear_contrast_knows_the_answer():
     assert before[0] == pytest.approx(-120.0) and after[0] == pytest.approx(120.0)
     with pytest.raises(PhenolensError, match="--nucleus-channel 'Hoechst'"):
         contrast_change(cytoplasmic, nuclear, ["GFP", "DNA"], "Hoechst")
+
+
+def test_known_answer_rates_count_correctly_classified_images_only():
+    from phenolens.explain.counterfactual.ecinn import Counterfactuals
+    from phenolens.explain.counterfactual.evaluate import ExplanationRun, _known_answer
+
+    cytoplasmic, nuclear = synthetic_cells(False), synthetic_cells(True)
+    # three cytoplasmic cells predicted cytoplasmic (0) whose counterfactuals turn nuclear, one nuclear
+    # cell misread as cytoplasmic whose counterfactual loses contrast, one image already at the target
+    originals = np.concatenate([cytoplasmic] * 3 + [nuclear, nuclear])
+    counterfactuals = np.concatenate([nuclear] * 3 + [cytoplasmic, nuclear])
+    predicted = np.array([0, 0, 0, 0, 1])
+    ecinn = Counterfactuals(
+        target=1, predicted=predicted, probabilities=np.eye(2)[predicted], valid=predicted != 1, alphas={}, images={},
+        probabilities_at={}, inverse_residual=0.0, inverse_iterations=1,
+    )  # fmt: skip
+    run = ExplanationRun(
+        target=1, class_names=["CytoplasmicGFP", "NuclearGFP"], channel_names=["GFP", "DNA"], sources=[], labels=np.array([0, 0, 0, 1, 1]),
+        originals=originals, ecinn=ecinn, ecinn_raw={"alpha1": counterfactuals},
+    )  # fmt: skip
+    _known_answer(run, "DNA", None)
+    assert run.metrics["nuclear_gfp_basis"] == "correctly classified images"
+    assert run.metrics["nuclear_gfp_increase_rate"] == 1.0 and run.metrics["nuclear_gfp_images"] == 3
+    assert run.metrics["nuclear_gfp_increase_rate_all_predicted"] == 0.75 and run.metrics["nuclear_gfp_images_all_predicted"] == 4
+    run.labels = np.full(5, -1)  # unlabelled images: every image predicted as another class counts
+    _known_answer(run, "DNA", None)
+    assert run.metrics["nuclear_gfp_basis"] == "every image predicted as another class" and run.metrics["nuclear_gfp_images"] == 4

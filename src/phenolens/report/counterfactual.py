@@ -103,7 +103,11 @@ def known_answer_figure(run: ExplanationRun):
     """Nuclear minus cytoplasmic signal before vs after each alpha_1 counterfactual."""
     before, after = run.contrast["before"], run.contrast["after"]
     fig, axis = figure(width=4.6, height=4.2)
-    axis.scatter(before, after, s=14, color=OKABE_ITO[4])
+    basis = run.contrast["basis"]
+    axis.scatter(before[basis], after[basis], s=14, color=OKABE_ITO[4], label=run.metrics["nuclear_gfp_basis"])
+    if not basis.all():
+        axis.scatter(before[~basis], after[~basis], s=14, color=OKABE_ITO[5], marker="x", label="misclassified (not counted)")
+    axis.legend(frameon=False, fontsize="small")
     finite = np.isfinite(before) & np.isfinite(after)
     low, high = (float(np.min([before[finite], after[finite]])), float(np.max([before[finite], after[finite]]))) if finite.any() else (0.0, 1.0)
     axis.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--")
@@ -227,8 +231,10 @@ def counterfactual_sections(run: ExplanationRun, out: Path, panels: int = 4, pre
     if run.contrast:
         section.text(
             f"Known answer: the nuclear minus rest-of-cell signal rose in {metrics['nuclear_gfp_increase_rate']:.0%} and fell in "
-            f"{metrics['nuclear_gfp_decrease_rate']:.0%} of {metrics['nuclear_gfp_images']} counterfactuals "
-            "(nucleus: Otsu on the DNA channel of the original)."
+            f"{metrics['nuclear_gfp_decrease_rate']:.0%} of {metrics['nuclear_gfp_images']} counterfactuals of "
+            f"{metrics['nuclear_gfp_basis']} (over every image predicted as another class: rose in "
+            f"{metrics['nuclear_gfp_increase_rate_all_predicted']:.0%} of {metrics['nuclear_gfp_images_all_predicted']}); "
+            "nucleus: Otsu on the DNA channel of the original."
         )
         section.figure(
             known_answer_figure(run), "Nuclear contrast of the signal channel before and after alpha_1.", filename=f"{prefix}_known_answer.png"

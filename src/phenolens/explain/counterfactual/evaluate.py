@@ -204,11 +204,23 @@ def _run_interpolation(run: ExplanationRun, model: CounterfactualModel, inputs: 
 
 
 def _known_answer(run: ExplanationRun, nucleus_channel: str, signal_channel: str | None) -> None:
-    """Nuclear contrast of the signal before and after the alpha_1 (and autoencoder) counterfactuals."""
+    """Nuclear contrast of the signal before and after the alpha_1 (and autoencoder) counterfactuals.
+
+    The rates are those of the correctly classified images of the other classes, when the images
+    are labelled: "CytoplasmicGFP -> NuclearGFP" is a statement about cytoplasmic cells, and an
+    image the model misreads as cytoplasmic is already nuclear, so moving it further towards
+    NuclearGFP says nothing about the relation learned. The rates over every image predicted as
+    another class are reported beside them (`..._all_predicted`)."""
     valid = run.ecinn.valid
+    labels = run.labels[valid]
+    correct = labels == run.ecinn.predicted[valid]
+    labelled = bool((labels >= 0).all() and correct.any())
+    basis = correct if labelled else np.ones_like(correct)
     before, after = contrast_change(run.originals[valid], run.ecinn_raw["alpha1"][valid], run.channel_names, nucleus_channel, signal_channel)
-    run.contrast = {"before": before, "after": after}
-    run.metrics.update(_contrast_rates(before, after, "nuclear_gfp"))
+    run.contrast = {"before": before, "after": after, "basis": basis}
+    run.metrics["nuclear_gfp_basis"] = "correctly classified images" if labelled else "every image predicted as another class"
+    run.metrics.update(_contrast_rates(before[basis], after[basis], "nuclear_gfp"))
+    run.metrics.update(_contrast_rates(before, after, "nuclear_gfp", suffix="_all_predicted"))
     if run.interpolation is not None:
         # The autoencoder's change is measured from its own reconstruction (see interpolation.py).
         _, end = contrast_change(run.originals[valid], run.interpolation_raw["full"][valid], run.channel_names, nucleus_channel, signal_channel)
@@ -216,17 +228,17 @@ def _known_answer(run: ExplanationRun, nucleus_channel: str, signal_channel: str
             run.originals[valid], run.interpolation_raw["reconstruction"][valid], run.channel_names, nucleus_channel, signal_channel
         )
         run.contrast.update(autoencoder_before=reconstructed, autoencoder_after=end)
-        run.metrics.update(_contrast_rates(reconstructed, end, "autoencoder_nuclear_gfp"))
+        run.metrics.update(_contrast_rates(reconstructed[basis], end[basis], "autoencoder_nuclear_gfp"))
 
 
-def _contrast_rates(before: np.ndarray, after: np.ndarray, prefix: str) -> dict:
+def _contrast_rates(before: np.ndarray, after: np.ndarray, prefix: str, suffix: str = "") -> dict:
     finite = np.isfinite(before) & np.isfinite(after)
     change = after[finite] - before[finite]
     return {
-        f"{prefix}_increase_rate": float((change > 0).mean()) if finite.any() else float("nan"),
-        f"{prefix}_decrease_rate": float((change < 0).mean()) if finite.any() else float("nan"),
-        f"{prefix}_contrast_change_median": float(np.median(change)) if finite.any() else float("nan"),
-        f"{prefix}_images": int(finite.sum()),
+        f"{prefix}_increase_rate{suffix}": float((change > 0).mean()) if finite.any() else float("nan"),
+        f"{prefix}_decrease_rate{suffix}": float((change < 0).mean()) if finite.any() else float("nan"),
+        f"{prefix}_contrast_change_median{suffix}": float(np.median(change)) if finite.any() else float("nan"),
+        f"{prefix}_images{suffix}": int(finite.sum()),
     }
 
 
