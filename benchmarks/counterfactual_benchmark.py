@@ -38,7 +38,7 @@ DATASETS = {
 }
 
 
-def benchmark(name: str, small: bool, seed: int, epochs: int = 30, resnet_epochs: int = 15, pad_channels: int = 0) -> dict:
+def benchmark(name: str, small: bool, seed: int, epochs: int = 80, resnet_epochs: int = 15, pad_channels: int = 0) -> dict:
     spec = DATASETS[name]
     data = load(name)
     if small:
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="tiny models and one epoch: checks the script runs, numbers not meaningful")
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of: " + ", ".join(DATASETS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=30, help="maximum i-ResNet epochs (early stopping on validation loss)")
+    parser.add_argument("--epochs", type=int, default=80, help="maximum i-ResNet epochs (early stopping on validation loss)")
     parser.add_argument("--resnet-epochs", type=int, default=15, help="maximum epochs of the reference ResNet-18")
     parser.add_argument("--pad-channels", type=int, default=0, help="zero channels appended to the i-ResNet input")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)")

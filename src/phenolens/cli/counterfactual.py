@@ -33,7 +33,7 @@ def train(
     classes: str = typer.Option("", help="Classes to train on, comma-separated (default: all labelled classes)."),
     group_by: str = typer.Option(None, "--group-by", help="Metadata column that keeps groups on one side of the split (e.g. field)."),
     size: int = typer.Option(64, help="Crops are centre-padded (never stretched) to SIZE x SIZE; a multiple of 2**scales."),
-    blocks: str = typer.Option("2,2", help="Residual blocks per scale, comma-separated."),
+    blocks: str = typer.Option("4,4", help="Residual blocks per scale, comma-separated."),
     hidden: str = typer.Option("16,32", help="Hidden channels of the residual branches per scale."),
     pad_channels: int = typer.Option(
         0,
@@ -43,7 +43,7 @@ def train(
     coeff: float = typer.Option(0.8, help="Spectral bound of every convolution (< 1)."),
     power_iterations: int = typer.Option(5, help="Power iterations per training step for each spectral bound."),
     inverse_iterations: int = typer.Option(100, help="Maximum fixed-point iterations (branch evaluations) per block when inverting."),
-    epochs: int = typer.Option(30, help="Maximum epochs (early stopping on the validation loss)."),
+    epochs: int = typer.Option(80, help="Maximum epochs (early stopping on the validation loss)."),
     lr: float = typer.Option(2e-3, help="Adam learning rate."),
     test_fraction: float = typer.Option(0.25, help="Share of the images held out as the test set."),
     autoencoder: bool = typer.Option(True, "--autoencoder/--no-autoencoder", help="Also train the autoencoder alternative."),
