@@ -34,7 +34,7 @@ from torch import nn
 from phenolens.core.errors import PhenolensError
 from phenolens.nn.weights import register_architecture
 
-ANDERSON_MEMORY = 4  # past iterates combined by the accelerated inverse; 3-5 measured alike, 0 is the plain iteration
+ANDERSON_MEMORY = 4  # past iterates combined by the accelerated inverse (0: the plain iteration); only 4 was measured on trained blocks
 
 
 class SpectralConv2d(nn.Module):
@@ -198,8 +198,12 @@ class InvertibleBlock(nn.Module):
         self.branch = ResidualBranch(channels, hidden, size, coeff, n_power_iterations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.branch_input_and_output(x)[1]
+
+    def branch_input_and_output(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, y): the branch input a = ActNorm(x) and the block output y = a + g(a)."""
         a = self.actnorm(x)
-        return a + self.branch(a)
+        return a, a + self.branch(a)
 
     def inverse(
         self, y: torch.Tensor, iterations: int = 100, tolerance: float = 1e-6, start: torch.Tensor | None = None, memory: int = ANDERSON_MEMORY
@@ -209,8 +213,8 @@ class InvertibleBlock(nn.Module):
         Solves the fixed point a = y - g(a), which converges geometrically because g is a
         contraction, with Anderson acceleration over the last `memory` iterates (0: the plain
         iteration): each new iterate is the combination of the recent ones whose residuals cancel
-        best, a small least-squares problem per image. On trained blocks this needs about half the
-        branch evaluations of the plain iteration for the same residual. Stops once every image's
+        best, a small least-squares problem per image. On trained BBBC013 blocks (tolerance 1e-4) this
+        took 5 branch evaluations per block where the plain iteration took 11-14. Stops once every image's
         residual is below `tolerance`; the residual is the one of the returned iterate, measured by
         the same evaluation that would have produced the next one. `start` is the first guess of
         the branch input a (default y, i.e. g(a) = 0)."""
@@ -329,9 +333,8 @@ class InvertibleResNet(nn.Module):
         z = self.pad(x)
         for stage in self.stages:
             if trace is not None and isinstance(stage, InvertibleBlock):
-                a = stage.actnorm(z)
-                z = a + stage.branch(a)
-                trace.append((a, z))
+                trace.append(stage.branch_input_and_output(z))
+                z = trace[-1][1]
             else:
                 z = stage(z)
         return z
