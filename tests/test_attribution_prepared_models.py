@@ -47,7 +47,12 @@ def test_occlusion_copy_runs_relus_in_place_only_on_fresh_tensors():
     assert not any(getattr(m, "inplace", False) for m in prepare_model(model, "gradcam").modules())
     x = torch.randn(5, 2, 20, 20).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():  # in place or not, the same numbers
-        assert torch.equal(prepared(x), prepare_model(model, "ig")(x))
+        assert torch.equal(prepared.feature_maps(x), prepare_model(model, "ig").feature_maps(x))
+        # the head computes the logits in float64 (occlusion maps are differences of two logits)
+        logits = prepared(x)
+        assert logits.dtype == torch.float64 and next(model.parameters()).dtype == torch.float32  # the caller's model untouched
+        exact = model.double()(x.double())
+        assert (logits - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "densenet"])
