@@ -65,11 +65,14 @@ def test_explain_writes_every_output(checkpoint, tmp_path, cli):
         "1",
         "--panels",
         "1",
+        "--inverse-tolerance",
+        "1e-5",
     )
     assert status == 0, stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert all(key in metrics for key in ISSUE_KEYS)
     assert metrics["evaluations_per_counterfactual"] == 3 and metrics["n_images"] == 35
+    assert metrics["inverse_relative_residual"] < 1e-5  # the --inverse-tolerance override reached the inverse
     assert 0.0 <= metrics["flip_rate_alpha1"] <= 1.0 and metrics["speedup_vs_gradient"] > 0
     arrays = np.load(out / "counterfactuals.npz")
     count = metrics["n_images"]
@@ -92,6 +95,7 @@ def test_explain_writes_every_output(checkpoint, tmp_path, cli):
         (["--target", "Mitotic"], "unknown target class 'Mitotic'"),
         (["--target", "NuclearGFP", "--nucleus-channel", "Hoechst"], "--nucleus-channel 'Hoechst'"),
         (["--target", "NuclearGFP", "--dataset", "mitocheck"], "channels"),
+        (["--target", "NuclearGFP", "--inverse-tolerance", "0"], "--inverse-tolerance 0.0 must lie in (0, 1)"),
     ],
 )
 def test_explain_rejects_bad_input_without_output(checkpoint, tmp_path, cli, arguments, message):

@@ -108,15 +108,23 @@ def explain(
     autoencoder: bool = typer.Option(True, "--autoencoder/--no-autoencoder", help="Also run the autoencoder interpolation (when trained)."),
     panels: int = typer.Option(4, help="Counterfactual panels in the report."),
     sweeps: int = typer.Option(3, help="Images with an alpha-sweep animation (GIF)."),
+    inverse_tolerance: float = typer.Option(
+        None, "--inverse-tolerance", help="Relative residual at which each block's inverse stops (default: the checkpoint's, 1e-3)."
+    ),
 ) -> None:
     """ECINN counterfactuals (alpha_0, alpha_1), difference maps, probabilities, sweeps and metrics."""
+    from phenolens.core.errors import PhenolensError
     from phenolens.core.outputs import atomic_output_dir
     from phenolens.explain.counterfactual.evaluate import GradientSettings, check_request, explain_counterfactuals
     from phenolens.explain.counterfactual.model import CounterfactualModel
     from phenolens.report.counterfactual import write_explanation
 
+    if inverse_tolerance is not None and not 0 < inverse_tolerance < 1:
+        raise PhenolensError(f"--inverse-tolerance {inverse_tolerance} must lie in (0, 1); 1e-3 keeps counterfactuals far below 8-bit quantisation")
     model = CounterfactualModel.load(checkpoint)
     check_request(model, target, nucleus_channel, signal_channel)
+    if inverse_tolerance is not None:
+        model.classifier.inverse_tolerance = inverse_tolerance
     if dataset or folder or manifest:
         data = read_images(dataset, folder, manifest, channels)
     else:
