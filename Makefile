@@ -27,7 +27,7 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
-# Each benchmark's seconds-to-minutes mode, as CI runs it: the pipelines behind the issues' figures
+# The seconds-to-minutes mode of the main benchmarks, as CI runs it: the pipelines behind the issues' figures
 # still run end to end (the figures themselves need the full runs; see each script's docstring).
 bench-small: $(STAMP)
 	$(BIN)/python benchmarks/images_attribution_speed.py --small
