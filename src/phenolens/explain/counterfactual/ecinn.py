@@ -9,8 +9,8 @@ For an image x predicted as p and a target class q, with z = f(x):
     x_hat   = f^-1(z + alpha Delta)
 (the ECINN code computes alpha_1 as `0.8 + 0.5 * a0`). One forward pass, one inverse, and one forward
 pass to check the prediction: three network evaluations per counterfactual. The inverse is itself
-iterative: each block runs ~3 branch evaluations (Anderson-accelerated fixed point, tolerance 1e-3),
-so in compute one counterfactual costs about as much as 5 forward passes; `metrics.json` reports the
+iterative: each block runs 3-4 branch evaluations (Anderson-accelerated fixed point, tolerance 1e-3),
+so in compute one counterfactual costs about as much as 5-6 forward passes; `metrics.json` reports the
 iterations beside the evaluation count so that this is visible.
 """
 
