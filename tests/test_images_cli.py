@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     folder = _write_folder(root / "crops")
     model = root / "model"
-    status = run(["train", "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(model), "--cv", "2", *TINY])
+    status = run(["train", "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(model), "--cv", "2", "--cutmix", "0.25", *TINY])
     assert status == 0
     return folder, model
 
@@ -47,6 +47,7 @@ def test_train_writes_weights_metrics_and_report(trained):
     assert 0.0 <= metrics["macro_f1"] <= 1.0 and set(metrics["per_class_f1"]) == {"inside", "outside"}
     card = json.loads((model / "model.json").read_text())
     assert card["channel_names"] == ["GFP", "DNA"] and card["normalization"]["size"] == 18 and len(card["extra"]["held_out_sources"]) == 10
+    assert card["extra"]["settings"]["cutmix_probability"] == 0.25  # --cutmix reached the training loop
     assert (model / "model.safetensors").is_file() and (model / "report.html").is_file()
     expected = {"training_curves.png", "confusion.png", "roc_pr.png", "embedding.png", "filters.png", "pointwise.png"}
     assert expected <= {p.name for p in (model / "figures").iterdir()}
@@ -78,6 +79,9 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
     (empty / "classA").mkdir(parents=True)
     assert run(["train", "--folder", str(empty), "--out", str(tmp_path / "m"), *TINY]) == 2
     assert "no .tif/.tiff/.png/.npy images" in capsys.readouterr().err
+    assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, "--cutmix", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "CutMix share 1.5 must lie in [0, 1] (--cutmix)" in err and err.count("\n") == 1 and not (tmp_path / "m").exists()
     nan_folder = _write_folder(tmp_path / "nan", per_class=3)
     bad = nan_folder / "inside" / "w0_0.npy"
     image = np.load(bad)

@@ -193,6 +193,8 @@ def fit_classifier(
       anneals it to 0 over `epochs` (best for a fixed, short budget).
     - `covariate`: a metadata column one-hot encoded and concatenated to the pooled features.
     """
+    if not 0.0 <= cutmix_probability <= 1.0:
+        raise PhenolensError(f"the CutMix share {cutmix_probability} must lie in [0, 1] (--cutmix); 0 turns CutMix off")
     labelled = images.labelled()
     present = np.unique(labelled.labels)
     if len(labelled) == 0 or len(present) < 2:
