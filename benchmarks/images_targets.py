@@ -17,12 +17,7 @@ from pathlib import Path
 
 CONFIGS = {
     "bbbc013": {
-        # No CutMix: a translocation label is a relation inside one cell, and crops with a pasted patch of another
-        # cell taught the model to credit GFP outside the nucleus. Out of fold (each crop explained by the fold
-        # model that did not train on it), IG GFP mass in the nucleus of NuclearGFP crops: 0.768 with CutMix on half
-        # of each batch (no fold >= 0.80), 0.834 and 0.881 without (seeds 0 and 1, every fold >= 0.82); CV macro-F1
-        # 0.984 vs 0.974 and 0.970.
-        "train": ["--dataset", "bbbc013", "--size", "64", "--stem-stride", "1", "--blocks", "1,1,1", "--epochs", "20", "--cv", "5", "--cutmix", "0"],
+        "train": ["--dataset", "bbbc013", "--size", "64", "--stem-stride", "1", "--blocks", "1,1,1", "--epochs", "20", "--cv", "5"],
         "explain": [
             "--methods",
             "saliency,gradcam,occlusion,ig",

@@ -27,7 +27,7 @@ def train(
     lr: float = typer.Option(2e-3, help="Adam learning rate."),
     schedule: str = typer.Option("plateau", help="Learning rate: plateau (halve when validation stalls) or cosine (anneal to 0 over --epochs)."),
     augment: bool = typer.Option(True, help="Flips, 90-degree turns, +-10 degree rotations and CutMix."),
-    cutmix: float = typer.Option(0.5, help="Share of each batch given CutMix (with --augment); 0 keeps each crop one cell (translocation labels)."),
+    cutmix: float = typer.Option(0.5, help="Share of each batch given CutMix (with --augment); 0 turns CutMix off."),
     pseudo_labels: bool = typer.Option(True, help="Use the unlabelled images as a pseudo-labelled pool."),
     balanced: bool = typer.Option(False, help="Weight the loss by inverse class frequency (for unbalanced classes)."),
     covariate: str = typer.Option("", help="Metadata column one-hot encoded and concatenated to the pooled features."),
