@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from phenolens.cli.main import run
@@ -67,6 +68,27 @@ def test_explain_writes_maps_and_metrics(trained, tmp_path):
     arrays = np.load(out / "attributions.npz")
     assert arrays["maps_integrated_gradients"].shape == (10, 2, 18, 18) and arrays["nucleus_masks"].shape == (10, 18, 18)
     assert (out / "per_image.csv").is_file() and (out / "figures" / "gallery.png").is_file()
+
+
+def test_explain_out_of_fold_uses_each_fold_model_on_its_own_held_out_images(trained, tmp_path, capsys):
+    folder, model = trained
+    held_out = [set(json.loads((model / "folds" / f"fold-{k}" / "model.json").read_text())["extra"]["held_out_sources"]) for k in (1, 2)]
+    assert len(held_out[0]) == len(held_out[1]) == 10 and not held_out[0] & held_out[1]  # the folds partition the 20 crops
+    args = ["explain", str(model), "--folder", str(folder), "--channels", "GFP,DNA", "--methods", "saliency", "--nucleus-channel", "DNA"]
+    assert run([*args, "--images", "out-of-fold", "--out", str(tmp_path / "oof")]) == 0
+    assert run([*args, "--out", str(tmp_path / "fold1")]) == 0  # the saved model is fold 1's, on its held-out crops
+    metrics = json.loads((tmp_path / "oof" / "metrics.json").read_text())
+    assert metrics["n_images"] == 20 and metrics["fold_images"] == {"fold-1": 10, "fold-2": 10}
+    table = pd.read_csv(tmp_path / "oof" / "per_image.csv")
+    assert set(table["source"][:10]) == held_out[0] and set(table["source"][10:]) == held_out[1]
+    pooled, first = np.load(tmp_path / "oof" / "attributions.npz"), np.load(tmp_path / "fold1" / "attributions.npz")
+    assert np.allclose(pooled["maps_saliency"][:10], first["maps_saliency"], atol=1e-6)
+    assert pooled["nucleus_masks"].shape == (20, 18, 18) and not np.allclose(pooled["maps_saliency"][10:], 0.0)
+    plain = tmp_path / "plain"
+    shutil.copytree(model, plain, ignore=shutil.ignore_patterns("folds"))
+    assert run([*args[:1], str(plain), *args[2:], "--images", "out-of-fold", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "no cross-validation fold models; train the model with --cv K" in err and err.count("\n") == 1 and not (tmp_path / "none").exists()
 
 
 def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):

@@ -150,8 +150,10 @@ def test_deletion_insertion_endpoints_and_sanity_check():
     with torch.no_grad():
         original = torch.softmax(classifier.model(inputs), 1)[np.arange(4), targets].mean().item()
         empty = torch.softmax(classifier.model(baseline.expand_as(inputs)), 1)[np.arange(4), targets].mean().item()
-    assert np.isclose(result["deletion_curve"][0], original, atol=1e-5) and np.isclose(result["deletion_curve"][-1], empty, atol=1e-5)
-    assert np.isclose(result["insertion_curve"][0], empty, atol=1e-5) and np.isclose(result["insertion_curve"][-1], original, atol=1e-5)
+    deletion, insertion = result["deletion_curves"].mean(axis=0), result["insertion_curves"].mean(axis=0)
+    assert result["deletion_curves"].shape == (4, 5)
+    assert np.isclose(deletion[0], original, atol=1e-5) and np.isclose(deletion[-1], empty, atol=1e-5)
+    assert np.isclose(insertion[0], empty, atol=1e-5) and np.isclose(insertion[-1], original, atol=1e-5)
     assert result["deletion_auc"].shape == (4,)
     assert np.allclose(map_ssim(maps, maps), 1.0)
     random_model = randomized_copy(classifier.model, seed=3)

@@ -10,7 +10,7 @@ import typer
 from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, read_images
 from phenolens.core.errors import PhenolensError
 
-SUBSETS = ("auto", "heldout", "labelled", "all")
+SUBSETS = ("auto", "heldout", "out-of-fold", "labelled", "all")
 
 
 def explain(
@@ -31,16 +31,20 @@ def explain(
     output: str = typer.Option("logit", help="What the maps explain: logit, or log_probability (log-softmax of the target)."),
     nucleus_channel: str = typer.Option("", help="DNA channel: nucleus mask by Otsu threshold; reports nucleus_mass_fraction."),
     reporter_channel: str = typer.Option("", help="Channel whose positive attribution is measured inside the nucleus (default: the other one)."),
-    subset: str = typer.Option("auto", "--images", help="heldout (the images the model never trained on), labelled, all, or auto."),
+    subset: str = typer.Option(
+        "auto",
+        "--images",
+        help="heldout (the images the model never trained on), out-of-fold (every labelled image, each explained by the "
+        "cross-validation fold model that never trained on it; needs train --cv), labelled, all, or auto.",
+    ),
     max_images: int = typer.Option(0, help="Explain at most this many images (a seeded random subset); 0 = all."),
     batch_size: int = typer.Option(64, help="Images per Captum call."),
     seed: int = typer.Option(0, help="Seed of the image subset and the randomised model."),
 ) -> None:
     """Explain MODEL's decisions on images; write maps, metrics.json and report.html to OUT."""
     from phenolens.core.outputs import atomic_output_dir, write_json
-    from phenolens.core.seeding import numpy_rng
     from phenolens.explain.attribution import AttributionSettings
-    from phenolens.explain.images import explain_images
+    from phenolens.explain.images import Explanation, explain_images
     from phenolens.nn.weights import read_card
     from phenolens.report.attribution import explanation_section
     from phenolens.report.html import Report
@@ -50,23 +54,36 @@ def explain(
         raise PhenolensError(f"--images {subset!r}: choose one of {', '.join(SUBSETS)}")
     classifier = ImageClassifier.load(model)
     images = read_images(dataset, folder, manifest, channels, unlabelled)
-    images = select_images(images, read_card(model).extra.get("held_out_sources", []), subset, model)
-    if max_images and len(images) > max_images:
-        images = images.subset(np.sort(numpy_rng(seed).choice(len(images), max_images, replace=False)))
     settings = AttributionSettings(
         layer=layer or None, window=window, stride=stride, baseline=baseline, n_steps=n_steps, batch_size=batch_size, output=output
     )
-    explanation = explain_images(
-        classifier,
-        images,
-        [m.strip() for m in methods.split(",") if m.strip()],
-        target,
-        settings,
-        nucleus_channel or None,
-        reporter_channel or None,
-        seed=seed,
-    )
-    metrics = {**explanation.metrics(), "model": str(model), "dataset": images.name}
+
+    def explained_by(explaining_classifier, chosen):
+        return explain_images(
+            explaining_classifier,
+            chosen,
+            [m.strip() for m in methods.split(",") if m.strip()],
+            target,
+            settings,
+            nucleus_channel or None,
+            reporter_channel or None,
+            seed=seed,
+        )
+
+    if subset == "out-of-fold":
+        labelled = at_most(images.labelled(), max_images, seed)
+        folds, indices = out_of_fold_parts(model, labelled)
+        parts = [explained_by(ImageClassifier.load(fold), labelled.subset(index)) for fold, index in zip(folds, indices)]
+        explanation, images = Explanation.concatenate(parts), labelled.subset(np.concatenate(indices))  # in the explanation's order
+        explained = {
+            "explained_by": f"out of fold: {len(folds)} fold models",
+            "fold_images": {fold.name: len(index) for fold, index in zip(folds, indices)},
+        }
+    else:
+        images = at_most(select_images(images, read_card(model).extra.get("held_out_sources", []), subset, model), max_images, seed)
+        explanation = explained_by(classifier, images)
+        explained = {"explained_by": "one model"}
+    metrics = {**explanation.metrics(), **explained, "model": str(model), "dataset": images.name}
     with atomic_output_dir(out) as staging:
         arrays = {f"maps_{method}": maps.astype(np.float32) for method, maps in explanation.maps.items()}
         if explanation.nucleus_masks is not None:
@@ -87,6 +104,33 @@ def explain(
         report.add(explanation_section(explanation))
         report.write(staging)
     print(f"explained {len(images)} images with {', '.join(explanation.maps)}; wrote {out / 'report.html'}")
+
+
+def at_most(images, max_images: int, seed: int):
+    """A seeded random subset of `max_images` images (all of them when 0 or fewer than that)."""
+    from phenolens.core.seeding import numpy_rng
+
+    if max_images and len(images) > max_images:
+        return images.subset(np.sort(numpy_rng(seed).choice(len(images), max_images, replace=False)))
+    return images
+
+
+def out_of_fold_parts(model: Path, labelled) -> tuple[list[Path], list[np.ndarray]]:
+    """The fold models under MODEL/folds and, for each, the indices of the images of `labelled` it never trained on."""
+    from phenolens.cli.train import FOLDS_FOLDER
+    from phenolens.nn.weights import read_card
+
+    folds = sorted((model / FOLDS_FOLDER).glob("fold-*"), key=lambda path: int(path.name.partition("-")[2] or 0))
+    if not folds:
+        raise PhenolensError(f"{model / FOLDS_FOLDER}: no cross-validation fold models; train the model with --cv K to explain out of fold")
+    if "source" not in labelled.meta or len(labelled) == 0:
+        raise PhenolensError(f"{model}: out-of-fold explanation needs labelled images with known sources; use --images labelled")
+    sources = labelled.meta["source"].astype(str)
+    chosen = [np.flatnonzero(sources.isin(set(read_card(fold).extra.get("held_out_sources", [])))) for fold in folds]
+    kept = [(fold, index) for fold, index in zip(folds, chosen) if len(index)]
+    if not kept:
+        raise PhenolensError(f"{model / FOLDS_FOLDER}: none of the folds' held-out images are among these images; pass the training images")
+    return [fold for fold, _ in kept], [index for _, index in kept]
 
 
 def select_images(images, held_out_sources: list[str], subset: str, model: Path):

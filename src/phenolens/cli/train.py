@@ -8,6 +8,8 @@ import typer
 
 from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, read_images
 
+FOLDS_FOLDER = "folds"  # under a `--cv` output: fold-1 ... fold-k, each a model with its own held-out list
+
 
 def train(
     out: Path = typer.Option(..., "--out", help="Output folder: model weights, metrics.json, figures, report.html."),
@@ -33,7 +35,9 @@ def train(
     covariate: str = typer.Option("", help="Metadata column one-hot encoded and concatenated to the pooled features."),
     group_by: str = typer.Option("", help="Metadata column (well, site, field) whose groups never straddle a split."),
     test_fraction: float = typer.Option(0.2, help="Held-out share of the labelled images (without --cv)."),
-    cv: int = typer.Option(0, "--cv", help="k-fold cross-validation (k >= 2); adds cv_macro_f1 to metrics.json."),
+    cv: int = typer.Option(
+        0, "--cv", help="k-fold cross-validation (k >= 2); adds cv_macro_f1 to metrics.json and keeps every fold's model under folds/."
+    ),
     seed: int = typer.Option(0, help="Seed of splits, initialisation, augmentation and batching."),
 ) -> None:
     """Train an image classifier; write weights, metrics.json, figures and report.html to OUT."""
@@ -72,13 +76,21 @@ def train(
     labelled = images.labelled()
     metrics = {**run.metrics, "dataset": images.name, "training_seconds": round(seconds, 1)}
     with atomic_output_dir(out) as staging:
-        held_out = labelled.meta.iloc[run.test_index].assign(label=labelled.label_names()[run.test_index])
-        sources = held_out["source"].astype(str).tolist() if "source" in held_out else []
-        run.classifier.save(staging, extra={"dataset": images.name, "held_out_sources": sources})
-        held_out.to_csv(staging / "held_out.csv", index=False)
+        save_with_held_out(run.classifier, labelled, run.test_index, staging)
+        for number, fold in enumerate(run.folds, start=1):  # `phenolens explain --images out-of-fold` reads these
+            save_with_held_out(fold.classifier, labelled, fold.test_index, staging / FOLDS_FOLDER / f"fold-{number}")
         write_json(staging / "metrics.json", metrics)
         report = Report(f"phenolens train: {images.name}", metrics=metrics)
         report.add(training_section(run, images))
         report.write(staging)
     summary = f"macro-F1 {metrics['macro_f1']:.3f}" + (f", cv macro-F1 {metrics['cv_macro_f1']:.3f}" if "cv_macro_f1" in metrics else "")
     print(f"{summary} ({seconds:.0f} s); wrote {out / 'report.html'}")
+
+
+def save_with_held_out(classifier, labelled, test_index, folder: Path) -> None:
+    """Save `classifier` into `folder` with the list of labelled images it never trained on
+    (model.json's `held_out_sources`, and held_out.csv)."""
+    held_out = labelled.meta.iloc[test_index].assign(label=labelled.label_names()[test_index])
+    sources = held_out["source"].astype(str).tolist() if "source" in held_out else []
+    classifier.save(folder, extra={"dataset": labelled.name, "held_out_sources": sources})
+    held_out.to_csv(folder / "held_out.csv", index=False)

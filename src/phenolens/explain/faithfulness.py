@@ -67,8 +67,8 @@ def deletion_insertion(
     deletion, insertion = torch.cat(deletion).numpy(), torch.cat(insertion).numpy()
     return {
         "fractions": fractions,
-        "deletion_curve": deletion.mean(axis=0),
-        "insertion_curve": insertion.mean(axis=0),
+        "deletion_curves": deletion,  # (N, steps + 1): per image, so explanations of several models can be pooled
+        "insertion_curves": insertion,
         "deletion_auc": np.trapezoid(deletion, fractions, axis=1),
         "insertion_auc": np.trapezoid(insertion, fractions, axis=1),
     }

@@ -40,6 +40,30 @@ class Explanation:
     reporter_channel: str | None = None
     settings: dict = field(default_factory=dict)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[Explanation]) -> Explanation:
+        """One explanation of the images of all `parts`, in order (for example each cross-validation
+        fold's model on its own held-out images). Per-image arrays are joined; names and settings must agree."""
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.class_names, part.channel_names, part.reporter_channel) != (first.class_names, first.channel_names, first.reporter_channel):
+                raise PhenolensError("explanations to pool must share classes, channels and reporter channel; explain them with one set of options")
+        joined = {}
+        for name, value in vars(first).items():
+            values = [getattr(part, name) for part in parts]
+            if isinstance(value, np.ndarray):
+                joined[name] = np.concatenate(values)
+            elif name == "faithfulness":
+                joined[name] = {  # per-image curves and AUCs are joined; the shared pixel fractions are kept
+                    method: {key: kept if key == "fractions" else np.concatenate([v[method][key] for v in values]) for key, kept in results.items()}
+                    for method, results in value.items()
+                }
+            elif isinstance(value, dict) and name != "settings":
+                joined[name] = {key: np.concatenate([v[key] for v in values]) for key in value}
+            else:
+                joined[name] = value
+        return cls(**joined)
+
     @property
     def predicted(self) -> np.ndarray:
         return self.proba.argmax(axis=1)

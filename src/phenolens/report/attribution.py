@@ -79,8 +79,9 @@ def faithfulness_figure(faithfulness: dict):
     """Mean deletion and insertion curves of every method."""
     fig, (deletion, insertion) = figure(10.0, 3.8, ncols=2)
     for method, result in faithfulness.items():
-        deletion.plot(result["fractions"], result["deletion_curve"], label=f"{METHOD_TITLES[method]} (AUC {np.mean(result['deletion_auc']):.2f})")
-        insertion.plot(result["fractions"], result["insertion_curve"], label=f"{METHOD_TITLES[method]} (AUC {np.mean(result['insertion_auc']):.2f})")
+        for axis, kind in ((deletion, "deletion"), (insertion, "insertion")):
+            label = f"{METHOD_TITLES[method]} (AUC {np.mean(result[f'{kind}_auc']):.2f})"
+            axis.plot(result["fractions"], result[f"{kind}_curves"].mean(axis=0), label=label)
     deletion.set(xlabel="fraction of pixels removed (most attributed first)", ylabel="target probability", title="Deletion: lower is better")
     insertion.set(xlabel="fraction of pixels inserted (most attributed first)", ylabel="target probability", title="Insertion: higher is better")
     deletion.legend(fontsize=7)
