@@ -79,6 +79,7 @@ def test_explain_out_of_fold_uses_each_fold_model_on_its_own_held_out_images(tra
     assert run([*args, "--out", str(tmp_path / "fold1")]) == 0  # the saved model is fold 1's, on its held-out crops
     metrics = json.loads((tmp_path / "oof" / "metrics.json").read_text())
     assert metrics["n_images"] == 20 and metrics["fold_images"] == {"fold-1": 10, "fold-2": 10}
+    assert "out of fold" in metrics["settings"]["explained_by"] and "out of fold" in (tmp_path / "oof" / "report.html").read_text()
     table = pd.read_csv(tmp_path / "oof" / "per_image.csv")
     assert set(table["source"][:10]) == held_out[0] and set(table["source"][10:]) == held_out[1]
     pooled, first = np.load(tmp_path / "oof" / "attributions.npz"), np.load(tmp_path / "fold1" / "attributions.npz")

@@ -75,14 +75,12 @@ def explain(
         folds, indices = out_of_fold_parts(model, labelled)
         parts = [explained_by(ImageClassifier.load(fold), labelled.subset(index)) for fold, index in zip(folds, indices)]
         explanation, images = Explanation.concatenate(parts), labelled.subset(np.concatenate(indices))  # in the explanation's order
-        explained = {
-            "explained_by": f"out of fold: {len(folds)} fold models",
-            "fold_images": {fold.name: len(index) for fold, index in zip(folds, indices)},
-        }
+        explanation.settings["explained_by"] = f"out of fold: each image by the one of {len(folds)} fold models that never trained on it"
+        explained = {"fold_images": {fold.name: len(index) for fold, index in zip(folds, indices)}}
     else:
         images = at_most(select_images(images, read_card(model).extra.get("held_out_sources", []), subset, model), max_images, seed)
         explanation = explained_by(classifier, images)
-        explained = {"explained_by": "one model"}
+        explained = {}
     metrics = {**explanation.metrics(), **explained, "model": str(model), "dataset": images.name}
     with atomic_output_dir(out) as staging:
         arrays = {f"maps_{method}": maps.astype(np.float32) for method, maps in explanation.maps.items()}

@@ -112,7 +112,8 @@ def explanation_section(explanation, title: str = "Explanations") -> Section:
     section = Section(title)
     section.text(
         f"{metrics['n_images']} images explained ({metrics['n_correct']} correctly classified, used for the per-class summaries); "
-        f"target: {explanation.settings['target']}; baseline for occlusion, IG and deletion/insertion: {explanation.settings['baseline']}."
+        f"target: {explanation.settings['target']}; baseline for occlusion, IG and deletion/insertion: {explanation.settings['baseline']}"
+        + (f"; {explanation.settings['explained_by']}." if "explained_by" in explanation.settings else ".")
     )
     tables = explanation.channel_tables()
     occlusion = tables["occlusion_logit_drop"]
