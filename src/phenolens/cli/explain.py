@@ -11,6 +11,7 @@ from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLA
 from phenolens.core.errors import PhenolensError
 
 SUBSETS = ("auto", "heldout", "out-of-fold", "labelled", "all")
+SANITY_IMAGES = 32  # images given to the model-randomisation check
 
 
 def explain(
@@ -58,7 +59,7 @@ def explain(
         layer=layer or None, window=window, stride=stride, baseline=baseline, n_steps=n_steps, batch_size=batch_size, output=output
     )
 
-    def explained_by(explaining_classifier, chosen):
+    def explained_by(explaining_classifier, chosen, sanity_images: int = SANITY_IMAGES):
         return explain_images(
             explaining_classifier,
             chosen,
@@ -67,13 +68,15 @@ def explain(
             settings,
             nucleus_channel or None,
             reporter_channel or None,
+            sanity_images=sanity_images,
             seed=seed,
         )
 
     if subset == "out-of-fold":
         labelled = at_most(images.labelled(), max_images, seed)
         folds, indices = out_of_fold_parts(model, labelled)
-        parts = [explained_by(ImageClassifier.load(fold), labelled.subset(index)) for fold, index in zip(folds, indices)]
+        share = -(-SANITY_IMAGES // len(folds))  # the randomisation check tests the method, not each fold: the folds share its images
+        parts = [explained_by(ImageClassifier.load(fold), labelled.subset(index), share) for fold, index in zip(folds, indices)]
         explanation, images = Explanation.concatenate(parts), labelled.subset(np.concatenate(indices))  # in the explanation's order
         explanation.settings["explained_by"] = f"out of fold: each image by the one of {len(folds)} fold models that never trained on it"
         explained = {"fold_images": {fold.name: len(index) for fold, index in zip(folds, indices)}}
