@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -51,7 +53,7 @@ def test_occlusion_copy_runs_relus_in_place_only_on_fresh_tensors():
         # the head computes the logits in float64 (occlusion maps are differences of two logits)
         logits = prepared(x)
         assert logits.dtype == torch.float64 and next(model.parameters()).dtype == torch.float32  # the caller's model untouched
-        exact = model.double()(x.double())
+        exact = copy.deepcopy(model).double()(x.double())
         assert (logits - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 

@@ -11,7 +11,6 @@ from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLA
 from phenolens.core.errors import PhenolensError
 
 SUBSETS = ("auto", "heldout", "out-of-fold", "labelled", "all")
-SANITY_IMAGES = 32  # images given to the model-randomisation check
 
 
 def explain(
@@ -45,7 +44,7 @@ def explain(
     """Explain MODEL's decisions on images; write maps, metrics.json and report.html to OUT."""
     from phenolens.core.outputs import atomic_output_dir, write_json
     from phenolens.explain.attribution import AttributionSettings
-    from phenolens.explain.images import Explanation, explain_images
+    from phenolens.explain.images import SANITY_IMAGES, Explanation, explain_images
     from phenolens.nn.weights import read_card
     from phenolens.report.attribution import explanation_section
     from phenolens.report.html import Report
@@ -53,7 +52,7 @@ def explain(
 
     if subset not in SUBSETS:
         raise PhenolensError(f"--images {subset!r}: choose one of {', '.join(SUBSETS)}")
-    classifier = ImageClassifier.load(model)
+    classifier = None if subset == "out-of-fold" else ImageClassifier.load(model)  # out of fold, each fold's model is loaded instead
     images = read_images(dataset, folder, manifest, channels, unlabelled)
     settings = AttributionSettings(
         layer=layer or None, window=window, stride=stride, baseline=baseline, n_steps=n_steps, batch_size=batch_size, output=output

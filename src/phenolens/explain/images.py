@@ -18,6 +18,8 @@ from phenolens.explain.channels import attribution_share, cam_concordance, chann
 from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomized_copy
 from phenolens.explain.masks import nucleus_masks, nucleus_mass_fraction
 
+SANITY_IMAGES = 32  # images given to the model-randomisation check
+
 
 @dataclass
 class Explanation:
@@ -43,7 +45,8 @@ class Explanation:
     @classmethod
     def concatenate(cls, parts: Sequence[Explanation]) -> Explanation:
         """One explanation of the images of all `parts`, in order (for example each cross-validation
-        fold's model on its own held-out images). Per-image arrays are joined; names and settings must agree."""
+        fold's model on its own held-out images). Per-image arrays are joined; class, channel and reporter
+        names must agree; the first part's settings are kept."""
         first = parts[0]
         for part in parts[1:]:
             if (part.class_names, part.channel_names, part.reporter_channel) != (first.class_names, first.channel_names, first.reporter_channel):
@@ -146,7 +149,7 @@ def explain_images(
     settings: AttributionSettings | None = None,
     nucleus_channel: str | None = None,
     reporter_channel: str | None = None,
-    sanity_images: int = 32,
+    sanity_images: int = SANITY_IMAGES,
     faithfulness_steps: int = 16,
     seed: int = 0,
 ) -> Explanation:
