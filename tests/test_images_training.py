@@ -17,6 +17,7 @@ from phenolens.training import (
     ChannelNormalization,
     ImageClassifier,
     cutmix,
+    dim,
     fit_classifier,
     flips_and_rotations,
     pseudo_label_weight,
@@ -89,6 +90,20 @@ def test_turns_and_flips_are_exact_permutations_and_cutmix_weights_match_area():
     other_partner = batch.partner_labels != labels
     assert other_partner.sum() > 30 and torch.allclose(kept[other_partner], batch.weight[other_partner])
     assert 0.5 < batch.weight.mean() < 0.85  # lambda ~ U(0, 1), raised a little by boxes clipped at the border
+
+
+def test_dimming_scales_raw_intensities_by_one_gain_per_image():
+    raw = np.random.default_rng(0).uniform(20, 100, size=(256, 2, 6, 6)).astype(np.float32)
+    raw[:, 1] += 500.0  # channels with different means: the shift must be per channel
+    norm = ChannelNormalization.fit(raw)
+    shift = torch.from_numpy(norm.mean / norm.std)[None, :, None, None]
+    x = torch.from_numpy(norm(raw))
+    dimmed = dim(x, torch.Generator().manual_seed(0), 0.75, shift).numpy()
+    gain = (dimmed * norm.std[None, :, None, None] + norm.mean[None, :, None, None]) / raw
+    per_image = gain.reshape(len(raw), -1)
+    assert np.allclose(per_image, per_image[:, :1], atol=1e-4)  # one gain for every pixel and channel of an image
+    assert per_image.min() > 0.25 - 1e-4 and per_image.max() < 1.0 + 1e-4 and per_image[:, 0].std() > 0.15  # spread over U(0.25, 1)
+    assert torch.equal(dim(x, torch.Generator().manual_seed(0), 0.0, shift), x)
 
 
 def test_pseudo_label_schedule():
@@ -172,6 +187,8 @@ def test_classifier_bad_inputs(tmp_path):
         clf.class_index("Mitosis")
     with pytest.raises(PhenolensError, match="no metadata column 'well'"):
         fit_classifier(images, "resnet18", group_by="well", epochs=1)
+    with pytest.raises(PhenolensError, match="dimming 1.0 must lie in"):
+        fit_classifier(images, "resnet18", dimming=1.0, epochs=1)
     with pytest.raises(PhenolensError, match="unknown image architecture"):
         fit_classifier(images, "vgg", epochs=1)
     # weights of another registered architecture in a classifier folder

@@ -30,6 +30,11 @@ def train(
     schedule: str = typer.Option("plateau", help="Learning rate: plateau (halve when validation stalls) or cosine (anneal to 0 over --epochs)."),
     augment: bool = typer.Option(True, help="Flips, 90-degree turns, +-10 degree rotations and CutMix."),
     cutmix: float = typer.Option(0.5, help="Share of each batch given CutMix (with --augment); 0 turns CutMix off."),
+    dimming: float = typer.Option(
+        0.0,
+        help="With --augment, scale each crop's brightness by one gain from U(1 - DIMMING, 1), so that the dimmed copies "
+        "integrated gradients passes through on its way from a black baseline are images the model has seen; 0 turns it off.",
+    ),
     pseudo_labels: bool = typer.Option(True, help="Use the unlabelled images as a pseudo-labelled pool."),
     balanced: bool = typer.Option(False, help="Weight the loss by inverse class frequency (for unbalanced classes)."),
     covariate: str = typer.Option("", help="Metadata column one-hot encoded and concatenated to the pooled features."),
@@ -68,6 +73,7 @@ def train(
         schedule=schedule,
         augment=augment,
         cutmix_probability=cutmix,
+        dimming=dimming,
         pseudo_labels=pseudo_labels,
         balanced=balanced,
         covariate=covariate or None,

@@ -1,6 +1,6 @@
 """Training: one loop with callbacks, shared by every phenolens model; image classifiers on top of it."""
 
-from phenolens.training.augment import CutMixBatch, cutmix, flips_and_rotations, pseudo_label_weight
+from phenolens.training.augment import CutMixBatch, cutmix, dim, flips_and_rotations, pseudo_label_weight
 from phenolens.training.classifier import ImageClassifier, fit_classifier
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit, make_loader
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
@@ -17,6 +17,7 @@ __all__ = [
     "ImageClassifier",
     "ReduceLROnPlateau",
     "cutmix",
+    "dim",
     "fit",
     "fit_classifier",
     "flips_and_rotations",

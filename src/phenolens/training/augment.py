@@ -2,7 +2,8 @@
 
 Cells have no up/down or left/right: flips and 90-degree turns are free label-preserving copies;
 small rotations (+-10 degrees) break the pixel grid; CutMix (Yun et al. 2019) pastes a box of one
-crop into another and mixes their labels by the pasted area.
+crop into another and mixes their labels by the pasted area; dimming scales a crop's brightness, as
+a shorter exposure would.
 """
 
 from __future__ import annotations
@@ -30,6 +31,18 @@ def flips_and_rotations(x: torch.Tensor, generator: torch.Generator, max_degrees
     )
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def dim(x: torch.Tensor, generator: torch.Generator, dimming: float, shift: torch.Tensor) -> torch.Tensor:
+    """Multiply each image's raw intensities (every channel) by one gain g ~ U(1 - dimming, 1).
+
+    `x` is normalised, (raw - mean) / std, and `shift` is mean / std (1, C, 1, 1), so the dimmed
+    image is g x + (g - 1) shift. The point is the path of integrated gradients from a black
+    baseline, which runs through the dimmed copies t x of each image: a model that never saw them
+    behaves arbitrarily there, and the attribution integrates that behaviour.
+    """
+    gain = 1.0 - dimming * torch.rand(len(x), 1, 1, 1, generator=generator, dtype=x.dtype)
+    return gain * x + (gain - 1.0) * shift
 
 
 @dataclass

@@ -19,7 +19,7 @@ from phenolens.core.seeding import seed_everything, torch_generator
 from phenolens.data.containers import ImageSet
 from phenolens.nn.backbones import ImageClassifierNet, build_backbone
 from phenolens.nn.weights import ModelCard, load_model, save_model
-from phenolens.training.augment import cutmix, flips_and_rotations, pseudo_label_weight
+from phenolens.training.augment import cutmix, dim, flips_and_rotations, pseudo_label_weight
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
 from phenolens.training.splits import group_column, stratified_split
@@ -162,6 +162,7 @@ def fit_classifier(
     augment: bool = True,
     max_rotation: float = 10.0,
     cutmix_probability: float = 0.5,
+    dimming: float = 0.0,
     pseudo_labels: bool = True,
     pseudo_start: int | None = None,
     pseudo_full: int | None = None,
@@ -184,7 +185,8 @@ def fit_classifier(
       all `epochs` on everything.
     - `loss`: "softmax", "arcface" (s=30, m=0.5) or "composite" (0.2 ArcFace + 0.8 softmax).
     - `augment`: flips, 90-degree turns, rotations of up to `max_rotation` degrees, and CutMix on
-      a `cutmix_probability` share of each batch.
+      a `cutmix_probability` share of each batch; with `dimming` > 0, each image's brightness is
+      also scaled by a gain drawn from U(1 - dimming, 1).
     - `pseudo_labels`: the unlabelled images of `images` (label -1), if any, join every batch with
       their current predicted class as the label and weight alpha(t) rising from 0 at epoch
       `pseudo_start` (default epochs // 4) to `pseudo_weight` at `pseudo_full` (default epochs // 2).
@@ -195,6 +197,8 @@ def fit_classifier(
     """
     if not 0.0 <= cutmix_probability <= 1.0:
         raise PhenolensError(f"the CutMix share {cutmix_probability} must lie in [0, 1] (--cutmix); 0 turns CutMix off")
+    if not 0.0 <= dimming < 1.0:
+        raise PhenolensError(f"the dimming {dimming} must lie in [0, 1) (--dimming); 0 turns it off")
     labelled = images.labelled()
     present = np.unique(labelled.labels)
     if len(labelled) == 0 or len(present) < 2:
@@ -231,8 +235,13 @@ def fit_classifier(
     start = epochs // 4 if pseudo_start is None else pseudo_start
     full = epochs // 2 if pseudo_full is None else pseudo_full
 
+    shift = torch.from_numpy(normalization.mean / normalization.std)[None, :, None, None]
+
     def augmented(x: torch.Tensor) -> torch.Tensor:
-        return flips_and_rotations(x, generator, max_rotation) if augment else x
+        if not augment:
+            return x
+        x = flips_and_rotations(x, generator, max_rotation)
+        return dim(x, generator, dimming, shift) if dimming else x
 
     def train_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
         x, y, *cov = batch
@@ -296,6 +305,7 @@ def fit_classifier(
         "augment": augment,
         "max_rotation": max_rotation,
         "cutmix_probability": cutmix_probability,
+        "dimming": dimming,
         "pseudo_labels": pool_inputs is not None,
         "pseudo_schedule": {"start": start, "full": full, "weight": pseudo_weight},
         "balanced": balanced,
