@@ -92,6 +92,15 @@ def test_turns_and_flips_are_exact_permutations_and_cutmix_weights_match_area():
     assert 0.5 < batch.weight.mean() < 0.85  # lambda ~ U(0, 1), raised a little by boxes clipped at the border
 
 
+def test_rotations_bring_in_the_padding_value_at_the_corners():
+    black = torch.tensor([-1.5, 2.0])[None, :, None, None]  # a raw 0 of two channels, normalised
+    padding_only = black.expand(8, 2, 16, 16).clone()
+    filled = flips_and_rotations(padding_only, torch.Generator().manual_seed(0), max_degrees=10.0, fill=black)
+    assert torch.allclose(filled, padding_only, atol=1e-5)
+    grey = flips_and_rotations(padding_only, torch.Generator().manual_seed(0), max_degrees=10.0)  # the default fill, 0
+    assert (grey - padding_only).abs().amax() > 1.0
+
+
 def test_dimming_scales_raw_intensities_by_one_gain_per_image():
     raw = np.random.default_rng(0).uniform(20, 100, size=(256, 2, 6, 6)).astype(np.float32)
     raw[:, 1] += 500.0  # channels with different means: the shift must be per channel

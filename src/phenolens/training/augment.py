@@ -15,9 +15,16 @@ import torch
 import torch.nn.functional as F
 
 
-def flips_and_rotations(x: torch.Tensor, generator: torch.Generator, max_degrees: float = 10.0, turns: bool = True) -> torch.Tensor:
+def flips_and_rotations(
+    x: torch.Tensor, generator: torch.Generator, max_degrees: float = 10.0, turns: bool = True, fill: torch.Tensor | float = 0.0
+) -> torch.Tensor:
     """Random horizontal/vertical flips, 90-degree turns (square inputs) and rotations of up to
-    `max_degrees`, per image, as one affine resampling of the whole batch (zeros fill the corners)."""
+    `max_degrees`, per image, as one affine resampling of the whole batch.
+
+    `fill` (a scalar or (1, C, 1, 1), in the units of `x`) enters the corners that a rotation brings
+    in from outside the frame. For normalised crops it should be the value of a raw 0, the value
+    centre-padding gives: a normalised 0 is the channel mean, grey corners that no test image has.
+    """
     n = len(x)
     angle = (torch.rand(n, generator=generator) * 2.0 - 1.0) * math.radians(max_degrees)
     if turns and x.shape[-1] == x.shape[-2]:
@@ -30,7 +37,7 @@ def flips_and_rotations(x: torch.Tensor, generator: torch.Generator, max_degrees
         [torch.stack([cos * flip_x, -sin * flip_y, torch.zeros(n)], 1), torch.stack([sin * flip_x, cos * flip_y, torch.zeros(n)], 1)], 1
     )
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
 def dim(x: torch.Tensor, generator: torch.Generator, dimming: float, shift: torch.Tensor) -> torch.Tensor:

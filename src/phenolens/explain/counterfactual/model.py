@@ -215,7 +215,7 @@ def train_counterfactual_model(
     normalization = ChannelNormalization.fit(raw[fit_index])
     inputs, labels = torch.from_numpy(normalization(raw).astype(np.float32)), torch.from_numpy(data.labels)
     classifier = InvertibleResNet(**_iresnet_hyperparameters(data.n_channels, len(data.class_names), settings))
-    augment = _augmenter(settings)
+    augment = _augmenter(settings, normalization)
 
     def classification_step(model, batch, epoch):
         x, y = batch
@@ -242,7 +242,7 @@ def train_counterfactual_model(
     ecinn = ECINN(classifier).fit(inputs[train_index], labels[train_index])
     interpolation, ae_history = None, None
     if settings.autoencoder:
-        autoencoder, ae_history = _train_autoencoder(inputs, fit_index, val_index, data.n_channels, settings)
+        autoencoder, ae_history = _train_autoencoder(inputs, fit_index, val_index, data.n_channels, settings, normalization)
         interpolation = LatentInterpolation(autoencoder, classifier).fit(inputs[train_index], labels[train_index])
     split = {
         "train_index": train_index.tolist(),
@@ -271,14 +271,17 @@ def train_counterfactual_model(
     return model, {**split, "data": data}
 
 
-def _augmenter(settings: TrainingSettings):
+def _augmenter(settings: TrainingSettings, normalization: ChannelNormalization):
     generator = torch_generator(settings.seed + 1)
-    return lambda x: flips_and_rotations(x, generator, max_degrees=settings.max_rotation)
+    black = torch.from_numpy(-normalization.mean / normalization.std)[None, :, None, None]  # a raw 0, as the padding
+    return lambda x: flips_and_rotations(x, generator, max_degrees=settings.max_rotation, fill=black)
 
 
-def _train_autoencoder(inputs: torch.Tensor, fit_index: np.ndarray, val_index: np.ndarray, channels: int, settings: TrainingSettings):
+def _train_autoencoder(
+    inputs: torch.Tensor, fit_index: np.ndarray, val_index: np.ndarray, channels: int, settings: TrainingSettings, normalization: ChannelNormalization
+):
     autoencoder = ConvAutoencoder(**_autoencoder_hyperparameters(channels, settings))
-    augment = _augmenter(settings)
+    augment = _augmenter(settings, normalization)
 
     def reconstruction_step(model, batch, epoch):
         (x,) = batch
