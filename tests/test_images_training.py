@@ -103,16 +103,17 @@ def test_rotations_bring_in_the_padding_value_at_the_corners():
 
 def test_dimming_scales_raw_intensities_by_one_gain_per_image():
     raw = np.random.default_rng(0).uniform(20, 100, size=(256, 2, 6, 6)).astype(np.float32)
-    raw[:, 1] += 500.0  # channels with different means: the shift must be per channel
+    raw[:, 1] += 500.0  # channels with different means: black is another value in each normalised channel
     norm = ChannelNormalization.fit(raw)
-    shift = torch.from_numpy(norm.mean / norm.std)[None, :, None, None]
+    black = torch.from_numpy(norm.constant(0.0))
+    assert np.allclose(norm.constant(0.0)[0, :, 0, 0], -norm.mean / norm.std)
     x = torch.from_numpy(norm(raw))
-    dimmed = dim(x, torch.Generator().manual_seed(0), 0.75, shift).numpy()
+    dimmed = dim(x, torch.Generator().manual_seed(0), 0.75, black).numpy()
     gain = (dimmed * norm.std[None, :, None, None] + norm.mean[None, :, None, None]) / raw
     per_image = gain.reshape(len(raw), -1)
     assert np.allclose(per_image, per_image[:, :1], atol=1e-4)  # one gain for every pixel and channel of an image
     assert per_image.min() > 0.25 - 1e-4 and per_image.max() < 1.0 + 1e-4 and per_image[:, 0].std() > 0.15  # spread over U(0.25, 1)
-    assert torch.equal(dim(x, torch.Generator().manual_seed(0), 0.0, shift), x)
+    assert torch.allclose(dim(x, torch.Generator().manual_seed(0), 0.0, black), x, atol=1e-6)
 
 
 def test_pseudo_label_schedule():

@@ -82,13 +82,13 @@ def baseline_tensor(classifier, baseline: str | float) -> torch.Tensor:
     if baseline == "mean":
         raw = norm.mean
     elif baseline == "zero":
-        raw = np.zeros_like(norm.mean)
+        raw = 0.0
     else:
         try:
-            raw = np.full_like(norm.mean, float(baseline))
+            raw = float(baseline)
         except ValueError:
             raise PhenolensError(f"unknown baseline {baseline!r}; use zero, mean or a number (raw intensity)") from None
-    return torch.from_numpy(((raw - norm.mean) / norm.std).astype(np.float32))[None, :, None, None]
+    return torch.from_numpy(norm.constant(raw))
 
 
 class LogProbability(torch.nn.Module):

@@ -40,16 +40,16 @@ def flips_and_rotations(
     return F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
 
 
-def dim(x: torch.Tensor, generator: torch.Generator, dimming: float, shift: torch.Tensor) -> torch.Tensor:
+def dim(x: torch.Tensor, generator: torch.Generator, dimming: float, black: torch.Tensor) -> torch.Tensor:
     """Multiply each image's raw intensities (every channel) by one gain g ~ U(1 - dimming, 1).
 
-    `x` is normalised, (raw - mean) / std, and `shift` is mean / std (1, C, 1, 1), so the dimmed
-    image is g x + (g - 1) shift. The point is the path of integrated gradients from a black
-    baseline, which runs through the dimmed copies t x of each image: a model that never saw them
-    behaves arbitrarily there, and the attribution integrates that behaviour.
+    `x` is normalised and `black` (1, C, 1, 1) is the normalised raw 0, so the dimmed image is
+    black + g (x - black). The point is the path of integrated gradients from a black baseline,
+    which runs through the dimmed copies of each image: a model that never saw them behaves
+    arbitrarily there, and the attribution integrates that behaviour.
     """
     gain = 1.0 - dimming * torch.rand(len(x), 1, 1, 1, generator=generator, dtype=x.dtype)
-    return gain * x + (gain - 1.0) * shift
+    return black + gain * (x - black)
 
 
 @dataclass

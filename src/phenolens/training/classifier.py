@@ -235,13 +235,13 @@ def fit_classifier(
     start = epochs // 4 if pseudo_start is None else pseudo_start
     full = epochs // 2 if pseudo_full is None else pseudo_full
 
-    shift = torch.from_numpy(normalization.mean / normalization.std)[None, :, None, None]  # -shift: a raw 0, normalised
+    black = torch.from_numpy(normalization.constant(0.0))
 
     def augmented(x: torch.Tensor) -> torch.Tensor:
         if not augment:
             return x
-        x = flips_and_rotations(x, generator, max_rotation, fill=-shift)
-        return dim(x, generator, dimming, shift) if dimming else x
+        x = flips_and_rotations(x, generator, max_rotation, fill=black)
+        return dim(x, generator, dimming, black) if dimming else x
 
     def train_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
         x, y, *cov = batch

@@ -273,7 +273,7 @@ def train_counterfactual_model(
 
 def _augmenter(settings: TrainingSettings, normalization: ChannelNormalization):
     generator = torch_generator(settings.seed + 1)
-    black = torch.from_numpy(-normalization.mean / normalization.std)[None, :, None, None]  # a raw 0, as the padding
+    black = torch.from_numpy(normalization.constant(0.0))  # rotated-in corners match the padding
     return lambda x: flips_and_rotations(x, generator, max_degrees=settings.max_rotation, fill=black)
 
 
