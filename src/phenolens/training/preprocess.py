@@ -37,7 +37,7 @@ class ChannelNormalization:
     def constant(self, raw: float | np.ndarray) -> np.ndarray:
         """(1, C, 1, 1) float32: the normalised value of a raw intensity (a scalar or one per channel).
         `constant(0.0)` is black, the value of the centre-padding."""
-        return self(np.broadcast_to(np.asarray(raw, dtype=np.float32), self.mean.shape)[None, :, None, None]).astype(np.float32)
+        return self(np.broadcast_to(np.asarray(raw, dtype=np.float32), self.mean.shape)[None, :, None, None]).astype(np.float32, copy=False)
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
