@@ -14,7 +14,7 @@ from phenolens.nn.backbones import FoldedBatchNorm, build_backbone, fold_batch_n
 
 def _model(arch: str, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    extra = {"blocks": [1, 1, 1]} if arch == "resnet18" else {"blocks": [2, 2], "growth_rate": 16}
+    extra = {"resnet18": {"blocks": [1, 1, 1]}, "vgg": {}, "densenet": {"blocks": [2, 2], "growth_rate": 16}}[arch]
     model = build_backbone(arch, in_channels=2, n_classes=3, width=0.25, **extra).eval()
     for module in model.modules():  # non-trivial statistics and affine parameters, as in a trained model
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -25,14 +25,15 @@ def _model(arch: str, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "densenet"])
+@pytest.mark.parametrize("arch", ["resnet18", "vgg", "densenet"])
 def test_folded_batch_norm_gives_the_same_logits(arch):
     model = _model(arch)
     x = torch.randn(6, 2, 20, 20)
     folded = inplace_relus(fold_batch_norm(prepare_model(model, "integrated_gradients")))  # a copy: model untouched
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     n_folded = sum(isinstance(m, FoldedBatchNorm) for m in folded.modules())
-    assert n_folded == (9 if arch == "resnet18" else 5)  # resnet: stem, 2 per block, 2 shortcuts; densenet: stem + 4 bottlenecks
+    # resnet: stem, 2 per block, 2 shortcuts; vgg: every convolution; densenet: stem + 4 bottlenecks
+    assert n_folded == {"resnet18": 9, "vgg": 6, "densenet": 5}[arch]
     with torch.no_grad():
         expected, got = model(x), folded(x)
     assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
@@ -57,7 +58,7 @@ def test_occlusion_copy_runs_relus_in_place_only_on_fresh_tensors():
         assert (logits - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "densenet"])
+@pytest.mark.parametrize("arch", ["resnet18", "vgg", "densenet"])
 def test_saliency_copy_computes_a_batch_bitwise_as_one_image_calls(arch):
     model = _model(arch, seed=1)
     prepared = prepare_model(model, "saliency")

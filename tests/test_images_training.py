@@ -10,7 +10,7 @@ import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
-from phenolens.nn.backbones import DenseNet, ResNet18, build_backbone
+from phenolens.nn.backbones import VGG, DenseNet, ResNet18, build_backbone
 from phenolens.nn.heads import ArcFace, ClassifierHead
 from phenolens.nn.weights import ModelCard, save_model
 from phenolens.training import (
@@ -26,7 +26,9 @@ from phenolens.training import (
 )
 
 
-@pytest.mark.parametrize("cls,kwargs", [(ResNet18, {"width": 0.125}), (DenseNet, {"width": 0.25, "blocks": [2, 2], "growth_rate": 16})])
+@pytest.mark.parametrize(
+    "cls,kwargs", [(ResNet18, {"width": 0.125}), (VGG, {"width": 0.125}), (DenseNet, {"width": 0.25, "blocks": [2, 2], "growth_rate": 16})]
+)
 def test_backbones_any_channel_count_stages_and_covariates(cls, kwargs):
     model = cls(in_channels=5, n_classes=3, n_covariates=2, **kwargs).eval()
     x, cov = torch.randn(4, 5, 40, 40), torch.eye(2)[[0, 1, 0, 1]]
@@ -46,6 +48,16 @@ def test_backbones_any_channel_count_stages_and_covariates(cls, kwargs):
         model(torch.randn(2, 3, 40, 40), cov[:2])
     with pytest.raises(PhenolensError, match="2 covariates"):
         model(x)
+
+
+def test_vgg_default_is_two_convolutions_at_each_of_three_resolutions():
+    model = VGG(in_channels=2, n_classes=3, width=0.25).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 16, 32, 32, 64, 64] and all(c.kernel_size == (3, 3) for c in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 2
+    assert model.feature_maps(torch.randn(1, 2, 64, 64)).shape == (1, 64, 16, 16)
+    strided = VGG(in_channels=2, n_classes=3, width=0.25, stem_stride=2, blocks=[1, 1, 1, 1]).eval()
+    assert strided.feature_maps(torch.randn(1, 2, 64, 64)).shape == (1, 128, 4, 4)
 
 
 def test_width_multiplier_scales_parameters():
@@ -199,8 +211,8 @@ def test_classifier_bad_inputs(tmp_path):
         fit_classifier(images, "resnet18", group_by="well", epochs=1)
     with pytest.raises(PhenolensError, match="dimming 1.0 must lie in"):
         fit_classifier(images, "resnet18", dimming=1.0, epochs=1)
-    with pytest.raises(PhenolensError, match="unknown image architecture"):
-        fit_classifier(images, "vgg", epochs=1)
+    with pytest.raises(PhenolensError, match="unknown image architecture .*densenet, resnet18, vgg"):
+        fit_classifier(images, "efficientnet", epochs=1)
     # weights of another registered architecture in a classifier folder
     clf.save(tmp_path / "dense")
     other = build_backbone("resnet18", in_channels=2, n_classes=2, width=0.125)
