@@ -98,9 +98,11 @@ class BasicBlock(nn.Module):
         return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-@register_architecture("resnet18")
-class ResNet18(ImageClassifierNet):
-    """ResNet-18 layout (2-2-2-2 basic blocks; 64-128-256-512 channels times `width`)."""
+class StagedNet(ImageClassifierNet):
+    """A 3x3 stem, then stages of `blocks[i]` units at 64-128-256-512 channels times `width`
+    (the stem has the first stage's); each layout says what a stage holds (`stage_layers`)."""
+
+    default_blocks: tuple[int, ...]
 
     def __init__(
         self,
@@ -110,57 +112,51 @@ class ResNet18(ImageClassifierNet):
         stem_stride: int = 1,
         n_covariates: int = 0,
         loss: str = "softmax",
-        blocks: tuple[int, ...] | list[int] = (2, 2, 2, 2),
+        blocks: tuple[int, ...] | list[int] | None = None,
     ):
         super().__init__(in_channels, n_classes, n_covariates)
+        blocks = self.default_blocks if blocks is None else blocks
         channels = [_scaled(c, width) for c in (64, 128, 256, 512)][: len(blocks)]
         stages: dict[str, nn.Module] = {"stem": _conv_bn(in_channels, channels[0], 3, stem_stride)}
         previous = channels[0]
         for index, (count, out) in enumerate(zip(blocks, channels), start=1):
-            layers = [BasicBlock(previous if b == 0 else out, out, 2 if (b == 0 and index > 1) else 1) for b in range(count)]
-            stages[f"stage{index}"] = nn.Sequential(*layers)
+            stages[f"stage{index}"] = nn.Sequential(*self.stage_layers(index, count, previous, out))
             previous = out
         self.stages = nn.ModuleDict(stages)
         self.feature_dim = previous
         self.head = ClassifierHead(previous + n_covariates, n_classes, loss)
         _init_weights(self)
 
+    def stage_layers(self, index: int, count: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+        raise NotImplementedError
+
+
+@register_architecture("resnet18")
+class ResNet18(StagedNet):
+    """ResNet-18 layout (2-2-2-2 basic blocks; 64-128-256-512 channels times `width`)."""
+
+    default_blocks = (2, 2, 2, 2)
+
+    def stage_layers(self, index: int, count: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+        # Every stage after the first halves the resolution in its first block.
+        return [BasicBlock(in_channels if b == 0 else out_channels, out_channels, 2 if (b == 0 and index > 1) else 1) for b in range(count)]
+
 
 @register_architecture("vgg")
-class VGG(ImageClassifierNet):
+class VGG(StagedNet):
     """VGG layout (Simonyan & Zisserman 2015) with batch norm: 3x3 conv-BN-ReLU layers and no shortcuts.
 
-    A 3x3 stem convolution, then `blocks[i]` convolutions per stage; every stage after the first
-    opens with a 2x2 max-pool. Channels 64-128-256-512 times `width` (the stem has the first stage's).
-    The default (1, 2, 2) is two convolutions at each of three resolutions. Without shortcuts every
-    feature is a local filter cascade; on BBBC013 its integrated-gradients maps kept more of the
-    NuclearGFP evidence inside the nucleus than the ResNet's did (README, "Images").
+    `blocks[i]` convolutions per stage after the stem; every stage after the first opens with a 2x2
+    max-pool. The default (1, 2, 2) is two convolutions at each of three resolutions. Without
+    shortcuts every feature is a local filter cascade; on BBBC013 its integrated-gradients maps kept
+    more of the NuclearGFP evidence inside the nucleus than the ResNet's did (README, "Images").
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        n_classes: int,
-        width: float = 0.5,
-        stem_stride: int = 1,
-        n_covariates: int = 0,
-        loss: str = "softmax",
-        blocks: tuple[int, ...] | list[int] = (1, 2, 2),
-    ):
-        super().__init__(in_channels, n_classes, n_covariates)
-        channels = [_scaled(c, width) for c in (64, 128, 256, 512)][: len(blocks)]
-        stages: dict[str, nn.Module] = {"stem": _conv_bn(in_channels, channels[0], 3, stem_stride)}
-        previous = channels[0]
-        for index, (count, out) in enumerate(zip(blocks, channels), start=1):
-            layers: list[nn.Module] = [nn.MaxPool2d(2)] if index > 1 else []
-            for _ in range(count):
-                layers.append(_conv_bn(previous, out))
-                previous = out
-            stages[f"stage{index}"] = nn.Sequential(*layers)
-        self.stages = nn.ModuleDict(stages)
-        self.feature_dim = previous
-        self.head = ClassifierHead(previous + n_covariates, n_classes, loss)
-        _init_weights(self)
+    default_blocks = (1, 2, 2)
+
+    def stage_layers(self, index: int, count: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+        pool: list[nn.Module] = [nn.MaxPool2d(2)] if index > 1 else []
+        return pool + [_conv_bn(in_channels if b == 0 else out_channels, out_channels) for b in range(count)]
 
 
 class DenseLayer(nn.Module):
