@@ -19,7 +19,7 @@ from pathlib import Path
 
 CONFIGS = {
     "bbbc013": {
-        "train": ["--dataset", "bbbc013", "--size", "64", "--stem-stride", "1", "--blocks", "1,1,1", "--epochs", "20", "--cv", "5"],
+        "train": ["--dataset", "bbbc013", "--arch", "vgg", "--size", "64", "--stem-stride", "1", "--epochs", "20", "--cv", "5"],
         "explain": [
             "--images",
             "out-of-fold",

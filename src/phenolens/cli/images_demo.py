@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEMO_TRAINING = {"arch": "resnet18", "width": 0.25, "blocks": [1, 1, 1], "stem_stride": 2, "size": 64, "epochs": 15, "batch_size": 32, "seed": 0}
+DEMO_TRAINING = {"arch": "vgg", "width": 0.25, "stem_stride": 2, "size": 64, "epochs": 15, "batch_size": 32, "seed": 0}
 DEMO_METHODS = ["saliency", "gradcam", "integrated_gradients"]
 
 
