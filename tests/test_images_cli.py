@@ -105,6 +105,10 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
     assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, "--cutmix", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "CutMix share 1.5 must lie in [0, 1] (--cutmix)" in err and err.count("\n") == 1 and not (tmp_path / "m").exists()
+    for blocks, message in (("1,x", "--blocks '1,x': give comma-separated integers >= 1"), ("1,1,1,1,1", "give 1 to 4 stages")):
+        assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, "--blocks", blocks]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and not (tmp_path / "m").exists()
     nan_folder = _write_folder(tmp_path / "nan", per_class=3)
     bad = nan_folder / "inside" / "w0_0.npy"
     image = np.load(bad)

@@ -58,6 +58,9 @@ def test_vgg_default_is_two_convolutions_at_each_of_three_resolutions():
     assert model.feature_maps(torch.randn(1, 2, 64, 64)).shape == (1, 64, 16, 16)
     strided = VGG(in_channels=2, n_classes=3, width=0.25, stem_stride=2, blocks=[1, 1, 1, 1]).eval()
     assert strided.feature_maps(torch.randn(1, 2, 64, 64)).shape == (1, 128, 4, 4)
+    for blocks in ([1, 1, 1, 1, 1], [0, 2], []):  # a fifth stage has no channel count; a stage needs a block
+        with pytest.raises(PhenolensError, match="give 1 to 4 stages"):
+            VGG(in_channels=2, n_classes=3, blocks=blocks)
 
 
 def test_width_multiplier_scales_parameters():

@@ -7,20 +7,9 @@ from pathlib import Path
 import typer
 
 from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, read_images
+from phenolens.cli.parsing import integer_list
 
 app = typer.Typer(help="Counterfactual explanations: invertible ResNets with ECINN, and autoencoder interpolation.", no_args_is_help=True)
-
-
-def _int_list(text: str, option: str) -> list[int]:
-    from phenolens.core.errors import PhenolensError
-
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise PhenolensError(f"{option} {text!r}: give comma-separated integers such as 2,2") from None
-    if not values or min(values) < 1:
-        raise PhenolensError(f"{option} {text!r}: give one positive integer per scale, such as 2,2")
-    return values
 
 
 @app.command()
@@ -60,8 +49,8 @@ def train(
     data = read_images(dataset, folder, manifest, channels)
     settings = TrainingSettings(
         size=size,
-        blocks=_int_list(blocks, "--blocks"),
-        hidden=_int_list(hidden, "--hidden"),
+        blocks=integer_list(blocks, "--blocks"),
+        hidden=integer_list(hidden, "--hidden"),
         pad_channels=pad_channels,
         coeff=coeff,
         n_power_iterations=power_iterations,

@@ -7,20 +7,9 @@ from pathlib import Path
 import typer
 
 from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, read_images
+from phenolens.cli.parsing import integer_list
 
 app = typer.Typer(help="SIGN: visual-word dictionaries, class and image inference graphs, MLP inference paths.", no_args_is_help=True)
-
-
-def _integers(text: str, what: str, minimum: int = 1) -> list[int]:
-    from phenolens.core.errors import PhenolensError
-
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise PhenolensError(f"{what} must be comma-separated integers, got {text!r}") from None
-    if not values or min(values) < minimum:
-        raise PhenolensError(f"{what} must be integers >= {minimum}, got {text!r}")
-    return values
 
 
 def _read_source(source: dict):
@@ -56,7 +45,7 @@ def fit(
               "channels": channels, "unlabelled": unlabelled}  # fmt: skip
     images = _read_source(source)
     names = [n.strip() for n in layers.split(",") if n.strip()] or None
-    counts = _integers(words, "--words")
+    counts = integer_list(words, "--words")
     result = fit_sign(classifier, images, names, counts[0] if len(counts) == 1 else counts, loss, epochs, nodes, validation_fraction, seed)
     with atomic_output_dir(out) as staging:
         save_sign(result, staging, source)
@@ -178,7 +167,7 @@ def train_mlp(
     data = read_images(dataset, folder, manifest, channels).labelled()
     index = numpy_rng(seed).choice(len(data), images, replace=False) if images and images < len(data) else np.arange(len(data))
     data = data.subset(index)
-    classifier, labels = fit_mlp(data, _integers(hidden, "--hidden"), epochs, lr, random_labels=random_labels, seed=seed)
+    classifier, labels = fit_mlp(data, integer_list(hidden, "--hidden"), epochs, lr, random_labels=random_labels, seed=seed)
     metrics = {"train_error": classifier.card.extra["train_error"], "images": len(data), "random_labels": random_labels}
     with atomic_output_dir(out) as staging:
         save_model(classifier.model, staging, classifier.card)
@@ -228,7 +217,7 @@ def hmm(
         chosen = numpy_rng(seed).choice(len(data), images, replace=False)
         data, labels = data.subset(chosen), data.labels[chosen]
     activations = classifier.hidden(data)
-    counts = _integers(states, "--states")
+    counts = integer_list(states, "--states")
     sizes = counts * len(activations) if len(counts) == 1 else counts
     hmm_model, paths = fit_paths(activations, sizes, epochs, seed)
     if not 0 <= example < len(data):
@@ -290,7 +279,7 @@ def watermark_experiment(
         "(for clean images, inside a random box where a stamp would have been)."
     )
     with atomic_output_dir(out) as staging:
-        for seed in _integers(seeds, "--seeds", minimum=0):
+        for seed in integer_list(seeds, "--seeds", minimum=0):
             results, fitted, _, _ = run_experiment(seed, names, letter, n_train=train_images, n_test=test_images, cnn_epochs=cnn_epochs,
                                                    words=words, dictionary_epochs=epochs, nodes_per_layer=nodes)  # fmt: skip
             per_seed[seed] = results

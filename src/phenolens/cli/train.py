@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, read_images
+from phenolens.cli.parsing import integer_list
 
 FOLDS_FOLDER = "folds"  # under a `--cv` output: fold-1 ... fold-k, each a model with its own held-out list
 
@@ -67,7 +68,7 @@ def train(
         arch=arch,
         width=width,
         stem_stride=stem_stride,
-        blocks=[int(b) for b in blocks.split(",")] if blocks else None,
+        blocks=integer_list(blocks, "--blocks") if blocks else None,
         loss=loss,
         size=size or None,
         epochs=epochs,

@@ -116,6 +116,8 @@ class StagedNet(ImageClassifierNet):
     ):
         super().__init__(in_channels, n_classes, n_covariates)
         blocks = self.default_blocks if blocks is None else blocks
+        if not 1 <= len(blocks) <= 4 or min(blocks) < 1:
+            raise PhenolensError(f"blocks {list(blocks)}: give 1 to 4 stages of at least one block each, such as 2,2,2,2")
         channels = [_scaled(c, width) for c in (64, 128, 256, 512)][: len(blocks)]
         stages: dict[str, nn.Module] = {"stem": _conv_bn(in_channels, channels[0], 3, stem_stride)}
         previous = channels[0]
