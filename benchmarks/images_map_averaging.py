@@ -47,6 +47,8 @@ def main() -> None:
             if run([*command, "--nucleus-channel", "DNA", "--reporter-channel", "FKHR-GFP", *extra, "--out", str(explained)]) != 0:
                 raise SystemExit(f"explaining seed {seed} failed")
         runs[seed] = read_run(model, explained)
+    if any(not np.array_equal(r["sources"], next(iter(runs.values()))["sources"]) for r in runs.values()):
+        raise SystemExit("the seeds explained different crops; remove their explain folders and run again")
     print(f"\nBBBC013 IG GFP share in the nucleus, maps averaged over seeds{' (--small: not comparable)' if args.small else ''}")
     for seed in runs:
         print(f"  seed {seed}: " + shares_text(averaged_shares([runs[seed]])))
@@ -59,12 +61,12 @@ def main() -> None:
 
 def read_run(model: Path, explained: Path) -> dict:
     """One seed's out-of-fold maps of the GFP channel, probabilities, labels and nucleus masks, in crop order."""
-    from phenolens.training.classifier import ImageClassifier
+    from phenolens.nn.weights import read_card
 
-    classifier = ImageClassifier.load(model)
+    card = read_card(model)  # the names only: the weights are not needed
     table = pd.read_csv(explained / "per_image.csv")
+    reporter = card.channel_names.index("FKHR-GFP")
     with np.load(explained / "attributions.npz") as arrays:
-        reporter = list(classifier.channel_names).index("FKHR-GFP")
         order = np.argsort(table["source"].to_numpy())  # the crops in one order for every seed
         return {
             "sources": table["source"].to_numpy()[order],
@@ -72,7 +74,7 @@ def read_run(model: Path, explained: Path) -> dict:
             "maps": arrays["maps_integrated_gradients"][order][:, reporter],
             "proba": arrays["proba"][order],
             "masks": arrays["nucleus_masks"][order],
-            "class_names": np.asarray(classifier.class_names),  # the order of the probability columns
+            "class_names": np.asarray(card.class_names),  # the order of the probability columns
         }
 
 
@@ -80,9 +82,7 @@ def averaged_shares(members: list[dict]) -> dict[str, float]:
     """The mean GFP share inside the nucleus per class, from the members' mean maps, on the crops their mean probabilities get right."""
     from phenolens.explain.masks import nucleus_mass_fraction
 
-    first = members[0]
-    if any(not np.array_equal(m["sources"], first["sources"]) for m in members):
-        raise SystemExit("the seeds explained different crops; remove their explain folders and run again")
+    first = members[0]  # every member holds the same crops in the same order (checked in main)
     maps = np.mean([m["maps"] for m in members], axis=0)[:, None]
     predicted = np.mean([m["proba"] for m in members], axis=0).argmax(1)
     fractions = nucleus_mass_fraction(maps, first["masks"], 0)

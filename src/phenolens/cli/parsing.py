@@ -10,7 +10,7 @@ def integer_list(text: str, option: str, minimum: int = 1) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise PhenolensError(f"{option} {text!r}: give comma-separated integers >= {minimum}, such as 2,2") from None
+        values = []
     if not values or min(values) < minimum:
         raise PhenolensError(f"{option} {text!r}: give comma-separated integers >= {minimum}, such as 2,2")
     return values

@@ -6,8 +6,9 @@ The networks (ResNet-18, VGG and DenseNet layouts) share one interface (`ImageCl
 - `stages`: an ordered `nn.ModuleDict` whose outputs are the network's stages (`stage_names()`);
   SIGN dictionaries use them as default layers and Grad-CAM uses the last one by default.
 
-Sizes suit 28-128 px crops: a 3x3 stem (stride 1 or 2) and no max-pool after it, so a 64 px crop still has
-an 8 px (stride 1) or 4 px (stride 2) map in the last stage. `width` scales every channel count.
+Sizes suit 28-128 px crops: a 3x3 stem (stride 1 or 2) and no max-pool after it, so with the default
+ResNet-18 stages a 64 px crop still has an 8 px (stride 1) or 4 px (stride 2) map in the last stage.
+`width` scales every channel count.
 """
 
 from __future__ import annotations
