@@ -68,7 +68,7 @@ def unit(maps: np.ndarray) -> np.ndarray:
 def main() -> None:
     from phenolens.core.seeding import numpy_rng, seed_everything
     from phenolens.data import load
-    from phenolens.explain.attribution import AttributionSettings, attribute, find_layer
+    from phenolens.explain.attribution import AttributionSettings, attribute, find_layers
     from phenolens.nn.backbones import build_backbone
     from phenolens.training.classifier import ImageClassifier
     from phenolens.training.preprocess import ChannelNormalization
@@ -94,7 +94,7 @@ def main() -> None:
     inputs = classifier.tensor(crops)
     targets = classifier.predict(crops)
     settings = AttributionSettings(window=args.window, stride=args.stride, baseline="mean", batch_size=32, forward_batch=128)
-    layer = find_layer(classifier.model, None)
+    (layer,) = find_layers(classifier.model, None)  # a single network
     rows = []
     print(f"{len(crops)} MitoCheck crops, {classifier.architecture}, torch threads {torch.get_num_threads()}")
     print(f"{'method':<10} {'phenolens s':>12} {'per-image s':>12} {'ratio':>7} {'max |diff|':>11}")

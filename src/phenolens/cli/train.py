@@ -48,6 +48,11 @@ def train(
         0, "--cv", help="k-fold cross-validation (k >= 2); adds cv_macro_f1 to metrics.json and keeps every fold's model under folds/."
     ),
     seed: int = typer.Option(0, help="Seed of splits, initialisation, augmentation and batching."),
+    members: int = typer.Option(
+        1,
+        help="Train a deep ensemble of this many networks (member m from seed SEED + m, same split) and predict with their mean logit; "
+        "explanations average the members'. Costs MEMBERS times the training and explanation time.",
+    ),
 ) -> None:
     """Train an image classifier; write weights, metrics.json, figures and report.html to OUT."""
     import time
@@ -81,6 +86,7 @@ def train(
         pseudo_labels=pseudo_labels,
         balanced=balanced,
         covariate=covariate or None,
+        members=members,
     )
     seconds = time.perf_counter() - started
     labelled = images.labelled()

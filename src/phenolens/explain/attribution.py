@@ -30,7 +30,7 @@ import torch
 from phenolens.core.errors import PhenolensError
 from phenolens.core.progress import progress
 from phenolens.data.containers import UNLABELLED, ImageSet
-from phenolens.nn.backbones import fold_batch_norm, inplace_relus
+from phenolens.nn.backbones import fold_batch_norm, inplace_relus, networks
 
 METHODS = ("saliency", "gradcam", "occlusion", "integrated_gradients")
 ALIASES = {"ig": "integrated_gradients", "grad-cam": "gradcam", "grad_cam": "gradcam", "integrated-gradients": "integrated_gradients"}
@@ -109,14 +109,13 @@ class LogProbability(torch.nn.Module):
 OUTPUTS = ("logit", "log_probability")
 
 
-def find_layer(model: torch.nn.Module, layer: str | None) -> torch.nn.Module:
-    """The module named `layer` (a stage name or submodule path); the last stage by default."""
+def find_layers(model: torch.nn.Module, layer: str | None) -> list[torch.nn.Module]:
+    """The module named `layer` (a stage name or submodule path; the last stage by default) in each
+    network of `model`: one module, or one per member of an ensemble."""
     stages = model.stage_names()
     name = layer or stages[-1]
-    if name in stages:
-        return model.stages[name]
     try:
-        return model.get_submodule(name)
+        return [net.stages[name] if name in stages else net.get_submodule(name) for net in networks(model)]
     except AttributeError:
         raise PhenolensError(f"the model has no layer {name!r}; use a stage ({', '.join(stages)}) or a submodule path like stages.stage4.1") from None
 
@@ -208,8 +207,9 @@ def prepare_model(model: torch.nn.Module, method: str) -> torch.nn.Module:
         fold_batch_norm(prepared)
     elif method == "occlusion":
         inplace_relus(prepared)
-        if isinstance(getattr(prepared, "head", None), torch.nn.Module):
-            prepared.head = Float64Head(prepared.head)
+        for net in networks(prepared):
+            if isinstance(getattr(net, "head", None), torch.nn.Module):
+                net.head = Float64Head(net.head)
     return prepared.to(memory_format=torch.channels_last)
 
 
@@ -253,7 +253,7 @@ def attribute_tensor(
         raise PhenolensError(f"unknown output {settings.output!r} to attribute; choose one of {', '.join(OUTPUTS)}")
     model.eval()
     if method == "gradcam":
-        find_layer(model, settings.layer)  # a clear error before the model is copied
+        find_layers(model, settings.layer)  # a clear error before the model is copied
     prepared = prepare_model(model, method) if prepared is None else prepared
     with _no_nan_fill():
         return _attribute_prepared(prepared, inputs, targets, method, baseline, covariates, settings)
@@ -262,7 +262,7 @@ def attribute_tensor(
 def _attribute_prepared(model, inputs, targets, method, baseline, covariates, settings) -> torch.Tensor:
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
-    layer = find_layer(model, settings.layer) if method == "gradcam" else None
+    layers = find_layers(model, settings.layer) if method == "gradcam" else []
     model = LogProbability(model).eval() if settings.output == "log_probability" else model
     memory = torch.contiguous_format if method == "saliency" else torch.channels_last
     inputs = inputs.detach().clone(memory_format=memory).requires_grad_(method != "occlusion")
@@ -273,7 +273,9 @@ def _attribute_prepared(model, inputs, targets, method, baseline, covariates, se
     if method == "saliency":
         maps = Saliency(model).attribute(inputs, target=target, abs=True, additional_forward_args=extra)
     elif method == "gradcam":
-        cam = LayerGradCam(model, layer).attribute(inputs, target=target, additional_forward_args=extra)
+        # An ensemble's logit is its members' mean, so each member's CAM comes out scaled by 1 / members
+        # (the ReLU keeps the scale): their sum is the members' mean CAM.
+        cam = sum(LayerGradCam(model, layer).attribute(inputs, target=target, additional_forward_args=extra) for layer in layers)
         maps = LayerAttribution.interpolate(cam, tuple(inputs.shape[2:]), "bilinear").expand_as(inputs)
     elif method == "occlusion":
         if settings.window > min(inputs.shape[2:]):

@@ -5,6 +5,7 @@ The networks (ResNet-18, VGG and DenseNet layouts) share one interface (`ImageCl
   (global average pooling, then the optional covariate vector, e.g. a one-hot cell type or plate);
 - `stages`: an ordered `nn.ModuleDict` whose outputs are the network's stages (`stage_names()`);
   SIGN dictionaries use them as default layers and Grad-CAM uses the last one by default.
+`Ensemble` averages the logits of several such networks (a deep ensemble); `networks(model)` lists them.
 
 Sizes suit 28-128 px crops: a 3x3 stem (stride 1 or 2) and no max-pool after it, so with the default
 ResNet-18 stages a 64 px crop still has an 8 px (stride 1) or 4 px (stride 2) map in the last stage.
@@ -220,6 +221,42 @@ class DenseNet(ImageClassifierNet):
         _init_weights(self)
 
 
+@register_architecture("ensemble")
+class Ensemble(ImageClassifierNet):
+    """A deep ensemble (Lakshminarayanan et al. 2017): `n_members` networks of one architecture,
+    trained from different seeds on the same images; the logits are the members' mean.
+
+    Single models trained from different seeds put a class's evidence in different places (on
+    BBBC013 one fold model's NuclearGFP evidence sat inside the nucleus, another's on the cytoplasm).
+    Integrated gradients is linear in the model, so the ensemble's map is exactly the mean of its
+    members' maps; Grad-CAM takes the same layer in every member and averages their CAMs.
+    `embed` concatenates the members' features; `stage_names` are a member's.
+    """
+
+    def __init__(self, member_architecture: str, n_members: int, **member_hyperparameters):
+        if n_members < 2:
+            raise PhenolensError(f"an ensemble needs at least 2 members, got {n_members}; train a single model instead")
+        members = [build_backbone(member_architecture, **member_hyperparameters) for _ in range(n_members)]
+        super().__init__(members[0].in_channels, members[0].n_classes, members[0].n_covariates)
+        self.members = nn.ModuleList(members)
+        self.feature_dim = sum(member.feature_dim for member in members)
+
+    def stage_names(self) -> list[str]:
+        return self.members[0].stage_names()
+
+    def embed(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        """The members' penultimate features side by side, (N, n_members * D)."""
+        return torch.cat([member.embed(x, covariates) for member in self.members], dim=1)
+
+    def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([member(x, covariates) for member in self.members]).mean(dim=0)
+
+
+def networks(model: nn.Module) -> list[nn.Module]:
+    """The single networks inside `model`: an ensemble's members, else the model itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
+
+
 def _init_weights(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -288,11 +325,13 @@ def inplace_relus(model: nn.Module) -> nn.Module:
 
 
 def build_backbone(arch: str, **hyperparameters) -> ImageClassifierNet:
-    """Instantiate a registered image architecture by name (`resnet18`, `vgg`, `densenet`)."""
+    """Instantiate a registered single-network image architecture by name (`resnet18`, `vgg`, `densenet`)."""
     from phenolens.nn.weights import ARCHITECTURES
 
-    cls = ARCHITECTURES.get(arch)
-    if cls is None or not issubclass(cls, ImageClassifierNet):
-        known = sorted(name for name, c in ARCHITECTURES.items() if isinstance(c, type) and issubclass(c, ImageClassifierNet))
-        raise PhenolensError(f"unknown image architecture {arch!r}; choose one of {', '.join(known)}")
-    return cls(**hyperparameters)
+    def single(cls) -> bool:
+        return isinstance(cls, type) and issubclass(cls, ImageClassifierNet) and cls is not Ensemble
+
+    if not single(ARCHITECTURES.get(arch)):
+        known = sorted(name for name, cls in ARCHITECTURES.items() if single(cls))
+        raise PhenolensError(f"unknown image architecture {arch!r}; choose one of {', '.join(known)} (an ensemble of them: --members)")
+    return ARCHITECTURES[arch](**hyperparameters)

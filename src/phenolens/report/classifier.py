@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from phenolens.nn.backbones import networks
 from phenolens.report.figures import class_colors, figure
 from phenolens.report.html import Section
 
@@ -140,7 +141,12 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
     classifier, metrics = run.classifier, run.metrics
     labelled = images.labelled()
     section = Section(title)
-    summary = f"{classifier.architecture} on {len(labelled)} labelled {images.name} images, channels {', '.join(classifier.channel_names)}"
+    members = networks(classifier.model)
+    architecture = members[0].architecture_name
+    if len(members) > 1:
+        architecture = f"an ensemble of {len(members)} {architecture} networks (mean logits)"
+    first = "" if len(members) == 1 else ", its first member"
+    summary = f"{architecture} on {len(labelled)} labelled {images.name} images, channels {', '.join(classifier.channel_names)}"
     section.text(
         f"{summary}; crops centre-padded to {classifier.size} px; held-out accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}."
     )
@@ -151,7 +157,7 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
             "`phenolens explain --images out-of-fold` explains each labelled image with the model that never trained on it."
         )
     if classifier.history is not None:
-        section.figure(training_curves_figure(classifier.history.epochs), "Loss per epoch (the first model).", "training_curves.png")
+        section.figure(training_curves_figure(classifier.history.epochs), f"Loss per epoch (the first model{first}).", "training_curves.png")
     section.figure(confusion_figure(metrics["confusion_matrix"], classifier.class_names), "Counts per true/predicted class.", "confusion.png")
     test = labelled.subset(run.test_index)
     section.figure(roc_pr_figure(test.labels, run.test_proba, classifier.class_names), "One-vs-rest curves on held-out images.", "roc_pr.png")
@@ -162,7 +168,8 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
             "t-SNE of the penultimate (pooled) features of held-out images. Clusters by well, not class, mean the model learned the well.",
             "embedding.png",
         )
-    section.figure(first_layer_filters_figure(classifier.model, classifier.channel_names), "Input channels in the first layer.", "filters.png")
+    filters = first_layer_filters_figure(classifier.model, classifier.channel_names)
+    section.figure(filters, f"Input channels in the first layer{first}.", "filters.png")
     pointwise = pointwise_weights_figure(classifier.model)
     if pointwise is not None:
         section.figure(pointwise, "1x1 convolutions mix channels without looking at space.", "pointwise.png")

@@ -17,7 +17,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
 from phenolens.core.seeding import seed_everything, torch_generator
 from phenolens.data.containers import ImageSet
-from phenolens.nn.backbones import ImageClassifierNet, build_backbone
+from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
 from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.augment import cutmix, dim, flips_and_rotations, pseudo_label_weight
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
@@ -174,6 +174,7 @@ def fit_classifier(
     patience: int = 10,
     schedule: str = "plateau",
     seed: int = 0,
+    members: int = 1,
     description: str = "training classifier",
 ) -> ImageClassifier:
     """Train a `arch` classifier on the labelled images of `images` and return it.
@@ -194,19 +195,22 @@ def fit_classifier(
     - `schedule`: "plateau" halves the learning rate when the validation loss stalls; "cosine"
       anneals it to 0 over `epochs` (best for a fixed, short budget).
     - `covariate`: a metadata column one-hot encoded and concatenated to the pooled features.
+    - `members` > 1 trains a deep ensemble (`Ensemble`): member m starts from seed `seed + m`
+      (initialisation, augmentation, batching) on the same split and normalisation; member 0 is the
+      model `members=1` trains. The history kept is member 0's.
     """
     if not 0.0 <= cutmix_probability <= 1.0:
         raise PhenolensError(f"the CutMix share {cutmix_probability} must lie in [0, 1] (--cutmix); 0 turns CutMix off")
     if not 0.0 <= dimming < 1.0:
         raise PhenolensError(f"the dimming {dimming} must lie in [0, 1) (--dimming); 0 turns it off")
+    if members < 1:
+        raise PhenolensError(f"--members {members}: an ensemble needs at least 1 member (1 trains a single model)")
     labelled = images.labelled()
     present = np.unique(labelled.labels)
     if len(labelled) == 0 or len(present) < 2:
         raise PhenolensError(
             f"{images.name}: training needs labelled images of at least 2 classes, found {len(present)} class(es) in {len(labelled)} images"
         )
-    seed_everything(seed)
-    generator = torch_generator(seed)
     size = int(size or images.shapes().max())
     raw = padded_array(labelled, size, images.channel_names)
     groups = group_column(labelled, group_by)
@@ -228,7 +232,6 @@ def fit_classifier(
         "loss": loss,
         **({"blocks": list(blocks)} if blocks else {}),
     }
-    model = build_backbone(arch, **hyperparameters)
     pool = images.unlabelled() if pseudo_labels else None
     pool_inputs = torch.from_numpy(normalization(padded_array(pool, size, images.channel_names))) if pool is not None and len(pool) else None
     pool_extras = encoding(pool) if encoding and pool_inputs is not None else None
@@ -236,38 +239,6 @@ def fit_classifier(
     full = epochs // 2 if pseudo_full is None else pseudo_full
 
     black = torch.from_numpy(normalization.constant(0.0))
-
-    def augmented(x: torch.Tensor) -> torch.Tensor:
-        if not augment:
-            return x
-        x = flips_and_rotations(x, generator, max_rotation, fill=black)
-        return dim(x, generator, dimming, black) if dimming else x
-
-    def train_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
-        x, y, *cov = batch
-        x = augmented(x)
-        mixed = cutmix(x, y, generator, cutmix_probability if augment else 0.0)
-        alpha = pseudo_label_weight(epoch, start, full, pseudo_weight) if pool_inputs is not None else 0.0
-        covariates = cov[0] if cov else None
-        if alpha > 0:
-            pick = torch.randint(0, len(pool_inputs), (len(x),), generator=generator)
-            x_all = torch.cat([mixed.images, augmented(pool_inputs[pick])])
-            cov_all = torch.cat([covariates, pool_extras[pick]]) if covariates is not None else None
-            features = net.embed(x_all, cov_all)
-            labelled_features, pool_features = features[: len(x)], features[len(x) :]
-            with torch.no_grad():
-                guesses = net.head(pool_features).argmax(1)
-            pool_loss = alpha * net.head.loss(pool_features, guesses)
-        else:
-            labelled_features, pool_loss = net.embed(mixed.images, covariates), 0.0
-        own = net.head.loss(labelled_features, mixed.labels, mixed.weight * class_weights[mixed.labels])
-        partner = net.head.loss(labelled_features, mixed.partner_labels, (1.0 - mixed.weight) * class_weights[mixed.partner_labels])
-        return own + partner + pool_loss
-
-    def val_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
-        x, y, *cov = batch
-        return net.head.loss(net.embed(x, cov[0] if cov else None), y)
-
     counts = np.bincount(labelled.labels[train_index], minlength=len(images.class_names))
     inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
     class_weights = torch.tensor(inverse if balanced else np.ones(len(counts)), dtype=torch.float32)
@@ -276,28 +247,75 @@ def fit_classifier(
     val = tuple(t[val_index] for t in tensors) if len(val_index) else None
     if schedule not in ("plateau", "cosine"):
         raise PhenolensError(f"unknown learning-rate schedule {schedule!r}; use plateau or cosine")
-    callbacks: list[Callback] = [EarlyStopping(patience=patience)] if val else []
-    if schedule == "cosine":
-        callbacks.append(CosineAnnealing(epochs))
-    elif val:
-        callbacks.append(ReduceLROnPlateau(factor=0.5, patience=max(2, patience // 2)))
-    callbacks.append(EpochLog(description))
-    history = fit(
-        model,
-        train,
-        train_step,
-        val=val,
-        val_step=val_step,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        callbacks=callbacks,
-        seed=seed,
-        description=description,
-    )
+
+    def train_member(member_seed: int, member_description: str) -> tuple[ImageClassifierNet, History]:
+        seed_everything(member_seed)
+        generator = torch_generator(member_seed)
+        model = build_backbone(arch, **hyperparameters)
+
+        def augmented(x: torch.Tensor) -> torch.Tensor:
+            if not augment:
+                return x
+            x = flips_and_rotations(x, generator, max_rotation, fill=black)
+            return dim(x, generator, dimming, black) if dimming else x
+
+        def train_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
+            x, y, *cov = batch
+            x = augmented(x)
+            mixed = cutmix(x, y, generator, cutmix_probability if augment else 0.0)
+            alpha = pseudo_label_weight(epoch, start, full, pseudo_weight) if pool_inputs is not None else 0.0
+            covariates = cov[0] if cov else None
+            if alpha > 0:
+                pick = torch.randint(0, len(pool_inputs), (len(x),), generator=generator)
+                x_all = torch.cat([mixed.images, augmented(pool_inputs[pick])])
+                cov_all = torch.cat([covariates, pool_extras[pick]]) if covariates is not None else None
+                features = net.embed(x_all, cov_all)
+                labelled_features, pool_features = features[: len(x)], features[len(x) :]
+                with torch.no_grad():
+                    guesses = net.head(pool_features).argmax(1)
+                pool_loss = alpha * net.head.loss(pool_features, guesses)
+            else:
+                labelled_features, pool_loss = net.embed(mixed.images, covariates), 0.0
+            own = net.head.loss(labelled_features, mixed.labels, mixed.weight * class_weights[mixed.labels])
+            partner = net.head.loss(labelled_features, mixed.partner_labels, (1.0 - mixed.weight) * class_weights[mixed.partner_labels])
+            return own + partner + pool_loss
+
+        def val_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
+            x, y, *cov = batch
+            return net.head.loss(net.embed(x, cov[0] if cov else None), y)
+
+        callbacks: list[Callback] = [EarlyStopping(patience=patience)] if val else []
+        if schedule == "cosine":
+            callbacks.append(CosineAnnealing(epochs))
+        elif val:
+            callbacks.append(ReduceLROnPlateau(factor=0.5, patience=max(2, patience // 2)))
+        callbacks.append(EpochLog(member_description))
+        history = fit(
+            model,
+            train,
+            train_step,
+            val=val,
+            val_step=val_step,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            callbacks=callbacks,
+            seed=member_seed,
+            description=member_description,
+        )
+        return model, history
+
+    trained = [
+        train_member(seed + member, description if members == 1 else f"{description}, member {member + 1}/{members}") for member in range(members)
+    ]
+    model, history = trained[0]
+    if members > 1:
+        model = Ensemble(arch, members, **hyperparameters)
+        model.members = torch.nn.ModuleList(net for net, _ in trained)
+        model.eval()
     settings = {
-        "hyperparameters": hyperparameters,
+        "hyperparameters": hyperparameters if members == 1 else {"member_architecture": arch, "n_members": members, **hyperparameters},
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
@@ -313,9 +331,10 @@ def fit_classifier(
         "validation_fraction": validation_fraction,
         "group_by": group_by,
         "seed": seed,
+        "members": members,
         "n_train": int(len(train_index)),
         "n_validation": int(len(val_index)),
         "n_unlabelled": 0 if pool_inputs is None else len(pool_inputs),
     }
-    log.info("trained %s on %d images (%d epochs run)", arch, len(train_index), len(history.epochs))
+    log.info("trained %d %s on %d images (%d epochs run by the first)", members, arch, len(train_index), len(history.epochs))
     return ImageClassifier(model, list(images.class_names), list(images.channel_names), size, normalization, encoding, history, settings)
