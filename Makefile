@@ -32,7 +32,6 @@ test: $(STAMP) lint
 bench-small: $(STAMP)
 	$(BIN)/python benchmarks/images_attribution_speed.py --small
 	$(BIN)/python benchmarks/images_targets.py bbbc013 --small --out runs/bench-small/images
-	$(BIN)/python benchmarks/images_map_averaging.py --small --seeds 0,1 --out runs/bench-small/map-averaging
 	$(BIN)/python benchmarks/counterfactual_benchmark.py --small
 	$(BIN)/python benchmarks/echoes_benchmark.py --small --out runs/bench-small/echoes
 	$(BIN)/python benchmarks/profiling_percent_replicating.py --small

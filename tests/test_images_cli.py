@@ -92,6 +92,22 @@ def test_explain_out_of_fold_uses_each_fold_model_on_its_own_held_out_images(tra
     assert "no cross-validation fold models; train the model with --cv K" in err and err.count("\n") == 1 and not (tmp_path / "none").exists()
 
 
+def test_ensemble_trains_explains_and_says_what_it_is(trained, tmp_path):
+    folder = trained[0]
+    model, out = tmp_path / "ensemble", tmp_path / "explained"
+    assert run(["train", "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(model), "--members", "2", *TINY]) == 0
+    card = json.loads((model / "model.json").read_text())
+    assert card["architecture"] == "ensemble" and card["hyperparameters"]["member_architecture"] == "resnet18"
+    assert card["hyperparameters"]["n_members"] == 2 and "an ensemble of 2 resnet18 networks" in (model / "report.html").read_text()
+    args = ["explain", str(model), "--folder", str(folder), "--channels", "GFP,DNA", "--methods", "gradcam,ig", "--out", str(out)]
+    assert run([*args, "--nucleus-channel", "DNA", "--reporter-channel", "GFP"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["nucleus_mass_fraction"]) == {"gradcam", "integrated_gradients"}
+    with np.load(out / "attributions.npz") as maps:
+        assert maps["maps_gradcam"].shape == maps["maps_integrated_gradients"].shape == (4, 2, 18, 18)  # the 20 % held out
+        assert np.isfinite(maps["maps_gradcam"]).all() and np.abs(maps["maps_gradcam"]).max() > 0
+
+
 def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
     folder, model = trained
     explain = ["explain", str(model), "--methods", "saliency", "--out", str(tmp_path / "e")]
@@ -105,8 +121,12 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
     assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, "--cutmix", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "CutMix share 1.5 must lie in [0, 1] (--cutmix)" in err and err.count("\n") == 1 and not (tmp_path / "m").exists()
-    for blocks, message in (("1,x", "--blocks '1,x': give comma-separated integers >= 1"), ("1,1,1,1,1", "give 1 to 4 stages")):
-        assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, "--blocks", blocks]) == 2
+    for option, message in (
+        (["--blocks", "1,x"], "--blocks '1,x': give comma-separated integers >= 1"),
+        (["--blocks", "1,1,1,1,1"], "give 1 to 4 stages"),
+        (["--members", "0"], "--members 0: an ensemble needs at least 1 member"),
+    ):
+        assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, *option]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and not (tmp_path / "m").exists()
     nan_folder = _write_folder(tmp_path / "nan", per_class=3)

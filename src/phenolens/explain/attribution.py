@@ -273,8 +273,8 @@ def _attribute_prepared(model, inputs, targets, method, baseline, covariates, se
     if method == "saliency":
         maps = Saliency(model).attribute(inputs, target=target, abs=True, additional_forward_args=extra)
     elif method == "gradcam":
-        # An ensemble's logit is its members' mean, so each member's CAM comes out scaled by 1 / members
-        # (the ReLU keeps the scale): their sum is the members' mean CAM.
+        # An ensemble's logit is its members' mean, so each member's CAM (linear in the gradient: Captum
+        # applies no ReLU by default) comes out scaled by 1 / members: their sum is the members' mean CAM.
         cam = sum(LayerGradCam(model, layer).attribute(inputs, target=target, additional_forward_args=extra) for layer in layers)
         maps = LayerAttribution.interpolate(cam, tuple(inputs.shape[2:]), "bilinear").expand_as(inputs)
     elif method == "occlusion":
