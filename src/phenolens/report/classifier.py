@@ -142,10 +142,10 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
     labelled = images.labelled()
     section = Section(title)
     members = networks(classifier.model)
+    ensemble = len(members) > 1
     architecture = members[0].architecture_name
-    if len(members) > 1:
+    if ensemble:
         architecture = f"an ensemble of {len(members)} {architecture} networks (mean logits)"
-    first = "" if len(members) == 1 else ", its first member"
     summary = f"{architecture} on {len(labelled)} labelled {images.name} images, channels {', '.join(classifier.channel_names)}"
     section.text(
         f"{summary}; crops centre-padded to {classifier.size} px; held-out accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}."
@@ -157,7 +157,8 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
             "`phenolens explain --images out-of-fold` explains each labelled image with the model that never trained on it."
         )
     if classifier.history is not None:
-        section.figure(training_curves_figure(classifier.history.epochs), f"Loss per epoch (the first model{first}).", "training_curves.png")
+        caption = f"Loss per epoch (the first model{', its first member' if ensemble else ''})."
+        section.figure(training_curves_figure(classifier.history.epochs), caption, "training_curves.png")
     section.figure(confusion_figure(metrics["confusion_matrix"], classifier.class_names), "Counts per true/predicted class.", "confusion.png")
     test = labelled.subset(run.test_index)
     section.figure(roc_pr_figure(test.labels, run.test_proba, classifier.class_names), "One-vs-rest curves on held-out images.", "roc_pr.png")
@@ -169,7 +170,7 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
             "embedding.png",
         )
     filters = first_layer_filters_figure(classifier.model, classifier.channel_names)
-    section.figure(filters, f"Input channels in the first layer{first}.", "filters.png")
+    section.figure(filters, f"Input channels in the first layer{' of the first member' if ensemble else ''}.", "filters.png")
     pointwise = pointwise_weights_figure(classifier.model)
     if pointwise is not None:
         section.figure(pointwise, "1x1 convolutions mix channels without looking at space.", "pointwise.png")
