@@ -68,7 +68,7 @@ def main() -> None:
     print(f"\n{args.dataset}{' (--small: not comparable to the targets)' if args.small else ''}")
     print(f"  held-out macro-F1 {trained['macro_f1']:.3f}, accuracy {trained['accuracy']:.3f}, training {trained['training_seconds']:.0f} s (wall)")
     if args.dataset == "bbbc013":
-        print(f"  5-fold CV macro-F1 {trained['cv_macro_f1']:.3f} +- {trained['cv_macro_f1_sd']:.3f} (target >= 0.90)")
+        print(f"  {trained['cv_folds']}-fold CV macro-F1 {trained['cv_macro_f1']:.3f} +- {trained['cv_macro_f1_sd']:.3f} (target >= 0.90)")
         fractions = explanation["nucleus_mass_fraction"]
         ig = fractions["integrated_gradients"]
         nuclear, cytoplasmic = ig.get("NuclearGFP", float("nan")), ig.get("CytoplasmicGFP", float("nan"))
