@@ -51,7 +51,7 @@ def train(
     members: int = typer.Option(
         1,
         help="Train a deep ensemble of this many networks (member m from seed SEED + m, same split) and predict with their mean logit; "
-        "explanations average the members'. Costs MEMBERS times the training and explanation time.",
+        "explanations average the members'. Training takes MEMBERS times as long, and every explanation runs each member.",
     ),
 ) -> None:
     """Train an image classifier; write weights, metrics.json, figures and report.html to OUT."""

@@ -311,11 +311,12 @@ def fit_classifier(
     ]
     model, history = trained[0]
     if members > 1:
-        model = Ensemble(arch, members, **hyperparameters)
+        hyperparameters = {"member_architecture": arch, "n_members": members, **hyperparameters}
+        model = Ensemble(**hyperparameters)
         model.members = torch.nn.ModuleList(net for net, _ in trained)
         model.eval()
     settings = {
-        "hyperparameters": hyperparameters if members == 1 else {"member_architecture": arch, "n_members": members, **hyperparameters},
+        "hyperparameters": hyperparameters,
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,

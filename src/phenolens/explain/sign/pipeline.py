@@ -19,7 +19,7 @@ from phenolens.explain.sign.dictionary import SignDictionary
 from phenolens.explain.sign.graph import InferenceGraphBuilder
 from phenolens.explain.sign.layers import OUTPUT
 from phenolens.explain.sign.quality import centre_distances, class_counts, dictionary_quality
-from phenolens.nn.backbones import Ensemble
+from phenolens.nn.backbones import networks
 from phenolens.report.html import Section
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.preprocess import padded_array
@@ -58,10 +58,9 @@ def check_classifier(classifier: ImageClassifier) -> None:
     """SIGN reads the activations of one image-only network."""
     if classifier.covariate is not None:
         raise PhenolensError(f"the model uses the covariate {classifier.covariate.column!r}; SIGN models image-only classifiers, retrain without it")
-    if isinstance(classifier.model, Ensemble):
-        raise PhenolensError(
-            f"the model is an ensemble of {len(classifier.model.members)} networks; SIGN models one network's activations, train with --members 1"
-        )
+    count = len(networks(classifier.model))
+    if count > 1:
+        raise PhenolensError(f"the model is an ensemble of {count} networks; SIGN models one network's activations, train with --members 1")
 
 
 def split(labels: np.ndarray, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
