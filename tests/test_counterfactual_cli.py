@@ -7,6 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from phenolens.data.loaders import load
+from phenolens.data.nuclei import nucleus_masks
+
 ISSUE_KEYS = (
     "test_accuracy",
     "reconstruction_mae",
@@ -29,7 +32,21 @@ def checkpoint(tmp_path_factory):
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("counterfactual") / "model"
-    status = run(["counterfactual", "train", "--dataset", "bbbc013", "--classes", "NuclearGFP,CytoplasmicGFP", "--out", str(folder), *TINY])
+    status = run(
+        [
+            "counterfactual",
+            "train",
+            "--dataset",
+            "bbbc013",
+            "--classes",
+            "NuclearGFP,CytoplasmicGFP",
+            "--centre-on",
+            "DNA",
+            "--out",
+            str(folder),
+            *TINY,
+        ]
+    )
     assert status == 0
     return folder
 
@@ -45,6 +62,13 @@ def test_train_writes_a_loadable_model(checkpoint):
     assert model.class_names == ["NuclearGFP", "CytoplasmicGFP"] and model.channel_names == ["FKHR-GFP", "DNA"]
     assert model.ecinn.means_true_.shape == (2, 2 * 32 * 32)  # no padding by default
     assert torch.equal(model.classifier.head.means, model.ecinn.means_true_)
+    # --centre-on DNA travels with the weights: the network sees every crop registered on its nucleus
+    assert model.settings.centre_on == "DNA"
+    crops = model.to_raw(model.tensor(model.test_subset(load("bbbc013"))).numpy())
+    masks = nucleus_masks(crops, 1)
+    rows = (masks * np.arange(32)[None, :, None]).sum(axis=(1, 2)) / masks.sum(axis=(1, 2))
+    columns = (masks * np.arange(32)[None, None, :]).sum(axis=(1, 2)) / masks.sum(axis=(1, 2))
+    assert np.abs(rows - 15.5).max() <= 1.0 and np.abs(columns - 15.5).max() <= 1.0
 
 
 def test_explain_writes_every_output(checkpoint, tmp_path, cli):
@@ -74,6 +98,7 @@ def test_explain_writes_every_output(checkpoint, tmp_path, cli):
     assert metrics["evaluations_per_counterfactual"] == 3 and metrics["n_images"] == 35
     assert metrics["inverse_relative_residual"] < 1e-5  # the --inverse-tolerance override reached the inverse
     assert 0.0 <= metrics["flip_rate_alpha1"] <= 1.0 and metrics["speedup_vs_gradient"] > 0
+    assert metrics["crops_centred_on"] == "DNA" and -1.0 <= metrics["change_similarity_alpha1"] <= 1.0
     arrays = np.load(out / "counterfactuals.npz")
     count = metrics["n_images"]
     assert arrays["originals"].shape == arrays["counterfactual_alpha1"].shape == arrays["difference_alpha1"].shape == (count, 2, 32, 32)
@@ -113,6 +138,7 @@ def test_explain_rejects_bad_input_without_output(checkpoint, tmp_path, cli, arg
         (["--dataset", "bbbc013", "--folder", "somewhere"], "exactly one image source"),
         (["--dataset", "bbbc013", "--blocks", "2,x"], "--blocks"),
         (["--dataset", "bbbc021-cells", "--group-by", "plate"], "'plate'"),
+        (["--dataset", "bbbc013", "--centre-on", "Hoechst"], "no channel 'Hoechst' to centre the crops on"),
     ],
 )
 def test_train_rejects_bad_input_without_output(tmp_path, cli, arguments, message):

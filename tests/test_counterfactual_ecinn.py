@@ -180,3 +180,17 @@ def test_known_answer_rates_count_correctly_classified_images_only():
     run.labels = np.full(5, -1)  # unlabelled images: every image predicted as another class counts
     _known_answer(run, "DNA", None)
     assert run.metrics["nuclear_gfp_basis"] == "every image predicted as another class" and run.metrics["nuclear_gfp_images"] == 4
+
+
+def test_change_similarity_tells_one_pattern_from_image_specific_changes():
+    from phenolens.explain.counterfactual.evaluate import change_similarity
+
+    rng = np.random.default_rng(0)
+    originals = rng.normal(size=(20, 2, 8, 8))
+    pattern = rng.normal(size=(1, 2, 8, 8))
+    assert change_similarity(originals + 3.0 * pattern, originals) == pytest.approx(1.0)
+    # the same pattern at image-specific strengths is still one pattern
+    assert change_similarity(originals + rng.uniform(0.5, 2.0, size=(20, 1, 1, 1)) * pattern, originals) == pytest.approx(1.0)
+    # a change that follows each image (here: its own structure) is not
+    assert abs(change_similarity(2.0 * originals, originals)) < 0.2
+    assert np.isnan(change_similarity(originals[:1] + pattern, originals[:1]))

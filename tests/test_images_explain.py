@@ -8,6 +8,7 @@ import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
+from phenolens.data.nuclei import nucleus_masks, otsu_thresholds
 from phenolens.explain import (
     AttributionSettings,
     attribute,
@@ -16,9 +17,7 @@ from phenolens.explain import (
     deletion_insertion,
     explain_images,
     map_ssim,
-    nucleus_masks,
     nucleus_mass_fraction,
-    otsu_thresholds,
     randomized_copy,
 )
 from phenolens.explain.attribution import baseline_tensor

@@ -2,6 +2,7 @@
 
 from phenolens.data.containers import UNLABELLED, ImageSet, Signal, SignalSet
 from phenolens.data.loaders import describe, load
+from phenolens.data.nuclei import centred_on_nuclei, nucleus_masks, otsu_thresholds
 from phenolens.data.readers import (
     feature_columns,
     metadata_columns,
@@ -18,11 +19,14 @@ __all__ = [
     "ImageSet",
     "Signal",
     "SignalSet",
+    "centred_on_nuclei",
     "describe",
     "feature_columns",
     "get_dataset",
     "load",
     "metadata_columns",
+    "nucleus_masks",
+    "otsu_thresholds",
     "read_image",
     "read_image_folder",
     "read_manifest",

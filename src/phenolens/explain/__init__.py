@@ -4,7 +4,7 @@ from phenolens.explain.attribution import METHODS, AttributionSettings, attribut
 from phenolens.explain.channels import cam_concordance, channel_occlusion
 from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomized_copy
 from phenolens.explain.images import Explanation, explain_images
-from phenolens.explain.masks import nucleus_masks, nucleus_mass_fraction, otsu_thresholds
+from phenolens.explain.masks import nucleus_mass_fraction
 
 __all__ = [
     "METHODS",
@@ -18,8 +18,6 @@ __all__ = [
     "explain_images",
     "map_ssim",
     "nucleus_mass_fraction",
-    "nucleus_masks",
-    "otsu_thresholds",
     "randomized_copy",
     "resolve_targets",
 ]

@@ -13,10 +13,11 @@ import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import UNLABELLED, ImageSet
+from phenolens.data.nuclei import nucleus_masks
 from phenolens.explain.attribution import AttributionSettings, attribute, attribute_tensor, baseline_tensor, method_name, resolve_targets
 from phenolens.explain.channels import attribution_share, cam_concordance, channel_occlusion, per_class_table
 from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomized_copy
-from phenolens.explain.masks import nucleus_masks, nucleus_mass_fraction
+from phenolens.explain.masks import nucleus_mass_fraction
 
 SANITY_IMAGES = 32  # images given to the model-randomisation check
 

@@ -15,6 +15,7 @@ import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
+from phenolens.data.nuclei import centred_on_nuclei
 
 
 @dataclass
@@ -73,26 +74,30 @@ class CovariateEncoding:
         return torch.from_numpy(one_hot)
 
 
-def padded_array(images: ImageSet | np.ndarray, size: int, channel_names: list[str]) -> np.ndarray:
-    """(N, C, size, size) float32 array of centre-padded crops, checked for channel count and finite pixels."""
+def padded_array(images: ImageSet | np.ndarray, size: int, channel_names: list[str], centre_on: int | None = None) -> np.ndarray:
+    """(N, C, size, size) float32 array of centre-padded crops, checked for channel count and finite pixels.
+
+    With `centre_on` (a DNA channel index) each crop is first registered on its nucleus
+    (`phenolens.data.nuclei.centred_on_nuclei`)."""
     if isinstance(images, ImageSet):
         if images.n_channels != len(channel_names):
             raise PhenolensError(
                 f"{images.name}: the images have {images.n_channels} channels ({', '.join(images.channel_names)}) but the model "
                 f"was trained on {len(channel_names)} ({', '.join(channel_names)}); give images with the same stains in the same order"
             )
-        array = images.padded(size)
     else:
         array = np.asarray(images, dtype=np.float32)
         if array.ndim != 4 or array.shape[1] != len(channel_names):
             raise PhenolensError(f"expected (N, {len(channel_names)}, H, W) images ({', '.join(channel_names)}), got shape {array.shape}")
-        if array.shape[2:] != (size, size):
-            array = ImageSet(array, np.full(len(array), -1), [], list(channel_names)).padded(size)
+        images = ImageSet(array, np.full(len(array), -1), [], list(channel_names))
+    if centre_on is not None:
+        images = centred_on_nuclei(images, centre_on)
+    array = images.padded(size)
     if len(array) == 0:
         raise PhenolensError("no images to process; check the folder, manifest or subset")
     finite = np.isfinite(array).all(axis=(1, 2, 3))
     if not finite.all():
         first = int(np.flatnonzero(~finite)[0])
-        source = images.meta["source"].iloc[first] if isinstance(images, ImageSet) and "source" in images.meta else f"image {first}"
+        source = images.meta["source"].iloc[first] if "source" in images.meta else f"image {first}"
         raise PhenolensError(f"{source}: has NaN or infinite pixels ({int((~finite).sum())} image(s) affected); clean or drop them")
     return array.astype(np.float32, copy=False)

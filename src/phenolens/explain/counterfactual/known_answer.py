@@ -1,7 +1,7 @@
 """Known-answer check for translocation assays: does a counterfactual move the signal into the nucleus?
 
 The nucleus is the Otsu foreground of the DNA channel of the *original* image (over its non-zero
-pixels, `phenolens.explain.masks`); the cell is every pixel where any channel is non-zero (the whole
+pixels, `phenolens.data.nuclei`); the cell is every pixel where any channel is non-zero (the whole
 frame when nothing is masked). The
 statistic is the mean signal inside the nucleus minus the mean signal in the rest of the cell, so a
 counterfactual towards "nuclear" should raise it and one towards "cytoplasmic" should lower it.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from phenolens.core.errors import PhenolensError
-from phenolens.explain.masks import nucleus_masks
+from phenolens.data.nuclei import nucleus_masks
 
 
 def nuclear_contrast(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, signal_channel: int) -> np.ndarray:

@@ -36,6 +36,9 @@ class TrainingSettings:
     size: int = 64
     blocks: list[int] = field(default_factory=lambda: [4, 4])  # BBBC013 test accuracy, seed 0: [2, 2] 0.80-0.86, [3, 3] 0.94, [4, 4] 0.97
     hidden: list[int] = field(default_factory=lambda: [16, 32])
+    # Channel (e.g. DNA) each crop is registered on (`phenolens.data.nuclei.centred_on_nuclei`): ECINN moves every
+    # latent by one class-mean direction, which can move a signal into the nucleus only where the nuclei share a place.
+    centre_on: str | None = None
     pad_channels: int = 0  # see `train_counterfactual_model`: padding makes f^-1(z + alpha Delta) leave the image space
     coeff: float = 0.8
     n_power_iterations: int = 5
@@ -80,7 +83,7 @@ class CounterfactualModel:
 
     def tensor(self, images: ImageSet | np.ndarray) -> torch.Tensor:
         """Padded, checked, normalised network input (N, C, size, size)."""
-        return torch.from_numpy(self.normalization(padded_array(images, self.size, self.channel_names)).astype(np.float32))
+        return torch.from_numpy(self.normalization(network_crops(images, self.settings, self.channel_names)).astype(np.float32))
 
     def to_raw(self, inputs: np.ndarray) -> np.ndarray:
         """Model input units back to raw intensities."""
@@ -205,13 +208,17 @@ def train_counterfactual_model(
         raise PhenolensError(
             f"{images.name}: no metadata column {settings.group_by!r} to group the split by; choose one of {', '.join(map(str, data.meta.columns))}"
         )
+    if settings.centre_on is not None and settings.centre_on not in data.channel_names:
+        raise PhenolensError(
+            f"{images.name}: no channel {settings.centre_on!r} to centre the crops on; choose one of {', '.join(data.channel_names)}"
+        )
     groups = data.meta[settings.group_by].to_numpy() if settings.group_by else None
     train_index, test_index = stratified_split(data.labels, settings.test_fraction, settings.seed, groups)
     fit_index, val_index = stratified_split(
         data.labels[train_index], settings.validation_fraction, settings.seed, None if groups is None else groups[train_index]
     )
     fit_index, val_index = train_index[fit_index], train_index[val_index]
-    raw = padded_array(data, settings.size, data.channel_names)
+    raw = network_crops(data, settings, data.channel_names)
     normalization = ChannelNormalization.fit(raw[fit_index])
     inputs, labels = torch.from_numpy(normalization(raw).astype(np.float32)), torch.from_numpy(data.labels)
     classifier = InvertibleResNet(**_iresnet_hyperparameters(data.n_channels, len(data.class_names), settings))
@@ -269,6 +276,13 @@ def train_counterfactual_model(
         info=info,
     )
     return model, {**split, "data": data}
+
+
+def network_crops(images: ImageSet | np.ndarray, settings: TrainingSettings, channel_names: list[str]) -> np.ndarray:
+    """Raw (N, C, size, size) crops as the i-ResNet sees them: registered on the nucleus when
+    `settings.centre_on` names a channel, centre-padded to `settings.size`."""
+    centre_on = None if settings.centre_on is None else channel_names.index(settings.centre_on)
+    return padded_array(images, settings.size, channel_names, centre_on)
 
 
 def _augmenter(settings: TrainingSettings, normalization: ChannelNormalization):
