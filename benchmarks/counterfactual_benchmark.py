@@ -124,6 +124,7 @@ def check(results: dict) -> list[tuple[str, str, float, str, bool]]:
                     increase = metrics["nuclear_gfp_increase_rate"]
                     row(f"-> {target}: nuclear GFP increase rate", increase, ">= 0.8", increase >= 0.8)
                     row(f"-> {target}:   same, incl. misclassified", metrics["nuclear_gfp_increase_rate_all_predicted"], "(reported)")
+                    row(f"-> {target}:   share of added GFP in the nucleus", metrics["nuclear_gfp_added_in_nucleus_median"], "(reported)")
                 else:
                     decrease = metrics["nuclear_gfp_decrease_rate"]
                     row(f"-> {target}: nuclear GFP decrease rate", decrease, "> 0.5 (lowers it)", decrease > 0.5)

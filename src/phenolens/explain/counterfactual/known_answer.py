@@ -13,6 +13,7 @@ import numpy as np
 
 from phenolens.core.errors import PhenolensError
 from phenolens.data.nuclei import nucleus_masks
+from phenolens.explain.masks import nucleus_mass_fraction
 
 
 def nuclear_contrast(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, signal_channel: int) -> np.ndarray:
@@ -33,6 +34,23 @@ def contrast_change(
 
     `signal_channel` defaults to the first channel that is not the nucleus channel.
     """
+    signal, nuclei, cells = _regions(originals, channel_names, nucleus_channel, signal_channel)
+    return nuclear_contrast(originals, nuclei, cells, signal), nuclear_contrast(counterfactuals, nuclei, cells, signal)
+
+
+def added_signal_in_nucleus(
+    originals: np.ndarray, counterfactuals: np.ndarray, channel_names: list[str], nucleus_channel: str, signal_channel: str | None = None
+) -> np.ndarray:
+    """Per image, the share of the signal a counterfactual adds (its positive change) that lies inside
+    the nucleus (NaN when it adds none). Where the contrast says whether the signal moved towards the
+    nucleus, this says how much of the change is placed on it."""
+    signal, nuclei, _ = _regions(originals, channel_names, nucleus_channel, signal_channel)
+    added = np.clip(counterfactuals[:, signal] - originals[:, signal], 0.0, None)
+    return nucleus_mass_fraction(added[:, None], nuclei, 0)
+
+
+def _regions(originals: np.ndarray, channel_names: list[str], nucleus_channel: str, signal_channel: str | None) -> tuple[int, np.ndarray, np.ndarray]:
+    """The signal channel's index and the (N, H, W) nucleus and cell masks of the original images."""
     nucleus_index = _channel_index(channel_names, nucleus_channel, "--nucleus-channel")
     if signal_channel is None:
         others = [i for i in range(len(channel_names)) if i != nucleus_index]
@@ -43,8 +61,7 @@ def contrast_change(
         signal_index = _channel_index(channel_names, signal_channel, "--signal-channel")
     cells = (originals != 0).any(axis=1)
     cells[~cells.any(axis=(1, 2))] = True  # an all-zero crop: treat the frame as the cell
-    nuclei = nucleus_masks(originals, nucleus_index) & cells
-    return nuclear_contrast(originals, nuclei, cells, signal_index), nuclear_contrast(counterfactuals, nuclei, cells, signal_index)
+    return signal_index, nucleus_masks(originals, nucleus_index) & cells, cells
 
 
 def _channel_index(channel_names: list[str], name: str, option: str) -> int:
