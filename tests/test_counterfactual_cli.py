@@ -93,6 +93,7 @@ def test_explain_writes_every_output(checkpoint, tmp_path, cli):
         "1e-5",
     )
     assert status == 0, stdout
+    assert "--centre-on" not in stdout  # registered already: no suggestion
     metrics = json.loads((out / "metrics.json").read_text())
     assert all(key in metrics for key in ISSUE_KEYS)
     assert metrics["evaluations_per_counterfactual"] == 3 and metrics["n_images"] == 35
@@ -151,3 +152,15 @@ def test_train_rejects_bad_input_without_output(tmp_path, cli, arguments, messag
 def test_explain_names_a_missing_checkpoint(tmp_path, cli):
     status, _, stderr = cli("counterfactual", "explain", tmp_path / "nothing", "--target", "NuclearGFP", "--out", tmp_path / "x")
     assert status == 2 and "model.json" in stderr
+
+
+def test_explain_suggests_registration_for_a_model_trained_without_it(tmp_path, cli):
+    model, out = tmp_path / "model", tmp_path / "explained"
+    status, _, _ = cli(
+        "counterfactual", "train", "--dataset", "bbbc013", "--classes", "NuclearGFP,CytoplasmicGFP", "--out", model, *TINY, "--no-autoencoder"
+    )
+    assert status == 0
+    arguments = ("--target", "NuclearGFP", "--baseline-steps", "2", "--sweeps", "0", "--panels", "1", "--out", out)
+    status, stdout, _ = cli("counterfactual", "explain", model, "--nucleus-channel", "DNA", *arguments)
+    assert status == 0 and "train with --centre-on DNA" in stdout
+    assert json.loads((out / "metrics.json").read_text())["crops_centred_on"] is None
