@@ -10,7 +10,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.explain.counterfactual.ecinn import ECINN, alpha_one, alpha_zero
 from phenolens.explain.counterfactual.gradient import wachter_counterfactuals
 from phenolens.explain.counterfactual.interpolation import LatentInterpolation
-from phenolens.explain.counterfactual.known_answer import added_signal_in_nucleus, contrast_change
+from phenolens.explain.counterfactual.known_answer import NucleusRegions
 from phenolens.nn.autoencoder import ConvAutoencoder
 from phenolens.nn.iresnet import InvertibleResNet
 
@@ -149,14 +149,15 @@ def synthetic_cells(nuclear: bool) -> np.ndarray:
 
 def test_nuclear_contrast_knows_the_answer():
     cytoplasmic, nuclear = synthetic_cells(False), synthetic_cells(True)
-    before, after = contrast_change(cytoplasmic, nuclear, ["GFP", "DNA"], "DNA")
+    regions = NucleusRegions.of(cytoplasmic, ["GFP", "DNA"], "DNA")
+    before, after = regions.contrast(cytoplasmic), regions.contrast(nuclear)
     assert before[0] == pytest.approx(-120.0) and after[0] == pytest.approx(120.0)
     # towards nuclear every added grey level lies in the nucleus, towards cytoplasmic none does
-    assert added_signal_in_nucleus(cytoplasmic, nuclear, ["GFP", "DNA"], "DNA")[0] == pytest.approx(1.0)
-    assert added_signal_in_nucleus(nuclear, cytoplasmic, ["GFP", "DNA"], "DNA")[0] == pytest.approx(0.0)
-    assert np.isnan(added_signal_in_nucleus(nuclear, nuclear, ["GFP", "DNA"], "DNA")[0])
+    assert regions.added_in_nucleus(cytoplasmic, nuclear)[0] == pytest.approx(1.0)
+    assert regions.added_in_nucleus(nuclear, cytoplasmic)[0] == pytest.approx(0.0)
+    assert np.isnan(regions.added_in_nucleus(nuclear, nuclear)[0])
     with pytest.raises(PhenolensError, match="--nucleus-channel 'Hoechst'"):
-        contrast_change(cytoplasmic, nuclear, ["GFP", "DNA"], "Hoechst")
+        NucleusRegions.of(cytoplasmic, ["GFP", "DNA"], "Hoechst")
 
 
 def test_known_answer_rates_count_correctly_classified_images_only():

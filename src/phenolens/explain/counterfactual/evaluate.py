@@ -19,7 +19,7 @@ from phenolens.data.containers import ImageSet
 from phenolens.explain.counterfactual.ecinn import Counterfactuals
 from phenolens.explain.counterfactual.gradient import GradientCounterfactuals, wachter_counterfactuals
 from phenolens.explain.counterfactual.interpolation import InterpolationCounterfactuals
-from phenolens.explain.counterfactual.known_answer import added_signal_in_nucleus, contrast_change
+from phenolens.explain.counterfactual.known_answer import NucleusRegions
 from phenolens.explain.counterfactual.model import CounterfactualModel
 
 ECINN_EVALUATIONS = 3  # forward f(x), inverse f^-1(z + alpha Delta), forward of the counterfactual
@@ -222,19 +222,19 @@ def _known_answer(run: ExplanationRun, nucleus_channel: str, signal_channel: str
     correct = labels == run.ecinn.predicted[valid]
     labelled = bool((labels >= 0).all() and correct.any())
     basis = correct if labelled else np.ones_like(correct)
-    before, after = contrast_change(run.originals[valid], run.ecinn_raw["alpha1"][valid], run.channel_names, nucleus_channel, signal_channel)
+    originals = run.originals[valid]
+    regions = NucleusRegions.of(originals, run.channel_names, nucleus_channel, signal_channel)  # masks of the originals, found once
+    before, after = regions.contrast(originals), regions.contrast(run.ecinn_raw["alpha1"][valid])
     run.contrast = {"before": before, "after": after, "basis": basis}
     run.metrics["nuclear_gfp_basis"] = "correctly classified images" if labelled else "every image predicted as another class"
     run.metrics.update(_contrast_rates(before[basis], after[basis], "nuclear_gfp"))
     run.metrics.update(_contrast_rates(before, after, "nuclear_gfp", suffix="_all_predicted"))
-    inside = added_signal_in_nucleus(run.originals[valid], run.ecinn_raw["alpha1"][valid], run.channel_names, nucleus_channel, signal_channel)
-    run.metrics["nuclear_gfp_added_in_nucleus_median"] = float(np.nanmedian(inside[basis])) if np.isfinite(inside[basis]).any() else float("nan")
+    inside = regions.added_in_nucleus(originals, run.ecinn_raw["alpha1"][valid])[basis]
+    run.metrics["nuclear_gfp_added_in_nucleus_median"] = float(np.nanmedian(inside)) if np.isfinite(inside).any() else float("nan")
     if run.interpolation is not None:
         # The autoencoder's change is measured from its own reconstruction (see interpolation.py).
-        _, end = contrast_change(run.originals[valid], run.interpolation_raw["full"][valid], run.channel_names, nucleus_channel, signal_channel)
-        _, reconstructed = contrast_change(
-            run.originals[valid], run.interpolation_raw["reconstruction"][valid], run.channel_names, nucleus_channel, signal_channel
-        )
+        end = regions.contrast(run.interpolation_raw["full"][valid])
+        reconstructed = regions.contrast(run.interpolation_raw["reconstruction"][valid])
         run.contrast.update(autoencoder_before=reconstructed, autoencoder_after=end)
         run.metrics.update(_contrast_rates(reconstructed[basis], end[basis], "autoencoder_nuclear_gfp"))
 

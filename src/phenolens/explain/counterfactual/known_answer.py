@@ -9,6 +9,8 @@ counterfactual towards "nuclear" should raise it and one towards "cytoplasmic" s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from phenolens.core.errors import PhenolensError
@@ -16,52 +18,48 @@ from phenolens.data.nuclei import nucleus_masks
 from phenolens.explain.masks import nucleus_mass_fraction
 
 
-def nuclear_contrast(images: np.ndarray, nuclei: np.ndarray, cells: np.ndarray, signal_channel: int) -> np.ndarray:
-    """Mean signal inside the nucleus minus mean signal in the rest of the cell, per image (NaN when
-    either region is empty)."""
-    signal = images[:, signal_channel]
-    outside = cells & ~nuclei
-    with np.errstate(invalid="ignore", divide="ignore"):
-        inside_mean = (signal * nuclei).sum(axis=(1, 2)) / nuclei.sum(axis=(1, 2))
-        outside_mean = (signal * outside).sum(axis=(1, 2)) / outside.sum(axis=(1, 2))
-    return inside_mean - outside_mean
+@dataclass
+class NucleusRegions:
+    """The signal channel and the (N, H, W) nucleus and cell masks of a set of original images: found
+    once, then used for every counterfactual of those images."""
 
+    signal: int
+    nuclei: np.ndarray
+    cells: np.ndarray
 
-def contrast_change(
-    originals: np.ndarray, counterfactuals: np.ndarray, channel_names: list[str], nucleus_channel: str, signal_channel: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Nuclear contrast of the signal channel before and after, per image (raw intensity units).
+    @classmethod
+    def of(cls, originals: np.ndarray, channel_names: list[str], nucleus_channel: str, signal_channel: str | None = None) -> NucleusRegions:
+        """`signal_channel` defaults to the first channel that is not the nucleus channel."""
+        nucleus_index = _channel_index(channel_names, nucleus_channel, "--nucleus-channel")
+        if signal_channel is None:
+            others = [i for i in range(len(channel_names)) if i != nucleus_index]
+            if not others:
+                raise PhenolensError(
+                    f"the images have only the nucleus channel {nucleus_channel!r}; a signal channel is needed for the nuclear contrast"
+                )
+            signal_index = others[0]
+        else:
+            signal_index = _channel_index(channel_names, signal_channel, "--signal-channel")
+        cells = (originals != 0).any(axis=1)
+        cells[~cells.any(axis=(1, 2))] = True  # an all-zero crop: treat the frame as the cell
+        return cls(signal_index, nucleus_masks(originals, nucleus_index) & cells, cells)
 
-    `signal_channel` defaults to the first channel that is not the nucleus channel.
-    """
-    signal, nuclei, cells = _regions(originals, channel_names, nucleus_channel, signal_channel)
-    return nuclear_contrast(originals, nuclei, cells, signal), nuclear_contrast(counterfactuals, nuclei, cells, signal)
+    def contrast(self, images: np.ndarray) -> np.ndarray:
+        """Mean signal inside the nucleus minus mean signal in the rest of the cell, per image (raw
+        intensity units; NaN when either region is empty)."""
+        signal = images[:, self.signal]
+        outside = self.cells & ~self.nuclei
+        with np.errstate(invalid="ignore", divide="ignore"):
+            inside_mean = (signal * self.nuclei).sum(axis=(1, 2)) / self.nuclei.sum(axis=(1, 2))
+            outside_mean = (signal * outside).sum(axis=(1, 2)) / outside.sum(axis=(1, 2))
+        return inside_mean - outside_mean
 
-
-def added_signal_in_nucleus(
-    originals: np.ndarray, counterfactuals: np.ndarray, channel_names: list[str], nucleus_channel: str, signal_channel: str | None = None
-) -> np.ndarray:
-    """Per image, the share of the signal a counterfactual adds (its positive change) that lies inside
-    the nucleus (NaN when it adds none). Where the contrast says whether the signal moved towards the
-    nucleus, this says how much of the change is placed on it."""
-    signal, nuclei, _ = _regions(originals, channel_names, nucleus_channel, signal_channel)
-    added = np.clip(counterfactuals[:, signal] - originals[:, signal], 0.0, None)
-    return nucleus_mass_fraction(added[:, None], nuclei, 0)
-
-
-def _regions(originals: np.ndarray, channel_names: list[str], nucleus_channel: str, signal_channel: str | None) -> tuple[int, np.ndarray, np.ndarray]:
-    """The signal channel's index and the (N, H, W) nucleus and cell masks of the original images."""
-    nucleus_index = _channel_index(channel_names, nucleus_channel, "--nucleus-channel")
-    if signal_channel is None:
-        others = [i for i in range(len(channel_names)) if i != nucleus_index]
-        if not others:
-            raise PhenolensError(f"the images have only the nucleus channel {nucleus_channel!r}; a signal channel is needed for the nuclear contrast")
-        signal_index = others[0]
-    else:
-        signal_index = _channel_index(channel_names, signal_channel, "--signal-channel")
-    cells = (originals != 0).any(axis=1)
-    cells[~cells.any(axis=(1, 2))] = True  # an all-zero crop: treat the frame as the cell
-    return signal_index, nucleus_masks(originals, nucleus_index) & cells, cells
+    def added_in_nucleus(self, originals: np.ndarray, counterfactuals: np.ndarray) -> np.ndarray:
+        """Per image, the share of the signal a counterfactual adds (its positive change) that lies
+        inside the nucleus (NaN when it adds none). Where the contrast says whether the signal moved
+        towards the nucleus, this says how much of the change is placed on it."""
+        added = np.clip(counterfactuals[:, self.signal] - originals[:, self.signal], 0.0, None)
+        return nucleus_mass_fraction(added[:, None], self.nuclei, 0)
 
 
 def _channel_index(channel_names: list[str], name: str, option: str) -> int:

@@ -36,8 +36,7 @@ class TrainingSettings:
     size: int = 64
     blocks: list[int] = field(default_factory=lambda: [4, 4])  # BBBC013 test accuracy, seed 0: [2, 2] 0.80-0.86, [3, 3] 0.94, [4, 4] 0.97
     hidden: list[int] = field(default_factory=lambda: [16, 32])
-    # Channel (e.g. DNA) each crop is registered on (`phenolens.data.nuclei.centred_on_nuclei`): ECINN moves every
-    # latent by one class-mean direction, which can move a signal into the nucleus only where the nuclei share a place.
+    # Channel (e.g. DNA) each crop is registered on; `phenolens.data.nuclei.centred_on_nuclei` says why ECINN needs it.
     centre_on: str | None = None
     pad_channels: int = 0  # see `train_counterfactual_model`: padding makes f^-1(z + alpha Delta) leave the image space
     coeff: float = 0.8
