@@ -21,4 +21,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'phenolens' has no attribute {name!r}")
 
 
-__all__ = ["PhenolensError", "__version__", *sorted(_SUBPACKAGES)]
+def load_run(path):
+    """Read a finished run folder back (see `phenolens.core.runs.load_run`)."""
+    from phenolens.core.runs import load_run as _load_run
+
+    return _load_run(path)
+
+
+__all__ = ["PhenolensError", "__version__", "load_run", *sorted(_SUBPACKAGES)]

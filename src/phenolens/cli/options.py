@@ -1,0 +1,116 @@
+"""Command-line options derived from settings classes, so that every default exists once.
+
+`settings_options` turns each parameter of a command annotated with a `Settings` class into one
+typer option per settings field (name, default, help and choices from the field), and hands the
+command a validated settings object. A bad value is the settings object's one-line error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from phenolens.core.settings import Settings, _base_type, option_name
+
+
+def _option_for(field: dataclasses.Field, annotation: Any, prefix: str) -> tuple[str, Any, typer.models.OptionInfo]:
+    """(parameter name, CLI type, typer option) for one settings field."""
+    base, optional = _base_type(annotation)
+    help_text = field.metadata.get("help", "")
+    choices = field.metadata.get("choices")
+    if choices:
+        help_text += f" One of: {', '.join(map(str, choices))}."
+    name = option_name(field)
+    if prefix:
+        name = f"--{prefix}-{name[2:]}"
+    default = field.default
+    if typing.get_origin(base) is tuple:
+        # Lists travel as comma-separated text; the settings object parses and checks them.
+        text = "" if default is None else ",".join(map(str, default))
+        return field.name, str, typer.Option(text, name, help=help_text, metavar="LIST", show_default=bool(text))
+    if base is bool:
+        flag = f"{name}/--no-{name[2:]}"
+        return field.name, bool, typer.Option(default, flag, help=help_text)
+    # Numbers are parsed by the settings object too, so that `nan`, `inf` and `0` get its message.
+    cli_type = str if base in (int, float) else base
+    metavar = {int: "INTEGER", float: "NUMBER"}.get(base, "TEXT")
+    shown = None if default is None else str(default)
+    if optional:
+        return field.name, cli_type | None, typer.Option(shown, name, help=help_text, metavar=metavar, show_default=shown is not None)
+    return field.name, cli_type, typer.Option(shown, name, help=help_text, metavar=metavar)
+
+
+def cli_fields(settings_type: type[Settings]) -> list[dataclasses.Field]:
+    """The fields of `settings_type` that appear on the command line."""
+    return [f for f in dataclasses.fields(settings_type) if f.metadata.get("cli", True)]
+
+
+def settings_options(**prefixes: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Expand every `Settings`-annotated parameter of a command into its options.
+
+    Parameters
+    ----------
+    **prefixes : str
+        Optional option-name prefix per settings parameter (``explain="explain"`` gives
+        ``--explain-batch-size``), for commands that take two settings with a shared field name.
+
+    Returns
+    -------
+    callable
+        A decorator; the decorated command receives built settings objects.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        hints = typing.get_type_hints(command)
+        signature = inspect.signature(command)
+        parameters: list[inspect.Parameter] = []
+        annotations: dict[str, Any] = {}
+        expanded: dict[str, tuple[type[Settings], list[str]]] = {}
+        taken: set[str] = set()
+        for parameter in signature.parameters.values():
+            annotation = hints.get(parameter.name, parameter.annotation)
+            if isinstance(annotation, type) and issubclass(annotation, Settings):
+                field_hints = typing.get_type_hints(annotation)
+                names = []
+                for field in cli_fields(annotation):
+                    name, cli_type, option = _option_for(field, field_hints[field.name], prefixes.get(parameter.name, ""))
+                    key = f"{parameter.name}__{name}"
+                    if name in taken:
+                        raise TypeError(f"{command.__name__}: option {name} appears twice; give a prefix")
+                    taken.add(name)
+                    parameters.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=cli_type))
+                    annotations[key] = cli_type
+                    names.append(name)
+                expanded[parameter.name] = (annotation, names)
+            else:
+                taken.add(parameter.name)
+                parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=annotation))
+                annotations[parameter.name] = annotation
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            for parameter_name, (settings_type, names) in expanded.items():
+                field_hints = typing.get_type_hints(settings_type)
+                values = {}
+                for name in names:
+                    value = kwargs.pop(f"{parameter_name}__{name}")
+                    is_list = typing.get_origin(_base_type(field_hints[name])[0]) is tuple
+                    if is_list and value == "":
+                        value = settings_type.__dataclass_fields__[name].default
+                    values[name] = value
+                kwargs[parameter_name] = settings_type(**values)
+            return command(**kwargs)
+
+        del wrapper.__wrapped__  # typer must read the expanded signature, not the original
+        wrapper.__signature__ = inspect.Signature(parameters, return_annotation=signature.return_annotation)
+        wrapper.__annotations__ = annotations
+        wrapper.settings_parameters = {name: kind for name, (kind, _) in expanded.items()}
+        return wrapper
+
+    return decorate

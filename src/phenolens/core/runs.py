@@ -1,0 +1,398 @@
+"""Run folders: every command writes one folder through `RunWriter`, and `load_run` reads any back.
+
+A run folder holds the command's results (``metrics.json``, tables, arrays, weights, figures,
+``report.html``) and ``run.json``, the provenance record: command line, settings, versions, seed,
+inputs with sha256, start and end time, host CPU count. ``run.json`` is written last, inside the
+staging folder, and the folder is renamed into place only then, so a folder with a complete
+``run.json`` is a finished run and anything else is not.
+
+Output safety (a user's ``--out`` is never trusted to be harmless):
+
+- the location is checked before any work: not empty, not ``.`` or ``..``, not a file, not under a
+  file, writable, a name the file system accepts;
+- an output that equals or contains one of the run's inputs is always refused;
+- an existing non-empty folder is refused unless ``overwrite=True``, and even then only a folder
+  that phenolens wrote (it carries ``run.json``) is replaced;
+- staging folders left behind by a killed run (``.NAME.partial-PID-*`` whose process is gone) are
+  removed by the next run into the same parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import importlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.logging import get_logger
+from phenolens.core.outputs import DIR_MODE, atomic_write_text, to_jsonable, write_json
+from phenolens.core.settings import Settings, registered_settings
+
+log = get_logger(__name__)
+
+RUN_RECORD = "run.json"
+METRICS = "metrics.json"
+PARTIAL_MARK = ".partial-"
+RUN_FORMAT = 1
+_NAME_LIMIT = 200  # bytes left for a folder name once the staging prefix and suffix are added
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_input(path: str | os.PathLike) -> dict[str, Any]:
+    """Provenance of one input: a file's sha256 and size, or a folder's file count and tree hash.
+
+    The tree hash is the sha256 of the sorted ``relative path, file sha256`` lines of every file
+    below the folder, so it changes when any file's content or name does.
+    """
+    path = Path(path)
+    if path.is_file():
+        return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        tree = hashlib.sha256()
+        for file in files:
+            tree.update(f"{file.relative_to(path).as_posix()}\t{file_sha256(file)}\n".encode())
+        return {"path": str(path.resolve()), "files": len(files), "sha256": tree.hexdigest()}
+    return {"path": str(path), "missing": True}
+
+
+def _versions() -> dict[str, str]:
+    from phenolens import __version__
+
+    versions = {"phenolens": __version__, "python": platform.python_version()}
+    for module in ("numpy", "pandas", "torch", "sklearn"):
+        if module in sys.modules:
+            versions[module] = getattr(sys.modules[module], "__version__", "?")
+    return versions
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(target: Path) -> list[Path]:
+    """Remove staging folders of `target` whose writing process no longer exists; return them."""
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for candidate in target.parent.glob(f".{target.name}{PARTIAL_MARK}*"):
+        pid_text = candidate.name[len(f".{target.name}{PARTIAL_MARK}") :].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)) and candidate.is_dir():
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+            log.warning("removed %s, left by an interrupted run", candidate)
+    return removed
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output_location(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False) -> Path:
+    """Check that `out` can receive a run before any work starts; return it resolved.
+
+    Raises
+    ------
+    PhenolensError
+        When `out` is empty, ``.``/``..``, a file or under a file, not writable, too long a name,
+        equal to or containing an input, or a non-empty folder that may not be replaced.
+    """
+    text = os.fspath(out)
+    if not text.strip():
+        raise PhenolensError("--out is empty; name a new folder for the results, such as runs/my-run")
+    if Path(text).name in ("", ".", ".."):
+        raise PhenolensError(f"--out {text}: name a new folder for the results, not {text!r} itself")
+    target = Path(text).expanduser().resolve()
+    if len(target.name.encode()) > _NAME_LIMIT:
+        raise PhenolensError(f"--out {text}: the folder name is {len(target.name.encode())} bytes; use at most {_NAME_LIMIT}")
+    for input_path in inputs:
+        source = Path(input_path).expanduser().resolve()
+        if _inside(source, target):
+            raise PhenolensError(f"--out {text} contains the input {input_path}; write the results to another folder")
+    if target.exists() and not target.is_dir():
+        raise PhenolensError(f"--out {text} is a file; name a folder")
+    parent = target.parent
+    for ancestor in (parent, *parent.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise PhenolensError(f"--out {text}: {ancestor} is a file, so no folder can be made under it")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise PhenolensError(f"--out {text}: {ancestor} is not writable; choose a folder you can write to")
+            break
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise PhenolensError(f"--out {text} exists and is not empty; choose a new folder or pass --overwrite to replace a phenolens run")
+        if not (target / RUN_RECORD).is_file():
+            raise PhenolensError(f"--out {text} was not written by phenolens (no {RUN_RECORD}); --overwrite only replaces phenolens runs")
+    return target
+
+
+class RunWriter:
+    """Stage a run folder and rename it into place when the command succeeds.
+
+    Parameters
+    ----------
+    out : path
+        The final folder.
+    command : str
+        The command's name, e.g. ``"images train"`` (recorded in run.json).
+    settings : Settings or iterable of Settings
+        The settings objects of the run; recorded with their class path so `load_run` can rebuild them.
+    inputs : iterable of paths
+        Files or folders the run reads; hashed into run.json and never allowed inside `out`.
+    overwrite : bool
+        Replace an existing phenolens run at `out`.
+    seed : int, optional
+        The run's seed (default: the first settings object's ``seed`` field, if any).
+    datasets : iterable of str
+        Registry names of built-in datasets the run reads (their files are in the registry).
+
+    Examples
+    --------
+    >>> with RunWriter("runs/x", command="echoes simulate", settings=settings) as run:  # doctest: +SKIP
+    ...     run.write_json("metrics.json", {"f1": 0.9})
+    """
+
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        command: str,
+        settings: Settings | Iterable[Settings] = (),
+        inputs: Iterable[str | os.PathLike] = (),
+        overwrite: bool = False,
+        seed: int | None = None,
+        datasets: Iterable[str] = (),
+    ) -> None:
+        self.inputs = [Path(p) for p in inputs]
+        self.target = check_output_location(out, self.inputs, overwrite)
+        self.command = command
+        self.settings = [settings] if isinstance(settings, Settings) else list(settings)
+        self.datasets = list(datasets)
+        if seed is None:
+            seed = next((s.seed for s in self.settings if hasattr(s, "seed")), None)
+        self.seed = seed
+        self.path: Path | None = None
+        self.extra: dict[str, Any] = {}
+
+    def __enter__(self) -> RunWriter:
+        remove_stale_partials(self.target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.started = _now()
+        try:
+            staging = tempfile.mkdtemp(prefix=f".{self.target.name}{PARTIAL_MARK}{os.getpid()}-", dir=self.target.parent)
+        except OSError as error:
+            raise PhenolensError(f"--out {self.target}: cannot create a folder there ({error.strerror})") from None
+        self.path = Path(staging)
+        self.path.chmod(DIR_MODE)
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        assert self.path is not None
+        if kind is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        write_json(self.path / RUN_RECORD, self.record())
+        if self.target.exists():
+            retired = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            self.target.rename(retired)
+            self.path.rename(self.target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            self.path.rename(self.target)
+        self.path = self.target
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def file(self, name: str) -> Path:
+        """Path of `name` inside the staging folder (parents created)."""
+        assert self.path is not None, "use RunWriter as a context manager"
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_json(self, name: str, payload: Any) -> Path:
+        """Write JSON (numpy types converted, NaN as null)."""
+        return write_json(self.file(name), payload)
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write UTF-8 text."""
+        return atomic_write_text(self.file(name), text)
+
+    def write_table(self, name: str, frame) -> Path:
+        """Write a DataFrame as parquet (``.parquet``) or CSV (``.csv``), by the name's suffix."""
+        path = self.file(name)
+        if path.suffix == ".parquet":
+            frame.to_parquet(path)
+        elif path.suffix == ".csv":
+            frame.to_csv(path, index=False)
+        else:
+            raise ValueError(f"write_table: {name} must end in .parquet or .csv")
+        return path
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
+        """Write ``metrics.json``."""
+        return self.write_json(METRICS, dict(metrics))
+
+    def write_report(self, report) -> Path:
+        """Write a `phenolens.report.html.Report` (``report.html`` and named figures)."""
+        assert self.path is not None
+        return report.write(self.path)
+
+    # -- provenance --------------------------------------------------------------------------
+
+    def record(self) -> dict[str, Any]:
+        """The run.json payload."""
+        return to_jsonable(
+            {
+                "format": RUN_FORMAT,
+                "command": self.command,
+                "argv": list(sys.argv),
+                "settings": [{"class": f"{type(s).__module__}.{type(s).__qualname__}", "values": s.to_dict()} for s in self.settings],
+                "seed": self.seed,
+                "inputs": [describe_input(p) for p in self.inputs],
+                "datasets": self.datasets,
+                "versions": _versions(),
+                "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                "started": self.started,
+                "finished": _now(),
+                **self.extra,
+            }
+        )
+
+
+@dataclasses.dataclass
+class Run:
+    """A finished run folder read back by `load_run`.
+
+    Attributes
+    ----------
+    path : Path
+        The folder.
+    command : str
+        The command that wrote it.
+    settings : list of Settings
+        The settings objects, rebuilt and validated.
+    metrics : dict
+        ``metrics.json`` (empty when the command writes none).
+    record : dict
+        The whole ``run.json``.
+    """
+
+    path: Path
+    command: str
+    settings: list[Settings]
+    metrics: dict[str, Any]
+    record: dict[str, Any]
+
+    def setting(self, kind: type[Settings]) -> Settings:
+        """The run's settings object of class `kind`."""
+        for item in self.settings:
+            if isinstance(item, kind):
+                return item
+        raise PhenolensError(f"{self.path / RUN_RECORD}: the run has no {kind.__name__}; it was written by {self.command!r}")
+
+    def table(self, name: str):
+        """Read a table of the run (parquet or CSV) as a DataFrame."""
+        import pandas as pd
+
+        path = self.path / name
+        if not path.is_file():
+            raise PhenolensError(f"{path}: no such table in the run; it has {', '.join(sorted(p.name for p in self.path.iterdir()))}")
+        try:
+            return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        except Exception as error:  # noqa: BLE001 - any reader failure is a damaged file
+            raise PhenolensError(f"{path}: unreadable table ({type(error).__name__}); re-run the command that wrote it") from None
+
+
+def _rebuild_settings(entry: Any, source: Path) -> Settings:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("class"), str) or not isinstance(entry.get("values"), Mapping):
+        raise PhenolensError(f"{source}: a settings entry is not {{'class': ..., 'values': {{...}}}}; the run record is damaged")
+    module_name, _, class_name = entry["class"].rpartition(".")
+    registered = registered_settings().get(class_name)
+    if registered is not None and registered.__module__ == module_name:
+        kind = registered  # already imported: nothing to import on the record's word
+    elif not module_name.startswith("phenolens."):
+        raise PhenolensError(f"{source}: settings class {entry['class']!r} is not phenolens's; the run record is damaged")
+    else:
+        try:
+            kind = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            raise PhenolensError(f"{source}: settings class {entry['class']!r} is unknown to this phenolens; upgrade phenolens") from None
+    if not (isinstance(kind, type) and issubclass(kind, Settings)):
+        raise PhenolensError(f"{source}: {entry['class']!r} is not a settings class; the run record is damaged")
+    return kind.from_dict(entry["values"], source=str(source))
+
+
+def is_partial(path: str | os.PathLike) -> bool:
+    """Whether `path` lies in a staging folder of an unfinished (or killed) run."""
+    return any(part.startswith(".") and PARTIAL_MARK in part for part in Path(path).resolve().parts)
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Read a finished run folder.
+
+    Parameters
+    ----------
+    path : path
+        A folder written by a phenolens command.
+
+    Returns
+    -------
+    Run
+        Command, rebuilt settings objects, metrics and the whole run record.
+
+    Raises
+    ------
+    PhenolensError
+        When the folder is missing, a staging folder of an interrupted run, or has no complete run.json.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise PhenolensError(f"{folder}: no such run folder; pass the --out folder of a phenolens command")
+    if is_partial(folder):
+        raise PhenolensError(f"{folder}: the staging folder of an interrupted run; re-run the command (the next run removes it)")
+    record_path = folder / RUN_RECORD
+    if not record_path.is_file():
+        raise PhenolensError(f"{folder}: no {RUN_RECORD}, so not a finished phenolens run; re-run the command that writes it")
+    try:
+        record = json.loads(record_path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise PhenolensError(f"{record_path}: unreadable run record ({error}); re-run the command") from None
+    if not isinstance(record, dict) or not record.get("finished") or not isinstance(record.get("command"), str):
+        raise PhenolensError(f"{record_path}: incomplete run record; re-run the command")
+    settings = [_rebuild_settings(entry, record_path) for entry in record.get("settings", [])]
+    metrics: dict[str, Any] = {}
+    if (folder / METRICS).is_file():
+        try:
+            metrics = json.loads((folder / METRICS).read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise PhenolensError(f"{folder / METRICS}: unreadable metrics ({error}); re-run the command") from None
+    return Run(path=folder, command=record["command"], settings=settings, metrics=metrics, record=record)
