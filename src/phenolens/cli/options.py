@@ -114,3 +114,6 @@ def settings_options(**prefixes: str) -> Callable[[Callable[..., Any]], Callable
         return wrapper
 
     return decorate
+
+
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace OUT when it holds an earlier phenolens run (never any other folder).")
