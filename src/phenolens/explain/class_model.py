@@ -1,0 +1,167 @@
+"""Class-model visualisation (Simonyan, Vedaldi & Zisserman 2014): the image a network scores highest for a class.
+
+The image is optimised by gradient ascent on the class logit with L2 decay, the regularised objective of
+Simonyan et al., plus the jitter and periodic Gaussian blur of Yosinski et al. (2015), which keep the
+image from filling with high-frequency patterns the network happens to like.
+
+Unlike the original, the image is kept physical: intensities are non-negative and start from black, in
+units of each channel's training standard deviation, so the result is light the network wants *added*
+to an empty field, channel by channel, and its intensities can be compared between classes (the
+known-answer check of BBBC013 measures how much of the GFP a class model places in the nucleus).
+No existing library does this without torchvision (Lucent needs it), so it is plain torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from phenolens.core.settings import Settings, setting
+
+
+@dataclass(frozen=True)
+class ClassModelSettings(Settings):
+    """How class-model images are optimised (`class_models`, `phenolens images visualise`)."""
+
+    steps: int = setting(256, "Gradient-ascent steps.", minimum=1)
+    lr: float = setting(0.05, "Adam step size, in units of each channel's standard deviation.", minimum=0, exclusive_minimum=True)
+    l2_decay: float = setting(0.05, "Weight of the L2 penalty that pulls every pixel back to black (Simonyan's lambda).", minimum=0)
+    jitter: int = setting(2, "Largest random shift (px) applied before each step (0: none).", minimum=0)
+    blur_every: int = setting(4, "Blur the image every this many steps (0: never).", minimum=0)
+    blur_sigma: float = setting(0.5, "Standard deviation (px) of that Gaussian blur.", minimum=0)
+    seed: int = setting(0, "Seed of the starting noise and the jitter.")
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Depthwise Gaussian blur with reflect padding, one kernel for every channel."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    padded = nn.functional.pad(images, (radius, radius, radius, radius), mode="reflect")
+    rows = nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+    return nn.functional.conv2d(rows, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+
+
+def class_models(
+    model: nn.Module,
+    classes: list[int],
+    channels: int,
+    size: int,
+    mean: np.ndarray,
+    std: np.ndarray,
+    settings: ClassModelSettings | None = None,
+    template: np.ndarray | None = None,
+    free_channels: list[int] | None = None,
+) -> np.ndarray:
+    """Optimise one image per class, in raw intensities.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps normalised (N, C, size, size) inputs to (N, K) logits; it is used in eval mode and
+        left as it was found.
+    classes : list of int
+        The logit index to maximise for each output image.
+    channels, size : int
+        The input's channel count and side length (px).
+    mean, std : numpy.ndarray
+        Per-channel normalisation of the model's inputs: the network sees ``(raw - mean) / std``.
+    settings : ClassModelSettings, optional
+        Optimisation settings (default: `ClassModelSettings()`).
+    template : numpy.ndarray, optional
+        (C, size, size) raw image that the channels not in `free_channels` are held at, e.g. the
+        mean training crop, so that the free channels are optimised around a typical cell. A network
+        pooled over space is nearly translation invariant and places a class's pattern anywhere in
+        an empty field; a fixed nucleus says where "inside the nucleus" is.
+    free_channels : list of int, optional
+        The channels that are optimised (default: all; then `template` is unused).
+
+    Returns
+    -------
+    numpy.ndarray
+        (len(classes), C, size, size) float32 raw intensities, non-negative.
+    """
+    settings = settings or ClassModelSettings()
+    mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32)).view(1, -1, 1, 1)
+    std_t = torch.as_tensor(np.asarray(std, dtype=np.float32)).view(1, -1, 1, 1)
+    generator = torch.Generator().manual_seed(int(settings.seed))
+    # Light in units of each channel's standard deviation, from black plus a little noise.
+    light = (0.01 * torch.rand(len(classes), channels, size, size, generator=generator)).requires_grad_(True)
+    free = torch.ones(1, channels, 1, 1)
+    held = torch.zeros(1, channels, size, size)
+    if free_channels is not None:
+        free = torch.zeros(1, channels, 1, 1)
+        free[:, free_channels] = 1.0
+        if template is not None:
+            held = torch.as_tensor(np.asarray(template, dtype=np.float32))[None] / std_t * (1 - free)
+    optimiser = torch.optim.Adam([light], lr=settings.lr)
+    targets = torch.as_tensor(classes)
+    rows = torch.arange(len(classes))
+    was_training = model.training
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    try:
+        for step in range(settings.steps):
+            shown = light * free + held
+            if settings.jitter:
+                dx, dy = (torch.randint(-settings.jitter, settings.jitter + 1, (2,), generator=generator)).tolist()
+                shown = torch.roll(shown, shifts=(dy, dx), dims=(2, 3))
+            logits = model(shown - mean_t / std_t)
+            objective = logits[rows, targets].sum() - settings.l2_decay * ((light * free) ** 2).sum()
+            optimiser.zero_grad()
+            (-objective).backward()
+            optimiser.step()
+            with torch.no_grad():
+                if settings.blur_every and settings.blur_sigma > 0 and (step + 1) % settings.blur_every == 0:
+                    light.copy_(_gaussian_blur(light, settings.blur_sigma))
+                light.clamp_(min=0.0)  # physical light only: nothing darker than black
+    finally:
+        model.train(was_training)
+        for parameter, flag in zip(model.parameters(), requires_grad):
+            parameter.requires_grad_(flag)
+    return ((light.detach() * free + held) * std_t).numpy().astype(np.float32)
+
+
+def central_disc_share(images: np.ndarray, radius: float) -> np.ndarray:
+    """Share of each image's intensity inside the central disc of `radius` px.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (..., H, W) non-negative intensities.
+    radius : float
+        Disc radius in pixels, centred on the image centre.
+
+    Returns
+    -------
+    numpy.ndarray
+        (...) shares in [0, 1] (0 for an all-black image).
+    """
+    height, width = images.shape[-2:]
+    yy, xx = np.mgrid[:height, :width]
+    disc = (yy - (height - 1) / 2) ** 2 + (xx - (width - 1) / 2) ** 2 <= radius**2
+    total = images.sum(axis=(-2, -1))
+    inside = (images * disc).sum(axis=(-2, -1))
+    return np.divide(inside, total, out=np.zeros_like(total, dtype=np.float64), where=total > 0)
+
+
+def first_layer_filters(model: nn.Module) -> np.ndarray:
+    """The weights of the network's first convolution, (out_channels, in_channels, k, k).
+
+    Raises
+    ------
+    ValueError
+        When the model has no 2-D convolution.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.weight.detach().cpu().numpy().copy()
+    raise ValueError("the model has no Conv2d layer")
