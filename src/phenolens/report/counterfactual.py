@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from phenolens.core.outputs import atomic_write_bytes
+from phenolens.core.runs import RunWriter
 from phenolens.explain.counterfactual.evaluate import ExplanationRun
 from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
-from phenolens.report.html import Section
+from phenolens.report.html import Report, Section
 
 DIVERGING = "PuOr_r"  # purple-orange: readable under the common colour-vision deficiencies
 
@@ -281,12 +282,40 @@ def training_section(model, metrics: dict) -> Section:
     return section
 
 
-def write_explanation(run: ExplanationRun, folder: Path, panels: int = 4) -> None:
-    """metrics.json, counterfactuals.npz (images, difference maps, probabilities, alphas), a per-image
-    counterfactuals.csv, the sweep GIFs and report.html, all into `folder`."""
-    from phenolens.core.outputs import write_json
-    from phenolens.report.html import Report
+def training_report(model, metrics: dict) -> Report:
+    """The report of `phenolens counterfactual train`.
 
+    Parameters
+    ----------
+    model : CounterfactualModel
+        The trained model.
+    metrics : dict
+        Its held-out metrics (`classification_metrics`).
+
+    Returns
+    -------
+    Report
+        Ready for `RunWriter.write_report`.
+    """
+    report = Report("phenolens counterfactual train", metrics=metrics)
+    report.add(training_section(model, metrics))
+    return report
+
+
+def write_explanation(run: ExplanationRun, writer: RunWriter, panels: int = 4) -> None:
+    """Write an explain run through the run writer.
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        The result of `explain_counterfactuals`.
+    writer : RunWriter
+        An entered run writer: metrics.json, counterfactuals.npz (images, difference maps,
+        probabilities, alphas), a per-image counterfactuals.csv, the sweep GIFs and report.html go
+        into its staging folder.
+    panels : int
+        Counterfactual panels in the report.
+    """
     ecinn = run.ecinn
     arrays = {
         "originals": run.originals,
@@ -306,9 +335,7 @@ def write_explanation(run: ExplanationRun, folder: Path, panels: int = 4) -> Non
     if run.interpolation is not None:
         arrays.update({f"autoencoder_{key}": value for key, value in run.interpolation_raw.items()})
         arrays["autoencoder_probabilities"] = run.interpolation.probabilities
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(folder / "counterfactuals.npz", buffer.getvalue())
+    np.savez_compressed(writer.file("counterfactuals.npz"), **arrays)
     table = pd.DataFrame(
         {
             "source": run.sources,
@@ -329,9 +356,9 @@ def write_explanation(run: ExplanationRun, folder: Path, panels: int = 4) -> Non
     if run.contrast:
         table.loc[ecinn.valid, "nuclear_contrast_before"] = run.contrast["before"]
         table.loc[ecinn.valid, "nuclear_contrast_alpha1"] = run.contrast["after"]
-    atomic_write_bytes(folder / "counterfactuals.csv", table.to_csv(index=False).encode())
-    write_json(folder / "metrics.json", run.metrics)
+    writer.write_table("counterfactuals.csv", table)
+    writer.write_metrics(run.metrics)
     report = Report(f"phenolens counterfactual explain: towards {run.class_names[run.target]}", metrics=run.metrics)
-    for section in counterfactual_sections(run, folder, panels=panels):
+    for section in counterfactual_sections(run, writer.path, panels=panels):
         report.add(section)
-    report.write(folder)
+    writer.write_report(report)
