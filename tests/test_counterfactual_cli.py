@@ -1,5 +1,6 @@
 """`phenolens counterfactual train | explain` end to end on real BBBC013 crops (tiny model, one epoch)."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +12,6 @@ import torch
 import typer
 from PIL import Image
 
-from phenolens.cli.options import cli_fields
 from phenolens.core.runs import PARTIAL_MARK, load_run
 from phenolens.core.settings import option_name
 from phenolens.data.loaders import load
@@ -268,12 +268,13 @@ def test_explain_matches_class_folders_and_channels_by_name(checkpoint, tmp_path
 
 def _drift(command, settings_type) -> list[str]:
     """Every way the options of `command` differ from the fields of `settings_type`: a field without
-    an option, or an option whose default does not build the field's default."""
+    an option (every field is a command-line option here), or an option whose default does not
+    build the field's default."""
     click_command = typer.main.get_command(command) if isinstance(command, typer.Typer) else command
     options = {option: parameter for parameter in click_command.params for option in parameter.opts}
     defaults = settings_type()
     problems = []
-    for field in cli_fields(settings_type):
+    for field in dataclasses.fields(settings_type):
         name = option_name(field)
         if name not in options:
             problems.append(f"{field.name}: no option {name}")
