@@ -300,7 +300,13 @@ class ClassMeanHead(nn.Module):
 
     @property
     def n_classes(self) -> int:
-        """Number of classes (rows of the means)."""
+        """Number of classes.
+
+        Returns
+        -------
+        int
+            Rows of the means.
+        """
         return len(self.means)
 
     @torch.no_grad()

@@ -19,7 +19,20 @@ DIVERGING = "PuOr_r"  # purple-orange: readable under the common colour-vision d
 
 def counterfactual_panel(run: ExplanationRun, index: int):
     """One image: original, alpha_0 and alpha_1 counterfactuals (grey, shared contrast per channel)
-    and the per-channel change x_hat(alpha_1) - x (diverging, symmetric, raw intensity units)."""
+    and the per-channel change x_hat(alpha_1) - x (diverging, symmetric, raw intensity units).
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run.
+    index : int
+        The image.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The panel.
+    """
     target = run.class_names[run.target]
     original, boundary, confident = run.originals[index], run.ecinn_raw["alpha0"][index], run.ecinn_raw["alpha1"][index]
     rows = [
@@ -32,7 +45,20 @@ def counterfactual_panel(run: ExplanationRun, index: int):
 
 
 def interpolation_panel(run: ExplanationRun, index: int):
-    """The autoencoder alternative for one image: reconstruction, first flipped step, class mean."""
+    """The autoencoder alternative for one image: reconstruction, first flipped step, class mean.
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run with the interpolation.
+    index : int
+        The image.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The panel.
+    """
     target = run.class_names[run.target]
     result, raw = run.interpolation, run.interpolation_raw
     steps = result.probabilities.shape[1] - 1
@@ -75,7 +101,18 @@ def _image_grid(rows: list[tuple[str, np.ndarray]], change: np.ndarray, change_l
 
 
 def probability_figure(run: ExplanationRun):
-    """p(target) of every explained image: original, alpha_0, alpha_1 (and the gradient baseline)."""
+    """p(target) of every explained image: original, alpha_0, alpha_1 (and the gradient baseline).
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     valid = run.ecinn.valid
     columns = {
         "original": run.ecinn.probabilities[valid, run.target],
@@ -101,7 +138,18 @@ def probability_figure(run: ExplanationRun):
 
 
 def known_answer_figure(run: ExplanationRun):
-    """Nuclear minus cytoplasmic signal before vs after each alpha_1 counterfactual."""
+    """Nuclear minus cytoplasmic signal before vs after each alpha_1 counterfactual.
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run with the known answer.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     before, after = run.contrast["before"], run.contrast["after"]
     fig, axis = figure(width=4.6, height=4.2)
     basis = run.contrast["basis"]
@@ -120,7 +168,28 @@ def known_answer_figure(run: ExplanationRun):
 
 def sweep_gif(sweep: dict, channel_names: list[str], target_name: str, target: int, scale: int = 3, milliseconds: int = 180) -> bytes:
     """Animated GIF of an alpha sweep: channels side by side (shared contrast per channel), with alpha
-    and p(target) written on each frame."""
+    and p(target) written on each frame.
+
+    Parameters
+    ----------
+    sweep : dict
+        ``alphas``, ``images`` (raw) and ``probabilities`` of one sweep.
+    channel_names : list of str
+        The channels.
+    target_name : str
+        The target class.
+    target : int
+        Its index.
+    scale : int
+        Pixel magnification.
+    milliseconds : int
+        Frame duration.
+
+    Returns
+    -------
+    bytes
+        The GIF file.
+    """
     from PIL import Image, ImageDraw
 
     images = sweep["images"]
@@ -140,7 +209,28 @@ def sweep_gif(sweep: dict, channel_names: list[str], target_name: str, target: i
 
 
 def sweep_strip(sweep: dict, channel_names: list[str], target_name: str, target: int, source: str, frames: int = 6):
-    """A static film strip of the sweep (every few frames, one row per channel) for the HTML report."""
+    """A static film strip of the sweep (every few frames, one row per channel) for the HTML report.
+
+    Parameters
+    ----------
+    sweep : dict
+        One sweep (see `sweep_gif`).
+    channel_names : list of str
+        The channels.
+    target_name : str
+        The target class.
+    target : int
+        Its index.
+    source : str
+        The image's source, for the title.
+    frames : int
+        Frames shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The strip.
+    """
     chosen = np.unique(np.linspace(0, len(sweep["alphas"]) - 1, frames).round().astype(int))
     limits = channel_limits(list(sweep["images"]), len(channel_names))
     fig, axes = figure(
@@ -159,7 +249,18 @@ def sweep_strip(sweep: dict, channel_names: list[str], target_name: str, target:
 
 def cost_table(metrics: dict) -> pd.DataFrame:
     """ECINN vs gradient baseline (vs autoencoder): flip rate, evaluations, seconds, L2 change, and how
-    alike the changes of different images are (`evaluate.change_similarity`)."""
+    alike the changes of different images are (`evaluate.change_similarity`).
+
+    Parameters
+    ----------
+    metrics : dict
+        An explain run's metrics.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method.
+    """
     rows = [
         (
             "ECINN alpha_1",
@@ -197,7 +298,24 @@ def cost_table(metrics: dict) -> pd.DataFrame:
 
 
 def counterfactual_sections(run: ExplanationRun, out: Path, panels: int = 4, prefix: str = "counterfactual") -> list[Section]:
-    """Report sections for an explain run; writes the sweep GIFs to `out/gifs/`."""
+    """Report sections for an explain run; writes the sweep GIFs to `out/gifs/`.
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run.
+    out : Path
+        The folder the report is written to (a run writer's staging folder).
+    panels : int
+        Counterfactual panels shown.
+    prefix : str
+        Prefix of the figure and GIF file names.
+
+    Returns
+    -------
+    list of Section
+        The sections.
+    """
     metrics, target = run.metrics, run.class_names[run.target]
     section = Section(f"Counterfactuals towards {target}")
     section.text(
@@ -255,7 +373,20 @@ def counterfactual_sections(run: ExplanationRun, out: Path, panels: int = 4, pre
 
 
 def training_section(model, metrics: dict) -> Section:
-    """Training curves and held-out metrics of `phenolens counterfactual train`."""
+    """Training curves and held-out metrics of `phenolens counterfactual train`.
+
+    Parameters
+    ----------
+    model : CounterfactualModel
+        The trained model.
+    metrics : dict
+        Its held-out metrics.
+
+    Returns
+    -------
+    Section
+        The section.
+    """
     section = Section("i-ResNet training")
     settings = model.settings
     registration = "" if settings.centre_on is None else f"centred on their nucleus ({settings.centre_on} channel, Otsu) and "

@@ -31,12 +31,36 @@ ALPHA1_OFFSET, ALPHA1_SLOPE = 0.8, 0.5
 
 
 def alpha_zero(z: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The step along `delta` that puts each row of `z` (N, D) on the hyperplane w^T z + b = 0."""
+    """The step along `delta` that puts each row of `z` on the hyperplane w^T z + b = 0.
+
+    Parameters
+    ----------
+    z, delta, w : torch.Tensor
+        (N, D) latents, directions and hyperplane normals.
+    b : torch.Tensor
+        (N,) hyperplane offsets.
+
+    Returns
+    -------
+    torch.Tensor
+        (N,) alpha_0.
+    """
     return -((z * w).sum(1) + b) / (delta * w).sum(1)
 
 
 def alpha_one(alpha0: torch.Tensor) -> torch.Tensor:
-    """ECINN's confident step: 4/5 + alpha_0 / 2."""
+    """ECINN's confident step: 4/5 + alpha_0 / 2.
+
+    Parameters
+    ----------
+    alpha0 : torch.Tensor
+        alpha_0 per image.
+
+    Returns
+    -------
+    torch.Tensor
+        alpha_1 per image.
+    """
     return ALPHA1_OFFSET + ALPHA1_SLOPE * alpha0
 
 
@@ -47,6 +71,21 @@ class Counterfactuals:
     `alphas`, `images` and `probabilities_at` are keyed by "alpha0" / "alpha1". `valid` is False for
     images already predicted as the target (they get no counterfactual; their alphas are NaN).
     Probabilities are (N, K) softmax outputs of the classifier.
+
+    Attributes
+    ----------
+    target : int
+        Target class index.
+    predicted, valid : numpy.ndarray
+        (N,) predicted class of each image; whether it gets a counterfactual.
+    probabilities : numpy.ndarray
+        (N, K) probabilities of the originals.
+    alphas, images, probabilities_at : dict of str to numpy.ndarray
+        By "alpha0" / "alpha1": the steps (N,), counterfactuals (N, C, H, W) and their probabilities (N, K).
+    inverse_residual : float
+        Largest relative residual of any inverse.
+    inverse_iterations : int
+        Fixed-point iterations of the slowest block.
     """
 
     target: int
@@ -60,11 +99,33 @@ class Counterfactuals:
     inverse_iterations: int
 
     def flipped(self, which: str = "alpha1") -> np.ndarray:
-        """Per image: is the counterfactual classified as the target?"""
+        """Per image: is the counterfactual classified as the target?
+
+        Parameters
+        ----------
+        which : {"alpha0", "alpha1"}
+            The counterfactual.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N,) booleans.
+        """
         return self.probabilities_at[which].argmax(1) == self.target
 
     def flip_rate(self, which: str = "alpha1") -> float:
-        """Share of valid images whose counterfactual is classified as the target."""
+        """Share of valid images whose counterfactual is classified as the target.
+
+        Parameters
+        ----------
+        which : {"alpha0", "alpha1"}
+            The counterfactual.
+
+        Returns
+        -------
+        float
+            The rate (NaN when no image is valid).
+        """
         return float(self.flipped(which)[self.valid].mean()) if self.valid.any() else float("nan")
 
 

@@ -31,7 +31,35 @@ MAX_MATCHED_CONFIDENCE = 0.999  # beyond this, float32 softmax saturates and the
 
 @dataclass
 class ExplanationRun:
-    """Everything one explain run produced (raw intensity units unless a name says otherwise)."""
+    """Everything one explain run produced (raw intensity units unless a name says otherwise).
+
+    Attributes
+    ----------
+    target : int
+        Target class index.
+    class_names, channel_names, sources : list of str
+        The model's classes and channels; one source (file or image number) per image.
+    labels : numpy.ndarray
+        (N,) label of each image as a model class index, -1 when unlabelled.
+    originals : numpy.ndarray
+        (N, C, H, W) the images as the network saw them (padded, registered).
+    ecinn : Counterfactuals
+        ECINN results (model input units).
+    ecinn_raw : dict of str to numpy.ndarray
+        ECINN counterfactuals by alpha, raw intensities.
+    gradient : GradientCounterfactuals or None
+        The Wachter baseline on the images that get a counterfactual.
+    interpolation : InterpolationCounterfactuals or None
+        The autoencoder alternative.
+    interpolation_raw : dict of str to numpy.ndarray
+        Its reconstruction, boundary and full images, raw intensities.
+    sweeps : list of dict
+        alpha sweeps: ``index``, ``alphas``, ``images``, ``probabilities``.
+    contrast : dict of str to numpy.ndarray
+        Known answer: nuclear contrast ``before`` and ``after`` alpha_1, and the images counted (``basis``).
+    metrics : dict
+        Everything written to metrics.json.
+    """
 
     target: int
     class_names: list[str]
@@ -319,7 +347,20 @@ def change_similarity(changed: np.ndarray, original: np.ndarray, limit: int = 50
     """Median Pearson correlation between the change maps (changed - original) of every pair of the
     first `limit` images: near 1 when a method makes the same change to every image, whatever the
     image (ECINN's one class-mean shift through a near-linear inverse does), lower when the change
-    follows each image's own structure."""
+    follows each image's own structure.
+
+    Parameters
+    ----------
+    changed, original : numpy.ndarray
+        (N, ...) changed images and their originals.
+    limit : int
+        At most this many images are compared (pairs grow quadratically).
+
+    Returns
+    -------
+    float
+        The median correlation; NaN for fewer than two images.
+    """
     change = (changed - original).reshape(len(changed), -1)[:limit]
     if len(change) < 2:
         return float("nan")

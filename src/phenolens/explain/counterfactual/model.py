@@ -67,7 +67,13 @@ class CounterfactualModel:
 
     @property
     def size(self) -> int:
-        """Height = width of the network's input crops."""
+        """Height = width of the network's input crops.
+
+        Returns
+        -------
+        int
+            ``settings.size``.
+        """
         return self.settings.size
 
     def tensor(self, images: ImageSet | np.ndarray) -> torch.Tensor:
