@@ -12,7 +12,7 @@ import torch
 import typer
 from PIL import Image
 
-from phenolens.core.runs import PARTIAL_MARK, load_run
+from phenolens.core.runs import PARTIAL_MARK, RunWriter, load_run
 from phenolens.core.settings import option_name
 from phenolens.data.loaders import load
 from phenolens.data.nuclei import nucleus_masks
@@ -135,7 +135,7 @@ def test_explain_writes_every_output(checkpoint, tmp_path, cli):
         (["--target", "NuclearGFP", "--baseline-steps", "0"], "(--baseline-steps) = 0: must be >= 1"),
         (["--target", "NuclearGFP", "--sweep-steps", "nan"], "(--sweep-steps) = 'nan': must be a whole number"),
         ([], "no target class: pass --target, one of NuclearGFP, CytoplasmicGFP"),
-        (["--target", "NuclearGFP", "--unknown-classes", "guess"], "--unknown-classes 'guess'"),
+        (["--target", "NuclearGFP", "--unknown-classes", "guess"], "(--unknown-classes) = 'guess': choose one of error, unlabelled"),
     ],
 )
 def test_explain_rejects_bad_input_without_output(checkpoint, tmp_path, cli, arguments, message):
@@ -191,6 +191,10 @@ def test_explain_refuses_unfinished_and_foreign_folders(checkpoint, tmp_path, cl
     (unrecorded / "run.json").unlink()
     status, _, stderr = cli("counterfactual", "explain", unrecorded, *arguments)
     assert status == 2 and "no run.json, so not a finished phenolens run" in stderr
+    with RunWriter(tmp_path / "other", command="echoes simulate"):
+        pass
+    status, _, stderr = cli("counterfactual", "explain", tmp_path / "other", *arguments)
+    assert status == 2 and "a 'echoes simulate' run, not a counterfactual model" in stderr
     assert not (tmp_path / "out").exists()
 
 

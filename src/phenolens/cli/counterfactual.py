@@ -19,7 +19,7 @@ def _inputs(folder: Path | None, manifest: Path | None) -> list[Path]:
     return [path for path in (folder, manifest) if path]
 
 
-@app.command()
+@app.command(help="Train an i-ResNet classifier (and an autoencoder), fit the ECINN class means, report test metrics.")
 @settings_options()
 def train(
     out: Path = typer.Option(..., "--out", help="Output folder for the model, metrics.json, run.json and report.html."),
@@ -69,7 +69,7 @@ def train(
     print(f"test accuracy {metrics['test_accuracy']:.3f}, reconstruction MAE {metrics['reconstruction_mae']:.2e} of the data range; wrote {out}")
 
 
-@app.command()
+@app.command(help="ECINN counterfactuals (alpha_0, alpha_1), difference maps, probabilities, sweeps and metrics.")
 @settings_options()
 def explain(
     checkpoint: Path = typer.Argument(..., help="Folder written by `phenolens counterfactual train`."),
@@ -78,9 +78,6 @@ def explain(
     folder: Path = FOLDER,
     manifest: Path = MANIFEST,
     channels: str = CHANNELS,
-    unknown_classes: str = typer.Option(
-        "error", "--unknown-classes", help="Images of a class the model does not know: error, or explain them unlabelled."
-    ),
     overwrite: bool = OVERWRITE,
     settings: CounterfactualExplanationSettings = None,
 ) -> None:
@@ -96,8 +93,6 @@ def explain(
         At most one image source (default: the checkpoint's held-out test images).
     channels : str
         Channel names of --folder/--manifest images (matched to the model's by name).
-    unknown_classes : str
-        ``error`` or ``unlabelled``.
     overwrite : bool
         Replace an earlier phenolens run at `out`.
     settings : CounterfactualExplanationSettings
@@ -114,11 +109,9 @@ def explain(
     from phenolens.explain.counterfactual.model import CounterfactualModel
     from phenolens.report.counterfactual import write_explanation
 
-    if unknown_classes not in ("error", "unlabelled"):
-        raise PhenolensError(f"--unknown-classes {unknown_classes!r}: choose error or unlabelled")
     trained = load_run(checkpoint)
     if trained.command != TRAIN_COMMAND:
-        raise PhenolensError(f"{checkpoint}: a {trained.command!r} run, not a model; pass the --out folder of `phenolens {TRAIN_COMMAND}`")
+        raise PhenolensError(f"{checkpoint}: a {trained.command!r} run, not a counterfactual model; pass the --out of `phenolens {TRAIN_COMMAND}`")
     model = CounterfactualModel.load(trained.path)
     check_request(model, settings.target, settings.nucleus_channel, settings.signal_channel)
     held_out = not (dataset or folder or manifest)
@@ -129,8 +122,7 @@ def explain(
     inputs = [checkpoint, *_inputs(folder, manifest)]
     writer = RunWriter(out, EXPLAIN_COMMAND, settings, inputs=inputs, overwrite=overwrite, datasets=[dataset] if dataset else [])
     images = read_images(dataset, folder, manifest, channels)
-    data = model.test_subset(images) if held_out else model.match_images(images, unknown_classes)
-    result = explain_counterfactuals(model, data, settings)
+    result = explain_counterfactuals(model, model.test_subset(images) if held_out else images, settings)
     with writer as run:
         write_explanation(result, run, panels=settings.panels)
     metrics = result.metrics

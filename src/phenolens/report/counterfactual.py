@@ -372,20 +372,20 @@ def counterfactual_sections(run: ExplanationRun, out: Path, panels: int = 4, pre
     return [section]
 
 
-def training_section(model, metrics: dict) -> Section:
-    """Training curves and held-out metrics of `phenolens counterfactual train`.
+def training_report(model, metrics: dict) -> Report:
+    """The report of `phenolens counterfactual train`: architecture, held-out metrics, training curves.
 
     Parameters
     ----------
     model : CounterfactualModel
         The trained model.
     metrics : dict
-        Its held-out metrics.
+        Its held-out metrics (`classification_metrics`).
 
     Returns
     -------
-    Section
-        The section.
+    Report
+        Ready for `RunWriter.write_report`.
     """
     section = Section("i-ResNet training")
     settings = model.settings
@@ -410,26 +410,8 @@ def training_section(model, metrics: dict) -> Section:
         axis.set_title(f"{title} loss by epoch")
         axis.legend()
         section.figure(fig, f"{title} training and validation loss.", filename=f"{key}.png")
-    return section
-
-
-def training_report(model, metrics: dict) -> Report:
-    """The report of `phenolens counterfactual train`.
-
-    Parameters
-    ----------
-    model : CounterfactualModel
-        The trained model.
-    metrics : dict
-        Its held-out metrics (`classification_metrics`).
-
-    Returns
-    -------
-    Report
-        Ready for `RunWriter.write_report`.
-    """
     report = Report("phenolens counterfactual train", metrics=metrics)
-    report.add(training_section(model, metrics))
+    report.add(section)
     return report
 
 

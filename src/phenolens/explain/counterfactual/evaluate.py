@@ -88,7 +88,8 @@ def explain_counterfactuals(
         A trained model (its inverse tolerance is ``settings.inverse_tolerance`` when given; the
         model itself is not changed).
     images : ImageSet
-        Images with the model's channels (see `CounterfactualModel.match_images`).
+        Images with the model's channels, in any order: channels and classes are matched to the
+        model's by name (`CounterfactualModel.match_images`).
     settings : CounterfactualExplanationSettings, optional
         What to run: ``baseline=False`` skips the gradient baseline (no speed-up then),
         ``autoencoder=False`` the interpolation alternative; ``nucleus_channel`` turns on the
@@ -104,8 +105,8 @@ def explain_counterfactuals(
     Raises
     ------
     PhenolensError
-        When no target is given, the target or a channel is not the model's, or every image is
-        already predicted as the target.
+        When no target is given, the target or a channel is not the model's, the images' channels
+        or classes do not match the model's, or every image is already predicted as the target.
     """
     settings = (settings or CounterfactualExplanationSettings()).replace(**changes)
     if settings.inverse_tolerance is not None:
@@ -114,6 +115,7 @@ def explain_counterfactuals(
         model.ecinn = ECINN.from_means(model.classifier, model.ecinn.means_true_, model.ecinn.means_predicted_, model.ecinn.batch_size)
     target, nucleus_channel, signal_channel = settings.target, settings.nucleus_channel, settings.signal_channel
     target_index = check_request(model, target, nucleus_channel, signal_channel)
+    images = model.match_images(images, settings.unknown_classes)
     inputs = model.tensor(images)
     labels = model.labels_for(images)
     originals = model.to_raw(inputs.numpy())

@@ -106,6 +106,9 @@ class CounterfactualExplanationSettings(Settings):
     step: ClassVar[str] = "counterfactual explanation"
 
     target: str | None = setting(None, "Class the counterfactuals should be classified as (required).")
+    unknown_classes: str = setting(
+        "error", "Images labelled with a class the model does not know: refuse them, or explain them as unlabelled.", choices=("error", "unlabelled")
+    )
     nucleus_channel: str | None = setting(None, "DNA channel: measure the signal inside vs outside the nucleus (Otsu).")
     signal_channel: str | None = setting(None, "Channel whose nuclear contrast is measured (default: the first other channel).")
     baseline: bool = setting(True, "Time the gradient (Wachter) baseline side by side.")
