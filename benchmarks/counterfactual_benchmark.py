@@ -36,8 +36,8 @@ from phenolens.core.outputs import write_json
 from phenolens.data.loaders import load
 from phenolens.data.nuclei import centred_on_nuclei
 from phenolens.explain.counterfactual.evaluate import explain_counterfactuals
-from phenolens.explain.counterfactual.model import train_counterfactual_model
 from phenolens.explain.counterfactual.settings import CounterfactualExplanationSettings, CounterfactualTrainingSettings
+from phenolens.explain.counterfactual.training import train_counterfactual_model
 from phenolens.training import fit_classifier
 
 sys.path.insert(0, str(Path(__file__).parent))

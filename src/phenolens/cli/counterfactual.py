@@ -52,7 +52,7 @@ def train(
     """
     from phenolens.core.runs import RunWriter
     from phenolens.explain.counterfactual.evaluate import classification_metrics
-    from phenolens.explain.counterfactual.model import train_counterfactual_model
+    from phenolens.explain.counterfactual.training import train_counterfactual_model
     from phenolens.report.counterfactual import training_report
 
     writer = RunWriter(out, TRAIN_COMMAND, settings, inputs=_inputs(folder, manifest), overwrite=overwrite, datasets=[dataset] if dataset else [])
@@ -155,7 +155,7 @@ def counterfactual_demo(out: Path) -> tuple[list, dict]:
 
     from phenolens.data.loaders import load
     from phenolens.explain.counterfactual.evaluate import explain_counterfactuals
-    from phenolens.explain.counterfactual.model import train_counterfactual_model
+    from phenolens.explain.counterfactual.training import train_counterfactual_model
     from phenolens.report.counterfactual import counterfactual_sections
 
     threads = torch.get_num_threads()
