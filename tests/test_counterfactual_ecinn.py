@@ -63,6 +63,15 @@ def test_alpha_zero_puts_the_latent_on_the_hyperplane(fitted):
     assert torch.allclose(logits_on_plane[:, 0], logits_on_plane[:, 1], rtol=1e-4, atol=1e-4)
 
 
+def test_the_package_exports_its_api():
+    import phenolens.explain.counterfactual as counterfactual
+
+    assert counterfactual.ECINN is ECINN and counterfactual.LatentInterpolation is LatentInterpolation
+    assert all(callable(getattr(counterfactual, name)) for name in counterfactual.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        counterfactual.Nothing  # noqa: B018
+
+
 def test_alpha_formulas_on_a_known_case():
     z = torch.tensor([[0.0, 0.0]])
     delta = torch.tensor([[2.0, 0.0]])
