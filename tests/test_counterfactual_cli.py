@@ -135,6 +135,7 @@ def test_explain_writes_every_output(checkpoint, tmp_path, cli):
         (["--target", "NuclearGFP", "--baseline-steps", "0"], "(--baseline-steps) = 0: must be >= 1"),
         (["--target", "NuclearGFP", "--sweep-steps", "nan"], "(--sweep-steps) = 'nan': must be a whole number"),
         ([], "no target class: pass --target, one of NuclearGFP, CytoplasmicGFP"),
+        (["--target", "NuclearGFP", "--nucleus-channel", "DNA", "--signal-channel", "DNA"], "(--signal-channel) = 'DNA': must differ"),
         (["--target", "NuclearGFP", "--unknown-classes", "guess"], "(--unknown-classes) = 'guess': choose one of error, unlabelled"),
     ],
 )

@@ -99,8 +99,8 @@ class CounterfactualExplanationSettings(Settings):
     Raises
     ------
     PhenolensError
-        On construction, naming the field and its option, when a value is out of range or
-        ``inverse_tolerance`` is not below 1.
+        On construction, naming the field and its option, when a value is out of range,
+        ``inverse_tolerance`` is not below 1, or ``signal_channel`` equals ``nucleus_channel``.
     """
 
     step: ClassVar[str] = "counterfactual explanation"
@@ -132,3 +132,5 @@ class CounterfactualExplanationSettings(Settings):
         for name in ("target", "nucleus_channel", "signal_channel"):
             if getattr(self, name) is not None and not getattr(self, name).strip():
                 self.fail(name, "name a class or channel, or leave the option out")
+        if self.signal_channel is not None and self.signal_channel == self.nucleus_channel:
+            self.fail("signal_channel", "must differ from --nucleus-channel: the signal is measured inside and outside that channel's nucleus")
