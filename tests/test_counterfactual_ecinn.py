@@ -1,12 +1,12 @@
 """ECINN geometry, the gradient baseline, autoencoder interpolation and the nuclear-contrast known answer."""
 
-import copy
-
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
 from phenolens.core.errors import PhenolensError
+from phenolens.core.estimators import NotFittedError
 from phenolens.explain.counterfactual.ecinn import ECINN, alpha_one, alpha_zero
 from phenolens.explain.counterfactual.gradient import wachter_counterfactuals
 from phenolens.explain.counterfactual.interpolation import LatentInterpolation
@@ -39,8 +39,8 @@ def fitted() -> tuple[ECINN, torch.Tensor, torch.Tensor]:
     model.eval()
     ecinn = ECINN(model).fit(images, labels)
     with torch.no_grad():  # a confidence a trained head would have: |logit difference| about 3 on average
-        logits = model.classify(ecinn.latents(images)[0])
-        model.head.log_scale += torch.log(3.0 / (logits[:, 1] - logits[:, 0]).abs().mean())
+        logits = ecinn.model_.classify(ecinn.latents(images)[0])
+        ecinn.model_.head.log_scale += torch.log(3.0 / (logits[:, 1] - logits[:, 0]).abs().mean())
     return ecinn, images, labels
 
 
@@ -59,8 +59,17 @@ def test_alpha_zero_puts_the_latent_on_the_hyperplane(fitted):
     assert torch.all(before < 0)  # started on the predicted class's side
     assert torch.allclose(geometry["alpha1"], 0.8 + 0.5 * geometry["alpha0"])
     # The class-mean head's boundary is that hyperplane: the two logits tie at alpha_0.
-    logits_on_plane = ecinn.model.classify(moved)
+    logits_on_plane = ecinn.model_.classify(moved)
     assert torch.allclose(logits_on_plane[:, 0], logits_on_plane[:, 1], rtol=1e-4, atol=1e-4)
+
+
+def test_the_package_exports_its_api():
+    import phenolens.explain.counterfactual as counterfactual
+
+    assert counterfactual.ECINN is ECINN and counterfactual.LatentInterpolation is LatentInterpolation
+    assert all(callable(getattr(counterfactual, name)) for name in counterfactual.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        counterfactual.Nothing  # noqa: B018
 
 
 def test_alpha_formulas_on_a_known_case():
@@ -98,8 +107,8 @@ def test_ecinn_rejects_bad_use(fitted):
     ecinn, images, labels = fitted
     with pytest.raises(PhenolensError, match="outside"):
         ecinn.explain(images, target=5)
-    spare = copy.deepcopy(ecinn.model)  # fit sets the head's means: keep the shared model as it is
-    with pytest.raises(PhenolensError, match="not fitted"):
+    spare = ecinn.model_
+    with pytest.raises(NotFittedError, match="not fitted"):
         ECINN(spare).explain(images, target=1)
     with pytest.raises(PhenolensError, match="no training image is predicted"):
         ECINN(spare).fit(images[[0, 0]], torch.tensor([0, 1]))  # equal means: every tie goes to class 0
@@ -107,18 +116,59 @@ def test_ecinn_rejects_bad_use(fitted):
         ECINN(spare).fit(images[:2], torch.tensor([0, 0]))
 
 
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in module.state_dict().items()}
+
+
+def test_ecinn_is_a_scikit_learn_estimator_that_leaves_the_callers_model_alone(fitted):
+    _, images, labels = fitted
+    torch.manual_seed(1)
+    model = InvertibleResNet(2, 2, 16, blocks=[1, 1], hidden=[8, 8], pad_channels=0)
+    model(images[:4])  # initialise ActNorm in training mode, as a freshly trained network is
+    before = _state(model)
+    ecinn = ECINN(model, batch_size=5)
+    assert ecinn.get_params() == {"model": model, "batch_size": 5} and not hasattr(ecinn, "model_")
+    assert ecinn.fit(images, labels) is ecinn
+    # the caller's network: same parameters and buffers (the head's means too), still in training mode
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert model.training and not ecinn.model_.training and ecinn.model_ is not model
+    assert torch.equal(ecinn.model_.head.means, ecinn.means_true_) and not torch.equal(model.head.means, ecinn.means_true_)
+    twin = clone(ecinn)
+    assert twin.batch_size == 5 and twin.model is not model and not hasattr(twin, "means_true_")
+    with pytest.raises(NotFittedError):
+        twin.latents(images)
+    assert torch.allclose(twin.fit(images, labels).means_true_, ecinn.means_true_)
+
+
+def test_interpolation_is_a_scikit_learn_estimator_that_leaves_the_callers_networks_alone(fitted):
+    ecinn, images, labels = fitted
+    torch.manual_seed(0)
+    autoencoder = ConvAutoencoder(2, 16, latent_dim=8, widths=[4, 8])  # training mode, as after training
+    before = _state(autoencoder)
+    interpolation = LatentInterpolation(autoencoder, ecinn.model_, steps=0)
+    with pytest.raises(PhenolensError, match="at least one step"):
+        interpolation.fit(images, labels)  # parameters are checked by fit, not the constructor
+    interpolation.set_params(steps=3)
+    assert interpolation.fit(images, labels) is interpolation and interpolation.means_.shape == (2, 8)
+    assert autoencoder.training and all(torch.equal(before[name], value) for name, value in autoencoder.state_dict().items())
+    twin = clone(interpolation)
+    assert twin.steps == 3 and not hasattr(twin, "means_")
+    with pytest.raises(NotFittedError):
+        twin.explain(images, 1)
+
+
 def test_gradient_baseline_flips_and_counts_evaluations(fitted):
     ecinn, images, _ = fitted
     predicted = ecinn.latents(images)[1].argmax(1)
-    result = wachter_counterfactuals(ecinn.model, images, target=1, lr=0.05, max_steps=200)
+    result = wachter_counterfactuals(ecinn.model_, images, target=1, lr=0.05, max_steps=200)
     already = (predicted == 1).numpy()
     assert (result.steps[already] == 0).all() and result.flipped[already].all()
     assert result.flipped.mean() == 1.0
     assert (result.evaluations == 2 * result.steps + 1).all()
     assert (result.probabilities.argmax(1) == 1).all()
-    capped = wachter_counterfactuals(ecinn.model, images[~already], target=1, lr=1e-6, max_steps=2)
+    capped = wachter_counterfactuals(ecinn.model_, images[~already], target=1, lr=1e-6, max_steps=2)
     assert not capped.flipped.any() and not capped.reached.any() and (capped.steps == 2).all()
-    confident = wachter_counterfactuals(ecinn.model, images[~already], target=1, lr=0.05, max_steps=300, confidence=0.9)
+    confident = wachter_counterfactuals(ecinn.model_, images[~already], target=1, lr=0.05, max_steps=300, confidence=0.9)
     assert confident.reached.all() and (confident.probabilities[:, 1] >= 0.9).all()
     assert (confident.steps >= result.steps[~already]).all() and confident.steps.sum() > result.steps[~already].sum()
 
@@ -127,7 +177,7 @@ def test_interpolation_reaches_the_class_mean(fitted):
     ecinn, images, labels = fitted
     torch.manual_seed(0)
     autoencoder = ConvAutoencoder(2, 16, latent_dim=8, widths=[4, 8]).eval()
-    interpolation = LatentInterpolation(autoencoder, ecinn.model, steps=4).fit(images, labels)
+    interpolation = LatentInterpolation(autoencoder, ecinn.model_, steps=4).fit(images, labels)
     decoded, probabilities = interpolation.path(images[:3], target=1)
     assert decoded.shape == (3, 5, 2, 16, 16) and probabilities.shape == (3, 5, 2)
     with torch.no_grad():

@@ -1,9 +1,12 @@
 """i-ResNet: every block inverts, every residual branch is a contraction, bad configurations fail clearly."""
 
+import re
+
 import pytest
 import torch
 
 from phenolens.core.errors import PhenolensError
+from phenolens.nn.autoencoder import ConvAutoencoder
 from phenolens.nn.iresnet import ActNorm, InvertibleBlock, InvertibleResNet, SpectralConv2d, Squeeze
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -170,3 +173,38 @@ def test_bad_configurations_fail_clearly():
         InvertibleResNet(2, 2, 16, blocks=[1, 1], hidden=[4])
     with pytest.raises(PhenolensError, match="expects 2 channels"):
         InvertibleResNet(2, 2, 16, blocks=[1], hidden=[4])(torch.zeros(1, 3, 16, 16))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"n_classes": 1e9}, "n_classes=1000000000.0: must be a whole number from 2 to 64"),
+        ({"n_classes": 1}, "n_classes=1"),
+        ({"image_size": "16"}, "image_size='16'"),
+        ({"image_size": 100_000}, "image_size=100000"),
+        ({"in_channels": True}, "in_channels=True"),
+        ({"blocks": [1, "x"], "hidden": [4, 4]}, "blocks='x'"),
+        ({"blocks": 2}, "blocks=2: give a non-empty list"),
+        ({"hidden": [4, 10**6]}, "hidden=1000000"),
+        ({"inverse_tolerance": float("nan")}, "inverse_tolerance=nan"),
+    ],
+)
+def test_damaged_hyperparameters_are_refused_before_allocation(changes, message):
+    arguments = {"in_channels": 2, "n_classes": 2, "image_size": 16, "blocks": [1, 1], "hidden": [4, 4], **changes}
+    with pytest.raises(PhenolensError, match=re.escape(message)):
+        InvertibleResNet(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"latent_dim": 10**9}, "latent_dim=1000000000"),
+        ({"image_size": 100_000}, "image_size=100000"),
+        ({"in_channels": "2"}, "in_channels='2'"),
+        ({"widths": [4, 0]}, "widths=0"),
+        ({"image_size": 18}, "not divisible by 2**3"),
+    ],
+)
+def test_damaged_autoencoder_hyperparameters_are_refused(changes, message):
+    with pytest.raises(PhenolensError, match=re.escape(message)):
+        ConvAutoencoder(**{"in_channels": 2, "image_size": 16, "latent_dim": 8, **changes})

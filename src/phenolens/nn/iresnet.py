@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from phenolens.core.errors import PhenolensError
+from phenolens.nn.hyperparameters import check_whole_number, check_whole_numbers
 from phenolens.nn.weights import register_architecture
 
 ANDERSON_MEMORY = 4  # past iterates combined by the accelerated inverse (0: the plain iteration); only 4 was measured on trained blocks
@@ -45,6 +46,19 @@ class SpectralConv2d(nn.Module):
     convolution operator itself (conv2d and its adjoint conv_transpose2d) at the input size the
     layer sees, and the kernel is divided by sigma / coeff only when sigma > coeff. The singular
     vector estimate persists across training steps in a buffer, so a few iterations per step suffice.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Channels in and out.
+    kernel_size : int
+        Odd kernel size (zero padding keeps the image size).
+    input_size : int
+        Height = width of the inputs the layer sees (the operator norm depends on it).
+    coeff : float
+        The bound on the operator norm.
+    n_power_iterations : int
+        Power iterations per training forward pass.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, input_size: int, coeff: float, n_power_iterations: int):
@@ -56,7 +70,13 @@ class SpectralConv2d(nn.Module):
 
     @torch.no_grad()
     def power_iterate(self, iterations: int) -> None:
-        """Refine the top right-singular vector of the convolution operator in place."""
+        """Refine the top right-singular vector of the convolution operator in place.
+
+        Parameters
+        ----------
+        iterations : int
+            Power iterations to run.
+        """
         u = self.u
         for _ in range(iterations):
             v = F.conv2d(u, self.conv.weight, padding=self.padding)
@@ -65,21 +85,61 @@ class SpectralConv2d(nn.Module):
         self.u.copy_(u)
 
     def sigma(self) -> torch.Tensor:
-        """The operator norm estimate ||W u|| (differentiable in the kernel, u held fixed)."""
+        """The operator norm estimate ||W u|| (differentiable in the kernel, u held fixed).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar.
+        """
         return F.conv2d(self.u, self.conv.weight, padding=self.padding).norm()
 
     def normalized_weight(self) -> torch.Tensor:
-        """The kernel scaled so that the operator norm is at most `coeff`."""
+        """The kernel scaled so that the operator norm is at most `coeff`.
+
+        Returns
+        -------
+        torch.Tensor
+            The scaled kernel (power iteration runs first in training mode).
+        """
         if self.training and self.n_power_iterations:
             self.power_iterate(self.n_power_iterations)
         return self.conv.weight / torch.clamp(self.sigma() / self.coeff, min=1.0)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The bounded convolution of `x`.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, in_channels, H, W).
+        weight : torch.Tensor, optional
+            A kernel from `normalized_weight` computed once for many calls (the inverse's iterations).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, out_channels, H, W).
+        """
         return F.conv2d(x, self.normalized_weight() if weight is None else weight, self.conv.bias, padding=self.padding)
 
 
 class ResidualBranch(nn.Module):
-    """g(x) = conv3x3(ELU(conv1x1(ELU(conv3x3(x))))), each convolution bounded by `coeff`."""
+    """g(x) = conv3x3(ELU(conv1x1(ELU(conv3x3(x))))), each convolution bounded by `coeff`.
+
+    Parameters
+    ----------
+    channels : int
+        Channels in and out.
+    hidden : int
+        Channels inside the branch.
+    size : int
+        Height = width of the inputs.
+    coeff : float
+        Bound on the operator norm of each convolution (< 1 makes g a contraction).
+    n_power_iterations : int
+        Power iterations per training step.
+    """
 
     def __init__(self, channels: int, hidden: int, size: int, coeff: float, n_power_iterations: int):
         super().__init__()
@@ -92,9 +152,30 @@ class ResidualBranch(nn.Module):
         )
 
     def weights(self) -> list[torch.Tensor]:
+        """The three bounded kernels, computed once for repeated evaluations.
+
+        Returns
+        -------
+        list of torch.Tensor
+            One kernel per convolution.
+        """
         return [conv.normalized_weight() for conv in self.convs]
 
     def forward(self, x: torch.Tensor, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """g(x).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, channels, H, W).
+        weights : list of torch.Tensor, optional
+            Kernels from `weights` (default: computed now).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, channels, H, W).
+        """
         weights = weights or self.weights()
         x = F.elu(self.convs[0](x, weights[0]))
         x = F.elu(self.convs[1](x, weights[1]))
@@ -103,7 +184,13 @@ class ResidualBranch(nn.Module):
 
 class ActNorm(nn.Module):
     """Per-channel affine y = (x + bias) * exp(log_scale), initialised from the first training batch
-    so that its output has zero mean and unit variance per channel (Kingma & Dhariwal 2018)."""
+    so that its output has zero mean and unit variance per channel (Kingma & Dhariwal 2018).
+
+    Parameters
+    ----------
+    channels : int
+        Channels of the input.
+    """
 
     def __init__(self, channels: int):
         super().__init__()
@@ -121,11 +208,35 @@ class ActNorm(nn.Module):
         self.initialized.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = (x + bias) * exp(log_scale); the first training batch initialises bias and scale.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, channels, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            y, shaped like `x`.
+        """
         if self.training and not bool(self.initialized):
             self._initialize(x)
         return (x + self.bias) * torch.exp(self.log_scale)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """x from y (exact).
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            (N, channels, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            x, shaped like `y`.
+        """
         return y * torch.exp(-self.log_scale) - self.bias
 
 
@@ -133,9 +244,33 @@ class Squeeze(nn.Module):
     """Invertible down-sampling: each 2x2 pixel block becomes 4 channels (space-to-depth)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Space-to-depth.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, C, H, W) with even H and W.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, 4C, H/2, W/2).
+        """
         return F.pixel_unshuffle(x, 2)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Depth-to-space (exact inverse of `forward`).
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            (N, 4C, H, W).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, C, 2H, 2W).
+        """
         return F.pixel_shuffle(y, 2)
 
 
@@ -145,6 +280,15 @@ class ClassMeanHead(nn.Module):
     The means are buffers, not parameters: `observe` moves them towards the batch's class means
     during training (exponential moving average), `set_means` fixes them after training. The
     learnable scale sets the confidence without moving the decision boundaries.
+
+    Parameters
+    ----------
+    n_classes : int
+        Classes.
+    latent_dim : int
+        Length D of a flattened latent.
+    momentum : float
+        Weight of a batch's class mean in the running means.
     """
 
     def __init__(self, n_classes: int, latent_dim: int, momentum: float = 0.1):
@@ -156,11 +300,26 @@ class ClassMeanHead(nn.Module):
 
     @property
     def n_classes(self) -> int:
+        """Number of classes.
+
+        Returns
+        -------
+        int
+            Rows of the means.
+        """
         return len(self.means)
 
     @torch.no_grad()
     def observe(self, z: torch.Tensor, labels: torch.Tensor) -> None:
-        """Update the running class means with a training batch (first sighting copies the batch mean)."""
+        """Update the running class means with a training batch (first sighting copies the batch mean).
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            (N, ...) latents of the batch.
+        labels : torch.Tensor
+            (N,) class indices.
+        """
         one_hot = F.one_hot(labels, self.n_classes).to(z.dtype)
         counts = one_hot.sum(0)
         present = counts > 0
@@ -171,10 +330,29 @@ class ClassMeanHead(nn.Module):
 
     @torch.no_grad()
     def set_means(self, means: torch.Tensor) -> None:
+        """Fix the class means (after training: the exact training-set means).
+
+        Parameters
+        ----------
+        means : torch.Tensor
+            (K, D) class means.
+        """
         self.means.copy_(means)
         self.seen.fill_(True)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits from latents.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            (N, ...) latents.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, K) logits -scale * ||z - mu_k||^2 / (2 D).
+        """
         flat = z.flatten(1)
         distances = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.means.T + self.means.pow(2).sum(1)[None]) / flat.shape[1]
         return -0.5 * torch.exp(self.log_scale) * distances
@@ -190,7 +368,17 @@ class InverseReport:
 
 
 class InvertibleBlock(nn.Module):
-    """ActNorm followed by y = a + g(a); inverted by the fixed-point iteration a = y - g(a)."""
+    """ActNorm followed by y = a + g(a); inverted by the fixed-point iteration a = y - g(a).
+
+    Parameters
+    ----------
+    channels, hidden, size : int
+        As for `ResidualBranch`.
+    coeff : float
+        Bound on each convolution's operator norm.
+    n_power_iterations : int
+        Power iterations per training step.
+    """
 
     def __init__(self, channels: int, hidden: int, size: int, coeff: float, n_power_iterations: int):
         super().__init__()
@@ -198,10 +386,33 @@ class InvertibleBlock(nn.Module):
         self.branch = ResidualBranch(channels, hidden, size, coeff, n_power_iterations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = a + g(a), a = ActNorm(x).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, channels, size, size).
+
+        Returns
+        -------
+        torch.Tensor
+            y, shaped like `x`.
+        """
         return self.branch_input_and_output(x)[1]
 
     def branch_input_and_output(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(a, y): the branch input a = ActNorm(x) and the block output y = a + g(a)."""
+        """The branch input and the block output (what a warm-started inverse starts from).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, channels, size, size).
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            a = ActNorm(x) and y = a + g(a).
+        """
         a = self.actnorm(x)
         return a, a + self.branch(a)
 
@@ -217,7 +428,27 @@ class InvertibleBlock(nn.Module):
         took 5 branch evaluations per block where the plain iteration took 11-14. Stops once every image's
         residual is below `tolerance`; the residual is the one of the returned iterate, measured by
         the same evaluation that would have produced the next one. `start` is the first guess of
-        the branch input a (default y, i.e. g(a) = 0)."""
+        the branch input a (default y, i.e. g(a) = 0).
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            (N, channels, size, size) block outputs.
+        iterations : int
+            Maximum branch evaluations.
+        tolerance : float
+            Relative residual at which to stop.
+        start : torch.Tensor, optional
+            First guess of the branch input.
+        memory : int
+            Iterates combined by Anderson acceleration (0: the plain iteration).
+
+        Returns
+        -------
+        tuple of (torch.Tensor, float, int)
+            x, the largest relative residual ||a + g(a) - y|| / ||y|| of any image, and the branch
+            evaluations used.
+        """
         weights = self.branch.weights()
         scale = y.flatten(1).norm(dim=1).clamp_min(1e-12)
         a = y if start is None else start
@@ -239,12 +470,31 @@ class AndersonAcceleration:
     a + step over the last `memory` iterations. The differences live in ring buffers (N, memory, D):
     the least-squares problem is then two batched products and a tiny solve, not a re-stacking of
     the history every iteration (which profiled at 40 % of the inverse).
+
+    Parameters
+    ----------
+    memory : int
+        Past iterates combined (0: the plain iteration).
     """
 
     def __init__(self, memory: int):
         self.memory, self.filled, self.previous = memory, 0, None
 
     def __call__(self, a: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """The next iterate.
+
+        Parameters
+        ----------
+        a : torch.Tensor
+            (N, ...) the current iterate.
+        step : torch.Tensor
+            The plain fixed-point step at `a`.
+
+        Returns
+        -------
+        torch.Tensor
+            The accelerated next iterate, shaped like `a`.
+        """
         update = a + step
         if self.memory == 0:
             return update
@@ -274,17 +524,34 @@ class InvertibleResNet(nn.Module):
     """i-ResNet classifier: `encode` (x -> z) is invertible (`decode`), `head` classifies z by its
     distances to the class means (train with `head.observe(z, labels)` before each loss).
 
-    Args:
-        in_channels: image channels (stains).
-        n_classes: number of classes.
-        image_size: height = width of the (padded) input; divisible by 2 ** len(blocks).
-        blocks: residual blocks per scale; a squeeze precedes every scale.
-        hidden: hidden channels of the residual branches, one per scale.
-        pad_channels: zero channels appended to the input (injective padding).
-        coeff: bound on the operator norm of every convolution (< 1).
-        n_power_iterations: power iterations per training step for each spectral bound.
-        inverse_iterations: maximum fixed-point iterations per block when inverting.
-        inverse_tolerance: stop a block's iterations once every image's relative residual is below this.
+    Parameters
+    ----------
+    in_channels : int
+        Image channels (stains), 1 to 64.
+    n_classes : int
+        Number of classes, 2 to 64.
+    image_size : int
+        Height = width of the (padded) input, at most 1024; divisible by 2 ** len(blocks).
+    blocks : sequence of int
+        Residual blocks per scale; a squeeze precedes every scale.
+    hidden : sequence of int
+        Hidden channels of the residual branches, one per scale.
+    pad_channels : int
+        Zero channels appended to the input (injective padding), 0 to 64.
+    coeff : float
+        Bound on the operator norm of every convolution, in (0, 1).
+    n_power_iterations : int
+        Power iterations per training step for each spectral bound.
+    inverse_iterations : int
+        Maximum fixed-point iterations per block when inverting.
+    inverse_tolerance : float
+        Stop a block's iterations once every image's relative residual is below this.
+
+    Raises
+    ------
+    PhenolensError
+        When a hyperparameter has the wrong type or lies outside these bounds (a damaged or
+        foreign ``model.json`` is refused before anything is allocated).
     """
 
     def __init__(
@@ -301,8 +568,21 @@ class InvertibleResNet(nn.Module):
         inverse_tolerance: float = 1e-6,
     ):
         super().__init__()
-        if not 0 < coeff < 1:
+        for name, value, low, high in (
+            ("in_channels", in_channels, 1, 64),
+            ("n_classes", n_classes, 2, 64),
+            ("image_size", image_size, 1, 1024),
+            ("pad_channels", pad_channels, 0, 64),
+            ("n_power_iterations", n_power_iterations, 0, 10_000),
+            ("inverse_iterations", inverse_iterations, 1, 100_000),
+        ):
+            check_whole_number("i-ResNet", name, value, low, high)
+        check_whole_numbers("i-ResNet", "blocks", blocks, 1, 64)
+        check_whole_numbers("i-ResNet", "hidden", hidden, 1, 1024)
+        if not isinstance(coeff, (int, float)) or isinstance(coeff, bool) or not 0 < coeff < 1:
             raise PhenolensError(f"spectral coefficient {coeff} must lie in (0, 1) for the blocks to be invertible")
+        if not isinstance(inverse_tolerance, (int, float)) or isinstance(inverse_tolerance, bool) or not 0 < inverse_tolerance < 1:
+            raise PhenolensError(f"i-ResNet inverse_tolerance={inverse_tolerance!r}: must lie in (0, 1)")
         if len(blocks) != len(hidden):
             raise PhenolensError(f"blocks {list(blocks)} and hidden {list(hidden)} must have one entry per scale")
         if image_size % 2 ** len(blocks):
@@ -321,6 +601,23 @@ class InvertibleResNet(nn.Module):
         self.head = ClassMeanHead(n_classes, channels * size * size)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Append the zero channels.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, in_channels, H, W) images.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, in_channels + pad_channels, H, W).
+
+        Raises
+        ------
+        PhenolensError
+            On a wrong channel count.
+        """
         if x.shape[1] != self.in_channels:
             raise PhenolensError(f"the i-ResNet expects {self.in_channels} channels, got {x.shape[1]}; give images with the trained channels")
         return F.pad(x, (0, 0, 0, 0, 0, self.pad_channels))
@@ -329,7 +626,20 @@ class InvertibleResNet(nn.Module):
         """The invertible map f: images (N, C, H, W) -> latents (N, *latent_shape).
 
         With a `trace` list, every invertible block appends its (branch input a, output y): the
-        warm start `decode` can begin from when it inverts a latent near this one."""
+        warm start `decode` can begin from when it inverts a latent near this one.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, in_channels, image_size, image_size) images.
+        trace : list, optional
+            Receives each block's (branch input, output).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, *latent_shape) latents.
+        """
         z = self.pad(x)
         for stage in self.stages:
             if trace is not None and isinstance(stage, InvertibleBlock):
@@ -347,7 +657,24 @@ class InvertibleResNet(nn.Module):
         error starts at ||g(a) - g(a_ref)|| (the size of the change) rather than ||g(a)|| (the size
         of the branch output), so the same tolerance needs fewer iterations, or the same iterations
         leave a smaller error (on trained BBBC013 blocks with the accelerated inverse: 5 iterations
-        either way, counterfactuals ~8x closer to a tightly converged inverse)."""
+        either way, counterfactuals ~8x closer to a tightly converged inverse).
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            (N, *latent_shape) latents.
+        iterations : int, optional
+            Maximum branch evaluations per block (default: `inverse_iterations`).
+        tolerance : float, optional
+            Relative residual per block (default: `inverse_tolerance`).
+        near : list, optional
+            An `encode` trace to warm-start from.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, in_channels, image_size, image_size) images.
+        """
         iterations = self.inverse_iterations if iterations is None else iterations
         tolerance = self.inverse_tolerance if tolerance is None else tolerance
         worst, slowest = 0.0, 0
@@ -366,19 +693,55 @@ class InvertibleResNet(nn.Module):
         return z[:, : self.in_channels]
 
     def classify(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits from latents (N, *latent_shape) or flattened (N, D)."""
+        """Logits from latents.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            (N, *latent_shape) or flattened (N, D) latents.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, n_classes) logits.
+        """
         return self.head(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of images.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, in_channels, image_size, image_size) images.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, n_classes) logits.
+        """
         return self.classify(self.encode(x))
 
     def residual_branches(self) -> list[ResidualBranch]:
+        """Every block's residual branch, in forward order.
+
+        Returns
+        -------
+        list of ResidualBranch
+            The branches.
+        """
         return [stage.branch for stage in self.stages if isinstance(stage, InvertibleBlock)]
 
     @torch.no_grad()
     def converge_spectral_norms(self, iterations: int = 100) -> None:
         """Run many power iterations on every bounded convolution (after training, before saving),
-        so the bounds used at inference rest on converged singular vectors."""
+        so the bounds used at inference rest on converged singular vectors.
+
+        Parameters
+        ----------
+        iterations : int
+            Power iterations per convolution.
+        """
         for module in self.modules():
             if isinstance(module, SpectralConv2d):
                 module.power_iterate(iterations)

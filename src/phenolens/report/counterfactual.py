@@ -9,16 +9,30 @@ import numpy as np
 import pandas as pd
 
 from phenolens.core.outputs import atomic_write_bytes
+from phenolens.core.runs import RunWriter
 from phenolens.explain.counterfactual.evaluate import ExplanationRun
 from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
-from phenolens.report.html import Section
+from phenolens.report.html import Report, Section
 
 DIVERGING = "PuOr_r"  # purple-orange: readable under the common colour-vision deficiencies
 
 
 def counterfactual_panel(run: ExplanationRun, index: int):
     """One image: original, alpha_0 and alpha_1 counterfactuals (grey, shared contrast per channel)
-    and the per-channel change x_hat(alpha_1) - x (diverging, symmetric, raw intensity units)."""
+    and the per-channel change x_hat(alpha_1) - x (diverging, symmetric, raw intensity units).
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run.
+    index : int
+        The image.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The panel.
+    """
     target = run.class_names[run.target]
     original, boundary, confident = run.originals[index], run.ecinn_raw["alpha0"][index], run.ecinn_raw["alpha1"][index]
     rows = [
@@ -31,7 +45,20 @@ def counterfactual_panel(run: ExplanationRun, index: int):
 
 
 def interpolation_panel(run: ExplanationRun, index: int):
-    """The autoencoder alternative for one image: reconstruction, first flipped step, class mean."""
+    """The autoencoder alternative for one image: reconstruction, first flipped step, class mean.
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run with the interpolation.
+    index : int
+        The image.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The panel.
+    """
     target = run.class_names[run.target]
     result, raw = run.interpolation, run.interpolation_raw
     steps = result.probabilities.shape[1] - 1
@@ -74,7 +101,18 @@ def _image_grid(rows: list[tuple[str, np.ndarray]], change: np.ndarray, change_l
 
 
 def probability_figure(run: ExplanationRun):
-    """p(target) of every explained image: original, alpha_0, alpha_1 (and the gradient baseline)."""
+    """p(target) of every explained image: original, alpha_0, alpha_1 (and the gradient baseline).
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     valid = run.ecinn.valid
     columns = {
         "original": run.ecinn.probabilities[valid, run.target],
@@ -100,7 +138,18 @@ def probability_figure(run: ExplanationRun):
 
 
 def known_answer_figure(run: ExplanationRun):
-    """Nuclear minus cytoplasmic signal before vs after each alpha_1 counterfactual."""
+    """Nuclear minus cytoplasmic signal before vs after each alpha_1 counterfactual.
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run with the known answer.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     before, after = run.contrast["before"], run.contrast["after"]
     fig, axis = figure(width=4.6, height=4.2)
     basis = run.contrast["basis"]
@@ -119,7 +168,28 @@ def known_answer_figure(run: ExplanationRun):
 
 def sweep_gif(sweep: dict, channel_names: list[str], target_name: str, target: int, scale: int = 3, milliseconds: int = 180) -> bytes:
     """Animated GIF of an alpha sweep: channels side by side (shared contrast per channel), with alpha
-    and p(target) written on each frame."""
+    and p(target) written on each frame.
+
+    Parameters
+    ----------
+    sweep : dict
+        ``alphas``, ``images`` (raw) and ``probabilities`` of one sweep.
+    channel_names : list of str
+        The channels.
+    target_name : str
+        The target class.
+    target : int
+        Its index.
+    scale : int
+        Pixel magnification.
+    milliseconds : int
+        Frame duration.
+
+    Returns
+    -------
+    bytes
+        The GIF file.
+    """
     from PIL import Image, ImageDraw
 
     images = sweep["images"]
@@ -139,7 +209,28 @@ def sweep_gif(sweep: dict, channel_names: list[str], target_name: str, target: i
 
 
 def sweep_strip(sweep: dict, channel_names: list[str], target_name: str, target: int, source: str, frames: int = 6):
-    """A static film strip of the sweep (every few frames, one row per channel) for the HTML report."""
+    """A static film strip of the sweep (every few frames, one row per channel) for the HTML report.
+
+    Parameters
+    ----------
+    sweep : dict
+        One sweep (see `sweep_gif`).
+    channel_names : list of str
+        The channels.
+    target_name : str
+        The target class.
+    target : int
+        Its index.
+    source : str
+        The image's source, for the title.
+    frames : int
+        Frames shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The strip.
+    """
     chosen = np.unique(np.linspace(0, len(sweep["alphas"]) - 1, frames).round().astype(int))
     limits = channel_limits(list(sweep["images"]), len(channel_names))
     fig, axes = figure(
@@ -158,7 +249,18 @@ def sweep_strip(sweep: dict, channel_names: list[str], target_name: str, target:
 
 def cost_table(metrics: dict) -> pd.DataFrame:
     """ECINN vs gradient baseline (vs autoencoder): flip rate, evaluations, seconds, L2 change, and how
-    alike the changes of different images are (`evaluate.change_similarity`)."""
+    alike the changes of different images are (`evaluate.change_similarity`).
+
+    Parameters
+    ----------
+    metrics : dict
+        An explain run's metrics.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method.
+    """
     rows = [
         (
             "ECINN alpha_1",
@@ -196,7 +298,24 @@ def cost_table(metrics: dict) -> pd.DataFrame:
 
 
 def counterfactual_sections(run: ExplanationRun, out: Path, panels: int = 4, prefix: str = "counterfactual") -> list[Section]:
-    """Report sections for an explain run; writes the sweep GIFs to `out/gifs/`."""
+    """Report sections for an explain run; writes the sweep GIFs to `out/gifs/`.
+
+    Parameters
+    ----------
+    run : ExplanationRun
+        An explain run.
+    out : Path
+        The folder the report is written to (a run writer's staging folder).
+    panels : int
+        Counterfactual panels shown.
+    prefix : str
+        Prefix of the figure and GIF file names.
+
+    Returns
+    -------
+    list of Section
+        The sections.
+    """
     metrics, target = run.metrics, run.class_names[run.target]
     section = Section(f"Counterfactuals towards {target}")
     section.text(
@@ -253,8 +372,21 @@ def counterfactual_sections(run: ExplanationRun, out: Path, panels: int = 4, pre
     return [section]
 
 
-def training_section(model, metrics: dict) -> Section:
-    """Training curves and held-out metrics of `phenolens counterfactual train`."""
+def training_report(model, metrics: dict) -> Report:
+    """The report of `phenolens counterfactual train`: architecture, held-out metrics, training curves.
+
+    Parameters
+    ----------
+    model : CounterfactualModel
+        The trained model.
+    metrics : dict
+        Its held-out metrics (`classification_metrics`).
+
+    Returns
+    -------
+    Report
+        Ready for `RunWriter.write_report`.
+    """
     section = Section("i-ResNet training")
     settings = model.settings
     registration = "" if settings.centre_on is None else f"centred on their nucleus ({settings.centre_on} channel, Otsu) and "
@@ -278,15 +410,25 @@ def training_section(model, metrics: dict) -> Section:
         axis.set_title(f"{title} loss by epoch")
         axis.legend()
         section.figure(fig, f"{title} training and validation loss.", filename=f"{key}.png")
-    return section
+    report = Report("phenolens counterfactual train", metrics=metrics)
+    report.add(section)
+    return report
 
 
-def write_explanation(run: ExplanationRun, folder: Path, panels: int = 4) -> None:
-    """metrics.json, counterfactuals.npz (images, difference maps, probabilities, alphas), a per-image
-    counterfactuals.csv, the sweep GIFs and report.html, all into `folder`."""
-    from phenolens.core.outputs import write_json
-    from phenolens.report.html import Report
+def write_explanation(run: ExplanationRun, writer: RunWriter, panels: int = 4) -> None:
+    """Write an explain run through the run writer.
 
+    Parameters
+    ----------
+    run : ExplanationRun
+        The result of `explain_counterfactuals`.
+    writer : RunWriter
+        An entered run writer: metrics.json, counterfactuals.npz (images, difference maps,
+        probabilities, alphas), a per-image counterfactuals.csv, the sweep GIFs and report.html go
+        into its staging folder.
+    panels : int
+        Counterfactual panels in the report.
+    """
     ecinn = run.ecinn
     arrays = {
         "originals": run.originals,
@@ -306,9 +448,7 @@ def write_explanation(run: ExplanationRun, folder: Path, panels: int = 4) -> Non
     if run.interpolation is not None:
         arrays.update({f"autoencoder_{key}": value for key, value in run.interpolation_raw.items()})
         arrays["autoencoder_probabilities"] = run.interpolation.probabilities
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(folder / "counterfactuals.npz", buffer.getvalue())
+    np.savez_compressed(writer.file("counterfactuals.npz"), **arrays)
     table = pd.DataFrame(
         {
             "source": run.sources,
@@ -329,9 +469,9 @@ def write_explanation(run: ExplanationRun, folder: Path, panels: int = 4) -> Non
     if run.contrast:
         table.loc[ecinn.valid, "nuclear_contrast_before"] = run.contrast["before"]
         table.loc[ecinn.valid, "nuclear_contrast_alpha1"] = run.contrast["after"]
-    atomic_write_bytes(folder / "counterfactuals.csv", table.to_csv(index=False).encode())
-    write_json(folder / "metrics.json", run.metrics)
+    writer.write_table("counterfactuals.csv", table)
+    writer.write_metrics(run.metrics)
     report = Report(f"phenolens counterfactual explain: towards {run.class_names[run.target]}", metrics=run.metrics)
-    for section in counterfactual_sections(run, folder, panels=panels):
+    for section in counterfactual_sections(run, writer.path, panels=panels):
         report.add(section)
-    report.write(folder)
+    writer.write_report(report)

@@ -1,0 +1,57 @@
+"""Counterfactual explanations: ECINN on an invertible ResNet, autoencoder interpolation, the Wachter baseline.
+
+    from phenolens.explain.counterfactual import (
+        CounterfactualExplanationSettings, CounterfactualTrainingSettings, explain_counterfactuals, train_counterfactual_model,
+    )
+    model, split = train_counterfactual_model(images, CounterfactualTrainingSettings(classes=("CytoplasmicGFP", "NuclearGFP")))
+    run = explain_counterfactuals(model, test_images, CounterfactualExplanationSettings(target="NuclearGFP"))
+
+The names are imported on first use, so that the command line can read the settings classes
+without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CounterfactualExplanationSettings": "settings",
+    "CounterfactualTrainingSettings": "settings",
+    "CounterfactualModel": "model",
+    "Counterfactuals": "ecinn",
+    "ECINN": "ecinn",
+    "ExplanationRun": "evaluate",
+    "GradientCounterfactuals": "gradient",
+    "InterpolationCounterfactuals": "interpolation",
+    "LatentInterpolation": "interpolation",
+    "NucleusRegions": "known_answer",
+    "explain_counterfactuals": "evaluate",
+    "train_counterfactual_model": "training",
+    "wachter_counterfactuals": "gradient",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import an exported name from its module on first use.
+
+    Parameters
+    ----------
+    name : str
+        One of `__all__`.
+
+    Returns
+    -------
+    Any
+        The class or function.
+
+    Raises
+    ------
+    AttributeError
+        For any other name.
+    """
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -8,6 +8,8 @@ channel is named). Metrics use the keys of the `phenolens counterfactual explain
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -16,31 +18,48 @@ import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
-from phenolens.explain.counterfactual.ecinn import Counterfactuals
+from phenolens.explain.counterfactual.ecinn import ECINN, Counterfactuals
 from phenolens.explain.counterfactual.gradient import GradientCounterfactuals, wachter_counterfactuals
 from phenolens.explain.counterfactual.interpolation import InterpolationCounterfactuals
 from phenolens.explain.counterfactual.known_answer import NucleusRegions
 from phenolens.explain.counterfactual.model import CounterfactualModel
+from phenolens.explain.counterfactual.settings import CounterfactualExplanationSettings
 
 ECINN_EVALUATIONS = 3  # forward f(x), inverse f^-1(z + alpha Delta), forward of the counterfactual
 MAX_MATCHED_CONFIDENCE = 0.999  # beyond this, float32 softmax saturates and the search could not stop
 
 
 @dataclass
-class GradientSettings:
-    """Wachter baseline: Adam on the input, lambda * CE(target) + proximity * mean squared change,
-    lambda doubling every `patience` steps until the stopping rule is met."""
-
-    lr: float = 0.01
-    proximity: float = 1.0
-    max_steps: int = 1000
-    patience: int = 50
-    match_confidence: bool = True
-
-
-@dataclass
 class ExplanationRun:
-    """Everything one explain run produced (raw intensity units unless a name says otherwise)."""
+    """Everything one explain run produced (raw intensity units unless a name says otherwise).
+
+    Attributes
+    ----------
+    target : int
+        Target class index.
+    class_names, channel_names, sources : list of str
+        The model's classes and channels; one source (file or image number) per image.
+    labels : numpy.ndarray
+        (N,) label of each image as a model class index, -1 when unlabelled.
+    originals : numpy.ndarray
+        (N, C, H, W) the images as the network saw them (padded, registered).
+    ecinn : Counterfactuals
+        ECINN results (model input units).
+    ecinn_raw : dict of str to numpy.ndarray
+        ECINN counterfactuals by alpha, raw intensities.
+    gradient : GradientCounterfactuals or None
+        The Wachter baseline on the images that get a counterfactual.
+    interpolation : InterpolationCounterfactuals or None
+        The autoencoder alternative.
+    interpolation_raw : dict of str to numpy.ndarray
+        Its reconstruction, boundary and full images, raw intensities.
+    sweeps : list of dict
+        alpha sweeps: ``index``, ``alphas``, ``images``, ``probabilities``.
+    contrast : dict of str to numpy.ndarray
+        Known answer: nuclear contrast ``before`` and ``after`` alpha_1, and the images counted (``basis``).
+    metrics : dict
+        Everything written to metrics.json.
+    """
 
     target: int
     class_names: list[str]
@@ -59,23 +78,44 @@ class ExplanationRun:
 
 
 def explain_counterfactuals(
-    model: CounterfactualModel,
-    images: ImageSet,
-    target: str,
-    *,
-    baseline: GradientSettings | None = GradientSettings(),
-    autoencoder: bool = True,
-    nucleus_channel: str | None = None,
-    signal_channel: str | None = None,
-    sweeps: int = 3,
-    sweep_steps: int = 16,
+    model: CounterfactualModel, images: ImageSet, settings: CounterfactualExplanationSettings | None = None, **changes
 ) -> ExplanationRun:
-    """Counterfactuals of `images` towards class `target`, with every measurement of the issue.
+    """Counterfactuals of `images` towards ``settings.target``, with every measurement of the pipeline.
 
-    `baseline=None` skips the gradient baseline (no speed-up then); `autoencoder=False` skips the
-    interpolation alternative; `nucleus_channel` turns on the nuclear-contrast known answer.
+    Parameters
+    ----------
+    model : CounterfactualModel
+        A trained model (its inverse tolerance is ``settings.inverse_tolerance`` when given; the
+        model itself is not changed).
+    images : ImageSet
+        Images with the model's channels, in any order: channels and classes are matched to the
+        model's by name (`CounterfactualModel.match_images`).
+    settings : CounterfactualExplanationSettings, optional
+        What to run: ``baseline=False`` skips the gradient baseline (no speed-up then),
+        ``autoencoder=False`` the interpolation alternative; ``nucleus_channel`` turns on the
+        nuclear-contrast known answer.
+    **changes
+        Fields to replace in `settings` (``target="NuclearGFP"``).
+
+    Returns
+    -------
+    ExplanationRun
+        Counterfactuals, baseline, interpolation, sweeps, known answer and metrics.
+
+    Raises
+    ------
+    PhenolensError
+        When no target is given, the target or a channel is not the model's, the images' channels
+        or classes do not match the model's, or every image is already predicted as the target.
     """
+    settings = (settings or CounterfactualExplanationSettings()).replace(**changes)
+    if settings.inverse_tolerance is not None:
+        model = dataclasses.replace(model, classifier=copy.deepcopy(model.classifier))
+        model.classifier.inverse_tolerance = settings.inverse_tolerance
+        model.ecinn = ECINN.from_means(model.classifier, model.ecinn.means_true_, model.ecinn.means_predicted_, model.ecinn.batch_size)
+    target, nucleus_channel, signal_channel = settings.target, settings.nucleus_channel, settings.signal_channel
     target_index = check_request(model, target, nucleus_channel, signal_channel)
+    images = model.match_images(images, settings.unknown_classes)
     inputs = model.tensor(images)
     labels = model.labels_for(images)
     originals = model.to_raw(inputs.numpy())
@@ -117,18 +157,40 @@ def explain_counterfactuals(
         ecinn_raw=ecinn_raw,
         metrics=metrics,
     )
-    if baseline is not None:
-        _run_baseline(run, model, inputs, baseline, ecinn_seconds)
-    if autoencoder and model.interpolation is not None:
+    if settings.baseline:
+        _run_baseline(run, model, inputs, settings, ecinn_seconds)
+    if settings.autoencoder and model.interpolation is not None:
         _run_interpolation(run, model, inputs)
     if nucleus_channel is not None:
         _known_answer(run, nucleus_channel, signal_channel)
-    run.sweeps = _sweeps(model, inputs, ecinn, sweeps, sweep_steps)
+    run.sweeps = _sweeps(model, inputs, ecinn, settings.sweeps, settings.sweep_steps)
     return run
 
 
-def check_request(model: CounterfactualModel, target: str, nucleus_channel: str | None = None, signal_channel: str | None = None) -> int:
-    """Validate the target class and channel names before any work; return the target's index."""
+def check_request(model: CounterfactualModel, target: str | None, nucleus_channel: str | None = None, signal_channel: str | None = None) -> int:
+    """Validate the target class and channel names before any work.
+
+    Parameters
+    ----------
+    model : CounterfactualModel
+        The trained model.
+    target : str or None
+        The target class name.
+    nucleus_channel, signal_channel : str, optional
+        Channels of the known answer.
+
+    Returns
+    -------
+    int
+        The target's class index.
+
+    Raises
+    ------
+    PhenolensError
+        When the target is missing or unknown, or a channel is not the model's.
+    """
+    if target is None:
+        raise PhenolensError(f"no target class: pass --target, one of {', '.join(model.class_names)}")
     for option, channel in (("--nucleus-channel", nucleus_channel), ("--signal-channel", signal_channel)):
         if channel is not None and channel not in model.channel_names:
             raise PhenolensError(f"{option} {channel!r} is not one of the model's channels ({', '.join(model.channel_names)})")
@@ -136,8 +198,23 @@ def check_request(model: CounterfactualModel, target: str, nucleus_channel: str 
 
 
 def classification_metrics(model: CounterfactualModel, inputs: torch.Tensor, labels: np.ndarray) -> dict:
-    """Accuracy on the labelled images (`labels` -1 = not one of the model's classes) and the mean
-    absolute error of f^-1(f(x)) as a fraction of the training data's intensity range."""
+    """Accuracy and inverse reconstruction error of the model on some images.
+
+    Parameters
+    ----------
+    model : CounterfactualModel
+        The trained model.
+    inputs : torch.Tensor
+        (N, C, H, W) images in model input units.
+    labels : numpy.ndarray
+        (N,) class indices; -1 for images without one of the model's classes.
+
+    Returns
+    -------
+    dict
+        ``test_accuracy`` (on the labelled images), ``n_labelled`` and ``reconstruction_mae``, the
+        mean absolute error of f^-1(f(x)) as a fraction of the training data's intensity range.
+    """
     with torch.no_grad():
         z, logits = model.ecinn.latents(inputs)
         reconstructed = torch.cat([model.classifier.decode(z[i : i + 32].view(-1, *model.classifier.latent_shape)) for i in range(0, len(z), 32)])
@@ -147,7 +224,9 @@ def classification_metrics(model: CounterfactualModel, inputs: torch.Tensor, lab
     return {"test_accuracy": accuracy, "n_labelled": int(labelled.sum()), "reconstruction_mae": float(error / model.data_range)}
 
 
-def _run_baseline(run: ExplanationRun, model: CounterfactualModel, inputs: torch.Tensor, settings: GradientSettings, ecinn_seconds: float) -> None:
+def _run_baseline(
+    run: ExplanationRun, model: CounterfactualModel, inputs: torch.Tensor, settings: CounterfactualExplanationSettings, ecinn_seconds: float
+) -> None:
     """The Wachter search on the same images, stopped at the first flip (the issue's "same flip rate",
     and the cheapest rule) and, when `settings.match_confidence`, once p(target) reaches the value
     ECINN's alpha_1 counterfactual has for that image (same flip and same confidence)."""
@@ -162,10 +241,10 @@ def _run_baseline(run: ExplanationRun, model: CounterfactualModel, inputs: torch
             inputs[valid],
             run.target,
             proximity=settings.proximity,
-            lr=settings.lr,
-            max_steps=settings.max_steps,
+            lr=settings.baseline_lr,
+            max_steps=settings.baseline_steps,
             confidence=confidence,
-            patience=settings.patience,
+            patience=settings.baseline_patience,
         )
         seconds = (time.perf_counter() - started) / int(valid.sum())
         suffix = "" if confidence is None else "_matched_confidence"
@@ -183,7 +262,13 @@ def _run_baseline(run: ExplanationRun, model: CounterfactualModel, inputs: torch
         )
         if confidence is None:
             run.gradient = result
-    run.metrics["gradient_settings"] = vars(settings)
+    run.metrics["gradient_settings"] = {
+        "lr": settings.baseline_lr,
+        "proximity": settings.proximity,
+        "max_steps": settings.baseline_steps,
+        "patience": settings.baseline_patience,
+        "match_confidence": settings.match_confidence,
+    }
 
 
 def _run_interpolation(run: ExplanationRun, model: CounterfactualModel, inputs: torch.Tensor) -> None:
@@ -264,7 +349,20 @@ def change_similarity(changed: np.ndarray, original: np.ndarray, limit: int = 50
     """Median Pearson correlation between the change maps (changed - original) of every pair of the
     first `limit` images: near 1 when a method makes the same change to every image, whatever the
     image (ECINN's one class-mean shift through a near-linear inverse does), lower when the change
-    follows each image's own structure."""
+    follows each image's own structure.
+
+    Parameters
+    ----------
+    changed, original : numpy.ndarray
+        (N, ...) changed images and their originals.
+    limit : int
+        At most this many images are compared (pairs grow quadratically).
+
+    Returns
+    -------
+    float
+        The median correlation; NaN for fewer than two images.
+    """
     change = (changed - original).reshape(len(changed), -1)[:limit]
     if len(change) < 2:
         return float("nan")

@@ -11,6 +11,7 @@ with another method's counterfactual at the same classifier confidence).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,19 @@ from phenolens.core.errors import PhenolensError
 class GradientCounterfactuals:
     """Per image: the counterfactual (model input units), its probabilities, whether it is classified
     as the target, whether it met the stopping rule (target and confidence), the optimisation steps
-    taken and the network evaluations (forward + backward passes)."""
+    taken and the network evaluations (forward + backward passes).
+
+    Attributes
+    ----------
+    images : numpy.ndarray
+        (N, C, H, W) counterfactuals in model input units.
+    probabilities : numpy.ndarray
+        (N, K) classifier probabilities of the counterfactuals.
+    flipped, reached : numpy.ndarray
+        (N,) classified as the target; met the stopping rule.
+    steps, evaluations : numpy.ndarray
+        (N,) optimisation steps and network evaluations per image.
+    """
 
     images: np.ndarray
     probabilities: np.ndarray
@@ -33,6 +46,18 @@ class GradientCounterfactuals:
     evaluations: np.ndarray
 
     def flip_rate(self, valid: np.ndarray | None = None) -> float:
+        """Share of counterfactuals classified as the target.
+
+        Parameters
+        ----------
+        valid : numpy.ndarray, optional
+            (N,) boolean mask of the images to count (default: all).
+
+        Returns
+        -------
+        float
+            The rate (NaN when no image is counted).
+        """
         flipped = self.flipped if valid is None else self.flipped[valid]
         return float(flipped.mean()) if flipped.size else float("nan")
 
@@ -53,10 +78,43 @@ def wachter_counterfactuals(
 
     Images already predicted as `target` stop at step 0. Adam's moments are kept per image, so
     dropping finished images from the batch does not change the others' trajectories.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier (a model in training mode is searched on an eval-mode copy; the caller's is
+        not changed).
+    images : torch.Tensor
+        (N, C, H, W) images in model input units.
+    target : int
+        Target class index.
+    proximity : float
+        Weight of the mean squared change.
+    lr : float
+        Adam step size.
+    max_steps : int
+        Maximum optimisation steps per image.
+    confidence : float or numpy.ndarray, optional
+        p(target) each image must reach (default: the first flip stops it).
+    patience : int
+        Steps between doublings of the class-loss weight lambda.
+    batch_size : int
+        Images optimised together.
+
+    Returns
+    -------
+    GradientCounterfactuals
+        Counterfactuals, probabilities, stopping and cost per image.
+
+    Raises
+    ------
+    PhenolensError
+        When `max_steps` < 1 or `lr` <= 0.
     """
     if max_steps < 1 or lr <= 0:
         raise PhenolensError(f"the gradient baseline needs max_steps >= 1 and lr > 0 (got {max_steps}, {lr})")
-    model.eval()
+    if model.training:
+        model = copy.deepcopy(model).eval()
     required = torch.zeros(len(images)) if confidence is None else torch.from_numpy(np.broadcast_to(confidence, (len(images),)).astype(np.float32))
     parts = []
     for start in range(0, len(images), batch_size):
