@@ -13,6 +13,7 @@ e_ij = S(Omega, {z_i}, z_j). Because S is a sum over t, the Z largest scores max
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,6 +54,7 @@ class InferenceGraph:
     nodes: list[Node]
     edges: list[Edge]
     images: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    word_maps: Any = None  # WordMaps of the analysed image, for image graphs
 
     def nodes_of(self, layer: str) -> list[Node]:
         return [node for node in self.nodes if node.layer == layer]
