@@ -200,8 +200,6 @@ def fit_paths(
     return hmm, hmm.predict(activations)
 
 
-
-
 @dataclass
 class TrainedMlp:
     """An MLP trained by `train_mlp`, with the images and labels it was trained on.
