@@ -36,7 +36,7 @@ def _source_inputs(source: dict) -> dict:
 @settings_options()
 def fit(
     checkpoint: Path = typer.Argument(..., help="A `phenolens train` output folder (model.safetensors + model.json)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: dictionaries, split, quality table, metrics.json, report.html."),
+    out: Path = typer.Option(..., "--out", help="Output folder: dictionaries, model, split, quality table, metrics.json, report.html, run.json."),
     dataset: str = DATASET,
     folder: Path = FOLDER,
     manifest: Path = MANIFEST,
@@ -45,7 +45,24 @@ def fit(
     overwrite: bool = OVERWRITE,
     settings: SignFitSettings = None,
 ) -> None:
-    """Fit one visual-word dictionary per layer of a trained image classifier and measure their quality."""
+    """Fit one visual-word dictionary per layer of a trained image classifier and measure their quality.
+
+    \f
+    Parameters
+    ----------
+    checkpoint : Path
+        The classifier's folder (an input of the run).
+    out : Path
+        The run folder: dictionaries, model, split, quality table, source.json, metrics.json, report.html, run.json.
+    dataset, folder, manifest, channels : str, Path, Path, str
+        The image source (exactly one of dataset, folder, manifest; see `phenolens.cli.image_inputs`).
+    unlabelled : str
+        The manifest label of unlabelled images.
+    overwrite : bool
+        Replace an earlier phenolens run at `out`.
+    settings : SignFitSettings
+        Built from the options.
+    """
     from phenolens.core.runs import RunWriter
     from phenolens.explain.sign.pipeline import fit_sign, save_sign
     from phenolens.report.html import Report
@@ -79,7 +96,27 @@ def graph(
     overwrite: bool = OVERWRITE,
     settings: SignGraphSettings = None,
 ) -> None:
-    """Draw a class inference graph (Omega = validation images predicted as the class) or an image graph."""
+    """Draw a class inference graph (Omega = validation images predicted as the class) or an image graph.
+
+    \f
+    Parameters
+    ----------
+    run_folder : Path
+        A `phenolens sign fit` run, read with `load_run`.
+    image : Path, optional
+        An image file for an image graph (instead of ``--class``).
+    out : Path, optional
+        The run folder (default: RUN/graph-CLASS or RUN/graph-IMAGE).
+    overwrite : bool
+        Replace an earlier phenolens run at `out`.
+    settings : SignGraphSettings
+        Built from the options.
+
+    Raises
+    ------
+    PhenolensError
+        Unless exactly one of ``--class`` and ``--image`` is given; for an unknown class.
+    """
     from phenolens.core.errors import PhenolensError
     from phenolens.core.runs import RunWriter, load_run
     from phenolens.explain.sign.pipeline import load_sign
@@ -113,8 +150,19 @@ def graph(
 
 
 def demo_step(out: Path) -> tuple[list, dict]:
-    """Demo: a small ResNet on MitoCheck (at most 90 nuclei per class, central 48 px), dictionaries over
-    its stages, the class graph of its best-recognised class and one image graph."""
+    """Demo step: a small ResNet on MitoCheck (at most 90 nuclei per class, central 48 px), dictionaries over
+    its stages, the class graph of its best-recognised class and one image graph.
+
+    Parameters
+    ----------
+    out : Path
+        The demo's staging folder; the graphs go to ``out/sign``.
+
+    Returns
+    -------
+    tuple of (list of Section, dict)
+        Report sections and metrics.
+    """
     import numpy as np
 
     from phenolens.core.seeding import numpy_rng
@@ -156,7 +204,20 @@ def train_mlp(
     overwrite: bool = OVERWRITE,
     settings: MlpTrainingSettings = None,
 ) -> None:
-    """Train a fully connected ReLU network (for `phenolens sign hmm`)."""
+    """Train a fully connected ReLU network (for `phenolens sign hmm`).
+
+    \f
+    Parameters
+    ----------
+    out : Path
+        The run folder: model.safetensors + model.json, training.npz, metrics.json, run.json.
+    dataset, folder, manifest, channels : str, Path, Path, str
+        The image source (exactly one of dataset, folder, manifest; see `phenolens.cli.image_inputs`).
+    overwrite : bool
+        Replace an earlier phenolens run at `out`.
+    settings : MlpTrainingSettings
+        Built from the options.
+    """
     from phenolens.core.runs import RunWriter
     from phenolens.explain.sign.paths import train_mlp as train
 
@@ -182,7 +243,22 @@ def hmm(
     overwrite: bool = OVERWRITE,
     settings: SignHmmSettings = None,
 ) -> None:
-    """Model an MLP's hidden layers with a rectified-Gaussian HMM: Viterbi paths, purity, decision junctions."""
+    """Model an MLP's hidden layers with a rectified-Gaussian HMM: Viterbi paths, purity, decision junctions.
+
+    \f
+    Parameters
+    ----------
+    checkpoint : Path
+        A `phenolens sign train-mlp` folder (an input of the run).
+    out : Path
+        The run folder: paths.npz, metrics.json, report.html, run.json.
+    dataset, folder, manifest, channels : str, Path, Path, str
+        The image source (exactly one of dataset, folder, manifest; see `phenolens.cli.image_inputs`).
+    overwrite : bool
+        Replace an earlier phenolens run at `out`.
+    settings : SignHmmSettings
+        Built from the options.
+    """
     import numpy as np
 
     from phenolens.core.runs import RunWriter
@@ -215,7 +291,18 @@ def watermark_experiment(
     overwrite: bool = OVERWRITE,
     settings: WatermarkSettings = None,
 ) -> None:
-    """Stamp a letter into two Fashion-MNIST classes, train a CNN, and check that their class graphs find it."""
+    """Stamp a letter into two Fashion-MNIST classes, train a CNN, and check that their class graphs find it.
+
+    \f
+    Parameters
+    ----------
+    out : Path
+        The run folder: metrics.json (classes -> stamped, stamp_ratio), class graphs, report.html, run.json.
+    overwrite : bool
+        Replace an earlier phenolens run at `out`.
+    settings : WatermarkSettings
+        Built from the options.
+    """
     from phenolens.core.runs import RunWriter
     from phenolens.explain.sign.watermark import watermark_study
     from phenolens.report.html import Report
