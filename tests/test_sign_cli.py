@@ -134,3 +134,24 @@ def test_stamp_contrasts_with_the_pixels_under_it_and_reports_its_box():
             assert inside.max() == pytest.approx(ALPHA * 255, abs=1)
         else:  # bright background: black ink
             assert inside.min() == pytest.approx((1 - ALPHA) * 250, abs=1)
+
+
+def test_watermark_study_summarises_every_class_over_seeds():
+    from phenolens.explain.sign.settings import WatermarkSettings
+    from phenolens.explain.sign.watermark import WatermarkStudy
+
+    def result(ratio: float, stamped: bool) -> dict:
+        return {"stamped": stamped, "stamp_ratio": ratio, "passes": ratio >= 3.0, "layers": {}}
+
+    per_seed = {0: {"Shirt": result(4.0, True), "Bag": result(1.0, False)}, 1: {"Shirt": result(2.0, True), "Bag": result(1.5, False)}}
+    study = WatermarkStudy(WatermarkSettings(seeds=(0, 1), stamped=("Shirt",)), per_seed, fits={})
+    summary = study.summary()
+    assert summary["Shirt"] == {
+        "stamped": True,
+        "stamp_ratio": 3.0,
+        "stamp_ratio_per_seed": {"0": 4.0, "1": 2.0},
+        "passes_per_seed": {"0": True, "1": False},
+    }
+    assert summary["Bag"]["stamped"] is False and summary["Bag"]["stamp_ratio"] == 1.25
+    assert study.check() == {"stamped_pass_every_seed": False, "clean_fail_every_seed": True}
+    assert study.metrics()["seeds"]["1"]["Bag"]["stamp_ratio"] == 1.5

@@ -265,21 +265,17 @@ def hmm(
     from phenolens.explain.sign.paths import TrainedMlp, model_paths
     from phenolens.report.html import Report
     from phenolens.report.sign import paths_section
-    from phenolens.training.preprocess import padded_array
 
     source = _image_source(dataset, folder, manifest, channels)
     reads = _source_inputs(source)
     writer = RunWriter(out, "sign hmm", settings, inputs=[checkpoint, *reads["inputs"]], datasets=reads["datasets"], overwrite=overwrite)
-    mlp = TrainedMlp.load(checkpoint)
-    result = model_paths(mlp, _read_source(source), settings)
+    result = model_paths(TrainedMlp.load(checkpoint), _read_source(source), settings)
     metrics = result.metrics()
-    card = mlp.classifier.card
-    display = padded_array(result.images, card.normalization["size"], card.channel_names)
     with writer as run:
         np.savez(run.file("paths.npz"), paths=result.paths, labels=result.labels)
         run.write_metrics(metrics)
         report = Report(f"SIGN MLP paths: {result.images.name}", metrics=metrics)
-        report.add(paths_section(result, display))
+        report.add(paths_section(result))
         run.write_report(report)
     print("purity per layer: " + ", ".join(f"{p:.3f}" for p in result.purity) + f"; wrote {out}")
 

@@ -207,15 +207,13 @@ def junction_figure(junction: Junction, display: np.ndarray):
     return fig
 
 
-def paths_section(result: MlpPaths, display: np.ndarray) -> Section:
+def paths_section(result: MlpPaths) -> Section:
     """Report section of `phenolens sign hmm`: purity per layer and the example's decision junctions.
 
     Parameters
     ----------
     result : MlpPaths
         The modelled paths.
-    display : ndarray
-        (N, C, H, W) raw images of the modelled examples.
 
     Returns
     -------
@@ -223,7 +221,7 @@ def paths_section(result: MlpPaths, display: np.ndarray) -> Section:
     """
     metrics = result.metrics()
     section = Section("MLP inference paths (rectified-Gaussian HMM)").table(pd.DataFrame(metrics["layers"]), "Cluster purity per hidden layer")
-    example = result.example
+    example, display = result.example, result.display()
     for layer in range(len(result.activations) - 1):
         try:
             junction = decision_junction(result.hmm, result.activations, result.paths, layer, int(result.paths[example, layer]))

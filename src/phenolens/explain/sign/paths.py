@@ -303,6 +303,8 @@ class MlpPaths:
 
     Attributes
     ----------
+    classifier : MLPClassifier
+        The modelled network.
     images : ImageSet
         The modelled examples.
     labels : ndarray
@@ -321,6 +323,7 @@ class MlpPaths:
         The example whose path the report follows.
     """
 
+    classifier: MLPClassifier
     images: ImageSet
     labels: np.ndarray
     activations: list[np.ndarray]
@@ -329,6 +332,19 @@ class MlpPaths:
     states: list[int]
     purity: list[float]
     example: int
+
+    def display(self) -> np.ndarray:
+        """Raw modelled images for drawing.
+
+        Returns
+        -------
+        ndarray
+            (N, C, S, S) padded to the network's input size, not normalised.
+        """
+        from phenolens.training.preprocess import padded_array
+
+        card = self.classifier.card
+        return padded_array(self.images, card.normalization["size"], card.channel_names)
 
     def metrics(self) -> dict:
         """metrics.json of `phenolens sign hmm`: per-layer states and purity, log-likelihood, the example's path.
@@ -378,7 +394,7 @@ def model_paths(mlp: TrainedMlp, images: ImageSet, settings: SignHmmSettings) ->
     states = list(settings.states) * len(activations) if len(settings.states) == 1 else list(settings.states)
     hmm, paths = fit_paths(activations, states, settings.epochs, settings.seed, settings.batch_size)
     purity_per_layer = layer_purity(paths, labels, states, len(data.class_names))
-    return MlpPaths(data, np.asarray(labels), activations, hmm, paths, states, purity_per_layer, settings.example)
+    return MlpPaths(mlp.classifier, data, np.asarray(labels), activations, hmm, paths, states, purity_per_layer, settings.example)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from phenolens.core.seeding import numpy_rng
 from phenolens.data.containers import ImageSet
 from phenolens.explain.sign.graph import InferenceGraphBuilder
 from phenolens.explain.sign.layers import OUTPUT
-from phenolens.explain.sign.pipeline import SignFit
+from phenolens.explain.sign.pipeline import SignFit, fit_sign
 from phenolens.explain.sign.selection import InferenceGraph
 from phenolens.explain.sign.settings import SignFitSettings, WatermarkSettings
 
@@ -208,7 +208,6 @@ def watermark_experiment(settings: WatermarkSettings, seed: int) -> tuple[dict[s
     """
     from phenolens.core.errors import PhenolensError
     from phenolens.data import load
-    from phenolens.explain.sign.pipeline import fit_sign
     from phenolens.training import fit_classifier
 
     fashion = load("fashion-mnist")
