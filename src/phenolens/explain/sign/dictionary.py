@@ -34,7 +34,6 @@ from phenolens.explain.sign.layers import OUTPUT, ActivationTap, check_layer_nam
 from phenolens.explain.sign.receptive import ReceptiveFields
 from phenolens.explain.sign.settings import DICTIONARY_LOSSES
 
-LOSSES = DICTIONARY_LOSSES
 OUTPUT_SIGMA = 0.1
 CACHE_BYTES = 1_000_000_000  # keep every layer's maps in memory (one forward pass in all) below this size
 
@@ -250,8 +249,8 @@ class SignDictionary(BaseEstimator):
             For an unknown loss, missing labels, unknown or non-convolutional layers, a word count per
             layer that does not match the layers, or more words than activation columns.
         """
-        if self.loss not in LOSSES:
-            raise PhenolensError(f"unknown dictionary loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+        if self.loss not in DICTIONARY_LOSSES:
+            raise PhenolensError(f"unknown dictionary loss {self.loss!r}; use one of {', '.join(DICTIONARY_LOSSES)}")
         images = as_images(X)
         if self.loss == "discriminative" and y is None:
             raise PhenolensError("the discriminative loss needs labels; pass y or use loss='generative'")
