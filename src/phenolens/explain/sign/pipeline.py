@@ -8,6 +8,7 @@ live in `phenolens.report.sign`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from phenolens.core.errors import PhenolensError
+from phenolens.core.runs import Run
 from phenolens.data.containers import ImageSet
 from phenolens.explain.sign.dictionary import SignDictionary
 from phenolens.explain.sign.graph import InferenceGraphBuilder
@@ -189,7 +191,7 @@ def save_sign(result: SignFit, folder: Path, source: dict) -> None:
     write_json(folder / SOURCE_FILE, source)
 
 
-def load_sign(run, read_source, nodes_per_layer: int | None = None) -> SignFit:
+def load_sign(run: Run, read_source: Callable[[dict], ImageSet], nodes_per_layer: int | None = None) -> SignFit:
     """Rebuild a fit from a finished `phenolens sign fit` run; the validation statistics are recounted
     (they are cheap next to fitting).
 
