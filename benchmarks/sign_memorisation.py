@@ -45,7 +45,8 @@ def main() -> None:
     from phenolens.core.runs import RunWriter
     from phenolens.core.seeding import numpy_rng
     from phenolens.data import load
-    from phenolens.explain.sign.paths import decision_junction, model_paths, train_mlp
+    from phenolens.explain.sign.mlp import train_mlp
+    from phenolens.explain.sign.paths import decision_junction, model_paths
     from phenolens.explain.sign.settings import MlpTrainingSettings, SignHmmSettings
     from phenolens.report.figures import figure
     from phenolens.report.html import Report, Section

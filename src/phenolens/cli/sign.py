@@ -219,7 +219,7 @@ def train_mlp(
         Built from the options.
     """
     from phenolens.core.runs import RunWriter
-    from phenolens.explain.sign.paths import train_mlp as train
+    from phenolens.explain.sign.mlp import train_mlp as train
 
     source = _image_source(dataset, folder, manifest, channels)
     writer = RunWriter(out, "sign train-mlp", settings, **_source_inputs(source), overwrite=overwrite)
@@ -262,7 +262,8 @@ def hmm(
     import numpy as np
 
     from phenolens.core.runs import RunWriter
-    from phenolens.explain.sign.paths import TrainedMlp, model_paths
+    from phenolens.explain.sign.mlp import TrainedMlp
+    from phenolens.explain.sign.paths import model_paths
     from phenolens.report.html import Report
     from phenolens.report.sign import paths_section
 
