@@ -8,7 +8,17 @@ from torch import nn
 
 
 class Block(nn.Module):
-    """A residual block: two 3x3 convolutions plus a shortcut (1x1 strided convolution when shapes change)."""
+    """A residual block: two 3x3 convolutions plus a shortcut (1x1 strided convolution when shapes change).
+
+    Parameters
+    ----------
+    cin, cout : int
+        Input and output channels.
+    stride : int
+        Stride of the first convolution and the shortcut.
+    dilation : int
+        Dilation of the second convolution.
+    """
 
     def __init__(self, cin: int, cout: int, stride: int, dilation: int = 1):
         super().__init__()
@@ -19,11 +29,35 @@ class Block(nn.Module):
         self.shortcut = nn.Conv2d(cin, cout, 1, stride, bias=False) if stride != 1 or cin != cout else nn.Identity()
 
     def forward(self, x):
+        """Residual block output (ReLU of the sum).
+
+        Parameters
+        ----------
+        x : Tensor
+            (N, cin, H, W).
+
+        Returns
+        -------
+        Tensor
+            (N, cout, H / stride, W / stride).
+        """
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 class TinyResNet(nn.Module):
+    """A three-block residual CNN with random weights (a stem, then layer1..layer3 with strides 1, 2, 2).
+
+    Parameters
+    ----------
+    channels : int
+        Input channels.
+    classes : int
+        Outputs.
+    width : int
+        Channels of the first block (doubled from layer2).
+    """
+
     def __init__(self, channels: int = 1, classes: int = 3, width: int = 8):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(channels, width, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1))
@@ -34,16 +68,37 @@ class TinyResNet(nn.Module):
         self.fc = nn.Linear(2 * width, classes)
 
     def stage_names(self) -> list[str]:
+        """The layers SIGN models by default.
+
+        Returns
+        -------
+        list of str
+        """
         return ["layer1", "layer2", "layer3"]
 
     def forward(self, x):
+        """Class scores.
+
+        Parameters
+        ----------
+        x : Tensor
+            (N, channels, H, W).
+
+        Returns
+        -------
+        Tensor
+            (N, classes).
+        """
         x = self.layer3(self.layer2(self.layer1(self.stem(x))))
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
 class HandMade(nn.Module):
     """A hand-set two-layer CNN: layer1 splits pixels into positive and negative parts (3x3 centre tap),
-    layer2 sums each part over a 3x3 window with stride 2; the output compares the two sums."""
+    layer2 sums each part over a 3x3 window with stride 2; the output compares the two sums.
+
+    Its words and fields are known by hand, so tests can check SIGN's numbers exactly. It takes no parameters.
+    """
 
     def __init__(self):
         super().__init__()
@@ -58,4 +113,16 @@ class HandMade(nn.Module):
             self.fc.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
 
     def forward(self, x):
+        """Class scores.
+
+        Parameters
+        ----------
+        x : Tensor
+            (N, 1, H, W).
+
+        Returns
+        -------
+        Tensor
+            (N, 2).
+        """
         return self.fc(self.layer2(self.layer1(x)).mean((2, 3)))

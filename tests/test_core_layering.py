@@ -46,7 +46,6 @@ def violations(root: Path = SOURCE) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="SIGN's drawing still imports report; moving it to report/ removes this mark")
 def test_no_module_imports_a_higher_floor_or_a_sibling():
     assert violations() == []
 

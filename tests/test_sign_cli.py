@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from phenolens.cli.main import run
+from phenolens.core.runs import load_run
+from phenolens.explain.sign.settings import MlpTrainingSettings, SignFitSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,8 +57,13 @@ def test_fit_writes_the_metrics_schema_and_a_reusable_run(workspace):
     for layer in metrics["layers"]:
         assert {"name", "bow_error", "bow_error_max_channel", "purity"} <= layer.keys()
         assert 0.0 <= layer["bow_error"] <= 1.0 and 0.0 < layer["purity"] <= 1.0
-    for name in ["report.html", "run.json", "split.npz", "quality.csv", "dictionary/dictionary.safetensors", "model/model.json"]:
+    for name in ["report.html", "run.json", "source.json", "split.npz", "quality.csv", "dictionary/dictionary.safetensors", "model/model.json"]:
         assert (root / "fit" / name).is_file()
+    fitted = load_run(root / "fit")
+    settings = fitted.setting(SignFitSettings)
+    assert fitted.command == "sign fit" and settings.layers == ("stage1", "stage2") and settings.words == (6, 5) and settings.epochs == 1
+    inputs = {entry["path"]: entry for entry in fitted.record["inputs"]}
+    assert len(inputs[str((root / "model").resolve())]["sha256"]) == 64 and str((root / "crops").resolve()) in inputs
 
 
 def test_graph_draws_class_and_image_graphs(workspace):
@@ -72,16 +79,21 @@ def test_graph_draws_class_and_image_graphs(workspace):
     assert run(["sign", "graph", str(root / "fit"), "--image", str(image), "--out", str(root / "image")]) == 0
     metrics = json.loads((root / "image" / "metrics.json").read_text())
     assert metrics["kind"] == "image" and metrics["predicted"] in CLASSES
+    drawn = load_run(root / "image")
+    assert drawn.command == "sign graph" and any(entry["path"] == str(image.resolve()) for entry in drawn.record["inputs"])
 
 
 def test_mlp_paths_end_to_end(workspace):
     root, folder, _ = workspace
     assert run(["sign", "train-mlp", *folder, "--hidden", "16,12,8", "--epochs", "3", "--random-labels", "--out", str(root / "mlp")]) == 0
-    assert (root / "mlp" / "training.npz").is_file()
+    assert (root / "mlp" / "training.npz").is_file() and load_run(root / "mlp").setting(MlpTrainingSettings).hidden == (16, 12, 8)
+    again = ["sign", "train-mlp", *folder, "--hidden", "8", "--epochs", "1", "--out", str(root / "mlp-again")]
+    assert run(again) == 0 and run(again) == 2 and run([*again, "--overwrite"]) == 0
     assert run(["sign", "hmm", str(root / "mlp"), *folder, "--states", "3", "--epochs", "2", "--training-images", "--out", str(root / "hmm")]) == 0
     metrics = json.loads((root / "hmm" / "metrics.json").read_text())
     assert [layer["states"] for layer in metrics["layers"]] == [3, 3, 3]
     assert len(metrics["example_path"]) == 3
+    assert run(["sign", "graph", str(root / "hmm"), "--class", "Interphase", "--out", str(root / "not-a-graph")]) == 2
 
 
 def test_bad_input_gives_one_line_errors(workspace, capsys):
@@ -95,6 +107,10 @@ def test_bad_input_gives_one_line_errors(workspace, capsys):
     assert run(["sign", "graph", str(root / "fit"), "--class", "Anaphase"]) == 2
     assert "unknown class 'Anaphase'" in capsys.readouterr().err
     assert run(["sign", "graph", str(root)]) == 2
+    assert run([*base, "--words", "1", "--out", str(root / "bad")]) == 2
+    assert "SignFitSettings.words (--words) = 1: must be >= 2" in capsys.readouterr().err
+    assert run([*base, "--out", str(root / "fit")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
     assert not (root / "bad").exists()
 
 
@@ -118,3 +134,24 @@ def test_stamp_contrasts_with_the_pixels_under_it_and_reports_its_box():
             assert inside.max() == pytest.approx(ALPHA * 255, abs=1)
         else:  # bright background: black ink
             assert inside.min() == pytest.approx((1 - ALPHA) * 250, abs=1)
+
+
+def test_watermark_study_summarises_every_class_over_seeds():
+    from phenolens.explain.sign.settings import WatermarkSettings
+    from phenolens.explain.sign.watermark import WatermarkStudy
+
+    def result(ratio: float, stamped: bool) -> dict:
+        return {"stamped": stamped, "stamp_ratio": ratio, "passes": ratio >= 3.0, "layers": {}}
+
+    per_seed = {0: {"Shirt": result(4.0, True), "Bag": result(1.0, False)}, 1: {"Shirt": result(2.0, True), "Bag": result(1.5, False)}}
+    study = WatermarkStudy(WatermarkSettings(seeds=(0, 1), stamped=("Shirt",)), per_seed, fits={})
+    summary = study.summary()
+    assert summary["Shirt"] == {
+        "stamped": True,
+        "stamp_ratio": 3.0,
+        "stamp_ratio_per_seed": {"0": 4.0, "1": 2.0},
+        "passes_per_seed": {"0": True, "1": False},
+    }
+    assert summary["Bag"]["stamped"] is False and summary["Bag"]["stamp_ratio"] == 1.25
+    assert study.check() == {"stamped_pass_every_seed": False, "clean_fail_every_seed": True}
+    assert study.metrics()["seeds"]["1"]["Bag"]["stamp_ratio"] == 1.5

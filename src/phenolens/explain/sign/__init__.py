@@ -10,6 +10,7 @@ from phenolens.explain.sign.hmm import RectifiedGaussianHMM
 from phenolens.explain.sign.layers import OUTPUT
 from phenolens.explain.sign.receptive import ReceptiveFields, probe_support
 from phenolens.explain.sign.selection import Edge, InferenceGraph, Node, select_nodes
+from phenolens.explain.sign.settings import MlpTrainingSettings, SignFitSettings, SignGraphSettings, SignHmmSettings, WatermarkSettings
 from phenolens.explain.sign.statistics import CooccurrenceStatistics, cooccurrence
 
 __all__ = [
@@ -19,10 +20,15 @@ __all__ = [
     "GaussianDictionary",
     "InferenceGraph",
     "InferenceGraphBuilder",
+    "MlpTrainingSettings",
     "Node",
     "RectifiedGaussianHMM",
     "ReceptiveFields",
     "SignDictionary",
+    "SignFitSettings",
+    "SignGraphSettings",
+    "SignHmmSettings",
+    "WatermarkSettings",
     "WordMaps",
     "cooccurrence",
     "fit_columns",

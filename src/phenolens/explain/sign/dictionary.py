@@ -14,6 +14,7 @@ sigma = 0.1) over the network's softmax output.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from phenolens.core.errors import PhenolensError
+from phenolens.core.estimators import check_is_fitted
 from phenolens.core.outputs import atomic_write_bytes, atomic_write_text
 from phenolens.core.seeding import torch_generator
 from phenolens.explain.sign.gmm import GaussianDictionary, fit_columns
 from phenolens.explain.sign.layers import OUTPUT, ActivationTap, check_layer_names, columns, default_layers, iter_batches, ordered_layers
 from phenolens.explain.sign.receptive import ReceptiveFields
+from phenolens.explain.sign.settings import DICTIONARY_LOSSES
 
-LOSSES = ("discriminative", "generative")
 OUTPUT_SIGMA = 0.1
 CACHE_BYTES = 1_000_000_000  # keep every layer's maps in memory (one forward pass in all) below this size
 
@@ -39,42 +42,137 @@ CACHE_BYTES = 1_000_000_000  # keep every layer's maps in memory (one forward pa
 class WordMaps:
     """Most probable word at every position of every modelled layer, for N images.
 
-    `words[layer]` and `scores[layer]` (its log posterior) are (N, H, W); the output layer's are
-    (N, 1, 1). `probabilities` is the network's (N, classes) softmax output.
+    Attributes
+    ----------
+    words : dict of str to ndarray
+        Layer -> (N, H, W) word indices; the output layer's are (N, 1, 1).
+    scores : dict of str to ndarray
+        Layer -> (N, H, W) log posterior of the chosen word.
+    probabilities : ndarray
+        (N, classes) softmax output of the network.
+    max_channel : dict of str to ndarray
+        Layer -> (N, H, W) index of the most active channel per position (the baseline's words).
     """
 
     words: dict[str, np.ndarray]
     scores: dict[str, np.ndarray]
     probabilities: np.ndarray
-    max_channel: dict[str, np.ndarray]  # index of the most active channel per position (the baseline's words)
+    max_channel: dict[str, np.ndarray]
 
     @property
     def predictions(self) -> np.ndarray:
+        """(N,) class the network predicts for each image."""
         return self.probabilities.argmax(1)
 
     def flat(self, layer: str, index: np.ndarray | None = None) -> np.ndarray:
-        """(n, H*W) row-major words of `layer` for the images at `index` (default: all)."""
+        """Row-major words of one layer.
+
+        Parameters
+        ----------
+        layer : str
+            A modelled layer (or ``OUTPUT``).
+        index : ndarray, optional
+            Images to keep (default: all).
+
+        Returns
+        -------
+        ndarray
+            (n, H*W) word indices.
+        """
         words = self.words[layer] if index is None else self.words[layer][index]
         return words.reshape(len(words), -1)
 
 
 def as_images(x) -> torch.Tensor:
-    """A float32 (N, C, H, W) tensor from an array or tensor; raises on other shapes."""
+    """A float32 image batch from an array or tensor.
+
+    Parameters
+    ----------
+    x : array-like or Tensor
+        (N, C, H, W) images.
+
+    Returns
+    -------
+    Tensor
+        float32 (N, C, H, W).
+
+    Raises
+    ------
+    PhenolensError
+        When `x` is not four-dimensional.
+    """
     tensor = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).float()
     if tensor.ndim != 4:
         raise PhenolensError(f"images must be an (N, C, H, W) array, got shape {tuple(tensor.shape)}")
     return tensor
 
 
-class SignDictionary:
-    """Visual-word dictionaries over chosen layers of a frozen CNN.
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` in evaluation mode without gradients; the caller's network is left as it was.
 
-    Parameters: `layers` (module names; default: `model.stage_names()`), `words` (K per layer, an
-    int or one per layer), `loss` ("discriminative" or "generative"), optimisation settings (`epochs`
-    over the images for the discriminative loss, `updates` Adam steps on columns for the generative one), and
-    `temperature` (posterior softening for the discriminative histograms; default sqrt(D)).
-    Learned: `layers_` (input to output), `dictionaries_`, `heads_` (discriminative classifiers),
-    `fields_` (receptive fields), `output_dictionary_`, `classes_`.
+    Parameters
+    ----------
+    model : nn.Module
+        The network to read activations from.
+
+    Returns
+    -------
+    nn.Module
+        The copy.
+    """
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+class SignDictionary(BaseEstimator):
+    """Visual-word dictionaries over chosen layers of a frozen CNN (a scikit-learn estimator).
+
+    The network given is never changed: `fit` works on a frozen copy, kept in `network_`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained CNN; its output is the class scores.
+    layers : list of str, optional
+        Module names to model (default: ``model.stage_names()``).
+    words : int or list of int
+        Words K per layer: one for every layer, or one per layer.
+    loss : str
+        ``discriminative`` (BoW cross-entropy) or ``generative`` (negative log-likelihood).
+    epochs : int
+        Epochs over the images for the discriminative loss.
+    updates : int
+        Adam steps on activation columns for the generative loss.
+    batch_size : int
+        Images per discriminative step.
+    lr : float
+        Adam learning rate (discriminative loss).
+    temperature : float, optional
+        Posterior softening of the discriminative histograms (default: sqrt of the layer's channels).
+    generative_weight : float
+        Weight of the likelihood term in the discriminative loss.
+    max_columns : int
+        Activation columns sampled per layer for initialisation and the generative fit.
+    receptive_method : str
+        ``trace`` or ``probe`` (see `ReceptiveFields.of`).
+    seed : int
+        Seed of sampling, initialisation and batching.
+
+    Attributes
+    ----------
+    network_ : nn.Module
+        Frozen copy of `model`.
+    layers_ : list of str
+        Modelled layers, input to output.
+    dictionaries_ : dict of str to GaussianDictionary
+        One dictionary per layer.
+    heads_ : dict of str to nn.Linear
+        Discriminative BoW classifiers (empty for the generative loss).
+    fields_ : ReceptiveFields
+        Receptive fields of the modelled layers.
+    output_dictionary_ : GaussianDictionary
+        Fixed one-word-per-class dictionary of the output layer.
+    classes_ : ndarray
+        Class indices.
     """
 
     def __init__(
@@ -93,27 +191,78 @@ class SignDictionary:
         receptive_method: str = "trace",
         seed: int = 0,
     ):
-        self.model = model.eval()
-        self.layers, self.words, self.loss = layers, words, loss
-        self.epochs, self.updates, self.batch_size, self.lr = epochs, updates, batch_size, lr
-        self.temperature, self.generative_weight = temperature, generative_weight
-        self.max_columns, self.receptive_method, self.seed = max_columns, receptive_method, seed
+        self.model = model
+        self.layers = layers
+        self.words = words
+        self.loss = loss
+        self.epochs = epochs
+        self.updates = updates
+        self.batch_size = batch_size
+        self.lr = lr
+        self.temperature = temperature
+        self.generative_weight = generative_weight
+        self.max_columns = max_columns
+        self.receptive_method = receptive_method
+        self.seed = seed
+
+    @classmethod
+    def from_settings(cls, model: nn.Module, settings) -> SignDictionary:
+        """An unfitted dictionary with the parameters of a `SignFitSettings`.
+
+        Parameters
+        ----------
+        model : nn.Module
+            The trained CNN.
+        settings : SignFitSettings
+            Its layers, words, loss and optimisation fields are used.
+
+        Returns
+        -------
+        SignDictionary
+        """
+        words = settings.words[0] if len(settings.words) == 1 else list(settings.words)
+        return cls(
+            model, layers=list(settings.layers) or None, words=words, loss=settings.loss, epochs=settings.epochs, updates=settings.updates,
+            batch_size=settings.batch_size, lr=settings.lr, temperature=settings.temperature, generative_weight=settings.generative_weight,
+            max_columns=settings.max_columns, receptive_method=settings.receptive_method, seed=settings.seed,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------------------------- fitting
     def fit(self, X, y=None) -> SignDictionary:
-        """Fit one dictionary per layer on images `X` (N, C, H, W), labels `y` (needed for the discriminative loss)."""
-        if self.loss not in LOSSES:
-            raise PhenolensError(f"unknown dictionary loss {self.loss!r}; use one of {', '.join(LOSSES)}")
+        """Fit one dictionary per modelled layer.
+
+        Parameters
+        ----------
+        X : array-like or Tensor
+            (N, C, H, W) normalised images, as the network takes them.
+        y : array-like, optional
+            (N,) class indices; needed for the discriminative loss.
+
+        Returns
+        -------
+        SignDictionary
+            self, fitted.
+
+        Raises
+        ------
+        PhenolensError
+            For an unknown loss, missing labels, unknown or non-convolutional layers, a word count per
+            layer that does not match the layers, or more words than activation columns.
+        """
+        if self.loss not in DICTIONARY_LOSSES:
+            raise PhenolensError(f"unknown dictionary loss {self.loss!r}; use one of {', '.join(DICTIONARY_LOSSES)}")
         images = as_images(X)
         if self.loss == "discriminative" and y is None:
             raise PhenolensError("the discriminative loss needs labels; pass y or use loss='generative'")
-        names = check_layer_names(self.model, list(self.layers) if self.layers else default_layers(self.model))
-        self.layers_ = ordered_layers(self.model, names, images[:1])
-        sizes = [self.words] * len(self.layers_) if isinstance(self.words, int) else list(self.words)
-        if len(sizes) != len(self.layers_):
-            raise PhenolensError(f"{len(sizes)} word counts for {len(self.layers_)} layers ({', '.join(self.layers_)}); give one K per layer")
+        network = frozen_copy(self.model)
+        names = check_layer_names(network, list(self.layers) if self.layers else default_layers(network))
+        layers = ordered_layers(network, names, images[:1])
+        sizes = [self.words] * len(layers) if isinstance(self.words, int) else list(self.words)
+        if len(sizes) != len(layers):
+            raise PhenolensError(f"{len(sizes)} word counts for {len(layers)} layers ({', '.join(layers)}); give one K per layer")
+        self.network_, self.layers_ = network, layers
         with torch.no_grad():
-            n_classes = self.model(images[:1]).shape[1]
+            n_classes = self.network_(images[:1]).shape[1]
         self.classes_ = np.arange(n_classes)
         cache = self._cached_maps(images)
         pool = self._column_pool(images, cache)
@@ -132,13 +281,13 @@ class SignDictionary:
 
     def _attach_fields(self, example: torch.Tensor, n_classes: int) -> SignDictionary:
         """Receptive fields for inputs shaped like `example`, and the fixed output-layer dictionary."""
-        self.fields_ = ReceptiveFields.of(self.model, self.layers_, example, method=self.receptive_method)
+        self.fields_ = ReceptiveFields.of(self.network_, self.layers_, example, method=self.receptive_method)
         self.output_dictionary_ = GaussianDictionary.fixed(torch.eye(n_classes), OUTPUT_SIGMA)
         return self
 
     def _cached_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """Every layer's maps for all images from one forward pass, or None when they would exceed CACHE_BYTES."""
-        with ActivationTap(self.model, self.layers_) as tap:
+        with ActivationTap(self.network_, self.layers_) as tap:
             tap.run(images[:1])
             per_image = sum(tap.outputs[layer].numel() * 4 for layer in self.layers_)
             if per_image * len(images) > CACHE_BYTES:
@@ -154,7 +303,7 @@ class SignDictionary:
         """Activation columns of every layer, a seeded uniform sample of at most `max_columns` per layer."""
         generator = torch_generator(self.seed)
         kept: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers_}
-        with ActivationTap(self.model, self.layers_) as tap:
+        with ActivationTap(self.network_, self.layers_) as tap:
             for start in range(0, len(images), 256):
                 if cache is None:
                     tap.run(images[start : start + 256])
@@ -176,7 +325,7 @@ class SignDictionary:
                 "heads": nn.ModuleDict({key: nn.Linear(d.n_words, n_classes) for key, d in zip(keys, self.dictionaries_.values())}),
             }
         )
-        tap = ActivationTap(self.model, self.layers_)
+        tap = ActivationTap(self.network_, self.layers_)
 
         def step(bank: nn.ModuleDict, batch, epoch: int) -> torch.Tensor:
             index, y = batch
@@ -202,24 +351,41 @@ class SignDictionary:
         return float(self.temperature) if self.temperature else float(np.sqrt(dictionary.n_features))
 
     # ---------------------------------------------------------------------------------- encoding
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "dictionaries_"):
-            raise PhenolensError("this SignDictionary is not fitted yet; call fit(images, labels) first")
-
     @property
     def sizes_(self) -> dict[str, int]:
         """K of every modelled layer, the output layer included."""
-        self._check_fitted()
+        check_is_fitted(self, "dictionaries_")
         return {**{layer: d.n_words for layer, d in self.dictionaries_.items()}, OUTPUT: self.output_dictionary_.n_words}
 
     def encode(self, X, batch_size: int = 128) -> WordMaps:
-        """Most probable word and its log posterior at every position of every layer (output layer last)."""
-        self._check_fitted()
+        """Word maps: the most probable word and its log posterior at every position of every layer.
+
+        Distinct from `transform`, which pools these maps into bag-of-words histograms: `encode`
+        keeps where each word occurs, which the inference graphs and their drawings need.
+
+        Parameters
+        ----------
+        X : array-like or Tensor
+            (N, C, H, W) normalised images.
+        batch_size : int
+            Images per forward pass.
+
+        Returns
+        -------
+        WordMaps
+            Words, scores, max-channel baseline words and the network's probabilities (output layer last).
+
+        Raises
+        ------
+        NotFittedError
+            Before `fit`.
+        """
+        check_is_fitted(self, "dictionaries_")
         images = as_images(X)
         words: dict[str, list] = {layer: [] for layer in [*self.layers_, OUTPUT]}
         scores: dict[str, list] = {layer: [] for layer in words}
         probabilities, max_channel = [], {layer: [] for layer in self.layers_}
-        with ActivationTap(self.model, self.layers_) as tap, torch.no_grad():
+        with ActivationTap(self.network_, self.layers_) as tap, torch.no_grad():
             for batch in iter_batches(images, batch_size):
                 probability = torch.softmax(tap.run(batch), 1)
                 probabilities.append(probability.numpy())
@@ -238,16 +404,48 @@ class SignDictionary:
         return WordMaps(joined(words), joined(scores), np.concatenate(probabilities), joined(max_channel))
 
     def transform(self, X) -> dict[str, np.ndarray]:
-        """Bag-of-words histograms: layer -> (N, K) fraction of positions holding each word."""
+        """Bag-of-words histograms of images.
+
+        Parameters
+        ----------
+        X : array-like or Tensor
+            (N, C, H, W) normalised images.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Layer -> (N, K) fraction of the layer's positions holding each word.
+
+        Raises
+        ------
+        NotFittedError
+            Before `fit`.
+        """
         maps = self.encode(X)
         return {layer: histograms(maps.words[layer], d.n_words) for layer, d in self.dictionaries_.items()}
 
     # ------------------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> Path:
-        """Write `folder/dictionary.safetensors` and `folder/dictionary.json` (never pickles)."""
+        """Write the fitted dictionaries (never pickles).
+
+        Parameters
+        ----------
+        folder : path
+            Receives ``dictionary.safetensors`` and ``dictionary.json``.
+
+        Returns
+        -------
+        Path
+            `folder`.
+
+        Raises
+        ------
+        NotFittedError
+            Before `fit`.
+        """
         from safetensors.torch import save
 
-        self._check_fitted()
+        check_is_fitted(self, "dictionaries_")
         folder = Path(folder)
         tensors = {f"{layer}/{name}": value.contiguous() for layer, d in self.dictionaries_.items() for name, value in d.state_dict().items()}
         for layer, head in self.heads_.items():
@@ -271,9 +469,36 @@ class SignDictionary:
     def from_parts(
         cls, model: nn.Module, dictionaries: dict[str, GaussianDictionary], n_classes: int, example: torch.Tensor, heads: dict | None = None, **params
     ) -> SignDictionary:
-        """A fitted SignDictionary from ready dictionaries (layer -> GaussianDictionary, input to output)."""
+        """A fitted SignDictionary from ready dictionaries.
+
+        Parameters
+        ----------
+        model : nn.Module
+            The network the dictionaries model (left unchanged; a frozen copy is kept).
+        dictionaries : dict of str to GaussianDictionary
+            Layer -> dictionary, input to output.
+        n_classes : int
+            Classes of the network's output.
+        example : Tensor
+            (1, C, H, W) input that sizes the receptive fields.
+        heads : dict of str to nn.Linear, optional
+            Discriminative BoW classifiers per layer.
+        **params
+            Further constructor parameters (loss, temperature, receptive_method, seed).
+
+        Returns
+        -------
+        SignDictionary
+            Fitted.
+
+        Raises
+        ------
+        PhenolensError
+            When a layer name does not exist in `model`.
+        """
         self = cls(model, layers=list(dictionaries), words=[d.n_words for d in dictionaries.values()], **params)
-        self.layers_ = check_layer_names(model, list(dictionaries))
+        self.network_ = frozen_copy(model)
+        self.layers_ = check_layer_names(self.network_, list(dictionaries))
         self.classes_ = np.arange(n_classes)
         self.dictionaries_ = {layer: d.requires_grad_(False) for layer, d in dictionaries.items()}
         self.heads_ = {layer: head.requires_grad_(False) for layer, head in (heads or {}).items()}
@@ -281,7 +506,27 @@ class SignDictionary:
 
     @classmethod
     def load(cls, folder: str | Path, model: nn.Module, example: torch.Tensor) -> SignDictionary:
-        """Rebuild a fitted SignDictionary saved by `save` for `model`; `example` (1, C, H, W) sizes the receptive fields."""
+        """Rebuild a fitted SignDictionary written by `save`.
+
+        Parameters
+        ----------
+        folder : path
+            A folder written by `save`.
+        model : nn.Module
+            The network the dictionaries were fitted on.
+        example : Tensor
+            (1, C, H, W) input that sizes the receptive fields.
+
+        Returns
+        -------
+        SignDictionary
+            Fitted.
+
+        Raises
+        ------
+        PhenolensError
+            When the folder holds no dictionary or its layers do not exist in `model`.
+        """
         from safetensors.torch import load_file
 
         folder = Path(folder)
@@ -304,7 +549,20 @@ class SignDictionary:
 
 
 def histograms(words: np.ndarray, n_words: int) -> np.ndarray:
-    """(N, K) fraction of each image's positions holding each word, from (N, ...) word maps."""
+    """Bag-of-words histograms from word maps.
+
+    Parameters
+    ----------
+    words : ndarray
+        (N, ...) word indices.
+    n_words : int
+        K.
+
+    Returns
+    -------
+    ndarray
+        (N, K) fraction of each image's positions holding each word.
+    """
     flat = words.reshape(len(words), -1).astype(np.int64)
     keys = flat + n_words * np.arange(len(flat))[:, None]
     counts = np.bincount(keys.ravel(), minlength=n_words * len(flat)).reshape(len(flat), n_words)

@@ -20,7 +20,24 @@ def _pair(value) -> tuple[int, int]:
 
 
 def window(kernel, stride=None, padding=0, dilation=1) -> tuple[tuple[int, int], np.ndarray]:
-    """(stride, offsets) of a sliding window: output p reads stride*p - padding + dilation*j."""
+    """Geometry of a sliding window (convolution or pooling): output p reads stride*p - padding + dilation*j.
+
+    Parameters
+    ----------
+    kernel : int or pair
+        Kernel size.
+    stride : int or pair, optional
+        Stride (default: the kernel size, as for pooling).
+    padding : int, pair, "same" or "valid"
+        Padding.
+    dilation : int or pair
+        Dilation.
+
+    Returns
+    -------
+    tuple of ((int, int), ndarray)
+        The stride and the (k, 2) offsets j read relative to stride*p.
+    """
     kernel, dilation = _pair(kernel), _pair(dilation)
     stride = _pair(stride if stride not in (None, []) else kernel)
     if padding == "same":
@@ -32,12 +49,38 @@ def window(kernel, stride=None, padding=0, dilation=1) -> tuple[tuple[int, int],
 
 
 def grid(shape: tuple[int, int]) -> np.ndarray:
-    """(H*W, 2) row-major (row, col) coordinates of a map."""
+    """Coordinates of every position of a map.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        (H, W).
+
+    Returns
+    -------
+    ndarray
+        (H*W, 2) row-major (row, col).
+    """
     return np.stack(np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij"), -1).reshape(-1, 2)
 
 
 def window_matrix(out_shape: tuple[int, int], in_shape: tuple[int, int], stride: tuple[int, int], offsets: np.ndarray) -> sp.csr_matrix:
-    """(H_out*W_out, H_in*W_in) boolean matrix: output p reads input stride*p + o when inside the map."""
+    """The read matrix of one window: output p reads input stride*p + o when inside the map.
+
+    Parameters
+    ----------
+    out_shape, in_shape : (int, int)
+        Output and input map sizes.
+    stride : (int, int)
+        Stride.
+    offsets : ndarray
+        (k, 2) offsets (from `window`).
+
+    Returns
+    -------
+    csr_matrix
+        (H_out*W_out, H_in*W_in) boolean (1.0 where read).
+    """
     read = grid(out_shape)[:, None, :] * np.asarray(stride) + offsets[None]
     inside = (read >= 0).all(-1) & (read[..., 0] < in_shape[0]) & (read[..., 1] < in_shape[1])
     rows = np.broadcast_to(np.arange(len(read))[:, None], inside.shape)[inside]
@@ -47,6 +90,18 @@ def window_matrix(out_shape: tuple[int, int], in_shape: tuple[int, int], stride:
 
 
 def boolean(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """A sparse matrix's pattern: every stored entry set to 1.0 (duplicates summed first).
+
+    Parameters
+    ----------
+    matrix : sparse matrix
+        Any sparse matrix (a product or sum of read matrices).
+
+    Returns
+    -------
+    csr_matrix
+        Same shape, entries 1.0.
+    """
     matrix = sp.csr_matrix(matrix)
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
@@ -54,6 +109,17 @@ def boolean(matrix: sp.spmatrix) -> sp.csr_matrix:
 
 
 def chain_pairs(layers: list[str]) -> list[tuple[str, str]]:
-    """(earlier, later) pairs SIGN needs: consecutive modelled layers, and the input to every layer."""
+    """The (earlier, later) layer pairs SIGN needs read matrices for.
+
+    Parameters
+    ----------
+    layers : list of str
+        Modelled layers, input to output.
+
+    Returns
+    -------
+    list of (str, str)
+        Consecutive pairs from ``INPUT``, then ``INPUT`` to every later layer.
+    """
     chain = [INPUT, *layers]
     return list(zip(chain[:-1], chain[1:])) + [(INPUT, layer) for layer in layers[1:]]

@@ -21,8 +21,10 @@ import math
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
 from phenolens.core.errors import PhenolensError
+from phenolens.core.estimators import check_is_fitted
 from phenolens.core.progress import progress
 from phenolens.core.seeding import torch_generator
 
@@ -30,7 +32,20 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 def rectified_log_density(x: torch.Tensor, means: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
-    """(N, K) log density of rectified observations `x` (N, D) under K diagonal rectified Gaussians."""
+    """Log density of rectified observations under diagonal rectified Gaussians.
+
+    Parameters
+    ----------
+    x : Tensor
+        (N, D) observations, >= 0.
+    means, variances : Tensor
+        (K, D) parameters of the Gaussians before rectification.
+
+    Returns
+    -------
+    Tensor
+        (N, K) log density (zero units contribute the probability mass below zero).
+    """
     positive = (x > 0).to(x.dtype)
     precision = 1.0 / variances
     # positive units: Gaussian density, expanded into matrix products over units
@@ -42,20 +57,54 @@ def rectified_log_density(x: torch.Tensor, means: torch.Tensor, variances: torch
 
 
 def censored_moments(means: torch.Tensor, variances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """E[z] and E[z^2] of N(mu, sigma^2) restricted to z <= 0, elementwise."""
+    """Moments of a Gaussian censored to z <= 0, elementwise.
+
+    Parameters
+    ----------
+    means, variances : Tensor
+        mu and sigma^2, of any (equal) shape.
+
+    Returns
+    -------
+    tuple of Tensor
+        E[z | z <= 0] and E[z^2 | z <= 0].
+    """
     sigma = variances.sqrt()
     beta = -means / sigma
     lam = torch.exp(-0.5 * beta**2 - 0.5 * LOG_2PI - torch.special.log_ndtr(beta))
     return means - sigma * lam, means**2 + variances - means * sigma * lam
 
 
-class RectifiedGaussianHMM:
-    """HMM with rectified-Gaussian emissions over the hidden layers of an MLP (scikit-learn style).
+class RectifiedGaussianHMM(BaseEstimator):
+    """HMM with rectified-Gaussian emissions over the hidden layers of an MLP (a scikit-learn estimator).
 
-    Parameters: `states` (K per layer; an int repeats), `epochs` and `batch_size` of online EM,
-    `step_power` kappa of the step size rho_t = (t + 2)^-kappa, `min_variance`, `seed`.
-    Learned: `initial_` (K_1,), `transitions_` [(K_l-1, K_l)], `means_` / `variances_` [(K_l, D_l)],
-    `log_likelihood_` (per example, after each epoch).
+    `X` is always a list with one (N, D_l) post-ReLU activation matrix per hidden layer.
+
+    Parameters
+    ----------
+    states : int or list of int
+        States K per layer; an int repeats for every layer.
+    epochs : int
+        Online-EM passes over the examples.
+    batch_size : int
+        Examples per online-EM step.
+    step_power : float
+        kappa of the step size rho_t = (t + 2)^-kappa.
+    min_variance : float
+        Floor of every emission variance.
+    seed : int
+        Seed of the initialisation and the example order.
+
+    Attributes
+    ----------
+    initial_ : Tensor
+        (K_1,) initial state probabilities.
+    transitions_ : list of Tensor
+        (K_l-1, K_l) transition tables.
+    means_, variances_ : list of Tensor
+        (K_l, D_l) emission parameters.
+    log_likelihood_ : list of float
+        Mean log-likelihood per example after each epoch.
     """
 
     def __init__(
@@ -67,10 +116,25 @@ class RectifiedGaussianHMM:
         min_variance: float = 1e-3,
         seed: int = 0,
     ):
-        self.states, self.epochs, self.batch_size = states, epochs, batch_size
-        self.step_power, self.min_variance, self.seed = step_power, min_variance, seed
+        self.states = states
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.step_power = step_power
+        self.min_variance = min_variance
+        self.seed = seed
 
     # ------------------------------------------------------------------------------- inference
+    def _fitted_input(self, layers: list) -> list[torch.Tensor]:
+        """Checked activations for a fitted model: one (N, D_l) matrix per modelled layer, of its widths."""
+        check_is_fitted(self, "transitions_")
+        tensors = self._check(layers)
+        shapes = [tuple(m.shape) for m in self.means_]
+        if len(tensors) != len(shapes) or any(a.shape[1] != d for a, (_, d) in zip(tensors, shapes)):
+            given = ", ".join(str(a.shape[1]) for a in tensors)
+            modelled = ", ".join(str(d) for _, d in shapes)
+            raise PhenolensError(f"activations of {len(tensors)} layers ({given} units); the HMM models {len(shapes)} layers ({modelled} units)")
+        return tensors
+
     def _check(self, layers: list) -> list[torch.Tensor]:
         if not layers:
             raise PhenolensError("no layers given; pass one (N, D) activation matrix per hidden layer")
@@ -102,18 +166,68 @@ class RectifiedGaussianHMM:
         ]
         return gamma, xi, log_likelihood
 
-    def posteriors(self, layers: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """State posteriors P(h_l | activations) per layer and pairwise posteriors P(h_l-1, h_l | activations)."""
-        gamma, xi, _ = self._forward_backward(self._emissions(self._check(layers)))
+    def posteriors(self, X: list) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """State and pairwise state posteriors.
+
+        Parameters
+        ----------
+        X : list of array-like
+            One (N, D_l) post-ReLU activation matrix per hidden layer.
+
+        Returns
+        -------
+        tuple of (list of ndarray, list of ndarray)
+            P(h_l | activations) as (N, K_l) per layer, and P(h_l-1, h_l | activations) as (N, K_l-1, K_l).
+
+        Raises
+        ------
+        NotFittedError
+            Before `fit`.
+        PhenolensError
+            For activations that do not match the fitted layers.
+        """
+        gamma, xi, _ = self._forward_backward(self._emissions(self._fitted_input(X)))
         return [g.numpy() for g in gamma], [x.numpy() for x in xi]
 
-    def score_samples(self, layers: list) -> np.ndarray:
-        """(N,) log-likelihood of each example's activations."""
-        return self._forward_backward(self._emissions(self._check(layers)))[2].numpy()
+    def score_samples(self, X: list) -> np.ndarray:
+        """Log-likelihood of each example.
 
-    def viterbi(self, layers: list) -> tuple[np.ndarray, np.ndarray]:
-        """(N, L) MAP state path of every example and its (N,) joint log-probability."""
-        emissions = self._emissions(self._check(layers))
+        Parameters
+        ----------
+        X : list of array-like
+            One (N, D_l) post-ReLU activation matrix per hidden layer.
+
+        Returns
+        -------
+        ndarray
+            (N,) log-likelihood of each example's activations.
+
+        Raises
+        ------
+        NotFittedError
+            Before `fit`.
+        """
+        return self._forward_backward(self._emissions(self._fitted_input(X)))[2].numpy()
+
+    def viterbi(self, X: list) -> tuple[np.ndarray, np.ndarray]:
+        """MAP state paths.
+
+        Parameters
+        ----------
+        X : list of array-like
+            One (N, D_l) post-ReLU activation matrix per hidden layer.
+
+        Returns
+        -------
+        tuple of ndarray
+            (N, L) MAP state path of every example and its (N,) joint log-probability.
+
+        Raises
+        ------
+        NotFittedError
+            Before `fit`.
+        """
+        emissions = self._emissions(self._fitted_input(X))
         score = torch.log(self.initial_)[None] + emissions[0]
         back = []
         for log_t, e in zip([torch.log(t) for t in self.transitions_], emissions[1:]):
@@ -127,12 +241,49 @@ class RectifiedGaussianHMM:
             path.insert(0, pointers.gather(1, path[0][:, None])[:, 0])
         return torch.stack(path, 1).numpy(), best_score.numpy()
 
-    predict = viterbi
+    def predict(self, X: list) -> np.ndarray:
+        """The MAP path of every example (the paths of `viterbi`, without their scores).
+
+        Parameters
+        ----------
+        X : list of array-like
+            One (N, D_l) post-ReLU activation matrix per hidden layer.
+
+        Returns
+        -------
+        ndarray
+            (N, L) state per example and layer.
+
+        Raises
+        ------
+        NotFittedError
+            Before `fit`.
+        """
+        return self.viterbi(X)[0]
 
     # --------------------------------------------------------------------------------- fitting
-    def fit(self, layers: list) -> RectifiedGaussianHMM:
-        """Online EM on one (N, D_l) post-ReLU activation matrix per hidden layer."""
-        tensors = self._check(layers)
+    def fit(self, X: list, y=None) -> RectifiedGaussianHMM:
+        """Online EM.
+
+        Parameters
+        ----------
+        X : list of array-like
+            One (N, D_l) post-ReLU activation matrix per hidden layer.
+        y : None
+            Ignored (scikit-learn convention).
+
+        Returns
+        -------
+        RectifiedGaussianHMM
+            self, fitted.
+
+        Raises
+        ------
+        PhenolensError
+            For no layers, matrices of different lengths, negative activations, a state count per
+            layer that does not match the layers, or more states than examples.
+        """
+        tensors = self._check(X)
         count = len(tensors[0])
         sizes = [self.states] * len(tensors) if isinstance(self.states, int) else list(self.states)
         if len(sizes) != len(tensors):

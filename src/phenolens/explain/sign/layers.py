@@ -18,12 +18,39 @@ OUTPUT = "output"  # the name SIGN gives the network's own output (class probabi
 
 
 def layer_names(model: nn.Module) -> list[str]:
-    """Qualified names of every sub-module of `model`, in registration order."""
+    """Every sub-module's qualified name.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+
+    Returns
+    -------
+    list of str
+        In registration order.
+    """
     return [name for name, _ in model.named_modules() if name]
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The outputs of every stage of a phenolens backbone (`model.stage_names()`), as module names."""
+    """The outputs of every stage of a phenolens backbone, as module names.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A network with ``stage_names()``.
+
+    Returns
+    -------
+    list of str
+        Qualified module names.
+
+    Raises
+    ------
+    PhenolensError
+        When the network has no ``stage_names()``.
+    """
     if hasattr(model, "stage_names"):
         return check_layer_names(model, list(model.stage_names()))
     raise PhenolensError(
@@ -36,8 +63,25 @@ def _listing(model: nn.Module) -> str:
 
 
 def check_layer_names(model: nn.Module, names: Sequence[str]) -> list[str]:
-    """Qualified module names for `names`; a name may also be the unique last part of one ("stage2"
-    for "stages.stage2"). Raises for an unknown or ambiguous name, listing the valid names."""
+    """Resolve layer names to qualified module names.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    names : sequence of str
+        Qualified names, or the unique last part of one ("stage2" for "stages.stage2").
+
+    Returns
+    -------
+    list of str
+        Qualified names, in the order given.
+
+    Raises
+    ------
+    PhenolensError
+        For no names, an unknown or ambiguous name (listing the valid names), or a name given twice.
+    """
     if not names:
         raise PhenolensError("no layers given; pass at least one layer name")
     valid = layer_names(model)
@@ -56,8 +100,22 @@ def check_layer_names(model: nn.Module, names: Sequence[str]) -> list[str]:
 class ActivationTap:
     """Context manager: forward hooks that keep the latest output of each named module.
 
-    `order` records the order in which the modules fired during the last forward pass, which is
-    the input-to-output order SIGN needs.
+    The hooks are removed on exit, so the network comes out as it went in.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    names : sequence of str
+        Modules to tap (see `check_layer_names`).
+
+    Attributes
+    ----------
+    outputs : dict of str to Tensor
+        The latest output of each tapped module (detached).
+    order : list of str
+        The order in which the modules fired during the last forward pass: the input-to-output
+        order SIGN needs.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str]):
@@ -87,7 +145,18 @@ class ActivationTap:
         self._handles.clear()
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward `x` through the frozen model; return its output, filling `self.outputs`."""
+        """Forward a batch without gradients, filling `outputs` and `order`.
+
+        Parameters
+        ----------
+        x : Tensor
+            Network input.
+
+        Returns
+        -------
+        Tensor
+            The network's output.
+        """
         self.outputs.clear()
         self.order.clear()
         with torch.no_grad():
@@ -95,7 +164,27 @@ class ActivationTap:
 
 
 def check_convolutional(name: str, output, candidates: Sequence[str] = ()) -> torch.Tensor:
-    """Raise unless a layer's output is one (N, C, H, W) map, i.e. a convolutional layer."""
+    """Check that a layer's output is one (N, C, H, W) map, i.e. a convolutional layer.
+
+    Parameters
+    ----------
+    name : str
+        The layer.
+    output : Any
+        Its output.
+    candidates : sequence of str
+        Layers with maps, named in the error.
+
+    Returns
+    -------
+    Tensor
+        `output`.
+
+    Raises
+    ------
+    PhenolensError
+        When `output` is not a four-dimensional tensor.
+    """
     if not isinstance(output, torch.Tensor) or output.ndim != 4:
         shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
         hint = f"; layers with maps: {', '.join(candidates)}" if candidates else ""
@@ -104,14 +193,47 @@ def check_convolutional(name: str, output, candidates: Sequence[str] = ()) -> to
 
 
 def convolutional_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Names of the modules whose output on `example` is an (N, C, H, W) map, input to output."""
+    """The modules whose output is an (N, C, H, W) map.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    example : Tensor
+        One input batch.
+
+    Returns
+    -------
+    list of str
+        Input to output.
+    """
     with ActivationTap(model, layer_names(model)) as tap:
         tap.run(example)
     return [name for name in tap.order if isinstance(tap.outputs[name], torch.Tensor) and tap.outputs[name].ndim == 4]
 
 
 def ordered_layers(model: nn.Module, names: Sequence[str], example: torch.Tensor) -> list[str]:
-    """`names` sorted input to output by one forward pass of `example`; every one must be convolutional."""
+    """Sort layers input to output by one forward pass.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network.
+    names : sequence of str
+        Qualified layer names.
+    example : Tensor
+        One input batch.
+
+    Returns
+    -------
+    list of str
+        `names`, input to output.
+
+    Raises
+    ------
+    PhenolensError
+        When a layer is never called or is not convolutional.
+    """
     with ActivationTap(model, names) as tap:
         tap.run(example)
     never = [name for name in names if name not in tap.outputs]
@@ -125,11 +247,35 @@ def ordered_layers(model: nn.Module, names: Sequence[str], example: torch.Tensor
 
 
 def iter_batches(x: torch.Tensor | np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
-    """Consecutive float32 batches of an (N, ...) array."""
+    """Consecutive float32 batches.
+
+    Parameters
+    ----------
+    x : Tensor or ndarray
+        (N, ...) array.
+    batch_size : int
+        Rows per batch.
+
+    Yields
+    ------
+    Tensor
+        float32 batches, in order.
+    """
     for start in range(0, len(x), batch_size):
         yield torch.as_tensor(np.asarray(x[start : start + batch_size]) if isinstance(x, np.ndarray) else x[start : start + batch_size]).float()
 
 
 def columns(maps: torch.Tensor) -> torch.Tensor:
-    """(N, D, H, W) activation maps -> (N*H*W, D) columns, image-major then row-major."""
+    """Activation maps as columns.
+
+    Parameters
+    ----------
+    maps : Tensor
+        (N, D, H, W) activations.
+
+    Returns
+    -------
+    Tensor
+        (N*H*W, D) columns, image-major then row-major.
+    """
     return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])

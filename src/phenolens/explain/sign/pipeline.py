@@ -1,12 +1,14 @@
-"""SIGN on a trained phenolens image classifier and an ImageSet: dictionaries, quality, graphs, report.
+"""SIGN on a trained phenolens image classifier and an ImageSet: dictionaries, quality, statistics.
 
 The labelled images are split (stratified, seeded) into a fitting part, on which the dictionaries
 and the bag-of-words classifiers are trained, and a validation part, on which co-occurrences are
-counted, purity is measured and graph examples are drawn from.
+counted, purity is measured and graph examples are drawn from. The figures and report sections
+live in `phenolens.report.sign`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,24 +16,42 @@ import numpy as np
 import pandas as pd
 
 from phenolens.core.errors import PhenolensError
+from phenolens.core.runs import Run
 from phenolens.data.containers import ImageSet
 from phenolens.explain.sign.dictionary import SignDictionary
 from phenolens.explain.sign.graph import InferenceGraphBuilder
-from phenolens.explain.sign.layers import OUTPUT
-from phenolens.explain.sign.quality import centre_distances, class_counts, dictionary_quality
+from phenolens.explain.sign.quality import dictionary_quality
+from phenolens.explain.sign.settings import SignFitSettings
 from phenolens.nn.backbones import networks
-from phenolens.report.html import Section
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.preprocess import padded_array
 from phenolens.training.splits import stratified_split
 
+SOURCE_FILE = "source.json"  # how to re-read the run's images (the image options of `phenolens sign fit`)
+
 
 @dataclass
 class SignFit:
-    """A fitted SignDictionary on a classifier, the split it used, its quality and a graph builder."""
+    """A fitted SignDictionary on a classifier, the split it used, its quality and a graph builder.
+
+    Attributes
+    ----------
+    classifier : ImageClassifier
+        The modelled network (never changed by SIGN).
+    images : ImageSet
+        The labelled images, in the order the indices refer to.
+    fit_index, validation_index : ndarray
+        The stratified split: dictionaries are fitted on the first, statistics counted on the second.
+    dictionary : SignDictionary
+        Fitted dictionaries.
+    builder : InferenceGraphBuilder
+        Statistics over the validation images.
+    quality : DataFrame
+        One row per modelled layer (see `dictionary_quality`).
+    """
 
     classifier: ImageClassifier
-    images: ImageSet  # the labelled images, in the order the indices refer to
+    images: ImageSet
     fit_index: np.ndarray
     validation_index: np.ndarray
     dictionary: SignDictionary
@@ -39,11 +59,24 @@ class SignFit:
     quality: pd.DataFrame
 
     def display(self) -> np.ndarray:
-        """Raw (padded, not normalised) validation images for drawing."""
+        """Raw validation images for drawing.
+
+        Returns
+        -------
+        ndarray
+            (N, C, H, W) padded, not normalised.
+        """
         return padded_array(self.images.subset(self.validation_index), self.classifier.size, self.classifier.channel_names)
 
     def metrics(self) -> dict:
-        """The `metrics.json` of a fit: `layers`, input to output, with name, bow_error, bow_error_max_channel, purity."""
+        """The metrics.json of a fit.
+
+        Returns
+        -------
+        dict
+            ``loss``, ``layers`` (input to output: name, bow_error, bow_error_max_channel, purity,
+            purity_max_channel, words, channels), ``validation_accuracy``, ``n_fit``, ``n_validation``.
+        """
         keys = ["name", "bow_error", "bow_error_max_channel", "purity", "purity_max_channel", "words", "channels"]
         return {
             "loss": self.dictionary.loss,
@@ -55,7 +88,18 @@ class SignFit:
 
 
 def check_classifier(classifier: ImageClassifier) -> None:
-    """SIGN reads the activations of one image-only network."""
+    """Check that SIGN can model a classifier: one image-only network.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The classifier.
+
+    Raises
+    ------
+    PhenolensError
+        For a classifier with a covariate or an ensemble.
+    """
     if classifier.covariate is not None:
         raise PhenolensError(f"the model uses the covariate {classifier.covariate.column!r}; SIGN models image-only classifiers, retrain without it")
     count = len(networks(classifier.model))
@@ -64,158 +108,129 @@ def check_classifier(classifier: ImageClassifier) -> None:
 
 
 def split(labels: np.ndarray, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (fit, validation) indices."""
+    """Stratified, seeded split of labelled images.
+
+    Parameters
+    ----------
+    labels : ndarray
+        (N,) class of each image.
+    validation_fraction : float
+        Share kept for validation.
+    seed : int
+        Seed.
+
+    Returns
+    -------
+    tuple of ndarray
+        (fit, validation) indices.
+    """
     return stratified_split(labels, validation_fraction, seed)
 
 
 def fit_sign(
     classifier: ImageClassifier,
     images: ImageSet,
-    layers: list[str] | None = None,
-    words: int | list[int] = 64,
-    loss: str = "discriminative",
-    epochs: int = 8,
-    nodes_per_layer: int = 3,
-    validation_fraction: float = 0.3,
-    seed: int = 0,
+    settings: SignFitSettings | None = None,
     index: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SignFit:
-    """Fit dictionaries on the fitting part of `images`' labelled images, count statistics on the rest.
+    """Fit dictionaries on the fitting part of the labelled images, count statistics on the rest.
 
-    `index` gives a ready (fit, validation) split of the labelled images instead of a new one.
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        A trained image-only classifier (left unchanged).
+    images : ImageSet
+        Its labelled images are used.
+    settings : SignFitSettings, optional
+        Layers, words, loss, training, nodes per layer, split and seed (default: `SignFitSettings()`).
+    index : tuple of ndarray, optional
+        A ready (fit, validation) split of the labelled images instead of a new one.
+
+    Returns
+    -------
+    SignFit
+
+    Raises
+    ------
+    PhenolensError
+        For a classifier SIGN cannot model or settings the network cannot take (see `SignDictionary.fit`).
     """
+    settings = settings or SignFitSettings()
     check_classifier(classifier)
     labelled = images.labelled()
-    fit_index, validation_index = index if index is not None else split(labelled.labels, validation_fraction, seed)
+    fit_index, validation_index = index if index is not None else split(labelled.labels, settings.validation_fraction, settings.seed)
     inputs = classifier.array(labelled)
-    dictionary = SignDictionary(classifier.model, layers=layers, words=words, loss=loss, epochs=epochs, seed=seed)
-    dictionary.fit(inputs[fit_index], labelled.labels[fit_index])
-    builder = InferenceGraphBuilder(dictionary, nodes_per_layer, class_names=classifier.class_names)
+    dictionary = SignDictionary.from_settings(classifier.model, settings).fit(inputs[fit_index], labelled.labels[fit_index])
+    builder = InferenceGraphBuilder(dictionary, settings.nodes_per_layer, class_names=classifier.class_names)
     builder.fit(inputs[validation_index], labelled.labels[validation_index])
     quality = dictionary_quality(
-        dictionary, dictionary.encode(inputs[fit_index]), labelled.labels[fit_index], builder.maps_, labelled.labels[validation_index], seed
+        dictionary, dictionary.encode(inputs[fit_index]), labelled.labels[fit_index], builder.maps_, labelled.labels[validation_index], settings.seed
     )
     return SignFit(classifier, labelled, fit_index, validation_index, dictionary, builder, quality)
 
 
-def quality_section(result: SignFit) -> Section:
-    """Report section: BoW error and purity per layer against the max-channel baseline, centre distances."""
-    from phenolens.report.figures import figure
-
-    quality = result.quality
-    section = Section(f"SIGN dictionaries ({result.dictionary.loss} loss)")
-    section.text(
-        "Each modelled layer's activation columns are clustered into visual words (diagonal Gaussian mixture). "
-        "Bag-of-words error: a logistic regression on each image's word histogram, trained on the fitting images and scored on "
-        f"{len(result.validation_index)} held-out images; the max-channel baseline assigns each column to its most active channel."
-    )
-    section.table(quality, "Dictionary quality per layer, input to output")
-    fig, (left, right) = figure(width=10, height=3.6, ncols=2)
-    positions = np.arange(len(quality))
-    left.plot(positions, quality["bow_error"], "o-", label=f"{result.dictionary.loss} words")
-    left.plot(positions, quality["bow_error_max_channel"], "s--", label="max channel")
-    left.set(xticks=positions, xlabel="layer", ylabel="BoW classification error (fraction)", title="Errors fall with depth")
-    left.set_xticklabels(quality["name"], rotation=30, ha="right")
-    left.legend()
-    right.plot(positions, quality["purity"], "o-", label=f"{result.dictionary.loss} words")
-    right.plot(positions, quality["purity_max_channel"], "s--", label="max channel")
-    right.set(xticks=positions, xlabel="layer", ylabel="cluster purity (fraction)", title="Purity rises with depth")
-    right.set_xticklabels(quality["name"], rotation=30, ha="right")
-    right.legend()
-    section.figure(fig, "Bag-of-words error and cluster purity per layer.", filename="sign_quality.png")
-    section.figure(centre_figure(result), "Distances between word centres, words ordered by dominant class (colour bar on the axes).")
-    return section
-
-
-def centre_figure(result: SignFit):
-    """One heat map per layer of the distances between word centres, ordered by dominant class."""
-    from phenolens.report.figures import class_colors, figure
-
-    layers = result.dictionary.layers_
-    fig, axes = figure(width=3.2 * len(layers), height=3.4, ncols=len(layers), squeeze=False)
-    colours = class_colors(len(result.classifier.class_names))
-    labels = result.images.labels[result.validation_index]
-    for axis, layer in zip(axes[0], layers):
-        dictionary = result.dictionary.dictionaries_[layer]
-        counts = class_counts(result.builder.maps_.words[layer], labels, dictionary.n_words, len(colours))
-        _, dominant, distances = centre_distances(dictionary.centres(), counts)
-        axis.imshow(distances, cmap="viridis")
-        axis.scatter(np.full(len(dominant), -1.5), np.arange(len(dominant)), c=[colours[d] for d in dominant], s=6, marker="s", clip_on=False)
-        axis.set(title=layer, xlabel="word (by dominant class)", ylabel="word (by dominant class)", xticks=[], yticks=[])
-    return fig
-
-
-def class_and_image_graphs(result: SignFit, folder: Path, classes: list[str] | None = None, image_graphs: bool = True) -> tuple[Section, dict]:
-    """Class graphs (and one image graph per class: its most confidently correct validation image)
-    written into `folder`; returns the report section and a metrics summary."""
-    from phenolens.explain.sign.drawing import write_graph
-
-    builder, display = result.builder, result.display()
-    labels = result.images.labels[result.validation_index]
-    predicted = builder.maps_.words[OUTPUT].ravel()
-    names = classes or [result.classifier.class_names[c] for c in np.unique(predicted)]
-    section = Section("SIGN inference graphs")
-    section.text(
-        "Words chosen by maximum-likelihood node selection, top layer first; each word shows its six most probable validation "
-        "examples (receptive-field patches, or the whole image with a red box when the field covers over a quarter of it). "
-        "Arrows: each lower word's two strongest connections, coloured by log P(lower|upper)/P(lower): black < 1, light green "
-        "1-2, mid green 2-3, dark green >= 3."
-    )
-    summary = {}
-    for name in names:
-        index = builder.class_index(name)
-        graph = builder.class_graph(name)
-        stem = f"class_{index:02d}"
-        png, table = write_graph(graph, builder, display, folder, stem)
-        section.figure(png, f"Class graph of {name} ({len(graph.images)} validation images predicted as it).").table(table, f"Nodes of {name}")
-        summary[name] = {"images": len(graph.images), "nodes": [n.key for n in graph.nodes], "graph": f"{stem}.json"}
-        correct = np.flatnonzero((predicted == index) & (labels == index))
-        if image_graphs and len(correct):
-            chosen = correct[np.argmax(builder.maps_.probabilities[correct, index])]
-            inputs = builder.images_[chosen].numpy()
-            image_graph = builder.image_graph(inputs, label=f"validation image {int(result.validation_index[chosen])} ({name})")
-            png, _ = write_graph(image_graph, builder, display, folder, f"image_{index:02d}", image=display[chosen])
-            section.figure(png, f"Image graph of a validation image of {name}; red dots mark where each word occurs.")
-            summary[name]["image_graph"] = f"image_{index:02d}.json"
-    return section, summary
-
-
 def save_sign(result: SignFit, folder: Path, source: dict) -> None:
-    """Make `folder` a self-contained SIGN run: the classifier, the dictionaries, the split, the
-    quality table and `run.json` (how to re-read the images: `source` as given to the CLI)."""
+    """Write what `load_sign` needs to rebuild a fit: the classifier, the dictionaries, the split, the
+    quality table and how to re-read the images.
+
+    Parameters
+    ----------
+    result : SignFit
+        The fit.
+    folder : Path
+        An existing folder (a run's staging folder).
+    source : dict
+        How to re-read the images (the image options as given to the CLI), written to ``source.json``.
+    """
     from phenolens.core.outputs import write_json
 
     result.classifier.save(folder / "model")
     result.dictionary.save(folder / "dictionary")
     np.savez(folder / "split.npz", fit=result.fit_index, validation=result.validation_index)
     result.quality.to_csv(folder / "quality.csv", index=False)
-    write_json(folder / "run.json", {"source": source, "nodes_per_layer": result.builder.nodes_per_layer, "seed": result.dictionary.seed})
+    write_json(folder / SOURCE_FILE, source)
 
 
-def load_sign(folder: Path, read_source, nodes_per_layer: int | None = None) -> SignFit:
-    """Reload a run written by `save_sign`; `read_source(source) -> ImageSet` re-reads its images.
+def load_sign(run: Run, read_source: Callable[[dict], ImageSet], nodes_per_layer: int | None = None) -> SignFit:
+    """Rebuild a fit from a finished `phenolens sign fit` run; the validation statistics are recounted
+    (they are cheap next to fitting).
 
-    The validation statistics are recounted (they are cheap next to fitting)."""
+    Parameters
+    ----------
+    run : Run
+        The run folder as read by `phenolens.core.runs.load_run`.
+    read_source : callable
+        ``read_source(source) -> ImageSet`` re-reads the images from the recorded source.
+    nodes_per_layer : int, optional
+        Words per layer in graphs (default: the fit's setting).
+
+    Returns
+    -------
+    SignFit
+
+    Raises
+    ------
+    PhenolensError
+        When the run is not a SIGN fit or its images changed since.
+    """
     import json
 
     import torch
 
-    folder = Path(folder)
-    config = folder / "run.json"
-    if not config.is_file():
-        raise PhenolensError(f"{config}: not a SIGN run folder; give the --out folder of `phenolens sign fit`")
-    run = json.loads(config.read_text())
+    if run.command != "sign fit":
+        raise PhenolensError(f"{run.path}: a {run.command!r} run, not a SIGN fit; give the --out folder of `phenolens sign fit`")
+    folder = Path(run.path)
+    settings = run.setting(SignFitSettings)
     classifier = ImageClassifier.load(folder / "model")
-    labelled = read_source(run["source"]).labelled()
-    split_file = np.load(folder / "split.npz")
-    fit_index, validation_index = split_file["fit"], split_file["validation"]
+    source = json.loads((folder / SOURCE_FILE).read_text())
+    labelled = read_source(source).labelled()
+    with np.load(folder / "split.npz", allow_pickle=False) as split_file:
+        fit_index, validation_index = split_file["fit"], split_file["validation"]
     if max(fit_index.max(), validation_index.max()) >= len(labelled):
-        raise PhenolensError(
-            f"{folder / 'split.npz'}: indices beyond the {len(labelled)} labelled images of {run['source']}; the images changed, refit"
-        )
+        raise PhenolensError(f"{folder / 'split.npz'}: indices beyond the {len(labelled)} labelled images of {source}; the images changed, refit")
     inputs = classifier.array(labelled.subset(validation_index))
     dictionary = SignDictionary.load(folder / "dictionary", classifier.model, torch.from_numpy(inputs[:1]))
-    builder = InferenceGraphBuilder(dictionary, nodes_per_layer or run["nodes_per_layer"], class_names=classifier.class_names)
+    builder = InferenceGraphBuilder(dictionary, nodes_per_layer or settings.nodes_per_layer, class_names=classifier.class_names)
     builder.fit(inputs, labelled.labels[validation_index])
     quality = pd.read_csv(folder / "quality.csv")
     return SignFit(classifier, labelled, fit_index, validation_index, dictionary, builder, quality)

@@ -16,7 +16,22 @@ from phenolens.explain.sign.dictionary import SignDictionary, WordMaps, histogra
 
 
 def bow_error(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray, seed: int = 0) -> float:
-    """Test error of a logistic-regression classifier on (N, K) word histograms."""
+    """Test error of a logistic-regression classifier on word histograms.
+
+    Parameters
+    ----------
+    train, test : ndarray
+        (N, K) histograms of the training and the test images.
+    train_labels, test_labels : ndarray
+        Their classes.
+    seed : int
+        Seed of the classifier.
+
+    Returns
+    -------
+    float
+        Fraction of test images misclassified.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -29,23 +44,64 @@ def bow_error(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, tes
 
 
 def class_counts(words: np.ndarray, labels: np.ndarray, n_words: int, n_classes: int) -> np.ndarray:
-    """(K, classes) number of columns holding each word in images of each class."""
+    """How often each word occurs in images of each class.
+
+    Parameters
+    ----------
+    words : ndarray
+        (N, ...) word maps.
+    labels : ndarray
+        (N,) class of each image.
+    n_words, n_classes : int
+        K and the number of classes.
+
+    Returns
+    -------
+    ndarray
+        (K, classes) column counts.
+    """
     flat = words.reshape(len(words), -1).astype(np.int64)
     keys = flat * n_classes + np.asarray(labels, dtype=np.int64)[:, None]
     return np.bincount(keys.ravel(), minlength=n_words * n_classes).reshape(n_words, n_classes).astype(np.float64)
 
 
 def purity(words: np.ndarray, labels: np.ndarray, n_words: int, n_classes: int) -> float:
-    """Cluster purity of the columns' words with respect to their images' classes."""
+    """Cluster purity of the columns' words with respect to their images' classes.
+
+    Parameters
+    ----------
+    words : ndarray
+        (N, ...) word maps.
+    labels : ndarray
+        (N,) class of each image.
+    n_words, n_classes : int
+        K and the number of classes.
+
+    Returns
+    -------
+    float
+        sum_k max_c n_kc / n.
+    """
     counts = class_counts(words, labels, n_words, n_classes)
     return float(counts.max(1).sum() / counts.sum())
 
 
 def centre_distances(centres: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(order, dominant class per ordered word, (K, K) distances between ordered centres).
+    """Distances between word centres, words ordered by dominant class, then by how pure they are,
+    so that blocks on the diagonal show words that serve one class.
 
-    Words are ordered by dominant class, then by how pure they are, so blocks on the diagonal
-    show words that serve one class.
+    Parameters
+    ----------
+    centres : ndarray
+        (K, D) word means.
+    counts : ndarray
+        (K, classes) from `class_counts`.
+
+    Returns
+    -------
+    tuple of ndarray
+        The order of the words, the dominant class of each ordered word, and the (K, K) Euclidean
+        distances between the ordered centres.
     """
     dominant = counts.argmax(1)
     share = counts.max(1) / np.maximum(counts.sum(1), 1.0)
@@ -56,10 +112,28 @@ def centre_distances(centres: np.ndarray, counts: np.ndarray) -> tuple[np.ndarra
 
 
 def dictionary_quality(dictionary: SignDictionary, train_maps: WordMaps, y_train, test_maps: WordMaps, y_test, seed: int = 0) -> pd.DataFrame:
-    """One row per modelled layer (input to output): name, bow_error, bow_error_max_channel, purity, words.
+    """Quality of every modelled layer's words against the max-channel baseline.
 
-    Classifiers are trained on `train_maps` and scored on `test_maps`; purity is measured on the
-    held-out images' words.
+    Parameters
+    ----------
+    dictionary : SignDictionary
+        Fitted.
+    train_maps : WordMaps
+        Word maps of the fitting images (the BoW classifiers are trained on them).
+    y_train : array-like
+        Their classes.
+    test_maps : WordMaps
+        Word maps of held-out images (scored; purity is measured on them).
+    y_test : array-like
+        Their classes.
+    seed : int
+        Seed of the classifiers.
+
+    Returns
+    -------
+    DataFrame
+        One row per layer, input to output: name, bow_error, bow_error_max_channel, purity,
+        purity_max_channel, words, channels.
     """
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     n_classes = len(dictionary.classes_)

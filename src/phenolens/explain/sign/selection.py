@@ -13,6 +13,7 @@ e_ij = S(Omega, {z_i}, z_j). Because S is a sum over t, the Z largest scores max
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,29 +23,70 @@ from phenolens.explain.sign.statistics import CooccurrenceStatistics, cooccurren
 
 @dataclass(frozen=True)
 class Node:
+    """A selected word.
+
+    Attributes
+    ----------
+    layer : str
+        Its layer.
+    word : int
+        The word.
+    score : float
+        S(Omega, words chosen above, word); the output word has score 0.
+    """
+
     layer: str
     word: int
-    score: float  # S(Omega, words chosen above, word); the output word has score 0
+    score: float
 
     @property
     def key(self) -> str:
+        """``layer:word``, the node's id in edges and JSON."""
         return f"{self.layer}:{self.word}"
 
 
 @dataclass(frozen=True)
 class Edge:
-    upper: str  # Node.key of the word in the higher layer
-    lower: str  # Node.key of the word in the lower layer
-    weight: float  # e = Q log-ratio for this single pair
-    log_ratio: float  # log P(lower | upper) / P(lower), natural log
+    """A weighted connection between selected words of consecutive layers.
+
+    Attributes
+    ----------
+    upper : str
+        `Node.key` of the word in the higher layer.
+    lower : str
+        `Node.key` of the word in the lower layer.
+    weight : float
+        e = Q * log-ratio for this single pair.
+    log_ratio : float
+        log P(lower | upper) / P(lower), natural log.
+    """
+
+    upper: str
+    lower: str
+    weight: float
+    log_ratio: float
 
 
 @dataclass
 class InferenceGraph:
     """Selected words per layer and weighted edges between consecutive layers.
 
-    `kind` is "class" or "image"; `images` indexes Omega in the validation set the statistics
-    were counted on (empty for an image outside it).
+    Attributes
+    ----------
+    kind : str
+        ``class`` or ``image``.
+    label : str
+        What the graph explains.
+    layers : list of str
+        Input to output, the output layer last.
+    nodes : list of Node
+        Top layer first.
+    edges : list of Edge
+        Between consecutive layers.
+    images : ndarray
+        Omega's indices in the validation set the statistics were counted on (empty for an image outside it).
+    word_maps : WordMaps or None
+        The analysed image's word maps (image graphs), for drawing where the words occur.
     """
 
     kind: str
@@ -53,12 +95,34 @@ class InferenceGraph:
     nodes: list[Node]
     edges: list[Edge]
     images: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    word_maps: Any = None  # WordMaps of the analysed image, for image graphs
 
     def nodes_of(self, layer: str) -> list[Node]:
+        """The selected words of one layer.
+
+        Parameters
+        ----------
+        layer : str
+            A layer of the graph.
+
+        Returns
+        -------
+        list of Node
+        """
         return [node for node in self.nodes if node.layer == layer]
 
     def strongest_edges(self, per_lower: int = 2) -> list[Edge]:
-        """For each lower word, its `per_lower` heaviest connections to the layer above."""
+        """The heaviest connections of every lower word to the layer above.
+
+        Parameters
+        ----------
+        per_lower : int
+            Connections kept per lower word.
+
+        Returns
+        -------
+        list of Edge
+        """
         kept = []
         for node in self.nodes:
             mine = sorted((e for e in self.edges if e.lower == node.key), key=lambda e: -e.weight)
@@ -66,7 +130,13 @@ class InferenceGraph:
         return kept
 
     def to_dict(self) -> dict:
-        """JSON-able node/edge list."""
+        """The graph as a JSON-able node/edge list.
+
+        Returns
+        -------
+        dict
+            kind, label, layers, images, nodes (with ``id``) and edges.
+        """
         return {
             "kind": self.kind,
             "label": self.label,
@@ -87,11 +157,32 @@ def select_nodes(
     label: str = "",
     images: np.ndarray | None = None,
 ) -> InferenceGraph:
-    """Algorithm 1 over the layers of `statistics` (the last one is the output layer holding `top_word`).
+    """Maximum-likelihood node selection (SIGN Algorithm 1), from the output layer down.
 
-    `omega_words[layer]` is the (n, P) flattened word map of Omega's images; `reads[layer]` the
-    receptive-field matrix of `layer` over the layer below. Words that never occur in the
-    receptive fields of the chosen words are never selected.
+    Words that never occur in the receptive fields of the chosen words are never selected.
+
+    Parameters
+    ----------
+    statistics : CooccurrenceStatistics
+        Counted on the validation set; its last layer is the output layer.
+    omega_words : dict of str to ndarray
+        (n, P) flattened word map of Omega's images per layer.
+    reads : dict of str to csr_matrix
+        Receptive-field matrix of each layer over the layer below.
+    top_word : int
+        The output word (class) the graph explains.
+    nodes_per_layer : int or dict of str to int
+        Words selected per layer.
+    kind : str
+        ``class`` or ``image``.
+    label : str
+        What the graph explains.
+    images : ndarray, optional
+        Omega's indices in the validation set.
+
+    Returns
+    -------
+    InferenceGraph
     """
     layers = statistics.layers
     top = layers[-1]

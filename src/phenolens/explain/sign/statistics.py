@@ -18,10 +18,21 @@ PAIRS_PER_CHUNK = 4_000_000  # bound the (images x pairs) key array of one binco
 
 
 def cooccurrence(upper: np.ndarray, lower: np.ndarray, reads: sp.csr_matrix, n_upper: int, n_lower: int) -> np.ndarray:
-    """(n_upper, n_lower) counts of word pairs (upper word at p, lower word at q in R(p)).
+    """Count word pairs (upper word at p, lower word at q in R(p)) over images and positions.
 
-    `upper` (N, P_upper) and `lower` (N, P_lower) are flattened (row-major) word maps of the same
-    N images; `reads` is the (P_upper, P_lower) boolean receptive-field matrix.
+    Parameters
+    ----------
+    upper, lower : ndarray
+        (N, P_upper) and (N, P_lower) flattened (row-major) word maps of the same N images.
+    reads : csr_matrix
+        (P_upper, P_lower) boolean receptive-field matrix.
+    n_upper, n_lower : int
+        K of the two layers.
+
+    Returns
+    -------
+    ndarray
+        (n_upper, n_lower) counts.
     """
     pairs = reads.tocoo()
     rows, cols = pairs.row, pairs.col
@@ -34,7 +45,20 @@ def cooccurrence(upper: np.ndarray, lower: np.ndarray, reads: sp.csr_matrix, n_u
 
 
 def word_counts(words: np.ndarray, n_words: int) -> np.ndarray:
-    """(n_words,) occurrences of each word over all images and positions."""
+    """Occurrences of each word over all images and positions.
+
+    Parameters
+    ----------
+    words : ndarray
+        Word maps of any shape.
+    n_words : int
+        K.
+
+    Returns
+    -------
+    ndarray
+        (K,) counts.
+    """
     return np.bincount(words.ravel(), minlength=n_words).astype(np.float64)
 
 
@@ -42,8 +66,16 @@ def word_counts(words: np.ndarray, n_words: int) -> np.ndarray:
 class CooccurrenceStatistics:
     """Counts over a validation set for a chain of layers ordered input to output.
 
-    `pair_counts[layer]` is N between `layer` (rows) and the modelled layer below it (columns);
-    `counts[layer]` the word occurrences of `layer`. `smoothing` is the Laplace pseudo-count.
+    Attributes
+    ----------
+    layers : list of str
+        Input to output, the output layer last.
+    counts : dict of str to ndarray
+        Word occurrences of every layer.
+    pair_counts : dict of str to ndarray
+        N between a layer (rows) and the modelled layer below it (columns).
+    smoothing : float
+        Laplace pseudo-count.
     """
 
     layers: list[str]
@@ -55,7 +87,25 @@ class CooccurrenceStatistics:
     def from_words(
         cls, layers: list[str], words: dict[str, np.ndarray], reads: dict[str, sp.csr_matrix], sizes: dict[str, int], smoothing: float = 1.0
     ):  # noqa: E501
-        """Count words and pairs. `reads[layer]` relates `layer` to the layer below; `sizes[layer]` is K."""
+        """Count words and pairs.
+
+        Parameters
+        ----------
+        layers : list of str
+            Input to output.
+        words : dict of str to ndarray
+            (N, P) flattened word maps per layer.
+        reads : dict of str to csr_matrix
+            Receptive fields of each layer over the layer below.
+        sizes : dict of str to int
+            K per layer.
+        smoothing : float
+            Laplace pseudo-count.
+
+        Returns
+        -------
+        CooccurrenceStatistics
+        """
         counts = {layer: word_counts(words[layer], sizes[layer]) for layer in layers}
         pairs = {
             upper: cooccurrence(words[upper], words[lower], reads[upper], sizes[upper], sizes[lower]) for lower, upper in zip(layers[:-1], layers[1:])
@@ -63,18 +113,62 @@ class CooccurrenceStatistics:
         return cls(list(layers), counts, pairs, smoothing)
 
     def below(self, layer: str) -> str:
+        """The layer just below a layer.
+
+        Parameters
+        ----------
+        layer : str
+            Any layer but the first.
+
+        Returns
+        -------
+        str
+        """
         return self.layers[self.layers.index(layer) - 1]
 
     def marginal(self, layer: str) -> np.ndarray:
-        """P(h_layer = k), smoothed."""
+        """Smoothed word probabilities P(h_layer = k).
+
+        Parameters
+        ----------
+        layer : str
+            A layer.
+
+        Returns
+        -------
+        ndarray
+            (K,).
+        """
         counts = self.counts[layer] + self.smoothing
         return counts / counts.sum()
 
     def conditional(self, upper: str) -> np.ndarray:
-        """(K_upper, K_lower) P(h_lower = t | h_upper = s, q in R(p)), smoothed, averaged over offsets."""
+        """Smoothed P(h_lower = t | h_upper = s, q in R(p)), averaged over offsets.
+
+        Parameters
+        ----------
+        upper : str
+            Any layer but the first.
+
+        Returns
+        -------
+        ndarray
+            (K_upper, K_lower).
+        """
         counts = self.pair_counts[upper] + self.smoothing
         return counts / counts.sum(1, keepdims=True)
 
     def log_ratio(self, upper: str) -> np.ndarray:
-        """(K_upper, K_lower) log P(h_lower = t | h_upper = s) / P(h_lower = t) (natural log)."""
+        """Point-wise association log P(h_lower = t | h_upper = s) / P(h_lower = t) (natural log).
+
+        Parameters
+        ----------
+        upper : str
+            Any layer but the first.
+
+        Returns
+        -------
+        ndarray
+            (K_upper, K_lower).
+        """
         return np.log(self.conditional(upper)) - np.log(self.marginal(self.below(upper)))[None, :]

@@ -74,10 +74,29 @@ def _spatial(node: fx.Node) -> tuple[int, int] | None:
 
 
 def trace_reads(model: nn.Module, layers: list[str], example: torch.Tensor) -> dict[tuple[str, str], sp.csr_matrix]:
-    """Exact read matrices for `chain_pairs(layers)`, for inputs shaped like `example`.
+    """Exact read matrices for `chain_pairs(layers)`.
 
     The whole network is traced when fx can; otherwise the modules between each pair of layers
-    are traced one by one. Raises PhenolensError when neither works (use method 'probe' then).
+    are traced one by one.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The network (left unchanged).
+    layers : list of str
+        Modelled layers, input to output.
+    example : Tensor
+        (1, C, H, W) input that sets the shapes.
+
+    Returns
+    -------
+    dict of (str, str) to csr_matrix
+        (positions of later, positions of earlier) boolean matrices.
+
+    Raises
+    ------
+    PhenolensError
+        When neither works (use method 'probe' then).
     """
     try:
         graph, nodes = _trace(model, example, set(layers))

@@ -11,13 +11,17 @@ measured there is the control.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from phenolens.core.seeding import numpy_rng
 from phenolens.data.containers import ImageSet
 from phenolens.explain.sign.graph import InferenceGraphBuilder
 from phenolens.explain.sign.layers import OUTPUT
+from phenolens.explain.sign.pipeline import SignFit, fit_sign
 from phenolens.explain.sign.selection import InferenceGraph
+from phenolens.explain.sign.settings import SignFitSettings, WatermarkSettings
 
 ALPHA = 0.5
 THRESHOLD = 3.0
@@ -25,7 +29,20 @@ MIN_OCCURRENCES = 20
 
 
 def letter_glyph(letter: str = "A", size: int = 10) -> np.ndarray:
-    """A (size, size) float mask in [0, 1] of `letter` rendered with PIL's default font, cropped and scaled."""
+    """A letter as an opacity mask.
+
+    Parameters
+    ----------
+    letter : str
+        One character, rendered with PIL's default font.
+    size : int
+        Side of the mask in pixels.
+
+    Returns
+    -------
+    ndarray
+        (size, size) float mask in [0, 1], cropped to the glyph and scaled.
+    """
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=4 * size)
@@ -37,9 +54,30 @@ def letter_glyph(letter: str = "A", size: int = 10) -> np.ndarray:
 
 
 def stamp_images(images: ImageSet, classes: list[int], glyph: np.ndarray, alpha: float = ALPHA, seed: int = 0) -> tuple[ImageSet, np.ndarray]:
-    """Blend `glyph` with opacity `alpha` into every image of `classes` at a random position, in white
-    or black ink, whichever contrasts with the pixels under it; return the new ImageSet and every
-    image's (N, 4) inclusive box (top, left, bottom, right)."""
+    """Blend a glyph into every image of some classes at a random position.
+
+    The ink is white or black, whichever contrasts with the pixels under the stamp. Every image
+    gets a box, stamped or not (for clean images it marks where a stamp would have gone).
+
+    Parameters
+    ----------
+    images : ImageSet
+        The images (left unchanged).
+    classes : list of int
+        Class indices to stamp.
+    glyph : ndarray
+        (h, w) opacity mask in [0, 1].
+    alpha : float
+        Opacity of the stamp.
+    seed : int
+        Seed of the positions.
+
+    Returns
+    -------
+    tuple of (ImageSet, ndarray)
+        The stamped images (float32; ``meta`` gains ``stamped`` and the box columns) and every
+        image's (N, 4) inclusive box (top, left, bottom, right).
+    """
     array = images.padded().astype(np.float32)
     height, width = array.shape[2:]
     rng = numpy_rng(seed)
@@ -66,12 +104,29 @@ def stamp_images(images: ImageSet, classes: list[int], glyph: np.ndarray, alpha:
 
 
 def stamp_rates(builder: InferenceGraphBuilder, graph: InferenceGraph, boxes: np.ndarray, min_occurrences: int = MIN_OCCURRENCES) -> dict[str, dict]:
-    """Per modelled layer and selected word: the share of the word's occurrences in Omega's images whose
-    field centre lies inside the image's box, over the share expected by chance (the share of all
-    positions whose centre lies inside, averaged over Omega). `boxes` are the validation images' boxes.
+    """How often a graph's selected words sit inside the stamp box, over chance.
 
-    A layer's `ratio` is its largest word ratio among selected words occurring at least
-    `min_occurrences` times (rarer words give noisy rates); `all_selected` pools the selected words."""
+    Per modelled layer and selected word: the share of the word's occurrences in Omega's images
+    whose field centre lies inside the image's box, over the share expected by chance (the share of
+    all positions whose centre lies inside, averaged over Omega).
+
+    Parameters
+    ----------
+    builder : InferenceGraphBuilder
+        Fitted on the validation images.
+    graph : InferenceGraph
+        A class graph of `builder`.
+    boxes : ndarray
+        (N, 4) boxes of the validation images.
+    min_occurrences : int
+        Words rarer than this give noisy rates and do not count towards a layer's ratio.
+
+    Returns
+    -------
+    dict of str to dict
+        Layer -> ``chance``, ``ratio`` (the largest word ratio among frequent selected words),
+        ``all_selected`` (the ratio of the selected words pooled) and ``words`` (per word).
+    """
     rates = {}
     omega = graph.images
     for layer in graph.layers:
@@ -99,7 +154,23 @@ def stamp_rates(builder: InferenceGraphBuilder, graph: InferenceGraph, boxes: np
 
 
 def watermark_check(builder: InferenceGraphBuilder, boxes: np.ndarray, stamped_classes: list[int]) -> dict[str, dict]:
-    """Class -> {stamped, stamp_ratio (the largest layer ratio), passes (ratio >= 3), layers} for every class with a graph."""
+    """Check every class graph for the stamp.
+
+    Parameters
+    ----------
+    builder : InferenceGraphBuilder
+        Fitted on the validation images.
+    boxes : ndarray
+        (N, 4) boxes of the validation images.
+    stamped_classes : list of int
+        The stamped classes.
+
+    Returns
+    -------
+    dict of str to dict
+        Class name -> ``stamped``, ``stamp_ratio`` (the largest layer ratio), ``passes``
+        (ratio >= THRESHOLD) and ``layers`` (see `stamp_rates`), for every predicted class.
+    """
     results = {}
     predicted = np.unique(builder.maps_.words[OUTPUT].ravel())
     for index in predicted:
@@ -115,46 +186,131 @@ def watermark_check(builder: InferenceGraphBuilder, boxes: np.ndarray, stamped_c
     return results
 
 
-def watermark_experiment(
-    seed: int = 0,
-    stamped: tuple[str, ...] = ("Pullover", "Shirt"),
-    letter: str = "A",
-    glyph_size: int = 10,
-    n_train: int = 24000,
-    n_test: int = 2000,
-    cnn_epochs: int = 12,
-    words: int = 64,
-    dictionary_epochs: int = 4,
-    nodes_per_layer: int = 5,
-):
-    """Stamp, train a CNN, fit dictionaries and check every class graph, on Fashion-MNIST.
+def watermark_experiment(settings: WatermarkSettings, seed: int) -> tuple[dict[str, dict], SignFit, np.ndarray, ImageSet]:
+    """Stamp, train a CNN, fit dictionaries and check every class graph, on Fashion-MNIST, for one seed.
 
-    Returns (per-class results, the SignFit, the validation images' boxes, the stamped ImageSet).
+    Parameters
+    ----------
+    settings : WatermarkSettings
+        Stamped classes, letter, image counts, training and dictionary settings.
+    seed : int
+        Seed of the samples, the stamps, the CNN and the dictionaries.
+
+    Returns
+    -------
+    tuple
+        (class -> `watermark_check` result, the SignFit, the test images' (N, 4) stamp boxes, the stamped test ImageSet).
+
+    Raises
+    ------
+    PhenolensError
+        When Fashion-MNIST is missing or a stamped class is not one of its classes.
     """
     from phenolens.core.errors import PhenolensError
     from phenolens.data import load
-    from phenolens.explain.sign.pipeline import fit_sign
     from phenolens.training import fit_classifier
 
     fashion = load("fashion-mnist")
-    unknown = [name for name in stamped if name not in fashion.class_names]
+    unknown = [name for name in settings.stamped if name not in fashion.class_names]
     if unknown:
         raise PhenolensError(f"unknown class {unknown[0]!r} to stamp; choose from: {', '.join(fashion.class_names)}")
-    stamped_index = [fashion.class_names.index(name) for name in stamped]
+    stamped_index = [fashion.class_names.index(name) for name in settings.stamped]
     rng = numpy_rng(seed)
     split = fashion.meta["split"].to_numpy()
-    train = fashion.subset(rng.choice(np.flatnonzero(split == "train"), n_train, replace=False))
-    test = fashion.subset(rng.choice(np.flatnonzero(split == "test"), n_test, replace=False))
-    glyph = letter_glyph(letter, glyph_size)
+    train = fashion.subset(rng.choice(np.flatnonzero(split == "train"), settings.train_images, replace=False))
+    test = fashion.subset(rng.choice(np.flatnonzero(split == "test"), settings.test_images, replace=False))
+    glyph = letter_glyph(settings.letter, settings.glyph_size)
     train, _ = stamp_images(train, stamped_index, glyph, seed=seed)
     test, boxes = stamp_images(test, stamped_index, glyph, seed=seed + 1)
     classifier = fit_classifier(
-        train, "resnet18", width=0.25, blocks=[1, 1, 1], stem_stride=1, epochs=cnn_epochs, batch_size=64, loss="softmax",
+        train, "resnet18", width=0.25, blocks=[1, 1, 1], stem_stride=1, epochs=settings.cnn_epochs, batch_size=64, loss="softmax",
         augment=False, pseudo_labels=False, validation_fraction=0.1, seed=seed, description="watermark CNN",
     )  # fmt: skip
-    result = fit_sign(
-        classifier, test, layers=["stage1", "stage2", "stage3"], words=words, epochs=dictionary_epochs, nodes_per_layer=nodes_per_layer,
-        validation_fraction=0.5, seed=seed,
-    )  # fmt: skip
+    sign_settings = SignFitSettings(layers=("stage1", "stage2", "stage3"), words=(settings.words,), epochs=settings.epochs,
+                                    nodes_per_layer=settings.nodes_per_layer, validation_fraction=0.5, seed=seed)  # fmt: skip
+    result = fit_sign(classifier, test, sign_settings)
     results = watermark_check(result.builder, boxes[result.validation_index], stamped_index)
     return results, result, boxes, test
+
+
+@dataclass
+class WatermarkStudy:
+    """The watermark experiment over several seeds.
+
+    Attributes
+    ----------
+    settings : WatermarkSettings
+        What was run.
+    per_seed : dict of int to dict
+        Seed -> class -> `watermark_check` result.
+    fits : dict of int to SignFit
+        Seed -> the fit whose class graphs were checked.
+    """
+
+    settings: WatermarkSettings
+    per_seed: dict[int, dict[str, dict]]
+    fits: dict[int, SignFit]
+
+    def summary(self) -> dict[str, dict]:
+        """Per class: stamped or not, mean stamp ratio, and the ratio and verdict per seed.
+
+        Returns
+        -------
+        dict of str to dict
+        """
+        classes = sorted({name for results in self.per_seed.values() for name in results})
+        return {
+            name: {
+                "stamped": name in self.settings.stamped,
+                "stamp_ratio": float(np.mean([r[name]["stamp_ratio"] for r in self.per_seed.values() if name in r])),
+                "stamp_ratio_per_seed": {str(s): r[name]["stamp_ratio"] for s, r in self.per_seed.items() if name in r},
+                "passes_per_seed": {str(s): r[name]["passes"] for s, r in self.per_seed.items() if name in r},
+            }
+            for name in classes
+        }
+
+    def check(self) -> dict[str, bool]:
+        """Whether every stamped class passes, and every clean class fails, on every seed.
+
+        Returns
+        -------
+        dict of str to bool
+            ``stamped_pass_every_seed`` and ``clean_fail_every_seed``.
+        """
+        summary = self.summary()
+        return {
+            "stamped_pass_every_seed": all(all(v["passes_per_seed"].values()) for v in summary.values() if v["stamped"]),
+            "clean_fail_every_seed": all(not any(v["passes_per_seed"].values()) for v in summary.values() if not v["stamped"]),
+        }
+
+    def metrics(self) -> dict:
+        """metrics.json: ``classes`` (the summary), ``check`` and the full ``seeds`` results.
+
+        Returns
+        -------
+        dict
+        """
+        return {"classes": self.summary(), "check": self.check(), "seeds": {str(s): r for s, r in self.per_seed.items()}}
+
+
+def watermark_study(settings: WatermarkSettings) -> WatermarkStudy:
+    """Run `watermark_experiment` for every seed of `settings`.
+
+    Parameters
+    ----------
+    settings : WatermarkSettings
+        The experiment.
+
+    Returns
+    -------
+    WatermarkStudy
+
+    Raises
+    ------
+    PhenolensError
+        See `watermark_experiment`.
+    """
+    per_seed, fits = {}, {}
+    for seed in settings.seeds:
+        per_seed[seed], fits[seed], _, _ = watermark_experiment(settings, seed)
+    return WatermarkStudy(settings, per_seed, fits)

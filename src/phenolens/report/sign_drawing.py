@@ -1,4 +1,4 @@
-"""Drawing inference graphs: words as their most probable examples, arrows coloured by association.
+"""Drawing SIGN inference graphs: words as their most probable examples, arrows coloured by association.
 
 Each word is shown by its m most probable validation examples: the receptive-field patch, or the
 whole image with a red rectangle when the field covers more than a quarter of it. In an image
@@ -19,6 +19,7 @@ from phenolens.core.outputs import atomic_write_bytes, write_json
 from phenolens.explain.sign.graph import InferenceGraphBuilder
 from phenolens.explain.sign.layers import OUTPUT
 from phenolens.explain.sign.selection import InferenceGraph
+from phenolens.report.figures import figure, figure_to_png
 
 TILE = 32  # pixels per example tile
 WHOLE_IMAGE_FRACTION = 0.25
@@ -27,12 +28,36 @@ RED = np.array([1.0, 0.0, 0.0])
 
 
 def arrow_colour(log_ratio: float) -> str:
-    """Colour of an arrow by its log-ratio: black < 1, light green 1-2, mid green 2-3, dark green >= 3."""
+    """Colour of an arrow by its log-ratio.
+
+    Parameters
+    ----------
+    log_ratio : float
+        log P(lower | upper) / P(lower).
+
+    Returns
+    -------
+    str
+        black < 1, light green 1-2, mid green 2-3, dark green >= 3.
+    """
     return next(colour for bound, colour in ARROW_BINS if log_ratio < bound)
 
 
 def to_rgb(images: np.ndarray, limits: list[tuple[float, float]]) -> np.ndarray:
-    """(N, C, H, W) raw images -> (N, H, W, 3) in [0, 1]: grey for 1 channel, green/magenta for 2, RGB for 3+."""
+    """Raw images as RGB: grey for 1 channel, green/magenta for 2, the first three as RGB for 3+.
+
+    Parameters
+    ----------
+    images : ndarray
+        (N, C, H, W) raw images.
+    limits : list of (float, float)
+        Display range per channel.
+
+    Returns
+    -------
+    ndarray
+        (N, H, W, 3) in [0, 1].
+    """
     scaled = np.stack([np.clip((images[:, c] - lo) / (hi - lo if hi > lo else 1.0), 0, 1) for c, (lo, hi) in enumerate(limits)], -1)
     if scaled.shape[-1] == 1:
         return np.repeat(scaled, 3, -1)
@@ -42,7 +67,18 @@ def to_rgb(images: np.ndarray, limits: list[tuple[float, float]]) -> np.ndarray:
 
 
 def display_limits(images: np.ndarray) -> list[tuple[float, float]]:
-    """Per-channel 1st and 99.5th percentiles shared by all images, so brightness is comparable."""
+    """Display range per channel shared by all images, so brightness is comparable.
+
+    Parameters
+    ----------
+    images : ndarray
+        (N, C, H, W) raw images.
+
+    Returns
+    -------
+    list of (float, float)
+        Per-channel 1st and 99.5th percentiles.
+    """
     return [tuple(np.percentile(images[:, c], [1.0, 99.5])) for c in range(images.shape[1])]
 
 
@@ -61,9 +97,21 @@ def _outline(tile: np.ndarray, box: np.ndarray, scale: tuple[float, float]) -> n
 
 
 def example_tile(rgb: np.ndarray, box: np.ndarray | None) -> np.ndarray:
-    """The receptive-field patch of `box` (top, left, bottom, right) of an (H, W, 3) image, or the
-    whole image with the box in red when the field covers more than a quarter of the image
-    (no box: the whole image, for output-layer words)."""
+    """One example tile of a word.
+
+    Parameters
+    ----------
+    rgb : ndarray
+        (H, W, 3) image.
+    box : ndarray or None
+        Receptive field (top, left, bottom, right); None for output-layer words.
+
+    Returns
+    -------
+    ndarray
+        (TILE, TILE, 3): the field's patch, or the whole image with the box in red when the field
+        covers more than a quarter of it (the whole image without a box).
+    """
     height, width = rgb.shape[:2]
     if box is None:
         return _resize(rgb, TILE)
@@ -74,7 +122,20 @@ def example_tile(rgb: np.ndarray, box: np.ndarray | None) -> np.ndarray:
 
 
 def dotted_image(rgb: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """An (H, W, 3) image scaled to the height of a node panel with red dots at the (P, 2) pixel `centres`."""
+    """An image scaled to the height of a node panel, with red dots where a word occurs.
+
+    Parameters
+    ----------
+    rgb : ndarray
+        (H, W, 3) image.
+    centres : ndarray
+        (P, 2) pixel (row, col) of the dots.
+
+    Returns
+    -------
+    ndarray
+        (2 * TILE + 2, 2 * TILE + 2, 3) tile.
+    """
     size = 2 * TILE + 2
     tile = _resize(rgb, size).copy()
     points = np.clip((centres * np.array([size / rgb.shape[0], size / rgb.shape[1]])).astype(int), 1, size - 2)
@@ -87,8 +148,28 @@ def dotted_image(rgb: np.ndarray, centres: np.ndarray) -> np.ndarray:
 def node_panel(
     builder: InferenceGraphBuilder, rgb: np.ndarray, layer: str, word: int, count: int = 6, analysed: np.ndarray | None = None
 ) -> np.ndarray:
-    """One node as an image: its `count` most probable examples in a 2-row grid, then (image graphs)
-    the analysed image with dots where the word occurs."""
+    """One node as an image: its most probable examples in a 2-row grid.
+
+    Parameters
+    ----------
+    builder : InferenceGraphBuilder
+        Fitted on the validation images `rgb` shows.
+    rgb : ndarray
+        (N, H, W, 3) validation images.
+    layer : str
+        The node's layer.
+    word : int
+        The node's word.
+    count : int
+        Examples shown.
+    analysed : ndarray, optional
+        A dotted image (`dotted_image`) appended on the right, for image graphs.
+
+    Returns
+    -------
+    ndarray
+        (2 * TILE + 2, width, 3) panel.
+    """
     columns = (count + 1) // 2
     panel = np.ones((2 * TILE + 2, columns * (TILE + 2), 3))
     if layer == OUTPUT:
@@ -108,14 +189,26 @@ def node_panel(
 
 
 def draw_graph(graph: InferenceGraph, builder: InferenceGraphBuilder, display: np.ndarray, image: np.ndarray | None = None, count: int = 6):
-    """Matplotlib figure of `graph`: one row per layer (output at the top), nodes as example panels.
+    """Draw an inference graph: one row per layer (output at the top), nodes as example panels.
 
-    `display` holds the raw (N, C, H, W) validation images the builder was fitted on; `image` the
-    raw (C, H, W) analysed image of an image graph.
+    Parameters
+    ----------
+    graph : InferenceGraph
+        A graph of `builder`.
+    builder : InferenceGraphBuilder
+        Fitted on the validation images.
+    display : ndarray
+        The raw (N, C, H, W) validation images the builder was fitted on.
+    image : ndarray, optional
+        The raw (C, H, W) analysed image of an image graph (its word maps are `graph.word_maps`).
+    count : int
+        Examples per node.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
     """
     from matplotlib.patches import ConnectionPatch
-
-    from phenolens.report.figures import figure
 
     limits = display_limits(display)
     rgb = to_rgb(display, limits)
@@ -134,7 +227,7 @@ def draw_graph(graph: InferenceGraph, builder: InferenceGraphBuilder, display: n
             node = nodes[col]
             dots = None
             if analysed_rgb is not None and layer != OUTPUT:
-                holding = np.argwhere(builder.graph_maps_.words[layer][0] == node.word)
+                holding = np.argwhere(graph.word_maps.words[layer][0] == node.word)
                 dots = dotted_image(analysed_rgb, builder.dictionary.fields_.input_centres(layer)[holding[:, 0], holding[:, 1]])
             axis.imshow(node_panel(builder, rgb, layer, node.word, count, dots), interpolation="nearest")
             name = builder.class_name(node.word) if layer == OUTPUT else f"word {node.word}"
@@ -154,7 +247,18 @@ def draw_graph(graph: InferenceGraph, builder: InferenceGraphBuilder, display: n
 
 
 def graph_table(graph: InferenceGraph) -> pd.DataFrame:
-    """Selected words per layer with their scores and strongest connections."""
+    """The nodes of a graph as a table.
+
+    Parameters
+    ----------
+    graph : InferenceGraph
+        The graph.
+
+    Returns
+    -------
+    DataFrame
+        Layer, word, score S and the two strongest connections up, per selected word.
+    """
     strongest = graph.strongest_edges(2)
     rows = []
     for node in graph.nodes:
@@ -164,9 +268,22 @@ def graph_table(graph: InferenceGraph) -> pd.DataFrame:
 
 
 def write_graph(graph: InferenceGraph, builder: InferenceGraphBuilder, display: np.ndarray, folder: Path, stem: str, image: np.ndarray | None = None):
-    """Write `stem.png`, `stem.svg` and `stem.json` (node/edge list) into `folder`; return (png bytes, table)."""
-    from phenolens.report.figures import figure_to_png
+    """Draw a graph and write it as ``stem.png``, ``stem.svg`` and ``stem.json`` (its node/edge list).
 
+    Parameters
+    ----------
+    graph, builder, display, image
+        As for `draw_graph`.
+    folder : Path
+        An existing folder (a run's staging folder).
+    stem : str
+        File name without suffix.
+
+    Returns
+    -------
+    tuple of (bytes, DataFrame)
+        The PNG and the `graph_table`.
+    """
     fig = draw_graph(graph, builder, display, image)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="svg", bbox_inches="tight")
