@@ -14,6 +14,7 @@ import pandas as pd
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
+from phenolens.data.query import select_rows
 from phenolens.data.readers import feature_columns, require_numeric_features
 
 log = get_logger(__name__)
@@ -85,14 +86,30 @@ class PreparedProfiles:
 
 
 def select_wells(table: pd.DataFrame, query: str, source: str, option: str = "--controls") -> np.ndarray:
-    """Boolean mask of the rows matching a pandas query; a bad query is a PhenolensError naming it."""
-    try:
-        matched = table.query(query)
-    except Exception as error:  # pandas raises SyntaxError, UndefinedVariableError, KeyError, TypeError...
-        raise PhenolensError(
-            f"{source}: cannot evaluate {option} query {query!r} ({type(error).__name__}: {error}); check column names and quoting"
-        ) from None
-    return table.index.isin(matched.index)
+    """Boolean mask of the wells a row query selects (`phenolens.data.query`: comparisons only, never code).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The profile table.
+    query : str
+        E.g. ``"Metadata_pert_type == 'control'"``.
+    source : str
+        The table's name (a file path) for messages.
+    option : str
+        The option the query came from, for messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask, one entry per well.
+
+    Raises
+    ------
+    PhenolensError
+        One line naming the query when it is not allowed, names an unknown column or cannot be evaluated.
+    """
+    return select_rows(table, query, source, option)
 
 
 def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str = "profile table") -> PreparedProfiles:
