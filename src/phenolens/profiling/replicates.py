@@ -20,7 +20,6 @@ from phenolens.core.seeding import numpy_rng
 
 # Memory for one chunk of stacked replicate profiles (groups x replicates x features, float64).
 CHUNK_BYTES = 64 * 2**20
-MAX_RESAMPLING_ROUNDS = 1000
 
 
 @dataclass
@@ -68,21 +67,86 @@ def groups_by_label(codes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray
     return by_size
 
 
-def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_groups, size) random well indices, every row drawn from `size` distinct labels.
+def draw_distinct(n_items: int, size: int, n_rows: int, rng: np.random.Generator, method: str = "auto") -> np.ndarray:
+    """(n_rows, size) indices in ``range(n_items)``, each row a uniformly random `size`-subset (no repeats).
 
-    Wells are drawn uniformly; rows that repeat a label are redrawn (vectorised rejection).
+    Parameters
+    ----------
+    n_items : int
+        How many items to choose from.
+    size : int
+        Items per row, 1 <= size <= n_items.
+    n_rows : int
+        Independent rows to draw.
+    rng : numpy.random.Generator
+        The random source.
+    method : {"auto", "floyd", "keys"}
+        ``floyd``: Floyd's algorithm, one vectorised step per column, O(n_rows * size^2), best when
+        size^2 is small next to n_items; ``keys``: the `size` smallest of n_items uniform keys per row,
+        O(n_rows * n_items), best when size is a sizeable share of n_items; ``auto`` picks the cheaper.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 indices; each row's set is uniform over all size-subsets (the order inside a row is not).
     """
-    if len(np.unique(codes)) < size:
-        raise PhenolensError(f"cannot draw null groups of {size} wells from distinct treatments: only {len(np.unique(codes))} treatments")
-    groups = rng.integers(0, len(codes), size=(n_groups, size))
-    for _ in range(MAX_RESAMPLING_ROUNDS):
-        labels = np.sort(codes[groups], axis=1)
-        clash = (labels[:, 1:] == labels[:, :-1]).any(axis=1)
-        if not clash.any():
-            return groups
-        groups[clash] = rng.integers(0, len(codes), size=(int(clash.sum()), size))
-    raise PhenolensError(f"could not draw null groups of {size} wells from distinct treatments; too few treatments")
+    if not 1 <= size <= n_items:
+        raise ValueError(f"cannot draw {size} distinct items from {n_items}")
+    if method == "auto":
+        method = "floyd" if size * size <= n_items else "keys"
+    if method == "floyd":
+        chosen = np.empty((n_rows, size), dtype=np.int64)
+        for column, top in enumerate(range(n_items - size, n_items)):
+            candidate = rng.integers(0, top + 1, size=n_rows)
+            taken = (chosen[:, :column] == candidate[:, None]).any(axis=1)
+            chosen[:, column] = np.where(taken, top, candidate)
+        return chosen
+    if method != "keys":
+        raise ValueError(f"unknown method {method!r}")
+    rows_per_chunk = max(1, CHUNK_BYTES // (8 * n_items))
+    parts = []
+    for start in range(0, n_rows, rows_per_chunk):
+        keys = rng.random((min(rows_per_chunk, n_rows - start), n_items))
+        parts.append(np.argpartition(keys, size - 1, axis=1)[:, :size].astype(np.int64))
+    return np.concatenate(parts) if parts else np.empty((0, size), dtype=np.int64)
+
+
+def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_groups, size) well indices for the percent-replicating null, drawn exactly.
+
+    Each row takes `size` distinct labels uniformly without replacement (`draw_distinct`), then one
+    well of each label uniformly among that label's wells; valid for any size up to the number of labels.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        Integer label (treatment) of every well.
+    size : int
+        Wells per group (the replicate count being matched).
+    n_groups : int
+        Groups to draw.
+    rng : numpy.random.Generator
+        The random source.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_groups, size) int64 row indices into `codes`.
+
+    Raises
+    ------
+    PhenolensError
+        When there are fewer labels than `size`.
+    """
+    order = np.argsort(codes, kind="stable")
+    _, starts, counts = np.unique(codes[order], return_index=True, return_counts=True)
+    if len(counts) < size:
+        raise PhenolensError(
+            f"cannot draw null groups of {size} wells from distinct treatments: only {len(counts)} treatments; "
+            f"percent replicating needs at least as many treatments as a treatment has replicates"
+        )
+    labels = draw_distinct(len(counts), size, n_groups, rng)
+    return order[starts[labels] + rng.integers(0, counts[labels])]
 
 
 def percent_replicating(
