@@ -2,43 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
+from phenolens.data.readers import require_numeric_features
 from phenolens.profiling.anomaly import ROLE_COLUMN, TRAIN, VALIDATION
 from phenolens.profiling.assay_quality import z_factors_by_group, z_prime_factor
 from phenolens.profiling.hits import anomaly_score, call_hits
-from phenolens.profiling.inputs import ProfileColumns, select_wells
+from phenolens.profiling.inputs import ProfileColumns, finite_features, require_columns, select_wells
 from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import whole_plate_normalize
 from phenolens.profiling.replicates import ReplicateResult, percent_replicating, replicate_map
+from phenolens.profiling.settings import ProfileEvaluationSettings
 
 log = get_logger(__name__)
 
 SEPARATOR = "__"  # wide tables name columns <representation>__<feature>
 CONCATENATION = "concatenation"
-REPLICATE_NORMALIZATION = ("whole_plate", "none")
-
-
-@dataclass
-class EvaluationSettings:
-    """How representations are evaluated (defaults follow the method)."""
-
-    null_repeats: int = 5
-    replicate_percentile: float = 90.0
-    replicate_normalization: str = "whole_plate"
-    map_null_size: int = 10000
-    moa_repeats: int = 10
-    moa_folds: int = 5
-    min_treatments_per_moa: int = 5
-    classifiers: tuple[str, ...] = ("lr", "mlp")
-    fdr: float = 0.05
-    seed: int = 0
-    jobs: int = 1
 
 
 @dataclass
@@ -98,22 +82,33 @@ def with_concatenation(representations: dict[str, pd.DataFrame], columns: Profil
     return {**representations, CONCATENATION: wide}
 
 
-def evaluate(representations: dict[str, pd.DataFrame], columns: ProfileColumns, settings: EvaluationSettings | None = None) -> Evaluation:
+def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluationSettings) -> Evaluation:
     """Evaluate every representation (tables with the same wells in the same order).
 
     Treated wells give percent replicating, mAP, NSC/NSCB 1-NN accuracy and nested-CV classifier
     F1 (on the treatments reproducible in any representation, MoAs with enough of them). Control
     wells never used for fitting (test split, or all controls of an external table) are the null
-    for hits and Z-factors; Z' is computed when `columns.positive_controls` is given.
+    for hits and Z-factors; Z' is computed when `settings.positive_controls` is given.
+
+    Parameters
+    ----------
+    representations : dict of str to pandas.DataFrame
+        Representation name -> table (metadata + finite features), same wells in the same order.
+    settings : ProfileEvaluationSettings or ProfilingSettings
+        Column meanings and evaluation options.
+
+    Returns
+    -------
+    Evaluation
+        Metrics per representation and everything the report draws.
+
+    Raises
+    ------
+    PhenolensError
+        When the controls query or the treatment column is missing, or the controls query matches no well.
     """
-    settings = settings or EvaluationSettings()
-    if settings.replicate_normalization not in REPLICATE_NORMALIZATION:
-        raise PhenolensError(f"replicate normalisation {settings.replicate_normalization!r} is not one of {', '.join(REPLICATE_NORMALIZATION)}")
-    unknown = sorted(set(settings.classifiers) - set(CLASSIFIERS))
-    if unknown:
-        raise PhenolensError(f"unknown MoA classifier {unknown[0]!r}; choose from {', '.join(CLASSIFIERS)}")
-    if columns.treatment is None:
-        raise PhenolensError("evaluation needs a treatment column; pass --treatment-column")
+    columns = settings
+    columns.require("controls", "treatment")
     reference = next(iter(representations.values()))
     is_control = select_wells(reference, columns.controls, "profiles")
     if not is_control.any():
@@ -129,15 +124,16 @@ def evaluate(representations: dict[str, pd.DataFrame], columns: ProfileColumns, 
         replicates[name] = percent_replicating(
             for_replicates[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed
         )
-        map_value, map_retrieved, maps[name] = replicate_map(for_replicates[treated], treatments[treated], settings.seed, settings.map_null_size)
+        retrieval = replicate_map(for_replicates[treated], treatments[treated], settings.seed, settings.map_null_size)
+        maps[name] = retrieval.treatments
         scores = anomaly_score(values)
         hits[name] = call_hits(scores[treated], treatments[treated], scores[null_controls], settings.fdr, seed=settings.seed)
         z_factors[name] = z_factors_by_group(scores[treated], treatments[treated], scores[null_controls])
         metrics[name] = {
             "percent_replicating": replicates[name].percent_replicating,
             "replicate_threshold": replicates[name].threshold,
-            "map": map_value,
-            "map_fraction_retrieved": map_retrieved,
+            "map": retrieval.mean_average_precision,
+            "map_fraction_retrieved": retrieval.fraction_retrieved,
             "hits": int(hits[name]["hit"].sum()),
             "median_z_factor": float(z_factors[name].median()),
         }
@@ -153,7 +149,46 @@ def evaluate(representations: dict[str, pd.DataFrame], columns: ProfileColumns, 
     if single:
         notes.append(f"{single} treatment(s) with a single well were excluded from percent replicating and mAP.")
     neighbors, classifiers = _moa(representations, columns, treated, replicates, settings, metrics, notes)
-    return Evaluation(metrics, replicates, maps, neighbors, classifiers, hits, z_factors, notes, asdict(settings), venn_counts(replicates))
+    return Evaluation(metrics, replicates, maps, neighbors, classifiers, hits, z_factors, notes, settings.to_dict(), venn_counts(replicates))
+
+
+def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, source: str) -> tuple[Evaluation, dict]:
+    """Evaluate a profile table as `profile evaluate` does: a wide table of several representations
+    (``<name>__<feature>`` columns, as `profile run` writes) or one plain representation.
+
+    Non-finite values are handled as `profile run` handles them (features with more than 5 %
+    missing/infinite values dropped, then wells with any left), and counted in the metrics.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The profiles (not modified).
+    settings : ProfileEvaluationSettings
+        Column meanings and evaluation options.
+    source : str
+        The table's name for messages.
+
+    Returns
+    -------
+    tuple
+        (the `Evaluation`, metrics.json as a dict).
+
+    Raises
+    ------
+    PhenolensError
+        For a missing column, a non-numeric or all-missing feature set, or an evaluation that cannot run.
+    """
+    require_columns(table, settings, source)
+    metadata = [c for c in table.columns if is_metadata(c, settings)]
+    features = [c for c in table.columns if c not in set(metadata)]
+    require_numeric_features(table, features, source)
+    features, complete, counts = finite_features(table, features, source)
+    clean = table.loc[complete, metadata + features].reset_index(drop=True)
+    representations = with_concatenation(split_wide_table(clean, settings), settings)
+    evaluation = evaluate(representations, settings)
+    data = {"source": source, "wells_in": len(table), "wells": len(clean), "features_in": len(table.columns) - len(metadata), **counts}
+    metrics = {**evaluation.metrics, "data": data, "reproducible_treatments": evaluation.venn, "notes": evaluation.notes}
+    return evaluation, metrics
 
 
 def venn_counts(replicates: dict[str, ReplicateResult]) -> dict[str, int]:
@@ -169,7 +204,7 @@ def venn_counts(replicates: dict[str, ReplicateResult]) -> dict[str, int]:
     return counts
 
 
-def replicate_space(values: np.ndarray, frame: pd.DataFrame, columns: ProfileColumns, settings: EvaluationSettings) -> np.ndarray:
+def replicate_space(values: np.ndarray, frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> np.ndarray:
     """The values replicate reproducibility is measured on: whole-plate normalised by default."""
     return whole_plate_normalize(values, frame[columns.plate]) if settings.replicate_normalization == "whole_plate" else values
 
@@ -193,7 +228,7 @@ def treatment_level(
     return profiles, metadata
 
 
-def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: EvaluationSettings) -> dict[str, float]:
+def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> dict[str, float]:
     """Percent replicating and NSC accuracy of one representation: the cheap metrics, for curves."""
     treated = ~select_wells(frame, columns.controls, "profiles")
     values = replicate_space(frame[features_of(frame, columns)].to_numpy(dtype=np.float64), frame, columns, settings)

@@ -7,13 +7,15 @@ negative-control wells.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
+from phenolens.core.settings import setting
 from phenolens.data.query import select_rows
 from phenolens.data.readers import feature_columns, require_numeric_features
 
@@ -27,29 +29,62 @@ MIN_CONTROLS_PER_PLATE = 2
 
 @dataclass(frozen=True)
 class ProfileColumns:
-    """What the metadata columns of a profile table mean.
+    """What the metadata columns of a profile table mean (a field group of the profiling settings).
 
-    `controls` is a pandas query selecting the negative-control wells. `compound` groups the
-    concentrations of one compound (not-same-compound exclusion); it defaults to `treatment`.
-    `batch` (optional) enables not-same-compound-or-batch evaluation and batch-pooled scales.
+    Attributes
+    ----------
+    controls : str or None
+        Row query (`phenolens.data.query`) selecting the negative-control wells.
+    plate : str
+        Plate column.
+    treatment : str or None
+        Treatment column; replicate wells share its value.
+    moa : str or None
+        Mechanism-of-action column (enables MoA evaluation).
+    batch : str or None
+        Batch column (enables not-same-compound-or-batch evaluation and batch-pooled scales).
+    compound : str or None
+        Groups the concentrations of one compound (not-same-compound exclusion); default: `treatment`.
+    positive_controls : str or None
+        Row query selecting positive-control wells (adds Z'-factors).
     """
 
-    controls: str
-    plate: str = "Metadata_Plate"
-    treatment: str | None = "Metadata_Treatment"
-    moa: str | None = None
-    batch: str | None = None
-    compound: str | None = None
-    positive_controls: str | None = None
+    controls: str | None = setting(
+        None, "Row query selecting the negative-control wells, e.g. \"Metadata_pert_type == 'control'\" (comparisons only).", option="--controls"
+    )
+    plate: str = setting("Metadata_Plate", "Plate column.", option="--plate-column")
+    treatment: str | None = setting(None, "Treatment column (replicate wells share it).", option="--treatment-column")
+    moa: str | None = setting(None, "Mechanism-of-action column (optional).", option="--moa-column")
+    batch: str | None = setting(None, "Batch column (optional; enables NSCB).", option="--batch-column")
+    compound: str | None = setting(None, "Compound column grouping a compound's concentrations [treatment column].", option="--compound-column")
+    positive_controls: str | None = setting(None, "Row query selecting positive-control wells (adds Z'-factors).", option="--positive-controls")
 
     @property
     def compound_column(self) -> str | None:
+        """The column that groups a compound's concentrations (`compound`, else `treatment`)."""
         return self.compound or self.treatment
 
     def named(self) -> dict[str, str]:
         """The metadata columns this table must have, by the option that names them."""
         roles = {"plate": self.plate, "treatment": self.treatment, "moa": self.moa, "batch": self.batch, "compound": self.compound}
         return {role: column for role, column in roles.items() if column}
+
+    def column_fields(self) -> dict[str, object]:
+        """The column meanings alone (for messages and metrics)."""
+        return {f.name: getattr(self, f.name) for f in fields(ProfileColumns)}
+
+    def require(self, *names: str) -> None:
+        """Raise unless every named column field (``"controls"``, ``"treatment"``, ...) is given.
+
+        Raises
+        ------
+        PhenolensError
+            Naming the missing options (and `--dataset`, which sets them).
+        """
+        options = {f.name: f.metadata["option"] for f in fields(ProfileColumns)}
+        missing = [options[name] for name in names if not getattr(self, name)]
+        if missing:
+            raise PhenolensError(f"give --dataset, or {' and '.join(missing)} for your own tables")
 
 
 # Column meanings of the built-in profile datasets (keys are what `--dataset` accepts).
@@ -69,6 +104,33 @@ DATASET_PRESETS: dict[str, tuple[str, ProfileColumns]] = {
         ProfileColumns(controls="Metadata_pert_type == 'control'", treatment="Metadata_broad_sample", moa="Metadata_moa"),
     ),
 }
+
+
+def with_dataset_columns(settings, dataset: str):
+    """`settings` with the column meanings of a built-in dataset filled in where they are left at their defaults.
+
+    Parameters
+    ----------
+    settings : ProfileColumns
+        Any profiling settings object (they all carry the column fields).
+    dataset : str
+        A key of `DATASET_PRESETS`.
+
+    Returns
+    -------
+    tuple
+        (settings with the preset's columns, the dataset's registry name).
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown dataset.
+    """
+    if dataset not in DATASET_PRESETS:
+        raise PhenolensError(f"unknown dataset {dataset!r} for profiling; choose one of {', '.join(DATASET_PRESETS)}")
+    name, preset = DATASET_PRESETS[dataset]
+    chosen = {f.name: getattr(preset, f.name) for f in fields(ProfileColumns) if getattr(settings, f.name) == f.default}
+    return replace(settings, **chosen), name
 
 
 @dataclass
@@ -112,6 +174,119 @@ def select_wells(table: pd.DataFrame, query: str, source: str, option: str = "--
     return select_rows(table, query, source, option)
 
 
+def require_columns(table: pd.DataFrame, columns: ProfileColumns, source: str) -> None:
+    """Raise unless `table` has every column `columns` names.
+
+    Raises
+    ------
+    PhenolensError
+        Naming the missing column and the option that names it.
+    """
+    for role, column in columns.named().items():
+        if column not in table.columns:
+            raise PhenolensError(
+                f"{source}: missing metadata column {column!r} (the {role} column); add it or pass --{role}-column with another name"
+            )
+
+
+def finite_features(table: pd.DataFrame, features: list[str], source: str) -> tuple[list[str], np.ndarray, dict]:
+    """The features and wells usable despite missing/infinite values (pycytominer's 5 % cut), counted.
+
+    Features with more than `MISSING_FEATURE_FRACTION` non-finite values are dropped (an all-NaN
+    column among them); then wells with a non-finite value in a kept feature. One warning line
+    gives the counts.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The profile table.
+    features : list of str
+        Its numeric feature columns.
+    source : str
+        The table's name for messages.
+
+    Returns
+    -------
+    tuple
+        (kept features, boolean mask of complete wells, counts for metrics.json).
+
+    Raises
+    ------
+    PhenolensError
+        When no feature is left.
+    """
+    values = table[features].to_numpy(dtype=np.float64)
+    finite = np.isfinite(values)
+    missing_fraction = 1.0 - finite.mean(axis=0)
+    kept = missing_fraction <= MISSING_FEATURE_FRACTION
+    dropped_features = [f for f, keep in zip(features, kept) if not keep]
+    features = [f for f, keep in zip(features, kept) if keep]
+    if not features:
+        raise PhenolensError(f"{source}: every feature has more than {MISSING_FEATURE_FRACTION:.0%} missing or infinite values; nothing to profile")
+    complete_wells = finite[:, kept].all(axis=1)
+    if dropped_features or not complete_wells.all():
+        log.warning(
+            "%s: dropped %d feature(s) with >%.0f%% missing/infinite values and %d well(s) with missing/infinite values",
+            source,
+            len(dropped_features),
+            100 * MISSING_FEATURE_FRACTION,
+            int((~complete_wells).sum()),
+        )
+    counts = {
+        "non_finite_values": int((~finite).sum()),
+        "features_dropped_non_finite": dropped_features,
+        "wells_dropped_non_finite": int((~complete_wells).sum()),
+    }
+    return features, complete_wells, counts
+
+
+def read_profile_tables(paths: list[Path], datasets: list[str], columns: ProfileColumns) -> pd.DataFrame:
+    """Read the profile tables of a command: files (csv, csv.gz, parquet) or one built-in dataset.
+
+    Parameters
+    ----------
+    paths : list of Path
+        Profile tables, concatenated in order (used when `datasets` is empty).
+    datasets : list of str
+        A registry name (at most one) to load instead.
+    columns : ProfileColumns
+        The column meanings; the plate column is required in every file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The concatenated table.
+
+    Raises
+    ------
+    PhenolensError
+        For an unreadable file, a missing plate column, a non-numeric feature or a column name that
+        appears twice in one file (pandas would silently rename it ``X.1``).
+    """
+    from phenolens.data import load, read_profiles
+
+    if datasets:
+        return load(datasets[0])
+    for path in map(Path, paths):
+        names = _header(path)
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise PhenolensError(f"{path}: column {duplicated[0]!r} appears more than once; rename the duplicates so every column is unique")
+    return read_profiles(paths, required_metadata=(columns.plate,))
+
+
+def _header(path: Path) -> list[str]:
+    """The column names of a profile file as written (before pandas renames duplicates); [] if unreadable."""
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        return list(pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False).iloc[0])
+    except Exception:  # noqa: BLE001 - read_profiles reports an unreadable file with its own message
+        return []
+
+
 def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str = "profile table") -> PreparedProfiles:
     """Validate a well-level profile table and drop what cannot be used, counting every drop.
 
@@ -121,37 +296,15 @@ def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str =
     infinite values, wells with a missing/infinite value in the remaining features, plates with
     fewer than two control wells, treated wells without a treatment label.
     """
-    for role, column in columns.named().items():
-        if column not in table.columns:
-            raise PhenolensError(
-                f"{source}: missing metadata column {column!r} (the {role} column); add it or pass --{role}-column with another name"
-            )
+    require_columns(table, columns, source)
     named = set(columns.named().values())
     features = [c for c in feature_columns(table) if c not in named]
     require_numeric_features(table, features, source)
     table = table.reset_index(drop=True)
     quality: dict = {"source": source, "wells_in": len(table), "features_in": len(features)}
 
-    values = table[features].to_numpy(dtype=np.float64)
-    finite = np.isfinite(values)
-    quality["non_finite_values"] = int((~finite).sum())
-    missing_fraction = 1.0 - finite.mean(axis=0)
-    dropped_features = [f for f, fraction in zip(features, missing_fraction) if fraction > MISSING_FEATURE_FRACTION]
-    kept = missing_fraction <= MISSING_FEATURE_FRACTION
-    features = [f for f, keep in zip(features, kept) if keep]
-    if not features:
-        raise PhenolensError(f"{source}: every feature has more than {MISSING_FEATURE_FRACTION:.0%} missing or infinite values; nothing to profile")
-    complete_wells = finite[:, kept].all(axis=1)
-    quality["features_dropped_non_finite"] = dropped_features
-    quality["wells_dropped_non_finite"] = int((~complete_wells).sum())
-    if dropped_features or not complete_wells.all():
-        log.warning(
-            "%s: dropped %d feature(s) with >%.0f%% missing/infinite values and %d well(s) with missing/infinite values",
-            source,
-            len(dropped_features),
-            100 * MISSING_FEATURE_FRACTION,
-            int((~complete_wells).sum()),
-        )
+    features, complete_wells, dropped = finite_features(table, features, source)
+    quality.update(dropped)
 
     is_control = select_wells(table, columns.controls, source)
     if not is_control.any():

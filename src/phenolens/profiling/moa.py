@@ -31,6 +31,7 @@ from phenolens.core.seeding import numpy_rng
 from phenolens.profiling.replicates import row_standardize
 
 CLASSIFIERS = ("lr", "mlp")
+INNER_FOLDS = 3  # folds of the hyper-parameter search inside each outer training split
 
 
 def treatment_profiles(values: np.ndarray, treatments: np.ndarray) -> pd.DataFrame:
@@ -133,7 +134,7 @@ def classify_moa(
     classifiers: tuple[str, ...] = CLASSIFIERS,
     repeats: int = 10,
     folds: int = 5,
-    inner_folds: int = 3,
+    inner_folds: int = INNER_FOLDS,
     min_per_class: int = 5,
     seed: int = 0,
     jobs: int = 1,

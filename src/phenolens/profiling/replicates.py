@@ -182,12 +182,51 @@ def percent_replicating(
     return ReplicateResult(table, null_values, threshold, float(table["reproducible"].mean()), single)
 
 
-def replicate_map(
-    values: np.ndarray, treatments: np.ndarray, seed: int = 0, null_size: int = 10000, alpha: float = 0.05
-) -> tuple[float, float, pd.DataFrame]:
-    """Mean average precision of retrieving a treatment's replicate wells among all wells (copairs,
-    Pearson correlation). Returns (mean mAP over treatments, fraction with FDR-corrected p < alpha,
-    per-treatment table)."""
+@dataclass
+class ReplicateMap:
+    """mAP of replicate retrieval, as `replicate_map` returns it.
+
+    Attributes
+    ----------
+    mean_average_precision : float
+        Mean over treatments of the mean average precision of retrieving their replicate wells.
+    fraction_retrieved : float
+        Fraction of treatments whose mAP has an FDR-corrected p-value below `alpha`.
+    treatments : pandas.DataFrame
+        Per treatment: copairs' mean_average_precision, p_value, corrected_p_value, below_p, below_corrected_p.
+    """
+
+    mean_average_precision: float
+    fraction_retrieved: float
+    treatments: pd.DataFrame
+
+
+def replicate_map(values: np.ndarray, treatments: np.ndarray, seed: int = 0, null_size: int = 10000, alpha: float = 0.05) -> ReplicateMap:
+    """Mean average precision of retrieving a treatment's replicate wells among all wells (copairs, Pearson correlation).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Well profiles (wells x features), finite.
+    treatments : numpy.ndarray
+        Treatment label of every well.
+    seed : int
+        Seed of copairs' null distribution.
+    null_size : int
+        Size of copairs' null distribution per replicate count.
+    alpha : float
+        Significance level of the FDR-corrected p-values.
+
+    Returns
+    -------
+    ReplicateMap
+        The mean mAP, the fraction retrieved and the per-treatment table.
+
+    Raises
+    ------
+    PhenolensError
+        When no treatment has two or more wells.
+    """
     from copairs.map import average_precision, mean_average_precision
 
     meta = pd.DataFrame({"treatment": np.asarray(treatments).astype(str)})
@@ -199,4 +238,4 @@ def replicate_map(
     with tempfile.TemporaryDirectory(prefix="copairs-") as cache:
         maps = mean_average_precision(scores, ["treatment"], null_size=null_size, threshold=alpha, seed=seed, progress_bar=False, cache_dir=cache)
     table = maps.drop(columns=["indices"]).set_index("treatment")
-    return float(table["mean_average_precision"].mean()), float(table["below_corrected_p"].mean()), table
+    return ReplicateMap(float(table["mean_average_precision"].mean()), float(table["below_corrected_p"].mean()), table)

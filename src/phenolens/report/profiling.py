@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from phenolens.profiling.evaluate import Evaluation
-from phenolens.profiling.explain import FeatureExplanation
+from phenolens.core.runs import RunWriter
+from phenolens.profiling.anomaly import ROLE_COLUMN
+from phenolens.profiling.evaluate import CONCATENATION, Evaluation, features_of, wide_table
+from phenolens.profiling.explain import FeatureExplanation, GroupExplanation, explanations_table
+from phenolens.profiling.hits import anomaly_score
+from phenolens.profiling.inputs import select_wells
+from phenolens.profiling.normalize import TEST
+from phenolens.profiling.pipeline import ProfilingRun
+from phenolens.profiling.settings import ProfileExplanationSettings
 from phenolens.report.figures import OKABE_ITO, figure
-from phenolens.report.html import Section
+from phenolens.report.html import Report, Section
 
 HEADLINE = ("percent_replicating", "map", "nsc_accuracy", "nscb_accuracy", "moa_f1_lr", "moa_f1_mlp")
 LABELS = {
@@ -277,3 +284,114 @@ def profiling_section(
             )
         section.add(shap_section)
     return section
+
+
+def run_section(result: ProfilingRun, title: str) -> Section:
+    """The report section of a `profile run`, with the anomaly-score distributions of held-out controls and treated wells.
+
+    Parameters
+    ----------
+    result : ProfilingRun
+        From `run_profiling`.
+    title : str
+        The section title.
+
+    Returns
+    -------
+    Section
+        Text, tables and figures.
+    """
+    settings = result.profiler.settings
+    anomaly = result.representations["anomaly"]
+    scores = anomaly_score(anomaly[features_of(anomaly, settings)].to_numpy())
+    treated = ~select_wells(anomaly, settings.controls, "profiles")
+    distributions = {"held-out control wells": scores[(anomaly[ROLE_COLUMN] == TEST).to_numpy()], "treated wells": scores[treated]}
+    history = {key: result.profiler.history_.column(key) for key in ("train_loss", "val_loss")}
+    return profiling_section(
+        title, result.metrics, result.evaluation, result.explanations, result.explained_group, result.curve, history, distributions
+    )
+
+
+def write_profiling_run(run: RunWriter, result: ProfilingRun, title: str) -> Section:
+    """Write a `profile run` into an entered `RunWriter`: model/, profiles.parquet, hits.csv,
+    explanations.parquet, metrics.json, figures and report.html.
+
+    Parameters
+    ----------
+    run : RunWriter
+        The run folder being written (inside its ``with`` block).
+    result : ProfilingRun
+        From `run_profiling`.
+    title : str
+        The report title.
+
+    Returns
+    -------
+    Section
+        The report section (the demo reuses it).
+    """
+    from phenolens.nn.weights import save_model
+
+    settings = result.profiler.settings
+    save_model(result.profiler.model_, run.file("model"), result.profiler.model_card(dataset=title))
+    base = {name: frame for name, frame in result.representations.items() if name != CONCATENATION}
+    run.write_table("profiles.parquet", wide_table(base, settings))
+    run.write_table("hits.csv", pd.concat(result.evaluation.hits, names=["representation"]).reset_index())
+    if result.explanations:
+        run.write_table("explanations.parquet", explanations_table(result.explanations, result.explained_group))
+    run.write_metrics(result.metrics)
+    section = run_section(result, title)
+    report = Report(title, metrics=result.metrics)
+    report.add(section)
+    run.write_report(report)
+    return section
+
+
+def evaluation_report(title: str, metrics: dict, evaluation: Evaluation) -> Report:
+    """The report of `profile evaluate`.
+
+    Parameters
+    ----------
+    title : str
+        The report title.
+    metrics : dict
+        metrics.json of the evaluation.
+    evaluation : Evaluation
+        From `evaluate`.
+
+    Returns
+    -------
+    Report
+        Ready for `RunWriter.write_report`.
+    """
+    report = Report(title, metrics=metrics)
+    report.add(profiling_section(title, metrics, evaluation, [], "", None, None, None, prefix="evaluate"))
+    return report
+
+
+def explanation_report(result: GroupExplanation, settings: ProfileExplanationSettings) -> Report:
+    """The report of `profile explain`: one beeswarm per explained feature.
+
+    Parameters
+    ----------
+    result : GroupExplanation
+        From `explain_group`.
+    settings : ProfileExplanationSettings
+        The explanation settings (group, samples).
+
+    Returns
+    -------
+    Report
+        Ready for `RunWriter.write_report`.
+    """
+    section = Section(f"Why are the wells of {settings.group} anomalous? (autoencoder-anomaly SHAP)")
+    section.text(f"{result.wells} wells; background: {result.background} held-out control wells; {settings.nsamples} samples.")
+    for number, explanation in enumerate(result.explanations):
+        section.figure(
+            beeswarm_figure(explanation, settings.group),
+            f"{explanation.feature}: mean |anomaly z| {explanation.mean_abs_anomaly:.1f}.",
+            f"shap_{number}.png",
+        )
+    report = Report(f"phenolens profile explain: {settings.group}", metrics=result.summary)
+    report.add(section)
+    return report
