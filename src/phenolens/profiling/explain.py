@@ -234,6 +234,10 @@ def explain_group(run_path: Path, settings: ProfileExplanationSettings) -> Group
 
     if not settings.group:
         raise PhenolensError("give --group, the row query selecting the wells to explain, e.g. \"Metadata_MoA == 'Eg5 inhibitors'\"")
+    if not (Path(run_path) / "run.json").is_file():
+        raise PhenolensError(
+            f"{run_path}: not a finished `phenolens profile run` folder (no run.json); give the --out folder of `phenolens profile run`"
+        )
     run = load_run(run_path)
     if run.command != "profile run":
         raise PhenolensError(f"{run_path}: written by `phenolens {run.command}`, not `phenolens profile run`; give a profile run's --out folder")
