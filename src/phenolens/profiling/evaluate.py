@@ -9,11 +9,12 @@ import pandas as pd
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
+from phenolens.data.query import select_rows
 from phenolens.data.readers import require_numeric_features
 from phenolens.profiling.anomaly import ROLE_COLUMN, TRAIN, VALIDATION
 from phenolens.profiling.assay_quality import z_factors_by_group, z_prime_factor
 from phenolens.profiling.hits import anomaly_score, call_hits
-from phenolens.profiling.inputs import ProfileColumns, finite_features, require_columns, select_wells
+from phenolens.profiling.inputs import ProfileColumns, finite_features, require_columns
 from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import whole_plate_normalize
 from phenolens.profiling.replicates import ReplicateResult, percent_replicating, replicate_map
@@ -110,7 +111,7 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
     columns = settings
     columns.require("controls", "treatment")
     reference = next(iter(representations.values()))
-    is_control = select_wells(reference, columns.controls, "profiles")
+    is_control = select_rows(reference, columns.controls, "profiles", "--controls")
     if not is_control.any():
         raise PhenolensError(f"profiles: the control query {columns.controls!r} matches no well; check it against the metadata values")
     treated = ~is_control
@@ -138,7 +139,7 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
             "median_z_factor": float(z_factors[name].median()),
         }
         if columns.positive_controls:
-            positive = select_wells(reference, columns.positive_controls, "profiles", "--positive-controls")
+            positive = select_rows(reference, columns.positive_controls, "profiles", "--positive-controls")
             metrics[name]["z_prime_factor"] = z_prime_factor(scores[positive], scores[null_controls])
     if not columns.positive_controls:
         notes.append(
@@ -230,7 +231,7 @@ def treatment_level(
 
 def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> dict[str, float]:
     """Percent replicating and NSC accuracy of one representation: the cheap metrics, for curves."""
-    treated = ~select_wells(frame, columns.controls, "profiles")
+    treated = ~select_rows(frame, columns.controls, "profiles", "--controls")
     values = replicate_space(frame[features_of(frame, columns)].to_numpy(dtype=np.float64), frame, columns, settings)
     treatments = frame[columns.treatment].astype(str).to_numpy()
     scores = {

@@ -147,33 +147,6 @@ class PreparedProfiles:
         return [c for c in self.table.columns if c not in set(self.features)]
 
 
-def select_wells(table: pd.DataFrame, query: str, source: str, option: str = "--controls") -> np.ndarray:
-    """Boolean mask of the wells a row query selects (`phenolens.data.query`: comparisons only, never code).
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        The profile table.
-    query : str
-        E.g. ``"Metadata_pert_type == 'control'"``.
-    source : str
-        The table's name (a file path) for messages.
-    option : str
-        The option the query came from, for messages.
-
-    Returns
-    -------
-    numpy.ndarray
-        Boolean mask, one entry per well.
-
-    Raises
-    ------
-    PhenolensError
-        One line naming the query when it is not allowed, names an unknown column or cannot be evaluated.
-    """
-    return select_rows(table, query, source, option)
-
-
 def require_columns(table: pd.DataFrame, columns: ProfileColumns, source: str) -> None:
     """Raise unless `table` has every column `columns` names.
 
@@ -306,7 +279,7 @@ def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str =
     features, complete_wells, dropped = finite_features(table, features, source)
     quality.update(dropped)
 
-    is_control = select_wells(table, columns.controls, source)
+    is_control = select_rows(table, columns.controls, source, "--controls")
     if not is_control.any():
         raise PhenolensError(f"{source}: the control query {columns.controls!r} matches no well; check it against the metadata values")
     keep = complete_wells.copy()

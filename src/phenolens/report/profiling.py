@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 
 from phenolens.core.runs import RunWriter
+from phenolens.data.query import select_rows
 from phenolens.profiling.anomaly import ROLE_COLUMN
 from phenolens.profiling.evaluate import CONCATENATION, Evaluation, features_of, wide_table
 from phenolens.profiling.explain import FeatureExplanation, GroupExplanation, explanations_table
 from phenolens.profiling.hits import anomaly_score
-from phenolens.profiling.inputs import select_wells
 from phenolens.profiling.normalize import TEST
 from phenolens.profiling.pipeline import ProfilingRun
 from phenolens.profiling.settings import ProfileExplanationSettings
@@ -304,7 +304,7 @@ def run_section(result: ProfilingRun, title: str) -> Section:
     settings = result.profiler.settings
     anomaly = result.representations["anomaly"]
     scores = anomaly_score(anomaly[features_of(anomaly, settings)].to_numpy())
-    treated = ~select_wells(anomaly, settings.controls, "profiles")
+    treated = ~select_rows(anomaly, settings.controls, "profiles", "--controls")
     distributions = {"held-out control wells": scores[(anomaly[ROLE_COLUMN] == TEST).to_numpy()], "treated wells": scores[treated]}
     history = {key: result.profiler.history_.column(key) for key in ("train_loss", "val_loss")}
     return profiling_section(
