@@ -57,10 +57,10 @@ def test_replicate_map_uses_copairs_and_finds_perfect_replicates():
     rng = np.random.default_rng(4)
     labels = np.repeat(np.arange(10), 3)
     exact = rng.normal(size=(10, 12))[labels] + 0.01 * rng.normal(size=(30, 12))
-    value, retrieved, table = replicate_map(exact, labels, null_size=500)
-    assert value == pytest.approx(1.0)
-    assert retrieved == 1.0 and len(table) == 10
-    noise_value, _, _ = replicate_map(rng.normal(size=(30, 12)), labels, null_size=500)
+    result = replicate_map(exact, labels, null_size=500)
+    assert result.mean_average_precision == pytest.approx(1.0)
+    assert result.fraction_retrieved == 1.0 and len(result.treatments) == 10
+    noise_value = replicate_map(rng.normal(size=(30, 12)), labels, null_size=500).mean_average_precision
     assert noise_value < 0.5
 
 

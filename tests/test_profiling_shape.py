@@ -227,3 +227,20 @@ def test_twelve_plates_with_48_replicates_per_compound_run(tmp_path):
         assert 0 <= metrics[representation]["percent_replicating"] <= 1 and 0 < metrics[representation]["map"] <= 1
     assert metrics["cellprofiler"]["percent_replicating"] > 0.9  # every compound has a strong, shared signal
     assert len(json.loads((out / "run.json").read_text())["inputs"]) == 12
+
+
+def test_plates_with_different_features_keep_the_shared_ones_and_count_per_plate(caplog):
+    """Issue 20: per-plate feature lists; the warning gives counts, not file names, and metrics give per-plate counts."""
+    table = _representation()
+    features = [c for c in table if c.startswith("Cells_")]
+    plates = sorted(table["Metadata_Plate"].unique())
+    table.loc[table["Metadata_Plate"] == plates[0], features[:3]] = np.nan  # plate 0 never measured 3 features
+    table.loc[table["Metadata_Plate"] == plates[1], features[3]] = np.nan  # plate 1 never measured one
+    with caplog.at_level(logging.WARNING, logger="phenolens"):
+        _, metrics = evaluate_tables(table, ProfileEvaluationSettings(**EVALUATION), "12 profile files (a.csv, ...)")
+    per_plate = metrics["data"]["plate_features"]
+    assert per_plate[plates[0]] == {"had": 13, "kept": 12, "lost": 1}
+    assert per_plate[plates[1]] == {"had": 15, "kept": 12, "lost": 3}
+    assert per_plate[plates[2]] == {"had": 16, "kept": 12, "lost": 4}
+    assert "kept the 12 every plate has, dropped 4 others (6 of 6 plates lose some, 1-4 each)" in caplog.text
+    assert caplog.text.count(".csv") == 1  # the source's short name, no list of paths

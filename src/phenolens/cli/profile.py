@@ -32,7 +32,12 @@ def _inputs(files: list[Path] | None, dataset: str | None, settings):
         return settings, [], [name], dataset
     if not files:
         raise PhenolensError("no input: give profile FILES or --dataset")
-    return settings, list(files), [], ", ".join(map(str, files))
+    return settings, list(files), [], _describe(files)
+
+
+def _describe(files: list[Path]) -> str:
+    """The inputs in a few words: the files themselves, or how many and the first one."""
+    return ", ".join(map(str, files)) if len(files) <= 2 else f"{len(files)} profile files ({files[0]}, ...)"
 
 
 @app.command()
@@ -80,10 +85,10 @@ def evaluate(
     settings.require("controls", "treatment")
     writer = RunWriter(out, command="profile evaluate", settings=settings, inputs=profiles, overwrite=overwrite)
     table = read_profile_tables(profiles, [], settings)
-    evaluation, metrics = evaluate_tables(table, settings, ", ".join(map(str, profiles)))
+    evaluation, metrics = evaluate_tables(table, settings, _describe(profiles))
     with writer as folder:
         folder.write_metrics(metrics)
-        folder.write_report(evaluation_report(f"phenolens profile evaluate: {', '.join(map(str, profiles))}", metrics, evaluation))
+        folder.write_report(evaluation_report(f"phenolens profile evaluate: {_describe(profiles)}", metrics, evaluation))
     print(f"wrote {writer.target / 'report.html'}")
 
 

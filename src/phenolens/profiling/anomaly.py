@@ -48,6 +48,8 @@ def single_torch_thread() -> Iterator[None]:
 
 @dataclass
 class SearchTrial:
+    """One hyper-parameter trial of `AnomalyProfiler`'s search and its best validation MSE over `epochs`."""
+
     learning_rate: float
     output_l2: float
     dropout: float

@@ -14,7 +14,7 @@ from phenolens.data.readers import require_numeric_features
 from phenolens.profiling.anomaly import ROLE_COLUMN, TRAIN, VALIDATION
 from phenolens.profiling.assay_quality import z_factors_by_group, z_prime_factor
 from phenolens.profiling.hits import anomaly_score, call_hits
-from phenolens.profiling.inputs import ProfileColumns, finite_features, require_columns
+from phenolens.profiling.inputs import ProfileColumns, finite_features, require_columns, shared_features
 from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import whole_plate_normalize
 from phenolens.profiling.replicates import ReplicateResult, percent_replicating, replicate_map
@@ -28,6 +28,32 @@ CONCATENATION = "concatenation"
 
 @dataclass
 class Evaluation:
+    """What `evaluate` measured, per representation.
+
+    Attributes
+    ----------
+    metrics : dict
+        Representation -> headline metrics (metrics.json).
+    replicates : dict
+        Representation -> `ReplicateResult`.
+    maps : dict
+        Representation -> per-treatment mAP table.
+    neighbors : dict
+        Representation -> {"nsc"/"nscb": `NeighborResult`}.
+    classifiers : ClassifierResult or None
+        Nested-CV MoA classification (None when skipped).
+    hits : dict
+        Representation -> per-treatment hit calls.
+    z_factors : dict
+        Representation -> per-treatment Z-factors.
+    notes : list of str
+        What was skipped or excluded, in words.
+    settings : dict
+        The evaluation settings as plain values.
+    venn : dict
+        Reproducible-treatment counts per representation and their overlaps.
+    """
+
     metrics: dict[str, dict]
     replicates: dict[str, ReplicateResult]
     maps: dict[str, pd.DataFrame]
@@ -41,7 +67,20 @@ class Evaluation:
 
 
 def wide_table(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> pd.DataFrame:
-    """One table: shared metadata, then every representation's features named `<name>__<feature>`."""
+    """One table: shared metadata, then every representation's features named `<name>__<feature>`.
+
+    Parameters
+    ----------
+    representations : dict of str to pandas.DataFrame
+        Same wells in the same order.
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The wide table.
+    """
     first = next(iter(representations.values()))
     metadata = [c for c in first.columns if is_metadata(c, columns)]
     parts = [first[metadata]]
@@ -51,7 +90,20 @@ def wide_table(representations: dict[str, pd.DataFrame], columns: ProfileColumns
 
 
 def split_wide_table(table: pd.DataFrame, columns: ProfileColumns) -> dict[str, pd.DataFrame]:
-    """Inverse of `wide_table`; a table without `<name>__` columns is one representation, 'features'."""
+    """Inverse of `wide_table`; a table without `<name>__` columns is one representation, 'features'.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A wide table (or a plain one).
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        Representation name -> table (the concatenation is left out; `with_concatenation` rebuilds it).
+    """
     metadata = [c for c in table.columns if is_metadata(c, columns)]
     prefixed = [c for c in table.columns if c not in metadata and SEPARATOR in c]
     if not prefixed:
@@ -68,15 +120,56 @@ def split_wide_table(table: pd.DataFrame, columns: ProfileColumns) -> dict[str, 
 
 
 def is_metadata(column: str, columns: ProfileColumns) -> bool:
+    """Whether `column` is metadata (not a feature).
+
+    Parameters
+    ----------
+    column : str
+        A column name.
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    bool
+        Whether it is a ``Metadata_`` column or one the settings name.
+    """
     return str(column).startswith("Metadata_") or column in columns.named().values()
 
 
 def features_of(frame: pd.DataFrame, columns: ProfileColumns) -> list[str]:
+    """The feature columns of a representation.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A representation.
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    list of str
+        Its feature columns.
+    """
     return [c for c in frame.columns if not is_metadata(c, columns)]
 
 
 def with_concatenation(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> dict[str, pd.DataFrame]:
-    """Add the concatenation of every representation (features prefixed by their representation)."""
+    """Add the concatenation of every representation (features prefixed by their representation).
+
+    Parameters
+    ----------
+    representations : dict of str to pandas.DataFrame
+        Same wells in the same order.
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        The representations plus ``concatenation`` (when there are two or more).
+    """
     if len(representations) < 2:
         return dict(representations)
     wide = wide_table(representations, columns)
@@ -183,18 +276,37 @@ def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, so
     metadata = [c for c in table.columns if is_metadata(c, settings)]
     features = [c for c in table.columns if c not in set(metadata)]
     require_numeric_features(table, features, source)
+    features, plate_features = shared_features(table, features, settings.plate, source)
     features, complete, counts = finite_features(table, features, source)
     clean = table.loc[complete, metadata + features].reset_index(drop=True)
     representations = with_concatenation(split_wide_table(clean, settings), settings)
     evaluation = evaluate(representations, settings)
-    data = {"source": source, "wells_in": len(table), "wells": len(clean), "features_in": len(table.columns) - len(metadata), **counts}
+    data = {
+        "source": source,
+        "wells_in": len(table),
+        "wells": len(clean),
+        "features_in": len(table.columns) - len(metadata),
+        **counts,
+        "plate_features": plate_features,
+    }
     metrics = {**evaluation.metrics, "data": data, "reproducible_treatments": evaluation.venn, "notes": evaluation.notes}
     return evaluation, metrics
 
 
 def venn_counts(replicates: dict[str, ReplicateResult]) -> dict[str, int]:
     """How many treatments each representation makes reproducible, their union and intersection,
-    and how many only one representation does."""
+    and how many only one representation does.
+
+    Parameters
+    ----------
+    replicates : dict of str to ReplicateResult
+        Percent replicating per representation.
+
+    Returns
+    -------
+    dict of str to int
+        Counts per representation, union, all, only_<name> and treatments.
+    """
     sets = {name: set(result.treatments.index[result.treatments["reproducible"]]) for name, result in replicates.items()}
     counts = {name: len(members) for name, members in sets.items()}
     counts["union"] = len(set().union(*sets.values()))
@@ -206,7 +318,24 @@ def venn_counts(replicates: dict[str, ReplicateResult]) -> dict[str, int]:
 
 
 def replicate_space(values: np.ndarray, frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> np.ndarray:
-    """The values replicate reproducibility is measured on: whole-plate normalised by default."""
+    """The values replicate reproducibility is measured on: whole-plate normalised by default.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features) of one representation.
+    frame : pandas.DataFrame
+        The representation (for the plate column).
+    columns : ProfileColumns
+        Column meanings.
+    settings : ProfileEvaluationSettings
+        Chooses the normalisation.
+
+    Returns
+    -------
+    numpy.ndarray
+        The values replicate metrics use.
+    """
     return whole_plate_normalize(values, frame[columns.plate]) if settings.replicate_normalization == "whole_plate" else values
 
 
@@ -214,7 +343,22 @@ def treatment_level(
     representations: dict[str, pd.DataFrame], columns: ProfileColumns, treated: np.ndarray
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Treatment profiles (mean over replicate wells) of the treated wells with a MoA, per
-    representation, and per-treatment metadata: moa, compound and (with a batch column) batches."""
+    representation, and per-treatment metadata: moa, compound and (with a batch column) batches.
+
+    Parameters
+    ----------
+    representations : dict of str to pandas.DataFrame
+        Same wells in the same order.
+    columns : ProfileColumns
+        Column meanings (a MoA column is required).
+    treated : numpy.ndarray
+        Mask of treated wells.
+
+    Returns
+    -------
+    tuple
+        (representation -> treatment profiles, per-treatment metadata).
+    """
     reference = next(iter(representations.values()))
     labelled = treated & reference[columns.moa].notna().to_numpy()
     treatments = reference.loc[labelled, columns.treatment].astype(str).to_numpy()
@@ -230,7 +374,22 @@ def treatment_level(
 
 
 def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> dict[str, float]:
-    """Percent replicating and NSC accuracy of one representation: the cheap metrics, for curves."""
+    """Percent replicating and NSC accuracy of one representation: the cheap metrics, for curves.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One representation.
+    columns : ProfileColumns
+        Column meanings.
+    settings : ProfileEvaluationSettings
+        Evaluation options.
+
+    Returns
+    -------
+    dict of str to float
+        percent_replicating (and nsc_accuracy with a MoA column).
+    """
     treated = ~select_rows(frame, columns.controls, "profiles", "--controls")
     values = replicate_space(frame[features_of(frame, columns)].to_numpy(dtype=np.float64), frame, columns, settings)
     treatments = frame[columns.treatment].astype(str).to_numpy()

@@ -150,6 +150,15 @@ class PreparedProfiles:
 def require_columns(table: pd.DataFrame, columns: ProfileColumns, source: str) -> None:
     """Raise unless `table` has every column `columns` names.
 
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The profile table.
+    columns : ProfileColumns
+        Column meanings.
+    source : str
+        The table's name for messages.
+
     Raises
     ------
     PhenolensError
@@ -160,6 +169,59 @@ def require_columns(table: pd.DataFrame, columns: ProfileColumns, source: str) -
             raise PhenolensError(
                 f"{source}: missing metadata column {column!r} (the {role} column); add it or pass --{role}-column with another name"
             )
+
+
+def shared_features(table: pd.DataFrame, features: list[str], plate: str, source: str) -> tuple[list[str], dict]:
+    """The features every plate measured, and per plate how many it had, kept and lost.
+
+    Per-plate feature selection (as in JUMP) leaves each plate file with its own feature list; once
+    the files are concatenated, a feature a plate never had is missing in all its wells. Those
+    features are dropped (the intersection), with one warning giving counts, not file names.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The concatenated profile table.
+    features : list of str
+        Its numeric feature columns.
+    plate : str
+        The plate column.
+    source : str
+        The table's name for messages.
+
+    Returns
+    -------
+    tuple
+        (the features every plate has a finite value of, {plate: {"had", "kept", "lost"}} when
+        plates differ, else {}).
+
+    Raises
+    ------
+    PhenolensError
+        When no feature is shared by every plate.
+    """
+    present = pd.DataFrame(np.isfinite(table[features].to_numpy(dtype=np.float64))).groupby(table[plate].astype(str).to_numpy()).any()
+    shared = present.all(axis=0).to_numpy()
+    if shared.all():
+        return features, {}
+    had = present.sum(axis=1)
+    kept = present.loc[:, shared].sum(axis=1)
+    per_plate = {str(name): {"had": int(had[name]), "kept": int(kept[name]), "lost": int(had[name] - kept[name])} for name in present.index}
+    lost = had - kept
+    if not shared.any():
+        raise PhenolensError(f"{source}: no feature is measured on every one of the {len(present)} plates; give plates with shared features")
+    log.warning(
+        "%s: plates measure different features: kept the %d every plate has, dropped %d others "
+        "(%d of %d plates lose some, %d-%d each); per-plate counts in metrics.json data.plate_features",
+        source,
+        int(shared.sum()),
+        int((~shared).sum()),
+        int((lost > 0).sum()),
+        len(present),
+        int(lost.min()),
+        int(lost.max()),
+    )
+    return [f for f, keep in zip(features, shared) if keep], per_plate
 
 
 def finite_features(table: pd.DataFrame, features: list[str], source: str) -> tuple[list[str], np.ndarray, dict]:
@@ -263,11 +325,30 @@ def _header(path: Path) -> list[str]:
 def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str = "profile table") -> PreparedProfiles:
     """Validate a well-level profile table and drop what cannot be used, counting every drop.
 
-    Errors (PhenolensError): a named metadata column is missing, a feature column is not numeric,
-    there are no features, the control query is invalid or matches no well, or no plate keeps
-    at least two control wells. Dropped with a warning: features with more than 5% missing or
-    infinite values, wells with a missing/infinite value in the remaining features, plates with
-    fewer than two control wells, treated wells without a treatment label.
+    Dropped with a warning: features with more than 5% missing or infinite values, wells with a
+    missing/infinite value in the remaining features, plates with fewer than two control wells,
+    treated wells without a treatment label.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Well-level profiles (not modified).
+    columns : ProfileColumns
+        Column meanings (any profiling settings object).
+    source : str
+        The table's name for messages.
+
+    Returns
+    -------
+    PreparedProfiles
+        The clean table (index 0..n-1), its features, the control mask and what was dropped.
+
+    Raises
+    ------
+    PhenolensError
+        A named metadata column is missing, a feature column is not numeric, there are no
+        features, the control query is not allowed or matches no well, or no plate keeps at
+        least two control wells.
     """
     require_columns(table, columns, source)
     named = set(columns.named().values())
@@ -276,6 +357,7 @@ def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str =
     table = table.reset_index(drop=True)
     quality: dict = {"source": source, "wells_in": len(table), "features_in": len(features)}
 
+    features, quality["plate_features"] = shared_features(table, features, columns.plate, source)
     features, complete_wells, dropped = finite_features(table, features, source)
     quality.update(dropped)
 

@@ -34,7 +34,18 @@ class ReplicateResult:
 
 
 def row_standardize(values: np.ndarray) -> np.ndarray:
-    """Centre each row and scale it to unit norm, so dot products of rows are Pearson correlations."""
+    """Centre each row and scale it to unit norm, so dot products of rows are Pearson correlations.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (rows, features).
+
+    Returns
+    -------
+    numpy.ndarray
+        Centred unit-norm rows (NaN for a constant row).
+    """
     centred = values - values.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(centred, axis=1, keepdims=True)
     return centred / np.where(norm > 0, norm, np.nan)
@@ -44,6 +55,18 @@ def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> n
     """Median correlation over all pairs inside each group.
 
     `unit_rows` comes from `row_standardize`; `groups` is an (n_groups, k) index matrix, k >= 2.
+
+    Parameters
+    ----------
+    unit_rows : numpy.ndarray
+        Rows from `row_standardize`.
+    groups : numpy.ndarray
+        (n_groups, k) row indices, k >= 2.
+
+    Returns
+    -------
+    numpy.ndarray
+        One median correlation per group.
     """
     n_groups, size = groups.shape
     upper = np.triu_indices(size, k=1)
@@ -57,7 +80,18 @@ def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> n
 
 
 def groups_by_label(codes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """For each group size k: (labels, (n_labels, k) index matrix) of the labels with k members."""
+    """For each group size k: (labels, (n_labels, k) index matrix) of the labels with k members.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        Integer label of every row.
+
+    Returns
+    -------
+    dict
+        Group size -> (labels of that size, (n_labels, size) row-index matrix).
+    """
     order = np.argsort(codes, kind="stable")
     labels, starts, counts = np.unique(codes[order], return_index=True, return_counts=True)
     by_size = {}
@@ -156,7 +190,31 @@ def percent_replicating(
     percentile: float = 90.0,
     seed: int = 0,
 ) -> ReplicateResult:
-    """Percent replicating of well profiles `values` (wells x features) labelled by `treatments`."""
+    """Percent replicating of well profiles labelled by treatment.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Well profiles (wells x features).
+    treatments : numpy.ndarray
+        Treatment label of every well; treatments with one well are excluded (and counted).
+    null_repeats : int
+        Null groups drawn per treatment of each replicate count (`sample_null_groups`).
+    percentile : float
+        Percentile of the null a treatment's median replicate correlation must exceed.
+    seed : int
+        Seed of the null draw.
+
+    Returns
+    -------
+    ReplicateResult
+        Per-treatment correlations, the null, the threshold and the score.
+
+    Raises
+    ------
+    PhenolensError
+        When no treatment has two wells, or a replicate count exceeds the number of treatments.
+    """
     codes, names = pd.factorize(pd.Series(treatments), sort=True)
     unit = row_standardize(np.asarray(values, dtype=np.float64))
     rng = numpy_rng(seed)
