@@ -22,6 +22,7 @@ from phenolens.core.estimators import NotFittedError
 from phenolens.core.settings import option_name
 from phenolens.profiling.anomaly import AnomalyProfiler
 from phenolens.profiling.evaluate import evaluate_tables
+from phenolens.profiling.inputs import IMPUTED_COLUMN, prepare_profiles
 from phenolens.profiling.settings import ProfileEvaluationSettings, ProfileExplanationSettings, ProfilingSettings
 from phenolens.profiling.synthetic import synthetic_screen
 
@@ -244,3 +245,25 @@ def test_plates_with_different_features_keep_the_shared_ones_and_count_per_plate
     assert per_plate[plates[2]] == {"had": 16, "kept": 12, "lost": 4}
     assert "kept the 12 every plate has, dropped 4 others (6 of 6 plates lose some, 1-4 each)" in caplog.text
     assert caplog.text.count(".csv") == 1  # the source's short name, no list of paths
+
+
+def test_union_imputes_a_plates_missing_values_from_its_controls_and_flags_them():
+    table = _representation()
+    features = [c for c in table if c.startswith("Cells_")]
+    plates = sorted(table["Metadata_Plate"].unique())
+    on_first = table["Metadata_Plate"] == plates[0]
+    controls = table["Metadata_PertType"] == "control"
+    table.loc[on_first, features[0]] = np.nan  # plate 0 never measured feature 0
+    well = table.index[~on_first & ~controls][0]
+    table.loc[well, features[1]] = np.inf  # one value lost on another plate
+    settings = ProfileEvaluationSettings(**EVALUATION, feature_set="union")
+    prepared = prepare_profiles(table, settings, "wells.csv", "union")
+    assert features[0] in prepared.features and np.isfinite(prepared.table[prepared.features].to_numpy()).all()
+    same_plate_controls = (table["Metadata_Plate"] == table.loc[well, "Metadata_Plate"]) & controls
+    assert prepared.table.loc[well, features[1]] == table.loc[same_plate_controls, features[1]].median()
+    assert prepared.table.loc[on_first.to_numpy(), features[0]].nunique() == 1  # the all-plates control median
+    assert prepared.table[IMPUTED_COLUMN].sum() == on_first.sum() + 1 and prepared.table.loc[well, IMPUTED_COLUMN] == 1
+    _, metrics = evaluate_tables(table, settings, "wells.csv")
+    assert metrics["data"]["imputed_by_plate"][plates[0]] == on_first.sum() and metrics["data"]["wells_dropped_non_finite"] == 0
+    with pytest.raises(PhenolensError, match="choose one of intersection, union"):
+        ProfilingSettings(feature_set="all")

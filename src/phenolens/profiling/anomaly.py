@@ -185,7 +185,7 @@ class AnomalyProfiler(BaseEstimator):
     def _prepare(self, table: pd.DataFrame) -> PreparedProfiles:
         settings = self._settings
         columns = ProfileColumns(controls=settings.controls, plate=settings.plate, batch=settings.batch)
-        return prepare_profiles(table, columns, source="profile table")
+        return prepare_profiles(table, columns, source="profile table", feature_set=settings.feature_set)
 
     @staticmethod
     def _limit_training_controls(roles: np.ndarray, settings: ProfilingSettings) -> np.ndarray:

@@ -14,7 +14,7 @@ from phenolens.data.readers import require_numeric_features
 from phenolens.profiling.anomaly import ROLE_COLUMN, TRAIN, VALIDATION
 from phenolens.profiling.assay_quality import z_factors_by_group, z_prime_factor
 from phenolens.profiling.hits import anomaly_score, call_hits
-from phenolens.profiling.inputs import ProfileColumns, finite_features, require_columns, shared_features
+from phenolens.profiling.inputs import IMPUTED_COLUMN, ProfileColumns, finite_features, impute_from_plate_controls, require_columns, shared_features
 from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import whole_plate_normalize
 from phenolens.profiling.replicates import ReplicateResult, percent_replicating, replicate_map
@@ -276,6 +276,11 @@ def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, so
     metadata = [c for c in table.columns if is_metadata(c, settings)]
     features = [c for c in table.columns if c not in set(metadata)]
     require_numeric_features(table, features, source)
+    imputed = {}
+    if settings.feature_set == "union":
+        is_control = select_rows(table, settings.controls, source, "--controls")
+        table, imputed = impute_from_plate_controls(table, features, settings.plate, is_control, source)
+        metadata.append(IMPUTED_COLUMN)
     features, plate_features = shared_features(table, features, settings.plate, source)
     features, complete, counts = finite_features(table, features, source)
     clean = table.loc[complete, metadata + features].reset_index(drop=True)
@@ -288,6 +293,7 @@ def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, so
         "features_in": len(table.columns) - len(metadata),
         **counts,
         "plate_features": plate_features,
+        "imputed_by_plate": imputed,
     }
     metrics = {**evaluation.metrics, "data": data, "reproducible_treatments": evaluation.venn, "notes": evaluation.notes}
     return evaluation, metrics

@@ -224,6 +224,72 @@ def shared_features(table: pd.DataFrame, features: list[str], plate: str, source
     return [f for f, keep in zip(features, shared) if keep], per_plate
 
 
+IMPUTED_COLUMN = "Metadata_ImputedValues"  # per well: how many of its feature values were imputed (--features union)
+
+
+def impute_from_plate_controls(
+    table: pd.DataFrame, features: list[str], plate: str, is_control: np.ndarray, source: str
+) -> tuple[pd.DataFrame, dict]:
+    """Fill every missing or infinite feature value with the median of its plate's control wells (`--features union`).
+
+    A plate that never measured a feature has no control value for it either; its wells get the
+    median over every plate's controls, which per-plate centring on controls turns into the
+    control level (0) for every well of that plate: the feature then says nothing about them.
+    Each well's number of imputed values is kept in ``Metadata_ImputedValues`` (the flag).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The profile table (not modified).
+    features : list of str
+        Its numeric feature columns.
+    plate : str
+        The plate column.
+    is_control : numpy.ndarray
+        Mask of the negative-control wells.
+    source : str
+        The table's name for messages.
+
+    Returns
+    -------
+    tuple
+        (a copy of `table` with imputed values and the flag column, {plate: values imputed}).
+
+    Raises
+    ------
+    PhenolensError
+        When a feature has no finite control value on any plate.
+    """
+    values = table[features].to_numpy(dtype=np.float64)
+    missing = ~np.isfinite(values)
+    if not missing.any():  # nothing to impute (or imputed already: keep the flags)
+        return (table if IMPUTED_COLUMN in table else table.assign(**{IMPUTED_COLUMN: 0})), {}
+    plates = table[plate].astype(str).to_numpy()
+    controls = pd.DataFrame(np.where(missing, np.nan, values)[is_control])
+    by_plate = controls.groupby(plates[is_control]).median()
+    overall = controls.median()
+    if overall.isna().any():
+        raise PhenolensError(
+            f"{source}: feature {features[int(np.flatnonzero(overall.isna())[0])]!r} has no finite value in any control well; drop it"
+        )
+    fill = by_plate.reindex(np.unique(plates)).fillna(overall)
+    rows = fill.index.get_indexer(plates)
+    imputed = np.where(missing, fill.to_numpy()[rows], values)
+    result = table.copy()
+    result[features] = imputed
+    result[IMPUTED_COLUMN] = missing.sum(axis=1)
+    per_plate = pd.Series(missing.sum(axis=1)).groupby(plates).sum()
+    log.warning(
+        "%s: imputed %d missing/infinite value(s) in %d well(s) on %d plate(s) from the plates' controls (--features union); flagged in %s",
+        source,
+        int(missing.sum()),
+        int(missing.any(axis=1).sum()),
+        int((per_plate > 0).sum()),
+        IMPUTED_COLUMN,
+    )
+    return result, {str(name): int(count) for name, count in per_plate.items()}
+
+
 def finite_features(table: pd.DataFrame, features: list[str], source: str) -> tuple[list[str], np.ndarray, dict]:
     """The features and wells usable despite missing/infinite values (pycytominer's 5 % cut), counted.
 
@@ -322,7 +388,9 @@ def _header(path: Path) -> list[str]:
         return []
 
 
-def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str = "profile table") -> PreparedProfiles:
+def prepare_profiles(
+    table: pd.DataFrame, columns: ProfileColumns, source: str = "profile table", feature_set: str = "intersection"
+) -> PreparedProfiles:
     """Validate a well-level profile table and drop what cannot be used, counting every drop.
 
     Dropped with a warning: features with more than 5% missing or infinite values, wells with a
@@ -337,6 +405,9 @@ def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str =
         Column meanings (any profiling settings object).
     source : str
         The table's name for messages.
+    feature_set : {"intersection", "union"}
+        Plates with different features: keep those every plate has, or keep all and impute
+        missing values from each plate's controls (`impute_from_plate_controls`).
 
     Returns
     -------
@@ -357,13 +428,14 @@ def prepare_profiles(table: pd.DataFrame, columns: ProfileColumns, source: str =
     table = table.reset_index(drop=True)
     quality: dict = {"source": source, "wells_in": len(table), "features_in": len(features)}
 
-    features, quality["plate_features"] = shared_features(table, features, columns.plate, source)
-    features, complete_wells, dropped = finite_features(table, features, source)
-    quality.update(dropped)
-
     is_control = select_rows(table, columns.controls, source, "--controls")
     if not is_control.any():
         raise PhenolensError(f"{source}: the control query {columns.controls!r} matches no well; check it against the metadata values")
+    if feature_set == "union":
+        table, quality["imputed_by_plate"] = impute_from_plate_controls(table, features, columns.plate, is_control, source)
+    features, quality["plate_features"] = shared_features(table, features, columns.plate, source)
+    features, complete_wells, dropped = finite_features(table, features, source)
+    quality.update(dropped)
     keep = complete_wells.copy()
     if columns.treatment:
         unlabelled = ~is_control & table[columns.treatment].isna().to_numpy()

@@ -81,7 +81,7 @@ def run_profiling(table: pd.DataFrame, settings: ProfilingSettings, source: str 
     settings.require("controls", "treatment")
     columns = settings
     started = time.perf_counter()
-    prepared = prepare_profiles(table, columns, source)
+    prepared = prepare_profiles(table, columns, source, settings.feature_set)
     profiler = AnomalyProfiler(settings)
     representations = with_concatenation(profiler.fit_transform(prepared.table), columns)
     evaluation = evaluate(representations, settings)

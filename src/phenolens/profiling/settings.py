@@ -19,6 +19,7 @@ from phenolens.profiling.moa import CLASSIFIERS, INNER_FOLDS
 from phenolens.profiling.normalize import SCALE_POOLING
 
 REPLICATE_NORMALIZATION = ("whole_plate", "none")
+FEATURE_SETS = ("intersection", "union")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class EvaluationFields:
     fdr: float = setting(0.05, "False discovery rate of hit calls.", minimum=0, maximum=1, exclusive_minimum=True)
     seed: int = setting(0, "Seed of every random step (same seed, same metrics).", minimum=0)
     jobs: int = setting(2, "Processes for the MoA classifiers (results do not depend on it).", minimum=1)
+    feature_set: str = setting(
+        "intersection",
+        "Plates with different features: keep those every plate has, or all, imputing missing values from each plate's controls (flagged).",
+        choices=FEATURE_SETS,
+        option="--features",
+    )
 
 
 def _check_shared(settings: Settings) -> None:
