@@ -202,7 +202,8 @@ def shared_features(table: pd.DataFrame, features: list[str], plate: str, source
     """
     present = pd.DataFrame(np.isfinite(table[features].to_numpy(dtype=np.float64))).groupby(table[plate].astype(str).to_numpy()).any()
     shared = present.all(axis=0).to_numpy()
-    if shared.all():
+    nowhere = ~present.any(axis=0).to_numpy()  # measured on no plate: `finite_features` drops and counts those
+    if (shared | nowhere).all():
         return features, {}
     had = present.sum(axis=1)
     kept = present.loc[:, shared].sum(axis=1)
@@ -215,13 +216,13 @@ def shared_features(table: pd.DataFrame, features: list[str], plate: str, source
         "(%d of %d plates lose some, %d-%d each); per-plate counts in metrics.json data.plate_features",
         source,
         int(shared.sum()),
-        int((~shared).sum()),
+        int((~shared & ~nowhere).sum()),
         int((lost > 0).sum()),
         len(present),
         int(lost.min()),
         int(lost.max()),
     )
-    return [f for f, keep in zip(features, shared) if keep], per_plate
+    return [f for f, keep in zip(features, shared | nowhere) if keep], per_plate
 
 
 IMPUTED_COLUMN = "Metadata_ImputedValues"  # per well: how many of its feature values were imputed (--features union)
