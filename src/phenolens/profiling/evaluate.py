@@ -161,9 +161,9 @@ def with_concatenation(representations: dict[str, pd.DataFrame], columns: Profil
     Parameters
     ----------
     representations : dict of str to pandas.DataFrame
-        Same wells in the same order.
+        Representation name -> table; concatenated when there are two or more.
     columns : ProfileColumns
-        Column meanings.
+        Which columns are metadata (kept once).
 
     Returns
     -------
