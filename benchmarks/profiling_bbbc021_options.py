@@ -13,37 +13,47 @@ replicate mAP (it needs no MoA annotation), which the script reports next to NSC
 
     python benchmarks/profiling_bbbc021_options.py           # all options (several minutes)
     python benchmarks/profiling_bbbc021_options.py --small   # default option only, short training
+    python benchmarks/profiling_bbbc021_options.py --small --check   # exit 1 when a target is missed
+
+Target (every mode): the default option's cellprofiler representation reaches NSC >= 0.8 and
+percent replicating >= 0.6 on BBBC021 (the published anomaly-representation work reports NSC ~0.9).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from phenolens.data import feature_columns, load
 from phenolens.profiling.anomaly import ROLE_COLUMN, AnomalyProfiler
-from phenolens.profiling.evaluate import EvaluationSettings, features_of, replicate_space, treatment_level, with_concatenation
-from phenolens.profiling.inputs import DATASET_PRESETS
+from phenolens.profiling.evaluate import features_of, replicate_space, treatment_level, with_concatenation
+from phenolens.profiling.inputs import with_dataset_columns
 from phenolens.profiling.moa import nearest_neighbor_moa
 from phenolens.profiling.normalize import standardize
 from phenolens.profiling.replicates import percent_replicating, replicate_map
 from phenolens.profiling.select import select_features
+from phenolens.profiling.settings import ProfilingSettings
 
-DATASET, COLUMNS = DATASET_PRESETS["bbbc021"]
+sys.path.insert(0, str(Path(__file__).parent))
+from targets import Targets, add_check_option  # noqa: E402
+
+COLUMNS, DATASET = with_dataset_columns(ProfilingSettings(), "bbbc021")
 
 
 def scores(representation: pd.DataFrame) -> dict[str, float]:
     treated = (representation["Metadata_PertType"] == "trt").to_numpy()
     values = representation[features_of(representation, COLUMNS)].to_numpy()
-    replicated = replicate_space(values, representation, COLUMNS, EvaluationSettings())
+    replicated = replicate_space(values, representation, COLUMNS, COLUMNS)
     treatments = representation[COLUMNS.treatment].astype(str).to_numpy()
     profiles, meta = treatment_level({"r": representation}, COLUMNS, treated)
     return {
         "percent_replicating": percent_replicating(replicated[treated], treatments[treated]).percent_replicating,
-        "map": replicate_map(replicated[treated], treatments[treated], null_size=1000)[0],
+        "map": replicate_map(replicated[treated], treatments[treated], null_size=1000).mean_average_precision,
         "nsc": nearest_neighbor_moa(profiles["r"], meta["moa"], meta["compound"]).accuracy,
         "nscb": nearest_neighbor_moa(profiles["r"], meta["moa"], meta["compound"], meta["batch"]).accuracy,
     }
@@ -75,6 +85,7 @@ def classical(table: pd.DataFrame, select: bool) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="Only the default option, 20 epochs.")
+    add_check_option(parser)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     table = load(DATASET)
@@ -88,7 +99,7 @@ def main() -> None:
         ]
     rows = []
     for option in options:
-        profiler = AnomalyProfiler(COLUMNS.controls, COLUMNS.plate, COLUMNS.batch, max_epochs=20 if args.small else 300, **option)
+        profiler = AnomalyProfiler(COLUMNS.replace(max_epochs=20 if args.small else 300, **option))
         representations = with_concatenation(profiler.fit_transform(table), COLUMNS)
         for name, frame in representations.items():
             rows.append({"option": str(option), "representation": name, **scores(frame)})
@@ -114,6 +125,11 @@ def main() -> None:
             )
     print("\nall options:")
     print(pd.DataFrame(rows).round(3).to_string(index=False))
+    default = rows[0]  # the default option, cellprofiler representation
+    targets = Targets("profiling_bbbc021_options")
+    targets.expect("default option, cellprofiler NSC accuracy", default["nsc"], ">=", 0.8)
+    targets.expect("default option, cellprofiler percent replicating", default["percent_replicating"], ">=", 0.6)
+    sys.exit(targets.finish(args.check))
 
 
 if __name__ == "__main__":

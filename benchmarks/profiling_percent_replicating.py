@@ -15,18 +15,28 @@ to compare (the absolute numbers depend on the machine's load).
 
     python benchmarks/profiling_percent_replicating.py            # full size
     python benchmarks/profiling_percent_replicating.py --small    # seconds, for CI
+    python benchmarks/profiling_percent_replicating.py --small --check   # exit 1 when a target is missed
+
+Targets: the vectorised value equals the reference's (same null groups); it is at least 5x faster
+than the reference; the twelve-plate shape of issue 20 (48 replicates per treatment, 60
+treatments) draws its null groups; with cytominer-eval installed, the per-treatment medians agree.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from phenolens.profiling.reference import null_groups, reference_percent_replicating
 from phenolens.profiling.replicates import percent_replicating
 from phenolens.profiling.synthetic import synthetic_screen
+
+sys.path.insert(0, str(Path(__file__).parent))
+from targets import Targets, add_check_option  # noqa: E402
 
 FULL = {"plates": 100, "batches": 25, "controls_per_plate": 4, "moas": 35, "compounds_per_moa": 40, "doses": 6, "replicates": 4, "features": 600}
 SMALL = {"plates": 12, "batches": 3, "controls_per_plate": 4, "moas": 5, "compounds_per_moa": 8, "doses": 3, "replicates": 4, "features": 100}
@@ -60,7 +70,9 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="A small screen (seconds).")
     parser.add_argument("--cytominer-wells", type=int, default=2400, help="Treated wells given to cytominer-eval (all of them with --small).")
     parser.add_argument("--seed", type=int, default=0)
+    add_check_option(parser)
     args = parser.parse_args()
+    targets = Targets("profiling_percent_replicating")
     screen = synthetic_screen(**(SMALL if args.small else FULL), seed=args.seed)
     treated = screen[screen["Metadata_PertType"] == "trt"].reset_index(drop=True)
     features = [c for c in treated if not c.startswith("Metadata_")]
@@ -75,6 +87,10 @@ def main() -> None:
     print(f"phenolens (vectorised): {fast.percent_replicating:.4f} replicating, threshold {fast.threshold:.4f}, {fast_seconds:.2f} s")
     print(f"reference (loops):      {slow_score:.4f} replicating, threshold {slow_threshold:.4f}, {slow_seconds:.2f} s")
     print(f"same value: {same}; speed-up vs reference: {slow_seconds / fast_seconds:.0f}x")
+    targets.expect("vectorised == reference (1 = same value)", float(same), "==", 1)
+    targets.expect("speed-up vs the loop reference", slow_seconds / max(fast_seconds, 1e-9), ">=", 5)
+    twelve = percent_replicating(np.random.default_rng(args.seed).normal(size=(60 * 48, 50)), np.repeat(np.arange(60), 48), seed=args.seed)
+    targets.expect("twelve-plate shape (48 replicates, 60 treatments): null groups drawn", float(len(twelve.null) == 5 * 60), "==", 1)
 
     rng = np.random.default_rng(args.seed)
     if args.small or args.cytominer_wells >= len(treated):
@@ -86,13 +102,15 @@ def main() -> None:
     medians, cytominer_seconds = timed(cytominer_eval_medians, values[subset], treatments[subset])
     if medians is None:
         print("cytominer-eval: not installed (pip install cytominer-eval); skipped")
-        return
+        sys.exit(targets.finish(args.check))
     ours, ours_seconds = timed(percent_replicating, values[subset], treatments[subset], null_repeats=5, seed=args.seed)
     agree = np.allclose(medians.to_numpy(), ours.treatments["replicate_correlation"].to_numpy())
     print(
         f"cytominer-eval on {len(subset):,} wells: {cytominer_seconds:.2f} s; phenolens on the same wells: {ours_seconds:.3f} s "
         f"({cytominer_seconds / ours_seconds:.0f}x faster); per-treatment median replicate correlations equal: {agree}"
     )
+    targets.expect("medians equal cytominer-eval's (1 = equal)", float(agree), "==", 1)
+    sys.exit(targets.finish(args.check))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,14 @@ from phenolens.core.errors import PhenolensError
 from phenolens.nn.weights import load_model, save_model
 from phenolens.profiling.anomaly import ROLE_COLUMN, AnomalyProfiler
 from phenolens.profiling.explain import explain_anomalies
+from phenolens.profiling.settings import ProfilingSettings
 from phenolens.profiling.synthetic import synthetic_screen
 
-SMALL = {"max_epochs": 8, "patience": 5, "hidden": (32, 16, 8), "latent": 4, "batch_column": "Metadata_Batch"}
+SMALL = {"max_epochs": 8, "patience": 5, "hidden": (32, 16, 8), "latent": 4, "batch": "Metadata_Batch", "controls": "Metadata_PertType == 'control'"}
+
+
+def small(**changes):
+    return AnomalyProfiler(ProfilingSettings(**{**SMALL, **changes}))
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +25,7 @@ def screen():
 
 @pytest.fixture(scope="module")
 def fitted(screen):
-    profiler = AnomalyProfiler(**SMALL, seed=0)
+    profiler = small(seed=0)
     return profiler, profiler.fit_transform(screen)
 
 
@@ -45,7 +50,7 @@ def test_treated_wells_never_fit_anything(screen, fitted):
     changed = screen.copy()
     treated = changed["Metadata_PertType"] == "trt"
     changed.loc[treated, profiler.selected_features_] *= 10.0
-    other = AnomalyProfiler(**SMALL, seed=0)
+    other = small(seed=0)
     other.fit(changed)
     assert other.selected_features_ == profiler.selected_features_
     for a, b in zip(other.model_.state_dict().values(), profiler.model_.state_dict().values()):
@@ -54,9 +59,9 @@ def test_treated_wells_never_fit_anything(screen, fitted):
 
 def test_same_seed_same_numbers_other_seed_other_split(screen, fitted):
     profiler, representations = fitted
-    again = AnomalyProfiler(**SMALL, seed=0).fit_transform(screen)
+    again = small(seed=0).fit_transform(screen)
     assert again["anomaly"].equals(representations["anomaly"])
-    other = AnomalyProfiler(**SMALL, seed=1).fit(screen)
+    other = small(seed=1).fit(screen)
     assert not np.array_equal(other.roles_, profiler.roles_)
 
 
@@ -85,13 +90,13 @@ def test_weights_round_trip(tmp_path, fitted):
 
 
 def test_search_trials_are_scored_on_validation_controls(screen):
-    profiler = AnomalyProfiler(**{**SMALL, "max_epochs": 3}, search_trials=2, seed=0).fit(screen)
+    profiler = small(max_epochs=3, search_trials=2, seed=0).fit(screen)
     assert len(profiler.search_) == 3
     assert profiler.search_["validation_mse"].min() == pytest.approx(min(profiler.history_.column("val_loss")))
 
 
 def test_max_train_controls_marks_the_rest_unused(screen):
-    profiler = AnomalyProfiler(**SMALL, max_train_controls=6, seed=0).fit(screen)
+    profiler = small(max_train_controls=6, seed=0).fit(screen)
     assert (profiler.roles_ == "train").sum() == 6 and (profiler.roles_ == "unused").sum() == 10
 
 

@@ -9,8 +9,9 @@ import pytest
 
 from phenolens.cli.main import run
 from phenolens.core.errors import PhenolensError
-from phenolens.profiling.evaluate import EvaluationSettings, evaluate
+from phenolens.profiling.evaluate import evaluate
 from phenolens.profiling.inputs import ProfileColumns, prepare_profiles
+from phenolens.profiling.settings import ProfileEvaluationSettings
 from phenolens.profiling.synthetic import synthetic_screen
 
 OPTIONS = ["--controls", "Metadata_PertType == 'control'", "--treatment-column", "Metadata_Treatment", "--moa-column", "Metadata_MoA"]
@@ -22,7 +23,7 @@ HEADLINE = ("percent_replicating", "map", "nsc_accuracy", "nscb_accuracy", "moa_
 @pytest.fixture(scope="module")
 def table_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("screen") / "screen.csv"
-    synthetic_screen(plates=6, controls_per_plate=8, moas=2, compounds_per_moa=3, doses=2, features=16, seed=1).to_csv(path, index=False)
+    synthetic_screen(plates=6, controls_per_plate=8, moas=2, compounds_per_moa=5, doses=2, features=16, effect=8.0, seed=1).to_csv(path, index=False)
     return path
 
 
@@ -53,7 +54,9 @@ def test_run_writes_every_output_with_the_promised_keys(run_dir):
         assert 0 <= metrics[representation]["percent_replicating"] <= 1
         assert metrics[representation]["moa_f1_lr"] is not None and metrics[representation]["nscb_accuracy"] is not None
         assert metrics[representation]["moa_f1_mlp"] is None  # not asked for
-    assert metrics["seconds"] > 0 and metrics["settings"]["profiler"]["seed"] == 0
+    assert metrics["seconds"] > 0
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["command"] == "profile run" and record["seed"] == 0 and record["inputs"][0]["path"].endswith("screen.csv")
     assert len(list((run_dir / "figures").glob("*.png"))) >= 6
     profiles = pd.read_parquet(run_dir / "profiles.parquet")
     assert any(c.startswith("cellprofiler__") for c in profiles) and any(c.startswith("anomaly__") for c in profiles)
@@ -143,9 +146,10 @@ def test_single_replicate_treatments_are_excluded_and_counted(run_dir):
     profiles = pd.read_parquet(run_dir / "profiles.parquet")
     representation = profiles[[c for c in profiles if not c.startswith("anomaly__")]]
     keep_one = ~representation["Metadata_Treatment"].isin(["cpd0@1", "cpd1@1"]) | ~representation["Metadata_Treatment"].duplicated()
-    settings = EvaluationSettings(moa_repeats=1, map_null_size=200, classifiers=("lr",))
-    columns = ProfileColumns(**{**COLUMNS.__dict__, "positive_controls": "Metadata_Treatment == 'cpd0@2'"})
-    evaluation = evaluate({"cellprofiler": representation[keep_one].reset_index(drop=True)}, columns, settings)
+    settings = ProfileEvaluationSettings(
+        **{**COLUMNS.column_fields(), "positive_controls": "Metadata_Treatment == 'cpd0@2'"}, moa_repeats=1, map_null_size=200, classifiers=("lr",)
+    )
+    evaluation = evaluate({"cellprofiler": representation[keep_one].reset_index(drop=True)}, settings)
     assert -np.inf < evaluation.metrics["cellprofiler"]["z_prime_factor"] <= 1
     assert evaluation.venn["cellprofiler"] == evaluation.venn["union"] == int(evaluation.replicates["cellprofiler"].treatments["reproducible"].sum())
     assert evaluation.replicates["cellprofiler"].single_replicate == 2

@@ -1,11 +1,16 @@
 """Percent replicating against a slow, obviously-correct reference; mAP through copairs."""
 
+import itertools
+import math
+from collections import Counter
+
 import numpy as np
 import pytest
+from scipy import stats
 
 from phenolens.core.errors import PhenolensError
 from phenolens.profiling.reference import null_groups, reference_percent_replicating
-from phenolens.profiling.replicates import percent_replicating, replicate_map, sample_null_groups
+from phenolens.profiling.replicates import draw_distinct, percent_replicating, replicate_map, sample_null_groups
 
 
 def small_table(seed=0, treatments=12, features=15):
@@ -52,8 +57,77 @@ def test_replicate_map_uses_copairs_and_finds_perfect_replicates():
     rng = np.random.default_rng(4)
     labels = np.repeat(np.arange(10), 3)
     exact = rng.normal(size=(10, 12))[labels] + 0.01 * rng.normal(size=(30, 12))
-    value, retrieved, table = replicate_map(exact, labels, null_size=500)
-    assert value == pytest.approx(1.0)
-    assert retrieved == 1.0 and len(table) == 10
-    noise_value, _, _ = replicate_map(rng.normal(size=(30, 12)), labels, null_size=500)
+    result = replicate_map(exact, labels, null_size=500)
+    assert result.mean_average_precision == pytest.approx(1.0)
+    assert result.fraction_retrieved == 1.0 and len(result.treatments) == 10
+    noise_value = replicate_map(rng.normal(size=(30, 12)), labels, null_size=500).mean_average_precision
     assert noise_value < 0.5
+
+
+# -- exact null groups: known answers from exhaustive enumeration (independent of the sampler) --------------
+
+
+def _enumerated_well_groups(counts, size):
+    """Every null group of `size` wells from distinct labels, by brute force, with its exact probability."""
+    wells = np.repeat(np.arange(len(counts)), counts)
+    groups, probabilities = [], []
+    for labels in itertools.combinations(range(len(counts)), size):
+        for members in itertools.product(*(np.flatnonzero(wells == label) for label in labels)):
+            groups.append(tuple(sorted(members)))
+            probabilities.append(1 / math.comb(len(counts), size) / math.prod(counts[list(labels)]))
+    return wells, groups, np.array(probabilities)
+
+
+@pytest.mark.parametrize(("counts", "size"), [((1, 2, 3, 2, 1, 3), 2), ((1, 2, 2, 3, 1, 2), 4), ((2, 1, 3), 3)])
+def test_null_groups_follow_the_exhaustively_enumerated_distribution(counts, size):
+    counts = np.array(counts)
+    wells, groups, probabilities = _enumerated_well_groups(counts, size)
+    assert probabilities.sum() == pytest.approx(1.0)
+    draws = 40 * len(groups)
+    drawn = np.sort(sample_null_groups(wells, size, draws, np.random.default_rng(7)), axis=1)
+    index = {group: i for i, group in enumerate(groups)}
+    observed = np.bincount([index[tuple(row)] for row in drawn.tolist()], minlength=len(groups))
+    assert observed.sum() == draws  # every drawn group is one of the enumerated ones (distinct labels)
+    assert stats.chisquare(observed, probabilities * draws).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("size", [2, 4, 16, 48, 100])
+@pytest.mark.parametrize("method", ["floyd", "keys"])
+def test_distinct_draws_are_uniform_over_every_subset(size, method):
+    """Exhaustive: with n = size + 2 (size + 1 at 100) items every size-subset is one of C(n, size), each equally likely."""
+    n_items = size + (1 if size == 100 else 2)
+    subsets = {frozenset(c) for c in itertools.combinations(range(n_items), size)}
+    draws = 40 * len(subsets)
+    chosen = draw_distinct(n_items, size, draws, np.random.default_rng(size), method)
+    assert chosen.shape == (draws, size)
+    assert (np.diff(np.sort(chosen, axis=1), axis=1) > 0).all()  # distinct inside every row
+    left_out = np.ones((draws, n_items), dtype=bool)
+    np.put_along_axis(left_out, chosen, False, axis=1)
+    keys = [frozenset(range(n_items)) - frozenset(np.flatnonzero(row)) for row in left_out]
+    assert set(keys) <= subsets
+    observed = np.array([count for count in Counter(keys).values()] + [0] * (len(subsets) - len(set(keys))))
+    assert stats.chisquare(observed).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("size", [2, 4, 16, 48, 100])
+def test_null_groups_have_distinct_treatments_and_exact_well_probabilities(size):
+    """Known answer: a well of a treatment with r wells is in a null group with probability size / T / r."""
+    rng = np.random.default_rng(size)
+    counts = rng.integers(1, 5, size=120)
+    wells = rng.permutation(np.repeat(np.arange(120), counts))
+    draws = 4000
+    groups = sample_null_groups(wells, size, draws, np.random.default_rng(1))
+    assert groups.shape == (draws, size)
+    assert all(len(set(row)) == size for row in wells[groups].tolist())
+    hits = np.bincount(groups.ravel(), minlength=len(wells))
+    p = size / 120 / counts[wells]
+    z = (hits - draws * p) / np.sqrt(draws * p * (1 - p))
+    assert np.abs(z).max() < 5
+
+
+def test_twelve_plate_replicate_counts_no_longer_fail():
+    """Issue 20: 48 replicates per compound, 60 compounds: the rejection sampler gave up; the exact one does not."""
+    labels = np.repeat(np.arange(60), 48)
+    groups = sample_null_groups(labels, 48, 300, np.random.default_rng(0))
+    assert all(len(set(row)) == 48 for row in labels[groups].tolist())
+    assert len(np.unique(labels[groups])) == 60

@@ -36,7 +36,22 @@ class ProfileAutoencoder(nn.Module):
 
 
 def reconstruction_loss(model: nn.Module, inputs: torch.Tensor, output_l2: float = 0.0) -> torch.Tensor:
-    """Mean squared reconstruction error plus `output_l2` times the mean squared output norm per well."""
+    """Mean squared reconstruction error plus `output_l2` times the mean squared output norm per well.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The autoencoder.
+    inputs : torch.Tensor
+        (batch, n_features) standardised wells.
+    output_l2 : float
+        Weight of the output penalty.
+
+    Returns
+    -------
+    torch.Tensor
+        The scalar loss.
+    """
     output = model(inputs)
     loss = torch.mean((output - inputs) ** 2)
     if output_l2:

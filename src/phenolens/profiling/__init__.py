@@ -1,6 +1,7 @@
 """Profiling: anomaly-based representations of well-level profiles and their evaluation.
 
-Layers: `inputs` (validated tables) -> `normalize` / `select` (control-referenced standardisation,
+Layers: `settings` (ProfilingSettings, ProfileEvaluationSettings, ProfileExplanationSettings) and
+`inputs` (validated tables) -> `normalize` / `select` (control-referenced standardisation,
 pycytominer feature selection) -> `anomaly` (AnomalyProfiler) -> `replicates`, `moa`, `hits`,
 `assay_quality`, `explain` -> `evaluate` / `pipeline` (everything side by side).
 
@@ -18,11 +19,13 @@ _EXPORTS = {
     "z_factors_by_group": "assay_quality",
     "z_prime_factor": "assay_quality",
     "Evaluation": "evaluate",
-    "EvaluationSettings": "evaluate",
     "evaluate": "evaluate",
+    "evaluate_tables": "evaluate",
     "with_concatenation": "evaluate",
     "FeatureExplanation": "explain",
+    "GroupExplanation": "explain",
     "explain_anomalies": "explain",
+    "explain_group": "explain",
     "anomaly_score": "hits",
     "call_hits": "hits",
     "DATASET_PRESETS": "inputs",
@@ -32,10 +35,14 @@ _EXPORTS = {
     "nearest_neighbor_moa": "moa",
     "treatment_profiles": "moa",
     "ProfilingRun": "pipeline",
-    "RunSettings": "pipeline",
     "run_profiling": "pipeline",
+    "ReplicateMap": "replicates",
+    "ReplicateResult": "replicates",
     "percent_replicating": "replicates",
     "replicate_map": "replicates",
+    "ProfileEvaluationSettings": "settings",
+    "ProfileExplanationSettings": "settings",
+    "ProfilingSettings": "settings",
 }
 
 

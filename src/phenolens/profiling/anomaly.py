@@ -16,14 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator
 
 from phenolens.core.errors import PhenolensError
+from phenolens.core.estimators import check_is_fitted
 from phenolens.core.seeding import numpy_rng, seed_everything
 from phenolens.nn.profile_autoencoder import ProfileAutoencoder, reconstruction_loss
 from phenolens.nn.weights import ModelCard
 from phenolens.profiling.inputs import PreparedProfiles, ProfileColumns, prepare_profiles
 from phenolens.profiling.normalize import TEST, TRAIN, VALIDATION, Standardization, scale_keys_for, split_controls, standardize
 from phenolens.profiling.select import select_features
+from phenolens.profiling.settings import ProfilingSettings
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
@@ -45,6 +48,8 @@ def single_torch_thread() -> Iterator[None]:
 
 @dataclass
 class SearchTrial:
+    """One hyper-parameter trial of `AnomalyProfiler`'s search and its best validation MSE over `epochs`."""
+
     learning_rate: float
     output_l2: float
     dropout: float
@@ -52,140 +57,163 @@ class SearchTrial:
     epochs: int
 
 
-class AnomalyProfiler:
+class AnomalyProfiler(BaseEstimator):
     """Fit on a well-level profile table; transform it into the `cellprofiler` and `anomaly` representations.
 
-    Parameters follow the method: control split fractions, how the per-feature spread is pooled
-    when plates have few controls (`scale_pooling`: 'plate', 'batch' or 'all'), pycytominer
-    feature-selection thresholds, the autoencoder's shape and training settings, an optional
-    random hyper-parameter search (`search_trials` > 0) scored on validation controls, and
-    `max_train_controls` to train the autoencoder on fewer controls (for learning curves).
+    A scikit-learn estimator: the constructor only stores `settings`, `fit` returns the profiler,
+    learned state ends in ``_`` and `sklearn.base.clone` gives an unfitted copy. The caller's table
+    is never modified.
 
-    Learned attributes: `features_in_`, `selected_features_`, `roles_` (control split of the fit
-    table), `input_standardization_`, `error_standardization_`, `model_`, `history_`, `search_`.
+    Parameters
+    ----------
+    settings : ProfilingSettings, optional
+        Which wells are controls (`controls`, `plate`, `batch`), the control split, how the
+        per-feature spread is pooled (`scale_pooling`), pycytominer feature-selection thresholds,
+        the autoencoder's shape and training, an optional random hyper-parameter search
+        (`search_trials`) scored on validation controls, `max_train_controls` and the seed.
+        Default: ``ProfilingSettings()`` (which has no controls query: give one).
+
+    Attributes
+    ----------
+    features_in_ : list of str
+        Feature columns of the fit table (after dropping non-finite ones).
+    selected_features_ : list of str
+        Features kept by feature selection (the autoencoder's inputs).
+    roles_ : numpy.ndarray
+        Control split of the fit table's wells ('train', 'validation', 'test', 'unused' or '').
+    input_standardization_, error_standardization_ : Standardization
+        Per-plate centres and pooled spreads of the inputs and of the reconstruction errors.
+    scale_keys_ : dict
+        Plate -> the group its spread is pooled over.
+    model_ : ProfileAutoencoder
+        The trained autoencoder.
+    history_ : History
+        Its training history.
+    chosen_hyperparameters_ : tuple
+        (learning_rate, output_l2, dropout) of the best search trial.
+    search_ : pandas.DataFrame
+        Every search trial and its validation MSE.
+
+    Examples
+    --------
+    >>> profiler = AnomalyProfiler(ProfilingSettings(controls="Metadata_PertType == 'control'"))  # doctest: +SKIP
+    >>> representations = profiler.fit_transform(wells)  # doctest: +SKIP
     """
 
-    def __init__(
-        self,
-        controls: str = "Metadata_PertType == 'control'",
-        plate_column: str = "Metadata_Plate",
-        batch_column: str | None = None,
-        split: tuple[float, float, float] = (0.4, 0.1, 0.5),
-        scale_pooling: str = "all",
-        corr_threshold: float = 0.9,
-        freq_cut: float = 0.05,
-        unique_cut: float = 0.01,
-        hidden: tuple[int, ...] = (256, 128, 64),
-        latent: int = 16,
-        dropout: float = 0.1,
-        learning_rate: float = 1e-3,
-        output_l2: float = 1e-4,
-        batch_size: int = 32,
-        max_epochs: int = 300,
-        patience: int = 20,
-        search_trials: int = 0,
-        max_train_controls: int | None = None,
-        seed: int = 0,
-    ):
-        self.controls, self.plate_column, self.batch_column = controls, plate_column, batch_column
-        self.split, self.scale_pooling = tuple(split), scale_pooling
-        self.corr_threshold, self.freq_cut, self.unique_cut = corr_threshold, freq_cut, unique_cut
-        self.hidden, self.latent, self.dropout = tuple(hidden), latent, dropout
-        self.learning_rate, self.output_l2, self.batch_size = learning_rate, output_l2, batch_size
-        self.max_epochs, self.patience, self.search_trials = max_epochs, patience, search_trials
-        self.max_train_controls, self.seed = max_train_controls, seed
+    def __init__(self, settings: ProfilingSettings | None = None):
+        self.settings = settings
+
+    @property
+    def _settings(self) -> ProfilingSettings:
+        settings = self.settings if self.settings is not None else ProfilingSettings()
+        if not isinstance(settings, ProfilingSettings):
+            raise PhenolensError(f"AnomalyProfiler(settings=...) takes a ProfilingSettings, not {type(settings).__name__}")
+        if not settings.controls:
+            raise PhenolensError("AnomalyProfiler: give ProfilingSettings(controls=...), the query selecting the negative-control wells")
+        return settings
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, table: pd.DataFrame) -> AnomalyProfiler:
-        """Learn standardisation, feature selection and the autoencoder from the control wells of `table`."""
+        """Learn standardisation, feature selection and the autoencoder from the control wells of `table`.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame
+            Well-level profiles: ``Metadata_*`` columns and numeric features (not modified).
+
+        Returns
+        -------
+        AnomalyProfiler
+            The fitted profiler (``self``).
+
+        Raises
+        ------
+        PhenolensError
+            For a table that cannot be used (see `prepare_profiles`) or too few controls.
+        """
         self.fit_transform(table)
         return self
 
     def fit_transform(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """Fit, then represent the same wells. Reference controls (training controls for the input
-        standardisation, test controls for the error z-scores) are standardised leave-one-out, so
-        they look like unseen wells; `fit(t).transform(t)` does not do this (like sklearn's TargetEncoder)."""
+        """Fit, then represent the same wells.
+
+        Reference controls (training controls for the input standardisation, test controls for the
+        error z-scores) are standardised leave-one-out, so they look like unseen wells;
+        `fit(t).transform(t)` does not do this (like sklearn's TargetEncoder).
+
+        Parameters
+        ----------
+        table : pandas.DataFrame
+            Well-level profiles (not modified).
+
+        Returns
+        -------
+        dict of str to pandas.DataFrame
+            ``{"cellprofiler": ..., "anomaly": ...}``: metadata, the control-split role column and
+            the selected features.
+
+        Raises
+        ------
+        PhenolensError
+            For a table that cannot be used or too few controls for a validation split.
+        """
+        settings = self._settings
         prepared = self._prepare(table)
-        roles = split_controls(prepared.table[self.plate_column], prepared.is_control, self.split, self.seed)
+        roles = split_controls(prepared.table[settings.plate], prepared.is_control, settings.control_split, settings.seed)
         if not (roles == VALIDATION).any():
             raise PhenolensError(
-                f"{self.controls!r}: too few control wells for a validation split; use more controls or a larger validation fraction"
+                f"{settings.controls!r}: too few control wells for a validation split; use more controls or a larger validation fraction"
             )
         train = roles == TRAIN
-        plates = prepared.table[self.plate_column].astype(str).to_numpy()
-        scale_keys = scale_keys_for(prepared.table, self.scale_pooling, self.plate_column, self.batch_column)
+        plates = prepared.table[settings.plate].astype(str).to_numpy()
+        scale_keys = scale_keys_for(prepared.table, settings.scale_pooling, settings.plate, settings.batch)
         raw = prepared.table[prepared.features].to_numpy(dtype=np.float64)
-        standardized, self.input_standardization_ = standardize(raw, train, plates, scale_keys)
+        standardized, input_standardization = standardize(raw, train, plates, scale_keys)
         frame = pd.DataFrame(standardized, columns=prepared.features)
         self.features_in_ = list(prepared.features)
-        self.selected_features_ = select_features(frame[train], prepared.features, self.corr_threshold, self.freq_cut, self.unique_cut)
-        self.input_standardization_ = _restrict(self.input_standardization_, prepared.features, self.selected_features_)
+        self.selected_features_ = select_features(frame[train], prepared.features, settings.corr_threshold, settings.freq_cut, settings.unique_cut)
+        self.input_standardization_ = _restrict(input_standardization, prepared.features, self.selected_features_)
         inputs = frame[self.selected_features_].to_numpy(dtype=np.float32)
-        roles = self._limit_training_controls(roles)
+        roles = self._limit_training_controls(roles, settings)
         self.roles_ = roles
-        self._train_autoencoder(inputs[roles == TRAIN], inputs[roles == VALIDATION])
+        self._train_autoencoder(inputs[roles == TRAIN], inputs[roles == VALIDATION], settings)
         errors = self._errors(inputs)
         anomaly, self.error_standardization_ = standardize(errors, roles == TEST, plates, scale_keys)
         self.scale_keys_ = dict(zip(plates, scale_keys))
         return self._representations(prepared, inputs, anomaly, roles)
 
     def _prepare(self, table: pd.DataFrame) -> PreparedProfiles:
-        columns = ProfileColumns(controls=self.controls, plate=self.plate_column, treatment=None, batch=self.batch_column)
-        return prepare_profiles(table, columns, source="profile table")
+        settings = self._settings
+        columns = ProfileColumns(controls=settings.controls, plate=settings.plate, batch=settings.batch)
+        return prepare_profiles(table, columns, source="profile table", feature_set=settings.feature_set)
 
-    def _limit_training_controls(self, roles: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _limit_training_controls(roles: np.ndarray, settings: ProfilingSettings) -> np.ndarray:
         train = np.flatnonzero(roles == TRAIN)
-        if self.max_train_controls is None or self.max_train_controls >= len(train):
+        if settings.max_train_controls is None or settings.max_train_controls >= len(train):
             return roles
-        if self.max_train_controls < 2:
-            raise PhenolensError(f"max_train_controls={self.max_train_controls}: the autoencoder needs at least 2 training controls")
-        dropped = numpy_rng(self.seed + 1).permutation(train)[self.max_train_controls :]
+        dropped = numpy_rng(settings.seed + 1).permutation(train)[settings.max_train_controls :]
         roles = roles.copy()
         roles[dropped] = UNUSED
         return roles
 
-    def _train_autoencoder(self, train: np.ndarray, validation: np.ndarray) -> None:
-        base = (self.learning_rate, self.output_l2, self.dropout)
+    def _train_autoencoder(self, train: np.ndarray, validation: np.ndarray, settings: ProfilingSettings) -> None:
+        base = (settings.learning_rate, settings.output_l2, settings.dropout)
         trials = [base]
-        rng = numpy_rng(self.seed)
-        for _ in range(self.search_trials):
+        rng = numpy_rng(settings.seed)
+        for _ in range(settings.search_trials):
             trials.append((10 ** rng.uniform(-4, -2), 10 ** rng.uniform(-5, -2), rng.uniform(0.0, 0.2)))
         results = []
         best = None
         for learning_rate, output_l2, dropout in trials:
             with single_torch_thread():
-                model, history = self._train_once(train, validation, learning_rate, output_l2, dropout)
+                model, history = _train_once(train, validation, settings.replace(learning_rate=learning_rate, output_l2=output_l2, dropout=dropout))
             score = min(history.column("val_loss"))
             results.append(SearchTrial(learning_rate, output_l2, dropout, score, len(history.epochs)))
             if best is None or score < best[0]:
                 best = (score, model, history, (learning_rate, output_l2, dropout))
         _, self.model_, self.history_, self.chosen_hyperparameters_ = best
         self.search_ = pd.DataFrame([vars(r) for r in results])
-
-    def _train_once(self, train: np.ndarray, validation: np.ndarray, learning_rate: float, output_l2: float, dropout: float):
-        seed_everything(self.seed)
-        model = ProfileAutoencoder(train.shape[1], list(self.hidden), self.latent, dropout)
-
-        def step(net, batch, epoch):
-            return reconstruction_loss(net, batch[0], output_l2)
-
-        def validation_step(net, batch, epoch):
-            return reconstruction_loss(net, batch[0])
-
-        history: History = fit(
-            model,
-            (torch.from_numpy(train),),
-            step,
-            val=(torch.from_numpy(validation),),
-            val_step=validation_step,
-            epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            lr=learning_rate,
-            callbacks=[EarlyStopping(patience=self.patience, monitor="val_loss")],
-            seed=self.seed,
-            description="profile autoencoder",
-        )
-        return model, history
 
     # -- representing ----------------------------------------------------------------------
     @torch.no_grad()
@@ -197,13 +225,13 @@ class AnomalyProfiler:
 
     def transform(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """Represent the wells of `table` (its plates must have been in the fit table)."""
-        if not hasattr(self, "model_"):
-            raise PhenolensError("the AnomalyProfiler is not fitted yet; call fit() first")
+        check_is_fitted(self, "model_")
+        settings = self._settings
         prepared = self._prepare(table)
         missing = [f for f in self.selected_features_ if f not in prepared.features]
         if missing:
             raise PhenolensError(f"profile table: feature column {missing[0]!r} used by the fitted profiler is missing ({len(missing)} in all)")
-        plates = prepared.table[self.plate_column].astype(str).to_numpy()
+        plates = prepared.table[settings.plate].astype(str).to_numpy()
         unseen = sorted(map(str, set(plates) - set(self.scale_keys_)))
         if unseen:
             raise PhenolensError(f"plate {unseen[0]!r} was not in the table the profiler was fitted on; fit on a table that includes it")
@@ -228,20 +256,55 @@ class AnomalyProfiler:
 
     def model_card(self, **extra) -> ModelCard:
         """What must travel with the autoencoder weights to apply it: features, standardisation, settings."""
+        check_is_fitted(self, "model_")
+        settings = self._settings
         learning_rate, output_l2, dropout = self.chosen_hyperparameters_
         return ModelCard(
             architecture="profile_autoencoder",
-            hyperparameters={"n_features": len(self.selected_features_), "hidden": list(self.hidden), "latent": self.latent, "dropout": dropout},
+            hyperparameters={
+                "n_features": len(self.selected_features_),
+                "hidden": list(settings.hidden),
+                "latent": settings.latent,
+                "dropout": dropout,
+            },
             channel_names=list(self.selected_features_),
             normalization={
                 "input_center_by_plate": _as_json(self.input_standardization_.center),
                 "input_scale": _as_json(self.input_standardization_.scale),
                 "error_center_by_plate": _as_json(self.error_standardization_.center),
                 "error_scale": _as_json(self.error_standardization_.scale),
-                "scale_pooling": self.scale_pooling,
+                "scale_pooling": settings.scale_pooling,
             },
             extra={"learning_rate": learning_rate, "output_l2": output_l2, "epochs": len(self.history_.epochs), **extra},
         )
+
+
+def _train_once(train: np.ndarray, validation: np.ndarray, settings: ProfilingSettings) -> tuple[ProfileAutoencoder, History]:
+    """Train one autoencoder on the training controls with early stopping on the validation controls."""
+    seed_everything(settings.seed)
+    model = ProfileAutoencoder(train.shape[1], list(settings.hidden), settings.latent, settings.dropout)
+    output_l2 = settings.output_l2
+
+    def step(net, batch, epoch):
+        return reconstruction_loss(net, batch[0], output_l2)
+
+    def validation_step(net, batch, epoch):
+        return reconstruction_loss(net, batch[0])
+
+    history: History = fit(
+        model,
+        (torch.from_numpy(train),),
+        step,
+        val=(torch.from_numpy(validation),),
+        val_step=validation_step,
+        epochs=settings.max_epochs,
+        batch_size=settings.batch_size,
+        lr=settings.learning_rate,
+        callbacks=[EarlyStopping(patience=settings.patience, monitor="val_loss")],
+        seed=settings.seed,
+        description="profile autoencoder",
+    )
+    return model, history
 
 
 def _restrict(stats: Standardization, features: list[str], selected: list[str]) -> Standardization:

@@ -34,12 +34,43 @@ def z_prime_factor(positive: Sequence[float] | np.ndarray, negative: Sequence[fl
 
     Returns -inf when the means coincide but the values spread; raises PhenolensError when either
     side has fewer than two values or a non-finite value.
+
+    Parameters
+    ----------
+    positive, negative : array-like
+        Readout values of the positive and negative control wells.
+
+    Returns
+    -------
+    float
+        The Z'-factor (<= 1).
+
+    Raises
+    ------
+    PhenolensError
+        When either side has fewer than two values or a non-finite value.
     """
     return _separation(positive, negative, ("positive-control", "negative-control"))
 
 
 def z_factor(sample: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
-    """Z-factor of a sample's readout values against the negative controls (same formula as Z')."""
+    """Z-factor of a sample's readout values against the negative controls (same formula as Z').
+
+    Parameters
+    ----------
+    sample, negative : array-like
+        Readout values of the sample's wells and of the negative controls.
+
+    Returns
+    -------
+    float
+        The Z-factor (<= 1).
+
+    Raises
+    ------
+    PhenolensError
+        When either side has fewer than two values or a non-finite value.
+    """
     return _separation(sample, negative, ("sample", "negative-control"))
 
 
@@ -47,6 +78,25 @@ def z_factors_by_group(values: np.ndarray, groups: Sequence, negative: np.ndarra
     """Z-factor of every group of values against the same negative controls, vectorised.
 
     Groups with fewer than two values get NaN.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Readout of every well.
+    groups : sequence
+        Group (treatment) of every well.
+    negative : numpy.ndarray
+        Readout of the negative-control wells.
+
+    Returns
+    -------
+    pandas.Series
+        Z-factor per group, named ``z_factor``.
+
+    Raises
+    ------
+    PhenolensError
+        When fewer than two negative-control values are given.
     """
     negative = np.asarray(negative, dtype=np.float64)
     if negative.size < 2:

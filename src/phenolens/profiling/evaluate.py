@@ -2,47 +2,58 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
+from phenolens.data.query import select_rows
+from phenolens.data.readers import require_numeric_features
 from phenolens.profiling.anomaly import ROLE_COLUMN, TRAIN, VALIDATION
 from phenolens.profiling.assay_quality import z_factors_by_group, z_prime_factor
 from phenolens.profiling.hits import anomaly_score, call_hits
-from phenolens.profiling.inputs import ProfileColumns, select_wells
+from phenolens.profiling.inputs import IMPUTED_COLUMN, ProfileColumns, finite_features, impute_from_plate_controls, require_columns, shared_features
 from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import whole_plate_normalize
 from phenolens.profiling.replicates import ReplicateResult, percent_replicating, replicate_map
+from phenolens.profiling.settings import ProfileEvaluationSettings
 
 log = get_logger(__name__)
 
 SEPARATOR = "__"  # wide tables name columns <representation>__<feature>
 CONCATENATION = "concatenation"
-REPLICATE_NORMALIZATION = ("whole_plate", "none")
-
-
-@dataclass
-class EvaluationSettings:
-    """How representations are evaluated (defaults follow the method)."""
-
-    null_repeats: int = 5
-    replicate_percentile: float = 90.0
-    replicate_normalization: str = "whole_plate"
-    map_null_size: int = 10000
-    moa_repeats: int = 10
-    moa_folds: int = 5
-    min_treatments_per_moa: int = 5
-    classifiers: tuple[str, ...] = ("lr", "mlp")
-    fdr: float = 0.05
-    seed: int = 0
-    jobs: int = 1
 
 
 @dataclass
 class Evaluation:
+    """What `evaluate` measured, per representation.
+
+    Attributes
+    ----------
+    metrics : dict
+        Representation -> headline metrics (metrics.json).
+    replicates : dict
+        Representation -> `ReplicateResult`.
+    maps : dict
+        Representation -> per-treatment mAP table.
+    neighbors : dict
+        Representation -> {"nsc"/"nscb": `NeighborResult`}.
+    classifiers : ClassifierResult or None
+        Nested-CV MoA classification (None when skipped).
+    hits : dict
+        Representation -> per-treatment hit calls.
+    z_factors : dict
+        Representation -> per-treatment Z-factors.
+    notes : list of str
+        What was skipped or excluded, in words.
+    settings : dict
+        The evaluation settings as plain values.
+    venn : dict
+        Reproducible-treatment counts per representation and their overlaps.
+    """
+
     metrics: dict[str, dict]
     replicates: dict[str, ReplicateResult]
     maps: dict[str, pd.DataFrame]
@@ -56,7 +67,20 @@ class Evaluation:
 
 
 def wide_table(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> pd.DataFrame:
-    """One table: shared metadata, then every representation's features named `<name>__<feature>`."""
+    """One table: shared metadata, then every representation's features named `<name>__<feature>`.
+
+    Parameters
+    ----------
+    representations : dict of str to pandas.DataFrame
+        Same wells in the same order.
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The wide table.
+    """
     first = next(iter(representations.values()))
     metadata = [c for c in first.columns if is_metadata(c, columns)]
     parts = [first[metadata]]
@@ -66,7 +90,20 @@ def wide_table(representations: dict[str, pd.DataFrame], columns: ProfileColumns
 
 
 def split_wide_table(table: pd.DataFrame, columns: ProfileColumns) -> dict[str, pd.DataFrame]:
-    """Inverse of `wide_table`; a table without `<name>__` columns is one representation, 'features'."""
+    """Inverse of `wide_table`; a table without `<name>__` columns is one representation, 'features'.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A wide table (or a plain one).
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        Representation name -> table (the concatenation is left out; `with_concatenation` rebuilds it).
+    """
     metadata = [c for c in table.columns if is_metadata(c, columns)]
     prefixed = [c for c in table.columns if c not in metadata and SEPARATOR in c]
     if not prefixed:
@@ -83,39 +120,91 @@ def split_wide_table(table: pd.DataFrame, columns: ProfileColumns) -> dict[str, 
 
 
 def is_metadata(column: str, columns: ProfileColumns) -> bool:
+    """Whether `column` is metadata (not a feature).
+
+    Parameters
+    ----------
+    column : str
+        A column name.
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    bool
+        Whether it is a ``Metadata_`` column or one the settings name.
+    """
     return str(column).startswith("Metadata_") or column in columns.named().values()
 
 
 def features_of(frame: pd.DataFrame, columns: ProfileColumns) -> list[str]:
+    """The feature columns of a representation.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A representation.
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    list of str
+        Its feature columns.
+    """
     return [c for c in frame.columns if not is_metadata(c, columns)]
 
 
 def with_concatenation(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> dict[str, pd.DataFrame]:
-    """Add the concatenation of every representation (features prefixed by their representation)."""
+    """Add the concatenation of every representation (features prefixed by their representation).
+
+    Parameters
+    ----------
+    representations : dict of str to pandas.DataFrame
+        Representation name -> table; concatenated when there are two or more.
+    columns : ProfileColumns
+        Which columns are metadata (kept once).
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        The representations plus ``concatenation`` (when there are two or more).
+    """
     if len(representations) < 2:
         return dict(representations)
     wide = wide_table(representations, columns)
     return {**representations, CONCATENATION: wide}
 
 
-def evaluate(representations: dict[str, pd.DataFrame], columns: ProfileColumns, settings: EvaluationSettings | None = None) -> Evaluation:
+def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluationSettings) -> Evaluation:
     """Evaluate every representation (tables with the same wells in the same order).
 
     Treated wells give percent replicating, mAP, NSC/NSCB 1-NN accuracy and nested-CV classifier
     F1 (on the treatments reproducible in any representation, MoAs with enough of them). Control
     wells never used for fitting (test split, or all controls of an external table) are the null
-    for hits and Z-factors; Z' is computed when `columns.positive_controls` is given.
+    for hits and Z-factors; Z' is computed when `settings.positive_controls` is given.
+
+    Parameters
+    ----------
+    representations : dict of str to pandas.DataFrame
+        Representation name -> table (metadata + finite features), same wells in the same order.
+    settings : ProfileEvaluationSettings or ProfilingSettings
+        Column meanings and evaluation options.
+
+    Returns
+    -------
+    Evaluation
+        Metrics per representation and everything the report draws.
+
+    Raises
+    ------
+    PhenolensError
+        When the controls query or the treatment column is missing, or the controls query matches no well.
     """
-    settings = settings or EvaluationSettings()
-    if settings.replicate_normalization not in REPLICATE_NORMALIZATION:
-        raise PhenolensError(f"replicate normalisation {settings.replicate_normalization!r} is not one of {', '.join(REPLICATE_NORMALIZATION)}")
-    unknown = sorted(set(settings.classifiers) - set(CLASSIFIERS))
-    if unknown:
-        raise PhenolensError(f"unknown MoA classifier {unknown[0]!r}; choose from {', '.join(CLASSIFIERS)}")
-    if columns.treatment is None:
-        raise PhenolensError("evaluation needs a treatment column; pass --treatment-column")
+    columns = settings
+    columns.require("controls", "treatment")
     reference = next(iter(representations.values()))
-    is_control = select_wells(reference, columns.controls, "profiles")
+    is_control = select_rows(reference, columns.controls, "profiles", "--controls")
     if not is_control.any():
         raise PhenolensError(f"profiles: the control query {columns.controls!r} matches no well; check it against the metadata values")
     treated = ~is_control
@@ -129,20 +218,21 @@ def evaluate(representations: dict[str, pd.DataFrame], columns: ProfileColumns, 
         replicates[name] = percent_replicating(
             for_replicates[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed
         )
-        map_value, map_retrieved, maps[name] = replicate_map(for_replicates[treated], treatments[treated], settings.seed, settings.map_null_size)
+        retrieval = replicate_map(for_replicates[treated], treatments[treated], settings.seed, settings.map_null_size)
+        maps[name] = retrieval.treatments
         scores = anomaly_score(values)
         hits[name] = call_hits(scores[treated], treatments[treated], scores[null_controls], settings.fdr, seed=settings.seed)
         z_factors[name] = z_factors_by_group(scores[treated], treatments[treated], scores[null_controls])
         metrics[name] = {
             "percent_replicating": replicates[name].percent_replicating,
             "replicate_threshold": replicates[name].threshold,
-            "map": map_value,
-            "map_fraction_retrieved": map_retrieved,
+            "map": retrieval.mean_average_precision,
+            "map_fraction_retrieved": retrieval.fraction_retrieved,
             "hits": int(hits[name]["hit"].sum()),
             "median_z_factor": float(z_factors[name].median()),
         }
         if columns.positive_controls:
-            positive = select_wells(reference, columns.positive_controls, "profiles", "--positive-controls")
+            positive = select_rows(reference, columns.positive_controls, "profiles", "--positive-controls")
             metrics[name]["z_prime_factor"] = z_prime_factor(scores[positive], scores[null_controls])
     if not columns.positive_controls:
         notes.append(
@@ -153,12 +243,76 @@ def evaluate(representations: dict[str, pd.DataFrame], columns: ProfileColumns, 
     if single:
         notes.append(f"{single} treatment(s) with a single well were excluded from percent replicating and mAP.")
     neighbors, classifiers = _moa(representations, columns, treated, replicates, settings, metrics, notes)
-    return Evaluation(metrics, replicates, maps, neighbors, classifiers, hits, z_factors, notes, asdict(settings), venn_counts(replicates))
+    return Evaluation(metrics, replicates, maps, neighbors, classifiers, hits, z_factors, notes, settings.to_dict(), venn_counts(replicates))
+
+
+def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, source: str) -> tuple[Evaluation, dict]:
+    """Evaluate a profile table as `profile evaluate` does: a wide table of several representations
+    (``<name>__<feature>`` columns, as `profile run` writes) or one plain representation.
+
+    Non-finite values are handled as `profile run` handles them (features with more than 5 %
+    missing/infinite values dropped, then wells with any left), and counted in the metrics.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The profiles (not modified).
+    settings : ProfileEvaluationSettings
+        Column meanings and evaluation options.
+    source : str
+        The table's name for messages.
+
+    Returns
+    -------
+    tuple
+        (the `Evaluation`, metrics.json as a dict).
+
+    Raises
+    ------
+    PhenolensError
+        For a missing column, a non-numeric or all-missing feature set, or an evaluation that cannot run.
+    """
+    require_columns(table, settings, source)
+    metadata = [c for c in table.columns if is_metadata(c, settings)]
+    features = [c for c in table.columns if c not in set(metadata)]
+    require_numeric_features(table, features, source)
+    imputed = {}
+    if settings.feature_set == "union":
+        is_control = select_rows(table, settings.controls, source, "--controls")
+        table, imputed = impute_from_plate_controls(table, features, settings.plate, is_control, source)
+        metadata.append(IMPUTED_COLUMN)
+    features, plate_features = shared_features(table, features, settings.plate, source)
+    features, complete, counts = finite_features(table, features, source)
+    clean = table.loc[complete, metadata + features].reset_index(drop=True)
+    representations = with_concatenation(split_wide_table(clean, settings), settings)
+    evaluation = evaluate(representations, settings)
+    data = {
+        "source": source,
+        "wells_in": len(table),
+        "wells": len(clean),
+        "features_in": len(table.columns) - len(metadata),
+        **counts,
+        "plate_features": plate_features,
+        "imputed_by_plate": imputed,
+    }
+    metrics = {**evaluation.metrics, "data": data, "reproducible_treatments": evaluation.venn, "notes": evaluation.notes}
+    return evaluation, metrics
 
 
 def venn_counts(replicates: dict[str, ReplicateResult]) -> dict[str, int]:
     """How many treatments each representation makes reproducible, their union and intersection,
-    and how many only one representation does."""
+    and how many only one representation does.
+
+    Parameters
+    ----------
+    replicates : dict of str to ReplicateResult
+        Percent replicating per representation.
+
+    Returns
+    -------
+    dict of str to int
+        Counts per representation, union, all, only_<name> and treatments.
+    """
     sets = {name: set(result.treatments.index[result.treatments["reproducible"]]) for name, result in replicates.items()}
     counts = {name: len(members) for name, members in sets.items()}
     counts["union"] = len(set().union(*sets.values()))
@@ -169,8 +323,25 @@ def venn_counts(replicates: dict[str, ReplicateResult]) -> dict[str, int]:
     return counts
 
 
-def replicate_space(values: np.ndarray, frame: pd.DataFrame, columns: ProfileColumns, settings: EvaluationSettings) -> np.ndarray:
-    """The values replicate reproducibility is measured on: whole-plate normalised by default."""
+def replicate_space(values: np.ndarray, frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> np.ndarray:
+    """The values replicate reproducibility is measured on: whole-plate normalised by default.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features) of one representation.
+    frame : pandas.DataFrame
+        The representation (for the plate column).
+    columns : ProfileColumns
+        Column meanings.
+    settings : ProfileEvaluationSettings
+        Chooses the normalisation.
+
+    Returns
+    -------
+    numpy.ndarray
+        The values replicate metrics use.
+    """
     return whole_plate_normalize(values, frame[columns.plate]) if settings.replicate_normalization == "whole_plate" else values
 
 
@@ -178,7 +349,22 @@ def treatment_level(
     representations: dict[str, pd.DataFrame], columns: ProfileColumns, treated: np.ndarray
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Treatment profiles (mean over replicate wells) of the treated wells with a MoA, per
-    representation, and per-treatment metadata: moa, compound and (with a batch column) batches."""
+    representation, and per-treatment metadata: moa, compound and (with a batch column) batches.
+
+    Parameters
+    ----------
+    representations : dict of str to pandas.DataFrame
+        Same wells in the same order.
+    columns : ProfileColumns
+        Column meanings (a MoA column is required).
+    treated : numpy.ndarray
+        Mask of treated wells.
+
+    Returns
+    -------
+    tuple
+        (representation -> treatment profiles, per-treatment metadata).
+    """
     reference = next(iter(representations.values()))
     labelled = treated & reference[columns.moa].notna().to_numpy()
     treatments = reference.loc[labelled, columns.treatment].astype(str).to_numpy()
@@ -193,9 +379,24 @@ def treatment_level(
     return profiles, metadata
 
 
-def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: EvaluationSettings) -> dict[str, float]:
-    """Percent replicating and NSC accuracy of one representation: the cheap metrics, for curves."""
-    treated = ~select_wells(frame, columns.controls, "profiles")
+def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> dict[str, float]:
+    """Percent replicating and NSC accuracy of one representation: the cheap metrics, for curves.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        One representation.
+    columns : ProfileColumns
+        Column meanings.
+    settings : ProfileEvaluationSettings
+        Evaluation options.
+
+    Returns
+    -------
+    dict of str to float
+        percent_replicating (and nsc_accuracy with a MoA column).
+    """
+    treated = ~select_rows(frame, columns.controls, "profiles", "--controls")
     values = replicate_space(frame[features_of(frame, columns)].to_numpy(dtype=np.float64), frame, columns, settings)
     treatments = frame[columns.treatment].astype(str).to_numpy()
     scores = {

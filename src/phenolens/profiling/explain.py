@@ -11,18 +11,39 @@ observed value (it made the well look more anomalous), negative means it pulled 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng
+from phenolens.data.query import select_rows
 from phenolens.profiling.anomaly import single_torch_thread
+from phenolens.profiling.normalize import TEST
+from phenolens.profiling.settings import ProfileExplanationSettings
 
 
 @dataclass
 class FeatureExplanation:
-    """Oriented SHAP values for one explained (badly reconstructed) feature over a group of wells."""
+    """Oriented SHAP values for one explained (badly reconstructed) feature over a group of wells.
+
+    Attributes
+    ----------
+    feature : str
+        The explained feature.
+    mean_abs_anomaly : float
+        Its mean |anomaly z| over the group.
+    input_names : list of str
+        The other input features.
+    shap_values : numpy.ndarray
+        (wells, inputs), oriented: > 0 increased the reconstruction error.
+    input_values : numpy.ndarray
+        (wells, inputs) standardised input values.
+    expected_value : float
+        Mean reconstruction over the background.
+    """
 
     feature: str
     mean_abs_anomaly: float
@@ -32,7 +53,13 @@ class FeatureExplanation:
     expected_value: float  # mean reconstruction over the background
 
     def ranking(self) -> np.ndarray:
-        """Input indices by decreasing mean |SHAP| over the group."""
+        """Input indices by decreasing mean |SHAP| over the group.
+
+        Returns
+        -------
+        numpy.ndarray
+            Indices into `input_names`.
+        """
         return np.argsort(-np.abs(self.shap_values).mean(axis=0), kind="stable")
 
 
@@ -64,6 +91,33 @@ def explain_anomalies(
     `group_anomaly` the group's anomaly representation (same columns). A seeded random subset of
     `background_size` background wells is used. Kernel SHAP samples coalitions with numpy's global
     random state, which is therefore seeded here for reproducible values.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The trained profile autoencoder.
+    group_inputs, group_anomaly, background_inputs : numpy.ndarray
+        See above.
+    feature_names : list of str
+        Names of the autoencoder's inputs.
+    top_features : int
+        How many features to explain.
+    background_size : int
+        Background wells used.
+    nsamples : int or "auto"
+        Kernel SHAP coalition samples per well.
+    seed : int
+        Seed of the background draw and of Kernel SHAP.
+
+    Returns
+    -------
+    list of FeatureExplanation
+        One per explained feature, strongest first.
+
+    Raises
+    ------
+    PhenolensError
+        When the group is empty or fewer than two background wells are given.
     """
     import shap
 
@@ -96,3 +150,131 @@ def explain_anomalies(
             )
         )
     return results
+
+
+def explanations_table(explanations: list[FeatureExplanation], group: str) -> pd.DataFrame:
+    """Long table of anomaly SHAP: one row per (explained feature, well, input).
+
+    Parameters
+    ----------
+    explanations : list of FeatureExplanation
+        From `explain_anomalies`.
+    group : str
+        The explained group (a treatment or a row query), repeated on every row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns group, explained_feature, well, input_feature, shap_value (oriented) and input_value.
+    """
+    parts = []
+    for explanation in explanations:
+        wells, inputs = explanation.shap_values.shape
+        parts.append(
+            pd.DataFrame(
+                {
+                    "group": group,
+                    "explained_feature": explanation.feature,
+                    "well": np.repeat(np.arange(wells), inputs),
+                    "input_feature": np.tile(explanation.input_names, wells),
+                    "shap_value": explanation.shap_values.ravel(),
+                    "input_value": explanation.input_values.ravel(),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+@dataclass
+class GroupExplanation:
+    """Anomaly SHAP of a group of wells of a finished run (`explain_group`).
+
+    Attributes
+    ----------
+    explanations : list of FeatureExplanation
+        One per explained feature.
+    wells : int
+        Wells in the group.
+    background : int
+        Held-out control wells used as the SHAP background.
+    summary : dict
+        metrics.json of `profile explain`.
+    """
+
+    explanations: list[FeatureExplanation]
+    wells: int
+    background: int
+    summary: dict
+
+
+def explain_group(run_path: Path, settings: ProfileExplanationSettings) -> GroupExplanation:
+    """Autoencoder-anomaly SHAP for the wells of a finished `profile run` that `settings.group` selects.
+
+    Parameters
+    ----------
+    run_path : Path
+        The run folder (read with `load_run`: run.json, model/, profiles.parquet).
+    settings : ProfileExplanationSettings
+        The group query, how many features, Kernel SHAP's budget and seed.
+
+    Returns
+    -------
+    GroupExplanation
+        The explanations and the summary metrics.
+
+    Raises
+    ------
+    PhenolensError
+        When the folder is not a finished `profile run`, its files are damaged, or the group matches no well.
+    """
+    from phenolens.core.runs import load_run
+    from phenolens.nn.weights import load_model
+    from phenolens.profiling.anomaly import ROLE_COLUMN
+    from phenolens.profiling.settings import ProfilingSettings
+
+    if not settings.group:
+        raise PhenolensError("give --group, the row query selecting the wells to explain, e.g. \"Metadata_MoA == 'Eg5 inhibitors'\"")
+    if not (Path(run_path) / "run.json").is_file():
+        raise PhenolensError(
+            f"{run_path}: not a finished `phenolens profile run` folder (no run.json); give the --out folder of `phenolens profile run`"
+        )
+    run = load_run(run_path)
+    if run.command != "profile run":
+        raise PhenolensError(f"{run_path}: written by `phenolens {run.command}`, not `phenolens profile run`; give a profile run's --out folder")
+    columns = run.setting(ProfilingSettings)
+    model, card = load_model(run.path / "model", expected_architecture="profile_autoencoder")
+    table = run.table("profiles.parquet")
+    names = card.channel_names
+    wanted = [f"cellprofiler__{n}" for n in names] + [f"anomaly__{n}" for n in names] + [ROLE_COLUMN]
+    missing = [c for c in wanted if c not in table.columns]
+    if missing:
+        raise PhenolensError(f"{run.path / 'profiles.parquet'}: column {missing[0]!r} of the model is missing; re-run `phenolens profile run`")
+    inputs = table[[f"cellprofiler__{n}" for n in names]].to_numpy(dtype=np.float32)
+    anomaly = table[[f"anomaly__{n}" for n in names]].to_numpy(dtype=np.float64)
+    if not (np.isfinite(inputs).all() and np.isfinite(anomaly).all()):
+        raise PhenolensError(f"{run.path / 'profiles.parquet'}: non-finite values; the file is damaged, re-run `phenolens profile run`")
+    members = select_rows(table, settings.group, str(run.path / "profiles.parquet"), "--group")
+    if not members.any():
+        raise PhenolensError(f"{run.path / 'profiles.parquet'}: the group query {settings.group!r} matches no well")
+    background = (table[ROLE_COLUMN] == TEST).to_numpy()
+    explanations = explain_anomalies(
+        model,
+        inputs[members],
+        anomaly[members],
+        inputs[background],
+        names,
+        settings.features,
+        settings.background_size,
+        settings.nsamples,
+        settings.seed,
+    )
+    summary = {
+        "group": settings.group,
+        "wells": int(members.sum()),
+        "columns": columns.column_fields(),
+        "explained": [
+            {"feature": e.feature, "mean_abs_anomaly": e.mean_abs_anomaly, "top_inputs": [e.input_names[i] for i in e.ranking()[:5]]}
+            for e in explanations
+        ],
+    }
+    return GroupExplanation(explanations, int(members.sum()), min(settings.background_size, int(background.sum())), summary)

@@ -11,7 +11,18 @@ from phenolens.core.seeding import numpy_rng
 
 
 def anomaly_score(values: np.ndarray) -> np.ndarray:
-    """One number per well: the mean squared value of its control-referenced features (mean z^2)."""
+    """One number per well: the mean squared value of its control-referenced features (mean z^2).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features) control-referenced values.
+
+    Returns
+    -------
+    numpy.ndarray
+        One score per well.
+    """
     return np.mean(np.asarray(values, dtype=np.float64) ** 2, axis=1)
 
 
@@ -29,6 +40,31 @@ def call_hits(
     groups of the treatment's size drawn without replacement (with replacement when the treatment
     has more wells than there are controls); Benjamini-Hochberg q-values; `hit` = q < fdr.
     `control_scores` must come from control wells that were not used to fit the representation.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray
+        Anomaly score of every treated well.
+    treatments : numpy.ndarray
+        Treatment of every treated well.
+    control_scores : numpy.ndarray
+        Scores of held-out control wells (the null).
+    fdr : float
+        Benjamini-Hochberg false discovery rate.
+    permutations : int
+        Random control groups per treatment size.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per treatment: score, wells, p_value, q_value, hit.
+
+    Raises
+    ------
+    PhenolensError
+        With fewer than two control wells.
     """
     control_scores = np.asarray(control_scores, dtype=np.float64)
     if control_scores.size < 2:

@@ -31,15 +31,43 @@ from phenolens.core.seeding import numpy_rng
 from phenolens.profiling.replicates import row_standardize
 
 CLASSIFIERS = ("lr", "mlp")
+INNER_FOLDS = 3  # folds of the hyper-parameter search inside each outer training split
 
 
 def treatment_profiles(values: np.ndarray, treatments: np.ndarray) -> pd.DataFrame:
-    """Mean profile over the replicate wells of every treatment (index: treatment, sorted)."""
+    """Mean profile over the replicate wells of every treatment (index: treatment, sorted).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features).
+    treatments : numpy.ndarray
+        Treatment of every well.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per treatment.
+    """
     return pd.DataFrame(np.asarray(values, dtype=np.float64)).groupby(np.asarray(treatments)).mean()
 
 
 @dataclass
 class NeighborResult:
+    """1-NN MoA prediction of `nearest_neighbor_moa`.
+
+    Attributes
+    ----------
+    accuracy : float
+        Fraction of evaluated treatments whose nearest eligible neighbour shares their MoA.
+    evaluated : int
+        Treatments with an eligible neighbour.
+    predictions : pandas.DataFrame
+        Per treatment: moa, predicted, neighbor, correct, evaluated.
+    unevaluable_moas : list of str
+        MoAs none of whose treatments had an eligible neighbour.
+    """
+
     accuracy: float
     evaluated: int
     predictions: pd.DataFrame  # index treatment; moa, predicted, neighbor, correct, evaluated
@@ -53,6 +81,25 @@ def nearest_neighbor_moa(profiles: pd.DataFrame, moa: pd.Series, compound: pd.Se
     `moa`, `compound`, `batch` are indexed by treatment (a batch cell may hold several batches
     separated by '|'). Queries whose MoA has no eligible treatment left cannot be right and are not
     evaluated (Ljosa et al. drop such MoAs for NSCB); they are listed in `unevaluable_moas`.
+
+    Parameters
+    ----------
+    profiles : pandas.DataFrame
+        Treatment profiles (index: treatment).
+    moa, compound : pandas.Series
+        Per treatment.
+    batch : pandas.Series, optional
+        Per treatment ('|'-separated batches); enables NSCB.
+
+    Returns
+    -------
+    NeighborResult
+        Accuracy, evaluated count, predictions, unevaluable MoAs.
+
+    Raises
+    ------
+    PhenolensError
+        When no treatment can be evaluated.
     """
     moa, compound = moa.loc[profiles.index].to_numpy(), compound.loc[profiles.index].to_numpy()
     unit = row_standardize(profiles.to_numpy())
@@ -118,6 +165,24 @@ def _search(kind: str, seed: int, inner_folds: int, grouped: bool) -> GridSearch
 
 @dataclass
 class ClassifierResult:
+    """Nested-CV MoA classification of `classify_moa`.
+
+    Attributes
+    ----------
+    f1 : dict
+        Representation -> classifier -> weighted F1 per repeat.
+    per_class_f1 : pandas.DataFrame
+        Rows (representation, classifier), columns MoA: mean F1 over repeats.
+    welch : pandas.DataFrame
+        Welch's t-tests between representations.
+    classes : list of str
+        The MoAs classified.
+    excluded_moas : dict
+        MoA -> eligible treatments, for MoAs below the minimum.
+    n_treatments : int
+        Treatments classified.
+    """
+
     f1: dict[str, dict[str, np.ndarray]]  # representation -> classifier -> weighted F1 per repeat
     per_class_f1: pd.DataFrame  # rows (representation, classifier), columns MoA, mean over repeats
     welch: pd.DataFrame  # classifier, representation_a, representation_b, mean_a, mean_b, t, p_value
@@ -133,7 +198,7 @@ def classify_moa(
     classifiers: tuple[str, ...] = CLASSIFIERS,
     repeats: int = 10,
     folds: int = 5,
-    inner_folds: int = 3,
+    inner_folds: int = INNER_FOLDS,
     min_per_class: int = 5,
     seed: int = 0,
     jobs: int = 1,
@@ -142,7 +207,37 @@ def classify_moa(
     same index). MoAs with fewer than `min_per_class` treatments are excluded. With `groups`
     (compound per treatment), folds keep all concentrations of a compound together, so a
     classifier is never tested on a compound it was trained on. Repeats run in `jobs` processes
-    (each single-threaded); results do not depend on `jobs`."""
+    (each single-threaded); results do not depend on `jobs`.
+
+    Parameters
+    ----------
+    profiles : dict of str to pandas.DataFrame
+        Treatment profiles per representation (same index).
+    moa : pandas.Series
+        MoA per treatment.
+    groups : pandas.Series, optional
+        Compound per treatment (grouped folds).
+    classifiers : tuple of str
+        'lr' and/or 'mlp'.
+    repeats, folds, inner_folds : int
+        Repeats and folds of the nested cross-validation.
+    min_per_class : int
+        MoAs with fewer treatments are excluded.
+    seed : int
+        Seed of the first repeat.
+    jobs : int
+        Processes.
+
+    Returns
+    -------
+    ClassifierResult
+        F1 per repeat, per class, Welch tests.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown classifier or fewer than two MoAs with enough treatments.
+    """
     unknown = sorted(set(classifiers) - set(CLASSIFIERS))
     if unknown:
         raise PhenolensError(f"unknown classifier {unknown[0]!r}; choose from {', '.join(CLASSIFIERS)}")
@@ -191,7 +286,18 @@ def _cross_validated_predictions(X, y, groups, kind: str, seed: int, folds: int,
 
 
 def welch_tests(f1: dict[str, dict[str, np.ndarray]]) -> pd.DataFrame:
-    """Welch's unequal-variance t-test between every pair of representations, per classifier."""
+    """Welch's unequal-variance t-test between every pair of representations, per classifier.
+
+    Parameters
+    ----------
+    f1 : dict
+        Representation -> classifier -> F1 per repeat.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per classifier and pair of representations: means, t, p_value.
+    """
     rows = []
     for a, b in itertools.combinations(f1, 2):
         for kind in f1[a]:

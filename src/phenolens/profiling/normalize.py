@@ -28,6 +28,27 @@ def split_controls(plates: Sequence, is_control: np.ndarray, fractions: tuple[fl
     Returns one role per well ('train', 'validation', 'test'; '' for non-controls). Counts per
     plate are the rounded cumulative fractions, with at least one train and one test control on
     every plate that has two or more; validation wells may be absent from small plates.
+
+    Parameters
+    ----------
+    plates : sequence
+        Plate of every well.
+    is_control : numpy.ndarray
+        Control mask.
+    fractions : tuple of float
+        Train, validation, test fractions (sum 1).
+    seed : int
+        Seed of the split.
+
+    Returns
+    -------
+    numpy.ndarray
+        Role of every well.
+
+    Raises
+    ------
+    PhenolensError
+        When the fractions are negative or do not sum to 1.
     """
     if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
         raise PhenolensError(f"control split fractions {fractions} must be non-negative and sum to 1")
@@ -84,6 +105,27 @@ def standardize(
     (so reference wells look like unseen wells, which matters for the control null of hits and
     Z'-factors); reference rows alone in their centre group keep the in-sample value. Features
     constant in the reference get scale 1. Returns the standardised values and the statistics.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features).
+    reference : numpy.ndarray
+        Mask of the reference rows.
+    center_keys, scale_keys : sequence
+        Centre group (plate) and scale group of every row.
+    leave_one_out : bool
+        Standardise reference rows without themselves.
+
+    Returns
+    -------
+    tuple
+        (standardised values, `Standardization`).
+
+    Raises
+    ------
+    PhenolensError
+        When a centre group has no reference rows or a scale group too few to estimate a spread.
     """
     reference = np.asarray(reference, dtype=bool)
     center_keys, scale_keys = np.asarray(center_keys).astype(str), np.asarray(scale_keys).astype(str)
@@ -126,13 +168,48 @@ def standardize(
 
 
 def whole_plate_normalize(values: np.ndarray, plates: Sequence) -> np.ndarray:
-    """Standardise every feature per plate with the mean and standard deviation of all its wells."""
+    """Standardise every feature per plate with the mean and standard deviation of all its wells.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features).
+    plates : sequence
+        Plate of every well.
+
+    Returns
+    -------
+    numpy.ndarray
+        Standardised values.
+    """
     everything = np.ones(len(values), dtype=bool)
     return standardize(values, everything, plates, plates, leave_one_out=False)[0]
 
 
 def scale_keys_for(table: pd.DataFrame, pooling: str, plate_column: str, batch_column: str | None) -> np.ndarray:
-    """The group each well's spread is pooled over: its plate, its batch, or all wells."""
+    """The group each well's spread is pooled over: its plate, its batch, or all wells.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The profile table.
+    pooling : str
+        'plate', 'batch' or 'all'.
+    plate_column : str
+        Plate column.
+    batch_column : str or None
+        Batch column ('batch' pooling falls back to 'all' without one).
+
+    Returns
+    -------
+    numpy.ndarray
+        The scale group of every well.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown pooling.
+    """
     if pooling not in SCALE_POOLING:
         raise PhenolensError(f"scale pooling {pooling!r} is not one of {', '.join(SCALE_POOLING)}")
     if pooling == "plate":

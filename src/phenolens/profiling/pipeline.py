@@ -6,34 +6,46 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from phenolens.core.logging import get_logger
 from phenolens.profiling.anomaly import ROLE_COLUMN, AnomalyProfiler
-from phenolens.profiling.evaluate import Evaluation, EvaluationSettings, core_scores, evaluate, with_concatenation
+from phenolens.profiling.evaluate import Evaluation, core_scores, evaluate, with_concatenation
 from phenolens.profiling.explain import FeatureExplanation, explain_anomalies
-from phenolens.profiling.inputs import ProfileColumns, prepare_profiles
+from phenolens.profiling.inputs import prepare_profiles
 from phenolens.profiling.normalize import TEST, TRAIN
+from phenolens.profiling.settings import ProfilingSettings
 
 log = get_logger(__name__)
 
 
 @dataclass
-class RunSettings:
-    """Everything a run is configured by (recorded in metrics.json)."""
-
-    profiler: dict = field(default_factory=dict)  # AnomalyProfiler keyword arguments
-    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
-    explain_features: int = 3
-    explain_nsamples: int = 500
-    curve_fractions: tuple[float, ...] = (0.25, 0.5)  # of the training controls; () disables the curve
-
-
-@dataclass
 class ProfilingRun:
+    """Everything a profiling run produced, for the report and the run folder.
+
+    Attributes
+    ----------
+    profiler : AnomalyProfiler
+        The fitted profiler.
+    representations : dict of str to pandas.DataFrame
+        cellprofiler, anomaly and concatenation tables.
+    evaluation : Evaluation
+        Metrics and what the report draws.
+    explanations : list of FeatureExplanation
+        Anomaly SHAP of the most anomalous treatment.
+    explained_group : str
+        That treatment.
+    curve : pandas.DataFrame or None
+        The control-count curve.
+    quality : dict
+        What `prepare_profiles` dropped and kept.
+    metrics : dict
+        metrics.json.
+    """
+
     profiler: AnomalyProfiler
     representations: dict[str, pd.DataFrame]
     evaluation: Evaluation
@@ -44,17 +56,37 @@ class ProfilingRun:
     metrics: dict
 
 
-def run_profiling(table: pd.DataFrame, columns: ProfileColumns, settings: RunSettings | None = None, source: str = "profile table") -> ProfilingRun:
-    """Fit the AnomalyProfiler on `table`'s controls, evaluate every representation and explain the
-    most anomalous treatment. Returns everything the report and the output folder need."""
-    settings = settings or RunSettings()
+def run_profiling(table: pd.DataFrame, settings: ProfilingSettings, source: str = "profile table") -> ProfilingRun:
+    """Fit the AnomalyProfiler on `table`'s controls, evaluate every representation and explain the most anomalous treatment.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Well-level profiles (not modified).
+    settings : ProfilingSettings
+        Columns, profiler, evaluation, explanation and curve settings.
+    source : str
+        The table's name (file paths or dataset) for messages and metrics.
+
+    Returns
+    -------
+    ProfilingRun
+        Everything the report and the output folder need.
+
+    Raises
+    ------
+    PhenolensError
+        For a table or settings that cannot be used (missing columns or controls, too few replicates...).
+    """
+    settings.require("controls", "treatment")
+    columns = settings
     started = time.perf_counter()
-    prepared = prepare_profiles(table, columns, source)
-    profiler = AnomalyProfiler(controls=columns.controls, plate_column=columns.plate, batch_column=columns.batch, **settings.profiler)
+    prepared = prepare_profiles(table, columns, source, settings.feature_set)
+    profiler = AnomalyProfiler(settings)
     representations = with_concatenation(profiler.fit_transform(prepared.table), columns)
-    evaluation = evaluate(representations, columns, settings.evaluation)
+    evaluation = evaluate(representations, settings)
     explanations, group = _explain_top_treatment(profiler, representations, evaluation, columns, settings)
-    curve = _control_curve(prepared.table, columns, settings, profiler, representations, evaluation) if settings.curve_fractions else None
+    curve = _control_curve(prepared.table, settings, profiler, representations) if settings.curve and settings.curve_fractions else None
     metrics = {name: values for name, values in evaluation.metrics.items()}
     history = profiler.history_
     metrics.update(
@@ -73,22 +105,10 @@ def run_profiling(table: pd.DataFrame, columns: ProfileColumns, settings: RunSet
             "explained_group": group,
             "control_curve": curve.to_dict(orient="records") if curve is not None else None,
             "notes": evaluation.notes,
-            "settings": {
-                "columns": asdict(columns),
-                "profiler": _profiler_settings(profiler),
-                "evaluation": evaluation.settings,
-                "explain_features": settings.explain_features,
-                "explain_nsamples": settings.explain_nsamples,
-                "curve_fractions": list(settings.curve_fractions),
-            },
             "seconds": round(time.perf_counter() - started, 1),
         }
     )
     return ProfilingRun(profiler, representations, evaluation, explanations, group, curve, prepared.quality, metrics)
-
-
-def _profiler_settings(profiler: AnomalyProfiler) -> dict:
-    return {key: value for key, value in vars(profiler).items() if not key.endswith("_") and not key.startswith("_")}
 
 
 def _explain_top_treatment(profiler, representations, evaluation, columns, settings) -> tuple[list[FeatureExplanation], str]:
@@ -107,27 +127,22 @@ def _explain_top_treatment(profiler, representations, evaluation, columns, setti
         profiler.selected_features_,
         top_features=settings.explain_features,
         nsamples=settings.explain_nsamples,
-        seed=settings.evaluation.seed,
+        seed=settings.seed,
     )
     return explanations, group
 
 
-def _control_curve(table, columns, settings, profiler, representations, evaluation) -> pd.DataFrame:
+def _control_curve(table, settings: ProfilingSettings, profiler, representations) -> pd.DataFrame:
     """Anomaly scores when the autoencoder trains on fewer controls (everything else fixed, with the
     hyper-parameters the full run chose); cellprofiler does not depend on it and is the reference line."""
     n_train = int((profiler.roles_ == TRAIN).sum())
     chosen = dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_))
     rows = []
     for fraction in settings.curve_fractions:
-        smaller = AnomalyProfiler(
-            controls=columns.controls,
-            plate_column=columns.plate,
-            batch_column=columns.batch,
-            **{**settings.profiler, **chosen, "search_trials": 0, "max_train_controls": max(2, int(round(fraction * n_train)))},
-        )
-        scores = core_scores(smaller.fit_transform(table)["anomaly"], columns, settings.evaluation)
-        rows.append({"training_controls": smaller.max_train_controls, "representation": "anomaly", **scores})
-    rows.append({"training_controls": n_train, "representation": "anomaly", **core_scores(representations["anomaly"], columns, settings.evaluation)})
-    reference = core_scores(representations["cellprofiler"], columns, settings.evaluation)
+        smaller = AnomalyProfiler(settings.replace(**chosen, search_trials=0, max_train_controls=max(2, int(round(fraction * n_train)))))
+        scores = core_scores(smaller.fit_transform(table)["anomaly"], settings, settings)
+        rows.append({"training_controls": smaller.settings.max_train_controls, "representation": "anomaly", **scores})
+    rows.append({"training_controls": n_train, "representation": "anomaly", **core_scores(representations["anomaly"], settings, settings)})
+    reference = core_scores(representations["cellprofiler"], settings, settings)
     rows += [{"training_controls": row["training_controls"], "representation": "cellprofiler", **reference} for row in rows]
     return pd.DataFrame(rows)

@@ -17,12 +17,40 @@ from phenolens.profiling.replicates import groups_by_label, sample_null_groups
 
 
 def median_pair_correlation(values: np.ndarray, rows) -> float:
-    """Median Pearson correlation over every pair of `rows`, one np.corrcoef call per pair."""
+    """Median Pearson correlation over every pair of `rows`, one np.corrcoef call per pair.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (rows, features).
+    rows : sequence of int
+        The group's rows.
+
+    Returns
+    -------
+    float
+        The median pairwise Pearson correlation.
+    """
     return statistics.median(np.corrcoef(values[a], values[b])[0, 1] for a, b in itertools.combinations(rows, 2))
 
 
 def null_groups(treatments, null_repeats: int = 5, seed: int = 0) -> list[np.ndarray]:
-    """The null groups `percent_replicating` draws for these labels and seed, in its order."""
+    """The null groups `percent_replicating` draws for these labels and seed, in its order.
+
+    Parameters
+    ----------
+    treatments : sequence
+        Treatment label of every well.
+    null_repeats : int
+        Null groups per treatment.
+    seed : int
+        The seed `percent_replicating` is given.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The null groups, in `percent_replicating`'s order.
+    """
     codes, _ = pd.factorize(pd.Series(treatments), sort=True)
     rng = numpy_rng(seed)
     groups = []
@@ -33,7 +61,24 @@ def null_groups(treatments, null_repeats: int = 5, seed: int = 0) -> list[np.nda
 
 
 def reference_percent_replicating(values: np.ndarray, treatments, groups: list[np.ndarray], percentile: float = 90.0):
-    """(score, {treatment: median replicate correlation}, threshold) for given null groups."""
+    """(score, {treatment: median replicate correlation}, threshold) for given null groups.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features).
+    treatments : sequence
+        Treatment label of every well.
+    groups : list of numpy.ndarray
+        Null groups (from `null_groups`).
+    percentile : float
+        Percentile of the null used as the threshold.
+
+    Returns
+    -------
+    tuple
+        (score, {treatment: median replicate correlation}, threshold).
+    """
     replicate = {}
     for name in sorted(set(treatments)):
         rows = [i for i, t in enumerate(treatments) if t == name]

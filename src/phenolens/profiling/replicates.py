@@ -20,7 +20,6 @@ from phenolens.core.seeding import numpy_rng
 
 # Memory for one chunk of stacked replicate profiles (groups x replicates x features, float64).
 CHUNK_BYTES = 64 * 2**20
-MAX_RESAMPLING_ROUNDS = 1000
 
 
 @dataclass
@@ -35,7 +34,18 @@ class ReplicateResult:
 
 
 def row_standardize(values: np.ndarray) -> np.ndarray:
-    """Centre each row and scale it to unit norm, so dot products of rows are Pearson correlations."""
+    """Centre each row and scale it to unit norm, so dot products of rows are Pearson correlations.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (rows, features).
+
+    Returns
+    -------
+    numpy.ndarray
+        Centred unit-norm rows (NaN for a constant row).
+    """
     centred = values - values.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(centred, axis=1, keepdims=True)
     return centred / np.where(norm > 0, norm, np.nan)
@@ -45,6 +55,18 @@ def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> n
     """Median correlation over all pairs inside each group.
 
     `unit_rows` comes from `row_standardize`; `groups` is an (n_groups, k) index matrix, k >= 2.
+
+    Parameters
+    ----------
+    unit_rows : numpy.ndarray
+        Rows from `row_standardize`.
+    groups : numpy.ndarray
+        (n_groups, k) row indices, k >= 2.
+
+    Returns
+    -------
+    numpy.ndarray
+        One median correlation per group.
     """
     n_groups, size = groups.shape
     upper = np.triu_indices(size, k=1)
@@ -58,7 +80,18 @@ def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> n
 
 
 def groups_by_label(codes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """For each group size k: (labels, (n_labels, k) index matrix) of the labels with k members."""
+    """For each group size k: (labels, (n_labels, k) index matrix) of the labels with k members.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        Integer label of every row.
+
+    Returns
+    -------
+    dict
+        Group size -> (labels of that size, (n_labels, size) row-index matrix).
+    """
     order = np.argsort(codes, kind="stable")
     labels, starts, counts = np.unique(codes[order], return_index=True, return_counts=True)
     by_size = {}
@@ -68,21 +101,86 @@ def groups_by_label(codes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray
     return by_size
 
 
-def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_groups, size) random well indices, every row drawn from `size` distinct labels.
+def draw_distinct(n_items: int, size: int, n_rows: int, rng: np.random.Generator, method: str = "auto") -> np.ndarray:
+    """(n_rows, size) indices in ``range(n_items)``, each row a uniformly random `size`-subset (no repeats).
 
-    Wells are drawn uniformly; rows that repeat a label are redrawn (vectorised rejection).
+    Parameters
+    ----------
+    n_items : int
+        How many items to choose from.
+    size : int
+        Items per row, 1 <= size <= n_items.
+    n_rows : int
+        Independent rows to draw.
+    rng : numpy.random.Generator
+        The random source.
+    method : {"auto", "floyd", "keys"}
+        ``floyd``: Floyd's algorithm, one vectorised step per column, O(n_rows * size^2), best when
+        size^2 is small next to n_items; ``keys``: the `size` smallest of n_items uniform keys per row,
+        O(n_rows * n_items), best when size is a sizeable share of n_items; ``auto`` picks the cheaper.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 indices; each row's set is uniform over all size-subsets (the order inside a row is not).
     """
-    if len(np.unique(codes)) < size:
-        raise PhenolensError(f"cannot draw null groups of {size} wells from distinct treatments: only {len(np.unique(codes))} treatments")
-    groups = rng.integers(0, len(codes), size=(n_groups, size))
-    for _ in range(MAX_RESAMPLING_ROUNDS):
-        labels = np.sort(codes[groups], axis=1)
-        clash = (labels[:, 1:] == labels[:, :-1]).any(axis=1)
-        if not clash.any():
-            return groups
-        groups[clash] = rng.integers(0, len(codes), size=(int(clash.sum()), size))
-    raise PhenolensError(f"could not draw null groups of {size} wells from distinct treatments; too few treatments")
+    if not 1 <= size <= n_items:
+        raise ValueError(f"cannot draw {size} distinct items from {n_items}")
+    if method == "auto":
+        method = "floyd" if size * size <= n_items else "keys"
+    if method == "floyd":
+        chosen = np.empty((n_rows, size), dtype=np.int64)
+        for column, top in enumerate(range(n_items - size, n_items)):
+            candidate = rng.integers(0, top + 1, size=n_rows)
+            taken = (chosen[:, :column] == candidate[:, None]).any(axis=1)
+            chosen[:, column] = np.where(taken, top, candidate)
+        return chosen
+    if method != "keys":
+        raise ValueError(f"unknown method {method!r}")
+    rows_per_chunk = max(1, CHUNK_BYTES // (8 * n_items))
+    parts = []
+    for start in range(0, n_rows, rows_per_chunk):
+        keys = rng.random((min(rows_per_chunk, n_rows - start), n_items))
+        parts.append(np.argpartition(keys, size - 1, axis=1)[:, :size].astype(np.int64))
+    return np.concatenate(parts) if parts else np.empty((0, size), dtype=np.int64)
+
+
+def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_groups, size) well indices for the percent-replicating null, drawn exactly.
+
+    Each row takes `size` distinct labels uniformly without replacement (`draw_distinct`), then one
+    well of each label uniformly among that label's wells; valid for any size up to the number of labels.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        Integer label (treatment) of every well.
+    size : int
+        Wells per group (the replicate count being matched).
+    n_groups : int
+        Groups to draw.
+    rng : numpy.random.Generator
+        The random source.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_groups, size) int64 row indices into `codes`.
+
+    Raises
+    ------
+    PhenolensError
+        When there are fewer labels than `size`.
+    """
+    order = np.argsort(codes, kind="stable")
+    _, starts, counts = np.unique(codes[order], return_index=True, return_counts=True)
+    if len(counts) < size:
+        raise PhenolensError(
+            f"cannot draw null groups of {size} wells from distinct treatments: only {len(counts)} treatments; "
+            f"percent replicating needs at least as many treatments as a treatment has replicates"
+        )
+    labels = draw_distinct(len(counts), size, n_groups, rng)
+    return order[starts[labels] + rng.integers(0, counts[labels])]
 
 
 def percent_replicating(
@@ -92,7 +190,31 @@ def percent_replicating(
     percentile: float = 90.0,
     seed: int = 0,
 ) -> ReplicateResult:
-    """Percent replicating of well profiles `values` (wells x features) labelled by `treatments`."""
+    """Percent replicating of well profiles labelled by treatment.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Well profiles (wells x features).
+    treatments : numpy.ndarray
+        Treatment label of every well; treatments with one well are excluded (and counted).
+    null_repeats : int
+        Null groups drawn per treatment of each replicate count (`sample_null_groups`).
+    percentile : float
+        Percentile of the null a treatment's median replicate correlation must exceed.
+    seed : int
+        Seed of the null draw.
+
+    Returns
+    -------
+    ReplicateResult
+        Per-treatment correlations, the null, the threshold and the score.
+
+    Raises
+    ------
+    PhenolensError
+        When no treatment has two wells, or a replicate count exceeds the number of treatments.
+    """
     codes, names = pd.factorize(pd.Series(treatments), sort=True)
     unit = row_standardize(np.asarray(values, dtype=np.float64))
     rng = numpy_rng(seed)
@@ -118,12 +240,51 @@ def percent_replicating(
     return ReplicateResult(table, null_values, threshold, float(table["reproducible"].mean()), single)
 
 
-def replicate_map(
-    values: np.ndarray, treatments: np.ndarray, seed: int = 0, null_size: int = 10000, alpha: float = 0.05
-) -> tuple[float, float, pd.DataFrame]:
-    """Mean average precision of retrieving a treatment's replicate wells among all wells (copairs,
-    Pearson correlation). Returns (mean mAP over treatments, fraction with FDR-corrected p < alpha,
-    per-treatment table)."""
+@dataclass
+class ReplicateMap:
+    """mAP of replicate retrieval, as `replicate_map` returns it.
+
+    Attributes
+    ----------
+    mean_average_precision : float
+        Mean over treatments of the mean average precision of retrieving their replicate wells.
+    fraction_retrieved : float
+        Fraction of treatments whose mAP has an FDR-corrected p-value below `alpha`.
+    treatments : pandas.DataFrame
+        Per treatment: copairs' mean_average_precision, p_value, corrected_p_value, below_p, below_corrected_p.
+    """
+
+    mean_average_precision: float
+    fraction_retrieved: float
+    treatments: pd.DataFrame
+
+
+def replicate_map(values: np.ndarray, treatments: np.ndarray, seed: int = 0, null_size: int = 10000, alpha: float = 0.05) -> ReplicateMap:
+    """Mean average precision of retrieving a treatment's replicate wells among all wells (copairs, Pearson correlation).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Well profiles (wells x features), finite.
+    treatments : numpy.ndarray
+        Treatment label of every well.
+    seed : int
+        Seed of copairs' null distribution.
+    null_size : int
+        Size of copairs' null distribution per replicate count.
+    alpha : float
+        Significance level of the FDR-corrected p-values.
+
+    Returns
+    -------
+    ReplicateMap
+        The mean mAP, the fraction retrieved and the per-treatment table.
+
+    Raises
+    ------
+    PhenolensError
+        When no treatment has two or more wells.
+    """
     from copairs.map import average_precision, mean_average_precision
 
     meta = pd.DataFrame({"treatment": np.asarray(treatments).astype(str)})
@@ -135,4 +296,4 @@ def replicate_map(
     with tempfile.TemporaryDirectory(prefix="copairs-") as cache:
         maps = mean_average_precision(scores, ["treatment"], null_size=null_size, threshold=alpha, seed=seed, progress_bar=False, cache_dir=cache)
     table = maps.drop(columns=["indices"]).set_index("treatment")
-    return float(table["mean_average_precision"].mean()), float(table["below_corrected_p"].mean()), table
+    return ReplicateMap(float(table["mean_average_precision"].mean()), float(table["below_corrected_p"].mean()), table)

@@ -22,7 +22,20 @@ OPERATIONS = ("frequency_threshold", "variance_threshold", "correlation_threshol
 
 
 def frequency_excluded(values: np.ndarray, freq_cut: float = 0.05, unique_cut: float = 0.01) -> np.ndarray:
-    """Mask of columns whose 2nd/1st most-common-value count ratio < freq_cut or unique/rows ratio < unique_cut."""
+    """Mask of columns whose 2nd/1st most-common-value count ratio < freq_cut or unique/rows ratio < unique_cut.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features).
+    freq_cut, unique_cut : float
+        pycytominer's thresholds.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of excluded columns.
+    """
     n_rows, n_columns = values.shape
     ordered = np.sort(values, axis=0)
     starts = np.vstack([np.ones((1, n_columns), dtype=bool), ordered[1:] != ordered[:-1]])
@@ -35,13 +48,39 @@ def frequency_excluded(values: np.ndarray, freq_cut: float = 0.05, unique_cut: f
 
 
 def variance_excluded(values: np.ndarray, min_variance: float = 1e-6) -> np.ndarray:
-    """Mask of columns whose population variance is below `min_variance` (sklearn's VarianceThreshold)."""
+    """Mask of columns whose population variance is below `min_variance` (sklearn's VarianceThreshold).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features).
+    min_variance : float
+        Smallest variance kept.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of excluded columns.
+    """
     return values.var(axis=0) < min_variance
 
 
 def correlation_excluded(values: np.ndarray, threshold: float = 0.9) -> np.ndarray:
     """Mask of columns pycytominer's correlation_threshold drops: for every pair with Pearson
-    correlation > threshold, the member with the larger sum of absolute correlations."""
+    correlation > threshold, the member with the larger sum of absolute correlations.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (wells, features).
+    threshold : float
+        Pearson correlation above which one of a pair is dropped.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of excluded columns.
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
         correlation = np.corrcoef(values, rowvar=False)
     correlation = np.atleast_2d(correlation)
@@ -68,6 +107,25 @@ def select_features(
 
     Missing values are handled before this (`prepare_profiles` applies pycytominer's 5 % missing
     cut to the whole table, since the autoencoder cannot take NaN in any well).
+
+    Parameters
+    ----------
+    reference : pandas.DataFrame
+        The reference wells (training controls).
+    features : sequence of str
+        Candidate feature columns.
+    corr_threshold, freq_cut, unique_cut, min_variance : float
+        pycytominer's thresholds.
+
+    Returns
+    -------
+    list of str
+        The kept features, in the order of `features`.
+
+    Raises
+    ------
+    PhenolensError
+        When every feature is removed.
     """
     kept = np.array(features, dtype=object)
     values = reference[list(features)].to_numpy(dtype=np.float64)

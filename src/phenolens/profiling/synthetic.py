@@ -33,6 +33,24 @@ def synthetic_screen(
 
     Treatments are compound x dose (dose scales the effect). As in BBBC021, every compound is
     screened in one batch (compound mod batches) and its replicates sit on different plates of it.
+
+    Parameters
+    ----------
+    plates, controls_per_plate, moas, compounds_per_moa, doses, replicates, features : int
+        The screen's shape.
+    rank : int
+        Rank of the shared feature structure.
+    effect, plate_effect : float
+        Size of a treatment's effect (at the top dose) and of plate offsets, in noise units.
+    batches : int
+        Batches; each compound is screened in one.
+    seed : int
+        Seed of every draw.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The profile table, sorted by plate.
     """
     rng = numpy_rng(seed)
     loadings = rng.normal(size=(rank, features))

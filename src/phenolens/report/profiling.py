@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from phenolens.profiling.evaluate import Evaluation
-from phenolens.profiling.explain import FeatureExplanation
+from phenolens.core.runs import RunWriter
+from phenolens.data.query import select_rows
+from phenolens.profiling.anomaly import ROLE_COLUMN
+from phenolens.profiling.evaluate import CONCATENATION, Evaluation, features_of, wide_table
+from phenolens.profiling.explain import FeatureExplanation, GroupExplanation, explanations_table
+from phenolens.profiling.hits import anomaly_score
+from phenolens.profiling.normalize import TEST
+from phenolens.profiling.pipeline import ProfilingRun
+from phenolens.profiling.settings import ProfileExplanationSettings
 from phenolens.report.figures import OKABE_ITO, figure
-from phenolens.report.html import Section
+from phenolens.report.html import Report, Section
 
 HEADLINE = ("percent_replicating", "map", "nsc_accuracy", "nscb_accuracy", "moa_f1_lr", "moa_f1_mlp")
 LABELS = {
@@ -22,16 +29,51 @@ LABELS = {
 
 
 def colors_for(names) -> dict[str, str]:
+    """A colour per representation, stable across figures.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Representation names.
+
+    Returns
+    -------
+    dict of str to str
+        Name -> colour (Okabe-Ito).
+    """
     return {name: OKABE_ITO[(i + 4) % len(OKABE_ITO)] for i, name in enumerate(names)}
 
 
 def metrics_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """The headline metrics of every representation as a table.
+
+    Parameters
+    ----------
+    metrics : dict
+        Representation -> metrics.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per representation, the headline metrics as columns.
+    """
     rows = {name: {LABELS[key]: values.get(key) for key in HEADLINE} for name, values in metrics.items()}
     return pd.DataFrame(rows).T.rename_axis("representation").reset_index().astype({LABELS[k]: float for k in HEADLINE})
 
 
 def verdict(metrics: dict[str, dict]) -> str:
-    """One sentence per headline metric saying whether `anomaly` beats `cellprofiler`."""
+    """One sentence per headline metric saying whether `anomaly` beats `cellprofiler`.
+
+    Parameters
+    ----------
+    metrics : dict
+        Representation -> metrics.
+
+    Returns
+    -------
+    str
+        The sentences ('' without both representations).
+    """
     if "anomaly" not in metrics or "cellprofiler" not in metrics:
         return ""
     won, lost = [], []
@@ -49,7 +91,18 @@ def verdict(metrics: dict[str, dict]) -> str:
 
 
 def curve_summary(curve: pd.DataFrame) -> str:
-    """What the control-count curve says, in words: does the anomaly representation gain from more controls?"""
+    """What the control-count curve says, in words: does the anomaly representation gain from more controls?
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame
+        The control-count curve of `run_profiling`.
+
+    Returns
+    -------
+    str
+        One sentence per metric.
+    """
     anomaly = curve[curve["representation"] == "anomaly"].sort_values("training_controls")
     reference = curve[curve["representation"] == "cellprofiler"].iloc[0]
     parts = []
@@ -63,6 +116,18 @@ def curve_summary(curve: pd.DataFrame) -> str:
 
 
 def replicate_figure(evaluation: Evaluation):
+    """Replicate correlation of every treatment against the null, per representation.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+        From `evaluate`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     names = list(evaluation.replicates)
     fig, axes = figure(width=4.2 * len(names), height=3.4, ncols=len(names), squeeze=False)
     for axis, name in zip(axes[0], names):
@@ -80,7 +145,18 @@ def replicate_figure(evaluation: Evaluation):
 
 
 def venn_figure(evaluation: Evaluation):
-    """Three-set Venn diagram (circles) of the treatments each representation makes reproducible."""
+    """Three-set Venn diagram (circles) of the treatments each representation makes reproducible.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+        From `evaluate`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     names = list(evaluation.replicates)[:3]
     sets = [set(evaluation.replicates[n].treatments.index[evaluation.replicates[n].treatments["reproducible"]]) for n in names]
     everything = set(evaluation.replicates[names[0]].treatments.index)
@@ -112,6 +188,18 @@ def venn_figure(evaluation: Evaluation):
 
 
 def moa_f1_figure(evaluation: Evaluation):
+    """Per-class MoA F1 per representation and classifier.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+        From `evaluate` (with classifiers).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     result = evaluation.classifiers
     kinds = list(dict.fromkeys(k for _, k in result.per_class_f1.index))
     names = list(dict.fromkeys(n for n, _ in result.per_class_f1.index))
@@ -132,6 +220,18 @@ def moa_f1_figure(evaluation: Evaluation):
 
 
 def curve_figure(curve: pd.DataFrame):
+    """The anomaly representation's metrics against the number of training controls.
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame
+        The control-count curve.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     metrics = [c for c in ("percent_replicating", "nsc_accuracy") if c in curve]
     fig, axes = figure(width=4.4 * len(metrics), height=3.4, ncols=len(metrics), squeeze=False)
     colors = colors_for(["cellprofiler", "anomaly", "concatenation"])
@@ -150,7 +250,22 @@ def curve_figure(curve: pd.DataFrame):
 
 
 def beeswarm_figure(explanation: FeatureExplanation, group: str, top: int = 10):
-    """Per-well oriented SHAP values of the most influential inputs, coloured by the input's value."""
+    """Per-well oriented SHAP values of the most influential inputs, coloured by the input's value.
+
+    Parameters
+    ----------
+    explanation : FeatureExplanation
+        One explained feature.
+    group : str
+        The explained group, for the title.
+    top : int
+        Inputs shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     order = explanation.ranking()[:top][::-1]
     fig, axis = figure(width=7.2, height=0.38 * len(order) + 1.6)
     rng = np.random.default_rng(0)
@@ -170,6 +285,18 @@ def beeswarm_figure(explanation: FeatureExplanation, group: str, top: int = 10):
 
 
 def training_figure(history_columns: dict[str, list[float]]):
+    """Autoencoder training and validation loss per epoch.
+
+    Parameters
+    ----------
+    history_columns : dict of str to list of float
+        train_loss and val_loss per epoch.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     fig, axis = figure(width=5.2, height=3.2)
     epochs = np.arange(1, len(history_columns["train_loss"]) + 1)
     axis.plot(epochs, history_columns["train_loss"], label="training controls (loss incl. output L2)")
@@ -183,6 +310,18 @@ def training_figure(history_columns: dict[str, list[float]]):
 
 
 def scores_figure(scores: dict[str, np.ndarray]):
+    """Distributions of anomaly scores (held-out controls vs treated wells).
+
+    Parameters
+    ----------
+    scores : dict of str to numpy.ndarray
+        Label -> anomaly scores.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
     fig, axis = figure(width=5.4, height=3.4)
     bins = np.logspace(np.log10(max(1e-3, min(v.min() for v in scores.values()))), np.log10(max(v.max() for v in scores.values())), 40)
     for (label, values), color in zip(scores.items(), ("#999999", OKABE_ITO[5])):
@@ -206,7 +345,34 @@ def profiling_section(
     score_distributions: dict[str, np.ndarray] | None,
     prefix: str = "profiling",
 ) -> Section:
-    """The whole report section of a profiling run (figures are also written as `<prefix>_*.png`)."""
+    """The whole report section of a profiling run (figures are also written as `<prefix>_*.png`).
+
+    Parameters
+    ----------
+    title : str
+        Section title.
+    metrics : dict
+        metrics.json of the run.
+    evaluation : Evaluation
+        From `evaluate`.
+    explanations : list of FeatureExplanation
+        Anomaly SHAP (may be empty).
+    group : str
+        The explained group.
+    curve : pandas.DataFrame or None
+        The control-count curve.
+    history_columns : dict or None
+        Autoencoder losses per epoch.
+    score_distributions : dict or None
+        Label -> anomaly scores.
+    prefix : str
+        File-name prefix of the figures.
+
+    Returns
+    -------
+    Section
+        The section.
+    """
     section = Section(title)
     section.text(
         "Representations: cellprofiler = features standardised per plate on training controls and selected on them "
@@ -221,6 +387,13 @@ def profiling_section(
             f"features dropped for >5% missing: {len(data.get('features_dropped_non_finite', []))}; wells dropped for missing values: "
             f"{data.get('wells_dropped_non_finite')}; plates excluded for too few controls: {data.get('plates_excluded_few_controls') or 'none'}."
         )
+    if data.get("plate_features"):
+        per_plate = pd.DataFrame(data["plate_features"]).T.rename_axis("plate").reset_index().sort_values("lost", ascending=False)
+        section.text(
+            f"Plates measure different features: the {int(per_plate['kept'].iloc[0])} features every plate has were kept; "
+            f"{int((per_plate['lost'] > 0).sum())} of {len(per_plate)} plates lost some (all counts in metrics.json data.plate_features)."
+        )
+        section.table(per_plate.head(12), "Features per plate: had, kept (shared by every plate) and lost; the plates that lost most.")
     auto = metrics.get("autoencoder")
     if auto:
         section.text(
@@ -277,3 +450,114 @@ def profiling_section(
             )
         section.add(shap_section)
     return section
+
+
+def run_section(result: ProfilingRun, title: str) -> Section:
+    """The report section of a `profile run`, with the anomaly-score distributions of held-out controls and treated wells.
+
+    Parameters
+    ----------
+    result : ProfilingRun
+        From `run_profiling`.
+    title : str
+        The section title.
+
+    Returns
+    -------
+    Section
+        Text, tables and figures.
+    """
+    settings = result.profiler.settings
+    anomaly = result.representations["anomaly"]
+    scores = anomaly_score(anomaly[features_of(anomaly, settings)].to_numpy())
+    treated = ~select_rows(anomaly, settings.controls, "profiles", "--controls")
+    distributions = {"held-out control wells": scores[(anomaly[ROLE_COLUMN] == TEST).to_numpy()], "treated wells": scores[treated]}
+    history = {key: result.profiler.history_.column(key) for key in ("train_loss", "val_loss")}
+    return profiling_section(
+        title, result.metrics, result.evaluation, result.explanations, result.explained_group, result.curve, history, distributions
+    )
+
+
+def write_profiling_run(run: RunWriter, result: ProfilingRun, title: str) -> Section:
+    """Write a `profile run` into an entered `RunWriter`: model/, profiles.parquet, hits.csv,
+    explanations.parquet, metrics.json, figures and report.html.
+
+    Parameters
+    ----------
+    run : RunWriter
+        The run folder being written (inside its ``with`` block).
+    result : ProfilingRun
+        From `run_profiling`.
+    title : str
+        The report title.
+
+    Returns
+    -------
+    Section
+        The report section (the demo reuses it).
+    """
+    from phenolens.nn.weights import save_model
+
+    settings = result.profiler.settings
+    save_model(result.profiler.model_, run.file("model"), result.profiler.model_card(dataset=title))
+    base = {name: frame for name, frame in result.representations.items() if name != CONCATENATION}
+    run.write_table("profiles.parquet", wide_table(base, settings))
+    run.write_table("hits.csv", pd.concat(result.evaluation.hits, names=["representation"]).reset_index())
+    if result.explanations:
+        run.write_table("explanations.parquet", explanations_table(result.explanations, result.explained_group))
+    run.write_metrics(result.metrics)
+    section = run_section(result, title)
+    report = Report(title, metrics=result.metrics)
+    report.add(section)
+    run.write_report(report)
+    return section
+
+
+def evaluation_report(title: str, metrics: dict, evaluation: Evaluation) -> Report:
+    """The report of `profile evaluate`.
+
+    Parameters
+    ----------
+    title : str
+        The report title.
+    metrics : dict
+        metrics.json of the evaluation.
+    evaluation : Evaluation
+        From `evaluate`.
+
+    Returns
+    -------
+    Report
+        Ready for `RunWriter.write_report`.
+    """
+    report = Report(title, metrics=metrics)
+    report.add(profiling_section(title, metrics, evaluation, [], "", None, None, None, prefix="evaluate"))
+    return report
+
+
+def explanation_report(result: GroupExplanation, settings: ProfileExplanationSettings) -> Report:
+    """The report of `profile explain`: one beeswarm per explained feature.
+
+    Parameters
+    ----------
+    result : GroupExplanation
+        From `explain_group`.
+    settings : ProfileExplanationSettings
+        The explanation settings (group, samples).
+
+    Returns
+    -------
+    Report
+        Ready for `RunWriter.write_report`.
+    """
+    section = Section(f"Why are the wells of {settings.group} anomalous? (autoencoder-anomaly SHAP)")
+    section.text(f"{result.wells} wells; background: {result.background} held-out control wells; {settings.nsamples} samples.")
+    for number, explanation in enumerate(result.explanations):
+        section.figure(
+            beeswarm_figure(explanation, settings.group),
+            f"{explanation.feature}: mean |anomaly z| {explanation.mean_abs_anomaly:.1f}.",
+            f"shap_{number}.png",
+        )
+    report = Report(f"phenolens profile explain: {settings.group}", metrics=result.summary)
+    report.add(section)
+    return report

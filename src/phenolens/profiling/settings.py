@@ -1,0 +1,149 @@
+"""Settings of the profiling commands: `profile run`, `profile evaluate`, `profile explain`.
+
+One frozen, validated dataclass per step; the Python API (`AnomalyProfiler`, `run_profiling`,
+`evaluate`, `explain_group`) and the CLI take the same objects, and the CLI options are derived from
+their fields, so every default exists once. The column meanings (`ProfileColumns`) and the evaluation
+options (`EvaluationFields`) are field groups shared by the steps that need them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.settings import Settings, setting
+from phenolens.data.query import parse_query
+from phenolens.profiling.inputs import ProfileColumns
+from phenolens.profiling.moa import CLASSIFIERS, INNER_FOLDS
+from phenolens.profiling.normalize import SCALE_POOLING
+
+REPLICATE_NORMALIZATION = ("whole_plate", "none")
+FEATURE_SETS = ("intersection", "union")
+
+
+@dataclass(frozen=True)
+class EvaluationFields:
+    """How representations are evaluated: replicate reproducibility, mAP, MoA prediction, hits (defaults follow the method)."""
+
+    null_repeats: int = setting(5, "Null groups drawn per treatment for percent replicating.", minimum=1)
+    replicate_percentile: float = setting(90.0, "Percentile of the null a treatment's replicate correlation must exceed.", minimum=0, maximum=100)
+    replicate_normalization: str = setting("whole_plate", "Normalisation before replicate metrics.", choices=REPLICATE_NORMALIZATION)
+    map_null_size: int = setting(10000, "Null size of copairs' mAP p-values.", minimum=1)
+    moa_repeats: int = setting(10, "Repeats of the nested-CV MoA classifiers.", minimum=1)
+    moa_folds: int = setting(5, "Folds of the nested-CV MoA classifiers.", minimum=2)
+    min_treatments_per_moa: int = setting(5, "MoAs with fewer reproducible treatments are left out of the classifiers.", minimum=2)
+    classifiers: tuple[str, ...] = setting(CLASSIFIERS, "Comma-separated MoA classifiers: lr, mlp.", choices=CLASSIFIERS)
+    fdr: float = setting(0.05, "False discovery rate of hit calls.", minimum=0, maximum=1, exclusive_minimum=True)
+    seed: int = setting(0, "Seed of every random step (same seed, same metrics).", minimum=0)
+    jobs: int = setting(2, "Processes for the MoA classifiers (results do not depend on it).", minimum=1)
+    feature_set: str = setting(
+        "intersection",
+        "Plates with different features: keep those every plate has, or all, imputing missing values from each plate's controls (flagged).",
+        choices=FEATURE_SETS,
+        option="--features",
+    )
+
+
+def _check_shared(settings: Settings) -> None:
+    """Cross-field rules of the shared field groups: queries parse, column names are not blank, the
+    MoA classes kept have enough treatments for the cross-validation folds."""
+    for name, option in (("controls", "--controls"), ("positive_controls", "--positive-controls")):
+        value = getattr(settings, name)
+        if value is not None:
+            try:
+                parse_query(value, option)
+            except PhenolensError as error:
+                settings.fail(name, error.problem)
+    for field in fields(ProfileColumns):
+        value = getattr(settings, field.name)
+        if isinstance(value, str) and not value.strip():
+            settings.fail(field.name, "must not be blank; leave the option out instead")
+    training_share = settings.min_treatments_per_moa * (settings.moa_folds - 1) // settings.moa_folds
+    if settings.min_treatments_per_moa < settings.moa_folds or training_share < INNER_FOLDS:
+        settings.fail(
+            "min_treatments_per_moa",
+            f"too few for {settings.moa_folds} outer and {INNER_FOLDS} inner folds; every fold needs each MoA (5 with 5 folds works)",
+        )
+
+
+@dataclass(frozen=True)
+class ProfileEvaluationSettings(ProfileColumns, EvaluationFields, Settings):
+    """Settings of `profile evaluate`: what the columns mean and how representations are evaluated.
+
+    Every field is validated on construction (a bad value raises `PhenolensError` naming the field and its option).
+    """
+
+    step = "profile evaluate"
+
+    def check(self) -> None:
+        """Queries parse (nothing is evaluated); column names are not blank."""
+        _check_shared(self)
+
+
+@dataclass(frozen=True)
+class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
+    """Settings of `profile run` and of `AnomalyProfiler`: columns, control split, feature selection,
+    autoencoder, evaluation, explanations and the control-count curve.
+
+    Every field is validated on construction (a bad value raises `PhenolensError` naming the field and its option).
+    """
+
+    step = "profile run"
+
+    control_split: tuple[float, ...] = setting((0.4, 0.1, 0.5), "Train, validation, test fractions of every plate's controls.", minimum=0)
+    scale_pooling: str = setting("all", "Pool the per-feature spread over: plate, batch or all plates.", choices=SCALE_POOLING)
+    corr_threshold: float = setting(0.9, "Drop one of each pair of features correlated above this (pycytominer).", minimum=0, maximum=1)
+    freq_cut: float = setting(0.05, "pycytominer frequency_threshold freq_cut.", minimum=0, maximum=1)
+    unique_cut: float = setting(0.01, "pycytominer frequency_threshold unique_cut.", minimum=0, maximum=1)
+    hidden: tuple[int, ...] = setting((256, 128, 64), "Encoder layer widths.", minimum=1, maximum=65536)
+    latent: int = setting(16, "Autoencoder code size.", minimum=1, maximum=65536)
+    dropout: float = setting(0.1, "Encoder dropout.", minimum=0, maximum=0.95)
+    learning_rate: float = setting(1e-3, "Autoencoder learning rate.", minimum=0, exclusive_minimum=True)
+    output_l2: float = setting(1e-4, "L2 penalty on the reconstruction.", minimum=0)
+    batch_size: int = setting(32, "Autoencoder batch size.", minimum=1)
+    max_epochs: int = setting(300, "Autoencoder epoch limit (early stopping on validation controls).", minimum=1)
+    patience: int = setting(20, "Epochs without validation improvement before stopping.", minimum=1)
+    search_trials: int = setting(0, "Random hyper-parameter search trials (0 = defaults, no search).", minimum=0, option="--search")
+    max_train_controls: int | None = setting(None, "Train the autoencoder on at most this many controls (learning curves).", minimum=2, cli=False)
+    curve: bool = setting(True, "Also train on fewer training controls (learning curve).")
+    curve_fractions: tuple[float, ...] = setting((0.25, 0.5), "Fractions of the training controls of the curve.", minimum=0, maximum=1, cli=False)
+    explain_features: int = setting(3, "Worst-reconstructed features explained with SHAP (0 = none).", minimum=0)
+    explain_nsamples: int = setting(500, "Kernel SHAP coalition samples per well.", minimum=10)
+
+    def check(self) -> None:
+        """Queries parse; the control split has three fractions that sum to 1."""
+        _check_shared(self)
+        if len(self.control_split) != 3 or not math.isclose(sum(self.control_split), 1.0, abs_tol=1e-9):
+            self.fail("control_split", "give three fractions (train, validation, test) that sum to 1")
+        if self.control_split[0] == 0 or self.control_split[1] == 0:
+            self.fail("control_split", "the train and validation fractions must be > 0")
+
+    def evaluation(self) -> ProfileEvaluationSettings:
+        """The evaluation part (columns + evaluation fields), as `profile evaluate` takes it."""
+        names = {f.name for f in fields(ProfileEvaluationSettings)}
+        return ProfileEvaluationSettings(**{name: value for name, value in self.to_dict().items() if name in names})
+
+
+@dataclass(frozen=True)
+class ProfileExplanationSettings(Settings):
+    """Settings of `profile explain`: which wells, how many features, Kernel SHAP's budget.
+
+    Every field is validated on construction (a bad value raises `PhenolensError` naming the field and its option).
+    """
+
+    step = "profile explain"
+
+    group: str | None = setting(None, "Row query selecting the wells to explain, e.g. \"Metadata_MoA == 'Eg5 inhibitors'\".")
+    features: int = setting(3, "How many worst-reconstructed features to explain.", minimum=1)
+    nsamples: int = setting(1000, "Kernel SHAP coalition samples per well.", minimum=10)
+    background_size: int = setting(20, "Held-out control wells used as the SHAP background.", minimum=2)
+    seed: int = setting(0, "Seed of Kernel SHAP's sampling and the background draw.", minimum=0)
+
+    def check(self) -> None:
+        """The group query parses (nothing is evaluated)."""
+        if self.group is not None:
+            try:
+                parse_query(self.group, "--group")
+            except PhenolensError as error:
+                self.fail("group", error.problem)
