@@ -120,11 +120,11 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
     assert "no .tif/.tiff/.png/.npy images" in capsys.readouterr().err
     assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, "--cutmix", "1.5"]) == 2
     err = capsys.readouterr().err
-    assert "CutMix share 1.5 must lie in [0, 1] (--cutmix)" in err and err.count("\n") == 1 and not (tmp_path / "m").exists()
+    assert "cutmix_probability (--cutmix) = 1.5: must be <= 1" in err and err.count("\n") == 1 and not (tmp_path / "m").exists()
     for option, message in (
-        (["--blocks", "1,x"], "--blocks '1,x': give comma-separated integers >= 1"),
+        (["--blocks", "1,x"], "blocks (--blocks) = 'x': must be a whole number"),
         (["--blocks", "1,1,1,1,1"], "give 1 to 4 stages"),
-        (["--members", "0"], "--members 0: an ensemble needs at least 1 member"),
+        (["--members", "0"], "members (--members) = 0: must be >= 1"),
     ):
         assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, *option]) == 2
         err = capsys.readouterr().err

@@ -34,16 +34,17 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
 
 
 def _mount() -> None:
-    from phenolens.cli import counterfactual, data, demo, echoes, explain, profile, sign, train
+    from phenolens.cli import counterfactual, data, demo, echoes, images, profile, sign
 
     app.add_typer(data.app, name="data")
+    app.add_typer(images.app, name="images")
     app.add_typer(counterfactual.app, name="counterfactual")
     app.add_typer(echoes.app, name="echoes")
     app.add_typer(profile.app, name="profile")
     app.add_typer(sign.app, name="sign")
     app.command("demo")(demo.demo)
-    app.command("train")(train.train)
-    app.command("explain")(explain.explain)
+    app.command("train", help="Alias of `phenolens images train`.")(images.train)
+    app.command("explain", help="Alias of `phenolens images explain`.")(images.explain)
 
 
 _mount()

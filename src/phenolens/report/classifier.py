@@ -175,3 +175,41 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
     if pointwise is not None:
         section.figure(pointwise, "1x1 convolutions mix channels without looking at space.", "pointwise.png")
     return section
+
+
+def prediction_section(predictions, class_names: Sequence[str], group_by: str | None = None, title: str = "Predictions") -> Section:
+    """Report section of `phenolens.training.predict`'s result: predicted class counts, accuracy on labelled images, group fractions.
+
+    Parameters
+    ----------
+    predictions : Predictions
+        The result of `phenolens.training.predict`.
+    class_names : sequence of str
+        The model's classes.
+    group_by : str, optional
+        The grouping column, when groups were computed.
+    title : str
+        Section title.
+
+    Returns
+    -------
+    Section
+        Text, a count table, the confusion matrix of the labelled images and the first groups.
+    """
+    import pandas as pd
+
+    metrics = predictions.metrics
+    section = Section(title)
+    section.text(f"{metrics['n_images']} images; the predicted class is the one of highest probability (columns p_<class> of predictions.parquet).")
+    counts = pd.DataFrame({"class": list(metrics["predicted_counts"]), "predicted images": list(metrics["predicted_counts"].values())})
+    section.table(counts, "Images per predicted class.")
+    labelled = metrics.get("labelled")
+    if labelled:
+        section.text(f"On the {labelled['n_images']} labelled images: accuracy {labelled['accuracy']:.3f}, macro-F1 {labelled['macro_f1']:.3f}.")
+        section.figure(confusion_figure(labelled["confusion_matrix"], class_names), "Counts per true/predicted class.", "confusion.png")
+    if predictions.groups is not None:
+        shown = predictions.groups.head(50)
+        section.table(
+            shown, f"Share of each predicted class per {group_by} (first {len(shown)} of {len(predictions.groups)} groups; all in groups.parquet)."
+        )
+    return section
