@@ -231,12 +231,13 @@ def test_folders_are_matched_to_the_model_by_name(trained, tmp_path, capsys):
     only = tmp_path / "only"
     shutil.copytree(folder / "outside", only / "outside")
     out = tmp_path / "e1"
-    assert run(["explain", str(model), "--folder", str(only), "--channels", "GFP,DNA", "--methods", "saliency", "--images", "all", "--out", str(out)]) == 0
+    explain = ["explain", str(model), "--folder", str(only), "--channels", "GFP,DNA", "--methods", "saliency"]
+    assert run([*explain, "--images", "all", "--out", str(out)]) == 0
     assert set(pd.read_csv(out / "per_image.csv")["label"]) == {"outside"}
     # a class folder the model does not know
     (only / "outside").rename(only / "AAA")
     out = tmp_path / "e2"
-    assert run(["explain", str(model), "--folder", str(only), "--channels", "GFP,DNA", "--methods", "saliency", "--out", str(out)]) == 2
+    assert run([*explain, "--out", str(out)]) == 2
     _one_line_refusal(capsys, out, "class 'AAA' is not a class of the model, which knows inside, outside")
     # an empty class sub-folder
     (only / "BBB").mkdir()
