@@ -51,7 +51,18 @@ _mount()
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI with `argv` (default: sys.argv); return the exit status (also used by tests)."""
+    """Run the CLI with `argv` (default: sys.argv); return the exit status (also used by tests).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``phenolens``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a user error (one line on stderr), 1 when aborted, or a usage error's status.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         status = app(args=args, prog_name="phenolens", standalone_mode=False)
@@ -70,4 +81,5 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    """The ``phenolens`` console script: run the CLI and exit with its status."""
     sys.exit(run())

@@ -72,12 +72,28 @@ def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
 
 
 def attribution_methods() -> tuple[str, ...]:
-    """Names of the registered attribution methods, in registration order."""
+    """Names of the registered attribution methods, in registration order.
+
+    Returns
+    -------
+    tuple of str
+        The canonical names.
+    """
     return tuple(ATTRIBUTION_METHODS)
 
 
 def method_name(method: str) -> str:
     """Canonical name of `method` (a registered name or alias, any case).
+
+    Parameters
+    ----------
+    method : str
+        A name or alias such as ``ig``.
+
+    Returns
+    -------
+    str
+        The registered name.
 
     Raises
     ------
@@ -91,8 +107,57 @@ def method_name(method: str) -> str:
     return name
 
 
+def method_title(method: str) -> str:
+    """How reports name a registered method.
+
+    Parameters
+    ----------
+    method : str
+        A registered name or alias.
+
+    Returns
+    -------
+    str
+        Its title (its name when it has none).
+    """
+    chosen = ATTRIBUTION_METHODS[method_name(method)]
+    return chosen.title or chosen.name
+
+
+def is_spatial_only(method: str) -> bool:
+    """Whether `method`'s map is one spatial map repeated for every channel (Grad-CAM).
+
+    Parameters
+    ----------
+    method : str
+        A registered name or alias.
+
+    Returns
+    -------
+    bool
+        True when the map says nothing about channels.
+    """
+    return ATTRIBUTION_METHODS[method_name(method)].spatial_only
+
+
 def attribution_method(method: str) -> AttributionMethod:
-    """An instance of the method registered as `method` (name or alias)."""
+    """An instance of the method registered as `method`.
+
+    Parameters
+    ----------
+    method : str
+        A name or alias.
+
+    Returns
+    -------
+    AttributionMethod
+        The method.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown method.
+    """
     return ATTRIBUTION_METHODS[method_name(method)]()
 
 
@@ -185,13 +250,43 @@ class LogProbability(torch.nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-softmax of the wrapped model's logits."""
+        """Log-softmax of the wrapped model's logits.
+
+        Parameters
+        ----------
+        x : Tensor
+            Normalised inputs.
+        covariates : Tensor, optional
+            One-hot covariates.
+
+        Returns
+        -------
+        Tensor
+            (N, K) log-probabilities.
+        """
         return torch.log_softmax(self.model(x, covariates), dim=1)
 
 
 def find_layers(model: torch.nn.Module, layer: str | None) -> list[torch.nn.Module]:
-    """The module named `layer` (a stage name or submodule path; the last stage by default) in each
-    network of `model`: one module, or one per member of an ensemble."""
+    """The module named `layer` in each network of `model`: one module, or one per member of an ensemble.
+
+    Parameters
+    ----------
+    model : Module
+        A classifier network or ensemble.
+    layer : str or None
+        A stage name or submodule path (default: the last stage).
+
+    Returns
+    -------
+    list of Module
+        The layers.
+
+    Raises
+    ------
+    PhenolensError
+        Naming the stages when the layer does not exist.
+    """
     stages = model.stage_names()
     name = layer or stages[-1]
     try:
@@ -232,6 +327,18 @@ class OneImageBackendConv2d(torch.nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of `x`, with the one-image backend where a single image would get it.
+
+        Parameters
+        ----------
+        x : Tensor
+            (N, C, H, W) input.
+
+        Returns
+        -------
+        Tensor
+            The convolved batch.
+        """
         select = getattr(torch._C, "_select_conv_backend", None)
         if select is None or isinstance(self.padding, str) or self.padding_mode != "zeros" or not x.is_cpu:
             return super().forward(x)
@@ -257,6 +364,18 @@ class Float64Head(torch.nn.Module):
         self.head = head.double()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits in float64.
+
+        Parameters
+        ----------
+        features : Tensor
+            (N, D) pooled features.
+
+        Returns
+        -------
+        Tensor
+            (N, K) float64 logits.
+        """
         return self.head(features.double())
 
 
@@ -295,6 +414,7 @@ class AttributionMethod:
     """
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # as reports write it (default: the name)
     aliases: ClassVar[tuple[str, ...]] = ()
     spatial_only: ClassVar[bool] = False  # the map is the same for every channel
     needs_input_gradient: ClassVar[bool] = True
@@ -316,7 +436,15 @@ class AttributionMethod:
         return _plain_copy(model).to(memory_format=torch.channels_last)
 
     def check(self, model: torch.nn.Module, settings: AttributionSettings) -> None:
-        """Raise `PhenolensError` when `settings` cannot work on `model` (before any copy is made)."""
+        """Raise `PhenolensError` when `settings` cannot work on `model` (before any copy is made).
+
+        Parameters
+        ----------
+        model : Module
+            The classifier network.
+        settings : AttributionSettings
+            The method's options.
+        """
 
     def attribute(
         self,
@@ -353,7 +481,20 @@ class AttributionMethod:
 
     @staticmethod
     def forward(model: torch.nn.Module, settings: AttributionSettings) -> torch.nn.Module:
-        """What the maps explain: `model`'s logits, or their log-softmax (`settings.output`)."""
+        """What the maps explain: `model`'s logits, or their log-softmax (`settings.output`).
+
+        Parameters
+        ----------
+        model : Module
+            The prepared network.
+        settings : AttributionSettings
+            Supplies `output`.
+
+        Returns
+        -------
+        Module
+            `model` or a `LogProbability` wrapper of it.
+        """
         return LogProbability(model).eval() if settings.output == "log_probability" else model
 
 
@@ -362,11 +503,12 @@ class Saliency(AttributionMethod):
     """|d output / d pixel| (Captum `Saliency`, abs=True)."""
 
     name = "saliency"
+    title = "Saliency"
     memory_format = torch.contiguous_format
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as it is (contiguous memory, batch norm as such) with `OneImageBackendConv2d`
-        convolutions, so its ReLU gates are bitwise those of a per-image call (see there)."""
+        convolutions, so its ReLU gates are bitwise those of a per-image call (see there); see `AttributionMethod.prepare`."""
         prepared = _plain_copy(model)
         for module in prepared.modules():
             if type(module) is torch.nn.Conv2d:
@@ -374,7 +516,7 @@ class Saliency(AttributionMethod):
         return prepared
 
     def attribute(self, model, inputs, target, baseline, covariates, settings) -> torch.Tensor:
-        """Captum `Saliency` with abs=True."""
+        """Captum `Saliency` with abs=True (see `AttributionMethod.attribute`)."""
         from captum.attr import Saliency as CaptumSaliency
 
         return CaptumSaliency(self.forward(model, settings)).attribute(inputs, target=target, abs=True, additional_forward_args=covariates)
@@ -385,22 +527,24 @@ class GradCam(AttributionMethod):
     """Grad-CAM at `settings.layer` (Captum `LayerGradCam`), upsampled bilinearly and repeated for every channel."""
 
     name = "gradcam"
+    title = "Grad-CAM"
     aliases = ("grad-cam", "grad_cam")
     spatial_only = True
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Channels-last with batch norm folded into the convolutions (`fold_batch_norm`: one kernel
-        instead of two, logits move by ~1e-6; the maps moved by ~1e-6)."""
+        instead of two, logits move by ~1e-6; the maps moved by ~1e-6); see `AttributionMethod.prepare`."""
         prepared = _plain_copy(model)
         fold_batch_norm(prepared)
         return prepared.to(memory_format=torch.channels_last)
 
     def check(self, model: torch.nn.Module, settings: AttributionSettings) -> None:
-        """The layer must exist (a clear error before the model is copied)."""
+        """The layer must exist (a clear error before the model is copied); see `AttributionMethod.check`."""
         find_layers(model, settings.layer)
 
     def attribute(self, model, inputs, target, baseline, covariates, settings) -> torch.Tensor:
-        """Sum of the members' CAMs (an ensemble's logit is their mean, so each comes out scaled by 1 / members)."""
+        """Sum of the members' CAMs (an ensemble's logit is their mean, so each comes out scaled by 1 / members);
+        see `AttributionMethod.attribute`."""
         from captum.attr import LayerAttribution, LayerGradCam
 
         forward = self.forward(model, settings)
@@ -414,13 +558,14 @@ class Occlusion(AttributionMethod):
     """Drop of the output when a window of one channel is set to the baseline (Captum `Occlusion`)."""
 
     name = "occlusion"
+    title = "Occlusion"
     needs_input_gradient = False
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Channels-last, ReLUs in place (`inplace_relus`: no gradients, no hooks; bitwise the same) and
         the head in float64 (`Float64Head`). Batch norms are kept: folding saved ~8 % of the time but moved
         2 of 300 benchmark maps just past 1e-5 (a map is a difference of two logits, mostly float32 rounding
-        where occlusion hardly changes the logit)."""
+        where occlusion hardly changes the logit). See `AttributionMethod.prepare`."""
         prepared = _plain_copy(model)
         inplace_relus(prepared)
         for net in networks(prepared):
@@ -429,7 +574,8 @@ class Occlusion(AttributionMethod):
         return prepared.to(memory_format=torch.channels_last)
 
     def attribute(self, model, inputs, target, baseline, covariates, settings) -> torch.Tensor:
-        """Captum `Occlusion` with `settings.window`/`stride`, `settings.forward_batch` inputs per forward pass."""
+        """Captum `Occlusion` with `settings.window`/`stride`, `settings.forward_batch` inputs per forward pass;
+        see `AttributionMethod.attribute`."""
         from captum.attr import Occlusion as CaptumOcclusion
 
         if settings.window > min(inputs.shape[2:]):
@@ -456,10 +602,11 @@ class IntegratedGradients(AttributionMethod):
     """
 
     name = "integrated_gradients"
+    title = "Integrated gradients"
     aliases = ("ig", "integrated-gradients")
 
     def attribute(self, model, inputs, target, baseline, covariates, settings) -> torch.Tensor:
-        """Path integral of the gradients, `settings.forward_batch` path points per pass."""
+        """Path integral of the gradients, `settings.forward_batch` path points per pass; see `AttributionMethod.attribute`."""
         from captum.attr import IntegratedGradients as CaptumIntegratedGradients
 
         return CaptumIntegratedGradients(self.forward(model, settings)).attribute(

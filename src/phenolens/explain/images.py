@@ -18,7 +18,7 @@ import torch
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.data.nuclei import nucleus_masks
-from phenolens.explain.attribution import AttributionSettings, attribute, attribute_tensor, baseline_tensor, resolve_targets
+from phenolens.explain.attribution import AttributionSettings, attribute, attribute_tensor, baseline_tensor, is_spatial_only, resolve_targets
 from phenolens.explain.channels import attribution_share, cam_concordance, channel_occlusion, per_class_table
 from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomized_copy
 from phenolens.explain.masks import nucleus_mass_fraction
@@ -51,7 +51,23 @@ class Explanation:
     def concatenate(cls, parts: Sequence[Explanation]) -> Explanation:
         """One explanation of the images of all `parts`, in order (for example each cross-validation
         fold's model on its own held-out images). Per-image arrays are joined; class, channel and reporter
-        names must agree; the first part's settings are kept."""
+        names must agree; the first part's settings are kept.
+
+        Parameters
+        ----------
+        parts : sequence of Explanation
+            Explanations made with one set of options.
+
+        Returns
+        -------
+        Explanation
+            The pooled explanation.
+
+        Raises
+        ------
+        PhenolensError
+            When the parts differ in classes, channels or reporter channel.
+        """
         first = parts[0]
         for part in parts[1:]:
             if (part.class_names, part.channel_names, part.reporter_channel) != (first.class_names, first.channel_names, first.reporter_channel):
@@ -74,19 +90,44 @@ class Explanation:
 
     @property
     def predicted(self) -> np.ndarray:
+        """The predicted class of each image.
+
+        Returns
+        -------
+        ndarray
+            (N,) class indices.
+        """
         return self.proba.argmax(axis=1)
 
     @property
     def correct(self) -> np.ndarray:
-        """Images whose label is known and predicted (the ones per-class summaries use)."""
+        """Images whose label is known and predicted (the ones per-class summaries use).
+
+        Returns
+        -------
+        ndarray
+            (N,) bool.
+        """
         return (self.labels != UNLABELLED) & (self.predicted == self.labels)
 
     def summary_labels(self) -> np.ndarray:
-        """The class each image is summarised under: its label, or its prediction if unlabelled."""
+        """The class each image is summarised under: its label, or its prediction if unlabelled.
+
+        Returns
+        -------
+        ndarray
+            (N,) class indices.
+        """
         return np.where(self.labels == UNLABELLED, self.predicted, self.labels)
 
     def channel_tables(self) -> dict:
-        """Per-class tables: channel occlusion, CAM concordance, and each method's attribution share."""
+        """Per-class tables: channel occlusion, CAM concordance, and each method's attribution share.
+
+        Returns
+        -------
+        dict
+            Name -> class x channel DataFrame.
+        """
         correct = self.correct if self.correct.any() else np.ones(len(self.labels), bool)
         labels = self.summary_labels()
         tables = {
@@ -94,13 +135,19 @@ class Explanation:
             "cam_concordance": per_class_table(self.cam_concordance, labels, self.class_names, self.channel_names, correct),
         }
         for method, maps in self.maps.items():
-            if method != "gradcam":
+            if not is_spatial_only(method):
                 tables[f"{method}_share"] = per_class_table(attribution_share(maps), labels, self.class_names, self.channel_names, correct)
         return tables
 
     def metrics(self) -> dict:
         """JSON-ready results: channel_importance (class -> channel -> logit drop), cam_concordance,
-        attribution shares, faithfulness (method -> AUCs), sanity SSIM and nucleus_mass_fraction."""
+        attribution shares, faithfulness (method -> AUCs), sanity SSIM and nucleus_mass_fraction.
+
+        Returns
+        -------
+        dict
+            What ``metrics.json`` holds.
+        """
         tables = self.channel_tables()
         correct = self.correct
         labels = self.summary_labels()
@@ -140,7 +187,27 @@ def _nested(table) -> dict:
 
 
 def channel_index(channel_names: Sequence[str], name: str, option: str) -> int:
-    """Index of a channel name; a clear error names the option and the channels."""
+    """Index of a channel name.
+
+    Parameters
+    ----------
+    channel_names : sequence of str
+        The model's channels.
+    name : str
+        The channel asked for.
+    option : str
+        The option that named it, for the message.
+
+    Returns
+    -------
+    int
+        Its index.
+
+    Raises
+    ------
+    PhenolensError
+        Naming the option and the channels when `name` is not one of them.
+    """
     if name not in channel_names:
         raise PhenolensError(f"{option} {name!r} is not a channel of the model; its channels are {', '.join(channel_names)}")
     return list(channel_names).index(name)
@@ -272,7 +339,13 @@ class ModelExplanation:
     metrics: dict
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of attributions.npz: raw crops, labels, targets, probabilities, channel checks, maps and nucleus masks."""
+        """The arrays of attributions.npz: raw crops, labels, targets, probabilities, channel checks, maps and nucleus masks.
+
+        Returns
+        -------
+        dict
+            Name -> array.
+        """
         explanation = self.explanation
         arrays = {
             "images": explanation.raw.astype(np.float32),
@@ -288,7 +361,13 @@ class ModelExplanation:
         return arrays
 
     def per_image_table(self) -> pd.DataFrame:
-        """One row per explained image: source, label, target, its probability, channel importance and nucleus fractions."""
+        """One row per explained image: source, label, target, its probability, channel importance and nucleus fractions.
+
+        Returns
+        -------
+        DataFrame
+            What ``per_image.csv`` holds.
+        """
         explanation, images = self.explanation, self.images
         names = np.asarray(explanation.class_names + [images.unlabelled_name], dtype=object)
         table = pd.DataFrame(

@@ -38,7 +38,18 @@ def at_most(images: ImageSet, max_images: int, seed: int) -> ImageSet:
 
 
 def held_out_sources(model: Path) -> list[str]:
-    """The sources of the labelled images the model in folder `model` never trained on (from its model.json)."""
+    """The sources of the labelled images the model in folder `model` never trained on (from its model.json).
+
+    Parameters
+    ----------
+    model : Path
+        A model folder.
+
+    Returns
+    -------
+    list of str
+        The sources (empty when the model lists none).
+    """
     return list(read_card(model).extra.get("held_out_sources", []))
 
 

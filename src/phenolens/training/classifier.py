@@ -44,7 +44,7 @@ class EpochLog(Callback):
         self.description = description
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
-        """Log the epoch's record; never stops training."""
+        """Log the epoch's record; never stops training (see `Callback.on_epoch_end`)."""
         log.info("%s: epoch %d train_loss %.4f val_loss %.4f", self.description, epoch, record["train_loss"], record.get("val_loss", float("nan")))
         return False
 
@@ -104,7 +104,13 @@ class ImageClassifier:
 
     @property
     def architecture(self) -> str:
-        """The registered architecture name of the network (``ensemble`` for a deep ensemble)."""
+        """The registered architecture name of the network.
+
+        Returns
+        -------
+        str
+            ``resnet18``, ``vgg``, ``densenet`` or ``ensemble``.
+        """
         return type(self.model).architecture_name
 
     def conform(self, images: ImageSet) -> ImageSet:
@@ -180,11 +186,32 @@ class ImageClassifier:
         return self.normalization(padded_array(images, self.size, self.channel_names)).astype(np.float32)
 
     def tensor(self, images: ImageSet | np.ndarray) -> torch.Tensor:
-        """The network input for `images` as a tensor (see `array`)."""
+        """The network input for `images` as a tensor (see `array`).
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            The images.
+
+        Returns
+        -------
+        Tensor
+            (N, C, size, size) float32.
+        """
         return torch.from_numpy(self.array(images))
 
     def covariates(self, images: ImageSet | np.ndarray) -> torch.Tensor | None:
         """One-hot covariates for `images`, or None when the model was trained without them.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            The images.
+
+        Returns
+        -------
+        Tensor or None
+            (N, categories) float32.
 
         Raises
         ------
@@ -205,23 +232,85 @@ class ImageClassifier:
         return torch.cat(outputs).numpy()
 
     def logits(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
-        """(N, K) logits, `batch_size` images per forward pass."""
+        """(N, K) logits.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            An ImageSet (channels matched to the model's by name) or an (N, C, H, W) array in the model's channel order.
+        batch_size : int
+            Images per forward pass (only one batch's input is in memory at a time).
+
+        Returns
+        -------
+        ndarray
+            Logits, columns in `class_names` order.
+        """
         return self._batched(images, self.model, batch_size)
 
     def predict_proba(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
-        """(N, K) class probabilities (softmax of the logits), columns in `class_names` order."""
+        """(N, K) class probabilities (softmax of the logits).
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            An ImageSet (channels matched to the model's by name) or an (N, C, H, W) array in the model's channel order.
+        batch_size : int
+            Images per forward pass (only one batch's input is in memory at a time).
+
+        Returns
+        -------
+        ndarray
+            Probabilities, columns in `class_names` order.
+        """
         return torch.softmax(torch.from_numpy(self.logits(images, batch_size)), dim=1).numpy()
 
     def predict(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
-        """(N,) predicted class indices into `class_names`."""
+        """(N,) predicted class indices.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            An ImageSet (channels matched to the model's by name) or an (N, C, H, W) array in the model's channel order.
+        batch_size : int
+            Images per forward pass (only one batch's input is in memory at a time).
+
+        Returns
+        -------
+        ndarray
+            Indices into `class_names`.
+        """
         return self.logits(images, batch_size).argmax(axis=1)
 
     def embed(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
-        """(N, D) penultimate features (pooled maps plus covariates)."""
+        """(N, D) penultimate features (pooled maps plus covariates).
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            An ImageSet (channels matched to the model's by name) or an (N, C, H, W) array in the model's channel order.
+        batch_size : int
+            Images per forward pass (only one batch's input is in memory at a time).
+
+        Returns
+        -------
+        ndarray
+            The features (an ensemble's members side by side).
+        """
         return self._batched(images, self.model.embed, batch_size)
 
     def class_index(self, name: str) -> int:
         """Index of a class name.
+
+        Parameters
+        ----------
+        name : str
+            A class name.
+
+        Returns
+        -------
+        int
+            Its index in `class_names`.
 
         Raises
         ------
@@ -233,7 +322,18 @@ class ImageClassifier:
         return self.class_names.index(name)
 
     def card(self, extra: dict | None = None) -> ModelCard:
-        """The JSON description saved beside the weights (architecture, names, normalisation, settings, history)."""
+        """The JSON description saved beside the weights (architecture, names, normalisation, settings, history).
+
+        Parameters
+        ----------
+        extra : dict, optional
+            More JSON-ready fields for ``extra``.
+
+        Returns
+        -------
+        ModelCard
+            The card.
+        """
         return ModelCard(
             architecture=self.architecture,
             hyperparameters=dict(self.settings.get("hyperparameters", {})),
