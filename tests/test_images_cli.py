@@ -269,3 +269,12 @@ def test_bad_numbers_are_one_line_errors_before_any_work(trained, tmp_path, caps
     args = [*command.split(), *([] if command == "train" else [str(model)]), *source, *option]
     assert run(args) == 2
     _one_line_refusal(capsys, out, message)
+
+
+def test_a_killed_runs_staging_folder_is_not_loaded(trained, tmp_path, capsys):
+    folder, model = trained
+    staging = tmp_path / ".model.partial-999999-abc"
+    shutil.copytree(model, staging)
+    out = tmp_path / "p"
+    assert run(["images", "predict", str(staging), "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(out)]) == 2
+    _one_line_refusal(capsys, out, "the staging folder of an interrupted run")

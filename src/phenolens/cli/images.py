@@ -22,6 +22,14 @@ app = typer.Typer(help="Image classifiers: train, explain, predict.", no_args_is
 MODEL = typer.Argument(..., help="A `phenolens images train` output folder (model.safetensors + model.json).")
 
 
+def _run_writer(out: Path, command: str, settings, overwrite: bool, dataset: str | None, folder: Path | None, manifest: Path | None, model=None):
+    """The command's RunWriter, made before any work so that a bad --out (or one over an input) fails first."""
+    from phenolens.core.runs import RunWriter
+
+    inputs = [*([model] if model is not None else []), *input_paths(folder, manifest)]
+    return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [])
+
+
 @app.command()
 @settings_options()
 def train(
@@ -37,12 +45,11 @@ def train(
     """Train an image classifier; write weights, metrics.json, figures and report.html to OUT."""
     import time
 
-    from phenolens.core.runs import RunWriter
     from phenolens.report.classifier import training_section
     from phenolens.report.html import Report
     from phenolens.training.evaluation import train_and_evaluate
 
-    writer = RunWriter(out, "images train", settings, input_paths(folder, manifest), overwrite, datasets=[dataset] if dataset else [])
+    writer = _run_writer(out, "images train", settings, overwrite, dataset, folder, manifest)
     images = read_images(dataset, folder, manifest, channels, unlabelled)
     started = time.perf_counter()
     run = train_and_evaluate(images, settings)
@@ -74,13 +81,11 @@ def explain(
     """Explain MODEL's decisions on images; write maps, metrics.json and report.html to OUT."""
     import numpy as np
 
-    from phenolens.core.runs import RunWriter
     from phenolens.explain.images import explain_model
     from phenolens.report.attribution import explanation_section
     from phenolens.report.html import Report
 
-    inputs = [model, *input_paths(folder, manifest)]
-    writer = RunWriter(out, "images explain", settings, inputs, overwrite, datasets=[dataset] if dataset else [])
+    writer = _run_writer(out, "images explain", settings, overwrite, dataset, folder, manifest, model)
     images = read_images(dataset, folder, manifest, channels, unlabelled)
     explained = explain_model(model, images, settings)
     report = Report(f"phenolens images explain: {images.name}", metrics=explained.metrics)
@@ -109,14 +114,12 @@ def predict(
     settings: ImagePredictionSettings = None,
 ) -> None:
     """Apply MODEL to images: per-class probabilities and the predicted class of each image, written to OUT."""
-    from phenolens.core.runs import RunWriter
     from phenolens.report.classifier import prediction_section
     from phenolens.report.html import Report
     from phenolens.training.classifier import ImageClassifier
     from phenolens.training.prediction import predict as predict_images
 
-    inputs = [model, *input_paths(folder, manifest)]
-    writer = RunWriter(out, "images predict", settings, inputs, overwrite, datasets=[dataset] if dataset else [])
+    writer = _run_writer(out, "images predict", settings, overwrite, dataset, folder, manifest, model)
     classifier = ImageClassifier.load(model)
     images = read_images(dataset, folder, manifest, channels, unlabelled)
     predictions = predict_images(classifier, images, settings)

@@ -19,6 +19,7 @@ import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
+from phenolens.core.runs import is_partial
 from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.nn.backbones import ImageClassifierNet
 from phenolens.nn.weights import ModelCard, load_model, save_model
@@ -253,10 +254,8 @@ class ImageClassifier:
 
         Parameters
         ----------
-        images : ImageSet or ndarray
-            An ImageSet (channels matched to the model's by name) or an (N, C, H, W) array in the model's channel order.
-        batch_size : int
-            Images per forward pass (only one batch's input is in memory at a time).
+        images, batch_size
+            As for `logits`.
 
         Returns
         -------
@@ -270,10 +269,8 @@ class ImageClassifier:
 
         Parameters
         ----------
-        images : ImageSet or ndarray
-            An ImageSet (channels matched to the model's by name) or an (N, C, H, W) array in the model's channel order.
-        batch_size : int
-            Images per forward pass (only one batch's input is in memory at a time).
+        images, batch_size
+            As for `logits`.
 
         Returns
         -------
@@ -287,10 +284,8 @@ class ImageClassifier:
 
         Parameters
         ----------
-        images : ImageSet or ndarray
-            An ImageSet (channels matched to the model's by name) or an (N, C, H, W) array in the model's channel order.
-        batch_size : int
-            Images per forward pass (only one batch's input is in memory at a time).
+        images, batch_size
+            As for `logits`.
 
         Returns
         -------
@@ -384,6 +379,8 @@ class ImageClassifier:
         PhenolensError
             Naming the file and what is wrong when the folder holds no image classifier or a damaged one.
         """
+        if is_partial(folder):
+            raise PhenolensError(f"{folder}: the staging folder of an interrupted run, not a finished model; re-run the training command")
         model, card = load_model(folder)
         if not isinstance(model, ImageClassifierNet):
             raise PhenolensError(

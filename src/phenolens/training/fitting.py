@@ -349,14 +349,12 @@ class ImageClassifierEstimator(BaseEstimator):
         return self.classifier_.predict(images)
 
     def save(self, folder, extra: dict | None = None):
-        """Write the trained model (`model.safetensors` + `model.json`) into `folder`.
+        """Write the trained model into `folder` (`ImageClassifier.save` of `classifier_`).
 
         Parameters
         ----------
-        folder : path
-            Destination folder.
-        extra : dict, optional
-            More JSON-ready fields for model.json's ``extra``.
+        folder, extra
+            As for `ImageClassifier.save`.
 
         Returns
         -------
