@@ -140,6 +140,7 @@ def test_the_estimator_stores_params_fits_returns_self_and_clones():
     labels_before = images.labels.copy()
     estimator = ImageClassifierEstimator(TINY, description="clone test")
     assert estimator.get_params() == {"settings": TINY, "description": "clone test"}
+    assert ImageClassifierEstimator().get_params()["settings"] is None  # __init__ stores, it does not fill in defaults
     with pytest.raises(NotFittedError, match="ImageClassifierEstimator is not fitted yet"):
         estimator.predict_proba(images)
     assert estimator.fit(images) is estimator
