@@ -219,3 +219,26 @@ def test_a_new_attribution_method_is_one_class_and_one_registration():
         from phenolens.explain import attribution
 
         attribution._ALIASES.pop("input_x_gradient")
+
+
+def test_the_written_out_choices_are_the_registered_ones():
+    from phenolens.nn.backbones import Ensemble, ImageClassifierNet
+    from phenolens.nn.heads import LOSSES
+    from phenolens.nn.weights import ARCHITECTURES
+    from phenolens.training import settings
+
+    single = sorted(n for n, c in ARCHITECTURES.items() if isinstance(c, type) and issubclass(c, ImageClassifierNet) and c is not Ensemble)
+    assert tuple(single) == settings.IMAGE_ARCHITECTURES
+    assert LOSSES == settings.LOSSES
+
+
+def test_the_command_line_and_the_settings_load_without_torch():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, phenolens.cli.main, phenolens.explain.attribution; print([m for m in ('torch', 'sklearn', 'captum') if m in sys.modules])"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert result.stdout.strip() == "[]"

@@ -14,8 +14,7 @@ import typer
 from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, input_paths, read_images
 from phenolens.cli.options import OVERWRITE, settings_options
 from phenolens.explain.attribution import AttributionSettings
-from phenolens.training.prediction import ImagePredictionSettings
-from phenolens.training.settings import ImageTrainingSettings
+from phenolens.training.settings import ImagePredictionSettings, ImageTrainingSettings
 
 app = typer.Typer(help="Image classifiers: train, explain, predict.", no_args_is_help=True)
 

@@ -24,20 +24,22 @@ backend as a one-image call, so the batched maps equal Captum's per-image ones (
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.progress import progress
 from phenolens.core.settings import Settings, setting
-from phenolens.data.containers import UNLABELLED, ImageSet
-from phenolens.nn.backbones import fold_batch_norm, inplace_relus, networks
+from phenolens.data.containers import UNLABELLED
+
+if TYPE_CHECKING:  # torch is imported where maps are computed, so that the settings load without it
+    import torch
+
+    from phenolens.data.containers import ImageSet
 
 OUTPUTS = ("logit", "log_probability")
 SUBSETS = ("auto", "heldout", "out-of-fold", "labelled", "all")
@@ -218,6 +220,8 @@ def baseline_tensor(classifier, baseline: str | float) -> torch.Tensor:
     PhenolensError
         When `baseline` is neither a keyword nor a finite number.
     """
+    import torch
+
     norm = classifier.normalization
     if baseline == "mean":
         raw = norm.mean
@@ -236,35 +240,6 @@ def _raw_baseline(baseline: str | float) -> float:
     if not math.isfinite(raw):
         raise PhenolensError(f"baseline {baseline!r}: use zero, mean or a finite number (a raw intensity)")
     return raw
-
-
-class LogProbability(torch.nn.Module):
-    """Wraps a classifier so attributions explain log p(target) instead of the target logit.
-
-    Evidence shared by several classes (e.g. "there is GFP" for both GFP classes) raises their
-    logits together and cancels in the log-probability, which keeps what sets the target apart.
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
-        """Log-softmax of the wrapped model's logits.
-
-        Parameters
-        ----------
-        x : Tensor
-            Normalised inputs.
-        covariates : Tensor, optional
-            One-hot covariates.
-
-        Returns
-        -------
-        Tensor
-            (N, K) log-probabilities.
-        """
-        return torch.log_softmax(self.model(x, covariates), dim=1)
 
 
 def find_layers(model: torch.nn.Module, layer: str | None) -> list[torch.nn.Module]:
@@ -287,117 +262,14 @@ def find_layers(model: torch.nn.Module, layer: str | None) -> list[torch.nn.Modu
     PhenolensError
         Naming the stages when the layer does not exist.
     """
+    from phenolens.nn.backbones import networks
+
     stages = model.stage_names()
     name = layer or stages[-1]
     try:
         return [net.stages[name] if name in stages else net.get_submodule(name) for net in networks(model)]
     except AttributeError:
         raise PhenolensError(f"the model has no layer {name!r}; use a stage ({', '.join(stages)}) or a submodule path like stages.stage4.1") from None
-
-
-@contextlib.contextmanager
-def _native_convolution():
-    """Convolutions in this block use PyTorch's own kernels (im2col + GEMM), not oneDNN or NNPACK."""
-    previous = torch._C._get_mkldnn_enabled(), torch._C._get_nnpack_enabled()
-    torch._C._set_mkldnn_enabled(False)
-    torch._C._set_nnpack_enabled(False)
-    try:
-        yield
-    finally:
-        torch._C._set_mkldnn_enabled(previous[0])
-        torch._C._set_nnpack_enabled(previous[1])
-
-
-class OneImageBackendConv2d(torch.nn.Conv2d):
-    """A Conv2d that convolves a batch with the backend PyTorch would pick for one image of it.
-
-    For a single small image (up to 20,480 input values per layer, 3x3 or 1x1 kernels) PyTorch's
-    CPU convolution is its native im2col + GEMM (`Slow2d`), one GEMM per image; for a batch it is
-    oneDNN, which rounds differently (~1e-7 relative). Saliency is |d logit / d input| and the
-    gradient passes a ReLU only where its input is > 0: where a pre-activation lies within that
-    rounding of 0 the gate differs between the batched and the per-image pass and so does the whole
-    map of that image (about 1.4 % of MitoCheck crops for the benchmark's ResNet-18, up to 0.16 after
-    max-abs normalisation). Flagging such near-ties does not work: each image has ~200k
-    pre-activations and a handful lie within float32 noise of 0 in nearly every image, although the
-    gate flips in only ~1 in 70. So the forward pass of the batch is run with the backend a one-image
-    call gets: `Slow2d` on a batch issues the very same per-image GEMMs, the pre-activations are
-    bitwise those of the per-image call, and so are the gates (the backward pass, which only
-    multiplies by the gates, keeps the fast default backend; it differs by rounding, ~1e-6).
-    Where one image would already go to oneDNN (large layers) the batch does too, as before.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution of `x`, with the one-image backend where a single image would get it.
-
-        Parameters
-        ----------
-        x : Tensor
-            (N, C, H, W) input.
-
-        Returns
-        -------
-        Tensor
-            The convolved batch.
-        """
-        select = getattr(torch._C, "_select_conv_backend", None)
-        if select is None or isinstance(self.padding, str) or self.padding_mode != "zeros" or not x.is_cpu:
-            return super().forward(x)
-        geometry = list(self.stride), list(self.padding), list(self.dilation), False, [0] * len(self.stride), self.groups, None
-        if select(x[:1], self.weight, self.bias, *geometry) != torch._C._ConvBackend.Slow2d:
-            return super().forward(x)
-        with _native_convolution():
-            return super().forward(x)
-
-
-class Float64Head(torch.nn.Module):
-    """A classifier head that computes its logits in float64 from float32 features.
-
-    An occlusion map is the difference of two logits, and where occluding a window hardly moves the
-    logit that difference is a few float32 ulps of the logit: the rounding of the head's dot product
-    (pooled features times weights, with cancellation) was the largest part of it. In float64 the
-    head costs nothing measurable and the benchmark's worst maps moved ~2.5x closer to Captum's
-    per-image ones (median 7.6e-6 -> 3.0e-6 after max-abs normalisation, 32 worst of 1,000 crops).
-    """
-
-    def __init__(self, head: torch.nn.Module):
-        super().__init__()
-        self.head = head.double()
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits in float64.
-
-        Parameters
-        ----------
-        features : Tensor
-            (N, D) pooled features.
-
-        Returns
-        -------
-        Tensor
-            (N, K) float64 logits.
-        """
-        return self.head(features.double())
-
-
-@contextlib.contextmanager
-def _no_nan_fill():
-    """Fresh buffers are not filled with NaN while attributions run.
-
-    Under `torch.use_deterministic_algorithms(True)` (which `seed_everything` turns on) PyTorch also
-    fills every new tensor with NaN, a guard against reading uninitialised memory; no op here reads
-    memory it did not write, and the fill cost ~30 % of an occlusion pass (profiled: `fill_` under
-    `empty_like`/`resize_` in every convolution and batch norm). Determinism itself is unchanged.
-    """
-    module = getattr(torch.utils, "deterministic", None)
-    previous = getattr(module, "fill_uninitialized_memory", None)
-    if previous is None:
-        yield
-        return
-    module.fill_uninitialized_memory = False
-    try:
-        yield
-    finally:
-        module.fill_uninitialized_memory = previous
 
 
 def _plain_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -418,7 +290,7 @@ class AttributionMethod:
     aliases: ClassVar[tuple[str, ...]] = ()
     spatial_only: ClassVar[bool] = False  # the map is the same for every channel
     needs_input_gradient: ClassVar[bool] = True
-    memory_format: ClassVar[torch.memory_format] = torch.channels_last
+    memory_format: ClassVar[str] = "channels_last"  # a torch memory format, by name
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The copy of `model` the batched passes run on (the caller's model is untouched): channels-last memory.
@@ -433,6 +305,8 @@ class AttributionMethod:
         Module
             A prepared copy.
         """
+        import torch
+
         return _plain_copy(model).to(memory_format=torch.channels_last)
 
     def check(self, model: torch.nn.Module, settings: AttributionSettings) -> None:
@@ -495,6 +369,8 @@ class AttributionMethod:
         Module
             `model` or a `LogProbability` wrapper of it.
         """
+        from phenolens.explain.prepared import LogProbability
+
         return LogProbability(model).eval() if settings.output == "log_probability" else model
 
 
@@ -504,11 +380,15 @@ class Saliency(AttributionMethod):
 
     name = "saliency"
     title = "Saliency"
-    memory_format = torch.contiguous_format
+    memory_format = "contiguous_format"
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as it is (contiguous memory, batch norm as such) with `OneImageBackendConv2d`
         convolutions, so its ReLU gates are bitwise those of a per-image call (see there); see `AttributionMethod.prepare`."""
+        import torch
+
+        from phenolens.explain.prepared import OneImageBackendConv2d
+
         prepared = _plain_copy(model)
         for module in prepared.modules():
             if type(module) is torch.nn.Conv2d:
@@ -534,6 +414,10 @@ class GradCam(AttributionMethod):
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Channels-last with batch norm folded into the convolutions (`fold_batch_norm`: one kernel
         instead of two, logits move by ~1e-6; the maps moved by ~1e-6); see `AttributionMethod.prepare`."""
+        import torch
+
+        from phenolens.nn.backbones import fold_batch_norm
+
         prepared = _plain_copy(model)
         fold_batch_norm(prepared)
         return prepared.to(memory_format=torch.channels_last)
@@ -566,6 +450,11 @@ class Occlusion(AttributionMethod):
         the head in float64 (`Float64Head`). Batch norms are kept: folding saved ~8 % of the time but moved
         2 of 300 benchmark maps just past 1e-5 (a map is a difference of two logits, mostly float32 rounding
         where occlusion hardly changes the logit). See `AttributionMethod.prepare`."""
+        import torch
+
+        from phenolens.explain.prepared import Float64Head
+        from phenolens.nn.backbones import inplace_relus, networks
+
         prepared = _plain_copy(model)
         inplace_relus(prepared)
         for net in networks(prepared):
@@ -576,6 +465,7 @@ class Occlusion(AttributionMethod):
     def attribute(self, model, inputs, target, baseline, covariates, settings) -> torch.Tensor:
         """Captum `Occlusion` with `settings.window`/`stride`, `settings.forward_batch` inputs per forward pass;
         see `AttributionMethod.attribute`."""
+        import torch
         from captum.attr import Occlusion as CaptumOcclusion
 
         if settings.window > min(inputs.shape[2:]):
@@ -740,15 +630,19 @@ def attribute_tensor(
     Tensor
         The maps, detached.
     """
+    import torch
+
+    from phenolens.explain.prepared import no_nan_fill
+
     settings = settings or AttributionSettings()
     chosen = attribution_method(method)
     model.eval()
     chosen.check(model, settings)
     prepared = chosen.prepare(model) if prepared is None else prepared
-    inputs = inputs.detach().clone(memory_format=chosen.memory_format).requires_grad_(chosen.needs_input_gradient)
+    inputs = inputs.detach().clone(memory_format=getattr(torch, chosen.memory_format)).requires_grad_(chosen.needs_input_gradient)
     if isinstance(baseline, torch.Tensor):  # Captum wants the input's shape (or a scalar)
         baseline = baseline.expand_as(inputs).contiguous()
-    with _no_nan_fill():
+    with no_nan_fill():
         return chosen.attribute(prepared, inputs, targets.long(), baseline, covariates, settings).detach()
 
 
@@ -779,6 +673,8 @@ def attribute(
     ndarray
         (N, C, S, S) float32 maps.
     """
+    import torch
+
     settings = settings or AttributionSettings()
     chosen = attribution_method(method)
     inputs, covariates = classifier.tensor(images), classifier.covariates(images)

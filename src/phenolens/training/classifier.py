@@ -25,10 +25,10 @@ from phenolens.nn.backbones import ImageClassifierNet
 from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.loop import Callback, History
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
+from phenolens.training.settings import PREDICTION_BATCH
 
 log = get_logger(__name__)
 
-PREDICTION_BATCH = 256  # images per forward pass when applying a model: memory stays bounded by one batch
 _UNNAMED_CHANNEL = re.compile(r"ch\d+")  # the names a reader gives channels when the user named none
 
 

@@ -8,39 +8,21 @@ chunk's input whatever the number of images.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from phenolens.core.errors import PhenolensError
-from phenolens.core.settings import Settings, setting
 from phenolens.data.containers import UNLABELLED, ImageSet
-from phenolens.training.classifier import PREDICTION_BATCH, ImageClassifier
+from phenolens.training.classifier import ImageClassifier
 from phenolens.training.metrics import classification_metrics
+from phenolens.training.settings import ImagePredictionSettings
 
 PREDICTED = "predicted"
 LABEL = "label"
 PROBABILITY_PREFIX = "p_"
 FRACTION_PREFIX = "fraction_"
 EMBEDDING_PREFIX = "e_"
-
-
-@dataclass(frozen=True)
-class ImagePredictionSettings(Settings):
-    """How a trained image classifier is applied to new images.
-
-    Raises
-    ------
-    PhenolensError
-        On construction, for a batch size below 1.
-    """
-
-    step: ClassVar[str] = "image prediction"
-
-    batch_size: int = setting(PREDICTION_BATCH, "Images per forward pass (memory grows with it, not with the number of images).", minimum=1)
-    embeddings: bool = setting(False, "Also write the pooled features of every image (embeddings.parquet).")
-    group_by: str | None = setting(None, "Metadata column (well, plate, ...): adds the fraction of each predicted class per group (groups.parquet).")
 
 
 @dataclass

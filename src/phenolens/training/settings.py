@@ -1,4 +1,5 @@
-"""`ImageTrainingSettings`: every choice of `fit_classifier` and `phenolens images train`, with one default each.
+"""`ImageTrainingSettings`: every choice of `fit_classifier` and `phenolens images train`, with one default each;
+`ImagePredictionSettings`: those of `predict` and `phenolens images predict`.
 
 The same object configures the Python API (`fit_classifier`, `ImageClassifierEstimator`,
 `train_and_evaluate`) and the command line (its options are derived from these fields), so the words
@@ -12,24 +13,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from phenolens.core.settings import Settings, setting
-from phenolens.nn.backbones import Ensemble, ImageClassifierNet
-from phenolens.nn.heads import LOSSES
-from phenolens.nn.weights import ARCHITECTURES
 
+# Written out rather than read from the registries of phenolens.nn, so that the command line (built
+# from these classes) starts without importing torch; tests/test_images_settings.py checks that they
+# equal the registered architectures and losses.
+IMAGE_ARCHITECTURES = ("densenet", "resnet18", "vgg")
+LOSSES = ("softmax", "arcface", "composite")
 SCHEDULES = ("plateau", "cosine")
-
-
-def image_architectures() -> tuple[str, ...]:
-    """Names of the registered single-network image architectures (the choices of ``--arch``).
-
-    Returns
-    -------
-    tuple of str
-        Sorted architecture names; an ensemble of any of them is asked for with ``members``.
-    """
-    return tuple(
-        sorted(name for name, cls in ARCHITECTURES.items() if isinstance(cls, type) and issubclass(cls, ImageClassifierNet) and cls is not Ensemble)
-    )
+PREDICTION_BATCH = 256  # images per forward pass when applying a model: memory stays bounded by one batch
 
 
 @dataclass(frozen=True)
@@ -49,7 +40,7 @@ class ImageTrainingSettings(Settings):
 
     step: ClassVar[str] = "image classifier training"
 
-    arch: str = setting("resnet18", "Backbone architecture.", choices=image_architectures())
+    arch: str = setting("resnet18", "Backbone architecture.", choices=IMAGE_ARCHITECTURES)
     width: float = setting(0.25, "Width multiplier of every channel count.", minimum=0.0, exclusive_minimum=True, maximum=4.0)
     stem_stride: int = setting(2, "Stride of the first convolution (1 keeps full resolution; 2 is 4x cheaper).", choices=(1, 2))
     blocks: tuple[int, ...] | None = setting(
@@ -118,3 +109,20 @@ class ImageTrainingSettings(Settings):
         start = self.epochs // 4 if self.pseudo_start is None else self.pseudo_start
         full = self.epochs // 2 if self.pseudo_full is None else self.pseudo_full
         return start, full
+
+
+@dataclass(frozen=True)
+class ImagePredictionSettings(Settings):
+    """How a trained image classifier is applied to new images.
+
+    Raises
+    ------
+    PhenolensError
+        On construction, for a batch size below 1.
+    """
+
+    step: ClassVar[str] = "image prediction"
+
+    batch_size: int = setting(PREDICTION_BATCH, "Images per forward pass (memory grows with it, not with the number of images).", minimum=1)
+    embeddings: bool = setting(False, "Also write the pooled features of every image (embeddings.parquet).")
+    group_by: str | None = setting(None, "Metadata column (well, plate, ...): adds the fraction of each predicted class per group (groups.parquet).")
