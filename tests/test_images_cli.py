@@ -49,6 +49,13 @@ def test_train_writes_weights_metrics_and_report(trained):
     card = json.loads((model / "model.json").read_text())
     assert card["channel_names"] == ["GFP", "DNA"] and card["normalization"]["size"] == 18 and len(card["extra"]["held_out_sources"]) == 10
     assert card["extra"]["settings"]["cutmix_probability"] == 0.25  # --cutmix reached the training loop
+    from phenolens.core.runs import load_run
+    from phenolens.training import ImageTrainingSettings
+
+    recorded = load_run(model)
+    assert recorded.command == "images train" and recorded.setting(ImageTrainingSettings) == ImageTrainingSettings(
+        cv=2, cutmix_probability=0.25, width=0.125, blocks=(1, 1), stem_stride=1, epochs=2, batch_size=8
+    )
     assert (model / "model.safetensors").is_file() and (model / "report.html").is_file()
     expected = {"training_curves.png", "confusion.png", "roc_pr.png", "embedding.png", "filters.png", "pointwise.png"}
     assert expected <= {p.name for p in (model / "figures").iterdir()}
