@@ -34,7 +34,6 @@ import numpy as np
 from phenolens.core.errors import PhenolensError
 from phenolens.core.progress import progress
 from phenolens.core.settings import Settings, setting
-from phenolens.data.containers import UNLABELLED
 
 if TYPE_CHECKING:  # torch is imported where maps are computed, so that the settings load without it
     import torch
@@ -188,6 +187,8 @@ def resolve_targets(classifier, images: ImageSet | np.ndarray, target: str | int
     if isinstance(target, str) and target == "predicted":
         return classifier.predict(images)
     if isinstance(target, str) and target == "true":
+        from phenolens.data.containers import UNLABELLED
+
         labels = getattr(images, "labels", None)
         if labels is None or (labels == UNLABELLED).any():
             raise PhenolensError("target 'true' needs labelled images; use --target predicted or a class name")
