@@ -7,7 +7,10 @@ uses Captum's default baseline 0, which is phenolens's "mean" baseline after nor
 the max abs difference of the maps after the same per-image max-abs normalisation (target <= 1e-5)
 and the speed ratio (target >= 5).
 
-    python benchmarks/images_attribution_speed.py [--model runs/mitocheck] [--images 1000] [--small]
+    python benchmarks/images_attribution_speed.py [--model runs/mitocheck] [--images 1000] [--small] [--check]
+
+Targets: the worst difference <= 1e-5 in every mode; the speed ratio >= 5 on the full run (with --small,
+64 crops on a coarse grid, only >= 1: batching must not be slower). --check exits with status 1 on a miss.
 
 Float32 convolutions of a batch (oneDNN) and of one small image (PyTorch's native im2col + GEMM)
 round differently (~1e-7 relative); where a ReLU input lies that close to 0 the gate flips and the
@@ -39,10 +42,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from targets import Targets, add_check_option  # noqa: E402
 
 
 def per_image_reference(model, inputs, targets, method, window, stride, layer, size):
@@ -80,6 +88,7 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=16)
     parser.add_argument("--small", action="store_true", help="64 crops, a coarser occlusion grid: a seconds-long CI check")
     parser.add_argument("--out", default="", help="also write the results as JSON here")
+    add_check_option(parser)
     args = parser.parse_args()
     if args.small:
         args.images, args.window, args.stride = 64, 32, 32
@@ -127,8 +136,10 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as stream:
             json.dump({"images": len(crops), "rows": rows, "overall_ratio": total, "worst_max_abs_diff": worst}, stream, indent=2)
-    if worst > 1e-5:  # agreement does not depend on the size of the run; speed does, so only this fails it
-        raise SystemExit(f"the batched maps differ from the per-image ones by {worst:.2e} (> 1e-5)")
+    targets = Targets(f"images_attribution_speed{' --small' if args.small else ''}")
+    targets.expect("worst max abs difference to per-image Captum", worst, "<=", 1e-5)
+    targets.expect("overall speed ratio" + (" (small)" if args.small else ""), total, ">=", 1.0 if args.small else 5.0)
+    sys.exit(targets.finish(args.check))
 
 
 if __name__ == "__main__":

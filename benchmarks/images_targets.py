@@ -7,16 +7,25 @@
     python benchmarks/images_targets.py bbbc021   # DMSO vs protein-synthesis inhibitor, split grouped by field; which stains are used
     ... --seed S                                  # the seed of splits, initialisation and augmentation (default 0)
     ... --small                                   # a seconds-to-minutes smoke run of the same pipeline (numbers not comparable)
+    ... --check                                   # exit status 1 when a target is missed
 
-Each runs `phenolens train` then `phenolens explain` into --out/<dataset>/{model,explain} and prints
-the figures; the output folders hold metrics.json and report.html.
+Each runs `phenolens images train` then `phenolens images explain` (as a user would, in a child process)
+into --out/<dataset>/{model,explain}, replacing an earlier run there, and prints the figures; the output
+folders hold run.json, metrics.json and report.html. With --small the full targets do not apply; bbbc013
+then checks that the smoke model learns (2-fold CV macro-F1 >= 0.40, chance 0.33) and that integrated
+gradients put more GFP mass inside the nucleus for NuclearGFP than for CytoplasmicGFP crops (by >= 0.2).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from targets import Targets, add_check_option  # noqa: E402
 
 CONFIGS = {
     "bbbc013": {
@@ -46,23 +55,28 @@ CONFIGS = {
 }
 
 
-def main() -> None:
-    from phenolens.cli.main import run
+def phenolens(*args: str) -> None:
+    """Run one phenolens command in a child process; stop the benchmark when it fails."""
+    status = subprocess.run([sys.executable, "-m", "phenolens", *args], check=False).returncode
+    if status != 0:
+        raise SystemExit(f"phenolens {args[0]} {args[1]} failed with exit status {status}")
 
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(CONFIGS))
     parser.add_argument("--out", default="runs/targets")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    add_check_option(parser)
     args = parser.parse_args()
     config = CONFIGS[args.dataset]
     model, explained = Path(args.out) / args.dataset / "model", Path(args.out) / args.dataset / "explain"
     small = config["small"] if args.small else []
-    if run(["train", *config["train"], *small, "--seed", str(args.seed), "--out", str(model)]) != 0:
-        raise SystemExit("training failed")
+    phenolens("images", "train", *config["train"], *small, "--seed", str(args.seed), "--out", str(model), "--overwrite")
     extra = ["--max-images", "24", "--n-steps", "8", "--window", "16", "--stride", "16"] if args.small else []
-    if run(["explain", str(model), *config["train"][:2], *config["explain"], *extra, "--out", str(explained)]) != 0:
-        raise SystemExit("explanation failed")
+    phenolens("images", "explain", str(model), *config["train"][:2], *config["explain"], *extra, "--out", str(explained), "--overwrite")
+    targets = Targets(f"images_targets {args.dataset}{' --small' if args.small else ''}")
     trained = json.loads((model / "metrics.json").read_text())
     explanation = json.loads((explained / "metrics.json").read_text())
     print(f"\n{args.dataset}{' (--small: not comparable to the targets)' if args.small else ''}")
@@ -73,6 +87,13 @@ def main() -> None:
         ig = fractions["integrated_gradients"]
         nuclear, cytoplasmic = ig.get("NuclearGFP", float("nan")), ig.get("CytoplasmicGFP", float("nan"))
         print(f"  IG GFP mass in nucleus, out of fold: NuclearGFP {nuclear:.3f} (>= 0.80), CytoplasmicGFP {cytoplasmic:.3f} (<= 0.30)")
+        if args.small:
+            targets.expect("2-fold CV macro-F1 (small)", trained["cv_macro_f1"], ">=", 0.40)
+            targets.expect("IG GFP mass in nucleus, NuclearGFP - CytoplasmicGFP (small)", nuclear - cytoplasmic, ">=", 0.2)
+        else:
+            targets.expect("5-fold CV macro-F1", trained["cv_macro_f1"], ">=", 0.90)
+            targets.expect("IG GFP mass in nucleus, NuclearGFP", nuclear, ">=", 0.80)
+            targets.expect("IG GFP mass in nucleus, CytoplasmicGFP", cytoplasmic, "<=", 0.30)
         print(f"    NuclearGFP per fold: {', '.join(f'{v:.3f}' for v in per_fold_nuclear(explained, explanation['fold_images']))}")
         for method, by_class in fractions.items():
             faith = explanation["faithfulness"][method]
@@ -83,11 +104,15 @@ def main() -> None:
             )
     if args.dataset == "mitocheck":
         print(f"  target: macro-F1 >= 0.75 and training <= 600 s on 2 cores -> {trained['macro_f1']:.3f}, {trained['training_seconds']:.0f} s")
+        if not args.small:
+            targets.expect("held-out macro-F1", trained["macro_f1"], ">=", 0.75)
+            targets.expect("training seconds (2 cores)", trained["training_seconds"], "<=", 600)
     if args.dataset == "bbbc021":
         print(f"  split grouped by field; z' of the predicted probability {trained.get('z_prime', float('nan')):.3f}")
     print("  channel importance (logit drop when the channel is set to its training mean):")
     for cls, channels in explanation["channel_importance"].items():
         print(f"    {cls:<20} " + ", ".join(f"{c} {v:+.2f}" for c, v in channels.items()))
+    sys.exit(targets.finish(args.check))
 
 
 def per_fold_nuclear(explained: Path, fold_images: dict) -> list[float]:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from phenolens.core.errors import PhenolensError
-from phenolens.explain.attribution import OneImageBackendConv2d, _no_nan_fill, prepare_model
+from phenolens.explain.attribution import prepare_model
+from phenolens.explain.prepared import OneImageBackendConv2d, no_nan_fill
 from phenolens.nn.backbones import FoldedBatchNorm, build_backbone, fold_batch_norm, inplace_relus
 
 
@@ -79,6 +80,6 @@ def test_saliency_copy_computes_a_batch_bitwise_as_one_image_calls(arch):
 
 def test_nan_fill_is_off_only_inside_attribution():
     before = torch.utils.deterministic.fill_uninitialized_memory
-    with _no_nan_fill():
+    with no_nan_fill():
         assert torch.utils.deterministic.fill_uninitialized_memory is False
     assert torch.utils.deterministic.fill_uninitialized_memory == before

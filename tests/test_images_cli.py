@@ -49,6 +49,13 @@ def test_train_writes_weights_metrics_and_report(trained):
     card = json.loads((model / "model.json").read_text())
     assert card["channel_names"] == ["GFP", "DNA"] and card["normalization"]["size"] == 18 and len(card["extra"]["held_out_sources"]) == 10
     assert card["extra"]["settings"]["cutmix_probability"] == 0.25  # --cutmix reached the training loop
+    from phenolens.core.runs import load_run
+    from phenolens.training import ImageTrainingSettings
+
+    recorded = load_run(model)
+    assert recorded.command == "images train" and recorded.setting(ImageTrainingSettings) == ImageTrainingSettings(
+        cv=2, cutmix_probability=0.25, width=0.125, blocks=(1, 1), stem_stride=1, epochs=2, batch_size=8
+    )
     assert (model / "model.safetensors").is_file() and (model / "report.html").is_file()
     expected = {"training_curves.png", "confusion.png", "roc_pr.png", "embedding.png", "filters.png", "pointwise.png"}
     assert expected <= {p.name for p in (model / "figures").iterdir()}
@@ -120,11 +127,11 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
     assert "no .tif/.tiff/.png/.npy images" in capsys.readouterr().err
     assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, "--cutmix", "1.5"]) == 2
     err = capsys.readouterr().err
-    assert "CutMix share 1.5 must lie in [0, 1] (--cutmix)" in err and err.count("\n") == 1 and not (tmp_path / "m").exists()
+    assert "cutmix_probability (--cutmix) = 1.5: must be <= 1" in err and err.count("\n") == 1 and not (tmp_path / "m").exists()
     for option, message in (
-        (["--blocks", "1,x"], "--blocks '1,x': give comma-separated integers >= 1"),
+        (["--blocks", "1,x"], "blocks (--blocks) = 'x': must be a whole number"),
         (["--blocks", "1,1,1,1,1"], "give 1 to 4 stages"),
-        (["--members", "0"], "--members 0: an ensemble needs at least 1 member"),
+        (["--members", "0"], "members (--members) = 0: must be >= 1"),
     ):
         assert run(["train", "--folder", str(folder), "--out", str(tmp_path / "m"), *TINY, *option]) == 2
         err = capsys.readouterr().err
@@ -150,3 +157,131 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupt or truncated weights file" in err and err.count("\n") == 1
     assert not (tmp_path / "e").exists() and not (tmp_path / "e3").exists()  # nothing half-written
+
+
+def _one_line_refusal(capsys, out, *texts) -> None:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for text in texts:
+        assert text in err, err
+    assert not out.exists()
+
+
+def _manifest(folder, tmp_path):
+    """A manifest of the folder's crops with a well column (w0..w3 from the file names)."""
+    rows = [
+        {"path": str(path.relative_to(folder)), "label": path.parent.name, "well": path.name.split("_")[0]} for path in sorted(folder.glob("*/*.npy"))
+    ]
+    manifest = folder / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
+def test_images_predict_writes_probabilities_groups_and_embeddings(trained, tmp_path):
+    from phenolens.core.runs import load_run
+    from phenolens.data import read_manifest
+    from phenolens.training import ImageClassifier
+
+    folder, model = trained
+    manifest = _manifest(folder, tmp_path)
+    out = tmp_path / "predicted"
+    args = ["images", "predict", str(model), "--manifest", str(manifest), "--channels", "GFP,DNA", "--out", str(out)]
+    assert run([*args, "--group-by", "well", "--embeddings", "--batch-size", "3"]) == 0
+    table = pd.read_parquet(out / "predictions.parquet")
+    classifier = ImageClassifier.load(model)
+    images = read_manifest(manifest, ["GFP", "DNA"])
+    assert np.array_equal(table[["p_inside", "p_outside"]].to_numpy(), classifier.predict_proba(images))
+    assert list(table["label"]) == list(images.label_names()) and set(table["predicted"]) <= {"inside", "outside"}
+    groups = pd.read_parquet(out / "groups.parquet")
+    assert list(groups["well"]) == ["w0", "w1", "w2", "w3"] and groups["n_images"].sum() == 20
+    assert np.allclose(groups[["fraction_inside", "fraction_outside"]].sum(axis=1), 1.0)
+    assert pd.read_parquet(out / "embeddings.parquet").shape[0] == 20
+    finished = load_run(out)
+    assert finished.command == "images predict" and finished.metrics["n_images"] == 20 and (out / "report.html").is_file()
+    assert finished.settings[0].group_by == "well" and finished.settings[0].batch_size == 3
+    assert run(args) == 2  # the folder exists: refused without --overwrite
+    assert run([*args, "--overwrite"]) == 0 and not (out / "groups.parquet").exists()
+
+
+def test_out_equal_to_or_containing_the_input_is_refused_and_the_images_stay(trained, tmp_path, capsys):
+    folder, model = trained
+    crops = _write_folder(tmp_path / "crops", per_class=3)
+    before = sorted(p.relative_to(crops) for p in crops.rglob("*"))
+    assert run(["train", "--folder", str(crops), "--channels", "GFP,DNA", "--out", str(crops), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "contains the input" in err and err.count("\n") == 1
+    assert run(["images", "predict", str(model), "--folder", str(crops), "--out", str(tmp_path)]) == 2
+    assert "contains the input" in capsys.readouterr().err
+    assert run(["explain", str(model), "--folder", str(crops), "--out", str(model)]) == 2  # nor the model it reads
+    assert "contains the input" in capsys.readouterr().err
+    assert sorted(p.relative_to(crops) for p in crops.rglob("*")) == before
+
+
+def test_folders_are_matched_to_the_model_by_name(trained, tmp_path, capsys):
+    folder, model = trained
+    predicted = tmp_path / "p"
+    assert run(["images", "predict", str(model), "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(predicted)]) == 0
+    reference = pd.read_parquet(predicted / "predictions.parquet")
+    # the same crops with their channels stored the other way round, named so: reordered by name
+    swapped = tmp_path / "swapped"
+    for path in folder.glob("*/*.npy"):
+        (swapped / path.parent.name).mkdir(parents=True, exist_ok=True)
+        np.save(swapped / path.parent.name / path.name, np.load(path)[::-1])
+    out = tmp_path / "p2"
+    assert run(["images", "predict", str(model), "--folder", str(swapped), "--channels", "DNA,GFP", "--out", str(out)]) == 0
+    again = pd.read_parquet(out / "predictions.parquet")
+    assert np.array_equal(again[["p_inside", "p_outside"]].to_numpy(), reference[["p_inside", "p_outside"]].to_numpy())
+    out = tmp_path / "p3"
+    assert run(["images", "predict", str(model), "--folder", str(swapped), "--channels", "A,B", "--out", str(out)]) == 2
+    _one_line_refusal(capsys, out, "channels are A, B but the model reads GFP, DNA")
+    # one class folder, the model's second class: its labels are the model's 'outside', not its first class
+    only = tmp_path / "only"
+    shutil.copytree(folder / "outside", only / "outside")
+    out = tmp_path / "e1"
+    explain = ["explain", str(model), "--folder", str(only), "--channels", "GFP,DNA", "--methods", "saliency"]
+    assert run([*explain, "--images", "all", "--out", str(out)]) == 0
+    assert set(pd.read_csv(out / "per_image.csv")["label"]) == {"outside"}
+    # a class folder the model does not know
+    (only / "outside").rename(only / "AAA")
+    out = tmp_path / "e2"
+    assert run([*explain, "--out", str(out)]) == 2
+    _one_line_refusal(capsys, out, "class 'AAA' is not a class of the model, which knows inside, outside")
+    # an empty class sub-folder
+    (only / "BBB").mkdir()
+    assert run(["images", "predict", str(model), "--folder", str(only), "--out", str(out)]) == 2
+    _one_line_refusal(capsys, out, "BBB: an empty class sub-folder")
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "message"),
+    [
+        ("train", ["--epochs", "0"], "epochs (--epochs) = 0: must be >= 1"),
+        ("train", ["--width", "0"], "width (--width) = 0.0: must be > 0"),
+        ("train", ["--batch-size", "0"], "batch_size (--batch-size) = 0: must be >= 1"),
+        ("train", ["--lr", "-1"], "lr (--lr) = -1.0: must be > 0"),
+        ("train", ["--size", "-5"], "size (--size) = -5: must be >= 1"),
+        ("train", ["--lr", "nan"], "lr (--lr) = 'nan': must be a finite number"),
+        ("explain", ["--window", "0"], "window (--window) = 0: must be >= 1"),
+        ("explain", ["--n-steps", "0"], "n_steps (--n-steps) = 0: must be >= 1"),
+        ("explain", ["--batch-size", "0"], "batch_size (--batch-size) = 0: must be >= 1"),
+        ("explain", ["--baseline", "nan"], "baseline (--baseline) = 'nan': use zero, mean or a finite number"),
+        ("explain", ["--methods", "saliency,lime"], "choose one of saliency"),
+        ("images predict", ["--batch-size", "0"], "batch_size (--batch-size) = 0: must be >= 1"),
+    ],
+)
+def test_bad_numbers_are_one_line_errors_before_any_work(trained, tmp_path, capsys, command, option, message):
+    folder, model = trained
+    out = tmp_path / "out"
+    source = ["--folder", str(folder), "--channels", "GFP,DNA", "--out", str(out)]
+    args = [*command.split(), *([] if command == "train" else [str(model)]), *source, *option]
+    assert run(args) == 2
+    _one_line_refusal(capsys, out, message)
+
+
+def test_a_killed_runs_staging_folder_is_not_loaded(trained, tmp_path, capsys):
+    folder, model = trained
+    staging = tmp_path / ".model.partial-999999-abc"
+    shutil.copytree(model, staging)
+    out = tmp_path / "p"
+    assert run(["images", "predict", str(staging), "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(out)]) == 2
+    _one_line_refusal(capsys, out, "the staging folder of an interrupted run")

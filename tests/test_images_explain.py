@@ -163,16 +163,8 @@ def test_deletion_insertion_endpoints_and_sanity_check():
 def test_explain_images_collects_everything():
     classifier, images = _classifier(size=16), _images(6, size=16)
     images.images[:, 1, 6:10, 6:10] += 100.0  # a bright "nucleus" in channel 1
-    explanation = explain_images(
-        classifier,
-        images,
-        ["saliency", "gradcam", "ig"],
-        "predicted",
-        AttributionSettings(n_steps=8),
-        nucleus_channel="ch1",
-        sanity_images=4,
-        faithfulness_steps=4,
-    )
+    settings = AttributionSettings(methods=("saliency", "gradcam", "ig"), n_steps=8, nucleus_channel="ch1", sanity_images=4, faithfulness_steps=4)
+    explanation = explain_images(classifier, images, settings)
     metrics = explanation.metrics()
     assert set(explanation.maps) == {"saliency", "gradcam", "integrated_gradients"}
     assert set(metrics["faithfulness"]) == set(explanation.maps) and set(metrics["sanity_ssim"]) == set(explanation.maps)
@@ -180,7 +172,7 @@ def test_explain_images_collects_everything():
     for table in metrics["channel_importance"].values():
         assert set(table) == {"ch0", "ch1"}
     with pytest.raises(PhenolensError, match="--nucleus-channel 'DNA' is not a channel"):
-        explain_images(classifier, images, ["saliency"], nucleus_channel="DNA")
+        explain_images(classifier, images, methods="saliency", nucleus_channel="DNA")
 
 
 def test_report_flags_evidence_of_absence():

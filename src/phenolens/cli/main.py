@@ -34,23 +34,35 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
 
 
 def _mount() -> None:
-    from phenolens.cli import counterfactual, data, demo, echoes, explain, profile, sign, train
+    from phenolens.cli import counterfactual, data, demo, echoes, images, profile, sign
 
     app.add_typer(data.app, name="data")
+    app.add_typer(images.app, name="images")
     app.add_typer(counterfactual.app, name="counterfactual")
     app.add_typer(echoes.app, name="echoes")
     app.add_typer(profile.app, name="profile")
     app.add_typer(sign.app, name="sign")
     app.command("demo")(demo.demo)
-    app.command("train")(train.train)
-    app.command("explain")(explain.explain)
+    app.command("train", help="Alias of `phenolens images train`.")(images.train)
+    app.command("explain", help="Alias of `phenolens images explain`.")(images.explain)
 
 
 _mount()
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI with `argv` (default: sys.argv); return the exit status (also used by tests)."""
+    """Run the CLI with `argv` (default: sys.argv); return the exit status (also used by tests).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``phenolens``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a user error (one line on stderr), 1 when aborted, or a usage error's status.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         status = app(args=args, prog_name="phenolens", standalone_mode=False)
@@ -69,4 +81,5 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    """The ``phenolens`` console script: run the CLI and exit with its status."""
     sys.exit(run())

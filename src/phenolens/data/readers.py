@@ -84,6 +84,9 @@ def read_image_folder(folder: str | Path, channel_names: Sequence[str] | None = 
         labels += [index] * len(files)
     if not paths:
         raise PhenolensError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} images in class sub-folders; check the path")
+    empty = [d.name for index, d in enumerate(class_dirs) if index not in labels]
+    if empty:
+        raise PhenolensError(f"{folder / empty[0]}: an empty class sub-folder (no {'/'.join(IMAGE_SUFFIXES)} images); fill it or remove it")
     images = read_images(paths, len(channel_names) if channel_names else None)
     channel_names = list(channel_names or [f"ch{i}" for i in range(images[0].shape[0])])
     meta = pd.DataFrame({"source": [str(p) for p in paths]})

@@ -1,23 +1,42 @@
-"""Explanations: attribution maps (via Captum), channel importance, faithfulness, sanity checks."""
+"""Explanations: attribution maps (via Captum), channel importance, faithfulness, sanity checks.
 
-from phenolens.explain.attribution import METHODS, AttributionSettings, attribute, attribute_tensor, resolve_targets
-from phenolens.explain.channels import cam_concordance, channel_occlusion
-from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomized_copy
-from phenolens.explain.images import Explanation, explain_images
-from phenolens.explain.masks import nucleus_mass_fraction
+Names load on first use, so that the settings and the registry of attribution methods (which the
+command line is built from) load without torch.
+"""
 
-__all__ = [
-    "METHODS",
-    "AttributionSettings",
-    "Explanation",
-    "attribute",
-    "attribute_tensor",
-    "cam_concordance",
-    "channel_occlusion",
-    "deletion_insertion",
-    "explain_images",
-    "map_ssim",
-    "nucleus_mass_fraction",
-    "randomized_copy",
-    "resolve_targets",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ATTRIBUTION_METHODS": "attribution",
+    "AttributionMethod": "attribution",
+    "AttributionSettings": "attribution",
+    "attribute": "attribution",
+    "attribute_tensor": "attribution",
+    "attribution_methods": "attribution",
+    "register_method": "attribution",
+    "resolve_targets": "attribution",
+    "cam_concordance": "channels",
+    "channel_occlusion": "channels",
+    "deletion_insertion": "faithfulness",
+    "map_ssim": "faithfulness",
+    "randomized_copy": "faithfulness",
+    "Explanation": "images",
+    "ModelExplanation": "images",
+    "explain_images": "images",
+    "explain_model": "images",
+    "nucleus_mass_fraction": "masks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -1,7 +1,8 @@
-"""Attribution maps for image classifiers, built on Captum, all called the same way.
+"""Attribution maps for image classifiers, built on Captum: one method, one class, one calling convention.
 
 `attribute(classifier, images, method, target)` returns an (N, C, S, S) array shaped like the
-network input (crops centre-padded to the classifier's size S): one map per channel. Methods:
+network input (crops centre-padded to the classifier's size S): one map per channel. Each method is
+a small `AttributionMethod` subclass registered by name (`register_method`):
 
 - "saliency": |d logit / d pixel| (Captum `Saliency`, abs=True as in Captum).
 - "gradcam": Grad-CAM at a named layer (default: the last stage, i.e. the last conv block),
@@ -9,61 +10,185 @@ network input (crops centre-padded to the classifier's size S): one map per chan
   repeated for every channel.
 - "occlusion": drop in the target logit when a window of one channel is replaced by the baseline
   (Captum `Occlusion`, window and stride configurable, many occluded copies per forward pass).
-- "integrated_gradients": Captum `IntegratedGradients` from a baseline, with internal batching.
+- "integrated_gradients" ("ig"): Captum `IntegratedGradients` from a baseline, with internal batching.
+
+A new method is one subclass of `AttributionMethod` with ``@register_method``: its name then appears
+in `AttributionSettings.methods` choices, the CLI's ``--methods`` and every report.
 
 Images are processed in batches (Captum handles a batch per call), never one by one, on a copy of
-the model prepared for the method (`prepare_model`): channels-last memory (and batch norm folded
+the model prepared for the method (`AttributionMethod.prepare`): channels-last memory (and batch norm folded
 into the convolutions for Grad-CAM, in-place ReLUs for occlusion); for saliency, convolutions that pick the same
-backend as a one-image call, so the batched maps equal Captum's per-image ones (see `prepare_model`).
+backend as a one-image call, so the batched maps equal Captum's per-image ones (see `Saliency.prepare`).
 `attribute_tensor` is the same on an already prepared input tensor (a pure function over a shard).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.progress import progress
-from phenolens.data.containers import UNLABELLED, ImageSet
-from phenolens.nn.backbones import fold_batch_norm, inplace_relus, networks
+from phenolens.core.settings import Settings, setting
 
-METHODS = ("saliency", "gradcam", "occlusion", "integrated_gradients")
-ALIASES = {"ig": "integrated_gradients", "grad-cam": "gradcam", "grad_cam": "gradcam", "integrated-gradients": "integrated_gradients"}
-SPATIAL_ONLY = {"gradcam"}  # methods whose map is the same for every channel
+if TYPE_CHECKING:  # torch is imported where maps are computed, so that the settings load without it
+    import torch
+
+    from phenolens.data.containers import ImageSet
+
+OUTPUTS = ("logit", "log_probability")
+SUBSETS = ("auto", "heldout", "out-of-fold", "labelled", "all")
+ATTRIBUTION_METHODS: dict[str, type[AttributionMethod]] = {}
+_ALIASES: dict[str, str] = {}
 
 
-@dataclass
-class AttributionSettings:
-    """Options shared by the methods; each uses the ones that concern it."""
+def register_method(cls: type[AttributionMethod]) -> type[AttributionMethod]:
+    """Class decorator: make an `AttributionMethod` available by its `name` (and `aliases`).
 
-    layer: str | None = None  # Grad-CAM layer: a stage name or any submodule path
-    window: int = 8  # occlusion window (pixels, one channel at a time)
-    stride: int = 4  # occlusion stride
-    baseline: str | float = "zero"  # "zero" (black raw image), "mean" (training mean) or a raw value
-    n_steps: int = 50  # integrated-gradients steps (Captum's default)
-    batch_size: int = 64  # images per Captum call
-    output: str = "logit"  # what is attributed: "logit" or "log_probability" (log-softmax of the target)
-    forward_batch: int = 512  # inputs per forward pass: occluded copies, or integrated-gradients path points
+    Parameters
+    ----------
+    cls : type
+        A subclass of `AttributionMethod` with a unique `name`.
+
+    Returns
+    -------
+    type
+        `cls`, registered.
+
+    Raises
+    ------
+    TypeError
+        When the name or an alias is already taken.
+    """
+    for word in (cls.name, *cls.aliases):
+        if word in _ALIASES:
+            raise TypeError(f"attribution method name {word!r} is taken by {_ALIASES[word]}")
+        _ALIASES[word] = cls.name
+    ATTRIBUTION_METHODS[cls.name] = cls
+    return cls
+
+
+def attribution_methods() -> tuple[str, ...]:
+    """Names of the registered attribution methods, in registration order.
+
+    Returns
+    -------
+    tuple of str
+        The canonical names.
+    """
+    return tuple(ATTRIBUTION_METHODS)
 
 
 def method_name(method: str) -> str:
-    """Canonical method name; a clear error lists the methods."""
-    name = ALIASES.get(method.lower(), method.lower())
-    if name not in METHODS:
-        raise PhenolensError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)} (or ig)")
+    """Canonical name of `method` (a registered name or alias, any case).
+
+    Parameters
+    ----------
+    method : str
+        A name or alias such as ``ig``.
+
+    Returns
+    -------
+    str
+        The registered name.
+
+    Raises
+    ------
+    PhenolensError
+        Listing the methods when `method` is unknown.
+    """
+    name = _ALIASES.get(method.lower().replace("-", "_"), _ALIASES.get(method.lower()))
+    if name is None:
+        known = ", ".join(f"{n} ({', '.join(ATTRIBUTION_METHODS[n].aliases)})" if ATTRIBUTION_METHODS[n].aliases else n for n in ATTRIBUTION_METHODS)
+        raise PhenolensError(f"unknown attribution method {method!r}; choose from {known}")
     return name
 
 
+def method_title(method: str) -> str:
+    """How reports name a registered method.
+
+    Parameters
+    ----------
+    method : str
+        A registered name or alias.
+
+    Returns
+    -------
+    str
+        Its title (its name when it has none).
+    """
+    chosen = ATTRIBUTION_METHODS[method_name(method)]
+    return chosen.title or chosen.name
+
+
+def is_spatial_only(method: str) -> bool:
+    """Whether `method`'s map is one spatial map repeated for every channel (Grad-CAM).
+
+    Parameters
+    ----------
+    method : str
+        A registered name or alias.
+
+    Returns
+    -------
+    bool
+        True when the map says nothing about channels.
+    """
+    return ATTRIBUTION_METHODS[method_name(method)].spatial_only
+
+
+def attribution_method(method: str) -> AttributionMethod:
+    """An instance of the method registered as `method`.
+
+    Parameters
+    ----------
+    method : str
+        A name or alias.
+
+    Returns
+    -------
+    AttributionMethod
+        The method.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown method.
+    """
+    return ATTRIBUTION_METHODS[method_name(method)]()
+
+
 def resolve_targets(classifier, images: ImageSet | np.ndarray, target: str | int = "predicted") -> np.ndarray:
-    """Per-image target classes: "predicted", "true" (the labels), a class name or a class index."""
+    """Per-image target classes.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The model.
+    images : ImageSet or ndarray
+        The images.
+    target : str or int
+        "predicted", "true" (the labels), a class name or a class index.
+
+    Returns
+    -------
+    ndarray
+        (N,) class indices.
+
+    Raises
+    ------
+    PhenolensError
+        For "true" on unlabelled images, an unknown class name or an index out of range.
+    """
     if isinstance(target, str) and target == "predicted":
         return classifier.predict(images)
     if isinstance(target, str) and target == "true":
+        from phenolens.data.containers import UNLABELLED
+
         labels = getattr(images, "labels", None)
         if labels is None or (labels == UNLABELLED).any():
             raise PhenolensError("target 'true' needs labelled images; use --target predicted or a class name")
@@ -77,41 +202,69 @@ def resolve_targets(classifier, images: ImageSet | np.ndarray, target: str | int
 
 
 def baseline_tensor(classifier, baseline: str | float) -> torch.Tensor:
-    """(1, C, 1, 1) baseline in the network's normalised space."""
+    """(1, C, 1, 1) baseline in the network's normalised space.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        Supplies the normalisation.
+    baseline : str or float
+        "zero" (a black raw image), "mean" (the training mean) or a raw intensity.
+
+    Returns
+    -------
+    Tensor
+        The normalised baseline.
+
+    Raises
+    ------
+    PhenolensError
+        When `baseline` is neither a keyword nor a finite number.
+    """
+    import torch
+
     norm = classifier.normalization
     if baseline == "mean":
         raw = norm.mean
     elif baseline == "zero":
         raw = 0.0
     else:
-        try:
-            raw = float(baseline)
-        except ValueError:
-            raise PhenolensError(f"unknown baseline {baseline!r}; use zero, mean or a number (raw intensity)") from None
+        raw = _raw_baseline(baseline)
     return torch.from_numpy(norm.constant(raw))
 
 
-class LogProbability(torch.nn.Module):
-    """Wraps a classifier so attributions explain log p(target) instead of the target logit.
-
-    Evidence shared by several classes (e.g. "there is GFP" for both GFP classes) raises their
-    logits together and cancels in the log-probability, which keeps what sets the target apart.
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.log_softmax(self.model(x, covariates), dim=1)
-
-
-OUTPUTS = ("logit", "log_probability")
+def _raw_baseline(baseline: str | float) -> float:
+    try:
+        raw = float(baseline)
+    except (TypeError, ValueError):
+        raw = math.nan
+    if not math.isfinite(raw):
+        raise PhenolensError(f"baseline {baseline!r}: use zero, mean or a finite number (a raw intensity)")
+    return raw
 
 
 def find_layers(model: torch.nn.Module, layer: str | None) -> list[torch.nn.Module]:
-    """The module named `layer` (a stage name or submodule path; the last stage by default) in each
-    network of `model`: one module, or one per member of an ensemble."""
+    """The module named `layer` in each network of `model`: one module, or one per member of an ensemble.
+
+    Parameters
+    ----------
+    model : Module
+        A classifier network or ensemble.
+    layer : str or None
+        A stage name or submodule path (default: the last stage).
+
+    Returns
+    -------
+    list of Module
+        The layers.
+
+    Raises
+    ------
+    PhenolensError
+        Naming the stages when the layer does not exist.
+    """
+    from phenolens.nn.backbones import networks
+
     stages = model.stage_names()
     name = layer or stages[-1]
     try:
@@ -120,118 +273,326 @@ def find_layers(model: torch.nn.Module, layer: str | None) -> list[torch.nn.Modu
         raise PhenolensError(f"the model has no layer {name!r}; use a stage ({', '.join(stages)}) or a submodule path like stages.stage4.1") from None
 
 
-@contextlib.contextmanager
-def _native_convolution():
-    """Convolutions in this block use PyTorch's own kernels (im2col + GEMM), not oneDNN or NNPACK."""
-    previous = torch._C._get_mkldnn_enabled(), torch._C._get_nnpack_enabled()
-    torch._C._set_mkldnn_enabled(False)
-    torch._C._set_nnpack_enabled(False)
-    try:
-        yield
-    finally:
-        torch._C._set_mkldnn_enabled(previous[0])
-        torch._C._set_nnpack_enabled(previous[1])
+def _plain_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy of `model` whose parameters need no gradients (only input or layer gradients are taken)."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
 
 
-class OneImageBackendConv2d(torch.nn.Conv2d):
-    """A Conv2d that convolves a batch with the backend PyTorch would pick for one image of it.
+class AttributionMethod:
+    """One attribution method: how to prepare the model and how to attribute a batch.
 
-    For a single small image (up to 20,480 input values per layer, 3x3 or 1x1 kernels) PyTorch's
-    CPU convolution is its native im2col + GEMM (`Slow2d`), one GEMM per image; for a batch it is
-    oneDNN, which rounds differently (~1e-7 relative). Saliency is |d logit / d input| and the
-    gradient passes a ReLU only where its input is > 0: where a pre-activation lies within that
-    rounding of 0 the gate differs between the batched and the per-image pass and so does the whole
-    map of that image (about 1.4 % of MitoCheck crops for the benchmark's ResNet-18, up to 0.16 after
-    max-abs normalisation). Flagging such near-ties does not work: each image has ~200k
-    pre-activations and a handful lie within float32 noise of 0 in nearly every image, although the
-    gate flips in only ~1 in 70. So the forward pass of the batch is run with the backend a one-image
-    call gets: `Slow2d` on a batch issues the very same per-image GEMMs, the pre-activations are
-    bitwise those of the per-image call, and so are the gates (the backward pass, which only
-    multiplies by the gates, keeps the fast default backend; it differs by rounding, ~1e-6).
-    Where one image would already go to oneDNN (large layers) the batch does too, as before.
+    Subclasses set `name` (and `aliases`), override `attribute`, and may override `prepare` (the
+    model copy the method runs on) and `check` (option errors before the model is copied). Register
+    them with `register_method`.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        select = getattr(torch._C, "_select_conv_backend", None)
-        if select is None or isinstance(self.padding, str) or self.padding_mode != "zeros" or not x.is_cpu:
-            return super().forward(x)
-        geometry = list(self.stride), list(self.padding), list(self.dilation), False, [0] * len(self.stride), self.groups, None
-        if select(x[:1], self.weight, self.bias, *geometry) != torch._C._ConvBackend.Slow2d:
-            return super().forward(x)
-        with _native_convolution():
-            return super().forward(x)
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # as reports write it (default: the name)
+    aliases: ClassVar[tuple[str, ...]] = ()
+    spatial_only: ClassVar[bool] = False  # the map is the same for every channel
+    needs_input_gradient: ClassVar[bool] = True
+    memory_format: ClassVar[str] = "channels_last"  # a torch memory format, by name
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The copy of `model` the batched passes run on (the caller's model is untouched): channels-last memory.
+
+        Parameters
+        ----------
+        model : Module
+            The classifier network.
+
+        Returns
+        -------
+        Module
+            A prepared copy.
+        """
+        import torch
+
+        return _plain_copy(model).to(memory_format=torch.channels_last)
+
+    def check(self, model: torch.nn.Module, settings: AttributionSettings) -> None:
+        """Raise `PhenolensError` when `settings` cannot work on `model` (before any copy is made).
+
+        Parameters
+        ----------
+        model : Module
+            The classifier network.
+        settings : AttributionSettings
+            The method's options.
+        """
+
+    def attribute(
+        self,
+        model: torch.nn.Module,
+        inputs: torch.Tensor,
+        target: torch.Tensor,
+        baseline: torch.Tensor | float,
+        covariates: torch.Tensor | None,
+        settings: AttributionSettings,
+    ) -> torch.Tensor:
+        """(N, C, H, W) maps of `inputs` (normalised, in `memory_format`) for `target`.
+
+        Parameters
+        ----------
+        model : Module
+            The prepared network (`prepare`).
+        inputs : Tensor
+            The batch; requires grad when `needs_input_gradient`.
+        target : Tensor
+            (N,) class indices.
+        baseline : Tensor or float
+            Shaped like `inputs`, or a scalar, in normalised space.
+        covariates : Tensor or None
+            Extra forward arguments of the network.
+        settings : AttributionSettings
+            The method's options.
+
+        Returns
+        -------
+        Tensor
+            The maps.
+        """
+        raise NotImplementedError
+
+    @staticmethod
+    def forward(model: torch.nn.Module, settings: AttributionSettings) -> torch.nn.Module:
+        """What the maps explain: `model`'s logits, or their log-softmax (`settings.output`).
+
+        Parameters
+        ----------
+        model : Module
+            The prepared network.
+        settings : AttributionSettings
+            Supplies `output`.
+
+        Returns
+        -------
+        Module
+            `model` or a `LogProbability` wrapper of it.
+        """
+        from phenolens.explain.prepared import LogProbability
+
+        return LogProbability(model).eval() if settings.output == "log_probability" else model
 
 
-class Float64Head(torch.nn.Module):
-    """A classifier head that computes its logits in float64 from float32 features.
+@register_method
+class Saliency(AttributionMethod):
+    """|d output / d pixel| (Captum `Saliency`, abs=True)."""
 
-    An occlusion map is the difference of two logits, and where occluding a window hardly moves the
-    logit that difference is a few float32 ulps of the logit: the rounding of the head's dot product
-    (pooled features times weights, with cancellation) was the largest part of it. In float64 the
-    head costs nothing measurable and the benchmark's worst maps moved ~2.5x closer to Captum's
-    per-image ones (median 7.6e-6 -> 3.0e-6 after max-abs normalisation, 32 worst of 1,000 crops).
-    """
+    name = "saliency"
+    title = "Saliency"
+    memory_format = "contiguous_format"
 
-    def __init__(self, head: torch.nn.Module):
-        super().__init__()
-        self.head = head.double()
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as it is (contiguous memory, batch norm as such) with `OneImageBackendConv2d`
+        convolutions, so its ReLU gates are bitwise those of a per-image call (see there); see `AttributionMethod.prepare`."""
+        import torch
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features.double())
+        from phenolens.explain.prepared import OneImageBackendConv2d
 
-
-def prepare_model(model: torch.nn.Module, method: str) -> torch.nn.Module:
-    """The copy of `model` that the batched passes of `method` run on (the caller's model is untouched).
-
-    - saliency: the model as it is (contiguous memory, batch norm as such) with `OneImageBackendConv2d`
-      convolutions, so its ReLU gates are bitwise those of a per-image call (see there);
-    - the others: channels-last memory (convolutions ~1.25x faster on CPU). Grad-CAM also gets batch
-      norm folded into the convolutions (`fold_batch_norm`: one kernel instead of two, logits move by
-      ~1e-6; its maps moved by ~1e-6). Occlusion keeps its batch norms, but its ReLUs run in place
-      (`inplace_relus`; no gradients, no hooks; bitwise the same): folding saved ~8 % of its time but
-      moved 2 of 300 benchmark maps just past 1e-5 (a map is a difference of two logits, and where
-      occlusion hardly changes the logit that difference is mostly float32 rounding); for the same
-      reason its head computes the logits in float64 (`Float64Head`). Integrated
-      gradients keeps them too: its 20-50 input gradients per image are as gate-sensitive as
-      saliency's, and folding moved them by 1e-4 in the unit test.
-    Parameters of the copy do not require gradients: only input (or layer) gradients are needed.
-    """
-    method = method_name(method)
-    prepared = copy.deepcopy(model).eval().requires_grad_(False)
-    if method == "saliency":
+        prepared = _plain_copy(model)
         for module in prepared.modules():
             if type(module) is torch.nn.Conv2d:
                 module.__class__ = OneImageBackendConv2d
         return prepared
-    if method == "gradcam":
+
+    def attribute(self, model, inputs, target, baseline, covariates, settings) -> torch.Tensor:
+        """Captum `Saliency` with abs=True (see `AttributionMethod.attribute`)."""
+        from captum.attr import Saliency as CaptumSaliency
+
+        return CaptumSaliency(self.forward(model, settings)).attribute(inputs, target=target, abs=True, additional_forward_args=covariates)
+
+
+@register_method
+class GradCam(AttributionMethod):
+    """Grad-CAM at `settings.layer` (Captum `LayerGradCam`), upsampled bilinearly and repeated for every channel."""
+
+    name = "gradcam"
+    title = "Grad-CAM"
+    aliases = ("grad-cam", "grad_cam")
+    spatial_only = True
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Channels-last with batch norm folded into the convolutions (`fold_batch_norm`: one kernel
+        instead of two, logits move by ~1e-6; the maps moved by ~1e-6); see `AttributionMethod.prepare`."""
+        import torch
+
+        from phenolens.nn.backbones import fold_batch_norm
+
+        prepared = _plain_copy(model)
         fold_batch_norm(prepared)
-    elif method == "occlusion":
+        return prepared.to(memory_format=torch.channels_last)
+
+    def check(self, model: torch.nn.Module, settings: AttributionSettings) -> None:
+        """The layer must exist (a clear error before the model is copied); see `AttributionMethod.check`."""
+        find_layers(model, settings.layer)
+
+    def attribute(self, model, inputs, target, baseline, covariates, settings) -> torch.Tensor:
+        """Sum of the members' CAMs (an ensemble's logit is their mean, so each comes out scaled by 1 / members);
+        see `AttributionMethod.attribute`."""
+        from captum.attr import LayerAttribution, LayerGradCam
+
+        forward = self.forward(model, settings)
+        layers = find_layers(model, settings.layer)
+        cam = sum(LayerGradCam(forward, layer).attribute(inputs, target=target, additional_forward_args=covariates) for layer in layers)
+        return LayerAttribution.interpolate(cam, tuple(inputs.shape[2:]), "bilinear").expand_as(inputs)
+
+
+@register_method
+class Occlusion(AttributionMethod):
+    """Drop of the output when a window of one channel is set to the baseline (Captum `Occlusion`)."""
+
+    name = "occlusion"
+    title = "Occlusion"
+    needs_input_gradient = False
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Channels-last, ReLUs in place (`inplace_relus`: no gradients, no hooks; bitwise the same) and
+        the head in float64 (`Float64Head`). Batch norms are kept: folding saved ~8 % of the time but moved
+        2 of 300 benchmark maps just past 1e-5 (a map is a difference of two logits, mostly float32 rounding
+        where occlusion hardly changes the logit). See `AttributionMethod.prepare`."""
+        import torch
+
+        from phenolens.explain.prepared import Float64Head
+        from phenolens.nn.backbones import inplace_relus, networks
+
+        prepared = _plain_copy(model)
         inplace_relus(prepared)
         for net in networks(prepared):
             if isinstance(getattr(net, "head", None), torch.nn.Module):
                 net.head = Float64Head(net.head)
-    return prepared.to(memory_format=torch.channels_last)
+        return prepared.to(memory_format=torch.channels_last)
+
+    def attribute(self, model, inputs, target, baseline, covariates, settings) -> torch.Tensor:
+        """Captum `Occlusion` with `settings.window`/`stride`, `settings.forward_batch` inputs per forward pass;
+        see `AttributionMethod.attribute`."""
+        import torch
+        from captum.attr import Occlusion as CaptumOcclusion
+
+        if settings.window > min(inputs.shape[2:]):
+            raise PhenolensError(f"occlusion window {settings.window} px is larger than the {tuple(inputs.shape[2:])} images; use a smaller --window")
+        with torch.no_grad():
+            maps = CaptumOcclusion(self.forward(model, settings)).attribute(
+                inputs,
+                sliding_window_shapes=(1, settings.window, settings.window),
+                strides=(1, settings.stride, settings.stride),
+                baselines=baseline,
+                target=target,
+                additional_forward_args=covariates,
+                perturbations_per_eval=max(1, settings.forward_batch // len(inputs)),
+            )
+        return maps.to(inputs.dtype)  # the float64 head's differences, back to the input's precision
 
 
-@contextlib.contextmanager
-def _no_nan_fill():
-    """Fresh buffers are not filled with NaN while attributions run.
+@register_method
+class IntegratedGradients(AttributionMethod):
+    """Captum `IntegratedGradients` from the baseline in `settings.n_steps` steps.
 
-    Under `torch.use_deterministic_algorithms(True)` (which `seed_everything` turns on) PyTorch also
-    fills every new tensor with NaN, a guard against reading uninitialised memory; no op here reads
-    memory it did not write, and the fill cost ~30 % of an occlusion pass (profiled: `fill_` under
-    `empty_like`/`resize_` in every convolution and batch norm). Determinism itself is unchanged.
+    The model keeps its batch norms: its 20-50 input gradients per image are as gate-sensitive as
+    saliency's, and folding moved them by 1e-4 in the unit test.
     """
-    module = getattr(torch.utils, "deterministic", None)
-    previous = getattr(module, "fill_uninitialized_memory", None)
-    if previous is None:
-        yield
-        return
-    module.fill_uninitialized_memory = False
-    try:
-        yield
-    finally:
-        module.fill_uninitialized_memory = previous
+
+    name = "integrated_gradients"
+    title = "Integrated gradients"
+    aliases = ("ig", "integrated-gradients")
+
+    def attribute(self, model, inputs, target, baseline, covariates, settings) -> torch.Tensor:
+        """Path integral of the gradients, `settings.forward_batch` path points per pass; see `AttributionMethod.attribute`."""
+        from captum.attr import IntegratedGradients as CaptumIntegratedGradients
+
+        return CaptumIntegratedGradients(self.forward(model, settings)).attribute(
+            inputs,
+            baselines=baseline,
+            target=target,
+            additional_forward_args=covariates,
+            n_steps=settings.n_steps,
+            internal_batch_size=max(settings.forward_batch, len(inputs)),
+        )
+
+
+def prepare_model(model: torch.nn.Module, method: str) -> torch.nn.Module:
+    """The copy of `model` that the batched passes of `method` run on (see each method's `prepare`).
+
+    Parameters
+    ----------
+    model : Module
+        The classifier network (untouched).
+    method : str
+        A registered method name or alias.
+
+    Returns
+    -------
+    Module
+        The prepared copy.
+    """
+    return attribution_method(method).prepare(model)
+
+
+@dataclass(frozen=True)
+class AttributionSettings(Settings):
+    """What `phenolens images explain` computes and how: methods, target, per-method options, images, checks.
+
+    Each attribution method uses the options that concern it; `explain_images` uses the rest.
+
+    Raises
+    ------
+    PhenolensError
+        On construction, for an unknown method or output, a window/stride/steps/batch below 1,
+        or a baseline that is neither zero, mean nor a finite number.
+    """
+
+    step: ClassVar[str] = "image attribution"
+
+    methods: tuple[str, ...] = setting(
+        ("saliency", "gradcam", "occlusion", "integrated_gradients"),
+        "Attribution methods, comma-separated.",
+        choices=tuple(_ALIASES),
+    )
+    target: str = setting("predicted", "Class each map explains: predicted, true, a class name or a class index.")
+    layer: str | None = setting(None, "Grad-CAM layer: a stage name or submodule path (default: the last stage).")
+    window: int = setting(8, "Occlusion window (px).", minimum=1)
+    stride: int = setting(4, "Occlusion stride (px).", minimum=1)
+    baseline: str = setting("zero", "Baseline of occlusion, integrated gradients and deletion/insertion: zero, mean or a raw intensity.")
+    n_steps: int = setting(50, "Integrated-gradients steps.", minimum=1)
+    batch_size: int = setting(64, "Images per Captum call.", minimum=1)
+    forward_batch: int = setting(512, "Inputs per forward pass: occluded copies, or integrated-gradients path points.", minimum=1)
+    output: str = setting("logit", "What the maps explain: logit, or log_probability (log-softmax of the target).", choices=OUTPUTS)
+    nucleus_channel: str | None = setting(None, "DNA channel: nucleus mask by Otsu threshold; reports nucleus_mass_fraction.")
+    reporter_channel: str | None = setting(None, "Channel whose positive attribution is measured inside the nucleus (default: the other one).")
+    subset: str = setting(
+        "auto",
+        "heldout (the images the model never trained on), out-of-fold (every labelled image, each explained by the cross-validation fold "
+        "model that never trained on it; needs train --cv), labelled, all, or auto (held-out if listed, else labelled, else all).",
+        choices=SUBSETS,
+        option="--images",
+    )
+    max_images: int = setting(0, "Explain at most this many images (a seeded random subset); 0 = all.", minimum=0)
+    sanity_images: int = setting(32, "Images given to the model-randomisation check.", minimum=1)
+    faithfulness_steps: int = setting(16, "Pixel fractions of the deletion/insertion curves.", minimum=2)
+    seed: int = setting(0, "Seed of the image subset and the randomised model.", minimum=0)
+
+    def __post_init__(self) -> None:
+        # The API may name a raw baseline or a class index by number; both are kept as text.
+        for name in ("baseline", "target"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                object.__setattr__(self, name, repr(value))
+        if isinstance(self.methods, str):
+            object.__setattr__(self, "methods", tuple(m.strip().lower() for m in self.methods.split(",") if m.strip()))
+        super().__post_init__()
+        object.__setattr__(self, "methods", tuple(dict.fromkeys(method_name(m) for m in self.methods)))
+
+    def check(self) -> None:
+        """A baseline keyword or a finite number; at least one method; a reporter channel only with a nucleus channel."""
+        if self.baseline not in ("zero", "mean"):
+            try:
+                _raw_baseline(self.baseline)
+            except PhenolensError:
+                self.fail("baseline", "use zero, mean or a finite number (a raw intensity)")
+        if not self.methods:
+            self.fail("methods", f"name at least one of {', '.join(ATTRIBUTION_METHODS)}")
+        if self.reporter_channel and not self.nucleus_channel:
+            self.fail("reporter_channel", "needs --nucleus-channel (the DNA stain that gives the nucleus mask)")
 
 
 def attribute_tensor(
@@ -239,68 +600,51 @@ def attribute_tensor(
     inputs: torch.Tensor,
     targets: torch.Tensor,
     method: str,
-    baseline: torch.Tensor | float = 0.0,  # (1, C, 1, 1) or a scalar, in normalised space
+    baseline: torch.Tensor | float = 0.0,
     covariates: torch.Tensor | None = None,
     settings: AttributionSettings | None = None,
     prepared: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """Attribution maps (N, C, H, W) of one batch of prepared (normalised) inputs.
 
-    `prepared` is `prepare_model(model, method)` when the caller already made it (one per run)."""
+    Parameters
+    ----------
+    model : Module
+        The classifier network (untouched).
+    inputs : Tensor
+        (N, C, H, W) normalised inputs.
+    targets : Tensor
+        (N,) class indices.
+    method : str
+        A registered method name or alias.
+    baseline : Tensor or float
+        (1, C, 1, 1) or a scalar, in normalised space.
+    covariates : Tensor, optional
+        One-hot covariates of the batch.
+    settings : AttributionSettings, optional
+        The method's options (default: `AttributionSettings()`).
+    prepared : Module, optional
+        ``prepare_model(model, method)`` when the caller already made it (one per run).
+
+    Returns
+    -------
+    Tensor
+        The maps, detached.
+    """
+    import torch
+
+    from phenolens.explain.prepared import no_nan_fill
+
     settings = settings or AttributionSettings()
-    method = method_name(method)
-    if settings.output not in OUTPUTS:
-        raise PhenolensError(f"unknown output {settings.output!r} to attribute; choose one of {', '.join(OUTPUTS)}")
+    chosen = attribution_method(method)
     model.eval()
-    if method == "gradcam":
-        find_layers(model, settings.layer)  # a clear error before the model is copied
-    prepared = prepare_model(model, method) if prepared is None else prepared
-    with _no_nan_fill():
-        return _attribute_prepared(prepared, inputs, targets, method, baseline, covariates, settings)
-
-
-def _attribute_prepared(model, inputs, targets, method, baseline, covariates, settings) -> torch.Tensor:
-    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
-
-    layers = find_layers(model, settings.layer) if method == "gradcam" else []
-    model = LogProbability(model).eval() if settings.output == "log_probability" else model
-    memory = torch.contiguous_format if method == "saliency" else torch.channels_last
-    inputs = inputs.detach().clone(memory_format=memory).requires_grad_(method != "occlusion")
+    chosen.check(model, settings)
+    prepared = chosen.prepare(model) if prepared is None else prepared
+    inputs = inputs.detach().clone(memory_format=getattr(torch, chosen.memory_format)).requires_grad_(chosen.needs_input_gradient)
     if isinstance(baseline, torch.Tensor):  # Captum wants the input's shape (or a scalar)
         baseline = baseline.expand_as(inputs).contiguous()
-    extra = covariates
-    target = targets.long()
-    if method == "saliency":
-        maps = Saliency(model).attribute(inputs, target=target, abs=True, additional_forward_args=extra)
-    elif method == "gradcam":
-        # An ensemble's logit is its members' mean, so each member's CAM (linear in the gradient: Captum
-        # applies no ReLU by default) comes out scaled by 1 / members: their sum is the members' mean CAM.
-        cam = sum(LayerGradCam(model, layer).attribute(inputs, target=target, additional_forward_args=extra) for layer in layers)
-        maps = LayerAttribution.interpolate(cam, tuple(inputs.shape[2:]), "bilinear").expand_as(inputs)
-    elif method == "occlusion":
-        if settings.window > min(inputs.shape[2:]):
-            raise PhenolensError(f"occlusion window {settings.window} px is larger than the {tuple(inputs.shape[2:])} images; use a smaller --window")
-        with torch.no_grad():
-            maps = Occlusion(model).attribute(
-                inputs,
-                sliding_window_shapes=(1, settings.window, settings.window),
-                strides=(1, settings.stride, settings.stride),
-                baselines=baseline,
-                target=target,
-                additional_forward_args=extra,
-                perturbations_per_eval=max(1, settings.forward_batch // len(inputs)),
-            )
-        maps = maps.to(inputs.dtype)  # the float64 head's differences, back to the input's precision
-    else:
-        maps = IntegratedGradients(model).attribute(
-            inputs,
-            baselines=baseline,
-            target=target,
-            additional_forward_args=extra,
-            n_steps=settings.n_steps,
-            internal_batch_size=max(settings.forward_batch, len(inputs)),
-        )
-    return maps.detach()
+    with no_nan_fill():
+        return chosen.attribute(prepared, inputs, targets.long(), baseline, covariates, settings).detach()
 
 
 def attribute(
@@ -310,27 +654,48 @@ def attribute(
     target: str | int | np.ndarray = "predicted",
     settings: AttributionSettings | None = None,
 ) -> np.ndarray:
-    """(N, C, S, S) attribution maps of `images` for `target` (see `resolve_targets`), in the
-    geometry of the network input (centre-padded crops)."""
+    """Attribution maps of `images` in the geometry of the network input (centre-padded crops).
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The model.
+    images : ImageSet or ndarray
+        The images (an ImageSet's channels are matched to the model's by name).
+    method : str
+        A registered method name or alias.
+    target : str, int or ndarray
+        Per-image class indices, or a rule for `resolve_targets`.
+    settings : AttributionSettings, optional
+        The method's options (default: `AttributionSettings()`).
+
+    Returns
+    -------
+    ndarray
+        (N, C, S, S) float32 maps.
+    """
+    import torch
+
     settings = settings or AttributionSettings()
-    method = method_name(method)
+    chosen = attribution_method(method)
     inputs, covariates = classifier.tensor(images), classifier.covariates(images)
     targets = torch.as_tensor(target if isinstance(target, np.ndarray) else resolve_targets(classifier, images, target))
     baseline = baseline_tensor(classifier, settings.baseline)
     model = classifier.model
-    prepared = prepare_model(model, method)  # once per run: see prepare_model
+    chosen.check(model, settings)
+    prepared = chosen.prepare(model)  # once per run
     chunks = range(0, len(inputs), settings.batch_size)
     maps = [
         attribute_tensor(
             model,
             inputs[i : i + settings.batch_size],
             targets[i : i + settings.batch_size],
-            method,
+            chosen.name,
             baseline,
             None if covariates is None else covariates[i : i + settings.batch_size],
             settings,
             prepared,
         )
-        for i in progress(chunks, f"{method} maps", total=len(chunks))
+        for i in progress(chunks, f"{chosen.name} maps", total=len(chunks))
     ]
     return torch.cat(maps).contiguous().numpy()

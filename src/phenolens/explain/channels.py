@@ -21,7 +21,24 @@ from phenolens.data.containers import ImageSet
 
 @torch.no_grad()
 def channel_occlusion(classifier, images: ImageSet | np.ndarray, targets: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """(N, C) drop in the target logit when each channel is set to its training mean."""
+    """(N, C) drop in the target logit when each channel is set to its training mean.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The model.
+    images : ImageSet or ndarray
+        The images.
+    targets : ndarray
+        (N,) target classes.
+    batch_size : int
+        Images per forward pass (each with C perturbed copies).
+
+    Returns
+    -------
+    ndarray
+        The logit drops.
+    """
     inputs, covariates = classifier.tensor(images), classifier.covariates(images)
     n, c = inputs.shape[:2]
     targets = torch.as_tensor(targets).long()
@@ -45,6 +62,18 @@ def cam_concordance(cam: np.ndarray, images: np.ndarray) -> np.ndarray:
 
     `cam` is (N, H, W) (its positive part is used) and `images` the (N, C, H, W) raw padded
     crops; both are min-max scaled to [0, 1] per image (and channel) before the distance.
+
+    Parameters
+    ----------
+    cam : ndarray
+        (N, H, W) Grad-CAM maps.
+    images : ndarray
+        (N, C, H, W) raw padded crops.
+
+    Returns
+    -------
+    ndarray
+        (N, C) relative distances (smaller: more alike).
     """
     cam = _unit_range(np.clip(cam, 0, None)[:, None])
     channels = _unit_range(images)
@@ -59,7 +88,24 @@ def _unit_range(stack: np.ndarray) -> np.ndarray:
 
 
 def per_class_table(values: np.ndarray, labels: np.ndarray, class_names, channel_names, mask: np.ndarray | None = None) -> pd.DataFrame:
-    """Class x channel mean of per-image (N, C) values, over the images in `mask` (default all)."""
+    """Class x channel mean of per-image (N, C) values, over the images in `mask` (default all).
+
+    Parameters
+    ----------
+    values : ndarray
+        (N, C) per-image values.
+    labels : ndarray
+        (N,) class index per image.
+    class_names, channel_names : sequence of str
+        Row and column names.
+    mask : ndarray, optional
+        (N,) bool: the images to average.
+
+    Returns
+    -------
+    DataFrame
+        One row per class present, one column per channel.
+    """
     mask = np.ones(len(labels), bool) if mask is None else mask
     frame = pd.DataFrame(values[mask], columns=list(channel_names))
     frame["class"] = np.asarray(class_names, dtype=object)[labels[mask]]
@@ -67,6 +113,17 @@ def per_class_table(values: np.ndarray, labels: np.ndarray, class_names, channel
 
 
 def attribution_share(maps: np.ndarray) -> np.ndarray:
-    """(N, C) share of each channel in the image's total absolute attribution."""
+    """(N, C) share of each channel in the image's total absolute attribution.
+
+    Parameters
+    ----------
+    maps : ndarray
+        (N, C, H, W) attribution maps.
+
+    Returns
+    -------
+    ndarray
+        Shares summing to 1 per image (0 for an all-zero map).
+    """
     per_channel = np.abs(maps).sum(axis=(2, 3))
     return per_channel / np.maximum(per_channel.sum(axis=1, keepdims=True), 1e-12)

@@ -21,7 +21,20 @@ from phenolens.core.seeding import seed_everything
 
 
 def pixel_order_masks(scores: np.ndarray, fractions: np.ndarray) -> torch.Tensor:
-    """(N, K, H, W) masks: for each fraction f, the top f share of pixels by `scores` (N, H, W)."""
+    """(N, K, H, W) masks: for each fraction f, the top f share of pixels by `scores` (N, H, W).
+
+    Parameters
+    ----------
+    scores : ndarray
+        (N, H, W) pixel scores.
+    fractions : ndarray
+        (K,) shares of pixels.
+
+    Returns
+    -------
+    Tensor
+        Bool masks.
+    """
     n, h, w = scores.shape
     order = np.argsort(-scores.reshape(n, -1), axis=1, kind="stable")
     rank = np.empty_like(order)
@@ -44,8 +57,31 @@ def deletion_insertion(
     """Deletion and insertion curves of the target probability.
 
     `inputs` are prepared (normalised) images, `maps` their (N, C, H, W) attributions (pixels are
-    ranked by the sum over channels), `baseline` is (1, C, 1, 1) in normalised space. Returns the
-    fractions, mean curves and per-image areas under the curves (trapezoid over the fraction).
+    ranked by the sum over channels), `baseline` is (1, C, 1, 1) in normalised space.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The model.
+    inputs : Tensor
+        (N, C, H, W) normalised images.
+    maps : ndarray
+        (N, C, H, W) attributions.
+    targets : ndarray
+        (N,) target classes.
+    baseline : Tensor
+        (1, C, 1, 1) normalised baseline.
+    covariates : Tensor, optional
+        One-hot covariates.
+    steps : int
+        Pixel fractions after 0.
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    dict
+        The fractions, mean curves and per-image areas under the curves (trapezoid over the fraction).
     """
     fractions = np.linspace(0.0, 1.0, steps + 1)
     scores = maps.sum(axis=1)
@@ -75,7 +111,20 @@ def deletion_insertion(
 
 
 def randomized_copy(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """A copy of `model` with every parameter re-initialised (BatchNorm statistics reset too)."""
+    """A copy of `model` with every parameter re-initialised (BatchNorm statistics reset too).
+
+    Parameters
+    ----------
+    model : Module
+        The trained model (untouched).
+    seed : int
+        Seed of the re-initialisation.
+
+    Returns
+    -------
+    Module
+        The randomised copy, in eval mode.
+    """
     seed_everything(seed)
     clone = copy.deepcopy(model)
     for module in clone.modules():
@@ -86,7 +135,18 @@ def randomized_copy(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def map_ssim(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Per-image SSIM between two (N, C, H, W) map stacks, each summarised as |map| summed over
-    channels and scaled to [0, 1] per image (scikit-image `structural_similarity`)."""
+    channels and scaled to [0, 1] per image (scikit-image `structural_similarity`).
+
+    Parameters
+    ----------
+    first, second : ndarray
+        (N, C, H, W) map stacks.
+
+    Returns
+    -------
+    ndarray
+        (N,) mean SSIM per image.
+    """
     from skimage.metrics import structural_similarity
 
     def summary(maps: np.ndarray) -> np.ndarray:

@@ -1,25 +1,29 @@
 """Explain an image classifier on a set of images: maps per method, channel importance, per-class
 summaries, faithfulness, the randomisation sanity check and (when a DNA channel is named) the
-share of attribution inside the nucleus. `explain_images` gathers them; `Explanation.metrics()`
-is what `phenolens explain` writes to metrics.json."""
+share of attribution inside the nucleus. `explain_images` gathers them for a classifier in memory;
+`explain_model` for a saved model folder (held-out or out-of-fold images); `Explanation.metrics()`
+is what `phenolens images explain` writes to metrics.json."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.data.nuclei import nucleus_masks
-from phenolens.explain.attribution import AttributionSettings, attribute, attribute_tensor, baseline_tensor, method_name, resolve_targets
+from phenolens.explain.attribution import AttributionSettings, attribute, attribute_tensor, baseline_tensor, is_spatial_only, resolve_targets
 from phenolens.explain.channels import attribution_share, cam_concordance, channel_occlusion, per_class_table
 from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomized_copy
 from phenolens.explain.masks import nucleus_mass_fraction
-
-SANITY_IMAGES = 32  # images given to the model-randomisation check
+from phenolens.explain.selection import at_most, held_out_sources, out_of_fold_parts, select_images
+from phenolens.training.classifier import ImageClassifier
 
 
 @dataclass
@@ -47,7 +51,23 @@ class Explanation:
     def concatenate(cls, parts: Sequence[Explanation]) -> Explanation:
         """One explanation of the images of all `parts`, in order (for example each cross-validation
         fold's model on its own held-out images). Per-image arrays are joined; class, channel and reporter
-        names must agree; the first part's settings are kept."""
+        names must agree; the first part's settings are kept.
+
+        Parameters
+        ----------
+        parts : sequence of Explanation
+            Explanations made with one set of options.
+
+        Returns
+        -------
+        Explanation
+            The pooled explanation.
+
+        Raises
+        ------
+        PhenolensError
+            When the parts differ in classes, channels or reporter channel.
+        """
         first = parts[0]
         for part in parts[1:]:
             if (part.class_names, part.channel_names, part.reporter_channel) != (first.class_names, first.channel_names, first.reporter_channel):
@@ -70,19 +90,44 @@ class Explanation:
 
     @property
     def predicted(self) -> np.ndarray:
+        """The predicted class of each image.
+
+        Returns
+        -------
+        ndarray
+            (N,) class indices.
+        """
         return self.proba.argmax(axis=1)
 
     @property
     def correct(self) -> np.ndarray:
-        """Images whose label is known and predicted (the ones per-class summaries use)."""
+        """Images whose label is known and predicted (the ones per-class summaries use).
+
+        Returns
+        -------
+        ndarray
+            (N,) bool.
+        """
         return (self.labels != UNLABELLED) & (self.predicted == self.labels)
 
     def summary_labels(self) -> np.ndarray:
-        """The class each image is summarised under: its label, or its prediction if unlabelled."""
+        """The class each image is summarised under: its label, or its prediction if unlabelled.
+
+        Returns
+        -------
+        ndarray
+            (N,) class indices.
+        """
         return np.where(self.labels == UNLABELLED, self.predicted, self.labels)
 
     def channel_tables(self) -> dict:
-        """Per-class tables: channel occlusion, CAM concordance, and each method's attribution share."""
+        """Per-class tables: channel occlusion, CAM concordance, and each method's attribution share.
+
+        Returns
+        -------
+        dict
+            Name -> class x channel DataFrame.
+        """
         correct = self.correct if self.correct.any() else np.ones(len(self.labels), bool)
         labels = self.summary_labels()
         tables = {
@@ -90,13 +135,19 @@ class Explanation:
             "cam_concordance": per_class_table(self.cam_concordance, labels, self.class_names, self.channel_names, correct),
         }
         for method, maps in self.maps.items():
-            if method != "gradcam":
+            if not is_spatial_only(method):
                 tables[f"{method}_share"] = per_class_table(attribution_share(maps), labels, self.class_names, self.channel_names, correct)
         return tables
 
     def metrics(self) -> dict:
         """JSON-ready results: channel_importance (class -> channel -> logit drop), cam_concordance,
-        attribution shares, faithfulness (method -> AUCs), sanity SSIM and nucleus_mass_fraction."""
+        attribution shares, faithfulness (method -> AUCs), sanity SSIM and nucleus_mass_fraction.
+
+        Returns
+        -------
+        dict
+            What ``metrics.json`` holds.
+        """
         tables = self.channel_tables()
         correct = self.correct
         labels = self.summary_labels()
@@ -136,37 +187,69 @@ def _nested(table) -> dict:
 
 
 def channel_index(channel_names: Sequence[str], name: str, option: str) -> int:
-    """Index of a channel name; a clear error names the option and the channels."""
+    """Index of a channel name.
+
+    Parameters
+    ----------
+    channel_names : sequence of str
+        The model's channels.
+    name : str
+        The channel asked for.
+    option : str
+        The option that named it, for the message.
+
+    Returns
+    -------
+    int
+        Its index.
+
+    Raises
+    ------
+    PhenolensError
+        Naming the option and the channels when `name` is not one of them.
+    """
     if name not in channel_names:
         raise PhenolensError(f"{option} {name!r} is not a channel of the model; its channels are {', '.join(channel_names)}")
     return list(channel_names).index(name)
 
 
-def explain_images(
-    classifier,
-    images: ImageSet,
-    methods: Sequence[str] = ("saliency", "gradcam", "occlusion", "integrated_gradients"),
-    target: str | int = "predicted",
-    settings: AttributionSettings | None = None,
-    nucleus_channel: str | None = None,
-    reporter_channel: str | None = None,
-    sanity_images: int = SANITY_IMAGES,
-    faithfulness_steps: int = 16,
-    seed: int = 0,
-) -> Explanation:
+def explain_images(classifier: ImageClassifier, images: ImageSet, settings: AttributionSettings | None = None, **changes: Any) -> Explanation:
     """Maps of every method for `images`, channel importance, faithfulness and sanity checks.
 
-    `nucleus_channel` (a DNA stain) gives Otsu nucleus masks; `reporter_channel` (default: the
-    first other channel) is the channel whose positive attribution mass is measured inside them.
-    The randomisation check uses the first `sanity_images` images.
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The model.
+    images : ImageSet
+        The images to explain; channels and class labels are matched to the model's by name.
+    settings : AttributionSettings, optional
+        Methods, target, per-method options and checks (default: `AttributionSettings()`).
+        `nucleus_channel` (a DNA stain) gives Otsu nucleus masks; `reporter_channel` (default: the
+        first other channel) is the channel whose positive attribution mass is measured inside them.
+        The randomisation check uses the first `sanity_images` images. `subset` and `max_images`
+        are not used here (see `explain_model`).
+    **changes
+        Field values that replace those of `settings` (the same validated object).
+
+    Returns
+    -------
+    Explanation
+        Per-image arrays and per-method results.
+
+    Raises
+    ------
+    PhenolensError
+        For a channel name the model lacks, a bad target, or images that do not fit the model.
     """
-    settings = settings or AttributionSettings()
-    methods = list(dict.fromkeys(method_name(m) for m in methods))
-    nucleus = channel_index(classifier.channel_names, nucleus_channel, "--nucleus-channel") if nucleus_channel else None
-    if reporter_channel and nucleus is None:
-        raise PhenolensError("--reporter-channel needs --nucleus-channel (the DNA stain that gives the nucleus mask)")
+    settings = settings if settings is not None else AttributionSettings()
+    if changes:
+        settings = settings.replace(**changes)
+    images = classifier.conform(images)
+    methods = list(settings.methods)
+    nucleus = channel_index(classifier.channel_names, settings.nucleus_channel, "--nucleus-channel") if settings.nucleus_channel else None
     proba = classifier.predict_proba(images)
-    targets = resolve_targets(classifier, images, target) if not (isinstance(target, str) and target == "predicted") else proba.argmax(1)
+    target = settings.target
+    targets = proba.argmax(1) if target == "predicted" else resolve_targets(classifier, images, target)
     maps = {method: attribute(classifier, images, method, targets, settings) for method in methods}
     cam = maps["gradcam"] if "gradcam" in maps else attribute(classifier, images, "gradcam", targets, settings)
     raw = classifier.normalization.std[None, :, None, None] * classifier.tensor(images).numpy() + classifier.normalization.mean[None, :, None, None]
@@ -174,20 +257,24 @@ def explain_images(
         class_names=list(classifier.class_names),
         channel_names=list(classifier.channel_names),
         raw=raw,
-        labels=np.asarray(getattr(images, "labels", np.full(len(raw), UNLABELLED))),
+        labels=np.asarray(images.labels),
         proba=proba,
         targets=targets,
         maps=maps,
         channel_occlusion=channel_occlusion(classifier, images, targets, settings.batch_size),
         cam_concordance=cam_concordance(cam[:, 0], raw),
-        settings={"methods": methods, "target": str(target), **vars(settings)},
+        settings=settings.to_dict(),
     )
     inputs, covariates = classifier.tensor(images), classifier.covariates(images)
     baseline = baseline_tensor(classifier, settings.baseline)
     for method, method_maps in maps.items():
-        explanation.faithfulness[method] = deletion_insertion(classifier, inputs, method_maps, targets, baseline, covariates, faithfulness_steps)
-    explanation.sanity_ssim = sanity_check(classifier, inputs[:sanity_images], targets[:sanity_images], maps, settings, covariates, seed)
+        explanation.faithfulness[method] = deletion_insertion(
+            classifier, inputs, method_maps, targets, baseline, covariates, settings.faithfulness_steps
+        )
+    count = settings.sanity_images
+    explanation.sanity_ssim = sanity_check(classifier, inputs[:count], targets[:count], maps, settings, covariates, settings.seed)
     if nucleus is not None:
+        reporter_channel = settings.reporter_channel
         reporter = channel_index(classifier.channel_names, reporter_channel, "--reporter-channel") if reporter_channel else (1 if nucleus == 0 else 0)
         explanation.nucleus_masks = nucleus_masks(raw, nucleus)
         explanation.reporter_channel = classifier.channel_names[reporter]
@@ -199,7 +286,30 @@ def explain_images(
 
 
 def sanity_check(classifier, inputs, targets, maps: dict, settings: AttributionSettings, covariates=None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Per-method, per-image SSIM between the trained model's maps and a re-initialised model's."""
+    """Per-method, per-image SSIM between the trained model's maps and a re-initialised model's.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The trained model.
+    inputs : Tensor
+        Normalised inputs of the checked images.
+    targets : ndarray
+        Their target classes.
+    maps : dict
+        Method -> the trained model's maps (the first ``len(inputs)`` are compared).
+    settings : AttributionSettings
+        The methods' options.
+    covariates : Tensor, optional
+        Covariates of the images.
+    seed : int
+        Seed of the re-initialisation.
+
+    Returns
+    -------
+    dict
+        Method -> (len(inputs),) SSIM values.
+    """
     random_model = randomized_copy(classifier.model, seed)
     target_tensor = torch.as_tensor(targets)
     baseline = baseline_tensor(classifier, settings.baseline)
@@ -208,3 +318,117 @@ def sanity_check(classifier, inputs, targets, maps: dict, settings: AttributionS
         method: map_ssim(trained[: len(inputs)], attribute_tensor(random_model, inputs, target_tensor, method, baseline, cov, settings).numpy())
         for method, trained in maps.items()
     }
+
+
+@dataclass
+class ModelExplanation:
+    """What `explain_model` returns.
+
+    Attributes
+    ----------
+    explanation : Explanation
+        The maps and checks.
+    images : ImageSet
+        The explained images, in the explanation's order (in the model's class and channel terms).
+    metrics : dict
+        ``explanation.metrics()`` plus how the images were explained (``fold_images`` out of fold).
+    """
+
+    explanation: Explanation
+    images: ImageSet
+    metrics: dict
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of attributions.npz: raw crops, labels, targets, probabilities, channel checks, maps and nucleus masks.
+
+        Returns
+        -------
+        dict
+            Name -> array.
+        """
+        explanation = self.explanation
+        arrays = {
+            "images": explanation.raw.astype(np.float32),
+            "labels": explanation.labels,
+            "targets": explanation.targets,
+            "proba": explanation.proba,
+            "channel_occlusion": explanation.channel_occlusion,
+            "cam_concordance": explanation.cam_concordance,
+            **{f"maps_{method}": maps.astype(np.float32) for method, maps in explanation.maps.items()},
+        }
+        if explanation.nucleus_masks is not None:
+            arrays["nucleus_masks"] = explanation.nucleus_masks
+        return arrays
+
+    def per_image_table(self) -> pd.DataFrame:
+        """One row per explained image: source, label, target, its probability, channel importance and nucleus fractions.
+
+        Returns
+        -------
+        DataFrame
+            What ``per_image.csv`` holds.
+        """
+        explanation, images = self.explanation, self.images
+        names = np.asarray(explanation.class_names + [images.unlabelled_name], dtype=object)
+        table = pd.DataFrame(
+            {
+                "source": images.meta["source"].astype(str) if "source" in images.meta else np.arange(len(images)),
+                "label": names[np.where(explanation.labels < 0, len(explanation.class_names), explanation.labels)],
+                "target": names[explanation.targets],
+                "probability": explanation.proba[np.arange(len(images)), explanation.targets],
+            }
+        )
+        for c, channel in enumerate(explanation.channel_names):
+            table[f"occlusion_drop_{channel}"] = explanation.channel_occlusion[:, c]
+            table[f"cam_concordance_{channel}"] = explanation.cam_concordance[:, c]
+        for method, fraction in explanation.nucleus_fraction.items():
+            table[f"nucleus_fraction_{method}"] = fraction
+        return table
+
+
+def explain_model(model: str | Path, images: ImageSet, settings: AttributionSettings | None = None) -> ModelExplanation:
+    """Explain a saved classifier (a `phenolens images train` folder) on the images `settings.subset` picks.
+
+    ``subset="out-of-fold"`` explains every labelled image with the cross-validation fold model that
+    never trained on it (the folds share the randomisation check's images); the other subsets use
+    the saved model. `max_images` keeps a seeded random subset.
+
+    Parameters
+    ----------
+    model : path
+        The model folder.
+    images : ImageSet
+        Candidate images; class folders and channels are matched to the model's by name.
+    settings : AttributionSettings, optional
+        What to compute (default: `AttributionSettings()`).
+
+    Returns
+    -------
+    ModelExplanation
+        The explanation, the explained images and the metrics.
+
+    Raises
+    ------
+    PhenolensError
+        For a folder without a model (or without fold models out of fold), or images that do not fit it.
+    """
+    settings = settings if settings is not None else AttributionSettings()
+    model = Path(model)
+    classifier = ImageClassifier.load(model)
+    images = classifier.conform(images)
+    if settings.subset != "out-of-fold":
+        chosen = at_most(select_images(images, held_out_sources(model), settings.subset, model), settings.max_images, settings.seed)
+        explanation = explain_images(classifier, chosen, settings)
+        return ModelExplanation(explanation, chosen, {**explanation.metrics(), "model": str(model), "dataset": images.name})
+    labelled = at_most(images.labelled(), settings.max_images, settings.seed)
+    folds, indices = out_of_fold_parts(model, labelled)
+    shared = settings.replace(sanity_images=-(-settings.sanity_images // len(folds)))  # the check tests the method, not each fold
+    parts = [explain_images(ImageClassifier.load(fold), labelled.subset(index), shared) for fold, index in zip(folds, indices)]
+    explanation = Explanation.concatenate(parts)
+    explanation.settings = {
+        **settings.to_dict(),
+        "explained_by": f"out of fold: each image by the one of {len(folds)} fold models that never trained on it",
+    }
+    fold_images = {fold.name: len(index) for fold, index in zip(folds, indices)}
+    metrics = {**explanation.metrics(), "fold_images": fold_images, "model": str(model), "dataset": images.name}
+    return ModelExplanation(explanation, labelled.subset(np.concatenate(indices)), metrics)

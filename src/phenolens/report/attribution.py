@@ -8,21 +8,37 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from phenolens.explain.attribution import is_spatial_only, method_title
 from phenolens.report.classifier import bare
 from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
 from phenolens.report.html import Section
 
-METHOD_TITLES = {"saliency": "Saliency", "gradcam": "Grad-CAM", "occlusion": "Occlusion", "integrated_gradients": "Integrated gradients"}
-
 
 def overlay_figure(explanation, rows: Sequence[tuple[str, int]], methods: Sequence[str], title: str):
     """One row per (label, image index): each channel in grey, then each method's map of each
-    channel (one map for Grad-CAM) in red (positive) / blue (negative), nucleus outline in yellow."""
+    channel (one map for Grad-CAM) in red (positive) / blue (negative), nucleus outline in yellow.
+
+    Parameters
+    ----------
+    explanation : Explanation
+        The maps and images.
+    rows : sequence of (str, int)
+        Row label and image index.
+    methods : sequence of str
+        The methods to draw.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    Figure
+        A matplotlib figure.
+    """
     raw, names = explanation.raw, explanation.channel_names
     limits = channel_limits([raw[i] for _, i in rows], len(names))
     columns = [("image", c, None) for c in range(len(names))]
     for method in methods:
-        channels = [0] if method == "gradcam" else range(len(names))
+        channels = [0] if is_spatial_only(method) else range(len(names))
         columns += [("map", c, method) for c in channels]
     fig, axes = figure(1.1 * len(columns) + 1.6, 1.15 * len(rows) + 0.8, nrows=len(rows), ncols=len(columns), squeeze=False)
     for r, (label, index) in enumerate(rows):
@@ -36,7 +52,7 @@ def overlay_figure(explanation, rows: Sequence[tuple[str, int]], methods: Sequen
                 values = explanation.maps[method][index, channel]
                 bound = float(np.abs(values).max()) or 1.0
                 axis.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound)
-                heading = METHOD_TITLES[method] + ("" if method == "gradcam" else f"\n{names[channel]}")
+                heading = method_title(method) + ("" if is_spatial_only(method) else f"\n{names[channel]}")
             if explanation.nucleus_masks is not None:
                 axis.contour(explanation.nucleus_masks[index], levels=[0.5], colors=[OKABE_ITO[3]], linewidths=0.6)
             if r == 0:
@@ -47,7 +63,20 @@ def overlay_figure(explanation, rows: Sequence[tuple[str, int]], methods: Sequen
 
 
 def gallery_rows(explanation, per_class: int = 2) -> list[tuple[str, int]]:
-    """Most and least confident correctly classified images of each class (label, index)."""
+    """Most and least confident correctly classified images of each class.
+
+    Parameters
+    ----------
+    explanation : Explanation
+        The explanation.
+    per_class : int
+        Images per class (half most, half least confident).
+
+    Returns
+    -------
+    list of (str, int)
+        Row label and image index.
+    """
     rows = []
     confidence = explanation.proba[np.arange(len(explanation.proba)), explanation.targets]
     labels = explanation.summary_labels()
@@ -62,7 +91,20 @@ def gallery_rows(explanation, per_class: int = 2) -> list[tuple[str, int]]:
 
 
 def channel_importance_figure(table: pd.DataFrame, ylabel: str, title: str):
-    """Grouped bars: one group per class, one bar per channel."""
+    """Grouped bars: one group per class, one bar per channel.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Class x channel values.
+    ylabel, title : str
+        Axis label and title.
+
+    Returns
+    -------
+    Figure
+        A matplotlib figure.
+    """
     fig, axis = figure(max(5.0, 1.2 * len(table) + 2), 3.6)
     width = 0.8 / max(len(table.columns), 1)
     positions = np.arange(len(table))
@@ -76,11 +118,22 @@ def channel_importance_figure(table: pd.DataFrame, ylabel: str, title: str):
 
 
 def faithfulness_figure(faithfulness: dict):
-    """Mean deletion and insertion curves of every method."""
+    """Mean deletion and insertion curves of every method.
+
+    Parameters
+    ----------
+    faithfulness : dict
+        Method -> `deletion_insertion` result.
+
+    Returns
+    -------
+    Figure
+        A matplotlib figure.
+    """
     fig, (deletion, insertion) = figure(10.0, 3.8, ncols=2)
     for method, result in faithfulness.items():
         for axis, kind in ((deletion, "deletion"), (insertion, "insertion")):
-            label = f"{METHOD_TITLES[method]} (AUC {np.mean(result[f'{kind}_auc']):.2f})"
+            label = f"{method_title(method)} (AUC {np.mean(result[f'{kind}_auc']):.2f})"
             axis.plot(result["fractions"], result[f"{kind}_curves"].mean(axis=0), label=label)
     deletion.set(xlabel="fraction of pixels removed (most attributed first)", ylabel="target probability", title="Deletion: lower is better")
     insertion.set(xlabel="fraction of pixels inserted (most attributed first)", ylabel="target probability", title="Insertion: higher is better")
@@ -90,7 +143,20 @@ def faithfulness_figure(faithfulness: dict):
 
 
 def absence_warnings(occlusion: pd.DataFrame, share: float = 0.1) -> list[str]:
-    """Sentences for classes where replacing a channel by its mean barely lowers, or even raises, the logit."""
+    """Sentences for classes where replacing a channel by its mean barely lowers, or even raises, the logit.
+
+    Parameters
+    ----------
+    occlusion : DataFrame
+        Class x channel logit drops.
+    share : float
+        A drop below this share of the class's largest drop counts as "barely".
+
+    Returns
+    -------
+    list of str
+        One warning per such class and channel.
+    """
     notes = []
     for cls, row in occlusion.iterrows():
         top = row.max()
@@ -106,7 +172,20 @@ def absence_warnings(occlusion: pd.DataFrame, share: float = 0.1) -> list[str]:
 
 
 def explanation_section(explanation, title: str = "Explanations") -> Section:
-    """The report section of an `Explanation`."""
+    """The report section of an `Explanation`.
+
+    Parameters
+    ----------
+    explanation : Explanation
+        The explanation.
+    title : str
+        Section title.
+
+    Returns
+    -------
+    Section
+        Text, gallery, channel importance, faithfulness and sanity figures and tables.
+    """
     metrics = explanation.metrics()
     methods = list(explanation.maps)
     section = Section(title)
@@ -127,8 +206,8 @@ def explanation_section(explanation, title: str = "Explanations") -> Section:
     for note in absence_warnings(occlusion):
         section.text(note)
     for method in methods:
-        if method != "gradcam":
-            section.table(tables[f"{method}_share"].reset_index(), f"{METHOD_TITLES[method]}: share of absolute attribution per channel")
+        if not is_spatial_only(method):
+            section.table(tables[f"{method}_share"].reset_index(), f"{method_title(method)}: share of absolute attribution per channel")
     rows = gallery_rows(explanation)
     if rows:
         section.figure(
@@ -139,7 +218,7 @@ def explanation_section(explanation, title: str = "Explanations") -> Section:
     section.figure(faithfulness_figure(explanation.faithfulness), "Which explanation to trust on these images.", "faithfulness.png")
     quality = pd.DataFrame(
         {
-            "method": [METHOD_TITLES[m] for m in methods],
+            "method": [method_title(m) for m in methods],
             "deletion AUC (lower better)": [metrics["faithfulness"][m]["deletion_auc"] for m in methods],
             "insertion AUC (higher better)": [metrics["faithfulness"][m]["insertion_auc"] for m in methods],
             "SSIM vs randomised model (lower better)": [metrics["sanity_ssim"].get(m, np.nan) for m in methods],
@@ -149,11 +228,11 @@ def explanation_section(explanation, title: str = "Explanations") -> Section:
         for cls in explanation.class_names:
             quality[f"in nucleus: {cls}"] = [metrics["nucleus_mass_fraction"][m].get(cls, np.nan) for m in methods]
         quality["in cell (all classes)"] = [metrics["cell_mass_fraction"][m] for m in methods]
-        outside = [METHOD_TITLES[m] for m in methods if (metrics["cell_mass_fraction"][m] or 1.0) < 0.5]
+        outside = [method_title(m) for m in methods if (metrics["cell_mass_fraction"][m] or 1.0) < 0.5]
         if outside:
             section.text(f"{', '.join(outside)}: most of the positive attribution lies outside the cell; they do not locate the evidence.")
     section.table(quality, f"Faithfulness, sanity and (reporter channel {explanation.reporter_channel}) positive mass inside the nucleus")
-    failed = [METHOD_TITLES[m] for m in methods if metrics["sanity_ssim"].get(m, 0) > 0.8]
+    failed = [method_title(m) for m in methods if metrics["sanity_ssim"].get(m, 0) > 0.8]
     if failed:
         section.text(f"{', '.join(failed)}: maps of a randomly re-initialised model look alike (SSIM > 0.8): they show the image, not the model.")
     return section

@@ -13,7 +13,18 @@ from phenolens.report.html import Section
 
 
 def training_curves_figure(epochs: list[dict]):
-    """Training and validation loss per epoch, learning rate on a second axis."""
+    """Training and validation loss per epoch, learning rate on a second axis.
+
+    Parameters
+    ----------
+    epochs : list of dict
+        `History.epochs`.
+
+    Returns
+    -------
+    Figure
+        A matplotlib figure.
+    """
     fig, axis = figure(6.4, 3.6)
     steps = [record["epoch"] + 1 for record in epochs]
     axis.plot(steps, [r["train_loss"] for r in epochs], label="training loss")
@@ -31,7 +42,20 @@ def training_curves_figure(epochs: list[dict]):
 
 
 def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]):
-    """Row-normalised confusion matrix with the counts written in each cell."""
+    """Row-normalised confusion matrix with the counts written in each cell.
+
+    Parameters
+    ----------
+    matrix : sequence of sequence of int
+        Counts, rows true and columns predicted.
+    class_names : sequence of str
+        The classes.
+
+    Returns
+    -------
+    Figure
+        A matplotlib figure.
+    """
     counts = np.asarray(matrix, dtype=float)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     k = len(class_names)
@@ -50,7 +74,22 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
 
 
 def roc_pr_figure(labels: np.ndarray, proba: np.ndarray, class_names: Sequence[str]):
-    """One-vs-rest ROC and precision-recall curves per class."""
+    """One-vs-rest ROC and precision-recall curves per class.
+
+    Parameters
+    ----------
+    labels : ndarray
+        (N,) true classes.
+    proba : ndarray
+        (N, K) probabilities.
+    class_names : sequence of str
+        The classes.
+
+    Returns
+    -------
+    Figure
+        A matplotlib figure.
+    """
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     fig, (roc_axis, pr_axis) = figure(10.0, 4.2, ncols=2)
@@ -71,7 +110,26 @@ def roc_pr_figure(labels: np.ndarray, proba: np.ndarray, class_names: Sequence[s
 
 
 def embedding_figure(features: np.ndarray, class_labels: np.ndarray, class_names: Sequence[str], wells: np.ndarray | None, seed: int = 0):
-    """t-SNE of penultimate features, coloured by class and (second panel) by well."""
+    """t-SNE of penultimate features, coloured by class and (second panel) by well.
+
+    Parameters
+    ----------
+    features : ndarray
+        (N, D) features.
+    class_labels : ndarray
+        (N,) classes.
+    class_names : sequence of str
+        The classes.
+    wells : ndarray or None
+        (N,) well per image, for the second panel.
+    seed : int
+        Seed of t-SNE.
+
+    Returns
+    -------
+    Figure
+        A matplotlib figure.
+    """
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
@@ -94,7 +152,13 @@ def embedding_figure(features: np.ndarray, class_labels: np.ndarray, class_names
 
 
 def bare(axis) -> None:
-    """An image panel: no ticks, no frame."""
+    """Make `axis` an image panel: no ticks, no frame.
+
+    Parameters
+    ----------
+    axis : Axes
+        A matplotlib axis.
+    """
     axis.set_xticks([])
     axis.set_yticks([])
     for spine in axis.spines.values():
@@ -102,7 +166,22 @@ def bare(axis) -> None:
 
 
 def first_layer_filters_figure(model: torch.nn.Module, channel_names: Sequence[str], limit: int = 16):
-    """The first convolution's kernels: one row per input channel, one column per filter."""
+    """The first convolution's kernels: one row per input channel, one column per filter.
+
+    Parameters
+    ----------
+    model : Module
+        The network (an ensemble's first member is drawn).
+    channel_names : sequence of str
+        Row labels.
+    limit : int
+        Most filters drawn.
+
+    Returns
+    -------
+    Figure
+        A matplotlib figure.
+    """
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     weights = conv.weight.detach().cpu().numpy()[:limit]
     bound = float(np.abs(weights).max()) or 1.0
@@ -121,7 +200,20 @@ def first_layer_filters_figure(model: torch.nn.Module, channel_names: Sequence[s
 
 
 def pointwise_weights_figure(model: torch.nn.Module, limit: int = 4):
-    """Weight matrices (output x input channels) of the network's 1x1 convolutions, or None if it has none."""
+    """Weight matrices (output x input channels) of the network's 1x1 convolutions, or None if it has none.
+
+    Parameters
+    ----------
+    model : Module
+        The network.
+    limit : int
+        Most matrices drawn.
+
+    Returns
+    -------
+    Figure or None
+        A matplotlib figure.
+    """
     named = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)][:limit]
     if not named:
         return None
@@ -137,7 +229,22 @@ def pointwise_weights_figure(model: torch.nn.Module, limit: int = 4):
 
 
 def training_section(run, images, title: str = "Image classifier") -> Section:
-    """Report section of a `TrainingRun` on `images` (the ImageSet it was trained on)."""
+    """Report section of a `TrainingRun` on `images` (the ImageSet it was trained on).
+
+    Parameters
+    ----------
+    run : TrainingRun
+        The trained classifier and its evaluation.
+    images : ImageSet
+        The training images.
+    title : str
+        Section title.
+
+    Returns
+    -------
+    Section
+        Text and figures: curves, confusion, ROC/PR, embedding, filters.
+    """
     classifier, metrics = run.classifier, run.metrics
     labelled = images.labelled()
     section = Section(title)
@@ -174,4 +281,42 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
     pointwise = pointwise_weights_figure(classifier.model)
     if pointwise is not None:
         section.figure(pointwise, "1x1 convolutions mix channels without looking at space.", "pointwise.png")
+    return section
+
+
+def prediction_section(predictions, class_names: Sequence[str], group_by: str | None = None, title: str = "Predictions") -> Section:
+    """Report section of `phenolens.training.predict`'s result: predicted class counts, accuracy on labelled images, group fractions.
+
+    Parameters
+    ----------
+    predictions : Predictions
+        The result of `phenolens.training.predict`.
+    class_names : sequence of str
+        The model's classes.
+    group_by : str, optional
+        The grouping column, when groups were computed.
+    title : str
+        Section title.
+
+    Returns
+    -------
+    Section
+        Text, a count table, the confusion matrix of the labelled images and the first groups.
+    """
+    import pandas as pd
+
+    metrics = predictions.metrics
+    section = Section(title)
+    section.text(f"{metrics['n_images']} images; the predicted class is the one of highest probability (columns p_<class> of predictions.parquet).")
+    counts = pd.DataFrame({"class": list(metrics["predicted_counts"]), "predicted images": list(metrics["predicted_counts"].values())})
+    section.table(counts, "Images per predicted class.")
+    labelled = metrics.get("labelled")
+    if labelled:
+        section.text(f"On the {labelled['n_images']} labelled images: accuracy {labelled['accuracy']:.3f}, macro-F1 {labelled['macro_f1']:.3f}.")
+        section.figure(confusion_figure(labelled["confusion_matrix"], class_names), "Counts per true/predicted class.", "confusion.png")
+    if predictions.groups is not None:
+        shown = predictions.groups.head(50)
+        section.table(
+            shown, f"Share of each predicted class per {group_by} (first {len(shown)} of {len(predictions.groups)} groups; all in groups.parquet)."
+        )
     return section

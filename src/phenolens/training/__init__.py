@@ -1,29 +1,51 @@
-"""Training: one loop with callbacks, shared by every phenolens model; image classifiers on top of it."""
+"""Training: one loop with callbacks, shared by every phenolens model; image classifiers on top of it.
 
-from phenolens.training.augment import CutMixBatch, cutmix, dim, flips_and_rotations, pseudo_label_weight
-from phenolens.training.classifier import ImageClassifier, fit_classifier
-from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit, make_loader
-from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
-from phenolens.training.splits import stratified_folds, stratified_split
+Names load on first use (``phenolens.training.fit_classifier`` imports torch then), so that the
+settings classes, and the command line built from them, load without torch.
+"""
 
-__all__ = [
-    "Callback",
-    "ChannelNormalization",
-    "CosineAnnealing",
-    "CovariateEncoding",
-    "CutMixBatch",
-    "EarlyStopping",
-    "History",
-    "ImageClassifier",
-    "ReduceLROnPlateau",
-    "cutmix",
-    "dim",
-    "fit",
-    "fit_classifier",
-    "flips_and_rotations",
-    "make_loader",
-    "padded_array",
-    "pseudo_label_weight",
-    "stratified_folds",
-    "stratified_split",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "CutMixBatch": "augment",
+    "cutmix": "augment",
+    "dim": "augment",
+    "flips_and_rotations": "augment",
+    "pseudo_label_weight": "augment",
+    "ImageClassifier": "classifier",
+    "TrainingRun": "evaluation",
+    "save_with_held_out": "evaluation",
+    "train_and_evaluate": "evaluation",
+    "ImageClassifierEstimator": "fitting",
+    "fit_classifier": "fitting",
+    "Callback": "loop",
+    "CosineAnnealing": "loop",
+    "EarlyStopping": "loop",
+    "History": "loop",
+    "ReduceLROnPlateau": "loop",
+    "fit": "loop",
+    "make_loader": "loop",
+    "Predictions": "prediction",
+    "predict": "prediction",
+    "ChannelNormalization": "preprocess",
+    "CovariateEncoding": "preprocess",
+    "padded_array": "preprocess",
+    "ImagePredictionSettings": "settings",
+    "ImageTrainingSettings": "settings",
+    "stratified_folds": "splits",
+    "stratified_split": "splits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

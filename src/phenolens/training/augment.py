@@ -24,6 +24,24 @@ def flips_and_rotations(
     `fill` (a scalar or (1, C, 1, 1), in the units of `x`) enters the corners that a rotation brings
     in from outside the frame. For normalised crops it should be the value of a raw 0, the value
     centre-padding gives: a normalised 0 is the channel mean, grey corners that no test image has.
+
+    Parameters
+    ----------
+    x : Tensor
+        (N, C, H, W) batch.
+    generator : Generator
+        Source of the random draws.
+    max_degrees : float
+        Largest small rotation.
+    turns : bool
+        Also draw 90-degree turns (square inputs only).
+    fill : Tensor or float
+        Value of the corners brought in from outside.
+
+    Returns
+    -------
+    Tensor
+        The transformed batch.
     """
     n = len(x)
     angle = (torch.rand(n, generator=generator) * 2.0 - 1.0) * math.radians(max_degrees)
@@ -47,6 +65,22 @@ def dim(x: torch.Tensor, generator: torch.Generator, dimming: float, black: torc
     black + g (x - black). The point is the path of integrated gradients from a black baseline,
     which runs through the dimmed copies of each image: a model that never saw them behaves
     arbitrarily there, and the attribution integrates that behaviour.
+
+    Parameters
+    ----------
+    x : Tensor
+        (N, C, H, W) normalised batch.
+    generator : Generator
+        Source of the gains.
+    dimming : float
+        Largest relative dimming, in [0, 1).
+    black : Tensor
+        (1, C, 1, 1) normalised raw 0.
+
+    Returns
+    -------
+    Tensor
+        The dimmed batch.
     """
     gain = 1.0 - dimming * torch.rand(len(x), 1, 1, 1, generator=generator, dtype=x.dtype)
     return black + gain * (x - black)
@@ -67,6 +101,22 @@ def cutmix(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, pr
 
     lambda ~ Beta(1, 1) (uniform) sets the box area to (1 - lambda) of the image; the box is clipped
     at the border, so the label weight is recomputed from the area actually pasted.
+
+    Parameters
+    ----------
+    x : Tensor
+        (N, C, H, W) batch.
+    labels : Tensor
+        (N,) labels.
+    generator : Generator
+        Source of the partners, boxes and choices.
+    probability : float
+        Share of the images that get a box (the others keep weight 1).
+
+    Returns
+    -------
+    CutMixBatch
+        Mixed images, both labels and the per-image weight of the own label.
     """
     n, _, height, width = x.shape
     partner = torch.randperm(n, generator=generator)
@@ -86,7 +136,22 @@ def cutmix(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, pr
 
 
 def pseudo_label_weight(epoch: int, start: int, full: int, final_weight: float) -> float:
-    """alpha(t) of Lee (2013): 0 before epoch `start`, rising linearly to `final_weight` at `full`, then constant."""
+    """alpha(t) of Lee (2013): 0 before epoch `start`, rising linearly to `final_weight` at `full`, then constant.
+
+    Parameters
+    ----------
+    epoch : int
+        The current epoch.
+    start, full : int
+        Epochs where the ramp starts and ends.
+    final_weight : float
+        The weight from `full` on.
+
+    Returns
+    -------
+    float
+        The pseudo-label loss weight.
+    """
     if epoch < start:
         return 0.0
     if epoch >= full:

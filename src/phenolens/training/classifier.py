@@ -1,12 +1,16 @@
-"""`fit_classifier`: train an image classifier on an ImageSet; `ImageClassifier`: apply, save, load it.
+"""`ImageClassifier`: a trained image classifier and everything needed to apply it correctly.
 
-The trained object carries everything needed to use the model correctly later: class and channel
-names, the crop size, the per-channel normalisation and the covariate encoding. It is saved with
-`phenolens.nn.weights` (safetensors + JSON), so nothing is ever unpickled.
+The object carries class and channel names, the crop size, the per-channel normalisation and the
+covariate encoding. It is saved with `phenolens.nn.weights` (safetensors + JSON), so nothing is ever
+unpickled. Images given to it are matched to the model by name (`conform`): channels are put in the
+model's order, class labels are re-indexed to the model's classes. Training lives in
+`phenolens.training.fitting`.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,32 +19,80 @@ import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
-from phenolens.core.seeding import seed_everything, torch_generator
-from phenolens.data.containers import ImageSet
-from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
+from phenolens.core.runs import is_partial
+from phenolens.data.containers import UNLABELLED, ImageSet
+from phenolens.nn.backbones import ImageClassifierNet
 from phenolens.nn.weights import ModelCard, load_model, save_model
-from phenolens.training.augment import cutmix, dim, flips_and_rotations, pseudo_label_weight
-from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
+from phenolens.training.loop import Callback, History
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
-from phenolens.training.splits import group_column, stratified_split
+from phenolens.training.settings import PREDICTION_BATCH
 
 log = get_logger(__name__)
 
+_UNNAMED_CHANNEL = re.compile(r"ch\d+")  # the names a reader gives channels when the user named none
+
 
 class EpochLog(Callback):
-    """Log each epoch's losses (visible with PHENOLENS_LOG=INFO when no progress bar is shown)."""
+    """Log each epoch's losses (visible with PHENOLENS_LOG=INFO when no progress bar is shown).
+
+    Parameters
+    ----------
+    description : str
+        What is being trained, at the start of each line.
+    """
 
     def __init__(self, description: str):
         self.description = description
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        """Log the epoch's record; never stops training (see `Callback.on_epoch_end`)."""
         log.info("%s: epoch %d train_loss %.4f val_loss %.4f", self.description, epoch, record["train_loss"], record.get("val_loss", float("nan")))
         return False
 
 
+def image_chunks(images: ImageSet | np.ndarray, batch_size: int) -> Iterator[ImageSet | np.ndarray]:
+    """Consecutive chunks of at most `batch_size` images, in order.
+
+    Parameters
+    ----------
+    images : ImageSet or ndarray
+        The images to split.
+    batch_size : int
+        Images per chunk (>= 1).
+
+    Returns
+    -------
+    iterator
+        Sub-ImageSets (or array slices).
+    """
+    for start in range(0, len(images), batch_size):
+        stop = min(start + batch_size, len(images))
+        yield images.subset(np.arange(start, stop)) if isinstance(images, ImageSet) else images[start:stop]
+
+
 @dataclass
 class ImageClassifier:
-    """A trained image classifier and what it needs to be applied: names, size, normalisation."""
+    """A trained image classifier and what it needs to be applied: names, size, normalisation.
+
+    Parameters
+    ----------
+    model : ImageClassifierNet
+        The network (a single one or an `Ensemble`).
+    class_names : list of str
+        Output classes, in logit order.
+    channel_names : list of str
+        The stains the network reads, in input order.
+    size : int
+        Crop size: images are centre-padded (or centre-cropped) to it.
+    normalization : ChannelNormalization
+        Per-channel statistics of the training images.
+    covariate : CovariateEncoding, optional
+        One-hot encoding of a metadata column, when the model was trained with one.
+    history : History, optional
+        Per-epoch losses of training.
+    settings : dict
+        What training recorded (settings, hyperparameters, split sizes); saved in model.json.
+    """
 
     model: ImageClassifierNet
     class_names: list[str]
@@ -53,18 +105,120 @@ class ImageClassifier:
 
     @property
     def architecture(self) -> str:
+        """The registered architecture name of the network.
+
+        Returns
+        -------
+        str
+            ``resnet18``, ``vgg``, ``densenet`` or ``ensemble``.
+        """
         return type(self.model).architecture_name
 
+    def conform(self, images: ImageSet) -> ImageSet:
+        """`images` with the model's channel order and class indices, both matched by name.
+
+        Channels named like the model's but in another order are reordered; channels without names
+        (``ch0, ch1, ...``: none were given) are taken in the model's order. Labels are re-indexed
+        to the model's class names (a class folder ``AAA`` is never read as the model's first class).
+
+        Parameters
+        ----------
+        images : ImageSet
+            Images read from a folder, manifest or dataset.
+
+        Returns
+        -------
+        ImageSet
+            The same images (unchanged object when nothing differs) in the model's terms.
+
+        Raises
+        ------
+        PhenolensError
+            When channel names differ from the model's, or a labelled image's class is not one of the model's.
+        """
+        return self._with_model_classes(self._with_model_channels(images))
+
+    def _with_model_channels(self, images: ImageSet) -> ImageSet:
+        given, wanted = list(images.channel_names), list(self.channel_names)
+        if given == wanted or len(given) != len(wanted):
+            return images  # a different count is `padded_array`'s one-line error
+        if sorted(given) == sorted(wanted):
+            order = [given.index(name) for name in wanted]
+            log.info("%s: channels %s reordered to the model's %s", images.name, ",".join(given), ",".join(wanted))
+            chosen = images.images[:, order] if isinstance(images.images, np.ndarray) else [image[order] for image in images.images]
+        elif all(_UNNAMED_CHANNEL.fullmatch(name) for name in given):
+            chosen = images.images
+        else:
+            raise PhenolensError(
+                f"{images.name}: the images' channels are {', '.join(given)} but the model reads {', '.join(wanted)}; "
+                "name the files' channels with --channels (in the files' order) using the model's names"
+            )
+        return ImageSet(chosen, images.labels, list(images.class_names), wanted, images.meta, images.unlabelled_name, images.name)
+
+    def _with_model_classes(self, images: ImageSet) -> ImageSet:
+        if list(images.class_names) == list(self.class_names):
+            return images
+        used = sorted({images.class_names[label] for label in np.unique(images.labels) if label != UNLABELLED})
+        unknown = [name for name in used if name not in self.class_names]
+        if unknown:
+            raise PhenolensError(
+                f"{images.name}: class {', '.join(repr(u) for u in unknown)} is not a class of the model, which knows "
+                f"{', '.join(self.class_names)}; rename the class folder (or manifest label) to one of those"
+            )
+        index = np.array([self.class_names.index(name) if name in self.class_names else UNLABELLED for name in images.class_names] + [UNLABELLED])
+        labels = index[np.where(images.labels == UNLABELLED, len(images.class_names), images.labels)]
+        return ImageSet(images.images, labels, list(self.class_names), list(images.channel_names), images.meta, images.unlabelled_name, images.name)
+
     def array(self, images: ImageSet | np.ndarray) -> np.ndarray:
-        """Padded, checked and normalised (N, C, size, size) float32 array."""
+        """Padded, checked and normalised (N, C, size, size) float32 array.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            An ImageSet (channels matched by name) or an (N, C, H, W) array in the model's channel order.
+
+        Returns
+        -------
+        ndarray
+            The network input.
+        """
+        if isinstance(images, ImageSet):
+            images = self._with_model_channels(images)
         return self.normalization(padded_array(images, self.size, self.channel_names)).astype(np.float32)
 
     def tensor(self, images: ImageSet | np.ndarray) -> torch.Tensor:
-        """The network input for `images` (see `array`)."""
+        """The network input for `images` as a tensor (see `array`).
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            The images.
+
+        Returns
+        -------
+        Tensor
+            (N, C, size, size) float32.
+        """
         return torch.from_numpy(self.array(images))
 
     def covariates(self, images: ImageSet | np.ndarray) -> torch.Tensor | None:
-        """One-hot covariates for `images`, or None when the model was trained without them."""
+        """One-hot covariates for `images`, or None when the model was trained without them.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            The images.
+
+        Returns
+        -------
+        Tensor or None
+            (N, categories) float32.
+
+        Raises
+        ------
+        PhenolensError
+            When the model needs a covariate and `images` is a bare array or lacks the column.
+        """
         if self.covariate is None:
             return None
         if not isinstance(images, ImageSet):
@@ -72,38 +226,109 @@ class ImageClassifier:
         return self.covariate(images)
 
     @torch.no_grad()
-    def _batched(self, images: ImageSet | np.ndarray, function, batch_size: int) -> np.ndarray:
-        inputs, covariates = self.tensor(images), self.covariates(images)
+    def _batched(self, images: ImageSet | np.ndarray, function: Callable, batch_size: int) -> np.ndarray:
+        """`function(inputs, covariates)` over chunks of `images`: only one chunk's input is in memory at a time."""
         self.model.eval()
-        outputs = [
-            function(inputs[i : i + batch_size], None if covariates is None else covariates[i : i + batch_size])
-            for i in range(0, len(inputs), batch_size)
-        ]
+        outputs = [function(self.tensor(chunk), self.covariates(chunk)) for chunk in image_chunks(images, batch_size)]
         return torch.cat(outputs).numpy()
 
-    def logits(self, images: ImageSet | np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(N, K) logits."""
+    def logits(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
+        """(N, K) logits.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            An ImageSet (channels matched to the model's by name) or an (N, C, H, W) array in the model's channel order.
+        batch_size : int
+            Images per forward pass (only one batch's input is in memory at a time).
+
+        Returns
+        -------
+        ndarray
+            Logits, columns in `class_names` order.
+        """
         return self._batched(images, self.model, batch_size)
 
-    def predict_proba(self, images: ImageSet | np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(N, K) class probabilities (softmax of the logits), columns in `class_names` order."""
+    def predict_proba(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
+        """(N, K) class probabilities (softmax of the logits).
+
+        Parameters
+        ----------
+        images, batch_size
+            As for `logits`.
+
+        Returns
+        -------
+        ndarray
+            Probabilities, columns in `class_names` order.
+        """
         return torch.softmax(torch.from_numpy(self.logits(images, batch_size)), dim=1).numpy()
 
-    def predict(self, images: ImageSet | np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(N,) predicted class indices."""
+    def predict(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
+        """(N,) predicted class indices.
+
+        Parameters
+        ----------
+        images, batch_size
+            As for `logits`.
+
+        Returns
+        -------
+        ndarray
+            Indices into `class_names`.
+        """
         return self.logits(images, batch_size).argmax(axis=1)
 
-    def embed(self, images: ImageSet | np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """(N, D) penultimate features (pooled maps plus covariates)."""
+    def embed(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
+        """(N, D) penultimate features (pooled maps plus covariates).
+
+        Parameters
+        ----------
+        images, batch_size
+            As for `logits`.
+
+        Returns
+        -------
+        ndarray
+            The features (an ensemble's members side by side).
+        """
         return self._batched(images, self.model.embed, batch_size)
 
     def class_index(self, name: str) -> int:
-        """Index of a class name; a clear error names the known classes."""
+        """Index of a class name.
+
+        Parameters
+        ----------
+        name : str
+            A class name.
+
+        Returns
+        -------
+        int
+            Its index in `class_names`.
+
+        Raises
+        ------
+        PhenolensError
+            Naming the known classes when `name` is not one of them.
+        """
         if name not in self.class_names:
             raise PhenolensError(f"unknown target class {name!r}; the model knows {', '.join(self.class_names)}")
         return self.class_names.index(name)
 
     def card(self, extra: dict | None = None) -> ModelCard:
+        """The JSON description saved beside the weights (architecture, names, normalisation, settings, history).
+
+        Parameters
+        ----------
+        extra : dict, optional
+            More JSON-ready fields for ``extra``.
+
+        Returns
+        -------
+        ModelCard
+            The card.
+        """
         return ModelCard(
             architecture=self.architecture,
             hyperparameters=dict(self.settings.get("hyperparameters", {})),
@@ -119,12 +344,43 @@ class ImageClassifier:
         )
 
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
-        """Write `model.safetensors` + `model.json` into `folder`."""
+        """Write `model.safetensors` + `model.json` into `folder`.
+
+        Parameters
+        ----------
+        folder : path
+            Destination folder (created).
+        extra : dict, optional
+            More JSON-ready fields for model.json's ``extra``.
+
+        Returns
+        -------
+        Path
+            The folder.
+        """
         return save_model(self.model, folder, self.card(extra))
 
     @classmethod
     def load(cls, folder: str | Path) -> ImageClassifier:
-        """Rebuild a classifier saved by `save` (errors name the file and what is wrong)."""
+        """Rebuild a classifier saved by `save`.
+
+        Parameters
+        ----------
+        folder : path
+            A folder with model.safetensors and model.json (a `phenolens images train` output).
+
+        Returns
+        -------
+        ImageClassifier
+            The classifier, ready to apply.
+
+        Raises
+        ------
+        PhenolensError
+            Naming the file and what is wrong when the folder holds no image classifier or a damaged one.
+        """
+        if is_partial(folder):
+            raise PhenolensError(f"{folder}: the staging folder of an interrupted run, not a finished model; re-run the training command")
         model, card = load_model(folder)
         if not isinstance(model, ImageClassifierNet):
             raise PhenolensError(
@@ -144,198 +400,3 @@ class ImageClassifier:
             history=history,
             settings={**card.extra.get("settings", {}), "hyperparameters": card.hyperparameters},
         )
-
-
-def fit_classifier(
-    images: ImageSet,
-    arch: str = "resnet18",
-    *,
-    width: float = 0.5,
-    stem_stride: int = 1,
-    blocks: list[int] | None = None,
-    loss: str = "composite",
-    size: int | None = None,
-    epochs: int = 30,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    weight_decay: float = 1e-4,
-    augment: bool = True,
-    max_rotation: float = 10.0,
-    cutmix_probability: float = 0.5,
-    dimming: float = 0.0,
-    pseudo_labels: bool = True,
-    pseudo_start: int | None = None,
-    pseudo_full: int | None = None,
-    pseudo_weight: float = 0.5,
-    balanced: bool = False,
-    covariate: str | None = None,
-    validation_fraction: float = 0.15,
-    group_by: str | None = None,
-    patience: int = 10,
-    schedule: str = "plateau",
-    seed: int = 0,
-    members: int = 1,
-    description: str = "training classifier",
-) -> ImageClassifier:
-    """Train a `arch` classifier on the labelled images of `images` and return it.
-
-    - Images are centre-padded to `size` (default: the largest crop) and normalised per channel
-      with statistics of the training images.
-    - `validation_fraction` of the labelled images (stratified; grouped by the `group_by` metadata
-      column when given) are held out for early stopping and learning-rate reduction; 0 trains for
-      all `epochs` on everything.
-    - `loss`: "softmax", "arcface" (s=30, m=0.5) or "composite" (0.2 ArcFace + 0.8 softmax).
-    - `augment`: flips, 90-degree turns, rotations of up to `max_rotation` degrees, and CutMix on
-      a `cutmix_probability` share of each batch; with `dimming` > 0, each image's brightness is
-      also scaled by a gain drawn from U(1 - dimming, 1).
-    - `pseudo_labels`: the unlabelled images of `images` (label -1), if any, join every batch with
-      their current predicted class as the label and weight alpha(t) rising from 0 at epoch
-      `pseudo_start` (default epochs // 4) to `pseudo_weight` at `pseudo_full` (default epochs // 2).
-    - `balanced`: weight each labelled image's loss by the inverse frequency of its class.
-    - `schedule`: "plateau" halves the learning rate when the validation loss stalls; "cosine"
-      anneals it to 0 over `epochs` (best for a fixed, short budget).
-    - `covariate`: a metadata column one-hot encoded and concatenated to the pooled features.
-    - `members` > 1 trains a deep ensemble (`Ensemble`): member m starts from seed `seed + m`
-      (initialisation, augmentation, batching) on the same split and normalisation; member 0 is the
-      model `members=1` trains. The history kept is member 0's.
-    """
-    if not 0.0 <= cutmix_probability <= 1.0:
-        raise PhenolensError(f"the CutMix share {cutmix_probability} must lie in [0, 1] (--cutmix); 0 turns CutMix off")
-    if not 0.0 <= dimming < 1.0:
-        raise PhenolensError(f"the dimming {dimming} must lie in [0, 1) (--dimming); 0 turns it off")
-    if members < 1:
-        raise PhenolensError(f"--members {members}: an ensemble needs at least 1 member (1 trains a single model)")
-    labelled = images.labelled()
-    present = np.unique(labelled.labels)
-    if len(labelled) == 0 or len(present) < 2:
-        raise PhenolensError(
-            f"{images.name}: training needs labelled images of at least 2 classes, found {len(present)} class(es) in {len(labelled)} images"
-        )
-    size = int(size or images.shapes().max())
-    raw = padded_array(labelled, size, images.channel_names)
-    groups = group_column(labelled, group_by)
-    if validation_fraction > 0:
-        train_index, val_index = stratified_split(labelled.labels, validation_fraction, seed, groups)
-    else:
-        train_index, val_index = np.arange(len(labelled)), np.array([], dtype=int)
-    normalization = ChannelNormalization.fit(raw[train_index])
-    inputs = torch.from_numpy(normalization(raw))
-    labels = torch.from_numpy(labelled.labels)
-    encoding = CovariateEncoding.fit(images, covariate) if covariate else None
-    extras = [encoding(labelled)] if encoding else []
-    hyperparameters = {
-        "in_channels": images.n_channels,
-        "n_classes": len(images.class_names),
-        "width": width,
-        "stem_stride": stem_stride,
-        "n_covariates": len(encoding.categories) if encoding else 0,
-        "loss": loss,
-        **({"blocks": list(blocks)} if blocks else {}),
-    }
-    pool = images.unlabelled() if pseudo_labels else None
-    pool_inputs = torch.from_numpy(normalization(padded_array(pool, size, images.channel_names))) if pool is not None and len(pool) else None
-    pool_extras = encoding(pool) if encoding and pool_inputs is not None else None
-    start = epochs // 4 if pseudo_start is None else pseudo_start
-    full = epochs // 2 if pseudo_full is None else pseudo_full
-
-    black = torch.from_numpy(normalization.constant(0.0))
-    counts = np.bincount(labelled.labels[train_index], minlength=len(images.class_names))
-    inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
-    class_weights = torch.tensor(inverse if balanced else np.ones(len(counts)), dtype=torch.float32)
-    tensors = (inputs, labels, *extras)
-    train = tuple(t[train_index] for t in tensors)
-    val = tuple(t[val_index] for t in tensors) if len(val_index) else None
-    if schedule not in ("plateau", "cosine"):
-        raise PhenolensError(f"unknown learning-rate schedule {schedule!r}; use plateau or cosine")
-
-    def train_member(member_seed: int, member_description: str) -> tuple[ImageClassifierNet, History]:
-        seed_everything(member_seed)
-        generator = torch_generator(member_seed)
-        model = build_backbone(arch, **hyperparameters)
-
-        def augmented(x: torch.Tensor) -> torch.Tensor:
-            if not augment:
-                return x
-            x = flips_and_rotations(x, generator, max_rotation, fill=black)
-            return dim(x, generator, dimming, black) if dimming else x
-
-        def train_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
-            x, y, *cov = batch
-            x = augmented(x)
-            mixed = cutmix(x, y, generator, cutmix_probability if augment else 0.0)
-            alpha = pseudo_label_weight(epoch, start, full, pseudo_weight) if pool_inputs is not None else 0.0
-            covariates = cov[0] if cov else None
-            if alpha > 0:
-                pick = torch.randint(0, len(pool_inputs), (len(x),), generator=generator)
-                x_all = torch.cat([mixed.images, augmented(pool_inputs[pick])])
-                cov_all = torch.cat([covariates, pool_extras[pick]]) if covariates is not None else None
-                features = net.embed(x_all, cov_all)
-                labelled_features, pool_features = features[: len(x)], features[len(x) :]
-                with torch.no_grad():
-                    guesses = net.head(pool_features).argmax(1)
-                pool_loss = alpha * net.head.loss(pool_features, guesses)
-            else:
-                labelled_features, pool_loss = net.embed(mixed.images, covariates), 0.0
-            own = net.head.loss(labelled_features, mixed.labels, mixed.weight * class_weights[mixed.labels])
-            partner = net.head.loss(labelled_features, mixed.partner_labels, (1.0 - mixed.weight) * class_weights[mixed.partner_labels])
-            return own + partner + pool_loss
-
-        def val_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
-            x, y, *cov = batch
-            return net.head.loss(net.embed(x, cov[0] if cov else None), y)
-
-        callbacks: list[Callback] = [EarlyStopping(patience=patience)] if val else []
-        if schedule == "cosine":
-            callbacks.append(CosineAnnealing(epochs))
-        elif val:
-            callbacks.append(ReduceLROnPlateau(factor=0.5, patience=max(2, patience // 2)))
-        callbacks.append(EpochLog(member_description))
-        history = fit(
-            model,
-            train,
-            train_step,
-            val=val,
-            val_step=val_step,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            callbacks=callbacks,
-            seed=member_seed,
-            description=member_description,
-        )
-        return model, history
-
-    trained = [
-        train_member(seed + member, description if members == 1 else f"{description}, member {member + 1}/{members}") for member in range(members)
-    ]
-    model, history = trained[0]
-    if members > 1:
-        hyperparameters = {"member_architecture": arch, "n_members": members, **hyperparameters}
-        model = Ensemble(**hyperparameters)
-        model.members = torch.nn.ModuleList(net for net, _ in trained)
-        model.eval()
-    settings = {
-        "hyperparameters": hyperparameters,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "augment": augment,
-        "max_rotation": max_rotation,
-        "cutmix_probability": cutmix_probability,
-        "dimming": dimming,
-        "pseudo_labels": pool_inputs is not None,
-        "pseudo_schedule": {"start": start, "full": full, "weight": pseudo_weight},
-        "balanced": balanced,
-        "schedule": schedule,
-        "validation_fraction": validation_fraction,
-        "group_by": group_by,
-        "seed": seed,
-        "members": members,
-        "n_train": int(len(train_index)),
-        "n_validation": int(len(val_index)),
-        "n_unlabelled": 0 if pool_inputs is None else len(pool_inputs),
-    }
-    log.info("trained %d %s on %d images (%d epochs run by the first)", members, arch, len(train_index), len(history.epochs))
-    return ImageClassifier(model, list(images.class_names), list(images.channel_names), size, normalization, encoding, history, settings)

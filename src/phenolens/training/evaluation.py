@@ -10,19 +10,34 @@ image can be explained by the model that did not train on it (out of fold).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from phenolens.data.containers import ImageSet
-from phenolens.training.classifier import ImageClassifier, fit_classifier
+from phenolens.training.classifier import ImageClassifier
+from phenolens.training.fitting import ImageClassifierEstimator
 from phenolens.training.metrics import classification_metrics
+from phenolens.training.settings import ImageTrainingSettings
 from phenolens.training.splits import group_column, stratified_folds, stratified_split
+
+FOLDS_FOLDER = "folds"  # under a cross-validated model folder: fold-1 ... fold-k, each a model with its own held-out list
+HELD_OUT_TABLE = "held_out.csv"
 
 
 @dataclass
 class FoldModel:
-    """One cross-validation fold: its classifier and the labelled images it never trained on."""
+    """One cross-validation fold: its classifier and the labelled images it never trained on.
+
+    Attributes
+    ----------
+    classifier : ImageClassifier
+        The fold's model.
+    test_index : ndarray
+        Indices into ``images.labelled()`` of the fold's held-out images.
+    """
 
     classifier: ImageClassifier
     test_index: np.ndarray
@@ -32,10 +47,20 @@ class FoldModel:
 class TrainingRun:
     """A trained classifier with its held-out evaluation.
 
-    `test_index` indexes `images.labelled()`: the images `classifier` never trained on.
-    `test_proba` are its probabilities on them. `metrics` are computed on all out-of-fold
-    predictions under cross-validation, else on the held-out split. `folds` holds every fold's
-    model under cross-validation (empty otherwise).
+    Attributes
+    ----------
+    classifier : ImageClassifier
+        The model trained without the test images it is evaluated on (the first fold's under cross-validation).
+    metrics : dict
+        Computed on all out-of-fold predictions under cross-validation, else on the held-out split.
+    test_index : ndarray
+        Indices into ``images.labelled()`` of the images `classifier` never trained on.
+    test_proba : ndarray
+        Its probabilities on them.
+    fold_metrics : list of dict
+        Per-fold metrics.
+    folds : list of FoldModel
+        Every fold's model under cross-validation (empty otherwise).
     """
 
     classifier: ImageClassifier
@@ -45,9 +70,71 @@ class TrainingRun:
     fold_metrics: list[dict] = field(default_factory=list)
     folds: list[FoldModel] = field(default_factory=list)
 
+    def save(self, folder: str | Path, labelled: ImageSet) -> Path:
+        """Save the model into `folder` and every fold's model under ``folder/folds/fold-k``, each with its held-out list.
+
+        Parameters
+        ----------
+        folder : path
+            Destination folder.
+        labelled : ImageSet
+            ``images.labelled()`` of the images the run was trained on (the indices refer to it).
+
+        Returns
+        -------
+        Path
+            `folder`.
+        """
+        folder = Path(folder)
+        save_with_held_out(self.classifier, labelled, self.test_index, folder)
+        for number, fold in enumerate(self.folds, start=1):  # `phenolens images explain --images out-of-fold` reads these
+            save_with_held_out(fold.classifier, labelled, fold.test_index, folder / FOLDS_FOLDER / f"fold-{number}")
+        return folder
+
+
+def save_with_held_out(classifier: ImageClassifier, labelled: ImageSet, test_index: np.ndarray, folder: str | Path) -> Path:
+    """Save `classifier` into `folder` with the list of labelled images it never trained on.
+
+    The list goes into model.json (``extra.held_out_sources``, read by explain's ``--images heldout``)
+    and into held_out.csv (their metadata and labels).
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The model to save.
+    labelled : ImageSet
+        The labelled images `test_index` refers to.
+    test_index : ndarray
+        Indices of the held-out images.
+    folder : path
+        Destination folder.
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    folder = Path(folder)
+    held_out = labelled.meta.iloc[test_index].assign(label=labelled.label_names()[test_index])
+    sources = held_out["source"].astype(str).tolist() if "source" in held_out else []
+    classifier.save(folder, extra={"dataset": labelled.name, "held_out_sources": sources})
+    held_out.to_csv(folder / HELD_OUT_TABLE, index=False)
+    return folder
+
 
 def with_pool(labelled: ImageSet, pool: ImageSet) -> ImageSet:
-    """`labelled` followed by the unlabelled `pool` in one ImageSet."""
+    """`labelled` followed by the unlabelled `pool` in one ImageSet.
+
+    Parameters
+    ----------
+    labelled, pool : ImageSet
+        Labelled images and unlabelled ones with the same classes and channels.
+
+    Returns
+    -------
+    ImageSet
+        Both, labelled first.
+    """
     if len(pool) == 0:
         return labelled
     return ImageSet(
@@ -61,24 +148,45 @@ def with_pool(labelled: ImageSet, pool: ImageSet) -> ImageSet:
     )
 
 
-def train_and_evaluate(
-    images: ImageSet, cv: int = 0, test_fraction: float = 0.2, group_by: str | None = None, seed: int = 0, **fit_options
-) -> TrainingRun:
+def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None = None, **changes: Any) -> TrainingRun:
     """Train on `images` and evaluate on held-out labelled images.
 
-    `cv` >= 2 runs stratified (grouped by the `group_by` metadata column when given) k-fold
-    cross-validation and adds `cv_macro_f1` (mean over folds) and `cv_macro_f1_sd` to the metrics;
-    otherwise one stratified split holds out `test_fraction`. `fit_options` go to `fit_classifier`.
+    With ``settings.cv`` >= 2, stratified k-fold cross-validation (grouped by the ``group_by``
+    metadata column when given) adds ``cv_macro_f1`` (mean over folds) and ``cv_macro_f1_sd``
+    to the metrics; otherwise one stratified split holds out ``test_fraction``. Unlabelled images
+    join every training fold as the pseudo-labelling pool.
+
+    Parameters
+    ----------
+    images : ImageSet
+        Labelled (and unlabelled) images.
+    settings : ImageTrainingSettings, optional
+        Training and evaluation settings (default: `ImageTrainingSettings()`).
+    **changes
+        Field values that replace those of `settings` (the same validated object).
+
+    Returns
+    -------
+    TrainingRun
+        The first fold's (or the split's) classifier, metrics, and under cross-validation every fold's model.
+
+    Raises
+    ------
+    PhenolensError
+        For bad settings or images that cannot be split or trained on.
     """
+    settings = settings if settings is not None else ImageTrainingSettings()
+    if changes:
+        settings = settings.replace(**changes)
     labelled, pool = images.labelled(), images.unlabelled()
-    groups = group_column(labelled, group_by)
-    folds = stratified_folds(labelled.labels, cv, seed, groups) if cv else [stratified_split(labelled.labels, test_fraction, seed, groups)]
+    groups = group_column(labelled, settings.group_by)
+    seed, cv = settings.seed, settings.cv
+    folds = stratified_folds(labelled.labels, cv, seed, groups) if cv else [stratified_split(labelled.labels, settings.test_fraction, seed, groups)]
     out_of_fold = np.full((len(labelled), len(images.class_names)), np.nan)
     fold_metrics, fold_models, first = [], [], None
     for number, (train_index, test_index) in enumerate(folds, start=1):
-        classifier = fit_classifier(
-            with_pool(labelled.subset(train_index), pool), group_by=group_by, seed=seed, description=f"fold {number}/{len(folds)}", **fit_options
-        )
+        estimator = ImageClassifierEstimator(settings, f"fold {number}/{len(folds)}").fit(with_pool(labelled.subset(train_index), pool))
+        classifier = estimator.classifier_
         proba = classifier.predict_proba(labelled.subset(test_index))
         out_of_fold[test_index] = proba
         fold_metrics.append(classification_metrics(labelled.labels[test_index], proba, images.class_names))

@@ -24,27 +24,81 @@ Step = Callable[[torch.nn.Module, Sequence[torch.Tensor], int], torch.Tensor]
 
 @dataclass
 class History:
-    """Per-epoch records (train_loss, val_loss, lr, and anything callbacks add) and the best epoch."""
+    """Per-epoch records (train_loss, val_loss, lr, and anything callbacks add) and the best epoch.
+
+    Attributes
+    ----------
+    epochs : list of dict
+        One record per epoch run.
+    best_epoch : int or None
+        The epoch whose weights were kept by early stopping.
+    stopped_early : bool
+        Whether a callback stopped training before the last epoch.
+    """
 
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
 
     def column(self, key: str) -> list[float]:
+        """The value of `key` in every epoch's record (NaN where missing).
+
+        Parameters
+        ----------
+        key : str
+            A record field such as ``val_loss``.
+
+        Returns
+        -------
+        list of float
+            One value per epoch.
+        """
         return [record.get(key, math.nan) for record in self.epochs]
 
 
 class Callback:
-    """Hook called after every epoch; return True from `on_epoch_end` to stop training."""
+    """Hook called around training; return True from `on_epoch_end` to stop training."""
 
     def on_train_begin(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Called once before the first epoch."""
+        """Called once before the first epoch.
+
+        Parameters
+        ----------
+        model : Module
+            The model being trained.
+        optimizer : Optimizer
+            Its optimizer (schedules change its learning rate).
+        """
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        """Called after every epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch just finished (from 0).
+        record : dict
+            Its losses and learning rate (callbacks may add fields).
+        model : Module
+            The model being trained.
+
+        Returns
+        -------
+        bool
+            True to stop training.
+        """
         return False
 
     def on_train_end(self, model: torch.nn.Module, history: History) -> None:
-        """Called once after the last epoch."""
+        """Called once after the last epoch.
+
+        Parameters
+        ----------
+        model : Module
+            The trained model.
+        history : History
+            The run's records (callbacks may annotate it).
+        """
 
 
 class EarlyStopping(Callback):
@@ -57,6 +111,7 @@ class EarlyStopping(Callback):
         self.best_state: dict | None = None
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        """Keep the best weights; stop after `patience` epochs without improvement (see `Callback.on_epoch_end`)."""
         value = record.get(self.monitor, math.nan)
         if value < self.best - self.min_delta:
             self.best, self.best_epoch = value, epoch
@@ -65,6 +120,7 @@ class EarlyStopping(Callback):
         return self.best_epoch is not None and epoch - self.best_epoch >= self.patience
 
     def on_train_end(self, model: torch.nn.Module, history: History) -> None:
+        """Record the best epoch and restore its weights (see `Callback.on_train_end`)."""
         history.best_epoch = self.best_epoch
         if self.restore_best and self.best_state is not None:
             model.load_state_dict(self.best_state)
@@ -78,9 +134,11 @@ class ReduceLROnPlateau(Callback):
         self.scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
 
     def on_train_begin(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Attach PyTorch's plateau scheduler to the optimizer (see `Callback.on_train_begin`)."""
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=self.factor, patience=self.patience)
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        """Step the scheduler on the monitored value; never stops (see `Callback.on_epoch_end`)."""
         value = record.get(self.monitor)
         if value is not None and math.isfinite(value):
             self.scheduler.step(value)
@@ -88,7 +146,29 @@ class ReduceLROnPlateau(Callback):
 
 
 def make_loader(data: Dataset | Sequence[torch.Tensor], batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A DataLoader over a Dataset or a tuple of equally long tensors, shuffled reproducibly by `seed`."""
+    """A DataLoader over a Dataset or a tuple of equally long tensors, shuffled reproducibly by `seed`.
+
+    Parameters
+    ----------
+    data : Dataset or sequence of tensors
+        The examples.
+    batch_size : int
+        Examples per batch.
+    shuffle : bool
+        Shuffle every epoch.
+    seed : int
+        Seed of the shuffling.
+
+    Returns
+    -------
+    DataLoader
+        The loader.
+
+    Raises
+    ------
+    PhenolensError
+        When there are no examples.
+    """
     dataset = data if isinstance(data, Dataset) else TensorDataset(*data)
     if len(dataset) == 0:
         raise PhenolensError("no training examples: the split left an empty set; use more data or a smaller validation fraction")
@@ -113,9 +193,42 @@ def fit(
 ) -> History:
     """Train `model` in place and return its History.
 
-    `step(model, batch, epoch)` returns the mean loss of a batch (the model is in train mode);
-    `val_step` (default: `step`) is evaluated without gradients in eval mode, and its
-    size-weighted mean over `val` is recorded as `val_loss`. Adam is used unless `optimizer` is given.
+    Parameters
+    ----------
+    model : Module
+        The model (trained in place, left in eval mode).
+    train : Dataset or sequence of tensors
+        Training examples.
+    step : callable
+        ``step(model, batch, epoch)`` returns the mean loss of a batch (the model is in train mode).
+    val : Dataset or sequence of tensors, optional
+        Validation examples; the size-weighted mean of `val_step` over them is recorded as ``val_loss``.
+    val_step : callable, optional
+        Evaluated without gradients in eval mode (default: `step`).
+    epochs : int
+        Maximum epochs.
+    batch_size : int
+        Training examples per batch (validation uses 4x).
+    optimizer : Optimizer, optional
+        Default: Adam with `lr` and `weight_decay`.
+    lr, weight_decay : float
+        Adam's learning rate and weight decay.
+    callbacks : sequence of Callback
+        Early stopping, schedules, logging.
+    seed : int
+        Seed of the batch order.
+    description : str
+        Label of the progress bar and of errors.
+
+    Returns
+    -------
+    History
+        Per-epoch records.
+
+    Raises
+    ------
+    PhenolensError
+        When the loss becomes non-finite, or there are no training examples.
     """
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     train_loader = make_loader(train, batch_size, shuffle=True, seed=seed)
@@ -156,7 +269,24 @@ def fit(
 
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, loader: DataLoader, step: Step, epoch: int = 0) -> float:
-    """Size-weighted mean of `step` over a loader, in eval mode without gradients."""
+    """Size-weighted mean of `step` over a loader, in eval mode without gradients.
+
+    Parameters
+    ----------
+    model : Module
+        The model.
+    loader : DataLoader
+        The examples.
+    step : callable
+        ``step(model, batch, epoch)`` returns a batch's mean loss.
+    epoch : int
+        Passed to `step`.
+
+    Returns
+    -------
+    float
+        The mean loss.
+    """
     model.eval()
     total, count = 0.0, 0
     for batch in loader:
@@ -174,10 +304,12 @@ class CosineAnnealing(Callback):
         self.initial: list[float] = []
 
     def on_train_begin(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Remember the initial learning rates (see `Callback.on_train_begin`)."""
         self.optimizer = optimizer
         self.initial = [group["lr"] for group in optimizer.param_groups]
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        """Set the next epoch's learning rate; never stops (see `Callback.on_epoch_end`)."""
         factor = 0.5 * (1.0 + math.cos(math.pi * min(epoch + 1, self.epochs) / self.epochs))
         for group, initial in zip(self.optimizer.param_groups, self.initial):
             group["lr"] = initial * factor

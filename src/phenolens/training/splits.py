@@ -15,6 +15,27 @@ def stratified_folds(labels: Sequence[int], n_folds: int, seed: int = 0, groups:
 
     With `groups`, scikit-learn's StratifiedGroupKFold keeps each group on one side and balances
     the classes as well as the groups allow.
+
+    Parameters
+    ----------
+    labels : sequence of int
+        Class per image.
+    n_folds : int
+        Number of folds (>= 2).
+    seed : int
+        Seed of the shuffling.
+    groups : sequence, optional
+        Group per image (well, site, field).
+
+    Returns
+    -------
+    list of (ndarray, ndarray)
+        Sorted train and test indices per fold.
+
+    Raises
+    ------
+    PhenolensError
+        When a class or the groups are too few for the folds.
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -43,6 +64,27 @@ def stratified_split(
     """One (train_index, test_index) split holding out about `test_fraction` of the images per class.
 
     Grouped splits take the first fold of round(1 / test_fraction) stratified group folds.
+
+    Parameters
+    ----------
+    labels : sequence of int
+        Class per image.
+    test_fraction : float
+        Held-out share, in (0, 1).
+    seed : int
+        Seed of the split.
+    groups : sequence, optional
+        Group per image (groups never straddle the split).
+
+    Returns
+    -------
+    tuple of ndarray
+        Sorted train and test indices.
+
+    Raises
+    ------
+    PhenolensError
+        For a fraction outside (0, 1) or a class with a single image.
     """
     from sklearn.model_selection import train_test_split
 
@@ -60,7 +102,25 @@ def stratified_split(
 
 
 def group_column(images, column: str | None) -> np.ndarray | None:
-    """The values of metadata `column` of an ImageSet (the groups of a grouped split), or None."""
+    """The values of metadata `column` of an ImageSet (the groups of a grouped split), or None.
+
+    Parameters
+    ----------
+    images : ImageSet
+        The images.
+    column : str or None
+        A metadata column, or None for no grouping.
+
+    Returns
+    -------
+    ndarray or None
+        One value per image.
+
+    Raises
+    ------
+    PhenolensError
+        When the column is missing, naming the columns there are.
+    """
     if column is None:
         return None
     if column not in images.meta:

@@ -1,0 +1,136 @@
+"""`phenolens images train | explain | predict`: image classifiers, their explanations, and their use on new images.
+
+`phenolens train` and `phenolens explain` are the same commands as `images train` and `images explain`.
+Each command builds its settings object from the options, calls the library, and writes one run
+folder through `RunWriter` (run.json, metrics.json, report.html and the command's files).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, input_paths, read_images
+from phenolens.cli.options import OVERWRITE, settings_options
+from phenolens.explain.attribution import AttributionSettings
+from phenolens.training.settings import ImagePredictionSettings, ImageTrainingSettings
+
+app = typer.Typer(help="Image classifiers: train, explain, predict.", no_args_is_help=True)
+
+MODEL = typer.Argument(..., help="A `phenolens images train` output folder (model.safetensors + model.json).")
+
+
+def _run_writer(out: Path, command: str, settings, overwrite: bool, dataset: str | None, folder: Path | None, manifest: Path | None, model=None):
+    """The command's RunWriter, made before any work so that a bad --out (or one over an input) fails first."""
+    from phenolens.core.runs import RunWriter
+
+    inputs = [*([model] if model is not None else []), *input_paths(folder, manifest)]
+    return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [])
+
+
+@app.command()
+@settings_options()
+def train(
+    out: Path = typer.Option(..., "--out", help="Output folder: model weights, metrics.json, figures, report.html."),
+    dataset: str = DATASET,
+    folder: Path = FOLDER,
+    manifest: Path = MANIFEST,
+    channels: str = CHANNELS,
+    unlabelled: str = UNLABELLED,
+    overwrite: bool = OVERWRITE,
+    settings: ImageTrainingSettings = None,
+) -> None:
+    """Train an image classifier; write weights, metrics.json, figures and report.html to OUT."""
+    import time
+
+    from phenolens.report.classifier import training_section
+    from phenolens.report.html import Report
+    from phenolens.training.evaluation import train_and_evaluate
+
+    writer = _run_writer(out, "images train", settings, overwrite, dataset, folder, manifest)
+    images = read_images(dataset, folder, manifest, channels, unlabelled)
+    started = time.perf_counter()
+    run = train_and_evaluate(images, settings)
+    seconds = time.perf_counter() - started
+    metrics = {**run.metrics, "dataset": images.name, "training_seconds": round(seconds, 1)}
+    report = Report(f"phenolens images train: {images.name}", metrics=metrics)
+    report.add(training_section(run, images))
+    with writer as written:
+        run.save(written.path, images.labelled())
+        written.write_metrics(metrics)
+        written.write_report(report)
+    summary = f"macro-F1 {metrics['macro_f1']:.3f}" + (f", cv macro-F1 {metrics['cv_macro_f1']:.3f}" if "cv_macro_f1" in metrics else "")
+    print(f"{summary} ({seconds:.0f} s); wrote {out / 'report.html'}")
+
+
+@app.command()
+@settings_options()
+def explain(
+    model: Path = MODEL,
+    out: Path = typer.Option(..., "--out", help="Output folder: attributions.npz, metrics.json, per_image.csv, figures, report.html."),
+    dataset: str = DATASET,
+    folder: Path = FOLDER,
+    manifest: Path = MANIFEST,
+    channels: str = CHANNELS,
+    unlabelled: str = UNLABELLED,
+    overwrite: bool = OVERWRITE,
+    settings: AttributionSettings = None,
+) -> None:
+    """Explain MODEL's decisions on images; write maps, metrics.json and report.html to OUT."""
+    import numpy as np
+
+    from phenolens.explain.images import explain_model
+    from phenolens.report.attribution import explanation_section
+    from phenolens.report.html import Report
+
+    writer = _run_writer(out, "images explain", settings, overwrite, dataset, folder, manifest, model)
+    images = read_images(dataset, folder, manifest, channels, unlabelled)
+    explained = explain_model(model, images, settings)
+    report = Report(f"phenolens images explain: {images.name}", metrics=explained.metrics)
+    report.add(explanation_section(explained.explanation))
+    with writer as written:
+        np.savez_compressed(written.file("attributions.npz"), **explained.arrays())
+        written.write_table("per_image.csv", explained.per_image_table())
+        written.write_metrics(explained.metrics)
+        written.write_report(report)
+    print(f"explained {len(explained.images)} images with {', '.join(explained.explanation.maps)}; wrote {out / 'report.html'}")
+
+
+@app.command()
+@settings_options()
+def predict(
+    model: Path = MODEL,
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder: predictions.parquet (+ embeddings.parquet, groups.parquet), metrics.json, report.html."
+    ),
+    dataset: str = DATASET,
+    folder: Path = FOLDER,
+    manifest: Path = MANIFEST,
+    channels: str = CHANNELS,
+    unlabelled: str = UNLABELLED,
+    overwrite: bool = OVERWRITE,
+    settings: ImagePredictionSettings = None,
+) -> None:
+    """Apply MODEL to images: per-class probabilities and the predicted class of each image, written to OUT."""
+    from phenolens.report.classifier import prediction_section
+    from phenolens.report.html import Report
+    from phenolens.training.classifier import ImageClassifier
+    from phenolens.training.prediction import predict as predict_images
+
+    writer = _run_writer(out, "images predict", settings, overwrite, dataset, folder, manifest, model)
+    classifier = ImageClassifier.load(model)
+    images = read_images(dataset, folder, manifest, channels, unlabelled)
+    predictions = predict_images(classifier, images, settings)
+    metrics = {**predictions.metrics, "model": str(model), "dataset": images.name}
+    report = Report(f"phenolens images predict: {images.name}", metrics=metrics)
+    report.add(prediction_section(predictions, classifier.class_names, settings.group_by))
+    with writer as written:
+        written.write_table("predictions.parquet", predictions.table)
+        if predictions.embeddings is not None:
+            written.write_table("embeddings.parquet", predictions.embeddings)
+        if predictions.groups is not None:
+            written.write_table("groups.parquet", predictions.groups)
+        written.write_metrics(metrics)
+        written.write_report(report)
+    print(f"predicted {metrics['n_images']} images; wrote {out / 'predictions.parquet'}")

@@ -1,0 +1,407 @@
+"""Train an image classifier: `ImageClassifierEstimator` (the scikit-learn shape) and `fit_classifier`.
+
+Training runs in three steps, each a function of its own:
+
+1. `prepare_training_data` pads and normalises the labelled images, splits off a validation share,
+   and gathers the pseudo-labelling pool, the class weights and the covariates;
+2. `train_member` trains one network on them from one seed (a deep ensemble trains several);
+3. `ImageClassifierEstimator.fit` joins the members and records what was done in an `ImageClassifier`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.estimators import check_is_fitted
+from phenolens.core.logging import get_logger
+from phenolens.core.seeding import seed_everything, torch_generator
+from phenolens.data.containers import ImageSet
+from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
+from phenolens.training.augment import cutmix, dim, flips_and_rotations, pseudo_label_weight
+from phenolens.training.classifier import EpochLog, ImageClassifier
+from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
+from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
+from phenolens.training.settings import ImageTrainingSettings
+from phenolens.training.splits import group_column, stratified_split
+
+log = get_logger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """The tensors one training run feeds its members (all members share them).
+
+    Attributes
+    ----------
+    train, val : tuple of tensors
+        (inputs, labels[, covariates]) of the training and validation images; `val` is None without a validation split.
+    pool_inputs, pool_covariates : tensor or None
+        The normalised unlabelled images (and their covariates) of the pseudo-labelling pool.
+    class_weights : tensor
+        (K,) loss weight per class (all 1 unless balanced).
+    black : tensor
+        (1, C, 1, 1) normalised value of a black pixel: the fill of rotations and dimming.
+    size, normalization, encoding, hyperparameters, n_train, n_validation
+        What the trained `ImageClassifier` records.
+    """
+
+    train: tuple[torch.Tensor, ...]
+    val: tuple[torch.Tensor, ...] | None
+    pool_inputs: torch.Tensor | None
+    pool_covariates: torch.Tensor | None
+    class_weights: torch.Tensor
+    black: torch.Tensor
+    size: int
+    normalization: ChannelNormalization
+    encoding: CovariateEncoding | None
+    hyperparameters: dict[str, Any]
+    n_train: int
+    n_validation: int
+
+
+def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> TrainingData:
+    """Pad, split, normalise and weight the images of one training run.
+
+    Parameters
+    ----------
+    images : ImageSet
+        Labelled images (and unlabelled ones, label -1, for the pseudo-labelling pool).
+    settings : ImageTrainingSettings
+        The size, validation share, grouping, covariate, balancing and architecture to prepare for.
+
+    Returns
+    -------
+    TrainingData
+        Tensors and the normalisation fitted on the training share.
+
+    Raises
+    ------
+    PhenolensError
+        When fewer than 2 classes carry labelled images, or a grouping/covariate column is missing.
+    """
+    labelled = images.labelled()
+    present = np.unique(labelled.labels)
+    if len(labelled) == 0 or len(present) < 2:
+        raise PhenolensError(
+            f"{images.name}: training needs labelled images of at least 2 classes, found {len(present)} class(es) in {len(labelled)} images"
+        )
+    size = int(settings.size or images.shapes().max())
+    raw = padded_array(labelled, size, images.channel_names)
+    if settings.validation_fraction > 0:
+        train_index, val_index = stratified_split(
+            labelled.labels, settings.validation_fraction, settings.seed, group_column(labelled, settings.group_by)
+        )
+    else:
+        train_index, val_index = np.arange(len(labelled)), np.array([], dtype=int)
+    normalization = ChannelNormalization.fit(raw[train_index])
+    encoding = CovariateEncoding.fit(images, settings.covariate) if settings.covariate else None
+    tensors = (torch.from_numpy(normalization(raw)), torch.from_numpy(labelled.labels), *([encoding(labelled)] if encoding else []))
+    pool = images.unlabelled() if settings.pseudo_labels else None
+    pool_inputs = torch.from_numpy(normalization(padded_array(pool, size, images.channel_names))) if pool is not None and len(pool) else None
+    counts = np.bincount(labelled.labels[train_index], minlength=len(images.class_names))
+    inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    hyperparameters = {
+        "in_channels": images.n_channels,
+        "n_classes": len(images.class_names),
+        "width": settings.width,
+        "stem_stride": settings.stem_stride,
+        "n_covariates": len(encoding.categories) if encoding else 0,
+        "loss": settings.loss,
+        **({"blocks": list(settings.blocks)} if settings.blocks else {}),
+    }
+    return TrainingData(
+        train=tuple(t[train_index] for t in tensors),
+        val=tuple(t[val_index] for t in tensors) if len(val_index) else None,
+        pool_inputs=pool_inputs,
+        pool_covariates=encoding(pool) if encoding and pool_inputs is not None else None,
+        class_weights=torch.tensor(inverse if settings.balanced else np.ones(len(counts)), dtype=torch.float32),
+        black=torch.from_numpy(normalization.constant(0.0)),
+        size=size,
+        normalization=normalization,
+        encoding=encoding,
+        hyperparameters=hyperparameters,
+        n_train=int(len(train_index)),
+        n_validation=int(len(val_index)),
+    )
+
+
+def _schedule_callbacks(settings: ImageTrainingSettings, has_validation: bool, description: str) -> list[Callback]:
+    """Early stopping and learning-rate schedule: cosine always, plateau and early stopping only with a validation split."""
+    callbacks: list[Callback] = [EarlyStopping(patience=settings.patience)] if has_validation else []
+    if settings.schedule == "cosine":
+        callbacks.append(CosineAnnealing(settings.epochs))
+    elif has_validation:
+        callbacks.append(ReduceLROnPlateau(factor=0.5, patience=max(2, settings.patience // 2)))
+    callbacks.append(EpochLog(description))
+    return callbacks
+
+
+def train_member(data: TrainingData, settings: ImageTrainingSettings, member_seed: int, description: str) -> tuple[ImageClassifierNet, History]:
+    """Train one network of `settings.arch` on `data` from `member_seed`.
+
+    Each batch is augmented (flips, turns, rotations, optional dimming), CutMixed, and joined by as
+    many pseudo-labelled pool images once their weight alpha(t) is above 0; the loss of the mixed
+    images is the CutMix-weighted sum over both labels, times the class weights.
+
+    Parameters
+    ----------
+    data : TrainingData
+        From `prepare_training_data`.
+    settings : ImageTrainingSettings
+        Architecture, optimisation, augmentation and pseudo-labelling choices.
+    member_seed : int
+        Seed of initialisation, augmentation and batching.
+    description : str
+        Label of the progress bar and log lines.
+
+    Returns
+    -------
+    tuple of (ImageClassifierNet, History)
+        The trained network (in eval mode after training) and its per-epoch record.
+    """
+    seed_everything(member_seed)
+    generator = torch_generator(member_seed)
+    model = build_backbone(settings.arch, **data.hyperparameters)
+    start, full = settings.pseudo_schedule()
+    mix_share = settings.cutmix_probability if settings.augment else 0.0
+
+    def augmented(x: torch.Tensor) -> torch.Tensor:
+        if not settings.augment:
+            return x
+        x = flips_and_rotations(x, generator, settings.max_rotation, fill=data.black)
+        return dim(x, generator, settings.dimming, data.black) if settings.dimming else x
+
+    def train_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
+        x, y, *cov = batch
+        x = augmented(x)
+        mixed = cutmix(x, y, generator, mix_share)
+        alpha = pseudo_label_weight(epoch, start, full, settings.pseudo_weight) if data.pool_inputs is not None else 0.0
+        covariates = cov[0] if cov else None
+        if alpha > 0:
+            pick = torch.randint(0, len(data.pool_inputs), (len(x),), generator=generator)
+            x_all = torch.cat([mixed.images, augmented(data.pool_inputs[pick])])
+            cov_all = torch.cat([covariates, data.pool_covariates[pick]]) if covariates is not None else None
+            features = net.embed(x_all, cov_all)
+            labelled_features, pool_features = features[: len(x)], features[len(x) :]
+            with torch.no_grad():
+                guesses = net.head(pool_features).argmax(1)
+            pool_loss = alpha * net.head.loss(pool_features, guesses)
+        else:
+            labelled_features, pool_loss = net.embed(mixed.images, covariates), 0.0
+        weights = data.class_weights
+        own = net.head.loss(labelled_features, mixed.labels, mixed.weight * weights[mixed.labels])
+        partner = net.head.loss(labelled_features, mixed.partner_labels, (1.0 - mixed.weight) * weights[mixed.partner_labels])
+        return own + partner + pool_loss
+
+    def val_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
+        x, y, *cov = batch
+        return net.head.loss(net.embed(x, cov[0] if cov else None), y)
+
+    history = fit(
+        model,
+        data.train,
+        train_step,
+        val=data.val,
+        val_step=val_step,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        callbacks=_schedule_callbacks(settings, data.val is not None, description),
+        seed=member_seed,
+        description=description,
+    )
+    return model, history
+
+
+def _joined(
+    trained: list[tuple[ImageClassifierNet, History]], settings: ImageTrainingSettings, hyperparameters: dict
+) -> tuple[torch.nn.Module, dict]:
+    """The single network, or an `Ensemble` of the members, and the hyperparameters that rebuild it."""
+    if len(trained) == 1:
+        return trained[0][0], hyperparameters
+    hyperparameters = {"member_architecture": settings.arch, "n_members": len(trained), **hyperparameters}
+    ensemble = Ensemble(**hyperparameters)
+    ensemble.members = torch.nn.ModuleList(net for net, _ in trained)
+    return ensemble.eval(), hyperparameters
+
+
+class ImageClassifierEstimator(BaseEstimator):
+    """An image classifier in the scikit-learn shape: settings in, `fit(images)`, then predict.
+
+    Parameters
+    ----------
+    settings : ImageTrainingSettings, optional
+        How to train (default: `ImageTrainingSettings()`); stored as given.
+    description : str
+        Label of the progress bar and log lines.
+
+    Attributes
+    ----------
+    classifier_ : ImageClassifier
+        The trained model with its names, crop size and normalisation (what `save` writes).
+    history_ : History
+        Per-epoch losses of the first network.
+    classes_ : list of str
+        Class names, in the order of the probability columns.
+    channel_names_ : list of str
+        The stains the model expects, in order.
+
+    Examples
+    --------
+    >>> estimator = ImageClassifierEstimator(ImageTrainingSettings(epochs=5)).fit(images)  # doctest: +SKIP
+    >>> estimator.predict_proba(images).shape  # doctest: +SKIP
+    (120, 3)
+    """
+
+    def __init__(self, settings: ImageTrainingSettings | None = None, description: str = "training classifier"):
+        self.settings = settings
+        self.description = description
+
+    def fit(self, images: ImageSet) -> ImageClassifierEstimator:
+        """Train on the labelled images of `images` (unlabelled ones, label -1, are the pseudo-labelling pool).
+
+        Images are centre-padded to `size` and normalised per channel with statistics of the
+        training share. A `validation_fraction` share (stratified, grouped by `group_by`) drives
+        early stopping and the plateau schedule. With `members` > 1 member m trains from seed
+        `seed + m` on the same split and normalisation (member 0 is the single model).
+
+        Parameters
+        ----------
+        images : ImageSet
+            The training images; not modified.
+
+        Returns
+        -------
+        ImageClassifierEstimator
+            self, fitted.
+
+        Raises
+        ------
+        PhenolensError
+            When the settings do not suit the images (fewer than 2 labelled classes, unknown columns, a bad layout).
+        """
+        settings = self.settings if self.settings is not None else ImageTrainingSettings()
+        if not isinstance(settings, ImageTrainingSettings):
+            raise PhenolensError(f"settings must be an ImageTrainingSettings, got {type(settings).__name__}")
+        data = prepare_training_data(images, settings)
+        count = settings.members
+        trained = [
+            train_member(data, settings, settings.seed + m, self.description if count == 1 else f"{self.description}, member {m + 1}/{count}")
+            for m in range(count)
+        ]
+        model, hyperparameters = _joined(trained, settings, data.hyperparameters)
+        start, full = settings.pseudo_schedule()
+        record = {
+            **settings.to_dict(),
+            "hyperparameters": hyperparameters,
+            "pseudo_schedule": {"start": start, "full": full, "weight": settings.pseudo_weight},
+            "n_train": data.n_train,
+            "n_validation": data.n_validation,
+            "n_unlabelled": 0 if data.pool_inputs is None else len(data.pool_inputs),
+        }
+        history = trained[0][1]
+        log.info("trained %d %s on %d images (%d epochs run by the first)", count, settings.arch, data.n_train, len(history.epochs))
+        self.classifier_ = ImageClassifier(
+            model, list(images.class_names), list(images.channel_names), data.size, data.normalization, data.encoding, history, record
+        )
+        self.history_ = history
+        self.classes_ = list(images.class_names)
+        self.channel_names_ = list(images.channel_names)
+        return self
+
+    def predict_proba(self, images: ImageSet | np.ndarray) -> np.ndarray:
+        """(N, K) class probabilities, columns in `classes_` order.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            Images with the training stains (an ImageSet's class folders and stains are matched by name).
+
+        Returns
+        -------
+        ndarray
+            Softmax of the logits.
+        """
+        check_is_fitted(self, "classifier_")
+        return self.classifier_.predict_proba(images)
+
+    def predict(self, images: ImageSet | np.ndarray) -> np.ndarray:
+        """(N,) predicted class indices into `classes_`.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            As for `predict_proba`.
+
+        Returns
+        -------
+        ndarray
+            Index of the largest logit per image.
+        """
+        check_is_fitted(self, "classifier_")
+        return self.classifier_.predict(images)
+
+    def save(self, folder, extra: dict | None = None):
+        """Write the trained model into `folder` (`ImageClassifier.save` of `classifier_`).
+
+        Parameters
+        ----------
+        folder, extra
+            As for `ImageClassifier.save`.
+
+        Returns
+        -------
+        Path
+            The folder.
+        """
+        check_is_fitted(self, "classifier_")
+        return self.classifier_.save(folder, extra)
+
+
+def fit_classifier(
+    images: ImageSet,
+    arch: str | None = None,
+    *,
+    settings: ImageTrainingSettings | None = None,
+    description: str = "training classifier",
+    **changes: Any,
+) -> ImageClassifier:
+    """Train an image classifier on `images` and return it (`ImageClassifierEstimator(settings).fit(images).classifier_`).
+
+    Parameters
+    ----------
+    images : ImageSet
+        Labelled images (and unlabelled ones for pseudo-labelling).
+    arch : str, optional
+        Shorthand for ``changes["arch"]``.
+    settings : ImageTrainingSettings, optional
+        The training settings (default: `ImageTrainingSettings()`).
+    description : str
+        Label of the progress bar and log lines.
+    **changes
+        Field values that replace those of `settings` (``epochs=5``): a convenience that builds the
+        same validated settings object, with no defaults of its own.
+
+    Returns
+    -------
+    ImageClassifier
+        The trained classifier.
+
+    Raises
+    ------
+    PhenolensError
+        For a bad setting (named with its option) or images that cannot be trained on.
+    """
+    settings = settings if settings is not None else ImageTrainingSettings()
+    if arch is not None:
+        changes["arch"] = arch
+    if changes:
+        settings = settings.replace(**changes)
+    return ImageClassifierEstimator(settings, description).fit(images).classifier_

@@ -1,0 +1,128 @@
+"""`ImageTrainingSettings`: every choice of `fit_classifier` and `phenolens images train`, with one default each;
+`ImagePredictionSettings`: those of `predict` and `phenolens images predict`.
+
+The same object configures the Python API (`fit_classifier`, `ImageClassifierEstimator`,
+`train_and_evaluate`) and the command line (its options are derived from these fields), so the words
+``width 0.25`` mean the same model everywhere. A bad value is refused on construction, naming the
+field and its option, before any image is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from phenolens.core.settings import Settings, setting
+
+# Written out rather than read from the registries of phenolens.nn, so that the command line (built
+# from these classes) starts without importing torch; tests/test_images_settings.py checks that they
+# equal the registered architectures and losses.
+IMAGE_ARCHITECTURES = ("densenet", "resnet18", "vgg")
+LOSSES = ("softmax", "arcface", "composite")
+SCHEDULES = ("plateau", "cosine")
+PREDICTION_BATCH = 256  # images per forward pass when applying a model: memory stays bounded by one batch
+
+
+@dataclass(frozen=True)
+class ImageTrainingSettings(Settings):
+    """How an image classifier is trained and evaluated.
+
+    The defaults are those of the documented `phenolens train` runs: a ResNet-18 layout at quarter
+    width with a stride-2 stem (a quarter of the cost of a full-resolution stem). `test_fraction`
+    and `cv` choose the held-out evaluation of `train_and_evaluate`; `fit_classifier` itself trains
+    on all the images it is given (less its `validation_fraction`).
+
+    Raises
+    ------
+    PhenolensError
+        On construction, for any value outside its allowed range, naming the field and its option.
+    """
+
+    step: ClassVar[str] = "image classifier training"
+
+    arch: str = setting("resnet18", "Backbone architecture.", choices=IMAGE_ARCHITECTURES)
+    width: float = setting(0.25, "Width multiplier of every channel count.", minimum=0.0, exclusive_minimum=True, maximum=4.0)
+    stem_stride: int = setting(2, "Stride of the first convolution (1 keeps full resolution; 2 is 4x cheaper).", choices=(1, 2))
+    blocks: tuple[int, ...] | None = setting(
+        None,
+        "Blocks per stage, comma-separated (default: 2,2,2,2 for resnet18; 1,2,2 for vgg (convs after the stem); 6,12,24,16 for densenet).",
+        minimum=1,
+    )
+    loss: str = setting("composite", "Loss: softmax, arcface (s=30, m=0.5) or composite (0.2 ArcFace + 0.8 softmax).", choices=LOSSES)
+    size: int | None = setting(None, "Crop size after centre padding (default: the largest image; larger crops are centre-cropped).", minimum=1)
+    epochs: int = setting(30, "Maximum epochs (early stopping on a validation split ends sooner).", minimum=1)
+    batch_size: int = setting(32, "Labelled images per batch (as many pseudo-labelled ones join it).", minimum=1)
+    lr: float = setting(2e-3, "Adam learning rate.", minimum=0.0, exclusive_minimum=True)
+    weight_decay: float = setting(1e-4, "Adam weight decay.", minimum=0.0)
+    schedule: str = setting("plateau", "Learning rate: plateau (halve when validation stalls) or cosine (to 0 over --epochs).", choices=SCHEDULES)
+    patience: int = setting(10, "Epochs without a better validation loss before early stopping (half as many halve the rate).", minimum=1)
+    augment: bool = setting(True, "Flips, 90-degree turns, small rotations and CutMix.")
+    max_rotation: float = setting(10.0, "Largest rotation (degrees) of the augmentation.", minimum=0.0, maximum=180.0)
+    cutmix_probability: float = setting(
+        0.5, "Share of each batch given CutMix (with --augment); 0 turns it off.", minimum=0.0, maximum=1.0, option="--cutmix"
+    )
+    dimming: float = setting(
+        0.0,
+        "With --augment, scale each crop's brightness by one gain from U(1 - DIMMING, 1), so that the dimmed copies integrated gradients "
+        "passes through on its way from a black baseline are images the model has seen; 0 turns it off; below 1.",
+        minimum=0.0,
+    )
+    pseudo_labels: bool = setting(True, "Use the unlabelled images as a pseudo-labelled pool.")
+    pseudo_start: int | None = setting(None, "Epoch at which pseudo-labels start to count (default: epochs // 4).", minimum=0)
+    pseudo_full: int | None = setting(None, "Epoch at which pseudo-labels reach their full weight (default: epochs // 2).", minimum=0)
+    pseudo_weight: float = setting(0.5, "Full loss weight of the pseudo-labelled images.", minimum=0.0)
+    balanced: bool = setting(False, "Weight the loss by inverse class frequency (for unbalanced classes).")
+    covariate: str | None = setting(None, "Metadata column one-hot encoded and concatenated to the pooled features.")
+    group_by: str | None = setting(None, "Metadata column (well, site, field) whose groups never straddle a split.")
+    validation_fraction: float = setting(0.15, "Share of the training images held out for early stopping; 0 trains on all.", minimum=0.0)
+    test_fraction: float = setting(0.2, "Held-out share of the labelled images (without --cv).", minimum=0.0, exclusive_minimum=True)
+    cv: int = setting(0, "k-fold cross-validation (k >= 2; 0 holds out --test-fraction); fold models are kept in folds/.", minimum=0, option="--cv")
+    members: int = setting(
+        1,
+        "Train a deep ensemble of this many networks (member m from seed SEED + m, same split) and predict with their mean logit; "
+        "explanations average the members'. Training takes MEMBERS times as long.",
+        minimum=1,
+    )
+    seed: int = setting(0, "Seed of splits, initialisation, augmentation and batching.", minimum=0)
+
+    def check(self) -> None:
+        """Rules that bounds alone cannot say: half-open intervals and the number of folds."""
+        if self.dimming >= 1.0:
+            self.fail("dimming", "must lie in [0, 1); 0 turns it off")
+        if self.validation_fraction >= 1.0:
+            self.fail("validation_fraction", "must lie in [0, 1); 0 trains on all the images")
+        if self.test_fraction >= 1.0:
+            self.fail("test_fraction", "must lie in (0, 1)")
+        if self.blocks is not None and not 1 <= len(self.blocks) <= 4:
+            self.fail("blocks", "give 1 to 4 stages of at least one block each, such as 2,2,2,2")
+        if self.cv == 1:
+            self.fail("cv", "cross-validation needs at least 2 folds; 0 holds out --test-fraction instead")
+
+    def pseudo_schedule(self) -> tuple[int, int]:
+        """(start, full) epochs of the pseudo-label weight ramp, defaults filled in.
+
+        Returns
+        -------
+        tuple of int
+            The epoch the weight starts rising and the epoch it reaches `pseudo_weight`.
+        """
+        start = self.epochs // 4 if self.pseudo_start is None else self.pseudo_start
+        full = self.epochs // 2 if self.pseudo_full is None else self.pseudo_full
+        return start, full
+
+
+@dataclass(frozen=True)
+class ImagePredictionSettings(Settings):
+    """How a trained image classifier is applied to new images.
+
+    Raises
+    ------
+    PhenolensError
+        On construction, for a batch size below 1.
+    """
+
+    step: ClassVar[str] = "image prediction"
+
+    batch_size: int = setting(PREDICTION_BATCH, "Images per forward pass (memory grows with it, not with the number of images).", minimum=1)
+    embeddings: bool = setting(False, "Also write the pooled features of every image (embeddings.parquet).")
+    group_by: str | None = setting(None, "Metadata column (well, plate, ...): adds the fraction of each predicted class per group (groups.parquet).")
