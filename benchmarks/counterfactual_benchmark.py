@@ -83,7 +83,9 @@ def benchmark(name: str, small: bool, seed: int, epochs: int = 80, resnet_epochs
     if centre_on is not None:  # the reference ResNet sees the same crops
         train, test = (centred_on_nuclei(part, part.channel_names.index(centre_on)) for part in (train, test))
     started = time.perf_counter()
-    resnet = fit_classifier(train, "resnet18", width=0.5, stem_stride=1, size=settings.size, epochs=resnet_epochs, group_by=spec["group_by"], seed=seed)
+    resnet = fit_classifier(
+        train, "resnet18", width=0.5, stem_stride=1, size=settings.size, epochs=resnet_epochs, group_by=spec["group_by"], seed=seed
+    )
     result["resnet_training_seconds"] = time.perf_counter() - started
     result["resnet_test_accuracy"] = float((resnet.predict(test) == test.labels).mean())
     return result
