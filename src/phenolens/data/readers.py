@@ -30,6 +30,9 @@ MAX_PIXELS_VARIABLE = "PHENOLENS_MAX_PIXELS"
 # bool, signed and unsigned integers, floats: what an image or a signal may hold (no complex, strings, objects).
 REAL_KINDS = "biuf"
 
+MAX_JSON_BYTES = 64 * 2**20
+"""JSON side files (model configs, signal parameters) larger than this are refused unread."""
+
 
 def pixel_limit() -> int:
     """The pixel limit per image in force: ``PHENOLENS_MAX_PIXELS`` if set, else `MAX_PIXELS`.
@@ -141,7 +144,7 @@ def read_image(path: str | Path, channels: int | None = None, max_pixels: int | 
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found; check the path") from None
     except Exception as error:  # each decoder raises its own types; all mean "unreadable file"
-        raise PhenolensError(f"{path}: cannot read image ({type(error).__name__}: {_one_line(error)}); replace or remove the file") from None
+        raise PhenolensError(f"{path}: cannot read image ({type(error).__name__}: {one_line_message(error)}); replace or remove the file") from None
     if array.size == 0:
         raise PhenolensError(f"{path}: cannot read image (no pixel data: the file is corrupt or empty); replace or remove the file")
     if array.dtype.kind not in REAL_KINDS:
@@ -157,8 +160,21 @@ def read_image(path: str | Path, channels: int | None = None, max_pixels: int | 
     return array
 
 
-def _one_line(error: BaseException, limit: int = 300) -> str:
-    """An exception's message squeezed onto one line and cut to `limit` characters."""
+def one_line_message(error: BaseException, limit: int = 300) -> str:
+    """An exception's message squeezed onto one line, for wrapping a library's error in a `PhenolensError`.
+
+    Parameters
+    ----------
+    error : BaseException
+        The exception raised by a decoder or parser.
+    limit : int
+        The most characters kept.
+
+    Returns
+    -------
+    str
+        The message with every run of whitespace (newlines included) made one space, cut to `limit`.
+    """
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -255,7 +271,7 @@ def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise PhenolensError(f"{path}: the file is empty; {what} needs a header line and one row per entry") from None
     except Exception as error:  # pandas raises parser, decoding, compression and OS errors of many types
-        raise PhenolensError(f"{path}: cannot read the {what} ({type(error).__name__}: {_one_line(error)})") from None
+        raise PhenolensError(f"{path}: cannot read the {what} ({type(error).__name__}: {one_line_message(error)})") from None
     _refuse_duplicate_columns(path, header)
     return table
 
@@ -442,7 +458,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found; check the path") from None
     except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ValueError, ...
-        raise PhenolensError(f"{path}: cannot read the profile table ({type(error).__name__}: {_one_line(error)})") from None
+        raise PhenolensError(f"{path}: cannot read the profile table ({type(error).__name__}: {one_line_message(error)})") from None
 
 
 def require_numeric_features(table: pd.DataFrame, features: Sequence[str], source: str) -> None:
@@ -536,25 +552,49 @@ def read_signal(path: str | Path, params_path: str | Path | None = None) -> Sign
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found") from None
     except Exception as error:  # loadtxt/np.load raise ValueError, EOFError, ...
-        raise PhenolensError(f"{path}: cannot read the signal ({type(error).__name__}: {_one_line(error)})") from None
+        raise PhenolensError(f"{path}: cannot read the signal ({type(error).__name__}: {one_line_message(error)})") from None
     if values.dtype.kind not in REAL_KINDS:
         raise PhenolensError(f"{path}: samples of type {values.dtype} are not real numbers; store one real sample per line")
     if sum(size > 1 for size in values.shape) > 1:
         raise PhenolensError(f"{path}: holds a {'x'.join(map(str, values.shape))} array, not one signal; store one sample per line (one column)")
-    return Signal(name=path.stem, values=values, params=_read_params(params_path) if params_path else {}, source=str(path))
+    return Signal(name=path.stem, values=values, params=read_json_object(params_path, "signal parameters") if params_path else {}, source=str(path))
 
 
-def _read_params(path: str | Path) -> dict:
+def read_json_object(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES) -> dict:
+    """Read a JSON object strictly: bounded size, no NaN/Infinity, an object at the top.
+
+    Parameters
+    ----------
+    path : str or Path
+        The JSON file.
+    what : str
+        What the file holds, for the error (e.g. "model config").
+    max_bytes : int
+        Files larger than this are refused before they are read.
+
+    Returns
+    -------
+    dict
+        The parsed object.
+
+    Raises
+    ------
+    PhenolensError
+        When the file is missing, too large, not UTF-8 JSON, holds a non-finite constant, nests too deeply
+        or is not a JSON object.
+    """
     path = Path(path)
     try:
-        params = json.loads(path.read_text(), parse_constant=_refuse_constant)
+        if path.stat().st_size > max_bytes:
+            raise PhenolensError(f"{path}: {path.stat().st_size:,} bytes is too large for a {what} (limit {max_bytes:,}); restore the file")
+        value = json.loads(path.read_text(), parse_constant=_refuse_constant)
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found") from None
-    except (OSError, ValueError, RecursionError) as error:
-        raise PhenolensError(f"{path}: unreadable signal parameters ({type(error).__name__}: {_one_line(error)})") from None
-    if not isinstance(params, dict):
-        raise PhenolensError(f"{path}: signal parameters must be a JSON object, got {type(params).__name__}")
-    return params
+    except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise PhenolensError(f"{path}: unreadable {what} ({type(error).__name__}: {one_line_message(error)}); restore or rewrite the file") from None
+    if not isinstance(value, dict):
+        raise PhenolensError(f"{path}: the {what} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _refuse_constant(name: str):

@@ -4,6 +4,12 @@ Resolution order for every file: the read-only mirror named by ``PHENOLENS_DATA_
 cache (``PHENOLENS_CACHE``, default ``~/.cache/phenolens``), then a download of the public source
 with pooch (sha256 checked). Files that phenolens derives itself (BBBC013 crops from the piximi
 project) are rebuilt into the cache from their source file.
+
+A local file is checked against its registered size and sha256 on its first use in a process. The
+hash is remembered in ``PHENOLENS_CACHE/verified.json`` keyed by the file's path, size and
+modification time, so later runs hash only files that changed. The trade-off: a file rewritten with
+the same size whose modification time is then set back is not rehashed; ``phenolens data verify``
+always hashes every file.
 """
 
 from __future__ import annotations
@@ -18,9 +24,14 @@ from pathlib import Path
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
+from phenolens.core.outputs import atomic_write_text
 
 MIRROR_VARIABLE = "PHENOLENS_DATA_MIRROR"
 CACHE_VARIABLE = "PHENOLENS_CACHE"
+VERIFIED_FILE = "verified.json"
+
+# Files checked in this process, by (resolved path, size, modification time in ns).
+_verified_in_process: set[tuple[str, int, int]] = set()
 
 log = get_logger(__name__)
 
@@ -132,19 +143,34 @@ def _candidates(dataset: Dataset, registered: RegisteredFile) -> list[Path]:
 
 
 def resolve_file(dataset: Dataset, registered: RegisteredFile) -> Path:
-    """Find or fetch one registered file and return its local path.
+    """Find or fetch one registered file and return its local path, checked against the registry.
 
-    Files found locally are trusted by size (``phenolens data verify`` checks hashes); downloads
-    are checked by sha256.
+    Parameters
+    ----------
+    dataset : Dataset
+        The dataset the file belongs to.
+    registered : RegisteredFile
+        The file's registry entry.
+
+    Returns
+    -------
+    Path
+        The local file: in the mirror, the system folder or the cache (derived or downloaded).
+
+    Raises
+    ------
+    PhenolensError
+        When the file is only in a mirror that is not set, cannot be downloaded, or a local copy has another
+        size or sha256 than the registry's (see `check_registered_file`).
     """
     for place in _candidates(dataset, registered):
         if place.is_file():
-            return place
+            return check_registered_file(place, dataset, registered)
     if dataset.derived_from and registered.url is None:
         _derive(dataset)
         cached = cache_root() / registered.path
         if cached.is_file():
-            return cached
+            return check_registered_file(cached, dataset, registered)
     if registered.url is None:
         raise PhenolensError(
             f"{registered.path} is only distributed through a data mirror (its upstream "
@@ -152,6 +178,64 @@ def resolve_file(dataset: Dataset, registered: RegisteredFile) -> Path:
             f"unpickle); set {MIRROR_VARIABLE} to a folder that holds it"
         )
     return _download(registered)
+
+
+def check_registered_file(location: Path, dataset: Dataset, registered: RegisteredFile) -> Path:
+    """Check a local copy of a registered file by size, then by sha256 once per change.
+
+    The hash is computed on the first use of a (path, size, modification time) in this process unless
+    ``PHENOLENS_CACHE/verified.json`` already records that key with the registered hash.
+
+    Parameters
+    ----------
+    location : Path
+        The local copy.
+    dataset : Dataset
+        Its dataset, named in the error.
+    registered : RegisteredFile
+        Its registry entry (size and sha256).
+
+    Returns
+    -------
+    Path
+        `location`, once it matches.
+
+    Raises
+    ------
+    PhenolensError
+        When the size or the sha256 differs from the registry's; the message names the file and
+        ``phenolens data verify``.
+    """
+    stat = location.stat()
+    advice = f"the file was changed or damaged; run `phenolens data verify {dataset.name}` and restore it from the source"
+    if stat.st_size != registered.size:
+        raise PhenolensError(f"{location}: {stat.st_size:,} bytes but the registry says {registered.size:,}; {advice}")
+    key = (str(location.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _verified_in_process:
+        return location
+    known = _read_verified()
+    if known.get(key[0]) != {"size": key[1], "mtime_ns": key[2], "sha256": registered.sha256}:
+        if sha256_of(location) != registered.sha256:
+            raise PhenolensError(f"{location}: sha256 differs from the registry's ({registered.path}); {advice}")
+        known[key[0]] = {"size": key[1], "mtime_ns": key[2], "sha256": registered.sha256}
+        _write_verified(known)
+    _verified_in_process.add(key)
+    return location
+
+
+def _read_verified() -> dict:
+    try:
+        known = json.loads((cache_root() / VERIFIED_FILE).read_text())
+    except (OSError, ValueError):  # no cache yet, or one damaged: hashing again is the safe answer
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _write_verified(known: dict) -> None:
+    try:
+        atomic_write_text(cache_root() / VERIFIED_FILE, json.dumps(known, indent=0, sort_keys=True))
+    except OSError as error:  # a read-only cache only costs a rehash in the next process
+        log.debug("cannot record verified hashes in %s (%s)", cache_root(), error)
 
 
 def _download(registered: RegisteredFile) -> Path:
