@@ -9,6 +9,7 @@ tables without rows, manifest paths that leave the manifest's folder.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -90,20 +91,57 @@ def _decode_image(path: Path, suffix: str, limit: int) -> np.ndarray:
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
+        # tifffile logs damaged tags, offsets and strips and then returns what it could: often a
+        # partial, zero-filled or re-shaped array. A damaged file is refused rather than read wrong.
+        with _TiffWarnings() as damage, tifffile.TiffFile(path) as tif:
             if not tif.pages or not tif.series:
                 return np.empty(0)
             check_pixel_count(path, tif.series[0].shape, limit)
-            return tif.asarray(series=0)
+            array = tif.asarray(series=0)
+        if damage.messages:
+            raise ValueError(f"damaged file: {damage.messages[0]}")
+        return array
     if suffix == ".png":
         from PIL import Image
 
         with Image.open(path) as image:
             check_pixel_count(path, (image.height, image.width, len(image.getbands())), limit)
             return np.asarray(image)
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # reads the header only
-    check_pixel_count(path, mapped.shape, limit)
+    return _load_npy(path, lambda shape: check_pixel_count(path, shape, limit))
+
+
+def _load_npy(path: Path, check_shape=None) -> np.ndarray:
+    """Load a .npy file without pickles, its memory bounded by the file's size.
+
+    Memory-mapping reads only the header and refuses a header whose shape needs more bytes than the
+    file holds, so a truncated or forged file cannot make numpy allocate what its header claims.
+    """
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    if check_shape is not None:
+        check_shape(mapped.shape)
     return np.array(mapped)
+
+
+class _TiffWarnings(logging.Handler):
+    """Collects what tifffile logs while reading a file (and keeps it off the user's terminal)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.logger = logging.getLogger("tifffile")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> _TiffWarnings:
+        self.propagate = self.logger.propagate
+        self.logger.addHandler(self)
+        self.logger.propagate = False
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.logger.removeHandler(self)
+        self.logger.propagate = self.propagate
 
 
 def read_image(path: str | Path, channels: int | None = None, max_pixels: int | None = None) -> np.ndarray:
@@ -544,7 +582,7 @@ def read_signal(path: str | Path, params_path: str | Path | None = None) -> Sign
     path = Path(path)
     try:
         if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False)
+            values = _load_npy(path)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # an empty file is reported below, once

@@ -20,7 +20,7 @@ from typing import Any
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.outputs import atomic_write_bytes, atomic_write_text
-from phenolens.data.readers import check_pixel_count, one_line_message, read_json_object
+from phenolens.data.readers import MAX_PIXELS_VARIABLE, one_line_message, pixel_limit, read_json_object
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model.json"
@@ -129,7 +129,12 @@ def _check_normalization(card: ModelCard, path: Path) -> None:
         size = card.normalization["size"]
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise PhenolensError(f"{path}: normalization 'size' must be a positive integer (pixels), got {size!r}")
-        check_pixel_count(path, (max(card.n_channels, 1), size, size))
+        values, limit = max(card.n_channels, 1) * size * size, pixel_limit()
+        if values > limit:
+            raise PhenolensError(
+                f"{path}: normalization 'size' {size} makes inputs of {values:,} values per image, above the pixel limit of {limit:,} "
+                f"({MAX_PIXELS_VARIABLE}); restore the config"
+            )
     data_range = card.normalization.get("data_range", 1.0)
     if not isinstance(data_range, (int, float)) or isinstance(data_range, bool) or data_range <= 0:
         raise PhenolensError(f"{path}: normalization 'data_range' must be a positive number, got {data_range!r}")
