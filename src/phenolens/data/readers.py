@@ -395,7 +395,8 @@ def read_manifest(
     raw_labels = table[label_column].fillna("").astype(str)
     is_unlabelled = (raw_labels == "") | (raw_labels == (unlabelled or ""))
     if is_unlabelled.all() and not class_names:
-        raise PhenolensError(f"{manifest}: every {label_column!r} is empty or {unlabelled or 'empty'}; give the images class labels")
+        marks = f"empty or {unlabelled!r}" if unlabelled else "empty"
+        raise PhenolensError(f"{manifest}: every {label_column!r} is {marks}; give the images class labels")
     names = list(class_names) if class_names else sorted(set(raw_labels[~is_unlabelled]))
     unknown = sorted(set(raw_labels[~is_unlabelled]) - set(names))
     if unknown:

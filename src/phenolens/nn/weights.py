@@ -283,13 +283,18 @@ def _meta_model(architecture: Callable[..., Any], card: ModelCard, stored: dict[
     import torch
     from torch.nn.modules import module as torch_module
 
-    budget = {"tensors": 2 * len(stored) + 64, "values": 2 * sum(math.prod(s) for s in stored.values()) + 2**20}
+    # Meta tensors cost no memory, but each module costs Python objects and time: stop a build that
+    # registers far more tensors or values than the file holds (a near miss is left to `_check_tensors`,
+    # which names the tensors that differ).
+    stored_values = sum(math.prod(shape) for shape in stored.values())
+    most_tensors, most_values = 2 * len(stored) + 64, 64 * stored_values + 2**20
+    registered = {"tensors": 0, "values": 0}
 
     def count(module, name, tensor):
         if tensor is not None:
-            budget["tensors"] -= 1
-            budget["values"] -= tensor.numel()
-            if budget["tensors"] < 0 or budget["values"] < 0:
+            registered["tensors"] += 1
+            registered["values"] += tensor.numel()
+            if registered["tensors"] > most_tensors or registered["values"] > most_values:
                 raise _LargerThanTheWeights
         return None
 
@@ -299,7 +304,8 @@ def _meta_model(architecture: Callable[..., Any], card: ModelCard, stored: dict[
             return architecture(**card.hyperparameters)
     except _LargerThanTheWeights:
         raise PhenolensError(
-            f"{config}: the hyperparameters describe a model far larger than {WEIGHTS_FILE} holds; restore the config saved with these weights"
+            f"{config}: the hyperparameters describe a model far larger than {WEIGHTS_FILE} holds ({registered['tensors']:,} tensors "
+            f"of {registered['values']:,} values so far, against {len(stored):,} of {stored_values:,}); restore the config saved with these weights"
         ) from None
     except PhenolensError as error:
         raise PhenolensError(f"{config}: {error}") from None
