@@ -26,7 +26,7 @@ def temporary_mirror(tmp_path, mirror, monkeypatch, isolated_cache):
     copy.parent.mkdir(parents=True)
     shutil.copyfile(mirror / registered.path, copy)
     monkeypatch.setenv("PHENOLENS_DATA_MIRROR", str(tmp_path / "mirror"))
-    monkeypatch.setattr(registry_module, "_verified_in_process", set())
+    monkeypatch.setattr(registry_module, "_verified", {})
     hashed = []
     real_sha256 = registry_module.sha256_of
     monkeypatch.setattr(registry_module, "sha256_of", lambda path: hashed.append(path) or real_sha256(path))
@@ -37,9 +37,9 @@ def test_first_use_hashes_once_and_later_runs_use_the_cache(temporary_mirror, is
     dataset, copy, hashed = temporary_mirror
     assert dataset.resolve(RELATIVE) == copy and dataset.resolve(RELATIVE) == copy
     assert hashed == [copy]  # once per process
-    record = json.loads((isolated_cache / VERIFIED_FILE).read_text())
-    assert record[str(copy.resolve())]["sha256"] == dataset.file(RELATIVE).sha256
-    registry_module._verified_in_process.clear()  # a new process: the cache file answers
+    (record,) = [json.loads(line) for line in (isolated_cache / VERIFIED_FILE).read_text().splitlines()]
+    assert record["path"] == str(copy.resolve()) and record["sha256"] == dataset.file(RELATIVE).sha256
+    registry_module._verified.clear()  # a new process: the record file answers
     assert dataset.resolve(RELATIVE) == copy and hashed == [copy]
 
 
@@ -70,3 +70,11 @@ def test_unwritable_cache_only_costs_a_rehash(temporary_mirror, monkeypatch, tmp
     blocker.write_text("")
     monkeypatch.setenv("PHENOLENS_CACHE", str(blocker / "cache"))
     assert dataset.resolve(RELATIVE) == copy and hashed == [copy]
+
+
+def test_a_torn_record_line_only_costs_a_rehash(temporary_mirror, isolated_cache):
+    dataset, copy, hashed = temporary_mirror
+    isolated_cache.mkdir(parents=True)
+    (isolated_cache / VERIFIED_FILE).write_text('{"path": "/x", "size"\n[1, 2]\n')
+    assert dataset.resolve(RELATIVE) == copy and hashed == [copy]
+    assert len((isolated_cache / VERIFIED_FILE).read_text().splitlines()) == 3

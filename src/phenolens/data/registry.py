@@ -6,10 +6,10 @@ with pooch (sha256 checked). Files that phenolens derives itself (BBBC013 crops 
 project) are rebuilt into the cache from their source file.
 
 A local file is checked against its registered size and sha256 on its first use in a process. The
-hash is remembered in ``PHENOLENS_CACHE/verified.json`` keyed by the file's path, size and
-modification time, so later runs hash only files that changed. The trade-off: a file rewritten with
-the same size whose modification time is then set back is not rehashed; ``phenolens data verify``
-always hashes every file.
+hash is remembered in ``PHENOLENS_CACHE/verified.jsonl`` (one line per verified file) keyed by the
+file's path, size and modification time, so later runs hash only files that changed. The trade-off: a
+file rewritten with the same size whose modification time is then set back is not rehashed;
+``phenolens data verify`` always hashes every file.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from pathlib import Path
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
-from phenolens.core.outputs import atomic_write_text
 
 MIRROR_VARIABLE = "PHENOLENS_DATA_MIRROR"
 CACHE_VARIABLE = "PHENOLENS_CACHE"
-VERIFIED_FILE = "verified.json"
+VERIFIED_FILE = "verified.jsonl"
 
-# Files checked in this process, by (resolved path, size, modification time in ns).
-_verified_in_process: set[tuple[str, int, int]] = set()
+# Per cache folder: resolved path -> (size, modification time in ns, sha256) of the files verified,
+# read from VERIFIED_FILE once per process and extended as files are hashed.
+_verified: dict[Path, dict[str, tuple[int, int, str]]] = {}
 
 log = get_logger(__name__)
 
@@ -183,8 +183,8 @@ def resolve_file(dataset: Dataset, registered: RegisteredFile) -> Path:
 def check_registered_file(location: Path, dataset: Dataset, registered: RegisteredFile) -> Path:
     """Check a local copy of a registered file by size, then by sha256 once per change.
 
-    The hash is computed on the first use of a (path, size, modification time) in this process unless
-    ``PHENOLENS_CACHE/verified.json`` already records that key with the registered hash.
+    The hash is computed on the first use of a (path, size, modification time) unless
+    ``PHENOLENS_CACHE/verified.jsonl`` already records it with the registered hash.
 
     Parameters
     ----------
@@ -210,32 +210,42 @@ def check_registered_file(location: Path, dataset: Dataset, registered: Register
     advice = f"the file was changed or damaged; run `phenolens data verify {dataset.name}` and restore it from the source"
     if stat.st_size != registered.size:
         raise PhenolensError(f"{location}: {stat.st_size:,} bytes but the registry says {registered.size:,}; {advice}")
-    key = (str(location.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key in _verified_in_process:
-        return location
-    known = _read_verified()
-    if known.get(key[0]) != {"size": key[1], "mtime_ns": key[2], "sha256": registered.sha256}:
+    path, state = str(location.resolve()), (stat.st_size, stat.st_mtime_ns, registered.sha256)
+    verified = _verified_files(cache_root())
+    if verified.get(path) != state:
         if sha256_of(location) != registered.sha256:
             raise PhenolensError(f"{location}: sha256 differs from the registry's ({registered.path}); {advice}")
-        known[key[0]] = {"size": key[1], "mtime_ns": key[2], "sha256": registered.sha256}
-        _write_verified(known)
-    _verified_in_process.add(key)
+        verified[path] = state
+        _append_verified(cache_root(), path, state)
     return location
 
 
-def _read_verified() -> dict:
-    try:
-        known = json.loads((cache_root() / VERIFIED_FILE).read_text())
-    except (OSError, ValueError):  # no cache yet, or one damaged: hashing again is the safe answer
-        return {}
-    return known if isinstance(known, dict) else {}
+def _verified_files(cache: Path) -> dict[str, tuple[int, int, str]]:
+    if cache not in _verified:
+        records = {}
+        try:
+            lines = (cache / VERIFIED_FILE).read_text().splitlines()
+        except (OSError, UnicodeDecodeError):  # no record yet, or a damaged one: hashing again is the safe answer
+            lines = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                records[entry["path"]] = (entry["size"], entry["mtime_ns"], entry["sha256"])
+            except (ValueError, KeyError, TypeError):  # a torn line of a killed run only costs a rehash
+                continue
+        _verified[cache] = records
+    return _verified[cache]
 
 
-def _write_verified(known: dict) -> None:
+def _append_verified(cache: Path, path: str, state: tuple[int, int, str]) -> None:
+    """One line per verified file: appending stays cheap for mirrors of thousands of files."""
+    size, mtime_ns, sha256 = state
     try:
-        atomic_write_text(cache_root() / VERIFIED_FILE, json.dumps(known, indent=0, sort_keys=True))
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / VERIFIED_FILE, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps({"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": sha256}) + "\n")
     except OSError as error:  # a read-only cache only costs a rehash in the next process
-        log.debug("cannot record verified hashes in %s (%s)", cache_root(), error)
+        log.debug("cannot record verified hashes in %s (%s)", cache, error)
 
 
 def _download(registered: RegisteredFile) -> Path:
