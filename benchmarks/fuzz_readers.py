@@ -158,6 +158,7 @@ def npy_files(draw) -> dict[str, bytes]:
 
 CELLS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.floats(-1e3, 1e3).map(repr),
     st.integers(-(10**6), 10**6).map(str),
     st.sampled_from(["", "nan", "inf", "-inf", "x", '"a,b"', "1e999", "NA", "True"]),
 )
@@ -166,7 +167,7 @@ COLUMN_NAMES = st.sampled_from(["Metadata_Plate", "Metadata_Well", "f1", "f2", "
 
 @st.composite
 def _profile_csv(draw) -> bytes:
-    columns = draw(st.lists(COLUMN_NAMES, min_size=0, max_size=5))
+    columns = ["Metadata_Plate"] * draw(st.booleans()) + draw(st.lists(COLUMN_NAMES, min_size=0, max_size=5))  # often readable
     rows = draw(st.lists(st.lists(CELLS, min_size=len(columns), max_size=len(columns)), max_size=6))
     lines = [",".join(columns)] * draw(st.sampled_from([0, 1, 1, 1])) + [",".join(row) for row in rows]
     return draw(mutated("\n".join(lines).encode()))
