@@ -45,3 +45,11 @@ def test_a_forged_npy_header_is_refused_without_allocating(tmp_path):
     path.write_bytes(path.read_bytes().replace(b"(4,)", b"(4000000000,)"))
     with pytest.raises(PhenolensError, match=f"{path}: cannot read the signal"):
         read_signal(path)
+
+
+def test_a_run_record_whose_settings_are_not_a_list_is_refused(tmp_path):
+    """Found by the fuzzer: `"settings": null` escaped as a TypeError from load_run."""
+    record = fuzz_readers._run_record()
+    record["run.json"]["settings"] = None
+    files = {f"run/{name}": fuzz_readers.json.dumps(value).encode() for name, value in record.items()}
+    assert fuzz_readers.read_one("run", files) is False
