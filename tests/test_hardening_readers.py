@@ -183,3 +183,17 @@ def test_signal_parameters_must_be_a_finite_json_object(tmp_path):
         read_signal(signal, params)
     params.write_text('{"fs": 5e7}')
     assert read_signal(signal, params).params == {"fs": 5e7}
+
+
+def test_tiff_with_a_damaged_tag_is_refused_not_read_wrong(tmp_path):
+    path = tmp_path / "damaged.tif"
+    tifffile.imwrite(path, (np.arange(288).reshape(2, 12, 12) % 200 + 1).astype(np.uint8))
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].tags["BitsPerSample"].offset
+    data = bytearray(path.read_bytes())
+    data[offset + 2 : offset + 4] = (158).to_bytes(2, "little")  # one byte: the tag's type becomes invalid
+    path.write_bytes(bytes(data))
+    with tifffile.TiffFile(path) as tif:  # what tifffile alone does: a warning, then booleans instead of uint8
+        assert tif.asarray().dtype == bool
+    with pytest.raises(PhenolensError, match=rf"{path}: cannot read image \(ValueError: damaged file: .*invalid data type 158"):
+        read_image(path)
