@@ -283,16 +283,16 @@ def read_image_folder(
     if not folder.is_dir():
         raise PhenolensError(f"{folder}: not a folder; give a folder with one sub-folder per class")
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    paths, labels = [], []
+    paths, labels, empty = [], [], []
     for index, class_dir in enumerate(class_dirs):
         files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         paths += files
         labels += [index] * len(files)
+        empty += [] if files else [class_dir]
     if not paths:
         raise PhenolensError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} images in class sub-folders; check the path")
-    empty = [d.name for d in class_dirs if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.iterdir())]
-    if empty:
-        raise PhenolensError(f"{folder / empty[0]}: a class sub-folder without {'/'.join(IMAGE_SUFFIXES)} images; add images or remove the folder")
+    if empty:  # a class without images would be a class the model can never learn or be scored on
+        raise PhenolensError(f"{empty[0]}: a class sub-folder without {'/'.join(IMAGE_SUFFIXES)} images; add images or remove the folder")
     images = read_images(paths, len(channel_names) if channel_names else None, max_pixels)
     channel_names = list(channel_names or [f"ch{i}" for i in range(images[0].shape[0])])
     meta = pd.DataFrame({"source": [str(p) for p in paths]})
