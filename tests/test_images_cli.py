@@ -249,7 +249,7 @@ def test_folders_are_matched_to_the_model_by_name(trained, tmp_path, capsys):
     # an empty class sub-folder
     (only / "BBB").mkdir()
     assert run(["images", "predict", str(model), "--folder", str(only), "--out", str(out)]) == 2
-    _one_line_refusal(capsys, out, "BBB: an empty class sub-folder")
+    _one_line_refusal(capsys, out, "BBB: a class sub-folder without")
 
 
 @pytest.mark.parametrize(

@@ -388,6 +388,8 @@ def load_run(path: str | os.PathLike) -> Run:
         raise PhenolensError(f"{record_path}: unreadable run record ({error}); re-run the command") from None
     if not isinstance(record, dict) or not record.get("finished") or not isinstance(record.get("command"), str):
         raise PhenolensError(f"{record_path}: incomplete run record; re-run the command")
+    if not isinstance(record.get("settings", []), list):
+        raise PhenolensError(f"{record_path}: 'settings' is not a list; the run record is damaged")
     settings = [_rebuild_settings(entry, record_path) for entry in record.get("settings", [])]
     metrics: dict[str, Any] = {}
     if (folder / METRICS).is_file():

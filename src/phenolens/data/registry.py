@@ -4,6 +4,12 @@ Resolution order for every file: the read-only mirror named by ``PHENOLENS_DATA_
 cache (``PHENOLENS_CACHE``, default ``~/.cache/phenolens``), then a download of the public source
 with pooch (sha256 checked). Files that phenolens derives itself (BBBC013 crops from the piximi
 project) are rebuilt into the cache from their source file.
+
+A local file is checked against its registered size and sha256 on its first use in a process. The
+hash is remembered in ``PHENOLENS_CACHE/verified.jsonl`` (one line per verified file) keyed by the
+file's path, size and modification time, so later runs hash only files that changed. The trade-off: a
+file rewritten with the same size whose modification time is then set back is not rehashed;
+``phenolens data verify`` always hashes every file.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from phenolens.core.logging import get_logger
 
 MIRROR_VARIABLE = "PHENOLENS_DATA_MIRROR"
 CACHE_VARIABLE = "PHENOLENS_CACHE"
+VERIFIED_FILE = "verified.jsonl"
+
+# Per cache folder: resolved path -> (size, modification time in ns, sha256) of the files verified,
+# read from VERIFIED_FILE once per process and extended as files are hashed.
+_verified: dict[Path, dict[str, tuple[int, int, str]]] = {}
 
 log = get_logger(__name__)
 
@@ -132,19 +143,34 @@ def _candidates(dataset: Dataset, registered: RegisteredFile) -> list[Path]:
 
 
 def resolve_file(dataset: Dataset, registered: RegisteredFile) -> Path:
-    """Find or fetch one registered file and return its local path.
+    """Find or fetch one registered file and return its local path, checked against the registry.
 
-    Files found locally are trusted by size (``phenolens data verify`` checks hashes); downloads
-    are checked by sha256.
+    Parameters
+    ----------
+    dataset : Dataset
+        The dataset the file belongs to.
+    registered : RegisteredFile
+        The file's registry entry.
+
+    Returns
+    -------
+    Path
+        The local file: in the mirror, the system folder or the cache (derived or downloaded).
+
+    Raises
+    ------
+    PhenolensError
+        When the file is only in a mirror that is not set, cannot be downloaded, or a local copy has another
+        size or sha256 than the registry's (see `check_registered_file`).
     """
     for place in _candidates(dataset, registered):
         if place.is_file():
-            return place
+            return check_registered_file(place, dataset, registered)
     if dataset.derived_from and registered.url is None:
         _derive(dataset)
         cached = cache_root() / registered.path
         if cached.is_file():
-            return cached
+            return check_registered_file(cached, dataset, registered)
     if registered.url is None:
         raise PhenolensError(
             f"{registered.path} is only distributed through a data mirror (its upstream "
@@ -152,6 +178,74 @@ def resolve_file(dataset: Dataset, registered: RegisteredFile) -> Path:
             f"unpickle); set {MIRROR_VARIABLE} to a folder that holds it"
         )
     return _download(registered)
+
+
+def check_registered_file(location: Path, dataset: Dataset, registered: RegisteredFile) -> Path:
+    """Check a local copy of a registered file by size, then by sha256 once per change.
+
+    The hash is computed on the first use of a (path, size, modification time) unless
+    ``PHENOLENS_CACHE/verified.jsonl`` already records it with the registered hash.
+
+    Parameters
+    ----------
+    location : Path
+        The local copy.
+    dataset : Dataset
+        Its dataset, named in the error.
+    registered : RegisteredFile
+        Its registry entry (size and sha256).
+
+    Returns
+    -------
+    Path
+        `location`, once it matches.
+
+    Raises
+    ------
+    PhenolensError
+        When the size or the sha256 differs from the registry's; the message names the file and
+        ``phenolens data verify``.
+    """
+    stat = location.stat()
+    advice = f"the file was changed or damaged; run `phenolens data verify {dataset.name}` and restore it from the source"
+    if stat.st_size != registered.size:
+        raise PhenolensError(f"{location}: {stat.st_size:,} bytes but the registry says {registered.size:,}; {advice}")
+    path, state = str(location.resolve()), (stat.st_size, stat.st_mtime_ns, registered.sha256)
+    verified = _verified_files(cache_root())
+    if verified.get(path) != state:
+        if sha256_of(location) != registered.sha256:
+            raise PhenolensError(f"{location}: sha256 differs from the registry's ({registered.path}); {advice}")
+        verified[path] = state
+        _append_verified(cache_root(), path, state)
+    return location
+
+
+def _verified_files(cache: Path) -> dict[str, tuple[int, int, str]]:
+    if cache not in _verified:
+        records = {}
+        try:
+            lines = (cache / VERIFIED_FILE).read_text().splitlines()
+        except (OSError, UnicodeDecodeError):  # no record yet, or a damaged one: hashing again is the safe answer
+            lines = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+                records[entry["path"]] = (entry["size"], entry["mtime_ns"], entry["sha256"])
+            except (ValueError, KeyError, TypeError):  # a torn line of a killed run only costs a rehash
+                continue
+        _verified[cache] = records
+    return _verified[cache]
+
+
+def _append_verified(cache: Path, path: str, state: tuple[int, int, str]) -> None:
+    """One line per verified file: appending stays cheap for mirrors of thousands of files."""
+    size, mtime_ns, sha256 = state
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / VERIFIED_FILE, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps({"path": path, "size": size, "mtime_ns": mtime_ns, "sha256": sha256}) + "\n")
+    except OSError as error:  # a read-only cache only costs a rehash in the next process
+        log.debug("cannot record verified hashes in %s (%s)", cache, error)
 
 
 def _download(registered: RegisteredFile) -> Path:

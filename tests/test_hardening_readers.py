@@ -1,0 +1,199 @@
+"""Hardening of the readers: pixel limit before decoding, real-valued data only, unambiguous tables,
+manifest paths kept inside the manifest's folder (issue 23)."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from PIL import Image
+
+from phenolens.core.errors import PhenolensError
+from phenolens.data import read_image, read_image_folder, read_manifest, read_profiles, read_signal
+from phenolens.data.readers import MAX_PIXELS, MAX_PIXELS_VARIABLE, is_manifest, pixel_limit
+
+
+def _zlib_tiff(path, shape):
+    tifffile.imwrite(path, np.zeros(shape, dtype=np.uint8), compression="zlib")
+    return path
+
+
+def test_compressed_tiff_above_the_limit_is_refused_before_decoding(tmp_path):
+    bomb = _zlib_tiff(tmp_path / "bomb.tif", (2, 3000, 3000))  # 18 MB of pixels in ~20 kB
+    assert bomb.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(PhenolensError, match=rf"{bomb}: the image holds 18,000,000 values .* limit of 1,000,000 per image"):
+            read_image(bomb, max_pixels=1_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000  # the pixels were never decoded
+    assert read_image(bomb, max_pixels=18_000_000).shape == (2, 3000, 3000)
+
+
+def test_pixel_limit_from_the_environment(tmp_path, monkeypatch):
+    image = _zlib_tiff(tmp_path / "a.tif", (2, 30, 30))
+    assert pixel_limit() == MAX_PIXELS == 10**8
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "1799")
+    with pytest.raises(PhenolensError, match="1,800 values .* limit of 1,799 per image; .*PHENOLENS_MAX_PIXELS"):
+        read_image(image)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "1800")
+    assert read_image(image).shape == (2, 30, 30)
+    monkeypatch.setenv(MAX_PIXELS_VARIABLE, "lots")
+    with pytest.raises(PhenolensError, match="PHENOLENS_MAX_PIXELS='lots' is not a positive integer"):
+        read_image(image)
+
+
+def test_png_and_npy_limits_count_channels(tmp_path):
+    png = tmp_path / "rgb.png"
+    Image.fromarray(np.zeros((20, 10, 3), dtype=np.uint8)).save(png)
+    with pytest.raises(PhenolensError, match="600 values"):
+        read_image(png, max_pixels=599)
+    assert read_image(png, max_pixels=600).shape == (3, 20, 10)
+    npy = tmp_path / "a.npy"
+    np.save(npy, np.ones((2, 20, 10), dtype=np.float32))
+    with pytest.raises(PhenolensError, match="400 values"):
+        read_image(npy, max_pixels=399)
+    assert read_image(npy, max_pixels=400).sum() == 400
+
+
+@pytest.mark.parametrize("values", [np.ones((4, 4), dtype=np.complex64), np.array([["a", "b"], ["c", "d"]])])
+def test_images_that_are_not_real_numbers_are_refused(tmp_path, values):
+    path = tmp_path / "odd.npy"
+    np.save(path, values)
+    with pytest.raises(PhenolensError, match=rf"{path}: pixels of type .* are not real numbers"):
+        read_image(path)
+
+
+def test_empty_class_folder_is_refused(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    tifffile.imwrite(tmp_path / "a" / "0.tif", np.zeros((8, 8), dtype=np.uint8))
+    with pytest.raises(PhenolensError, match=rf"{tmp_path / 'b'}: a class sub-folder without"):
+        read_image_folder(tmp_path)
+
+
+def test_duplicate_csv_columns_are_refused_not_renamed(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("Metadata_Plate,f,f\np,1,2\n")
+    assert list(pd.read_csv(path).columns) == ["Metadata_Plate", "f", "f.1"]  # what pandas alone does
+    with pytest.raises(PhenolensError, match=rf"{path}: duplicate column name 'f'"):
+        read_profiles(path)
+    gz = tmp_path / "dup.csv.gz"
+    pd.DataFrame([["p", 1, 2]], columns=["Metadata_Plate", "g", "g"]).to_csv(gz, index=False)
+    with pytest.raises(PhenolensError, match="duplicate column name 'g'"):
+        read_profiles(gz)
+
+
+def test_duplicate_parquet_columns_are_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.table([pa.array(["p"]), pa.array([1.0]), pa.array([2.0])], names=["Metadata_Plate", "f", "f"]), path)
+    with pytest.raises(PhenolensError, match=rf"{path}: duplicate column name 'f'"):
+        read_profiles(path)
+
+
+def test_header_only_and_empty_tables_are_reported_as_such(tmp_path):
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("Metadata_Plate,f1,f2\n")
+    with pytest.raises(PhenolensError, match=rf"{header_only}: the table has 3 columns but no rows"):
+        read_profiles(header_only)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(PhenolensError, match=rf"{empty}: the file is empty"):
+        read_profiles(empty)
+    with pytest.raises(PhenolensError, match=rf"{empty}: the file is empty"):
+        is_manifest(empty)
+    assert is_manifest(header_only) is False
+
+
+def _manifest(tmp_path, rows, name="m.csv"):
+    folder = tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    tifffile.imwrite(folder / "in.tif", np.zeros((8, 8), dtype=np.uint8))
+    tifffile.imwrite(tmp_path / "outside.tif", np.ones((8, 8), dtype=np.uint8))
+    path = folder / name
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(path, index=False)
+    return path
+
+
+def test_manifest_with_only_empty_labels_is_refused(tmp_path):
+    manifest = _manifest(tmp_path, [["in.tif", ""], ["in.tif", None]])
+    with pytest.raises(PhenolensError, match=rf"{manifest}: every 'label' is empty"):
+        read_manifest(manifest)
+    assert read_manifest(manifest, class_names=["a", "b"]).labels.tolist() == [-1, -1]
+
+
+@pytest.mark.parametrize("outside", ["../outside.tif", "OUTSIDE_ABSOLUTE", "sub/../../outside.tif"])
+def test_manifest_paths_leaving_the_folder_need_permission(tmp_path, outside):
+    outside = str(tmp_path / "outside.tif") if outside == "OUTSIDE_ABSOLUTE" else outside
+    manifest = _manifest(tmp_path, [["in.tif", "a"], [outside, "b"]])
+    with pytest.raises(PhenolensError, match=rf"{manifest}: row 3 path .* leaves the manifest's folder.*--allow-outside-paths"):
+        read_manifest(manifest)
+    images = read_manifest(manifest, allow_outside_paths=True)
+    assert images.images[:, 0].max(axis=(1, 2)).tolist() == [0, 1]
+
+
+def test_manifest_row_without_a_path_is_named(tmp_path):
+    manifest = _manifest(tmp_path, [["in.tif", "a"], [None, "b"]])
+    with pytest.raises(PhenolensError, match=rf"{manifest}: row 3 has no image path"):
+        read_manifest(manifest)
+
+
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        (np.ones(8, dtype=np.complex128), "complex128 are not real numbers"),
+        (np.array(["1", "2"]), "<U1 are not real numbers"),
+        (np.ones((8, 2)), "holds a 8x2 array, not one signal"),
+    ],
+)
+def test_signals_that_are_not_one_real_column_are_refused(tmp_path, values, problem):
+    path = tmp_path / "s.npy"
+    np.save(path, values)
+    with pytest.raises(PhenolensError, match=rf"{path}: .*{problem}"):
+        read_signal(path)
+
+
+def test_two_column_text_signal_is_refused_and_one_column_shapes_are_kept(tmp_path):
+    text = tmp_path / "s.txt"
+    text.write_text("1 2\n3 4\n5 6\n")
+    with pytest.raises(PhenolensError, match="holds a 3x2 array, not one signal"):
+        read_signal(text)
+    column = tmp_path / "c.npy"
+    np.save(column, np.arange(5.0)[:, None])
+    assert read_signal(column).values.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_signal_parameters_must_be_a_finite_json_object(tmp_path):
+    signal = tmp_path / "s.txt"
+    signal.write_text("1\n2\n3\n")
+    params = tmp_path / "p.json"
+    params.write_text("[1, 2]")
+    with pytest.raises(PhenolensError, match=rf"{params}: the signal parameters must be a JSON object, got list"):
+        read_signal(signal, params)
+    params.write_text('{"fs": NaN}')
+    with pytest.raises(PhenolensError, match="NaN is not a finite number"):
+        read_signal(signal, params)
+    params.write_text('{"fs": 5e7}')
+    assert read_signal(signal, params).params == {"fs": 5e7}
+
+
+def test_tiff_with_a_damaged_tag_is_refused_not_read_wrong(tmp_path):
+    path = tmp_path / "damaged.tif"
+    tifffile.imwrite(path, (np.arange(288).reshape(2, 12, 12) % 200 + 1).astype(np.uint8))
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages[0].tags["BitsPerSample"].offset
+    data = bytearray(path.read_bytes())
+    data[offset + 2 : offset + 4] = (158).to_bytes(2, "little")  # one byte: the tag's type becomes invalid
+    path.write_bytes(bytes(data))
+    with tifffile.TiffFile(path) as tif:  # what tifffile alone does: a warning, then booleans instead of uint8
+        assert tif.asarray().dtype == bool
+    with pytest.raises(PhenolensError, match=rf"{path}: cannot read image \(ValueError: damaged file: .*invalid data type 158"):
+        read_image(path)
