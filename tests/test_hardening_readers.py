@@ -197,3 +197,22 @@ def test_tiff_with_a_damaged_tag_is_refused_not_read_wrong(tmp_path):
         assert tif.asarray().dtype == bool
     with pytest.raises(PhenolensError, match=rf"{path}: cannot read image \(ValueError: damaged file: .*invalid data type 158"):
         read_image(path)
+
+
+def test_cli_manifest_outside_paths_need_the_option(tmp_path, capsys):
+    """`images train` refuses a manifest path through .. in one line; --allow-outside-paths reads it."""
+    import numpy as np
+
+    from phenolens.cli.image_inputs import read_images
+
+    outside = tmp_path / "outside.npy"
+    np.save(outside, np.ones((2, 8, 8), dtype=np.float32))
+    folder = tmp_path / "m"
+    folder.mkdir()
+    np.save(folder / "inside.npy", np.zeros((2, 8, 8), dtype=np.float32))
+    manifest = folder / "labels.csv"
+    manifest.write_text("path,label\ninside.npy,A\n../outside.npy,B\n")
+    with pytest.raises(PhenolensError, match="leaves the manifest's folder"):
+        read_images(None, None, manifest)
+    images = read_images(None, None, manifest, allow_outside_paths=True)
+    assert len(images) == 2 and images.class_names == ["A", "B"]

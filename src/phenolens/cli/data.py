@@ -65,6 +65,7 @@ def load_any(source: str, channels: str = ""):
     from phenolens.data import read_image_folder, read_manifest, read_profiles, read_signal
     from phenolens.data.containers import SignalSet
     from phenolens.data.loaders import load
+    from phenolens.data.readers import is_manifest
     from phenolens.data.registry import registry
 
     if source in registry():
@@ -77,12 +78,8 @@ def load_any(source: str, channels: str = ""):
         return read_image_folder(path, channel_names)
     if path.suffix in (".npy", ".txt"):
         return SignalSet([read_signal(path)], name=path.stem)
-    if path.suffix == ".csv":
-        import pandas as pd
-
-        header = pd.read_csv(path, nrows=0).columns
-        if "path" in header and "label" in header:
-            return read_manifest(path, channel_names)
+    if path.suffix == ".csv" and is_manifest(path):
+        return read_manifest(path, channel_names)
     return read_profiles(path)
 
 

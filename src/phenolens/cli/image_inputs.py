@@ -14,9 +14,14 @@ FOLDER = typer.Option(None, "--folder", help="A folder with one sub-folder of ti
 MANIFEST = typer.Option(None, "--manifest", help="A CSV with path,label and metadata columns (paths relative to it).")
 CHANNELS = typer.Option("", "--channels", help="Comma-separated channel (stain) names for --folder/--manifest images, in the files' order.")
 UNLABELLED = typer.Option("", "--unlabelled", help="The manifest label that marks unlabelled images (e.g. Unknown).")
+ALLOW_OUTSIDE = typer.Option(
+    False, "--allow-outside-paths", help="Read manifest paths that leave the manifest's folder (absolute, or through ..); refused by default."
+)
 
 
-def read_images(dataset: str | None, folder: Path | None, manifest: Path | None, channels: str = "", unlabelled: str = ""):
+def read_images(
+    dataset: str | None, folder: Path | None, manifest: Path | None, channels: str = "", unlabelled: str = "", allow_outside_paths: bool = False
+):
     """The ImageSet named by exactly one of the three sources.
 
     Parameters
@@ -31,6 +36,8 @@ def read_images(dataset: str | None, folder: Path | None, manifest: Path | None,
         Comma-separated channel names of folder/manifest images.
     unlabelled : str
         The manifest label of unlabelled images.
+    allow_outside_paths : bool
+        Read manifest paths that leave the manifest's folder.
 
     Returns
     -------
@@ -56,7 +63,7 @@ def read_images(dataset: str | None, folder: Path | None, manifest: Path | None,
         return images
     if folder:
         return read_image_folder(folder, names)
-    return read_manifest(manifest, names, unlabelled=unlabelled or None)
+    return read_manifest(manifest, names, unlabelled=unlabelled or None, allow_outside_paths=allow_outside_paths)
 
 
 def input_paths(folder: Path | None, manifest: Path | None) -> list[Path]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, input_paths, read_images
+from phenolens.cli.image_inputs import ALLOW_OUTSIDE, CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, input_paths, read_images
 from phenolens.cli.options import OVERWRITE, settings_options
 from phenolens.explain.attribution import AttributionSettings
 from phenolens.training.settings import ImagePredictionSettings, ImageTrainingSettings
@@ -38,6 +38,7 @@ def train(
     manifest: Path = MANIFEST,
     channels: str = CHANNELS,
     unlabelled: str = UNLABELLED,
+    allow_outside_paths: bool = ALLOW_OUTSIDE,
     overwrite: bool = OVERWRITE,
     settings: ImageTrainingSettings = None,
 ) -> None:
@@ -49,7 +50,7 @@ def train(
     from phenolens.training.evaluation import train_and_evaluate
 
     writer = _run_writer(out, "images train", settings, overwrite, dataset, folder, manifest)
-    images = read_images(dataset, folder, manifest, channels, unlabelled)
+    images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
     started = time.perf_counter()
     run = train_and_evaluate(images, settings)
     seconds = time.perf_counter() - started
@@ -74,6 +75,7 @@ def explain(
     manifest: Path = MANIFEST,
     channels: str = CHANNELS,
     unlabelled: str = UNLABELLED,
+    allow_outside_paths: bool = ALLOW_OUTSIDE,
     overwrite: bool = OVERWRITE,
     settings: AttributionSettings = None,
 ) -> None:
@@ -85,7 +87,7 @@ def explain(
     from phenolens.report.html import Report
 
     writer = _run_writer(out, "images explain", settings, overwrite, dataset, folder, manifest, model)
-    images = read_images(dataset, folder, manifest, channels, unlabelled)
+    images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
     explained = explain_model(model, images, settings)
     report = Report(f"phenolens images explain: {images.name}", metrics=explained.metrics)
     report.add(explanation_section(explained.explanation))
@@ -109,6 +111,7 @@ def predict(
     manifest: Path = MANIFEST,
     channels: str = CHANNELS,
     unlabelled: str = UNLABELLED,
+    allow_outside_paths: bool = ALLOW_OUTSIDE,
     overwrite: bool = OVERWRITE,
     settings: ImagePredictionSettings = None,
 ) -> None:
@@ -120,7 +123,7 @@ def predict(
 
     writer = _run_writer(out, "images predict", settings, overwrite, dataset, folder, manifest, model)
     classifier = ImageClassifier.load(model)
-    images = read_images(dataset, folder, manifest, channels, unlabelled)
+    images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
     predictions = predict_images(classifier, images, settings)
     metrics = {**predictions.metrics, "model": str(model), "dataset": images.name}
     report = Report(f"phenolens images predict: {images.name}", metrics=metrics)
