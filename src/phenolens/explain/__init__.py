@@ -6,7 +6,7 @@ command line is built from) load without torch.
 
 from __future__ import annotations
 
-import importlib
+from phenolens.core.lazy import lazy_exports
 
 _EXPORTS = {
     "ATTRIBUTION_METHODS": "attribution",
@@ -30,13 +30,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,7 @@ import torch or scikit-learn.
 
 from __future__ import annotations
 
-import importlib
+from phenolens.core.lazy import lazy_exports
 
 _EXPORTS = {
     "AnomalyProfiler": "anomaly",
@@ -45,11 +45,5 @@ _EXPORTS = {
     "ProfilingSettings": "settings",
 }
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"phenolens.profiling.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'phenolens.profiling' has no attribute {name!r}")
-
-
 __all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -29,9 +29,7 @@ from threadpoolctl import threadpool_limits
 from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng
 from phenolens.profiling.replicates import row_standardize
-
-CLASSIFIERS = ("lr", "mlp")
-INNER_FOLDS = 3  # folds of the hyper-parameter search inside each outer training split
+from phenolens.profiling.settings import CLASSIFIERS, INNER_FOLDS
 
 
 def treatment_profiles(values: np.ndarray, treatments: np.ndarray) -> pd.DataFrame:

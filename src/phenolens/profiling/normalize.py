@@ -17,9 +17,9 @@ from scipy import sparse
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng
+from phenolens.profiling.settings import SCALE_POOLING
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
-SCALE_POOLING = ("plate", "batch", "all")
 
 
 def split_controls(plates: Sequence, is_control: np.ndarray, fractions: tuple[float, float, float] = (0.4, 0.1, 0.5), seed: int = 0) -> np.ndarray:

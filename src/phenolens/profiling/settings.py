@@ -15,8 +15,10 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.settings import Settings, setting
 from phenolens.data.query import parse_query
 from phenolens.profiling.inputs import ProfileColumns
-from phenolens.profiling.moa import CLASSIFIERS, INNER_FOLDS
-from phenolens.profiling.normalize import SCALE_POOLING
+
+CLASSIFIERS = ("lr", "mlp")  # the MoA classifiers compared: logistic regression and a multilayer perceptron
+INNER_FOLDS = 3  # folds of the hyper-parameter search inside each outer training split
+SCALE_POOLING = ("plate", "batch", "all")  # over which wells the feature spread is pooled
 
 REPLICATE_NORMALIZATION = ("whole_plate", "none")
 FEATURE_SETS = ("intersection", "union")

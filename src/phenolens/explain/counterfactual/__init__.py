@@ -12,8 +12,7 @@ without loading torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from phenolens.core.lazy import lazy_exports
 
 _EXPORTS = {
     "CounterfactualExplanationSettings": "settings",
@@ -32,26 +31,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """Import an exported name from its module on first use.
-
-    Parameters
-    ----------
-    name : str
-        One of `__all__`.
-
-    Returns
-    -------
-    Any
-        The class or function.
-
-    Raises
-    ------
-    AttributeError
-        For any other name.
-    """
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
