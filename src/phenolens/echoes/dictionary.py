@@ -14,8 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from phenolens.echoes.pulse import PulseShape, angular_frequency
-from phenolens.echoes.simulate import DISTRIBUTIONS
+from phenolens.echoes.pulse import DISTRIBUTIONS, PulseShape, angular_frequency
 
 GRID_SIZES = {"none": 1, "narrow": 3, "wide": 6}
 

@@ -16,6 +16,14 @@ from phenolens.core.errors import PhenolensError
 
 DEFAULT_FS_MHZ = 100.0
 
+# Per pulse distribution: the range of echo widths (x sigma_0) and of centre frequencies (MHz; None =
+# the reference frequency). The simulator draws from it; the sparse baselines' dictionaries cover it.
+DISTRIBUTIONS: dict[str, tuple[tuple[float, float], tuple[float, float] | None]] = {
+    "none": ((1.0, 1.0), None),
+    "narrow": ((1.0, 1.2), (4.0, 5.4)),
+    "wide": ((1.0, 1.4), (3.0, 5.4)),
+}
+
 
 @dataclass(frozen=True)
 class PulseShape:

@@ -16,7 +16,8 @@ import numpy as np
 from phenolens.core.seeding import numpy_rng
 from phenolens.echoes.detection import Detections
 from phenolens.echoes.pulse import PulseShape, angular_frequency, echo_waveforms
-from phenolens.echoes.simulate import SimulationConfig, draw_pulse_parameters
+from phenolens.echoes.settings import EchoSimulationSettings
+from phenolens.echoes.simulate import draw_pulse_parameters
 
 ULTEM_VELOCITY_MM_PER_US = 2.09  # longitudinal sound velocity used for the US-CNN glue phantom
 
@@ -66,7 +67,7 @@ def simulate_layer_scan(config: LayerScanConfig = LayerScanConfig()) -> LayerSca
     n = config.rows * config.columns
     top = rng.uniform(0.3, 0.45, n) * config.length
     tofs = np.stack([top, top + tofd.ravel()], axis=1)
-    simulation = SimulationConfig(distribution=config.distribution, pulse=config.pulse, length=config.length, max_echoes=2)
+    simulation = EchoSimulationSettings.for_pulse(config.pulse, distribution=config.distribution, length=config.length, max_echoes=2)
     sigma, freq = draw_pulse_parameters(rng, simulation, n)  # one transducer pulse per position, shared by both echoes
     phase = rng.uniform(0, 2 * np.pi, n)
     amplitudes = np.stack([rng.uniform(0.6, 1.0, n), rng.uniform(0.4, 0.9, n)], axis=1)
