@@ -144,7 +144,9 @@ def test_simulate_writes_a_run_folder_and_refuses_to_overwrite_without_the_flag(
     out = tmp_path / "sim"
     assert run(["echoes", "simulate", "--out", str(out), "--n-signals", "12", "--seed", "4", "--snr", "15"]) == 0
     finished = load_run(out)
-    assert finished.command == "echoes simulate" and finished.setting(EchoSimulationSettings) == EchoSimulationSettings(n_signals=12, seed=4, snr_db=15.0)
+    assert finished.command == "echoes simulate" and finished.setting(EchoSimulationSettings) == EchoSimulationSettings(
+        n_signals=12, seed=4, snr_db=15.0
+    )
     assert finished.record["seed"] == 4 and finished.metrics["settings"]["n_signals"] == 12
     stamp = (out / RUN_RECORD).read_text()
     assert run(["echoes", "simulate", "--out", str(out), "--n-signals", "5"]) == 2

@@ -93,7 +93,15 @@ def test_evaluation_metrics_follow_the_schema(tiny_uscnn):
     from phenolens.data.loaders import load
 
     settings = EchoEvaluationSettings(
-        n_test=8, lambdas=(1.0, 3.0), epsilons=(0.1,), snrs=(20.0,), n_timing=4, scan_shape=(2, 8), test_distribution="none", seed=11, select_variants=False
+        n_test=8,
+        lambdas=(1.0, 3.0),
+        epsilons=(0.1,),
+        snrs=(20.0,),
+        n_timing=4,
+        scan_shape=(2, 8),
+        test_distribution="none",
+        seed=11,
+        select_variants=False,
     )
     reference = [s for s in load("echo-pulses").signals if s.name == "reference_signal_ultem_water"]
     result = evaluate(tiny_uscnn[0], settings, real_signals=reference)

@@ -78,7 +78,9 @@ def test_uscnn_does_not_change_the_callers_model():
 def test_a_new_detector_is_one_class_and_one_registration():
     @register_detector("test-envelope")
     class EnvelopeDetector(SparseEchoDetector):
-        def __init__(self, distribution="none", pulse=PulseShape(), beta=0.01, nms_window=14, max_detections=20, min_echoes=None, lowering=0.8, window=2048):
+        def __init__(
+            self, distribution="none", pulse=PulseShape(), beta=0.01, nms_window=14, max_detections=20, min_echoes=None, lowering=0.8, window=2048
+        ):
             self.distribution, self.pulse, self.beta, self.nms_window = distribution, pulse, beta, nms_window
             self.max_detections, self.min_echoes, self.lowering, self.window = max_detections, min_echoes, lowering, window
 

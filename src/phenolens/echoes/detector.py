@@ -32,6 +32,8 @@ from phenolens.echoes.windows import windowed_activation
 DETECTORS: dict[str, type[BaseEchoDetector]] = {}
 BASELINES = ("omp", "ista", "smp")
 DEFAULT_WINDOW = 2048  # samples; the real A-scans (<= 2,000 samples) and simulated records fit in one
+# scikit-learn's OMP works on an explicit (T, 2 P T) matrix: its memory and time grow with the window's square
+OMP_WINDOW = 512
 
 
 def register_detector(method: str):
@@ -352,7 +354,18 @@ class USCNNDetector(BaseEchoDetector):
         return np.concatenate(outputs).astype(np.float64)
 
     def refitted(self, **changes) -> USCNNDetector:
-        """A copy with other post-processing around the same trained network (see `BaseEchoDetector.refitted`)."""
+        """A copy with other post-processing around the same trained network.
+
+        Parameters
+        ----------
+        **changes
+            Parameters to change (see `BaseEchoDetector.refitted`).
+
+        Returns
+        -------
+        USCNNDetector
+            Fitted.
+        """
         check_is_fitted(self, "model_")
         return super().refitted(**changes, model=self.model_)
 
@@ -407,7 +420,20 @@ class SparseEchoDetector(BaseEchoDetector):
         return self._dictionaries[length]
 
     def codes(self, dictionary: GaborDictionary, signals: np.ndarray) -> np.ndarray:
-        """Complex codes (N, P, T) of (N, T) signals on `dictionary`."""
+        """Complex codes of the subclass's solver.
+
+        Parameters
+        ----------
+        dictionary : GaborDictionary
+            The atoms, for the signals' length.
+        signals : numpy.ndarray
+            (N, T) real signals.
+
+        Returns
+        -------
+        numpy.ndarray
+            Complex codes (N, P, T).
+        """
         raise NotImplementedError
 
     def _activation(self, signals: np.ndarray) -> np.ndarray:
@@ -429,7 +455,7 @@ class OMPDetector(SparseEchoDetector):
     beta, nms_window, max_detections, min_echoes, lowering
         Post-processing (see `detection.detect_echoes`).
     window : int
-        Longest signal processed at once; the explicit matrix grows with its square.
+        Longest signal processed at once (default 512: the explicit matrix grows with its square).
     """
 
     def __init__(
@@ -442,7 +468,7 @@ class OMPDetector(SparseEchoDetector):
         max_detections: int = 20,
         min_echoes: int | None = None,
         lowering: float = 0.8,
-        window: int = DEFAULT_WINDOW,
+        window: int = OMP_WINDOW,
     ) -> None:
         self.distribution = distribution
         self.pulse = pulse
@@ -455,7 +481,20 @@ class OMPDetector(SparseEchoDetector):
         self.window = window
 
     def codes(self, dictionary: GaborDictionary, signals: np.ndarray) -> np.ndarray:
-        """scikit-learn OMP codes."""
+        """scikit-learn OMP codes (`solvers.sklearn_omp_codes`).
+
+        Parameters
+        ----------
+        dictionary : GaborDictionary
+            The atoms, for the signals' length.
+        signals : numpy.ndarray
+            (N, T) real signals.
+
+        Returns
+        -------
+        numpy.ndarray
+            Complex codes (N, P, T).
+        """
         return sklearn_omp_codes(dictionary, signals, self.stop)
 
 
@@ -467,7 +506,20 @@ class ComplexOMPDetector(OMPDetector):
     """
 
     def codes(self, dictionary: GaborDictionary, signals: np.ndarray) -> np.ndarray:
-        """Complex-atom OMP codes."""
+        """Complex-atom OMP codes (`pursuit.omp_codes`).
+
+        Parameters
+        ----------
+        dictionary : GaborDictionary
+            The atoms, for the signals' length.
+        signals : numpy.ndarray
+            (N, T) real signals.
+
+        Returns
+        -------
+        numpy.ndarray
+            Complex codes (N, P, T).
+        """
         return omp_codes(dictionary, signals, self.stop)
 
 
@@ -520,7 +572,20 @@ class SMPDetector(SparseEchoDetector):
         self.window = window
 
     def codes(self, dictionary: GaborDictionary, signals: np.ndarray) -> np.ndarray:
-        """SMP codes."""
+        """SMP codes (`pursuit.smp_codes`).
+
+        Parameters
+        ----------
+        dictionary : GaborDictionary
+            The atoms, for the signals' length.
+        signals : numpy.ndarray
+            (N, T) real signals.
+
+        Returns
+        -------
+        numpy.ndarray
+            Complex codes (N, P, T).
+        """
         return smp_codes(dictionary, signals, self.stop, p=self.p, search=self.search)
 
 
@@ -569,5 +634,18 @@ class ISTADetector(SparseEchoDetector):
         self.window = window
 
     def codes(self, dictionary: GaborDictionary, signals: np.ndarray) -> np.ndarray:
-        """ISTA codes."""
+        """ISTA codes (`solvers.ista_codes`).
+
+        Parameters
+        ----------
+        dictionary : GaborDictionary
+            The atoms, for the signals' length.
+        signals : numpy.ndarray
+            (N, T) real signals.
+
+        Returns
+        -------
+        numpy.ndarray
+            Complex codes (N, P, T).
+        """
         return ista_codes(dictionary, signals, self.iterations, self.threshold)

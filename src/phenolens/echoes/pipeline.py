@@ -420,10 +420,9 @@ def detection_detectors(settings: EchoDetectionSettings, uscnn: USCNNDetector | 
     if "uscnn" in settings.methods and uscnn is None:
         raise PhenolensError("--methods includes uscnn but no --model was given; train one with `phenolens echoes train --out T` and pass --model T")
     pulse = uscnn.pulse if uscnn is not None else PulseShape(fs_mhz=settings.fs_mhz)
+    window = {} if settings.window is None else {"window": settings.window}
     return {
-        m: uscnn.refitted(window=settings.window)
-        if m == "uscnn"
-        else EchoDetector(m, distribution=settings.distribution, pulse=pulse, window=settings.window).fit()
+        m: uscnn.refitted(**window) if m == "uscnn" else EchoDetector(m, distribution=settings.distribution, pulse=pulse, **window).fit()
         for m in settings.methods
     }
 

@@ -123,10 +123,12 @@ class RealDetection:
 
     @property
     def n_echoes(self) -> int:
+        """Echoes above the real-data threshold."""
         return len(self.positions)
 
     @property
     def n_dominant(self) -> int:
+        """Echoes with at least half the largest amplitude."""
         return int(np.sum(self.amplitudes >= DOMINANT_FRACTION * self.amplitudes.max())) if len(self.amplitudes) else 0
 
     @property
@@ -137,6 +139,7 @@ class RealDetection:
         return float(abs(self.layer_positions[0] - self.layer_positions[1]) / self.fs_mhz)
 
     def summary(self) -> dict:
+        """Counts, positions, amplitudes and TOFDs as a dict (for metrics.json)."""
         return {
             "echoes": self.n_echoes,
             "dominant_echoes": self.n_dominant,

@@ -233,8 +233,11 @@ class EchoDetectionSettings(Settings):
     methods: tuple[str, ...] = setting(DETECTION_METHODS, "Comma-separated methods among uscnn, omp, ista, smp.", choices=DETECTION_METHODS)
     distribution: str = setting("narrow", "Dictionary variant of the sparse methods: none, narrow or wide.", choices=tuple(DISTRIBUTIONS))
     fs_mhz: float = setting(100.0, "Sampling rate (MHz) of the files.", minimum=0.0, exclusive_minimum=True, option="--fs")
-    window: int = setting(
-        2048, "Longest stretch (samples at the detector's rate) detected at once; longer signals go in overlapping windows.", minimum=256
+    window: int | None = setting(
+        None,
+        "Longest stretch (samples at the detector's rate) detected at once; longer signals go in overlapping windows "
+        "(default: each method's own, 2048 samples, 512 for omp whose explicit matrix grows with the window's square).",
+        minimum=256,
     )
 
     def check(self) -> None:

@@ -69,23 +69,57 @@ class EchoSet:
 
     @property
     def counts(self) -> np.ndarray:
+        """Echoes per signal (N,)."""
         return np.isfinite(self.tof).sum(axis=1)
 
     @property
     def noise(self) -> np.ndarray:
+        """The added noise (N, T), float64."""
         return self.signals.astype(np.float64) - self.clean
 
     def subset(self, index) -> EchoSet:
+        """The signals selected by `index`, with their ground truth.
+
+        Parameters
+        ----------
+        index : slice or array-like
+            Rows to keep.
+
+        Returns
+        -------
+        EchoSet
+        """
         return replace(self, **{name: getattr(self, name)[index] for name in self.ARRAYS})
 
     def to_bytes(self) -> bytes:
+        """The set as an .npz file's bytes (arrays and the settings as JSON; no pickles).
+
+        Returns
+        -------
+        bytes
+        """
         buffer = io.BytesIO()
         np.savez(buffer, settings=json.dumps(self.settings.to_dict()), **{name: getattr(self, name) for name in self.ARRAYS})
         return buffer.getvalue()
 
     @classmethod
     def from_file(cls, path: str | Path) -> EchoSet:
-        """Read a dataset written by `to_bytes` (no pickles)."""
+        """Read a dataset written by `to_bytes` (no pickles).
+
+        Parameters
+        ----------
+        path : path
+            The .npz file.
+
+        Returns
+        -------
+        EchoSet
+
+        Raises
+        ------
+        PhenolensError
+            When the file is not a phenolens echo dataset or its settings are invalid.
+        """
         try:
             with np.load(path, allow_pickle=False) as stored:
                 arrays = {name: stored[name] for name in cls.ARRAYS}
@@ -98,7 +132,23 @@ class EchoSet:
 
 
 def truncated_exponential(rng: np.random.Generator, mean: float, low: float, high: float, size) -> np.ndarray:
-    """Exponential(mean) samples conditioned on [low, high], by inverting the truncated CDF."""
+    """Exponential(mean) samples conditioned on [low, high], by inverting the truncated CDF.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random source.
+    mean : float
+        The exponential's mean.
+    low, high : float
+        The bounds.
+    size : int or tuple
+        Output shape.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     rate = 1.0 / mean
     u = rng.random(size)
     return low - np.log1p(-u * (1.0 - np.exp(-rate * (high - low)))) / rate
@@ -110,6 +160,19 @@ def draw_times_of_flight(rng: np.random.Generator, settings: EchoSimulationSetti
     The first echo lands uniformly inside the margins; each next one follows the latest echo by a
     gap when it fits, otherwise precedes the earliest (the original rejection rule); a train that
     fits on neither side is shifted back inside (rare, only with 8 long gaps).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random source.
+    settings : EchoSimulationSettings
+        Record length, gaps, pulse width.
+    counts : numpy.ndarray
+        (N,) echoes per signal.
+
+    Returns
+    -------
+    numpy.ndarray
     """
     n, k, sigma0 = len(counts), settings.max_echoes, settings.sigma0
     low, high = settings.margin, settings.length - 1 - settings.margin
@@ -129,7 +192,22 @@ def draw_times_of_flight(rng: np.random.Generator, settings: EchoSimulationSetti
 
 
 def draw_pulse_parameters(rng: np.random.Generator, settings: EchoSimulationSettings, shape) -> tuple[np.ndarray, np.ndarray]:
-    """Per-echo width (samples) and centre frequency (MHz) from the configured distribution."""
+    """Per-echo width (samples) and centre frequency (MHz) from the configured distribution.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random source.
+    settings : EchoSimulationSettings
+        Reference pulse and distribution.
+    shape : int or tuple
+        Output shape.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (sigma, freq_mhz).
+    """
     (ratio_low, ratio_high), freqs = DISTRIBUTIONS[settings.distribution]
     sigma = settings.sigma0 * rng.uniform(ratio_low, ratio_high, shape)
     freq = np.full(shape, settings.freq_mhz) if freqs is None else rng.uniform(freqs[0], freqs[1], shape)
@@ -137,7 +215,19 @@ def draw_pulse_parameters(rng: np.random.Generator, settings: EchoSimulationSett
 
 
 def simulate(settings: EchoSimulationSettings, chunk: int = 2000) -> EchoSet:
-    """Generate `settings.n_signals` signals deterministically from `settings.seed`."""
+    """Generate `settings.n_signals` signals deterministically from `settings.seed`.
+
+    Parameters
+    ----------
+    settings : EchoSimulationSettings
+        What to simulate.
+    chunk : int
+        Signals per vectorised step (bounds the (chunk, K, T) echo tensor).
+
+    Returns
+    -------
+    EchoSet
+    """
     rng = numpy_rng(settings.seed)
     n, k, length = settings.n_signals, settings.max_echoes, settings.length
     counts = rng.integers(1, k + 1, n)
@@ -178,7 +268,21 @@ def simulate(settings: EchoSimulationSettings, chunk: int = 2000) -> EchoSet:
 
 
 def cached_simulation(settings: EchoSimulationSettings, cache: Path | None = None) -> EchoSet:
-    """`simulate(settings)`, read from / written to `cache` (default: PHENOLENS_CACHE/echoes)."""
+    """`simulate(settings)`, read from / written to `cache` (default: PHENOLENS_CACHE/echoes).
+
+    The file name holds `simulation_key(settings)`; an unreadable cached file is simulated again.
+
+    Parameters
+    ----------
+    settings : EchoSimulationSettings
+        What to simulate.
+    cache : Path, optional
+        The cache folder.
+
+    Returns
+    -------
+    EchoSet
+    """
     from phenolens.data.registry import cache_root
 
     folder = Path(cache) if cache is not None else cache_root() / "echoes"
@@ -197,5 +301,16 @@ def cached_simulation(settings: EchoSimulationSettings, cache: Path | None = Non
 
 
 def realised_snr_db(data: EchoSet) -> np.ndarray:
-    """Per-signal SNR actually realised: 10 log10(||clean||^2 / ||noise||^2)."""
+    """Per-signal SNR actually realised: 10 log10(||clean||^2 / ||noise||^2).
+
+    Parameters
+    ----------
+    data : EchoSet
+        Simulated signals.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) SNR in dB.
+    """
     return 10.0 * np.log10(np.sum(data.clean.astype(np.float64) ** 2, axis=1) / np.sum(data.noise**2, axis=1))

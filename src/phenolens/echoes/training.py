@@ -21,6 +21,8 @@ from phenolens.echoes.settings import EchoTrainingSettings
 
 @dataclass
 class TrainingResult:
+    """A trained US-CNN with its history, training time, set sizes and the precision used."""
+
     model: object  # phenolens.nn.uscnn.USCNN
     history: object  # phenolens.training.History
     seconds: float
@@ -30,7 +32,18 @@ class TrainingResult:
 
 
 def heatmap_step(precision: str):
-    """A training step: dense MSE between the activation and the heat-map target, forward under `precision`."""
+    """A training step: dense MSE between the activation and the heat-map target, forward under `precision`.
+
+    Parameters
+    ----------
+    precision : str
+        ``"float32"`` or ``"bfloat16"`` (autocast of the forward pass).
+
+    Returns
+    -------
+    callable
+        ``step(model, batch, epoch) -> loss`` for `phenolens.training.fit`.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -46,7 +59,26 @@ def heatmap_step(precision: str):
 def train_uscnn(
     signals: np.ndarray, heatmaps: np.ndarray, sigma0: float = 9.0, settings: EchoTrainingSettings = EchoTrainingSettings()
 ) -> TrainingResult:
-    """Train a US-CNN with a wide kernel of 6 sigma_0 on (N, T) signals and heat maps; return it in eval mode."""
+    """Train a US-CNN with a wide kernel of 6 sigma_0 on (N, T) signals and heat maps; return it in eval mode.
+
+    Parameters
+    ----------
+    signals, heatmaps : numpy.ndarray
+        (N, T) simulated signals and their heat-map targets.
+    sigma0 : float
+        Pulse width (samples); sets the first kernel.
+    settings : EchoTrainingSettings
+        The schedule (epochs, batch size, learning rate, patience, split, seed, precision).
+
+    Returns
+    -------
+    TrainingResult
+
+    Raises
+    ------
+    PhenolensError
+        When the arrays differ in shape or are too few to split.
+    """
     import torch
 
     from phenolens.nn.uscnn import USCNN, wide_kernel_size

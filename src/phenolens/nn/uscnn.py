@@ -82,7 +82,18 @@ class USCNN(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, signals: torch.Tensor) -> torch.Tensor:
-        """(N, T) or (N, 1, T) signals -> (N, T) float32 activations."""
+        """The activation of a batch of signals.
+
+        Parameters
+        ----------
+        signals : torch.Tensor
+            (N, T) or (N, 1, T).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, T) float32.
+        """
         if signals.dim() == 3:
             signals = signals[:, 0]
         images = signals[:, None, None, :].contiguous(memory_format=torch.channels_last)
