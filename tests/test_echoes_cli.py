@@ -119,7 +119,7 @@ def test_detect_never_deletes_its_input_scan(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("name", "write", "message"),
     [
-        ("two_columns.txt", lambda p: p.write_text("0.1 0.2\n" * 200), "200 x 2 values, not one signal"),
+        ("two_columns.txt", lambda p: p.write_text("0.1 0.2\n" * 200), "2 columns, not one signal"),
         ("complex.npy", lambda p: np.save(p, np.ones(200, dtype=complex)), "complex numbers"),
         ("text.npy", lambda p: np.save(p, np.array(["0.5"] * 200)), "<U3 values"),
         ("matrix.npy", lambda p: np.save(p, np.ones((3, 200))), "3 x 200 values"),

@@ -6,6 +6,7 @@ from sklearn.base import clone
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.estimators import NotFittedError
+from phenolens.echoes.detection import DetectionRule
 from phenolens.echoes.detector import (
     DETECTORS,
     EchoDetector,
@@ -23,11 +24,11 @@ from phenolens.echoes.solvers import REAL_STOP
 from phenolens.echoes.windows import windowed_activation
 
 NON_DEFAULT = {
-    "uscnn": {"batch_size": 7, "beta": 0.2, "window": 700, "training": EchoTrainingSettings(epochs=2)},
-    "omp": {"distribution": "wide", "stop": REAL_STOP, "nms_window": 9},
-    "omp-complex": {"distribution": "none", "max_detections": 4},
-    "ista": {"iterations": 5, "threshold": 0.2, "min_echoes": 2},
-    "smp": {"p": 0.3, "search": 1.5, "lowering": 0.5},
+    "uscnn": {"batch_size": 7, "rule": DetectionRule(beta=0.2), "window": 700, "training": EchoTrainingSettings(epochs=2)},
+    "omp": {"distribution": "wide", "stop": REAL_STOP, "rule": DetectionRule(nms_window=9)},
+    "omp-complex": {"distribution": "none", "rule": DetectionRule(max_detections=4)},
+    "ista": {"iterations": 5, "threshold": 0.2, "rule": DetectionRule(min_echoes=2)},
+    "smp": {"p": 0.3, "search": 1.5, "rule": DetectionRule(lowering=0.5)},
 }
 
 
@@ -67,6 +68,13 @@ def test_every_detector_clones_and_fit_returns_self(method):
         fitted_copy.predict(np.zeros(100))
 
 
+def test_refitted_changes_the_rule_and_keeps_the_rest():
+    omp = OMPDetector(distribution="wide", stop=REAL_STOP).fit()
+    layer = omp.refitted(min_echoes=2, beta=0.15, iterations=9)  # ISTA's parameter is not OMP's: ignored
+    assert layer.rule == DetectionRule(beta=0.15, min_echoes=2) and layer.distribution == "wide" and layer.stop == REAL_STOP
+    assert omp.rule == DetectionRule() and hasattr(layer, "dictionary_")
+
+
 def test_uscnn_does_not_change_the_callers_model():
     network = small_network().train()
     weights = {k: v.clone() for k, v in network.state_dict().items()}
@@ -78,11 +86,8 @@ def test_uscnn_does_not_change_the_callers_model():
 def test_a_new_detector_is_one_class_and_one_registration():
     @register_detector("test-envelope")
     class EnvelopeDetector(SparseEchoDetector):
-        def __init__(
-            self, distribution="none", pulse=PulseShape(), beta=0.01, nms_window=14, max_detections=20, min_echoes=None, lowering=0.8, window=2048
-        ):
-            self.distribution, self.pulse, self.beta, self.nms_window = distribution, pulse, beta, nms_window
-            self.max_detections, self.min_echoes, self.lowering, self.window = max_detections, min_echoes, lowering, window
+        def __init__(self, distribution="none", pulse=PulseShape(), rule=DetectionRule(), window=2048):
+            self.distribution, self.pulse, self.rule, self.window = distribution, pulse, rule, window
 
         def codes(self, dictionary, signals):
             return np.abs(signals)[:, None, :]
@@ -92,7 +97,7 @@ def test_a_new_detector_is_one_class_and_one_registration():
         signal[120] = 1.0
         found = EchoDetector("test-envelope").fit().predict(signal)
         assert found.for_signal(0)[0].tolist() == [120.0]
-        assert clone(EchoDetector("test-envelope", beta=0.5)).beta == 0.5
+        assert clone(EchoDetector("test-envelope", rule=DetectionRule(beta=0.5))).rule.beta == 0.5
     finally:
         del DETECTORS["test-envelope"]
 

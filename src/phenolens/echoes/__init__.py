@@ -12,7 +12,7 @@ Detectors are a registry (`DETECTORS`): `USCNNDetector`, `OMPDetector`, `ISTADet
 (and `ComplexOMPDetector`, a reference); `EchoDetector(method, **params)` builds one by name.
 """
 
-from phenolens.echoes.detection import Detections, detect_echoes, non_maximum_suppression
+from phenolens.echoes.detection import DetectionRule, Detections, detect_echoes, non_maximum_suppression
 from phenolens.echoes.detector import (
     DETECTORS,
     BaseEchoDetector,
@@ -36,6 +36,7 @@ __all__ = [
     "DETECTORS",
     "BaseEchoDetector",
     "ComplexOMPDetector",
+    "DetectionRule",
     "Detections",
     "EchoDetectionSettings",
     "EchoDetector",

@@ -181,3 +181,42 @@ def detect_echoes(
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     values = np.divide(values, norms, out=np.zeros_like(values), where=norms > 0)
     return Detections(np.where(keep, positions.astype(np.float64), np.nan), values, thresholds)
+
+
+@dataclass(frozen=True)
+class DetectionRule:
+    """How every detector turns its activation into echoes (see `detect_echoes`).
+
+    Parameters
+    ----------
+    beta : float
+        Threshold on the unit-norm spike train.
+    nms_window : int
+        Non-maximum suppression half-width (samples).
+    max_detections : int
+        Most echoes per signal.
+    min_echoes : int, optional
+        Lower `beta` by `lowering` until this many pass (for a layer thickness).
+    lowering : float
+        Factor per lowering step.
+    """
+
+    beta: float = 0.01
+    nms_window: int = 14
+    max_detections: int = 20
+    min_echoes: int | None = None
+    lowering: float = 0.8
+
+    def apply(self, activation: np.ndarray) -> Detections:
+        """The echoes of an (N, T) activation.
+
+        Parameters
+        ----------
+        activation : numpy.ndarray
+            (N, T) activations.
+
+        Returns
+        -------
+        Detections
+        """
+        return detect_echoes(activation, self.beta, self.nms_window, self.max_detections, self.min_echoes, self.lowering)

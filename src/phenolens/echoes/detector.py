@@ -13,6 +13,7 @@ one `@register_detector("name")`.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -20,7 +21,7 @@ from sklearn.base import BaseEstimator, clone
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.estimators import check_is_fitted
-from phenolens.echoes.detection import Detections, detect_echoes
+from phenolens.echoes.detection import DetectionRule, Detections
 from phenolens.echoes.dictionary import GaborDictionary, codes_to_activation
 from phenolens.echoes.pulse import PulseShape
 from phenolens.echoes.pursuit import omp_codes, smp_codes
@@ -131,9 +132,7 @@ class BaseEchoDetector(BaseEstimator):
     """Shared behaviour of every echo detector: validation, windowing, post-processing, refitting.
 
     Subclasses store their parameters in `__init__` (among them `pulse`, `window` and the
-    post-processing `beta`, `nms_window`, `max_detections`, `min_echoes`, `lowering`: NMS within
-    `nms_window` samples, threshold `beta` on the unit-norm spike train, lowered by `lowering` until
-    `min_echoes` pass) and implement `fit`, `_activation` and `context`.
+    post-processing `rule`, a `DetectionRule`) and implement `fit`, `_activation` and `context`.
     """
 
     method: ClassVar[str] = ""
@@ -231,7 +230,7 @@ class BaseEchoDetector(BaseEstimator):
         -------
         Detections
         """
-        return detect_echoes(activation, self.beta, self.nms_window, self.max_detections, self.min_echoes, self.lowering)
+        return self.rule.apply(activation)
 
     def refitted(self, **changes) -> BaseEchoDetector:
         """A fitted copy with other parameters (post-processing, stopping rule), the same model or dictionary variant.
@@ -239,14 +238,19 @@ class BaseEchoDetector(BaseEstimator):
         Parameters
         ----------
         **changes
-            Parameters to change; those this detector does not have are ignored (e.g. `stop` for ISTA).
+            Parameters to change, and `DetectionRule` fields (``beta=0.15``); those this detector
+            does not have are ignored (e.g. `stop` for ISTA).
 
         Returns
         -------
         BaseEchoDetector
         """
         own = self.get_params(deep=False)
-        return clone(self).set_params(**{k: v for k, v in changes.items() if k in own}).fit()
+        params = {k: v for k, v in changes.items() if k in own}
+        rule = {k: v for k, v in changes.items() if k in DetectionRule.__dataclass_fields__}
+        if rule:
+            params["rule"] = replace(params.get("rule", self.rule), **rule)
+        return clone(self).set_params(**params).fit()
 
 
 @register_detector("uscnn")
@@ -265,8 +269,8 @@ class USCNNDetector(BaseEchoDetector):
         A trained network to use instead of training (copied, never changed).
     batch_size : int
         Signals per forward pass.
-    beta, nms_window, max_detections, min_echoes, lowering
-        Post-processing (see `detection.detect_echoes`).
+    rule : DetectionRule
+        Post-processing of the activation.
     window : int
         Longest signal processed at once; longer ones go in overlapping windows.
 
@@ -285,11 +289,7 @@ class USCNNDetector(BaseEchoDetector):
         training: EchoTrainingSettings = EchoTrainingSettings(),
         model=None,
         batch_size: int = 512,
-        beta: float = 0.01,
-        nms_window: int = 14,
-        max_detections: int = 20,
-        min_echoes: int | None = None,
-        lowering: float = 0.8,
+        rule: DetectionRule = DetectionRule(),
         window: int = DEFAULT_WINDOW,
     ) -> None:
         self.pulse = pulse
@@ -297,11 +297,7 @@ class USCNNDetector(BaseEchoDetector):
         self.training = training
         self.model = model
         self.batch_size = batch_size
-        self.beta = beta
-        self.nms_window = nms_window
-        self.max_detections = max_detections
-        self.min_echoes = min_echoes
-        self.lowering = lowering
+        self.rule = rule
         self.window = window
 
     @property
@@ -452,8 +448,8 @@ class OMPDetector(SparseEchoDetector):
         Reference pulse of the dictionary.
     stop : StoppingRule
         Residual-energy fraction or atom count at which the pursuit stops.
-    beta, nms_window, max_detections, min_echoes, lowering
-        Post-processing (see `detection.detect_echoes`).
+    rule : DetectionRule
+        Post-processing of the activation.
     window : int
         Longest signal processed at once (default 512: the explicit matrix grows with its square).
     """
@@ -463,38 +459,17 @@ class OMPDetector(SparseEchoDetector):
         distribution: str = "narrow",
         pulse: PulseShape = PulseShape(),
         stop: StoppingRule = SIMULATION_STOP,
-        beta: float = 0.01,
-        nms_window: int = 14,
-        max_detections: int = 20,
-        min_echoes: int | None = None,
-        lowering: float = 0.8,
+        rule: DetectionRule = DetectionRule(),
         window: int = OMP_WINDOW,
     ) -> None:
         self.distribution = distribution
         self.pulse = pulse
         self.stop = stop
-        self.beta = beta
-        self.nms_window = nms_window
-        self.max_detections = max_detections
-        self.min_echoes = min_echoes
-        self.lowering = lowering
+        self.rule = rule
         self.window = window
 
     def codes(self, dictionary: GaborDictionary, signals: np.ndarray) -> np.ndarray:
-        """scikit-learn OMP codes (`solvers.sklearn_omp_codes`).
-
-        Parameters
-        ----------
-        dictionary : GaborDictionary
-            The atoms, for the signals' length.
-        signals : numpy.ndarray
-            (N, T) real signals.
-
-        Returns
-        -------
-        numpy.ndarray
-            Complex codes (N, P, T).
-        """
+        """scikit-learn OMP codes (`solvers.sklearn_omp_codes`); parameters and result as `SparseEchoDetector.codes`."""
         return sklearn_omp_codes(dictionary, signals, self.stop)
 
 
@@ -506,20 +481,7 @@ class ComplexOMPDetector(OMPDetector):
     """
 
     def codes(self, dictionary: GaborDictionary, signals: np.ndarray) -> np.ndarray:
-        """Complex-atom OMP codes (`pursuit.omp_codes`).
-
-        Parameters
-        ----------
-        dictionary : GaborDictionary
-            The atoms, for the signals' length.
-        signals : numpy.ndarray
-            (N, T) real signals.
-
-        Returns
-        -------
-        numpy.ndarray
-            Complex codes (N, P, T).
-        """
+        """Complex-atom OMP codes (`pursuit.omp_codes`); parameters and result as `SparseEchoDetector.codes`."""
         return omp_codes(dictionary, signals, self.stop)
 
 
@@ -539,8 +501,8 @@ class SMPDetector(SparseEchoDetector):
         Exponent of the l_p support measure, 0 < p < 1.
     search : float
         Candidates within this many widest-atom sigmas of the correlation peak.
-    beta, nms_window, max_detections, min_echoes, lowering
-        Post-processing (see `detection.detect_echoes`).
+    rule : DetectionRule
+        Post-processing of the activation.
     window : int
         Longest signal processed at once.
     """
@@ -552,11 +514,7 @@ class SMPDetector(SparseEchoDetector):
         stop: StoppingRule = SIMULATION_STOP,
         p: float = 0.5,
         search: float = 2.0,
-        beta: float = 0.01,
-        nms_window: int = 14,
-        max_detections: int = 20,
-        min_echoes: int | None = None,
-        lowering: float = 0.8,
+        rule: DetectionRule = DetectionRule(),
         window: int = DEFAULT_WINDOW,
     ) -> None:
         self.distribution = distribution
@@ -564,28 +522,11 @@ class SMPDetector(SparseEchoDetector):
         self.stop = stop
         self.p = p
         self.search = search
-        self.beta = beta
-        self.nms_window = nms_window
-        self.max_detections = max_detections
-        self.min_echoes = min_echoes
-        self.lowering = lowering
+        self.rule = rule
         self.window = window
 
     def codes(self, dictionary: GaborDictionary, signals: np.ndarray) -> np.ndarray:
-        """SMP codes (`pursuit.smp_codes`).
-
-        Parameters
-        ----------
-        dictionary : GaborDictionary
-            The atoms, for the signals' length.
-        signals : numpy.ndarray
-            (N, T) real signals.
-
-        Returns
-        -------
-        numpy.ndarray
-            Complex codes (N, P, T).
-        """
+        """SMP codes (`pursuit.smp_codes`); parameters and result as `SparseEchoDetector.codes`."""
         return smp_codes(dictionary, signals, self.stop, p=self.p, search=self.search)
 
 
@@ -603,8 +544,8 @@ class ISTADetector(SparseEchoDetector):
         ISTA iterations from zero codes.
     threshold : float
         The l_1 weight.
-    beta, nms_window, max_detections, min_echoes, lowering
-        Post-processing (see `detection.detect_echoes`).
+    rule : DetectionRule
+        Post-processing of the activation.
     window : int
         Longest signal processed at once.
     """
@@ -615,37 +556,16 @@ class ISTADetector(SparseEchoDetector):
         pulse: PulseShape = PulseShape(),
         iterations: int = 3,
         threshold: float = 0.1,
-        beta: float = 0.01,
-        nms_window: int = 14,
-        max_detections: int = 20,
-        min_echoes: int | None = None,
-        lowering: float = 0.8,
+        rule: DetectionRule = DetectionRule(),
         window: int = DEFAULT_WINDOW,
     ) -> None:
         self.distribution = distribution
         self.pulse = pulse
         self.iterations = iterations
         self.threshold = threshold
-        self.beta = beta
-        self.nms_window = nms_window
-        self.max_detections = max_detections
-        self.min_echoes = min_echoes
-        self.lowering = lowering
+        self.rule = rule
         self.window = window
 
     def codes(self, dictionary: GaborDictionary, signals: np.ndarray) -> np.ndarray:
-        """ISTA codes (`solvers.ista_codes`).
-
-        Parameters
-        ----------
-        dictionary : GaborDictionary
-            The atoms, for the signals' length.
-        signals : numpy.ndarray
-            (N, T) real signals.
-
-        Returns
-        -------
-        numpy.ndarray
-            Complex codes (N, P, T).
-        """
+        """ISTA codes (`solvers.ista_codes`); parameters and result as `SparseEchoDetector.codes`."""
         return ista_codes(dictionary, signals, self.iterations, self.threshold)

@@ -21,6 +21,7 @@ from scipy.signal import resample_poly
 
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import Signal
+from phenolens.data.readers import read_signal
 from phenolens.echoes.detector import BaseEchoDetector
 from phenolens.echoes.solvers import REAL_STOP
 
@@ -33,6 +34,9 @@ DOMINANT_FRACTION = 0.5  # an echo is dominant when its amplitude is at least ha
 
 def read_scan(path: str | Path) -> Signal:
     """Read one A-scan: a .npy array (no pickles) or a text file with one sample per line.
+
+    The file's layout (a .npy header, a text file's first row) is checked before the samples are
+    read, so a table or a complex or text array is refused instead of being flattened or cast.
 
     Parameters
     ----------
@@ -51,23 +55,29 @@ def read_scan(path: str | Path) -> Signal:
         complex, text or other non-real values, no samples, or NaN/infinite samples.
     """
     path = Path(path)
+    layout = _stored_layout(path) if path.is_file() else None
+    if layout is not None:
+        shape, kind = layout
+        if kind not in "iuf":
+            raise PhenolensError(f"{path}: the samples are {'complex numbers' if kind == 'c' else kind + ' values'}; give one real number per sample")
+        if path.suffix != ".npy" and shape[1] > 1:
+            raise PhenolensError(f"{path}: {shape[1]} columns, not one signal; give one sample per line (a single column)")
+        if len(shape) > 1 and sorted(shape)[-2] > 1:
+            raise PhenolensError(f"{path}: {' x '.join(map(str, shape))} values, not one signal; give a one-dimensional array")
+    return read_signal(path)
+
+
+def _stored_layout(path: Path) -> tuple[tuple[int, ...], str] | None:
+    """(shape, dtype kind or name) of a .npy file, or of a text file's first row; None when unreadable (the reader says why)."""
     try:
         if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # an empty file is reported below, once
-                values = np.loadtxt(path, ndmin=2)
-    except FileNotFoundError:
-        raise PhenolensError(f"{path}: file not found") from None
-    except Exception as error:  # noqa: BLE001 - np.load / loadtxt raise ValueError, EOFError, UnicodeDecodeError, ...
-        raise PhenolensError(f"{path}: cannot read the signal ({type(error).__name__}); give a .npy array or one number per line") from None
-    if values.dtype.kind not in "iuf":
-        kind = "complex numbers" if values.dtype.kind == "c" else f"{values.dtype} values"
-        raise PhenolensError(f"{path}: the samples are {kind}; give one real number per sample")
-    if values.ndim > 1 and sorted(values.shape)[-2] > 1:
-        raise PhenolensError(f"{path}: {' x '.join(map(str, values.shape))} values, not one signal; give one sample per line (a single column)")
-    return Signal(name=path.stem, values=values.reshape(-1), source=str(path))
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            return array.shape, array.dtype.kind if array.dtype.kind in "iufc" else str(array.dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return np.loadtxt(path, ndmin=2, max_rows=1).shape, "f"
+    except Exception:  # noqa: BLE001 - read_signal reports the unreadable file in its own words
+        return None
 
 
 def prepare_real_signal(values: np.ndarray, record_length: int = RECORD_LENGTH) -> np.ndarray:
