@@ -165,3 +165,13 @@ def test_detect_records_its_input_files_with_their_hashes(tmp_path):
     assert finished.setting(EchoDetectionSettings).methods == ("ista", "omp")
     assert finished.record["inputs"][0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert set(finished.table("detections.csv")["method"]) <= {"ista", "omp"}
+
+
+def test_the_echoes_benchmark_does_not_import_the_cli():
+    from pathlib import Path
+
+    from test_core_layering import imported_packages
+
+    source = (Path(__file__).resolve().parents[1] / "benchmarks" / "echoes_benchmark.py").read_text()
+    assert "cli" not in {package for _, package in imported_packages(source)}
+    assert "cli" in {package for _, package in imported_packages(source + "\nfrom phenolens.cli.echoes import app\n")}  # the check sees it
