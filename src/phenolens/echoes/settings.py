@@ -20,7 +20,7 @@ from typing import ClassVar
 from phenolens.core.settings import Settings, setting
 from phenolens.echoes.pulse import DISTRIBUTIONS, PulseShape
 
-DISTRIBUTION_HELP = "Pulse width/frequency distribution: none (the reference pulse), narrow or wide."
+DISTRIBUTION_HELP = "Pulse width/frequency distribution (none: every echo is the reference pulse)."
 DETECTION_METHODS = ("uscnn", "omp", "ista", "smp")
 
 
@@ -188,7 +188,7 @@ class EchoEvaluationSettings(Settings):
     default_lambda: float = setting(3.0, "Overlap lambda of the epsilon sweep and of the default setting.", minimum=0.0, exclusive_minimum=True)
     default_epsilon: float = setting(0.1, "Hit tolerance of the lambda and SNR sweeps.", minimum=0.0, exclusive_minimum=True)
     default_snr: float = setting(20.0, "SNR (dB) of the lambda and epsilon sweeps.")
-    test_distribution: str = setting("narrow", "Pulse distribution of the test signals: none, narrow or wide.", choices=tuple(DISTRIBUTIONS))
+    test_distribution: str = setting("narrow", "Pulse distribution of the test signals.", choices=tuple(DISTRIBUTIONS))
     variants: tuple[str, ...] = setting(("none", "narrow", "wide"), "Dictionary variants each baseline chooses from.", choices=tuple(DISTRIBUTIONS))
     select_variants: bool = setting(True, "Choose each baseline's dictionary variant on a selection set (else: the test distribution's).")
     n_selection: int = setting(60, "Signals used to choose each baseline's dictionary variant.", minimum=1)
@@ -230,8 +230,8 @@ class EchoDetectionSettings(Settings):
 
     step: ClassVar[str] = "echo detection"
 
-    methods: tuple[str, ...] = setting(DETECTION_METHODS, "Comma-separated methods among uscnn, omp, ista, smp.", choices=DETECTION_METHODS)
-    distribution: str = setting("narrow", "Dictionary variant of the sparse methods: none, narrow or wide.", choices=tuple(DISTRIBUTIONS))
+    methods: tuple[str, ...] = setting(DETECTION_METHODS, "Comma-separated detection methods.", choices=DETECTION_METHODS)
+    distribution: str = setting("narrow", "Dictionary variant of the sparse methods.", choices=tuple(DISTRIBUTIONS))
     fs_mhz: float = setting(100.0, "Sampling rate (MHz) of the files.", minimum=0.0, exclusive_minimum=True, option="--fs")
     window: int | None = setting(
         None,
