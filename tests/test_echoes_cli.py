@@ -175,3 +175,22 @@ def test_the_echoes_benchmark_does_not_import_the_cli():
     source = (Path(__file__).resolve().parents[1] / "benchmarks" / "echoes_benchmark.py").read_text()
     assert "cli" not in {package for _, package in imported_packages(source)}
     assert "cli" in {package for _, package in imported_packages(source + "\nfrom phenolens.cli.echoes import app\n")}  # the check sees it
+
+
+def test_train_writes_a_loadable_model_run_that_detect_reads_but_never_overwrites(tmp_path, capsys):
+    from phenolens.echoes.pipeline import load_uscnn
+
+    model = tmp_path / "model"
+    argv = ["echoes", "train", "--out", str(model), "--n-signals", "40", "--epochs", "1", "--batch-size", "16", "--pulse-from", "paper"]
+    assert run(argv) == 0
+    finished = load_run(model)
+    assert finished.setting(EchoTrainingSettings) == EchoTrainingSettings(n_signals=40, epochs=1, batch_size=16, pulse_from="paper")
+    assert finished.metrics["epochs_run"] == 1 and finished.metrics["n_train"] + finished.metrics["n_val"] == 40
+    assert load_uscnn(model).training == finished.setting(EchoTrainingSettings)
+    scan = tmp_path / "scan.npy"
+    np.save(scan, np.sin(np.arange(500) / 3.0))
+    assert run(["echoes", "detect", str(scan), "--model", str(model), "--methods", "uscnn", "--out", str(tmp_path / "det")]) == 0
+    assert [entry["path"] for entry in load_run(tmp_path / "det").record["inputs"]] == [str(scan.resolve()), str(model.resolve())]
+    weights = (model / "model.safetensors").read_bytes()
+    assert run(["echoes", "detect", str(scan), "--model", str(model), "--methods", "uscnn", "--out", str(model), "--overwrite"]) == 2
+    assert "--out" in capsys.readouterr().err and (model / "model.safetensors").read_bytes() == weights
