@@ -177,21 +177,7 @@ def pursuit_codes(
 def omp_codes(dictionary: GaborDictionary, signals: np.ndarray, stop: StoppingRule = SIMULATION_STOP, chunk: int = 32) -> np.ndarray:
     """Orthogonal Matching Pursuit over complex Gabor atoms (pair-energy selection, least-squares refit).
 
-    Parameters
-    ----------
-    dictionary : GaborDictionary
-        The atoms.
-    signals : numpy.ndarray
-        (B, T) real signals.
-    stop : StoppingRule
-        Residual-energy fraction and atom cap.
-    chunk : int
-        Signals per vectorised step.
-
-    Returns
-    -------
-    numpy.ndarray
-        Complex codes (B, P, T).
+    Parameters and result are those of `pursuit_codes` with ``rule="correlation"``.
     """
     return pursuit_codes(dictionary, signals, "correlation", stop, chunk=chunk)
 
@@ -201,24 +187,6 @@ def smp_codes(
 ) -> np.ndarray:
     """Support Matching Pursuit: l_p (0 < p < 1) support-measure selection, least-squares refit.
 
-    Parameters
-    ----------
-    dictionary : GaborDictionary
-        The atoms.
-    signals : numpy.ndarray
-        (B, T) real signals.
-    stop : StoppingRule
-        Residual-energy fraction and atom cap.
-    p : float
-        Exponent of the support measure.
-    search : float
-        Candidates within this many widest-atom sigmas of the correlation peak.
-    chunk : int
-        Signals per vectorised step.
-
-    Returns
-    -------
-    numpy.ndarray
-        Complex codes (B, P, T).
+    Parameters and result are those of `pursuit_codes` with ``rule="support"``.
     """
     return pursuit_codes(dictionary, signals, "support", stop, p=p, search=search, chunk=chunk)
