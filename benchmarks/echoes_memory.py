@@ -87,6 +87,9 @@ def main() -> None:
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         result = json.loads(output.strip().splitlines()[-1])
         print(f"{method} on {samples:,} samples: peak RSS {result['peak_mib']:.0f} MiB, {result['seconds']:.0f} s, {result['outcome']}", flush=True)
+        targets.expect(
+            f"{method} finished within the {args.cap_gib:g} GiB cap (1 = yes)", float(not result["outcome"].startswith("MemoryError")), "==", 1
+        )
         targets.expect(f"{method} peak RSS (MiB) on {samples:,} samples", result["peak_mib"], "<=", args.limit_mib)
     sys.exit(targets.finish(args.check))
 
