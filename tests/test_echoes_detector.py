@@ -9,17 +9,16 @@ from phenolens.cli.main import run
 from phenolens.core.errors import PhenolensError
 from phenolens.core.outputs import to_jsonable
 from phenolens.echoes.detector import EchoDetector
-from phenolens.echoes.evaluation import EvaluationSettings
 from phenolens.echoes.pipeline import evaluate, load_uscnn, save_uscnn
-from phenolens.echoes.simulate import SimulationConfig, simulate
-from phenolens.echoes.training import TrainingSettings
+from phenolens.echoes.settings import EchoEvaluationSettings, EchoSimulationSettings, EchoTrainingSettings
+from phenolens.echoes.simulate import simulate
 
 
 @pytest.fixture(scope="module")
 def tiny_uscnn(tmp_path_factory):
     """A US-CNN trained for 2 epochs on 60 signals, saved and reloaded."""
-    data = simulate(SimulationConfig(n_signals=60, seed=5))
-    detector = EchoDetector("uscnn", training=TrainingSettings(epochs=2, batch_size=20)).fit(data.signals, data.heatmaps)
+    data = simulate(EchoSimulationSettings(n_signals=60, seed=5))
+    detector = EchoDetector("uscnn", training=EchoTrainingSettings(epochs=2, batch_size=20)).fit(data.signals, data.heatmaps)
     folder = save_uscnn(detector, tmp_path_factory.mktemp("uscnn"))
     return detector, folder
 
@@ -46,7 +45,7 @@ def test_training_runs_the_shared_loop_and_weights_round_trip(tiny_uscnn):
     assert len(history.epochs) == 2 and history.best_epoch is not None
     assert all(np.isfinite(r["val_loss"]) and r["lr"] == 0.01 for r in history.epochs)
     loaded = load_uscnn(folder)
-    signals = simulate(SimulationConfig(n_signals=4, seed=6)).signals
+    signals = simulate(EchoSimulationSettings(n_signals=4, seed=6)).signals
     np.testing.assert_allclose(loaded.activation(signals), detector.activation(signals), atol=1e-6)
     assert loaded.pulse == detector.pulse
 
@@ -80,10 +79,10 @@ def test_cli_detect_rejects_bad_files_with_one_line(tmp_path, tiny_uscnn, capsys
 def test_cli_simulate_and_detect_write_their_outputs(tmp_path, tiny_uscnn):
     assert run(["echoes", "simulate", "--out", str(tmp_path / "sim"), "--n-signals", "20", "--seed", "3"]) == 0
     metrics = json.loads((tmp_path / "sim" / "metrics.json").read_text())
-    assert metrics["config"]["n_signals"] == 20 and abs(metrics["realised_snr_db"]["mean"] - 20) < 1.0
+    assert metrics["settings"]["n_signals"] == 20 and abs(metrics["realised_snr_db"]["mean"] - 20) < 1.0
     assert (tmp_path / "sim" / "signals.npz").is_file() and (tmp_path / "sim" / "report.html").is_file()
     signal = tmp_path / "scan.npy"
-    np.save(signal, simulate(SimulationConfig(n_signals=1, seed=8)).signals[0].astype(np.float64))
+    np.save(signal, simulate(EchoSimulationSettings(n_signals=1, seed=8)).signals[0].astype(np.float64))
     assert run(["echoes", "detect", str(signal), "--model", str(tiny_uscnn[1]), "--methods", "uscnn,ista", "--out", str(tmp_path / "det")]) == 0
     detected = json.loads((tmp_path / "det" / "metrics.json").read_text())
     assert set(detected["signals"]["scan"]) == {"uscnn", "ista"}
@@ -93,11 +92,19 @@ def test_cli_simulate_and_detect_write_their_outputs(tmp_path, tiny_uscnn):
 def test_evaluation_metrics_follow_the_schema(tiny_uscnn):
     from phenolens.data.loaders import load
 
-    settings = EvaluationSettings(
-        n_test=8, lambdas=(1.0, 3.0), epsilons=(0.1,), snrs=(20.0,), n_timing=4, scan_shape=(2, 8), test_distribution="none", seed=11
+    settings = EchoEvaluationSettings(
+        n_test=8,
+        lambdas=(1.0, 3.0),
+        epsilons=(0.1,),
+        snrs=(20.0,),
+        n_timing=4,
+        scan_shape=(2, 8),
+        test_distribution="none",
+        seed=11,
+        select_variants=False,
     )
     reference = [s for s in load("echo-pulses").signals if s.name == "reference_signal_ultem_water"]
-    result = evaluate(tiny_uscnn[0], settings, real_signals=reference, select=False)
+    result = evaluate(tiny_uscnn[0], settings, real_signals=reference)
     metrics = result.metrics()
     assert set(metrics["methods"]) == {"uscnn", "omp", "ista", "smp"}
     for values in metrics["methods"].values():
@@ -129,7 +136,7 @@ def test_real_a_scans_at_another_rate_are_resampled_and_positions_come_back_in_t
     from phenolens.data.containers import Signal
     from phenolens.echoes.real import detect_real, resample
 
-    clean = simulate(SimulationConfig(n_signals=1, seed=11, snr_db=60.0))
+    clean = simulate(EchoSimulationSettings(n_signals=1, seed=11, snr_db=60.0))
     ista = EchoDetector("ista").fit()
     at_100 = detect_real({"ista": ista}, [Signal("scan", clean.signals[0])], fs_mhz=100.0)[0]
     at_200 = detect_real({"ista": ista}, [Signal("scan", resample(clean.signals[0], 100.0, 200.0))], fs_mhz=200.0)[0]

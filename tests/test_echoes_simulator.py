@@ -5,7 +5,8 @@ import pytest
 
 from phenolens.core.errors import PhenolensError
 from phenolens.echoes.pulse import PulseShape, angular_frequency, echo_waveforms, fit_pulse
-from phenolens.echoes.simulate import EchoSet, SimulationConfig, cached_simulation, realised_snr_db, simulate, truncated_exponential
+from phenolens.echoes.settings import EchoSimulationSettings
+from phenolens.echoes.simulate import EchoSet, cached_simulation, realised_snr_db, simulate, truncated_exponential
 
 
 def test_echo_waveforms_have_unit_norm_and_the_requested_shape():
@@ -16,7 +17,7 @@ def test_echo_waveforms_have_unit_norm_and_the_requested_shape():
 
 
 def test_simulated_signal_is_the_sum_of_its_unit_norm_echoes():
-    data = simulate(SimulationConfig(n_signals=50, seed=3))
+    data = simulate(EchoSimulationSettings(n_signals=50, seed=3))
     present = np.isfinite(data.tof)
     waves = echo_waveforms(
         np.where(present, data.tof, 0),
@@ -34,7 +35,7 @@ def test_simulated_signal_is_the_sum_of_its_unit_norm_echoes():
 
 @pytest.mark.parametrize("snr", [5.0, 20.0])
 def test_noise_has_the_requested_snr_within_half_a_db(snr):
-    data = simulate(SimulationConfig(n_signals=400, snr_db=snr, seed=1))
+    data = simulate(EchoSimulationSettings(n_signals=400, snr_db=snr, seed=1))
     realised = realised_snr_db(data)
     assert abs(np.mean(realised) - snr) < 0.5
     assert abs(np.median(realised) - snr) < 0.5
@@ -44,10 +45,10 @@ def test_noise_has_the_requested_snr_within_half_a_db(snr):
 
 @pytest.mark.parametrize("mean_gap", [1.0, 5.0])
 def test_time_of_flight_gaps_stay_within_bounds(mean_gap):
-    config = SimulationConfig(n_signals=300, mean_gap=mean_gap, seed=2)
+    config = EchoSimulationSettings(n_signals=300, mean_gap=mean_gap, seed=2)
     data = simulate(config)
     gaps = np.diff(np.sort(data.tof, axis=1), axis=1)
-    gaps = gaps[np.isfinite(gaps)] / config.pulse.sigma
+    gaps = gaps[np.isfinite(gaps)] / config.sigma0
     assert gaps.min() >= 1.5 - 1e-9 and gaps.max() <= 6.0 + 1e-9
     assert np.nanmin(data.tof) >= config.margin - 1e-9 and np.nanmax(data.tof) <= config.length - 1 - config.margin + 1e-9
     if mean_gap == 1.0:
@@ -64,7 +65,7 @@ def test_truncated_exponential_matches_its_mean():
 
 
 def test_heat_map_peaks_at_each_isolated_echo_with_its_amplitude():
-    data = simulate(SimulationConfig(n_signals=20, mean_gap=5.0, seed=4))
+    data = simulate(EchoSimulationSettings(n_signals=20, mean_gap=5.0, seed=4))
     single = np.flatnonzero(data.counts == 1)
     for index in single:
         position = int(round(np.nanmax(data.tof[index])))
@@ -72,21 +73,42 @@ def test_heat_map_peaks_at_each_isolated_echo_with_its_amplitude():
 
 
 def test_same_seed_same_signals_and_the_cache_round_trips(tmp_path):
-    config = SimulationConfig(n_signals=30, seed=9)
+    config = EchoSimulationSettings(n_signals=30, seed=9)
     first = cached_simulation(config, cache=tmp_path)
     assert len(list(tmp_path.glob("simulation-*.npz"))) == 1
     again = cached_simulation(config, cache=tmp_path)
     np.testing.assert_array_equal(first.signals, again.signals)
     np.testing.assert_array_equal(first.signals, simulate(config).signals)
-    assert not np.array_equal(first.signals, simulate(SimulationConfig(n_signals=30, seed=10)).signals)
-    assert isinstance(again, EchoSet) and again.config == config
+    assert not np.array_equal(first.signals, simulate(EchoSimulationSettings(n_signals=30, seed=10)).signals)
+    assert isinstance(again, EchoSet) and again.settings == config
 
 
-def test_bad_settings_raise_a_clear_error():
-    with pytest.raises(PhenolensError, match="distribution"):
-        SimulationConfig(distribution="medium")
-    with pytest.raises(PhenolensError, match="cannot hold"):
-        SimulationConfig(length=200)
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"distribution": "medium"}, r"distribution \(--distribution\) = 'medium': choose one of none, narrow, wide"),
+        ({"length": 200}, "cannot hold 8 echoes"),
+        ({"snr_db": float("nan")}, r"snr_db \(--snr\) = nan: must be a finite number"),
+        ({"fs_mhz": 0}, r"fs_mhz \(--fs\) = 0.0: must be > 0"),
+        ({"fs_mhz": 8}, "Nyquist"),
+        ({"mean_gap": -1}, r"mean_gap \(--mean-gap\) = -1.0: must be > 0"),
+        ({"sigma0": 0}, r"sigma0 \(--sigma0\) = 0.0: must be > 0"),
+        ({"n_signals": 0}, "must be >= 1"),
+        ({"gap_bounds": (6.0, 1.5)}, "smallest first"),
+    ],
+)
+def test_bad_settings_raise_a_clear_error(changes, message):
+    with pytest.raises(PhenolensError, match=message) as caught:
+        EchoSimulationSettings(**changes)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_cache_key_follows_every_setting():
+    from phenolens.echoes.simulate import simulation_key
+
+    base = EchoSimulationSettings()
+    keys = {simulation_key(base.replace(**{name: value})) for name, value in [("seed", 1), ("snr_db", 10.0), ("fs_mhz", 50.0), ("target_width", 0.3)]}
+    assert len(keys | {simulation_key(base)}) == 5 and simulation_key(EchoSimulationSettings()) == simulation_key(base)
 
 
 def test_pulse_fit_recovers_a_synthetic_echo():

@@ -27,15 +27,38 @@ class Detections:
 
     @property
     def counts(self) -> np.ndarray:
+        """Detections per signal (N,)."""
         return np.isfinite(self.positions).sum(axis=1)
 
     def for_signal(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, amplitudes) of one signal's detections, strongest first."""
+        """One signal's detections, strongest first.
+
+        Parameters
+        ----------
+        index : int
+            The signal.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            (positions in samples, normalised amplitudes).
+        """
         keep = np.isfinite(self.positions[index])
         return self.positions[index][keep], self.amplitudes[index][keep]
 
     def strongest(self, count: int = 2) -> np.ndarray:
-        """Positions (N, count) of the `count` largest detections, NaN where fewer were found."""
+        """Positions of the `count` largest detections per signal.
+
+        Parameters
+        ----------
+        count : int
+            How many.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, count) positions, NaN where fewer were found.
+        """
         out = np.full((len(self), count), np.nan)
         width = min(count, self.positions.shape[1])
         out[:, :width] = self.positions[:, :width]
@@ -45,8 +68,26 @@ class Detections:
 def non_maximum_suppression(activation: np.ndarray, window: int = 14, max_detections: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Greedy NMS on the positive part of (N, T) activations.
 
-    Repeatedly takes each signal's largest remaining value and clears `window` samples on each side;
-    returns positions (N, D) int (-1 where none) and values (N, D), strongest first.
+    Repeatedly takes each signal's largest remaining value and clears `window` samples on each side.
+
+    Parameters
+    ----------
+    activation : numpy.ndarray
+        (N, T) activations.
+    window : int
+        Samples cleared on each side of a peak.
+    max_detections : int
+        Most peaks per signal.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Positions (N, D) int (-1 where none) and values (N, D), strongest first.
+
+    Raises
+    ------
+    ValueError
+        When `activation` is not two-dimensional.
     """
     remaining = np.maximum(np.asarray(activation, dtype=np.float64), 0.0)
     if remaining.ndim != 2:
@@ -71,8 +112,23 @@ def non_maximum_suppression(activation: np.ndarray, window: int = 14, max_detect
 def lowered_thresholds(values: np.ndarray, beta: float, min_echoes: int | None, lowering: float = 0.8) -> np.ndarray:
     """Per-signal threshold: beta, or beta * lowering^k with the smallest k that lets `min_echoes` values pass.
 
-    `values` (N, D) are sorted descending; signals with fewer than `min_echoes` non-zero values keep
-    a threshold that passes all of them.
+    Signals with fewer than `min_echoes` non-zero values keep a threshold that passes all of them.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (N, D) normalised peak values, sorted descending.
+    beta : float
+        The threshold.
+    min_echoes : int, optional
+        Echoes that must pass (None: no lowering).
+    lowering : float
+        Factor applied per lowering step.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) thresholds.
     """
     beta_per_signal = np.full(len(values), float(beta))
     if not min_echoes or min_echoes < 1:
@@ -95,7 +151,27 @@ def detect_echoes(
     min_echoes: int | None = None,
     lowering: float = 0.8,
 ) -> Detections:
-    """NMS, unit-norm normalisation of the spike train, threshold beta (lowered for `min_echoes`), renormalisation."""
+    """NMS, unit-norm normalisation of the spike train, threshold beta (lowered for `min_echoes`), renormalisation.
+
+    Parameters
+    ----------
+    activation : numpy.ndarray
+        (N, T) activations.
+    beta : float
+        Threshold on the unit-norm spike train.
+    window : int
+        NMS half-width (samples).
+    max_detections : int
+        Most echoes per signal.
+    min_echoes : int, optional
+        Lower beta until this many pass.
+    lowering : float
+        Factor per lowering step.
+
+    Returns
+    -------
+    Detections
+    """
     positions, values = non_maximum_suppression(activation, window, max_detections)
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     values = np.divide(values, norms, out=np.zeros_like(values), where=norms > 0)
@@ -105,3 +181,42 @@ def detect_echoes(
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     values = np.divide(values, norms, out=np.zeros_like(values), where=norms > 0)
     return Detections(np.where(keep, positions.astype(np.float64), np.nan), values, thresholds)
+
+
+@dataclass(frozen=True)
+class DetectionRule:
+    """How every detector turns its activation into echoes (see `detect_echoes`).
+
+    Parameters
+    ----------
+    beta : float
+        Threshold on the unit-norm spike train.
+    nms_window : int
+        Non-maximum suppression half-width (samples).
+    max_detections : int
+        Most echoes per signal.
+    min_echoes : int, optional
+        Lower `beta` by `lowering` until this many pass (for a layer thickness).
+    lowering : float
+        Factor per lowering step.
+    """
+
+    beta: float = 0.01
+    nms_window: int = 14
+    max_detections: int = 20
+    min_echoes: int | None = None
+    lowering: float = 0.8
+
+    def apply(self, activation: np.ndarray) -> Detections:
+        """The echoes of an (N, T) activation.
+
+        Parameters
+        ----------
+        activation : numpy.ndarray
+            (N, T) activations.
+
+        Returns
+        -------
+        Detections
+        """
+        return detect_echoes(activation, self.beta, self.nms_window, self.max_detections, self.min_echoes, self.lowering)

@@ -14,8 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from phenolens.echoes.pulse import PulseShape, angular_frequency
-from phenolens.echoes.simulate import DISTRIBUTIONS
+from phenolens.echoes.pulse import DISTRIBUTIONS, PulseShape, angular_frequency
 
 GRID_SIZES = {"none": 1, "narrow": 3, "wide": 6}
 
@@ -37,7 +36,21 @@ class GaborDictionary:
 
     @classmethod
     def for_distribution(cls, distribution: str, pulse: PulseShape = PulseShape(), length: int = 500) -> GaborDictionary:
-        """The product grid of widths and frequencies that covers a simulator pulse distribution."""
+        """The product grid of widths and frequencies that covers a simulator pulse distribution.
+
+        Parameters
+        ----------
+        distribution : str
+            none, narrow or wide.
+        pulse : PulseShape
+            The reference pulse.
+        length : int
+            Samples per signal.
+
+        Returns
+        -------
+        GaborDictionary
+        """
         (ratio_low, ratio_high), freqs = DISTRIBUTIONS[distribution]
         size = GRID_SIZES[distribution]
         widths = pulse.sigma * np.linspace(ratio_low, ratio_high, size)
@@ -47,6 +60,7 @@ class GaborDictionary:
 
     @property
     def n_shapes(self) -> int:
+        """Number of (width, frequency) shapes."""
         return len(self.sigmas)
 
     @property
@@ -70,14 +84,36 @@ class GaborDictionary:
         return np.fft.fft(padded, axis=1)
 
     def correlate(self, signals: np.ndarray) -> np.ndarray:
-        """D^H y for a batch of real signals (B, T): complex (B, P, T), entry <y, a_{p,tau}>."""
+        """D^H y for a batch of real signals: entry <y, a_{p,tau}>.
+
+        Parameters
+        ----------
+        signals : numpy.ndarray
+            (B, T) real signals.
+
+        Returns
+        -------
+        numpy.ndarray
+            Complex (B, P, T).
+        """
         spectra = np.fft.fft(np.asarray(signals, dtype=np.float64), self.n_fft, axis=-1)
         full = np.fft.ifft(spectra[:, None, :] * np.conj(self._prototype_spectra)[None], axis=-1)
         # correlation lag k holds sum_t y(t) conj(p(t - k)); the atom at tau starts at tau - half
         return np.roll(full, self.half, axis=-1)[..., : self.length]
 
     def synthesize(self, codes: np.ndarray) -> np.ndarray:
-        """Re(D c) for complex codes (B, P, T): real signals (B, T)."""
+        """Re(D c) for complex codes.
+
+        Parameters
+        ----------
+        codes : numpy.ndarray
+            Complex (B, P, T).
+
+        Returns
+        -------
+        numpy.ndarray
+            Real signals (B, T).
+        """
         spectra = np.fft.fft(codes, self.n_fft, axis=-1)
         full = np.fft.ifft(np.sum(spectra * self._prototype_spectra[None], axis=1), axis=-1)
         return np.real(full[:, self.half : self.half + self.length])
@@ -95,7 +131,18 @@ class GaborDictionary:
         return value
 
     def atom_pairs(self, shapes: np.ndarray, tofs: np.ndarray) -> np.ndarray:
-        """Cosine and sine parts of atoms on the signal grid: (..., 2, T) for index arrays shapes/tofs (...)."""
+        """Cosine and sine parts of atoms on the signal grid.
+
+        Parameters
+        ----------
+        shapes, tofs : numpy.ndarray
+            Index arrays of the same shape (...).
+
+        Returns
+        -------
+        numpy.ndarray
+            (..., 2, T), each part of unit norm (zero where it vanishes).
+        """
         t = np.arange(self.length, dtype=np.float64)
         offsets = t - np.asarray(tofs, dtype=np.float64)[..., None]
         sigma = self.sigmas[shapes][..., None]
@@ -107,12 +154,24 @@ class GaborDictionary:
 
     def real_matrix(self) -> np.ndarray:
         """Explicit (T, 2 P T) float64 matrix: for complex atom j = p T + tau, columns 2j (cosine) and 2j+1 (sine),
-        each of unit norm on the (possibly truncated) grid. For scikit-learn's OMP, which is real-valued."""
+        each of unit norm on the (possibly truncated) grid. For scikit-learn's OMP, which is real-valued.
+
+        Built once per dictionary (a long signal's windows share it).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        return self._real_matrix
+
+    @cached_property
+    def _real_matrix(self) -> np.ndarray:
         shapes, tofs = np.divmod(np.arange(self.n_atoms), self.length)
         pairs = self.atom_pairs(shapes, tofs)  # (A, 2, T)
         return np.ascontiguousarray(pairs.reshape(2 * self.n_atoms, self.length).T)
 
     def describe(self) -> dict:
+        """Shapes, atoms, widths and frequencies (for reports)."""
         return {
             "shapes": self.n_shapes,
             "atoms": self.n_atoms,
@@ -122,5 +181,16 @@ class GaborDictionary:
 
 
 def codes_to_activation(codes: np.ndarray) -> np.ndarray:
-    """Per time of flight, the largest coefficient modulus over shapes: (B, P, T) complex -> (B, T)."""
+    """Per time of flight, the largest coefficient modulus over shapes.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        Complex (B, P, T).
+
+    Returns
+    -------
+    numpy.ndarray
+        (B, T).
+    """
     return np.abs(codes).max(axis=1)

@@ -18,7 +18,22 @@ from phenolens.echoes.detection import Detections
 
 
 def envelope_error(det_pos, det_amp, true_pos, true_amp, sigma) -> np.ndarray:
-    """Relative squared error between the envelopes |z| g(t - t_z) and |x| g(t - t_x) (broadcasting)."""
+    """Relative squared error between the envelopes |z| g(t - t_z) and |x| g(t - t_x) (broadcasting).
+
+    Parameters
+    ----------
+    det_pos, det_amp : array-like
+        Detected positions and amplitudes.
+    true_pos, true_amp : array-like
+        True positions and amplitudes.
+    sigma : array-like
+        True echo widths (samples).
+
+    Returns
+    -------
+    numpy.ndarray
+        The error, relative to the true envelope's energy.
+    """
     det_amp, true_amp = np.abs(det_amp), np.abs(true_amp)
     overlap = np.exp(-((np.asarray(det_pos) - np.asarray(true_pos)) ** 2) / (4.0 * np.asarray(sigma) ** 2))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -26,7 +41,17 @@ def envelope_error(det_pos, det_amp, true_pos, true_amp, sigma) -> np.ndarray:
 
 
 def unit_norm_rows(values: np.ndarray) -> np.ndarray:
-    """Scale each row's finite entries to unit L2 norm (NaN stays NaN)."""
+    """Scale each row's finite entries to unit L2 norm (NaN stays NaN).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (N, K) values.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     norms = np.sqrt(np.nansum(np.asarray(values, dtype=np.float64) ** 2, axis=1, keepdims=True))
     return np.divide(values, norms, out=np.full(np.shape(values), np.nan), where=norms > 0)
 
@@ -34,7 +59,21 @@ def unit_norm_rows(values: np.ndarray) -> np.ndarray:
 def match_detections(detections: Detections, true_pos: np.ndarray, true_amp: np.ndarray, true_sigma: np.ndarray, epsilon: float = 0.1):
     """Greedy matching, strongest detection first, each true echo matched at most once (to its closest hit).
 
-    Returns hits (N, D) and found (N, K) boolean arrays. True amplitudes are normalised per signal.
+    True amplitudes are normalised per signal.
+
+    Parameters
+    ----------
+    detections : Detections
+        Detected echoes.
+    true_pos, true_amp, true_sigma : numpy.ndarray
+        (N, K) true positions, amplitudes and widths, NaN where absent.
+    epsilon : float
+        Largest envelope error of a hit.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        hits (N, D) and found (N, K) boolean arrays.
     """
     truth = unit_norm_rows(true_amp)
     errors = envelope_error(
@@ -67,6 +106,7 @@ class DetectionScore:
     n_hits: int = 0
 
     def summary(self) -> dict:
+        """AUC, F1 and counts as a dict (for metrics.json)."""
         return {"auc": self.auc, "f1": self.f1, "n_true": self.n_true, "n_detections": self.n_detections, "n_hits": self.n_hits}
 
 
@@ -76,6 +116,19 @@ def precision_recall(scores: np.ndarray, hits: np.ndarray, n_true: int) -> Detec
     Built on scikit-learn's `precision_recall_curve` (whose recall counts only detected positives, so
     it is rescaled to all true echoes). The AUC is the area under the interpolated step curve
     (precision at recall r = best precision at recall >= r, as in PASCAL VOC average precision).
+
+    Parameters
+    ----------
+    scores : numpy.ndarray
+        Scores of every detection.
+    hits : numpy.ndarray
+        Whether each detection is a hit.
+    n_true : int
+        True echoes in the set.
+
+    Returns
+    -------
+    DetectionScore
     """
     from sklearn.metrics import precision_recall_curve
 
@@ -97,7 +150,21 @@ def precision_recall(scores: np.ndarray, hits: np.ndarray, n_true: int) -> Detec
 def score_detections(
     detections: Detections, true_pos: np.ndarray, true_amp: np.ndarray, true_sigma: np.ndarray, epsilon: float = 0.1
 ) -> DetectionScore:
-    """Match detections to the truth and summarise the precision-recall curve (AUC, max F1)."""
+    """Match detections to the truth and summarise the precision-recall curve (AUC, max F1).
+
+    Parameters
+    ----------
+    detections : Detections
+        Detected echoes.
+    true_pos, true_amp, true_sigma : numpy.ndarray
+        (N, K) truth, NaN where absent.
+    epsilon : float
+        Hit tolerance (relative envelope error).
+
+    Returns
+    -------
+    DetectionScore
+    """
     hits, _ = match_detections(detections, true_pos, true_amp, true_sigma, epsilon)
     present = np.isfinite(detections.positions)
     return precision_recall(detections.amplitudes[present], hits[present], int(np.isfinite(true_pos).sum()))

@@ -16,6 +16,14 @@ from phenolens.core.errors import PhenolensError
 
 DEFAULT_FS_MHZ = 100.0
 
+# Per pulse distribution: the range of echo widths (x sigma_0) and of centre frequencies (MHz; None =
+# the reference frequency). The simulator draws from it; the sparse baselines' dictionaries cover it.
+DISTRIBUTIONS: dict[str, tuple[tuple[float, float], tuple[float, float] | None]] = {
+    "none": ((1.0, 1.0), None),
+    "narrow": ((1.0, 1.2), (4.0, 5.4)),
+    "wide": ((1.0, 1.4), (3.0, 5.4)),
+}
+
 
 @dataclass(frozen=True)
 class PulseShape:
@@ -37,16 +45,41 @@ class PulseShape:
         return self.sigma / self.fs_mhz
 
     def to_dict(self) -> dict:
+        """Plain values (for JSON)."""
         return asdict(self)
 
 
 def angular_frequency(freq_mhz, fs_mhz: float = DEFAULT_FS_MHZ):
-    """Centre frequency (MHz) -> radians per sample at sampling rate `fs_mhz` (MHz)."""
+    """Centre frequency (MHz) -> radians per sample at sampling rate `fs_mhz` (MHz).
+
+    Parameters
+    ----------
+    freq_mhz : array-like
+        Frequencies (MHz).
+    fs_mhz : float
+        Sampling rate (MHz).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     return 2.0 * np.pi * np.asarray(freq_mhz, dtype=np.float64) / fs_mhz
 
 
 def gaussian_envelope(t: np.ndarray, tof, sigma) -> np.ndarray:
-    """g(t - tof; sigma), broadcasting `tof` and `sigma` (add a trailing axis for the time axis yourself)."""
+    """g(t - tof; sigma), broadcasting `tof` and `sigma` (add a trailing axis for the time axis yourself).
+
+    Parameters
+    ----------
+    t : numpy.ndarray
+        Sample times.
+    tof, sigma : array-like
+        Centres and widths (samples).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     return np.exp(-0.5 * ((t - tof) / sigma) ** 2)
 
 
@@ -55,6 +88,19 @@ def echo_waveforms(tof, sigma, omega, phase, length: int, normalize: bool = True
 
     Parameters broadcast against each other; each waveform is scaled to unit L2 norm on the grid
     (rows that vanish stay zero).
+
+    Parameters
+    ----------
+    tof, sigma, omega, phase : array-like
+        Times of flight and widths (samples), angular frequencies (rad/sample), phases (rad).
+    length : int
+        Samples per waveform.
+    normalize : bool
+        Scale each waveform to unit norm.
+
+    Returns
+    -------
+    numpy.ndarray
     """
     tof, sigma, omega, phase = (np.asarray(v, dtype=np.float64)[..., None] for v in (tof, sigma, omega, phase))
     t = np.arange(length, dtype=np.float64)
@@ -66,7 +112,17 @@ def echo_waveforms(tof, sigma, omega, phase, length: int, normalize: bool = True
 
 
 def envelope(signals: np.ndarray) -> np.ndarray:
-    """Magnitude of the analytic signal (Hilbert envelope) along the last axis."""
+    """Magnitude of the analytic signal (Hilbert envelope) along the last axis.
+
+    Parameters
+    ----------
+    signals : numpy.ndarray
+        Real signals.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     from scipy.signal import hilbert
 
     return np.abs(hilbert(np.asarray(signals, dtype=np.float64), axis=-1))
@@ -82,6 +138,7 @@ class PulseFit:
     relative_residual: float  # ||signal - model||^2 / ||signal||^2 inside the fitted window
 
     def to_dict(self) -> dict:
+        """The fitted parameters in physical units (for metrics.json)."""
         return {
             "sigma_samples": self.pulse.sigma,
             "sigma_us": self.pulse.sigma_us,
@@ -100,6 +157,24 @@ def fit_pulse(values: np.ndarray, fs_mhz: float = DEFAULT_FS_MHZ, source: str = 
     Starts from the envelope peak (tau), the spectral peak (omega) and the envelope's second moment
     (sigma), then refines all five parameters by nonlinear least squares on a window of +-5 sigma.
     The phase is reported in [0, 2 pi) relative to the fitted time of flight.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The A-scan.
+    fs_mhz : float
+        Its sampling rate (MHz).
+    source : str
+        Named in error messages.
+
+    Returns
+    -------
+    PulseFit
+
+    Raises
+    ------
+    PhenolensError
+        For fewer than 16 samples or non-finite samples.
     """
     from scipy.optimize import least_squares
 

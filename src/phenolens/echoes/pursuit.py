@@ -108,9 +108,34 @@ def pursuit_codes(
     search: float = 2.0,
     chunk: int = 32,
 ) -> np.ndarray:
-    """Complex codes (B, P, T) of a greedy pursuit with the given selection `rule` ("correlation" = OMP, "support" = SMP).
+    """Complex codes of a greedy pursuit with the given selection `rule` ("correlation" = OMP, "support" = SMP).
 
-    `p` and `search` (in units of the widest atom sigma) only matter for the support rule.
+    Parameters
+    ----------
+    dictionary : GaborDictionary
+        The atoms.
+    signals : numpy.ndarray
+        (B, T) real signals.
+    rule : str
+        ``"correlation"`` or ``"support"``.
+    stop : StoppingRule
+        Residual-energy fraction and atom cap.
+    p : float
+        Exponent of the support measure (support rule only).
+    search : float
+        Candidates within this many widest-atom sigmas of the correlation peak (support rule only).
+    chunk : int
+        Signals per vectorised step.
+
+    Returns
+    -------
+    numpy.ndarray
+        Complex codes (B, P, T).
+
+    Raises
+    ------
+    ValueError
+        For an unknown rule.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}")
@@ -150,12 +175,18 @@ def pursuit_codes(
 
 
 def omp_codes(dictionary: GaborDictionary, signals: np.ndarray, stop: StoppingRule = SIMULATION_STOP, chunk: int = 32) -> np.ndarray:
-    """Orthogonal Matching Pursuit over complex Gabor atoms (pair-energy selection, least-squares refit)."""
+    """Orthogonal Matching Pursuit over complex Gabor atoms (pair-energy selection, least-squares refit).
+
+    Parameters and result are those of `pursuit_codes` with ``rule="correlation"``.
+    """
     return pursuit_codes(dictionary, signals, "correlation", stop, chunk=chunk)
 
 
 def smp_codes(
     dictionary: GaborDictionary, signals: np.ndarray, stop: StoppingRule = SIMULATION_STOP, p: float = 0.5, search: float = 2.0, chunk: int = 32
 ) -> np.ndarray:
-    """Support Matching Pursuit: l_p (0 < p < 1) support-measure selection, least-squares refit."""
+    """Support Matching Pursuit: l_p (0 < p < 1) support-measure selection, least-squares refit.
+
+    Parameters and result are those of `pursuit_codes` with ``rule="support"``.
+    """
     return pursuit_codes(dictionary, signals, "support", stop, p=p, search=search, chunk=chunk)

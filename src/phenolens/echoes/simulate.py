@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,55 +23,29 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
 from phenolens.core.outputs import atomic_write_bytes
 from phenolens.core.seeding import numpy_rng
-from phenolens.echoes.pulse import PulseShape, angular_frequency, echo_waveforms, gaussian_envelope
+from phenolens.echoes.pulse import DISTRIBUTIONS, angular_frequency, echo_waveforms, gaussian_envelope
+from phenolens.echoes.settings import EchoSimulationSettings
 
 log = get_logger(__name__)
 
-# Width ratio range (x sigma_0) and centre-frequency range (MHz; None = the reference frequency).
-DISTRIBUTIONS: dict[str, tuple[tuple[float, float], tuple[float, float] | None]] = {
-    "none": ((1.0, 1.0), None),
-    "narrow": ((1.0, 1.2), (4.0, 5.4)),
-    "wide": ((1.0, 1.4), (3.0, 5.4)),
-}
 SIMULATOR_VERSION = 1  # bump when the generated numbers change, so caches are rebuilt
 
 
-@dataclass(frozen=True)
-class SimulationConfig:
-    """Everything that determines a simulated dataset (and its cache key)."""
+def simulation_key(settings: EchoSimulationSettings) -> str:
+    """The cache key of a simulated dataset: a hash of its settings and the simulator version.
 
-    n_signals: int = 1000
-    length: int = 500
-    max_echoes: int = 8
-    mean_gap: float = 3.0  # the overlap parameter lambda: mean time-of-flight difference in sigma_0
-    gap_bounds: tuple[float, float] = (1.5, 6.0)  # in sigma_0
-    min_amplitude: float = 0.1
-    distribution: str = "narrow"
-    snr_db: float = 20.0
-    target_width: float = 0.2  # heat-map Gaussian width as a fraction of each echo's sigma
-    pulse: PulseShape = field(default_factory=PulseShape)
-    seed: int = 0
+    Parameters
+    ----------
+    settings : EchoSimulationSettings
+        What determines the dataset.
 
-    def __post_init__(self) -> None:
-        if self.distribution not in DISTRIBUTIONS:
-            raise PhenolensError(f"unknown pulse distribution {self.distribution!r}; choose one of {', '.join(DISTRIBUTIONS)}")
-        if self.n_signals < 1 or self.max_echoes < 1:
-            raise PhenolensError("n_signals and max_echoes must be at least 1")
-        needed = 2 * self.margin + (self.max_echoes - 1) * self.gap_bounds[1] * self.pulse.sigma
-        if self.length < needed:
-            raise PhenolensError(f"signal length {self.length} cannot hold {self.max_echoes} echoes; use at least {int(np.ceil(needed))} samples")
-
-    @property
-    def margin(self) -> float:
-        """Distance kept between any time of flight and the record ends (3 of the widest sigma)."""
-        return 3.0 * self.pulse.sigma * DISTRIBUTIONS[self.distribution][0][1]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def key(self) -> str:
-        payload = json.dumps({"version": SIMULATOR_VERSION, **asdict(self)}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
+    payload = json.dumps({"version": SIMULATOR_VERSION, **settings.to_dict()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -86,7 +60,7 @@ class EchoSet:
     sigma: np.ndarray  # samples
     freq_mhz: np.ndarray
     phase: np.ndarray
-    config: SimulationConfig
+    settings: EchoSimulationSettings
 
     ARRAYS = ("signals", "clean", "heatmaps", "tof", "amplitude", "sigma", "freq_mhz", "phase")
 
@@ -95,52 +69,114 @@ class EchoSet:
 
     @property
     def counts(self) -> np.ndarray:
+        """Echoes per signal (N,)."""
         return np.isfinite(self.tof).sum(axis=1)
 
     @property
     def noise(self) -> np.ndarray:
+        """The added noise (N, T), float64."""
         return self.signals.astype(np.float64) - self.clean
 
     def subset(self, index) -> EchoSet:
+        """The signals selected by `index`, with their ground truth.
+
+        Parameters
+        ----------
+        index : slice or array-like
+            Rows to keep.
+
+        Returns
+        -------
+        EchoSet
+        """
         return replace(self, **{name: getattr(self, name)[index] for name in self.ARRAYS})
 
     def to_bytes(self) -> bytes:
+        """The set as an .npz file's bytes (arrays and the settings as JSON; no pickles).
+
+        Returns
+        -------
+        bytes
+        """
         buffer = io.BytesIO()
-        np.savez(buffer, config=json.dumps(asdict(self.config)), **{name: getattr(self, name) for name in self.ARRAYS})
+        np.savez(buffer, settings=json.dumps(self.settings.to_dict()), **{name: getattr(self, name) for name in self.ARRAYS})
         return buffer.getvalue()
 
     @classmethod
     def from_file(cls, path: str | Path) -> EchoSet:
-        """Read a dataset written by `to_bytes` (no pickles)."""
+        """Read a dataset written by `to_bytes` (no pickles).
+
+        Parameters
+        ----------
+        path : path
+            The .npz file.
+
+        Returns
+        -------
+        EchoSet
+
+        Raises
+        ------
+        PhenolensError
+            When the file is not a phenolens echo dataset or its settings are invalid.
+        """
         try:
             with np.load(path, allow_pickle=False) as stored:
                 arrays = {name: stored[name] for name in cls.ARRAYS}
-                raw = json.loads(str(stored["config"]))
+                raw = json.loads(str(stored["settings"]))
         except (OSError, KeyError, ValueError) as error:
             raise PhenolensError(f"{path}: not a phenolens echo dataset ({error}); write it with `phenolens echoes simulate`") from None
-        raw["pulse"] = PulseShape(**raw["pulse"])
-        raw["gap_bounds"] = tuple(raw["gap_bounds"])
-        known = {f.name for f in fields(SimulationConfig)}
-        return cls(**arrays, config=SimulationConfig(**{k: v for k, v in raw.items() if k in known}))
+        if not isinstance(raw, dict):
+            raise PhenolensError(f"{path}: the stored settings are not a mapping; write the dataset with `phenolens echoes simulate`")
+        return cls(**arrays, settings=EchoSimulationSettings.from_dict(raw, source=str(path)))
 
 
 def truncated_exponential(rng: np.random.Generator, mean: float, low: float, high: float, size) -> np.ndarray:
-    """Exponential(mean) samples conditioned on [low, high], by inverting the truncated CDF."""
+    """Exponential(mean) samples conditioned on [low, high], by inverting the truncated CDF.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random source.
+    mean : float
+        The exponential's mean.
+    low, high : float
+        The bounds.
+    size : int or tuple
+        Output shape.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     rate = 1.0 / mean
     u = rng.random(size)
     return low - np.log1p(-u * (1.0 - np.exp(-rate * (high - low)))) / rate
 
 
-def draw_times_of_flight(rng: np.random.Generator, config: SimulationConfig, counts: np.ndarray) -> np.ndarray:
+def draw_times_of_flight(rng: np.random.Generator, settings: EchoSimulationSettings, counts: np.ndarray) -> np.ndarray:
     """Times of flight (N, K), NaN beyond each signal's echo count.
 
     The first echo lands uniformly inside the margins; each next one follows the latest echo by a
     gap when it fits, otherwise precedes the earliest (the original rejection rule); a train that
     fits on neither side is shifted back inside (rare, only with 8 long gaps).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random source.
+    settings : EchoSimulationSettings
+        Record length, gaps, pulse width.
+    counts : numpy.ndarray
+        (N,) echoes per signal.
+
+    Returns
+    -------
+    numpy.ndarray
     """
-    n, k, sigma0 = len(counts), config.max_echoes, config.pulse.sigma
-    low, high = config.margin, config.length - 1 - config.margin
-    gaps = truncated_exponential(rng, config.mean_gap * sigma0, config.gap_bounds[0] * sigma0, config.gap_bounds[1] * sigma0, (n, k - 1))
+    n, k, sigma0 = len(counts), settings.max_echoes, settings.sigma0
+    low, high = settings.margin, settings.length - 1 - settings.margin
+    gaps = truncated_exponential(rng, settings.mean_gap * sigma0, settings.gap_bounds[0] * sigma0, settings.gap_bounds[1] * sigma0, (n, k - 1))
     tof = np.full((n, k), np.nan)
     tof[:, 0] = rng.uniform(low, high, n)
     first, last = tof[:, 0].copy(), tof[:, 0].copy()
@@ -155,38 +191,65 @@ def draw_times_of_flight(rng: np.random.Generator, config: SimulationConfig, cou
     return tof + shift[:, None]
 
 
-def draw_pulse_parameters(rng: np.random.Generator, config: SimulationConfig, shape) -> tuple[np.ndarray, np.ndarray]:
-    """Per-echo width (samples) and centre frequency (MHz) from the configured distribution."""
-    (ratio_low, ratio_high), freqs = DISTRIBUTIONS[config.distribution]
-    sigma = config.pulse.sigma * rng.uniform(ratio_low, ratio_high, shape)
-    freq = np.full(shape, config.pulse.freq_mhz) if freqs is None else rng.uniform(freqs[0], freqs[1], shape)
+def draw_pulse_parameters(rng: np.random.Generator, settings: EchoSimulationSettings, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Per-echo width (samples) and centre frequency (MHz) from the configured distribution.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The random source.
+    settings : EchoSimulationSettings
+        Reference pulse and distribution.
+    shape : int or tuple
+        Output shape.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (sigma, freq_mhz).
+    """
+    (ratio_low, ratio_high), freqs = DISTRIBUTIONS[settings.distribution]
+    sigma = settings.sigma0 * rng.uniform(ratio_low, ratio_high, shape)
+    freq = np.full(shape, settings.freq_mhz) if freqs is None else rng.uniform(freqs[0], freqs[1], shape)
     return sigma, freq
 
 
-def simulate(config: SimulationConfig, chunk: int = 2000) -> EchoSet:
-    """Generate `config.n_signals` signals deterministically from `config.seed`."""
-    rng = numpy_rng(config.seed)
-    n, k, length = config.n_signals, config.max_echoes, config.length
+def simulate(settings: EchoSimulationSettings, chunk: int = 2000) -> EchoSet:
+    """Generate `settings.n_signals` signals deterministically from `settings.seed`.
+
+    Parameters
+    ----------
+    settings : EchoSimulationSettings
+        What to simulate.
+    chunk : int
+        Signals per vectorised step (bounds the (chunk, K, T) echo tensor).
+
+    Returns
+    -------
+    EchoSet
+    """
+    rng = numpy_rng(settings.seed)
+    n, k, length = settings.n_signals, settings.max_echoes, settings.length
     counts = rng.integers(1, k + 1, n)
-    tof = draw_times_of_flight(rng, config, counts)
+    tof = draw_times_of_flight(rng, settings, counts)
     present = np.isfinite(tof)
-    sigma, freq = draw_pulse_parameters(rng, config, (n, k))
-    amplitude = rng.uniform(config.min_amplitude, 1.0, (n, k))
+    sigma, freq = draw_pulse_parameters(rng, settings, (n, k))
+    amplitude = rng.uniform(settings.min_amplitude, 1.0, (n, k))
     phase = rng.uniform(0.0, 2.0 * np.pi, (n, k))
-    noise = rng.standard_normal((n, length)) * (10.0 ** (-config.snr_db / 20.0) / np.sqrt(length))
+    noise = rng.standard_normal((n, length)) * (10.0 ** (-settings.snr_db / 20.0) / np.sqrt(length))
     clean = np.empty((n, length))
     heatmaps = np.empty((n, length))
     t = np.arange(length, dtype=np.float64)
     for start in range(0, n, chunk):  # chunks bound the (chunk, K, T) echo tensor's memory
         rows = slice(start, start + chunk)
         safe_tof = np.where(present[rows], tof[rows], 0.0)
-        waves = echo_waveforms(safe_tof, sigma[rows], angular_frequency(freq[rows], config.pulse.fs_mhz), phase[rows], length)
+        waves = echo_waveforms(safe_tof, sigma[rows], angular_frequency(freq[rows], settings.fs_mhz), phase[rows], length)
         weights = np.where(present[rows], amplitude[rows], 0.0)
         clean[rows] = np.einsum("nk,nkt->nt", weights, waves)
         scale = 1.0 / np.linalg.norm(clean[rows], axis=1)
         clean[rows] *= scale[:, None]
         amplitude[rows] *= scale[:, None]
-        bumps = gaussian_envelope(t, safe_tof[..., None], config.target_width * sigma[rows][..., None])
+        bumps = gaussian_envelope(t, safe_tof[..., None], settings.target_width * sigma[rows][..., None])
         heatmaps[rows] = np.einsum("nk,nkt->nt", np.where(present[rows], amplitude[rows], 0.0), bumps)
     absent = ~present
     for values in (amplitude, sigma, freq, phase):
@@ -200,22 +263,36 @@ def simulate(config: SimulationConfig, chunk: int = 2000) -> EchoSet:
         sigma=sigma,
         freq_mhz=freq,
         phase=phase,
-        config=config,
+        settings=settings,
     )
 
 
-def cached_simulation(config: SimulationConfig, cache: Path | None = None) -> EchoSet:
-    """`simulate(config)`, read from / written to `cache` (default: PHENOLENS_CACHE/echoes)."""
+def cached_simulation(settings: EchoSimulationSettings, cache: Path | None = None) -> EchoSet:
+    """`simulate(settings)`, read from / written to `cache` (default: PHENOLENS_CACHE/echoes).
+
+    The file name holds `simulation_key(settings)`; an unreadable cached file is simulated again.
+
+    Parameters
+    ----------
+    settings : EchoSimulationSettings
+        What to simulate.
+    cache : Path, optional
+        The cache folder.
+
+    Returns
+    -------
+    EchoSet
+    """
     from phenolens.data.registry import cache_root
 
     folder = Path(cache) if cache is not None else cache_root() / "echoes"
-    path = folder / f"simulation-{config.key()}.npz"
+    path = folder / f"simulation-{simulation_key(settings)}.npz"
     if path.is_file():
         try:
             return EchoSet.from_file(path)
         except PhenolensError:
             log.warning("ignoring unreadable cached simulation %s", path)
-    data = simulate(config)
+    data = simulate(settings)
     try:
         atomic_write_bytes(path, data.to_bytes())
     except OSError as error:  # a read-only cache only costs time
@@ -224,5 +301,16 @@ def cached_simulation(config: SimulationConfig, cache: Path | None = None) -> Ec
 
 
 def realised_snr_db(data: EchoSet) -> np.ndarray:
-    """Per-signal SNR actually realised: 10 log10(||clean||^2 / ||noise||^2)."""
+    """Per-signal SNR actually realised: 10 log10(||clean||^2 / ||noise||^2).
+
+    Parameters
+    ----------
+    data : EchoSet
+        Simulated signals.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N,) SNR in dB.
+    """
     return 10.0 * np.log10(np.sum(data.clean.astype(np.float64) ** 2, axis=1) / np.sum(data.noise**2, axis=1))

@@ -38,6 +38,22 @@ def sklearn_omp_codes(dictionary: GaborDictionary, signals: np.ndarray, stop: St
     the same path. Complex coefficients are rebuilt as cos-coef - i sin-coef. Selecting single real
     columns, it may take a shifted cosine for an echo of another phase. This is the `omp` baseline
     (the library's OMP, as the comparison asks); `pursuit.omp_codes` is a faster complex-atom reference.
+
+    Parameters
+    ----------
+    dictionary : GaborDictionary
+        The atoms.
+    signals : numpy.ndarray
+        (B, T) real signals, T the dictionary's length.
+    stop : StoppingRule
+        Residual-energy fraction and atom cap.
+    chunk : int
+        Signals per call to scikit-learn.
+
+    Returns
+    -------
+    numpy.ndarray
+        Complex codes (B, P, T).
     """
     import warnings
 
@@ -68,7 +84,20 @@ def sklearn_omp_codes(dictionary: GaborDictionary, signals: np.ndarray, stop: St
 
 
 def soft_threshold(codes: np.ndarray, threshold: float) -> np.ndarray:
-    """Complex soft thresholding: shrink each coefficient's modulus by `threshold`, keep its phase."""
+    """Complex soft thresholding: shrink each coefficient's modulus by `threshold`, keep its phase.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        Complex coefficients.
+    threshold : float
+        The shrinkage.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shrunk coefficients, same shape.
+    """
     modulus = np.abs(codes)
     return codes * (np.maximum(modulus - threshold, 0.0) / np.where(modulus > 0, modulus, 1.0))
 
@@ -81,6 +110,24 @@ def ista_codes(
     c <- soft(c + step D^H (y - Re(D c)), step * threshold), from c = 0, with step 1/L (L the
     Lipschitz constant of the normal operator) unless given. US-CNN's baseline runs 3 iterations at
     threshold 0.1; more iterations converge to the LASSO solution.
+
+    Parameters
+    ----------
+    dictionary : GaborDictionary
+        The atoms.
+    signals : numpy.ndarray
+        (B, T) real signals.
+    iterations : int
+        ISTA steps.
+    threshold : float
+        The l_1 weight.
+    step : float, optional
+        Step size (default 1 / L).
+
+    Returns
+    -------
+    numpy.ndarray
+        Complex codes (B, P, T).
     """
     signals = np.asarray(signals, dtype=np.float64)
     step = 1.0 / dictionary.lipschitz if step is None else step

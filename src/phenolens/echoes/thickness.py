@@ -16,7 +16,8 @@ import numpy as np
 from phenolens.core.seeding import numpy_rng
 from phenolens.echoes.detection import Detections
 from phenolens.echoes.pulse import PulseShape, angular_frequency, echo_waveforms
-from phenolens.echoes.simulate import SimulationConfig, draw_pulse_parameters
+from phenolens.echoes.settings import EchoSimulationSettings
+from phenolens.echoes.simulate import draw_pulse_parameters
 
 ULTEM_VELOCITY_MM_PER_US = 2.09  # longitudinal sound velocity used for the US-CNN glue phantom
 
@@ -36,11 +37,14 @@ class LayerScanConfig:
     seed: int = 31
 
     def to_dict(self) -> dict:
+        """Plain values (for metrics.json)."""
         return asdict(self)
 
 
 @dataclass
 class LayerScan:
+    """The simulated scan: signals (rows x columns, T), true TOFD (samples) and thickness (mm) maps, and its description."""
+
     signals: np.ndarray  # (rows * columns, T)
     tofd: np.ndarray  # (rows, columns) samples
     thickness_mm: np.ndarray  # (rows, columns)
@@ -53,12 +57,36 @@ class LayerScan:
 
 
 def tofd_to_thickness(tofd_samples, velocity_mm_per_us: float, fs_mhz: float) -> np.ndarray:
-    """Thickness (mm) = velocity (mm/us) x TOFD (us) / 2."""
+    """Thickness (mm) = velocity (mm/us) x TOFD (us) / 2.
+
+    Parameters
+    ----------
+    tofd_samples : array-like
+        Time-of-flight differences in samples.
+    velocity_mm_per_us : float
+        Sound velocity in the layer.
+    fs_mhz : float
+        Sampling rate (MHz).
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     return velocity_mm_per_us * np.asarray(tofd_samples, dtype=np.float64) / fs_mhz / 2.0
 
 
 def simulate_layer_scan(config: LayerScanConfig = LayerScanConfig()) -> LayerScan:
-    """Noisy A-scans of the layer at every scan position (vectorised, seeded)."""
+    """Noisy A-scans of the layer at every scan position (vectorised, seeded).
+
+    Parameters
+    ----------
+    config : LayerScanConfig
+        Scan size, TOFD steps, pulse, noise and seed.
+
+    Returns
+    -------
+    LayerScan
+    """
     rng = numpy_rng(config.seed)
     sigma0 = config.pulse.sigma
     block = np.minimum(np.arange(config.columns) * len(config.tofd_steps) // config.columns, len(config.tofd_steps) - 1)
@@ -66,7 +94,7 @@ def simulate_layer_scan(config: LayerScanConfig = LayerScanConfig()) -> LayerSca
     n = config.rows * config.columns
     top = rng.uniform(0.3, 0.45, n) * config.length
     tofs = np.stack([top, top + tofd.ravel()], axis=1)
-    simulation = SimulationConfig(distribution=config.distribution, pulse=config.pulse, length=config.length, max_echoes=2)
+    simulation = EchoSimulationSettings.for_pulse(config.pulse, distribution=config.distribution, length=config.length, max_echoes=2)
     sigma, freq = draw_pulse_parameters(rng, simulation, n)  # one transducer pulse per position, shared by both echoes
     phase = rng.uniform(0, 2 * np.pi, n)
     amplitudes = np.stack([rng.uniform(0.6, 1.0, n), rng.uniform(0.4, 0.9, n)], axis=1)
@@ -80,14 +108,38 @@ def simulate_layer_scan(config: LayerScanConfig = LayerScanConfig()) -> LayerSca
 
 
 def estimate_thickness(detections: Detections, scan: LayerScan) -> np.ndarray:
-    """Thickness map (rows, columns) in mm from the two largest detections; 0 where fewer than two were found."""
+    """Thickness map (rows, columns) in mm from the two largest detections; 0 where fewer than two were found.
+
+    Parameters
+    ----------
+    detections : Detections
+        One row per scan position.
+    scan : LayerScan
+        The scan.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     strongest = detections.strongest(2)
     tofd = np.nan_to_num(np.abs(strongest[:, 0] - strongest[:, 1]), nan=0.0)
     return tofd_to_thickness(tofd, scan.config.velocity_mm_per_us, scan.config.pulse.fs_mhz).reshape(scan.tofd.shape)
 
 
 def thickness_errors(estimate: np.ndarray, scan: LayerScan) -> dict:
-    """Mean absolute error (mm) on the thinnest layer and on the rest, and the fraction resolved into two echoes."""
+    """Mean absolute error (mm) on the thinnest layer and on the rest, and the fraction resolved into two echoes.
+
+    Parameters
+    ----------
+    estimate : numpy.ndarray
+        Estimated thickness map (mm).
+    scan : LayerScan
+        The scan with its true map.
+
+    Returns
+    -------
+    dict
+    """
     error = np.abs(estimate - scan.thickness_mm)
     thin = scan.thinnest
     return {

@@ -4,50 +4,25 @@ Dense MSE between the network's activation and the heat-map target; Adam at 0.01
 most 80 epochs, learning rate halved after 12 epochs without validation improvement, stop after 20
 (restoring the best weights); an 80/20 seeded split. On CPUs with AMX bfloat16 tiles the forward
 pass runs under bfloat16 autocast (weights, loss and optimiser stay float32), about 2x faster than
-float32 there; `precision="float32"` turns it off.
+float32 there; `precision="float32"` turns it off. The schedule is `EchoTrainingSettings`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng, seed_everything
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """US-CNN's published training schedule (defaults) and the split seed."""
-
-    epochs: int = 80
-    batch_size: int = 150
-    lr: float = 0.01
-    lr_factor: float = 0.5
-    lr_patience: int = 12
-    stop_patience: int = 20
-    val_fraction: float = 0.2
-    seed: int = 0
-    precision: str = "auto"  # "auto": bfloat16 autocast where the CPU has AMX bf16 tiles, else float32
-
-    def resolved_precision(self) -> str:
-        """The precision training will use on this machine."""
-        if self.precision == "auto":
-            import torch
-
-            return "bfloat16" if torch.cpu.get_capabilities().get("amx_bf16", False) else "float32"
-        if self.precision not in ("float32", "bfloat16"):
-            raise PhenolensError(f"unknown training precision {self.precision!r}; use auto, float32 or bfloat16")
-        return self.precision
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from phenolens.echoes.settings import EchoTrainingSettings
 
 
 @dataclass
 class TrainingResult:
+    """A trained US-CNN with its history, training time, set sizes and the precision used."""
+
     model: object  # phenolens.nn.uscnn.USCNN
     history: object  # phenolens.training.History
     seconds: float
@@ -57,7 +32,18 @@ class TrainingResult:
 
 
 def heatmap_step(precision: str):
-    """A training step: dense MSE between the activation and the heat-map target, forward under `precision`."""
+    """A training step: dense MSE between the activation and the heat-map target, forward under `precision`.
+
+    Parameters
+    ----------
+    precision : str
+        ``"float32"`` or ``"bfloat16"`` (autocast of the forward pass).
+
+    Returns
+    -------
+    callable
+        ``step(model, batch, epoch) -> loss`` for `phenolens.training.fit`.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -70,8 +56,29 @@ def heatmap_step(precision: str):
     return step
 
 
-def train_uscnn(signals: np.ndarray, heatmaps: np.ndarray, sigma0: float = 9.0, settings: TrainingSettings = TrainingSettings()) -> TrainingResult:
-    """Train a US-CNN with a wide kernel of 6 sigma_0 on (N, T) signals and heat maps; return it in eval mode."""
+def train_uscnn(
+    signals: np.ndarray, heatmaps: np.ndarray, sigma0: float = 9.0, settings: EchoTrainingSettings = EchoTrainingSettings()
+) -> TrainingResult:
+    """Train a US-CNN with a wide kernel of 6 sigma_0 on (N, T) signals and heat maps; return it in eval mode.
+
+    Parameters
+    ----------
+    signals, heatmaps : numpy.ndarray
+        (N, T) simulated signals and their heat-map targets.
+    sigma0 : float
+        Pulse width (samples); sets the first kernel.
+    settings : EchoTrainingSettings
+        The schedule (epochs, batch size, learning rate, patience, split, seed, precision).
+
+    Returns
+    -------
+    TrainingResult
+
+    Raises
+    ------
+    PhenolensError
+        When the arrays differ in shape or are too few to split.
+    """
     import torch
 
     from phenolens.nn.uscnn import USCNN, wide_kernel_size

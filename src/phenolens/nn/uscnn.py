@@ -19,7 +19,18 @@ from phenolens.nn.weights import register_architecture
 
 
 def wide_kernel_size(sigma0: float) -> int:
-    """Odd kernel spanning 6 sigma_0 (padding 3 sigma_0 on each side keeps the length)."""
+    """Odd kernel spanning 6 sigma_0 (padding 3 sigma_0 on each side keeps the length).
+
+    Parameters
+    ----------
+    sigma0 : float
+        Pulse envelope width in samples.
+
+    Returns
+    -------
+    int
+        The first layer's kernel size.
+    """
     return 2 * int(round(3.0 * sigma0)) + 1
 
 
@@ -29,13 +40,36 @@ def _conv(in_channels: int, out_channels: int, kernel: int, dilation: int = 1) -
 
 @register_architecture("us-cnn")
 class USCNN(nn.Module):
-    """Fully convolutional 1-D detector: (N, T) or (N, 1, T) signals -> (N, T) activations."""
+    """Fully convolutional 1-D detector: (N, T) or (N, 1, T) signals -> (N, T) activations.
+
+    Parameters
+    ----------
+    kernel_size : int
+        Odd width of the first (wide) convolution, about 6 sigma_0.
+    filters : int
+        Channels of every hidden layer.
+    depth : int
+        Dilated convolutions after the wide one.
+    small_kernel : int
+        Odd width of the dilated convolutions.
+    dilation : int
+        Their dilation.
+    dropout : float
+        Dropout before the 1x1 output convolution.
+
+    Raises
+    ------
+    ValueError
+        For an even kernel size (the output would not keep the input length).
+    """
 
     def __init__(self, kernel_size: int = 55, filters: int = 30, depth: int = 3, small_kernel: int = 5, dilation: int = 2, dropout: float = 0.2):
         super().__init__()
         if kernel_size % 2 == 0 or small_kernel % 2 == 0:
             raise ValueError("kernel sizes must be odd so the output keeps the input length")
         self.kernel_size = kernel_size
+        # samples on each side of an output that reach it through the receptive field
+        self.context = kernel_size // 2 + depth * dilation * (small_kernel // 2)
         layers: list[nn.Module] = [_conv(1, filters, kernel_size), nn.ReLU()]
         for _ in range(depth):
             layers += [_conv(filters, filters, small_kernel, dilation), nn.ReLU()]
@@ -48,6 +82,18 @@ class USCNN(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, signals: torch.Tensor) -> torch.Tensor:
+        """The activation of a batch of signals.
+
+        Parameters
+        ----------
+        signals : torch.Tensor
+            (N, T) or (N, 1, T).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, T) float32.
+        """
         if signals.dim() == 3:
             signals = signals[:, 0]
         images = signals[:, None, None, :].contiguous(memory_format=torch.channels_last)

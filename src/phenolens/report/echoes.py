@@ -7,12 +7,14 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from phenolens.core.runs import RunWriter
+from phenolens.echoes.pipeline import REFERENCE_SIGNAL, EvaluationResult
 from phenolens.echoes.pulse import PulseFit, envelope, gaussian_envelope
 from phenolens.echoes.real import RealDetection, prepare_real_signal
 from phenolens.echoes.simulate import EchoSet
 from phenolens.echoes.thickness import LayerScan
 from phenolens.report.figures import OKABE_ITO, figure
-from phenolens.report.html import Section
+from phenolens.report.html import Report, Section
 
 METHOD_COLORS = {"uscnn": OKABE_ITO[5], "omp": OKABE_ITO[4], "ista": OKABE_ITO[0], "smp": OKABE_ITO[2], "omp-complex": OKABE_ITO[1]}
 SWEEP_LABELS = {
@@ -27,23 +29,35 @@ def _color(method: str) -> str:
 
 
 def simulation_section(data: EchoSet, examples: int = 3) -> Section:
-    """Example signals with envelopes, true echoes and heat maps, plus echo-count and gap histograms."""
-    config = data.config
+    """Example signals with envelopes, true echoes and heat maps, plus echo-count and gap histograms.
+
+    Parameters
+    ----------
+    data : EchoSet
+        Simulated signals.
+    examples : int
+        Signals drawn.
+
+    Returns
+    -------
+    Section
+    """
+    config = data.settings
     section = Section(f"Simulated signals ({len(data):,}, {config.distribution} pulses, lambda = {config.mean_gap:g}, SNR {config.snr_db:g} dB)")
     section.text(
-        f"Echoes: unit-norm Gaussian pulses, sigma_0 = {config.pulse.sigma:g} samples, f_0 = {config.pulse.freq_mhz:g} MHz at "
-        f"{config.pulse.fs_mhz:g} MHz sampling; 1-{config.max_echoes} echoes per {config.length}-sample signal, amplitudes "
+        f"Echoes: unit-norm Gaussian pulses, sigma_0 = {config.sigma0:g} samples, f_0 = {config.freq_mhz:g} MHz at "
+        f"{config.fs_mhz:g} MHz sampling; 1-{config.max_echoes} echoes per {config.length}-sample signal, amplitudes "
         f"U[{config.min_amplitude:g}, 1], phases U[0, 2 pi], gaps Exp(mean {config.mean_gap:g} sigma_0) restricted to "
         f"[{config.gap_bounds[0]:g}, {config.gap_bounds[1]:g}] sigma_0."
     )
     fig, axes = figure(9.0, 2.3 * examples, nrows=examples, sharex=True)
-    t = np.arange(config.length) / config.pulse.fs_mhz
+    t = np.arange(config.length) / config.fs_mhz
     for axis, index in zip(np.atleast_1d(axes), range(examples)):
         axis.plot(t, data.signals[index], color=OKABE_ITO[7], lw=0.8, label="signal")
         axis.plot(t, envelope(data.signals[index]), color=OKABE_ITO[1], lw=1.0, label="envelope")
         axis.plot(t, data.heatmaps[index], color=OKABE_ITO[5], lw=1.0, label="target heat map")
         present = np.isfinite(data.tof[index])
-        axis.vlines(data.tof[index][present] / config.pulse.fs_mhz, 0, data.amplitude[index][present], color=OKABE_ITO[2], lw=2, label="true echoes")
+        axis.vlines(data.tof[index][present] / config.fs_mhz, 0, data.amplitude[index][present], color=OKABE_ITO[2], lw=2, label="true echoes")
         axis.set_ylabel("amplitude (a.u.)")
     np.atleast_1d(axes)[0].legend(ncol=4, fontsize=8, loc="upper right")
     np.atleast_1d(axes)[-1].set_xlabel("time (us)")
@@ -57,7 +71,7 @@ def simulation_section(data: EchoSet, examples: int = 3) -> Section:
     axes[0].bar(*np.unique(data.counts, return_counts=True), color=OKABE_ITO[4])
     axes[0].set_xlabel("echoes per signal")
     axes[0].set_ylabel("signals (count)")
-    axes[1].hist(gaps[np.isfinite(gaps)] / config.pulse.sigma, bins=40, color=OKABE_ITO[0])
+    axes[1].hist(gaps[np.isfinite(gaps)] / config.sigma0, bins=40, color=OKABE_ITO[0])
     axes[1].set_xlabel("time-of-flight gap (sigma_0)")
     axes[1].set_ylabel("gaps (count)")
     section.figure(fig, "Echo counts are uniform on 1..K; gaps follow the truncated exponential.", "simulation_histograms.png")
@@ -65,7 +79,21 @@ def simulation_section(data: EchoSet, examples: int = 3) -> Section:
 
 
 def training_section(history, seconds: float, n_train: int, n_val: int) -> Section:
-    """Train/validation loss and learning rate per epoch."""
+    """Train/validation loss and learning rate per epoch.
+
+    Parameters
+    ----------
+    history : phenolens.training.History
+        The training record.
+    seconds : float
+        Training time.
+    n_train, n_val : int
+        Set sizes.
+
+    Returns
+    -------
+    Section
+    """
     epochs = np.arange(1, len(history.epochs) + 1)
     section = Section("US-CNN training")
     section.text(
@@ -86,7 +114,21 @@ def training_section(history, seconds: float, n_train: int, n_val: int) -> Secti
 
 
 def sweep_section(sweeps: dict, variants: Mapping[str, str], selection: Mapping[str, Mapping[str, float]]) -> Section:
-    """AUC and max F1 against lambda, epsilon and SNR for every method, with the tables."""
+    """AUC and max F1 against lambda, epsilon and SNR for every method, with the tables.
+
+    Parameters
+    ----------
+    sweeps : dict
+        `run_sweeps` output.
+    variants : mapping
+        Each baseline's dictionary variant.
+    selection : mapping
+        Selection AUC per baseline and variant (empty without selection).
+
+    Returns
+    -------
+    Section
+    """
     section = Section("Detection in simulation: AUC and F1 against overlap, tolerance and noise")
     chosen = ", ".join(f"{method}: {variant}" for method, variant in variants.items())
     section.text(f"Each baseline uses its best dictionary variant at the default setting ({chosen}); selection AUCs are in the table below.")
@@ -118,6 +160,17 @@ def sweep_section(sweeps: dict, variants: Mapping[str, str], selection: Mapping[
 
 
 def timing_section(timing: Mapping[str, float]) -> Section:
+    """Seconds per signal of every method, as a bar chart and as multiples of US-CNN's time.
+
+    Parameters
+    ----------
+    timing : mapping
+        Seconds per signal by method.
+
+    Returns
+    -------
+    Section
+    """
     names = list(timing)
     section = Section("Time per signal (CPU, batched, measured side by side)")
     fig, axis = figure(6.0, 3.0)
@@ -132,7 +185,21 @@ def timing_section(timing: Mapping[str, float]) -> Section:
 
 
 def thickness_section(scan: LayerScan, estimates: Mapping[str, np.ndarray], errors: Mapping[str, dict]) -> Section:
-    """True thickness map and, per method, the estimated map and its absolute error."""
+    """True thickness map and, per method, the estimated map and its absolute error.
+
+    Parameters
+    ----------
+    scan : LayerScan
+        The simulated scan.
+    estimates : mapping
+        Thickness map (mm) per method.
+    errors : mapping
+        `thickness_errors` per method.
+
+    Returns
+    -------
+    Section
+    """
     section = Section("Layer thickness on a simulated scan")
     config = scan.config
     section.text(
@@ -167,7 +234,19 @@ def thickness_section(scan: LayerScan, estimates: Mapping[str, np.ndarray], erro
 
 
 def pulse_fit_figure(values: np.ndarray, fit: PulseFit):
-    """The reference pulse with the fitted echo model."""
+    """The reference pulse with the fitted echo model.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The reference A-scan.
+    fit : PulseFit
+        The fitted model.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     values = np.asarray(values, dtype=np.float64) - np.mean(values)
     t = np.arange(len(values))
     model = fit.amplitude * gaussian_envelope(t, fit.tof, fit.pulse.sigma) * np.cos(fit.pulse.omega * (t - fit.tof) + fit.pulse.phase)
@@ -181,7 +260,23 @@ def pulse_fit_figure(values: np.ndarray, fit: PulseFit):
 
 
 def real_section(signals, detections: list[RealDetection], fit: PulseFit | None = None, reference_values: np.ndarray | None = None) -> Section:
-    """Per real A-scan: signal, envelope and each method's detections; a table of counts and TOFDs."""
+    """Per real A-scan: signal, envelope and each method's detections; a table of counts and TOFDs.
+
+    Parameters
+    ----------
+    signals : list of Signal
+        The A-scans.
+    detections : list of RealDetection
+        `detect_real` output.
+    fit : PulseFit, optional
+        The echo model fitted to the reference pulse.
+    reference_values : numpy.ndarray, optional
+        The reference A-scan, drawn with the fit.
+
+    Returns
+    -------
+    Section
+    """
     section = Section("Real A-scans (echo-pulses)")
     if fit is not None:
         pulse = fit.pulse
@@ -224,3 +319,57 @@ def real_section(signals, detections: list[RealDetection], fit: PulseFit | None 
         pd.DataFrame(rows), "Echoes above the real-data threshold, dominant echoes (>= half the largest), and the TOFD of the two largest echoes."
     )
     return section
+
+
+def evaluation_sections(result: EvaluationResult) -> list[Section]:
+    """The report sections of an evaluation: sweeps, timing, thickness maps, real A-scans.
+
+    Parameters
+    ----------
+    result : EvaluationResult
+        `phenolens.echoes.pipeline.evaluate` output.
+
+    Returns
+    -------
+    list of Section
+    """
+    reference = next((s.values for s in result.real_signals if s.name == REFERENCE_SIGNAL), None)
+    return [
+        sweep_section(result.sweeps, result.variants, result.selection),
+        timing_section({**result.timing, "omp-complex": result.reference["omp-complex"]["seconds_per_signal"]}),
+        thickness_section(result.scan, result.thickness_maps, result.thickness),
+        real_section(result.real_signals, result.real, result.pulse_fit, reference),
+    ]
+
+
+def write_evaluation(result: EvaluationResult, run: RunWriter, title: str) -> dict:
+    """Write an evaluation's metrics.json, sweeps.csv and report.html into a run folder.
+
+    Parameters
+    ----------
+    result : EvaluationResult
+        `phenolens.echoes.pipeline.evaluate` output.
+    run : RunWriter
+        The entered run writer.
+    title : str
+        The report's title.
+
+    Returns
+    -------
+    dict
+        The metrics.
+    """
+    metrics = result.metrics()
+    rows = [
+        {"sweep": sweep, "method": method, "value": float(value), **scores}
+        for sweep, by_method in result.sweeps.items()
+        for method, by_value in by_method.items()
+        for value, scores in by_value.items()
+    ]
+    run.write_table("sweeps.csv", pd.DataFrame(rows))
+    run.write_metrics(metrics)
+    report = Report(title, metrics=metrics)
+    for section in evaluation_sections(result):
+        report.add(section)
+    run.write_report(report)
+    return metrics
