@@ -283,16 +283,6 @@ class CounterfactualModel:
 
         folder = Path(folder)
         classifier, card = load_model(folder, expected_architecture="iresnet")
-        config = folder / "model.json"
-        if len(card.class_names) != classifier.head.n_classes or len(set(card.class_names)) != len(card.class_names):
-            raise PhenolensError(
-                f"{config}: {len(card.class_names)} class names ({', '.join(map(str, card.class_names))}) for a network with "
-                f"{classifier.head.n_classes} outputs; the file is damaged, retrain the model"
-            )
-        if len(card.channel_names) != classifier.in_channels:
-            raise PhenolensError(
-                f"{config}: {len(card.channel_names)} channel names for a network with {classifier.in_channels} input channels; retrain the model"
-            )
         means_path = folder / MEANS_FILE
         try:
             means = load_file(means_path)
@@ -301,7 +291,7 @@ class CounterfactualModel:
             raise PhenolensError(
                 f"{means_path}: missing or unreadable ECINN class means ({error}); retrain with `phenolens counterfactual train`"
             ) from None
-        settings = CounterfactualTrainingSettings.from_dict(card.extra.get("settings", {}), source=str(config))
+        settings = CounterfactualTrainingSettings.from_dict(card.extra.get("settings", {}), source=str(folder / "model.json"))
         interpolation = None
         if (folder / AUTOENCODER_FOLDER).is_dir():
             autoencoder, ae_card = load_model(folder / AUTOENCODER_FOLDER, expected_architecture="conv-autoencoder")
