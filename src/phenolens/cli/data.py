@@ -60,7 +60,25 @@ def verify(names: list[str] = typer.Argument(None, help="Datasets to check (defa
 
 def load_any(source: str, channels: str = ""):
     """A registered dataset by name, or a local path: an image folder (one sub-folder per class), a CSV
-    manifest (path,label,...), a profile table (csv/csv.gz/parquet) or a signal (.npy/.txt)."""
+    manifest (path,label,...), a profile table (csv/csv.gz/parquet) or a signal (.npy/.txt).
+
+    Parameters
+    ----------
+    source : str
+        A registry name or a path.
+    channels : str
+        Comma-separated channel names for images (empty: from the files).
+
+    Returns
+    -------
+    ImageSet, pandas.DataFrame or SignalSet
+        The loaded data.
+
+    Raises
+    ------
+    PhenolensError
+        When `source` is neither a registered name nor an existing path, or the file is unreadable.
+    """
     from phenolens.core.errors import PhenolensError
     from phenolens.data import read_image_folder, read_manifest, read_profiles, read_signal
     from phenolens.data.containers import SignalSet

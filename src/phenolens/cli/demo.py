@@ -15,7 +15,20 @@ IMAGE_AND_PROFILE_DATASETS = ["bbbc021-profiles", "lincs-plate", "bbbc013", "mit
 
 
 def dataset_summaries(out: Path) -> tuple[list, dict]:
-    """One summary section per mirrored dataset (plus fashion-mnist when present)."""
+    """One summary section per mirrored dataset (plus fashion-mnist when present).
+
+    Parameters
+    ----------
+    out : Path
+        The demo's output folder.
+
+    Returns
+    -------
+    sections : list
+        Report sections.
+    metrics : dict
+        Dataset name -> its summary.
+    """
     from phenolens.core.errors import PhenolensError
     from phenolens.data.loaders import load
     from phenolens.report.datasets import summarize

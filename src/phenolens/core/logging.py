@@ -9,7 +9,18 @@ _ROOT = "phenolens"
 
 
 def get_logger(name: str) -> logging.Logger:
-    """Return the logger for a phenolens module (pass `__name__`)."""
+    """Return the logger for a phenolens module (pass `__name__`).
+
+    Parameters
+    ----------
+    name : str
+        A module name; names outside ``phenolens`` are put under it.
+
+    Returns
+    -------
+    logging.Logger
+        A child of the ``phenolens`` logger, whose level comes from ``PHENOLENS_LOG`` (default WARNING).
+    """
     root = logging.getLogger(_ROOT)
     if not root.handlers:
         handler = logging.StreamHandler()
@@ -20,6 +31,12 @@ def get_logger(name: str) -> logging.Logger:
 
 
 def set_level(level: str | int) -> None:
-    """Set the verbosity of every phenolens logger."""
+    """Set the verbosity of every phenolens logger.
+
+    Parameters
+    ----------
+    level : str or int
+        A `logging` level name (``"DEBUG"``) or number.
+    """
     get_logger(_ROOT).setLevel(level)
     logging.getLogger(_ROOT).setLevel(level)

@@ -37,7 +37,25 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterat
     """Yield a temporary folder that replaces `path` only if the block finishes without error.
 
     An existing folder at `path` is kept until the new one is complete. With `overwrite=False`
-    an existing non-empty `path` is an error.
+    an existing non-empty `path` is an error. Commands write through `phenolens.core.runs.RunWriter`,
+    which adds run.json and the output-safety checks; this is its low-level building block.
+
+    Parameters
+    ----------
+    path : path
+        The final folder.
+    overwrite : bool
+        Replace an existing non-empty folder.
+
+    Yields
+    ------
+    Path
+        The staging folder to write into.
+
+    Raises
+    ------
+    PhenolensError
+        When `path` is a file, or a non-empty folder and `overwrite` is False.
     """
     target = Path(path)
     if target.exists() and not target.is_dir():
@@ -62,7 +80,20 @@ def atomic_output_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterat
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder, then rename."""
+    """Write `data` to `path` through a temporary file in the same folder, then rename.
+
+    Parameters
+    ----------
+    path : path
+        The file to write (parent folders are created).
+    data : bytes
+        The content.
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -79,12 +110,36 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 text atomically (see `atomic_write_bytes`)."""
+    """Write UTF-8 text atomically (see `atomic_write_bytes`).
+
+    Parameters
+    ----------
+    path : path
+        The file to write.
+    text : str
+        The content.
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert numpy/pandas scalars and arrays to plain JSON types; NaN/inf become None."""
+    """Convert numpy/pandas scalars and arrays to plain JSON types; NaN/inf become None.
+
+    Parameters
+    ----------
+    value : Any
+        Nested dicts, lists, tuples, numpy arrays and scalars, paths and plain values.
+
+    Returns
+    -------
+    Any
+        The same structure with dict keys as strings, arrays as lists, paths as strings.
+    """
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -101,5 +156,18 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
-    """Write `payload` as indented JSON atomically, converting numpy types."""
+    """Write `payload` as indented JSON atomically, converting numpy types.
+
+    Parameters
+    ----------
+    path : path
+        The file to write.
+    payload : Any
+        Anything `to_jsonable` converts.
+
+    Returns
+    -------
+    Path
+        `path`.
+    """
     return atomic_write_text(path, json.dumps(to_jsonable(payload), indent=2, sort_keys=False) + "\n")

@@ -52,7 +52,20 @@ def _now() -> str:
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
+    """Hex sha256 of a file's bytes, read in chunks.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    chunk : int
+        Bytes read at a time (memory use does not grow with the file).
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while block := stream.read(chunk):
@@ -65,6 +78,17 @@ def describe_input(path: str | os.PathLike) -> dict[str, Any]:
 
     The tree hash is the sha256 of the sorted ``relative path, file sha256`` lines of every file
     below the folder, so it changes when any file's content or name does.
+
+    Parameters
+    ----------
+    path : path
+        A file or folder the run reads.
+
+    Returns
+    -------
+    dict
+        ``path`` (resolved) and ``sha256``, with ``bytes`` for a file or ``files`` for a folder;
+        ``missing: True`` for a path that does not exist.
     """
     path = Path(path)
     if path.is_file():
@@ -99,7 +123,18 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_partials(target: Path) -> list[Path]:
-    """Remove staging folders of `target` whose writing process no longer exists; return them."""
+    """Remove staging folders of `target` whose writing process no longer exists.
+
+    Parameters
+    ----------
+    target : Path
+        The final folder of a run; its staging folders are ``.NAME.partial-PID-*`` beside it.
+
+    Returns
+    -------
+    list of Path
+        The folders removed (each is also logged as a warning).
+    """
     removed = []
     if not target.parent.is_dir():
         return removed
@@ -118,6 +153,20 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def check_output_location(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False) -> Path:
     """Check that `out` can receive a run before any work starts; return it resolved.
+
+    Parameters
+    ----------
+    out : path
+        The ``--out`` folder as the user gave it.
+    inputs : iterable of paths
+        Files or folders the run reads; `out` may neither equal nor contain any of them.
+    overwrite : bool
+        Allow replacing an existing non-empty folder, if phenolens wrote it (it has ``run.json``).
+
+    Returns
+    -------
+    Path
+        `out`, with ``~`` expanded, resolved.
 
     Raises
     ------
@@ -232,22 +281,77 @@ class RunWriter:
     # -- writing -----------------------------------------------------------------------------
 
     def file(self, name: str) -> Path:
-        """Path of `name` inside the staging folder (parents created)."""
+        """Path of `name` inside the staging folder (parents created).
+
+        Parameters
+        ----------
+        name : str
+            A path relative to the run folder, e.g. ``"figures/roc.png"``.
+
+        Returns
+        -------
+        Path
+            Where to write it; it lands at ``out/name`` when the run succeeds.
+        """
         assert self.path is not None, "use RunWriter as a context manager"
         path = self.path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def write_json(self, name: str, payload: Any) -> Path:
-        """Write JSON (numpy types converted, NaN as null)."""
+        """Write JSON (numpy types converted, NaN as null).
+
+        Parameters
+        ----------
+        name : str
+            File name relative to the run folder.
+        payload : Any
+            Anything `phenolens.core.outputs.to_jsonable` converts.
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
         return write_json(self.file(name), payload)
 
     def write_text(self, name: str, text: str) -> Path:
-        """Write UTF-8 text."""
+        """Write UTF-8 text.
+
+        Parameters
+        ----------
+        name : str
+            File name relative to the run folder.
+        text : str
+            The content.
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
         return atomic_write_text(self.file(name), text)
 
     def write_table(self, name: str, frame) -> Path:
-        """Write a DataFrame as parquet (``.parquet``) or CSV (``.csv``), by the name's suffix."""
+        """Write a DataFrame as parquet (``.parquet``) or CSV (``.csv``), by the name's suffix.
+
+        Parameters
+        ----------
+        name : str
+            File name relative to the run folder, ending in ``.parquet`` or ``.csv``.
+        frame : pandas.DataFrame
+            The table (CSV is written without the index).
+
+        Returns
+        -------
+        Path
+            The file written.
+
+        Raises
+        ------
+        ValueError
+            For any other suffix (a programming error, not a user's).
+        """
         path = self.file(name)
         if path.suffix == ".parquet":
             frame.to_parquet(path)
@@ -258,18 +362,48 @@ class RunWriter:
         return path
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
-        """Write ``metrics.json``."""
+        """Write ``metrics.json``.
+
+        Parameters
+        ----------
+        metrics : Mapping
+            The run's figures; `load_run` reads them back as `Run.metrics`.
+
+        Returns
+        -------
+        Path
+            The file written.
+        """
         return self.write_json(METRICS, dict(metrics))
 
     def write_report(self, report) -> Path:
-        """Write a `phenolens.report.html.Report` (``report.html`` and named figures)."""
+        """Write a `phenolens.report.html.Report` (``report.html`` and named figures).
+
+        Parameters
+        ----------
+        report : phenolens.report.html.Report
+            The report to render into the run folder.
+
+        Returns
+        -------
+        Path
+            ``report.html`` in the staging folder.
+        """
         assert self.path is not None
         return report.write(self.path)
 
     # -- provenance --------------------------------------------------------------------------
 
     def record(self) -> dict[str, Any]:
-        """The run.json payload."""
+        """The run.json payload.
+
+        Returns
+        -------
+        dict
+            ``format``, ``command``, ``argv``, ``settings`` (class path and values of each settings
+            object), ``seed``, ``inputs`` (see `describe_input`), ``datasets``, ``versions``,
+            ``host`` (CPU count, platform), ``started``, ``finished`` and any entries of ``extra``.
+        """
         return to_jsonable(
             {
                 "format": RUN_FORMAT,
@@ -313,14 +447,46 @@ class Run:
     record: dict[str, Any]
 
     def setting(self, kind: type[Settings]) -> Settings:
-        """The run's settings object of class `kind`."""
+        """The run's settings object of class `kind`.
+
+        Parameters
+        ----------
+        kind : type of Settings
+            The settings class to look for (the first instance of it, or of a subclass, is returned).
+
+        Returns
+        -------
+        Settings
+            The rebuilt, validated settings object.
+
+        Raises
+        ------
+        PhenolensError
+            When the run has no settings object of that class.
+        """
         for item in self.settings:
             if isinstance(item, kind):
                 return item
         raise PhenolensError(f"{self.path / RUN_RECORD}: the run has no {kind.__name__}; it was written by {self.command!r}")
 
     def table(self, name: str):
-        """Read a table of the run (parquet or CSV) as a DataFrame."""
+        """Read a table of the run (parquet or CSV) as a DataFrame.
+
+        Parameters
+        ----------
+        name : str
+            File name relative to the run folder, e.g. ``"predictions.parquet"``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The table.
+
+        Raises
+        ------
+        PhenolensError
+            When the file is missing (the message lists the run's files) or unreadable.
+        """
         import pandas as pd
 
         path = self.path / name
@@ -352,7 +518,18 @@ def _rebuild_settings(entry: Any, source: Path) -> Settings:
 
 
 def is_partial(path: str | os.PathLike) -> bool:
-    """Whether `path` lies in a staging folder of an unfinished (or killed) run."""
+    """Whether `path` lies in a staging folder of an unfinished (or killed) run.
+
+    Parameters
+    ----------
+    path : path
+        Any path.
+
+    Returns
+    -------
+    bool
+        True when one of its parts is a ``.NAME.partial-*`` staging folder.
+    """
     return any(part.startswith(".") and PARTIAL_MARK in part for part in Path(path).resolve().parts)
 
 

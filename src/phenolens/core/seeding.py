@@ -8,14 +8,36 @@ import numpy as np
 
 
 def numpy_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
-    """A numpy Generator from a seed (an existing Generator is passed through)."""
+    """A numpy Generator from a seed (an existing Generator is passed through).
+
+    Parameters
+    ----------
+    seed : int, numpy.random.Generator or None
+        The seed; None draws fresh entropy (not reproducible).
+
+    Returns
+    -------
+    numpy.random.Generator
+        A PCG64 generator, or `seed` itself.
+    """
     if isinstance(seed, np.random.Generator):
         return seed
     return np.random.default_rng(seed)
 
 
 def torch_generator(seed: int):
-    """A CPU torch.Generator seeded with `seed`."""
+    """A CPU torch.Generator seeded with `seed`.
+
+    Parameters
+    ----------
+    seed : int
+        The seed.
+
+    Returns
+    -------
+    torch.Generator
+        A new generator (torch is imported on first use).
+    """
     import torch
 
     generator = torch.Generator()
@@ -24,7 +46,13 @@ def torch_generator(seed: int):
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, numpy's legacy global state and torch, and make torch deterministic."""
+    """Seed Python, numpy's legacy global state and torch, and make torch deterministic.
+
+    Parameters
+    ----------
+    seed : int
+        The seed (numpy's global state takes it modulo 2**32).
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     import torch

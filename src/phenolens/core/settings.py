@@ -80,7 +80,18 @@ def setting(
 
 
 def option_name(field: dataclasses.Field) -> str:
-    """The command-line option of a settings field (``--stem-stride`` for ``stem_stride``)."""
+    """The command-line option of a settings field (``--stem-stride`` for ``stem_stride``).
+
+    Parameters
+    ----------
+    field : dataclasses.Field
+        A field declared with `setting`.
+
+    Returns
+    -------
+    str
+        Its ``option=`` if given, else ``--`` and the field name with dashes.
+    """
     return field.metadata.get("option") or "--" + field.name.replace("_", "-")
 
 
@@ -120,7 +131,20 @@ class Settings:
     # -- validation --------------------------------------------------------------------------
 
     def fail(self, field_name: str, problem: str) -> None:
-        """Raise the one-line error for a bad value of `field_name`."""
+        """Raise the one-line error for a bad value of `field_name`.
+
+        Parameters
+        ----------
+        field_name : str
+            The field whose value is wrong (the message names it and its option).
+        problem : str
+            What is wrong and what to do, e.g. ``"must be below --size"``.
+
+        Raises
+        ------
+        PhenolensError
+            Always.
+        """
         field = next(f for f in dataclasses.fields(self) if f.name == field_name)
         where = f"{type(self).__name__}.{field_name}"
         if field.metadata.get("cli", True):
@@ -128,7 +152,11 @@ class Settings:
         raise PhenolensError(f"{where} = {getattr(self, field_name)!r}: {problem}")
 
     def check(self) -> None:
-        """Cross-field rules; the base class has none."""
+        """Cross-field rules; the base class has none.
+
+        Subclasses override it and call `fail` on the first violated rule; it runs after every
+        field has been validated on its own.
+        """
 
     def _coerced(self, field: dataclasses.Field, annotation: Any, value: Any) -> Any:
         base, optional = _base_type(annotation)
@@ -206,16 +234,56 @@ class Settings:
     # -- round trip --------------------------------------------------------------------------
 
     def replace(self, **changes: Any) -> Self:
-        """A copy with `changes` applied (validated like a new object)."""
+        """A copy with `changes` applied (validated like a new object).
+
+        Parameters
+        ----------
+        **changes
+            New values by field name.
+
+        Returns
+        -------
+        Settings
+            A new object of the same class.
+
+        Raises
+        ------
+        PhenolensError
+            When a new value is invalid.
+        """
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values (tuples become lists)."""
+        """Plain JSON-ready values (tuples become lists).
+
+        Returns
+        -------
+        dict
+            Field name -> value; `from_dict` rebuilds the object from it.
+        """
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: str = "settings") -> Self:
-        """Rebuild from `to_dict` output; unknown keys are an error naming `source`."""
+        """Rebuild from `to_dict` output; unknown keys are an error naming `source`.
+
+        Parameters
+        ----------
+        values : Mapping
+            Field name -> value; missing fields take their defaults.
+        source : str
+            Where the values come from (a file name), for error messages.
+
+        Returns
+        -------
+        Settings
+            The validated object.
+
+        Raises
+        ------
+        PhenolensError
+            For an unknown field or an invalid value.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -224,17 +292,45 @@ class Settings:
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
-        """Field name -> help text (for documentation)."""
+        """Field name -> help text (for documentation).
+
+        Returns
+        -------
+        dict of str to str
+            The ``help`` of every field, in declaration order.
+        """
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
 
 
 def settings_class(name: str) -> type[Settings]:
-    """The settings class registered under `name` (as run.json records it)."""
+    """The settings class registered under `name` (as run.json records it).
+
+    Parameters
+    ----------
+    name : str
+        A class name such as ``"ImageTrainingSettings"``.
+
+    Returns
+    -------
+    type of Settings
+        The class (its module must have been imported).
+
+    Raises
+    ------
+    PhenolensError
+        When no imported settings class has that name (the message lists the known ones).
+    """
     if name not in _REGISTRY:
         raise PhenolensError(f"unknown settings {name!r}; this phenolens knows {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
 def registered_settings() -> dict[str, type[Settings]]:
-    """Every settings class imported so far, by name."""
+    """Every settings class imported so far, by name.
+
+    Returns
+    -------
+    dict of str to type
+        Class name -> class (a copy; changing it changes nothing).
+    """
     return dict(_REGISTRY)

@@ -17,14 +17,28 @@ UNLABELLED = -1
 class ImageSet:
     """Multi-channel images with labels and per-image metadata.
 
-    Attributes:
-        images: one (C, H, W) array per image (sizes may differ), or one (N, C, H, W) array.
-        labels: int array of length N indexing `class_names`; -1 marks an unlabelled image.
-        class_names: names of the label classes.
-        channel_names: one name per channel (stain).
-        meta: DataFrame with one row per image (well, site, source file, ...).
-        unlabelled_name: how unlabelled images are named in summaries.
-        name: dataset name for reports.
+    Attributes
+    ----------
+    images : numpy.ndarray or list of numpy.ndarray
+        One (C, H, W) array per image (sizes may differ), or one (N, C, H, W) array.
+    labels : numpy.ndarray
+        Int array of length N indexing `class_names`; -1 (`UNLABELLED`) marks an unlabelled image.
+    class_names : list of str
+        Names of the label classes.
+    channel_names : list of str
+        One name per channel (stain).
+    meta : pandas.DataFrame
+        One row per image (well, site, source file, ...).
+    unlabelled_name : str
+        How unlabelled images are named in summaries.
+    name : str
+        Dataset name for reports and error messages.
+
+    Raises
+    ------
+    PhenolensError
+        On construction, when the numbers of images, labels and metadata rows differ, an image is
+        not (C, H, W) with one channel per channel name, or a label indexes no class.
     """
 
     images: np.ndarray | list[np.ndarray]
@@ -60,10 +74,22 @@ class ImageSet:
 
     @property
     def n_channels(self) -> int:
+        """Number of channels (stains) of every image."""
         return len(self.channel_names)
 
     def subset(self, index: Sequence[int] | np.ndarray) -> ImageSet:
-        """A new ImageSet with the images at `index` (ints or a boolean mask)."""
+        """A new ImageSet with the images at `index` (ints or a boolean mask).
+
+        Parameters
+        ----------
+        index : sequence of int or numpy.ndarray
+            Positions, in the order wanted, or a boolean mask of length N.
+
+        Returns
+        -------
+        ImageSet
+            The selected images with their labels and metadata rows (re-indexed from 0).
+        """
         index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index, dtype=int)
         images = self.images[index] if isinstance(self.images, np.ndarray) else [self.images[i] for i in index]
         return ImageSet(
@@ -77,20 +103,44 @@ class ImageSet:
         )
 
     def labelled(self) -> ImageSet:
-        """Only the images that carry a label."""
+        """Only the images that carry a label.
+
+        Returns
+        -------
+        ImageSet
+            The labelled images, in their original order.
+        """
         return self.subset(self.labels != UNLABELLED)
 
     def unlabelled(self) -> ImageSet:
-        """Only the images without a label (a pseudo-labelling pool)."""
+        """Only the images without a label (a pseudo-labelling pool).
+
+        Returns
+        -------
+        ImageSet
+            The unlabelled images, in their original order.
+        """
         return self.subset(self.labels == UNLABELLED)
 
     def label_names(self) -> np.ndarray:
-        """Per-image label names; unlabelled images get `unlabelled_name`."""
+        """Per-image label names; unlabelled images get `unlabelled_name`.
+
+        Returns
+        -------
+        numpy.ndarray
+            Object array of N names.
+        """
         names = np.array(list(self.class_names) + [self.unlabelled_name], dtype=object)
         return names[np.where(self.labels == UNLABELLED, len(self.class_names), self.labels)]
 
     def class_counts(self) -> dict[str, int]:
-        """Images per class name in class order, unlabelled last when present."""
+        """Images per class name in class order, unlabelled last when present.
+
+        Returns
+        -------
+        dict of str to int
+            Class name -> number of images.
+        """
         names = self.label_names()
         counts = {c: int((names == c).sum()) for c in self.class_names}
         if (self.labels == UNLABELLED).any():
@@ -98,7 +148,13 @@ class ImageSet:
         return counts
 
     def shapes(self) -> np.ndarray:
-        """(N, 2) array of image heights and widths."""
+        """Image heights and widths.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, 2) array of (height, width).
+        """
         if isinstance(self.images, np.ndarray):
             return np.tile(self.images.shape[2:], (len(self), 1))
         return np.array([image.shape[1:] for image in self.images])
@@ -106,7 +162,17 @@ class ImageSet:
     def padded(self, size: int | None = None, dtype=np.float32) -> np.ndarray:
         """All images in one (N, C, S, S) array, centred and zero-padded (never stretched).
 
-        `size` defaults to the largest height/width; larger images are centre-cropped to it.
+        Parameters
+        ----------
+        size : int, optional
+            S; defaults to the largest height or width. Larger images are centre-cropped to it.
+        dtype : numpy dtype
+            Type of the result.
+
+        Returns
+        -------
+        numpy.ndarray
+            (N, C, S, S) array.
         """
         if isinstance(self.images, np.ndarray) and (size is None or self.images.shape[2:] == (size, size)):
             return self.images.astype(dtype, copy=False)
@@ -124,7 +190,24 @@ class ImageSet:
 
 @dataclass
 class Signal:
-    """One measured 1-D signal (an ultrasonic A-scan) with its fitted parameters, if any."""
+    """One measured 1-D signal (an ultrasonic A-scan) with its fitted parameters, if any.
+
+    Attributes
+    ----------
+    name : str
+        The signal's name (unique within a `SignalSet`).
+    values : numpy.ndarray
+        The samples, float64, 1-D.
+    params : dict
+        Fitted pulse parameters, when the source provides them.
+    source : str
+        The file it was read from, for error messages.
+
+    Raises
+    ------
+    PhenolensError
+        On construction, for an empty signal or one with NaN or infinite samples.
+    """
 
     name: str
     values: np.ndarray
@@ -141,7 +224,15 @@ class Signal:
 
 @dataclass
 class SignalSet:
-    """Named signals, in a stable order."""
+    """Named signals, in a stable order; ``signals["name"]`` selects one.
+
+    Attributes
+    ----------
+    signals : list of Signal
+        The signals.
+    name : str
+        Dataset name for reports and error messages.
+    """
 
     signals: list[Signal]
     name: str = "signals"
@@ -157,4 +248,5 @@ class SignalSet:
 
     @property
     def names(self) -> list[str]:
+        """The signals' names, in order."""
         return [s.name for s in self.signals]

@@ -29,8 +29,22 @@ def _loader(name: str):
 def load(name: str):
     """Load a registered dataset by name.
 
-    Returns a pandas DataFrame for profile sets (`Metadata_*` columns + numeric features), an
-    `ImageSet` for image sets and a `SignalSet` for signal sets.
+    Parameters
+    ----------
+    name : str
+        A registry name (`phenolens data list`): ``bbbc021-profiles``, ``lincs-plate``, ``bbbc013``,
+        ``mitocheck``, ``bbbc021-cells``, ``echo-pulses`` or ``fashion-mnist``.
+
+    Returns
+    -------
+    pandas.DataFrame, ImageSet or SignalSet
+        A DataFrame for profile sets (`Metadata_*` columns + numeric features), an `ImageSet` for
+        image sets and a `SignalSet` for signal sets.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown name, or files that are neither local nor downloadable.
     """
     dataset = get_dataset(name)
     return LOADERS[name](dataset)
@@ -43,7 +57,18 @@ def _files_under(dataset: Dataset, prefix: str, suffix: str) -> list[str]:
 @_loader("bbbc021-profiles")
 def load_bbbc021_profiles(dataset: Dataset) -> pd.DataFrame:
     """632 wells x 516 features with Plate, Well, Compound, Concentration, Replicate, Batch, MoA,
-    PertType metadata (DMSO wells are the controls)."""
+    PertType metadata (DMSO wells are the controls).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its registry entry (files resolved through the mirror, the cache or a download).
+
+    Returns
+    -------
+    pandas.DataFrame
+        `Metadata_*` columns, then the features.
+    """
     wells = pd.read_csv(dataset.resolve("ljosa_jbiomolscreen_2013_per_well_mean.csv.gz"))
     images = pd.read_csv(dataset.resolve("BBBC021_v1_image.csv.gz"))
     moa = pd.read_csv(dataset.resolve("BBBC021_v1_moa.csv"))
@@ -72,14 +97,36 @@ def load_bbbc021_profiles(dataset: Dataset) -> pd.DataFrame:
 
 @_loader("lincs-plate")
 def load_lincs_plate(dataset: Dataset) -> pd.DataFrame:
-    """One LINCS Cell Painting plate, 384 wells x 454 features, pycytominer naming."""
+    """One LINCS Cell Painting plate, 384 wells x 454 features, pycytominer naming.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its registry entry (files resolved through the mirror, the cache or a download).
+
+    Returns
+    -------
+    pandas.DataFrame
+        `Metadata_*` columns, then the features.
+    """
     return pd.read_csv(dataset.resolve("SQ00015054_normalized_feature_select.csv.gz"), low_memory=False)
 
 
 @_loader("bbbc013")
 def load_bbbc013(dataset: Dataset) -> ImageSet:
     """794 two-channel (FKHR-GFP, DNA) uint8 crops of variable size; NoGFP / CytoplasmicGFP /
-    NuclearGFP labels and 596 unlabelled ('Unknown') crops."""
+    NuclearGFP labels and 596 unlabelled ('Unknown') crops.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its registry entry (files resolved through the mirror, the cache or a download).
+
+    Returns
+    -------
+    ImageSet
+        The crops, one (2, H, W) array each.
+    """
     table = pd.read_csv(dataset.resolve("labels.csv"))
     images = read_images([dataset.resolve(p) for p in table["path"]], channels=2)
     class_names = ["NoGFP", "CytoplasmicGFP", "NuclearGFP"]
@@ -91,7 +138,18 @@ def load_bbbc013(dataset: Dataset) -> ImageSet:
 
 @_loader("mitocheck")
 def load_mitocheck(dataset: Dataset) -> ImageSet:
-    """3,277 64x64 grayscale H2B-GFP nuclei in 16 phenotype classes (uint8, (N, 1, 64, 64))."""
+    """3,277 64x64 grayscale H2B-GFP nuclei in 16 phenotype classes (uint8, (N, 1, 64, 64)).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its registry entry (files resolved through the mirror, the cache or a download).
+
+    Returns
+    -------
+    ImageSet
+        The nuclei in one array.
+    """
     relatives = _files_under(dataset, "", ".png")
     classes = sorted({r.split("/")[0] for r in relatives})
     images = np.stack(read_images([dataset.resolve(r) for r in relatives], channels=1))
@@ -108,7 +166,18 @@ def load_bbbc021_cells(dataset: Dataset) -> ImageSet:
     """800 MCF-7 crops, (N, 3, 68, 68) uint16 (DAPI, Tubulin, Actin), DMSO vs Protein synthesis.
 
     Metadata: well, site and field (well_site) parsed from the file name; all DMSO crops come from
-    one well, so split by field and treat the well as a known confound."""
+    one well, so split by field and treat the well as a known confound.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its registry entry (files resolved through the mirror, the cache or a download).
+
+    Returns
+    -------
+    ImageSet
+        The crops in one array, with ``well``, ``site`` and ``field`` metadata.
+    """
     relatives = _files_under(dataset, "", ".npy")
     classes = sorted({r.split("/")[0] for r in relatives})
     images = np.stack(read_images([dataset.resolve(r) for r in relatives], channels=3))
@@ -122,7 +191,18 @@ def load_bbbc021_cells(dataset: Dataset) -> ImageSet:
 
 @_loader("echo-pulses")
 def load_echo_pulses(dataset: Dataset) -> SignalSet:
-    """The real A-scans: reference pulse (424 samples), glue-interface and aluminium signals."""
+    """The real A-scans: reference pulse (424 samples), glue-interface and aluminium signals.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its registry entry (files resolved through the mirror, the cache or a download).
+
+    Returns
+    -------
+    SignalSet
+        The reference pulse first, then the other A-scans (with their fitted parameters, if any).
+    """
     signals = [read_signal(dataset.resolve("reference_signal_ultem_water.txt"))]
     for relative in _files_under(dataset, "", ".npy"):
         params = Path(relative).with_name(Path(relative).stem + "_params.json").as_posix()
@@ -144,7 +224,18 @@ def _read_idx(path: Path) -> np.ndarray:
 
 @_loader("fashion-mnist")
 def load_fashion_mnist(dataset: Dataset) -> ImageSet:
-    """70,000 28x28 images (60,000 train then 10,000 test; `meta.split` tells which)."""
+    """70,000 28x28 images (60,000 train then 10,000 test; `meta.split` tells which).
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Its registry entry (files resolved through the mirror, the cache or a download).
+
+    Returns
+    -------
+    ImageSet
+        The images in one (N, 1, 28, 28) uint8 array.
+    """
     parts = []
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images = _read_idx(dataset.resolve(f"{prefix}-images-idx3-ubyte.gz"))
@@ -157,12 +248,39 @@ def load_fashion_mnist(dataset: Dataset) -> ImageSet:
 
 
 def signal_params(dataset_name: str = "echo-pulses") -> dict[str, dict]:
-    """Fitted pulse parameters of the signals that have them, by signal name."""
+    """Fitted pulse parameters of the signals that have them, by signal name.
+
+    Parameters
+    ----------
+    dataset_name : str
+        A registered signal dataset.
+
+    Returns
+    -------
+    dict of str to dict
+        Signal name -> its parameters (signals without parameters are left out).
+    """
     return {s.name: s.params for s in load(dataset_name).signals if s.params}
 
 
 def describe(name: str) -> dict:
-    """Registry facts for one dataset (for `phenolens data list` and reports)."""
+    """Registry facts for one dataset (for `phenolens data list` and reports).
+
+    Parameters
+    ----------
+    name : str
+        A registry name.
+
+    Returns
+    -------
+    dict
+        Name, title, kind, file count and bytes, licence, citation and source (repository@commit).
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown name.
+    """
     dataset = get_dataset(name)
     return {
         "name": dataset.name,

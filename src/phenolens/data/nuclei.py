@@ -16,6 +16,18 @@ def otsu_thresholds(images: np.ndarray, bins: int = 256) -> np.ndarray:
 
     Vectorised over images through per-image histograms; agrees with
     `skimage.filters.threshold_otsu` on the same pixels to within one histogram bin.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, H, W) stack.
+    bins : int
+        Histogram bins per image.
+
+    Returns
+    -------
+    numpy.ndarray
+        N thresholds (0 for an image without non-zero pixels).
     """
     n = len(images)
     flat = images.reshape(n, -1).astype(np.float64)
@@ -42,7 +54,20 @@ def otsu_thresholds(images: np.ndarray, bins: int = 256) -> np.ndarray:
 
 
 def nucleus_masks(images: np.ndarray, dna_channel: int) -> np.ndarray:
-    """(N, H, W) boolean nucleus masks: DNA channel above its per-image Otsu threshold."""
+    """Boolean nucleus masks: the DNA channel above its per-image Otsu threshold.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (N, C, H, W) stack.
+    dna_channel : int
+        Index of the DNA channel.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, H, W) boolean masks.
+    """
     dna = np.asarray(images[:, dna_channel], dtype=np.float64)
     return dna > otsu_thresholds(dna)[:, None, None]
 
@@ -57,6 +82,23 @@ def centred_on_nuclei(images: ImageSet, dna_channel: int) -> ImageSet:
     between class-mean latents, needs in order to act on the nucleus of each cell. Pixels move by
     whole pixels only (no resampling); a crop without DNA signal is left as it is. Crop to a
     common size afterwards with `ImageSet.padded`, which keeps the centre.
+
+    Parameters
+    ----------
+    images : ImageSet
+        The crops (not changed).
+    dna_channel : int
+        Index of the DNA channel.
+
+    Returns
+    -------
+    ImageSet
+        The registered crops, with the same labels and metadata.
+
+    Raises
+    ------
+    PhenolensError
+        When `dna_channel` is not a channel of `images`.
     """
     if not 0 <= dna_channel < images.n_channels:
         raise PhenolensError(f"{images.name}: no channel {dna_channel} to centre the crops on (the images have {images.n_channels})")

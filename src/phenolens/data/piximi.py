@@ -14,8 +14,25 @@ from phenolens.core.errors import PhenolensError
 
 
 def decode_piximi_project(path: str | Path) -> tuple[list[np.ndarray], pd.DataFrame]:
-    """Read a piximi project: a list of uint8 (C, H, W) arrays and a table of
-    file name, label, well, piximi partition, height and width (one row per image)."""
+    """Read a piximi project.
+
+    Parameters
+    ----------
+    path : str or Path
+        A piximi project file (JSON with base64 PNG channels).
+
+    Returns
+    -------
+    images : list of numpy.ndarray
+        One uint8 (C, H, W) array per image.
+    table : pandas.DataFrame
+        One row per image: name, label, well, piximi partition, height and width.
+
+    Raises
+    ------
+    PhenolensError
+        When the file is not a readable piximi project.
+    """
     from PIL import Image
 
     path = Path(path)
@@ -48,7 +65,20 @@ def decode_piximi_project(path: str | Path) -> tuple[list[np.ndarray], pd.DataFr
 
 
 def convert_piximi_project(path: str | Path, out_dir: str | Path) -> Path:
-    """Write `crops/<label>/<name>.tif` (uint8, (C, H, W)) and `labels.csv` under `out_dir`."""
+    """Write `crops/<label>/<name>.tif` (uint8, (C, H, W)) and `labels.csv` under `out_dir`.
+
+    Parameters
+    ----------
+    path : str or Path
+        A piximi project file.
+    out_dir : str or Path
+        The folder to write into.
+
+    Returns
+    -------
+    Path
+        `out_dir`.
+    """
     import tifffile
 
     from phenolens.core.outputs import atomic_write_bytes, atomic_write_text

@@ -27,7 +27,22 @@ def _scaled(channels: int, width: float) -> int:
 
 
 class ImageClassifierNet(nn.Module):
-    """Shared plumbing: stem + named stages -> GAP (+ covariates) -> head."""
+    """Shared plumbing: stem + named stages -> GAP (+ covariates) -> head.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels (stains) of the input images.
+    n_classes : int
+        Number of classes (at least 2).
+    n_covariates : int
+        Length of the per-image covariate vector appended to the pooled features (0: none).
+
+    Raises
+    ------
+    PhenolensError
+        For fewer than 1 channel or 2 classes.
+    """
 
     stages: nn.ModuleDict
     head: ClassifierHead
@@ -39,11 +54,33 @@ class ImageClassifierNet(nn.Module):
         self.in_channels, self.n_classes, self.n_covariates = in_channels, n_classes, n_covariates
 
     def stage_names(self) -> list[str]:
-        """Names of the stage modules in forward order (the last one is the last conv block)."""
+        """Names of the stage modules in forward order (the last one is the last conv block).
+
+        Returns
+        -------
+        list of str
+            Keys of `stages`, e.g. ``["stem", "stage1", "stage2"]``.
+        """
         return list(self.stages.keys())
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """Output of the last stage, (N, F, h, w)."""
+        """Output of the last stage.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, C, H, W) images, normalised as in training.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, F, h, w) feature maps.
+
+        Raises
+        ------
+        PhenolensError
+            When `x` is not (N, in_channels, H, W).
+        """
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise PhenolensError(
                 f"the model expects (N, {self.in_channels}, H, W) images, got shape {tuple(x.shape)}; check the channel count and order"
@@ -53,7 +90,25 @@ class ImageClassifierNet(nn.Module):
         return x
 
     def embed(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
-        """Penultimate features: globally averaged last-stage maps, then the covariates."""
+        """Penultimate features: globally averaged last-stage maps, then the covariates.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, C, H, W) images.
+        covariates : torch.Tensor, optional
+            (N, n_covariates) values; required when the network has covariates.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, feature_dim + n_covariates) features.
+
+        Raises
+        ------
+        PhenolensError
+            When the covariates are missing or mis-shaped.
+        """
         pooled = self.feature_maps(x).mean(dim=(2, 3))
         if self.n_covariates == 0:
             return pooled
@@ -63,6 +118,7 @@ class ImageClassifierNet(nn.Module):
         return torch.cat([pooled, covariates.to(pooled.dtype)], dim=1)
 
     def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits, (N, n_classes), of images `x` and their `covariates` (see `embed`)."""
         return self.head(self.embed(x, covariates))
 
 
@@ -75,7 +131,17 @@ def _conv_bn(in_channels: int, out_channels: int, kernel: int = 3, stride: int =
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut."""
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels.
+    out_channels : int
+        Output channels.
+    stride : int
+        Stride of the first convolution and of the projection shortcut.
+    """
 
     # (convolution, batch norm) attribute pairs where the norm reads only that convolution's output,
     # and ReLU attributes whose input is always a fresh tensor: see `fold_batch_norm`.
@@ -96,13 +162,37 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(conv-BN-ReLU-conv-BN(x) + shortcut(x))."""
         out = self.relu(self.bn1(self.conv1(x)))
         return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 class StagedNet(ImageClassifierNet):
     """A 3x3 stem, then stages of `blocks[i]` units at 64-128-256-512 channels times `width`
-    (the stem has the first stage's); each layout says what a stage holds (`stage_layers`)."""
+    (the stem has the first stage's); each layout says what a stage holds (`stage_layers`).
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels (stains) of the input images.
+    n_classes : int
+        Number of classes (at least 2).
+    width : float
+        Multiplier of every channel count.
+    stem_stride : int
+        Stride of the 3x3 stem (2 halves every feature map).
+    n_covariates : int
+        Length of the per-image covariate vector appended to the pooled features (0: none).
+    loss : str
+        The head's loss: ``softmax``, ``arcface`` or ``composite``.
+    blocks : sequence of int, optional
+        Units per stage, 1 to 4 stages (default: the layout's `default_blocks`).
+
+    Raises
+    ------
+    PhenolensError
+        For fewer than 1 channel or 2 classes, or a bad `blocks`.
+    """
 
     default_blocks: tuple[int, ...]
 
@@ -132,6 +222,24 @@ class StagedNet(ImageClassifierNet):
         _init_weights(self)
 
     def stage_layers(self, index: int, count: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+        """The modules of one stage; each layout defines it.
+
+        Parameters
+        ----------
+        index : int
+            The stage's number, from 1.
+        count : int
+            Units in the stage.
+        in_channels : int
+            Channels entering the stage.
+        out_channels : int
+            Channels leaving it.
+
+        Returns
+        -------
+        list of torch.nn.Module
+            The stage's modules, in order.
+        """
         raise NotImplementedError
 
 
@@ -142,6 +250,7 @@ class ResNet18(StagedNet):
     default_blocks = (2, 2, 2, 2)
 
     def stage_layers(self, index: int, count: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+        """`count` basic blocks (see `StagedNet.stage_layers`)."""
         # Every stage after the first halves the resolution in its first block.
         return [BasicBlock(in_channels if b == 0 else out_channels, out_channels, 2 if (b == 0 and index > 1) else 1) for b in range(count)]
 
@@ -153,18 +262,29 @@ class VGG(StagedNet):
     `blocks[i]` convolutions per stage after the stem; every stage after the first opens with a 2x2
     max-pool. The default (1, 2, 2) is two convolutions at each of three resolutions. Without
     shortcuts every feature is a local filter cascade; on BBBC013 its integrated-gradients maps kept
-    more of the NuclearGFP evidence inside the nucleus than the ResNet's did (README, "Images").
+    more of the NuclearGFP evidence inside the nucleus than the ResNet's did (docs/results.md, "Images").
     """
 
     default_blocks = (1, 2, 2)
 
     def stage_layers(self, index: int, count: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+        """A 2x2 max-pool (after the first stage), then `count` conv-BN-ReLU layers (see `StagedNet.stage_layers`)."""
         pool: list[nn.Module] = [nn.MaxPool2d(2)] if index > 1 else []
         return pool + [_conv_bn(in_channels if b == 0 else out_channels, out_channels) for b in range(count)]
 
 
 class DenseLayer(nn.Module):
-    """BN-ReLU-1x1 (bottleneck) -> BN-ReLU-3x3 producing `growth` new maps, concatenated to the input."""
+    """BN-ReLU-1x1 (bottleneck) -> BN-ReLU-3x3 producing `growth` new maps, concatenated to the input.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels.
+    growth : int
+        New maps per layer (the growth rate).
+    bottleneck : int
+        Width of the 1x1 bottleneck, in multiples of `growth`.
+    """
 
     def __init__(self, in_channels: int, growth: int, bottleneck: int = 4):
         super().__init__()
@@ -178,6 +298,7 @@ class DenseLayer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input with `growth` new maps appended, (N, C + growth, H, W)."""
         return torch.cat([x, self.body(x)], dim=1)
 
 
@@ -187,6 +308,25 @@ class DenseNet(ImageClassifierNet):
 
     Each stage is a dense block followed by its transition (the last one by BN-ReLU), so every
     stage output is a finished feature map. Growth rate and stem channels scale with `width`.
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels (stains) of the input images.
+    n_classes : int
+        Number of classes (at least 2).
+    width : float
+        Multiplier of the growth rate (and so of every channel count).
+    stem_stride : int
+        Stride of the 3x3 stem.
+    n_covariates : int
+        Length of the per-image covariate vector (0: none).
+    loss : str
+        The head's loss: ``softmax``, ``arcface`` or ``composite``.
+    blocks : sequence of int
+        Dense layers per block.
+    growth_rate : int
+        Growth rate before `width` scales it.
     """
 
     def __init__(
@@ -231,6 +371,20 @@ class Ensemble(ImageClassifierNet):
     Integrated gradients is linear in the model, so the ensemble's map is exactly the mean of its
     members' maps; Grad-CAM takes the same layer in every member and averages their CAMs.
     `embed` concatenates the members' features; `stage_names` are a member's.
+
+    Parameters
+    ----------
+    member_architecture : str
+        A registered single-network architecture (``resnet18``, ``vgg``, ``densenet``).
+    n_members : int
+        Number of networks, at least 2.
+    **member_hyperparameters
+        Passed to every member's constructor.
+
+    Raises
+    ------
+    PhenolensError
+        For fewer than 2 members or an unknown architecture.
     """
 
     def __init__(self, member_architecture: str, n_members: int, **member_hyperparameters):
@@ -242,18 +396,44 @@ class Ensemble(ImageClassifierNet):
         self.feature_dim = sum(member.feature_dim for member in members)
 
     def stage_names(self) -> list[str]:
+        """The stage names of a member (every member has the same)."""
         return self.members[0].stage_names()
 
     def embed(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
-        """The members' penultimate features side by side, (N, n_members * D)."""
+        """The members' penultimate features side by side.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, C, H, W) images.
+        covariates : torch.Tensor, optional
+            (N, n_covariates) values, when the members have covariates.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, n_members * D) features.
+        """
         return torch.cat([member.embed(x, covariates) for member in self.members], dim=1)
 
     def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        """The members' mean logits, (N, n_classes)."""
         return torch.stack([member(x, covariates) for member in self.members]).mean(dim=0)
 
 
 def networks(model: nn.Module) -> list[nn.Module]:
-    """The single networks inside `model`: an ensemble's members, else the model itself."""
+    """The single networks inside `model`: an ensemble's members, else the model itself.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A network or an `Ensemble`.
+
+    Returns
+    -------
+    list of torch.nn.Module
+        The members, or ``[model]``.
+    """
     return list(model.members) if isinstance(model, Ensemble) else [model]
 
 
@@ -287,7 +467,22 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
     (Conv2d, BatchNorm2d) children of an `nn.Sequential` (there the convolution's output goes nowhere
     else) and the pairs a block declares in `conv_bn`. Each folded norm becomes a `FoldedBatchNorm`
     identity, so module paths (Grad-CAM layers, hooks) still resolve. The logits move by float32
-    rounding only (~1e-6 relative).
+    rounding only.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model in eval mode (changed in place: fold a copy).
+
+    Returns
+    -------
+    torch.nn.Module
+        `model`.
+
+    Raises
+    ------
+    PhenolensError
+        When `model` is in training mode.
     """
     if model.training:
         raise PhenolensError("fold_batch_norm needs a model in eval mode (it folds the running statistics)")
@@ -312,6 +507,16 @@ def inplace_relus(model: nn.Module) -> nn.Module:
     Fresh: the ReLU follows a convolution or a (folded) norm inside an `nn.Sequential`, or a block
     declares it in `fresh_relus`. Saves an allocation and a pass over memory per activation; only for
     no-grad, hook-free forward passes (a hook on the tensor before the ReLU would see it change).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (changed in place).
+
+    Returns
+    -------
+    torch.nn.Module
+        `model`.
     """
     for module in model.modules():
         fresh = [getattr(module, name) for name in getattr(module, "fresh_relus", ())]
@@ -325,7 +530,25 @@ def inplace_relus(model: nn.Module) -> nn.Module:
 
 
 def build_backbone(arch: str, **hyperparameters) -> ImageClassifierNet:
-    """Instantiate a registered single-network image architecture by name (`resnet18`, `vgg`, `densenet`)."""
+    """Instantiate a registered single-network image architecture by name (`resnet18`, `vgg`, `densenet`).
+
+    Parameters
+    ----------
+    arch : str
+        The architecture's registered name.
+    **hyperparameters
+        Its constructor's arguments (``in_channels``, ``n_classes``, ``width``, ...).
+
+    Returns
+    -------
+    ImageClassifierNet
+        A freshly initialised network.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown name, or ``ensemble`` (build an `Ensemble` instead).
+    """
     from phenolens.nn.weights import ARCHITECTURES
 
     def single(cls) -> bool:

@@ -20,7 +20,19 @@ LOSSES = ("softmax", "arcface", "composite")
 
 
 class ArcFace(nn.Module):
-    """Cosine classifier with an additive angular margin (s=30, m=0.5 by default)."""
+    """Cosine classifier with an additive angular margin.
+
+    Parameters
+    ----------
+    in_features : int
+        Length of the feature vectors.
+    n_classes : int
+        Number of classes (one centre each).
+    scale : float
+        s, the factor on the cosines.
+    margin : float
+        m, the angle added to each sample's own class during training (radians).
+    """
 
     def __init__(self, in_features: int, n_classes: int, scale: float = 30.0, margin: float = 0.5):
         super().__init__()
@@ -29,18 +41,54 @@ class ArcFace(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Draw the class centres afresh (Xavier uniform)."""
         nn.init.xavier_uniform_(self.weight)
 
     def cosine(self, features: torch.Tensor) -> torch.Tensor:
-        """(N, K) cosines between the features and the class centres."""
+        """Cosines between the features and the class centres.
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            (N, in_features).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, n_classes).
+        """
         return F.linear(F.normalize(features), F.normalize(self.weight))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Scaled cosines without margin: the logits used at prediction time."""
+        """Scaled cosines without margin: the logits used at prediction time.
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            (N, in_features).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, n_classes) logits.
+        """
         return self.scale * self.cosine(features)
 
     def margin_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Scaled cosines with cos(theta + m) for each sample's own class (the training logits)."""
+        """Scaled cosines with cos(theta + m) for each sample's own class (the training logits).
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            (N, in_features).
+        labels : torch.Tensor
+            (N,) class indices.
+
+        Returns
+        -------
+        torch.Tensor
+            (N, n_classes) logits.
+        """
         cosine = self.cosine(features).clamp(-1 + 1e-7, 1 - 1e-7)
         target = cosine.gather(1, labels[:, None])
         theta = torch.acos(target)
@@ -50,7 +98,24 @@ class ArcFace(nn.Module):
 
 
 class ClassifierHead(nn.Module):
-    """The head on pooled features: a linear layer, an ArcFace layer, or both (composite loss)."""
+    """The head on pooled features: a linear layer, an ArcFace layer, or both (composite loss).
+
+    Parameters
+    ----------
+    in_features : int
+        Length of the pooled feature vectors.
+    n_classes : int
+        Number of classes.
+    loss : str
+        ``softmax``, ``arcface`` or ``composite``.
+    composite_weight : float
+        c, the ArcFace share of the composite loss.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown loss.
+    """
 
     def __init__(self, in_features: int, n_classes: int, loss: str = "softmax", composite_weight: float = 0.2):
         super().__init__()
@@ -61,6 +126,7 @@ class ClassifierHead(nn.Module):
         self.arcface = ArcFace(in_features, n_classes) if loss in ("arcface", "composite") else None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Prediction logits, (N, n_classes): the linear layer's when there is one, else ArcFace's."""
         return self.linear(features) if self.linear is not None else self.arcface(features)
 
     def loss(self, features: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -68,6 +134,20 @@ class ClassifierHead(nn.Module):
 
         Mixed targets (CutMix) are written as two calls, lambda * loss(a) + (1 - lambda) * loss(b),
         with per-sample lambdas passed as `weights`.
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            (N, in_features) pooled features.
+        labels : torch.Tensor
+            (N,) class indices.
+        weights : torch.Tensor, optional
+            (N,) per-sample weights.
+
+        Returns
+        -------
+        torch.Tensor
+            The scalar loss.
         """
         weights = torch.ones(len(labels), device=features.device) if weights is None else weights
         parts = []

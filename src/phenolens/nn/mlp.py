@@ -14,6 +14,20 @@ class MLP(nn.Module):
     """flatten -> [Linear -> ReLU] per entry of `hidden` -> Linear to `n_classes` logits.
 
     `hidden_activations(x)` returns the post-ReLU output of every hidden layer, input to output.
+
+    Parameters
+    ----------
+    in_features : int
+        Length of the flattened input.
+    hidden : list of int
+        Units of each hidden layer, input to output.
+    n_classes : int
+        Number of classes (at least 2).
+
+    Raises
+    ------
+    PhenolensError
+        For an empty or non-positive layer list, or fewer than 2 classes.
     """
 
     def __init__(self, in_features: int, hidden: list[int], n_classes: int):
@@ -27,6 +41,18 @@ class MLP(nn.Module):
         self.output = nn.Linear(hidden[-1], n_classes)
 
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The post-ReLU output of every hidden layer.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (N, ...) inputs, flattened to (N, in_features).
+
+        Returns
+        -------
+        list of torch.Tensor
+            One (N, units) tensor per hidden layer, input to output.
+        """
         out, activations = x.flatten(1), []
         for layer in self.hidden:
             out = layer(out)
@@ -34,4 +60,5 @@ class MLP(nn.Module):
         return activations
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, (N, n_classes)."""
         return self.output(self.hidden_activations(x)[-1])

@@ -20,7 +20,32 @@ TREATMENT_COLUMNS = ("Metadata_Treatment", "Metadata_broad_sample", "Metadata_Co
 def summarize(data, name: str, seed: int = 0, per_class: int = 6) -> tuple[dict, Section]:
     """Summarise a loaded dataset: a JSON-ready dict and a report section with figures.
 
-    For a registered dataset `name`, the registry facts (source, licence, citation) are added."""
+    For a registered dataset `name`, the registry facts (source, licence, citation) are added.
+
+    Parameters
+    ----------
+    data : ImageSet, pandas.DataFrame or SignalSet
+        What `phenolens.data.load` or a reader returned.
+    name : str
+        The dataset's name (a registry name adds its facts).
+    seed : int
+        Seed of the example images or wells drawn for the figures.
+    per_class : int
+        Example images per class in the montage.
+
+    Returns
+    -------
+    summary : dict
+        Counts (per class, plate, treatment or signal), sizes and types, as JSON-ready values;
+        ``registry`` holds the registry facts of a registered dataset.
+    section : Section
+        The report section with tables and figures.
+
+    Raises
+    ------
+    TypeError
+        For any other type of `data`.
+    """
     if isinstance(data, ImageSet):
         summary, section = _summarize_images(data, name, seed, per_class)
     elif isinstance(data, pd.DataFrame):

@@ -29,21 +29,58 @@ STYLE = {
 
 
 def class_colors(n: int) -> list:
-    """n distinguishable colours: Okabe-Ito up to 8, then the colour-blind-friendly tab20-free 'cividis' ramp."""
+    """n distinguishable colours: Okabe-Ito up to 8, then the colour-blind-friendly 'cividis' ramp.
+
+    Parameters
+    ----------
+    n : int
+        Number of colours.
+
+    Returns
+    -------
+    list
+        Hex strings (n <= 8) or RGBA tuples.
+    """
     if n <= len(OKABE_ITO):
         return OKABE_ITO[:n]
     return [plt.get_cmap("cividis")(x) for x in np.linspace(0.0, 0.95, n)]
 
 
 def figure(width: float = 6.4, height: float = 4.0, nrows: int = 1, ncols: int = 1, **kwargs):
-    """A new (figure, axes) pair in the phenolens style."""
+    """A new (figure, axes) pair in the phenolens style.
+
+    Parameters
+    ----------
+    width, height : float
+        Size in inches.
+    nrows, ncols : int
+        Grid of axes.
+    **kwargs
+        Passed to `matplotlib.pyplot.subplots`.
+
+    Returns
+    -------
+    tuple
+        The figure and its axes (one Axes, or an array of them).
+    """
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), **kwargs)
     return fig, axes
 
 
 def figure_to_png(fig) -> bytes:
-    """Render a figure to PNG bytes and close it."""
+    """Render a figure to PNG bytes and close it.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure (closed afterwards).
+
+    Returns
+    -------
+    bytes
+        The PNG.
+    """
     buffer = io.BytesIO()
     with plt.rc_context(STYLE):
         fig.savefig(buffer, format="png", bbox_inches="tight")
@@ -52,7 +89,20 @@ def figure_to_png(fig) -> bytes:
 
 
 def display_range(image: np.ndarray, limits: tuple[float, float] | None = None) -> np.ndarray:
-    """Scale a 2-D array to [0, 1] between `limits` (default: its own 1st and 99.5th percentiles)."""
+    """Scale a 2-D array to [0, 1] between `limits` (default: its own 1st and 99.5th percentiles).
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        A 2-D array.
+    limits : tuple of float, optional
+        (low, high) values mapped to 0 and 1.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 values clipped to [0, 1].
+    """
     image = np.asarray(image, dtype=np.float32)
     low, high = limits if limits is not None else (np.percentile(image, [1.0, 99.5]) if image.size else (0.0, 1.0))
     return np.clip((image - low) / (high - low if high > low else 1.0), 0.0, 1.0)
@@ -60,7 +110,20 @@ def display_range(image: np.ndarray, limits: tuple[float, float] | None = None) 
 
 def channel_limits(images, channels: int) -> list[tuple[float, float]]:
     """Per-channel display limits (1st and 99.5th percentiles) shared by a set of (C, H, W) images,
-    so brightness is comparable across images (a dim channel stays dim)."""
+    so brightness is comparable across images (a dim channel stays dim).
+
+    Parameters
+    ----------
+    images : iterable of numpy.ndarray
+        (C, H, W) images (sizes may differ).
+    channels : int
+        Number of channels C.
+
+    Returns
+    -------
+    list of (float, float)
+        (low, high) per channel.
+    """
     limits = []
     for c in range(channels):
         values = np.concatenate([np.asarray(image[c], dtype=np.float32).ravel() for image in images])
@@ -77,7 +140,24 @@ def montage_figure(
 ):
     """A grid of image tiles drawn as one canvas: one row per (row label, list of (C, H, W) images),
     one column per image and channel, each channel a grey panel (names on top), images centred in
-    equal cells without resizing. Contrast is shared per channel across the whole grid."""
+    equal cells without resizing. Contrast is shared per channel across the whole grid.
+
+    Parameters
+    ----------
+    rows : sequence of (str, sequence of numpy.ndarray)
+        Row label and its (C, H, W) images.
+    channel_names : sequence of str
+        One name per channel.
+    title : str, optional
+        Figure title.
+    tile_inches : float
+        Size of one tile.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The montage (render it with `figure_to_png`).
+    """
     all_images = [image for _, images in rows for image in images]
     limits = channel_limits(all_images, len(channel_names))
     cell = max(max(image.shape[1:]) for image in all_images)

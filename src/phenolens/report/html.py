@@ -16,18 +16,48 @@ from phenolens.core.outputs import atomic_write_bytes, atomic_write_text, to_jso
 
 @dataclass
 class Figure:
+    """One rendered figure of a report.
+
+    Attributes
+    ----------
+    caption : str
+        Text shown under it.
+    png : bytes
+        The image.
+    filename : str or None
+        When set, the PNG is also written as ``figures/<filename>`` beside the report.
+    """
+
     caption: str
     png: bytes
     filename: str | None = None  # also written beside the report when set
 
     @property
     def data_uri(self) -> str:
+        """The PNG as a ``data:`` URI, embedded in the HTML so the report is one file."""
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
 @dataclass
 class Section:
-    """One titled part of a report."""
+    """One titled part of a report.
+
+    The adding methods return the section, so calls chain:
+    ``Section("Accuracy").text("...").table(frame)``.
+
+    Attributes
+    ----------
+    title : str
+        The heading.
+    paragraphs : list of str
+        Plain-text paragraphs (escaped in the HTML).
+    figures : list of Figure
+        Embedded figures.
+    tables : list of (str, pandas.DataFrame)
+        Captioned tables, values already formatted.
+    subsections : list of Section
+        Nested sections.
+    """
 
     title: str
     paragraphs: list[str] = field(default_factory=list)
@@ -36,12 +66,38 @@ class Section:
     subsections: list[Section] = field(default_factory=list)
 
     def text(self, paragraph: str) -> Section:
-        """Add a paragraph of plain text (escaped in the HTML)."""
+        """Add a paragraph of plain text (escaped in the HTML).
+
+        Parameters
+        ----------
+        paragraph : str
+            The text.
+
+        Returns
+        -------
+        Section
+            This section.
+        """
         self.paragraphs.append(paragraph)
         return self
 
     def figure(self, fig_or_png, caption: str, filename: str | None = None) -> Section:
-        """Add a matplotlib figure (rendered and closed) or PNG bytes, optionally saved as `filename`."""
+        """Add a matplotlib figure (rendered and closed) or PNG bytes, optionally saved as `filename`.
+
+        Parameters
+        ----------
+        fig_or_png : matplotlib.figure.Figure or bytes
+            The figure, or a rendered PNG.
+        caption : str
+            Text shown under it.
+        filename : str, optional
+            Also write it as ``figures/<filename>`` beside the report.
+
+        Returns
+        -------
+        Section
+            This section.
+        """
         from phenolens.report.figures import figure_to_png
 
         png = fig_or_png if isinstance(fig_or_png, bytes) else figure_to_png(fig_or_png)
@@ -49,7 +105,22 @@ class Section:
         return self
 
     def table(self, frame: pd.DataFrame, caption: str = "", float_format: str = "{:.3g}") -> Section:
-        """Add a table (values formatted; index kept when it is named)."""
+        """Add a table (values formatted; index kept when it is named).
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            The table (not changed).
+        caption : str
+            Text shown above it.
+        float_format : str
+            Format of float columns; NaN is shown empty.
+
+        Returns
+        -------
+        Section
+            This section.
+        """
         shown = frame.copy()
         for column in shown.columns:
             if pd.api.types.is_float_dtype(shown[column]):
@@ -58,10 +129,12 @@ class Section:
         return self
 
     def add(self, section: Section) -> Section:
+        """Nest `section` under this one and return this one."""
         self.subsections.append(section)
         return self
 
     def all_figures(self):
+        """Every figure of this section and its subsections, depth first."""
         yield from self.figures
         for sub in self.subsections:
             yield from sub.all_figures()
@@ -69,18 +142,35 @@ class Section:
 
 @dataclass
 class Report:
-    """A report: a title, sections, and a metrics dictionary embedded as JSON."""
+    """A report: a title, sections, and a metrics dictionary embedded as JSON.
+
+    Attributes
+    ----------
+    title : str
+        The page title.
+    sections : list of Section
+        The body, in order.
+    metrics : dict
+        Shown at the end as JSON (usually the run's ``metrics.json``).
+    """
 
     title: str
     sections: list[Section] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def add(self, section: Section) -> Section:
+        """Append `section` and return it (to fill it after adding)."""
         self.sections.append(section)
         return section
 
     def render(self) -> str:
-        """The report as one HTML string (autoescaped; figures embedded as data URIs)."""
+        """The report as one HTML string (autoescaped; figures embedded as data URIs).
+
+        Returns
+        -------
+        str
+            A self-contained HTML page.
+        """
         from jinja2 import Environment, PackageLoader, select_autoescape
 
         environment = Environment(loader=PackageLoader("phenolens.report", "templates"), autoescape=select_autoescape(["html", "j2"]))
@@ -96,7 +186,20 @@ class Report:
         )
 
     def write(self, folder: str | Path, name: str = "report.html") -> Path:
-        """Write the report (and any named figure files) into `folder`; return the report path."""
+        """Write the report (and any named figure files) into `folder`.
+
+        Parameters
+        ----------
+        folder : str or Path
+            The run folder (commands pass `RunWriter.path`).
+        name : str
+            File name of the report.
+
+        Returns
+        -------
+        Path
+            The report file.
+        """
         folder = Path(folder)
         for section in self.sections:
             for fig in section.all_figures():
