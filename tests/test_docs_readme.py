@@ -2,9 +2,7 @@
 
 Every `phenolens ...` line of the README's bash blocks must name a real command and only options
 that command has; every `pl.x.y` chain and `from phenolens... import` of its Python blocks must
-resolve. Names that arrive with the pipeline branches of issue 19 (not merged where this test was
-written) are listed in `ARRIVING`: while any of them is missing, and nothing else is, the test is
-an expected failure; once they exist, the test is a plain one.
+resolve.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import re
 import shlex
 from pathlib import Path
 
-import pytest
 import typer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,19 +24,6 @@ make test    # creates .venv, installs dev extras, runs ruff and pytest
 ```"""
 
 # Commands and names the README documents that the issue-19 branches add (images group, settings objects).
-ARRIVING = {
-    "images",  # the command group; once it exists its commands and options are checked like the others
-    "phenolens.training.ImageTrainingSettings",
-    "phenolens.training.ImagePredictionSettings",
-    "phenolens.training.predict",
-    "phenolens.profiling.ProfilingSettings",
-    "phenolens.echoes.EchoSimulationSettings",
-    "phenolens.explain.counterfactual.CounterfactualTrainingSettings",
-    "phenolens.explain.counterfactual.CounterfactualExplanationSettings",
-    "phenolens.explain.counterfactual.train_counterfactual_model",
-    "phenolens.explain.counterfactual.explain_counterfactuals",
-    "phenolens.echoes.USCNNDetector",
-}
 
 
 def code_blocks(language: str) -> list[str]:
@@ -78,11 +62,8 @@ def resolve(group, tokens: list[str]) -> tuple[object | None, str]:
 
 
 def missing_or_fail(missing: set[str]) -> None:
-    """Fail on anything missing that is not arriving; an expected failure while only arriving names are missing."""
-    unexpected = sorted(missing - ARRIVING)
-    assert not unexpected, f"the README documents what does not exist: {unexpected}"
-    if missing:
-        pytest.xfail(f"arrives with the issue-19 pipeline branches: {sorted(missing)}")
+    """Fail on anything the README documents that does not exist."""
+    assert not missing, f"the README documents what does not exist: {sorted(missing)}"
 
 
 def test_readme_starts_with_the_two_commands():
