@@ -10,58 +10,47 @@ score = pl.echoes.score_detections(found, test.tof, test.amplitude, test.sigma, 
 
 Detectors are a registry (`DETECTORS`): `USCNNDetector`, `OMPDetector`, `ISTADetector`, `SMPDetector`
 (and `ComplexOMPDetector`, a reference); `EchoDetector(method, **params)` builds one by name.
+
+Names load on first use, so that the command line reads the settings without scikit-learn or torch.
 """
 
-from phenolens.echoes.detection import DetectionRule, Detections, detect_echoes, non_maximum_suppression
-from phenolens.echoes.detector import (
-    DETECTORS,
-    BaseEchoDetector,
-    ComplexOMPDetector,
-    EchoDetector,
-    ISTADetector,
-    OMPDetector,
-    SMPDetector,
-    USCNNDetector,
-    register_detector,
-)
-from phenolens.echoes.dictionary import GaborDictionary
-from phenolens.echoes.metrics import envelope_error, match_detections, score_detections
-from phenolens.echoes.pulse import PulseShape, fit_pulse
-from phenolens.echoes.pursuit import omp_codes, smp_codes
-from phenolens.echoes.settings import EchoDetectionSettings, EchoEvaluationSettings, EchoSimulationSettings, EchoTrainingSettings
-from phenolens.echoes.simulate import EchoSet, cached_simulation, simulate
-from phenolens.echoes.solvers import StoppingRule, ista_codes, sklearn_omp_codes
+from __future__ import annotations
 
-__all__ = [
-    "DETECTORS",
-    "BaseEchoDetector",
-    "ComplexOMPDetector",
-    "DetectionRule",
-    "Detections",
-    "EchoDetectionSettings",
-    "EchoDetector",
-    "EchoEvaluationSettings",
-    "EchoSet",
-    "EchoSimulationSettings",
-    "EchoTrainingSettings",
-    "GaborDictionary",
-    "ISTADetector",
-    "OMPDetector",
-    "PulseShape",
-    "SMPDetector",
-    "StoppingRule",
-    "USCNNDetector",
-    "cached_simulation",
-    "detect_echoes",
-    "envelope_error",
-    "fit_pulse",
-    "ista_codes",
-    "match_detections",
-    "non_maximum_suppression",
-    "omp_codes",
-    "register_detector",
-    "score_detections",
-    "simulate",
-    "sklearn_omp_codes",
-    "smp_codes",
-]
+from phenolens.core.lazy import lazy_exports
+
+_EXPORTS = {
+    "DetectionRule": "detection",
+    "Detections": "detection",
+    "detect_echoes": "detection",
+    "non_maximum_suppression": "detection",
+    "DETECTORS": "detector",
+    "BaseEchoDetector": "detector",
+    "ComplexOMPDetector": "detector",
+    "EchoDetector": "detector",
+    "ISTADetector": "detector",
+    "OMPDetector": "detector",
+    "SMPDetector": "detector",
+    "USCNNDetector": "detector",
+    "register_detector": "detector",
+    "GaborDictionary": "dictionary",
+    "envelope_error": "metrics",
+    "match_detections": "metrics",
+    "score_detections": "metrics",
+    "PulseShape": "pulse",
+    "fit_pulse": "pulse",
+    "omp_codes": "pursuit",
+    "smp_codes": "pursuit",
+    "EchoDetectionSettings": "settings",
+    "EchoEvaluationSettings": "settings",
+    "EchoSimulationSettings": "settings",
+    "EchoTrainingSettings": "settings",
+    "EchoSet": "simulate",
+    "cached_simulation": "simulate",
+    "simulate": "simulate",
+    "StoppingRule": "solvers",
+    "ista_codes": "solvers",
+    "sklearn_omp_codes": "solvers",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
