@@ -1,4 +1,4 @@
-"""The EM fit of SIGN dictionaries (`fit_columns`): scikit-learn's likelihood, known means, monotone EM, point masses, determinism."""
+"""The fit of SIGN dictionaries (`fit_columns`: k-means, then EM): scikit-learn's likelihood, known means, monotone EM, determinism."""
 
 import numpy as np
 import pytest
@@ -26,7 +26,7 @@ def fitted(train: np.ndarray, k: int, seed: int = 0, **options) -> tuple[Gaussia
 
 
 def held_out_log_likelihood(dictionary: GaussianDictionary, test: np.ndarray) -> float:
-    return expectation(torch.from_numpy(test), dictionary.mixture(), dictionary.reg_covar, 4096, statistics=False)[0]
+    return expectation(torch.from_numpy(test), dictionary.mixture(), dictionary.reg_covar, 4096, statistics=False, dtype=torch.float64)[0]
 
 
 def sklearn_log_likelihood(train: np.ndarray, test: np.ndarray, k: int, seed: int = 0) -> float:
@@ -37,9 +37,8 @@ def sklearn_log_likelihood(train: np.ndarray, test: np.ndarray, k: int, seed: in
 
 def test_fit_reaches_scikit_learn_and_recovers_the_means():
     train, test = mixture_columns(20_000, 0), mixture_columns(5_000, 1)
-    # a sample smaller than the columns: warm-up on the sample, then exact passes over all of them
-    dictionary, trace = fitted(train, 4, sample_columns=4_000)
-    assert len(trace.sample_log_likelihoods) >= 2 and len(trace.log_likelihoods) >= 2 and trace.converged
+    dictionary, trace = fitted(train, 4, seed=1, seed_columns=4_000)
+    assert len(trace.log_likelihoods) >= 2 and trace.converged
     ours = held_out_log_likelihood(dictionary, test)
     assert ours >= sklearn_log_likelihood(train, test, 4) - 0.05
     # our scoring is scikit-learn's: the same parameters in a GaussianMixture give the same number
@@ -61,42 +60,26 @@ def test_fit_reaches_scikit_learn_and_recovers_the_means():
 
 def test_exact_passes_never_lower_the_likelihood_and_stop_on_the_tolerance():
     train = mixture_columns(6_000, 2)
-    _, trace = fitted(train, 6, sample_columns=1_500, tol=1e-5, updates=1000)
+    _, trace = fitted(train, 6, tol=1e-5, updates=1000, kmeans_iterations=0)
     steps = np.diff(trace.log_likelihoods)
     assert len(steps) >= 3
     assert (steps >= -1e-9).all()
     assert trace.converged and abs(steps[-1]) < 1e-5 and (np.abs(steps[:-1]) >= 1e-5).all()
     # with one pass allowed it stops there, unconverged
-    _, short = fitted(train, 6, sample_columns=1_500, updates=1)
+    _, short = fitted(train, 6, updates=1)
     assert len(short.log_likelihoods) == 1 and not short.converged
 
 
 def test_the_same_seed_gives_the_same_dictionary_and_chunking_does_not_change_it():
     train = mixture_columns(5_000, 3)
-    first, _ = fitted(train, 5, seed=4, sample_columns=2_000)
-    second, _ = fitted(train, 5, seed=4, sample_columns=2_000)
+    first, _ = fitted(train, 5, seed=4, seed_columns=2_000)
+    second, _ = fitted(train, 5, seed=4, seed_columns=2_000)
     for name, value in first.state_dict().items():
         assert torch.equal(value, second.state_dict()[name]), name
-    chunked, _ = fitted(train, 5, seed=4, sample_columns=2_000, batch_size=333)
-    np.testing.assert_allclose(chunked.centres(), first.centres(), atol=1e-5)
-    other, _ = fitted(train, 5, seed=5, sample_columns=2_000)
+    chunked, _ = fitted(train, 5, seed=4, batch_size=333)
+    np.testing.assert_allclose(chunked.centres(), first.centres(), atol=1e-4)  # float32 sums in another order
+    other, _ = fitted(train, 5, seed=5, seed_columns=2_000)
     assert not np.allclose(other.centres(), first.centres())
-
-
-def test_a_column_that_repeats_often_becomes_a_point_mass_word():
-    rng = np.random.default_rng(5)
-    background = np.array([0.0, 0.0, 1.5, 0.0, 0.25], dtype=np.float32)  # e.g. the activations of blank background
-    train = mixture_columns(10_000, 6)
-    train[rng.random(len(train)) < 0.2] = background
-    test = mixture_columns(3_000, 7)
-    test[rng.random(len(test)) < 0.2] = background
-    dictionary, trace = fitted(train, 5, sample_columns=3_000)
-    assert trace.seeded_words == 1
-    word = np.linalg.norm(dictionary.centres() - background, axis=1).argmin()
-    np.testing.assert_allclose(dictionary.centres()[word], background, atol=1e-6)
-    np.testing.assert_allclose(dictionary.variances()[word], dictionary.reg_covar, rtol=1e-3)
-    assert dictionary.priors()[word] == pytest.approx(0.2, abs=0.01)
-    assert held_out_log_likelihood(dictionary, test) >= sklearn_log_likelihood(train, test, 5) - 0.05
 
 
 def test_bad_columns_and_settings_are_refused():
