@@ -115,7 +115,8 @@ def compare(n_columns: int, words: int, seed: int) -> dict:
         "sklearn_converged": bool(reference.converged_),
     }
     print(
-        f"seed {seed}: ours {ours_seconds:.1f} s ({len(trace.log_likelihoods)} EM passes), sklearn {sklearn_seconds:.1f} s ({reference.n_iter_} EM iterations), "
+        f"seed {seed}: ours {ours_seconds:.1f} s ({len(trace.log_likelihoods)} EM passes), "
+        f"sklearn {sklearn_seconds:.1f} s ({reference.n_iter_} EM iterations), "
         f"ratio {row['speed_ratio']:.1f}x; held-out log-likelihood per column ours {ours_ll:.3f}, sklearn {sklearn_ll:.3f}, gap {row['gap']:+.3f}",
         flush=True,
     )
