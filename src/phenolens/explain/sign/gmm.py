@@ -413,6 +413,37 @@ def kmeans_partition(columns: torch.Tensor, seeds: torch.Tensor, max_iterations:
     return labels
 
 
+def kmeans_start(columns: torch.Tensor, n_words: int, seed: int, seed_columns: int, kmeans_iterations: int, chunk_size: int) -> Mixture:
+    """The mixture EM starts from (see `fit_columns`): each word's weight, mean and variance from one k-means cluster.
+
+    Parameters
+    ----------
+    columns : torch.Tensor
+        (M, D) float32 columns, M >= `n_words`.
+    n_words : int
+        K.
+    seed : int
+        Chooses the sample and the k-means++ seeds.
+    seed_columns : int
+        Columns k-means++ draws its seeds from.
+    kmeans_iterations : int
+        At most this many Lloyd iterations over all columns.
+    chunk_size : int
+        Columns per chunk of the distance computation.
+
+    Returns
+    -------
+    Mixture
+    """
+    generator = torch_generator(seed)
+    sample = columns[torch.randperm(len(columns), generator=generator)[:seed_columns]]
+    labels = kmeans_partition(columns, kmeans_plus_plus(sample, n_words, generator), kmeans_iterations, chunk_size)
+    responsibilities = torch.nn.functional.one_hot(labels, n_words).to(columns.dtype)
+    return maximisation(
+        responsibilities.sum(0).double(), (responsibilities.T @ columns).double(), (responsibilities.T @ (columns * columns)).double(), len(columns)
+    )
+
+
 def fit_columns(
     dictionary: GaussianDictionary,
     columns: torch.Tensor,
@@ -472,13 +503,7 @@ def fit_columns(
         raise PhenolensError(f"{description}: need updates >= 1, batch_size >= 1, seed_columns >= K, kmeans_iterations >= 0 and tol > 0")
     if not dictionary.reg_covar > 0:
         raise PhenolensError(f"{description}: reg_covar must be > 0 for EM (a word on constant channels would have zero variance)")
-    generator = torch_generator(seed)
-    sample = columns[torch.randperm(len(columns), generator=generator)[:seed_columns]]
-    labels = kmeans_partition(columns, kmeans_plus_plus(sample, dictionary.n_words, generator), kmeans_iterations, batch_size)
-    responsibilities = torch.nn.functional.one_hot(labels, dictionary.n_words).to(columns.dtype)
-    start = maximisation(
-        responsibilities.sum(0).double(), (responsibilities.T @ columns).double(), (responsibilities.T @ (columns * columns)).double(), len(columns)
-    )
+    start = kmeans_start(columns, dictionary.n_words, seed, seed_columns, kmeans_iterations, batch_size)
     mixture, log_likelihoods, converged = run_em(columns, start, dictionary.reg_covar, tol, updates, batch_size)
     dictionary.set_mixture(mixture)
     return EMTrace(tuple(log_likelihoods), converged)
