@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from phenolens.core.errors import PhenolensError
-from phenolens.explain.sign.gmm import GaussianDictionary, expectation, fit_columns
+from phenolens.explain.sign.gmm import GaussianDictionary, expectation, fit_columns, kmeans_start, run_em
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,6 +56,26 @@ def test_fit_reaches_scikit_learn_and_recovers_the_means():
     np.testing.assert_allclose(centres[nearest], MEANS, atol=0.1)
     np.testing.assert_allclose(dictionary.priors()[nearest], WEIGHTS, atol=0.02)
     np.testing.assert_allclose(np.sqrt(dictionary.variances()[nearest]), SDS, rtol=0.1)
+
+
+def test_from_the_same_start_our_em_ends_where_scikit_learns_does():
+    from sklearn.mixture import GaussianMixture
+
+    train, test = mixture_columns(6_000, 9), mixture_columns(2_000, 10)
+    train[:, 4] = np.maximum(train[:, 4] - 2.0, 0.0)  # a ReLU-like channel: exact zeros, variances collapse to reg_covar
+    columns = torch.from_numpy(train)
+    start = kmeans_start(columns, 6, seed=0, seed_columns=2_000, kmeans_iterations=100, chunk_size=4096)
+    ours, history, converged = run_em(columns, start, 1e-6, 1e-3, 100, 4096)
+    weights = start.log_weights.exp().numpy()
+    reference = GaussianMixture(
+        6, covariance_type="diag", init_params="random_from_data", weights_init=weights / weights.sum(),
+        means_init=start.means.numpy(), precisions_init=1.0 / (start.variances.numpy() + 1e-6),
+    ).fit(train.astype(np.float64))  # fmt: skip
+    assert converged and len(history) == reference.n_iter_
+    ours_score = expectation(torch.from_numpy(test), ours, 1e-6, 4096, statistics=False, dtype=torch.float64)[0]
+    assert ours_score == pytest.approx(reference.score(test.astype(np.float64)), abs=1e-4)
+    np.testing.assert_allclose(ours.means.numpy(), reference.means_, atol=1e-4)
+    np.testing.assert_allclose(ours.variances.numpy() + 1e-6, reference.covariances_, rtol=1e-3, atol=1e-6)
 
 
 def test_exact_passes_never_lower_the_likelihood_and_stop_on_the_tolerance():
