@@ -1,27 +1,40 @@
-"""SIGN dictionary fitting speed: the torch mini-batch GMM against scikit-learn's GaussianMixture.
+"""SIGN dictionary fitting: the torch EM fit (`fit_columns`) against scikit-learn's GaussianMixture, speed and held-out likelihood.
 
-    python benchmarks/sign_dictionary_speed.py           # >= 10^6 training columns x 64 channels, K = 32
-    python benchmarks/sign_dictionary_speed.py --small   # seconds: 50,000 columns
+    python benchmarks/sign_dictionary_speed.py                     # 10^6 training columns x 64 channels, K = 32, seed 0
+    python benchmarks/sign_dictionary_speed.py --seeds 0,1,2 --check
+    python benchmarks/sign_dictionary_speed.py --small --check     # seconds: 50,000 columns, same-start check only
 
 The columns are real activations: the 64-channel stage of a small ResNet trained on Fashion-MNIST
-(14 x 14 positions per image). Both fits see the same training columns (float64 for scikit-learn, as
-it needs), run one after the other in this process, and are scored on the same held-out columns with
-the same code (scikit-learn's `score`, our parameters copied into a GaussianMixture). Both use
-reg_covar = 1e-6 (scikit-learn's default); scikit-learn uses its defaults otherwise (k-means init,
-tol 1e-3, max_iter 100).
+(14 x 14 positions per image), a new network per seed. Both fits see the same training columns (float64
+for scikit-learn, as it needs), run one after the other in this process, and are scored on the same
+held-out columns (other images) with the same code (scikit-learn's `score`, our parameters copied into a
+GaussianMixture). Both use reg_covar = 1e-6 and tol = 1e-3 (scikit-learn's defaults); scikit-learn uses
+its defaults otherwise (k-means initialisation, max_iter 100).
 
-Target (issue 5): equal-or-better held-out log-likelihood per column, speed ratio >= 5x.
-Timings on a shared machine are noisy; the ratio is measured side by side.
+Targets (issue 25), per seed: held-out log-likelihood per column >= scikit-learn's - 0.05, and speed ratio
+>= 10x. Which local optimum EM ends in depends on its start, and on these columns that alone moves the
+held-out likelihood by up to ~1 nat per column at 10^6 columns and ~4 at 5 x 10^4. So `--small` checks
+something that does not depend on luck: scikit-learn's EM started from our k-means start
+(`weights_init`/`means_init`/`precisions_init`) must end within 0.05 nats per column of our EM, which
+shows our E- and M-steps, `reg_covar` and stopping rule are scikit-learn's. (Reported at full size too.)
+Timings on a shared machine are noisy; the ratio is measured side by side. Writes OUT/metrics.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from targets import Targets, add_check_option  # noqa: E402
+
+LIKELIHOOD_GAP = 0.05  # nats per column ours may trail scikit-learn by
+SPEED_RATIO = 10.0
 
 
 def activation_columns(n_columns: int, n_held_out: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,58 +79,98 @@ def as_sklearn(dictionary):
     return mixture
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="seconds-scale run for CI")
-    parser.add_argument("--columns", type=int, default=1_000_000)
-    parser.add_argument("--words", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="metrics folder (default runs/sign-dictionary-speed[-small])")
-    args = parser.parse_args()
-    n_columns = 50_000 if args.small else args.columns
-    out = args.out or Path(f"runs/sign-dictionary-speed{'-small' if args.small else ''}")
-
+def compare(n_columns: int, words: int, seed: int) -> dict:
+    """Fit both on the same columns of one seed's network; time them and score them on the same held-out columns."""
     from sklearn.mixture import GaussianMixture
 
-    from phenolens.core.outputs import atomic_output_dir, write_json
-    from phenolens.explain.sign.gmm import GaussianDictionary, fit_columns
+    from phenolens.explain.sign.gmm import GaussianDictionary, fit_columns, kmeans_start
 
-    train, held_out = activation_columns(n_columns, max(20_000, n_columns // 10), args.seed)
-    print(f"{len(train):,} training and {len(held_out):,} held-out columns x {train.shape[1]} channels; {(train == 0).float().mean():.0%} zeros")
+    train, held_out = activation_columns(n_columns, max(20_000, n_columns // 10), seed)
+    zeros = float((train == 0).float().mean())
+    print(f"seed {seed}: {len(train):,} training and {len(held_out):,} held-out columns x {train.shape[1]} channels; {zeros:.0%} zeros")
 
     started = time.perf_counter()
-    dictionary = GaussianDictionary.initialise(train, args.words, seed=args.seed)
-    fit_columns(dictionary, train, seed=args.seed)
+    dictionary = GaussianDictionary.initialise(train, words, seed=seed)
+    trace = fit_columns(dictionary, train, seed=seed)
     ours_seconds = time.perf_counter() - started
 
     train64 = train.double().numpy()
     started = time.perf_counter()
-    reference = GaussianMixture(args.words, covariance_type="diag", random_state=args.seed).fit(train64)
+    reference = GaussianMixture(words, covariance_type="diag", random_state=seed).fit(train64)
     sklearn_seconds = time.perf_counter() - started
+
+    # scikit-learn's EM from our k-means start: the same optimum if our EM is scikit-learn's EM
+    start = kmeans_start(train, words, seed, 100_000, 100, 65536)
+    start_weights = start.log_weights.exp().numpy()
+    from_our_start = GaussianMixture(
+        words, covariance_type="diag", init_params="random_from_data", weights_init=start_weights / start_weights.sum(),
+        means_init=start.means.numpy(), precisions_init=1.0 / (start.variances.numpy() + dictionary.reg_covar),
+    ).fit(train64)  # fmt: skip
 
     held64 = held_out.double().numpy()
     ours_ll, sklearn_ll = float(as_sklearn(dictionary).score(held64)), float(reference.score(held64))
-    metrics = {
+    same_start_ll = float(from_our_start.score(held64))
+    row = {
+        "seed": seed,
         "columns": len(train),
         "channels": int(train.shape[1]),
-        "words": args.words,
+        "words": words,
         "held_out_columns": len(held_out),
         "ours_seconds": ours_seconds,
         "sklearn_seconds": sklearn_seconds,
         "speed_ratio": sklearn_seconds / ours_seconds,
         "ours_held_out_log_likelihood": ours_ll,
         "sklearn_held_out_log_likelihood": sklearn_ll,
+        "gap": ours_ll - sklearn_ll,
+        "sklearn_from_our_start_held_out_log_likelihood": same_start_ll,
+        "same_start_gap": ours_ll - same_start_ll,
+        "ours_em_passes": len(trace.log_likelihoods),
+        "ours_converged": trace.converged,
         "sklearn_iterations": int(reference.n_iter_),
         "sklearn_converged": bool(reference.converged_),
-        "equal_or_better": ours_ll >= sklearn_ll - 1e-3 * abs(sklearn_ll),
-        "target_speed_ratio": 5.0,
     }
-    print(f"ours:    {ours_seconds:8.1f} s, held-out log-likelihood {ours_ll:.3f} per column")
-    print(f"sklearn: {sklearn_seconds:8.1f} s, held-out log-likelihood {sklearn_ll:.3f} per column ({reference.n_iter_} EM iterations)")
-    target = "target >= 5x at 10^6 columns; --small is not comparable" if args.small else "target >= 5x"
-    print(f"speed ratio {metrics['speed_ratio']:.1f}x ({target}); log-likelihood equal or better: {metrics['equal_or_better']}")
+    print(
+        f"seed {seed}: ours {ours_seconds:.1f} s ({len(trace.log_likelihoods)} EM passes), "
+        f"sklearn {sklearn_seconds:.1f} s ({reference.n_iter_} EM iterations), "
+        f"ratio {row['speed_ratio']:.1f}x; held-out log-likelihood per column ours {ours_ll:.3f}, sklearn {sklearn_ll:.3f}, gap {row['gap']:+.3f}",
+        flush=True,
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help="seconds-scale run for CI (50,000 columns; speed not a target)")
+    parser.add_argument("--columns", type=int, default=1_000_000)
+    parser.add_argument("--words", type=int, default=32)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, each a new network and new columns (default 0)")
+    parser.add_argument("--out", type=Path, default=None, help="metrics folder (default runs/sign-dictionary-speed[-small])")
+    add_check_option(parser)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    n_columns = 50_000 if args.small else args.columns
+    out = args.out or Path(f"runs/sign-dictionary-speed{'-small' if args.small else ''}")
+
+    from phenolens.core.outputs import atomic_output_dir, write_json
+
+    rows = [compare(n_columns, args.words, seed) for seed in seeds]
+    print("\n| seed | ours s | sklearn s | ratio | ours LL | sklearn LL | gap | gap to sklearn from our start |\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['seed']} | {r['ours_seconds']:.1f} | {r['sklearn_seconds']:.1f} | {r['speed_ratio']:.1f}x | "
+            f"{r['ours_held_out_log_likelihood']:.3f} | {r['sklearn_held_out_log_likelihood']:.3f} | {r['gap']:+.3f} | {r['same_start_gap']:+.3f} |"
+        )
+    targets = Targets("sign dictionary speed" + (" (small)" if args.small else ""))
+    for r in rows:
+        same_start = f"seed {r['seed']}: held-out log-likelihood per column, ours - sklearn from our start"
+        targets.expect(same_start, r["same_start_gap"], ">=", -LIKELIHOOD_GAP)
+        if not args.small:
+            targets.expect(f"seed {r['seed']}: held-out log-likelihood per column, ours - sklearn", r["gap"], ">=", -LIKELIHOOD_GAP)
+            targets.expect(f"seed {r['seed']}: speed ratio sklearn / ours", r["speed_ratio"], ">=", SPEED_RATIO)
     with atomic_output_dir(out) as staging:
-        write_json(staging / "metrics.json", metrics)
+        speed_target = None if args.small else SPEED_RATIO
+        write_json(staging / "metrics.json", {"seeds": rows, "target_gap": -LIKELIHOOD_GAP, "target_speed_ratio": speed_target})
+    sys.exit(targets.finish(args.check))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,117 @@
+"""The fit of SIGN dictionaries (`fit_columns`: k-means, then EM): scikit-learn's likelihood, known means, monotone EM, determinism."""
+
+import numpy as np
+import pytest
+import torch
+
+from phenolens.core.errors import PhenolensError
+from phenolens.explain.sign.gmm import GaussianDictionary, expectation, fit_columns, kmeans_start, run_em
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MEANS = np.array([[0.0, 3.0, 1.0, 0.0, 2.0], [4.0, 0.0, 2.0, 1.0, 0.0], [1.0, 1.0, 6.0, 3.0, 1.0], [3.0, 4.0, 0.0, 5.0, 4.0]])
+SDS = np.array([[0.5, 1.0, 0.3, 0.2, 0.4], [1.0, 0.4, 0.6, 0.5, 0.3], [0.3, 0.3, 1.0, 0.8, 0.5], [0.6, 0.5, 0.4, 0.3, 0.7]])
+WEIGHTS = [0.4, 0.3, 0.2, 0.1]
+
+
+def mixture_columns(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    state = rng.choice(len(WEIGHTS), n, p=WEIGHTS)
+    return (MEANS[state] + SDS[state] * rng.standard_normal((n, MEANS.shape[1]))).astype(np.float32)
+
+
+def fitted(train: np.ndarray, k: int, seed: int = 0, **options) -> tuple[GaussianDictionary, object]:
+    dictionary = GaussianDictionary.initialise(torch.from_numpy(train), k, seed=seed)
+    return dictionary, fit_columns(dictionary, torch.from_numpy(train), seed=seed, **options)
+
+
+def held_out_log_likelihood(dictionary: GaussianDictionary, test: np.ndarray) -> float:
+    return expectation(torch.from_numpy(test), dictionary.mixture(), dictionary.reg_covar, 4096, statistics=False, dtype=torch.float64)[0]
+
+
+def sklearn_log_likelihood(train: np.ndarray, test: np.ndarray, k: int, seed: int = 0) -> float:
+    from sklearn.mixture import GaussianMixture
+
+    return GaussianMixture(k, covariance_type="diag", random_state=seed).fit(train.astype(np.float64)).score(test.astype(np.float64))
+
+
+def test_fit_reaches_scikit_learn_and_recovers_the_means():
+    train, test = mixture_columns(20_000, 0), mixture_columns(5_000, 1)
+    dictionary, trace = fitted(train, 4, seed=1, seed_columns=4_000)
+    assert len(trace.log_likelihoods) >= 2 and trace.converged
+    ours = held_out_log_likelihood(dictionary, test)
+    assert ours >= sklearn_log_likelihood(train, test, 4) - 0.05
+    # our scoring is scikit-learn's: the same parameters in a GaussianMixture give the same number
+    from sklearn.mixture import GaussianMixture
+
+    reference = GaussianMixture(4, covariance_type="diag")
+    reference.weights_, reference.means_ = dictionary.priors().astype(np.float64), dictionary.centres().astype(np.float64)
+    reference.covariances_ = dictionary.variances().astype(np.float64)
+    reference.precisions_cholesky_ = 1.0 / np.sqrt(reference.covariances_)
+    assert reference.score(test.astype(np.float64)) == pytest.approx(ours, abs=1e-4)
+    # every true mean has a word within 0.1 of it, with the true weight and spread
+    centres = dictionary.centres()
+    nearest = np.linalg.norm(centres[None] - MEANS[:, None], axis=2).argmin(1)
+    assert sorted(nearest) == [0, 1, 2, 3]
+    np.testing.assert_allclose(centres[nearest], MEANS, atol=0.1)
+    np.testing.assert_allclose(dictionary.priors()[nearest], WEIGHTS, atol=0.02)
+    np.testing.assert_allclose(np.sqrt(dictionary.variances()[nearest]), SDS, rtol=0.1)
+
+
+def test_from_the_same_start_our_em_ends_where_scikit_learns_does():
+    from sklearn.mixture import GaussianMixture
+
+    train, test = mixture_columns(6_000, 9), mixture_columns(2_000, 10)
+    train[:, 4] = np.maximum(train[:, 4] - 2.0, 0.0)  # a ReLU-like channel: exact zeros, variances collapse to reg_covar
+    columns = torch.from_numpy(train)
+    start = kmeans_start(columns, 6, seed=0, seed_columns=2_000, kmeans_iterations=100, chunk_size=4096)
+    ours, history, converged = run_em(columns, start, 1e-6, 1e-3, 100, 4096)
+    weights = start.log_weights.exp().numpy()
+    reference = GaussianMixture(
+        6, covariance_type="diag", init_params="random_from_data", weights_init=weights / weights.sum(),
+        means_init=start.means.numpy(), precisions_init=1.0 / (start.variances.numpy() + 1e-6),
+    ).fit(train.astype(np.float64))  # fmt: skip
+    assert converged and len(history) == reference.n_iter_
+    ours_score = expectation(torch.from_numpy(test), ours, 1e-6, 4096, statistics=False, dtype=torch.float64)[0]
+    assert ours_score == pytest.approx(reference.score(test.astype(np.float64)), abs=1e-4)
+    np.testing.assert_allclose(ours.means.numpy(), reference.means_, atol=1e-4)
+    np.testing.assert_allclose(ours.variances.numpy() + 1e-6, reference.covariances_, rtol=1e-3, atol=1e-6)
+
+
+def test_exact_passes_never_lower_the_likelihood_and_stop_on_the_tolerance():
+    train = mixture_columns(6_000, 2)
+    _, trace = fitted(train, 6, tol=1e-5, updates=1000, kmeans_iterations=0)
+    steps = np.diff(trace.log_likelihoods)
+    assert len(steps) >= 3
+    assert (steps >= -1e-9).all()
+    assert trace.converged and abs(steps[-1]) < 1e-5 and (np.abs(steps[:-1]) >= 1e-5).all()
+    # with one pass allowed it stops there, unconverged
+    _, short = fitted(train, 6, updates=1)
+    assert len(short.log_likelihoods) == 1 and not short.converged
+
+
+def test_the_same_seed_gives_the_same_dictionary_and_chunking_does_not_change_it():
+    train = mixture_columns(5_000, 3)
+    first, _ = fitted(train, 5, seed=4, seed_columns=2_000)
+    second, _ = fitted(train, 5, seed=4, seed_columns=2_000)
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[name]), name
+    chunked, _ = fitted(train, 5, seed=4, seed_columns=2_000, batch_size=333)
+    np.testing.assert_allclose(chunked.centres(), first.centres(), atol=1e-4)  # float32 sums in another order
+    other, _ = fitted(train, 5, seed=5, seed_columns=2_000)
+    assert not np.allclose(other.centres(), first.centres())
+
+
+def test_bad_columns_and_settings_are_refused():
+    train = mixture_columns(500, 8)
+    dictionary = GaussianDictionary.initialise(torch.from_numpy(train), 3, seed=0)
+    broken = train.copy()
+    broken[3, 1] = np.nan
+    with pytest.raises(PhenolensError, match="NaN"):
+        fit_columns(dictionary, torch.from_numpy(broken))
+    with pytest.raises(PhenolensError, match="channels"):
+        fit_columns(dictionary, torch.from_numpy(train[:, :3]))
+    with pytest.raises(PhenolensError, match="tol"):
+        fit_columns(dictionary, torch.from_numpy(train), tol=0.0)
+    with pytest.raises(PhenolensError, match="reg_covar"):
+        fit_columns(GaussianDictionary.initialise(torch.from_numpy(train), 3, reg_covar=0.0), torch.from_numpy(train))
