@@ -141,7 +141,7 @@ class SignDictionary(BaseEstimator):
     epochs : int
         Epochs over the images for the discriminative loss.
     updates : int
-        Adam steps on activation columns for the generative loss.
+        At most this many EM passes over the activation columns for the generative loss.
     batch_size : int
         Images per discriminative step.
     lr : float
@@ -182,7 +182,7 @@ class SignDictionary(BaseEstimator):
         words: int | list[int] = 64,
         loss: str = "discriminative",
         epochs: int = 8,
-        updates: int = 1000,
+        updates: int = 100,
         batch_size: int = 64,
         lr: float = 0.02,
         temperature: float | None = None,

@@ -32,11 +32,11 @@ class SignFitSettings(Settings):
     epochs : int
         Epochs over the fitting images (discriminative loss).
     updates : int
-        Adam steps on sampled activation columns (generative loss).
+        At most this many EM passes over the sampled activation columns (generative loss; scikit-learn's max_iter).
     batch_size : int
         Images per step of the discriminative loss.
     lr : float
-        Adam learning rate of the dictionaries.
+        Adam learning rate of the discriminative dictionary training.
     temperature : float, optional
         Softening of the posteriors in the discriminative histograms (default: sqrt of the layer's channels).
     generative_weight : float
@@ -59,9 +59,9 @@ class SignFitSettings(Settings):
     words: tuple[int, ...] = setting((64,), "Words K per layer: one number, or one per layer.", minimum=2)
     loss: str = setting("discriminative", "Dictionary loss: BoW cross-entropy or negative log-likelihood.", choices=DICTIONARY_LOSSES)
     epochs: int = setting(8, "Epochs of discriminative dictionary training.", minimum=1)
-    updates: int = setting(1000, "Adam steps on activation columns for the generative loss.", minimum=1)
+    updates: int = setting(100, "At most this many EM passes over the activation columns (generative loss).", minimum=1)
     batch_size: int = setting(64, "Images per step of discriminative training.", minimum=1)
-    lr: float = setting(0.02, "Adam learning rate of the dictionaries.", minimum=0.0, exclusive_minimum=True)
+    lr: float = setting(0.02, "Adam learning rate of discriminative dictionary training.", minimum=0.0, exclusive_minimum=True)
     temperature: float | None = setting(None, "Posterior softening of the discriminative histograms (default: sqrt(channels)).", minimum=0.0,
                                         exclusive_minimum=True)  # fmt: skip
     generative_weight: float = setting(0.1, "Weight of the likelihood term in the discriminative loss.", minimum=0.0)
