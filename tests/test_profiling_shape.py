@@ -7,11 +7,11 @@ import dataclasses
 import json
 import logging
 
-import click
 import numpy as np
 import pandas as pd
 import pytest
 import typer
+import typer.core
 from sklearn.base import clone
 
 from phenolens.cli.main import run
@@ -30,7 +30,7 @@ CONTROLS = "Metadata_PertType == 'control'"
 SETTINGS_OF = {"run": ProfilingSettings, "evaluate": ProfileEvaluationSettings, "explain": ProfileExplanationSettings}
 
 
-def drifted_defaults(command: click.Command, settings_type) -> list[str]:
+def drifted_defaults(command: typer.core.TyperCommand, settings_type) -> list[str]:
     """Options of `command` whose default differs from the settings field it stands for, or fields without an option."""
     options = {name: parameter for parameter in command.params for name in parameter.opts}
     problems = []

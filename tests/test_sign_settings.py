@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import click
 import pytest
 import typer
+import typer.core
 from typer.main import get_command
 
 from phenolens.cli.options import cli_fields
@@ -22,7 +22,7 @@ COMMANDS = {
 }
 
 
-def drift(command: click.Command, settings_type: type[Settings]) -> list[str]:
+def drift(command: typer.core.TyperCommand, settings_type: type[Settings]) -> list[str]:
     """Every way the command's options disagree with the settings fields: a field without its option,
     or an option whose default, read by the settings class, is not the field's default."""
     options = {name: parameter for parameter in command.params for name in parameter.opts}
