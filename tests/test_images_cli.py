@@ -285,3 +285,28 @@ def test_a_killed_runs_staging_folder_is_not_loaded(trained, tmp_path, capsys):
     out = tmp_path / "p"
     assert run(["images", "predict", str(staging), "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(out)]) == 2
     _one_line_refusal(capsys, out, "the staging folder of an interrupted run")
+
+
+def test_images_visualise_writes_class_models_per_class_and_channel(trained, tmp_path, capsys):
+    import numpy as np
+
+    from phenolens.core.runs import load_run
+    from phenolens.explain.class_model import ClassModelSettings
+
+    folder, model = trained
+    out = tmp_path / "v"
+    options = ["--steps", "8", "--classes", "outside", "--hold", "DNA", "--folder", str(folder), "--channels", "GFP,DNA"]
+    assert run(["images", "visualise", str(model), *options, "--out", str(out)]) == 0
+    saved = np.load(out / "class_models.npz")
+    assert saved["images"].shape == (1, 2, 18, 18) and saved["images"].min() >= 0  # one class, two channels, the crop size
+    assert saved["classes"].tolist() == ["outside"] and saved["channels"].tolist() == ["GFP", "DNA"]
+    assert (out / "figures" / "class_models.png").is_file() and (out / "figures" / "filters.png").is_file()
+    assert load_run(out).setting(ClassModelSettings).hold == ("DNA",)
+    # the held DNA channel is the mean crop of the given images, not optimised: it is the same for any class
+    other = tmp_path / "w"
+    assert run(["images", "visualise", str(model), *options[:2], "--classes", "inside", *options[4:], "--out", str(other)]) == 0
+    np.testing.assert_allclose(np.load(other / "class_models.npz")["images"][0, 1], saved["images"][0, 1], rtol=1e-5)
+    capsys.readouterr()
+    assert run(["images", "visualise", str(model), "--hold", "DNA", "--out", str(tmp_path / "x")]) == 2
+    assert "--hold needs images" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert run(["images", "visualise", str(model), "--classes", "nope", "--out", str(tmp_path / "y")]) == 2

@@ -14,6 +14,7 @@ import typer
 from phenolens.cli.image_inputs import ALLOW_OUTSIDE, CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, input_paths, read_images
 from phenolens.cli.options import OVERWRITE, settings_options
 from phenolens.explain.attribution import AttributionSettings
+from phenolens.explain.class_model import ClassModelSettings
 from phenolens.training.settings import ImagePredictionSettings, ImageTrainingSettings
 
 app = typer.Typer(help="Image classifiers: train, explain, predict.", no_args_is_help=True)
@@ -137,3 +138,45 @@ def predict(
         written.write_metrics(metrics)
         written.write_report(report)
     print(f"predicted {metrics['n_images']} images; wrote {out / 'predictions.parquet'}")
+
+
+@app.command()
+@settings_options()
+def visualise(
+    model: Path = MODEL,
+    out: Path = typer.Option(..., "--out", help="Output folder: class_models.npz, metrics.json, figures, report.html."),
+    dataset: str = DATASET,
+    folder: Path = FOLDER,
+    manifest: Path = MANIFEST,
+    channels: str = CHANNELS,
+    allow_outside_paths: bool = ALLOW_OUTSIDE,
+    overwrite: bool = OVERWRITE,
+    settings: ClassModelSettings = None,
+) -> None:
+    """Class-model images of MODEL: the image it scores highest for each class, per channel, with its first-layer filters."""
+    import numpy as np
+
+    from phenolens.explain.class_model import first_layer_filters, visualise_classes
+    from phenolens.report.class_model import class_model_section
+    from phenolens.report.html import Report
+    from phenolens.training.classifier import ImageClassifier
+
+    writer = _run_writer(out, "images visualise", settings, overwrite, dataset, folder, manifest, model)
+    classifier = ImageClassifier.load(model)
+    images = read_images(dataset, folder, manifest, channels, "", allow_outside_paths) if (dataset or folder or manifest) else None
+    pictures = visualise_classes(classifier, settings, images)
+    names = list(settings.classes) or list(classifier.class_names)
+    filters = first_layer_filters(classifier.model)
+    metrics = {
+        "classes": names,
+        "channels": classifier.channel_names,
+        "held_channels": list(settings.hold),
+        "mean_intensity": {name: dict(zip(classifier.channel_names, pictures[k].mean(axis=(1, 2)).tolist())) for k, name in enumerate(names)},
+    }
+    report = Report(f"phenolens images visualise: {Path(model).name}", metrics=metrics)
+    report.add(class_model_section(pictures, names, classifier.channel_names, filters, settings.hold))
+    with writer as written:
+        np.savez_compressed(written.file("class_models.npz"), images=pictures, classes=np.array(names), channels=np.array(classifier.channel_names))
+        written.write_metrics(metrics)
+        written.write_report(report)
+    print(f"class models of {len(names)} classes; wrote {out / 'report.html'}")

@@ -15,18 +15,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
+from phenolens.core.errors import PhenolensError
 from phenolens.core.settings import Settings, setting
+
+if TYPE_CHECKING:  # torch loads on first use, so that the command line reads the settings without it
+    import torch
+    from torch import nn
+
+    from phenolens.data.containers import ImageSet
+    from phenolens.training.classifier import ImageClassifier
 
 
 @dataclass(frozen=True)
 class ClassModelSettings(Settings):
     """How class-model images are optimised (`class_models`, `phenolens images visualise`)."""
 
+    classes: tuple[str, ...] = setting((), "Comma-separated classes to visualise (default: every class of the model).")
+    hold: tuple[str, ...] = setting(
+        (), "Comma-separated channels held at the mean crop of the given images (e.g. DNA); the others are optimised around it."
+    )
     steps: int = setting(256, "Gradient-ascent steps.", minimum=1)
     lr: float = setting(0.05, "Adam step size, in units of each channel's standard deviation.", minimum=0, exclusive_minimum=True)
     l2_decay: float = setting(0.05, "Weight of the L2 penalty that pulls every pixel back to black (Simonyan's lambda).", minimum=0)
@@ -38,6 +49,9 @@ class ClassModelSettings(Settings):
 
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """Depthwise Gaussian blur with reflect padding, one kernel for every channel."""
+    import torch
+    from torch import nn
+
     radius = max(1, math.ceil(3 * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
     kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
@@ -87,6 +101,8 @@ def class_models(
     numpy.ndarray
         (len(classes), C, size, size) float32 raw intensities, non-negative.
     """
+    import torch
+
     settings = settings or ClassModelSettings()
     mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32)).view(1, -1, 1, 1)
     std_t = torch.as_tensor(np.asarray(std, dtype=np.float32)).view(1, -1, 1, 1)
@@ -161,7 +177,60 @@ def first_layer_filters(model: nn.Module) -> np.ndarray:
     ValueError
         When the model has no 2-D convolution.
     """
+    from torch import nn
+
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             return module.weight.detach().cpu().numpy().copy()
     raise ValueError("the model has no Conv2d layer")
+
+
+def visualise_classes(classifier: ImageClassifier, settings: ClassModelSettings | None = None, images: ImageSet | None = None) -> np.ndarray:
+    """Class-model images of a trained image classifier, in raw intensities.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        A trained classifier (its network, crop size and normalisation are used; it is not changed).
+    settings : ClassModelSettings, optional
+        Which classes, which channels to hold, and how to optimise.
+    images : ImageSet, optional
+        Images whose mean crop fixes the held channels (needed when ``settings.hold`` names any).
+
+    Returns
+    -------
+    numpy.ndarray
+        (len(classes), C, size, size) float32, classes in ``settings.classes`` order (default: the model's).
+
+    Raises
+    ------
+    PhenolensError
+        An unknown class or channel, held channels without images, or a model that needs covariates.
+    """
+    settings = settings or ClassModelSettings()
+    if classifier.covariate is not None:
+        raise PhenolensError(f"the model needs the covariate {classifier.covariate.column!r}; class models of such models are not supported")
+    names = list(settings.classes) or list(classifier.class_names)
+    indices = [classifier.class_index(name) for name in names]
+    unknown = [channel for channel in settings.hold if channel not in classifier.channel_names]
+    if unknown:
+        raise PhenolensError(f"--hold {unknown[0]!r} is not a channel of the model, which has {', '.join(classifier.channel_names)}")
+    template, free = None, None
+    if settings.hold:
+        if images is None or len(images) == 0:
+            raise PhenolensError("--hold needs images to take the mean crop from: give --dataset, --folder or --manifest")
+        normalised = classifier.array(classifier.conform(images))
+        std, mean = classifier.normalization.std, classifier.normalization.mean
+        template = normalised.mean(axis=0) * std[:, None, None] + mean[:, None, None]
+        free = [index for index, channel in enumerate(classifier.channel_names) if channel not in settings.hold]
+    return class_models(
+        classifier.model,
+        indices,
+        len(classifier.channel_names),
+        classifier.size,
+        classifier.normalization.mean,
+        classifier.normalization.std,
+        settings,
+        template=template,
+        free_channels=free,
+    )

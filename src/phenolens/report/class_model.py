@@ -1,0 +1,61 @@
+"""Report section of `phenolens images visualise`: class-model images per class and channel, and first-layer filters."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from phenolens.report.figures import figure
+from phenolens.report.html import Section
+
+
+def class_model_section(images: np.ndarray, class_names: list[str], channel_names: list[str], filters: np.ndarray, held: tuple[str, ...]) -> Section:
+    """The class models (one row per class, one column per channel) and the first convolution's filters.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (K, C, H, W) raw-intensity class models.
+    class_names, channel_names : list of str
+        Row and column labels.
+    filters : numpy.ndarray
+        (F, C, k, k) weights of the first convolution.
+    held : tuple of str
+        Channels held at the mean crop (said in the caption).
+
+    Returns
+    -------
+    Section
+        Two figures with captions.
+    """
+    section = Section("Class models")
+    section.text(
+        "Each image is the light the network scores highest for its class, optimised from black with L2 decay, jitter and "
+        "blur (Simonyan et al. 2014). Every channel shares one intensity scale across classes, so brightness compares classes."
+        + (f" Held at the mean crop of the given images: {', '.join(held)}." if held else "")
+    )
+    rows, columns = len(class_names), len(channel_names)
+    fig, axes = figure(1.9 * columns, 1.8 * rows + 0.9, nrows=rows, ncols=columns, squeeze=False, layout="constrained")
+    for channel, name in enumerate(channel_names):
+        top = float(images[:, channel].max()) or 1.0
+        for row, class_name in enumerate(class_names):
+            axis = axes[row, channel]
+            shown = axis.imshow(images[row, channel], cmap="magma", vmin=0.0, vmax=top)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(name)
+            if channel == 0:
+                axis.set_ylabel(class_name)
+        fig.colorbar(shown, ax=axes[:, channel].tolist(), location="bottom", shrink=0.9, label=f"{name}, raw intensity")
+    section.figure(fig, "Class models: rows are classes, columns are channels (magma, black = no light).", "class_models.png")
+    count = min(len(filters), 32)
+    fig, axes = figure(1.2 * 8, 1.2 * ((count * filters.shape[1] + 7) // 8) + 0.4, nrows=(count * filters.shape[1] + 7) // 8, ncols=8, squeeze=False)
+    limit = float(np.abs(filters[:count]).max()) or 1.0
+    for axis in axes.ravel():
+        axis.axis("off")
+    for index, (unit, channel) in enumerate((u, c) for u in range(count) for c in range(filters.shape[1])):
+        axis = axes.ravel()[index]
+        axis.imshow(filters[unit, channel], cmap="PuOr", vmin=-limit, vmax=limit)
+        axis.set_title(f"{unit}: {channel_names[channel]}", fontsize=7)
+    section.figure(fig, f"First convolution: the first {count} filters per input channel (purple negative, orange positive weights).", "filters.png")
+    return section
