@@ -25,7 +25,7 @@ $(DOCS_STAMP): $(STAMP)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/phenolens demo --out runs/demo
+	$(BIN)/phenolens demo --out runs/demo --overwrite
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -38,3 +38,19 @@ def test_demo_datasets_step_covers_every_mirrored_dataset(cli, tmp_path):
     assert metrics["mitocheck"]["n_images"] == 3277
     html = (out / "report.html").read_text()
     assert html.count("Profile montage") >= 2
+    # a second demo into the same folder needs --overwrite (as `make demo` passes), and then replaces it
+    status, _, stderr = cli("demo", "--only", "datasets", "--out", str(out))
+    assert status == 2 and "--overwrite" in stderr
+    assert cli("demo", "--only", "datasets", "--out", str(out), "--overwrite")[0] == 0 and (out / "run.json").is_file()
+
+
+def test_data_show_never_writes_over_its_input_or_a_foreign_folder(cli, tmp_path):
+    table = tmp_path / "plate.csv"
+    table.write_text("Metadata_Well,f1\nA01,1.0\nA02,2.0\n")
+    status, _, stderr = cli("data", "show", str(table), "--out", str(tmp_path), "--overwrite")
+    assert status == 2 and "contains the input" in stderr and table.is_file()
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    status, _, stderr = cli("data", "show", str(table), "--out", str(foreign), "--overwrite")
+    assert status == 2 and "not written by phenolens" in stderr and (foreign / "keep.txt").read_text() == "mine"

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 TWO_COMMANDS = """```bash
-make demo    # creates .venv, installs phenolens, runs `phenolens demo --out runs/demo` on the built-in real datasets
+make demo    # creates .venv, installs phenolens, runs `phenolens demo --out runs/demo --overwrite` on the built-in real datasets
 make test    # creates .venv, installs dev extras, runs ruff and pytest
 ```"""
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from phenolens.cli.options import OVERWRITE
+
 app = typer.Typer(help="The registered real datasets: list, verify checksums, summarise.", no_args_is_help=True)
 
 
@@ -107,19 +109,22 @@ def show(
     out: Path = typer.Option(..., "--out", help="Output folder for summary.json, figures and report.html."),
     channels: str = typer.Option("", help="Comma-separated channel names for image paths (checks the channel count)."),
     seed: int = typer.Option(0, help="Seed for the random montage images."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Summarise a dataset: counts per class/plate/treatment, montages, feature distributions."""
-    from phenolens.core.outputs import atomic_output_dir, write_json
+    from phenolens.core.runs import RunWriter
     from phenolens.data.registry import registry
     from phenolens.report.datasets import summarize
     from phenolens.report.html import Report
 
+    registered = name in registry()
+    writer = RunWriter(out, "data show", inputs=[] if registered else [name], overwrite=overwrite, seed=seed, datasets=[name] if registered else [])
     data = load_any(name, channels)
-    label = name if name in registry() else Path(name).name
+    label = name if registered else Path(name).name
     summary, section = summarize(data, label, seed=seed)
-    with atomic_output_dir(out) as staging:
-        write_json(staging / "summary.json", summary)
-        report = Report(f"phenolens dataset summary: {label}", metrics=summary)
-        report.add(section)
-        report.write(staging)
+    report = Report(f"phenolens dataset summary: {label}", metrics=summary)
+    report.add(section)
+    with writer as run:
+        run.write_json("summary.json", summary)
+        run.write_report(report)
     print(f"wrote {out / 'report.html'}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from phenolens.cli.options import OVERWRITE
 from phenolens.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -73,10 +74,11 @@ def _resolve(target: str):
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder for report.html and every pipeline's results."),
     only: str = typer.Option("", help="Comma-separated step names to run (default: all)."),
+    overwrite: bool = OVERWRITE,
 ) -> None:
     """Run every pipeline on the built-in real datasets and write OUT/report.html."""
     from phenolens.core.errors import PhenolensError
-    from phenolens.core.outputs import atomic_output_dir, write_json
+    from phenolens.core.runs import RunWriter
     from phenolens.report.html import Report
 
     wanted = {s for s in only.split(",") if s}
@@ -84,7 +86,8 @@ def demo(
     if unknown:
         raise PhenolensError(f"unknown demo step(s) {', '.join(sorted(unknown))}; choose from {', '.join(n for n, _ in DEMO_STEPS)}")
     report = Report("phenolens demo: real data, every pipeline")
-    with atomic_output_dir(out) as staging:
+    with RunWriter(out, "demo", overwrite=overwrite, datasets=[name for name, _ in DEMO_STEPS if not wanted or name in wanted]) as run:
+        staging = run.path
         for name, step in DEMO_STEPS:
             if wanted and name not in wanted:
                 continue
@@ -94,6 +97,6 @@ def demo(
             for section in sections:
                 report.add(section)
             report.metrics[name] = {**metrics, "seconds": round(time.perf_counter() - started, 1)}
-        write_json(staging / "metrics.json", report.metrics)
-        report.write(staging)
+        run.write_metrics(report.metrics)
+        run.write_report(report)
     print(f"wrote {out / 'report.html'}")
