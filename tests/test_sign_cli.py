@@ -155,3 +155,34 @@ def test_watermark_study_summarises_every_class_over_seeds():
     assert summary["Bag"]["stamped"] is False and summary["Bag"]["stamp_ratio"] == 1.25
     assert study.check() == {"stamped_pass_every_seed": False, "clean_fail_every_seed": True}
     assert study.metrics()["seeds"]["1"]["Bag"]["stamp_ratio"] == 1.5
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a zip file", "unreadable or incomplete split"),
+        ({"fit": np.arange(3)}, "unreadable or incomplete split"),
+        ({"fit": np.arange(3), "validation": np.array([0.5, 1.5])}, "'validation' is not a non-empty list"),
+        ({"fit": np.array([-1, 2]), "validation": np.arange(2)}, "'fit' indices leave the 10 labelled images"),
+        ({"fit": np.arange(3), "validation": np.array([], dtype=int)}, "'validation' is not a non-empty list"),
+    ],
+)
+def test_a_tampered_split_is_one_line(tmp_path, content, message):
+    from phenolens.core.errors import PhenolensError
+    from phenolens.explain.sign.pipeline import read_split
+
+    path = tmp_path / "split.npz"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.savez(path, **content)
+    with pytest.raises(PhenolensError, match=message):
+        read_split(path, 10)
+
+
+def test_a_good_split_reads_back(tmp_path):
+    from phenolens.explain.sign.pipeline import read_split
+
+    np.savez(tmp_path / "split.npz", fit=np.array([0, 2, 4]), validation=np.array([1, 3]))
+    fit, validation = read_split(tmp_path / "split.npz", 5)
+    assert fit.tolist() == [0, 2, 4] and validation.tolist() == [1, 3] and fit.dtype == np.int64

@@ -224,13 +224,45 @@ def load_sign(run: Run, read_source: Callable[[dict], ImageSet], nodes_per_layer
     classifier = ImageClassifier.load(folder / "model")
     source = json.loads((folder / SOURCE_FILE).read_text())
     labelled = read_source(source).labelled()
-    with np.load(folder / "split.npz", allow_pickle=False) as split_file:
-        fit_index, validation_index = split_file["fit"], split_file["validation"]
-    if max(fit_index.max(), validation_index.max()) >= len(labelled):
-        raise PhenolensError(f"{folder / 'split.npz'}: indices beyond the {len(labelled)} labelled images of {source}; the images changed, refit")
+    fit_index, validation_index = read_split(folder / "split.npz", len(labelled))
     inputs = classifier.array(labelled.subset(validation_index))
     dictionary = SignDictionary.load(folder / "dictionary", classifier.model, torch.from_numpy(inputs[:1]))
     builder = InferenceGraphBuilder(dictionary, nodes_per_layer or settings.nodes_per_layer, class_names=classifier.class_names)
     builder.fit(inputs, labelled.labels[validation_index])
     quality = pd.read_csv(folder / "quality.csv")
     return SignFit(classifier, labelled, fit_index, validation_index, dictionary, builder, quality)
+
+
+def read_split(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fit and validation indices a SIGN fit saved, checked against the images they index.
+
+    Parameters
+    ----------
+    path : Path
+        The fit's ``split.npz``.
+    n_images : int
+        How many labelled images the fit's source holds now.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (fit indices, validation indices), 1-D int64, each non-empty and in [0, n_images).
+
+    Raises
+    ------
+    PhenolensError
+        When the file is missing, unreadable, lacks an array, or holds anything but such indices.
+    """
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            parts = [np.asarray(stored[name]) for name in ("fit", "validation")]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise PhenolensError(f"{path}: unreadable or incomplete split ({type(error).__name__}); re-run `phenolens sign fit`") from None
+    for name, part in zip(("fit", "validation"), parts):
+        if part.ndim != 1 or part.size == 0 or not np.issubdtype(part.dtype, np.integer):
+            raise PhenolensError(f"{path}: {name!r} is not a non-empty list of image indices; re-run `phenolens sign fit`")
+        if part.min() < 0 or part.max() >= n_images:
+            raise PhenolensError(f"{path}: {name!r} indices leave the {n_images} labelled images; the images changed, re-run `phenolens sign fit`")
+    return parts[0].astype(np.int64), parts[1].astype(np.int64)
