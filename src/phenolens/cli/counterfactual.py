@@ -6,17 +6,13 @@ from pathlib import Path
 
 import typer
 
-from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, read_images
+from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, input_paths, read_images
 from phenolens.cli.options import OVERWRITE, settings_options
 from phenolens.explain.counterfactual.settings import CounterfactualExplanationSettings, CounterfactualTrainingSettings
 
 app = typer.Typer(help="Counterfactual explanations: invertible ResNets with ECINN, and autoencoder interpolation.", no_args_is_help=True)
 
 TRAIN_COMMAND, EXPLAIN_COMMAND = "counterfactual train", "counterfactual explain"
-
-
-def _inputs(folder: Path | None, manifest: Path | None) -> list[Path]:
-    return [path for path in (folder, manifest) if path]
 
 
 @app.command(help="Train an i-ResNet classifier (and an autoencoder), fit the ECINN class means, report test metrics.")
@@ -55,7 +51,7 @@ def train(
     from phenolens.explain.counterfactual.training import train_counterfactual_model
     from phenolens.report.counterfactual import training_report
 
-    writer = RunWriter(out, TRAIN_COMMAND, settings, inputs=_inputs(folder, manifest), overwrite=overwrite, datasets=[dataset] if dataset else [])
+    writer = RunWriter(out, TRAIN_COMMAND, settings, inputs=input_paths(folder, manifest), overwrite=overwrite, datasets=[dataset] if dataset else [])
     data = read_images(dataset, folder, manifest, channels)
     model, split = train_counterfactual_model(data, settings)
     test = split["data"].subset(split["test_index"])
@@ -119,7 +115,7 @@ def explain(
         source = model.info.get("source", {})
         dataset, channels = source.get("dataset"), source.get("channels", "")
         folder, manifest = (Path(source[key]) if source.get(key) else None for key in ("folder", "manifest"))
-    inputs = [checkpoint, *_inputs(folder, manifest)]
+    inputs = [checkpoint, *input_paths(folder, manifest)]
     writer = RunWriter(out, EXPLAIN_COMMAND, settings, inputs=inputs, overwrite=overwrite, datasets=[dataset] if dataset else [])
     images = read_images(dataset, folder, manifest, channels)
     result = explain_counterfactuals(model, model.test_subset(images) if held_out else images, settings)

@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 
-from phenolens.core.settings import Settings, _base_type, option_name
+from phenolens.core.settings import Settings, _base_type, field_types, option_name
 
 
 def _option_for(field: dataclasses.Field, annotation: Any, prefix: str) -> tuple[str, Any, typer.models.OptionInfo]:
@@ -76,7 +76,7 @@ def settings_options(**prefixes: str) -> Callable[[Callable[..., Any]], Callable
         for parameter in signature.parameters.values():
             annotation = hints.get(parameter.name, parameter.annotation)
             if isinstance(annotation, type) and issubclass(annotation, Settings):
-                field_hints = typing.get_type_hints(annotation)
+                field_hints = field_types(annotation)
                 names = []
                 for field in cli_fields(annotation):
                     name, cli_type, option = _option_for(field, field_hints[field.name], prefixes.get(parameter.name, ""))
@@ -96,7 +96,7 @@ def settings_options(**prefixes: str) -> Callable[[Callable[..., Any]], Callable
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             for parameter_name, (settings_type, names) in expanded.items():
-                field_hints = typing.get_type_hints(settings_type)
+                field_hints = field_types(settings_type)
                 values = {}
                 for name in names:
                     value = kwargs.pop(f"{parameter_name}__{name}")

@@ -19,6 +19,7 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -95,6 +96,12 @@ def option_name(field: dataclasses.Field) -> str:
     return field.metadata.get("option") or "--" + field.name.replace("_", "-")
 
 
+@functools.cache
+def field_types(settings_type: type) -> dict[str, Any]:
+    """The resolved annotation of every field of a settings class (computed once per class)."""
+    return typing.get_type_hints(settings_type)
+
+
 def _base_type(annotation: Any) -> tuple[Any, bool]:
     """(type without None, whether None is allowed) for a resolved annotation."""
     origin = typing.get_origin(annotation)
@@ -122,7 +129,7 @@ class Settings:
         _REGISTRY[cls.__name__] = cls
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = field_types(type(self))
         for field in dataclasses.fields(self):
             value = self._coerced(field, hints[field.name], getattr(self, field.name))
             object.__setattr__(self, field.name, value)

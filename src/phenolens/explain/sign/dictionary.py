@@ -32,7 +32,9 @@ from phenolens.core.seeding import torch_generator
 from phenolens.explain.sign.gmm import GaussianDictionary, fit_columns
 from phenolens.explain.sign.layers import OUTPUT, ActivationTap, check_layer_names, columns, default_layers, iter_batches, ordered_layers
 from phenolens.explain.sign.receptive import ReceptiveFields
-from phenolens.explain.sign.settings import DICTIONARY_LOSSES
+from phenolens.explain.sign.settings import DICTIONARY_LOSSES, SignFitSettings
+
+_DEFAULT = SignFitSettings()  # the estimator's defaults are the settings' (one place for each)
 
 OUTPUT_SIGMA = 0.1
 CACHE_BYTES = 1_000_000_000  # keep every layer's maps in memory (one forward pass in all) below this size
@@ -179,17 +181,17 @@ class SignDictionary(BaseEstimator):
         self,
         model: nn.Module,
         layers: list[str] | None = None,
-        words: int | list[int] = 64,
-        loss: str = "discriminative",
-        epochs: int = 8,
-        updates: int = 100,
-        batch_size: int = 64,
-        lr: float = 0.02,
-        temperature: float | None = None,
-        generative_weight: float = 0.1,
-        max_columns: int = 200_000,
-        receptive_method: str = "trace",
-        seed: int = 0,
+        words: int | list[int] = _DEFAULT.words[0],
+        loss: str = _DEFAULT.loss,
+        epochs: int = _DEFAULT.epochs,
+        updates: int = _DEFAULT.updates,
+        batch_size: int = _DEFAULT.batch_size,
+        lr: float = _DEFAULT.lr,
+        temperature: float | None = _DEFAULT.temperature,
+        generative_weight: float = _DEFAULT.generative_weight,
+        max_columns: int = _DEFAULT.max_columns,
+        receptive_method: str = _DEFAULT.receptive_method,
+        seed: int = _DEFAULT.seed,
     ):
         self.model = model
         self.layers = layers
