@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 
+from phenolens.core.executor import SCHEDULER_HELP
 from phenolens.core.settings import Settings, _base_type, field_types, option_name
 
 
@@ -117,3 +118,7 @@ def settings_options(**prefixes: str) -> Callable[[Callable[..., Any]], Callable
 
 
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace OUT when it holds an earlier phenolens run (never any other folder).")
+RESUME = typer.Option(
+    False, "--resume", help="Continue the run a crash or kill interrupted at OUT (same options), skipping its finished chunks or epochs."
+)
+SCHEDULER = typer.Option("serial", "--scheduler", help=SCHEDULER_HELP, metavar="serial|local:N|tcp://HOST:PORT|FILE.json")

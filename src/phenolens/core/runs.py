@@ -14,7 +14,13 @@ Output safety (a user's ``--out`` is never trusted to be harmless):
 - an existing non-empty folder is refused unless ``overwrite=True``, and even then only a folder
   that phenolens wrote (it carries ``run.json``) is replaced;
 - staging folders left behind by a killed run (``.NAME.partial-PID-*`` whose process is gone) are
-  removed by the next run into the same parent.
+  removed by the next run into the same parent, except a *resumable* one (it holds complete shards or
+  a checkpoint): that is refused without ``--resume`` (continue it) or ``--overwrite`` (discard it).
+
+Resuming: a command whose work comes in shards or epochs writes them into the staging folder
+(`RunWriter.parts`, or a checkpoint followed by `RunWriter.mark_resumable`). The staging folder
+carries the run's intent (command, settings, inputs); ``RunWriter(..., resume=True)`` adopts the
+staging folder of a killed run with the same intent, and the command skips what is already done.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
 from phenolens.core.outputs import DIR_MODE, atomic_write_text, to_jsonable, write_json
+from phenolens.core.parts import PartStore
 from phenolens.core.settings import Settings, registered_settings
 
 log = get_logger(__name__)
@@ -43,6 +50,8 @@ log = get_logger(__name__)
 RUN_RECORD = "run.json"
 METRICS = "metrics.json"
 PARTIAL_MARK = ".partial-"
+INTENT = "run-intent.json"  # in a staging folder only: what the run was asked to do, for --resume
+RESUMABLE = ".resumable"  # in a staging folder only: it holds complete shards or a checkpoint
 RUN_FORMAT = 1
 _NAME_LIMIT = 200  # bytes left for a folder name once the staging prefix and suffix are added
 
@@ -122,8 +131,8 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_partials(target: Path) -> list[Path]:
-    """Remove staging folders of `target` whose writing process no longer exists.
+def stale_partials(target: Path) -> list[Path]:
+    """Staging folders of `target` whose writing process no longer exists.
 
     Parameters
     ----------
@@ -133,17 +142,45 @@ def remove_stale_partials(target: Path) -> list[Path]:
     Returns
     -------
     list of Path
+        The folders, sorted by name.
+    """
+    if not target.parent.is_dir():
+        return []
+    found = []
+    for candidate in sorted(target.parent.glob(f".{target.name}{PARTIAL_MARK}*")):
+        pid_text = candidate.name[len(f".{target.name}{PARTIAL_MARK}") :].split("-", 1)[0]
+        if pid_text.isdigit() and not _process_alive(int(pid_text)) and candidate.is_dir():
+            found.append(candidate)
+    return found
+
+
+def is_resumable(staging: Path) -> bool:
+    """Whether a staging folder holds work a ``--resume`` can continue (complete shards or a checkpoint)."""
+    return (staging / RESUMABLE).is_file() and (staging / INTENT).is_file()
+
+
+def remove_stale_partials(target: Path, keep_resumable: bool = False) -> list[Path]:
+    """Remove staging folders of `target` whose writing process no longer exists.
+
+    Parameters
+    ----------
+    target : Path
+        The final folder of a run; its staging folders are ``.NAME.partial-PID-*`` beside it.
+    keep_resumable : bool
+        Leave the resumable ones (see `is_resumable`) in place.
+
+    Returns
+    -------
+    list of Path
         The folders removed (each is also logged as a warning).
     """
     removed = []
-    if not target.parent.is_dir():
-        return removed
-    for candidate in target.parent.glob(f".{target.name}{PARTIAL_MARK}*"):
-        pid_text = candidate.name[len(f".{target.name}{PARTIAL_MARK}") :].split("-", 1)[0]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)) and candidate.is_dir():
-            shutil.rmtree(candidate, ignore_errors=True)
-            removed.append(candidate)
-            log.warning("removed %s, left by an interrupted run", candidate)
+    for candidate in stale_partials(target):
+        if keep_resumable and is_resumable(candidate):
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+        removed.append(candidate)
+        log.warning("removed %s, left by an interrupted run", candidate)
     return removed
 
 
@@ -223,6 +260,10 @@ class RunWriter:
         The run's seed (default: the first settings object's ``seed`` field, if any).
     datasets : iterable of str
         Registry names of built-in datasets the run reads (their files are in the registry).
+    resume : bool
+        Continue the staging folder a killed run with the same command, settings and inputs left
+        behind (`resumed` tells whether one was found); without it such a folder is refused
+        unless `overwrite` discards it.
 
     Examples
     --------
@@ -239,6 +280,7 @@ class RunWriter:
         overwrite: bool = False,
         seed: int | None = None,
         datasets: Iterable[str] = (),
+        resume: bool = False,
     ) -> None:
         self.inputs = [Path(p) for p in inputs]
         self.target = check_output_location(out, self.inputs, overwrite)
@@ -248,11 +290,59 @@ class RunWriter:
         if seed is None:
             seed = next((s.seed for s in self.settings if hasattr(s, "seed")), None)
         self.seed = seed
+        self.resume = resume
+        self.overwrite = overwrite
+        self.resumed = False
         self.path: Path | None = None
         self.extra: dict[str, Any] = {}
 
+    def intent(self) -> dict[str, Any]:
+        """What this run was asked to do: command, settings and resolved inputs (a resumed run must match).
+
+        Returns
+        -------
+        dict
+            JSON-ready ``command``, ``settings`` (class name and values) and ``inputs`` (paths).
+        """
+        return to_jsonable(
+            {
+                "command": self.command,
+                "settings": [{"class": type(s).__qualname__, "values": s.to_dict()} for s in self.settings],
+                "inputs": [str(p.expanduser().resolve()) for p in self.inputs],
+            }
+        )
+
+    def _adopt_interrupted(self) -> Path | None:
+        """The staging folder of a killed run to continue (resume), or None; refuse a lost one (no resume)."""
+        resumable = [p for p in stale_partials(self.target) if is_resumable(p)]
+        if not resumable:
+            if self.resume:
+                log.info("--resume: no interrupted run of %s to continue; starting from the beginning", self.target)
+            return None
+        newest = max(resumable, key=lambda p: p.stat().st_mtime)
+        if not self.resume:
+            if self.overwrite:
+                return None  # remove_stale_partials discards it
+            raise PhenolensError(
+                f"--out {self.target}: an interrupted run left resumable work in {newest.name}; "
+                "pass --resume to continue it or --overwrite to discard it"
+            )
+        try:
+            recorded = json.loads((newest / INTENT).read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise PhenolensError(f"{newest / INTENT}: unreadable; pass --overwrite instead of --resume to start again") from None
+        wanted = self.intent()
+        if recorded != wanted:
+            differs = [key for key in wanted if recorded.get(key) != wanted[key]]
+            raise PhenolensError(
+                f"--resume: the interrupted run in {newest.name} had other {' and '.join(differs)}; "
+                "repeat its options exactly, or pass --overwrite to start again"
+            )
+        return newest
+
     def __enter__(self) -> RunWriter:
-        remove_stale_partials(self.target)
+        adopted = self._adopt_interrupted()
+        remove_stale_partials(self.target, keep_resumable=adopted is not None)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.started = _now()
         try:
@@ -260,14 +350,27 @@ class RunWriter:
         except OSError as error:
             raise PhenolensError(f"--out {self.target}: cannot create a folder there ({error.strerror})") from None
         self.path = Path(staging)
+        if adopted is not None:
+            # Take the interrupted folder over under this process's name, so no other run removes it.
+            self.path.rmdir()
+            adopted.rename(self.path)
+            self.resumed = True
+            log.info("resuming the interrupted run of %s", self.target)
+        else:
+            write_json(self.path / INTENT, self.intent())
         self.path.chmod(DIR_MODE)
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
         assert self.path is not None
         if kind is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
+            if is_resumable(self.path):
+                log.warning("kept the complete part of the run in %s; --resume continues it", self.path)
+            else:
+                shutil.rmtree(self.path, ignore_errors=True)
             return
+        for marker in (INTENT, RESUMABLE):
+            (self.path / marker).unlink(missing_ok=True)
         write_json(self.path / RUN_RECORD, self.record())
         if self.target.exists():
             retired = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
@@ -279,6 +382,29 @@ class RunWriter:
         self.path = self.target
 
     # -- writing -----------------------------------------------------------------------------
+
+    def mark_resumable(self) -> None:
+        """Record that the staging folder holds complete work (shards, a checkpoint) a ``--resume`` may continue."""
+        assert self.path is not None, "use RunWriter as a context manager"
+        marker = self.path / RESUMABLE
+        if not marker.exists():
+            atomic_write_text(marker, "\n")
+
+    def parts(self, name: str) -> PartStore:
+        """A per-shard output of the run (see `phenolens.core.parts.PartStore`).
+
+        Parameters
+        ----------
+        name : str
+            The output's name in the run folder, e.g. ``"predictions.parquet"`` (a folder of parts).
+
+        Returns
+        -------
+        PartStore
+            Its parts; after a resume, `PartStore.completed` lists the shards to skip.
+        """
+        assert self.path is not None, "use RunWriter as a context manager"
+        return PartStore(self.path / name, on_write=self.mark_resumable)
 
     def file(self, name: str) -> Path:
         """Path of `name` inside the staging folder (parents created).

@@ -1,0 +1,129 @@
+"""Outputs written one shard at a time, so that a killed run can resume from its last complete shard.
+
+A `PartStore` is a folder of ``part-NNNNNN.parquet`` files (one per shard, readable together by
+pandas/pyarrow as one dataset) and of completion markers for shards whose output lives elsewhere
+(a Zarr array region). Each part is written to a temporary name and renamed, so a part file that
+exists is complete; a shard is done once its part or its marker exists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from phenolens.core.outputs import atomic_write_text
+
+PART_PATTERN = "part-{index:06d}.parquet"
+_DONE = ".done"
+
+
+class PartStore:
+    """The per-shard outputs of one table (or array) of a run.
+
+    Parameters
+    ----------
+    folder : Path
+        Where the parts live (created); typically ``run.path / "predictions.parquet"``.
+    on_write : callable, optional
+        Called after each completed part or marker (the run writer uses it to mark its staging
+        folder as resumable).
+    """
+
+    def __init__(self, folder: str | os.PathLike, on_write: Callable[[], None] | None = None) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.on_write = on_write
+
+    def part_path(self, index: int) -> Path:
+        """The part file of shard `index`."""
+        return self.folder / PART_PATTERN.format(index=index)
+
+    def completed(self) -> set[int]:
+        """Indices of the shards whose part or marker exists.
+
+        Returns
+        -------
+        set of int
+            Complete shards (a resumed run skips them).
+        """
+        done = {int(p.name[5:11]) for p in self.folder.glob("part-*.parquet") if p.name[5:11].isdigit()}
+        markers = self.folder / _DONE
+        if markers.is_dir():
+            done |= {int(p.stem) for p in markers.glob("*.txt") if p.stem.isdigit()}
+        return done
+
+    def done(self, index: int) -> bool:
+        """Whether shard `index` is complete."""
+        return index in self.completed()
+
+    def write_table(self, index: int, frame) -> Path:
+        """Write shard `index`'s rows as one parquet part (atomically).
+
+        Parameters
+        ----------
+        index : int
+            The shard's index (parts are read back in index order).
+        frame : pandas.DataFrame
+            The rows; every part of a store must have the same columns and dtypes.
+
+        Returns
+        -------
+        Path
+            The part file.
+        """
+        final = self.part_path(index)
+        staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        frame.to_parquet(staging, index=False)
+        os.replace(staging, final)
+        self._written()
+        return final
+
+    def mark_done(self, index: int, note: str = "") -> None:
+        """Record shard `index` as complete when its output is not a table (e.g. a Zarr region).
+
+        Call it only after that output is fully written.
+
+        Parameters
+        ----------
+        index : int
+            The shard's index.
+        note : str
+            Free text kept in the marker (e.g. how many items the shard had).
+        """
+        markers = self.folder / _DONE
+        markers.mkdir(exist_ok=True)
+        atomic_write_text(markers / f"{index:06d}.txt", note + "\n")
+        self._written()
+
+    def read_table(self, columns: list[str] | None = None):
+        """All table parts, concatenated in shard order.
+
+        Parameters
+        ----------
+        columns : list of str, optional
+            Read only these columns.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per row of every part, with a fresh index.
+        """
+        import pandas as pd
+
+        parts = sorted(self.folder.glob("part-*.parquet"))
+        if not parts:
+            return pd.DataFrame(columns=columns)
+        return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
+
+    def finish(self) -> None:
+        """Drop completion markers once every shard is done (the finished folder holds only data)."""
+        markers = self.folder / _DONE
+        if markers.is_dir():
+            for marker in markers.iterdir():
+                marker.unlink()
+            markers.rmdir()
+
+    def _written(self) -> None:
+        if self.on_write is not None:
+            self.on_write()

@@ -1,0 +1,161 @@
+"""The executor (serial and a 2-process Dask LocalCluster give the same results) and resumable runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+
+import pandas as pd
+import pytest
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.executor import Executor, cached
+from phenolens.core.runs import INTENT, RESUMABLE, RUN_RECORD, RunWriter, load_run
+from phenolens.core.settings import Settings, setting
+
+
+@dataclass(frozen=True)
+class ResumeExampleSettings(Settings):
+    chunk: int = setting(4, "Rows per shard.", minimum=1)
+
+
+def shard_sum(bounds: tuple[int, int]) -> int:
+    """A shard function: the sum of squares over a range (top-level, so Dask can ship it)."""
+    return sum(i * i for i in range(*bounds))
+
+
+def refuse_shard(index: int) -> int:
+    if index == 2:
+        raise PhenolensError("shard 2: a bad file; fix it")
+    return index
+
+
+def test_serial_map_keeps_order_and_skips_done_shards():
+    with Executor.from_option(None) as executor:
+        assert executor.workers == 1
+        assert list(executor.map(abs, [-3, 1, -2, 5], skip={1})) == [(0, 3), (2, 2), (3, 5)]
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [("local:0", "whole number of workers"), ("local:x", "whole number"), ("sge", "use serial, local:N"), ("missing.json", "no such scheduler file")],
+)
+def test_bad_scheduler_options_are_one_line(option, message):
+    with pytest.raises(PhenolensError, match=message) as caught:
+        Executor.from_option(option)
+    assert "--scheduler" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_cached_builds_once_per_process():
+    calls = []
+    for _ in range(3):
+        value = cached(("test", id(calls)), lambda: calls.append(1) or len(calls))
+    assert value == 1 and calls == [1]
+
+
+@pytest.mark.slow
+def test_local_cluster_equals_serial_and_passes_user_errors_through():
+    shards = [(start, start + 1000) for start in range(0, 20_000, 1000)]
+    serial = list(Executor.from_option("serial").map(shard_sum, shards, skip={4}))
+    with Executor.from_option("local:2") as executor:
+        assert executor.workers == 2
+        assert list(executor.map(shard_sum, shards, skip={4})) == serial
+        with pytest.raises(PhenolensError, match="shard 2: a bad file"):
+            list(executor.map(refuse_shard, range(5)))
+
+
+def _killed_run(tmp_path, out, done_shards: int) -> None:
+    """Run a writer in a child process that finishes `done_shards` parts and is then SIGKILLed."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        import pandas as pd
+        sys.path.insert(0, {os.fspath(tmp_path)!r})
+        from test_settings_for_child import ResumeChildSettings
+        from phenolens.core.runs import RunWriter
+        with RunWriter({os.fspath(out)!r}, command="test resume", settings=ResumeChildSettings()) as run:
+            parts = run.parts("rows.parquet")
+            for index in range({done_shards}):
+                parts.write_table(index, pd.DataFrame({{"shard": [index] * 3, "value": [index * 10 + i for i in range(3)]}}))
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    (tmp_path / "test_settings_for_child.py").write_text(
+        "from dataclasses import dataclass\nfrom phenolens.core.settings import Settings, setting\n"
+        "@dataclass(frozen=True)\nclass ResumeChildSettings(Settings):\n    chunk: int = setting(4, 'Rows per shard.', minimum=1)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+
+
+def _finish(out, **options) -> RunWriter:
+    sys.path.insert(0, str(out.parent))
+    from test_settings_for_child import ResumeChildSettings
+
+    chunk = options.pop("chunk", 4)
+    with RunWriter(out, command="test resume", settings=ResumeChildSettings(chunk=chunk), **options) as run:
+        parts = run.parts("rows.parquet")
+        todo = [i for i in range(5) if i not in parts.completed()]
+        for index in todo:
+            parts.write_table(index, pd.DataFrame({"shard": [index] * 3, "value": [index * 10 + i for i in range(3)]}))
+        run.skipped = 5 - len(todo)
+    return run
+
+
+def test_a_killed_run_is_refused_without_resume_and_continued_with_it(tmp_path):
+    out = tmp_path / "run"
+    _killed_run(tmp_path, out, done_shards=3)
+    assert not out.exists(), "a killed run must not leave a finished-looking folder"
+    with pytest.raises(PhenolensError, match="pass --resume to continue it or --overwrite"):
+        _finish(out)
+    with pytest.raises(PhenolensError, match="had other settings"):
+        _finish(out, resume=True, chunk=8)
+    run = _finish(out, resume=True)
+    assert run.resumed and run.skipped == 3
+    assert load_run(out).command == "test resume"
+    assert not (out / INTENT).exists() and not (out / RESUMABLE).exists() and (out / RUN_RECORD).is_file()
+    rows = pd.read_parquet(out / "rows.parquet")
+    expected = pd.DataFrame({"shard": [i for i in range(5) for _ in range(3)], "value": [i * 10 + j for i in range(5) for j in range(3)]})
+    pd.testing.assert_frame_equal(rows.sort_values(["shard", "value"]).reset_index(drop=True), expected)
+    assert not list(tmp_path.glob(".run.partial-*"))
+
+
+def test_overwrite_discards_the_interrupted_work(tmp_path):
+    out = tmp_path / "run"
+    _killed_run(tmp_path, out, done_shards=2)
+    run = _finish(out, overwrite=True)
+    assert not run.resumed and run.skipped == 0
+    assert not list(tmp_path.glob(".run.partial-*"))
+
+
+def test_resume_without_an_interrupted_run_starts_from_the_beginning(tmp_path):
+    run = _finish(tmp_path / "fresh", resume=True)
+    assert not run.resumed and run.skipped == 0
+
+
+def test_an_error_keeps_complete_shards_for_resume_and_plain_failures_leave_nothing(tmp_path):
+    settings = ResumeExampleSettings()
+    with pytest.raises(PhenolensError), RunWriter(tmp_path / "a", command="test", settings=settings) as run:
+        run.parts("rows.parquet").write_table(0, pd.DataFrame({"x": [1]}))
+        raise PhenolensError("a bad file half way")
+    kept = list(tmp_path.glob(".a.partial-*"))
+    assert len(kept) == 1 and (kept[0] / "rows.parquet" / "part-000000.parquet").is_file()
+    with pytest.raises(PhenolensError), RunWriter(tmp_path / "b", command="test", settings=settings):
+        raise PhenolensError("bad before any shard")
+    assert not list(tmp_path.glob(".b.partial-*")) and not (tmp_path / "b").exists()
+
+
+def test_parts_markers_and_finish(tmp_path):
+    settings = ResumeExampleSettings()
+    with RunWriter(tmp_path / "z", command="test", settings=settings) as run:
+        parts = run.parts("maps")
+        parts.mark_done(0, "12 images")
+        parts.mark_done(2)
+        assert parts.completed() == {0, 2} and parts.done(2) and not parts.done(1)
+        parts.finish()
+        assert parts.completed() == set()
+    assert (tmp_path / "z" / "maps").is_dir() and not list((tmp_path / "z" / "maps").iterdir())
