@@ -190,6 +190,11 @@ class Executor:
             return index, future.result()
         except killed as error:
             raise PhenolensError(f"shard {index}: a Dask worker died running it ({error}); re-run (with --resume where offered)") from None
+        except RuntimeError as error:
+            if "deserializ" not in str(error):
+                raise
+            cause = f"{type(error.__cause__).__name__}: {error.__cause__}" if error.__cause__ else "a different environment"
+            raise PhenolensError(f"--scheduler: the Dask cluster could not load the task ({cause}); install this phenolens on every worker") from None
         finally:
             future.release()
 
