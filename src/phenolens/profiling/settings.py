@@ -171,10 +171,12 @@ class ProfileAggregationSettings(Settings):
         "Compartments: SQLite tables, or feature prefixes of a joined table; the first one's objects are counted per well.",
     )
     image_table: str = setting("Image", "The SQLite table of per-image measurements (plate, well, site).")
-    plate_column: str | None = setting(None, "Plate column of the Image table or single-cell table [Metadata_Plate, else Image_Metadata_Plate].")
-    well_column: str | None = setting(None, "Well column of the Image table or single-cell table [Metadata_Well, else Image_Metadata_Well].")
+    plate_column: str | None = setting(
+        None, "Plate column of the Image table or single-cell table (default: Metadata_Plate, else Image_Metadata_Plate)."
+    )
+    well_column: str | None = setting(None, "Well column of the Image table or single-cell table (default: Metadata_Well, else Image_Metadata_Well).")
     features: tuple[str, ...] = setting(
-        (), "Aggregate only these feature columns [every numeric column with a compartment prefix].", option="--feature-columns"
+        (), "Aggregate only these feature columns (default: every numeric column with a compartment prefix).", option="--feature-columns"
     )
 
     def check(self) -> None:
