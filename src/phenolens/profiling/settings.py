@@ -1,4 +1,4 @@
-"""Settings of the profiling commands: `profile run`, `profile evaluate`, `profile explain`.
+"""Settings of the profiling commands: `profile aggregate`, `profile run`, `profile evaluate`, `profile explain`.
 
 One frozen, validated dataclass per step; the Python API (`AnomalyProfiler`, `run_profiling`,
 `evaluate`, `explain_group`) and the CLI take the same objects, and the CLI options are derived from
