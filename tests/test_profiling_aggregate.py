@@ -173,6 +173,12 @@ def test_image_metadata_prefix_and_platemap(tmp_path):
     (tmp_path / "twice.csv").write_text("Metadata_Well,x\nA01,1\nA01,2\n")
     with pytest.raises(PhenolensError, match="lists A01 twice"):
         aggregate_cells(path, platemap=tmp_path / "twice.csv")
+    (tmp_path / "short.csv").write_text("well_position,x\nA1,1\nA2,2\n")
+    with pytest.raises(PhenolensError, match=r"none of the wells of plate SQ00000 \(e.g. A01\) is in the plate map \(e.g. A1\)"):
+        aggregate_cells(path, platemap=tmp_path / "short.csv")
+    (tmp_path / "one_plate.csv").write_text("Metadata_Plate,Metadata_Well,x\nSQ00001,A01,1\n")
+    partial = aggregate_cells(path, platemap=tmp_path / "one_plate.csv")
+    assert partial["Metadata_x"].isna().tolist() == [True] * 3 + [False, True, True] and partial["Metadata_x"][3] == "1"
 
 
 def _bad_inputs(tmp_path):

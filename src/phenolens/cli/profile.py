@@ -132,14 +132,16 @@ def aggregate(
     """Aggregate single cells to one profile per plate x well (pycytominer median or mean), plate by plate; writes OUT/profiles.parquet."""
     from phenolens.core.executor import Executor
     from phenolens.core.runs import RunWriter
-    from phenolens.profiling.aggregate import PROFILES, aggregate_cells_into
+    from phenolens.profiling.aggregate import PROFILES, aggregate_cells_into, plan_aggregation, read_platemap
     from phenolens.report.aggregation import aggregation_report
 
     inputs = [*files, *([platemap] if platemap else [])]
     writer = RunWriter(out, command="profile aggregate", settings=settings, inputs=inputs, overwrite=overwrite, resume=resume)
+    shards = plan_aggregation(files, settings)
+    plates = read_platemap(platemap) if platemap else None
     with Executor.from_option(scheduler) as executor, writer as folder:
         folder.extra["scheduler"] = executor.description
-        summary = aggregate_cells_into(folder, files, settings, executor, platemap)
+        summary = aggregate_cells_into(folder, shards, executor, plates)
         folder.write_metrics(summary.metrics)
         folder.write_report(aggregation_report(f"phenolens profile aggregate: {_describe(files)}", summary))
     print(f"wrote {writer.target / PROFILES} ({summary.metrics['wells']:,} wells, {summary.metrics['cells']:,} cells)")

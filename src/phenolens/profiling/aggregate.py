@@ -247,35 +247,48 @@ def read_platemap(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def annotate_wells(profiles: pd.DataFrame, platemap: pd.DataFrame | None, source: str = "--platemap") -> pd.DataFrame:
+def annotate_wells(profiles: pd.DataFrame, platemap: pd.DataFrame | None) -> pd.DataFrame:
     """Add the plate map's columns to well profiles (matched on plate and well, or well alone).
 
     Parameters
     ----------
     profiles : pandas.DataFrame
-        Well profiles (``Metadata_Plate``, ``Metadata_Well``, ...).
+        Well profiles (``Metadata_Plate``, ``Metadata_Well``, ...), e.g. one plate's.
     platemap : pandas.DataFrame or None
         `read_platemap`'s table; None returns `profiles` unchanged.
-    source : str
-        The plate map's name in messages.
 
     Returns
     -------
     pandas.DataFrame
-        `profiles` with the plate map's columns after the count columns; wells the map lacks get empty values.
+        `profiles` with the plate map's columns after the count columns; wells the map lacks get
+        empty values (a warning counts them).
 
     Raises
     ------
     PhenolensError
-        When a plate-map column already is a column of the profiles.
+        When a plate-map column already is a column of the profiles, or a plate map without a plate
+        column matches none of a plate's wells (the well names are written differently).
     """
     if platemap is None:
         return profiles
     keys = [c for c in STRATA if c in platemap]
     clash = [c for c in platemap.columns if c not in keys and c in profiles]
     if clash:
-        raise PhenolensError(f"{source}: column {clash[0]} is already in the single-cell metadata; rename or drop it in the plate map")
-    matched = profiles[keys].astype(str).merge(platemap, on=keys, how="left")
+        raise PhenolensError(f"--platemap: column {clash[0]} is already in the single-cell metadata; rename or drop it in the plate map")
+    matched = profiles[keys].astype(str).merge(platemap, on=keys, how="left", indicator=True)
+    missing = int((matched.pop("_merge") == "left_only").sum())
+    if missing == len(profiles) and keys == ["Metadata_Well"]:
+        raise PhenolensError(
+            f"--platemap: none of the wells of plate {profiles['Metadata_Plate'].iloc[0]} (e.g. {profiles['Metadata_Well'].iloc[0]}) "
+            f"is in the plate map (e.g. {platemap['Metadata_Well'].iloc[0]}); write the wells the same way"
+        )
+    if missing:
+        log.warning(
+            "plate %s: %d of %d wells are not in the plate map; their plate-map columns are empty",
+            profiles["Metadata_Plate"].iloc[0],
+            missing,
+            len(profiles),
+        )
     added = [c for c in platemap.columns if c not in keys]
     features_at = next((i for i, c in enumerate(profiles.columns) if not c.startswith("Metadata_")), len(profiles.columns))
     annotated = profiles.copy()
@@ -337,7 +350,7 @@ def aggregate_cells(
     with Executor.from_option(scheduler) as executor:
         frames = [frame for _, frame in executor.map(aggregate_plate, shards)]
     columns = _shared_columns([list(frame.columns) for frame in frames])
-    return annotate_wells(pd.concat([frame[columns] for frame in frames], ignore_index=True), plates, str(platemap))
+    return pd.concat([annotate_wells(frame[columns], plates) for frame in frames], ignore_index=True)
 
 
 @dataclass
@@ -360,13 +373,7 @@ class AggregationSummary:
     metrics: dict = field(default_factory=dict)
 
 
-def aggregate_cells_into(
-    run,
-    paths: Sequence[str | os.PathLike],
-    settings: ProfileAggregationSettings,
-    executor: Executor,
-    platemap: str | os.PathLike | None = None,
-) -> AggregationSummary:
+def aggregate_cells_into(run, shards: Sequence[PlateShard], executor: Executor, platemap: pd.DataFrame | None = None) -> AggregationSummary:
     """Aggregate single cells plate by plate into a run folder: resumable parts, then one ``profiles.parquet``.
 
     Each finished plate is written as a part (``plates.parts/``) as soon as it is done; a resumed
@@ -378,28 +385,25 @@ def aggregate_cells_into(
     ----------
     run : phenolens.core.runs.RunWriter
         An entered run writer.
-    paths : sequence of path
-        The single-cell files.
-    settings : ProfileAggregationSettings
-        The aggregation settings.
+    shards : sequence of PlateShard
+        `plan_aggregation` of the inputs (checked before any work starts).
     executor : Executor
         Where plates run (serial or Dask).
-    platemap : path, optional
-        A plate map whose columns are added to the wells.
+    platemap : pandas.DataFrame, optional
+        `read_platemap` of a plate map whose columns are added to the wells.
 
     Returns
     -------
     AggregationSummary
-        Per-plate counts and metrics (also written as ``metrics.json`` by the caller).
+        Per-plate counts and metrics (the caller writes them as ``metrics.json`` and the report).
 
     Raises
     ------
     PhenolensError
-        For a bad input, a bad plate map, or a metadata column whose type differs between plates.
+        For a plate that cannot be read, a plate map that matches no well, or a metadata column
+        whose type differs between plates.
     """
     started = time.perf_counter()
-    shards = plan_aggregation(paths, settings)
-    plates = read_platemap(platemap) if platemap is not None else None
     store = run.parts(PLATE_PARTS)
     done = store.completed()
     todo = len(shards) - len(done & set(range(len(shards))))
@@ -409,7 +413,7 @@ def aggregate_cells_into(
         store.write_table(index, frame)
         log.info("plate %s: %d wells, %d objects", shards[index].plate, len(frame), int(frame[_count_of(frame.columns)].sum()))
     parts = [store.part_path(index) for index in range(len(shards))]
-    summary = _write_profiles(run.file(PROFILES), parts, shards, plates, str(platemap))
+    summary = _write_profiles(run.file(PROFILES), parts, shards, platemap)
     shutil.rmtree(store.folder)
     seconds = time.perf_counter() - started
     counts = np.concatenate(list(summary.cells_per_well.values()))
@@ -417,9 +421,9 @@ def aggregate_cells_into(
         "cells": int(counts.sum()),
         "wells": int(len(counts)),
         "plates": len(shards),
-        "files": len(paths),
+        "files": len({shard.source.path for shard in shards}),
         "features": len(shards[0].source.features),
-        "operation": settings.operation,
+        "operation": shards[0].operation,
         "cells_per_well": {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())},
         "seconds": round(seconds, 3),
         "cells_per_second": float(counts.sum() / seconds) if seconds > 0 else None,
@@ -430,7 +434,7 @@ def aggregate_cells_into(
     return summary
 
 
-def _write_profiles(target: Path, parts: Sequence[Path], shards: Sequence[PlateShard], platemap, platemap_name: str) -> AggregationSummary:
+def _write_profiles(target: Path, parts: Sequence[Path], shards: Sequence[PlateShard], platemap: pd.DataFrame | None) -> AggregationSummary:
     """Stream the per-plate parts into one parquet file (one part in memory at a time); count cells per plate."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -442,7 +446,7 @@ def _write_profiles(target: Path, parts: Sequence[Path], shards: Sequence[PlateS
     rows, counts, writer = [], {}, None
     try:
         for part, shard in zip(parts, shards):
-            wells = annotate_wells(pd.read_parquet(part, columns=columns), platemap, platemap_name)
+            wells = annotate_wells(pd.read_parquet(part, columns=columns), platemap)
             try:
                 table = pa.Table.from_pandas(wells, preserve_index=False)
                 table = table.cast(pa.schema([schema.field(c) if c in schema.names else table.schema.field(c) for c in table.column_names]))
