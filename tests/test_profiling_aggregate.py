@@ -182,27 +182,22 @@ def test_image_metadata_prefix_and_platemap(tmp_path):
 
 
 def _bad_inputs(tmp_path):
-    good = tmp_path / "good.sqlite"
-    handmade_sqlite(good)
+    def altered(name, *statements):
+        """The handmade file with `statements` applied."""
+        path = handmade_sqlite(tmp_path / f"{name}.sqlite")
+        with sqlite3.connect(path) as connection:
+            for statement in statements:
+                connection.execute(statement)
+        connection.close()
+        return path
+
+    good = altered("good")
     text = tmp_path / "text.sqlite"
     text.write_text("ImageNumber,Cells_Area\n1,2\n")
-    no_cells = tmp_path / "no_cells.sqlite"
-    handmade_sqlite(no_cells)
-    with sqlite3.connect(no_cells) as connection:
-        connection.execute("DROP TABLE Cells")
-    no_features = tmp_path / "no_features.sqlite"
-    handmade_sqlite(no_features)
-    with sqlite3.connect(no_features) as connection:
-        for table in ("Cells", "Cytoplasm", "Nuclei"):
-            connection.execute(f"ALTER TABLE {table} DROP COLUMN {table}_AreaShape_Area")
-    empty = tmp_path / "empty.sqlite"
-    handmade_sqlite(empty)
-    with sqlite3.connect(empty) as connection:
-        connection.execute("DELETE FROM Nuclei")
-    no_well = tmp_path / "no_well.sqlite"
-    handmade_sqlite(no_well)
-    with sqlite3.connect(no_well) as connection:
-        connection.execute("ALTER TABLE Image DROP COLUMN Image_Metadata_Well")
+    no_cells = altered("no_cells", "DROP TABLE Cells")
+    no_features = altered("no_features", *(f"ALTER TABLE {t} DROP COLUMN {t}_AreaShape_Area" for t in ("Cells", "Cytoplasm", "Nuclei")))
+    empty = altered("empty", "DELETE FROM Nuclei")
+    no_well = altered("no_well", "ALTER TABLE Image DROP COLUMN Image_Metadata_Well")
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_bytes(b"PAR1" + os.urandom(200))
     empty_parquet = tmp_path / "empty.parquet"
