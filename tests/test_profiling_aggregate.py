@@ -87,6 +87,23 @@ def test_handmade_sqlite_gives_the_hand_computed_medians_means_and_counts(tmp_pa
     means = aggregate_cells(path, ProfileAggregationSettings(operation="mean"))
     assert means["Cells_AreaShape_Area"].tolist() == pytest.approx([32.5, 5.0, 4.0, 6.0])
     assert not [c for c in wells.columns if "Parent" in c or "Number" in c]
+    # The same cells as one joined table (CytoTable's layout), joined here with pandas.
+    with sqlite3.connect(path) as connection:
+        tables = {name: pd.read_sql_query(f"SELECT * FROM {name}", connection) for name in ("Image", "Cells", "Cytoplasm", "Nuclei")}
+    connection.close()
+    keys = [c for c in ("TableNumber", "ImageNumber") if c in tables["Image"]]
+    joined = (
+        tables["Image"]
+        .merge(tables["Cells"], on=keys)
+        .merge(tables["Cytoplasm"], on=[*keys, "ObjectNumber"])
+        .merge(tables["Nuclei"], on=[*keys, "ObjectNumber"])
+    )
+    joined.to_parquet(tmp_path / "joined.parquet")
+    joined_means = aggregate_cells(tmp_path / "joined.parquet", ProfileAggregationSettings(operation="mean"))
+    assert joined_means["Cells_AreaShape_Area"].tolist() == pytest.approx([32.5, 5.0, 4.0, 6.0])
+    joined_medians = aggregate_cells(tmp_path / "joined.parquet")
+    assert joined_medians["Nuclei_AreaShape_Area"].tolist() == [250.0, 50.0, 20.0, 60.0]
+    assert joined_medians.columns[-3:].tolist() == ["Cells_AreaShape_Area", "Cytoplasm_AreaShape_Area", "Nuclei_AreaShape_Area"]
 
 
 def _joined_truth(design: SingleCellDesign) -> pd.DataFrame:
@@ -293,7 +310,7 @@ def _killed_aggregation(tmp_path, path, out, plates_done: int) -> None:
     assert child.returncode == -signal.SIGKILL, child.stderr.decode()
 
 
-def test_a_killed_aggregation_resumes_from_its_last_plate(tmp_path, cli):
+def test_a_killed_aggregation_resumes_from_its_last_plate(tmp_path, cli, monkeypatch):
     path = tmp_path / "cells.sqlite"
     write_cytominer_sqlite(path, DESIGN)
     out = tmp_path / "wells"
@@ -301,8 +318,14 @@ def test_a_killed_aggregation_resumes_from_its_last_plate(tmp_path, cli):
     assert not out.exists()
     status, _, error = cli("profile", "aggregate", path, "--out", out)
     assert status == 2 and "pass --resume to continue it" in error
+    from phenolens.profiling import aggregate
+
+    aggregated = []
+    original = aggregate.aggregate_plate
+    monkeypatch.setattr(aggregate, "aggregate_plate", lambda shard: aggregated.append(shard.plate) or original(shard))
     status, _, error = cli("profile", "aggregate", path, "--out", out, "--resume")
     assert status == 0, error
+    assert aggregated == ["SQ00002"]  # only the plate the killed run had not finished
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["plates_resumed"] == 2 and metrics["plates"] == 3
     fresh = aggregate_cells(path)

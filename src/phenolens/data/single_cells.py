@@ -195,7 +195,7 @@ def inspect_single_cells(
     found = []
     for compartment in compartments:
         prefix = compartment.title() + "_"
-        chosen = [c for c in columns if c.startswith(prefix) and (not features or c in features) and not c.startswith("Metadata_")]
+        chosen = [c for c in columns if c.startswith(prefix) and c not in LINK_COLUMNS and (not features or c in features)]
         _require_numeric(chosen, types, f"{path}")
         found.append((compartment.title(), tuple(chosen)))
     _require_features(found, str(path), features)
