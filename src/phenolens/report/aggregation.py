@@ -26,7 +26,7 @@ def cells_per_well_figure(cells_per_well: dict[str, np.ndarray]):
         The figure.
     """
     plates = list(cells_per_well)
-    fig, ax = figure(width=min(2.0 + 0.3 * len(plates), 14.0), height=4.0)
+    fig, ax = figure(width=min(max(4.5, 2.0 + 0.3 * len(plates)), 14.0), height=4.0)
     positions = np.arange(len(plates))
     if len(plates) <= BOXES_UP_TO:
         ax.boxplot([cells_per_well[p] for p in plates], positions=positions, widths=0.6, showfliers=True)
