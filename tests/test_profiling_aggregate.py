@@ -215,6 +215,8 @@ def _bad_inputs(tmp_path):
     no_features = altered("no_features", *(f"ALTER TABLE {t} DROP COLUMN {t}_AreaShape_Area" for t in ("Cells", "Cytoplasm", "Nuclei")))
     empty = altered("empty", "DELETE FROM Nuclei")
     no_well = altered("no_well", "ALTER TABLE Image DROP COLUMN Image_Metadata_Well")
+    truncated = tmp_path / "truncated.sqlite"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_bytes(b"PAR1" + os.urandom(200))
     empty_parquet = tmp_path / "empty.parquet"
@@ -231,6 +233,8 @@ def _bad_inputs(tmp_path):
         (no_well, [], "table Image: no well column (Metadata_Well or Image_Metadata_Well)"),
         (good, ["--plate-column", "Metadata_Barcode"], "no plate column 'Metadata_Barcode'"),
         (good, ["--image-table", "Per_Image"], "no table 'Per_Image' (it has Cells, Cytoplasm, Image, Nuclei)"),
+        (good, ["--feature-columns", "Cells_AreaShape_Area,Cells_Typo"], "no feature column 'Cells_Typo' (--feature-columns)"),
+        (truncated, [], "truncated.sqlite: "),
         (corrupt, [], "corrupt.parquet: cannot read the parquet table"),
         (empty_parquet, [], "empty.parquet: the table has no rows"),
         (no_plate, [], "no_plate.csv: no plate column (Metadata_Plate or Image_Metadata_Plate)"),

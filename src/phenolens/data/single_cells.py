@@ -214,6 +214,9 @@ def _require_features(found: Sequence[tuple[str, Sequence[str]]], where: str, fe
     if not any(columns for _, columns in found):
         wanted = "the --feature-columns given" if features else f"a {' / '.join(name.title() + '_' for name, _ in found)} prefix"
         raise PhenolensError(f"{where}: no feature columns ({wanted}); check --compartments and the file")
+    unknown = sorted(set(features) - {column for _, columns in found for column in columns})
+    if unknown:
+        raise PhenolensError(f"{where}: no feature column {unknown[0]!r} (--feature-columns) in the compartments {', '.join(n for n, _ in found)}")
 
 
 # -- SQLite (cytominer-database) --------------------------------------------------------------
