@@ -132,7 +132,8 @@ def aggregate(
     """Aggregate single cells to one profile per plate x well (pycytominer median or mean), plate by plate; writes OUT/profiles.parquet."""
     from phenolens.core.executor import Executor
     from phenolens.core.runs import RunWriter
-    from phenolens.profiling.aggregate import PROFILES, aggregate_cells_into, plan_aggregation, read_platemap
+    from phenolens.data.platemaps import read_platemap
+    from phenolens.profiling.aggregate import PROFILES, aggregate_cells_into, plan_aggregation
     from phenolens.report.aggregation import aggregation_report
 
     inputs = [*files, *([platemap] if platemap else [])]
