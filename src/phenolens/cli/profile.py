@@ -1,4 +1,4 @@
-"""`phenolens profile run | evaluate | explain`: anomaly-based profiling of well-level profile tables.
+"""`phenolens profile aggregate | run | evaluate | explain`: single cells to wells, and anomaly-based profiling of well-level profile tables.
 
 Options come from the settings classes of `phenolens.profiling.settings`; each command builds its
 settings object, calls the library, writes one run folder through `RunWriter` and prints one line.
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import typer
 
-from phenolens.cli.options import OVERWRITE, settings_options
-from phenolens.profiling.settings import ProfileEvaluationSettings, ProfileExplanationSettings, ProfilingSettings
+from phenolens.cli.options import OVERWRITE, RESUME, SCHEDULER, settings_options
+from phenolens.profiling.settings import ProfileAggregationSettings, ProfileEvaluationSettings, ProfileExplanationSettings, ProfilingSettings
 
 app = typer.Typer(help="Anomaly-based profiling: representations, reproducibility, MoA, hits, explanations.", no_args_is_help=True)
 
@@ -112,6 +112,40 @@ def explain(
         folder.write_metrics(result.summary)
         folder.write_report(explanation_report(result, settings))
     print(f"wrote {writer.target / 'report.html'}")
+
+
+@app.command()
+@settings_options()
+def aggregate(
+    files: list[Path] = typer.Argument(
+        ..., help="CellProfiler single-cell output: .sqlite (cytominer-database), .parquet (CytoTable) or .csv, one or more files."
+    ),
+    out: Path = OUT,
+    platemap: Path = typer.Option(
+        None, "--platemap", help="Plate map (CSV/TSV) with Metadata_Well or well_position (and optionally a plate column)."
+    ),
+    scheduler: str = SCHEDULER,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    settings: ProfileAggregationSettings = None,
+) -> None:
+    """Aggregate single cells to one profile per plate x well (pycytominer median or mean), plate by plate; writes OUT/profiles.parquet."""
+    from phenolens.core.executor import Executor
+    from phenolens.core.runs import RunWriter
+    from phenolens.data.platemaps import read_platemap
+    from phenolens.profiling.aggregate import PROFILES, aggregate_cells_into, plan_aggregation
+    from phenolens.report.aggregation import aggregation_report
+
+    inputs = [*files, *([platemap] if platemap else [])]
+    writer = RunWriter(out, command="profile aggregate", settings=settings, inputs=inputs, overwrite=overwrite, resume=resume)
+    shards = plan_aggregation(files, settings)
+    plates = read_platemap(platemap) if platemap else None
+    with Executor.from_option(scheduler) as executor, writer as folder:
+        folder.extra["scheduler"] = executor.description
+        summary = aggregate_cells_into(folder, shards, executor, plates)
+        folder.write_metrics(summary.metrics)
+        folder.write_report(aggregation_report(f"phenolens profile aggregate: {_describe(files)}", summary))
+    print(f"wrote {writer.target / PROFILES} ({summary.metrics['wells']:,} wells, {summary.metrics['cells']:,} cells)")
 
 
 def demo_step(out: Path) -> tuple[list, dict]:

@@ -1,6 +1,7 @@
 """Profiling: anomaly-based representations of well-level profiles and their evaluation.
 
-Layers: `settings` (ProfilingSettings, ProfileEvaluationSettings, ProfileExplanationSettings) and
+Layers: `aggregate` (single cells to wells, `aggregate_cells`), `settings` (ProfilingSettings,
+ProfileEvaluationSettings, ProfileExplanationSettings, ProfileAggregationSettings) and
 `inputs` (validated tables) -> `normalize` / `select` (control-referenced standardisation,
 pycytominer feature selection) -> `anomaly` (AnomalyProfiler) -> `replicates`, `moa`, `hits`,
 `assay_quality`, `explain` -> `evaluate` / `pipeline` (everything side by side).
@@ -14,6 +15,9 @@ from __future__ import annotations
 from phenolens.core.lazy import lazy_exports
 
 _EXPORTS = {
+    "AggregationSummary": "aggregate",
+    "aggregate_cells": "aggregate",
+    "aggregate_cells_into": "aggregate",
     "AnomalyProfiler": "anomaly",
     "z_factor": "assay_quality",
     "z_factors_by_group": "assay_quality",
@@ -40,6 +44,7 @@ _EXPORTS = {
     "ReplicateResult": "replicates",
     "percent_replicating": "replicates",
     "replicate_map": "replicates",
+    "ProfileAggregationSettings": "settings",
     "ProfileEvaluationSettings": "settings",
     "ProfileExplanationSettings": "settings",
     "ProfilingSettings": "settings",

@@ -1,4 +1,4 @@
-"""Settings of the profiling commands: `profile run`, `profile evaluate`, `profile explain`.
+"""Settings of the profiling commands: `profile aggregate`, `profile run`, `profile evaluate`, `profile explain`.
 
 One frozen, validated dataclass per step; the Python API (`AnomalyProfiler`, `run_profiling`,
 `evaluate`, `explain_group`) and the CLI take the same objects, and the CLI options are derived from
@@ -9,6 +9,7 @@ options (`EvaluationFields`) are field groups shared by the steps that need them
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, fields
 
 from phenolens.core.errors import PhenolensError
@@ -149,3 +150,45 @@ class ProfileExplanationSettings(Settings):
                 parse_query(self.group, "--group")
             except PhenolensError as error:
                 self.fail("group", error.problem)
+
+
+AGGREGATION_OPERATIONS = ("median", "mean")  # pycytominer.aggregate's operations
+_SQL_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class ProfileAggregationSettings(Settings):
+    """Settings of `profile aggregate`: single cells (CellProfiler output) to one profile per plate x well.
+
+    Every field is validated on construction (a bad value raises `PhenolensError` naming the field and its option).
+    """
+
+    step = "profile aggregate"
+
+    operation: str = setting("median", "How the cells of a well are combined (pycytominer aggregate).", choices=AGGREGATION_OPERATIONS)
+    compartments: tuple[str, ...] = setting(
+        ("cells", "cytoplasm", "nuclei"),
+        "Compartments: SQLite tables, or feature prefixes of a joined table; the first one's objects are counted per well.",
+    )
+    image_table: str = setting("Image", "The SQLite table of per-image measurements (plate, well, site).")
+    plate_column: str | None = setting(
+        None, "Plate column of the Image table or single-cell table (default: Metadata_Plate, else Image_Metadata_Plate)."
+    )
+    well_column: str | None = setting(None, "Well column of the Image table or single-cell table (default: Metadata_Well, else Image_Metadata_Well).")
+    features: tuple[str, ...] = setting(
+        (), "Aggregate only these feature columns (default: every numeric column with a compartment prefix).", option="--feature-columns"
+    )
+
+    def check(self) -> None:
+        """Table and compartment names are plain identifiers; no compartment is named twice."""
+        for name in (*self.compartments, self.image_table):
+            if not _SQL_IDENTIFIER.fullmatch(name):
+                self.fail("compartments" if name in self.compartments else "image_table", f"{name!r} is not a table name (letters, digits, _)")
+        if not self.compartments:
+            self.fail("compartments", "name at least one compartment, e.g. cells")
+        if len({c.lower() for c in self.compartments}) != len(self.compartments):
+            self.fail("compartments", "names a compartment twice")
+        for name in ("plate_column", "well_column"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                self.fail(name, "must not be blank; leave the option out instead")
