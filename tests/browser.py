@@ -92,6 +92,7 @@ class Watched:
             The item id the clicked point carries (its ``customdata``).
         """
         marker = self.page.locator(f"{figure} .scatterlayer .trace .points path.point").nth(index)
+        marker.scroll_into_view_if_needed()
         box = marker.bounding_box()
         self.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         self.page.mouse.down()

@@ -94,13 +94,55 @@ def map_figure(points: np.ndarray, ids: Sequence[str], colourings: Mapping[str, 
     return figure
 
 
+def embedding_points(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    """t-SNE of (N, D) features to 2-D (perplexity fitted to small sets), the map of the images view and figure.
+
+    Parameters
+    ----------
+    features : numpy.ndarray
+        (N, D) features (N >= 2).
+    seed : int
+        Seed of t-SNE.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 2) coordinates.
+    """
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(features) - 1) // 3), len(features) - 1))  # t-SNE needs perplexity < N
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(np.asarray(features, np.float32))
+
+
+def cell_ids(meta, count: int) -> list[str]:
+    """Unique, readable ids of cells: their position and, when the metadata has one, the source file's name.
+
+    Parameters
+    ----------
+    meta : pandas.DataFrame
+        Per-cell metadata (a ``source`` column is used when present).
+    count : int
+        Number of cells.
+
+    Returns
+    -------
+    list of str
+        ``"#<i> <file name>"`` or ``"#<i>"``.
+    """
+    if meta is not None and "source" in meta and len(meta) == count:
+        return [f"#{i} {str(source).replace(chr(92), '/').rsplit('/', 1)[-1]}" for i, source in enumerate(meta["source"])]
+    return [f"#{i}" for i in range(count)]
+
+
 def images_view(
     images,
     channel_names: Sequence[str],
     class_names: Sequence[str],
     labels: np.ndarray,
     proba: np.ndarray | None,
-    points: np.ndarray,
+    points: np.ndarray | None = None,
+    features: np.ndarray | None = None,
     ids: Sequence[str] | None = None,
     maps: Mapping[str, np.ndarray] | None = None,
     curves: Mapping[str, Mapping[str, np.ndarray]] | None = None,
@@ -121,10 +163,12 @@ def images_view(
         (N,) true class, -1 where unknown.
     proba : numpy.ndarray or None
         (N, K) class probabilities (None: no prediction colouring).
-    points : numpy.ndarray
+    points : numpy.ndarray, optional
         (N, 2) map coordinates (e.g. `embedding_points`).
+    features : numpy.ndarray, optional
+        (N, D) features whose t-SNE is the map, computed on the shown cells only (when `points` is not given).
     ids : sequence of str, optional
-        Unique id of each cell (default ``cell 0``, ``cell 1``, ...).
+        Unique id of each cell (default ``#0``, ``#1``, ...).
     maps : mapping, optional
         Method -> (N, C, H, W) attribution maps in the crops' geometry.
     curves : mapping, optional
@@ -143,7 +187,7 @@ def images_view(
     """
     count = len(labels)
     labels = np.asarray(labels)
-    ids = [f"cell {i}" for i in range(count)] if ids is None else [str(i) for i in ids]
+    ids = [f"#{i}" for i in range(count)] if ids is None else [str(i) for i in ids]
     predicted = proba.argmax(axis=1) if proba is not None else None
     kept, rule = sample_rule(np.where(labels >= 0, labels, predicted if predicted is not None else -1), max_cells, seed)
     maps = dict(maps or {})
@@ -194,7 +238,8 @@ def images_view(
         notes.append(rule)
     if maps:
         notes.append("Maps show |attribution| scaled to each cell's largest value over its channels.")
-    figure = map_figure(points[kept], shown_ids, colourings, map_name)
+    shown_points = points[kept] if points is not None else embedding_points(features[kept], seed)
+    figure = map_figure(shown_points, shown_ids, colourings, map_name)
     data = {
         "classes": class_list,
         "channels": list(channel_names),
