@@ -19,8 +19,9 @@ API (fixtures registered by ``tests/conftest.py``)
 ``Watched``
     ``.page``, ``.console_errors``, ``.page_errors``, ``.requests``, ``.dialogs``,
     ``.seconds_to_interactive``; ``.assert_clean()`` fails listing whatever was recorded;
-    ``.click_point(figure_selector, index)`` clicks the `index`-th visible marker of a Plotly figure
-    and returns the item id that point carries; ``.shown_id()`` is the id the detail panel shows.
+    ``.click_point(figure_selector, index)`` clicks the `index`-th isolated marker of a Plotly figure
+    (none other within 12 px, so Plotly cannot hand the click to a neighbour) and returns the item id
+    that point carries; ``.shown_id()`` is the id the detail panel shows.
 ``pixel_variance(png) -> float``
     Variance of a screenshot's grey levels (0 for a blank page).
 """
@@ -77,21 +78,36 @@ class Watched:
         assert not any(found.values()), {name: values for name, values in found.items() if values}
 
     def click_point(self, figure: str, index: int = 0) -> str:
-        """Click the `index`-th marker of the Plotly figure matched by the CSS selector `figure`.
+        """Click the `index`-th isolated marker (no other within 12 px) of the Plotly figure matched by `figure`.
+
+        Plotly hands a click to the nearest point, so a marker under another one would open its neighbour;
+        isolated markers make the expected id certain.
 
         Parameters
         ----------
         figure : str
             Selector of the figure's div (e.g. ``.pl-figure[data-key=map]``).
         index : int
-            Which visible marker.
+            Which isolated visible marker, in drawing order.
 
         Returns
         -------
         str
             The item id the clicked point carries (its ``customdata``).
         """
-        marker = self.page.locator(f"{figure} .scatterlayer .trace .points path.point").nth(index)
+        markers = self.page.locator(f"{figure} .scatterlayer .trace .points path.point")
+        markers.first.scroll_into_view_if_needed()
+        isolated = markers.first.evaluate(
+            """(first, wanted) => {
+                const nodes = Array.from(first.closest('.scatterlayer').querySelectorAll('.trace .points path.point'));
+                const centres = nodes.map((n) => { const r = n.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; });
+                const alone = centres.map((c, i) => centres.every((d, j) => i === j || Math.hypot(c[0] - d[0], c[1] - d[1]) > 12));
+                return alone.map((ok, i) => ok ? i : -1).filter((i) => i >= 0)[wanted];
+            }""",
+            index,
+        )
+        assert isolated is not None, f"fewer than {index + 1} isolated markers in {figure}"
+        marker = markers.nth(isolated)
         marker.scroll_into_view_if_needed()
         box = marker.bounding_box()
         self.page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

@@ -90,3 +90,62 @@ def test_without_javascript_the_static_figures_show_and_the_explorer_stays_hidde
     assert page.locator("figure img").first.is_visible()
     assert page.locator(".pl-explorer").count() == 1 and not page.locator(".pl-explorer").is_visible()
     watched.assert_clean()
+
+
+PROFILE_OPTIONS = ["--controls", "Metadata_PertType == 'control'", "--treatment-column", "Metadata_Treatment", "--moa-column", "Metadata_MoA"]
+PROFILE_FAST = ["--max-epochs", "4", "--moa-repeats", "2", "--classifiers", "lr", "--jobs", "1", "--no-curve", "--explain-features", "1"]
+
+
+@pytest.fixture(scope="module")
+def profile_page(tmp_path_factory):
+    """Report page of a small `profile run` on a synthetic screen whose first treatment and MoA have hostile names."""
+    from phenolens.profiling.synthetic import synthetic_screen
+
+    root = tmp_path_factory.mktemp("explorer_profile")
+    table = synthetic_screen(plates=6, controls_per_plate=8, moas=2, compounds_per_moa=5, doses=2, features=16, effect=8.0, seed=1)
+    first_treatment = sorted(set(table.loc[table["Metadata_PertType"] != "control", "Metadata_Treatment"]))[0]
+    table["Metadata_Treatment"] = table["Metadata_Treatment"].replace({first_treatment: f"{first_treatment} {IMG} {SCRIPT}"})
+    first_moa = sorted(set(table["Metadata_MoA"].dropna()) - {"control", ""})[0]
+    table["Metadata_MoA"] = table["Metadata_MoA"].replace({first_moa: f"{first_moa} {SCRIPT}"})
+    table.to_csv(root / "screen.csv", index=False)
+    out = root / "run"
+    assert run(["profile", "run", str(root / "screen.csv"), *PROFILE_OPTIONS, *PROFILE_FAST, "--out", str(out)]) == 0
+    return out / "report.html", f"{first_treatment} {IMG} {SCRIPT}"
+
+
+def test_profiling_page_is_clean_clickable_safe_and_not_blank(profile_page, watched_page, tmp_path):
+    path, hostile = profile_page
+    watched = watched_page(path)
+    page = watched.page
+    clicked = watched.click_point(".pl-figure[data-key=map]", 1)
+    page.wait_for_function("id => document.querySelector('.pl-panel').dataset.itemId === id", arg=clicked)
+    assert watched.shown_id() == clicked
+    panel = page.locator(".pl-panel")
+    assert panel.locator(".pl-table tbody tr").count() >= 2  # the replicate wells
+    page.wait_for_function("() => document.querySelector('.pl-panel .pl-correlations .heatmaplayer image, .pl-panel .pl-correlations .hm') !== null")
+    assert panel.locator(".pl-features .main-svg").count() >= 1
+    text = page.locator("body").inner_text()
+    assert hostile in text and SCRIPT in text and page.locator("img[src=x]").count() == 0
+    page.locator(".pl-hits tr[data-item-id]", has_text=IMG).first.click()  # a row of the hits table opens its treatment
+    assert watched.shown_id() == hostile
+    screen = page.screenshot(path=str(tmp_path / "profiling.png"))
+    assert pixel_variance(screen) > SCREEN_VARIANCE
+    watched.assert_clean()
+
+
+def test_hits_table_sorts_and_filters(profile_page, watched_page):
+    watched = watched_page(profile_page[0])
+    page = watched.page
+    hits = page.locator(".pl-hits")
+    total = int(hits.get_attribute("data-rows"))
+    scores_column = hits.locator("th", has_text="score").first
+    scores_column.click()
+    column = [h.strip() for h in hits.locator("th").all_inner_texts()].index("score")
+    values = [float(v) for v in hits.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()]
+    assert values == sorted(values) and len(values) == total
+    scores_column.click()
+    values = [float(v) for v in hits.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()]
+    assert values == sorted(values, reverse=True)
+    hits.locator("input.pl-filter").fill("onerror")
+    assert hits.get_attribute("data-rows") == "1" and IMG in hits.locator("tbody").inner_text()
+    watched.assert_clean()
