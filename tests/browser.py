@@ -20,7 +20,7 @@ API (fixtures registered by ``tests/conftest.py``)
     ``.page``, ``.console_errors``, ``.page_errors``, ``.requests``, ``.dialogs``,
     ``.seconds_to_interactive``; ``.assert_clean()`` fails listing whatever was recorded;
     ``.click_point(figure_selector, index)`` clicks the `index`-th isolated marker of a Plotly figure
-    (none other within 12 px, so Plotly cannot hand the click to a neighbour) and returns the item id
+    (none other within 4 px, so Plotly cannot hand the click to a neighbour) and returns the item id
     that point carries; ``.shown_id()`` is the id the detail panel shows.
 ``pixel_variance(png) -> float``
     Variance of a screenshot's grey levels (0 for a blank page).
@@ -78,9 +78,9 @@ class Watched:
         assert not any(found.values()), {name: values for name, values in found.items() if values}
 
     def click_point(self, figure: str, index: int = 0) -> str:
-        """Click the `index`-th isolated marker (no other within 12 px) of the Plotly figure matched by `figure`.
+        """Click the `index`-th isolated marker (no other within 4 px) of the Plotly figure matched by `figure`.
 
-        Plotly hands a click to the nearest point, so a marker under another one would open its neighbour;
+        Plotly hands a click to the nearest point centre, so a marker under another one would open its neighbour;
         isolated markers make the expected id certain.
 
         Parameters
@@ -101,7 +101,7 @@ class Watched:
             """(first, wanted) => {
                 const nodes = Array.from(first.closest('.scatterlayer').querySelectorAll('.trace .points path.point'));
                 const centres = nodes.map((n) => { const r = n.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; });
-                const alone = centres.map((c, i) => centres.every((d, j) => i === j || Math.hypot(c[0] - d[0], c[1] - d[1]) > 12));
+                const alone = centres.map((c, i) => centres.every((d, j) => i === j || Math.hypot(c[0] - d[0], c[1] - d[1]) > 4));
                 return alone.map((ok, i) => ok ? i : -1).filter((i) => i >= 0)[wanted];
             }""",
             index,

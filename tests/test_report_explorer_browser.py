@@ -54,7 +54,7 @@ def image_runs(tmp_path_factory):
 def test_images_page_is_clean_clickable_safe_and_not_blank(image_runs, watched_page, tmp_path, command):
     watched = watched_page(image_runs[command])
     page = watched.page
-    clicked = watched.click_point(".pl-figure[data-key=map]", 2)
+    clicked = watched.click_point(".pl-figure[data-key=map]", 0)
     page.wait_for_function("id => document.querySelector('.pl-panel').dataset.itemId === id", arg=clicked)
     assert watched.shown_id() == clicked
     panel = page.locator(".pl-panel")
@@ -117,7 +117,7 @@ def test_profiling_page_is_clean_clickable_safe_and_not_blank(profile_page, watc
     path, hostile = profile_page
     watched = watched_page(path)
     page = watched.page
-    clicked = watched.click_point(".pl-figure[data-key=map]", 1)
+    clicked = watched.click_point(".pl-figure[data-key=map]", 0)
     page.wait_for_function("id => document.querySelector('.pl-panel').dataset.itemId === id", arg=clicked)
     assert watched.shown_id() == clicked
     panel = page.locator(".pl-panel")
@@ -148,4 +148,17 @@ def test_hits_table_sorts_and_filters(profile_page, watched_page):
     assert values == sorted(values, reverse=True)
     hits.locator("input.pl-filter").fill("onerror")
     assert hits.get_attribute("data-rows") == "1" and IMG in hits.locator("tbody").inner_text()
+    watched.assert_clean()
+
+
+def test_combined_site_links_each_runs_explorer(image_runs, profile_page, watched_page, tmp_path):
+    site = tmp_path / "site"
+    runs = [str(image_runs["explain"].parent), str(profile_page[0].parent)]
+    assert run(["report", "combine", *runs, "--title", f"Study {IMG}", "--out", str(site)]) == 0
+    watched = watched_page(site / "index.html", wait_ready=False)
+    page = watched.page
+    assert f"Study {IMG}" in page.title() and page.locator("img[src=x]").count() == 0
+    page.locator("a", has_text="Open the profile run page").click()
+    page.wait_for_selector("body[data-explorer-ready='1']", state="attached")
+    assert page.url.endswith("runs/02-run/report.html") and page.locator(".pl-hits").count() == 1
     watched.assert_clean()

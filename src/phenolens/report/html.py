@@ -59,6 +59,8 @@ class Section:
         Nested sections.
     views : list of phenolens.report.explorer.View
         Interactive explorer views, drawn above the static figures (which stay as the fallback without JavaScript).
+    links : list of (str, str)
+        (relative address, text) links shown under the paragraphs (a study page links its runs' pages).
     """
 
     title: str
@@ -67,6 +69,7 @@ class Section:
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     subsections: list[Section] = field(default_factory=list)
     views: list = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
 
     def text(self, paragraph: str) -> Section:
         """Add a paragraph of plain text (escaped in the HTML).
@@ -150,6 +153,24 @@ class Section:
             This section.
         """
         self.views.append(view)
+        return self
+
+    def link(self, href: str, text: str) -> Section:
+        """Add a link (escaped like all text) to another page, e.g. a run's report beside this one.
+
+        Parameters
+        ----------
+        href : str
+            A relative address.
+        text : str
+            The link text.
+
+        Returns
+        -------
+        Section
+            This section.
+        """
+        self.links.append((href, text))
         return self
 
     def all_views(self):
