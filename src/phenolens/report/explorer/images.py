@@ -194,7 +194,7 @@ def images_view(
     shared = {method: m.shape[1] == 1 or bool(np.allclose(m[kept][:, :1], m[kept])) for method, m in maps.items()}
     layers = 3 + len(channel_names) + sum(1 if shared[m] else len(channel_names) for m in maps)
     side = tile_size(len(kept), layers)
-    raw = square_tiles([images[i] for i in kept], side)
+    raw = square_tiles(images[kept] if isinstance(images, np.ndarray) else [images[i] for i in kept], side)
     low = np.percentile(raw, 1.0, axis=(0, 2, 3))[None, :, None, None]
     high = np.percentile(raw, 99.5, axis=(0, 2, 3))[None, :, None, None]
     channel_tiles = to_uint8(raw, low, high)
@@ -202,7 +202,7 @@ def images_view(
     sheets.update({f"ch{c}": SpriteSheet(channel_tiles[:, c]) for c in range(len(channel_names))})
     map_sheets = {}
     for number, (method, values) in enumerate(maps.items()):
-        magnitude = square_tiles([np.abs(values[i]) for i in kept], side)
+        magnitude = square_tiles(np.abs(values[kept]) if isinstance(values, np.ndarray) else [np.abs(values[i]) for i in kept], side)
         scaled = to_uint8(magnitude, 0.0, magnitude.max(axis=(1, 2, 3), keepdims=True))
         map_sheets[method] = {}
         for c, channel in enumerate(channel_names):

@@ -113,15 +113,28 @@ def square_tiles(images, side: int) -> np.ndarray:
     """
     import torch
 
+    def resized(batch: np.ndarray) -> np.ndarray:
+        mode = "area" if batch.shape[-1] >= side else "bilinear"
+        return torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(batch, np.float32)), size=(side, side), mode=mode).numpy()
+
+    if isinstance(images, np.ndarray) and images.ndim == 4:  # one geometry: pad once, resize in chunks
+        count, channels, height, width = images.shape
+        extent = max(height, width)
+        top, left = (extent - height) // 2, (extent - width) // 2
+        out = np.empty((count, channels, side, side), np.float32)
+        for start in range(0, count, 256):
+            square = np.zeros((min(256, count - start), channels, extent, extent), np.float32)
+            square[:, :, top : top + height, left : left + width] = images[start : start + 256]
+            out[start : start + 256] = resized(square)
+        return out
     out = np.empty((len(images), images[0].shape[0], side, side), np.float32)
     for index, image in enumerate(images):
         channels, height, width = image.shape
         extent = max(height, width)
-        square = np.zeros((channels, extent, extent), np.float32)
+        square = np.zeros((1, channels, extent, extent), np.float32)
         top, left = (extent - height) // 2, (extent - width) // 2
-        square[:, top : top + height, left : left + width] = image
-        tensor = torch.from_numpy(square)[None]
-        out[index] = torch.nn.functional.interpolate(tensor, size=(side, side), mode="area" if extent >= side else "bilinear")[0].numpy()
+        square[0, :, top : top + height, left : left + width] = image
+        out[index] = resized(square)[0]
     return out
 
 
