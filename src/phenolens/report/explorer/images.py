@@ -10,7 +10,7 @@ import numpy as np
 
 from phenolens.report.explorer.sprites import SpriteSheet, colormap_table, sample_rule, square_tiles, tile_size, to_uint8
 from phenolens.report.explorer.view import ExplorerFigure, View, plotly_text
-from phenolens.report.figures import OKABE_ITO, class_colors
+from phenolens.report.figures import OKABE_ITO
 
 MAX_CELLS = 5000
 """Most cells an images page shows; larger runs are sampled (`sample_rule`) and the page says so."""
@@ -40,8 +40,29 @@ def composite_tiles(tiles: np.ndarray) -> np.ndarray:
     return np.clip(rgb * (1.5 / max(1.0, colours.sum(axis=0).max())), 0, 255).astype(np.uint8)
 
 
-def map_figure(points: np.ndarray, ids: Sequence[str], colourings: Mapping[str, tuple[np.ndarray, Sequence[str], Sequence[str]]], title: str):
-    """A Plotly scatter of `points` whose colouring is chosen with buttons (one trace per group per colouring).
+def group_colours(count: int) -> list[str]:
+    """`count` distinguishable hex colours for groups on a map: Okabe-Ito up to 8, else Plotly's 26-colour Alphabet, cycled.
+
+    Parameters
+    ----------
+    count : int
+        Number of groups.
+
+    Returns
+    -------
+    list of str
+        Hex colours (Plotly reads hex, not matplotlib's RGBA tuples).
+    """
+    if count <= len(OKABE_ITO):
+        return list(OKABE_ITO[:count])
+    from plotly.colors import qualitative
+
+    return [qualitative.Alphabet[index % len(qualitative.Alphabet)] for index in range(count)]
+
+
+def map_figure(points: np.ndarray, ids: Sequence[str], colourings: Mapping[str, tuple[np.ndarray, Sequence[str], Sequence[str]]]):
+    """A Plotly scatter of `points` whose colouring is chosen with buttons (one trace per group per colouring); no title
+    (the view's note says what the map is).
 
     Parameters
     ----------
@@ -51,8 +72,6 @@ def map_figure(points: np.ndarray, ids: Sequence[str], colourings: Mapping[str, 
         Item id of each point (``customdata``: clicking a point opens it).
     colourings : mapping
         Button label -> (group code of each point (N,), group names, group colours); the first is shown first.
-    title : str
-        Axis-free title of the map.
 
     Returns
     -------
@@ -82,13 +101,14 @@ def map_figure(points: np.ndarray, ids: Sequence[str], colourings: Mapping[str, 
         for label, (start, stop) in zip(colourings, spans)
     ]
     figure.update_layout(
-        title={"text": plotly_text(title), "font": {"size": 14}},
         template="simple_white",
-        margin={"l": 10, "r": 10, "t": 70, "b": 10},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
         xaxis={"visible": False},
         yaxis={"visible": False, "scaleanchor": "x"},
         legend={"itemsizing": "constant", "orientation": "h", "y": -0.02, "yanchor": "top"},
-        updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "x": 0, "y": 1.12, "xanchor": "left", "showactive": True}],
+        updatemenus=[
+            {"type": "buttons", "direction": "right", "buttons": buttons, "x": 0, "y": 1, "xanchor": "left", "yanchor": "bottom", "showactive": True}
+        ],
         dragmode="pan",
     )
     return figure
@@ -224,7 +244,7 @@ def images_view(
         if curves:
             item["curves"] = {m: {kind: np.round(c[f"{kind}_curves"][i], 4) for kind in ("deletion", "insertion")} for m, c in curves.items()}
         items[ids[i]] = item
-    colours = class_colors(len(class_list))
+    colours = group_colours(len(class_list))
     true_codes = np.where(labels[kept] >= 0, labels[kept], len(class_list))
     colourings = {"true class": (true_codes, [*class_list, unknown], [*colours, "#999999"])}
     if proba is not None:
@@ -239,7 +259,7 @@ def images_view(
     if maps:
         notes.append("Maps show |attribution| scaled to each cell's largest value over its channels.")
     shown_points = points[kept] if points is not None else embedding_points(features[kept], seed)
-    figure = map_figure(shown_points, shown_ids, colourings, map_name)
+    figure = map_figure(shown_points, shown_ids, colourings)
     data = {
         "classes": class_list,
         "channels": list(channel_names),

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from phenolens.report.explorer.images import embedding_points, map_figure
+from phenolens.report.explorer.images import embedding_points, group_colours, map_figure
 from phenolens.report.explorer.sprites import sample_rule
 from phenolens.report.explorer.view import ExplorerFigure, View
-from phenolens.report.figures import OKABE_ITO, class_colors
+from phenolens.report.figures import OKABE_ITO
 
 MAX_TREATMENTS = 5000
 """Most treatments on the map; larger screens are sampled per MoA (seeded) and the page says so."""
@@ -161,15 +161,18 @@ def profiling_view(
     colourings = {}
     if moa:
         moa_names = list(np.unique(moas))
-        colourings["MoA"] = (np.searchsorted(moa_names, moas), moa_names, class_colors(len(moa_names)))
+        colourings["MoA"] = (np.searchsorted(moa_names, moas), moa_names, group_colours(len(moa_names)))
     colourings["hit status"] = (hit_codes, ["hit", "not a hit"], [OKABE_ITO[5], "#999999"])
     points = embedding_points(profiles, seed) if len(order) >= 2 else np.zeros((len(order), 2))
-    figure = map_figure(points, list(order), colourings, "t-SNE of each treatment's mean anomaly profile")
+    figure = map_figure(points, list(order), colourings)
     table = hit_table.reset_index(names="treatment")
     if moa:
         table.insert(1, "MoA", moas)
     rows = [{"__id": row["treatment"], **row} for row in table.to_dict("records")]
-    notes = [f"{len(order):,} treatments; the hits table below the map sorts (click a header) and filters; click a row or a point for details."]
+    notes = [
+        f"{len(order):,} treatments on the t-SNE of each treatment's mean anomaly profile (treated wells); "
+        "the hits table below the map sorts (click a header) and filters; click a row or a point for details."
+    ]
     if rule:
         notes.append(rule.replace("items", "treatments").replace("each group", "each MoA"))
     data = {"hits": rows, "hit_columns": list(table.columns), "explained": None if explained_group is None else str(explained_group)}
