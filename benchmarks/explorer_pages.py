@@ -4,14 +4,17 @@ Builds the page `phenolens images explain` would write for 5,000 cells: real BBB
 2 channels, drawn with replacement and randomly flipped/rotated so tiles differ), seeded random
 saliency and Grad-CAM-like maps, probabilities and deletion/insertion curves; the map coordinates are
 a PCA of the crops sampled every 8 px (the t-SNE a run computes costs time while writing, not in the browser). Then opens
-the page in Debian's Chromium (Playwright, `executable_path`) three times and reports the page size,
-the time from navigation to the explorer being ready (median of three loads; the page's own clock),
-and the time from a click on a point to the detail panel showing it.
+the page in Debian's Chromium (Playwright, `executable_path`) five times and reports the page size,
+the time from navigation to the explorer being ready (median of five loads; the page's own clock),
+and the time from a click on a point to the detail panel showing it. A floor page (the same plotly.js
+and glue, a two-point map) is loaded between them: on a shared machine most of the time is evaluating
+plotly.js (4.8 MB), which the floor shows with the machine's load at that moment.
 
     python benchmarks/explorer_pages.py [--cells 5000] [--small] [--check] [--keep DIR]
 
-Targets (issue 22): page <= 25 MB and time to interactive <= 3 s at 5,000 cells; --small builds
-500 cells and checks the same targets. --check exits with status 1 on a miss.
+Targets (issue 22): page <= 25 MB and time to interactive <= 3 s at 5,000 cells. --small builds 500 cells
+and checks the size and what the explorer adds to the floor (<= 1.5 s), which a busy machine moves less
+than the absolute time. --check exits with status 1 on a miss.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from targets import Targets, add_check_option  # noqa: E402
+
+LOADS = 5
+"""Loads of each page; the median is the figure (a shared machine is noisy)."""
 
 CHROMIUM = os.environ.get("PHENOLENS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -76,27 +82,44 @@ def build_page(count: int, folder: Path, seed: int = 0) -> tuple[Path, float]:
     return path, time.perf_counter() - started
 
 
-def measure(path: Path, loads: int = 3) -> tuple[list[float], float]:
-    """Seconds from navigation to the explorer being ready, per load, and from a click to the panel showing the clicked cell."""
+def floor_page(folder: Path) -> Path:
+    """A page with the same plotly.js and glue but a two-point map: what any explorer page costs on this machine now."""
+    import plotly.graph_objects as go
+
+    from phenolens.report import Report, Section
+    from phenolens.report.explorer import ExplorerFigure, View
+
+    figure = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], customdata=["a", "b"]))
+    view = View("floor", "images", [ExplorerFigure("map", figure)], {"a": {}}, {"channels": [], "methods": [], "classes": []})
+    report = Report("explorer benchmark: floor")
+    report.add(Section("floor").view(view))
+    return report.write(folder, "floor.html")
+
+
+def measure(paths: list[Path], loads: int) -> tuple[list[list[float]], float]:
+    """Seconds from navigation to the explorer being ready, per load of each page (loads interleaved, so
+    both pages see the same machine load), and from a click on a point of the first page to its panel."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--disable-gpu", "--no-sandbox"])
-        ready, click = [], float("nan")
+        ready, click = [[] for _ in paths], float("nan")
         for _ in range(loads):
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:")) else route.abort())
-            page.goto(path.resolve().as_uri())
-            page.wait_for_selector("body[data-explorer-ready='1']", state="attached", timeout=120_000)
-            ready.append(page.evaluate("window.phenolensReadyAt") / 1000)
-            marker = page.locator(".pl-figure .scatterlayer .trace .points path.point").nth(100)
-            marker.scroll_into_view_if_needed()
-            box = marker.bounding_box()
-            started = page.evaluate("performance.now()")
-            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            page.wait_for_function("() => document.querySelector('.pl-panel .pl-stack canvas') !== null", timeout=30_000)
-            click = (page.evaluate("performance.now()") - started) / 1000
-            page.close()
+            for number, path in enumerate(paths):
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:")) else route.abort())
+                page.goto(path.resolve().as_uri())
+                page.wait_for_selector("body[data-explorer-ready='1']", state="attached", timeout=120_000)
+                ready[number].append(page.evaluate("window.phenolensReadyAt") / 1000)
+                if number == 0:
+                    marker = page.locator(".pl-figure .scatterlayer .trace .points path.point").nth(100)
+                    marker.scroll_into_view_if_needed()
+                    box = marker.bounding_box()
+                    started = page.evaluate("performance.now()")
+                    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                    page.wait_for_function("() => document.querySelector('.pl-panel .pl-stack canvas') !== null", timeout=30_000)
+                    click = (page.evaluate("performance.now()") - started) / 1000
+                page.close()
         browser.close()
     return ready, click
 
@@ -112,12 +135,20 @@ def main() -> int:
     folder = args.keep or Path(tempfile.mkdtemp(prefix="explorer_pages_"))
     path, seconds = build_page(count, folder)
     size = path.stat().st_size / 1e6
-    ready, click = measure(path)
+    (ready, floor), click = measure([path, floor_page(folder)], LOADS)
     loads = ", ".join(f"{r:.2f}" for r in ready)
     print(f"{count} cells: page {size:.1f} MB written in {seconds:.1f} s; ready after {loads} s; click -> panel {click:.2f} s")
+    print(
+        f"floor (plotly.js + a two-point map): ready after {', '.join(f'{r:.2f}' for r in floor)} s, median {statistics.median(floor):.2f} s; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     targets = Targets("explorer_pages")
     targets.expect(f"page size of {count} cells (MB)", size, "<=", 25)
-    targets.expect(f"time to interactive of {count} cells (s, median of 3)", statistics.median(ready), "<=", 3)
+    if args.small:  # a quick run on a busy machine: check what the explorer adds to the plotly.js floor
+        overhead = statistics.median(ready) - statistics.median(floor)
+        targets.expect(f"time to interactive of {count} cells minus the floor (s, medians of {LOADS})", overhead, "<=", 1.5)
+    else:
+        targets.expect(f"time to interactive of {count} cells (s, median of {LOADS})", statistics.median(ready), "<=", 3)
     if args.keep is None:
         shutil.rmtree(folder)
     return targets.finish(args.check)
