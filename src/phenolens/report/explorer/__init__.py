@@ -25,9 +25,11 @@ A view
     )
     Section("...").view(view)                   # the static figures of the section stay as the fallback
 
-Clicking (or hovering) a point whose ``customdata`` is an item id (a string, or a list whose first
-element is the id) calls the renderer. A renderer is the file ``templates/explorer_<name>.js.j2``
-(wrapped in ``{% raw %}``) that calls::
+Clicking a point whose ``customdata`` is an item id (a string, or a list whose first element is the
+id) calls the renderer's ``detail``. Hovering one shows a tooltip with the item's ``label`` (else its id)
+and, when the view has a ``hover_sheet`` and the item a ``tile`` (its index in the sheets), that thumbnail.
+Give Plotly traces ``hoverinfo="none"`` so Plotly's own hover box (which reads labels as HTML) stays off.
+A renderer is the file ``templates/explorer_<name>.js.j2`` (wrapped in ``{% raw %}``) that calls::
 
     PhenolensExplorer.register("images", {
         detail(panel, item, ctx) { ... },      // fill `panel` (a <div>) for `item`; ctx.id is its id
@@ -38,8 +40,15 @@ element is the id) calls the renderer. A renderer is the file ``templates/explor
 ``ctx.el(tag, {attr: value}, text)`` (a DOM element; text always through textContent, never innerHTML),
 ``ctx.tile(sheetName, index, pixels)`` (a <canvas> of one thumbnail), ``ctx.drawTile(canvas, sheetName,
 index, then)``, ``ctx.colorize(canvas, lut)`` (grey values -> a colour table, alpha = value),
-``ctx.plot(div, figure)`` (Plotly.newPlot with the page's config), ``ctx.select(id)`` (show another item),
-``ctx.table(rows, columns)`` (a sortable, filterable table element).
+``ctx.plot(div, figure)`` (Plotly.newPlot with the page's config; escape names you put in its labels),
+``ctx.select(id)`` (show another item), ``ctx.hasSheet(name)``, ``ctx.root`` (the view's element), and
+``ctx.table(rows, columns)`` (a sortable, filterable table element; a row with ``__id`` carries
+``data-item-id``, so a click handler can ``ctx.select`` it).
+
+To add a view for a new command: build a `View` in ``report/explorer/<name>.py`` (a function returning it),
+write ``templates/explorer_<renderer>.js.j2``, and call ``section.view(view)`` where the section is built;
+`Report.render` embeds plotly.js, the glue and each renderer used, once per page. In the browser tests,
+``tests/browser.py``'s ``watched_page`` fixture opens the page and ``Watched.click_point`` clicks a point.
 The panel header always shows the selected id in ``<span class="pl-item-id">`` and the panel carries
 ``data-item-id``: that is what the browser tests read.
 
