@@ -46,6 +46,13 @@ def test_combine_links_a_copy_of_each_runs_page(two_runs, tmp_path):
     assert combined.settings[0].title == "Screen <b>42</b>"
 
 
+def test_headline_metrics_lists_top_level_then_nested_scalars():
+    from phenolens.report.explorer.combine import headline_metrics
+
+    table = headline_metrics({"accuracy": 0.91234, "confusion": [[1]], "anomaly": {"map": 0.5, "curve": [1, 2]}, "name": "x"}, limit=3)
+    assert table.values.tolist() == [["accuracy", "0.9123"], ["name", "x"], ["anomaly.map", "0.5"]]
+
+
 def test_combine_refuses_a_folder_that_is_not_a_run_or_given_twice(two_runs, tmp_path, capsys):
     stranger = tmp_path / "stranger"
     stranger.mkdir()

@@ -48,8 +48,8 @@ def run_slug(number: int, path: Path) -> str:
     return f"{number:02d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', path.resolve().name)[:60]}"
 
 
-def headline_metrics(metrics: dict, limit: int = 12) -> pd.DataFrame:
-    """The run's scalar top-level metrics (numbers, text, flags) as a two-column table.
+def headline_metrics(metrics: dict, limit: int = 16) -> pd.DataFrame:
+    """The run's scalar metrics (numbers, text, flags), top level first, then one level down as ``group.name``.
 
     Parameters
     ----------
@@ -63,7 +63,15 @@ def headline_metrics(metrics: dict, limit: int = 12) -> pd.DataFrame:
     pandas.DataFrame
         Columns ``metric`` and ``value``.
     """
-    rows = [(key, value) for key, value in metrics.items() if isinstance(value, (int, float, str, bool)) and not isinstance(value, dict)]
+    scalar = (int, float, str, bool)
+    rows = [(key, value) for key, value in metrics.items() if isinstance(value, scalar)]
+    rows += [
+        (f"{key}.{name}", inner)
+        for key, value in metrics.items()
+        if isinstance(value, dict)
+        for name, inner in value.items()
+        if isinstance(inner, scalar)
+    ]  # a profiling run's numbers sit per representation
     shown = [(key, f"{value:.4g}" if isinstance(value, float) else str(value)) for key, value in rows[:limit]]
     return pd.DataFrame(shown, columns=["metric", "value"])
 
