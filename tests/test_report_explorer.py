@@ -70,3 +70,25 @@ def test_page_inlines_plotly_once_and_hides_the_explorer_until_scripts_run():
     plain = Report("t")
     plain.add(Section("s"))
     assert "Plotly" not in plain.render()
+
+
+def test_images_view_samples_by_class_says_so_and_shares_a_spatial_map_across_channels():
+    from phenolens.report.explorer.images import images_view
+
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 2, 12, 10)).astype(np.float32)
+    labels = np.repeat([0, 1], [30, 10])
+    proba = rng.dirichlet(np.ones(2), 40)
+    cam = np.repeat(rng.random((40, 1, 12, 10)), 2, axis=1)  # spatial only: the same map on every channel
+    maps = {"saliency": rng.random((40, 2, 12, 10)), "gradcam": cam}
+    view = images_view(images, ["DNA", "GFP"], ["a", "b"], labels, proba, rng.normal(size=(40, 2)), maps=maps, max_cells=8)
+    assert len(view.items) == 8 and sum(item["true"] == "b" for item in view.items.values()) == 2
+    assert any("Showing 8 of 40" in note for note in view.notes)
+    assert view.data["map_sheets"]["gradcam"] == {"DNA": "map1", "GFP": "map1"}
+    assert view.data["map_sheets"]["saliency"] == {"DNA": "map0_0", "GFP": "map0_1"}
+    assert {name: len(sheet.tiles) for name, sheet in view.sheets.items()} == dict.fromkeys(["crop", "ch0", "ch1", "map0_0", "map0_1", "map1"], 8)
+    assert sorted(item["tile"] for item in view.items.values()) == list(range(8))
+    figure = view.figures[0].payload()["figure"]
+    first = [trace for trace in figure["data"] if trace.get("visible", True) is True]  # the true-class colouring shows first
+    assert sorted(i for trace in first for i in trace["customdata"]) == sorted(view.items)
+    assert [button["label"] for button in figure["layout"]["updatemenus"][0]["buttons"]] == ["true class", "predicted class", "correct?"]
