@@ -51,3 +51,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+from browser import browser_type_launch_args, watched_page  # noqa: E402, F401  (browser fixtures, see tests/browser.py)

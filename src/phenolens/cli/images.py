@@ -85,13 +85,16 @@ def explain(
 
     from phenolens.explain.images import explain_model
     from phenolens.report.attribution import explanation_section
+    from phenolens.report.explorer.images import cell_ids
     from phenolens.report.html import Report
+    from phenolens.training.classifier import ImageClassifier
 
     writer = _run_writer(out, "images explain", settings, overwrite, dataset, folder, manifest, model)
     images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
     explained = explain_model(model, images, settings)
     report = Report(f"phenolens images explain: {images.name}", metrics=explained.metrics)
-    report.add(explanation_section(explained.explanation))
+    features = ImageClassifier.load(model).embed(explained.images)
+    report.add(explanation_section(explained.explanation, features=features, ids=cell_ids(explained.images.meta, len(explained.images))))
     with writer as written:
         np.savez_compressed(written.file("attributions.npz"), **explained.arrays())
         written.write_table("per_image.csv", explained.per_image_table())
@@ -128,7 +131,7 @@ def predict(
     predictions = predict_images(classifier, images, settings)
     metrics = {**predictions.metrics, "model": str(model), "dataset": images.name}
     report = Report(f"phenolens images predict: {images.name}", metrics=metrics)
-    report.add(prediction_section(predictions, classifier.class_names, settings.group_by))
+    report.add(prediction_section(predictions, classifier.class_names, settings.group_by, images=classifier.conform(images)))
     with writer as written:
         written.write_table("predictions.parquet", predictions.table)
         if predictions.embeddings is not None:

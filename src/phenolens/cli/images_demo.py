@@ -40,6 +40,7 @@ def images_demo(out: Path) -> tuple[list, dict]:
     from phenolens.explain.images import explain_images
     from phenolens.report.attribution import explanation_section
     from phenolens.report.classifier import training_section
+    from phenolens.report.explorer.images import cell_ids
     from phenolens.report.html import Section
     from phenolens.training.evaluation import train_and_evaluate
     from phenolens.training.settings import ImageTrainingSettings
@@ -56,7 +57,8 @@ def images_demo(out: Path) -> tuple[list, dict]:
         "positive GFP attribution inside the nucleus (Otsu mask of the DNA channel), one of a CytoplasmicGFP crop outside it."
     )
     parent.add(training_section(run, images, "Classifier"))
-    parent.add(explanation_section(explanation, "Explanations of the held-out crops"))
+    features = run.classifier.embed(held_out)
+    parent.add(explanation_section(explanation, "Explanations of the held-out crops", features, cell_ids(held_out.meta, len(held_out))))
     explained = explanation.metrics()
     metrics = {
         "macro_f1": run.metrics["macro_f1"],

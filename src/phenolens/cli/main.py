@@ -34,7 +34,7 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
 
 
 def _mount() -> None:
-    from phenolens.cli import counterfactual, data, demo, echoes, images, profile, sign
+    from phenolens.cli import counterfactual, data, demo, echoes, images, profile, report, sign
 
     app.add_typer(data.app, name="data")
     app.add_typer(images.app, name="images")
@@ -42,6 +42,7 @@ def _mount() -> None:
     app.add_typer(echoes.app, name="echoes")
     app.add_typer(profile.app, name="profile")
     app.add_typer(sign.app, name="sign")
+    app.add_typer(report.app, name="report")
     app.command("demo")(demo.demo)
     app.command("train", help="Alias of `phenolens images train`.")(images.train)
     app.command("explain", help="Alias of `phenolens images explain`.")(images.explain)

@@ -1,6 +1,19 @@
-"""Figures and the self-contained HTML report that every command writes."""
+"""Figures and the self-contained HTML report that every command writes.
 
-from phenolens.report.figures import OKABE_ITO, class_colors, figure, figure_to_png, montage_figure
-from phenolens.report.html import Report, Section
+Names load on first use, so that the command line reads the settings of `report combine` without matplotlib.
+"""
 
-__all__ = ["OKABE_ITO", "Report", "Section", "class_colors", "figure", "figure_to_png", "montage_figure"]
+from phenolens.core.lazy import lazy_exports
+
+_EXPORTS = {
+    "OKABE_ITO": "figures",
+    "class_colors": "figures",
+    "figure": "figures",
+    "figure_to_png": "figures",
+    "montage_figure": "figures",
+    "Report": "html",
+    "Section": "html",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

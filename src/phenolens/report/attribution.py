@@ -10,6 +10,7 @@ import pandas as pd
 
 from phenolens.explain.attribution import is_spatial_only, method_title
 from phenolens.report.classifier import bare
+from phenolens.report.explorer.images import images_view
 from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
 from phenolens.report.html import Section
 
@@ -171,7 +172,7 @@ def absence_warnings(occlusion: pd.DataFrame, share: float = 0.1) -> list[str]:
     return notes
 
 
-def explanation_section(explanation, title: str = "Explanations") -> Section:
+def explanation_section(explanation, title: str = "Explanations", features: np.ndarray | None = None, ids: list[str] | None = None) -> Section:
     """The report section of an `Explanation`.
 
     Parameters
@@ -180,6 +181,11 @@ def explanation_section(explanation, title: str = "Explanations") -> Section:
         The explanation.
     title : str
         Section title.
+    features : ndarray, optional
+        (N, D) penultimate features of the explained images: adds the explorer's cell map (each cell's channels,
+        maps, probabilities and deletion/insertion curves).
+    ids : list of str, optional
+        Ids of the explained images in the explorer (default ``#0``, ``#1``, ...).
 
     Returns
     -------
@@ -194,6 +200,13 @@ def explanation_section(explanation, title: str = "Explanations") -> Section:
         f"target: {explanation.settings['target']}; baseline for occlusion, IG and deletion/insertion: {explanation.settings['baseline']}"
         + (f"; {explanation.settings['explained_by']}." if "explained_by" in explanation.settings else ".")
     )
+    if features is not None and len(features) >= 2:
+        section.view(
+            images_view(
+                explanation.raw, explanation.channel_names, explanation.class_names, explanation.labels, explanation.proba, features=features,
+                ids=ids, maps=explanation.maps, curves=explanation.faithfulness, title="Explained cells",
+            )
+        )  # fmt: skip
     tables = explanation.channel_tables()
     occlusion = tables["occlusion_logit_drop"]
     section.figure(

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from phenolens.nn.backbones import networks
+from phenolens.report.explorer.images import cell_ids, embedding_points, images_view
 from phenolens.report.figures import class_colors, figure
 from phenolens.report.html import Section
 
@@ -109,31 +110,25 @@ def roc_pr_figure(labels: np.ndarray, proba: np.ndarray, class_names: Sequence[s
     return fig
 
 
-def embedding_figure(features: np.ndarray, class_labels: np.ndarray, class_names: Sequence[str], wells: np.ndarray | None, seed: int = 0):
+def embedding_figure(points: np.ndarray, class_labels: np.ndarray, class_names: Sequence[str], wells: np.ndarray | None):
     """t-SNE of penultimate features, coloured by class and (second panel) by well.
 
     Parameters
     ----------
-    features : ndarray
-        (N, D) features.
+    points : ndarray
+        (N, 2) t-SNE coordinates (`embedding_points` of the features).
     class_labels : ndarray
         (N,) classes.
     class_names : sequence of str
         The classes.
     wells : ndarray or None
         (N,) well per image, for the second panel.
-    seed : int
-        Seed of t-SNE.
 
     Returns
     -------
     Figure
         A matplotlib figure.
     """
-    from sklearn.manifold import TSNE
-
-    perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
-    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
     panels = 2 if wells is not None else 1
     fig, axes = figure(5.2 * panels, 4.4, ncols=panels, squeeze=False)
     colours = class_colors(len(class_names))
@@ -270,9 +265,17 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
     test = labelled.subset(run.test_index)
     section.figure(roc_pr_figure(test.labels, run.test_proba, classifier.class_names), "One-vs-rest curves on held-out images.", "roc_pr.png")
     wells = test.meta["well"].to_numpy() if "well" in test.meta else None
+    if len(test) >= 2:
+        points = embedding_points(classifier.embed(test))
+        section.view(
+            images_view(
+                test.images, classifier.channel_names, classifier.class_names, test.labels, run.test_proba, points,
+                ids=cell_ids(test.meta, len(test)), title="Held-out cells",
+            )
+        )  # fmt: skip
     if len(test) >= 10:
         section.figure(
-            embedding_figure(classifier.embed(test), test.labels, classifier.class_names, wells),
+            embedding_figure(points, test.labels, classifier.class_names, wells),
             "t-SNE of the penultimate (pooled) features of held-out images. Clusters by well, not class, mean the model learned the well.",
             "embedding.png",
         )
@@ -284,8 +287,9 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
     return section
 
 
-def prediction_section(predictions, class_names: Sequence[str], group_by: str | None = None, title: str = "Predictions") -> Section:
-    """Report section of `phenolens.training.predict`'s result: predicted class counts, accuracy on labelled images, group fractions.
+def prediction_section(predictions, class_names: Sequence[str], group_by: str | None = None, title: str = "Predictions", images=None) -> Section:
+    """Report section of `phenolens.training.predict`'s result: predicted class counts, accuracy on labelled images, group fractions,
+    and (given the images) the explorer's map of the cells.
 
     Parameters
     ----------
@@ -297,6 +301,8 @@ def prediction_section(predictions, class_names: Sequence[str], group_by: str | 
         The grouping column, when groups were computed.
     title : str
         Section title.
+    images : ImageSet, optional
+        The predicted images (in the model's terms, rows as in the table): adds the explorer's cell map.
 
     Returns
     -------
@@ -314,6 +320,17 @@ def prediction_section(predictions, class_names: Sequence[str], group_by: str | 
     if labelled:
         section.text(f"On the {labelled['n_images']} labelled images: accuracy {labelled['accuracy']:.3f}, macro-F1 {labelled['macro_f1']:.3f}.")
         section.figure(confusion_figure(labelled["confusion_matrix"], class_names), "Counts per true/predicted class.", "confusion.png")
+    if images is not None and len(images) >= 2:
+        proba = predictions.table[[f"p_{name}" for name in class_names]].to_numpy()
+        embedded = predictions.embeddings is not None
+        features = predictions.embeddings.filter(regex=r"^e_\d+$").to_numpy() if embedded else np.log(np.clip(proba, 1e-6, 1))
+        mapped = "penultimate features" if embedded else "log-probabilities (--embeddings maps the features)"
+        section.view(
+            images_view(
+                images.images, images.channel_names, class_names, images.labels, proba, features=features,
+                ids=cell_ids(images.meta, len(images)), title="Predicted cells", map_name=f"t-SNE of the {mapped}",
+            )
+        )  # fmt: skip
     if predictions.groups is not None:
         shown = predictions.groups.head(50)
         section.table(

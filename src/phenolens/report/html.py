@@ -57,6 +57,10 @@ class Section:
         Captioned tables, values already formatted.
     subsections : list of Section
         Nested sections.
+    views : list of phenolens.report.explorer.View
+        Interactive explorer views, drawn above the static figures (which stay as the fallback without JavaScript).
+    links : list of (str, str)
+        (relative address, text) links shown under the paragraphs (a study page links its runs' pages).
     """
 
     title: str
@@ -64,6 +68,8 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     subsections: list[Section] = field(default_factory=list)
+    views: list = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
 
     def text(self, paragraph: str) -> Section:
         """Add a paragraph of plain text (escaped in the HTML).
@@ -133,6 +139,46 @@ class Section:
         self.subsections.append(section)
         return self
 
+    def view(self, view) -> Section:
+        """Add an interactive explorer view (see `phenolens.report.explorer`).
+
+        Parameters
+        ----------
+        view : phenolens.report.explorer.View
+            The view; its renderer's script is embedded once per page.
+
+        Returns
+        -------
+        Section
+            This section.
+        """
+        self.views.append(view)
+        return self
+
+    def link(self, href: str, text: str) -> Section:
+        """Add a link (escaped like all text) to another page, e.g. a run's report beside this one.
+
+        Parameters
+        ----------
+        href : str
+            A relative address.
+        text : str
+            The link text.
+
+        Returns
+        -------
+        Section
+            This section.
+        """
+        self.links.append((href, text))
+        return self
+
+    def all_views(self):
+        """Every explorer view of this section and its subsections, depth first."""
+        yield from self.views
+        for sub in self.subsections:
+            yield from sub.all_views()
+
     def all_figures(self):
         """Every figure of this section and its subsections, depth first."""
         yield from self.figures
@@ -166,6 +212,9 @@ class Report:
     def render(self) -> str:
         """The report as one HTML string (autoescaped; figures embedded as data URIs).
 
+        When a section holds explorer views, plotly.js, the explorer glue and each renderer used are
+        inlined once at the end of the page (no network request at any time).
+
         Returns
         -------
         str
@@ -177,7 +226,18 @@ class Report:
         template = environment.get_template("report.html.j2")
         from phenolens import __version__
 
+        views = [view for section in self.sections for view in section.all_views()]
+        view_ids = {id(view): f"pl-view-{number}" for number, view in enumerate(views, 1)}
+        renderers = list(dict.fromkeys(view.renderer for view in views))
+        plotly_js = ""
+        if views:
+            from plotly.offline import get_plotlyjs
+
+            plotly_js = get_plotlyjs()
         return template.render(
+            view_id=lambda view: view_ids[id(view)],
+            renderers=renderers,
+            plotly_js=plotly_js,
             title=self.title,
             sections=self.sections,
             metrics_json=json.dumps(to_jsonable(self.metrics), indent=2),

@@ -14,6 +14,7 @@ from phenolens.profiling.hits import anomaly_score
 from phenolens.profiling.normalize import TEST
 from phenolens.profiling.pipeline import ProfilingRun
 from phenolens.profiling.settings import ProfileExplanationSettings
+from phenolens.report.explorer.profiling import profiling_view
 from phenolens.report.figures import OKABE_ITO, figure
 from phenolens.report.html import Report, Section
 
@@ -465,7 +466,7 @@ def run_section(result: ProfilingRun, title: str) -> Section:
     Returns
     -------
     Section
-        Text, tables and figures.
+        Text, tables, figures and the explorer's treatment view.
     """
     settings = result.profiler.settings
     anomaly = result.representations["anomaly"]
@@ -473,9 +474,17 @@ def run_section(result: ProfilingRun, title: str) -> Section:
     treated = ~select_rows(anomaly, settings.controls, "profiles", "--controls")
     distributions = {"held-out control wells": scores[(anomaly[ROLE_COLUMN] == TEST).to_numpy()], "treated wells": scores[treated]}
     history = {key: result.profiler.history_.column(key) for key in ("train_loss", "val_loss")}
-    return profiling_section(
+    section = profiling_section(
         title, result.metrics, result.evaluation, result.explanations, result.explained_group, result.curve, history, distributions
     )
+    replicates = result.evaluation.replicates.get("anomaly")
+    section.view(
+        profiling_view(
+            anomaly, features_of(anomaly, settings), treated, settings.treatment, settings.plate, result.evaluation.hits["anomaly"], settings.moa,
+            replicates.treatments if replicates is not None else None, result.explanations, result.explained_group or None,
+        )
+    )  # fmt: skip
+    return section
 
 
 def write_profiling_run(run: RunWriter, result: ProfilingRun, title: str) -> Section:
