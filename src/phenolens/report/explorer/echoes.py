@@ -126,9 +126,9 @@ def scan_view(scan: LayerScan, detections: Mapping[str, Detections], estimates: 
     buttons = [{"label": plotly_text(name), "method": "restyle", "args": [{"z": [np.round(values, 4).tolist()]}]} for name, values in maps.items()]
     figure.update_layout(
         title={"text": "Layer scan: click a position to see its A-scan"},
-        xaxis={"title": {"text": "scan x (position)"}},
-        yaxis={"title": {"text": "scan y (position)"}, "autorange": "reversed"},
-        updatemenus=[{"buttons": buttons, "x": 0.0, "y": 1.13, "xanchor": "left", "direction": "down"}],
+        xaxis={"title": {"text": "scan x (position)"}, "tick0": 0, "dtick": max(1, columns // 10)},
+        yaxis={"title": {"text": "scan y (position)"}, "autorange": "reversed", "tick0": 0, "dtick": max(1, rows // 10)},
+        updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.16, "xanchor": "right", "direction": "down"}],
         margin={"t": 70},
     )
     data = {"methods": methods, "colours": {m: method_colour(m) for m in methods}, "truth_label": "true echoes"}
