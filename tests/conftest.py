@@ -42,6 +42,51 @@ def cli(capsys):
     return invoke
 
 
+SIGN_CLASSES = ["Interphase", "Prometaphase"]
+
+
+@pytest.fixture(scope="session")
+def sign_workspace(tmp_path_factory):
+    """A class-folder of 2 x 12 real MitoCheck nuclei, a tiny classifier trained on it and a SIGN fit."""
+    import numpy as np
+    import torch
+
+    from phenolens.cli.main import run
+    from phenolens.data import load
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    root = tmp_path_factory.mktemp("sign")
+    mitocheck = load("mitocheck")
+    for name in SIGN_CLASSES:
+        (root / "crops" / name).mkdir(parents=True)
+        for i, index in enumerate(np.flatnonzero(mitocheck.labels == mitocheck.class_names.index(name))[:12]):
+            np.save(root / "crops" / name / f"{i:02d}.npy", mitocheck.images[index][:, 16:48, 16:48])
+    folder = ["--folder", str(root / "crops"), "--channels", "H2B"]
+    train = [
+        "train",
+        *folder,
+        "--out",
+        str(root / "model"),
+        "--width",
+        "0.125",
+        "--blocks",
+        "1,1",
+        "--stem-stride",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+    ]
+    assert run(train) == 0
+    base = ["sign", "fit", str(root / "model"), *folder, "--epochs", "1", "--validation-fraction", "0.5"]
+    assert run([*base, "--layers", "stage1,stage2", "--words", "6,5", "--out", str(root / "fit")]) == 0
+    torch.set_num_threads(threads)
+    return root, folder, base
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors: one torch thread avoids paying thread hand-offs on every small operation."""

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import SIGN_CLASSES
 
 from phenolens.cli.main import run
 from phenolens.core.runs import load_run
@@ -13,41 +14,13 @@ from phenolens.explain.sign.settings import MlpTrainingSettings, SignFitSettings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CLASSES = ["Interphase", "Prometaphase"]
+CLASSES = SIGN_CLASSES
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A class-folder of 2 x 12 real MitoCheck nuclei, a tiny classifier trained on it and a SIGN fit."""
-    from phenolens.data import load
-
-    root = tmp_path_factory.mktemp("sign")
-    mitocheck = load("mitocheck")
-    for name in CLASSES:
-        (root / "crops" / name).mkdir(parents=True)
-        for i, index in enumerate(np.flatnonzero(mitocheck.labels == mitocheck.class_names.index(name))[:12]):
-            np.save(root / "crops" / name / f"{i:02d}.npy", mitocheck.images[index][:, 16:48, 16:48])
-    folder = ["--folder", str(root / "crops"), "--channels", "H2B"]
-    train = [
-        "train",
-        *folder,
-        "--out",
-        str(root / "model"),
-        "--width",
-        "0.125",
-        "--blocks",
-        "1,1",
-        "--stem-stride",
-        "1",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-    ]
-    assert run(train) == 0
-    base = ["sign", "fit", str(root / "model"), *folder, "--epochs", "1", "--validation-fraction", "0.5"]
-    assert run([*base, "--layers", "stage1,stage2", "--words", "6,5", "--out", str(root / "fit")]) == 0
-    return root, folder, base
+def workspace(sign_workspace):
+    """The shared SIGN workspace (tests/conftest.py): crops, a tiny classifier and a SIGN fit."""
+    return sign_workspace
 
 
 def test_fit_writes_the_metrics_schema_and_a_reusable_run(workspace):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from phenolens.core.errors import PhenolensError
+from phenolens.echoes.detection import Detections
 from phenolens.echoes.detector import BASELINES, BaseEchoDetector, EchoDetector, USCNNDetector
 from phenolens.echoes.evaluation import run_sweeps, score, select_variants, test_settings, time_methods
 from phenolens.echoes.pulse import DEFAULT_FS_MHZ, PulseFit, PulseShape, fit_pulse
@@ -104,6 +105,7 @@ class EvaluationResult:
     real: list[RealDetection]
     pulse_fit: PulseFit | None
     real_signals: list = field(default_factory=list)
+    scan_detections: dict[str, Detections] = field(default_factory=dict)
 
     def metrics(self) -> dict:
         """The metrics.json payload; `methods` and `real` follow the issue's schema.
@@ -283,9 +285,10 @@ def evaluate(
     say("layer-thickness scan")
     rows, columns = settings.scan_shape
     scan = simulate_layer_scan(LayerScanConfig(rows=rows, columns=columns, pulse=pulse, distribution=settings.test_distribution))
-    maps, errors = {}, {}
+    maps, errors, scan_detections = {}, {}, {}
     for name, detector in detectors.items():
-        maps[name] = estimate_thickness(detector.refitted(min_echoes=2).predict(scan.signals), scan)
+        scan_detections[name] = detector.refitted(min_echoes=2).predict(scan.signals)
+        maps[name] = estimate_thickness(scan_detections[name], scan)
         errors[name] = thickness_errors(maps[name], scan)
 
     say("real A-scans")
@@ -294,7 +297,9 @@ def evaluate(
     else:
         fit = None
     real = detect_real(detectors, real_signals)
-    return EvaluationResult(settings, pulse, variants, selection, sweeps, timing, reference, scan, maps, errors, real, fit, real_signals)
+    return EvaluationResult(
+        settings, pulse, variants, selection, sweeps, timing, reference, scan, maps, errors, real, fit, real_signals, scan_detections
+    )
 
 
 def training_simulation(settings: EchoTrainingSettings) -> EchoSimulationSettings:

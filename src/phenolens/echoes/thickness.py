@@ -43,12 +43,13 @@ class LayerScanConfig:
 
 @dataclass
 class LayerScan:
-    """The simulated scan: signals (rows x columns, T), true TOFD (samples) and thickness (mm) maps, and its description."""
+    """The simulated scan: signals (rows x columns, T), true TOFD (samples) and thickness (mm) maps, its description, and the true echoes."""
 
     signals: np.ndarray  # (rows * columns, T)
     tofd: np.ndarray  # (rows, columns) samples
     thickness_mm: np.ndarray  # (rows, columns)
     config: LayerScanConfig
+    tofs: np.ndarray  # (rows * columns, 2) samples: the top and bottom interface echoes
 
     @property
     def thinnest(self) -> np.ndarray:
@@ -104,7 +105,7 @@ def simulate_layer_scan(config: LayerScanConfig = LayerScanConfig()) -> LayerSca
     clean = np.einsum("nk,nkt->nt", amplitudes, waves)
     clean /= np.linalg.norm(clean, axis=1, keepdims=True)
     noise = rng.standard_normal(clean.shape) * 10.0 ** (-config.snr_db / 20.0) / np.sqrt(config.length)
-    return LayerScan(clean + noise, tofd, tofd_to_thickness(tofd, config.velocity_mm_per_us, config.pulse.fs_mhz), config)
+    return LayerScan(clean + noise, tofd, tofd_to_thickness(tofd, config.velocity_mm_per_us, config.pulse.fs_mhz), config, tofs)
 
 
 def estimate_thickness(detections: Detections, scan: LayerScan) -> np.ndarray:

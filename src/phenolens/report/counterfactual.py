@@ -11,6 +11,7 @@ import pandas as pd
 from phenolens.core.outputs import atomic_write_bytes
 from phenolens.core.runs import RunWriter
 from phenolens.explain.counterfactual.evaluate import ExplanationRun
+from phenolens.report.explorer.counterfactual import counterfactual_view
 from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
 from phenolens.report.html import Report, Section
 
@@ -318,6 +319,7 @@ def counterfactual_sections(run: ExplanationRun, out: Path, panels: int = 4, pre
     """
     metrics, target = run.metrics, run.class_names[run.target]
     section = Section(f"Counterfactuals towards {target}")
+    section.view(counterfactual_view(run))
     section.text(
         f"{metrics['n_counterfactuals']} of {metrics['n_images']} images are not predicted as {target} and get an ECINN counterfactual "
         f"x_hat = f^-1(z + alpha Delta) on the i-ResNet. alpha_1 flips {metrics['flip_rate_alpha1']:.0%} of them, alpha_0 (the hyperplane "

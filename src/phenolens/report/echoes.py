@@ -13,19 +13,15 @@ from phenolens.echoes.pulse import PulseFit, envelope, gaussian_envelope
 from phenolens.echoes.real import RealDetection, prepare_real_signal
 from phenolens.echoes.simulate import EchoSet
 from phenolens.echoes.thickness import LayerScan
+from phenolens.report.explorer.echoes import method_colour, real_scans_view, scan_view
 from phenolens.report.figures import OKABE_ITO, figure
 from phenolens.report.html import Report, Section
 
-METHOD_COLORS = {"uscnn": OKABE_ITO[5], "omp": OKABE_ITO[4], "ista": OKABE_ITO[0], "smp": OKABE_ITO[2], "omp-complex": OKABE_ITO[1]}
 SWEEP_LABELS = {
     "lambda": "overlap lambda (mean time-of-flight gap / sigma_0)",
     "epsilon": "hit tolerance epsilon (relative envelope error)",
     "snr": "signal-to-noise ratio (dB)",
 }
-
-
-def _color(method: str) -> str:
-    return METHOD_COLORS.get(method.split("[")[0], OKABE_ITO[7])
 
 
 def simulation_section(data: EchoSet, examples: int = 3) -> Section:
@@ -144,7 +140,7 @@ def sweep_section(sweeps: dict, variants: Mapping[str, str], selection: Mapping[
         for method, by_value in sweeps[sweep].items():
             values = [float(v) for v in by_value]
             for axis, metric in zip(axes, ("auc", "f1")):
-                axis.plot(values, [r[metric] for r in by_value.values()], marker="o", label=method, color=_color(method))
+                axis.plot(values, [r[metric] for r in by_value.values()], marker="o", label=method, color=method_colour(method))
             rows += [{"method": method, sweep: float(v), "auc": r["auc"], "f1": r["f1"]} for v, r in by_value.items()]
         for axis, metric in zip(axes, ("AUC (precision-recall)", "max F1")):
             axis.set_xlabel(label)
@@ -174,7 +170,7 @@ def timing_section(timing: Mapping[str, float]) -> Section:
     names = list(timing)
     section = Section("Time per signal (CPU, batched, measured side by side)")
     fig, axis = figure(6.0, 3.0)
-    axis.bar(names, [timing[n] * 1e3 for n in names], color=[_color(n) for n in names])
+    axis.bar(names, [timing[n] * 1e3 for n in names], color=[method_colour(n) for n in names])
     axis.set_yscale("log")
     axis.set_ylabel("milliseconds per signal (log)")
     section.figure(fig, "Per-signal detection time, each method on the same signals in one run.", "timing.png")
@@ -303,7 +299,7 @@ def real_section(signals, detections: list[RealDetection], fit: PulseFit | None 
             axis.plot(t, values, color=OKABE_ITO[7], lw=0.7)
             axis.plot(t, envelope(values), color=OKABE_ITO[1], lw=1.0)
             peak = envelope(values).max()
-            axis.vlines(result.positions / fs, 0, result.amplitudes * peak, color=_color(method), lw=2.5)
+            axis.vlines(result.positions / fs, 0, result.amplitudes * peak, color=method_colour(method), lw=2.5)
             axis.set_ylabel(f"{method}\n(a.u.)", fontsize=9)
         axes[-1, 0].set_xlabel("time (us)")
         section.figure(
@@ -318,7 +314,7 @@ def real_section(signals, detections: list[RealDetection], fit: PulseFit | None 
     section.table(
         pd.DataFrame(rows), "Echoes above the real-data threshold, dominant echoes (>= half the largest), and the TOFD of the two largest echoes."
     )
-    return section
+    return section.view(real_scans_view(signals, detections))
 
 
 def evaluation_sections(result: EvaluationResult) -> list[Section]:
@@ -337,7 +333,9 @@ def evaluation_sections(result: EvaluationResult) -> list[Section]:
     return [
         sweep_section(result.sweeps, result.variants, result.selection),
         timing_section({**result.timing, "omp-complex": result.reference["omp-complex"]["seconds_per_signal"]}),
-        thickness_section(result.scan, result.thickness_maps, result.thickness),
+        thickness_section(result.scan, result.thickness_maps, result.thickness).view(
+            scan_view(result.scan, result.scan_detections, result.thickness_maps)
+        ),
         real_section(result.real_signals, result.real, result.pulse_fit, reference),
     ]
 

@@ -16,6 +16,7 @@ from phenolens.explain.sign.paths import Junction, MlpPaths, decision_junction
 from phenolens.explain.sign.pipeline import SignFit
 from phenolens.explain.sign.quality import centre_distances, class_counts
 from phenolens.explain.sign.watermark import THRESHOLD, WatermarkStudy
+from phenolens.report.explorer.sign import sign_graph_view
 from phenolens.report.figures import class_colors, figure
 from phenolens.report.html import Section
 from phenolens.report.sign_drawing import write_graph
@@ -125,6 +126,7 @@ def class_and_image_graphs(result: SignFit, folder: Path, classes: list[str] | N
         graph = builder.class_graph(name)
         stem = f"class_{index:02d}"
         png, table = write_graph(graph, builder, display, folder, stem)
+        section.view(sign_graph_view(graph, builder, display))
         section.figure(png, f"Class graph of {name} ({len(graph.images)} validation images predicted as it).").table(table, f"Nodes of {name}")
         summary[name] = {"images": len(graph.images), "nodes": [n.key for n in graph.nodes], "graph": f"{stem}.json"}
         correct = np.flatnonzero((predicted == index) & (labels == index))
@@ -133,6 +135,7 @@ def class_and_image_graphs(result: SignFit, folder: Path, classes: list[str] | N
             inputs = builder.images_[chosen].numpy()
             image_graph = builder.image_graph(inputs, label=f"validation image {int(result.validation_index[chosen])} ({name})")
             png, _ = write_graph(image_graph, builder, display, folder, f"image_{index:02d}", image=display[chosen])
+            section.view(sign_graph_view(image_graph, builder, display, image=display[chosen]))
             section.figure(png, f"Image graph of a validation image of {name}; red dots mark where each word occurs.")
             summary[name]["image_graph"] = f"image_{index:02d}.json"
     return section, summary
@@ -163,7 +166,8 @@ def image_graph_section(result: SignFit, raw: np.ndarray, name: str, folder: Pat
     graph = result.builder.image_graph(inputs[0], label=name)
     display = padded_array(raw[None], result.classifier.size, result.classifier.channel_names)
     png, table = write_graph(graph, result.builder, result.display(), folder, "image", image=display[0])
-    section = Section("SIGN image graph").figure(png, f"Image graph of {name}; red dots mark where each word occurs.").table(table)
+    section = Section("SIGN image graph").view(sign_graph_view(graph, result.builder, result.display(), image=display[0]))
+    section.figure(png, f"Image graph of {name}; red dots mark where each word occurs.").table(table)
     predicted = int(graph.word_maps.predictions[0])
     metrics = {"kind": "image", "image": name, "predicted": result.classifier.class_names[predicted], "nodes": [n.key for n in graph.nodes]}
     return section, metrics
