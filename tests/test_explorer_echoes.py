@@ -90,7 +90,6 @@ def test_a_detect_run_page_opens_the_clicked_scan_offline(detect_run, watched_pa
     from browser import pixel_variance
 
     watched = watched_page(detect_run / "report.html")
-    watched.page.locator(".pl-figure[data-key=real]").scroll_into_view_if_needed()
     clicked = watched.click_point(".pl-figure[data-key=real]", 0)
     watched.page.wait_for_selector(".pl-panel .pl-ascan .main-svg")
     assert watched.shown_id() == clicked and clicked.startswith("scan-")

@@ -59,8 +59,8 @@ def _click_marker(watched, name: str, index: int = 0) -> str:
         points = traces.nth(number).locator(".points path.point")
         if points.count() and page.evaluate("(n) => n.__data__[0].trace.name", traces.nth(number).element_handle()).startswith(name):
             point = points.nth(index)
-            box = point.bounding_box()
-            page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            point.scroll_into_view_if_needed()
+            point.click(force=True)  # at the marker's centre as measured now (the panel may have moved the page); Plotly's layer takes it
             data = point.evaluate("node => node.__data__ && node.__data__.data")
             return str(data[0] if isinstance(data, list) else data)
     raise AssertionError(f"no trace named {name}")

@@ -114,12 +114,15 @@ def counterfactual_view(run: ExplanationRun, max_cells: int = MAX_CELLS, seed: i
                 hovertemplate="p before %{x:.2f}, after %{y:.2f}<extra></extra>",
             )
         )
-    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "#555"}, hoverinfo="skip", showlegend=False))
+    # The diagonal (no change) over the data's own span, so that the axes zoom onto the cells.
+    shown = np.concatenate([ecinn.probabilities[cells, target], ecinn.probabilities_at["alpha1"][cells, target]]) if len(cells) else np.zeros(1)
+    span = [float(shown.min()), float(shown.max())]
+    figure.add_trace(go.Scatter(x=span, y=span, mode="lines", line={"dash": "dash", "color": "#555"}, hoverinfo="skip", showlegend=False))
     target_name = plotly_text(run.class_names[target])
     figure.update_layout(
         title={"text": f"Each cell's probability of {target_name}: original against alpha_1 (click a cell)"},
-        xaxis={"title": {"text": f"p({target_name}), original"}, "range": [-0.03, 1.03]},
-        yaxis={"title": {"text": f"p({target_name}) at alpha_1"}, "range": [-0.03, 1.03]},
+        xaxis={"title": {"text": f"p({target_name}), original"}},
+        yaxis={"title": {"text": f"p({target_name}) at alpha_1"}},
     )
     notes = [
         f"{len(cells):,} cells with a counterfactual towards {run.class_names[target]}; the slider steps along x_hat = f^-1(z + alpha Delta) "
