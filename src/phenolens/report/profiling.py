@@ -8,12 +8,13 @@ import pandas as pd
 from phenolens.core.runs import RunWriter
 from phenolens.data.query import select_rows
 from phenolens.profiling.anomaly import ROLE_COLUMN
-from phenolens.profiling.evaluate import CONCATENATION, Evaluation, features_of, wide_table
+from phenolens.profiling.evaluate import Evaluation, features_of, is_concatenation, wide_table
 from phenolens.profiling.explain import FeatureExplanation, GroupExplanation, explanations_table
 from phenolens.profiling.hits import anomaly_score
 from phenolens.profiling.normalize import TEST
 from phenolens.profiling.pipeline import ProfilingRun
 from phenolens.profiling.settings import ProfileExplanationSettings
+from phenolens.report.batch_effects import batch_effect_section
 from phenolens.report.figures import OKABE_ITO, figure
 from phenolens.report.html import Report, Section
 
@@ -473,9 +474,12 @@ def run_section(result: ProfilingRun, title: str) -> Section:
     treated = ~select_rows(anomaly, settings.controls, "profiles", "--controls")
     distributions = {"held-out control wells": scores[(anomaly[ROLE_COLUMN] == TEST).to_numpy()], "treated wells": scores[treated]}
     history = {key: result.profiler.history_.column(key) for key in ("train_loss", "val_loss")}
-    return profiling_section(
+    section = profiling_section(
         title, result.metrics, result.evaluation, result.explanations, result.explained_group, result.curve, history, distributions
     )
+    if settings.batch:
+        section.add(batch_effect_section(result.representations, settings, result.metrics))
+    return section
 
 
 def write_profiling_run(run: RunWriter, result: ProfilingRun, title: str) -> Section:
@@ -500,7 +504,7 @@ def write_profiling_run(run: RunWriter, result: ProfilingRun, title: str) -> Sec
 
     settings = result.profiler.settings
     save_model(result.profiler.model_, run.file("model"), result.profiler.model_card(dataset=title))
-    base = {name: frame for name, frame in result.representations.items() if name != CONCATENATION}
+    base = {name: frame for name, frame in result.representations.items() if not is_concatenation(name)}
     run.write_table("profiles.parquet", wide_table(base, settings))
     run.write_table("hits.csv", pd.concat(result.evaluation.hits, names=["representation"]).reset_index())
     if result.explanations:
