@@ -7,14 +7,14 @@ is what the controls do not do. The "typical variation normalisation" of Ando et
 same idea. Fitted per batch, each batch is whitened against its own controls, which also removes
 covariance differences between batches (at the price of fewer controls per fit).
 
-With fewer control wells than features the control covariance is singular; pycytominer then pads
-the missing singular values with the smallest one and adds `epsilon` to all of them, which is the
-regularisation used here (with a warning). Without regularisation (`epsilon` 0) the fit refuses.
+With fewer independent control wells than features the control covariance is singular (and it
+always loses one direction per plate when each plate is centred on its own controls); the missing
+singular values are then set to the smallest observed one and `epsilon` is added to all of them,
+pycytominer's regularisation, with a warning. Without regularisation (`epsilon` 0) the fit refuses.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,7 +33,15 @@ SPHERED_SUFFIX = "_sphered"  # `cellprofiler` -> `cellprofiler_sphered`
 
 
 class Spherer(BaseEstimator):
-    """pycytominer's `Spherize` fitted on reference (control) rows, one transform per group or one for all.
+    """Sphering fitted on reference (control) rows, one transform per group or one for all.
+
+    The transform is pycytominer's `Spherize` (same centring, scaling, SVD and epsilon, so on a
+    full-rank reference it gives pycytominer's numbers), extended to rank-deficient references:
+    pycytominer refuses any reference whose rank is below min(rows - 1, features), which every
+    plate-centred control set is (centring each plate on its own controls removes one direction per
+    plate). Here, as pycytominer already does when rows <= features, the singular values of the
+    missing directions are set to the smallest observed one before `epsilon` is added, and the fit
+    warns that it was regularised.
 
     A scikit-learn estimator: the constructor only stores its parameters, `fit` returns the
     spherer, learned state ends in ``_``.
@@ -51,11 +59,13 @@ class Spherer(BaseEstimator):
     Attributes
     ----------
     transforms_ : dict
-        Group -> fitted `pycytominer.operations.Spherize`.
+        Group -> (centre, scale, whitening matrix).
+    ranks_ : dict
+        Group -> rank of its centred reference rows.
     n_features_in_ : int
         Features of the fit.
     regularised_groups_ : list of str
-        Groups fitted on fewer reference rows than features.
+        Groups whose reference rows span fewer directions than there are features.
     """
 
     def __init__(self, method: str = "ZCA-cor", epsilon: float = 1e-6, source: str = "profiles"):
@@ -82,11 +92,9 @@ class Spherer(BaseEstimator):
         ------
         PhenolensError
             For an unknown method, a negative epsilon, non-finite values, a group with fewer than
-            two rows, a feature constant within a group (-cor methods), too few rows without
-            regularisation, or linearly dependent features.
+            two rows, a feature constant within a group (-cor methods), or too few independent
+            rows without regularisation (epsilon 0).
         """
-        from pycytominer.operations import Spherize
-
         if self.method not in SPHERING_METHODS:
             raise PhenolensError(f"sphering method {self.method!r} is unknown; choose one of {', '.join(SPHERING_METHODS)}")
         if not self.epsilon >= 0:
@@ -95,53 +103,52 @@ class Spherer(BaseEstimator):
         if values.ndim != 2 or not np.isfinite(values).all():
             raise PhenolensError(f"{self.source}: sphering needs a finite 2-D table of control wells")
         labels = _labels(groups, len(values))
-        self.transforms_ = {}
-        self.regularised_groups_ = []
+        self.transforms_, self.ranks_, self.regularised_groups_ = {}, {}, []
         for group in pd.unique(labels):
-            rows = values[labels == group]
-            self._check_rows(rows, group)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                try:
-                    self.transforms_[group] = Spherize(epsilon=self.epsilon, method=self.method, center=True, return_numpy=True).fit(
-                        pd.DataFrame(rows)
-                    )
-                except ValueError as error:
-                    rank = np.linalg.matrix_rank(rows - rows.mean(axis=0))
-                    raise PhenolensError(
-                        f"{self.source}: the {len(rows)} control wells{_where(group)} span only {rank} of {rows.shape[1]} feature directions "
-                        f"(linearly dependent features); select features first or use more control wells"
-                    ) from error
+            self.transforms_[group] = self._fit_group(values[labels == group], group)
         self.n_features_in_ = values.shape[1]
         return self
 
-    def _check_rows(self, rows: np.ndarray, group: str) -> None:
+    def _fit_group(self, rows: np.ndarray, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         n, d = rows.shape
         if n < 2:
             raise PhenolensError(f"{self.source}: sphering needs at least 2 control wells{_where(group)}, found {n}")
+        centre = rows.mean(axis=0)
+        scale = np.ones(d)
         if self.method.endswith("-cor"):
-            constant = np.flatnonzero(rows.std(axis=0) == 0)
+            scale = rows.std(axis=0)  # population spread, as pycytominer's StandardScaler
+            constant = np.flatnonzero(scale == 0)
             if len(constant):
                 raise PhenolensError(
                     f"{self.source}: feature {constant[0]} is constant over the {n} control wells{_where(group)} ({len(constant)} such); "
                     f"{self.method} divides by it: drop constant features or use --sphering-method {self.method.removesuffix('-cor')}"
                 )
-        if n <= d:
+        _, singular, rotation = np.linalg.svd((rows - centre) / scale, full_matrices=True)
+        rank = int((singular > singular.max(initial=0) * max(n, d) * np.finfo(np.float64).eps).sum())
+        if rank == 0:
+            raise PhenolensError(f"{self.source}: the {n} control wells{_where(group)} are all the same; sphering needs varying control wells")
+        self.ranks_[group] = rank
+        if rank < d:
             if self.epsilon == 0:
                 raise PhenolensError(
-                    f"{self.source}: sphering {d} features needs at least {d + 1} control wells{_where(group)}, found {n}; "
-                    f"give --sphering-epsilon > 0 to regularise, or use fewer features"
+                    f"{self.source}: the {n} control wells{_where(group)} span {rank} of {d} feature directions; sphering without "
+                    f"regularisation needs at least {d + 1} independent control wells: give --sphering-epsilon > 0 or use fewer features"
                 )
             self.regularised_groups_.append(group)
             log.warning(
-                "%s: %d control wells%s for %d features: the control covariance is singular, regularised by epsilon %g (%d wells avoid it)",
+                "%s: %d control wells%s span %d of %d feature directions: the control covariance is singular, regularised by epsilon %g",
                 self.source,
                 n,
                 _where(group),
+                rank,
                 d,
                 self.epsilon,
-                d + 1,
             )
+        singular = np.concatenate([singular[:rank], np.repeat(singular[rank - 1], d - rank)]) + self.epsilon
+        whitening = (rotation / singular[:, None]).T * np.sqrt(n - 1)
+        if self.method.startswith("ZCA"):
+            whitening = whitening @ rotation
+        return centre, scale, whitening
 
     def transform(self, values: np.ndarray, groups: Sequence | None = None) -> np.ndarray:
         """Sphere `values` with the transform of each row's group.
@@ -172,10 +179,9 @@ class Spherer(BaseEstimator):
         if unseen:
             raise PhenolensError(f"{self.source}: batch {unseen[0]!r} had no control wells when sphering was fitted; fit on a table that includes it")
         result = np.empty_like(values)
-        for group, transform in self.transforms_.items():
+        for group, (centre, scale, whitening) in self.transforms_.items():
             rows = labels == group
-            if rows.any():
-                result[rows] = transform.transform(pd.DataFrame(values[rows]))
+            result[rows] = ((values[rows] - centre) / scale) @ whitening
         return result
 
 
