@@ -6,8 +6,11 @@ cellprofiler and anomaly) is scored without sphering and with every sphering can
 and an epsilon); anomaly_adversarial also for every adversary candidate (batch or plate, lambda).
 Percent replicating and replicate mAP need no MoA annotation; NSC and NSCB (1-NN MoA accuracy,
 not-same-compound / -or-batch) are the answer. Each representation's settings are CHOSEN by
-replicate mAP (ties: percent replicating), and the best representation is the one with the highest
-chosen mAP; the NSC of that choice is what the targets judge. NSC is also printed for treatment
+replicate mAP within batch (a treatment's replicates ranked against the other wells of its batch;
+ties: percent replicating), and the best representation is the one with the highest chosen value;
+the NSC of that choice is what the targets judge. Plain mAP and percent replicating are printed
+too: on BBBC021 every compound sits in one batch, so a correction that gives each batch its own
+signature (per-batch sphering on a dozen controls) raises them while NSC falls. NSC is also printed for treatment
 profiles aggregated by the median of their wells (Ljosa et al. 2013) besides the mean (the
 library's). A representation whose chosen settings gain NSC over no correction but lose percent
 replicating is flagged. The same-batch neighbour rate (a control's nearest control on another
@@ -137,7 +140,7 @@ def main() -> None:
     print("\nevery candidate:")
     print(scores.round(3).to_string(index=False))
     chosen = pd.DataFrame([choose_by_replicates(group) for _, group in scores.groupby("representation", sort=False)])
-    print("\nchosen per representation by replicate mAP (ties: percent replicating); NSC/NSCB not consulted:")
+    print("\nchosen per representation by replicate mAP within batch (ties: percent replicating); NSC/NSCB not consulted:")
     print(chosen.round(3).to_string(index=False))
     flagged = [
         f"{row['representation']} ({row['correction']}): NSC {before['nsc']:.3f} -> {row['nsc']:.3f}, "
@@ -152,7 +155,8 @@ def main() -> None:
     )
     best = choose_by_replicates(chosen)
     oracle = scores.loc[scores["nsc"].idxmax()]
-    print(f"\nbest representation by replicate mAP: {best['representation']} ({best['correction']}): mAP {best['map']:.3f}, ", end="")
+    print(f"\nbest representation by replicate mAP within batch: {best['representation']} ({best['correction']}): ", end="")
+    print(f"mAP within batch {best['map_within_batch']:.3f}, ", end="")
     print(f"NSC {best['nsc']:.3f}, NSCB {best['nscb']:.3f}")
     print(f"for comparison only, chosen BY NSC (optimistic): {oracle['representation']} ({oracle['correction']}) ", end="")
     print(f"NSC {oracle['nsc']:.3f}, NSCB {oracle['nscb']:.3f}")
@@ -162,8 +166,8 @@ def main() -> None:
         scores.to_csv(args.out / "candidates.csv", index=False)
         chosen.to_csv(args.out / "chosen.csv", index=False)
     targets = Targets("profiling_batch_effects")
-    targets.expect("best representation (chosen by replicate mAP) NSC accuracy", best["nsc"], ">=", 0.92)
-    targets.expect("best representation (chosen by replicate mAP) NSCB accuracy", best["nscb"], ">=", 0.80)
+    targets.expect("best representation (chosen by mAP within batch) NSC accuracy", best["nsc"], ">=", 0.92)
+    targets.expect("best representation (chosen by mAP within batch) NSCB accuracy", best["nscb"], ">=", 0.80)
     sys.exit(targets.finish(args.check))
 
 

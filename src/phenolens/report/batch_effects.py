@@ -71,7 +71,7 @@ def batch_effect_section(representations: dict[str, pd.DataFrame], settings, met
     section = Section("Batch effects: before and after correction")
     correction = metrics.get("batch_correction", {})
     section.text(
-        f"Sphering: {correction.get('sphering', {}).get('variant', 'none')}; adversary: {correction.get('adversary', {}).get('column', 'none')}. "
+        f"Sphering: {correction.get('sphering', {}).get('variant', 'none')}; adversary: {correction.get('adversary', {}).get('domain', 'none')}. "
         f"Hyper-parameters: {correction.get('hyperparameters', '')}."
     )
     adversary = correction.get("adversary", {})
