@@ -215,7 +215,7 @@ def test_cli_run_reports_batch_effects_and_refuses_a_one_valued_adversary_column
     path = tmp_path / "screen.csv"
     table.to_csv(path, index=False)
     options = ["--controls", CONTROLS, "--treatment-column", "Metadata_Treatment", "--moa-column", "Metadata_MoA"]
-    options += ["--compound-column", "Metadata_Compound", "--batch-column", "Metadata_Batch", "--max-epochs", "3", "--moa-repeats", "2"]
+    options += ["--compound-column", "Metadata_Compound", "--batch-column", "Metadata_Batch", "--max-epochs", "3", "--moa-repeats", "1"]
     options += ["--classifiers", "lr", "--jobs", "1", "--no-curve", "--explain-features", "0"]
     out = tmp_path / "run"
     batch = ["--sphering", "batch", "--sphering-epsilon", "1", "--adversary", "plate", "--adversary-lambda", "0.5"]

@@ -4,7 +4,9 @@ Per plate, control wells are split at random into train / validation / test. Fea
 standardised with the training controls and selected on them (pycytominer); an autoencoder learns
 the feature dependencies of the training controls (early stopping on the validation controls);
 every well is then represented by its signed per-feature reconstruction error, z-scored against
-the test controls' errors. Treated wells are never used to fit anything.
+the test controls' errors. Optionally a second autoencoder, whose latent code is trained to hide
+the batch or plate from an adversary, gives `anomaly_adversarial`, and every representation gets a
+sphered copy fitted on the training controls. Treated wells are never used to fit anything.
 """
 
 from __future__ import annotations
@@ -97,6 +99,15 @@ class AnomalyProfiler(BaseEstimator):
         (learning_rate, output_l2, dropout) of the best search trial.
     search_ : pandas.DataFrame
         Every search trial and its validation MSE.
+    spherers_ : dict of str to Spherer
+        Representation -> its sphering, fitted on the training controls (empty without `sphering`).
+    adversary_ : AdversaryFit
+        The domain-adversarial autoencoder of ``anomaly_adversarial`` (only with `adversary`).
+    adversarial_error_standardization_ : Standardization
+        Its error centres and spreads (only with `adversary`).
+    domain_accuracy_ : dict
+        How well the domain is predicted from the latent code of held-out controls, with and
+        without the adversary (only with `adversary`).
 
     Examples
     --------
@@ -153,13 +164,15 @@ class AnomalyProfiler(BaseEstimator):
         Returns
         -------
         dict of str to pandas.DataFrame
-            ``{"cellprofiler": ..., "anomaly": ...}``: metadata, the control-split role column and
-            the selected features.
+            ``{"cellprofiler": ..., "anomaly": ...}`` (plus ``anomaly_adversarial`` with an adversary
+            and ``<name>_sphered`` for each with sphering): metadata, the control-split role column
+            and the selected features.
 
         Raises
         ------
         PhenolensError
-            For a table that cannot be used or too few controls for a validation split.
+            For a table that cannot be used, too few controls for a validation split, an adversary
+            column with one value among the training controls, or a sphering that cannot be fitted.
         """
         settings = self._settings
         prepared = self._prepare(table)

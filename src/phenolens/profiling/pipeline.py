@@ -141,7 +141,8 @@ def _control_curve(table, settings: ProfilingSettings, profiler, representations
     chosen = dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_))
     rows = []
     for fraction in settings.curve_fractions:
-        smaller = AnomalyProfiler(settings.replace(**chosen, search_trials=0, max_train_controls=max(2, int(round(fraction * n_train)))))
+        smaller_settings = settings.replace(**chosen, search_trials=0, max_train_controls=max(2, int(round(fraction * n_train))))
+        smaller = AnomalyProfiler(smaller_settings.replace(sphering="none", adversary="none"))  # the curve reads `anomaly` alone
         scores = core_scores(smaller.fit_transform(table)["anomaly"], settings, settings)
         rows.append({"training_controls": smaller.settings.max_train_controls, "representation": "anomaly", **scores})
     rows.append({"training_controls": n_train, "representation": "anomaly", **core_scores(representations["anomaly"], settings, settings)})
