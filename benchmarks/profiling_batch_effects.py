@@ -5,12 +5,15 @@ cellprofiler and anomaly) is scored without sphering and with every sphering can
 (pycytominer Spherize fitted on the training-split control wells; global or per batch; a method
 and an epsilon); anomaly_adversarial also for every adversary candidate (batch or plate, lambda).
 Percent replicating and replicate mAP need no MoA annotation; NSC and NSCB (1-NN MoA accuracy,
-not-same-compound / -or-batch) are the answer. Each representation's settings are CHOSEN by
-replicate mAP within batch (a treatment's replicates ranked against the other wells of its batch;
-ties: percent replicating), and the best representation is the one with the highest chosen value;
-the NSC of that choice is what the targets judge. Plain mAP and percent replicating are printed
-too: on BBBC021 every compound sits in one batch, so a correction that gives each batch its own
-signature (per-batch sphering on a dozen controls) raises them while NSC falls. NSC is also printed for treatment
+not-same-compound / -or-batch) are the answer. Two ways of choosing without peeking are printed:
+(1) label-free: each representation's settings by replicate mAP within batch (a treatment's
+replicates ranked against the other wells of its batch; ties: percent replicating), the best
+representation by the same; (2) nested leave-one-compound-out: for each held-out compound the
+candidate (representation + correction) with the best NSC (NSCB) on the other compounds is chosen
+and then judged on the held-out compound. The targets judge (2). On BBBC021 every compound sits in
+one batch, so replicate metrics cannot see whether profiles stay comparable across batches: per-batch
+sphering raises plain mAP (a batch signature shared by replicates) and even mAP within batch (each
+batch whitened on its own) while NSC collapses; the candidate table shows it. NSC is also printed for treatment
 profiles aggregated by the median of their wells (Ljosa et al. 2013) besides the mean (the
 library's). A representation whose chosen settings gain NSC over no correction but lose percent
 replicating is flagged. The same-batch neighbour rate (a control's nearest control on another
@@ -19,7 +22,7 @@ plate is in its batch) against chance measures the batch left in the representat
     python benchmarks/profiling_batch_effects.py                 # full grid (several minutes)
     python benchmarks/profiling_batch_effects.py --small --check # short training, small grid
 
-Targets (issue 24): the chosen best representation reaches NSC >= 0.92 and NSCB >= 0.80.
+Targets (issue 24): the best representation, chosen by the nested loop, reaches NSC >= 0.92 and NSCB >= 0.80.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from phenolens.profiling.batch_effects import batch_effects, choose_by_replicate
 from phenolens.profiling.evaluate import CONCATENATION, features_of, treatment_level, wide_table
 from phenolens.profiling.inputs import with_dataset_columns
 from phenolens.profiling.moa import nearest_neighbor_moa
+from phenolens.profiling.nested import nested_neighbor_accuracy
 from phenolens.profiling.normalize import TRAIN
 from phenolens.profiling.settings import ProfilingSettings
 from phenolens.profiling.sphering import fit_spherers, sphered
@@ -48,13 +52,16 @@ from targets import Targets, add_check_option  # noqa: E402
 
 COLUMNS, DATASET = with_dataset_columns(ProfilingSettings(map_null_size=1000), "bbbc021")
 NONE = "none"
-SPLITS = ((0.4, 0.1, 0.5), (0.6, 0.2, 0.2))  # train/validation/test controls; more training controls give sphering more directions
+SPLITS = ((0.4, 0.1, 0.5), (0.5, 0.17, 0.33))  # train/validation/test controls; more training controls give sphering more directions
+PROFILES: dict[str, pd.DataFrame] = {}  # "<representation> | <correction>" -> mean treatment profiles, for the nested choice
+META: dict[str, pd.DataFrame] = {}
 
 
-def moa_scores(frame: pd.DataFrame) -> dict[str, float]:
-    """NSC and NSCB of mean (the library's) and median treatment profiles."""
+def moa_scores(frame: pd.DataFrame, key: str) -> dict[str, float]:
+    """NSC and NSCB of mean (the library's) and median treatment profiles; the mean profiles are kept under `key`."""
     treated = (frame["Metadata_PertType"] == "trt").to_numpy()
     profiles, meta = treatment_level({"r": frame}, COLUMNS, treated)
+    PROFILES[key], META["meta"] = profiles["r"], meta
     labelled = treated & frame[COLUMNS.moa].notna().to_numpy()
     medians = frame.loc[labelled, features_of(frame, COLUMNS)].groupby(frame.loc[labelled, COLUMNS.treatment].astype(str).to_numpy()).median()
     scores = {}
@@ -64,13 +71,13 @@ def moa_scores(frame: pd.DataFrame) -> dict[str, float]:
     return scores
 
 
-def score(frame: pd.DataFrame) -> dict[str, float]:
+def score(frame: pd.DataFrame, key: str) -> dict[str, float]:
     """Label-free replicate scores, the MoA answer and the batch left in one representation."""
     batch = batch_effects({"r": frame}, COLUMNS)
     overall = batch[batch["batch"] == "all"].iloc[0]
     return {
         **replicate_scores(frame, COLUMNS),
-        **moa_scores(frame),
+        **moa_scores(frame, key),
         "same_batch_neighbour": overall["same_batch_neighbour"],
         "chance": overall["chance"],
     }
@@ -134,8 +141,12 @@ def main() -> None:
                         features = features_of(frame, COLUMNS)
                         spherers = fit_spherers({family: frame}, features, reference, groups, candidate)
                         version = sphered({family: frame}, spherers, features, groups)[f"{family}_sphered"]
-                    rows.append({"representation": family, "correction": label(candidate, family == ADVERSARIAL), **score(version)})
+                    correction = label(candidate, family == ADVERSARIAL)
+                    rows.append({"representation": family, "correction": correction, **score(version, f"{family} | {correction}")})
             print(pd.DataFrame(rows).round(3).tail(len(families) * 3).to_string(index=False), flush=True)
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame(rows).to_csv(args.out / "candidates.csv", index=False)
     scores = pd.DataFrame(rows)
     print("\nevery candidate:")
     print(scores.round(3).to_string(index=False))
@@ -154,6 +165,22 @@ def main() -> None:
         "\ncandidates that gain NSC but lose percent replicating (against no correction):" + ("\n  " + "\n  ".join(flagged) if flagged else " none")
     )
     best = choose_by_replicates(chosen)
+    meta = META["meta"]
+    print("\nnested leave-one-compound-out: for each held-out compound the candidate with the best NSC (NSCB) on the other")
+    print("compounds is chosen, then the held-out treatments are matched with it (an honest estimate of choosing the best):")
+    nested = {}
+    for family in [None, *scores["representation"].unique()]:
+        keys = [k for k in PROFILES if family is None or k.split(" | ")[0] == family]
+        result = {
+            kind: nested_neighbor_accuracy({k: PROFILES[k] for k in keys}, meta["moa"], meta["compound"], b)
+            for kind, b in (("nsc", None), ("nscb", meta["batch"]))
+        }
+        nested[family] = result
+        top = result["nsc"].chosen.value_counts()
+        print(
+            f"  {family or 'every representation and correction'} ({len(keys)} candidates): nested NSC {result['nsc'].accuracy:.3f}, "
+            f"nested NSCB {result['nscb'].accuracy:.3f}; most chosen for NSC: {top.index[0]} ({top.iloc[0]} of {top.sum()} compounds)"
+        )
     oracle = scores.loc[scores["nsc"].idxmax()]
     print(f"\nbest representation by replicate mAP within batch: {best['representation']} ({best['correction']}): ", end="")
     print(f"mAP within batch {best['map_within_batch']:.3f}, ", end="")
@@ -166,8 +193,8 @@ def main() -> None:
         scores.to_csv(args.out / "candidates.csv", index=False)
         chosen.to_csv(args.out / "chosen.csv", index=False)
     targets = Targets("profiling_batch_effects")
-    targets.expect("best representation (chosen by mAP within batch) NSC accuracy", best["nsc"], ">=", 0.92)
-    targets.expect("best representation (chosen by mAP within batch) NSCB accuracy", best["nscb"], ">=", 0.80)
+    targets.expect("best representation, nested leave-one-compound-out NSC accuracy", nested[None]["nsc"].accuracy, ">=", 0.92)
+    targets.expect("best representation, nested leave-one-compound-out NSCB accuracy", nested[None]["nscb"].accuracy, ">=", 0.80)
     sys.exit(targets.finish(args.check))
 
 

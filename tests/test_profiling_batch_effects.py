@@ -16,6 +16,8 @@ from phenolens.profiling.anomaly import ADVERSARIAL, ROLE_COLUMN, AnomalyProfile
 from phenolens.profiling.batch_effects import batch_neighbours, choose_by_replicates, replicate_scores
 from phenolens.profiling.evaluate import core_scores, with_concatenation
 from phenolens.profiling.inputs import ProfileColumns
+from phenolens.profiling.moa import nearest_neighbor_moa
+from phenolens.profiling.nested import nested_neighbor_accuracy
 from phenolens.profiling.replicates import replicate_map
 from phenolens.profiling.settings import ProfilingSettings
 from phenolens.profiling.sphering import Spherer
@@ -237,3 +239,48 @@ def test_cli_run_reports_batch_effects_and_refuses_a_one_valued_adversary_column
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "adversary column 'Metadata_Batch' has one value ('Week1')" in error[0]
     assert not (tmp_path / "one").exists()
+
+
+def nested_inputs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    index = [f"t{i}" for i in range(40)]
+    moa = pd.Series(rng.integers(0, 4, 40).astype(str), index=index)
+    compound = pd.Series([f"c{i // 2}" for i in range(40)], index=index)
+    batch = pd.Series([f"b{i % 3}" for i in range(40)], index=index)
+    noise = pd.DataFrame(rng.normal(size=(40, 10)), index=index)
+    signal = noise.copy()
+    signal[0] += moa.astype(int).to_numpy() * 3
+    return noise, signal, moa, compound, batch
+
+
+@pytest.mark.parametrize("with_batch", [False, True])
+def test_nested_choice_of_one_candidate_is_plain_nsc_and_it_finds_the_informative_one(with_batch):
+    noise, signal, moa, compound, batch = nested_inputs()
+    batch = batch if with_batch else None
+    assert nested_neighbor_accuracy({"noise": noise}, moa, compound, batch).accuracy == nearest_neighbor_moa(noise, moa, compound, batch).accuracy
+    result = nested_neighbor_accuracy({"noise": noise, "signal": signal}, moa, compound, batch)
+    assert set(result.chosen) == {"signal"} and len(result.chosen) == 20
+    assert result.accuracy == nearest_neighbor_moa(signal, moa, compound, batch).accuracy
+    assert result.predictions["chosen"].eq("signal").all()
+
+
+def test_nested_choice_never_sees_the_held_out_compound():
+    """A candidate that differs only in compound c0's profiles, which it gets right, is not chosen for c0: without c0
+    the two candidates tie (the first wins), while choosing on everything would take it."""
+    noise, signal, moa, compound, _ = nested_inputs(1)
+    lucky = noise.copy()
+    for treatment in ["t0", "t1"]:
+        twin = moa.index[(moa == moa[treatment]) & (compound != "c0")][0]
+        lucky.loc[treatment] = noise.loc[twin] + 1e-3
+    assert nearest_neighbor_moa(lucky, moa, compound).predictions.loc[["t0", "t1"], "correct"].all()
+    assert not nearest_neighbor_moa(noise, moa, compound).predictions.loc[["t0", "t1"], "correct"].all()
+    result = nested_neighbor_accuracy({"noise": noise, "lucky": lucky}, moa, compound)
+    assert result.chosen["c0"] == "noise"
+    assert (
+        result.predictions.loc[["t0", "t1"], "correct"].tolist()
+        == nearest_neighbor_moa(noise, moa, compound).predictions.loc[["t0", "t1"], "correct"].tolist()
+    )
+    with pytest.raises(PhenolensError, match="same treatments"):
+        nested_neighbor_accuracy({"a": noise, "b": signal.iloc[::-1]}, moa, compound)
+    with pytest.raises(PhenolensError, match="two or more compounds"):
+        nested_neighbor_accuracy({"a": noise}, moa, compound.where(compound == "c0", "c0"))
