@@ -227,6 +227,7 @@ def test_cli_run_reports_batch_effects_and_refuses_a_one_valued_adversary_column
     assert correction["sphering"]["variant"] == "batch" and correction["adversary"]["domain"] == "plate"
     assert correction["adversary"]["column"] == "Metadata_Plate"
     assert "replicate mAP" in correction["hyperparameters"] and "NSC/NSCB are not consulted" in correction["hyperparameters"]
+    assert "leave-one-compound-out" in correction["hyperparameters"]
     assert set(correction["same_batch_neighbour"]) >= {"cellprofiler", "cellprofiler_sphered", ADVERSARIAL, "concatenation_sphered"}
     assert metrics[f"{ADVERSARIAL}_sphered"]["nsc_accuracy"] is not None
     report = (out / "report.html").read_text()
