@@ -4,7 +4,9 @@ Per plate, control wells are split at random into train / validation / test. Fea
 standardised with the training controls and selected on them (pycytominer); an autoencoder learns
 the feature dependencies of the training controls (early stopping on the validation controls);
 every well is then represented by its signed per-feature reconstruction error, z-scored against
-the test controls' errors. Treated wells are never used to fit anything.
+the test controls' errors. Optionally a second autoencoder, whose latent code is trained to hide
+the batch or plate from an adversary, gives `anomaly_adversarial`, and every representation gets a
+sphered copy fitted on the training controls. Treated wells are never used to fit anything.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ from phenolens.core.estimators import check_is_fitted
 from phenolens.core.seeding import numpy_rng, seed_everything
 from phenolens.nn.profile_autoencoder import ProfileAutoencoder, reconstruction_loss
 from phenolens.nn.weights import ModelCard
+from phenolens.profiling.adversarial import domain_accuracy, latent_codes, train_adversarial_autoencoder
 from phenolens.profiling.inputs import PreparedProfiles, ProfileColumns, prepare_profiles
 from phenolens.profiling.normalize import TEST, TRAIN, VALIDATION, Standardization, scale_keys_for, split_controls, standardize
 from phenolens.profiling.select import select_features
 from phenolens.profiling.settings import ProfilingSettings
+from phenolens.profiling.sphering import fit_spherers, sphered
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
 UNUSED = "unused"  # training controls left out of the autoencoder by `max_train_controls`
 REPRESENTATIONS = ("cellprofiler", "anomaly")
+ADVERSARIAL = "anomaly_adversarial"  # the anomaly representation of the domain-adversarial autoencoder
+NO_ADVERSARY = "none"
 
 
 @contextlib.contextmanager
@@ -93,6 +99,15 @@ class AnomalyProfiler(BaseEstimator):
         (learning_rate, output_l2, dropout) of the best search trial.
     search_ : pandas.DataFrame
         Every search trial and its validation MSE.
+    spherers_ : dict of str to Spherer
+        Representation -> its sphering, fitted on the training controls (empty without `sphering`).
+    adversary_ : AdversaryFit
+        The domain-adversarial autoencoder of ``anomaly_adversarial`` (only with `adversary`).
+    adversarial_error_standardization_ : Standardization
+        Its error centres and spreads (only with `adversary`).
+    domain_accuracy_ : dict
+        How well the domain is predicted from the latent code of held-out controls, with and
+        without the adversary (only with `adversary`).
 
     Examples
     --------
@@ -149,13 +164,15 @@ class AnomalyProfiler(BaseEstimator):
         Returns
         -------
         dict of str to pandas.DataFrame
-            ``{"cellprofiler": ..., "anomaly": ...}``: metadata, the control-split role column and
-            the selected features.
+            ``{"cellprofiler": ..., "anomaly": ...}`` (plus ``anomaly_adversarial`` with an adversary
+            and ``<name>_sphered`` for each with sphering): metadata, the control-split role column
+            and the selected features.
 
         Raises
         ------
         PhenolensError
-            For a table that cannot be used or too few controls for a validation split.
+            For a table that cannot be used, too few controls for a validation split, an adversary
+            column with one value among the training controls, or a sphering that cannot be fitted.
         """
         settings = self._settings
         prepared = self._prepare(table)
@@ -180,7 +197,35 @@ class AnomalyProfiler(BaseEstimator):
         errors = self._errors(inputs)
         anomaly, self.error_standardization_ = standardize(errors, roles == TEST, plates, scale_keys)
         self.scale_keys_ = dict(zip(plates, scale_keys))
-        return self._representations(prepared, inputs, anomaly, roles)
+        representations = self._representations(prepared, inputs, anomaly, roles)
+        if settings.adversary != NO_ADVERSARY:
+            representations[ADVERSARIAL] = self._fit_adversary(prepared, inputs, roles, plates, scale_keys, settings)
+        self.spherers_ = fit_spherers(representations, self.selected_features_, roles == TRAIN, self._sphering_groups(prepared), settings)
+        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, self._sphering_groups(prepared))}
+
+    def _fit_adversary(self, prepared, inputs, roles, plates, scale_keys, settings) -> pd.DataFrame:
+        """Train the adversarial autoencoder; its anomaly representation (errors z-scored against the test controls)."""
+        column = settings.batch if settings.adversary == "batch" else settings.plate
+        domains = prepared.table[column].astype(str).to_numpy()
+        learning_rate, output_l2, dropout = self.chosen_hyperparameters_
+        chosen = settings.replace(learning_rate=learning_rate, output_l2=output_l2, dropout=dropout)
+        with single_torch_thread():
+            self.adversary_ = train_adversarial_autoencoder(
+                inputs[roles == TRAIN], domains[roles == TRAIN], inputs[roles == VALIDATION], chosen, column
+            )
+        errors, self.adversarial_error_standardization_ = standardize(self._errors(inputs, self.adversary_.model), roles == TEST, plates, scale_keys)
+        held_out = roles == TEST
+        self.domain_accuracy_ = {
+            "column": column,
+            "wells": "held-out (test) control wells",
+            "anomaly": domain_accuracy(latent_codes(self.model_, inputs[held_out]), domains[held_out], settings.seed),
+            ADVERSARIAL: domain_accuracy(latent_codes(self.adversary_.model, inputs[held_out]), domains[held_out], settings.seed),
+        }
+        return self._with_metadata(prepared, roles, errors)
+
+    def _sphering_groups(self, prepared: PreparedProfiles) -> np.ndarray | None:
+        settings = self._settings
+        return prepared.table[settings.batch].astype(str).to_numpy() if settings.sphering == "batch" else None
 
     def _prepare(self, table: pd.DataFrame) -> PreparedProfiles:
         settings = self._settings
@@ -217,11 +262,12 @@ class AnomalyProfiler(BaseEstimator):
 
     # -- representing ----------------------------------------------------------------------
     @torch.no_grad()
-    def _errors(self, inputs: np.ndarray) -> np.ndarray:
-        self.model_.eval()
+    def _errors(self, inputs: np.ndarray, model: torch.nn.Module | None = None) -> np.ndarray:
+        model = self.model_ if model is None else model
+        model.eval()
         x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
         with single_torch_thread():
-            return (x - self.model_(x)).numpy().astype(np.float64)
+            return (x - model(x)).numpy().astype(np.float64)
 
     def transform(self, table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """Represent the wells of `table` (its plates must have been in the fit table)."""
@@ -240,15 +286,19 @@ class AnomalyProfiler(BaseEstimator):
         inputs = self.input_standardization_.transform(raw, plates, scale_keys).astype(np.float32)
         anomaly = self.error_standardization_.transform(self._errors(inputs), plates, scale_keys)
         roles = np.where(prepared.is_control, "unseen", "")
-        return self._representations(prepared, inputs, anomaly, roles)
+        representations = self._representations(prepared, inputs, anomaly, roles)
+        if settings.adversary != NO_ADVERSARY:
+            errors = self.adversarial_error_standardization_.transform(self._errors(inputs, self.adversary_.model), plates, scale_keys)
+            representations[ADVERSARIAL] = self._with_metadata(prepared, roles, errors)
+        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, self._sphering_groups(prepared))}
 
     def _representations(self, prepared: PreparedProfiles, inputs: np.ndarray, anomaly: np.ndarray, roles: np.ndarray) -> dict[str, pd.DataFrame]:
+        return {"cellprofiler": self._with_metadata(prepared, roles, inputs), "anomaly": self._with_metadata(prepared, roles, anomaly)}
+
+    def _with_metadata(self, prepared: PreparedProfiles, roles: np.ndarray, values: np.ndarray) -> pd.DataFrame:
         metadata = prepared.table[prepared.metadata].copy()
         metadata[ROLE_COLUMN] = roles
-        return {
-            "cellprofiler": pd.concat([metadata, pd.DataFrame(inputs.astype(np.float64), columns=self.selected_features_)], axis=1),
-            "anomaly": pd.concat([metadata, pd.DataFrame(anomaly, columns=self.selected_features_)], axis=1),
-        }
+        return pd.concat([metadata, pd.DataFrame(values.astype(np.float64), columns=self.selected_features_)], axis=1)
 
     def standardized_inputs(self, representation: pd.DataFrame) -> np.ndarray:
         """The autoencoder inputs of wells of the `cellprofiler` representation (float32, selected features)."""

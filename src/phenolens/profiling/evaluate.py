@@ -19,6 +19,7 @@ from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResul
 from phenolens.profiling.normalize import whole_plate_normalize
 from phenolens.profiling.replicates import ReplicateResult, percent_replicating, replicate_map
 from phenolens.profiling.settings import ProfileEvaluationSettings
+from phenolens.profiling.sphering import SPHERED_SUFFIX
 
 log = get_logger(__name__)
 
@@ -115,7 +116,7 @@ def split_wide_table(table: pd.DataFrame, columns: ProfileColumns) -> dict[str, 
             axis=1,
         )
         for name in names
-        if name != CONCATENATION
+        if not is_concatenation(name)
     }
 
 
@@ -156,24 +157,44 @@ def features_of(frame: pd.DataFrame, columns: ProfileColumns) -> list[str]:
 
 
 def with_concatenation(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> dict[str, pd.DataFrame]:
-    """Add the concatenation of every representation (features prefixed by their representation).
+    """Add the concatenation of every representation (features prefixed by their representation), and
+    ``concatenation_sphered``, the concatenation of the sphered ones.
 
     Parameters
     ----------
     representations : dict of str to pandas.DataFrame
-        Representation name -> table; concatenated when there are two or more.
+        Representation name -> table; concatenated when there are two or more (sphered and not
+        sphered ones apart).
     columns : ProfileColumns
         Which columns are metadata (kept once).
 
     Returns
     -------
     dict of str to pandas.DataFrame
-        The representations plus ``concatenation`` (when there are two or more).
+        The representations plus ``concatenation`` and ``concatenation_sphered`` (each when it joins two or more).
     """
-    if len(representations) < 2:
-        return dict(representations)
-    wide = wide_table(representations, columns)
-    return {**representations, CONCATENATION: wide}
+    result = dict(representations)
+    for suffix in ("", SPHERED_SUFFIX):
+        members = {name: frame for name, frame in representations.items() if name.endswith(SPHERED_SUFFIX) == bool(suffix)}
+        if len(members) >= 2:
+            result[CONCATENATION + suffix] = wide_table(members, columns)
+    return result
+
+
+def is_concatenation(name: str) -> bool:
+    """Whether representation `name` is a concatenation (rebuilt from the others, never stored).
+
+    Parameters
+    ----------
+    name : str
+        A representation name.
+
+    Returns
+    -------
+    bool
+        True for ``concatenation`` and ``concatenation_sphered``.
+    """
+    return name in (CONCATENATION, CONCATENATION + SPHERED_SUFFIX)
 
 
 def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluationSettings) -> Evaluation:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from phenolens.core.logging import get_logger
 from phenolens.profiling.anomaly import ROLE_COLUMN, AnomalyProfiler
+from phenolens.profiling.batch_effects import batch_correction_metrics
 from phenolens.profiling.evaluate import Evaluation, core_scores, evaluate, with_concatenation
 from phenolens.profiling.explain import FeatureExplanation, explain_anomalies
 from phenolens.profiling.inputs import prepare_profiles
@@ -101,6 +102,7 @@ def run_profiling(table: pd.DataFrame, settings: ProfilingSettings, source: str 
                 "hyperparameters": dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_)),
                 "search": profiler.search_.to_dict(orient="records"),
             },
+            "batch_correction": batch_correction_metrics(profiler, representations, settings),
             "reproducible_treatments": evaluation.venn,
             "explained_group": group,
             "control_curve": curve.to_dict(orient="records") if curve is not None else None,
@@ -139,7 +141,8 @@ def _control_curve(table, settings: ProfilingSettings, profiler, representations
     chosen = dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_))
     rows = []
     for fraction in settings.curve_fractions:
-        smaller = AnomalyProfiler(settings.replace(**chosen, search_trials=0, max_train_controls=max(2, int(round(fraction * n_train)))))
+        smaller_settings = settings.replace(**chosen, search_trials=0, max_train_controls=max(2, int(round(fraction * n_train))))
+        smaller = AnomalyProfiler(smaller_settings.replace(sphering="none", adversary="none"))  # the curve reads `anomaly` alone
         scores = core_scores(smaller.fit_transform(table)["anomaly"], settings, settings)
         rows.append({"training_controls": smaller.settings.max_train_controls, "representation": "anomaly", **scores})
     rows.append({"training_controls": n_train, "representation": "anomaly", **core_scores(representations["anomaly"], settings, settings)})

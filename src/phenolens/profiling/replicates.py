@@ -259,7 +259,9 @@ class ReplicateMap:
     treatments: pd.DataFrame
 
 
-def replicate_map(values: np.ndarray, treatments: np.ndarray, seed: int = 0, null_size: int = 10000, alpha: float = 0.05) -> ReplicateMap:
+def replicate_map(
+    values: np.ndarray, treatments: np.ndarray, seed: int = 0, null_size: int = 10000, alpha: float = 0.05, negatives_within: np.ndarray | None = None
+) -> ReplicateMap:
     """Mean average precision of retrieving a treatment's replicate wells among all wells (copairs, Pearson correlation).
 
     Parameters
@@ -274,6 +276,9 @@ def replicate_map(values: np.ndarray, treatments: np.ndarray, seed: int = 0, nul
         Size of copairs' null distribution per replicate count.
     alpha : float
         Significance level of the FDR-corrected p-values.
+    negatives_within : numpy.ndarray, optional
+        A label per well (e.g. the batch): non-replicates count only when they share the query's
+        label, so a signature the replicates share with their whole batch does not help retrieval.
 
     Returns
     -------
@@ -290,8 +295,12 @@ def replicate_map(values: np.ndarray, treatments: np.ndarray, seed: int = 0, nul
     meta = pd.DataFrame({"treatment": np.asarray(treatments).astype(str)})
     if meta["treatment"].value_counts().max() < 2:
         raise PhenolensError("no treatment has two or more replicate wells; mAP needs replicates")
+    negatives_sameby = []
+    if negatives_within is not None:
+        meta["within"] = np.asarray(negatives_within).astype(str)
+        negatives_sameby = ["within"]
     scores = average_precision(
-        meta, np.asarray(values, dtype=np.float64), ["treatment"], [], [], ["treatment"], distance="correlation", progress_bar=False
+        meta, np.asarray(values, dtype=np.float64), ["treatment"], [], negatives_sameby, ["treatment"], distance="correlation", progress_bar=False
     )
     with tempfile.TemporaryDirectory(prefix="copairs-") as cache:
         maps = mean_average_precision(scores, ["treatment"], null_size=null_size, threshold=alpha, seed=seed, progress_bar=False, cache_dir=cache)

@@ -21,6 +21,10 @@ CLASSIFIERS = ("lr", "mlp")  # the MoA classifiers compared: logistic regression
 INNER_FOLDS = 3  # folds of the hyper-parameter search inside each outer training split
 SCALE_POOLING = ("plate", "batch", "all")  # over which wells the feature spread is pooled
 
+SPHERING = ("none", "global", "batch")  # no sphering, one transform for all wells, one per batch
+SPHERING_METHODS = ("ZCA-cor", "ZCA", "PCA-cor", "PCA")  # pycytominer's Spherize methods
+ADVERSARIES = ("none", "batch", "plate")  # what the adversary of `anomaly_adversarial` predicts from the latent code
+
 REPLICATE_NORMALIZATION = ("whole_plate", "none")
 FEATURE_SETS = ("intersection", "union")
 
@@ -111,6 +115,17 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
     max_train_controls: int | None = setting(None, "Train the autoencoder on at most this many controls (learning curves).", minimum=2, cli=False)
     curve: bool = setting(True, "Also train on fewer training controls (learning curve).")
     curve_fractions: tuple[float, ...] = setting((0.25, 0.5), "Fractions of the training controls of the curve.", minimum=0, maximum=1, cli=False)
+    sphering: str = setting(
+        "none", "Add <representation>_sphered: pycytominer Spherize fitted on the training controls, globally or per batch.", choices=SPHERING
+    )
+    sphering_method: str = setting("ZCA-cor", "Sphering method (pycytominer Spherize).", choices=SPHERING_METHODS)
+    sphering_epsilon: float = setting(10.0, "pycytominer Spherize epsilon: added to the control matrix's singular values (regularises).", minimum=0)
+    adversary: str = setting(
+        "none",
+        "Add anomaly_adversarial: an autoencoder whose latent code learns to hide the batch or plate (gradient reversal).",
+        choices=ADVERSARIES,
+    )
+    adversary_lambda: float = setting(1.0, "Final gradient-reversal strength of the adversary (Ganin-Lempitsky schedule from 0).", minimum=0)
     explain_features: int = setting(3, "Worst-reconstructed features explained with SHAP (0 = none).", minimum=0)
     explain_nsamples: int = setting(500, "Kernel SHAP coalition samples per well.", minimum=10)
 
@@ -121,6 +136,9 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
             self.fail("control_split", "give three fractions (train, validation, test) that sum to 1")
         if self.control_split[0] == 0 or self.control_split[1] == 0:
             self.fail("control_split", "the train and validation fractions must be > 0")
+        for name in ("sphering", "adversary"):
+            if getattr(self, name) == "batch" and not self.batch:
+                self.fail(name, "'batch' needs a batch column: give --batch-column")
 
     def evaluation(self) -> ProfileEvaluationSettings:
         """The evaluation part (columns + evaluation fields), as `profile evaluate` takes it."""

@@ -8,13 +8,14 @@ import pandas as pd
 from phenolens.core.runs import RunWriter
 from phenolens.data.query import select_rows
 from phenolens.profiling.anomaly import ROLE_COLUMN
-from phenolens.profiling.evaluate import CONCATENATION, Evaluation, features_of, wide_table
+from phenolens.profiling.evaluate import Evaluation, features_of, is_concatenation, wide_table
 from phenolens.profiling.explain import FeatureExplanation, GroupExplanation, explanations_table
 from phenolens.profiling.hits import anomaly_score
 from phenolens.profiling.normalize import TEST
 from phenolens.profiling.pipeline import ProfilingRun
 from phenolens.profiling.settings import ProfileExplanationSettings
 from phenolens.report.explorer.profiling import profiling_view
+from phenolens.report.batch_effects import batch_effect_section
 from phenolens.report.figures import OKABE_ITO, figure
 from phenolens.report.html import Report, Section
 
@@ -484,6 +485,8 @@ def run_section(result: ProfilingRun, title: str) -> Section:
             replicates.treatments if replicates is not None else None, result.explanations, result.explained_group or None,
         )
     )  # fmt: skip
+    if settings.batch:
+        section.add(batch_effect_section(result.representations, settings, result.metrics))
     return section
 
 
@@ -509,7 +512,7 @@ def write_profiling_run(run: RunWriter, result: ProfilingRun, title: str) -> Sec
 
     settings = result.profiler.settings
     save_model(result.profiler.model_, run.file("model"), result.profiler.model_card(dataset=title))
-    base = {name: frame for name, frame in result.representations.items() if name != CONCATENATION}
+    base = {name: frame for name, frame in result.representations.items() if not is_concatenation(name)}
     run.write_table("profiles.parquet", wide_table(base, settings))
     run.write_table("hits.csv", pd.concat(result.evaluation.hits, names=["representation"]).reset_index())
     if result.explanations:
