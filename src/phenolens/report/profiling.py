@@ -14,8 +14,8 @@ from phenolens.profiling.hits import anomaly_score
 from phenolens.profiling.normalize import TEST
 from phenolens.profiling.pipeline import ProfilingRun
 from phenolens.profiling.settings import ProfileExplanationSettings
-from phenolens.report.explorer.profiling import profiling_view
 from phenolens.report.batch_effects import batch_effect_section
+from phenolens.report.explorer.profiling import profiling_view
 from phenolens.report.figures import OKABE_ITO, figure
 from phenolens.report.html import Report, Section
 
