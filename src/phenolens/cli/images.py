@@ -63,6 +63,11 @@ def train(
         written.write_metrics(metrics)
         written.write_report(report)
     summary = f"macro-F1 {metrics['macro_f1']:.3f}" + (f", cv macro-F1 {metrics['cv_macro_f1']:.3f}" if "cv_macro_f1" in metrics else "")
+    if "adversary" in metrics:
+        adversary = metrics["adversary"]
+        without = f" ({adversary['without_adversary']['balanced_accuracy']:.3f} without)" if "without_adversary" in adversary else ""
+        probe = adversary["with_adversary"]
+        summary += f", {adversary['column']} from the embedding {probe['balanced_accuracy']:.3f}{without}, chance {probe['chance']:.3f}"
     print(f"{summary} ({seconds:.0f} s); wrote {out / 'report.html'}")
 
 
