@@ -172,11 +172,13 @@ def visualise(
     pictures = visualise_classes(classifier, settings, images)
     names = list(settings.classes) or list(classifier.class_names)
     filters = first_layer_filters(classifier.model)
+    own = classifier.predict_proba(pictures)[np.arange(len(names)), [classifier.class_index(name) for name in names]]
     metrics = {
         "classes": names,
         "channels": classifier.channel_names,
         "held_channels": list(settings.hold),
         "mean_intensity": {name: dict(zip(classifier.channel_names, pictures[k].mean(axis=(1, 2)).tolist())) for k, name in enumerate(names)},
+        "own_class_probability": dict(zip(names, own.tolist())),
     }
     report = Report(f"phenolens images visualise: {Path(model).name}", metrics=metrics)
     report.add(class_model_section(pictures, names, classifier.channel_names, filters, settings.hold))
