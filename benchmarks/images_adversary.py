@@ -10,7 +10,7 @@ Each seed runs `phenolens images train --dataset bbbc021-cells --group-by field 
 (as a user would, in a child process) into --out/seed-S; the run trains the same network on the same
 field-grouped split without the adversary too, and its metrics.json holds both macro-F1s and a linear
 probe of the well on each model's embedding (logistic regression, folds grouped by field, balanced
-accuracy; chance 1 / number of wells).
+accuracy; chance 1 / number of wells), and the same probe with folds that mix the fields.
 
 All DMSO crops come from well B02 and all inhibitor crops from B03-B05, so the class alone tells B02
 from the rest: a probe given only the class reaches 0.5 balanced accuracy (chance 0.25) and no
@@ -68,6 +68,13 @@ def main() -> None:
             f"{seed:>4}  {metrics['macro_f1']:.3f} / {adversary['macro_f1_without_adversary']:.3f}"
             f"{'':>14}{with_['balanced_accuracy']:.3f} / {without['balanced_accuracy']:.3f} ({with_['class_only_balanced_accuracy']:.3f})"
             f"{'':>21}{with_['within_class_balanced_accuracy']:.3f} / {without['within_class_balanced_accuracy']:.3f}"
+        )
+    print("folds that mix fields (the probe may also use what is particular to a field), with / without the adversary:")
+    for seed, metrics in runs.items():
+        with_, without = (metrics["adversary"][key]["ungrouped"] for key in ("with_adversary", "without_adversary"))
+        print(
+            f"{seed:>4}  well from embedding {with_['balanced_accuracy']:.3f} / {without['balanced_accuracy']:.3f}, "
+            f"within class {with_['within_class_balanced_accuracy']:.3f} / {without['within_class_balanced_accuracy']:.3f}"
         )
     first = next(iter(runs.values()))["adversary"]["with_adversary"]
     print(f"chance: {first['chance']:.3f} over all crops, {first['within_class_chance']:.3f} within class ({first['within_class_images']} crops)")

@@ -11,6 +11,8 @@ from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
 from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.gradient_reversal import ganin_lambda
+from phenolens.report.classifier import adversary_part
+from phenolens.report.html import Section
 from phenolens.training import cutmix, fit_classifier, train_and_evaluate
 from phenolens.training.adversary import AdversaryLoss, domain_probe
 
@@ -87,7 +89,13 @@ def test_a_tiny_adversarial_run_reports_the_domain_with_and_without_the_adversar
         probe = adversary[key]
         assert probe["chance"] == 0.25 and probe["within_class_chance"] == 0.25 and probe["n_images"] == 48
         assert 0.0 <= probe["balanced_accuracy"] <= 1.0 and 0.0 <= probe["within_class_balanced_accuracy"] <= 1.0
+        assert probe["ungrouped"]["chance"] == 0.25 and "ungrouped" not in probe["ungrouped"]
     assert 0.0 <= adversary["macro_f1_without_adversary"] <= 1.0
+    section = Section("training")
+    adversary_part(section, run.metrics)
+    ((caption, table),) = section.tables
+    assert list(table.index) == ["with the adversary", "without the adversary"] and "'plate'" in caption
+    assert table.shape == (2, 5) and "told the class" in section.paragraphs[0]
     # the adversary changes training; its weights are not part of the saved classifier
     plain = fit_classifier(images, "resnet18", **settings)
     adversarial = fit_classifier(images, "resnet18", adversary_column="plate", **settings)

@@ -244,12 +244,15 @@ def adversary_part(section: Section, metrics: dict) -> None:
     rows = {"with the adversary": (metrics["macro_f1"], adversary["with_adversary"])}
     if "without_adversary" in adversary:
         rows["without the adversary"] = (adversary["macro_f1_without_adversary"], adversary["without_adversary"])
+    probes = [probe for _, probe in rows.values()]
+    nan = float("nan")
     table = pd.DataFrame(
         {
             "held-out macro-F1": [f1 for f1, _ in rows.values()],
-            "domain from embedding": [probe["balanced_accuracy"] for _, probe in rows.values()],
-            "domain from class alone": [probe.get("class_only_balanced_accuracy", float("nan")) for _, probe in rows.values()],
-            "domain within class": [probe.get("within_class_balanced_accuracy", float("nan")) for _, probe in rows.values()],
+            "domain from embedding": [probe["balanced_accuracy"] for probe in probes],
+            "domain from class alone": [probe.get("class_only_balanced_accuracy", nan) for probe in probes],
+            "domain within class": [probe.get("within_class_balanced_accuracy", nan) for probe in probes],
+            "within class, folds mixing groups": [probe.get("ungrouped", {}).get("within_class_balanced_accuracy", nan) for probe in probes],
         },
         index=list(rows),
     )

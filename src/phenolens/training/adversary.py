@@ -243,7 +243,8 @@ def adversary_metrics(
     -------
     dict
         ``column``, ``domains``, ``by_class``, ``probe_groups`` and the `domain_probe` of each model
-        (``with_adversary``, ``without_adversary``), and the baseline's ``macro_f1_without_adversary``.
+        (``with_adversary``, ``without_adversary``; with groups each also holds the ``ungrouped`` probe,
+        whose folds mix the groups), and the baseline's ``macro_f1_without_adversary``.
     """
     from phenolens.training.splits import group_column
 
@@ -252,7 +253,11 @@ def adversary_metrics(
     groups = group_column(labelled, group_by)
 
     def probe(model) -> dict:
-        return domain_probe(model.embed(labelled), domains, groups, labelled.labels, seed=settings.seed)
+        features = model.embed(labelled)
+        result = domain_probe(features, domains, groups, labelled.labels, seed=settings.seed)
+        if groups is not None:  # folds that mix groups: the probe may also use what is particular to a group (a field's look)
+            result["ungrouped"] = domain_probe(features, domains, None, labelled.labels, seed=settings.seed)
+        return result
 
     result = {
         "column": settings.adversary_column,
