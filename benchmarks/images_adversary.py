@@ -3,6 +3,7 @@
     python benchmarks/images_adversary.py                 # seeds 0, 1, 2: --adversary-column well against the same training without it
     python benchmarks/images_adversary.py --seeds 0       # one seed
     python benchmarks/images_adversary.py --by-class off  # Ganin & Lempitsky's adversary, not told the class
+    python benchmarks/images_adversary.py --weight 5      # --adversary-weight (default 1)
     ... --small                                           # a one-epoch smoke run of the same pipeline (figures not comparable)
     ... --check                                           # exit status 1 when a target is missed
 
@@ -38,9 +39,9 @@ TRAIN = ["--dataset", "bbbc021-cells", "--group-by", "field", "--epochs", "20", 
 SMALL = ["--epochs", "1", "--width", "0.125", "--blocks", "1,1"]
 
 
-def train(seed: int, out: Path, small: bool, by_class: bool) -> dict:
+def train(seed: int, out: Path, small: bool, by_class: bool, weight: float) -> dict:
     """Run `phenolens images train` with the adversary (and its baseline) for one seed; return its metrics.json."""
-    options = [*TRAIN, *(SMALL if small else []), "--seed", str(seed), "--out", str(out), "--overwrite"]
+    options = [*TRAIN, *(SMALL if small else []), "--adversary-weight", str(weight), "--seed", str(seed), "--out", str(out), "--overwrite"]
     if not by_class:
         options.append("--no-adversary-by-class")
     status = subprocess.run([sys.executable, "-m", "phenolens", "images", "train", *options], check=False).returncode
@@ -54,11 +55,12 @@ def main() -> None:
     parser.add_argument("--out", default="runs/images-adversary")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--by-class", choices=("on", "off"), default="on", help="tell the adversary the class (the default of --adversary-column)")
+    parser.add_argument("--weight", type=float, default=1.0, help="--adversary-weight")
     parser.add_argument("--small", action="store_true")
     add_check_option(parser)
     args = parser.parse_args()
     seeds = [0] if args.small else [int(s) for s in args.seeds.split(",")]
-    runs = {seed: train(seed, Path(args.out) / f"seed-{seed}", args.small, args.by_class == "on") for seed in seeds}
+    runs = {seed: train(seed, Path(args.out) / f"seed-{seed}", args.small, args.by_class == "on", args.weight) for seed in seeds}
     print(f"\nbbbc021-cells, well adversary{' told the class' if args.by_class == 'on' else ''}, split and probe grouped by field")
     print("seed  macro-F1 with / without   well from embedding with / without (class alone)   well within class with / without")
     for seed, metrics in runs.items():

@@ -11,6 +11,7 @@ probe that ignores the embedding, however unequal the domains' sizes are in each
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,11 @@ from phenolens.data.containers import ImageSet
 from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.gradient_reversal import ganin_lambda
 from phenolens.training.augment import CutMixBatch
+from phenolens.training.splits import group_column
+
+if TYPE_CHECKING:
+    from phenolens.training.classifier import ImageClassifier
+    from phenolens.training.settings import ImageTrainingSettings
 
 OPTION = "--adversary-column"
 
@@ -220,7 +226,11 @@ def domain_probe(
 
 
 def adversary_metrics(
-    labelled: ImageSet, settings, classifier, baseline=None, baseline_metrics: dict | None = None, group_by: str | None = None
+    labelled: ImageSet,
+    settings: ImageTrainingSettings,
+    classifier: ImageClassifier,
+    baseline: ImageClassifier | None = None,
+    baseline_metrics: dict | None = None,
 ) -> dict:
     """How predictable the adversary's domain is from each classifier's embedding of `labelled`, with and without the adversary.
 
@@ -236,8 +246,6 @@ def adversary_metrics(
         The same training without the adversary.
     baseline_metrics : dict, optional
         The baseline's held-out classification metrics (its macro-F1 is reported beside the probe).
-    group_by : str, optional
-        Metadata column the probe's folds are grouped by (default: ``settings.group_by``).
 
     Returns
     -------
@@ -246,11 +254,8 @@ def adversary_metrics(
         (``with_adversary``, ``without_adversary``; with groups each also holds the ``ungrouped`` probe,
         whose folds mix the groups), and the baseline's ``macro_f1_without_adversary``.
     """
-    from phenolens.training.splits import group_column
-
-    group_by = group_by or settings.group_by
     domains, names = domain_codes(labelled, settings.adversary_column)
-    groups = group_column(labelled, group_by)
+    groups = group_column(labelled, settings.group_by)
 
     def probe(model) -> dict:
         features = model.embed(labelled)
@@ -263,7 +268,7 @@ def adversary_metrics(
         "column": settings.adversary_column,
         "domains": names,
         "by_class": settings.adversary_by_class,
-        "probe_groups": group_by,
+        "probe_groups": settings.group_by,
         "with_adversary": probe(classifier),
     }
     if baseline is not None:

@@ -186,17 +186,16 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
     groups = group_column(labelled, settings.group_by)
     seed, cv = settings.seed, settings.cv
     folds = stratified_folds(labelled.labels, cv, seed, groups) if cv else [stratified_split(labelled.labels, settings.test_fraction, seed, groups)]
-    compared = settings.adversary_column is not None and settings.adversary_baseline
-    runs = [_held_out_runs(labelled, pool, folds, settings, "")]
-    if compared:  # the same splits and seeds without the adversary, for the report's comparison
-        runs.append(_held_out_runs(labelled, pool, folds, settings.replace(adversary_column=None), ", without the adversary"))
-    (metrics, fold_metrics, fold_models, out_of_fold), baseline = runs[0], (runs[1] if compared else None)
-    first = fold_models[0]
-    classifier, test_index = first.classifier, first.test_index
+    metrics, fold_metrics, fold_models, out_of_fold = _held_out_runs(labelled, pool, folds, settings, "")
+    classifier, test_index = fold_models[0].classifier, fold_models[0].test_index
     if settings.adversary_column:
-        metrics["adversary"] = adversary_metrics(
-            labelled, settings, classifier, baseline[2][0].classifier if baseline else None, baseline[0] if baseline else None
-        )
+        baseline, baseline_metrics = None, None
+        if settings.adversary_baseline:  # the same splits and seeds without the adversary, for the report's comparison
+            baseline_metrics, _, baseline_models, _ = _held_out_runs(
+                labelled, pool, folds, settings.replace(adversary_column=None), ", without the adversary"
+            )
+            baseline = baseline_models[0].classifier
+        metrics["adversary"] = adversary_metrics(labelled, settings, classifier, baseline, baseline_metrics)
     return TrainingRun(classifier, metrics, test_index, out_of_fold[test_index], fold_metrics, fold_models if cv else [])
 
 
