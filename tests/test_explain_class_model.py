@@ -82,3 +82,16 @@ def test_central_disc_share_known_values():
 def test_bad_settings_are_one_line(field, value):
     with pytest.raises(PhenolensError, match=f"ClassModelSettings.{field}"):
         ClassModelSettings(**{field: value})
+
+
+def test_the_light_budget_is_a_typical_crops_norm():
+    # Pixels of mean m and standard deviation s have a root-mean-square of sqrt(m^2 + s^2): a SIZE x SIZE crop's L2 norm is SIZE times that.
+    mean, std = np.array([3.0, 0.0]), np.array([4.0, 1.0])
+    model = LinearScores(mean, std)
+    typical = SIZE * np.hypot(mean[0], std[0])  # 80 in raw units
+    for budget in (0.25, 0.5):
+        images = class_models(model, [0, 1], 2, SIZE, mean, std, ClassModelSettings(steps=100, budget=budget))
+        norms = np.linalg.norm(images[:, 0].reshape(2, -1), axis=1)
+        np.testing.assert_allclose(norms, budget * typical, rtol=1e-4)  # the ascent runs into the budget and stops there
+    unbounded = class_models(model, [0], 2, SIZE, mean, std, ClassModelSettings(steps=100, budget=0))
+    assert np.linalg.norm(unbounded[0, 0]) > typical

@@ -302,6 +302,8 @@ def test_images_visualise_writes_class_models_per_class_and_channel(trained, tmp
     assert saved["classes"].tolist() == ["outside"] and saved["channels"].tolist() == ["GFP", "DNA"]
     assert (out / "figures" / "class_models.png").is_file() and (out / "figures" / "filters.png").is_file()
     assert load_run(out).setting(ClassModelSettings).hold == ("DNA",)
+    own = json.loads((out / "metrics.json").read_text())["own_class_probability"]
+    assert list(own) == ["outside"] and 0.0 <= own["outside"] <= 1.0
     # the held DNA channel is the mean crop of the given images, not optimised: it is the same for any class
     other = tmp_path / "w"
     assert run(["images", "visualise", str(model), *options[:2], "--classes", "inside", *options[4:], "--out", str(other)]) == 0

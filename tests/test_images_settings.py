@@ -25,9 +25,10 @@ from phenolens.explain.attribution import (
     attribution_methods,
     register_method,
 )
+from phenolens.explain.class_model import ClassModelSettings
 from phenolens.training import ImageClassifierEstimator, ImagePredictionSettings, ImageTrainingSettings, fit_classifier, predict
 
-COMMANDS = {"train": ImageTrainingSettings, "explain": AttributionSettings, "predict": ImagePredictionSettings}
+COMMANDS = {"train": ImageTrainingSettings, "explain": AttributionSettings, "predict": ImagePredictionSettings, "visualise": ClassModelSettings}
 
 
 def settings_drift(command, settings_type: type[Settings]) -> list[str]:
@@ -102,6 +103,8 @@ def test_the_aliases_are_the_group_commands():
         (ImageTrainingSettings, {"cv": 1}, "at least 2 folds"),
         (ImageTrainingSettings, {"loss": "hinge"}, "choose one of softmax, arcface, composite"),
         (ImageTrainingSettings, {"schedule": "step"}, "choose one of plateau, cosine"),
+        (ImageTrainingSettings, {"adversary_weight": 0}, "adversary_weight (--adversary-weight) = 0.0: must be > 0"),
+        (ImageTrainingSettings, {"adversary_lambda": -1}, "adversary_lambda (--adversary-lambda) = -1.0: must be >= 0"),
         (AttributionSettings, {"window": 0}, "window (--window) = 0: must be >= 1"),
         (AttributionSettings, {"n_steps": 0}, "n_steps (--n-steps) = 0: must be >= 1"),
         (AttributionSettings, {"batch_size": 0}, "batch_size (--batch-size) = 0: must be >= 1"),

@@ -63,6 +63,11 @@ def train(
         written.write_metrics(metrics)
         written.write_report(report)
     summary = f"macro-F1 {metrics['macro_f1']:.3f}" + (f", cv macro-F1 {metrics['cv_macro_f1']:.3f}" if "cv_macro_f1" in metrics else "")
+    if "adversary" in metrics:
+        adversary = metrics["adversary"]
+        without = f" ({adversary['without_adversary']['balanced_accuracy']:.3f} without)" if "without_adversary" in adversary else ""
+        probe = adversary["with_adversary"]
+        summary += f", {adversary['column']} from the embedding {probe['balanced_accuracy']:.3f}{without}, chance {probe['chance']:.3f}"
     print(f"{summary} ({seconds:.0f} s); wrote {out / 'report.html'}")
 
 
@@ -170,11 +175,13 @@ def visualise(
     pictures = visualise_classes(classifier, settings, images)
     names = list(settings.classes) or list(classifier.class_names)
     filters = first_layer_filters(classifier.model)
+    own = classifier.predict_proba(pictures)[np.arange(len(names)), [classifier.class_index(name) for name in names]]
     metrics = {
         "classes": names,
         "channels": classifier.channel_names,
         "held_channels": list(settings.hold),
         "mean_intensity": {name: dict(zip(classifier.channel_names, pictures[k].mean(axis=(1, 2)).tolist())) for k, name in enumerate(names)},
+        "own_class_probability": dict(zip(names, own.tolist())),
     }
     report = Report(f"phenolens images visualise: {Path(model).name}", metrics=metrics)
     report.add(class_model_section(pictures, names, classifier.channel_names, filters, settings.hold))

@@ -1,13 +1,28 @@
 """Class-model visualisation (Simonyan, Vedaldi & Zisserman 2014): the image a network scores highest for a class.
 
-The image is optimised by gradient ascent on the class logit with L2 decay, the regularised objective of
-Simonyan et al., plus the jitter and periodic Gaussian blur of Yosinski et al. (2015), which keep the
-image from filling with high-frequency patterns the network happens to like.
+The image is optimised by gradient ascent on the class logit, regularised as in Simonyan et al., plus the
+jitter and periodic Gaussian blur of Yosinski et al. (2015), which keep the image from filling with
+high-frequency patterns the network happens to like.
 
 Unlike the original, the image is kept physical: intensities are non-negative and start from black, in
 units of each channel's training standard deviation, so the result is light the network wants *added*
 to an empty field, channel by channel, and its intensities can be compared between classes (the
 known-answer check of BBBC013 measures how much of the GFP a class model places in the nucleus).
+
+Two choices make the result a member of its class rather than a picture of the network's response to
+near-black input (session 12, issue 24):
+
+- The regulariser is a *light budget*: each optimised channel's L2 norm is at most that of a typical
+  training crop (root-mean-square over the crops, known from the model's normalisation), so the class
+  model holds a cell's worth of light, placed where the class wants it. A per-pixel L2 decay strong enough
+  to bound the image kept it so dim (a few grey levels of 255) that the network scored the
+  NuclearGFP and CytoplasmicGFP models as NoGFP. The decay is still available (``l2_decay``).
+- Each step is normalised per image, not per pixel: the image moves along the gradient divided by its
+  mean absolute value, with a step size annealed linearly to 0 (the periodic blur smooths that step, so
+  light placed early is not diffused again by every later blur). Adam's per-pixel normalisation gives a
+  pixel whose gradient is faintly but steadily positive as much light as the decisive ones, which
+  covers the field in a haze that no training crop (background masked to 0) has.
+
 No existing library does this without torchvision (Lucent needs it), so it is plain torch.
 """
 
@@ -39,10 +54,25 @@ class ClassModelSettings(Settings):
         (), "Comma-separated channels held at the mean crop of the given images (e.g. DNA); the others are optimised around it."
     )
     steps: int = setting(256, "Gradient-ascent steps.", minimum=1)
-    lr: float = setting(0.05, "Adam step size, in units of each channel's standard deviation.", minimum=0, exclusive_minimum=True)
-    l2_decay: float = setting(0.05, "Weight of the L2 penalty that pulls every pixel back to black (Simonyan's lambda).", minimum=0)
+    lr: float = setting(
+        0.05,
+        "First step size, in each channel's standard deviations per pixel on average (steps follow the gradient, normalised per image, "
+        "and shrink linearly to 0).",
+        minimum=0,
+        exclusive_minimum=True,
+    )
+    budget: float = setting(
+        1.0,
+        "Light budget: each optimised channel's L2 norm is at most this many times that of a typical training crop (0: no budget).",
+        minimum=0,
+    )
+    l2_decay: float = setting(
+        0.0, "Weight of an L2 penalty that pulls every pixel back to black (Simonyan's lambda; the budget already bounds the image).", minimum=0
+    )
     jitter: int = setting(2, "Largest random shift (px) applied before each step (0: none).", minimum=0)
-    blur_every: int = setting(4, "Blur the image every this many steps (0: never).", minimum=0)
+    blur_every: int = setting(
+        4, "Blur the step every this many steps (0: never); blurring the image instead would diffuse its light again at every blur.", minimum=0
+    )
     blur_sigma: float = setting(0.5, "Standard deviation (px) of that Gaussian blur.", minimum=0)
     seed: int = setting(0, "Seed of the starting noise and the jitter.")
 
@@ -85,7 +115,9 @@ def class_models(
     channels, size : int
         The input's channel count and side length (px).
     mean, std : numpy.ndarray
-        Per-channel normalisation of the model's inputs: the network sees ``(raw - mean) / std``.
+        Per-channel normalisation of the model's inputs: the network sees ``(raw - mean) / std``. They are
+        the statistics of the training crops' pixels, so a typical crop's L2 norm in a channel is
+        ``size * sqrt(mean**2 + std**2)``: the light budget.
     settings : ClassModelSettings, optional
         Optimisation settings (default: `ClassModelSettings()`).
     template : numpy.ndarray, optional
@@ -116,7 +148,8 @@ def class_models(
         free[:, free_channels] = 1.0
         if template is not None:
             held = torch.as_tensor(np.asarray(template, dtype=np.float32))[None] / std_t * (1 - free)
-    optimiser = torch.optim.Adam([light], lr=settings.lr)
+    # A typical training crop's L2 norm per channel, in units of std (see `mean, std` above).
+    budget = settings.budget * size * torch.sqrt(mean_t**2 + std_t**2) / std_t
     targets = torch.as_tensor(classes)
     rows = torch.arange(len(classes))
     was_training = model.training
@@ -132,13 +165,18 @@ def class_models(
                 shown = torch.roll(shown, shifts=(dy, dx), dims=(2, 3))
             logits = model(shown - mean_t / std_t)
             objective = logits[rows, targets].sum() - settings.l2_decay * ((light * free) ** 2).sum()
-            optimiser.zero_grad()
-            (-objective).backward()
-            optimiser.step()
+            light.grad = None
+            objective.backward()
             with torch.no_grad():
+                gradient = light.grad * free
                 if settings.blur_every and settings.blur_sigma > 0 and (step + 1) % settings.blur_every == 0:
-                    light.copy_(_gaussian_blur(light, settings.blur_sigma))
+                    gradient = _gaussian_blur(gradient, settings.blur_sigma)
+                scale = gradient.abs().flatten(1).mean(1).clamp(min=1e-12).view(-1, 1, 1, 1)
+                light.add_(settings.lr * (1.0 - step / settings.steps) * gradient / scale)
                 light.clamp_(min=0.0)  # physical light only: nothing darker than black
+                if settings.budget > 0:  # then onto the budget's ball: the projection onto both sets, as the ball is centred at 0
+                    norms = light.flatten(2).norm(dim=2).clamp(min=1e-12)[..., None, None]
+                    light.mul_(torch.clamp(budget / norms, max=1.0))
     finally:
         model.train(was_training)
         for parameter, flag in zip(model.parameters(), requires_grad):

@@ -29,9 +29,10 @@ def class_model_section(images: np.ndarray, class_names: list[str], channel_name
     """
     section = Section("Class models")
     section.text(
-        "Each image is the light the network scores highest for its class, optimised from black with L2 decay, jitter and "
-        "blur (Simonyan et al. 2014). Every channel shares one intensity scale across classes, so brightness compares classes."
-        + (f" Held at the mean crop of the given images: {', '.join(held)}." if held else "")
+        "Each image is the light the network scores highest for its class (Simonyan et al. 2014), optimised from black with jitter "
+        "and blur, each optimised channel holding at most a typical training crop's light (its L2 norm); metrics.json gives the "
+        "probability the network assigns each class model to its class. Every channel shares one intensity scale across classes, "
+        "so brightness compares classes." + (f" Held at the mean crop of the given images: {', '.join(held)}." if held else "")
     )
     rows, columns = len(class_names), len(channel_names)
     fig, axes = figure(1.9 * columns, 1.8 * rows + 0.9, nrows=rows, ncols=columns, squeeze=False, layout="constrained")

@@ -223,6 +223,46 @@ def pointwise_weights_figure(model: torch.nn.Module, limit: int = 4):
     return fig
 
 
+def adversary_part(section: Section, metrics: dict) -> None:
+    """Add to `section` how well the adversary's domain is read from the embedding, with and without the adversary.
+
+    Parameters
+    ----------
+    section : Section
+        The training section.
+    metrics : dict
+        The run's metrics, with ``adversary`` (from `phenolens.training.adversary.adversary_metrics`).
+    """
+    import pandas as pd
+
+    adversary = metrics["adversary"]
+    rows = {"with the adversary": (metrics["macro_f1"], adversary["with_adversary"])}
+    if "without_adversary" in adversary:
+        rows["without the adversary"] = (adversary["macro_f1_without_adversary"], adversary["without_adversary"])
+    probes = [probe for _, probe in rows.values()]
+    nan = float("nan")
+    table = pd.DataFrame(
+        {
+            "held-out macro-F1": [f1 for f1, _ in rows.values()],
+            "domain from embedding": [probe["balanced_accuracy"] for probe in probes],
+            "domain from class alone": [probe.get("class_only_balanced_accuracy", nan) for probe in probes],
+            "domain within class": [probe.get("within_class_balanced_accuracy", nan) for probe in probes],
+            "within class, folds mixing groups": [probe.get("ungrouped", {}).get("within_class_balanced_accuracy", nan) for probe in probes],
+        },
+        index=list(rows),
+    )
+    probe = adversary["with_adversary"]
+    grouped = f", folds grouped by {adversary['probe_groups']}" if adversary["probe_groups"] else ""
+    section.text(
+        f"Domain-adversarial training: an adversary{' told the class' if adversary['by_class'] else ''} predicted {adversary['column']!r} "
+        f"({len(adversary['domains'])} values) from the embedding through a gradient reversal layer. A linear probe (logistic regression, "
+        f"cross-validated{grouped}) reads the domain from the embedding of all {probe['n_images']} labelled images; balanced accuracy, "
+        f"chance {probe['chance']:.3f} ({probe.get('within_class_chance', float('nan')):.3f} within class). 'Within class' probes the images "
+        "of each class that spans several domains separately: what the embedding tells of the domain beyond the class."
+    )
+    section.table(table, f"How well {adversary['column']!r} can be predicted from the embedding.", float_format="{:.3f}")
+
+
 def training_section(run, images, title: str = "Image classifier") -> Section:
     """Report section of a `TrainingRun` on `images` (the ImageSet it was trained on).
 
@@ -258,6 +298,8 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
             "the other figures use the first fold's model on its own held-out images. Every fold's model is kept under folds/: "
             "`phenolens explain --images out-of-fold` explains each labelled image with the model that never trained on it."
         )
+    if "adversary" in metrics:
+        adversary_part(section, metrics)
     if classifier.history is not None:
         caption = f"Loss per epoch (the first model{', its first member' if ensemble else ''})."
         section.figure(training_curves_figure(classifier.history.epochs), caption, "training_curves.png")

@@ -94,6 +94,7 @@ class CutMixBatch:
     labels: torch.Tensor
     partner_labels: torch.Tensor
     weight: torch.Tensor  # per image: the fraction of its area that kept its own pixels
+    partner: torch.Tensor  # per image: the index in the batch of the image its box came from
 
 
 def cutmix(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, probability: float = 0.5) -> CutMixBatch:
@@ -116,7 +117,7 @@ def cutmix(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, pr
     Returns
     -------
     CutMixBatch
-        Mixed images, both labels and the per-image weight of the own label.
+        Mixed images, both labels, the per-image weight of the own label and the partner's index.
     """
     n, _, height, width = x.shape
     partner = torch.randperm(n, generator=generator)
@@ -132,7 +133,7 @@ def cutmix(x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator, pr
     box = inside_rows[:, :, None] & inside_cols[:, None, :]
     mixed = torch.where(box[:, None], x[partner], x)
     weight = 1.0 - box.flatten(1).float().mean(1)
-    return CutMixBatch(mixed, labels, labels[partner], weight)
+    return CutMixBatch(mixed, labels, labels[partner], weight, partner)
 
 
 def pseudo_label_weight(epoch: int, start: int, full: int, final_weight: float) -> float:

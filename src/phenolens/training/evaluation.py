@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from phenolens.data.containers import ImageSet
+from phenolens.training.adversary import adversary_metrics
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.fitting import ImageClassifierEstimator
 from phenolens.training.metrics import classification_metrics
@@ -154,7 +155,10 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
     With ``settings.cv`` >= 2, stratified k-fold cross-validation (grouped by the ``group_by``
     metadata column when given) adds ``cv_macro_f1`` (mean over folds) and ``cv_macro_f1_sd``
     to the metrics; otherwise one stratified split holds out ``test_fraction``. Unlabelled images
-    join every training fold as the pseudo-labelling pool.
+    join every training fold as the pseudo-labelling pool. With ``settings.adversary_column`` the
+    metrics gain ``adversary``: how well a linear probe reads that column from the embedding of the
+    labelled images (`adversary_metrics`), and with ``adversary_baseline`` the same for a model trained
+    on the same splits without the adversary, with its macro-F1.
 
     Parameters
     ----------
@@ -182,20 +186,34 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
     groups = group_column(labelled, settings.group_by)
     seed, cv = settings.seed, settings.cv
     folds = stratified_folds(labelled.labels, cv, seed, groups) if cv else [stratified_split(labelled.labels, settings.test_fraction, seed, groups)]
-    out_of_fold = np.full((len(labelled), len(images.class_names)), np.nan)
-    fold_metrics, fold_models, first = [], [], None
+    metrics, fold_metrics, fold_models, out_of_fold = _held_out_runs(labelled, pool, folds, settings, "")
+    classifier, test_index = fold_models[0].classifier, fold_models[0].test_index
+    if settings.adversary_column:
+        baseline, baseline_metrics = None, None
+        if settings.adversary_baseline:  # the same splits and seeds without the adversary, for the report's comparison
+            baseline_metrics, _, baseline_models, _ = _held_out_runs(
+                labelled, pool, folds, settings.replace(adversary_column=None), ", without the adversary"
+            )
+            baseline = baseline_models[0].classifier
+        metrics["adversary"] = adversary_metrics(labelled, settings, classifier, baseline, baseline_metrics)
+    return TrainingRun(classifier, metrics, test_index, out_of_fold[test_index], fold_metrics, fold_models if cv else [])
+
+
+def _held_out_runs(
+    labelled: ImageSet, pool: ImageSet, folds: list, settings: ImageTrainingSettings, note: str
+) -> tuple[dict, list[dict], list[FoldModel], np.ndarray]:
+    """Train one model per (train, test) split: the metrics of all held-out predictions, per fold, the fold models and the probabilities."""
+    out_of_fold = np.full((len(labelled), len(labelled.class_names)), np.nan)
+    fold_metrics, fold_models = [], []
     for number, (train_index, test_index) in enumerate(folds, start=1):
-        estimator = ImageClassifierEstimator(settings, f"fold {number}/{len(folds)}").fit(with_pool(labelled.subset(train_index), pool))
-        classifier = estimator.classifier_
-        proba = classifier.predict_proba(labelled.subset(test_index))
+        estimator = ImageClassifierEstimator(settings, f"fold {number}/{len(folds)}{note}").fit(with_pool(labelled.subset(train_index), pool))
+        proba = estimator.classifier_.predict_proba(labelled.subset(test_index))
         out_of_fold[test_index] = proba
-        fold_metrics.append(classification_metrics(labelled.labels[test_index], proba, images.class_names))
-        fold_models.append(FoldModel(classifier, test_index))
-        first = first or (classifier, test_index, proba)
+        fold_metrics.append(classification_metrics(labelled.labels[test_index], proba, labelled.class_names))
+        fold_models.append(FoldModel(estimator.classifier_, test_index))
     tested = np.flatnonzero(~np.isnan(out_of_fold[:, 0]))
-    metrics = classification_metrics(labelled.labels[tested], out_of_fold[tested], images.class_names)
-    if cv:
+    metrics = classification_metrics(labelled.labels[tested], out_of_fold[tested], labelled.class_names)
+    if settings.cv:
         scores = [m["macro_f1"] for m in fold_metrics]
-        metrics.update(cv_folds=cv, cv_macro_f1=float(np.mean(scores)), cv_macro_f1_sd=float(np.std(scores, ddof=1)), fold_macro_f1=scores)
-    classifier, test_index, proba = first
-    return TrainingRun(classifier, metrics, test_index, proba, fold_metrics, fold_models if cv else [])
+        metrics.update(cv_folds=settings.cv, cv_macro_f1=float(np.mean(scores)), cv_macro_f1_sd=float(np.std(scores, ddof=1)), fold_macro_f1=scores)
+    return metrics, fold_metrics, fold_models, out_of_fold

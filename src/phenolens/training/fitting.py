@@ -10,6 +10,7 @@ Training runs in three steps, each a function of its own:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,9 @@ from phenolens.core.estimators import check_is_fitted
 from phenolens.core.logging import get_logger
 from phenolens.core.seeding import seed_everything, torch_generator
 from phenolens.data.containers import ImageSet
+from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
+from phenolens.training.adversary import AdversaryLoss, domain_codes
 from phenolens.training.augment import cutmix, dim, flips_and_rotations, pseudo_label_weight
 from phenolens.training.classifier import EpochLog, ImageClassifier
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
@@ -49,6 +52,8 @@ class TrainingData:
         (1, C, 1, 1) normalised value of a black pixel: the fill of rotations and dimming.
     size, normalization, encoding, hyperparameters, n_train, n_validation
         What the trained `ImageClassifier` records.
+    domain_names : list of str or None
+        With an adversary, the domains (values of its column); `train` then ends with their (N,) codes.
     """
 
     train: tuple[torch.Tensor, ...]
@@ -63,6 +68,7 @@ class TrainingData:
     hyperparameters: dict[str, Any]
     n_train: int
     n_validation: int
+    domain_names: list[str] | None = None
 
 
 def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> TrainingData:
@@ -83,7 +89,7 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> 
     Raises
     ------
     PhenolensError
-        When fewer than 2 classes carry labelled images, or a grouping/covariate column is missing.
+        When fewer than 2 classes carry labelled images, a grouping/covariate/adversary column is missing, or the adversary's has one value.
     """
     labelled = images.labelled()
     present = np.unique(labelled.labels)
@@ -102,6 +108,7 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> 
     normalization = ChannelNormalization.fit(raw[train_index])
     encoding = CovariateEncoding.fit(images, settings.covariate) if settings.covariate else None
     tensors = (torch.from_numpy(normalization(raw)), torch.from_numpy(labelled.labels), *([encoding(labelled)] if encoding else []))
+    domains, domain_names = domain_codes(labelled, settings.adversary_column) if settings.adversary_column else (None, None)
     pool = images.unlabelled() if settings.pseudo_labels else None
     pool_inputs = torch.from_numpy(normalization(padded_array(pool, size, images.channel_names))) if pool is not None and len(pool) else None
     counts = np.bincount(labelled.labels[train_index], minlength=len(images.class_names))
@@ -116,7 +123,7 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> 
         **({"blocks": list(settings.blocks)} if settings.blocks else {}),
     }
     return TrainingData(
-        train=tuple(t[train_index] for t in tensors),
+        train=tuple(t[train_index] for t in tensors) + ((torch.from_numpy(domains[train_index]),) if domains is not None else ()),
         val=tuple(t[val_index] for t in tensors) if len(val_index) else None,
         pool_inputs=pool_inputs,
         pool_covariates=encoding(pool) if encoding and pool_inputs is not None else None,
@@ -128,6 +135,7 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> 
         hyperparameters=hyperparameters,
         n_train=int(len(train_index)),
         n_validation=int(len(val_index)),
+        domain_names=domain_names,
     )
 
 
@@ -177,8 +185,11 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         x = flips_and_rotations(x, generator, settings.max_rotation, fill=data.black)
         return dim(x, generator, settings.dimming, data.black) if settings.dimming else x
 
+    adversary = _adversary_loss(data, settings, model)
+
     def train_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
         x, y, *cov = batch
+        domains = cov.pop() if adversary is not None else None
         x = augmented(x)
         mixed = cutmix(x, y, generator, mix_share)
         alpha = pseudo_label_weight(epoch, start, full, settings.pseudo_weight) if data.pool_inputs is not None else 0.0
@@ -197,7 +208,7 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         weights = data.class_weights
         own = net.head.loss(labelled_features, mixed.labels, mixed.weight * weights[mixed.labels])
         partner = net.head.loss(labelled_features, mixed.partner_labels, (1.0 - mixed.weight) * weights[mixed.partner_labels])
-        return own + partner + pool_loss
+        return own + partner + pool_loss + (adversary(labelled_features, mixed, domains) if adversary is not None else 0.0)
 
     def val_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
         x, y, *cov = batch
@@ -211,6 +222,9 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         val_step=val_step,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
+        optimizer=torch.optim.Adam([*model.parameters(), *adversary.parameters()], lr=settings.lr, weight_decay=settings.weight_decay)
+        if adversary is not None
+        else None,
         lr=settings.lr,
         weight_decay=settings.weight_decay,
         callbacks=_schedule_callbacks(settings, data.val is not None, description),
@@ -218,6 +232,16 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         description=description,
     )
     return model, history
+
+
+def _adversary_loss(data: TrainingData, settings: ImageTrainingSettings, model: ImageClassifierNet) -> AdversaryLoss | None:
+    """The adversary's loss term for `model` (trained by the same optimiser), or None without an adversary column."""
+    if data.domain_names is None:
+        return None
+    n_classes = data.hyperparameters["n_classes"] if settings.adversary_by_class else 0
+    adversary = DomainAdversary(model.feature_dim + data.hyperparameters["n_covariates"], len(data.domain_names), n_classes)
+    steps = settings.epochs * math.ceil(data.n_train / settings.batch_size)
+    return AdversaryLoss(adversary, settings.adversary_weight, settings.adversary_lambda, steps)
 
 
 def _joined(

@@ -74,6 +74,23 @@ class ImageTrainingSettings(Settings):
     balanced: bool = setting(False, "Weight the loss by inverse class frequency (for unbalanced classes).")
     covariate: str | None = setting(None, "Metadata column one-hot encoded and concatenated to the pooled features.")
     group_by: str | None = setting(None, "Metadata column (well, site, field) whose groups never straddle a split.")
+    adversary_column: str | None = setting(
+        None,
+        "Metadata column (well, plate, batch) that an adversary predicts from the embedding through a gradient reversal layer "
+        "(Ganin & Lempitsky 2015), so that the network learns to hide it.",
+    )
+    adversary_weight: float = setting(1.0, "Weight of the adversary's loss (with --adversary-column).", minimum=0.0, exclusive_minimum=True)
+    adversary_lambda: float = setting(
+        1.0, "Final strength of the gradient reversal; it ramps up as 2 / (1 + exp(-10 p)) - 1 over training progress p.", minimum=0.0
+    )
+    adversary_by_class: bool = setting(
+        True,
+        "Tell the adversary each image's class, so that it removes only the domain information the class does not explain "
+        "(off: Ganin & Lempitsky's adversary, which also removes class information confounded with the domain).",
+    )
+    adversary_baseline: bool = setting(
+        True, "With --adversary-column, also train the same network without the adversary, to compare the two (twice the training time)."
+    )
     validation_fraction: float = setting(0.15, "Share of the training images held out for early stopping; 0 trains on all.", minimum=0.0)
     test_fraction: float = setting(0.2, "Held-out share of the labelled images (without --cv).", minimum=0.0, exclusive_minimum=True)
     cv: int = setting(0, "k-fold cross-validation (k >= 2; 0 holds out --test-fraction); fold models are kept in folds/.", minimum=0, option="--cv")

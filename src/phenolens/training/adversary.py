@@ -1,0 +1,280 @@
+"""Domain-adversarial training of image classifiers (Ganin & Lempitsky 2015), and the probe that measures it.
+
+`domain_codes` reads the domain (well, plate, batch) of every image from a metadata column;
+`AdversaryLoss` is the adversary's term of a training step, with the gradient reversal strength
+ramped by Ganin & Lempitsky's schedule over the steps; `domain_probe` measures how well the domain can
+still be read from frozen embeddings by a cross-validated linear probe (logistic regression), as
+balanced accuracy (the mean recall over domains), whose chance level is 1 / (number of domains) for any
+probe that ignores the embedding, however unequal the domains' sizes are in each fold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from phenolens.core.errors import PhenolensError
+from phenolens.data.containers import ImageSet
+from phenolens.nn.adversary import DomainAdversary
+from phenolens.nn.gradient_reversal import ganin_lambda
+from phenolens.training.augment import CutMixBatch
+from phenolens.training.splits import group_column
+
+if TYPE_CHECKING:
+    from phenolens.training.classifier import ImageClassifier
+    from phenolens.training.settings import ImageTrainingSettings
+
+OPTION = "--adversary-column"
+
+
+def domain_codes(images: ImageSet, column: str) -> tuple[np.ndarray, list[str]]:
+    """The domain of every image as an integer code, and the domain names.
+
+    Parameters
+    ----------
+    images : ImageSet
+        The images (their metadata holds `column`).
+    column : str
+        The metadata column naming each image's domain (well, plate, batch).
+
+    Returns
+    -------
+    tuple of (ndarray, list of str)
+        (N,) int64 codes into the sorted domain names.
+
+    Raises
+    ------
+    PhenolensError
+        When the column is missing or holds a single value, naming the option and the columns there are.
+    """
+    columns = ", ".join(map(str, images.meta.columns))
+    if column not in images.meta:
+        raise PhenolensError(f"{images.name}: {OPTION} {column!r} is not a metadata column; choose one of {columns}")
+    names, codes = np.unique(images.meta[column].astype(str).to_numpy(), return_inverse=True)
+    if len(names) < 2:
+        raise PhenolensError(
+            f"{images.name}: {OPTION} {column!r} has one value ({names[0]!r}) in the labelled images; an adversary needs at least 2 domains "
+            f"to tell apart; choose another of {columns}"
+        )
+    return codes.astype(np.int64), [str(name) for name in names]
+
+
+class AdversaryLoss:
+    """The adversary's loss term of a training step, with the reversal strength ramped over the steps.
+
+    At step t of `total_steps` the gradient reversal multiplies the embedding's gradient by
+    ``-lambda_final * (2 / (1 + exp(-10 p)) - 1)``, p = t / total_steps. A CutMix image counts as
+    both of its domains (and classes), weighted by the area each contributed, as its class loss does.
+
+    Parameters
+    ----------
+    adversary : DomainAdversary
+        The domain classifier (trained by the same optimiser as the network).
+    weight : float
+        Weight of its cross-entropy in the step's loss.
+    final_lambda : float
+        Reversal strength at the end of training.
+    total_steps : int
+        Training steps (batches) the schedule spans.
+    """
+
+    def __init__(self, adversary: DomainAdversary, weight: float, final_lambda: float, total_steps: int):
+        self.adversary, self.weight, self.final_lambda, self.total_steps = adversary, weight, final_lambda, max(total_steps, 1)
+        self.steps_taken = 0
+
+    def __call__(self, features: torch.Tensor, mixed: CutMixBatch, domains: torch.Tensor) -> torch.Tensor:
+        """Weighted cross-entropy of the adversary on one batch; its gradient reaches `features` reversed.
+
+        Parameters
+        ----------
+        features : torch.Tensor
+            (N, D) embeddings of the (mixed) labelled images.
+        mixed : CutMixBatch
+            The batch's CutMix: labels, partners and area weights.
+        domains : torch.Tensor
+            (N,) domain codes of the images before mixing.
+
+        Returns
+        -------
+        torch.Tensor
+            The scalar loss term.
+        """
+        self.adversary.reversal.lambda_ = ganin_lambda(self.steps_taken / self.total_steps, scale=self.final_lambda)
+        self.steps_taken += 1
+        classes = None
+        if self.adversary.n_classes:
+            one_hot = torch.eye(self.adversary.n_classes, dtype=features.dtype)
+            share = mixed.weight[:, None]
+            classes = share * one_hot[mixed.labels] + (1.0 - share) * one_hot[mixed.partner_labels]
+        logits = self.adversary(features, classes)
+        own = F.cross_entropy(logits, domains, reduction="none")
+        partner = F.cross_entropy(logits, domains[mixed.partner], reduction="none")
+        return self.weight * (mixed.weight * own + (1.0 - mixed.weight) * partner).mean()
+
+    def parameters(self):
+        """The adversary's parameters (for the optimiser)."""
+        return self.adversary.parameters()
+
+
+def _out_of_fold_predictions(features: np.ndarray, targets: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> np.ndarray:
+    """Each image's domain as predicted by a probe fitted on the other folds (a fold with one domain predicts it)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if groups is not None:
+        splits = GroupKFold(n_splits=min(folds, len(np.unique(groups)))).split(features, targets, groups)
+    else:
+        n_splits = max(2, min(folds, int(np.bincount(targets).max())))
+        splits = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(features, targets)
+    predicted = np.empty_like(targets)
+    for train, test in splits:
+        if len(np.unique(targets[train])) == 1:
+            predicted[test] = targets[train][0]
+            continue
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+        predicted[test] = probe.fit(features[train], targets[train]).predict(features[test])
+    return predicted
+
+
+def domain_probe(
+    features: np.ndarray,
+    domains: Sequence[int],
+    groups: Sequence | None = None,
+    classes: Sequence[int] | None = None,
+    folds: int = 5,
+    seed: int = 0,
+) -> dict:
+    """How well a linear probe reads the domain from frozen embeddings, cross-validated, against chance.
+
+    The probe is a logistic regression on standardised features, its classes weighted to balance;
+    every image is predicted by a probe that never saw its group (field, site) when `groups` are given.
+    The score is balanced accuracy (mean recall over the domains present), so chance is 1 / (number of
+    domains): what a probe that ignores the embedding scores, whichever domain it guesses. With
+    `classes`, the same is measured within each class that spans two or more domains (a probe per
+    class) and averaged, weighted by the class's images: the domain information beyond what the class tells.
+
+    Parameters
+    ----------
+    features : numpy.ndarray
+        (N, D) embeddings.
+    domains : sequence of int
+        (N,) domain codes.
+    groups : sequence, optional
+        (N,) groups that never straddle a probe's training and test folds.
+    classes : sequence of int, optional
+        (N,) class labels, for the within-class figures.
+    folds : int
+        Cross-validation folds (fewer when there are fewer groups).
+    seed : int
+        Seed of the folds without groups.
+
+    Returns
+    -------
+    dict
+        ``balanced_accuracy``, ``chance``, ``n_images`` and, with `classes`, ``class_only_balanced_accuracy``
+        (the same probe given only the class: what the class alone tells of the domain), ``within_class_balanced_accuracy``,
+        ``within_class_chance``, ``within_class_images`` and ``within_class_classes`` (class codes used;
+        the within-class figures are NaN when no class spans two domains in two groups).
+
+    Raises
+    ------
+    PhenolensError
+        When `groups` puts every image in one group.
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    features, domains = np.asarray(features, dtype=np.float64), np.asarray(domains)
+    groups = None if groups is None else np.asarray(groups)
+    if groups is not None and len(np.unique(groups)) < 2:
+        raise PhenolensError("the domain probe is cross-validated across groups, but all the images are in one group; give a finer grouping column")
+    predicted = _out_of_fold_predictions(features, domains, groups, folds, seed)
+    result = {
+        "balanced_accuracy": float(balanced_accuracy_score(domains, predicted)),
+        "chance": 1.0 / len(np.unique(domains)),
+        "n_images": int(len(domains)),
+    }
+    if classes is None:
+        return result
+    classes = np.asarray(classes)
+    one_hot = (classes[:, None] == np.unique(classes)[None]).astype(np.float64)
+    result["class_only_balanced_accuracy"] = float(balanced_accuracy_score(domains, _out_of_fold_predictions(one_hot, domains, groups, folds, seed)))
+    scores, chances, sizes, used = [], [], [], []
+    for label in np.unique(classes):
+        members = np.flatnonzero(classes == label)
+        chosen_groups = None if groups is None else groups[members]
+        present = len(np.unique(domains[members]))
+        if present < 2 or (chosen_groups is not None and len(np.unique(chosen_groups)) < 2):
+            continue  # one domain: nothing beyond the class to read; one group: nothing to cross-validate across
+        inside = _out_of_fold_predictions(features[members], domains[members], chosen_groups, folds, seed)
+        scores.append(balanced_accuracy_score(domains[members], inside))
+        chances.append(1.0 / present)
+        sizes.append(len(members))
+        used.append(int(label))
+    result.update(
+        within_class_balanced_accuracy=float(np.average(scores, weights=sizes)) if used else float("nan"),
+        within_class_chance=float(np.average(chances, weights=sizes)) if used else float("nan"),
+        within_class_images=int(sum(sizes)),
+        within_class_classes=used,
+    )
+    return result
+
+
+def adversary_metrics(
+    labelled: ImageSet,
+    settings: ImageTrainingSettings,
+    classifier: ImageClassifier,
+    baseline: ImageClassifier | None = None,
+    baseline_metrics: dict | None = None,
+) -> dict:
+    """How predictable the adversary's domain is from each classifier's embedding of `labelled`, with and without the adversary.
+
+    Parameters
+    ----------
+    labelled : ImageSet
+        The labelled images of the run (every one is embedded and probed).
+    settings : ImageTrainingSettings
+        The run's settings (adversary column, grouping, seed).
+    classifier : ImageClassifier
+        The model trained with the adversary.
+    baseline : ImageClassifier, optional
+        The same training without the adversary.
+    baseline_metrics : dict, optional
+        The baseline's held-out classification metrics (its macro-F1 is reported beside the probe).
+
+    Returns
+    -------
+    dict
+        ``column``, ``domains``, ``by_class``, ``probe_groups`` and the `domain_probe` of each model
+        (``with_adversary``, ``without_adversary``; with groups each also holds the ``ungrouped`` probe,
+        whose folds mix the groups), and the baseline's ``macro_f1_without_adversary``.
+    """
+    domains, names = domain_codes(labelled, settings.adversary_column)
+    groups = group_column(labelled, settings.group_by)
+
+    def probe(model) -> dict:
+        features = model.embed(labelled)
+        result = domain_probe(features, domains, groups, labelled.labels, seed=settings.seed)
+        if groups is not None:  # folds that mix groups: the probe may also use what is particular to a group (a field's look)
+            result["ungrouped"] = domain_probe(features, domains, None, labelled.labels, seed=settings.seed)
+        return result
+
+    result = {
+        "column": settings.adversary_column,
+        "domains": names,
+        "by_class": settings.adversary_by_class,
+        "probe_groups": settings.group_by,
+        "with_adversary": probe(classifier),
+    }
+    if baseline is not None:
+        result["without_adversary"] = probe(baseline)
+    if baseline_metrics is not None:
+        result["macro_f1_without_adversary"] = baseline_metrics["macro_f1"]
+        if "cv_macro_f1" in baseline_metrics:
+            result["cv_macro_f1_without_adversary"] = baseline_metrics["cv_macro_f1"]
+    return result
