@@ -26,6 +26,7 @@ from phenolens.training.loop import CosineAnnealing, EarlyStopping, ReduceLROnPl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+
 def _killed_child(argv: list[str], kill_after: int) -> None:
     """In a forked child: run the CLI and SIGKILL this process right after its `kill_after`-th checkpoint."""
     saves = []
