@@ -85,7 +85,7 @@ def _write_crops(root: Path, per_class: int = 8) -> Path:
     return root
 
 
-IMAGES_TINY = ["--width", "0.125", "--blocks", "1,1", "--stem-stride", "1", "--batch-size", "8", "--patience", "1"]
+IMAGES_TINY = ["--width", "0.125", "--blocks", "1,1", "--stem-stride", "1", "--batch-size", "8"]
 
 
 # ------------------------------------------------------------------------------------- the loop itself
