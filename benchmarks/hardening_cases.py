@@ -284,12 +284,18 @@ def _npy(name: str, make):
     return prepare
 
 
-def _crops_with(extra: Callable[[Path], None]):
+def _copy_then(source: str, target: str, change: Callable[[Path], None]):
+    """Copy the shared input folder `source` to the case's `target`, then `change` the copy."""
+
     def prepare(ws: Path, here: Path) -> None:
-        shutil.copytree(ws / "crops", here / "crops")
-        extra(here / "crops")
+        shutil.copytree(ws / source, here / target)
+        change(here / target)
 
     return prepare
+
+
+def _crops_with(extra: Callable[[Path], None]):
+    return _copy_then("crops", "crops", extra)
 
 
 def _profile_table(change: Callable):
@@ -303,11 +309,7 @@ def _profile_table(change: Callable):
 
 
 def _run_copy(change: Callable[[Path], None]):
-    def prepare(ws: Path, here: Path) -> None:
-        shutil.copytree(ws / "profile-run", here / "run")
-        change(here / "run")
-
-    return prepare
+    return _copy_then("profile-run", "run", change)
 
 
 def _card_case(name: str, change: Callable[[dict], None], message: str = "") -> Case:
@@ -575,6 +577,11 @@ def cases() -> list[Case]:
             ok={0},
         ),
         Case(
+            "inputs/profile evaluate with every feature constant",
+            lambda ws, here: [*evaluate(here / "table.csv"), "--out", here / "out"],
+            prepare=_profile_table(lambda t: t.assign(**{c: 1.0 for c in t.columns if not c.startswith("Metadata_")})),
+        ),
+        Case(
             "inputs/profile explain: bad metrics.json",
             lambda ws, here: ["profile", "explain", here / "run", "--group", "Metadata_MoA == 'moa0'", "--out", here / "out"],
             prepare=_run_copy(lambda run: (run / "metrics.json").write_text("{not json")),
@@ -755,6 +762,7 @@ def _run_case(case: Case, ws: Path) -> dict:
     traceback = any(line.startswith("Traceback") for line in lines)
     warnings = [line for line in lines if "RuntimeWarning" in line]
     message = (lines[-1] if lines else stdout.strip().splitlines()[-1] if stdout.strip() else "").strip()
+    message = message.replace(str(here), "CASE").replace(str(ws), "WS")  # the case's own folder, the shared inputs' folder
     allowed = {here / name for name in case.outputs} if status == 0 else set()
     left = []
     for path in sorted(set(here.rglob("*")) - before):
