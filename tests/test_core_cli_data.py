@@ -54,3 +54,13 @@ def test_data_show_never_writes_over_its_input_or_a_foreign_folder(cli, tmp_path
     (foreign / "keep.txt").write_text("mine")
     status, _, stderr = cli("data", "show", str(table), "--out", str(foreign), "--overwrite")
     assert status == 2 and "not written by phenolens" in stderr and (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_data_show_on_one_image_file_says_what_to_give(cli, tmp_path):
+    import numpy as np
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "one.tif", np.zeros((2, 8, 8), dtype=np.uint8))
+    status, _, stderr = cli("data", "show", tmp_path / "one.tif", "--out", tmp_path / "out")
+    assert status == 2 and "one.tif: a single image; give a folder with one sub-folder of images per class" in stderr
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, input_paths, read_images
-from phenolens.cli.options import OVERWRITE, settings_options
+from phenolens.cli.options import OVERWRITE, RESUME, settings_options
 from phenolens.explain.counterfactual.settings import CounterfactualExplanationSettings, CounterfactualTrainingSettings
 
 app = typer.Typer(help="Counterfactual explanations: invertible ResNets with ECINN, and autoencoder interpolation.", no_args_is_help=True)
@@ -24,6 +24,7 @@ def train(
     manifest: Path = MANIFEST,
     channels: str = CHANNELS,
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
     settings: CounterfactualTrainingSettings = None,
 ) -> None:
     """Train an i-ResNet classifier (and an autoencoder), fit the ECINN class means, report test metrics.
@@ -38,6 +39,8 @@ def train(
         Channel names of --folder/--manifest images.
     overwrite : bool
         Replace an earlier phenolens run at `out`.
+    resume : bool
+        Continue the training a kill interrupted at `out` (same options) from its last epoch.
     settings : CounterfactualTrainingSettings
         Built from the options.
 
@@ -50,15 +53,17 @@ def train(
     from phenolens.explain.counterfactual.evaluate import classification_metrics
     from phenolens.explain.counterfactual.training import train_counterfactual_model
     from phenolens.report.counterfactual import training_report
+    from phenolens.training.checkpoint import checkpointed
 
-    writer = RunWriter(out, TRAIN_COMMAND, settings, inputs=input_paths(folder, manifest), overwrite=overwrite, datasets=[dataset] if dataset else [])
+    datasets = [dataset] if dataset else []
+    writer = RunWriter(out, TRAIN_COMMAND, settings, inputs=input_paths(folder, manifest), overwrite=overwrite, datasets=datasets, resume=resume)
     data = read_images(dataset, folder, manifest, channels)
-    model, split = train_counterfactual_model(data, settings)
-    test = split["data"].subset(split["test_index"])
-    metrics = classification_metrics(model, model.tensor(test), model.labels_for(test))
-    source = {"dataset": dataset, "folder": str(folder) if folder else None, "manifest": str(manifest) if manifest else None, "channels": channels}
-    model.info.update(source=source, test_metrics=metrics)
-    with writer as run:
+    with checkpointed(writer) as run:
+        model, split = train_counterfactual_model(data, settings)
+        test = split["data"].subset(split["test_index"])
+        metrics = classification_metrics(model, model.tensor(test), model.labels_for(test))
+        paths = {"folder": str(folder) if folder else None, "manifest": str(manifest) if manifest else None}
+        model.info.update(source={"dataset": dataset, **paths, "channels": channels}, test_metrics=metrics)
         model.save(run.path)
         run.write_metrics(metrics)
         run.write_report(training_report(model, metrics))

@@ -100,6 +100,8 @@ def load_any(source: str, channels: str = ""):
         return SignalSet([read_signal(path)], name=path.stem)
     if path.suffix == ".csv" and is_manifest(path):
         return read_manifest(path, channel_names)
+    if path.suffix.lower() in (".tif", ".tiff", ".png"):
+        raise PhenolensError(f"{source}: a single image; give a folder with one sub-folder of images per class, or a manifest CSV")
     return read_profiles(path)
 
 

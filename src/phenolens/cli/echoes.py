@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from phenolens.cli.options import OVERWRITE, settings_options
+from phenolens.cli.options import OVERWRITE, RESUME, settings_options
 from phenolens.echoes.settings import EchoDetectionSettings, EchoEvaluationSettings, EchoSimulationSettings, EchoTrainingSettings
 
 app = typer.Typer(help="Overlapping ultrasonic echoes: simulator, US-CNN, OMP / ISTA / SMP baselines.", no_args_is_help=True)
@@ -48,6 +48,7 @@ def simulate(
 def train(
     out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json, metrics.json, report.html, run.json."),
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
     settings: EchoTrainingSettings = None,
 ) -> None:
     """Train US-CNN on simulated signals (cached by their settings)."""
@@ -56,12 +57,13 @@ def train(
     from phenolens.echoes.simulate import simulation_key
     from phenolens.report.echoes import training_section
     from phenolens.report.html import Report
+    from phenolens.training.checkpoint import checkpointed
 
     datasets = ["echo-pulses"] if settings.pulse_from == "reference" else []
-    run = RunWriter(out, command="echoes train", settings=settings, overwrite=overwrite, datasets=datasets)
-    detector, data = train_detector(settings)
-    metrics = {**training_facts(detector, settings), "simulation": data.settings.to_dict()}
-    with run:
+    run = RunWriter(out, command="echoes train", settings=settings, overwrite=overwrite, datasets=datasets, resume=resume)
+    with checkpointed(run):
+        detector, data = train_detector(settings)
+        metrics = {**training_facts(detector, settings), "simulation": data.settings.to_dict()}
         save_uscnn(detector, run.path, {"simulation_key": simulation_key(data.settings), "training_seconds": detector.training_seconds_})
         run.write_metrics(metrics)
         report = Report("phenolens echoes train: US-CNN", metrics=metrics)

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from phenolens.cli.image_inputs import ALLOW_OUTSIDE, CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, input_paths, read_images
-from phenolens.cli.options import OVERWRITE, settings_options
+from phenolens.cli.options import OVERWRITE, RESUME, settings_options
 from phenolens.explain.attribution import AttributionSettings
 from phenolens.explain.class_model import ClassModelSettings
 from phenolens.training.settings import ImagePredictionSettings, ImageTrainingSettings
@@ -22,12 +22,14 @@ app = typer.Typer(help="Image classifiers: train, explain, predict.", no_args_is
 MODEL = typer.Argument(..., help="A `phenolens images train` output folder (model.safetensors + model.json).")
 
 
-def _run_writer(out: Path, command: str, settings, overwrite: bool, dataset: str | None, folder: Path | None, manifest: Path | None, model=None):
+def _run_writer(
+    out: Path, command: str, settings, overwrite: bool, dataset: str | None, folder: Path | None, manifest: Path | None, model=None, resume=False
+):
     """The command's RunWriter, made before any work so that a bad --out (or one over an input) fails first."""
     from phenolens.core.runs import RunWriter
 
     inputs = [*([model] if model is not None else []), *input_paths(folder, manifest)]
-    return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [])
+    return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [], resume=resume)
 
 
 @app.command()
@@ -41,6 +43,7 @@ def train(
     unlabelled: str = UNLABELLED,
     allow_outside_paths: bool = ALLOW_OUTSIDE,
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
     settings: ImageTrainingSettings = None,
 ) -> None:
     """Train an image classifier; write weights, metrics.json, figures and report.html to OUT."""
@@ -48,17 +51,18 @@ def train(
 
     from phenolens.report.classifier import training_section
     from phenolens.report.html import Report
+    from phenolens.training.checkpoint import checkpointed
     from phenolens.training.evaluation import train_and_evaluate
 
-    writer = _run_writer(out, "images train", settings, overwrite, dataset, folder, manifest)
+    writer = _run_writer(out, "images train", settings, overwrite, dataset, folder, manifest, resume=resume)
     images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
-    started = time.perf_counter()
-    run = train_and_evaluate(images, settings)
-    seconds = time.perf_counter() - started
-    metrics = {**run.metrics, "dataset": images.name, "training_seconds": round(seconds, 1)}
-    report = Report(f"phenolens images train: {images.name}", metrics=metrics)
-    report.add(training_section(run, images))
-    with writer as written:
+    with checkpointed(writer) as written:
+        started = time.perf_counter()
+        run = train_and_evaluate(images, settings)
+        seconds = time.perf_counter() - started
+        metrics = {**run.metrics, "dataset": images.name, "training_seconds": round(seconds, 1)}
+        report = Report(f"phenolens images train: {images.name}", metrics=metrics)
+        report.add(training_section(run, images))
         run.save(written.path, images.labelled())
         written.write_metrics(metrics)
         written.write_report(report)

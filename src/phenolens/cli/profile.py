@@ -47,6 +47,7 @@ def run(
     dataset: str = DATASET,
     out: Path = OUT,
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
     settings: ProfilingSettings = None,
 ) -> None:
     """Fit the anomaly profiler on control wells, evaluate cellprofiler / anomaly / concatenation, write OUT."""
@@ -54,13 +55,14 @@ def run(
     from phenolens.profiling.inputs import read_profile_tables
     from phenolens.profiling.pipeline import run_profiling
     from phenolens.report.profiling import write_profiling_run
+    from phenolens.training.checkpoint import checkpointed
 
     settings, paths, datasets, source = _inputs(files, dataset, settings)
     settings.require("controls", "treatment")
-    writer = RunWriter(out, command="profile run", settings=settings, inputs=paths, overwrite=overwrite, datasets=datasets)
+    writer = RunWriter(out, command="profile run", settings=settings, inputs=paths, overwrite=overwrite, datasets=datasets, resume=resume)
     table = read_profile_tables(paths, datasets, settings)
-    result = run_profiling(table, settings, source)
-    with writer as folder:
+    with checkpointed(writer) as folder:  # the autoencoder's epochs (every search trial's) are checkpointed
+        result = run_profiling(table, settings, source)
         write_profiling_run(folder, result, f"phenolens profile run: {source}")
     print(f"wrote {writer.target / 'report.html'}")
 

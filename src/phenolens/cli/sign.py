@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from phenolens.cli.image_inputs import CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, read_images
-from phenolens.cli.options import OVERWRITE, settings_options
+from phenolens.cli.options import OVERWRITE, RESUME, settings_options
 from phenolens.explain.sign.settings import MlpTrainingSettings, SignFitSettings, SignGraphSettings, SignHmmSettings, WatermarkSettings
 
 app = typer.Typer(help="SIGN: visual-word dictionaries, class and image inference graphs, MLP inference paths.", no_args_is_help=True)
@@ -43,6 +43,7 @@ def fit(
     channels: str = CHANNELS,
     unlabelled: str = UNLABELLED,
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
     settings: SignFitSettings = None,
 ) -> None:
     """Fit one visual-word dictionary per layer of a trained image classifier and measure their quality.
@@ -60,6 +61,8 @@ def fit(
         The manifest label of unlabelled images.
     overwrite : bool
         Replace an earlier phenolens run at `out`.
+    resume : bool
+        Continue the fit a kill interrupted at `out` (same options) from its last epoch or layer.
     settings : SignFitSettings
         Built from the options.
     """
@@ -67,15 +70,17 @@ def fit(
     from phenolens.explain.sign.pipeline import fit_sign, save_sign
     from phenolens.report.html import Report
     from phenolens.report.sign import quality_section
+    from phenolens.training.checkpoint import checkpointed
     from phenolens.training.classifier import ImageClassifier
 
     source = _image_source(dataset, folder, manifest, channels, unlabelled)
     reads = _source_inputs(source)
-    writer = RunWriter(out, "sign fit", settings, inputs=[checkpoint, *reads["inputs"]], datasets=reads["datasets"], overwrite=overwrite)
+    inputs = [checkpoint, *reads["inputs"]]
+    writer = RunWriter(out, "sign fit", settings, inputs=inputs, datasets=reads["datasets"], overwrite=overwrite, resume=resume)
     images = _read_source(source)
-    result = fit_sign(ImageClassifier.load(checkpoint), images, settings)
-    metrics = result.metrics()
-    with writer as run:
+    with checkpointed(writer) as run:
+        result = fit_sign(ImageClassifier.load(checkpoint), images, settings)
+        metrics = result.metrics()
         save_sign(result, run.path, source)
         run.write_metrics(metrics)
         report = Report(f"SIGN dictionaries: {images.name}", metrics=metrics)

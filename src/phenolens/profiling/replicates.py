@@ -267,7 +267,7 @@ def replicate_map(
     Parameters
     ----------
     values : numpy.ndarray
-        Well profiles (wells x features), finite.
+        Well profiles (wells x features), finite; constant profiles (no correlation with anything) are left out.
     treatments : numpy.ndarray
         Treatment label of every well.
     seed : int
@@ -288,20 +288,20 @@ def replicate_map(
     Raises
     ------
     PhenolensError
-        When no treatment has two or more wells.
+        When no treatment has two or more wells with non-constant profiles.
     """
     from copairs.map import average_precision, mean_average_precision
 
-    meta = pd.DataFrame({"treatment": np.asarray(treatments).astype(str)})
-    if meta["treatment"].value_counts().max() < 2:
-        raise PhenolensError("no treatment has two or more replicate wells; mAP needs replicates")
+    values = np.asarray(values, dtype=np.float64)
+    varying = np.ptp(values, axis=1) > 0  # a constant profile has no correlation with any other well: it can neither retrieve nor be retrieved
+    meta = pd.DataFrame({"treatment": np.asarray(treatments).astype(str)[varying]})
+    if meta.empty or meta["treatment"].value_counts().max() < 2:
+        raise PhenolensError("no treatment has two or more replicate wells with non-constant profiles; mAP needs replicates")
     negatives_sameby = []
     if negatives_within is not None:
-        meta["within"] = np.asarray(negatives_within).astype(str)
+        meta["within"] = np.asarray(negatives_within).astype(str)[varying]
         negatives_sameby = ["within"]
-    scores = average_precision(
-        meta, np.asarray(values, dtype=np.float64), ["treatment"], [], negatives_sameby, ["treatment"], distance="correlation", progress_bar=False
-    )
+    scores = average_precision(meta, values[varying], ["treatment"], [], negatives_sameby, ["treatment"], distance="correlation", progress_bar=False)
     with tempfile.TemporaryDirectory(prefix="copairs-") as cache:
         maps = mean_average_precision(scores, ["treatment"], null_size=null_size, threshold=alpha, seed=seed, progress_bar=False, cache_dir=cache)
     table = maps.drop(columns=["indices"]).set_index("treatment")

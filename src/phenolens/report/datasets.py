@@ -117,7 +117,7 @@ def _summarize_profiles(table: pd.DataFrame, name: str, seed: int) -> tuple[dict
     summary["non_finite_values"] = int((~finite).sum())
     groups = table[pert].astype(str) if pert else pd.Series(["all"] * len(table))
     order = _rank_features(values, (groups == "control").to_numpy() if pert else None)
-    picks = [features[i] for i in order[:6]]
+    picks = [features[i] for i in order[:6] if finite[:, i].any()]  # a feature without finite values has nothing to draw
     fig, axes = figure(width=10, height=5.2, nrows=2, ncols=3)
     palette = class_colors(max(2, groups.nunique()))
     for axis, feature in zip(axes.ravel(), picks):
@@ -146,7 +146,8 @@ def _summarize_profiles(table: pd.DataFrame, name: str, seed: int) -> tuple[dict
         rows = np.concatenate([rng.choice(np.flatnonzero(labels == g), size=min(8, int((labels == g).sum())), replace=False) for g in kept])
     else:
         kept, rows = [], rng.choice(len(table), size=min(96, len(table)), replace=False)
-    block = np.nan_to_num(values[rows][:, order[: min(200, len(order))]])
+    block = values[rows][:, order[: min(200, len(order))]]
+    block = np.where(np.isfinite(block), block, 0.0)  # missing and infinite values are drawn as 0 (not as +-1.8e308)
     block = (block - block.mean(0)) / (block.std(0) + 1e-9)
     fig, axis = figure(width=10, height=5)
     image = axis.imshow(np.clip(block, -3, 3), aspect="auto", cmap="RdBu_r", vmin=-3, vmax=3, interpolation="nearest")
@@ -165,13 +166,19 @@ def _rank_features(values: np.ndarray, is_control: np.ndarray | None) -> np.ndar
     """Feature indices, most informative first: robust treated-vs-control effect size when controls
     exist (unit-free, unlike raw spread), else the robust coefficient of variation."""
     values = np.where(np.isfinite(values), values, np.nan)
+    score = np.full(values.shape[1], -1.0)  # a feature without finite values in a group has no score: it ranks last
     if is_control is not None and is_control.any() and (~is_control).any():
-        control = values[is_control]
-        scale = np.nanmedian(np.abs(control - np.nanmedian(control, 0)), 0) + 1e-12
-        score = np.abs(np.nanmedian(values[~is_control], 0) - np.nanmedian(control, 0)) / scale
+        control, treated = values[is_control], values[~is_control]
+        usable = ~np.isnan(control).all(0) & ~np.isnan(treated).all(0)
+        control, treated = control[:, usable], treated[:, usable]
+        centre = np.nanmedian(control, 0)
+        scale = np.nanmedian(np.abs(control - centre), 0) + 1e-12
+        score[usable] = np.abs(np.nanmedian(treated, 0) - centre) / scale
     else:
-        score = np.nanstd(values, 0) / (np.abs(np.nanmean(values, 0)) + 1e-12)
-    return np.argsort(-np.nan_to_num(score, nan=-1.0))
+        usable = ~np.isnan(values).all(0)
+        kept = values[:, usable]
+        score[usable] = np.nanstd(kept, 0) / (np.abs(np.nanmean(kept, 0)) + 1e-12)
+    return np.argsort(-score)
 
 
 def _summarize_signals(signals: SignalSet, name: str) -> tuple[dict, Section]:

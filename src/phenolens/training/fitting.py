@@ -230,6 +230,7 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         callbacks=_schedule_callbacks(settings, data.val is not None, description),
         seed=member_seed,
         description=description,
+        generators=[generator],
     )
     return model, history
 

@@ -8,6 +8,7 @@ optimisation, validation, callbacks (early stopping, learning-rate schedules) an
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from phenolens.core.errors import PhenolensError
+from phenolens.core.logging import get_logger
 from phenolens.core.progress import progress
 from phenolens.core.seeding import torch_generator
+from phenolens.training.checkpoint import Checkpoint, next_checkpoint, random_states, restore_random_states
+
+log = get_logger(__name__)
 
 Step = Callable[[torch.nn.Module, Sequence[torch.Tensor], int], torch.Tensor]
 
@@ -100,6 +105,25 @@ class Callback:
             The run's records (callbacks may annotate it).
         """
 
+    def state_dict(self) -> dict:
+        """What a checkpoint must keep for training to continue as if never stopped (default: nothing).
+
+        Returns
+        -------
+        dict
+            Tensors, numbers, strings and containers of them.
+        """
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back what `state_dict` returned (called after `on_train_begin` when a run resumes).
+
+        Parameters
+        ----------
+        state : dict
+            A `state_dict` result, read back from a checkpoint.
+        """
+
 
 class EarlyStopping(Callback):
     """Stop after `patience` epochs without improving `monitor` by `min_delta`; restore the best weights."""
@@ -125,6 +149,14 @@ class EarlyStopping(Callback):
         if self.restore_best and self.best_state is not None:
             model.load_state_dict(self.best_state)
 
+    def state_dict(self) -> dict:
+        """The best value, its epoch and weights (see `Callback.state_dict`)."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back the best value, its epoch and weights (see `Callback.load_state_dict`)."""
+        self.best, self.best_epoch, self.best_state = state["best"], state["best_epoch"], state["best_state"]
+
 
 class ReduceLROnPlateau(Callback):
     """Multiply the learning rate by `factor` after `patience` epochs without improving `monitor`."""
@@ -143,6 +175,14 @@ class ReduceLROnPlateau(Callback):
         if value is not None and math.isfinite(value):
             self.scheduler.step(value)
         return False
+
+    def state_dict(self) -> dict:
+        """The plateau scheduler's counters and best value (see `Callback.state_dict`)."""
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back the scheduler's counters and best value (see `Callback.load_state_dict`)."""
+        self.scheduler.load_state_dict(state["scheduler"])
 
 
 def make_loader(data: Dataset | Sequence[torch.Tensor], batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -190,6 +230,7 @@ def fit(
     callbacks: Sequence[Callback] = (),
     seed: int = 0,
     description: str = "training",
+    generators: Sequence[torch.Generator] = (),
 ) -> History:
     """Train `model` in place and return its History.
 
@@ -219,6 +260,8 @@ def fit(
         Seed of the batch order.
     description : str
         Label of the progress bar and of errors.
+    generators : sequence of torch.Generator
+        The generators `step` draws from (augmentation, mixing); checkpoints keep their states.
 
     Returns
     -------
@@ -228,7 +271,12 @@ def fit(
     Raises
     ------
     PhenolensError
-        When the loss becomes non-finite, or there are no training examples.
+        When the loss becomes non-finite, there are no training examples, or a resumed run's checkpoint is damaged.
+
+    Notes
+    -----
+    Inside `phenolens.training.checkpoint.checkpointing` the whole training state is saved after every
+    epoch and restored before the first, so a killed run resumes to the same weights (see that module).
     """
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     train_loader = make_loader(train, batch_size, shuffle=True, seed=seed)
@@ -237,7 +285,14 @@ def fit(
     history = History()
     for callback in callbacks:
         callback.on_train_begin(model, optimizer)
-    for epoch in progress(range(epochs), description, total=epochs):
+    state = _LoopState(model, optimizer, callbacks, history, [train_loader.generator, *generators], next_checkpoint(description))
+    start = state.restore()
+    if state.finished:
+        model.eval()
+        return history
+    for epoch in progress(range(start, epochs), description, total=epochs - start):
+        if history.stopped_early:  # a resumed run whose last saved epoch stopped training
+            break
         model.train()
         total, count = 0.0, 0
         for batch in train_loader:
@@ -258,13 +313,59 @@ def fit(
         stop = False
         for callback in callbacks:
             stop = callback.on_epoch_end(epoch, record, model) or stop
+        history.stopped_early = stop
+        state.save(next_epoch=epoch + 1)
         if stop:
-            history.stopped_early = True
             break
     for callback in callbacks:
         callback.on_train_end(model, history)
     model.eval()
+    state.save(finished=True)
     return history
+
+
+class _LoopState:
+    """What `fit` saves after each epoch and restores before the first, when its call has a checkpoint."""
+
+    def __init__(self, model, optimizer, callbacks, history: History, generators: list[torch.Generator], checkpoint: Checkpoint | None):
+        self.model, self.optimizer, self.callbacks, self.history = model, optimizer, callbacks, history
+        self.generators, self.checkpoint = generators, checkpoint
+        self.finished = False
+
+    def save(self, next_epoch: int = 0, finished: bool = False) -> None:
+        """Checkpoint the training after an epoch, or its end result (weights, history and random states only)."""
+        if self.checkpoint is None:
+            return
+        state = {
+            "finished": finished,
+            "next_epoch": next_epoch,
+            "model": self.model.state_dict(),
+            "history": dataclasses.asdict(self.history),
+            "generators": [generator.get_state() for generator in self.generators],
+            "random": random_states(),
+        }
+        if not finished:
+            state.update(optimizer=self.optimizer.state_dict(), callbacks=[callback.state_dict() for callback in self.callbacks])
+        self.checkpoint.save(state)
+
+    def restore(self) -> int:
+        """Take back what a killed run saved for this call; return the epoch to start from (0 without a checkpoint)."""
+        saved = self.checkpoint.load() if self.checkpoint is not None else None
+        if saved is None:
+            return 0
+        self.model.load_state_dict(saved["model"])
+        for generator, generator_state in zip(self.generators, saved["generators"], strict=True):
+            generator.set_state(generator_state)
+        restore_random_states(saved["random"])
+        self.history.epochs[:] = saved["history"]["epochs"]
+        self.history.best_epoch, self.history.stopped_early = saved["history"]["best_epoch"], saved["history"]["stopped_early"]
+        self.finished = saved["finished"]
+        if not self.finished:
+            self.optimizer.load_state_dict(saved["optimizer"])
+            for callback, callback_state in zip(self.callbacks, saved["callbacks"], strict=True):
+                callback.load_state_dict(callback_state)
+        log.info("%s: resumed at epoch %d from %s", self.checkpoint.description, saved["next_epoch"], self.checkpoint.path)
+        return saved["next_epoch"]
 
 
 @torch.no_grad()
@@ -314,3 +415,11 @@ class CosineAnnealing(Callback):
         for group, initial in zip(self.optimizer.param_groups, self.initial):
             group["lr"] = initial * factor
         return False
+
+    def state_dict(self) -> dict:
+        """The initial learning rates (see `Callback.state_dict`)."""
+        return {"initial": list(self.initial)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back the initial learning rates (see `Callback.load_state_dict`)."""
+        self.initial = list(state["initial"])

@@ -74,7 +74,7 @@ def train_counterfactual_model(images: ImageSet, settings: CounterfactualTrainin
     normalization = ChannelNormalization.fit(raw[fit_index])
     inputs, labels = torch.from_numpy(normalization(raw).astype(np.float32)), torch.from_numpy(data.labels)
     classifier = InvertibleResNet(**iresnet_hyperparameters(data.n_channels, len(data.class_names), settings))
-    augment = _augmenter(settings, normalization)
+    augment, generator = _augmenter(settings, normalization)
 
     def classification_step(model, batch, epoch):
         x, y = batch
@@ -95,6 +95,7 @@ def train_counterfactual_model(images: ImageSet, settings: CounterfactualTrainin
         callbacks=[EarlyStopping(settings.patience), ReduceLROnPlateau(0.5, max(1, settings.patience // 2))],
         seed=settings.seed,
         description="training i-ResNet",
+        generators=[generator],
     )
     classifier.converge_spectral_norms()
     ecinn = ECINN(classifier.eval()).fit(inputs[train_index], labels[train_index])
@@ -130,9 +131,10 @@ def train_counterfactual_model(images: ImageSet, settings: CounterfactualTrainin
 
 
 def _augmenter(settings: CounterfactualTrainingSettings, normalization: ChannelNormalization):
+    """Random flips and rotations of a batch, and the generator they draw from (a checkpoint keeps its state)."""
     generator = torch_generator(settings.seed + 1)
     black = torch.from_numpy(normalization.constant(0.0))  # rotated-in corners match the padding
-    return lambda x: flips_and_rotations(x, generator, max_degrees=settings.max_rotation, fill=black)
+    return (lambda x: flips_and_rotations(x, generator, max_degrees=settings.max_rotation, fill=black)), generator
 
 
 def _train_autoencoder(
@@ -144,7 +146,7 @@ def _train_autoencoder(
     normalization: ChannelNormalization,
 ):
     autoencoder = ConvAutoencoder(**autoencoder_hyperparameters(channels, settings))
-    augment = _augmenter(settings, normalization)
+    augment, generator = _augmenter(settings, normalization)
 
     def reconstruction_step(model, batch, epoch):
         (x,) = batch
@@ -162,5 +164,6 @@ def _train_autoencoder(
         callbacks=[EarlyStopping(settings.patience), ReduceLROnPlateau(0.5, max(1, settings.patience // 2))],
         seed=settings.seed,
         description="training autoencoder",
+        generators=[generator],
     )
     return autoencoder.eval(), history

@@ -15,6 +15,7 @@ sigma = 0.1) over the network's softmax output.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from phenolens.explain.sign.gmm import GaussianDictionary, fit_columns
 from phenolens.explain.sign.layers import OUTPUT, ActivationTap, check_layer_names, columns, default_layers, iter_batches, ordered_layers
 from phenolens.explain.sign.receptive import ReceptiveFields
 from phenolens.explain.sign.settings import DICTIONARY_LOSSES, SignFitSettings
+from phenolens.training.checkpoint import resumable
 
 _DEFAULT = SignFitSettings()  # the estimator's defaults are the settings' (one place for each)
 
@@ -273,7 +275,10 @@ class SignDictionary(BaseEstimator):
         }
         if self.loss == "generative":
             for layer, dictionary in self.dictionaries_.items():
-                fit_columns(dictionary, pool[layer], updates=self.updates, seed=self.seed, description=f"dictionary {layer}")
+                # one unit of a checkpointed run per layer: a resumed `sign fit` skips the layers a killed one finished
+                name = f"dictionary {layer}"
+                work = functools.partial(fit_columns, dictionary, pool[layer], updates=self.updates, seed=self.seed, description=name)
+                resumable(dictionary, name, work)
             self.heads_ = {}
         else:
             self._fit_discriminative(images, torch.as_tensor(np.asarray(y), dtype=torch.long), n_classes, cache)
@@ -321,12 +326,10 @@ class SignDictionary(BaseEstimator):
         from phenolens.training.loop import CosineAnnealing
 
         keys = [f"layer{i}" for i in range(len(self.layers_))]
-        bank = nn.ModuleDict(
-            {
-                "dictionaries": nn.ModuleDict(dict(zip(keys, self.dictionaries_.values()))),
-                "heads": nn.ModuleDict({key: nn.Linear(d.n_words, n_classes) for key, d in zip(keys, self.dictionaries_.values())}),
-            }
-        )
+        with torch.random.fork_rng(devices=[]):  # the heads' initialisation follows `seed`, not whatever ran before in the process
+            torch.manual_seed(self.seed)
+            heads = nn.ModuleDict({key: nn.Linear(d.n_words, n_classes) for key, d in zip(keys, self.dictionaries_.values())})
+        bank = nn.ModuleDict({"dictionaries": nn.ModuleDict(dict(zip(keys, self.dictionaries_.values()))), "heads": heads})
         tap = ActivationTap(self.network_, self.layers_)
 
         def step(bank: nn.ModuleDict, batch, epoch: int) -> torch.Tensor:
