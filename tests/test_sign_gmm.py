@@ -119,3 +119,32 @@ def test_bad_columns_and_settings_are_refused():
         fit_columns(dictionary, torch.from_numpy(train), tol=0.0)
     with pytest.raises(PhenolensError, match="reg_covar"):
         fit_columns(GaussianDictionary.initialise(torch.from_numpy(train), 3, reg_covar=0.0), torch.from_numpy(train))
+
+
+GRID = np.array([[6.0 * i, 6.0 * j, 0.0] for i in range(3) for j in range(3)])  # nine unit Gaussians, six sds apart
+
+
+def grid_columns(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (GRID[rng.choice(len(GRID), n, p=np.full(len(GRID), 1 / len(GRID)))] + rng.standard_normal((n, 3))).astype(np.float32)
+
+
+def found_every_centre(dictionary: GaussianDictionary) -> bool:
+    distances = np.linalg.norm(dictionary.centres()[None] - GRID[:, None], axis=2)
+    return len(set(distances.argmin(1))) == len(GRID) and distances.min(1).max() < 0.3
+
+
+def test_the_best_of_several_starts_finds_every_centre_where_one_start_does_not():
+    train = torch.from_numpy(grid_columns(4_000, 1))
+    one = GaussianDictionary.initialise(train, 9, seed=0)
+    fit_columns(one, train, seed=0, starts=1, sample_columns=1_000)
+    assert not found_every_centre(one)  # this start ends in a local optimum that misses a centre
+    several = GaussianDictionary.initialise(train, 9, seed=0)
+    trace = fit_columns(several, train, seed=0, starts=6, sample_columns=1_000)
+    assert found_every_centre(several)
+    assert len(trace.start_log_likelihoods) == 6
+    # EM went on from the start that scored highest on all columns
+    chosen = expectation(train, trace.start, several.reg_covar, 4096, statistics=False)[0]
+    assert chosen == pytest.approx(max(trace.start_log_likelihoods), abs=1e-6)
+    assert trace.log_likelihoods[0] == pytest.approx(chosen, abs=1e-6)
+    np.testing.assert_allclose(several.priors(), 1 / 9, atol=0.02)
