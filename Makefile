@@ -53,5 +53,10 @@ bench-small: $(STAMP)
 	$(BIN)/python benchmarks/counterfactual_benchmark.py --small --check
 	$(BIN)/python benchmarks/echoes_benchmark.py --small --check --out runs/bench-small/echoes
 	$(BIN)/python benchmarks/profiling_percent_replicating.py --small --check
+	$(BIN)/python benchmarks/profiling_aggregate.py --small --check
+	$(BIN)/python benchmarks/profiling_batch_effects.py --small
+	$(BIN)/python benchmarks/images_adversary.py --small --check --out runs/bench-small/images-adversary
+	$(BIN)/python benchmarks/images_class_model.py --small --check --out runs/bench-small/images-class-model
+	if command -v chromium >/dev/null; then $(BIN)/python benchmarks/explorer_pages.py --small --check; fi
 	$(BIN)/python benchmarks/sign_memorisation.py --small --check --out runs/bench-small/sign-memorisation
 	if [ -d /usr/share/datasets/fashion-mnist ]; then $(BIN)/python benchmarks/sign_dictionary_speed.py --small --check --out runs/bench-small/sign-dictionary; fi
