@@ -11,8 +11,9 @@ from pathlib import Path
 
 import typer
 
-from phenolens.cli.image_inputs import ALLOW_OUTSIDE, CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, input_paths, read_images
-from phenolens.cli.options import OVERWRITE, settings_options
+from phenolens.cli.image_inputs import ALLOW_OUTSIDE, CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, ZARR, input_paths, open_images, read_images
+from phenolens.cli.options import OVERWRITE, RESUME, SCHEDULER, settings_options
+from phenolens.data.chunks import ImageChunkSettings
 from phenolens.explain.attribution import AttributionSettings
 from phenolens.explain.class_model import ClassModelSettings
 from phenolens.training.settings import ImagePredictionSettings, ImageTrainingSettings
@@ -22,12 +23,23 @@ app = typer.Typer(help="Image classifiers: train, explain, predict.", no_args_is
 MODEL = typer.Argument(..., help="A `phenolens images train` output folder (model.safetensors + model.json).")
 
 
-def _run_writer(out: Path, command: str, settings, overwrite: bool, dataset: str | None, folder: Path | None, manifest: Path | None, model=None):
+def _run_writer(
+    out: Path,
+    command: str,
+    settings,
+    overwrite: bool,
+    dataset: str | None,
+    folder: Path | None,
+    manifest: Path | None,
+    model=None,
+    zarr: Path | None = None,
+    resume: bool = False,
+):
     """The command's RunWriter, made before any work so that a bad --out (or one over an input) fails first."""
     from phenolens.core.runs import RunWriter
 
-    inputs = [*([model] if model is not None else []), *input_paths(folder, manifest)]
-    return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [])
+    inputs = [*([model] if model is not None else []), *input_paths(folder, manifest, zarr)]
+    return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [], resume=resume)
 
 
 @app.command()
@@ -105,39 +117,46 @@ def explain(
 def predict(
     model: Path = MODEL,
     out: Path = typer.Option(
-        ..., "--out", help="Output folder: predictions.parquet (+ embeddings.parquet, groups.parquet), metrics.json, report.html."
+        ..., "--out", help="Output folder: predictions.parquet (+ embeddings.parquet, groups.parquet, skipped.csv), metrics.json, report.html."
     ),
     dataset: str = DATASET,
     folder: Path = FOLDER,
     manifest: Path = MANIFEST,
+    zarr: Path = ZARR,
     channels: str = CHANNELS,
     unlabelled: str = UNLABELLED,
     allow_outside_paths: bool = ALLOW_OUTSIDE,
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    scheduler: str = SCHEDULER,
     settings: ImagePredictionSettings = None,
+    chunks: ImageChunkSettings = None,
 ) -> None:
-    """Apply MODEL to images: per-class probabilities and the predicted class of each image, written to OUT."""
+    """Apply MODEL to a screen's images chunk by chunk: per-class probabilities and the predicted class of each image, written to OUT."""
+    from phenolens.core.executor import Executor
     from phenolens.report.classifier import prediction_section
     from phenolens.report.html import Report
     from phenolens.training.classifier import ImageClassifier
-    from phenolens.training.prediction import predict as predict_images
+    from phenolens.training.prediction import predict_screen
 
-    writer = _run_writer(out, "images predict", settings, overwrite, dataset, folder, manifest, model)
+    writer = _run_writer(out, "images predict", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
     classifier = ImageClassifier.load(model)
-    images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
-    predictions = predict_images(classifier, images, settings)
-    metrics = {**predictions.metrics, "model": str(model), "dataset": images.name}
-    report = Report(f"phenolens images predict: {images.name}", metrics=metrics)
-    report.add(prediction_section(predictions, classifier.class_names, settings.group_by))
-    with writer as written:
-        written.write_table("predictions.parquet", predictions.table)
-        if predictions.embeddings is not None:
-            written.write_table("embeddings.parquet", predictions.embeddings)
+    source = open_images(dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
+    classifier.conform(source.probe())  # channels and classes that do not fit the model: one line before any output
+    with Executor.from_option(scheduler) as executor, writer as written:
+        written.extra["executor"] = executor.description
+        predictions = predict_screen(model, source, written, settings, chunks, executor)
+        metrics = {**predictions.metrics, "model": str(model), "dataset": source.name}
         if predictions.groups is not None:
             written.write_table("groups.parquet", predictions.groups)
+        if len(predictions.skipped):
+            written.write_table("skipped.csv", predictions.skipped)
+        report = Report(f"phenolens images predict: {source.name}", metrics=metrics)
+        report.add(prediction_section(predictions, classifier.class_names, settings.group_by))
         written.write_metrics(metrics)
         written.write_report(report)
-    print(f"predicted {metrics['n_images']} images; wrote {out / 'predictions.parquet'}")
+    skipped = f", skipped {metrics['n_skipped']} (skipped.csv)" if metrics["n_skipped"] else ""
+    print(f"predicted {metrics['n_images']} images{skipped}; wrote {out / 'predictions.parquet'}")
 
 
 @app.command()
