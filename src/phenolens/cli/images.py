@@ -82,34 +82,44 @@ def train(
 @settings_options()
 def explain(
     model: Path = MODEL,
-    out: Path = typer.Option(..., "--out", help="Output folder: attributions.npz, metrics.json, per_image.csv, figures, report.html."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder: maps.zarr, per_image.parquet, checks.parquet (+ skipped.csv), metrics.json, figures, report.html."
+    ),
     dataset: str = DATASET,
     folder: Path = FOLDER,
     manifest: Path = MANIFEST,
+    zarr: Path = ZARR,
     channels: str = CHANNELS,
     unlabelled: str = UNLABELLED,
     allow_outside_paths: bool = ALLOW_OUTSIDE,
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    scheduler: str = SCHEDULER,
     settings: AttributionSettings = None,
+    chunks: ImageChunkSettings = None,
 ) -> None:
-    """Explain MODEL's decisions on images; write maps, metrics.json and report.html to OUT."""
-    import numpy as np
-
-    from phenolens.explain.images import explain_model
+    """Explain MODEL's decisions on a screen's images chunk by chunk; write maps, per-image rows, metrics.json and report.html to OUT."""
+    from phenolens.core.executor import Executor
+    from phenolens.explain.screen import explain_screen
     from phenolens.report.attribution import explanation_section
     from phenolens.report.html import Report
+    from phenolens.training.classifier import ImageClassifier
 
-    writer = _run_writer(out, "images explain", settings, overwrite, dataset, folder, manifest, model)
-    images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
-    explained = explain_model(model, images, settings)
-    report = Report(f"phenolens images explain: {images.name}", metrics=explained.metrics)
-    report.add(explanation_section(explained.explanation))
-    with writer as written:
-        np.savez_compressed(written.file("attributions.npz"), **explained.arrays())
-        written.write_table("per_image.csv", explained.per_image_table())
-        written.write_metrics(explained.metrics)
+    writer = _run_writer(out, "images explain", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
+    classifier = ImageClassifier.load(model)
+    source = open_images(dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
+    classifier.conform(source.probe())  # channels and classes that do not fit the model: one line before any output
+    with Executor.from_option(scheduler) as executor, writer as written:
+        written.extra["executor"] = executor.description
+        explained = explain_screen(model, source, written, settings, chunks, executor)
+        metrics = {**explained.metrics, "model": str(model), "dataset": source.name}
+        if len(explained.skipped):
+            written.write_table("skipped.csv", explained.skipped)
+        report = Report(f"phenolens images explain: {source.name}", metrics=metrics)
+        report.add(explanation_section(explained.gallery, metrics=metrics, tables=explained.tables))
+        written.write_metrics(metrics)
         written.write_report(report)
-    print(f"explained {len(explained.images)} images with {', '.join(explained.explanation.maps)}; wrote {out / 'report.html'}")
+    print(f"explained {metrics['n_images']} images with {', '.join(settings.methods)}; wrote {out / 'report.html'}")
 
 
 @app.command()

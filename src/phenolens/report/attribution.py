@@ -171,22 +171,26 @@ def absence_warnings(occlusion: pd.DataFrame, share: float = 0.1) -> list[str]:
     return notes
 
 
-def explanation_section(explanation, title: str = "Explanations") -> Section:
+def explanation_section(explanation, title: str = "Explanations", metrics: dict | None = None, tables: dict | None = None) -> Section:
     """The report section of an `Explanation`.
 
     Parameters
     ----------
     explanation : Explanation
-        The explanation.
+        The explanation (for a streamed screen: the gallery's images and the checks' sample).
     title : str
         Section title.
+    metrics : dict, optional
+        The metrics to show (default: ``explanation.metrics()``; a streamed screen passes those of all its images).
+    tables : dict, optional
+        The class x channel tables (default: ``explanation.channel_tables()``).
 
     Returns
     -------
     Section
         Text, gallery, channel importance, faithfulness and sanity figures and tables.
     """
-    metrics = explanation.metrics()
+    metrics = explanation.metrics() if metrics is None else metrics
     methods = list(explanation.maps)
     section = Section(title)
     section.text(
@@ -194,7 +198,9 @@ def explanation_section(explanation, title: str = "Explanations") -> Section:
         f"target: {explanation.settings['target']}; baseline for occlusion, IG and deletion/insertion: {explanation.settings['baseline']}"
         + (f"; {explanation.settings['explained_by']}." if "explained_by" in explanation.settings else ".")
     )
-    tables = explanation.channel_tables()
+    if "checks_sample" in metrics:
+        section.text(f"Faithfulness and the randomisation check: {metrics['checks_sample']}.")
+    tables = explanation.channel_tables() if tables is None else tables
     occlusion = tables["occlusion_logit_drop"]
     section.figure(
         channel_importance_figure(occlusion, "drop in target logit", "Channel occlusion: each channel replaced by its training mean"),
@@ -215,12 +221,13 @@ def explanation_section(explanation, title: str = "Explanations") -> Section:
             "Red: evidence for the target class; blue: against. Yellow outline: nucleus mask (when a DNA channel is given).",
             "gallery.png",
         )
-    section.figure(faithfulness_figure(explanation.faithfulness), "Which explanation to trust on these images.", "faithfulness.png")
+    if explanation.faithfulness:
+        section.figure(faithfulness_figure(explanation.faithfulness), "Which explanation to trust on these images.", "faithfulness.png")
     quality = pd.DataFrame(
         {
             "method": [method_title(m) for m in methods],
-            "deletion AUC (lower better)": [metrics["faithfulness"][m]["deletion_auc"] for m in methods],
-            "insertion AUC (higher better)": [metrics["faithfulness"][m]["insertion_auc"] for m in methods],
+            "deletion AUC (lower better)": [metrics["faithfulness"].get(m, {}).get("deletion_auc", np.nan) for m in methods],
+            "insertion AUC (higher better)": [metrics["faithfulness"].get(m, {}).get("insertion_auc", np.nan) for m in methods],
             "SSIM vs randomised model (lower better)": [metrics["sanity_ssim"].get(m, np.nan) for m in methods],
         }
     )
