@@ -262,10 +262,17 @@ def control_readout(groups: pd.DataFrame, class_names: list[str], fdr: float) ->
     -------
     dict
         ``z_factor`` and ``hits`` (class -> value), ``n_control_groups`` and ``fdr``.
+
+    Raises
+    ------
+    PhenolensError
+        With fewer than two control groups.
     """
     from scipy.stats import false_discovery_control, norm
 
     control = groups[CONTROL].to_numpy(dtype=bool)
+    if control.sum() < 2:
+        raise PhenolensError(f"the control readout needs two or more control groups, got {int(control.sum())}; widen --controls")
     z_factors, hits = {}, {}
     for name in class_names:
         values = groups[FRACTION_PREFIX + name].to_numpy()
