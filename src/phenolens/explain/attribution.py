@@ -629,7 +629,7 @@ class AttributionSettings(Settings):
     max_images: int = setting(0, "Explain at most this many images (a seeded random subset); 0 = all.", minimum=0)
     sanity_images: int = setting(32, "Images given to the model-randomisation check (the first of the --check-images sample).", minimum=1)
     check_images: int = setting(
-        64, "Images given to the deletion/insertion (faithfulness) check: a seeded random sample of the explained images; 0 = all.", minimum=0
+        32, "Images given to the deletion/insertion (faithfulness) check: a seeded random sample of the explained images; 0 = all.", minimum=0
     )
     faithfulness_steps: int = setting(16, "Pixel fractions of the deletion/insertion curves.", minimum=2)
     seed: int = setting(0, "Seed of the image subset and the randomised model.", minimum=0)

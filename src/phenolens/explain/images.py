@@ -324,13 +324,14 @@ def explain_images(
     inputs, covariates = classifier.tensor(images), classifier.covariates(images)
     baseline = baseline_tensor(classifier, settings.baseline)
     steps = settings.faithfulness_steps
-    per_pass = inputs_per_pass(settings.forward_batch, classifier.size, 2 * (steps + 1))
+    pass_size = inputs_per_pass(settings.forward_batch, classifier.size)
+    per_pass = max(1, pass_size // (2 * (steps + 1)))
     if checked.any():
         chosen = torch.from_numpy(np.flatnonzero(checked))
         cov = None if covariates is None else covariates[chosen]
         for method, method_maps in maps.items():
             explanation.faithfulness[method] = deletion_insertion(
-                classifier, inputs[chosen], method_maps[checked], targets[checked], baseline, cov, steps, per_pass
+                classifier, inputs[chosen], method_maps[checked], targets[checked], baseline, cov, steps, per_pass, pass_size
             )
     if sanity.any():
         chosen = torch.from_numpy(np.flatnonzero(sanity))

@@ -333,7 +333,10 @@ def explain_screen(
         if len(result.checks):
             checks_store.write_table(index, result.checks)
         rows_store.write_table(index, result.rows)  # last: the chunk counts as done once its rows exist
-    summary = _Summary(classifier.class_names, classifier.channel_names, settings)
+    record = settings.to_dict()
+    if fold_images:
+        record["explained_by"] = f"out of fold: each image by the one of {len(models)} fold models that never trained on it"
+    summary = _Summary(classifier.class_names, classifier.channel_names, settings, record)
     for path in sorted(rows_store.folder.glob("part-*.parquet")):
         summary.add(pd.read_parquet(path))
     checks_table = checks_store.read_table()
@@ -360,8 +363,8 @@ def explain_screen(
 class _Summary:
     """Per-class sums of the per-image rows, added a part at a time (memory: the classes, not the images)."""
 
-    def __init__(self, class_names: list[str], channel_names: list[str], settings: AttributionSettings) -> None:
-        self.class_names, self.channel_names, self.settings = list(class_names), list(channel_names), settings
+    def __init__(self, class_names: list[str], channel_names: list[str], settings: AttributionSettings, record: dict) -> None:
+        self.class_names, self.channel_names, self.settings, self.record = list(class_names), list(channel_names), settings, record
         self.lookup = {name: k for k, name in enumerate(class_names)}
         self.sums = pd.DataFrame()
         self.counts = pd.DataFrame()
@@ -432,7 +435,7 @@ class _Summary:
                 if f"deletion_auc_{m}" in checks
             },
             "sanity_ssim": {m: _nanmean(checks[f"sanity_ssim_{m}"].to_numpy()) for m in methods if f"sanity_ssim_{m}" in checks},
-            "settings": self.settings.to_dict(),
+            "settings": self.record,
         }
         if self.settings.nucleus_channel and self.n_correct:
             nucleus = self._means("nucleus_fraction_", use_correct=True)
@@ -480,7 +483,7 @@ class _Summary:
             faithfulness=_faithfulness(checks, self.settings),
             nucleus_masks=group["nucleus_masks"].oindex[index] if nucleus else None,
             reporter_channel=self.settings.reporter_channel,
-            settings=self.settings.to_dict(),
+            settings=self.record,
         )
 
 
