@@ -42,6 +42,16 @@ def _run_writer(
     return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [], resume=resume)
 
 
+def _model_and_screen(model: Path, dataset, folder, manifest, zarr, channels: str, unlabelled: str, allow_outside_paths: bool, skip_bad: bool):
+    """The classifier and the scanned image source of a streaming command; names that do not fit the model are one line before any output."""
+    from phenolens.training.classifier import ImageClassifier
+
+    classifier = ImageClassifier.load(model)
+    source = open_images(dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, skip_bad)
+    classifier.conform(source.probe())
+    return classifier, source
+
+
 @app.command()
 @settings_options()
 def train(
@@ -103,12 +113,9 @@ def explain(
     from phenolens.explain.screen import explain_screen
     from phenolens.report.attribution import explanation_section
     from phenolens.report.html import Report
-    from phenolens.training.classifier import ImageClassifier
 
     writer = _run_writer(out, "images explain", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
-    classifier = ImageClassifier.load(model)
-    source = open_images(dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
-    classifier.conform(source.probe())  # channels and classes that do not fit the model: one line before any output
+    classifier, source = _model_and_screen(model, dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
     with Executor.from_option(scheduler) as executor, writer as written:
         written.extra["executor"] = executor.description
         explained = explain_screen(model, source, written, settings, chunks, executor)
@@ -146,13 +153,10 @@ def predict(
     from phenolens.core.executor import Executor
     from phenolens.report.classifier import prediction_section
     from phenolens.report.html import Report
-    from phenolens.training.classifier import ImageClassifier
     from phenolens.training.prediction import predict_screen
 
     writer = _run_writer(out, "images predict", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
-    classifier = ImageClassifier.load(model)
-    source = open_images(dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
-    classifier.conform(source.probe())  # channels and classes that do not fit the model: one line before any output
+    classifier, source = _model_and_screen(model, dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
     with Executor.from_option(scheduler) as executor, writer as written:
         written.extra["executor"] = executor.description
         predictions = predict_screen(model, source, written, settings, chunks, executor)

@@ -171,24 +171,29 @@ def read_image(path: str | Path, channels: int | None = None, max_pixels: int | 
         (C, H, W), or has another channel count than `channels`.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise PhenolensError(f"{path}: unsupported image type {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
-    limit = pixel_limit() if max_pixels is None else max_pixels
-    try:
-        array = _decode_image(path, suffix, limit)
-    except PhenolensError:
-        raise
-    except FileNotFoundError:
-        raise PhenolensError(f"{path}: file not found; check the path") from None
-    except Exception as error:  # each decoder raises its own types; all mean "unreadable file"
-        raise PhenolensError(f"{path}: cannot read image ({type(error).__name__}: {one_line_message(error)}); replace or remove the file") from None
+    array = _opened(path, max_pixels, _decode_image)
     if array.size == 0:
         raise PhenolensError(f"{path}: cannot read image (no pixel data: the file is corrupt or empty); replace or remove the file")
     if array.dtype.kind not in REAL_KINDS:
         raise PhenolensError(f"{path}: pixels of type {array.dtype} are not real numbers; store integer or float intensities")
     shape = _checked_shape(path, array.shape, channels)
     return array.reshape(shape) if array.ndim == 2 else (array if array.shape == shape else np.moveaxis(array, -1, 0))
+
+
+def _opened(path: Path, max_pixels: int | None, reader):
+    """`reader(path, suffix, limit)` for a supported image type, any decoder failure made one line naming the file."""
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise PhenolensError(f"{path}: unsupported image type {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    limit = pixel_limit() if max_pixels is None else max_pixels
+    try:
+        return reader(path, suffix, limit)
+    except PhenolensError:
+        raise
+    except FileNotFoundError:
+        raise PhenolensError(f"{path}: file not found; check the path") from None
+    except Exception as error:  # each decoder raises its own types; all mean "unreadable file"
+        raise PhenolensError(f"{path}: cannot read image ({type(error).__name__}: {one_line_message(error)}); replace or remove the file") from None
 
 
 def _checked_shape(path: Path, shape: Sequence[int], channels: int | None) -> tuple[int, int, int]:
@@ -232,18 +237,7 @@ def image_header(path: str | Path, channels: int | None = None, max_pixels: int 
         One line naming the file and what is wrong, as `read_image` would.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise PhenolensError(f"{path}: unsupported image type {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
-    limit = pixel_limit() if max_pixels is None else max_pixels
-    try:
-        shape, dtype = _stored_shape(path, suffix, limit)
-    except PhenolensError:
-        raise
-    except FileNotFoundError:
-        raise PhenolensError(f"{path}: file not found; check the path") from None
-    except Exception as error:  # each decoder raises its own types; all mean "unreadable file"
-        raise PhenolensError(f"{path}: cannot read image ({type(error).__name__}: {one_line_message(error)}); replace or remove the file") from None
+    shape, dtype = _opened(path, max_pixels, _stored_shape)
     if not shape or 0 in shape:
         raise PhenolensError(f"{path}: cannot read image (no pixel data: the file is corrupt or empty); replace or remove the file")
     if dtype.kind not in REAL_KINDS:
