@@ -5,7 +5,7 @@ and the speed of explaining full-size images against commit 09e19b2 (before stre
 
 1. Crops: MitoCheck's 3,277 64 x 64 crops repeated with the project's own augmentation
    (`phenolens.training.augment.flips_and_rotations`, seed 0) into Zarr screens of N and N / 10 crops
-   (default 100,000 and 10,000; --small 3,000 and 300). Each screen goes through
+   (default 100,000 and 10,000; --small 3,000 and 300, in chunks of 256). Each screen goes through
    ``images predict`` and ``images explain --methods gradcam --images all`` (default checks) in a
    subprocess; images/s and the subprocess's peak RSS (``ru_maxrss``) are printed.
    Target: peak RSS at N <= 1.2 x peak RSS at N / 10, for both commands.
@@ -159,7 +159,8 @@ def main() -> None:
     results = {}
     for count in (crops_n // 10, crops_n):
         store = crop_screen(work / f"crops-{count}.zarr", count, mitocheck)
-        screen = ["--zarr", store, "--overwrite"]
+        # --small: chunks of 256, so that both screens span several chunks (the default, 1,024, would hold all of the small one)
+        screen = ["--zarr", store, "--overwrite", *(["--chunk-size", "256"] if args.small else [])]
         predict = cli(here, ["images", "predict", model, *screen, "--group-by", "well", "--out", work / f"predict-{count}"], work)
         gradcam = ["--methods", "gradcam", "--images", "all"]
         explain = cli(here, ["images", "explain", model, *screen, *gradcam, "--out", work / f"explain-{count}"], work)
