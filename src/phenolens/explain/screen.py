@@ -30,7 +30,7 @@ from phenolens.explain.selection import held_out_sources, out_of_fold_parts, sam
 from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier
 from phenolens.training.preprocess import padded_array
 
-log = get_logger(__name__)
+progress_log = get_logger("phenolens.progress")  # the estimate is a progress line: shown unless PHENOLENS_LOG says otherwise
 
 MAPS_STORE = "maps.zarr"
 PER_IMAGE_FILE = "per_image.parquet"
@@ -299,7 +299,7 @@ def explain_screen(
     size = chunks.chunk_size or auto_chunk_size(channels, side)
     work = chosen.chunks(size, chunks.skip_bad)
     cost = estimate_cost(classifier, settings, count, executor.workers)
-    log.warning(
+    progress_log.info(
         "explain: %d images of %d x %d x %d px in %d chunks; about %.0f forward passes per image, so roughly %.0f s on %s",
         *(count, channels, side, side, len(work), cost["passes_per_image"], cost["estimated_seconds"], executor.description),
     )
