@@ -197,7 +197,7 @@ def _maps(out) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-def test_a_killed_predict_and_explain_resume_to_the_uninterrupted_output(screen, tmp_path, capsys):
+def test_a_killed_predict_and_explain_resume_to_the_uninterrupted_output(screen, tmp_path, capsys, caplog):
     folder, model = screen
     commands = {
         "predict": ["images", "predict", str(model), "--folder", str(folder), "--channels", "GFP,DNA", "--chunk-size", "3", "--group-by", "source"],
@@ -212,7 +212,10 @@ def test_a_killed_predict_and_explain_resume_to_the_uninterrupted_output(screen,
         assert not resumed.exists() and len(list(tmp_path.glob(f".{resumed.name}.partial-*"))) == 1
         capsys.readouterr()
         assert run([*args, "--out", str(resumed)]) == 2 and "--resume" in capsys.readouterr().err
+        caplog.clear()
         assert run([*args, "--out", str(resumed), "--resume"]) == 0
+        progress = caplog.text
+        assert "chunk 1 of 6" not in progress and "chunk 2 of 6" not in progress and "chunk 3 of 6" in progress, progress  # done chunks are skipped
         table = "predictions.parquet" if name == "predict" else "per_image.parquet"
         pd.testing.assert_frame_equal(pd.read_parquet(resumed / table), pd.read_parquet(whole / table))
         if name == "explain":
