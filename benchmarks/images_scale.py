@@ -135,24 +135,9 @@ def before_source(work: Path) -> Path | None:
     return target
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", action="store_true", help="3,000 crops and 2 full-size wells (CI).")
-    parser.add_argument("--crops", type=int, default=None, help="Crops of the large screen (default 100,000; --small 3,000).")
-    parser.add_argument("--full-images", type=int, default=None, help="Full-size wells explained by both versions (default 12; --small 2).")
-    parser.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
-    add_check_option(parser)
-    args = parser.parse_args()
-    crops_n = args.crops or (3_000 if args.small else 100_000)
-    wells_n = args.full_images or (2 if args.small else 12)
-    work = args.work or Path(tempfile.mkdtemp(prefix="images-scale-"))
-    work.mkdir(parents=True, exist_ok=True)
-    here = ROOT / "src"
-    sys.path.insert(0, str(here))
+def crop_screens(targets: Targets, here: Path, work: Path, crops_n: int, small: bool) -> None:
+    """Part 1: predict and Grad-CAM on Zarr screens of crops_n / 10 and crops_n crops; images/s and the peak-RSS ratio."""
     from phenolens.data import load
-
-    targets = Targets("images_scale")
-    print(f"images_scale: {crops_n:,} crops, {wells_n} full-size wells, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, work {work}")
 
     mitocheck = load("mitocheck")
     model = save_model(work / "crop-model", 1, list(mitocheck.class_names), 64, 30.0, 40.0)
@@ -160,7 +145,7 @@ def main() -> None:
     for count in (crops_n // 10, crops_n):
         store = crop_screen(work / f"crops-{count}.zarr", count, mitocheck)
         # --small: chunks of 256, so that both screens span several chunks (the default, 1,024, would hold all of the small one)
-        screen = ["--zarr", store, "--overwrite", *(["--chunk-size", "256"] if args.small else [])]
+        screen = ["--zarr", store, "--overwrite", *(["--chunk-size", "256"] if small else [])]
         predict = cli(here, ["images", "predict", model, *screen, "--group-by", "well", "--out", work / f"predict-{count}"], work)
         gradcam = ["--methods", "gradcam", "--images", "all"]
         explain = cli(here, ["images", "explain", model, *screen, *gradcam, "--out", work / f"explain-{count}"], work)
@@ -173,9 +158,12 @@ def main() -> None:
         print(f"  {name}: peak RSS at {crops_n:,} / at {crops_n // 10:,} crops = {ratio:.3f}")
         targets.expect(f"{name} peak RSS ratio {crops_n:,} vs {crops_n // 10:,}", ratio, "<=", 1.2)
 
+
+def full_size_comparison(targets: Targets, here: Path, work: Path, wells_n: int, small: bool) -> None:
+    """Part 2: full-size wells explained by this tree and by 09e19b2, one after the other; the speed ratio."""
     wells = full_size_wells(work / "wells", wells_n)
     full_model = save_model(work / "well-model", 2, ["CytoplasmicGFP", "NuclearGFP"], 348, 20.0, 30.0)
-    steps = ["--n-steps", "10"] if args.small else []
+    steps = ["--n-steps", "10"] if small else []
     explain = ["explain", full_model, "--folder", wells, "--channels", "GFP,DNA", "--methods", "gradcam,ig", *steps]
     before = before_source(work)
     new = cli(here, [*explain, "--out", work / "wells-new", "--overwrite"], work)
@@ -186,7 +174,32 @@ def main() -> None:
         old = cli(before, [*explain, "--out", work / "wells-before", "--overwrite"], work)
         ratio = old["seconds"] / new["seconds"]
         print(f"  {BEFORE}:  {wells_n} wells in {old['seconds']:.0f} s: {wells_n / old['seconds']:.3f} images/s; speed ratio {ratio:.2f}x")
-        targets.expect("full-size explain speed ratio vs 09e19b2", ratio, ">=", 1.0 if args.small else 4.0)
+        targets.expect("full-size explain speed ratio vs 09e19b2", ratio, ">=", 1.0 if small else 4.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="3,000 crops and 2 full-size wells (CI).")
+    parser.add_argument("--crops", type=int, default=None, help="Crops of the large screen (default 100,000; --small 3,000; 0 skips part 1).")
+    parser.add_argument(
+        "--full-images", type=int, default=None, help="Full-size wells explained by both versions (default 12; --small 2; 0 skips part 2)."
+    )
+    parser.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
+    add_check_option(parser)
+    args = parser.parse_args()
+    crops_n = args.crops if args.crops is not None else (3_000 if args.small else 100_000)
+    wells_n = args.full_images if args.full_images is not None else (2 if args.small else 12)
+    work = args.work or Path(tempfile.mkdtemp(prefix="images-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    here = ROOT / "src"
+    sys.path.insert(0, str(here))
+    targets = Targets("images_scale")
+    print(f"images_scale: {crops_n:,} crops, {wells_n} full-size wells, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, work {work}")
+
+    if wells_n:
+        full_size_comparison(targets, here, work, wells_n, args.small)
+    if crops_n:
+        crop_screens(targets, here, work, crops_n, args.small)
     sys.exit(targets.finish(args.check))
 
 
