@@ -5,11 +5,11 @@ and the speed of explaining full-size images against commit 09e19b2 (before stre
 
 1. Crops: MitoCheck's 3,277 64 x 64 crops repeated with the project's own augmentation
    (`phenolens.training.augment.flips_and_rotations`, seed 0) into Zarr screens of N and N / 10 crops
-   (default 100,000 and 10,000; --small 3,000 and 300, in chunks of 256). Each screen goes through
+   (default 100,000 and 10,000; --small 3,000 and 1,000, in chunks of 256). Each screen goes through
    ``images predict`` and ``images explain --methods gradcam --images all`` (default checks) in a
    subprocess; images/s and the subprocess's peak RSS (``ru_maxrss``) are printed.
-   Target: peak RSS at N <= 1.2 x peak RSS at N / 10, for both commands.
-2. Full-size images: K two-channel 260 x 348 wells (default 12; --small 2), each tiled from 12 BBBC013
+   Target: peak RSS at N <= 1.2 x peak RSS at N / 10, for both commands (--small compares N / 3 and only prints it).
+2. Full-size images (run first): K two-channel 260 x 348 wells (default 8; --small 2), each tiled from 12 BBBC013
    crops of one class, explained with ``--methods gradcam,ig`` and the default checks by this tree and by
    commit 09e19b2 (``git archive`` into a temporary folder, same Python, same images and model), one after
    the other in this run. Target: >= 4x the images/s of 09e19b2 (--small uses 10 IG steps in both and
@@ -142,8 +142,12 @@ def crop_screens(targets: Targets, here: Path, work: Path, crops_n: int, small: 
 
     mitocheck = load("mitocheck")
     model = save_model(work / "crop-model", 1, list(mitocheck.class_names), 64, 30.0, 40.0)
+    # Below ~10,000 crops the process is still growing towards its plateau (measured, predict: peak RSS 585 MB at
+    # 300 crops, 617 at 1,000, 736-756 at 3,000, 821 at 10,000, 883 at 100,000), and a few thousand 64 x 64 crops
+    # weigh too little (12 MB as float32) for any test of growth: --small prints the ratio and checks nothing.
+    smaller = crops_n // 3 if small else crops_n // 10
     results = {}
-    for count in (crops_n // 10, crops_n):
+    for count in (smaller, crops_n):
         store = crop_screen(work / f"crops-{count}.zarr", count, mitocheck)
         # --small: chunks of 256, so that both screens span several chunks (the default, 1,024, would hold all of the small one)
         screen = ["--zarr", store, "--overwrite", *(["--chunk-size", "256"] if small else [])]
@@ -155,9 +159,10 @@ def crop_screens(targets: Targets, here: Path, work: Path, crops_n: int, small: 
             rate = count / run["seconds"]
             print(f"  {name:<8} {count:>7,} crops: {rate:8.1f} images/s, peak RSS {run['max_rss_mb']:.0f} MB ({run['seconds']:.0f} s)")
     for name in ("predict", "explain"):
-        ratio = results[crops_n][name]["max_rss_mb"] / results[crops_n // 10][name]["max_rss_mb"]
-        print(f"  {name}: peak RSS at {crops_n:,} / at {crops_n // 10:,} crops = {ratio:.3f}")
-        targets.expect(f"{name} peak RSS ratio {crops_n:,} vs {crops_n // 10:,}", ratio, "<=", 1.2)
+        ratio = results[crops_n][name]["max_rss_mb"] / results[smaller][name]["max_rss_mb"]
+        print(f"  {name}: peak RSS at {crops_n:,} / at {smaller:,} crops = {ratio:.3f}")
+        if not small:
+            targets.expect(f"{name} peak RSS ratio {crops_n:,} vs {smaller:,}", ratio, "<=", 1.2)
 
 
 def full_size_comparison(targets: Targets, here: Path, work: Path, wells_n: int, small: bool) -> None:
@@ -188,13 +193,13 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="3,000 crops and 2 full-size wells (CI).")
     parser.add_argument("--crops", type=int, default=None, help="Crops of the large screen (default 100,000; --small 3,000; 0 skips part 1).")
     parser.add_argument(
-        "--full-images", type=int, default=None, help="Full-size wells explained by both versions (default 12; --small 2; 0 skips part 2)."
+        "--full-images", type=int, default=None, help="Full-size wells explained by both versions (default 8; --small 2; 0 skips part 2)."
     )
     parser.add_argument("--work", type=Path, default=None, help="Working folder (default: a temporary one).")
     add_check_option(parser)
     args = parser.parse_args()
     crops_n = args.crops if args.crops is not None else (3_000 if args.small else 100_000)
-    wells_n = args.full_images if args.full_images is not None else (2 if args.small else 12)
+    wells_n = args.full_images if args.full_images is not None else (2 if args.small else 8)
     work = args.work or Path(tempfile.mkdtemp(prefix="images-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     here = ROOT / "src"
