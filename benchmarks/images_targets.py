@@ -116,11 +116,11 @@ def main() -> None:
 
 
 def per_fold_nuclear(explained: Path, fold_images: dict) -> list[float]:
-    """Mean IG GFP mass in the nucleus of each fold's correctly classified NuclearGFP crops (per_image.csv is in fold order)."""
+    """Mean IG GFP mass in the nucleus of each fold's correctly classified NuclearGFP crops (per_image.parquet is in fold order)."""
     import numpy as np
     import pandas as pd
 
-    table = pd.read_csv(explained / "per_image.csv")
+    table = pd.read_parquet(explained / "per_image.parquet")
     fold = np.repeat(np.arange(len(fold_images)), list(fold_images.values()))
     chosen = (table["label"] == "NuclearGFP") & (table["target"] == "NuclearGFP")
     return [float(table["nucleus_fraction_integrated_gradients"][chosen & (fold == k)].mean()) for k in range(len(fold_images))]

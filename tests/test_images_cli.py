@@ -72,9 +72,10 @@ def test_explain_writes_maps_and_metrics(trained, tmp_path):
     assert set(metrics["faithfulness"]) == {"gradcam", "integrated_gradients", "occlusion"}
     assert set(metrics["nucleus_mass_fraction"]) == {"gradcam", "integrated_gradients", "occlusion"}
     assert metrics["nucleus_reporter_channel"] == "GFP"
-    arrays = np.load(out / "attributions.npz")
-    assert arrays["maps_integrated_gradients"].shape == (10, 2, 18, 18) and arrays["nucleus_masks"].shape == (10, 18, 18)
-    assert (out / "per_image.csv").is_file() and (out / "figures" / "gallery.png").is_file()
+    arrays = _maps(out)
+    assert arrays["integrated_gradients"].shape == (10, 2, 18, 18) and arrays["nucleus_masks"].shape == (10, 18, 18)
+    assert len(pd.read_parquet(out / "per_image.parquet")) == 10 and (out / "figures" / "gallery.png").is_file()
+    assert len(pd.read_parquet(out / "checks.parquet")) == 10 and metrics["check_images"] == 10 and "seeded random sample" in metrics["checks_sample"]
 
 
 def test_explain_out_of_fold_uses_each_fold_model_on_its_own_held_out_images(trained, tmp_path, capsys):
@@ -87,11 +88,11 @@ def test_explain_out_of_fold_uses_each_fold_model_on_its_own_held_out_images(tra
     metrics = json.loads((tmp_path / "oof" / "metrics.json").read_text())
     assert metrics["n_images"] == 20 and metrics["fold_images"] == {"fold-1": 10, "fold-2": 10}
     assert "out of fold" in metrics["settings"]["explained_by"] and "out of fold" in (tmp_path / "oof" / "report.html").read_text()
-    table = pd.read_csv(tmp_path / "oof" / "per_image.csv")
+    table = pd.read_parquet(tmp_path / "oof" / "per_image.parquet")
     assert set(table["source"][:10]) == held_out[0] and set(table["source"][10:]) == held_out[1]
-    pooled, first = np.load(tmp_path / "oof" / "attributions.npz"), np.load(tmp_path / "fold1" / "attributions.npz")
-    assert np.allclose(pooled["maps_saliency"][:10], first["maps_saliency"], atol=1e-6)
-    assert pooled["nucleus_masks"].shape == (20, 18, 18) and not np.allclose(pooled["maps_saliency"][10:], 0.0)
+    pooled, first = _maps(tmp_path / "oof"), _maps(tmp_path / "fold1")
+    assert np.allclose(pooled["saliency"][:10], first["saliency"], atol=1e-6)
+    assert pooled["nucleus_masks"].shape == (20, 18, 18) and not np.allclose(pooled["saliency"][10:], 0.0)
     plain = tmp_path / "plain"
     shutil.copytree(model, plain, ignore=shutil.ignore_patterns("folds"))
     assert run([*args[:1], str(plain), *args[2:], "--images", "out-of-fold", "--out", str(tmp_path / "none")]) == 2
@@ -110,9 +111,9 @@ def test_ensemble_trains_explains_and_says_what_it_is(trained, tmp_path):
     assert run([*args, "--nucleus-channel", "DNA", "--reporter-channel", "GFP"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["nucleus_mass_fraction"]) == {"gradcam", "integrated_gradients"}
-    with np.load(out / "attributions.npz") as maps:
-        assert maps["maps_gradcam"].shape == maps["maps_integrated_gradients"].shape == (4, 2, 18, 18)  # the 20 % held out
-        assert np.isfinite(maps["maps_gradcam"]).all() and np.abs(maps["maps_gradcam"]).max() > 0
+    maps = _maps(out)
+    assert maps["gradcam"].shape == maps["integrated_gradients"].shape == (4, 2, 18, 18)  # the 20 % held out
+    assert np.isfinite(maps["gradcam"]).all() and np.abs(maps["gradcam"]).max() > 0
 
 
 def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
@@ -157,6 +158,14 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupt or truncated weights file" in err and err.count("\n") == 1
     assert not (tmp_path / "e").exists() and not (tmp_path / "e3").exists()  # nothing half-written
+
+
+def _maps(out) -> dict[str, np.ndarray]:
+    """Every array of an explain run's maps.zarr."""
+    import zarr
+
+    group = zarr.open_group(str(out / "maps.zarr"), mode="r")
+    return {name: group[name][:] for name in group.array_keys()}
 
 
 def _one_line_refusal(capsys, out, *texts) -> None:
@@ -240,7 +249,7 @@ def test_folders_are_matched_to_the_model_by_name(trained, tmp_path, capsys):
     out = tmp_path / "e1"
     explain = ["explain", str(model), "--folder", str(only), "--channels", "GFP,DNA", "--methods", "saliency"]
     assert run([*explain, "--images", "all", "--out", str(out)]) == 0
-    assert set(pd.read_csv(out / "per_image.csv")["label"]) == {"outside"}
+    assert set(pd.read_parquet(out / "per_image.parquet")["label"]) == {"outside"}
     # a class folder the model does not know
     (only / "outside").rename(only / "AAA")
     out = tmp_path / "e2"

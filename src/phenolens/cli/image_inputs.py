@@ -1,5 +1,5 @@
 """Where the image commands read images from: a registered dataset, a folder with one sub-folder per
-class, or a CSV manifest."""
+class, a CSV manifest, or (for the commands that stream a screen) a Zarr array."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ FOLDER = typer.Option(None, "--folder", help="A folder with one sub-folder of ti
 MANIFEST = typer.Option(None, "--manifest", help="A CSV with path,label and metadata columns (paths relative to it).")
 CHANNELS = typer.Option("", "--channels", help="Comma-separated channel (stain) names for --folder/--manifest images, in the files' order.")
 UNLABELLED = typer.Option("", "--unlabelled", help="The manifest label that marks unlabelled images (e.g. Unknown).")
+ZARR = typer.Option(
+    None, "--zarr", help="A Zarr v3 group with an 'images' array (N, C, H, W) and metadata.parquet or metadata.csv (one row per image) in its folder."
+)
 ALLOW_OUTSIDE = typer.Option(
     False, "--allow-outside-paths", help="Read manifest paths that leave the manifest's folder (absolute, or through ..); refused by default."
 )
@@ -66,7 +69,51 @@ def read_images(
     return read_manifest(manifest, names, unlabelled=unlabelled or None, allow_outside_paths=allow_outside_paths)
 
 
-def input_paths(folder: Path | None, manifest: Path | None) -> list[Path]:
+def open_images(
+    dataset: str | None,
+    folder: Path | None,
+    manifest: Path | None,
+    zarr: Path | None,
+    channels: str = "",
+    unlabelled: str = "",
+    allow_outside_paths: bool = False,
+    skip_bad: bool = False,
+):
+    """The images named by exactly one source, listed and header-checked but not read (streamed later in chunks).
+
+    Parameters
+    ----------
+    dataset, folder, manifest : as `read_images`
+        A registered dataset (read into memory: they are small), a class folder or a CSV manifest.
+    zarr : Path or None
+        A Zarr group (see `phenolens.data.chunks`).
+    channels, unlabelled, allow_outside_paths : as `read_images`
+        How to read folder and manifest images.
+    skip_bad : bool
+        Leave out bad images (recorded for skipped.csv) instead of stopping at the first.
+
+    Returns
+    -------
+    ImageSource
+        The scanned source.
+
+    Raises
+    ------
+    PhenolensError
+        When not exactly one source is given, or (without `skip_bad`) any image is bad, naming it.
+    """
+    from phenolens.data.chunks import ImageSource, open_image_source
+
+    if sum(bool(source) for source in (dataset, folder, manifest, zarr)) != 1:
+        raise PhenolensError("give exactly one image source: --dataset NAME, --folder DIR, --manifest CSV or --zarr STORE")
+    if dataset:
+        return ImageSource.from_images(read_images(dataset, None, None))
+    names = [c.strip() for c in channels.split(",") if c.strip()] or None
+    source = open_image_source(folder, manifest, zarr, names, unlabelled or None, allow_outside_paths)
+    return source.scan(skip_bad)
+
+
+def input_paths(folder: Path | None, manifest: Path | None, zarr: Path | None = None) -> list[Path]:
     """The files and folders an image command reads (for the run record, and never inside --out).
 
     For a manifest, the CSV itself (an --out that holds it, such as its own folder, is refused).
@@ -77,6 +124,8 @@ def input_paths(folder: Path | None, manifest: Path | None) -> list[Path]:
         The --folder option.
     manifest : Path or None
         The --manifest option.
+    zarr : Path or None
+        The --zarr option.
 
     Returns
     -------
@@ -87,4 +136,6 @@ def input_paths(folder: Path | None, manifest: Path | None) -> list[Path]:
         return [folder]
     if manifest:
         return [manifest]
+    if zarr:
+        return [zarr]
     return []

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import typer
 
-from phenolens.cli.image_inputs import ALLOW_OUTSIDE, CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, input_paths, read_images
-from phenolens.cli.options import OVERWRITE, RESUME, settings_options
+from phenolens.cli.image_inputs import ALLOW_OUTSIDE, CHANNELS, DATASET, FOLDER, MANIFEST, UNLABELLED, ZARR, input_paths, open_images, read_images
+from phenolens.cli.options import OVERWRITE, RESUME, SCHEDULER, settings_options
+from phenolens.data.chunks import ImageChunkSettings
 from phenolens.explain.attribution import AttributionSettings
 from phenolens.explain.class_model import ClassModelSettings
 from phenolens.training.settings import ImagePredictionSettings, ImageTrainingSettings
@@ -23,13 +24,32 @@ MODEL = typer.Argument(..., help="A `phenolens images train` output folder (mode
 
 
 def _run_writer(
-    out: Path, command: str, settings, overwrite: bool, dataset: str | None, folder: Path | None, manifest: Path | None, model=None, resume=False
+    out: Path,
+    command: str,
+    settings,
+    overwrite: bool,
+    dataset: str | None,
+    folder: Path | None,
+    manifest: Path | None,
+    model=None,
+    zarr: Path | None = None,
+    resume: bool = False,
 ):
     """The command's RunWriter, made before any work so that a bad --out (or one over an input) fails first."""
     from phenolens.core.runs import RunWriter
 
-    inputs = [*([model] if model is not None else []), *input_paths(folder, manifest)]
+    inputs = [*([model] if model is not None else []), *input_paths(folder, manifest, zarr)]
     return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [], resume=resume)
+
+
+def _model_and_screen(model: Path, dataset, folder, manifest, zarr, channels: str, unlabelled: str, allow_outside_paths: bool, skip_bad: bool):
+    """The classifier and the scanned image source of a streaming command; names that do not fit the model are one line before any output."""
+    from phenolens.training.classifier import ImageClassifier
+
+    classifier = ImageClassifier.load(model)
+    source = open_images(dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, skip_bad)
+    classifier.conform(source.probe())
+    return classifier, source
 
 
 @app.command()
@@ -79,37 +99,41 @@ def train(
 @settings_options()
 def explain(
     model: Path = MODEL,
-    out: Path = typer.Option(..., "--out", help="Output folder: attributions.npz, metrics.json, per_image.csv, figures, report.html."),
+    out: Path = typer.Option(
+        ..., "--out", help="Output folder: maps.zarr, per_image.parquet, checks.parquet (+ skipped.csv), metrics.json, figures, report.html."
+    ),
     dataset: str = DATASET,
     folder: Path = FOLDER,
     manifest: Path = MANIFEST,
+    zarr: Path = ZARR,
     channels: str = CHANNELS,
     unlabelled: str = UNLABELLED,
     allow_outside_paths: bool = ALLOW_OUTSIDE,
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    scheduler: str = SCHEDULER,
     settings: AttributionSettings = None,
+    chunks: ImageChunkSettings = None,
 ) -> None:
-    """Explain MODEL's decisions on images; write maps, metrics.json and report.html to OUT."""
-    import numpy as np
-
-    from phenolens.explain.images import explain_model
+    """Explain MODEL's decisions on a screen's images chunk by chunk; write maps, per-image rows, metrics.json and report.html to OUT."""
+    from phenolens.core.executor import Executor
+    from phenolens.explain.screen import explain_screen
     from phenolens.report.attribution import explanation_section
-    from phenolens.report.explorer.images import cell_ids
     from phenolens.report.html import Report
-    from phenolens.training.classifier import ImageClassifier
 
-    writer = _run_writer(out, "images explain", settings, overwrite, dataset, folder, manifest, model)
-    images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
-    explained = explain_model(model, images, settings)
-    report = Report(f"phenolens images explain: {images.name}", metrics=explained.metrics)
-    features = ImageClassifier.load(model).embed(explained.images)
-    report.add(explanation_section(explained.explanation, features=features, ids=cell_ids(explained.images.meta, len(explained.images))))
-    with writer as written:
-        np.savez_compressed(written.file("attributions.npz"), **explained.arrays())
-        written.write_table("per_image.csv", explained.per_image_table())
-        written.write_metrics(explained.metrics)
+    writer = _run_writer(out, "images explain", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
+    classifier, source = _model_and_screen(model, dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
+    with Executor.from_option(scheduler) as executor, writer as written:
+        written.extra["executor"] = executor.description
+        explained = explain_screen(model, source, written, settings, chunks, executor)
+        metrics = {**explained.metrics, "model": str(model), "dataset": source.name}
+        if len(explained.skipped):
+            written.write_table("skipped.csv", explained.skipped)
+        report = Report(f"phenolens images explain: {source.name}", metrics=metrics)
+        report.add(explanation_section(explained.gallery, metrics=metrics, tables=explained.tables))
+        written.write_metrics(metrics)
         written.write_report(report)
-    print(f"explained {len(explained.images)} images with {', '.join(explained.explanation.maps)}; wrote {out / 'report.html'}")
+    print(f"explained {metrics['n_images']} images with {', '.join(settings.methods)}; wrote {out / 'report.html'}")
 
 
 @app.command()
@@ -117,39 +141,43 @@ def explain(
 def predict(
     model: Path = MODEL,
     out: Path = typer.Option(
-        ..., "--out", help="Output folder: predictions.parquet (+ embeddings.parquet, groups.parquet), metrics.json, report.html."
+        ..., "--out", help="Output folder: predictions.parquet (+ embeddings.parquet, groups.parquet, skipped.csv), metrics.json, report.html."
     ),
     dataset: str = DATASET,
     folder: Path = FOLDER,
     manifest: Path = MANIFEST,
+    zarr: Path = ZARR,
     channels: str = CHANNELS,
     unlabelled: str = UNLABELLED,
     allow_outside_paths: bool = ALLOW_OUTSIDE,
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    scheduler: str = SCHEDULER,
     settings: ImagePredictionSettings = None,
+    chunks: ImageChunkSettings = None,
 ) -> None:
-    """Apply MODEL to images: per-class probabilities and the predicted class of each image, written to OUT."""
+    """Apply MODEL to a screen's images chunk by chunk: per-class probabilities and the predicted class of each image, written to OUT."""
+    from phenolens.core.executor import Executor
     from phenolens.report.classifier import prediction_section
     from phenolens.report.html import Report
-    from phenolens.training.classifier import ImageClassifier
-    from phenolens.training.prediction import predict as predict_images
+    from phenolens.training.prediction import predict_screen
 
-    writer = _run_writer(out, "images predict", settings, overwrite, dataset, folder, manifest, model)
-    classifier = ImageClassifier.load(model)
-    images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
-    predictions = predict_images(classifier, images, settings)
-    metrics = {**predictions.metrics, "model": str(model), "dataset": images.name}
-    report = Report(f"phenolens images predict: {images.name}", metrics=metrics)
-    report.add(prediction_section(predictions, classifier.class_names, settings.group_by, images=classifier.conform(images)))
-    with writer as written:
-        written.write_table("predictions.parquet", predictions.table)
-        if predictions.embeddings is not None:
-            written.write_table("embeddings.parquet", predictions.embeddings)
+    writer = _run_writer(out, "images predict", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
+    classifier, source = _model_and_screen(model, dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
+    with Executor.from_option(scheduler) as executor, writer as written:
+        written.extra["executor"] = executor.description
+        predictions = predict_screen(model, source, written, settings, chunks, executor)
+        metrics = {**predictions.metrics, "model": str(model), "dataset": source.name}
         if predictions.groups is not None:
             written.write_table("groups.parquet", predictions.groups)
+        if len(predictions.skipped):
+            written.write_table("skipped.csv", predictions.skipped)
+        report = Report(f"phenolens images predict: {source.name}", metrics=metrics)
+        report.add(prediction_section(predictions, classifier.class_names, settings.group_by))
         written.write_metrics(metrics)
         written.write_report(report)
-    print(f"predicted {metrics['n_images']} images; wrote {out / 'predictions.parquet'}")
+    skipped = f", skipped {metrics['n_skipped']} (skipped.csv)" if metrics["n_skipped"] else ""
+    print(f"predicted {metrics['n_images']} images{skipped}; wrote {out / 'predictions.parquet'}")
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """Datasets: the registry of real public data, loaders, generic readers and typed containers."""
 
+from phenolens.data.chunks import ImageChunkSettings, ImageSource, open_image_source
 from phenolens.data.containers import UNLABELLED, ImageSet, Signal, SignalSet
 from phenolens.data.loaders import describe, load
 from phenolens.data.nuclei import centred_on_nuclei, nucleus_masks, otsu_thresholds
@@ -16,7 +17,9 @@ from phenolens.data.registry import get_dataset, registry, verify
 
 __all__ = [
     "UNLABELLED",
+    "ImageChunkSettings",
     "ImageSet",
+    "ImageSource",
     "Signal",
     "SignalSet",
     "centred_on_nuclei",
@@ -26,6 +29,7 @@ __all__ = [
     "load",
     "metadata_columns",
     "nucleus_masks",
+    "open_image_source",
     "otsu_thresholds",
     "read_image",
     "read_image_folder",

@@ -171,31 +171,110 @@ def read_image(path: str | Path, channels: int | None = None, max_pixels: int | 
         (C, H, W), or has another channel count than `channels`.
     """
     path = Path(path)
+    array = _opened(path, max_pixels, _decode_image)
+    if array.size == 0:
+        raise PhenolensError(f"{path}: cannot read image (no pixel data: the file is corrupt or empty); replace or remove the file")
+    if array.dtype.kind not in REAL_KINDS:
+        raise PhenolensError(f"{path}: pixels of type {array.dtype} are not real numbers; store integer or float intensities")
+    shape = _checked_shape(path, array.shape, channels)
+    return array.reshape(shape) if array.ndim == 2 else (array if array.shape == shape else np.moveaxis(array, -1, 0))
+
+
+def _opened(path: Path, max_pixels: int | None, reader):
+    """`reader(path, suffix, limit)` for a supported image type, any decoder failure made one line naming the file."""
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise PhenolensError(f"{path}: unsupported image type {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
     limit = pixel_limit() if max_pixels is None else max_pixels
     try:
-        array = _decode_image(path, suffix, limit)
+        return reader(path, suffix, limit)
     except PhenolensError:
         raise
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found; check the path") from None
     except Exception as error:  # each decoder raises its own types; all mean "unreadable file"
         raise PhenolensError(f"{path}: cannot read image ({type(error).__name__}: {one_line_message(error)}); replace or remove the file") from None
-    if array.size == 0:
+
+
+def _checked_shape(path: Path, shape: Sequence[int], channels: int | None) -> tuple[int, int, int]:
+    """The (C, H, W) shape of a stored image shape: 2-D is one channel, channel-last (H, W, C <= 8) is transposed."""
+    shape = tuple(int(n) for n in shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    elif len(shape) == 3 and shape[-1] <= 8 and shape[0] > 8:
+        shape = (shape[2], shape[0], shape[1])
+    if len(shape) != 3:
+        raise PhenolensError(f"{path}: expected a 2-D or (C, H, W) image, got shape {shape}")
+    if channels is not None and shape[0] != channels:
+        raise PhenolensError(f"{path}: has {shape[0]} channels but {channels} are expected; check the channel order/stack")
+    return shape
+
+
+def image_header(path: str | Path, channels: int | None = None, max_pixels: int | None = None) -> tuple[int, int, int]:
+    """The (C, H, W) shape of an image file, from its header only (a cheap check of a whole screen before any work).
+
+    Checks what can be checked without decoding pixels: the file opens as its type, the pixel limit,
+    a real pixel type, the shape and channel count, and (TIFF) that every strip or tile lies inside
+    the file, which catches truncated files.
+
+    Parameters
+    ----------
+    path : str or Path
+        A .tif/.tiff, .png or .npy file.
+    channels : int, optional
+        The expected channel count.
+    max_pixels : int, optional
+        The pixel limit per image (see `read_image`).
+
+    Returns
+    -------
+    tuple of int
+        (C, H, W) as `read_image` would return it.
+
+    Raises
+    ------
+    PhenolensError
+        One line naming the file and what is wrong, as `read_image` would.
+    """
+    path = Path(path)
+    shape, dtype = _opened(path, max_pixels, _stored_shape)
+    if not shape or 0 in shape:
         raise PhenolensError(f"{path}: cannot read image (no pixel data: the file is corrupt or empty); replace or remove the file")
-    if array.dtype.kind not in REAL_KINDS:
-        raise PhenolensError(f"{path}: pixels of type {array.dtype} are not real numbers; store integer or float intensities")
-    if array.ndim == 2:
-        array = array[None]
-    elif array.ndim == 3 and array.shape[-1] <= 8 and array.shape[0] > 8:
-        array = np.moveaxis(array, -1, 0)
-    if array.ndim != 3:
-        raise PhenolensError(f"{path}: expected a 2-D or (C, H, W) image, got shape {array.shape}")
-    if channels is not None and array.shape[0] != channels:
-        raise PhenolensError(f"{path}: has {array.shape[0]} channels but {channels} are expected; check the channel order/stack")
-    return array
+    if dtype.kind not in REAL_KINDS:
+        raise PhenolensError(f"{path}: pixels of type {dtype} are not real numbers; store integer or float intensities")
+    return _checked_shape(path, shape, channels)
+
+
+def _stored_shape(path: Path, suffix: str, limit: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the header, the pixel limit checked; a TIFF's strips must lie inside the file."""
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        with _TiffWarnings() as damage, tifffile.TiffFile(path) as tif:
+            if not tif.pages or not tif.series:
+                return (), np.dtype(np.uint8)
+            series = tif.series[0]
+            check_pixel_count(path, series.shape, limit)
+            size = path.stat().st_size
+            for page in series.pages:
+                ends = [offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)]
+                if ends and max(ends) > size:
+                    raise ValueError(f"damaged file: its pixel data ends at byte {max(ends):,} of a {size:,}-byte file (truncated)")
+            shape, dtype = series.shape, series.dtype
+        if damage.messages:
+            raise ValueError(f"damaged file: {damage.messages[0]}")
+        return shape, dtype
+    if suffix == ".png":
+        from PIL import Image
+
+        with Image.open(path) as image:
+            bands = len(image.getbands())
+            shape = (image.height, image.width) if bands == 1 else (image.height, image.width, bands)
+            check_pixel_count(path, shape, limit)
+            return shape, np.dtype(np.uint16 if image.mode.startswith("I;16") else np.uint8)
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    check_pixel_count(path, mapped.shape, limit)
+    return mapped.shape, mapped.dtype
 
 
 def one_line_message(error: BaseException, limit: int = 300) -> str:
@@ -252,6 +331,41 @@ def _stack_if_uniform(images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]
     return np.stack(images) if len(shapes) == 1 else images
 
 
+def list_image_folder(folder: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """The image files of a folder with one sub-folder per class, without reading them.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder; each non-hidden sub-folder is a class named after it.
+
+    Returns
+    -------
+    tuple of (list of Path, ndarray, list of str)
+        The files (class by class, each sorted by name), their label indices and the class names (sorted).
+
+    Raises
+    ------
+    PhenolensError
+        When `folder` is not a folder, has no images, or has a class sub-folder without images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PhenolensError(f"{folder}: not a folder; give a folder with one sub-folder per class")
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    paths, labels, empty = [], [], []
+    for index, class_dir in enumerate(class_dirs):
+        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += files
+        labels += [index] * len(files)
+        empty += [] if files else [class_dir]
+    if not paths:
+        raise PhenolensError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} images in class sub-folders; check the path")
+    if empty:  # a class without images would be a class the model can never learn or be scored on
+        raise PhenolensError(f"{empty[0]}: a class sub-folder without {'/'.join(IMAGE_SUFFIXES)} images; add images or remove the folder")
+    return paths, np.array(labels, dtype=np.int64), [d.name for d in class_dirs]
+
+
 def read_image_folder(
     folder: str | Path, channel_names: Sequence[str] | None = None, name: str | None = None, max_pixels: int | None = None
 ) -> ImageSet:
@@ -280,23 +394,11 @@ def read_image_folder(
         cannot be read.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise PhenolensError(f"{folder}: not a folder; give a folder with one sub-folder per class")
-    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    paths, labels, empty = [], [], []
-    for index, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        paths += files
-        labels += [index] * len(files)
-        empty += [] if files else [class_dir]
-    if not paths:
-        raise PhenolensError(f"{folder}: no {'/'.join(IMAGE_SUFFIXES)} images in class sub-folders; check the path")
-    if empty:  # a class without images would be a class the model can never learn or be scored on
-        raise PhenolensError(f"{empty[0]}: a class sub-folder without {'/'.join(IMAGE_SUFFIXES)} images; add images or remove the folder")
+    paths, labels, class_names = list_image_folder(folder)
     images = read_images(paths, len(channel_names) if channel_names else None, max_pixels)
     channel_names = list(channel_names or [f"ch{i}" for i in range(images[0].shape[0])])
     meta = pd.DataFrame({"source": [str(p) for p in paths]})
-    return ImageSet(_stack_if_uniform(images), np.array(labels), [d.name for d in class_dirs], channel_names, meta, name=name or folder.name)
+    return ImageSet(_stack_if_uniform(images), labels, class_names, channel_names, meta, name=name or folder.name)
 
 
 def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:
@@ -338,6 +440,64 @@ def _manifest_path(manifest: Path, row: int, value, allow_outside_paths: bool) -
             "or allow it explicitly (--allow-outside-paths)"
         )
     return manifest.parent / relative
+
+
+def manifest_entries(
+    manifest: str | Path,
+    path_column: str = "path",
+    label_column: str = "label",
+    unlabelled: str | None = None,
+    class_names: Sequence[str] | None = None,
+    allow_outside_paths: bool = False,
+) -> tuple[list[Path], np.ndarray, list[str], pd.DataFrame]:
+    """The images a CSV manifest lists, checked but not read (see `read_manifest` for the rules).
+
+    Parameters
+    ----------
+    manifest : str or Path
+        The CSV file; paths are relative to its folder.
+    path_column, label_column : str
+        The columns holding the image path and the class label.
+    unlabelled : str, optional
+        The label that marks an unlabelled image (an empty label always does).
+    class_names : sequence of str, optional
+        The classes in label-index order; default the sorted labels found.
+    allow_outside_paths : bool
+        Accept paths that leave the manifest's folder.
+
+    Returns
+    -------
+    tuple of (list of Path, ndarray, list of str, DataFrame)
+        The image files, their label indices (`UNLABELLED` for none), the class names and the metadata
+        (every other column; ``source`` holds the path).
+
+    Raises
+    ------
+    PhenolensError
+        As `read_manifest`, for everything but the images themselves.
+    """
+    manifest = Path(manifest)
+    table = _read_csv(manifest, "manifest", dtype={label_column: str, path_column: str})
+    for column in (path_column, label_column):
+        if column not in table:
+            raise PhenolensError(f"{manifest}: missing column {column!r}; the manifest needs {path_column},{label_column}")
+    if table.empty:
+        raise PhenolensError(f"{manifest}: the manifest lists no images")
+    raw_labels = table[label_column].fillna("").astype(str)
+    is_unlabelled = (raw_labels == "") | (raw_labels == (unlabelled or ""))
+    if is_unlabelled.all() and not class_names:
+        marks = f"empty or {unlabelled!r}" if unlabelled else "empty"
+        raise PhenolensError(f"{manifest}: every {label_column!r} is {marks}; give the images class labels")
+    names = list(class_names) if class_names else sorted(set(raw_labels[~is_unlabelled]))
+    unknown = sorted(set(raw_labels[~is_unlabelled]) - set(names))
+    if unknown:
+        raise PhenolensError(f"{manifest}: labels {unknown} are not among the classes {names}")
+    lookup = {c: i for i, c in enumerate(names)}
+    labels = np.array([UNLABELLED if u else lookup[v] for v, u in zip(raw_labels, is_unlabelled)])
+    paths = [_manifest_path(manifest, row, value, allow_outside_paths) for row, value in enumerate(table[path_column])]
+    meta = table.drop(columns=[label_column]).rename(columns={path_column: "source"})
+    meta["source"] = [str(p) for p in paths]
+    return paths, labels, names, meta
 
 
 def read_manifest(
@@ -386,28 +546,9 @@ def read_manifest(
         a path leaving its folder, or an unreadable image.
     """
     manifest = Path(manifest)
-    table = _read_csv(manifest, "manifest", dtype={label_column: str, path_column: str})
-    for column in (path_column, label_column):
-        if column not in table:
-            raise PhenolensError(f"{manifest}: missing column {column!r}; the manifest needs {path_column},{label_column}")
-    if table.empty:
-        raise PhenolensError(f"{manifest}: the manifest lists no images")
-    raw_labels = table[label_column].fillna("").astype(str)
-    is_unlabelled = (raw_labels == "") | (raw_labels == (unlabelled or ""))
-    if is_unlabelled.all() and not class_names:
-        marks = f"empty or {unlabelled!r}" if unlabelled else "empty"
-        raise PhenolensError(f"{manifest}: every {label_column!r} is {marks}; give the images class labels")
-    names = list(class_names) if class_names else sorted(set(raw_labels[~is_unlabelled]))
-    unknown = sorted(set(raw_labels[~is_unlabelled]) - set(names))
-    if unknown:
-        raise PhenolensError(f"{manifest}: labels {unknown} are not among the classes {names}")
-    lookup = {c: i for i, c in enumerate(names)}
-    labels = np.array([UNLABELLED if u else lookup[v] for v, u in zip(raw_labels, is_unlabelled)])
-    paths = [_manifest_path(manifest, row, value, allow_outside_paths) for row, value in enumerate(table[path_column])]
+    paths, labels, names, meta = manifest_entries(manifest, path_column, label_column, unlabelled, class_names, allow_outside_paths)
     images = read_images(paths, len(channel_names) if channel_names else None, max_pixels)
     channel_names = list(channel_names or [f"ch{i}" for i in range(images[0].shape[0])])
-    meta = table.drop(columns=[label_column]).rename(columns={path_column: "source"})
-    meta["source"] = [str(p) for p in paths]
     return ImageSet(
         _stack_if_uniform(images),
         labels,

@@ -31,6 +31,9 @@ _EXPORTS = {
     "ModelExplanation": "images",
     "explain_images": "images",
     "explain_model": "images",
+    "check_sample": "images",
+    "ScreenExplanation": "screen",
+    "explain_screen": "screen",
     "nucleus_mass_fraction": "masks",
 }
 

@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # torch is imported where maps are computed, so that the sett
     from phenolens.data.containers import ImageSet
 
 OUTPUTS = ("logit", "log_probability")
+REFERENCE_SIDE = 64  # px: the input side that --forward-batch and the 8 px occlusion window were chosen for
+SMALL_WINDOW = 8
 SUBSETS = ("auto", "heldout", "out-of-fold", "labelled", "all")
 ATTRIBUTION_METHODS: dict[str, type[AttributionMethod]] = {}
 _ALIASES: dict[str, str] = {}
@@ -241,6 +243,54 @@ def _raw_baseline(baseline: str | float) -> float:
     if not math.isfinite(raw):
         raise PhenolensError(f"baseline {baseline!r}: use zero, mean or a finite number (a raw intensity)")
     return raw
+
+
+def occlusion_geometry(settings: AttributionSettings, side: int) -> tuple[int, int]:
+    """Occlusion window and stride for inputs of `side` px: the settings' values, or defaults that scale with the image.
+
+    The default window is 1/8 of the side (at least `SMALL_WINDOW`, at most the side) and the default
+    stride half the window, so an image has about 15 x 15 windows per channel whatever its size
+    (a fixed 8 px window with a 4 px stride gives ~7,500 on a 348 px image).
+
+    Parameters
+    ----------
+    settings : AttributionSettings
+        Supplies `window` and `stride` (None: scale with the image).
+    side : int
+        The input's side (px).
+
+    Returns
+    -------
+    tuple of int
+        (window, stride).
+    """
+    window = settings.window if settings.window is not None else min(side, max(SMALL_WINDOW, round(side / 8)))
+    stride = settings.stride if settings.stride is not None else max(1, window // 2)
+    return window, stride
+
+
+def inputs_per_pass(forward_batch: int, side: int, copies: int = 1) -> int:
+    """How many images go through one forward pass when each brings `copies` inputs of `side` px.
+
+    `forward_batch` counts inputs of `REFERENCE_SIDE` px; larger inputs count for their pixels, so a
+    pass never holds more pixels than `forward_batch` small crops (large passes thrash memory).
+
+    Parameters
+    ----------
+    forward_batch : int
+        Inputs per pass at the reference side.
+    side : int
+        The input side (px).
+    copies : int
+        Inputs per image in the pass (perturbed copies, curve steps).
+
+    Returns
+    -------
+    int
+        Images per pass (at least 1).
+    """
+    scale = max(1.0, (side / REFERENCE_SIDE) ** 2)
+    return max(1, int(forward_batch / scale) // copies)
 
 
 def find_layers(model: torch.nn.Module, layer: str | None) -> list[torch.nn.Module]:
@@ -469,17 +519,18 @@ class Occlusion(AttributionMethod):
         import torch
         from captum.attr import Occlusion as CaptumOcclusion
 
-        if settings.window > min(inputs.shape[2:]):
-            raise PhenolensError(f"occlusion window {settings.window} px is larger than the {tuple(inputs.shape[2:])} images; use a smaller --window")
+        window, stride = occlusion_geometry(settings, max(inputs.shape[2:]))
+        if window > min(inputs.shape[2:]):
+            raise PhenolensError(f"occlusion window {window} px is larger than the {tuple(inputs.shape[2:])} images; use a smaller --window")
         with torch.no_grad():
             maps = CaptumOcclusion(self.forward(model, settings)).attribute(
                 inputs,
-                sliding_window_shapes=(1, settings.window, settings.window),
-                strides=(1, settings.stride, settings.stride),
+                sliding_window_shapes=(1, window, window),
+                strides=(1, stride, stride),
                 baselines=baseline,
                 target=target,
                 additional_forward_args=covariates,
-                perturbations_per_eval=max(1, settings.forward_batch // len(inputs)),
+                perturbations_per_eval=max(1, inputs_per_pass(settings.forward_batch, max(inputs.shape[2:])) // len(inputs)),
             )
         return maps.to(inputs.dtype)  # the float64 head's differences, back to the input's precision
 
@@ -506,7 +557,7 @@ class IntegratedGradients(AttributionMethod):
             target=target,
             additional_forward_args=covariates,
             n_steps=settings.n_steps,
-            internal_batch_size=max(settings.forward_batch, len(inputs)),
+            internal_batch_size=max(inputs_per_pass(settings.forward_batch, max(inputs.shape[2:])), len(inputs)),
         )
 
 
@@ -550,12 +601,21 @@ class AttributionSettings(Settings):
     )
     target: str = setting("predicted", "Class each map explains: predicted, true, a class name or a class index.")
     layer: str | None = setting(None, "Grad-CAM layer: a stage name or submodule path (default: the last stage).")
-    window: int = setting(8, "Occlusion window (px).", minimum=1)
-    stride: int = setting(4, "Occlusion stride (px).", minimum=1)
+    window: int | None = setting(
+        None,
+        f"Occlusion window (px); default 1/8 of the input side, at least {SMALL_WINDOW} (8 px on 64 px crops, 44 px on 348 px images).",
+        minimum=1,
+    )
+    stride: int | None = setting(None, "Occlusion stride (px); default half the window.", minimum=1)
     baseline: str = setting("zero", "Baseline of occlusion, integrated gradients and deletion/insertion: zero, mean or a raw intensity.")
     n_steps: int = setting(50, "Integrated-gradients steps.", minimum=1)
-    batch_size: int = setting(64, "Images per Captum call.", minimum=1)
-    forward_batch: int = setting(512, "Inputs per forward pass: occluded copies, or integrated-gradients path points.", minimum=1)
+    batch_size: int = setting(64, "Images per Captum call (fewer for large images: see --forward-batch).", minimum=1)
+    forward_batch: int = setting(
+        512,
+        f"Inputs per forward pass at {REFERENCE_SIDE} x {REFERENCE_SIDE} px (occluded copies, integrated-gradients path points, "
+        "deletion/insertion steps); larger inputs get proportionally fewer, so a pass holds the same number of pixels.",
+        minimum=1,
+    )
     output: str = setting("logit", "What the maps explain: logit, or log_probability (log-softmax of the target).", choices=OUTPUTS)
     nucleus_channel: str | None = setting(None, "DNA channel: nucleus mask by Otsu threshold; reports nucleus_mass_fraction.")
     reporter_channel: str | None = setting(None, "Channel whose positive attribution is measured inside the nucleus (default: the other one).")
@@ -567,7 +627,10 @@ class AttributionSettings(Settings):
         option="--images",
     )
     max_images: int = setting(0, "Explain at most this many images (a seeded random subset); 0 = all.", minimum=0)
-    sanity_images: int = setting(32, "Images given to the model-randomisation check.", minimum=1)
+    sanity_images: int = setting(32, "Images given to the model-randomisation check (the first of the --check-images sample).", minimum=1)
+    check_images: int = setting(
+        32, "Images given to the deletion/insertion (faithfulness) check: a seeded random sample of the explained images; 0 = all.", minimum=0
+    )
     faithfulness_steps: int = setting(16, "Pixel fractions of the deletion/insertion curves.", minimum=2)
     seed: int = setting(0, "Seed of the image subset and the randomised model.", minimum=0)
 
@@ -684,15 +747,17 @@ def attribute(
     model = classifier.model
     chosen.check(model, settings)
     prepared = chosen.prepare(model)  # once per run
-    chunks = range(0, len(inputs), settings.batch_size)
+    # Large images: no more images per Captum call than fit one forward pass (Captum's passes hold at least the whole call).
+    step = min(settings.batch_size, inputs_per_pass(settings.forward_batch, max(inputs.shape[2:])))
+    chunks = range(0, len(inputs), step)
     maps = [
         attribute_tensor(
             model,
-            inputs[i : i + settings.batch_size],
-            targets[i : i + settings.batch_size],
+            inputs[i : i + step],
+            targets[i : i + step],
             chosen.name,
             baseline,
-            None if covariates is None else covariates[i : i + settings.batch_size],
+            None if covariates is None else covariates[i : i + step],
             settings,
             prepared,
         )

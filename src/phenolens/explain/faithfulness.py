@@ -53,6 +53,7 @@ def deletion_insertion(
     covariates: torch.Tensor | None = None,
     steps: int = 16,
     batch_size: int = 32,
+    pass_size: int | None = None,
 ) -> dict:
     """Deletion and insertion curves of the target probability.
 
@@ -76,7 +77,10 @@ def deletion_insertion(
     steps : int
         Pixel fractions after 0.
     batch_size : int
-        Images per forward pass.
+        Images whose curves are computed together.
+    pass_size : int, optional
+        Most inputs per forward pass (an image brings ``2 (steps + 1)``; default: all of `batch_size` images' at once).
+        Large images need small passes: a pass that no longer fits the caches costs twice as much per input.
 
     Returns
     -------
@@ -97,7 +101,9 @@ def deletion_insertion(
         both = torch.cat([deleted, inserted], dim=1).flatten(0, 1)
         cov = None if covariates is None else covariates[start : start + batch_size].repeat_interleave(2 * len(fractions), 0)
         t = targets[start : start + batch_size].repeat_interleave(2 * len(fractions))
-        proba = torch.softmax(classifier.model(both, cov), dim=1).gather(1, t[:, None]).view(n, 2, len(fractions))
+        size = pass_size or len(both)
+        logits = torch.cat([classifier.model(both[i : i + size], None if cov is None else cov[i : i + size]) for i in range(0, len(both), size)])
+        proba = torch.softmax(logits, dim=1).gather(1, t[:, None]).view(n, 2, len(fractions))
         deletion.append(proba[:, 0])
         insertion.append(proba[:, 1])
     deletion, insertion = torch.cat(deletion).numpy(), torch.cat(insertion).numpy()

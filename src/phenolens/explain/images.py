@@ -16,9 +16,19 @@ import pandas as pd
 import torch
 
 from phenolens.core.errors import PhenolensError
+from phenolens.core.seeding import numpy_rng
 from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.data.nuclei import nucleus_masks
-from phenolens.explain.attribution import AttributionSettings, attribute, attribute_tensor, baseline_tensor, is_spatial_only, resolve_targets
+from phenolens.explain.attribution import (
+    AttributionSettings,
+    attribute,
+    attribute_tensor,
+    baseline_tensor,
+    inputs_per_pass,
+    is_spatial_only,
+    prepare_model,
+    resolve_targets,
+)
 from phenolens.explain.channels import attribution_share, cam_concordance, channel_occlusion, per_class_table
 from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomized_copy
 from phenolens.explain.masks import nucleus_mass_fraction
@@ -46,6 +56,8 @@ class Explanation:
     cell_fraction: dict[str, np.ndarray] = field(default_factory=dict)  # reporter mass inside the non-zero crop
     reporter_channel: str | None = None
     settings: dict = field(default_factory=dict)
+    checked: np.ndarray | None = None  # (N,) bool: the images of the faithfulness check (its curves are theirs, in order)
+    sanity_checked: np.ndarray | None = None  # (N,) bool: the images of the randomisation check
 
     @classmethod
     def concatenate(cls, parts: Sequence[Explanation]) -> Explanation:
@@ -78,12 +90,17 @@ class Explanation:
             if isinstance(value, np.ndarray):
                 joined[name] = np.concatenate(values)
             elif name == "faithfulness":
+                methods = dict.fromkeys(method for v in values for method in v)  # a part may have no checked image
                 joined[name] = {  # per-image curves and AUCs are joined; the shared pixel fractions are kept
-                    method: {key: kept if key == "fractions" else np.concatenate([v[method][key] for v in values]) for key, kept in results.items()}
-                    for method, results in value.items()
+                    method: {
+                        key: np.concatenate([v[method][key] for v in values if method in v]) if key != "fractions" else kept
+                        for key, kept in next(v[method] for v in values if method in v).items()
+                    }
+                    for method in methods
                 }
             elif isinstance(value, dict) and name != "settings":
-                joined[name] = {key: np.concatenate([v[key] for v in values]) for key in value}
+                keys = dict.fromkeys(key for v in values for key in v)
+                joined[name] = {key: np.concatenate([v[key] for v in values if key in v]) for key in keys}
             else:
                 joined[name] = value
         return cls(**joined)
@@ -213,7 +230,39 @@ def channel_index(channel_names: Sequence[str], name: str, option: str) -> int:
     return list(channel_names).index(name)
 
 
-def explain_images(classifier: ImageClassifier, images: ImageSet, settings: AttributionSettings | None = None, **changes: Any) -> Explanation:
+def check_sample(count: int, settings: AttributionSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Which of `count` explained images the aggregate checks use: a seeded random sample of fixed size.
+
+    One seeded permutation orders the images; the faithfulness check takes its first `check_images`
+    (all when 0), the randomisation check its first `sanity_images`. The sample depends only on the
+    count and the seed, not on how the images are chunked or where the chunks run.
+
+    Parameters
+    ----------
+    count : int
+        Number of explained images.
+    settings : AttributionSettings
+        Supplies `check_images`, `sanity_images` and `seed`.
+
+    Returns
+    -------
+    tuple of ndarray
+        (count,) bool masks: faithfulness images, randomisation images.
+    """
+    order = numpy_rng(settings.seed).permutation(count)
+    checked, sanity = np.zeros(count, bool), np.zeros(count, bool)
+    checked[order[: settings.check_images or count]] = True
+    sanity[order[: settings.sanity_images]] = True
+    return checked, sanity
+
+
+def explain_images(
+    classifier: ImageClassifier,
+    images: ImageSet,
+    settings: AttributionSettings | None = None,
+    sample: tuple[np.ndarray, np.ndarray] | None = None,
+    **changes: Any,
+) -> Explanation:
     """Maps of every method for `images`, channel importance, faithfulness and sanity checks.
 
     Parameters
@@ -226,8 +275,10 @@ def explain_images(classifier: ImageClassifier, images: ImageSet, settings: Attr
         Methods, target, per-method options and checks (default: `AttributionSettings()`).
         `nucleus_channel` (a DNA stain) gives Otsu nucleus masks; `reporter_channel` (default: the
         first other channel) is the channel whose positive attribution mass is measured inside them.
-        The randomisation check uses the first `sanity_images` images. `subset` and `max_images`
-        are not used here (see `explain_model`).
+        `subset` and `max_images` are not used here (see `explain_model`).
+    sample : tuple of ndarray, optional
+        (N,) bool masks of the images given to the faithfulness and randomisation checks (default:
+        `check_sample` of these images).
     **changes
         Field values that replace those of `settings` (the same validated object).
 
@@ -247,6 +298,7 @@ def explain_images(classifier: ImageClassifier, images: ImageSet, settings: Attr
     images = classifier.conform(images)
     methods = list(settings.methods)
     nucleus = channel_index(classifier.channel_names, settings.nucleus_channel, "--nucleus-channel") if settings.nucleus_channel else None
+    checked, sanity = sample if sample is not None else check_sample(len(images), settings)
     proba = classifier.predict_proba(images)
     target = settings.target
     targets = proba.argmax(1) if target == "predicted" else resolve_targets(classifier, images, target)
@@ -261,18 +313,32 @@ def explain_images(classifier: ImageClassifier, images: ImageSet, settings: Attr
         proba=proba,
         targets=targets,
         maps=maps,
-        channel_occlusion=channel_occlusion(classifier, images, targets, settings.batch_size),
+        channel_occlusion=channel_occlusion(
+            classifier, images, targets, inputs_per_pass(settings.forward_batch, classifier.size, len(classifier.channel_names) + 1)
+        ),
         cam_concordance=cam_concordance(cam[:, 0], raw),
         settings=settings.to_dict(),
+        checked=checked,
+        sanity_checked=sanity,
     )
     inputs, covariates = classifier.tensor(images), classifier.covariates(images)
     baseline = baseline_tensor(classifier, settings.baseline)
-    for method, method_maps in maps.items():
-        explanation.faithfulness[method] = deletion_insertion(
-            classifier, inputs, method_maps, targets, baseline, covariates, settings.faithfulness_steps
+    steps = settings.faithfulness_steps
+    pass_size = inputs_per_pass(settings.forward_batch, classifier.size)
+    per_pass = max(1, pass_size // (2 * (steps + 1)))
+    if checked.any():
+        chosen = torch.from_numpy(np.flatnonzero(checked))
+        cov = None if covariates is None else covariates[chosen]
+        for method, method_maps in maps.items():
+            explanation.faithfulness[method] = deletion_insertion(
+                classifier, inputs[chosen], method_maps[checked], targets[checked], baseline, cov, steps, per_pass, pass_size
+            )
+    if sanity.any():
+        chosen = torch.from_numpy(np.flatnonzero(sanity))
+        cov = None if covariates is None else covariates[chosen]
+        explanation.sanity_ssim = sanity_check(
+            classifier, inputs[chosen], targets[sanity], {m: v[sanity] for m, v in maps.items()}, settings, cov, settings.seed
         )
-    count = settings.sanity_images
-    explanation.sanity_ssim = sanity_check(classifier, inputs[:count], targets[:count], maps, settings, covariates, settings.seed)
     if nucleus is not None:
         reporter_channel = settings.reporter_channel
         reporter = channel_index(classifier.channel_names, reporter_channel, "--reporter-channel") if reporter_channel else (1 if nucleus == 0 else 0)
@@ -313,11 +379,25 @@ def sanity_check(classifier, inputs, targets, maps: dict, settings: AttributionS
     random_model = randomized_copy(classifier.model, seed)
     target_tensor = torch.as_tensor(targets)
     baseline = baseline_tensor(classifier, settings.baseline)
-    cov = None if covariates is None else covariates[: len(inputs)]
-    return {
-        method: map_ssim(trained[: len(inputs)], attribute_tensor(random_model, inputs, target_tensor, method, baseline, cov, settings).numpy())
-        for method, trained in maps.items()
-    }
+    step = min(settings.batch_size, inputs_per_pass(settings.forward_batch, max(inputs.shape[2:])))
+    result = {}
+    for method, trained in maps.items():
+        prepared = prepare_model(random_model, method)
+        random_maps = [
+            attribute_tensor(
+                random_model,
+                inputs[i : i + step],
+                target_tensor[i : i + step],
+                method,
+                baseline,
+                None if covariates is None else covariates[i : i + step],
+                settings,
+                prepared,
+            )
+            for i in range(0, len(inputs), step)
+        ]
+        result[method] = map_ssim(trained[: len(inputs)], torch.cat(random_maps).numpy())
+    return result
 
 
 @dataclass
@@ -361,29 +441,61 @@ class ModelExplanation:
         return arrays
 
     def per_image_table(self) -> pd.DataFrame:
-        """One row per explained image: source, label, target, its probability, channel importance and nucleus fractions.
+        """One row per explained image (see `per_image_rows`).
 
         Returns
         -------
         DataFrame
-            What ``per_image.csv`` holds.
+            What ``per_image.parquet`` holds.
         """
-        explanation, images = self.explanation, self.images
-        names = np.asarray(explanation.class_names + [images.unlabelled_name], dtype=object)
-        table = pd.DataFrame(
-            {
-                "source": images.meta["source"].astype(str) if "source" in images.meta else np.arange(len(images)),
-                "label": names[np.where(explanation.labels < 0, len(explanation.class_names), explanation.labels)],
-                "target": names[explanation.targets],
-                "probability": explanation.proba[np.arange(len(images)), explanation.targets],
-            }
-        )
-        for c, channel in enumerate(explanation.channel_names):
-            table[f"occlusion_drop_{channel}"] = explanation.channel_occlusion[:, c]
-            table[f"cam_concordance_{channel}"] = explanation.cam_concordance[:, c]
-        for method, fraction in explanation.nucleus_fraction.items():
-            table[f"nucleus_fraction_{method}"] = fraction
-        return table
+        return per_image_rows(self.explanation, self.images.meta, self.images.unlabelled_name)
+
+
+def per_image_rows(explanation: Explanation, meta: pd.DataFrame, unlabelled_name: str = "Unlabelled") -> pd.DataFrame:
+    """One row per explained image: source, label, target, predicted class, probabilities, channel importance,
+    attribution shares, nucleus and cell fractions, and whether the image is in the checks' sample.
+
+    Parameters
+    ----------
+    explanation : Explanation
+        The explanation.
+    meta : DataFrame
+        The explained images' metadata (``source`` is kept).
+    unlabelled_name : str
+        How an unlabelled image's label is written.
+
+    Returns
+    -------
+    DataFrame
+        The rows, in the explanation's order.
+    """
+    count = len(explanation.labels)
+    names = np.asarray(explanation.class_names + [unlabelled_name], dtype=object)
+    table = pd.DataFrame(
+        {
+            "source": meta["source"].astype(str).to_numpy() if "source" in meta else np.arange(count).astype(str),
+            "label": names[np.where(explanation.labels < 0, len(explanation.class_names), explanation.labels)],
+            "target": names[explanation.targets],
+            "predicted": names[explanation.predicted],
+            "probability": explanation.proba[np.arange(count), explanation.targets].astype(np.float64),
+        }
+    )
+    for k, name in enumerate(explanation.class_names):
+        table[f"p_{name}"] = explanation.proba[:, k].astype(np.float64)
+    for c, channel in enumerate(explanation.channel_names):
+        table[f"occlusion_drop_{channel}"] = explanation.channel_occlusion[:, c].astype(np.float64)
+        table[f"cam_concordance_{channel}"] = explanation.cam_concordance[:, c].astype(np.float64)
+    for method, maps in explanation.maps.items():
+        if not is_spatial_only(method):
+            shares = attribution_share(maps)
+            for c, channel in enumerate(explanation.channel_names):
+                table[f"share_{method}_{channel}"] = shares[:, c].astype(np.float64)
+    for method, fraction in explanation.nucleus_fraction.items():
+        table[f"nucleus_fraction_{method}"] = fraction.astype(np.float64)
+    for method, fraction in explanation.cell_fraction.items():
+        table[f"cell_fraction_{method}"] = fraction.astype(np.float64)
+    table["checked"] = explanation.checked if explanation.checked is not None else False
+    return table
 
 
 def explain_model(model: str | Path, images: ImageSet, settings: AttributionSettings | None = None) -> ModelExplanation:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng
@@ -32,9 +33,29 @@ def at_most(images: ImageSet, max_images: int, seed: int) -> ImageSet:
     ImageSet
         The subset.
     """
-    if max_images and len(images) > max_images:
-        return images.subset(np.sort(numpy_rng(seed).choice(len(images), max_images, replace=False)))
-    return images
+    return images.subset(sample_positions(len(images), max_images, seed)) if max_images and len(images) > max_images else images
+
+
+def sample_positions(count: int, max_images: int, seed: int) -> np.ndarray:
+    """Positions of a seeded random subset of `max_images` of `count` images, in order (`at_most` by position).
+
+    Parameters
+    ----------
+    count : int
+        Number of candidates.
+    max_images : int
+        How many to keep; 0 keeps all (as does a number larger than `count`).
+    seed : int
+        Seed of the choice.
+
+    Returns
+    -------
+    ndarray
+        Sorted positions.
+    """
+    if max_images and count > max_images:
+        return np.sort(numpy_rng(seed).choice(count, max_images, replace=False))
+    return np.arange(count)
 
 
 def held_out_sources(model: Path) -> list[str]:
@@ -80,18 +101,43 @@ def select_images(images: ImageSet, held_out: list[str], subset: str, model: Pat
     PhenolensError
         For "heldout" when the model lists no held-out images among `images`.
     """
-    known = "source" in images.meta and held_out
+    return images.subset(select_positions(images.meta, images.labels, held_out, subset, model))
+
+
+def select_positions(meta: pd.DataFrame, labels: np.ndarray, held_out: list[str], subset: str, model: Path) -> np.ndarray:
+    """`select_images` on metadata alone: the positions of the images to explain (for a screen listed but not read).
+
+    Parameters
+    ----------
+    meta : DataFrame
+        The candidates' metadata (``source`` finds the held-out ones).
+    labels : ndarray
+        Their label indices.
+    held_out, subset, model
+        As `select_images`.
+
+    Returns
+    -------
+    ndarray
+        Positions, in order.
+
+    Raises
+    ------
+    PhenolensError
+        As `select_images`.
+    """
+    known = "source" in meta and held_out
     if subset == "heldout" and not known:
         raise PhenolensError(f"{model / 'model.json'}: lists no held-out images for these images; use --images labelled or all")
     if subset in ("heldout", "auto") and known:
-        chosen = images.meta["source"].astype(str).isin(set(held_out)).to_numpy()
+        chosen = meta["source"].astype(str).isin(set(held_out)).to_numpy()
         if chosen.any():
-            return images.subset(chosen)
+            return np.flatnonzero(chosen)
         if subset == "heldout":
             raise PhenolensError(f"{model / 'model.json'}: none of its held-out images are among these images; use --images labelled or all")
-    if subset in ("labelled", "auto") and (images.labels >= 0).any():
-        return images.labelled()
-    return images
+    if subset in ("labelled", "auto") and (labels >= 0).any():
+        return np.flatnonzero(labels >= 0)
+    return np.arange(len(labels))
 
 
 def out_of_fold_parts(model: Path, labelled: ImageSet) -> tuple[list[Path], list[np.ndarray]]:

@@ -172,27 +172,65 @@ def absence_warnings(occlusion: pd.DataFrame, share: float = 0.1) -> list[str]:
     return notes
 
 
-def explanation_section(explanation, title: str = "Explanations", features: np.ndarray | None = None, ids: list[str] | None = None) -> Section:
+def checked_curves(explanation) -> dict | None:
+    """Deletion/insertion curves per image for the explorer: NaN rows for images outside the faithfulness sample.
+
+    Parameters
+    ----------
+    explanation : Explanation
+        An explanation whose ``checked`` mask names the images its ``faithfulness`` curves belong to, in order.
+
+    Returns
+    -------
+    dict or None
+        Method -> ``{"fractions", "deletion_curves", "insertion_curves"}`` with one row per image; None when the
+        explanation does not say which images were checked (a streamed screen's gallery).
+    """
+    if explanation.checked is None or not explanation.faithfulness:
+        return None
+    rows = np.flatnonzero(explanation.checked)
+    curves = {}
+    for method, result in explanation.faithfulness.items():
+        curves[method] = {"fractions": result["fractions"]}
+        for kind in ("deletion_curves", "insertion_curves"):
+            full = np.full((len(explanation.checked), np.asarray(result[kind]).shape[1]), np.nan)
+            full[rows] = result[kind]
+            curves[method][kind] = full
+    return curves
+
+
+def explanation_section(
+    explanation,
+    title: str = "Explanations",
+    features: np.ndarray | None = None,
+    ids: list[str] | None = None,
+    metrics: dict | None = None,
+    tables: dict | None = None,
+) -> Section:
     """The report section of an `Explanation`.
 
     Parameters
     ----------
     explanation : Explanation
-        The explanation.
+        The explanation (for a streamed screen: the gallery's images and the checks' sample).
     title : str
         Section title.
     features : ndarray, optional
         (N, D) penultimate features of the explained images: adds the explorer's cell map (each cell's channels,
-        maps, probabilities and deletion/insertion curves).
+        maps, probabilities and, for the checked images, deletion/insertion curves).
     ids : list of str, optional
         Ids of the explained images in the explorer (default ``#0``, ``#1``, ...).
+    metrics : dict, optional
+        The metrics to show (default: ``explanation.metrics()``; a streamed screen passes those of all its images).
+    tables : dict, optional
+        The class x channel tables (default: ``explanation.channel_tables()``).
 
     Returns
     -------
     Section
         Text, gallery, channel importance, faithfulness and sanity figures and tables.
     """
-    metrics = explanation.metrics()
+    metrics = explanation.metrics() if metrics is None else metrics
     methods = list(explanation.maps)
     section = Section(title)
     section.text(
@@ -200,14 +238,16 @@ def explanation_section(explanation, title: str = "Explanations", features: np.n
         f"target: {explanation.settings['target']}; baseline for occlusion, IG and deletion/insertion: {explanation.settings['baseline']}"
         + (f"; {explanation.settings['explained_by']}." if "explained_by" in explanation.settings else ".")
     )
+    if "checks_sample" in metrics:
+        section.text(f"Faithfulness and the randomisation check: {metrics['checks_sample']}.")
     if features is not None and len(features) >= 2:
         section.view(
             images_view(
                 explanation.raw, explanation.channel_names, explanation.class_names, explanation.labels, explanation.proba, features=features,
-                ids=ids, maps=explanation.maps, curves=explanation.faithfulness, title="Explained cells",
+                ids=ids, maps=explanation.maps, curves=checked_curves(explanation), title="Explained cells",
             )
         )  # fmt: skip
-    tables = explanation.channel_tables()
+    tables = explanation.channel_tables() if tables is None else tables
     occlusion = tables["occlusion_logit_drop"]
     section.figure(
         channel_importance_figure(occlusion, "drop in target logit", "Channel occlusion: each channel replaced by its training mean"),
@@ -228,12 +268,13 @@ def explanation_section(explanation, title: str = "Explanations", features: np.n
             "Red: evidence for the target class; blue: against. Yellow outline: nucleus mask (when a DNA channel is given).",
             "gallery.png",
         )
-    section.figure(faithfulness_figure(explanation.faithfulness), "Which explanation to trust on these images.", "faithfulness.png")
+    if explanation.faithfulness:
+        section.figure(faithfulness_figure(explanation.faithfulness), "Which explanation to trust on these images.", "faithfulness.png")
     quality = pd.DataFrame(
         {
             "method": [method_title(m) for m in methods],
-            "deletion AUC (lower better)": [metrics["faithfulness"][m]["deletion_auc"] for m in methods],
-            "insertion AUC (higher better)": [metrics["faithfulness"][m]["insertion_auc"] for m in methods],
+            "deletion AUC (lower better)": [metrics["faithfulness"].get(m, {}).get("deletion_auc", np.nan) for m in methods],
+            "insertion AUC (higher better)": [metrics["faithfulness"].get(m, {}).get("insertion_auc", np.nan) for m in methods],
             "SSIM vs randomised model (lower better)": [metrics["sanity_ssim"].get(m, np.nan) for m in methods],
         }
     )

@@ -29,6 +29,7 @@ _EXPORTS = {
     "make_loader": "loop",
     "Predictions": "prediction",
     "predict": "prediction",
+    "predict_screen": "prediction",
     "ChannelNormalization": "preprocess",
     "CovariateEncoding": "preprocess",
     "padded_array": "preprocess",

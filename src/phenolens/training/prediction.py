@@ -1,80 +1,127 @@
 """Apply a trained image classifier to new images: per-image probabilities, predicted classes,
-optional pooled features, and per-group class fractions (a screen's readout per well or plate).
+optional pooled features, and per-group class fractions with, against negative-control groups,
+each class's Z-factor and the hits (a screen's readout per well or plate).
 
-`predict` runs the network over chunks of `batch_size` images, so its working memory is one
-chunk's input whatever the number of images.
+`predict` works on images in memory. `predict_screen` streams a whole screen: its `ImageChunk`
+objects run through an `Executor` (in this process or on Dask workers, each loading the model once
+from its safetensors folder), each chunk's rows are appended as a parquet part of the run, and the
+summary is reduced from the parts one at a time, so memory holds one chunk whatever the number of
+images, and a killed run resumes from its last complete chunk with the same output.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from phenolens.core.errors import PhenolensError
+from phenolens.core.executor import Executor, cached
+from phenolens.data.chunks import ImageChunk, ImageChunkSettings, ImageSource, auto_chunk_size, chunk_progress
 from phenolens.data.containers import UNLABELLED, ImageSet
+from phenolens.data.query import select_rows
 from phenolens.training.classifier import ImageClassifier
-from phenolens.training.metrics import classification_metrics
+from phenolens.training.metrics import classification_metrics, z_prime_factor
 from phenolens.training.settings import ImagePredictionSettings
 
 PREDICTED = "predicted"
 LABEL = "label"
+CONTROL = "control"
 PROBABILITY_PREFIX = "p_"
 FRACTION_PREFIX = "fraction_"
 EMBEDDING_PREFIX = "e_"
+PREDICTIONS_FILE = "predictions.parquet"
+EMBEDDINGS_FILE = "embeddings.parquet"
+SKIPPED_PARTS = "skipped-parts"  # per-chunk images a chunk could not decode; joined into skipped.csv at the end
 
 
 @dataclass
 class Predictions:
-    """What `predict` returns.
+    """What `predict` and `predict_screen` return.
 
     Attributes
     ----------
-    table : DataFrame
+    table : DataFrame or None
         One row per image: its metadata (``source`` ...), ``label`` (the known class, empty when
-        unlabelled), ``p_<class>`` per class and ``predicted``.
+        unlabelled), ``p_<class>`` per class and ``predicted``. None from `predict_screen` (the rows
+        are in the run's ``predictions.parquet``).
     embeddings : DataFrame or None
-        ``e_0 ... e_{D-1}`` pooled features per image (same rows), when asked for.
+        ``e_0 ... e_{D-1}`` pooled features per image (same rows), when asked for (None from `predict_screen`).
     groups : DataFrame or None
-        Per group: ``n_images`` and ``fraction_<class>`` of the predicted classes, when grouped.
+        Per group: ``n_images`` and ``fraction_<class>`` of the predicted classes, when grouped; with
+        controls also ``control`` and per class ``z_<class>``, ``q_<class>`` and ``hit_<class>``.
     metrics : dict
-        Image and predicted-class counts; accuracy and macro-F1 etc. on the labelled images, if any.
+        Image and predicted-class counts; accuracy and macro-F1 etc. on the labelled images, if any;
+        with controls, each class's Z-factor and number of hits.
+    skipped : DataFrame
+        Images left out (``source``, ``reason``) with ``skip_bad``.
     """
 
-    table: pd.DataFrame
+    table: pd.DataFrame | None
     embeddings: pd.DataFrame | None
     groups: pd.DataFrame | None
     metrics: dict
+    skipped: pd.DataFrame | None = None
 
 
-def group_fractions(table: pd.DataFrame, column: str, class_names: list[str]) -> pd.DataFrame:
-    """Per value of `column`: the number of images and the share predicted as each class.
+def cached_classifier(model: str | Path) -> ImageClassifier:
+    """The classifier of a model folder, loaded once per process (per Dask worker) and reused.
 
     Parameters
     ----------
-    table : DataFrame
-        A `Predictions.table`.
-    column : str
-        The grouping column (a metadata column of the images).
-    class_names : list of str
-        The model's classes (one fraction column each, in this order).
+    model : path
+        A `phenolens images train` folder.
 
     Returns
     -------
-    DataFrame
-        `column`, ``n_images`` and ``fraction_<class>`` columns, one row per group, sorted by group.
+    ImageClassifier
+        The classifier (shared: do not modify it).
     """
-    one_hot = pd.DataFrame({FRACTION_PREFIX + name: (table[PREDICTED] == name).astype(float) for name in class_names})
-    one_hot[column] = table[column].to_numpy()
-    grouped = one_hot.groupby(column, sort=True)
-    fractions = grouped.mean()
-    fractions.insert(0, "n_images", grouped.size())
-    return fractions.reset_index()
+    folder = Path(model).resolve()
+    weights = folder / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
+    return cached(("image-classifier", str(folder), stamp), lambda: ImageClassifier.load(folder))
+
+
+def prediction_rows(classifier: ImageClassifier, images: ImageSet, settings: ImagePredictionSettings) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The rows of ``predictions.parquet`` (and ``embeddings.parquet``) for some images.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        A trained classifier.
+    images : ImageSet
+        The images, already in the model's terms (`ImageClassifier.conform`).
+    settings : ImagePredictionSettings
+        Batch size and whether to embed.
+
+    Returns
+    -------
+    tuple of (DataFrame, DataFrame or None)
+        The prediction rows and the embedding rows.
+    """
+    proba = classifier.predict_proba(images, settings.batch_size).astype(np.float64)
+    names = np.asarray(classifier.class_names, dtype=object)
+    table = images.meta.copy()
+    table[LABEL] = pd.Series(np.where(images.labels == UNLABELLED, None, names[np.maximum(images.labels, 0)]), dtype=object)
+    for k, name in enumerate(classifier.class_names):
+        table[PROBABILITY_PREFIX + name] = proba[:, k]
+    table[PREDICTED] = pd.Series(names[proba.argmax(axis=1)] if len(proba) else [], dtype=object)
+    embeddings = None
+    if settings.embeddings:
+        features = classifier.embed(images, settings.batch_size).astype(np.float32)
+        embeddings = pd.DataFrame(features, columns=[f"{EMBEDDING_PREFIX}{d}" for d in range(features.shape[1])])
+        if "source" in images.meta:
+            embeddings.insert(0, "source", images.meta["source"].astype(str).to_numpy())
+    return table, embeddings
 
 
 def predict(classifier: ImageClassifier, images: ImageSet, settings: ImagePredictionSettings | None = None) -> Predictions:
-    """Probabilities, predicted classes (and optionally pooled features and group fractions) of `images`.
+    """Probabilities, predicted classes (and optionally pooled features and the group readout) of images in memory.
 
     Parameters
     ----------
@@ -83,7 +130,7 @@ def predict(classifier: ImageClassifier, images: ImageSet, settings: ImagePredic
     images : ImageSet
         The images; channels and class labels are matched to the model's by name (`ImageClassifier.conform`).
     settings : ImagePredictionSettings, optional
-        Batch size, embeddings and grouping (default: `ImagePredictionSettings()`).
+        Batch size, embeddings, grouping and controls (default: `ImagePredictionSettings()`).
 
     Returns
     -------
@@ -93,35 +140,282 @@ def predict(classifier: ImageClassifier, images: ImageSet, settings: ImagePredic
     Raises
     ------
     PhenolensError
-        When the images do not fit the model (channels, classes) or the grouping column is missing.
+        When the images do not fit the model (channels, classes), the grouping column is missing or the
+        controls cannot be told apart.
     """
     settings = settings if settings is not None else ImagePredictionSettings()
     images = classifier.conform(images)
-    if settings.group_by is not None and settings.group_by not in images.meta:
-        raise PhenolensError(
-            f"{images.name}: no metadata column {settings.group_by!r} to group by; choose one of {', '.join(map(str, images.meta.columns))}"
-        )
-    proba = classifier.predict_proba(images, settings.batch_size)
-    names = np.asarray(classifier.class_names, dtype=object)
-    table = images.meta.copy()
-    table[LABEL] = np.where(images.labels == UNLABELLED, None, names[np.maximum(images.labels, 0)]) if len(names) else None
-    for k, name in enumerate(classifier.class_names):
-        table[PROBABILITY_PREFIX + name] = proba[:, k]
-    table[PREDICTED] = names[proba.argmax(axis=1)]
-    embeddings = None
-    if settings.embeddings:
-        features = classifier.embed(images, settings.batch_size)
-        embeddings = pd.DataFrame(features, columns=[f"{EMBEDDING_PREFIX}{d}" for d in range(features.shape[1])])
-        if "source" in images.meta:
-            embeddings.insert(0, "source", images.meta["source"].to_numpy())
-    groups = group_fractions(table, settings.group_by, classifier.class_names) if settings.group_by else None
-    metrics: dict = {
-        "n_images": len(images),
-        "predicted_counts": {name: int((table[PREDICTED] == name).sum()) for name in classifier.class_names},
-    }
-    known = images.labels != UNLABELLED
-    if known.any():
-        metrics["labelled"] = classification_metrics(images.labels[known], proba[known], classifier.class_names)
-    if groups is not None:
-        metrics["n_groups"] = len(groups)
+    check_grouping(images.meta, settings, images.name)
+    table, embeddings = prediction_rows(classifier, images, settings)
+    groups, metrics = summarise([table], classifier.class_names, settings)
     return Predictions(table, embeddings, groups, metrics)
+
+
+def check_grouping(meta: pd.DataFrame, settings: ImagePredictionSettings, source: str) -> None:
+    """Refuse, before any work, a grouping column the images lack and controls that split a group.
+
+    Parameters
+    ----------
+    meta : DataFrame
+        The images' metadata.
+    settings : ImagePredictionSettings
+        Supplies `group_by` and `controls`.
+    source : str
+        Named in the messages.
+
+    Raises
+    ------
+    PhenolensError
+        For a missing column, a bad query, no control group, or a group with both control and other images.
+    """
+    if settings.group_by is None:
+        return
+    if settings.group_by not in meta:
+        raise PhenolensError(f"{source}: no metadata column {settings.group_by!r} to group by; choose one of {', '.join(map(str, meta.columns))}")
+    if settings.controls is None:
+        return
+    control = select_rows(meta, settings.controls, source, option="--controls")
+    share = pd.Series(control).groupby(meta[settings.group_by].to_numpy()).mean()
+    mixed = share[(share > 0) & (share < 1)]
+    if len(mixed):
+        raise PhenolensError(
+            f"{source}: --group-by {settings.group_by} group {mixed.index[0]!r} holds both control and other images; "
+            "group by a column whose groups are all control or all not (such as the well)"
+        )
+    if (share == 1).sum() < 2:
+        raise PhenolensError(f"{source}: --controls {settings.controls!r} selects {int((share == 1).sum())} group(s); the readout needs two or more")
+
+
+def summarise(tables: Iterable[pd.DataFrame], class_names: list[str], settings: ImagePredictionSettings) -> tuple[pd.DataFrame | None, dict]:
+    """Reduce prediction rows, given a chunk at a time, to the group readout and the metrics.
+
+    Only per-group counts and the labelled images' probabilities are kept between chunks.
+
+    Parameters
+    ----------
+    tables : iterable of DataFrame
+        Prediction rows (`prediction_rows`), e.g. the parts of ``predictions.parquet`` in order.
+    class_names : list of str
+        The model's classes.
+    settings : ImagePredictionSettings
+        Grouping, controls and FDR.
+
+    Returns
+    -------
+    tuple of (DataFrame or None, dict)
+        The groups (see `Predictions.groups`) and the metrics.
+    """
+    counts = pd.DataFrame()
+    n_images, predicted_counts = 0, np.zeros(len(class_names), dtype=np.int64)
+    labelled_labels, labelled_proba = [], []
+    lookup = {name: k for k, name in enumerate(class_names)}
+    for table in tables:
+        n_images += len(table)
+        predicted = table[PREDICTED].map(lookup).to_numpy(dtype=np.int64)
+        predicted_counts += np.bincount(predicted, minlength=len(class_names))
+        known = table[LABEL].notna().to_numpy()
+        if known.any():
+            labelled_labels.append(table.loc[known, LABEL].map(lookup).to_numpy(dtype=np.int64))
+            labelled_proba.append(table.loc[known, [PROBABILITY_PREFIX + name for name in class_names]].to_numpy())
+        if settings.group_by is not None:
+            one_hot = pd.DataFrame(np.eye(len(class_names), dtype=np.int64)[predicted], columns=class_names)
+            one_hot["n_images"] = 1
+            if settings.controls is not None:
+                one_hot[CONTROL] = select_rows(table, settings.controls, PREDICTIONS_FILE, option="--controls").astype(np.int64)
+            part = one_hot.groupby(table[settings.group_by].to_numpy(), sort=False).sum()
+            counts = part if counts.empty else counts.add(part, fill_value=0)
+    metrics: dict = {"n_images": n_images, "predicted_counts": {name: int(count) for name, count in zip(class_names, predicted_counts)}}
+    if labelled_labels:
+        metrics["labelled"] = classification_metrics(np.concatenate(labelled_labels), np.concatenate(labelled_proba), class_names)
+    if settings.group_by is None:
+        return None, metrics
+    counts = counts.sort_index()
+    groups = pd.DataFrame({settings.group_by: counts.index.to_numpy(), "n_images": counts["n_images"].to_numpy(dtype=np.int64)})
+    for name in class_names:
+        groups[FRACTION_PREFIX + name] = counts[name].to_numpy(dtype=np.float64) / groups["n_images"].to_numpy()
+    metrics["n_groups"] = len(groups)
+    if settings.controls is not None:
+        groups[CONTROL] = counts[CONTROL].to_numpy() == counts["n_images"].to_numpy()
+        metrics.update(control_readout(groups, class_names, settings.fdr))
+    return groups, metrics
+
+
+def control_readout(groups: pd.DataFrame, class_names: list[str], fdr: float) -> dict:
+    """Each class's Z-factor and hits: groups whose class fraction differs from the control groups'.
+
+    For class k, the control groups' fractions give a mean and a standard deviation; every other
+    group gets z = (fraction - mean) / sd, a two-sided normal p-value and a Benjamini-Hochberg q-value
+    over the non-control groups; a hit has q < `fdr`. The Z-factor compares the non-control groups'
+    fractions with the control groups' (1 - 3 (sd_s + sd_c) / |mean_s - mean_c|).
+    Adds columns ``z_<class>``, ``q_<class>`` and ``hit_<class>`` to `groups` (NaN/False for controls).
+
+    Parameters
+    ----------
+    groups : DataFrame
+        ``fraction_<class>`` and ``control`` per group; modified in place.
+    class_names : list of str
+        The classes.
+    fdr : float
+        The false discovery rate.
+
+    Returns
+    -------
+    dict
+        ``z_factor`` and ``hits`` (class -> value), ``n_control_groups`` and ``fdr``.
+
+    Raises
+    ------
+    PhenolensError
+        With fewer than two control groups.
+    """
+    from scipy.stats import false_discovery_control, norm
+
+    control = groups[CONTROL].to_numpy(dtype=bool)
+    if control.sum() < 2:
+        raise PhenolensError(f"the control readout needs two or more control groups, got {int(control.sum())}; widen --controls")
+    z_factors, hits = {}, {}
+    for name in class_names:
+        values = groups[FRACTION_PREFIX + name].to_numpy()
+        reference = values[control]
+        spread = reference.std(ddof=1)
+        gap = values - reference.mean()
+        z = np.divide(gap, spread, out=np.where(gap == 0, 0.0, np.copysign(np.inf, gap)), where=spread > 0)
+        q = np.full(len(values), np.nan)
+        if (~control).any():
+            q[~control] = false_discovery_control(2.0 * norm.sf(np.abs(z[~control])), method="bh")
+        groups[f"z_{name}"] = np.where(control, np.nan, z)
+        groups[f"q_{name}"] = q
+        groups[f"hit_{name}"] = ~control & (q < fdr)
+        hits[name] = int(groups[f"hit_{name}"].sum())
+        z_factors[name] = z_prime_factor(values[~control], reference) if (~control).sum() >= 2 else None
+    return {"z_factor": z_factors, "hits": hits, "n_control_groups": int(control.sum()), "fdr": fdr}
+
+
+@dataclass(frozen=True)
+class PredictionTask:
+    """One chunk's work for `predict_chunk` (small: what to read, not the pixels).
+
+    Attributes
+    ----------
+    model : str
+        The model folder.
+    chunk : ImageChunk
+        The images.
+    settings : ImagePredictionSettings
+        How to predict.
+    """
+
+    model: str
+    chunk: ImageChunk
+    settings: ImagePredictionSettings
+
+
+def predict_chunk(task: PredictionTask) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+    """Predict one chunk (a shard function: runs in this process or on a Dask worker).
+
+    Parameters
+    ----------
+    task : PredictionTask
+        The model, the chunk and the settings.
+
+    Returns
+    -------
+    tuple of (DataFrame, DataFrame or None, DataFrame)
+        Prediction rows, embedding rows and the images left out (``source``, ``reason``).
+    """
+    classifier = cached_classifier(task.model)
+    images, skipped, _ = task.chunk.read()
+    table, embeddings = prediction_rows(classifier, classifier.conform(images), task.settings)
+    return table, embeddings, skipped
+
+
+def chunk_size_for(source: ImageSource, classifier: ImageClassifier, chunks: ImageChunkSettings) -> int:
+    """The chunk size in force: the one asked for, else `auto_chunk_size` of the network input.
+
+    Parameters
+    ----------
+    source : ImageSource
+        The images.
+    classifier : ImageClassifier
+        Supplies the input size.
+    chunks : ImageChunkSettings
+        Supplies `chunk_size`.
+
+    Returns
+    -------
+    int
+        Images per chunk.
+    """
+    return chunks.chunk_size or auto_chunk_size(len(source.channel_names) or 1, classifier.size)
+
+
+def predict_screen(
+    model: str | Path,
+    source: ImageSource,
+    run,
+    settings: ImagePredictionSettings | None = None,
+    chunks: ImageChunkSettings | None = None,
+    executor: Executor | None = None,
+) -> Predictions:
+    """Predict every image of a source chunk by chunk into a run folder (``predictions.parquet`` parts).
+
+    Chunks a resumed run already finished are skipped; the summary is reduced from all the parts.
+
+    Parameters
+    ----------
+    model : path
+        A `phenolens images train` folder.
+    source : ImageSource
+        The images, scanned (`ImageSource.scan`).
+    run : RunWriter
+        The entered run writer; receives ``predictions.parquet`` (and ``embeddings.parquet``) as parts.
+    settings : ImagePredictionSettings, optional
+        Batch size, embeddings, grouping and controls.
+    chunks : ImageChunkSettings, optional
+        Chunk size and ``skip_bad``.
+    executor : Executor, optional
+        Where chunks run (default: this process).
+
+    Returns
+    -------
+    Predictions
+        Groups, metrics and the skipped images (the rows are in the run folder).
+
+    Raises
+    ------
+    PhenolensError
+        When the images do not fit the model or a chunk holds an unreadable image (without ``skip_bad``).
+    """
+    settings = settings if settings is not None else ImagePredictionSettings()
+    chunks = chunks if chunks is not None else ImageChunkSettings()
+    executor = executor if executor is not None else Executor()
+    classifier = cached_classifier(model)
+    check_grouping(source.meta, settings, source.location or source.name)
+    work = source.chunks(chunk_size_for(source, classifier, chunks), chunks.skip_bad)
+    table_parts = run.parts(PREDICTIONS_FILE)
+    embedding_parts = run.parts(EMBEDDINGS_FILE) if settings.embeddings else None
+    skipped_parts = run.parts(SKIPPED_PARTS)
+    done = table_parts.completed()
+    tasks = (PredictionTask(str(model), chunk, settings) for chunk in work)
+    already = sum(len(chunk) for chunk in work if chunk.index in done)
+    for index, (table, embeddings, skipped) in chunk_progress(executor.map(predict_chunk, tasks, skip=done), work, "predict", already):
+        if embedding_parts is not None:
+            embedding_parts.write_table(index, embeddings)
+        if len(skipped):
+            skipped_parts.write_table(index, skipped)
+        table_parts.write_table(index, table)  # last: a chunk counts as done once its prediction part exists
+    skipped = pd.concat([source.skipped, skipped_parts.read_table()], ignore_index=True)
+    groups, metrics = summarise(_read_parts(table_parts), classifier.class_names, settings)
+    for store in (table_parts, embedding_parts, skipped_parts):
+        if store is not None:
+            store.finish()
+    shutil.rmtree(skipped_parts.folder)
+    metrics["n_skipped"] = len(skipped)
+    metrics["chunks"] = len(work)
+    return Predictions(None, None, groups, metrics, skipped)
+
+
+def _read_parts(store) -> Iterable[pd.DataFrame]:
+    """The parts of a store one at a time, in chunk order (memory: one part)."""
+    for path in sorted(store.folder.glob("part-*.parquet")):
+        yield pd.read_parquet(path)

@@ -135,7 +135,7 @@ class ImagePredictionSettings(Settings):
     Raises
     ------
     PhenolensError
-        On construction, for a batch size below 1.
+        On construction, for a batch size below 1, an FDR outside (0, 1], or controls without a grouping column.
     """
 
     step: ClassVar[str] = "image prediction"
@@ -143,3 +143,14 @@ class ImagePredictionSettings(Settings):
     batch_size: int = setting(PREDICTION_BATCH, "Images per forward pass (memory grows with it, not with the number of images).", minimum=1)
     embeddings: bool = setting(False, "Also write the pooled features of every image (embeddings.parquet).")
     group_by: str | None = setting(None, "Metadata column (well, plate, ...): adds the fraction of each predicted class per group (groups.parquet).")
+    controls: str | None = setting(
+        None,
+        "Which images are negative controls, a query on their metadata such as \"treatment == 'DMSO'\" (with --group-by): adds each "
+        "class's Z-factor and the groups whose class fraction differs from the control groups' (z-score, Benjamini-Hochberg).",
+    )
+    fdr: float = setting(0.05, "False discovery rate of the hits against --controls.", minimum=0.0, exclusive_minimum=True, maximum=1.0)
+
+    def check(self) -> None:
+        """Controls are compared group by group, so they need a grouping column."""
+        if self.controls is not None and self.group_by is None:
+            self.fail("controls", "needs --group-by (the controls are compared group by group, e.g. --group-by well)")
