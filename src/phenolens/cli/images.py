@@ -130,7 +130,9 @@ def explain(
         if len(explained.skipped):
             written.write_table("skipped.csv", explained.skipped)
         report = Report(f"phenolens images explain: {source.name}", metrics=metrics)
-        report.add(explanation_section(explained.gallery, metrics=metrics, tables=explained.tables))
+        gallery = explained.gallery  # the explorer maps the gallery's cells: a few per class, read back with their maps
+        features = classifier.embed(gallery.raw) if len(gallery.raw) >= 2 else None
+        report.add(explanation_section(gallery, features=features, metrics=metrics, tables=explained.tables, curves=explained.curves))
         written.write_metrics(metrics)
         written.write_report(report)
     print(f"explained {metrics['n_images']} images with {', '.join(settings.methods)}; wrote {out / 'report.html'}")
@@ -159,8 +161,9 @@ def predict(
     """Apply MODEL to a screen's images chunk by chunk: per-class probabilities and the predicted class of each image, written to OUT."""
     from phenolens.core.executor import Executor
     from phenolens.report.classifier import prediction_section
+    from phenolens.report.explorer.images import MAX_CELLS
     from phenolens.report.html import Report
-    from phenolens.training.prediction import predict_screen
+    from phenolens.training.prediction import predict_screen, predicted_sample
 
     writer = _run_writer(out, "images predict", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
     classifier, source = _model_and_screen(model, dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
@@ -173,7 +176,12 @@ def predict(
         if len(predictions.skipped):
             written.write_table("skipped.csv", predictions.skipped)
         report = Report(f"phenolens images predict: {source.name}", metrics=metrics)
-        report.add(prediction_section(predictions, classifier.class_names, settings.group_by))
+        shown, proba, features = predicted_sample(classifier, source, MAX_CELLS, skip_bad=chunks.skip_bad)
+        note = None
+        if len(shown) < metrics["n_images"]:
+            note = f"The cell map shows {len(shown):,} of {metrics['n_images']:,} images, a random sample (seed 0)."
+        section = prediction_section(predictions, classifier.class_names, settings.group_by, images=shown, proba=proba, features=features, note=note)
+        report.add(section)
         written.write_metrics(metrics)
         written.write_report(report)
     skipped = f", skipped {metrics['n_skipped']} (skipped.csv)" if metrics["n_skipped"] else ""

@@ -161,12 +161,16 @@ class ScreenExplanation:
         sample's faithfulness curves and SSIMs.
     skipped : DataFrame
         Images left out (``source``, ``reason``).
+    curves : dict or None
+        Per method, deletion/insertion curves for each gallery image in gallery order (NaN rows for those
+        outside the checks' sample), for the explorer.
     """
 
     metrics: dict
     tables: dict
     gallery: Explanation
     skipped: pd.DataFrame
+    curves: dict | None = None
 
 
 def explanation_plan(model: Path, source: ImageSource, settings: AttributionSettings) -> tuple[ImageSource, tuple[str, ...], np.ndarray, dict]:
@@ -357,7 +361,24 @@ def explain_screen(
     for store in (maps_store, rows_store, checks_store):
         store.finish()
     shutil.rmtree(skipped_store.folder)
-    return ScreenExplanation(metrics, summary.tables(), gallery, skipped)
+    shown = summary.candidates.sort_values(MAP_INDEX)[MAP_INDEX].to_numpy(dtype=np.int64) if not summary.candidates.empty else np.zeros(0, np.int64)
+    return ScreenExplanation(metrics, summary.tables(), gallery, skipped, gallery_curves(shown, checks_table, settings))
+
+
+def gallery_curves(shown: np.ndarray, checks: pd.DataFrame, settings: AttributionSettings) -> dict | None:
+    """Deletion/insertion curves of the images `shown` (map indices), NaN rows for those the checks did not sample."""
+    if checks.empty:
+        return None
+    rows = pd.Series(np.arange(len(checks)), index=checks[MAP_INDEX].to_numpy()).reindex(shown).to_numpy()
+    present = np.isfinite(rows)
+    curves = {}
+    for method, result in _faithfulness(checks, settings).items():
+        curves[method] = {"fractions": result["fractions"]}
+        for kind in ("deletion_curves", "insertion_curves"):
+            full = np.full((len(shown), result[kind].shape[1]), np.nan)
+            full[present] = result[kind][rows[present].astype(int)]
+            curves[method][kind] = full
+    return curves
 
 
 class _Summary:

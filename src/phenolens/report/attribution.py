@@ -206,6 +206,7 @@ def explanation_section(
     ids: list[str] | None = None,
     metrics: dict | None = None,
     tables: dict | None = None,
+    curves: dict | None = None,
 ) -> Section:
     """The report section of an `Explanation`.
 
@@ -224,6 +225,9 @@ def explanation_section(
         The metrics to show (default: ``explanation.metrics()``; a streamed screen passes those of all its images).
     tables : dict, optional
         The class x channel tables (default: ``explanation.channel_tables()``).
+    curves : dict, optional
+        Per method, each image's deletion/insertion curves for the explorer (NaN rows: none); default from the
+        explanation's own checked images (`checked_curves`).
 
     Returns
     -------
@@ -244,7 +248,7 @@ def explanation_section(
         section.view(
             images_view(
                 explanation.raw, explanation.channel_names, explanation.class_names, explanation.labels, explanation.proba, features=features,
-                ids=ids, maps=explanation.maps, curves=checked_curves(explanation), title="Explained cells",
+                ids=ids, maps=explanation.maps, curves=checked_curves(explanation) if curves is None else curves, title="Explained cells",
             )
         )  # fmt: skip
     tables = explanation.channel_tables() if tables is None else tables

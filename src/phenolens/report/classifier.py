@@ -329,7 +329,16 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
     return section
 
 
-def prediction_section(predictions, class_names: Sequence[str], group_by: str | None = None, title: str = "Predictions", images=None) -> Section:
+def prediction_section(
+    predictions,
+    class_names: Sequence[str],
+    group_by: str | None = None,
+    title: str = "Predictions",
+    images=None,
+    proba: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    note: str | None = None,
+) -> Section:
     """Report section of `phenolens.training.predict`'s result: predicted class counts, accuracy on labelled images, group fractions,
     and (given the images) the explorer's map of the cells.
 
@@ -344,7 +353,12 @@ def prediction_section(predictions, class_names: Sequence[str], group_by: str | 
     title : str
         Section title.
     images : ImageSet, optional
-        The predicted images (in the model's terms, rows as in the table): adds the explorer's cell map.
+        The predicted images (in the model's terms): adds the explorer's cell map. Without `proba` they are the
+        table's rows; with it, a sample of a screen.
+    proba, features : ndarray, optional
+        The sample's (n, K) probabilities and (n, D) penultimate features.
+    note : str, optional
+        How the sample was drawn, shown above the map.
 
     Returns
     -------
@@ -363,10 +377,14 @@ def prediction_section(predictions, class_names: Sequence[str], group_by: str | 
         section.text(f"On the {labelled['n_images']} labelled images: accuracy {labelled['accuracy']:.3f}, macro-F1 {labelled['macro_f1']:.3f}.")
         section.figure(confusion_figure(labelled["confusion_matrix"], class_names), "Counts per true/predicted class.", "confusion.png")
     if images is not None and len(images) >= 2:
-        proba = predictions.table[[f"p_{name}" for name in class_names]].to_numpy()
-        embedded = predictions.embeddings is not None
-        features = predictions.embeddings.filter(regex=r"^e_\d+$").to_numpy() if embedded else np.log(np.clip(proba, 1e-6, 1))
-        mapped = "penultimate features" if embedded else "log-probabilities (--embeddings maps the features)"
+        mapped = "penultimate features"
+        if proba is None:  # in-memory predictions: the table's rows are the images
+            proba = predictions.table[[f"p_{name}" for name in class_names]].to_numpy()
+            embedded = predictions.embeddings is not None
+            features = predictions.embeddings.filter(regex=r"^e_\d+$").to_numpy() if embedded else np.log(np.clip(proba, 1e-6, 1))
+            mapped = mapped if embedded else "log-probabilities (--embeddings maps the features)"
+        if note:
+            section.text(note)
         section.view(
             images_view(
                 images.images, images.channel_names, class_names, images.labels, proba, features=features,

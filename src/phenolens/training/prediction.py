@@ -419,3 +419,31 @@ def _read_parts(store) -> Iterable[pd.DataFrame]:
     """The parts of a store one at a time, in chunk order (memory: one part)."""
     for path in sorted(store.folder.glob("part-*.parquet")):
         yield pd.read_parquet(path)
+
+
+def predicted_sample(classifier: ImageClassifier, source: ImageSource, limit: int, seed: int = 0, skip_bad: bool = False):
+    """A seeded random sample of at most `limit` images of a screen, with their class probabilities and penultimate features.
+
+    What a report's cell map shows of a screen too large to draw whole; memory is bounded by `limit`.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The model.
+    source : ImageSource
+        The screen's images.
+    limit : int
+        Most images drawn.
+    seed : int
+        Seed of the sample.
+    skip_bad : bool
+        Leave out images that cannot be read (as the run did).
+
+    Returns
+    -------
+    tuple of (ImageSet, ndarray, ndarray)
+        The images (in the model's terms), their (n, K) probabilities and (n, D) features.
+    """
+    index = np.sort(np.random.default_rng(seed).choice(len(source), size=min(limit, len(source)), replace=False))
+    images = classifier.conform(source.subset(index).chunks(max(1, len(index)), skip_bad)[0].read()[0])
+    return images, classifier.predict_proba(images), classifier.embed(images)

@@ -241,8 +241,9 @@ def images_view(
             item["predicted"] = class_list[predicted[i]]
             item["proba"] = np.round(proba[i], 4)
         item["label"] = f"{ids[i]}: {item['true']}" + (f" -> {item['predicted']} ({proba[i, predicted[i]]:.2f})" if proba is not None else "")
-        if curves:
-            item["curves"] = {m: {kind: np.round(c[f"{kind}_curves"][i], 4) for kind in ("deletion", "insertion")} for m, c in curves.items()}
+        checked = {m: c for m, c in (curves or {}).items() if np.isfinite(c["deletion_curves"][i]).all()}  # cells outside the check have none
+        if checked:
+            item["curves"] = {m: {kind: np.round(c[f"{kind}_curves"][i], 4) for kind in ("deletion", "insertion")} for m, c in checked.items()}
         items[ids[i]] = item
     colours = group_colours(len(class_list))
     true_codes = np.where(labels[kept] >= 0, labels[kept], len(class_list))
