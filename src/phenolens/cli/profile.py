@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from phenolens.cli.options import OVERWRITE, settings_options
+from phenolens.cli.options import OVERWRITE, RESUME, SCHEDULER, settings_options
 from phenolens.profiling.settings import ProfileEvaluationSettings, ProfileExplanationSettings, ProfilingSettings
 
 app = typer.Typer(help="Anomaly-based profiling: representations, reproducibility, MoA, hits, explanations.", no_args_is_help=True)
@@ -47,21 +47,26 @@ def run(
     dataset: str = DATASET,
     out: Path = OUT,
     overwrite: bool = OVERWRITE,
+    resume: bool = RESUME,
+    scheduler: str = SCHEDULER,
     settings: ProfilingSettings = None,
 ) -> None:
-    """Fit the anomaly profiler on control wells, evaluate cellprofiler / anomaly / concatenation, write OUT."""
+    """Fit the anomaly profiler on control wells, evaluate cellprofiler / anomaly / concatenation file by file, write OUT."""
+    import sys
+
+    from phenolens.core.executor import Executor
     from phenolens.core.runs import RunWriter
-    from phenolens.profiling.inputs import read_profile_tables
-    from phenolens.profiling.pipeline import run_profiling
-    from phenolens.report.profiling import write_profiling_run
+    from phenolens.profiling.plates import study_shards
+    from phenolens.profiling.study import profile_study
+    from phenolens.report.profiling import write_study_run
 
     settings, paths, datasets, source = _inputs(files, dataset, settings)
     settings.require("controls", "treatment")
-    writer = RunWriter(out, command="profile run", settings=settings, inputs=paths, overwrite=overwrite, datasets=datasets)
-    table = read_profile_tables(paths, datasets, settings)
-    result = run_profiling(table, settings, source)
-    with writer as folder:
-        write_profiling_run(folder, result, f"phenolens profile run: {source}")
+    writer = RunWriter(out, command="profile run", settings=settings, inputs=paths, overwrite=overwrite, datasets=datasets, resume=resume)
+    shards = study_shards(paths, datasets)
+    with Executor.from_option(scheduler) as executor, writer as folder:
+        result = profile_study(shards, settings, source, folder, executor, progress=lambda line: print(line, file=sys.stderr))
+        write_study_run(folder, result, f"phenolens profile run: {source}")
     print(f"wrote {writer.target / 'report.html'}")
 
 
