@@ -443,6 +443,7 @@ def replicate_map_against_controls(
     """
     from copairs.compute import ap_contiguous
     from copairs.map import mean_average_precision
+    from copairs.map.normalization import normalize_ap
 
     treatments = np.asarray(treatments).astype(str)
     pairs = replicate_pairs(treatments)
@@ -465,6 +466,9 @@ def replicate_map_against_controls(
             "n_pos_pairs": configurations[has_positive, 0],
             "n_total_pairs": configurations[has_positive, 1],
         }
+    )
+    frame["normalized_average_precision"] = normalize_ap(
+        frame["average_precision"].to_numpy(), frame["n_pos_pairs"].to_numpy(), (frame["n_total_pairs"] - frame["n_pos_pairs"]).to_numpy()
     )
     with tempfile.TemporaryDirectory(prefix="copairs-") as cache:
         maps = mean_average_precision(frame, ["treatment"], null_size=null_size, threshold=alpha, seed=seed, progress_bar=False, cache_dir=cache)
