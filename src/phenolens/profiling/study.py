@@ -4,7 +4,8 @@ Two passes over the files. The first (`scan_shard`) reduces every file to its sc
 presence, non-finite counts and control wells; the profiler is fitted on the control table alone
 (it never uses treated wells, so the fit equals a fit on the concatenated study). The second
 (`represent_shard`) represents one file's wells, writes them as a parquet part and keeps, in float32,
-what the evaluation needs: replicate-space unit rows of treated wells, anomaly scores,
+what the evaluation needs (profiles.parquet keeps the cellprofiler values in float32, their exact
+type, and the anomaly z-scores in float64): replicate-space unit rows of treated wells, anomaly scores,
 similarities to the plate's own controls and per-treatment sums. The evaluation then holds one
 representation's unit rows at a time. A killed run resumes from its last finished file.
 """
@@ -188,11 +189,7 @@ def represent_shard(task: ShardTask) -> dict:
     metadata = clean[model.plan.metadata].copy()
     metadata[ROLE_COLUMN] = _spread(model.control_roles, is_control)
     wide = pd.concat(
-        [metadata]
-        + [
-            pd.DataFrame(block.astype(np.float32), columns=[f"{name}{SEPARATOR}{f}" for f in selected])
-            for name, block in zip(BASE, (inputs, anomaly))
-        ],
+        [metadata] + [pd.DataFrame(block, columns=[f"{name}{SEPARATOR}{f}" for f in selected]) for name, block in zip(BASE, (inputs, anomaly))],
         axis=1,
     )
     PartStore(task.parts).write_table(task.shard.index, wide)
