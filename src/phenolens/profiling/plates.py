@@ -180,6 +180,11 @@ def scan_shard(task: tuple[StudyShard, ProfileColumns]) -> ShardScan:
     is_control = select_rows(table, columns.controls, source, "--controls")
     plates = table[columns.plate].astype(str).to_numpy()
     without = pd.unique(plates[~np.isin(plates, plates[is_control])])
+    if not is_control.any():
+        raise PhenolensError(
+            f"{source}: the control query {columns.controls!r} matches no well (plate {without[0]!r} has no controls); "
+            "check it against the metadata values: every plate needs negative controls to normalise against"
+        )
     if len(without):
         raise PhenolensError(
             f"{source}: plate {without[0]!r} has no well matching the control query {columns.controls!r}; "
