@@ -36,10 +36,8 @@ from phenolens.profiling.evaluate import (
     SEPARATOR,
     Evaluation,
     finish_evaluation,
-    is_metadata,
     replicate_space,
     score_representation,
-    split_wide_table,
 )
 from phenolens.profiling.explain import FeatureExplanation
 from phenolens.profiling.hits import anomaly_score
@@ -58,8 +56,8 @@ from phenolens.profiling.settings import ProfilingSettings
 
 log = get_logger(__name__)
 
-PARTS = "profiles.parts"  # per-file parts in the staging folder; merged into profiles.parquet at the end
-SCRATCH = "evaluation.parts"  # per-file arrays the evaluation reads back (npz, no pickles); removed at the end
+PARTS = "profiles.parts"  # per-file metadata parts (parquet) and arrays (npz, no pickles); merged into profiles.parquet at the end
+ROWS_PER_GROUP = 50_000  # rows of one row group of profiles.parquet: wide tables pay per column chunk
 BASE = ("cellprofiler", "anomaly")
 
 
@@ -79,6 +77,8 @@ class ShardModel:
         The shard's usable controls as the fit represented them (leave-one-out for reference controls).
     control_roles : numpy.ndarray
         Their control split.
+    curve : list of tuple
+        Per control-count-curve profiler: (it, restricted; its anomaly of the shard's controls).
     """
 
     settings: ProfilingSettings
@@ -87,16 +87,16 @@ class ShardModel:
     control_inputs: np.ndarray
     control_anomaly: np.ndarray
     control_roles: np.ndarray
+    curve: list
 
 
 @dataclass(frozen=True)
 class ShardTask:
-    """One call of `represent_shard`: the shard, its model and where to write (None: return the arrays, for curves)."""
+    """One call of `represent_shard`: the shard, its model and the parts folder it writes into."""
 
     shard: StudyShard
     model: ShardModel
-    parts: str | None = None
-    scratch: str | None = None
+    parts: str
 
 
 @dataclass
@@ -155,8 +155,7 @@ def represent_shard(task: ShardTask) -> dict:
     Returns
     -------
     dict
-        With folders to write to: per-plate counts (``plates``); without: the evaluation arrays of the
-        anomaly representation (the control-count curve).
+        Per-plate counts (``plates``).
 
     Raises
     ------
@@ -169,31 +168,34 @@ def represent_shard(task: ShardTask) -> dict:
     if int(is_control.sum()) != len(model.control_roles):
         raise PhenolensError(f"{source}: the file changed while the run read it (its control wells differ); re-run")
     plates = clean[settings.plate].astype(str).to_numpy()
-    selected = profiler.selected_features_
     treated = ~is_control
-    inputs = np.empty((len(clean), len(selected)), dtype=np.float32)
-    anomaly = np.empty((len(clean), len(selected)))
-    inputs[is_control], anomaly[is_control] = model.control_inputs, model.control_anomaly
-    inputs[treated], anomaly[treated] = profiler.represent_values(clean.loc[treated, selected].to_numpy(dtype=np.float64), plates[treated])
-    values = {"anomaly": anomaly} if task.parts is None else {"cellprofiler": inputs.astype(np.float64), "anomaly": anomaly}
-    if task.parts is not None:
-        values[CONCATENATION] = np.hstack([values["cellprofiler"], anomaly])
+    raw = clean.loc[treated, profiler.selected_features_].to_numpy(dtype=np.float64)
+    inputs, anomaly = _with_controls(profiler, raw, plates, is_control, model.control_inputs, model.control_anomaly)
+    values = {"cellprofiler": inputs.astype(np.float64), "anomaly": anomaly}
+    values[CONCATENATION] = np.hstack([values["cellprofiler"], anomaly])
+    for number, (smaller, control_anomaly) in enumerate(model.curve):
+        values[f"curve{number}"] = _with_controls(smaller, raw, plates, is_control, model.control_inputs, control_anomaly)[1]
     arrays = _evaluation_arrays(clean, is_control, plates, values, settings)
-    if task.parts is None:
-        return arrays
+    arrays.update(profiles_cellprofiler=inputs, profiles_anomaly=anomaly)
     arrays["plates"] = np.array(json.dumps(counts.rename_axis("plate").reset_index().to_dict(orient="records")))
-    scratch = Path(task.scratch) / f"{task.shard.index:06d}.npz"
-    staging = scratch.with_name(f".{scratch.name}.tmp-{os.getpid()}.npz")
+    store = PartStore(task.parts)
+    target = store.folder / f"{task.shard.index:06d}.npz"
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}.npz")
     np.savez(staging, **arrays)
-    os.replace(staging, scratch)
+    os.replace(staging, target)
     metadata = clean[model.plan.metadata].copy()
     metadata[ROLE_COLUMN] = _spread(model.control_roles, is_control)
-    wide = pd.concat(
-        [metadata] + [pd.DataFrame(block, columns=[f"{name}{SEPARATOR}{f}" for f in selected]) for name, block in zip(BASE, (inputs, anomaly))],
-        axis=1,
-    )
-    PartStore(task.parts).write_table(task.shard.index, wide)
+    store.write_table(task.shard.index, metadata)  # last: a part on disk means the shard is complete
     return {"plates": json.loads(str(arrays["plates"]))}
+
+
+def _with_controls(profiler, raw, plates, is_control, control_inputs, control_anomaly) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and anomaly of a shard's wells: treated wells represented now, controls as the fit represented them."""
+    inputs = np.empty((len(is_control), raw.shape[1]), dtype=np.float32)
+    anomaly = np.empty((len(is_control), raw.shape[1]))
+    inputs[is_control], anomaly[is_control] = control_inputs, control_anomaly
+    inputs[~is_control], anomaly[~is_control] = profiler.represent_values(raw, plates[~is_control])
+    return inputs, anomaly
 
 
 def _spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -205,7 +207,7 @@ def _spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _evaluation_arrays(clean: pd.DataFrame, is_control: np.ndarray, plates: np.ndarray, values: dict[str, np.ndarray], settings) -> dict:
     """What the evaluation needs of one shard, per representation: treated wells' unit rows (float32), scores,
-    similarities to their plate's controls, treatment sums for MoA."""
+    similarities to their plate's controls, treatment sums for MoA (curve representations: unit rows and sums)."""
     treated = ~is_control
     treatments = clean[settings.treatment].astype(str).to_numpy().astype(str)  # fixed-width strings: saved without pickles
     arrays = {"treatments": treatments[treated]}
@@ -215,9 +217,10 @@ def _evaluation_arrays(clean: pd.DataFrame, is_control: np.ndarray, plates: np.n
     for name, block in values.items():
         unit = row_standardize(replicate_space(block, clean, settings, settings))
         arrays[f"unit__{name}"] = unit[treated].astype(np.float32)
-        arrays[f"score__{name}"] = anomaly_score(block)[treated]
-        if settings.map_negatives == "plate_controls":
-            arrays[f"negq__{name}"], arrays[f"negs__{name}"] = control_similarities(unit, plates, is_control)
+        if not name.startswith("curve"):
+            arrays[f"score__{name}"] = anomaly_score(block)[treated]
+            if settings.map_negatives == "plate_controls":
+                arrays[f"negq__{name}"], arrays[f"negs__{name}"] = control_similarities(unit, plates, is_control)
         if labelled is not None:
             arrays[f"sum__{name}"] = pd.DataFrame(block[labelled]).groupby(treatments[labelled]).sum().to_numpy()
     if labelled is not None:
@@ -276,31 +279,33 @@ def profile_study(
     plan = plan_features(scans, settings, settings.feature_set, source)
     profiler = AnomalyProfiler(settings)
     controls = profiler.fit_transform(plan.controls)
-    parts, scratch = run.parts(PARTS), run.path / SCRATCH
-    scratch.mkdir(exist_ok=True)
+    smaller = curve_profilers(profiler, settings) if settings.curve and settings.curve_fractions else []
+    curve_controls = [model.fit_transform(plan.controls)["anomaly"] for model in smaller]
+    parts = run.parts(PARTS)
     done = parts.completed()
     if done:
         progress(f"resuming: {len(done)} of {len(shards)} files already done")
-    for index, result in executor.map(represent_shard, _tasks(shards, scans, plan, profiler, controls, settings, parts.folder, scratch), skip=done):
+    tasks = _tasks(shards, scans, plan, profiler, controls, list(zip(smaller, curve_controls)), settings, parts.folder)
+    for index, result in executor.map(represent_shard, tasks, skip=done):
         run.mark_resumable()
         for plate in result["plates"]:
             progress(f"plate {plate['plate']} ({shards[index].name}, file {index + 1}/{len(shards)}): {plate['wells']} wells used")
-    arrays = [np.load(scratch / f"{shard.index:06d}.npz", allow_pickle=False) for shard in shards]
+    arrays = [np.load(parts.folder / f"{shard.index:06d}.npz", allow_pickle=False) for shard in shards]
     plates = pd.concat([pd.DataFrame(json.loads(str(a["plates"]))).assign(file=shard.name) for a, shard in zip(arrays, shards)], ignore_index=True)
     quality = _quality(plan, plates, settings)
-    evaluation = _evaluate(arrays, controls, profiler.selected_features_, settings)
-    members = _members(parts, evaluation, settings)
-    subset = {name: pd.concat([controls[name], members[name]], ignore_index=True) for name in BASE}
-    explanations, group = explain_top_treatment(profiler, subset, evaluation, settings, settings)
-    curve = _curve(shards, scans, plan, profiler, evaluation, executor, settings) if settings.curve and settings.curve_fractions else None
-    _merge_parts(parts.folder, run.file("profiles.parquet"))
-    shutil.rmtree(parts.folder)
-    shutil.rmtree(scratch)
     null = ~controls["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
     distributions = {
         "held-out control wells": anomaly_score(controls["anomaly"][profiler.selected_features_].to_numpy())[null],
-        "treated wells": np.concatenate([a["score__anomaly"] for a in arrays]),
+        "treated wells": _gather(arrays, "score__anomaly"),
     }
+    evaluation = _evaluate(arrays, controls, profiler.selected_features_, settings)
+    members = _members(parts, arrays, profiler.selected_features_, evaluation, settings)
+    subset = {name: pd.concat([controls[name], members[name]], ignore_index=True) for name in BASE}
+    explanations, group = explain_top_treatment(profiler, subset, evaluation, settings, settings)
+    curve = _curve(arrays, smaller, profiler, evaluation, settings) if smaller else None
+    _merge_parts(parts, arrays, profiler.selected_features_, run.file("profiles.parquet"))
+    del arrays
+    shutil.rmtree(parts.folder)
     metrics = dict(evaluation.metrics)
     metrics.update(
         {
@@ -318,22 +323,28 @@ def profile_study(
     return StudyRun(profiler, evaluation, explanations, group, curve, plates, distributions, metrics)
 
 
-def _tasks(shards, scans, plan, profiler, controls, settings, parts, scratch):
+def _tasks(shards, scans, plan, profiler, controls, curve, settings, parts):
     """The shard tasks, built lazily (each carries its own plates' part of the fit)."""
     light_plan = dataclasses.replace(plan, controls=plan.controls.iloc[:0], quality={})
     offsets = np.concatenate([[0], np.cumsum(plan.controls_per_shard)])
     selected = profiler.selected_features_
+    inputs = controls["cellprofiler"][selected].to_numpy(dtype=np.float32)
+    anomaly = controls["anomaly"][selected].to_numpy(dtype=np.float64)
+    roles = controls["anomaly"][ROLE_COLUMN].to_numpy()
+    curve_anomaly = [(model, frame[selected].to_numpy(dtype=np.float64)) for model, frame in curve]
     for shard, scan in zip(shards, scans):
         rows = slice(offsets[shard.index], offsets[shard.index + 1])
+        plates = list(scan.wells.index.astype(str))
         model = ShardModel(
             settings,
             light_plan,
-            _restricted(profiler, list(scan.wells.index.astype(str))),
-            controls["cellprofiler"][selected].to_numpy(dtype=np.float32)[rows],
-            controls["anomaly"][selected].to_numpy(dtype=np.float64)[rows],
-            controls["anomaly"][ROLE_COLUMN].to_numpy()[rows],
+            _restricted(profiler, plates),
+            inputs[rows],
+            anomaly[rows],
+            roles[rows],
+            [(_restricted(smaller, plates), values[rows]) for smaller, values in curve_anomaly],
         )
-        yield ShardTask(shard, model, None if parts is None else str(parts), None if scratch is None else str(scratch))
+        yield ShardTask(shard, model, str(parts))
 
 
 def _quality(plan: FeaturePlan, plates: pd.DataFrame, settings) -> dict:
@@ -416,52 +427,65 @@ def _treatment_level(arrays, names, settings) -> tuple[dict[str, pd.DataFrame], 
     return profiles, meta
 
 
-def _members(parts: PartStore, evaluation: Evaluation, settings) -> dict[str, pd.DataFrame]:
+def _members(parts: PartStore, arrays, selected: list[str], evaluation: Evaluation, settings) -> dict[str, pd.DataFrame]:
     """The wells of the most anomalous treatment, read back from the parts (the explanation's subjects)."""
     if settings.explain_features < 1:
         return {name: pd.DataFrame() for name in BASE}
     group = str(evaluation.hits["anomaly"]["score"].idxmax())
-    found = []
-    for path in sorted(parts.folder.glob("part-*.parquet")):
-        if (pd.read_parquet(path, columns=[settings.treatment])[settings.treatment].astype(str) == group).any():
-            part = pd.read_parquet(path)
-            found.append(part[part[settings.treatment].astype(str) == group])
-    split = split_wide_table(pd.concat(found, ignore_index=True), settings)
-    return {name: split[name].astype({c: np.float64 for c in split[name].columns if not is_metadata(c, settings)}) for name in BASE}
+    found = {name: [] for name in BASE}
+    for index, shard_arrays in enumerate(arrays):
+        metadata = pd.read_parquet(parts.part_path(index))
+        members = (metadata[settings.treatment].astype(str) == group).to_numpy()
+        if members.any():
+            for name in BASE:
+                values = pd.DataFrame(shard_arrays[f"profiles_{name}"][members].astype(np.float64), columns=selected)
+                found[name].append(pd.concat([metadata[members].reset_index(drop=True), values], axis=1))
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in found.items()}
 
 
-def _curve(shards, scans, plan, profiler, evaluation, executor, settings) -> pd.DataFrame:
-    """The control-count curve of `run_profiling`, each smaller profiler applied file by file."""
+def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, evaluation: Evaluation, settings) -> pd.DataFrame:
+    """The control-count curve of `run_profiling`, from the curve profilers' unit rows the second pass kept."""
     rows = []
-    for smaller in curve_profilers(profiler, settings):
-        controls = smaller.fit_transform(plan.controls)
-        results = [arrays for _, arrays in executor.map(represent_shard, _tasks(shards, scans, plan, smaller, controls, settings, None, None))]
+    treatments = _gather(arrays, "treatments")
+    for number, model in enumerate(smaller):
+        name = f"curve{number}"
+        unit = _gather(arrays, f"unit__{name}")
         scores = {
             "percent_replicating": percent_replicating_of_unit_rows(
-                _gather(results, "unit__anomaly"), _gather(results, "treatments"), settings.null_repeats, settings.replicate_percentile, settings.seed
+                unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed
             ).percent_replicating
         }
+        del unit
         if settings.moa:
-            profiles, meta = _treatment_level(results, ("anomaly",), settings)
-            scores["nsc_accuracy"] = nearest_neighbor_moa(profiles["anomaly"], meta["moa"], meta["compound"]).accuracy
-        rows.append({"training_controls": smaller.settings.max_train_controls, "representation": "anomaly", **scores})
+            profiles, meta = _treatment_level(arrays, (name,), settings)
+            scores["nsc_accuracy"] = nearest_neighbor_moa(profiles[name], meta["moa"], meta["compound"]).accuracy
+        rows.append({"training_controls": model.settings.max_train_controls, "representation": "anomaly", **scores})
     n_train = int((profiler.roles_ == TRAIN).sum())
-    full = {
-        key: evaluation.metrics["anomaly"][key] for key in ("percent_replicating", "nsc_accuracy") if key == "percent_replicating" or settings.moa
-    }
-    reference = {key: evaluation.metrics["cellprofiler"][key] for key in full}
-    rows.append({"training_controls": n_train, "representation": "anomaly", **full})
+    keys = ("percent_replicating", "nsc_accuracy") if settings.moa else ("percent_replicating",)
+    reference = {key: evaluation.metrics["cellprofiler"][key] for key in keys}
+    rows.append({"training_controls": n_train, "representation": "anomaly", **{key: evaluation.metrics["anomaly"][key] for key in keys}})
     rows += [{"training_controls": row["training_controls"], "representation": "cellprofiler", **reference} for row in rows]
     return pd.DataFrame(rows)
 
 
-def _merge_parts(folder: Path, target: Path) -> None:
-    """Write the parts as one parquet file, one row group per part (memory: one part at a time)."""
+def _merge_parts(parts: PartStore, arrays, selected: list[str], target: Path) -> None:
+    """Write the metadata parts and the profile arrays as one parquet file, in row groups of about `ROWS_PER_GROUP` wells."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = sorted(folder.glob("part-*.parquet"))
-    schema = pa.unify_schemas([pq.read_schema(p).remove_metadata() for p in parts], promote_options="permissive")
-    with pq.ParquetWriter(target, schema) as writer:
-        for path in parts:
-            writer.write_table(pq.read_table(path).replace_schema_metadata(None).select(schema.names).cast(schema))
+    names = [f"{name}{SEPARATOR}{feature}" for name in BASE for feature in selected]
+    writer, batch, rows = None, [], 0
+    for index, shard_arrays in enumerate(arrays):
+        batch.append((pd.read_parquet(parts.part_path(index)), shard_arrays))
+        rows += len(batch[-1][0])
+        if rows < ROWS_PER_GROUP and index < len(arrays) - 1:
+            continue
+        metadata = pa.Table.from_pandas(pd.concat([m for m, _ in batch], ignore_index=True), preserve_index=False)
+        blocks = [np.concatenate([a[f"profiles_{name}"] for _, a in batch]) for name in BASE]
+        columns = [pa.array(column) for block in blocks for column in np.ascontiguousarray(block.T)]
+        table = pa.Table.from_arrays(list(metadata.columns) + columns, names=metadata.column_names + names)
+        if writer is None:
+            writer = pq.ParquetWriter(target, table.schema)
+        writer.write_table(table.cast(writer.schema))
+        batch, rows = [], 0
+    writer.close()
