@@ -2,6 +2,9 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -182,3 +185,25 @@ def test_a_treatment_on_one_plate_only_is_profiled(plates, tmp_path):
     assert run(["profile", "run", str(plates[0].parent), *PILOT, *FAST, "--out", str(out)]) == 0
     replicates = pd.read_parquet(out / "profiles.parquet").query("Metadata_broad_sample == 'only-here'")
     assert replicates["Metadata_Plate"].nunique() == 1 and len(replicates) == 42
+
+
+def test_a_killed_command_continues_with_resume_and_ends_as_a_fresh_run(tmp_path, capsys):
+    """SIGKILL `phenolens profile run` once its second file is done; `--resume` continues and equals an uninterrupted run."""
+    paths = synthetic_study(tmp_path / "plates", plates=12, wells=48, features=12, controls=6, replicates=4)
+    argv = ["profile", "run", str(paths[0].parent), *PILOT, *FAST]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-m", "phenolens", *argv, "--out", str(tmp_path / "run")], stderr=subprocess.PIPE, text=True, env=env)
+    for line in child.stderr:
+        if "file 2/12" in line:
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait()
+    assert child.returncode == -signal.SIGKILL and not (tmp_path / "run").exists()
+    assert run([*argv, "--out", str(tmp_path / "run")]) == 2  # the interrupted work is not silently lost
+    assert "--resume" in capsys.readouterr().err
+    assert run([*argv, "--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert "resuming: " in capsys.readouterr().err
+    assert run([*argv, "--out", str(tmp_path / "fresh")]) == 0
+    resumed, fresh = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("run", "fresh"))
+    _assert_same_metrics(fresh, resumed)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "profiles.parquet"), pd.read_parquet(tmp_path / "fresh" / "profiles.parquet"))
