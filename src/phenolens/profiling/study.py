@@ -290,7 +290,7 @@ def profile_study(
         run.mark_resumable()
         for plate in result["plates"]:
             progress(f"plate {plate['plate']} ({shards[index].name}, file {index + 1}/{len(shards)}): {plate['wells']} wells used")
-    arrays = [np.load(parts.folder / f"{shard.index:06d}.npz", allow_pickle=False) for shard in shards]
+    arrays = [SavedArrays(parts.folder / f"{shard.index:06d}.npz") for shard in shards]
     plates = pd.concat([pd.DataFrame(json.loads(str(a["plates"]))).assign(file=shard.name) for a, shard in zip(arrays, shards)], ignore_index=True)
     quality = _quality(plan, plates, settings)
     null = ~controls["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
@@ -372,6 +372,23 @@ def _quality(plan: FeaturePlan, plates: pd.DataFrame, settings) -> dict:
             quality["wells_dropped_non_finite"],
         )
     return quality
+
+
+class SavedArrays:
+    """One file's saved arrays, opened only while one is read (a study has more files than a process may keep open).
+
+    Parameters
+    ----------
+    path : Path
+        The npz file `represent_shard` wrote.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        with np.load(self.path, allow_pickle=False) as saved:
+            return saved[key]
 
 
 def _gather(arrays, key: str) -> np.ndarray:
