@@ -57,7 +57,7 @@ from phenolens.profiling.settings import ProfilingSettings
 log = get_logger(__name__)
 
 PARTS = "profiles.parts"  # per-file metadata parts (parquet) and arrays (npz, no pickles); merged into profiles.parquet at the end
-ROWS_PER_GROUP = 50_000  # rows of one row group of profiles.parquet: wide tables pay per column chunk
+ROWS_PER_GROUP = 25_000  # rows of one row group of profiles.parquet: wide tables pay per column chunk
 BASE = ("cellprofiler", "anomaly")
 
 
@@ -391,8 +391,17 @@ class SavedArrays:
             return saved[key]
 
 
-def _gather(arrays, key: str) -> np.ndarray:
-    return np.concatenate([a[key] for a in arrays])
+def _gather(arrays, key: str, rows: list[int] | None = None) -> np.ndarray:
+    """One array of every file's `key`, in file order; with each file's row count given, filled in place
+    (one file's piece in memory at a time, not all pieces and their concatenation)."""
+    if rows is None:
+        return np.concatenate([a[key] for a in arrays])
+    first = arrays[0][key]
+    result = np.empty((sum(rows), *first.shape[1:]), dtype=first.dtype)
+    offsets = np.concatenate([[0], np.cumsum(rows)])
+    for index, saved in enumerate(arrays):
+        result[offsets[index] : offsets[index + 1]] = first if index == 0 else saved[key]
+    return result
 
 
 def _evaluate(arrays, controls: dict[str, pd.DataFrame], selected: list[str], settings: ProfilingSettings) -> Evaluation:
@@ -402,10 +411,11 @@ def _evaluate(arrays, controls: dict[str, pd.DataFrame], selected: list[str], se
     control_values = {name: controls[name][selected].to_numpy(dtype=np.float64) for name in BASE}
     control_values[CONCATENATION] = np.hstack([control_values["cellprofiler"], control_values["anomaly"]])
     positive = _gather(arrays, "positive") if settings.positive_controls else None
-    offsets = np.concatenate([[0], np.cumsum([len(a["treatments"]) for a in arrays])])
+    rows = [len(a["treatments"]) for a in arrays]
+    offsets = np.concatenate([[0], np.cumsum(rows)])
     scored = {}
     for name in (*BASE, CONCATENATION):
-        unit = _gather(arrays, f"unit__{name}")
+        unit = _gather(arrays, f"unit__{name}", rows)
         if settings.map_negatives == "plate_controls":
             queries = np.concatenate([a[f"negq__{name}"] + offset for a, offset in zip(arrays, offsets)])
             retrieval = replicate_map_against_controls(
@@ -466,7 +476,7 @@ def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, ev
     treatments = _gather(arrays, "treatments")
     for number, model in enumerate(smaller):
         name = f"curve{number}"
-        unit = _gather(arrays, f"unit__{name}")
+        unit = _gather(arrays, f"unit__{name}", [len(a["treatments"]) for a in arrays])
         scores = {
             "percent_replicating": percent_replicating_of_unit_rows(
                 unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed
