@@ -1,13 +1,14 @@
 """`profile run` on a whole study, one plate file at a time, serially or on a Dask cluster.
 
 Two passes over the files. The first (`scan_shard`) reduces every file to its schema, feature
-presence, non-finite counts and control wells; the profiler is fitted on the control table alone
-(it never uses treated wells, so the fit equals a fit on the concatenated study). The second
-(`represent_shard`) represents one file's wells, writes them as a parquet part and keeps, in float32,
-what the evaluation needs (profiles.parquet keeps the cellprofiler values in float32, their exact
-type, and the anomaly z-scores in float64): replicate-space unit rows of treated wells, anomaly scores,
-similarities to the plate's own controls and per-treatment sums. The evaluation then holds one
-representation's unit rows at a time. A killed run resumes from its last finished file.
+presence, non-finite counts and control wells; the profiler (and the control-count curve's smaller
+profilers) are fitted on the control table alone: they never use treated wells, so the fit equals a
+fit on the concatenated study. The second (`represent_shard`) represents one file's wells and saves
+them (a small metadata part, parquet, and an npz of arrays, no pickles) with what the evaluation
+needs, in float32: replicate-space unit rows of treated wells, anomaly scores, similarities to the
+plate's own controls and per-treatment sums. The evaluation holds one representation's unit rows
+at a time; profiles.parquet is written at the end in large row groups (cellprofiler values float32,
+their exact type; anomaly z-scores float64). A killed run resumes from its last finished file.
 """
 
 from __future__ import annotations
@@ -145,12 +146,12 @@ def _restricted(profiler: AnomalyProfiler, plates: list[str]) -> AnomalyProfiler
 
 
 def represent_shard(task: ShardTask) -> dict:
-    """Represent one shard's wells; write its profiles part and evaluation arrays, or return them (a shard function).
+    """Represent one shard's wells and save them with its evaluation arrays into the parts folder (a shard function).
 
     Parameters
     ----------
     task : ShardTask
-        The shard, the fitted model restricted to it and where to write.
+        The shard, the fitted model restricted to it and the parts folder.
 
     Returns
     -------
