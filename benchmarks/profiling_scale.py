@@ -54,29 +54,29 @@ GIB = 2**30
 
 
 def measured(command: list[str]) -> dict:
-    """Run a command; its wall time, CPU time (user + system of the children) and peak RSS of its process tree (polled)."""
+    """Run a command; its wall time, CPU time (user + system of the children) and peak RSS of its process tree (polled).
+
+    Its output goes to temporary files, not pipes: a pipe nobody reads while it runs fills up (one
+    progress line per plate) and stops the command.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watched, peak = psutil.Process(process.pid), 0
-    while process.poll() is None:
-        try:
-            tree = [watched, *watched.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    out, err = process.communicate()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        watched, peak = psutil.Process(process.pid), 0
+        while process.poll() is None:
+            try:
+                tree = [watched, *watched.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {
-        "rc": process.returncode,
-        "wall_s": time.perf_counter() - started,
-        "cpu_s": cpu,
-        "peak_rss_gib": peak / GIB,
-        "stderr": err[-2000:],
-        "stdout": out,
-    }
+    return {"rc": process.returncode, "wall_s": time.perf_counter() - started, "cpu_s": cpu, "peak_rss_gib": peak / GIB, "stderr": stderr[-2000:], "stdout": stdout}
 
 
 def subset(files: list[Path], plates: int, folder: Path) -> Path:
