@@ -76,7 +76,14 @@ def measured(command: list[str]) -> dict:
         stdout, stderr = out.read(), err.read()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"rc": process.returncode, "wall_s": time.perf_counter() - started, "cpu_s": cpu, "peak_rss_gib": peak / GIB, "stderr": stderr[-2000:], "stdout": stdout}
+    return {
+        "rc": process.returncode,
+        "wall_s": time.perf_counter() - started,
+        "cpu_s": cpu,
+        "peak_rss_gib": peak / GIB,
+        "stderr": stderr[-2000:],
+        "stdout": stdout,
+    }
 
 
 def subset(files: list[Path], plates: int, folder: Path) -> Path:
