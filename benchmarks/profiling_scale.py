@@ -76,6 +76,7 @@ def measured(command: list[str]) -> dict:
         stdout, stderr = out.read(), err.read()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    peak = max(peak, after.ru_maxrss * 1024)  # the kernel's peak of the largest process: polling can miss a short peak
     return {
         "rc": process.returncode,
         "wall_s": time.perf_counter() - started,
