@@ -48,22 +48,36 @@ def run(
     out: Path = OUT,
     overwrite: bool = OVERWRITE,
     resume: bool = RESUME,
+    scheduler: str = SCHEDULER,
     settings: ProfilingSettings = None,
 ) -> None:
-    """Fit the anomaly profiler on control wells, evaluate cellprofiler / anomaly / concatenation, write OUT."""
+    """Fit the anomaly profiler on control wells, evaluate cellprofiler / anomaly / concatenation file by file, write OUT."""
+    import sys
+
+    from phenolens.core.executor import Executor
     from phenolens.core.runs import RunWriter
     from phenolens.profiling.inputs import read_profile_tables
     from phenolens.profiling.pipeline import run_profiling
-    from phenolens.report.profiling import write_profiling_run
+    from phenolens.profiling.plates import study_shards
+    from phenolens.profiling.study import profile_study
+    from phenolens.report.profiling import write_profiling_run, write_study_run
     from phenolens.training.checkpoint import checkpointed
 
     settings, paths, datasets, source = _inputs(files, dataset, settings)
     settings.require("controls", "treatment")
     writer = RunWriter(out, command="profile run", settings=settings, inputs=paths, overwrite=overwrite, datasets=datasets, resume=resume)
-    table = read_profile_tables(paths, datasets, settings)
-    with checkpointed(writer) as folder:  # the autoencoder's epochs (every search trial's) are checkpointed
-        result = run_profiling(table, settings, source)
-        write_profiling_run(folder, result, f"phenolens profile run: {source}")
+    # A study of several files (or one run on a cluster) streams file by file; one table is read whole, which also
+    # gives the explorer's treatment map, sphering and the adversarial autoencoder (they need every well at once).
+    whole_table = settings.sphering != "none" or settings.adversary != "none" or (len(paths) + len(datasets) <= 1 and scheduler == "serial")
+    with Executor.from_option(scheduler) as executor, checkpointed(writer) as folder:  # the autoencoder's epochs are checkpointed
+        if whole_table:
+            result = run_profiling(read_profile_tables(paths, datasets, settings), settings, source)
+            write_profiling_run(folder, result, f"phenolens profile run: {source}")
+        else:
+            result = profile_study(
+                study_shards(paths, datasets), settings, source, folder, executor, progress=lambda line: print(line, file=sys.stderr)
+            )
+            write_study_run(folder, result, f"phenolens profile run: {source}")
     print(f"wrote {writer.target / 'report.html'}")
 
 

@@ -40,6 +40,8 @@ _EXPORTS = {
     "treatment_profiles": "moa",
     "ProfilingRun": "pipeline",
     "run_profiling": "pipeline",
+    "StudyShard": "plates",
+    "study_shards": "plates",
     "ReplicateMap": "replicates",
     "ReplicateResult": "replicates",
     "percent_replicating": "replicates",
@@ -48,6 +50,9 @@ _EXPORTS = {
     "ProfileEvaluationSettings": "settings",
     "ProfileExplanationSettings": "settings",
     "ProfilingSettings": "settings",
+    "StudyRun": "study",
+    "profile_study": "study",
+    "synthetic_study": "synthetic",
 }
 
 __all__ = sorted(_EXPORTS)

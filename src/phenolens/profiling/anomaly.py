@@ -278,19 +278,42 @@ class AnomalyProfiler(BaseEstimator):
         if missing:
             raise PhenolensError(f"profile table: feature column {missing[0]!r} used by the fitted profiler is missing ({len(missing)} in all)")
         plates = prepared.table[settings.plate].astype(str).to_numpy()
+        inputs, anomaly = self.represent_values(prepared.table[self.selected_features_].to_numpy(dtype=np.float64), plates)
+        roles = np.where(prepared.is_control, "unseen", "")
+        representations = self._representations(prepared, inputs, anomaly, roles)
+        if settings.adversary != NO_ADVERSARY:
+            scale_keys = np.array([self.scale_keys_[p] for p in plates], dtype=object)
+            errors = self.adversarial_error_standardization_.transform(self._errors(inputs, self.adversary_.model), plates, scale_keys)
+            representations[ADVERSARIAL] = self._with_metadata(prepared, roles, errors)
+        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, self._sphering_groups(prepared))}
+
+    def represent_values(self, raw: np.ndarray, plates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The cellprofiler (float32 autoencoder inputs) and anomaly values of wells given as an array (a plate at a time).
+
+        Parameters
+        ----------
+        raw : numpy.ndarray
+            (wells, selected features) raw values, columns in `selected_features_` order.
+        plates : numpy.ndarray
+            Plate of every well (each must have been in the fit table).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            (standardised inputs, float32; anomaly z-scores, float64).
+
+        Raises
+        ------
+        PhenolensError
+            For a plate the profiler was not fitted on.
+        """
+        check_is_fitted(self, "model_")
         unseen = sorted(map(str, set(plates) - set(self.scale_keys_)))
         if unseen:
             raise PhenolensError(f"plate {unseen[0]!r} was not in the table the profiler was fitted on; fit on a table that includes it")
         scale_keys = np.array([self.scale_keys_[p] for p in plates], dtype=object)
-        raw = prepared.table[self.selected_features_].to_numpy(dtype=np.float64)
         inputs = self.input_standardization_.transform(raw, plates, scale_keys).astype(np.float32)
-        anomaly = self.error_standardization_.transform(self._errors(inputs), plates, scale_keys)
-        roles = np.where(prepared.is_control, "unseen", "")
-        representations = self._representations(prepared, inputs, anomaly, roles)
-        if settings.adversary != NO_ADVERSARY:
-            errors = self.adversarial_error_standardization_.transform(self._errors(inputs, self.adversary_.model), plates, scale_keys)
-            representations[ADVERSARIAL] = self._with_metadata(prepared, roles, errors)
-        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, self._sphering_groups(prepared))}
+        return inputs, self.error_standardization_.transform(self._errors(inputs), plates, scale_keys)
 
     def _representations(self, prepared: PreparedProfiles, inputs: np.ndarray, anomaly: np.ndarray, roles: np.ndarray) -> dict[str, pd.DataFrame]:
         return {"cellprofiler": self._with_metadata(prepared, roles, inputs), "anomaly": self._with_metadata(prepared, roles, anomaly)}

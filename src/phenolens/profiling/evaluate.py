@@ -17,7 +17,16 @@ from phenolens.profiling.hits import anomaly_score, call_hits
 from phenolens.profiling.inputs import IMPUTED_COLUMN, ProfileColumns, finite_features, impute_from_plate_controls, require_columns, shared_features
 from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import whole_plate_normalize
-from phenolens.profiling.replicates import ReplicateResult, percent_replicating, replicate_map
+from phenolens.profiling.replicates import (
+    ReplicateMap,
+    ReplicateResult,
+    control_similarities,
+    percent_replicating,
+    percent_replicating_of_unit_rows,
+    replicate_map,
+    replicate_map_against_controls,
+    row_standardize,
+)
 from phenolens.profiling.settings import ProfileEvaluationSettings
 from phenolens.profiling.sphering import SPHERED_SUFFIX
 
@@ -231,31 +240,133 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
     treated = ~is_control
     null_controls = is_control & ~reference.get(ROLE_COLUMN, pd.Series("", index=reference.index)).isin([TRAIN, VALIDATION]).to_numpy()
     treatments = reference[columns.treatment].astype(str).to_numpy()
-    notes = []
-    metrics, replicates, maps, hits, z_factors = {}, {}, {}, {}, {}
+    positive = select_rows(reference, columns.positive_controls, "profiles", "--positive-controls") if columns.positive_controls else None
+    plates = reference[columns.plate].astype(str).to_numpy()
+    scored = {}
     for name, frame in representations.items():
         values = frame[features_of(frame, columns)].to_numpy(dtype=np.float64)
         for_replicates = replicate_space(values, frame, columns, settings)
-        replicates[name] = percent_replicating(
-            for_replicates[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed
-        )
-        retrieval = replicate_map(for_replicates[treated], treatments[treated], settings.seed, settings.map_null_size)
-        maps[name] = retrieval.treatments
+        unit = row_standardize(for_replicates)
+        if settings.map_negatives == "plate_controls":
+            queries, similarities = control_similarities(unit, plates, is_control)
+            retrieval = replicate_map_against_controls(
+                unit[treated], treatments[treated], queries, similarities, settings.seed, settings.map_null_size
+            )
+        else:
+            retrieval = replicate_map(for_replicates[treated], treatments[treated], settings.seed, settings.map_null_size)
         scores = anomaly_score(values)
-        hits[name] = call_hits(scores[treated], treatments[treated], scores[null_controls], settings.fdr, seed=settings.seed)
-        z_factors[name] = z_factors_by_group(scores[treated], treatments[treated], scores[null_controls])
-        metrics[name] = {
-            "percent_replicating": replicates[name].percent_replicating,
-            "replicate_threshold": replicates[name].threshold,
-            "map": retrieval.mean_average_precision,
-            "map_fraction_retrieved": retrieval.fraction_retrieved,
-            "hits": int(hits[name]["hit"].sum()),
-            "median_z_factor": float(z_factors[name].median()),
-        }
-        if columns.positive_controls:
-            positive = select_rows(reference, columns.positive_controls, "profiles", "--positive-controls")
-            metrics[name]["z_prime_factor"] = z_prime_factor(scores[positive], scores[null_controls])
-    if not columns.positive_controls:
+        scored[name] = score_representation(
+            unit[treated],
+            treatments[treated],
+            retrieval,
+            scores[treated],
+            scores[null_controls],
+            None if positive is None else scores[positive],
+            settings,
+        )
+    profiles, meta = treatment_level(representations, columns, treated) if columns.moa else ({}, None)
+    return finish_evaluation(scored, profiles, meta, settings)
+
+
+@dataclass
+class RepresentationScores:
+    """The well-level evaluation of one representation (what `finish_evaluation` gathers).
+
+    Attributes
+    ----------
+    replicates : ReplicateResult
+        Percent replicating.
+    retrieval : ReplicateMap
+        mAP of replicate retrieval.
+    hits : pandas.DataFrame
+        Per-treatment hit calls.
+    z_factors : pandas.Series
+        Per-treatment Z-factors.
+    metrics : dict
+        The representation's headline metrics so far.
+    """
+
+    replicates: ReplicateResult
+    retrieval: ReplicateMap
+    hits: pd.DataFrame
+    z_factors: pd.Series
+    metrics: dict
+
+
+def score_representation(
+    unit: np.ndarray,
+    treatments: np.ndarray,
+    retrieval: ReplicateMap,
+    scores: np.ndarray,
+    null_scores: np.ndarray,
+    positive_scores: np.ndarray | None,
+    settings: ProfileEvaluationSettings,
+) -> RepresentationScores:
+    """Percent replicating, hits and Z-factors of one representation's treated wells (mAP given).
+
+    Parameters
+    ----------
+    unit : numpy.ndarray
+        Treated wells' replicate-space rows, centred and scaled to unit norm (`row_standardize`).
+    treatments : numpy.ndarray
+        Their treatments.
+    retrieval : ReplicateMap
+        Their mAP (`replicate_map` or `replicate_map_against_controls`).
+    scores : numpy.ndarray
+        Their anomaly scores (`anomaly_score`).
+    null_scores : numpy.ndarray
+        Anomaly scores of the control wells never used for fitting (the null of hits and Z-factors).
+    positive_scores : numpy.ndarray or None
+        Anomaly scores of positive-control wells (adds the Z'-factor).
+    settings : ProfileEvaluationSettings
+        Evaluation options.
+
+    Returns
+    -------
+    RepresentationScores
+        Everything measured, with the headline metrics.
+    """
+    replicates = percent_replicating_of_unit_rows(unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed)
+    hits = call_hits(scores, treatments, null_scores, settings.fdr, seed=settings.seed)
+    z_factors = z_factors_by_group(scores, treatments, null_scores)
+    metrics = {
+        "percent_replicating": replicates.percent_replicating,
+        "replicate_threshold": replicates.threshold,
+        "map": retrieval.mean_average_precision,
+        "map_fraction_retrieved": retrieval.fraction_retrieved,
+        "hits": int(hits["hit"].sum()),
+        "median_z_factor": float(z_factors.median()),
+    }
+    if positive_scores is not None:
+        metrics["z_prime_factor"] = z_prime_factor(positive_scores, null_scores)
+    return RepresentationScores(replicates, retrieval, hits, z_factors, metrics)
+
+
+def finish_evaluation(
+    scored: dict[str, RepresentationScores], profiles: dict[str, pd.DataFrame], meta: pd.DataFrame | None, settings: ProfileEvaluationSettings
+) -> Evaluation:
+    """Gather the representations' scores, add MoA evaluation on treatment profiles and the notes.
+
+    Parameters
+    ----------
+    scored : dict of str to RepresentationScores
+        Per representation, from `score_representation`.
+    profiles : dict of str to pandas.DataFrame
+        Treatment profiles per representation (`treatment_level`); empty without a MoA column.
+    meta : pandas.DataFrame or None
+        Per-treatment moa, compound (and batch) of `treatment_level`; None without a MoA column.
+    settings : ProfileEvaluationSettings
+        Evaluation options.
+
+    Returns
+    -------
+    Evaluation
+        Metrics per representation and everything the report draws.
+    """
+    metrics = {name: result.metrics for name, result in scored.items()}
+    replicates = {name: result.replicates for name, result in scored.items()}
+    notes = []
+    if not settings.positive_controls:
         notes.append(
             "No positive-control query: Z'-factors were not computed; the median Z-factor of the treatments' anomaly scores "
             "against held-out negative controls is reported instead."
@@ -263,8 +374,21 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
     single = next(iter(replicates.values())).single_replicate
     if single:
         notes.append(f"{single} treatment(s) with a single well were excluded from percent replicating and mAP.")
-    neighbors, classifiers = _moa(representations, columns, treated, replicates, settings, metrics, notes)
-    return Evaluation(metrics, replicates, maps, neighbors, classifiers, hits, z_factors, notes, settings.to_dict(), venn_counts(replicates))
+    if settings.map_negatives == "plate_controls":
+        notes.append("mAP ranks every treated well's replicates (on any plate) against the control wells of its own plate.")
+    neighbors, classifiers = _moa(profiles, meta, replicates, settings, metrics, notes)
+    return Evaluation(
+        metrics,
+        replicates,
+        {name: result.retrieval.treatments for name, result in scored.items()},
+        neighbors,
+        classifiers,
+        {name: result.hits for name, result in scored.items()},
+        {name: result.z_factors for name, result in scored.items()},
+        notes,
+        settings.to_dict(),
+        venn_counts(replicates),
+    )
 
 
 def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, source: str) -> tuple[Evaluation, dict]:
@@ -431,11 +555,10 @@ def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileE
     return scores
 
 
-def _moa(representations, columns, treated, replicates, settings, metrics, notes):
-    if not columns.moa:
+def _moa(profiles, meta, replicates, settings, metrics, notes):
+    if meta is None:
         notes.append("No MoA column: MoA evaluation skipped.")
         return {}, None
-    profiles, meta = treatment_level(representations, columns, treated)
     neighbors = {name: {} for name in profiles}
     for kind, batch in (("nsc", None), ("nscb", meta.get("batch"))):
         if kind == "nscb" and batch is None:
@@ -475,7 +598,7 @@ def _moa(representations, columns, treated, replicates, settings, metrics, notes
     except PhenolensError as error:
         notes.append(f"MoA classifiers skipped: {error}.")
         classifiers = None
-    for name in representations:
+    for name in profiles:
         for kind in CLASSIFIERS:
             metrics[name][f"moa_f1_{kind}"] = float(classifiers.f1[name][kind].mean()) if classifiers and kind in settings.classifiers else None
     if classifiers and classifiers.excluded_moas:

@@ -201,6 +201,31 @@ def shared_features(table: pd.DataFrame, features: list[str], plate: str, source
         When no feature is shared by every plate.
     """
     present = pd.DataFrame(np.isfinite(table[features].to_numpy(dtype=np.float64))).groupby(table[plate].astype(str).to_numpy()).any()
+    return features_on_every_plate(present, features, source)
+
+
+def features_on_every_plate(present: pd.DataFrame, features: list[str], source: str) -> tuple[list[str], dict]:
+    """`shared_features` from its reduction: which plate has a finite value of which feature.
+
+    Parameters
+    ----------
+    present : pandas.DataFrame
+        (plates, features) booleans, indexed by plate name, columns in the order of `features`.
+    features : list of str
+        The feature names.
+    source : str
+        The table's name for messages.
+
+    Returns
+    -------
+    tuple
+        As `shared_features`.
+
+    Raises
+    ------
+    PhenolensError
+        When no feature is shared by every plate.
+    """
     shared = present.all(axis=0).to_numpy()
     nowhere = ~present.any(axis=0).to_numpy()  # measured on no plate: `finite_features` drops and counts those
     if (shared | nowhere).all():
@@ -229,7 +254,7 @@ IMPUTED_COLUMN = "Metadata_ImputedValues"  # per well: how many of its feature v
 
 
 def impute_from_plate_controls(
-    table: pd.DataFrame, features: list[str], plate: str, is_control: np.ndarray, source: str
+    table: pd.DataFrame, features: list[str], plate: str, is_control: np.ndarray, source: str, overall: pd.Series | None = None, warn: bool = True
 ) -> tuple[pd.DataFrame, dict]:
     """Fill every missing or infinite feature value with the median of its plate's control wells (`--features union`).
 
@@ -250,6 +275,11 @@ def impute_from_plate_controls(
         Mask of the negative-control wells.
     source : str
         The table's name for messages.
+    overall : pandas.Series, optional
+        The fallback per feature (positional) for plates without a control value; default the median
+        over `table`'s controls (a study imputed plate by plate passes the median over all its controls).
+    warn : bool
+        Log the one-line summary (a study imputed plate by plate logs its own, once).
 
     Returns
     -------
@@ -268,7 +298,7 @@ def impute_from_plate_controls(
     plates = table[plate].astype(str).to_numpy()
     controls = pd.DataFrame(np.where(missing, np.nan, values)[is_control])
     by_plate = controls.groupby(plates[is_control]).median()
-    overall = controls.median()
+    overall = controls.median() if overall is None else overall
     if overall.isna().any():
         raise PhenolensError(
             f"{source}: feature {features[int(np.flatnonzero(overall.isna())[0])]!r} has no finite value in any control well; drop it"
@@ -280,7 +310,7 @@ def impute_from_plate_controls(
     result[features] = imputed
     result[IMPUTED_COLUMN] = missing.sum(axis=1)
     per_plate = pd.Series(missing.sum(axis=1)).groupby(plates).sum()
-    log.warning(
+    (log.warning if warn else log.debug)(
         "%s: imputed %d missing/infinite value(s) in %d well(s) on %d plate(s) from the plates' controls (--features union); flagged in %s",
         source,
         int(missing.sum()),
@@ -319,12 +349,9 @@ def finite_features(table: pd.DataFrame, features: list[str], source: str) -> tu
     """
     values = table[features].to_numpy(dtype=np.float64)
     finite = np.isfinite(values)
-    missing_fraction = 1.0 - finite.mean(axis=0)
-    kept = missing_fraction <= MISSING_FEATURE_FRACTION
+    kept = features_within_missing_cut((~finite).sum(axis=0), len(table), features, source)
     dropped_features = [f for f, keep in zip(features, kept) if not keep]
     features = [f for f, keep in zip(features, kept) if keep]
-    if not features:
-        raise PhenolensError(f"{source}: every feature has more than {MISSING_FEATURE_FRACTION:.0%} missing or infinite values; nothing to profile")
     complete_wells = finite[:, kept].all(axis=1)
     if dropped_features or not complete_wells.all():
         log.warning(
@@ -340,6 +367,36 @@ def finite_features(table: pd.DataFrame, features: list[str], source: str) -> tu
         "wells_dropped_non_finite": int((~complete_wells).sum()),
     }
     return features, complete_wells, counts
+
+
+def features_within_missing_cut(non_finite: np.ndarray, wells: int, features: list[str], source: str) -> np.ndarray:
+    """Mask of the features with at most `MISSING_FEATURE_FRACTION` missing/infinite values (pycytominer's cut), from counts.
+
+    Parameters
+    ----------
+    non_finite : numpy.ndarray
+        Per feature, how many wells hold a missing or infinite value (a reduction over plates).
+    wells : int
+        How many wells were counted.
+    features : list of str
+        The feature names (for the message).
+    source : str
+        The table's name for messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask of the kept features.
+
+    Raises
+    ------
+    PhenolensError
+        When no feature is left.
+    """
+    kept = 1.0 - (wells - np.asarray(non_finite)) / wells <= MISSING_FEATURE_FRACTION
+    if not kept.any():
+        raise PhenolensError(f"{source}: every feature has more than {MISSING_FEATURE_FRACTION:.0%} missing or infinite values; nothing to profile")
+    return kept
 
 
 def read_profile_tables(paths: list[Path], datasets: list[str], columns: ProfileColumns) -> pd.DataFrame:

@@ -86,22 +86,13 @@ def run_profiling(table: pd.DataFrame, settings: ProfilingSettings, source: str 
     profiler = AnomalyProfiler(settings)
     representations = with_concatenation(profiler.fit_transform(prepared.table), columns)
     evaluation = evaluate(representations, settings)
-    explanations, group = _explain_top_treatment(profiler, representations, evaluation, columns, settings)
+    explanations, group = explain_top_treatment(profiler, representations, evaluation, columns, settings)
     curve = _control_curve(prepared.table, settings, profiler, representations) if settings.curve and settings.curve_fractions else None
     metrics = {name: values for name, values in evaluation.metrics.items()}
-    history = profiler.history_
     metrics.update(
         {
             "data": prepared.quality,
-            "autoencoder": {
-                "selected_features": len(profiler.selected_features_),
-                "epochs": len(history.epochs),
-                "best_epoch": history.best_epoch,
-                "best_validation_mse": float(np.nanmin(history.column("val_loss"))),
-                "controls": {role: int((profiler.roles_ == role).sum()) for role in ("train", "validation", "test", "unused")},
-                "hyperparameters": dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_)),
-                "search": profiler.search_.to_dict(orient="records"),
-            },
+            "autoencoder": autoencoder_metrics(profiler),
             "batch_correction": batch_correction_metrics(profiler, representations, settings),
             "reproducible_treatments": evaluation.venn,
             "explained_group": group,
@@ -113,8 +104,78 @@ def run_profiling(table: pd.DataFrame, settings: ProfilingSettings, source: str 
     return ProfilingRun(profiler, representations, evaluation, explanations, group, curve, prepared.quality, metrics)
 
 
-def _explain_top_treatment(profiler, representations, evaluation, columns, settings) -> tuple[list[FeatureExplanation], str]:
-    """SHAP for the treatment with the largest mean anomaly score."""
+def autoencoder_metrics(profiler: AnomalyProfiler) -> dict:
+    """The ``autoencoder`` block of metrics.json: selected features, training, control split, hyper-parameters.
+
+    Parameters
+    ----------
+    profiler : AnomalyProfiler
+        A fitted profiler.
+
+    Returns
+    -------
+    dict
+        JSON-ready figures of its fit.
+    """
+    history = profiler.history_
+    return {
+        "selected_features": len(profiler.selected_features_),
+        "epochs": len(history.epochs),
+        "best_epoch": history.best_epoch,
+        "best_validation_mse": float(np.nanmin(history.column("val_loss"))),
+        "controls": {role: int((profiler.roles_ == role).sum()) for role in ("train", "validation", "test", "unused")},
+        "hyperparameters": dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_)),
+        "search": profiler.search_.to_dict(orient="records"),
+    }
+
+
+def curve_profilers(profiler: AnomalyProfiler, settings: ProfilingSettings) -> list[AnomalyProfiler]:
+    """Unfitted profilers of the control-count curve: the chosen hyper-parameters, fewer training controls.
+
+    Parameters
+    ----------
+    profiler : AnomalyProfiler
+        The fitted profiler of the full run.
+    settings : ProfilingSettings
+        Its settings (``curve_fractions``).
+
+    Returns
+    -------
+    list of AnomalyProfiler
+        One per curve fraction.
+    """
+    n_train = int((profiler.roles_ == TRAIN).sum())
+    chosen = dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_))
+    return [
+        # the curve reads `anomaly` alone: no sphering, no adversary
+        AnomalyProfiler(
+            settings.replace(**chosen, search_trials=0, max_train_controls=max(2, int(round(fraction * n_train))), sphering="none", adversary="none")
+        )
+        for fraction in settings.curve_fractions
+    ]
+
+
+def explain_top_treatment(profiler, representations, evaluation, columns, settings) -> tuple[list[FeatureExplanation], str]:
+    """SHAP for the treatment with the largest mean anomaly score.
+
+    Parameters
+    ----------
+    profiler : AnomalyProfiler
+        The fitted profiler.
+    representations : dict of str to pandas.DataFrame
+        ``cellprofiler`` and ``anomaly`` rows holding at least that treatment's wells and the test controls.
+    evaluation : Evaluation
+        Its hits choose the treatment.
+    columns : ProfileColumns
+        Column meanings.
+    settings : ProfilingSettings
+        Explanation settings.
+
+    Returns
+    -------
+    tuple
+        (one explanation per explained feature, the treatment); ([], "") with ``explain_features`` 0.
+    """
     if settings.explain_features < 1:
         return [], ""
     group = str(evaluation.hits["anomaly"]["score"].idxmax())
@@ -138,11 +199,8 @@ def _control_curve(table, settings: ProfilingSettings, profiler, representations
     """Anomaly scores when the autoencoder trains on fewer controls (everything else fixed, with the
     hyper-parameters the full run chose); cellprofiler does not depend on it and is the reference line."""
     n_train = int((profiler.roles_ == TRAIN).sum())
-    chosen = dict(zip(("learning_rate", "output_l2", "dropout"), profiler.chosen_hyperparameters_))
     rows = []
-    for fraction in settings.curve_fractions:
-        smaller_settings = settings.replace(**chosen, search_trials=0, max_train_controls=max(2, int(round(fraction * n_train))))
-        smaller = AnomalyProfiler(smaller_settings.replace(sphering="none", adversary="none"))  # the curve reads `anomaly` alone
+    for smaller in curve_profilers(profiler, settings):
         scores = core_scores(smaller.fit_transform(table)["anomaly"], settings, settings)
         rows.append({"training_controls": smaller.settings.max_train_controls, "representation": "anomaly", **scores})
     rows.append({"training_controls": n_train, "representation": "anomaly", **core_scores(representations["anomaly"], settings, settings)})

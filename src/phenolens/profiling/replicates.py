@@ -73,7 +73,7 @@ def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> n
     chunk = max(1, CHUNK_BYTES // max(1, size * unit_rows.shape[1] * 8))
     medians = np.empty(n_groups)
     for start in range(0, n_groups, chunk):
-        stacked = unit_rows[groups[start : start + chunk]]
+        stacked = unit_rows[groups[start : start + chunk]].astype(np.float64, copy=False)  # float32 rows: sums in float64
         correlations = np.einsum("gkp,glp->gkl", stacked, stacked)
         medians[start : start + chunk] = np.median(correlations[:, upper[0], upper[1]], axis=1)
     return medians
@@ -215,8 +215,37 @@ def percent_replicating(
     PhenolensError
         When no treatment has two wells, or a replicate count exceeds the number of treatments.
     """
+    return percent_replicating_of_unit_rows(row_standardize(np.asarray(values, dtype=np.float64)), treatments, null_repeats, percentile, seed)
+
+
+def percent_replicating_of_unit_rows(
+    unit: np.ndarray, treatments: np.ndarray, null_repeats: int = 5, percentile: float = 90.0, seed: int = 0
+) -> ReplicateResult:
+    """`percent_replicating` of rows already centred and scaled to unit norm (`row_standardize`).
+
+    A study streamed plate by plate keeps its rows in this form (float32 is enough), so the
+    correlations are dot products and no float64 copy of the whole study is made.
+
+    Parameters
+    ----------
+    unit : numpy.ndarray
+        (wells, features) unit rows (float32 or float64).
+    treatments : numpy.ndarray
+        Treatment label of every well.
+    null_repeats, percentile, seed
+        As in `percent_replicating`.
+
+    Returns
+    -------
+    ReplicateResult
+        Per-treatment correlations, the null, the threshold and the score.
+
+    Raises
+    ------
+    PhenolensError
+        When no treatment has two wells, or a replicate count exceeds the number of treatments.
+    """
     codes, names = pd.factorize(pd.Series(treatments), sort=True)
-    unit = row_standardize(np.asarray(values, dtype=np.float64))
     rng = numpy_rng(seed)
     by_size = groups_by_label(codes)
     single = len(by_size.get(1, ((), ()))[0])
@@ -305,4 +334,152 @@ def replicate_map(
     with tempfile.TemporaryDirectory(prefix="copairs-") as cache:
         maps = mean_average_precision(scores, ["treatment"], null_size=null_size, threshold=alpha, seed=seed, progress_bar=False, cache_dir=cache)
     table = maps.drop(columns=["indices"]).set_index("treatment")
+    return ReplicateMap(float(table["mean_average_precision"].mean()), float(table["below_corrected_p"].mean()), table)
+
+
+def control_similarities(unit: np.ndarray, plates: np.ndarray, is_control: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Correlation of every treated well with every control well of its own plate (the negatives of `replicate_map_against_controls`).
+
+    Parameters
+    ----------
+    unit : numpy.ndarray
+        (wells, features) unit rows (`row_standardize`) of one or more plates.
+    plates : numpy.ndarray
+        Plate of every well.
+    is_control : numpy.ndarray
+        Control mask.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (query: the treated well's position among the treated wells, in row order; similarity), one
+        entry per (treated well, same-plate control) pair.
+    """
+    plates = np.asarray(plates).astype(str)
+    treated_rank = np.cumsum(~is_control) - 1
+    queries, similarities = [], []
+    for plate in pd.unique(plates):
+        on_plate = plates == plate
+        treated, controls = np.flatnonzero(on_plate & ~is_control), np.flatnonzero(on_plate & is_control)
+        block = unit[treated].astype(np.float64) @ unit[controls].astype(np.float64).T
+        queries.append(np.repeat(treated_rank[treated], len(controls)))
+        similarities.append(block.ravel())
+    return np.concatenate(queries).astype(np.int64), np.concatenate(similarities)
+
+
+def replicate_pairs(treatments: np.ndarray) -> np.ndarray:
+    """Every pair (i < j) of wells that share a treatment.
+
+    Parameters
+    ----------
+    treatments : numpy.ndarray
+        Treatment label of every well.
+
+    Returns
+    -------
+    numpy.ndarray
+        (pairs, 2) int64 row indices.
+    """
+    codes = pd.factorize(pd.Series(treatments), sort=True)[0]
+    pairs = [np.empty((0, 2), dtype=np.int64)]
+    for size, (_, groups) in groups_by_label(codes).items():
+        if size >= 2:
+            first, second = np.triu_indices(size, k=1)
+            pairs.append(np.stack([groups[:, first].ravel(), groups[:, second].ravel()], axis=1).astype(np.int64))
+    return np.concatenate(pairs)
+
+
+def pair_correlations(unit: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Dot products of unit rows (Pearson correlations) for index pairs, in float64, chunked.
+
+    Parameters
+    ----------
+    unit : numpy.ndarray
+        (wells, features) unit rows.
+    pairs : numpy.ndarray
+        (pairs, 2) row indices.
+
+    Returns
+    -------
+    numpy.ndarray
+        One correlation per pair.
+    """
+    chunk = max(1, CHUNK_BYTES // max(1, 2 * unit.shape[1] * 8))
+    result = np.empty(len(pairs))
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start : start + chunk]
+        result[start : start + chunk] = np.einsum("ij,ij->i", unit[part[:, 0]].astype(np.float64), unit[part[:, 1]].astype(np.float64))
+    return result
+
+
+def replicate_map_against_controls(
+    unit: np.ndarray,
+    treatments: np.ndarray,
+    negative_queries: np.ndarray,
+    negative_similarities: np.ndarray,
+    seed: int = 0,
+    null_size: int = 10000,
+    alpha: float = 0.05,
+) -> ReplicateMap:
+    """mAP of retrieving a treatment's replicate wells (on any plate) against the control wells of the query's own plate.
+
+    This is the JUMP evaluations' phenotypic-activity mAP (copairs with a reference index on the
+    controls and ``neg_sameby`` the plate): for every treated well, its replicates are the positives
+    and its plate's controls (`control_similarities`) the negatives; copairs turns the ranked lists
+    into average precisions (`ap_contiguous`) and their means into p-values. Its cost grows with the
+    wells, not with their square, so it runs on whole studies.
+
+    Parameters
+    ----------
+    unit : numpy.ndarray
+        (treated wells, features) unit rows.
+    treatments : numpy.ndarray
+        Treatment of every treated well.
+    negative_queries, negative_similarities : numpy.ndarray
+        From `control_similarities`: the treated well of each negative pair and its similarity.
+    seed, null_size, alpha
+        As in `replicate_map`.
+
+    Returns
+    -------
+    ReplicateMap
+        The mean mAP, the fraction retrieved and the per-treatment table.
+
+    Raises
+    ------
+    PhenolensError
+        When no treatment has two or more wells, or no plate has controls.
+    """
+    from copairs.compute import ap_contiguous
+    from copairs.map import mean_average_precision
+    from copairs.map.normalization import normalize_ap
+
+    treatments = np.asarray(treatments).astype(str)
+    pairs = replicate_pairs(treatments)
+    if not len(pairs):
+        raise PhenolensError("no treatment has two or more replicate wells; mAP needs replicates")
+    if not len(negative_queries):
+        raise PhenolensError("no treated well shares a plate with a control well; mAP against controls needs them")
+    positives = pair_correlations(unit, pairs)
+    queries = np.concatenate([pairs.ravel(), negative_queries])
+    similarities = np.concatenate([np.repeat(positives, 2), negative_similarities])
+    relevant = np.concatenate([np.ones(pairs.size, dtype=np.uint32), np.zeros(len(negative_queries), dtype=np.uint32)])
+    order = np.lexsort([-similarities, queries])  # by query, most similar first (copairs' rank lists)
+    ranked, counts = np.unique(queries, return_counts=True)
+    scores, configurations = ap_contiguous(relevant[order], counts.astype(np.uint32))
+    has_positive = configurations[:, 0] > 0
+    frame = pd.DataFrame(
+        {
+            "treatment": treatments[ranked][has_positive],
+            "average_precision": scores[has_positive],
+            "n_pos_pairs": configurations[has_positive, 0],
+            "n_total_pairs": configurations[has_positive, 1],
+        }
+    )
+    frame["normalized_average_precision"] = normalize_ap(
+        frame["average_precision"].to_numpy(), frame["n_pos_pairs"].to_numpy(), (frame["n_total_pairs"] - frame["n_pos_pairs"]).to_numpy()
+    )
+    with tempfile.TemporaryDirectory(prefix="copairs-") as cache:
+        maps = mean_average_precision(frame, ["treatment"], null_size=null_size, threshold=alpha, seed=seed, progress_bar=False, cache_dir=cache)
+    table = maps.drop(columns=["indices"], errors="ignore").set_index("treatment")
     return ReplicateMap(float(table["mean_average_precision"].mean()), float(table["below_corrected_p"].mean()), table)

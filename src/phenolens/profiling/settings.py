@@ -27,6 +27,7 @@ ADVERSARIES = ("none", "batch", "plate")  # what the adversary of `anomaly_adver
 
 REPLICATE_NORMALIZATION = ("whole_plate", "none")
 FEATURE_SETS = ("intersection", "union")
+MAP_NEGATIVES = ("all_wells", "plate_controls")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class EvaluationFields:
     fdr: float = setting(0.05, "False discovery rate of hit calls.", minimum=0, maximum=1, exclusive_minimum=True)
     seed: int = setting(0, "Seed of every random step (same seed, same metrics).", minimum=0)
     jobs: int = setting(2, "Processes for the MoA classifiers (results do not depend on it).", minimum=1)
+    map_negatives: str = setting(
+        "all_wells",
+        "mAP negatives: every other treated well (all_wells; cost grows with the square of the wells) or the query's own plate's "
+        "controls (plate_controls, as the JUMP evaluations; for whole studies).",
+        choices=MAP_NEGATIVES,
+    )
     feature_set: str = setting(
         "intersection",
         "Plates with different features: keep those every plate has, or all, imputing missing values from each plate's controls (flagged).",

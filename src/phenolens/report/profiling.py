@@ -14,6 +14,7 @@ from phenolens.profiling.hits import anomaly_score
 from phenolens.profiling.normalize import TEST
 from phenolens.profiling.pipeline import ProfilingRun
 from phenolens.profiling.settings import ProfileExplanationSettings
+from phenolens.profiling.study import StudyRun
 from phenolens.report.batch_effects import batch_effect_section
 from phenolens.report.explorer.profiling import profiling_view
 from phenolens.report.figures import OKABE_ITO, figure
@@ -573,3 +574,67 @@ def explanation_report(result: GroupExplanation, settings: ProfileExplanationSet
     report = Report(f"phenolens profile explain: {settings.group}", metrics=result.summary)
     report.add(section)
     return report
+
+
+def write_study_run(run: RunWriter, result: StudyRun, title: str) -> Section:
+    """Write a streamed `profile run` into an entered `RunWriter` (profiles.parquet is already there):
+    model/, hits.csv, explanations.parquet, metrics.json, figures and report.html with a per-plate table.
+
+    Parameters
+    ----------
+    run : RunWriter
+        The run folder being written (inside its ``with`` block).
+    result : StudyRun
+        From `profile_study`.
+    title : str
+        The report title.
+
+    Returns
+    -------
+    Section
+        The report section.
+    """
+    from phenolens.nn.weights import save_model
+
+    save_model(result.profiler.model_, run.file("model"), result.profiler.model_card(dataset=title))
+    run.write_table("hits.csv", pd.concat(result.evaluation.hits, names=["representation"]).reset_index())
+    if result.explanations:
+        run.write_table("explanations.parquet", explanations_table(result.explanations, result.explained_group))
+    run.write_table("plates.csv", result.plates)
+    run.write_metrics(result.metrics)
+    history = {key: result.profiler.history_.column(key) for key in ("train_loss", "val_loss")}
+    section = profiling_section(
+        title, result.metrics, result.evaluation, result.explanations, result.explained_group, result.curve, history, result.score_distributions
+    )
+    section.add(plates_section(result.plates, result.metrics.get("executor", "serial")))
+    report = Report(title, metrics=result.metrics)
+    report.add(section)
+    run.write_report(report)
+    return section
+
+
+def plates_section(plates: pd.DataFrame, executor: str) -> Section:
+    """Per-plate summary: wells in and used, controls, drops; the plates that lost most wells first.
+
+    Parameters
+    ----------
+    plates : pandas.DataFrame
+        One row per plate (`StudyRun.plates`).
+    executor : str
+        Where the per-file steps ran.
+
+    Returns
+    -------
+    Section
+        Text and a table (the 20 plates that lost most wells; every plate in plates.csv).
+    """
+    section = Section("Plates")
+    lost = plates["wells_in"] - plates["wells"]
+    section.text(
+        f"{len(plates)} plates in {plates['file'].nunique()} files, profiled file by file ({executor}): {int(plates['wells'].sum())} of "
+        f"{int(plates['wells_in'].sum())} wells used, {int(plates['controls'].sum())} of them controls; {int((lost > 0).sum())} plates lost wells. "
+        "Every plate is in plates.csv."
+    )
+    shown = plates.assign(lost=lost).sort_values(["lost", "plate"], ascending=[False, True]).head(20)
+    section.table(shown, "Per plate: wells in, used, controls used, dropped (missing values, no treatment, too few controls), imputed values.")
+    return section

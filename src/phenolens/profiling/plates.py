@@ -1,0 +1,358 @@
+"""A study's profile files as shards, and the first pass over them: what each file holds, reduced.
+
+A study is one or more profile files (csv, csv.gz, parquet; a folder stands for the files in it),
+each holding one or more plates. `scan_shard` reads one file and returns only what the global steps
+need: its schema, per plate which features have a finite value, per feature how many wells do not,
+and its control wells (a few percent of the wells). `plan_features` reduces the scans to the
+feature list and the control table the profiler is fitted on, exactly as `prepare_profiles` would
+on the concatenated table, without ever building it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.executor import cached
+from phenolens.data.query import select_rows
+from phenolens.data.readers import feature_columns, require_numeric_features
+from phenolens.profiling.inputs import (
+    MIN_CONTROLS_PER_PLATE,
+    ProfileColumns,
+    features_on_every_plate,
+    features_within_missing_cut,
+    impute_from_plate_controls,
+    require_columns,
+)
+
+PROFILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+
+@dataclass(frozen=True)
+class StudyShard:
+    """One unit of per-plate work: a profile file (all its plates), or a whole built-in dataset.
+
+    Attributes
+    ----------
+    index : int
+        Position in the study (outputs are written and read back in this order).
+    path : str or None
+        The profile file.
+    dataset : str or None
+        The registry name of a built-in dataset (read whole: it is small).
+    """
+
+    index: int
+    path: str | None = None
+    dataset: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The file (or dataset) for messages."""
+        return self.path or str(self.dataset)
+
+
+def study_shards(paths: list[Path], datasets: list[str]) -> list[StudyShard]:
+    """The shards of a study: every file given, the profile files inside every folder given, or one dataset.
+
+    Parameters
+    ----------
+    paths : list of Path
+        Profile files and folders of profile files (a parquet dataset written one file per plate).
+    datasets : list of str
+        A registry name to read instead (at most one).
+
+    Returns
+    -------
+    list of StudyShard
+        In the order given; a folder's files sorted by path.
+
+    Raises
+    ------
+    PhenolensError
+        For a folder without profile files.
+    """
+    if datasets:
+        return [StudyShard(0, dataset=datasets[0])]
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(PROFILE_SUFFIXES) and not p.name.startswith("."))
+            if not inside:
+                raise PhenolensError(f"{path}: a folder without {'/'.join(PROFILE_SUFFIXES)} profile files; give the files or another folder")
+            files += inside
+        else:
+            files.append(path)
+    return [StudyShard(index, path=str(path)) for index, path in enumerate(files)]
+
+
+def read_shard(shard: StudyShard, columns: ProfileColumns) -> pd.DataFrame:
+    """Read one shard's wells (a file, or a dataset once per process).
+
+    Parameters
+    ----------
+    shard : StudyShard
+        The shard.
+    columns : ProfileColumns
+        Column meanings (the plate column is required).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The shard's wells, as the file holds them (not to be modified: a dataset is shared).
+
+    Raises
+    ------
+    PhenolensError
+        For a missing, unreadable, empty or corrupt file, a missing plate column or a non-numeric feature.
+    """
+    from phenolens.data import load, read_profiles
+
+    if shard.dataset:
+        return cached(("profile dataset", shard.dataset), lambda: load(shard.dataset))
+    return read_profiles([shard.path], required_metadata=(columns.plate,))
+
+
+@dataclass
+class ShardScan:
+    """What the global steps need to know of one shard (`scan_shard`).
+
+    Attributes
+    ----------
+    shard : StudyShard
+        The shard.
+    columns : list of str
+        Its columns, in file order.
+    metadata : list of str
+        Its non-feature columns.
+    features : list of str
+        Its feature columns.
+    wells : pandas.Series
+        Wells per plate, in order of appearance.
+    present : pandas.DataFrame
+        (plates, features): whether the plate has a finite value of the feature.
+    non_finite : numpy.ndarray
+        Per feature, wells with a missing or infinite value.
+    controls : pandas.DataFrame
+        The control wells (every column), in file order.
+    """
+
+    shard: StudyShard
+    columns: list[str]
+    metadata: list[str]
+    features: list[str]
+    wells: pd.Series
+    present: pd.DataFrame
+    non_finite: np.ndarray
+    controls: pd.DataFrame
+
+
+def scan_shard(task: tuple[StudyShard, ProfileColumns]) -> ShardScan:
+    """Read one shard and reduce it (a shard function of `Executor.map`).
+
+    Parameters
+    ----------
+    task : tuple
+        (the shard, the column meanings: any profiling settings object).
+
+    Returns
+    -------
+    ShardScan
+        Its schema, feature presence, non-finite counts and control wells.
+
+    Raises
+    ------
+    PhenolensError
+        For an unreadable file, a missing named column, a non-numeric feature, or a plate without
+        control wells (each naming the file).
+    """
+    shard, columns = task
+    table = read_shard(shard, columns)
+    source = shard.name
+    require_columns(table, columns, source)
+    named = set(columns.named().values())
+    features = [c for c in feature_columns(table) if c not in named]
+    require_numeric_features(table, features, source)
+    is_control = select_rows(table, columns.controls, source, "--controls")
+    plates = table[columns.plate].astype(str).to_numpy()
+    without = pd.unique(plates[~np.isin(plates, plates[is_control])])
+    if not is_control.any():
+        raise PhenolensError(
+            f"{source}: the control query {columns.controls!r} matches no well (plate {without[0]!r} has no controls); "
+            "check it against the metadata values: every plate needs negative controls to normalise against"
+        )
+    if len(without):
+        raise PhenolensError(
+            f"{source}: plate {without[0]!r} has no well matching the control query {columns.controls!r}; "
+            "every plate needs negative controls to normalise against (fix --controls or leave the plate out)"
+        )
+    finite = np.isfinite(table[features].to_numpy(dtype=np.float64))
+    return ShardScan(
+        shard=shard,
+        columns=list(table.columns),
+        metadata=[c for c in table.columns if c not in set(features)],
+        features=features,
+        wells=pd.Series(plates).value_counts(sort=False),
+        present=pd.DataFrame(finite, columns=features).groupby(plates).any(),
+        non_finite=(~finite).sum(axis=0),
+        controls=table[is_control],
+    )
+
+
+@dataclass
+class FeaturePlan:
+    """The study's features and the control wells the profiler is fitted on (`plan_features`).
+
+    Attributes
+    ----------
+    features : list of str
+        The features kept, in the order of the concatenated table.
+    metadata : list of str
+        The metadata columns of the clean table, in order.
+    controls : pandas.DataFrame
+        The usable control wells of every plate (index 0..n-1), in study order, imputed with --features union.
+    controls_per_shard : list of int
+        How many of them each shard holds (they are contiguous).
+    excluded_plates : list of str
+        Plates with fewer than `MIN_CONTROLS_PER_PLATE` usable controls (their wells are left out).
+    fallback : pandas.Series or None
+        With --features union: the median over every control of each feature, for plates without one.
+    quality : dict
+        What `prepare_profiles` reports, for what is known before the second pass.
+    """
+
+    features: list[str]
+    metadata: list[str]
+    controls: pd.DataFrame
+    controls_per_shard: list[int]
+    excluded_plates: list[str]
+    fallback: pd.Series | None
+    quality: dict
+
+
+def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: str, source: str) -> FeaturePlan:
+    """Reduce the scans to the features and the control table, as `prepare_profiles` would on the concatenated table.
+
+    Parameters
+    ----------
+    scans : list of ShardScan
+        One per shard, in study order.
+    columns : ProfileColumns
+        Column meanings.
+    feature_set : {"intersection", "union"}
+        Plates with different features: keep those every plate has, or impute from the plate's controls.
+    source : str
+        The study's name for messages.
+
+    Returns
+    -------
+    FeaturePlan
+        Features, control table and what was dropped.
+
+    Raises
+    ------
+    PhenolensError
+        When a file's metadata columns differ from the first file's, no feature is shared or usable,
+        or no plate keeps two usable controls.
+    """
+    first = scans[0]
+    for scan in scans[1:]:
+        if set(scan.metadata) != set(first.metadata):
+            missing, extra = sorted(set(first.metadata) - set(scan.metadata)), sorted(set(scan.metadata) - set(first.metadata))
+            raise PhenolensError(
+                f"{scan.shard.name}: its metadata columns differ from {first.shard.name}'s "
+                f"(missing {missing or 'none'}, extra {extra or 'none'}); give every plate file the same metadata columns"
+            )
+    named = set(columns.named().values())
+    controls = pd.concat([scan.controls for scan in scans], ignore_index=True) if len(scans) > 1 else scans[0].controls.reset_index(drop=True)
+    candidates = [c for c in feature_columns(controls) if c not in named]
+    wells = sum(int(scan.wells.sum()) for scan in scans)
+    quality: dict = {"source": source, "wells_in": wells, "features_in": len(candidates)}
+    fallback = None
+    if feature_set == "union":
+        values = controls[candidates].to_numpy(dtype=np.float64)
+        fallback = pd.DataFrame(np.where(np.isfinite(values), values, np.nan)).median()
+        controls = impute_from_plate_controls(controls, candidates, columns.plate, np.ones(len(controls), dtype=bool), source, warn=False)[0]
+        features, quality["plate_features"], non_finite = candidates, {}, np.zeros(len(candidates), dtype=np.int64)
+    else:
+        present = pd.concat([scan.present.reindex(columns=candidates, fill_value=False) for scan in scans]).groupby(level=0).any()
+        features, quality["plate_features"] = features_on_every_plate(present, candidates, source)
+        non_finite = sum(
+            pd.Series(scan.non_finite, index=scan.features).reindex(candidates, fill_value=int(scan.wells.sum())).to_numpy() for scan in scans
+        )
+        non_finite = pd.Series(non_finite, index=candidates)[features].to_numpy()
+    kept = features_within_missing_cut(non_finite, wells, features, source)
+    quality["non_finite_values"] = int(non_finite.sum())
+    quality["features_dropped_non_finite"] = [f for f, keep in zip(features, kept) if not keep]
+    features = [f for f, keep in zip(features, kept) if keep]
+    complete = np.isfinite(controls[features].to_numpy(dtype=np.float64)).all(axis=1)
+    plates = controls[columns.plate].astype(str).to_numpy()
+    all_plates = pd.unique(np.concatenate([scan.wells.index.to_numpy(dtype=str) for scan in scans]))
+    usable = pd.Series(complete).groupby(plates).sum().reindex(all_plates, fill_value=0)
+    excluded = sorted(map(str, usable.index[usable < MIN_CONTROLS_PER_PLATE]))
+    if len(excluded) == len(usable):
+        raise PhenolensError(
+            f"{source}: no plate has {MIN_CONTROLS_PER_PLATE} or more control wells matching {columns.controls!r}; "
+            "every plate needs negative controls to normalise against"
+        )
+    keep = complete & ~np.isin(plates, excluded)
+    metadata = [c for c in controls.columns if c not in set(candidates) or c in named]
+    shard_of = np.repeat(np.arange(len(scans)), [len(scan.controls) for scan in scans])
+    per_shard = np.bincount(shard_of[keep], minlength=len(scans)).tolist()
+    quality["plates_excluded_few_controls"] = excluded
+    return FeaturePlan(features, metadata, controls.loc[keep, metadata + features].reset_index(drop=True), per_shard, excluded, fallback, quality)
+
+
+def clean_shard(table: pd.DataFrame, plan: FeaturePlan, columns: ProfileColumns, source: str) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """One shard's usable wells, as `prepare_profiles` keeps them from the concatenated table.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The shard's wells (not modified).
+    plan : FeaturePlan
+        The study's features and excluded plates.
+    columns : ProfileColumns
+        Column meanings.
+    source : str
+        The shard's name for messages.
+
+    Returns
+    -------
+    tuple
+        (the clean wells: metadata + features, index 0..n-1; their control mask; per-plate counts of
+        wells in, kept, dropped for missing values, without a treatment, on excluded plates, and imputed values).
+    """
+    is_control = select_rows(table, columns.controls, source, "--controls")
+    plates = table[columns.plate].astype(str).to_numpy()
+    imputed = pd.Series(0, index=pd.unique(plates))
+    if plan.fallback is not None:
+        absent = [f for f in plan.features if f not in table.columns]
+        widened = table.reindex(columns=list(table.columns) + absent) if absent else table
+        table, by_plate = impute_from_plate_controls(widened, plan.features, columns.plate, is_control, source, plan.fallback, warn=False)
+        imputed = imputed.add(pd.Series(by_plate, dtype=np.int64), fill_value=0)
+    complete = np.isfinite(table[plan.features].to_numpy(dtype=np.float64)).all(axis=1)
+    unlabelled = ~is_control & table[columns.treatment].isna().to_numpy() if columns.treatment else np.zeros(len(table), dtype=bool)
+    excluded = np.isin(plates, plan.excluded_plates)
+    keep = complete & ~unlabelled & ~excluded
+    counts = (
+        pd.DataFrame(
+            {
+                "wells_in": 1,
+                "wells": keep,
+                "controls": keep & is_control,
+                "dropped_non_finite": ~complete,
+                "dropped_no_treatment": unlabelled,
+                "dropped_few_controls": complete & ~unlabelled & excluded,
+            }
+        )
+        .groupby(plates, sort=False)
+        .sum()
+    )
+    counts["imputed_values"] = imputed.reindex(counts.index, fill_value=0).astype(int)
+    clean = table.loc[keep, plan.metadata + plan.features].reset_index(drop=True)
+    return clean, is_control[keep], counts

@@ -1,0 +1,519 @@
+"""`profile run` on a whole study, one plate file at a time, serially or on a Dask cluster.
+
+Two passes over the files. The first (`scan_shard`) reduces every file to its schema, feature
+presence, non-finite counts and control wells; the profiler (and the control-count curve's smaller
+profilers) are fitted on the control table alone: they never use treated wells, so the fit equals a
+fit on the concatenated study. The second (`represent_shard`) represents one file's wells and saves
+them (a small metadata part, parquet, and an npz of arrays, no pickles) with what the evaluation
+needs, in float32: replicate-space unit rows of treated wells, anomaly scores, similarities to the
+plate's own controls and per-treatment sums. The evaluation holds one representation's unit rows
+at a time; profiles.parquet is written at the end in large row groups (cellprofiler values float32,
+their exact type; anomaly z-scores float64). A killed run resumes from its last finished file.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from phenolens.core.errors import PhenolensError
+from phenolens.core.executor import Executor
+from phenolens.core.logging import get_logger
+from phenolens.core.parts import PartStore
+from phenolens.data.query import select_rows
+from phenolens.profiling.anomaly import ROLE_COLUMN, AnomalyProfiler
+from phenolens.profiling.evaluate import (
+    CONCATENATION,
+    SEPARATOR,
+    Evaluation,
+    finish_evaluation,
+    replicate_space,
+    score_representation,
+)
+from phenolens.profiling.explain import FeatureExplanation
+from phenolens.profiling.hits import anomaly_score
+from phenolens.profiling.moa import nearest_neighbor_moa
+from phenolens.profiling.normalize import TRAIN, VALIDATION, Standardization
+from phenolens.profiling.pipeline import autoencoder_metrics, curve_profilers, explain_top_treatment
+from phenolens.profiling.plates import FeaturePlan, StudyShard, clean_shard, plan_features, read_shard, scan_shard
+from phenolens.profiling.replicates import (
+    control_similarities,
+    percent_replicating_of_unit_rows,
+    replicate_map,
+    replicate_map_against_controls,
+    row_standardize,
+)
+from phenolens.profiling.settings import ProfilingSettings
+
+log = get_logger(__name__)
+
+PARTS = "profiles.parts"  # per-file metadata parts (parquet) and arrays (npz, no pickles); merged into profiles.parquet at the end
+ROWS_PER_GROUP = 25_000  # rows of one row group of profiles.parquet: wide tables pay per column chunk
+BASE = ("cellprofiler", "anomaly")
+
+
+@dataclass
+class ShardModel:
+    """What a shard function needs of the fit, restricted to one shard's plates (small enough to send to a worker).
+
+    Attributes
+    ----------
+    settings : ProfilingSettings
+        The run's settings.
+    plan : FeaturePlan
+        Features and excluded plates (without the control table).
+    profiler : AnomalyProfiler
+        The fitted profiler, its standardisation restricted to the shard's plates.
+    control_inputs, control_anomaly : numpy.ndarray
+        The shard's usable controls as the fit represented them (leave-one-out for reference controls).
+    control_roles : numpy.ndarray
+        Their control split.
+    curve : list of tuple
+        Per control-count-curve profiler: (it, restricted; its anomaly of the shard's controls).
+    """
+
+    settings: ProfilingSettings
+    plan: FeaturePlan
+    profiler: AnomalyProfiler
+    control_inputs: np.ndarray
+    control_anomaly: np.ndarray
+    control_roles: np.ndarray
+    curve: list
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One call of `represent_shard`: the shard, its model and the parts folder it writes into."""
+
+    shard: StudyShard
+    model: ShardModel
+    parts: str
+
+
+@dataclass
+class StudyRun:
+    """Everything a streamed `profile run` produced, for the report and the run folder.
+
+    Attributes
+    ----------
+    profiler : AnomalyProfiler
+        The fitted profiler.
+    evaluation : Evaluation
+        Metrics and what the report draws.
+    explanations : list of FeatureExplanation
+        Anomaly SHAP of the most anomalous treatment.
+    explained_group : str
+        That treatment.
+    curve : pandas.DataFrame or None
+        The control-count curve.
+    plates : pandas.DataFrame
+        Per plate: its file, wells in and used, controls, treated wells and drops.
+    score_distributions : dict of str to numpy.ndarray
+        Anomaly scores of held-out controls and of treated wells.
+    metrics : dict
+        metrics.json.
+    """
+
+    profiler: AnomalyProfiler
+    evaluation: Evaluation
+    explanations: list[FeatureExplanation]
+    explained_group: str
+    curve: pd.DataFrame | None
+    plates: pd.DataFrame
+    score_distributions: dict[str, np.ndarray]
+    metrics: dict
+
+
+def _restricted(profiler: AnomalyProfiler, plates: list[str]) -> AnomalyProfiler:
+    """A shallow copy of a fitted profiler that knows only `plates` (the model is shared, not copied)."""
+    light = copy.copy(profiler)
+    for name in ("input_standardization_", "error_standardization_"):
+        stats = getattr(profiler, name)
+        setattr(light, name, Standardization(stats.center.loc[stats.center.index.intersection(plates)], stats.scale))
+    light.scale_keys_ = {plate: key for plate, key in profiler.scale_keys_.items() if plate in set(plates)}
+    light.roles_ = profiler.roles_[:0]
+    return light
+
+
+def represent_shard(task: ShardTask) -> dict:
+    """Represent one shard's wells and save them with its evaluation arrays into the parts folder (a shard function).
+
+    Parameters
+    ----------
+    task : ShardTask
+        The shard, the fitted model restricted to it and the parts folder.
+
+    Returns
+    -------
+    dict
+        Per-plate counts (``plates``).
+
+    Raises
+    ------
+    PhenolensError
+        For an unreadable file, or one that changed since the first pass.
+    """
+    model, source = task.model, task.shard.name
+    settings, profiler = model.settings, model.profiler
+    clean, is_control, counts = clean_shard(read_shard(task.shard, settings), model.plan, settings, source)
+    if int(is_control.sum()) != len(model.control_roles):
+        raise PhenolensError(f"{source}: the file changed while the run read it (its control wells differ); re-run")
+    plates = clean[settings.plate].astype(str).to_numpy()
+    treated = ~is_control
+    raw = clean.loc[treated, profiler.selected_features_].to_numpy(dtype=np.float64)
+    inputs, anomaly = _with_controls(profiler, raw, plates, is_control, model.control_inputs, model.control_anomaly)
+    values = {"cellprofiler": inputs.astype(np.float64), "anomaly": anomaly}
+    values[CONCATENATION] = np.hstack([values["cellprofiler"], anomaly])
+    for number, (smaller, control_anomaly) in enumerate(model.curve):
+        values[f"curve{number}"] = _with_controls(smaller, raw, plates, is_control, model.control_inputs, control_anomaly)[1]
+    arrays = _evaluation_arrays(clean, is_control, plates, values, settings)
+    arrays.update(profiles_cellprofiler=inputs, profiles_anomaly=anomaly)
+    arrays["plates"] = np.array(json.dumps(counts.rename_axis("plate").reset_index().to_dict(orient="records")))
+    store = PartStore(task.parts)
+    target = store.folder / f"{task.shard.index:06d}.npz"
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}.npz")
+    np.savez(staging, **arrays)
+    os.replace(staging, target)
+    metadata = clean[model.plan.metadata].copy()
+    metadata[ROLE_COLUMN] = _spread(model.control_roles, is_control)
+    store.write_table(task.shard.index, metadata)  # last: a part on disk means the shard is complete
+    return {"plates": json.loads(str(arrays["plates"]))}
+
+
+def _with_controls(profiler, raw, plates, is_control, control_inputs, control_anomaly) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and anomaly of a shard's wells: treated wells represented now, controls as the fit represented them."""
+    inputs = np.empty((len(is_control), raw.shape[1]), dtype=np.float32)
+    anomaly = np.empty((len(is_control), raw.shape[1]))
+    inputs[is_control], anomaly[is_control] = control_inputs, control_anomaly
+    inputs[~is_control], anomaly[~is_control] = profiler.represent_values(raw, plates[~is_control])
+    return inputs, anomaly
+
+
+def _spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`values` placed at the True positions of `mask` (other positions empty strings)."""
+    out = np.full(len(mask), "", dtype=object)
+    out[mask] = values
+    return out
+
+
+def _evaluation_arrays(clean: pd.DataFrame, is_control: np.ndarray, plates: np.ndarray, values: dict[str, np.ndarray], settings) -> dict:
+    """What the evaluation needs of one shard, per representation: treated wells' unit rows (float32), scores,
+    similarities to their plate's controls, treatment sums for MoA (curve representations: unit rows and sums)."""
+    treated = ~is_control
+    treatments = clean[settings.treatment].astype(str).to_numpy().astype(str)  # fixed-width strings: saved without pickles
+    arrays = {"treatments": treatments[treated]}
+    if settings.positive_controls:
+        arrays["positive"] = select_rows(clean, settings.positive_controls, "profiles", "--positive-controls")[treated]
+    labelled = treated & clean[settings.moa].notna().to_numpy() if settings.moa else None
+    for name, block in values.items():
+        unit = row_standardize(replicate_space(block, clean, settings, settings))
+        arrays[f"unit__{name}"] = unit[treated].astype(np.float32)
+        if not name.startswith("curve"):
+            arrays[f"score__{name}"] = anomaly_score(block)[treated]
+            if settings.map_negatives == "plate_controls":
+                arrays[f"negq__{name}"], arrays[f"negs__{name}"] = control_similarities(unit, plates, is_control)
+        if labelled is not None:
+            arrays[f"sum__{name}"] = pd.DataFrame(block[labelled]).groupby(treatments[labelled]).sum().to_numpy()
+    if labelled is not None:
+        grouped = clean[labelled].groupby(treatments[labelled])
+        arrays["moa_treatments"] = np.asarray(sorted(set(treatments[labelled])), dtype=str)
+        arrays["moa_counts"] = grouped.size().to_numpy()
+        arrays["moa_moa"] = grouped[settings.moa].first().to_numpy().astype(str)
+        arrays["moa_compound"] = grouped[settings.compound_column].first().to_numpy().astype(str)
+        if settings.batch:
+            arrays["moa_batches"] = grouped[settings.batch].agg(lambda b: "|".join(sorted(set(map(str, b))))).to_numpy().astype(str)
+    return arrays
+
+
+def profile_study(
+    shards: list[StudyShard],
+    settings: ProfilingSettings,
+    source: str,
+    run,
+    executor: Executor | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> StudyRun:
+    """Fit the anomaly profiler on a study's controls and represent and evaluate it file by file, writing into `run`.
+
+    Parameters
+    ----------
+    shards : list of StudyShard
+        The study's files (`study_shards`).
+    settings : ProfilingSettings
+        Columns, profiler, evaluation, explanation and curve settings.
+    source : str
+        The study's name for messages and metrics.
+    run : RunWriter
+        The entered run folder; the profiles are written into it as they are made (and a resumed run
+        skips the files it finished).
+    executor : Executor, optional
+        Where the per-file steps run (default: this process).
+    progress : callable, optional
+        Called with one line per plate as its file is finished.
+
+    Returns
+    -------
+    StudyRun
+        Everything the report and metrics.json need (profiles.parquet is already in `run`).
+
+    Raises
+    ------
+    PhenolensError
+        For input that cannot be used (each message names the file), settings that do not fit the
+        study, or a Dask worker that died more often than Dask retries.
+    """
+    settings.require("controls", "treatment")
+    executor = executor or Executor()
+    progress = progress or (lambda line: None)
+    started = time.perf_counter()
+    scans = [scan for _, scan in executor.map(scan_shard, [(shard, settings) for shard in shards])]
+    plan = plan_features(scans, settings, settings.feature_set, source)
+    profiler = AnomalyProfiler(settings)
+    controls = profiler.fit_transform(plan.controls)
+    smaller = curve_profilers(profiler, settings) if settings.curve and settings.curve_fractions else []
+    curve_controls = [model.fit_transform(plan.controls)["anomaly"] for model in smaller]
+    parts = run.parts(PARTS)
+    done = parts.completed()
+    if done:
+        progress(f"resuming: {len(done)} of {len(shards)} files already done")
+    tasks = _tasks(shards, scans, plan, profiler, controls, list(zip(smaller, curve_controls)), settings, parts.folder)
+    for index, result in executor.map(represent_shard, tasks, skip=done):
+        run.mark_resumable()
+        for plate in result["plates"]:
+            progress(f"plate {plate['plate']} ({shards[index].name}, file {index + 1}/{len(shards)}): {plate['wells']} wells used")
+    arrays = [SavedArrays(parts.folder / f"{shard.index:06d}.npz") for shard in shards]
+    plates = pd.concat([pd.DataFrame(json.loads(str(a["plates"]))).assign(file=shard.name) for a, shard in zip(arrays, shards)], ignore_index=True)
+    quality = _quality(plan, plates, settings)
+    null = ~controls["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
+    distributions = {
+        "held-out control wells": anomaly_score(controls["anomaly"][profiler.selected_features_].to_numpy())[null],
+        "treated wells": _gather(arrays, "score__anomaly"),
+    }
+    evaluation = _evaluate(arrays, controls, profiler.selected_features_, settings)
+    members = _members(parts, arrays, profiler.selected_features_, evaluation, settings)
+    subset = {name: pd.concat([controls[name], members[name]], ignore_index=True) for name in BASE}
+    explanations, group = explain_top_treatment(profiler, subset, evaluation, settings, settings)
+    curve = _curve(arrays, smaller, profiler, evaluation, settings) if smaller else None
+    _merge_parts(parts, arrays, profiler.selected_features_, run.file("profiles.parquet"))
+    del arrays
+    shutil.rmtree(parts.folder)
+    metrics = dict(evaluation.metrics)
+    metrics.update(
+        {
+            "data": quality,
+            "autoencoder": autoencoder_metrics(profiler),
+            "reproducible_treatments": evaluation.venn,
+            "explained_group": group,
+            "control_curve": curve.to_dict(orient="records") if curve is not None else None,
+            "notes": evaluation.notes,
+            "plates": plates.to_dict(orient="records"),
+            "executor": executor.description,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    )
+    return StudyRun(profiler, evaluation, explanations, group, curve, plates, distributions, metrics)
+
+
+def _tasks(shards, scans, plan, profiler, controls, curve, settings, parts):
+    """The shard tasks, built lazily (each carries its own plates' part of the fit)."""
+    light_plan = dataclasses.replace(plan, controls=plan.controls.iloc[:0], quality={})
+    offsets = np.concatenate([[0], np.cumsum(plan.controls_per_shard)])
+    selected = profiler.selected_features_
+    inputs = controls["cellprofiler"][selected].to_numpy(dtype=np.float32)
+    anomaly = controls["anomaly"][selected].to_numpy(dtype=np.float64)
+    roles = controls["anomaly"][ROLE_COLUMN].to_numpy()
+    curve_anomaly = [(model, frame[selected].to_numpy(dtype=np.float64)) for model, frame in curve]
+    for shard, scan in zip(shards, scans):
+        rows = slice(offsets[shard.index], offsets[shard.index + 1])
+        plates = list(scan.wells.index.astype(str))
+        model = ShardModel(
+            settings,
+            light_plan,
+            _restricted(profiler, plates),
+            inputs[rows],
+            anomaly[rows],
+            roles[rows],
+            [(_restricted(smaller, plates), values[rows]) for smaller, values in curve_anomaly],
+        )
+        yield ShardTask(shard, model, str(parts))
+
+
+def _quality(plan: FeaturePlan, plates: pd.DataFrame, settings) -> dict:
+    """The `data` block of metrics.json, as `prepare_profiles` reports it for the concatenated table."""
+    quality = dict(plan.quality)
+    if settings.feature_set == "union":
+        by_plate = plates.groupby("plate")["imputed_values"].sum()
+        quality["imputed_by_plate"] = {str(plate): int(count) for plate, count in by_plate.items()}
+    totals = plates[["wells_in", "wells", "dropped_non_finite", "dropped_no_treatment", "dropped_few_controls"]].sum()
+    quality["wells_dropped_non_finite"] = int(totals["dropped_non_finite"])
+    if settings.treatment:
+        quality["wells_dropped_no_treatment"] = int(totals["dropped_no_treatment"])
+    quality["wells_dropped_few_controls"] = int(totals["dropped_few_controls"])
+    quality.update(
+        wells=int(totals["wells"]),
+        features=len(plan.features),
+        controls=len(plan.controls),
+        plates=int(plates.groupby("plate")["wells"].sum().gt(0).sum()),
+    )
+    if quality["wells_dropped_non_finite"] or quality["features_dropped_non_finite"]:
+        log.warning(
+            "%s: dropped %d feature(s) with >5%% missing/infinite values and %d well(s) with missing/infinite values",
+            quality["source"],
+            len(quality["features_dropped_non_finite"]),
+            quality["wells_dropped_non_finite"],
+        )
+    return quality
+
+
+class SavedArrays:
+    """One file's saved arrays, opened only while one is read (a study has more files than a process may keep open).
+
+    Parameters
+    ----------
+    path : Path
+        The npz file `represent_shard` wrote.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        with np.load(self.path, allow_pickle=False) as saved:
+            return saved[key]
+
+
+def _gather(arrays, key: str, rows: list[int] | None = None) -> np.ndarray:
+    """One array of every file's `key`, in file order; with each file's row count given, filled in place
+    (one file's piece in memory at a time, not all pieces and their concatenation)."""
+    if rows is None:
+        return np.concatenate([a[key] for a in arrays])
+    first = arrays[0][key]
+    result = np.empty((sum(rows), *first.shape[1:]), dtype=first.dtype)
+    offsets = np.concatenate([[0], np.cumsum(rows)])
+    for index, saved in enumerate(arrays):
+        result[offsets[index] : offsets[index + 1]] = first if index == 0 else saved[key]
+    return result
+
+
+def _evaluate(arrays, controls: dict[str, pd.DataFrame], selected: list[str], settings: ProfilingSettings) -> Evaluation:
+    """The evaluation of `evaluate`, from the per-file arrays: one representation's unit rows in memory at a time."""
+    treatments = _gather(arrays, "treatments")
+    null = ~controls["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
+    control_values = {name: controls[name][selected].to_numpy(dtype=np.float64) for name in BASE}
+    control_values[CONCATENATION] = np.hstack([control_values["cellprofiler"], control_values["anomaly"]])
+    positive = _gather(arrays, "positive") if settings.positive_controls else None
+    rows = [len(a["treatments"]) for a in arrays]
+    offsets = np.concatenate([[0], np.cumsum(rows)])
+    scored = {}
+    for name in (*BASE, CONCATENATION):
+        unit = _gather(arrays, f"unit__{name}", rows)
+        if settings.map_negatives == "plate_controls":
+            queries = np.concatenate([a[f"negq__{name}"] + offset for a, offset in zip(arrays, offsets)])
+            retrieval = replicate_map_against_controls(
+                unit, treatments, queries, _gather(arrays, f"negs__{name}"), settings.seed, settings.map_null_size
+            )
+        else:
+            retrieval = replicate_map(unit, treatments, settings.seed, settings.map_null_size)
+        scores = _gather(arrays, f"score__{name}")
+        null_scores = anomaly_score(control_values[name])[null]
+        scored[name] = score_representation(
+            unit, treatments, retrieval, scores, null_scores, None if positive is None else scores[positive], settings
+        )
+        del unit
+    profiles, meta = _treatment_level(arrays, (*BASE, CONCATENATION), settings) if settings.moa else ({}, None)
+    return finish_evaluation(scored, profiles, meta, settings)
+
+
+def _treatment_level(arrays, names, settings) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """`treatment_level` from per-file treatment sums: mean profiles and per-treatment moa, compound, batches."""
+    labels = [a["moa_treatments"] for a in arrays]
+    index = np.concatenate(labels)
+    counts = pd.Series(_gather(arrays, "moa_counts"), index=index).groupby(level=0).sum()
+    profiles = {}
+    for name in names:
+        sums = pd.DataFrame(np.concatenate([a[f"sum__{name}"] for a in arrays]), index=index).groupby(level=0).sum()
+        profiles[name] = sums.div(counts, axis=0)
+    meta = pd.DataFrame(
+        {
+            "moa": pd.Series(_gather(arrays, "moa_moa"), index=index).groupby(level=0).first(),
+            "compound": pd.Series(_gather(arrays, "moa_compound"), index=index).groupby(level=0).first(),
+        }
+    )
+    if settings.batch:
+        batches = pd.Series(_gather(arrays, "moa_batches"), index=index).groupby(level=0).agg(lambda b: "|".join(sorted(set("|".join(b).split("|")))))
+        meta["batch"] = batches
+    return profiles, meta
+
+
+def _members(parts: PartStore, arrays, selected: list[str], evaluation: Evaluation, settings) -> dict[str, pd.DataFrame]:
+    """The wells of the most anomalous treatment, read back from the parts (the explanation's subjects)."""
+    if settings.explain_features < 1:
+        return {name: pd.DataFrame() for name in BASE}
+    group = str(evaluation.hits["anomaly"]["score"].idxmax())
+    found = {name: [] for name in BASE}
+    for index, shard_arrays in enumerate(arrays):
+        metadata = pd.read_parquet(parts.part_path(index))
+        members = (metadata[settings.treatment].astype(str) == group).to_numpy()
+        if members.any():
+            for name in BASE:
+                values = pd.DataFrame(shard_arrays[f"profiles_{name}"][members].astype(np.float64), columns=selected)
+                found[name].append(pd.concat([metadata[members].reset_index(drop=True), values], axis=1))
+    return {name: pd.concat(frames, ignore_index=True) for name, frames in found.items()}
+
+
+def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, evaluation: Evaluation, settings) -> pd.DataFrame:
+    """The control-count curve of `run_profiling`, from the curve profilers' unit rows the second pass kept."""
+    rows = []
+    treatments = _gather(arrays, "treatments")
+    for number, model in enumerate(smaller):
+        name = f"curve{number}"
+        unit = _gather(arrays, f"unit__{name}", [len(a["treatments"]) for a in arrays])
+        scores = {
+            "percent_replicating": percent_replicating_of_unit_rows(
+                unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed
+            ).percent_replicating
+        }
+        del unit
+        if settings.moa:
+            profiles, meta = _treatment_level(arrays, (name,), settings)
+            scores["nsc_accuracy"] = nearest_neighbor_moa(profiles[name], meta["moa"], meta["compound"]).accuracy
+        rows.append({"training_controls": model.settings.max_train_controls, "representation": "anomaly", **scores})
+    n_train = int((profiler.roles_ == TRAIN).sum())
+    keys = ("percent_replicating", "nsc_accuracy") if settings.moa else ("percent_replicating",)
+    reference = {key: evaluation.metrics["cellprofiler"][key] for key in keys}
+    rows.append({"training_controls": n_train, "representation": "anomaly", **{key: evaluation.metrics["anomaly"][key] for key in keys}})
+    rows += [{"training_controls": row["training_controls"], "representation": "cellprofiler", **reference} for row in rows]
+    return pd.DataFrame(rows)
+
+
+def _merge_parts(parts: PartStore, arrays, selected: list[str], target: Path) -> None:
+    """Write the metadata parts and the profile arrays as one parquet file, in row groups of about `ROWS_PER_GROUP` wells."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [f"{name}{SEPARATOR}{feature}" for name in BASE for feature in selected]
+    writer, batch, rows = None, [], 0
+    for index, shard_arrays in enumerate(arrays):
+        batch.append((pd.read_parquet(parts.part_path(index)), shard_arrays))
+        rows += len(batch[-1][0])
+        if rows < ROWS_PER_GROUP and index < len(arrays) - 1:
+            continue
+        metadata = pa.Table.from_pandas(pd.concat([m for m, _ in batch], ignore_index=True), preserve_index=False)
+        blocks = [np.concatenate([a[f"profiles_{name}"] for _, a in batch]) for name in BASE]
+        columns = [pa.array(column) for block in blocks for column in np.ascontiguousarray(block.T)]
+        table = pa.Table.from_arrays(list(metadata.columns) + columns, names=metadata.column_names + names)
+        if writer is None:
+            writer = pq.ParquetWriter(target, table.schema)
+        writer.write_table(table.cast(writer.schema))
+        batch, rows = [], 0
+    writer.close()

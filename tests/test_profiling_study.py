@@ -1,0 +1,209 @@
+"""Issue 20: `profile run` streamed file by file equals the in-memory run; Dask, resume, the JUMP-pilot shape, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from phenolens.cli.main import run
+from phenolens.core.executor import Executor
+from phenolens.core.runs import RunWriter
+from phenolens.profiling import study
+from phenolens.profiling.evaluate import wide_table
+from phenolens.profiling.pipeline import run_profiling
+from phenolens.profiling.plates import study_shards
+from phenolens.profiling.settings import ProfilingSettings
+from phenolens.profiling.synthetic import synthetic_screen, synthetic_study
+
+SETTINGS = ProfilingSettings(
+    controls="Metadata_PertType == 'control'",
+    treatment="Metadata_Treatment",
+    moa="Metadata_MoA",
+    batch="Metadata_Batch",
+    compound="Metadata_Compound",
+    max_epochs=20,
+    moa_repeats=1,
+    classifiers=("lr",),
+    jobs=1,
+    explain_features=1,
+    explain_nsamples=40,
+)
+PILOT = ["--controls", "Metadata_pert_type == 'negcon'", "--treatment-column", "Metadata_broad_sample", "--plate-column", "Metadata_Plate"]
+FAST = ["--max-epochs", "3", "--moa-repeats", "1", "--classifiers", "lr", "--jobs", "1", "--no-curve", "--explain-features", "0"]
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory):
+    """A six-plate screen, in memory and as one parquet file per plate."""
+    table = synthetic_screen(plates=6, controls_per_plate=8, features=20, seed=1)
+    folder = tmp_path_factory.mktemp("plates")
+    paths = []
+    for plate, wells in table.groupby("Metadata_Plate", sort=False):
+        paths.append(folder / f"{plate}.parquet")
+        wells.to_parquet(paths[-1])
+    return table, paths
+
+
+def _stream(paths, settings, out, scheduler="serial", resume=False):
+    with Executor.from_option(scheduler) as executor, RunWriter(out, command="profile run", settings=settings, inputs=paths, resume=resume) as folder:
+        result = study.profile_study(study_shards(paths, []), settings, "screen", folder, executor)
+    return result, pd.read_parquet(out / "profiles.parquet")
+
+
+def _assert_same_metrics(expected: dict, got: dict) -> None:
+    for representation in ("cellprofiler", "anomaly", "concatenation"):
+        for key, value in expected[representation].items():
+            expected_value = value if value is None else pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True)
+            assert got[representation][key] == expected_value, (representation, key)
+    for key in ("data", "reproducible_treatments", "explained_group", "autoencoder"):
+        assert json.dumps(got[key], sort_keys=True) == json.dumps(expected[key], sort_keys=True), key
+
+
+@pytest.mark.parametrize("map_negatives", ["all_wells", "plate_controls"])
+def test_streamed_run_equals_the_in_memory_run(screen, tmp_path, map_negatives):
+    table, paths = screen
+    settings = SETTINGS.replace(map_negatives=map_negatives)
+    expected = run_profiling(table, settings, "screen")
+    result, profiles = _stream(paths, settings, tmp_path / "run")
+    _assert_same_metrics(expected.metrics, result.metrics)
+    curve = pd.DataFrame(result.metrics["control_curve"])
+    assert np.allclose(curve.select_dtypes("number"), expected.curve.select_dtypes("number"), rtol=1e-6)
+    want = wide_table({name: expected.representations[name] for name in ("cellprofiler", "anomaly")}, settings)
+    features = [c for c in want.columns if "__" in c]
+    assert profiles.shape == want.shape and list(profiles.columns) == list(want.columns)
+    assert np.allclose(profiles[features].to_numpy(np.float64), want[features].to_numpy(), rtol=1e-6, atol=1e-6)
+    assert (profiles["Metadata_ControlSplit"] == want["Metadata_ControlSplit"]).all()
+    assert [e.feature for e in result.explanations] == [e.feature for e in expected.explanations]
+    assert result.plates["wells"].sum() == len(table) and len(result.plates) == 6
+
+
+def test_two_dask_workers_give_the_serial_results(screen, tmp_path):
+    _, paths = screen
+    settings = SETTINGS.replace(curve=False, explain_features=0, max_epochs=5, map_negatives="plate_controls")
+    serial, serial_profiles = _stream(paths, settings, tmp_path / "serial")
+    dask, dask_profiles = _stream(paths, settings, tmp_path / "dask", scheduler="local:2")
+    assert dask.metrics["executor"].startswith("Dask LocalCluster of 2")
+    _assert_same_metrics(serial.metrics, dask.metrics)
+    pd.testing.assert_frame_equal(serial_profiles, dask_profiles)
+
+
+def test_a_killed_run_resumes_from_its_last_finished_file(screen, tmp_path, monkeypatch):
+    _, paths = screen
+    settings = SETTINGS.replace(curve=False, explain_features=0, max_epochs=5)
+    expected, expected_profiles = _stream(paths, settings, tmp_path / "fresh")
+    original, calls = study.represent_shard, []
+
+    def dies_on_the_fourth_file(task):
+        calls.append(task.shard.index)
+        if task.shard.index == 3:
+            raise SystemExit("killed")
+        return original(task)
+
+    monkeypatch.setattr(study, "represent_shard", dies_on_the_fourth_file)
+    with pytest.raises(SystemExit):
+        _stream(paths, settings, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    (staging,) = tmp_path.glob(".run.partial-*")
+    staging.rename(staging.with_name(f".run.partial-{_dead_pid()}-killed"))  # as a killed process leaves it
+    calls.clear()
+    monkeypatch.setattr(study, "represent_shard", lambda task: calls.append(task.shard.index) or original(task))
+    result, profiles = _stream(paths, settings, tmp_path / "run", resume=True)
+    assert calls == [3, 4, 5]  # the three finished files were not redone
+    _assert_same_metrics(expected.metrics, result.metrics)
+    pd.testing.assert_frame_equal(profiles, expected_profiles)
+
+
+def _dead_pid() -> int:
+    pid = 999_999
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+def test_twelve_pilot_plates_with_different_features_report_every_representation(tmp_path, capsys):
+    """Issue 20's known failure: 12 plates x (24 DMSO + 90 compounds x 4), same compounds everywhere, per-plate feature lists."""
+    paths = synthetic_study(tmp_path / "pilot", plates=12, features=40, controls=24, replicates=4, layout="pilot", moas=6, dropped_features=2)
+    out = tmp_path / "run"
+    options = [*PILOT, "--moa-column", "Metadata_moa", "--map-negatives", "plate_controls"]
+    assert run(["profile", "run", *map(str, paths), *options, *FAST, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for representation in ("cellprofiler", "anomaly", "concatenation"):
+        assert 0 < metrics[representation]["percent_replicating"] <= 1 and 0 < metrics[representation]["map"] <= 1
+    assert metrics["reproducible_treatments"]["treatments"] == 90
+    assert len(metrics["data"]["plate_features"]) == 12 and metrics["data"]["features"] < 40
+    assert len(metrics["plates"]) == 12 and all(plate["controls"] == 24 for plate in metrics["plates"])
+    assert capsys.readouterr().err.count("plate P0") == 12  # one progress line per plate
+
+
+def _fails_with_one_line(argv, out, capsys, *names):
+    assert run(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("phenolens: error:") and all(name in error for name in names), error
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}.partial-*"))
+
+
+@pytest.fixture()
+def plates(tmp_path):
+    return synthetic_study(tmp_path / "plates", plates=4, wells=48, features=12, controls=6, replicates=4)
+
+
+def test_a_file_with_other_metadata_columns_is_one_line(plates, tmp_path, capsys):
+    pd.read_parquet(plates[2]).rename(columns={"Metadata_Well": "Metadata_WellName"}).to_parquet(plates[2])
+    out = tmp_path / "run"
+    _fails_with_one_line(["profile", "run", *map(str, plates), *PILOT, *FAST, "--out", str(out)], out, capsys, plates[2].name, "Metadata_Well")
+
+
+def test_a_plate_without_controls_is_one_line(plates, tmp_path, capsys):
+    table = pd.read_parquet(plates[1])
+    table[table["Metadata_pert_type"] != "negcon"].to_parquet(plates[1])
+    out = tmp_path / "run"
+    _fails_with_one_line(["profile", "run", *map(str, plates), *PILOT, *FAST, "--out", str(out)], out, capsys, plates[1].name, "P00001")
+
+
+def test_a_corrupt_parquet_partition_is_one_line(plates, tmp_path, capsys):
+    plates[3].write_bytes(plates[3].read_bytes()[:300])
+    out = tmp_path / "run"
+    folder = plates[0].parent
+    _fails_with_one_line(["profile", "run", str(folder), *PILOT, *FAST, "--out", str(out)], out, capsys, plates[3].name)
+
+
+def test_a_treatment_on_one_plate_only_is_profiled(plates, tmp_path):
+    table = pd.read_parquet(plates[0])
+    table.loc[table["Metadata_pert_type"] == "trt", "Metadata_broad_sample"] = "only-here"
+    table.to_parquet(plates[0])
+    out = tmp_path / "run"
+    assert run(["profile", "run", str(plates[0].parent), *PILOT, *FAST, "--out", str(out)]) == 0
+    replicates = pd.read_parquet(out / "profiles.parquet").query("Metadata_broad_sample == 'only-here'")
+    assert replicates["Metadata_Plate"].nunique() == 1 and len(replicates) == 42
+
+
+def test_a_killed_command_continues_with_resume_and_ends_as_a_fresh_run(tmp_path, capsys):
+    """SIGKILL `phenolens profile run` once its second file is done; `--resume` continues and equals an uninterrupted run."""
+    paths = synthetic_study(tmp_path / "plates", plates=12, wells=48, features=12, controls=6, replicates=4)
+    argv = ["profile", "run", str(paths[0].parent), *PILOT, *FAST]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-m", "phenolens", *argv, "--out", str(tmp_path / "run")], stderr=subprocess.PIPE, text=True, env=env)
+    for line in child.stderr:
+        if "file 2/12" in line:
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait()
+    assert child.returncode == -signal.SIGKILL and not (tmp_path / "run").exists()
+    assert run([*argv, "--out", str(tmp_path / "run")]) == 2  # the interrupted work is not silently lost
+    assert "--resume" in capsys.readouterr().err
+    assert run([*argv, "--out", str(tmp_path / "run"), "--resume"]) == 0
+    assert "resuming: " in capsys.readouterr().err
+    assert run([*argv, "--out", str(tmp_path / "fresh")]) == 0
+    resumed, fresh = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("run", "fresh"))
+    _assert_same_metrics(fresh, resumed)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "profiles.parquet"), pd.read_parquet(tmp_path / "fresh" / "profiles.parquet"))
