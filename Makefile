@@ -54,6 +54,7 @@ bench-small: $(STAMP)
 	$(BIN)/python benchmarks/echoes_benchmark.py --small --check --out runs/bench-small/echoes
 	$(BIN)/python benchmarks/profiling_percent_replicating.py --small --check
 	$(BIN)/python benchmarks/profiling_aggregate.py --small --check
+	$(BIN)/python benchmarks/profiling_scale.py --small --check
 	$(BIN)/python benchmarks/profiling_batch_effects.py --small
 	$(BIN)/python benchmarks/images_adversary.py --small --check --out runs/bench-small/images-adversary
 	$(BIN)/python benchmarks/images_class_model.py --small --check --out runs/bench-small/images-class-model
