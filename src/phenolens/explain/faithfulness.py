@@ -163,3 +163,30 @@ def map_ssim(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     window = min(7, *a.shape[1:]) // 2 * 2 + 1 if min(a.shape[1:]) >= 3 else 3
     _, full = structural_similarity(a, b, channel_axis=0, data_range=1.0, win_size=window, full=True)
     return full.mean(axis=(1, 2))
+
+
+def spread_curves(faithfulness: dict, rows: np.ndarray) -> dict:
+    """Deletion/insertion curves laid out per image: row ``i`` is curve ``rows[i]``, NaN where ``rows[i]`` is NaN.
+
+    Parameters
+    ----------
+    faithfulness : dict
+        Method -> ``{"fractions", "deletion_curves", "insertion_curves"}`` of the checked images (`deletion_insertion`).
+    rows : numpy.ndarray
+        (N,) for each image, the row of its curves, or NaN for an image that was not checked.
+
+    Returns
+    -------
+    dict
+        Method -> ``{"fractions", "deletion_curves", "insertion_curves"}`` with N rows each.
+    """
+    present = np.isfinite(rows)
+    spread = {}
+    for method, result in faithfulness.items():
+        spread[method] = {"fractions": result["fractions"]}
+        for kind in ("deletion_curves", "insertion_curves"):
+            values = np.asarray(result[kind])
+            full = np.full((len(rows), values.shape[1]), np.nan)
+            full[present] = values[rows[present].astype(int)]
+            spread[method][kind] = full
+    return spread

@@ -25,6 +25,7 @@ from phenolens.core.logging import get_logger
 from phenolens.data.chunks import ImageChunk, ImageChunkSettings, ImageSource, auto_chunk_size, chunk_progress
 from phenolens.data.containers import UNLABELLED
 from phenolens.explain.attribution import AttributionSettings, is_spatial_only, occlusion_geometry
+from phenolens.explain.faithfulness import spread_curves
 from phenolens.explain.images import Explanation, _nanmean, _nested, check_sample, explain_images, per_image_rows
 from phenolens.explain.selection import held_out_sources, out_of_fold_parts, sample_positions, select_positions
 from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier
@@ -369,16 +370,8 @@ def gallery_curves(shown: np.ndarray, checks: pd.DataFrame, settings: Attributio
     """Deletion/insertion curves of the images `shown` (map indices), NaN rows for those the checks did not sample."""
     if checks.empty:
         return None
-    rows = pd.Series(np.arange(len(checks)), index=checks[MAP_INDEX].to_numpy()).reindex(shown).to_numpy()
-    present = np.isfinite(rows)
-    curves = {}
-    for method, result in _faithfulness(checks, settings).items():
-        curves[method] = {"fractions": result["fractions"]}
-        for kind in ("deletion_curves", "insertion_curves"):
-            full = np.full((len(shown), result[kind].shape[1]), np.nan)
-            full[present] = result[kind][rows[present].astype(int)]
-            curves[method][kind] = full
-    return curves
+    rows = pd.Series(np.arange(len(checks)), index=checks[MAP_INDEX].to_numpy()).reindex(shown).to_numpy(dtype=np.float64)
+    return spread_curves(_faithfulness(checks, settings), rows)
 
 
 class _Summary:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from phenolens.explain.attribution import is_spatial_only, method_title
+from phenolens.explain.faithfulness import spread_curves
 from phenolens.report.classifier import bare
 from phenolens.report.explorer.images import images_view
 from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
@@ -188,15 +189,9 @@ def checked_curves(explanation) -> dict | None:
     """
     if explanation.checked is None or not explanation.faithfulness:
         return None
-    rows = np.flatnonzero(explanation.checked)
-    curves = {}
-    for method, result in explanation.faithfulness.items():
-        curves[method] = {"fractions": result["fractions"]}
-        for kind in ("deletion_curves", "insertion_curves"):
-            full = np.full((len(explanation.checked), np.asarray(result[kind]).shape[1]), np.nan)
-            full[rows] = result[kind]
-            curves[method][kind] = full
-    return curves
+    rows = np.full(len(explanation.checked), np.nan)
+    rows[explanation.checked] = np.arange(int(explanation.checked.sum()))
+    return spread_curves(explanation.faithfulness, rows)
 
 
 def explanation_section(

@@ -509,18 +509,25 @@ def write_profiling_run(run: RunWriter, result: ProfilingRun, title: str) -> Sec
     Section
         The report section (the demo reuses it).
     """
+    base = {name: frame for name, frame in result.representations.items() if not is_concatenation(name)}
+    run.write_table("profiles.parquet", wide_table(base, result.profiler.settings))
+    _write_run_files(run, result, title)
+    return _write_report(run, run_section(result, title), title, result.metrics)
+
+
+def _write_run_files(run: RunWriter, result, title: str) -> None:
+    """What every `profile run` folder holds besides its profiles: model/, hits.csv, explanations.parquet, metrics.json."""
     from phenolens.nn.weights import save_model
 
-    settings = result.profiler.settings
     save_model(result.profiler.model_, run.file("model"), result.profiler.model_card(dataset=title))
-    base = {name: frame for name, frame in result.representations.items() if not is_concatenation(name)}
-    run.write_table("profiles.parquet", wide_table(base, settings))
     run.write_table("hits.csv", pd.concat(result.evaluation.hits, names=["representation"]).reset_index())
     if result.explanations:
         run.write_table("explanations.parquet", explanations_table(result.explanations, result.explained_group))
     run.write_metrics(result.metrics)
-    section = run_section(result, title)
-    report = Report(title, metrics=result.metrics)
+
+
+def _write_report(run: RunWriter, section: Section, title: str, metrics: dict) -> Section:
+    report = Report(title, metrics=metrics)
     report.add(section)
     run.write_report(report)
     return section
@@ -594,23 +601,14 @@ def write_study_run(run: RunWriter, result: StudyRun, title: str) -> Section:
     Section
         The report section.
     """
-    from phenolens.nn.weights import save_model
-
-    save_model(result.profiler.model_, run.file("model"), result.profiler.model_card(dataset=title))
-    run.write_table("hits.csv", pd.concat(result.evaluation.hits, names=["representation"]).reset_index())
-    if result.explanations:
-        run.write_table("explanations.parquet", explanations_table(result.explanations, result.explained_group))
+    _write_run_files(run, result, title)
     run.write_table("plates.csv", result.plates)
-    run.write_metrics(result.metrics)
     history = {key: result.profiler.history_.column(key) for key in ("train_loss", "val_loss")}
     section = profiling_section(
         title, result.metrics, result.evaluation, result.explanations, result.explained_group, result.curve, history, result.score_distributions
     )
     section.add(plates_section(result.plates, result.metrics.get("executor", "serial")))
-    report = Report(title, metrics=result.metrics)
-    report.add(section)
-    run.write_report(report)
-    return section
+    return _write_report(run, section, title, result.metrics)
 
 
 def plates_section(plates: pd.DataFrame, executor: str) -> Section:
