@@ -15,7 +15,7 @@ worker process through `cached`.
 from __future__ import annotations
 
 import collections
-import os
+import uuid
 from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -176,9 +176,10 @@ class Executor:
 
         in_flight: collections.deque = collections.deque()
         window = 2 * self.workers
+        call = uuid.uuid4().hex[:12]  # keys unique per call: a later map of the same function never meets an earlier result
         pending = ((index, shard) for index, shard in enumerate(shards) if index not in skip)
         for index, shard in pending:
-            in_flight.append((index, self.client.submit(function, shard, pure=False, retries=1, key=f"{function.__name__}-{index}-{os.getpid()}")))
+            in_flight.append((index, self.client.submit(function, shard, pure=False, retries=1, key=f"{function.__name__}-{index}-{call}")))
             if len(in_flight) >= window:
                 yield self._collect(*in_flight.popleft(), KilledWorker)
         while in_flight:
