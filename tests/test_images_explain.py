@@ -53,7 +53,8 @@ def test_batched_maps_equal_captum_per_image_defaults():
     classifier, images = _classifier(), _images()
     inputs = classifier.tensor(images)
     targets = classifier.predict(images)
-    settings = AttributionSettings(window=5, stride=5, baseline="mean", n_steps=20, batch_size=4, forward_batch=16)
+    # ig_tolerance=0: exactly n_steps Gauss-Legendre steps, Captum's own integrated gradients
+    settings = AttributionSettings(window=5, stride=5, baseline="mean", n_steps=20, ig_tolerance=0, batch_size=4, forward_batch=16)
     layer = classifier.model.stages["stage3"]
     reference = {
         "saliency": lambda x, t: Saliency(classifier.model).attribute(x, target=t),
@@ -66,6 +67,58 @@ def test_batched_maps_equal_captum_per_image_defaults():
         assert ours.shape == inputs.shape
         theirs = torch.cat([per_image(inputs[i : i + 1].clone().requires_grad_(), int(targets[i])).detach() for i in range(len(inputs))])
         assert (_unit(ours) - _unit(theirs.expand_as(ours))).abs().max() <= 1e-5, method
+
+
+def _captum_trapezoid(classifier, inputs, targets, baseline, intervals: int) -> np.ndarray:
+    """Captum's riemann_trapezoid integrated gradients over `intervals` + 1 points, per image. Captum weighs those points
+    1 / (intervals + 1) (halved at the ends), so its weights sum to intervals / (intervals + 1): rescaled to the trapezoid rule."""
+    from captum.attr import IntegratedGradients
+
+    maps = IntegratedGradients(classifier.model).attribute(
+        inputs, baselines=baseline, target=torch.as_tensor(targets), n_steps=intervals + 1, method="riemann_trapezoid"
+    )
+    return maps.detach().numpy() * (intervals + 1) / intervals
+
+
+def test_adaptive_integrated_gradients_are_captums_trapezoid_at_each_images_own_step_count():
+    classifier, images = _classifier(), _images(6)
+    inputs, targets = classifier.tensor(images), classifier.predict(images)
+    baseline = baseline_tensor(classifier, "mean").expand_as(inputs).contiguous()
+    grids = {n: _captum_trapezoid(classifier, inputs, targets, baseline, n) for n in (8, 16, 32)}
+
+    def ours(tolerance: float, n_steps: int = 40) -> np.ndarray:
+        settings = AttributionSettings(baseline="mean", n_steps=n_steps, ig_tolerance=tolerance, batch_size=4, forward_batch=16)
+        return attribute(classifier, images, "ig", targets, settings)
+
+    def change(fine, coarse):
+        return np.linalg.norm((fine - coarse).reshape(len(fine), -1), axis=1) / np.linalg.norm(fine.reshape(len(fine), -1), axis=1)
+
+    scale = np.abs(grids[32]).max()
+    assert np.abs(ours(1e9) - grids[16]).max() <= 1e-5 * scale  # settled at once: 16 steps
+    assert np.abs(ours(1e-9) - grids[32]).max() <= 1e-5 * scale  # never settles: 32, the last doubling within n_steps 40
+    assert np.abs(ours(1e-9, n_steps=16) - grids[16]).max() <= 1e-5 * scale  # n_steps caps the doubling
+    first = change(grids[16], grids[8])
+    tolerance = float(np.median(first))  # half of the images go on to 32 steps
+    expected = np.where((first > tolerance)[:, None, None, None], grids[32], grids[16])
+    assert 0 < (first > tolerance).sum() < len(first)
+    assert np.abs(ours(tolerance) - expected).max() <= 1e-5 * scale
+
+
+def test_adaptive_integrated_gradients_agree_with_captums_50_steps_and_are_complete():
+    from captum.attr import IntegratedGradients
+
+    classifier, images = _classifier(seed=1), _images(6, seed=1)
+    inputs, targets = classifier.tensor(images), classifier.predict(images)
+    baseline = baseline_tensor(classifier, "zero").expand_as(inputs).contiguous()
+    maps = attribute(classifier, images, "ig", targets, AttributionSettings(baseline="zero"))  # the defaults: tolerance 0.2, at most 50 steps
+    reference = IntegratedGradients(classifier.model).attribute(inputs, baselines=baseline, target=torch.as_tensor(targets), n_steps=50)
+    reference = reference.detach().numpy()
+    correlation = [np.corrcoef(maps[i].ravel(), reference[i].ravel())[0, 1] for i in range(len(maps))]
+    assert min(correlation) >= 0.99, correlation
+    with torch.no_grad():
+        gap = (classifier.model(inputs) - classifier.model(baseline)).gather(1, torch.tensor(targets)[:, None])[:, 0].numpy()
+    completeness = np.abs(maps.sum(axis=(1, 2, 3)) - gap)
+    assert (completeness <= 0.05 * np.abs(maps).sum(axis=(1, 2, 3))).all(), completeness  # within 5 % of the attributed mass
 
 
 def test_integrated_gradients_complete_from_the_zero_baseline():

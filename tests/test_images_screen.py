@@ -271,3 +271,53 @@ def test_memory_source_and_probe_check_names_before_reading(screen):
     classifier.conform(source.probe())
     with pytest.raises(PhenolensError, match="channels are A, B"):
         classifier.conform(open_image_source(folder=folder, channel_names=["A", "B"]).probe())
+
+
+def _undecodable(path) -> None:
+    """Rewrite `path` zlib-compressed, then overwrite its compressed strips with garbage of the same length: the
+    header (shape, channels, byte counts) still passes the scan, decoding fails."""
+    tifffile.imwrite(path, tifffile.imread(path), compression="zlib")
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tiff:
+        strips = list(zip(tiff.pages[0].dataoffsets, tiff.pages[0].databytecounts))
+    for offset, count in strips:
+        data[offset : offset + count] = b"\xff" * count
+    path.write_bytes(bytes(data))
+
+
+def test_an_image_that_fails_to_decode_after_the_scan_is_an_error_or_skipped_without_nan_rows(screen, tmp_path, capsys):
+    import zarr
+
+    _, model = screen
+    bad = _screen(tmp_path / "bad")
+    _undecodable(bad / "inside" / "w1_5.tif")  # the 4th image: first of the second chunk of 3
+    source = open_image_source(folder=bad, channel_names=["GFP", "DNA"]).scan()
+    assert len(source) == 16 and source.skipped.empty  # the header passed
+    commands = {
+        "predict": ["images", "predict", str(model), "--folder", str(bad), "--channels", "GFP,DNA", "--chunk-size", "3"],
+        "explain": ["explain", str(model), "--folder", str(bad), "--channels", "GFP,DNA", "--chunk-size", "3", "--images", "all"]
+        + ["--methods", "gradcam,ig", "--n-steps", "4", "--check-images", "0", "--sanity-images", "3"],
+    }
+    for name, args in commands.items():
+        out = tmp_path / name
+        assert run([*args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "w1_5.tif" in err and "Traceback" not in err, err
+        assert not out.exists()  # nothing finished-looking
+        assert run([*args, "--out", str(out), "--skip-bad", "--overwrite"]) == 0
+        skipped = pd.read_csv(out / "skipped.csv")
+        assert len(skipped) == 1 and skipped["source"][0].endswith("inside/w1_5.tif") and "cannot read image" in skipped["reason"][0]
+        assert json.loads((out / "metrics.json").read_text())["n_skipped"] == 1
+        if name == "predict":
+            predictions = pd.read_parquet(out / "predictions.parquet")
+            assert len(predictions) == 15 and not predictions.filter(like="p_").isna().any().any()
+            continue
+        rows, checks = pd.read_parquet(out / "per_image.parquet"), pd.read_parquet(out / "checks.parquet")
+        assert list(rows["map_index"]) == list(range(15)) and not rows["source"].str.endswith("inside/w1_5.tif").any()
+        assert sorted(checks["map_index"]) == list(range(15)) and not checks.filter(like="auc").isna().any().any()
+        assert not rows.drop(columns=rows.filter(like="nucleus").columns).isna().any().any()
+        group = zarr.open_group(str(out / "maps.zarr"), mode="r")
+        for method in ("gradcam", "integrated_gradients"):
+            maps = group[method][:]
+            assert maps.shape == (15, 2, 16, 16) and np.isfinite(maps).all(), method
+        assert json.loads((out / "metrics.json").read_text())["n_images"] == 15

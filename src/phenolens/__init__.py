@@ -12,7 +12,7 @@ from phenolens.core.errors import PhenolensError
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = {"core", "data", "nn", "training", "profiling", "explain", "echoes", "report", "cli"}
+_SUBPACKAGES = {"core", "data", "nn", "training", "profiling", "explain", "echoes", "report", "cli", "images"}
 
 
 def __getattr__(name: str):

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from phenolens.core.executor import Executor
 from phenolens.core.logging import get_logger
 from phenolens.data.chunks import ImageChunk, ImageChunkSettings, ImageSource, auto_chunk_size, chunk_progress
 from phenolens.data.containers import UNLABELLED
-from phenolens.explain.attribution import AttributionSettings, is_spatial_only, occlusion_geometry
+from phenolens.explain.attribution import FIRST_IG_STEPS, AttributionSettings, is_spatial_only, occlusion_geometry
 from phenolens.explain.faithfulness import spread_curves
 from phenolens.explain.images import Explanation, _nanmean, _nested, check_sample, explain_images, per_image_rows
 from phenolens.explain.selection import held_out_sources, out_of_fold_parts, sample_positions, select_positions
@@ -147,6 +148,35 @@ def _check_rows(explanation: Explanation, map_index: np.ndarray) -> pd.DataFrame
     return pd.DataFrame(columns)
 
 
+def compact_rows(result: ChunkExplanation, chunk_start: int, first_row: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A chunk's per-image and check rows renumbered to the rows of maps.zarr they get: consecutive from `first_row`.
+
+    Parameters
+    ----------
+    result : ChunkExplanation
+        The chunk's rows, ``map_index`` counting the chosen images (`explain_chunk`).
+    chunk_start : int
+        The chunk's first chosen image.
+    first_row : int
+        The first row of maps.zarr free for this chunk.
+
+    Returns
+    -------
+    tuple of DataFrame
+        The per-image rows (with ``_chunk_position``, each image's position in the chunk, to take its maps)
+        and the check rows.
+    """
+    if MAP_INDEX not in result.rows:  # no image of the chunk could be decoded
+        return result.rows.assign(_chunk_position=np.zeros(0, np.int64)), result.checks
+    renumber = pd.Series(np.arange(first_row, first_row + len(result.rows)), index=result.rows[MAP_INDEX].to_numpy())
+    rows = result.rows.assign(_chunk_position=result.rows[MAP_INDEX].to_numpy() - chunk_start)
+    rows[MAP_INDEX] = renumber.to_numpy()
+    checks = result.checks
+    if len(checks):
+        checks = checks.assign(**{MAP_INDEX: renumber.loc[checks[MAP_INDEX].to_numpy()].to_numpy()})
+    return rows, checks
+
+
 @dataclass
 class ScreenExplanation:
     """What `explain_screen` returns.
@@ -234,7 +264,9 @@ def estimate_cost(classifier, settings: AttributionSettings, count: int, workers
     side, channels = classifier.size, len(classifier.channel_names)
     window, stride = occlusion_geometry(settings, side)
     windows = ((max(side - window, 0) // stride) + 1) ** 2
-    per_method = {"saliency": 3, "gradcam": 3, "integrated_gradients": 3 * settings.n_steps, "occlusion": 1 + channels * windows}
+    # integrated gradients: the first grid's points when steps adapt (more for images whose maps have not settled)
+    path_points = min(settings.n_steps, FIRST_IG_STEPS) + 1 if settings.ig_tolerance > 0 else settings.n_steps
+    per_method = {"saliency": 3, "gradcam": 3, "integrated_gradients": 3 * path_points, "occlusion": 1 + channels * windows}
     parts = {method: per_method.get(method, 3) for method in settings.methods}
     parts["channel occlusion"] = 2 + channels + (0 if "gradcam" in settings.methods else 3)
     checked, sanity = (min(count, n) / max(count, 1) for n in (settings.check_images or count, settings.sanity_images))
@@ -326,18 +358,34 @@ def explain_screen(
         for c in work
     )
     already = sum(len(c) for c in work if c.index in done)
+    # Maps are stored without gaps: an image a chunk could not decode (skip_bad) gets no row, so each chunk's rows
+    # start after the explained images of the chunks before it (results come in chunk order; a resumed run counts
+    # the rows of the chunks it finished) and the arrays are cut to the images explained at the end.
+    explained = np.full(len(work), -1, dtype=np.int64)
+    for index in done:
+        explained[index] = pq.ParquetFile(rows_store.part_path(index)).metadata.num_rows
     for index, result in chunk_progress(executor.map(explain_chunk, tasks, skip=done), work, "explain", already):
-        region = slice(work[index].start, work[index].start + len(work[index]))
+        first = int(explained[:index].sum())
+        if (explained[:index] < 0).any():
+            raise RuntimeError(f"chunk {index} finished before the chunks ahead of it")  # the executor yields in order
+        rows, checks = compact_rows(result, work[index].start, first)
+        region = slice(first, first + len(rows))
+        kept = rows.pop("_chunk_position").to_numpy()
         for method, values in result.maps.items():
-            group[method][region] = values
+            group[method][region] = values[kept]
         if result.nucleus_masks is not None:
-            group["nucleus_masks"][region] = result.nucleus_masks
-        maps_store.mark_done(index, f"{len(result.rows)} images")
+            group["nucleus_masks"][region] = result.nucleus_masks[kept]
+        maps_store.mark_done(index, f"{len(rows)} images")
         if len(result.skipped):
             skipped_store.write_table(index, result.skipped)
-        if len(result.checks):
-            checks_store.write_table(index, result.checks)
-        rows_store.write_table(index, result.rows)  # last: the chunk counts as done once its rows exist
+        if len(checks):
+            checks_store.write_table(index, checks)
+        rows_store.write_table(index, rows)  # last: the chunk counts as done once its rows exist
+        explained[index] = len(rows)
+    total = int(explained.sum())
+    for name in layers:
+        if group[name].shape[0] != total:  # images left out while decoding: no rows of NaN
+            group[name].resize((total, *group[name].shape[1:]))
     record = settings.to_dict()
     if fold_images:
         record["explained_by"] = f"out of fold: each image by the one of {len(models)} fold models that never trained on it"
@@ -476,8 +524,10 @@ class _Summary:
             rows = self.candidates.sort_values(MAP_INDEX)
         index = rows[MAP_INDEX].to_numpy(dtype=np.int64)
         side, channels = classifier.size, self.channel_names
-        if len(index):
-            images = classifier.conform(chosen.subset(index).chunks(len(index))[0].read()[0])
+        if len(index):  # maps.zarr rows skip images that could not be decoded: find the chosen images by their source
+            first_of_source = pd.Series(np.arange(len(chosen.meta)), index=chosen.meta["source"].astype(str).to_numpy()).groupby(level=0).first()
+            positions = first_of_source.loc[rows["source"].astype(str).to_numpy()].to_numpy()
+            images = classifier.conform(chosen.subset(positions).chunks(len(positions))[0].read()[0])
             raw = padded_array(images, side, channels)
         else:
             raw = np.zeros((0, len(channels), side, side), np.float32)
