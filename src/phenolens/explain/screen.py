@@ -3,7 +3,8 @@
 `explain_screen` picks the images to explain from a listed `ImageSource` (held-out, out-of-fold,
 labelled or all, as `explain_model`), cuts them into chunks and maps `explain_chunk` over them with
 an `Executor`. Each chunk's maps land in its own region of ``maps.zarr`` (one Zarr v3 array per
-method, (N, C, S, S) float32, one Zarr chunk per image chunk), then its rows are appended to
+method, (N, C, S, S) float32, N the images explained: an image that cannot be decoded under
+``skip_bad`` gets no row, `compact_rows`), then its rows are appended to
 ``per_image.parquet`` (and ``checks.parquet`` for its images in the checks' sample), so a killed
 run resumes from the last complete chunk. The faithfulness and randomisation checks run on a
 seeded sample of fixed size (`check_sample`). The metrics are reduced from the parts one at a time
@@ -73,7 +74,7 @@ class ChunkExplanation:
     Attributes
     ----------
     rows : DataFrame
-        `per_image_rows` with ``map_index``, in chunk order.
+        `per_image_rows` with ``map_index`` (here the position among the chosen images; `compact_rows` renumbers it), in chunk order.
     maps : dict
         Method -> (len(chunk), C, S, S) float32 maps (NaN for images left out).
     nucleus_masks : ndarray or None
