@@ -93,13 +93,13 @@ def corrections(small: bool) -> list[ProfilingSettings]:
             COLUMNS,
             COLUMNS.replace(sphering="global", sphering_epsilon=10.0),
             COLUMNS.replace(sphering="batch", sphering_epsilon=10.0),
+            COLUMNS.replace(sphering="tvn", sphering_epsilon=10.0, sphering_controls="all", sphering_shrinkage=0.1),
             COLUMNS.replace(sphering="tvn", sphering_epsilon=10.0, sphering_controls="all", sphering_shrinkage=0.3),
-            COLUMNS.replace(sphering="tvn", sphering_epsilon=10.0, sphering_controls="all", sphering_shrinkage=0.6),
         ]
     grid = [COLUMNS, COLUMNS.replace(sphering="batch", sphering_epsilon=10.0)]
     for controls, epsilon in itertools.product(("training", "all"), (1.0, 10.0, 30.0)):
         grid.append(COLUMNS.replace(sphering="global", sphering_controls=controls, sphering_epsilon=epsilon))
-    for controls, method, epsilon, shrinkage in itertools.product(("training", "all"), ("ZCA-cor", "PCA"), (10.0, 30.0), (0.3, 0.6)):
+    for controls, method, epsilon, shrinkage in itertools.product(("training", "all"), ("ZCA-cor", "PCA"), (10.0, 30.0, 100.0), (0.1, 0.3, 0.6)):
         tvn = COLUMNS.replace(sphering="tvn", sphering_controls=controls, sphering_method=method)
         grid.append(tvn.replace(sphering_epsilon=epsilon, sphering_shrinkage=shrinkage))
     return grid
@@ -124,9 +124,11 @@ def profiler_settings(small: bool) -> list[ProfilingSettings]:
     """Settings of the profiler (each trains the autoencoder and the adversarial autoencoder once)."""
     if small:
         return [COLUMNS.replace(max_epochs=20, adversary="batch", adversary_lambda=1.0)]
+    adversary = {"adversary": "batch", "adversary_lambda": 1.0}
     return [
-        COLUMNS.replace(control_split=split, corr_threshold=corr, adversary="batch", adversary_lambda=1.0)
-        for split, corr in itertools.product(SPLITS, (0.9, 1.0))
+        COLUMNS.replace(control_split=SPLITS[0], corr_threshold=0.9, **adversary),
+        COLUMNS.replace(control_split=SPLITS[0], corr_threshold=1.0, **adversary),  # every feature that varies: 513 instead of 126
+        COLUMNS.replace(control_split=SPLITS[1], corr_threshold=0.9, **adversary),
     ]
 
 
