@@ -158,3 +158,20 @@ def test_nested_map_criterion_known_answers():
         assert one.accuracy == 1.0
     with pytest.raises(PhenolensError, match="criterion 'f1' is unknown"):
         nested_neighbor_accuracy({"only": profiles}, moa, compound, criterion="f1")
+
+
+def test_the_profiler_applies_tvn_and_transform_repeats_it():
+    from phenolens.profiling.anomaly import AnomalyProfiler
+    from phenolens.profiling.synthetic import synthetic_screen
+
+    screen = synthetic_screen(plates=6, controls_per_plate=20, replicates=2, features=12, batches=3, seed=0)
+    settings = ProfilingSettings(controls="Metadata_PertType == 'control'", batch="Metadata_Batch", max_epochs=2, hidden=(16, 8), latent=4)
+    profiler = AnomalyProfiler(settings.replace(sphering="tvn", sphering_controls="all", sphering_shrinkage=0.3))
+    representations = profiler.fit_transform(screen)
+    assert list(representations) == ["cellprofiler", "anomaly", "cellprofiler_sphered", "anomaly_sphered"]
+    features = profiler.selected_features_
+    sphered_controls = representations["cellprofiler_sphered"].loc[(screen["Metadata_PertType"] == "control").to_numpy(), features]
+    assert np.abs(sphered_controls.groupby(screen["Metadata_Batch"]).mean().to_numpy()).max() < 1e-9  # every batch's controls centred
+    assert set(profiler.spherers_["cellprofiler"].plate_centres_) == set(screen["Metadata_Plate"].astype(str))
+    again, treated = profiler.transform(screen), (screen["Metadata_PertType"] == "trt").to_numpy()  # controls: leave-one-out in the fit
+    np.testing.assert_allclose(again["cellprofiler_sphered"].loc[treated, features], representations["cellprofiler_sphered"].loc[treated, features])
