@@ -112,7 +112,7 @@ def test_tvn_through_the_settings_and_its_errors():
     with pytest.raises(PhenolensError, match="sphering_shrinkage"):
         settings.replace(sphering_shrinkage=0.0)
     with pytest.raises(PhenolensError, match="'tvn' needs a batch column"):
-        ProfilingSettings(sphering="tvn", batch=None)
+        ProfilingSettings(sphering="tvn", batch=None).check_batch_column()
 
 
 def field_nscb_case():

@@ -172,9 +172,11 @@ class AnomalyProfiler(BaseEstimator):
         ------
         PhenolensError
             For a table that cannot be used, too few controls for a validation split, an adversary
-            column with one value among the training controls, or a sphering that cannot be fitted.
+            column with one value among the training controls, a per-batch sphering or adversary
+            without a batch column, or a sphering that cannot be fitted.
         """
         settings = self._settings
+        settings.check_batch_column()
         prepared = self._prepare(table)
         roles = split_controls(prepared.table[settings.plate], prepared.is_control, settings.control_split, settings.seed)
         if not (roles == VALIDATION).any():

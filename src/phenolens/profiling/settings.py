@@ -153,8 +153,20 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
             self.fail("control_split", "give three fractions (train, validation, test) that sum to 1")
         if self.control_split[0] == 0 or self.control_split[1] == 0:
             self.fail("control_split", "the train and validation fractions must be > 0")
-        for name in ("sphering", "adversary"):
-            if getattr(self, name) in GROUPED_SPHERING and not self.batch:
+
+    def check_batch_column(self) -> None:
+        """A sphering or adversary that works per batch has a batch column to read.
+
+        Checked when the profiler is fitted, not on construction: ``--dataset`` fills the batch column in
+        after the command-line options are read.
+
+        Raises
+        ------
+        PhenolensError
+            For ``--sphering batch|tvn`` or ``--adversary batch`` without a batch column.
+        """
+        for name, per_batch in (("sphering", GROUPED_SPHERING), ("adversary", ("batch",))):
+            if getattr(self, name) in per_batch and not self.batch:
                 self.fail(name, f"{getattr(self, name)!r} needs a batch column: give --batch-column")
 
     def evaluation(self) -> ProfileEvaluationSettings:
