@@ -30,7 +30,7 @@ from phenolens.profiling.inputs import PreparedProfiles, ProfileColumns, prepare
 from phenolens.profiling.normalize import TEST, TRAIN, VALIDATION, Standardization, scale_keys_for, split_controls, standardize
 from phenolens.profiling.select import select_features
 from phenolens.profiling.settings import ProfilingSettings
-from phenolens.profiling.sphering import fit_spherers, sphered
+from phenolens.profiling.sphering import fit_spherers, sphered, sphering_layout
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
@@ -99,8 +99,8 @@ class AnomalyProfiler(BaseEstimator):
         (learning_rate, output_l2, dropout) of the best search trial.
     search_ : pandas.DataFrame
         Every search trial and its validation MSE.
-    spherers_ : dict of str to Spherer
-        Representation -> its sphering, fitted on the training controls (empty without `sphering`).
+    spherers_ : dict of str to Spherer or TypicalVariationNormalizer
+        Representation -> its sphering, fitted on the training (or all, `sphering_controls`) controls (empty without `sphering`).
     adversary_ : AdversaryFit
         The domain-adversarial autoencoder of ``anomaly_adversarial`` (only with `adversary`).
     adversarial_error_standardization_ : Standardization
@@ -172,9 +172,11 @@ class AnomalyProfiler(BaseEstimator):
         ------
         PhenolensError
             For a table that cannot be used, too few controls for a validation split, an adversary
-            column with one value among the training controls, or a sphering that cannot be fitted.
+            column with one value among the training controls, a per-batch sphering or adversary
+            without a batch column, or a sphering that cannot be fitted.
         """
         settings = self._settings
+        settings.check_batch_column()
         prepared = self._prepare(table)
         roles = split_controls(prepared.table[settings.plate], prepared.is_control, settings.control_split, settings.seed)
         if not (roles == VALIDATION).any():
@@ -200,8 +202,9 @@ class AnomalyProfiler(BaseEstimator):
         representations = self._representations(prepared, inputs, anomaly, roles)
         if settings.adversary != NO_ADVERSARY:
             representations[ADVERSARIAL] = self._fit_adversary(prepared, inputs, roles, plates, scale_keys, settings)
-        self.spherers_ = fit_spherers(representations, self.selected_features_, roles == TRAIN, self._sphering_groups(prepared), settings)
-        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, self._sphering_groups(prepared))}
+        reference, groups, centring = self._sphering_layout(prepared, roles == TRAIN)
+        self.spherers_ = fit_spherers(representations, self.selected_features_, reference, groups, settings, centring)
+        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, groups, centring)}
 
     def _fit_adversary(self, prepared, inputs, roles, plates, scale_keys, settings) -> pd.DataFrame:
         """Train the adversarial autoencoder; its anomaly representation (errors z-scored against the test controls)."""
@@ -223,9 +226,10 @@ class AnomalyProfiler(BaseEstimator):
         }
         return self._with_metadata(prepared, roles, errors)
 
-    def _sphering_groups(self, prepared: PreparedProfiles) -> np.ndarray | None:
+    def _sphering_layout(self, prepared: PreparedProfiles, is_training: np.ndarray) -> tuple:
         settings = self._settings
-        return prepared.table[settings.batch].astype(str).to_numpy() if settings.sphering == "batch" else None
+        batches = prepared.table[settings.batch].astype(str).to_numpy() if settings.batch else None
+        return sphering_layout(settings, prepared.is_control, is_training, batches, prepared.table[settings.plate].astype(str).to_numpy())
 
     def _prepare(self, table: pd.DataFrame) -> PreparedProfiles:
         settings = self._settings
@@ -285,7 +289,8 @@ class AnomalyProfiler(BaseEstimator):
             scale_keys = np.array([self.scale_keys_[p] for p in plates], dtype=object)
             errors = self.adversarial_error_standardization_.transform(self._errors(inputs, self.adversary_.model), plates, scale_keys)
             representations[ADVERSARIAL] = self._with_metadata(prepared, roles, errors)
-        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, self._sphering_groups(prepared))}
+        _, groups, centring = self._sphering_layout(prepared, np.zeros(len(prepared.table), bool))
+        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, groups, centring)}
 
     def represent_values(self, raw: np.ndarray, plates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The cellprofiler (float32 autoencoder inputs) and anomaly values of wells given as an array (a plate at a time).

@@ -168,7 +168,8 @@ def batch_correction_metrics(profiler, representations: dict[str, pd.DataFrame],
     Returns
     -------
     dict
-        ``sphering`` (variant, method, epsilon, reference wells, regularised batches), ``adversary``
+        ``sphering`` (variant, method, epsilon, reference wells, tvn's shrinkage and plate centring, regularised
+        batches), ``adversary``
         (domain, its column, lambda, domain predictability from the latent code with and without it),
         ``hyperparameters`` (how they were chosen) and ``same_batch_neighbour`` per
         representation (with chance), the latter only with a batch column.
@@ -180,7 +181,9 @@ def batch_correction_metrics(profiler, representations: dict[str, pd.DataFrame],
             "variant": settings.sphering,
             "method": settings.sphering_method,
             "epsilon": settings.sphering_epsilon,
-            "fitted_on": "training-split control wells",
+            "fitted_on": "training-split control wells" if settings.sphering_controls == "training" else "all control wells",
+            "shrinkage": settings.sphering_shrinkage if settings.sphering == "tvn" else None,
+            "plate_centring": settings.sphering == "tvn" and settings.sphering_plate_centring,
             "regularised_groups": regularised,
         },
         "adversary": {"domain": settings.adversary, "lambda": settings.adversary_lambda, **getattr(profiler, "domain_accuracy_", {})},

@@ -563,17 +563,20 @@ def _moa(profiles, meta, replicates, settings, metrics, notes):
     for kind, batch in (("nsc", None), ("nscb", meta.get("batch"))):
         if kind == "nscb" and batch is None:
             for name in profiles:
-                metrics[name]["nscb_accuracy"] = None
+                metrics[name]["nscb_accuracy"] = metrics[name]["nscb_field_accuracy"] = None
             continue
         try:
             for name, table in profiles.items():
                 neighbors[name][kind] = nearest_neighbor_moa(table, meta["moa"], meta["compound"], batch)
                 metrics[name][f"{kind}_accuracy"] = neighbors[name][kind].accuracy
                 metrics[name][f"{kind}_treatments"] = neighbors[name][kind].evaluated
+                # the field's definition beside it (cosine; MoAs that cannot be scored dropped as neighbours too): `neighbor_setup`
+                field_result = nearest_neighbor_moa(table, meta["moa"], meta["compound"], batch, similarity="cosine", drop_unevaluable_moas=True)
+                metrics[name][f"{kind}_field_accuracy"] = field_result.accuracy
         except PhenolensError as error:
             notes.append(f"{kind.upper()} not evaluated: {error}.")
             for name in profiles:
-                metrics[name][f"{kind}_accuracy"] = None
+                metrics[name][f"{kind}_accuracy"] = metrics[name][f"{kind}_field_accuracy"] = None
     first = next(iter(neighbors.values()))
     for kind, result in first.items():
         if result.unevaluable_moas:

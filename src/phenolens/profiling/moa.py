@@ -72,13 +72,122 @@ class NeighborResult:
     unevaluable_moas: list[str] = field(default_factory=list)
 
 
-def nearest_neighbor_moa(profiles: pd.DataFrame, moa: pd.Series, compound: pd.Series, batch: pd.Series | None = None) -> NeighborResult:
-    """1-NN MoA prediction by correlation, never matching a treatment of the same compound (NSC) and,
+SIMILARITIES = ("pearson", "cosine")  # how treatment profiles are compared for 1-NN MoA matching
+
+
+def unit_rows(values: np.ndarray, similarity: str = "pearson") -> np.ndarray:
+    """Rows scaled so that their dot products are the chosen similarity.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (rows, features).
+    similarity : str
+        ``pearson`` (rows centred, then unit norm: dot products are correlations) or ``cosine``
+        (unit norm only, as Ljosa et al. 2013 and Caicedo et al. 2018 compare treatment profiles).
+
+    Returns
+    -------
+    numpy.ndarray
+        (rows, features) float64; NaN for a constant (pearson) or all-zero (cosine) row.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown similarity.
+    """
+    if similarity not in SIMILARITIES:
+        raise PhenolensError(f"similarity {similarity!r} is unknown; choose one of {', '.join(SIMILARITIES)}")
+    values = np.asarray(values, dtype=np.float64)
+    if similarity == "pearson":
+        return row_standardize(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return values / np.linalg.norm(values, axis=1, keepdims=True)
+
+
+@dataclass
+class NeighborSetup:
+    """Who may be whose neighbour in NSC/NSCB matching (`neighbor_setup`).
+
+    Attributes
+    ----------
+    kept : numpy.ndarray
+        Mask of the treatments that take part (queries and references).
+    excluded : numpy.ndarray
+        (kept, kept) pairs that may never be neighbours (same compound; with a batch, a shared batch).
+    same_moa : numpy.ndarray
+        (kept, kept) pairs of one MoA.
+    evaluable : numpy.ndarray
+        Per kept treatment: it has an eligible neighbour of its MoA (only these are scored).
+    unevaluable_moas : list of str
+        MoAs none of whose treatments has an eligible neighbour of their MoA.
+    """
+
+    kept: np.ndarray
+    excluded: np.ndarray
+    same_moa: np.ndarray
+    evaluable: np.ndarray
+    unevaluable_moas: list[str]
+
+
+def neighbor_setup(moa: np.ndarray, compound: np.ndarray, batch: pd.Series | None = None, drop_unevaluable_moas: bool = False) -> NeighborSetup:
+    """The eligibility rules of NSC (not same compound) and NSCB (not same compound, not same batch).
+
+    A query is scored only if some treatment of its MoA, of another compound (and, for NSCB, of no batch
+    the query is in) is left to match it. With `drop_unevaluable_moas`, MoAs none of whose treatments
+    can be scored are removed altogether, as queries AND as candidate neighbours: the field's NSCB.
+    Caicedo et al. (2018, CVPR, "Weakly supervised learning of single-cell feature embeddings"; public
+    code broadinstitute/DeepProfilerExperiments, ``bbbc021/profiling-evaluation.ipynb``, function
+    ``nscb``) drop "Cholesterol-lowering" and "Kinase inhibitors" from BBBC021 for NSCB because their
+    compounds sit in one batch, leaving 92 of the 103 treatments, following Ando et al. (2017). Without
+    it (phenolens up to session 12) those treatments are not scored but stay as (always wrong)
+    candidate neighbours of the other queries.
+
+    Parameters
+    ----------
+    moa, compound : numpy.ndarray
+        Per treatment.
+    batch : pandas.Series, optional
+        Per treatment ('|'-separated batches), positionally aligned with `moa`; enables NSCB.
+    drop_unevaluable_moas : bool
+        Remove MoAs that cannot be scored from the reference set as well (the field's NSCB).
+
+    Returns
+    -------
+    NeighborSetup
+        The kept treatments and, among them, the excluded pairs, same-MoA pairs and the scored queries.
+    """
+    moa, compound = np.asarray(moa), np.asarray(compound).astype(str)
+    excluded = compound[:, None] == compound[None, :]
+    if batch is not None:
+        members = pd.Series(np.asarray(batch)).astype(str).str.get_dummies(sep="|").to_numpy()
+        excluded |= (members @ members.T) > 0
+    same_moa = moa[:, None] == moa[None, :]
+    evaluable = (same_moa & ~excluded).any(axis=1)
+    unevaluable = sorted(set(map(str, moa)) - set(map(str, moa[evaluable])))
+    kept = np.ones(len(moa), bool)
+    if drop_unevaluable_moas:
+        kept = ~np.isin(moa.astype(str), unevaluable)
+    rows = np.ix_(kept, kept)
+    return NeighborSetup(kept, excluded[rows], same_moa[rows], evaluable[kept], unevaluable)
+
+
+def nearest_neighbor_moa(
+    profiles: pd.DataFrame,
+    moa: pd.Series,
+    compound: pd.Series,
+    batch: pd.Series | None = None,
+    similarity: str = "pearson",
+    drop_unevaluable_moas: bool = False,
+) -> NeighborResult:
+    """1-NN MoA prediction, never matching a treatment of the same compound (NSC) and,
     when `batch` is given, of any batch the query shares (NSCB).
 
     `moa`, `compound`, `batch` are indexed by treatment (a batch cell may hold several batches
     separated by '|'). Queries whose MoA has no eligible treatment left cannot be right and are not
-    evaluated (Ljosa et al. drop such MoAs for NSCB); they are listed in `unevaluable_moas`.
+    evaluated; they are listed in `unevaluable_moas`. The field's NSCB (Caicedo et al. 2018; see
+    `neighbor_setup`) also removes those MoAs from the candidate neighbours and compares profiles by
+    cosine: ``similarity="cosine", drop_unevaluable_moas=True``.
 
     Parameters
     ----------
@@ -88,34 +197,40 @@ def nearest_neighbor_moa(profiles: pd.DataFrame, moa: pd.Series, compound: pd.Se
         Per treatment.
     batch : pandas.Series, optional
         Per treatment ('|'-separated batches); enables NSCB.
+    similarity : str
+        ``pearson`` (default) or ``cosine``.
+    drop_unevaluable_moas : bool
+        Drop MoAs that cannot be scored from the candidate neighbours too (the field's NSCB).
 
     Returns
     -------
     NeighborResult
-        Accuracy, evaluated count, predictions, unevaluable MoAs.
+        Accuracy, evaluated count, predictions (of the kept treatments), unevaluable MoAs.
 
     Raises
     ------
     PhenolensError
-        When no treatment can be evaluated.
+        When no treatment can be evaluated, or for an unknown similarity.
     """
-    moa, compound = moa.loc[profiles.index].to_numpy(), compound.loc[profiles.index].to_numpy()
-    unit = row_standardize(profiles.to_numpy())
-    similarity = unit @ unit.T
-    excluded = compound[:, None] == compound[None, :]
-    if batch is not None:
-        members = batch.loc[profiles.index].astype(str).str.get_dummies(sep="|").to_numpy()
-        excluded |= (members @ members.T) > 0
-    similarity[excluded] = -np.inf
-    same_moa_left = ((moa[:, None] == moa[None, :]) & ~excluded).any(axis=1)
-    neighbor = np.argmax(similarity, axis=1)
-    has_candidate = np.isfinite(similarity).any(axis=1)
+    setup = neighbor_setup(
+        moa.loc[profiles.index].to_numpy(),
+        compound.loc[profiles.index].to_numpy(),
+        None if batch is None else batch.loc[profiles.index],
+        drop_unevaluable_moas,
+    )
+    profiles = profiles[setup.kept]
+    moa = moa.loc[profiles.index].to_numpy()
+    unit = unit_rows(profiles.to_numpy(), similarity)
+    similarity_matrix = unit @ unit.T
+    similarity_matrix[setup.excluded] = -np.inf
+    neighbor = np.argmax(similarity_matrix, axis=1)
+    has_candidate = np.isfinite(similarity_matrix).any(axis=1)
     predictions = pd.DataFrame(
         {
             "moa": moa,
             "predicted": np.where(has_candidate, moa[neighbor], None),
             "neighbor": np.where(has_candidate, profiles.index[neighbor], None),
-            "evaluated": same_moa_left,
+            "evaluated": setup.evaluable,
         },
         index=profiles.index,
     )
@@ -123,8 +238,7 @@ def nearest_neighbor_moa(profiles: pd.DataFrame, moa: pd.Series, compound: pd.Se
     evaluated = predictions[predictions["evaluated"]]
     if evaluated.empty:
         raise PhenolensError("no treatment has a neighbour of the same MoA from another compound; MoA evaluation needs 2+ compounds per MoA")
-    unevaluable = sorted(set(moa) - set(evaluated["moa"]))
-    return NeighborResult(float(evaluated["correct"].mean()), len(evaluated), predictions, unevaluable)
+    return NeighborResult(float(evaluated["correct"].mean()), len(evaluated), predictions, setup.unevaluable_moas)
 
 
 class OversampledClassifier(ClassifierMixin, BaseEstimator):

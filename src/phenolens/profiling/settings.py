@@ -21,7 +21,9 @@ CLASSIFIERS = ("lr", "mlp")  # the MoA classifiers compared: logistic regression
 INNER_FOLDS = 3  # folds of the hyper-parameter search inside each outer training split
 SCALE_POOLING = ("plate", "batch", "all")  # over which wells the feature spread is pooled
 
-SPHERING = ("none", "global", "batch")  # no sphering, one transform for all wells, one per batch
+SPHERING = ("none", "global", "batch", "tvn")  # no sphering, one transform for all wells, one per batch, typical variation normalisation
+GROUPED_SPHERING = ("batch", "tvn")  # variants that fit something per batch
+SPHERING_CONTROLS = ("training", "all")  # which control wells the sphering is fitted on
 SPHERING_METHODS = ("ZCA-cor", "ZCA", "PCA-cor", "PCA")  # pycytominer's Spherize methods
 ADVERSARIES = ("none", "batch", "plate")  # what the adversary of `anomaly_adversarial` predicts from the latent code
 
@@ -123,10 +125,18 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
     curve: bool = setting(True, "Also train on fewer training controls (learning curve).")
     curve_fractions: tuple[float, ...] = setting((0.25, 0.5), "Fractions of the training controls of the curve.", minimum=0, maximum=1, cli=False)
     sphering: str = setting(
-        "none", "Add <representation>_sphered: pycytominer Spherize fitted on the training controls, globally or per batch.", choices=SPHERING
+        "none",
+        "Add <representation>_sphered: pycytominer Spherize fitted on control wells, globally or per batch, or tvn: global sphering, "
+        "then each batch's control covariance aligned to the global one (CORAL, shrunk by --sphering-shrinkage).",
+        choices=SPHERING,
     )
+    sphering_controls: str = setting("training", "Control wells the sphering is fitted on: the training split or all.", choices=SPHERING_CONTROLS)
     sphering_method: str = setting("ZCA-cor", "Sphering method (pycytominer Spherize).", choices=SPHERING_METHODS)
     sphering_epsilon: float = setting(10.0, "pycytominer Spherize epsilon: added to the control matrix's singular values (regularises).", minimum=0)
+    sphering_shrinkage: float = setting(
+        0.5, "tvn: weight of the global control covariance in each batch's (1: no per-batch alignment).", minimum=0, maximum=1, exclusive_minimum=True
+    )
+    sphering_plate_centring: bool = setting(True, "tvn: first centre each plate on the median of its sphering controls (robust, per plate).")
     adversary: str = setting(
         "none",
         "Add anomaly_adversarial: an autoencoder whose latent code learns to hide the batch or plate (gradient reversal).",
@@ -143,9 +153,21 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
             self.fail("control_split", "give three fractions (train, validation, test) that sum to 1")
         if self.control_split[0] == 0 or self.control_split[1] == 0:
             self.fail("control_split", "the train and validation fractions must be > 0")
-        for name in ("sphering", "adversary"):
-            if getattr(self, name) == "batch" and not self.batch:
-                self.fail(name, "'batch' needs a batch column: give --batch-column")
+
+    def check_batch_column(self) -> None:
+        """A sphering or adversary that works per batch has a batch column to read.
+
+        Checked when the profiler is fitted, not on construction: ``--dataset`` fills the batch column in
+        after the command-line options are read.
+
+        Raises
+        ------
+        PhenolensError
+            For ``--sphering batch|tvn`` or ``--adversary batch`` without a batch column.
+        """
+        for name, per_batch in (("sphering", GROUPED_SPHERING), ("adversary", ("batch",))):
+            if getattr(self, name) in per_batch and not self.batch:
+                self.fail(name, f"{getattr(self, name)!r} needs a batch column: give --batch-column")
 
     def evaluation(self) -> ProfileEvaluationSettings:
         """The evaluation part (columns + evaluation fields), as `profile evaluate` takes it."""

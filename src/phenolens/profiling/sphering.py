@@ -5,7 +5,10 @@ or identity correlation (ZCA-cor, PCA-cor): the directions in which controls var
 (technical variation, the same in every treatment) are shrunk, and what is left of a treated well
 is what the controls do not do. The "typical variation normalisation" of Ando et al. (2017) is the
 same idea. Fitted per batch, each batch is whitened against its own controls, which also removes
-covariance differences between batches (at the price of fewer controls per fit).
+covariance differences between batches (at the price of fewer controls per fit: a dozen controls per
+batch in 100+ dimensions whiten mostly noise). `TypicalVariationNormalizer` keeps the global whitening
+and only aligns each batch's control covariance to the global one, shrunk towards it, so that a dozen
+controls per batch suffice.
 
 With fewer independent control wells than features the control covariance is singular (and it
 always loses one direction per plate when each plate is centred on its own controls); the missing
@@ -24,7 +27,7 @@ from sklearn.base import BaseEstimator
 from phenolens.core.errors import PhenolensError
 from phenolens.core.estimators import check_is_fitted
 from phenolens.core.logging import get_logger
-from phenolens.profiling.settings import SPHERING_METHODS
+from phenolens.profiling.settings import GROUPED_SPHERING, SPHERING_METHODS
 
 log = get_logger(__name__)
 
@@ -185,6 +188,154 @@ class Spherer(BaseEstimator):
         return result
 
 
+class TypicalVariationNormalizer(BaseEstimator):
+    """Typical variation normalisation: global sphering on all reference controls, then per-batch alignment.
+
+    Ando, McLean & Berndl (2017, "Improving phenotypic measurements in high-content imaging screens",
+    bioRxiv 161422) whiten embeddings by the covariance of the negative controls (PCA whitening). The
+    public BBBC021 evaluation of Caicedo et al. (2018; broadinstitute/DeepProfilerExperiments,
+    ``bbbc021/profiling-evaluation.ipynb``) follows it with CORAL (Sun, Feng & Saenko 2016): each
+    batch is multiplied by the inverse square root of its controls' covariance and by the square root
+    of the global one, so every batch's controls share one covariance. Here the batch covariance is
+    shrunk towards the global one, ``C_b = (1 - shrinkage) * cov(batch controls) + shrinkage * C``,
+    which keeps the estimate full-rank and stable with a dozen controls per batch (shrinkage 1
+    leaves the global sphering alone), and each batch is first centred on its own controls. With
+    `plates` given to `fit` and `transform`, every plate is first centred on the median of its
+    reference controls (robust per-plate normalisation against controls, before the global sphering).
+
+    Parameters
+    ----------
+    method : str
+        Sphering method of the global step (`Spherer`).
+    epsilon : float
+        Its regulariser (`Spherer`).
+    shrinkage : float
+        In (0, 1]: weight of the global control covariance in each batch's.
+    source : str
+        What is normalised, for messages.
+
+    Attributes
+    ----------
+    plate_centres_ : dict
+        Plate -> median of its reference rows (empty when fitted without plates).
+    spherer_ : Spherer
+        The global sphering.
+    alignments_ : dict
+        Batch -> (centre in sphered space, alignment matrix).
+    n_features_in_ : int
+        Features of the fit.
+    regularised_groups_ : list of str
+        As `Spherer`'s (the global fit's).
+    """
+
+    def __init__(self, method: str = "ZCA-cor", epsilon: float = 1.0, shrinkage: float = 0.5, source: str = "profiles"):
+        self.method = method
+        self.epsilon = epsilon
+        self.shrinkage = shrinkage
+        self.source = source
+
+    def fit(self, values: np.ndarray, groups: Sequence, plates: Sequence | None = None) -> TypicalVariationNormalizer:
+        """Fit the plate centres (with `plates`), the global sphering on all `values` (reference rows) and one
+        alignment per group (batch).
+
+        Parameters
+        ----------
+        values : numpy.ndarray
+            (reference rows, features), finite.
+        groups : sequence
+            Batch of every reference row.
+        plates : sequence, optional
+            Plate of every reference row: centre each plate on the median of its reference rows first.
+
+        Returns
+        -------
+        TypicalVariationNormalizer
+            ``self``.
+
+        Raises
+        ------
+        PhenolensError
+            For a shrinkage outside (0, 1], a batch with fewer than 2 reference rows, or what `Spherer.fit` raises.
+        """
+        if not 0 < self.shrinkage <= 1:
+            raise PhenolensError(f"{self.source}: tvn shrinkage {self.shrinkage} must be in (0, 1]")
+        values = np.asarray(values, dtype=np.float64)
+        self.plate_centres_ = {}
+        if plates is not None:
+            plate_labels = _labels(plates, len(values))
+            self.plate_centres_ = {plate: np.median(values[plate_labels == plate], axis=0) for plate in pd.unique(plate_labels)}
+            values = self._centre_plates(values, plate_labels)
+        self.spherer_ = Spherer(self.method, self.epsilon, self.source).fit(values)
+        self.regularised_groups_ = self.spherer_.regularised_groups_
+        sphered_values = self.spherer_.transform(values)
+        labels = _labels(groups, len(sphered_values))
+        target = np.cov(sphered_values, rowvar=False, bias=True)
+        target_root = _matrix_power(target, 0.5)
+        self.alignments_ = {}
+        for group in pd.unique(labels):
+            rows = sphered_values[labels == group]
+            if len(rows) < 2:
+                raise PhenolensError(f"{self.source}: tvn needs at least 2 control wells{_where(group)}, found {len(rows)}")
+            covariance = (1 - self.shrinkage) * np.cov(rows, rowvar=False, bias=True) + self.shrinkage * target
+            self.alignments_[group] = (rows.mean(axis=0), _matrix_power(covariance, -0.5) @ target_root)
+        self.n_features_in_ = values.shape[1]
+        return self
+
+    def transform(self, values: np.ndarray, groups: Sequence, plates: Sequence | None = None) -> np.ndarray:
+        """Centre each plate (when fitted with plates), sphere globally, then centre and align each row with its batch's transform.
+
+        Parameters
+        ----------
+        values : numpy.ndarray
+            (rows, features) with the fit's features.
+        groups : sequence
+            Batch of every row.
+        plates : sequence, optional
+            Plate of every row; required when the normaliser was fitted with plates.
+
+        Returns
+        -------
+        numpy.ndarray
+            (rows, features).
+
+        Raises
+        ------
+        PhenolensError
+            For another feature count, a batch or plate the normaliser was not fitted on, or missing plates.
+        """
+        check_is_fitted(self, "alignments_")
+        values = np.asarray(values, dtype=np.float64)
+        if self.plate_centres_:
+            if plates is None:
+                raise PhenolensError(f"{self.source}: tvn was fitted with plate centring; give the plate of every row")
+            values = self._centre_plates(values, _labels(plates, len(values)))
+        result = self.spherer_.transform(values)
+        labels = _labels(groups, len(result))
+        unseen = sorted(set(labels) - set(self.alignments_))
+        if unseen:
+            raise PhenolensError(f"{self.source}: batch {unseen[0]!r} had no control wells when tvn was fitted; fit on a table that includes it")
+        for group, (centre, alignment) in self.alignments_.items():
+            rows = labels == group
+            result[rows] = (result[rows] - centre) @ alignment
+        return result
+
+    def _centre_plates(self, values: np.ndarray, plate_labels: np.ndarray) -> np.ndarray:
+        unseen = sorted(set(plate_labels) - set(self.plate_centres_))
+        if unseen:
+            raise PhenolensError(f"{self.source}: plate {unseen[0]!r} had no control wells when tvn was fitted; fit on a table that includes it")
+        centred = values.copy()
+        for plate, centre in self.plate_centres_.items():
+            centred[plate_labels == plate] -= centre
+        return centred
+
+
+def _matrix_power(matrix: np.ndarray, power: float) -> np.ndarray:
+    """A symmetric positive semi-definite matrix to a power (eigenvalues below 1e-12 of the largest are floored there)."""
+    eigenvalues, vectors = np.linalg.eigh(matrix)
+    eigenvalues = np.maximum(eigenvalues, eigenvalues.max(initial=0) * 1e-12)
+    return (vectors * eigenvalues**power) @ vectors.T
+
+
 def _labels(groups: Sequence | None, n: int) -> np.ndarray:
     if groups is None:
         return np.full(n, ALL, dtype=object)
@@ -198,10 +349,43 @@ def _where(group: str) -> str:
     return "" if group == ALL else f" of batch {group!r}"
 
 
+def sphering_layout(
+    settings, is_control: np.ndarray, is_training: np.ndarray, batches: np.ndarray | None, plates: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """What the sphering of `settings` is fitted on and grouped by: reference rows, batches, plates to centre.
+
+    Parameters
+    ----------
+    settings : ProfilingSettings
+        `sphering`, `sphering_controls`, `sphering_plate_centring`.
+    is_control, is_training : numpy.ndarray
+        Masks of the control wells and of the training-split control wells.
+    batches : numpy.ndarray or None
+        Batch of every row (None without a batch column).
+    plates : numpy.ndarray
+        Plate of every row.
+
+    Returns
+    -------
+    tuple
+        (reference mask, batch of every row or None for a global fit, plate of every row or None without plate centring).
+    """
+    reference = np.asarray(is_training if settings.sphering_controls == "training" else is_control, dtype=bool)
+    groups = None if settings.sphering not in GROUPED_SPHERING else np.asarray(batches).astype(str)
+    centring = np.asarray(plates).astype(str) if settings.sphering == "tvn" and settings.sphering_plate_centring else None
+    return reference, groups, centring
+
+
 def fit_spherers(
-    representations: dict[str, pd.DataFrame], features: list[str], reference: np.ndarray, groups: np.ndarray | None, settings
-) -> dict[str, Spherer]:
-    """One `Spherer` per representation, fitted on its reference (training-control) rows; none when sphering is off.
+    representations: dict[str, pd.DataFrame],
+    features: list[str],
+    reference: np.ndarray,
+    groups: np.ndarray | None,
+    settings,
+    plates: np.ndarray | None = None,
+) -> dict[str, Spherer | TypicalVariationNormalizer]:
+    """One `Spherer` (or, for ``tvn``, `TypicalVariationNormalizer`) per representation, fitted on its reference
+    (control) rows; none when sphering is off.
 
     Parameters
     ----------
@@ -212,13 +396,15 @@ def fit_spherers(
     reference : numpy.ndarray
         Mask of the rows to fit on (the training controls).
     groups : numpy.ndarray or None
-        Batch of every row for per-batch sphering; None for one global transform.
+        Batch of every row for per-batch sphering and tvn; None for one global transform.
     settings : ProfilingSettings
-        `sphering` (none, global, batch), `sphering_method`, `sphering_epsilon`.
+        `sphering` (none, global, batch, tvn), `sphering_method`, `sphering_epsilon`, `sphering_shrinkage`.
+    plates : numpy.ndarray, optional
+        Plate of every row: tvn first centres each plate on the median of its reference controls.
 
     Returns
     -------
-    dict of str to Spherer
+    dict of str to Spherer or TypicalVariationNormalizer
         Empty when `settings.sphering` is none.
 
     Raises
@@ -229,6 +415,13 @@ def fit_spherers(
     if settings.sphering == "none":
         return {}
     reference = np.asarray(reference, dtype=bool)
+    if settings.sphering == "tvn":
+        return {
+            name: TypicalVariationNormalizer(settings.sphering_method, settings.sphering_epsilon, settings.sphering_shrinkage, source=name).fit(
+                frame.loc[reference, features].to_numpy(dtype=np.float64), groups[reference], None if plates is None else plates[reference]
+            )
+            for name, frame in representations.items()
+        }
     return {
         name: Spherer(settings.sphering_method, settings.sphering_epsilon, source=name).fit(
             frame.loc[reference, features].to_numpy(dtype=np.float64), None if groups is None else groups[reference]
@@ -238,7 +431,11 @@ def fit_spherers(
 
 
 def sphered(
-    representations: dict[str, pd.DataFrame], spherers: dict[str, Spherer], features: list[str], groups: np.ndarray | None
+    representations: dict[str, pd.DataFrame],
+    spherers: dict[str, Spherer | TypicalVariationNormalizer],
+    features: list[str],
+    groups: np.ndarray | None,
+    plates: np.ndarray | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The sphered copy of every representation that has a spherer, named ``<name>_sphered``.
 
@@ -246,12 +443,14 @@ def sphered(
     ----------
     representations : dict of str to pandas.DataFrame
         Representation name -> table.
-    spherers : dict of str to Spherer
+    spherers : dict of str to Spherer or TypicalVariationNormalizer
         From `fit_spherers`.
     features : list of str
         The feature columns (metadata columns are copied unchanged).
     groups : numpy.ndarray or None
-        Batch of every row (per-batch sphering) or None.
+        Batch of every row (per-batch sphering, tvn) or None.
+    plates : numpy.ndarray, optional
+        Plate of every row (a tvn fitted with plates needs them).
 
     Returns
     -------
@@ -261,6 +460,8 @@ def sphered(
     result = {}
     for name, spherer in spherers.items():
         frame = representations[name].copy()
-        frame[features] = spherer.transform(frame[features].to_numpy(dtype=np.float64), groups)
+        values = frame[features].to_numpy(dtype=np.float64)
+        with_plates = isinstance(spherer, TypicalVariationNormalizer)
+        frame[features] = spherer.transform(values, groups, plates) if with_plates else spherer.transform(values, groups)
         result[name + SPHERED_SUFFIX] = frame
     return result
