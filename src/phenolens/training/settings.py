@@ -20,6 +20,7 @@ from phenolens.core.settings import Settings, setting
 IMAGE_ARCHITECTURES = ("densenet", "resnet18", "vgg")
 LOSSES = ("softmax", "arcface", "composite")
 SCHEDULES = ("plateau", "cosine")
+ADVERSARY_LOSSES = ("reversal", "confusion")
 PREDICTION_BATCH = 256  # images per forward pass when applying a model: memory stays bounded by one batch
 
 
@@ -79,10 +80,21 @@ class ImageTrainingSettings(Settings):
         "Metadata column (well, plate, batch) that an adversary predicts from the embedding through a gradient reversal layer "
         "(Ganin & Lempitsky 2015), so that the network learns to hide it.",
     )
-    adversary_weight: float = setting(1.0, "Weight of the adversary's loss (with --adversary-column).", minimum=0.0, exclusive_minimum=True)
+    adversary_weight: float = setting(3.0, "Weight of the adversary's loss (with --adversary-column).", minimum=0.0, exclusive_minimum=True)
     adversary_lambda: float = setting(
         1.0, "Final strength of the gradient reversal; it ramps up as 2 / (1 + exp(-10 p)) - 1 over training progress p.", minimum=0.0
     )
+    adversary_loss: str = setting(
+        "confusion",
+        "The network's adversarial loss: reversal (the adversary's cross-entropy through the gradient reversal layer, Ganin & Lempitsky 2015) "
+        "or confusion (cross-entropy of the adversary's prediction to the uniform distribution over the domains of the image's class, "
+        "Tzeng et al. 2015).",
+        choices=ADVERSARY_LOSSES,
+    )
+    adversary_steps: int = setting(5, "Adversary updates (on the batch's detached embeddings) per training step.", minimum=1)
+    adversary_lr: float | None = setting(None, "The adversary's Adam learning rate (default: --lr).", minimum=0.0, exclusive_minimum=True)
+    adversary_depth: int = setting(1, "Hidden layers of the adversary (64 units each; 0: a linear adversary).", minimum=0)
+    adversary_reset: int = setting(5, "Draw a fresh adversary every this many epochs (0: never).", minimum=0)
     adversary_by_class: bool = setting(
         True,
         "Tell the adversary each image's class, so that it removes only the domain information the class does not explain "
