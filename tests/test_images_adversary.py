@@ -174,7 +174,7 @@ def test_a_tiny_adversarial_run_reports_the_domain_with_and_without_the_adversar
     adversary_part(section, run.metrics)
     ((caption, table),) = section.tables
     assert list(table.index) == ["with the adversary", "without the adversary"] and "'plate'" in caption
-    assert table.shape == (2, 5) and "told the class" in section.paragraphs[0]
+    assert table.shape == (2, 7) and "told the class" in section.paragraphs[0] and "domain confusion" in section.paragraphs[0]
     # the adversary changes training; its weights are not part of the saved classifier
     plain = fit_classifier(images, "resnet18", **settings)
     adversarial = fit_classifier(images, "resnet18", adversary_column="plate", **settings)

@@ -326,7 +326,7 @@ def adversary_metrics(
     Returns
     -------
     dict
-        ``column``, ``domains``, ``by_class``, ``probe_groups`` and the `domain_probe` of each model
+        ``column``, ``domains``, ``by_class``, ``loss``, ``probe_groups`` and the `domain_probe` of each model
         (``with_adversary``, ``without_adversary``; with groups each also holds the ``ungrouped`` probe,
         whose folds mix the groups; with `trained_index` each holds ``trained_images`` and ``unseen_images``,
         that probe on the images the network trained on and on the others), and the baseline's ``macro_f1_without_adversary``.
@@ -349,6 +349,7 @@ def adversary_metrics(
         "column": settings.adversary_column,
         "domains": names,
         "by_class": settings.adversary_by_class,
+        "loss": settings.adversary_loss,
         "probe_groups": settings.group_by,
         "with_adversary": probe(classifier),
     }
