@@ -54,6 +54,11 @@ def train(seed: int, out: Path, small: bool, by_class: bool, weight: float | Non
     return json.loads((out / "metrics.json").read_text())
 
 
+def _figure(value: float | None) -> str:
+    """A probe's figure to 3 decimals; "n/a" where no class spanned two wells (NaN, written to JSON as null)."""
+    return "n/a" if value is None or value != value else f"{value:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/images-adversary")
@@ -93,8 +98,8 @@ def main() -> None:
         for key, name in (("trained_images", "trained on"), ("unseen_images", "unseen")):
             probe, plain = with_[key], without[key]
             parts.append(
-                f"{name} {probe['within_class_balanced_accuracy']:.3f} / {plain['within_class_balanced_accuracy']:.3f} "
-                f"(chance {probe['within_class_chance']:.3f}, {probe['within_class_images']} crops)"
+                f"{name} {_figure(probe['within_class_balanced_accuracy'])} / {_figure(plain['within_class_balanced_accuracy'])} "
+                f"(chance {_figure(probe['within_class_chance'])}, {probe['within_class_images']} crops)"
             )
         print(f"{seed:>4}  " + "; ".join(parts))
     first = next(iter(runs.values()))["adversary"]["with_adversary"]

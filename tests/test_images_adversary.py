@@ -99,6 +99,26 @@ def test_the_confusion_loss_is_the_cross_entropy_to_the_uniform_distribution_ove
     assert not torch.equal(state["body.0.weight"], training.adversary.state_dict()["body.0.weight"])
 
 
+def test_a_refit_fits_a_fresh_adversary_to_the_whole_training_set_and_leaves_the_network_as_it_was():
+    class Identity(torch.nn.Module):
+        def embed(self, x, covariates=None):
+            assert not self.training  # the embeddings a probe would read: eval mode
+            return x
+
+    torch.manual_seed(0)
+    domains = torch.arange(300) % 3
+    labels = torch.arange(300) % 2
+    features = torch.nn.functional.one_hot(domains, 3).float() + 0.3 * torch.randn(300, 3)  # the domain, plainly
+    training = AdversaryTraining(DomainAdversary(3, 3, n_classes=2), torch.ones(2, 3), 1.0, 1.0, 10, refit_on=(features, labels, domains))
+    network = Identity().train()
+    before = training.adversary.body[0].weight.detach().clone()
+    assert not training.on_epoch_end(0, {}, network) and network.training
+    assert not torch.equal(before, training.adversary.body[0].weight)
+    training.adversary.eval()
+    accuracy = (training.adversary.classify(features, torch.eye(2)[labels]).argmax(1) == domains).float().mean()
+    assert accuracy > 0.95
+
+
 @pytest.mark.parametrize("loss", ["confusion", "reversal"])
 def test_the_adversary_drives_a_fresh_probe_of_a_planted_nuisance_to_chance_and_keeps_the_class(loss):
     """An encoder sees the class in one feature and a domain (within each class) planted in two others; a fresh linear

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from phenolens.training.settings import ImageTrainingSettings
 
 OPTION = "--adversary-column"
+REFIT_STEPS = 200  # full-batch Adam steps that fit a fresh adversary to an epoch's embeddings (a few hundred images)
+REFIT_BATCH = 256  # images per forward pass when embedding the training images for a refit
 
 
 def domain_codes(images: ImageSet, column: str) -> tuple[np.ndarray, list[str]]:
@@ -82,8 +84,9 @@ class AdversaryTraining(Callback):
       (a class seen in one domain only has that domain as its target: nothing to hide there).
 
     A CutMix image counts as both of its domains (and classes, and targets), weighted by the area each
-    contributed, as its class loss does. With `reset_every`, the adversary is drawn afresh (and its
-    optimiser emptied) every that many epochs, so the network cannot settle on fooling one adversary.
+    contributed, as its class loss does. With `refit_on`, a fresh adversary is fitted to convergence on
+    the whole training set's embeddings after every epoch; with `reset_every`, it is drawn afresh (and its
+    optimiser emptied) every that many epochs: either way the network cannot settle on fooling one adversary.
     As a `Callback` it carries the adversary's weights, optimiser and step count into checkpoints.
 
     Parameters
@@ -105,7 +108,12 @@ class AdversaryTraining(Callback):
     lr : float
         The adversary's Adam learning rate.
     reset_every : int
-        Epochs between fresh adversaries (0: never).
+        Epochs between fresh adversaries (0: never; ignored with `refit_on`).
+    refit_on : tuple of torch.Tensor, optional
+        (inputs, labels[, covariates], domains) of the unaugmented training images: after every epoch a fresh
+        adversary is fitted to convergence on their embeddings (`refit`).
+    refit_steps : int
+        Full-batch Adam steps of each refit.
     """
 
     def __init__(
@@ -119,9 +127,12 @@ class AdversaryTraining(Callback):
         steps: int = 1,
         lr: float = 1e-3,
         reset_every: int = 0,
+        refit_on: tuple[torch.Tensor, ...] | None = None,
+        refit_steps: int = REFIT_STEPS,
     ):
         self.adversary, self.class_domains, self.weight, self.final_lambda = adversary, class_domains, weight, final_lambda
         self.total_steps, self.loss, self.steps, self.lr, self.reset_every = max(total_steps, 1), loss, steps, lr, reset_every
+        self.refit_on, self.refit_steps = refit_on, refit_steps
         self.optimizer = torch.optim.Adam(adversary.parameters(), lr=lr)
         self.steps_taken = 0
 
@@ -173,11 +184,44 @@ class AdversaryTraining(Callback):
         return (mixed.weight * own + (1.0 - mixed.weight) * partner).mean()
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
-        """Draw a fresh adversary every `reset_every` epochs; never stops (see `Callback.on_epoch_end`)."""
-        if self.reset_every and (epoch + 1) % self.reset_every == 0:
+        """Draw a fresh adversary every `reset_every` epochs, or fit one to the epoch's embeddings; never stops (see `Callback.on_epoch_end`)."""
+        if self.refit_on is not None:
+            self.refit(model)
+        elif self.reset_every and (epoch + 1) % self.reset_every == 0:
             self.adversary.reset_parameters()
             self.optimizer = torch.optim.Adam(self.adversary.parameters(), lr=self.lr)
         return False
+
+    def refit(self, model: torch.nn.Module) -> None:
+        """Fit a fresh adversary to convergence on the embeddings `model` now gives the unaugmented training images.
+
+        The per-step updates see one augmented batch at a time and can lag far behind what a reader of the
+        whole embedding finds (a probe fitted afterwards); refitted after every epoch, the adversary the
+        next epoch's network faces is the best one its embedding allows (`refit_steps` full-batch Adam steps).
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The network (its ``embed(inputs, covariates)`` is read in eval mode, without gradients).
+        """
+        inputs, labels, *covariates, domains = self.refit_on
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            features = torch.cat(
+                [
+                    model.embed(inputs[i : i + REFIT_BATCH], covariates[0][i : i + REFIT_BATCH] if covariates else None)
+                    for i in range(0, len(inputs), REFIT_BATCH)
+                ]
+            )
+        model.train(was_training)
+        told = torch.eye(len(self.class_domains))[labels] if self.adversary.n_classes else None
+        self.adversary.reset_parameters()
+        self.optimizer = torch.optim.Adam(self.adversary.parameters(), lr=self.lr)
+        for _ in range(self.refit_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(self.adversary.classify(features, told), domains).backward()
+            self.optimizer.step()
 
     def state_dict(self) -> dict:
         """The adversary's weights, its optimiser and the steps taken (see `Callback.state_dict`)."""

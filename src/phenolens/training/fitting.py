@@ -264,6 +264,7 @@ def _adversary_training(data: TrainingData, settings: ImageTrainingSettings, mod
         steps=settings.adversary_steps,
         lr=settings.adversary_lr or settings.lr,
         reset_every=settings.adversary_reset,
+        refit_on=data.train if settings.adversary_refit else None,
     )
 
 

@@ -95,6 +95,11 @@ class ImageTrainingSettings(Settings):
     adversary_lr: float | None = setting(None, "The adversary's Adam learning rate (default: --lr).", minimum=0.0, exclusive_minimum=True)
     adversary_depth: int = setting(1, "Hidden layers of the adversary (64 units each; 0: a linear adversary).", minimum=0)
     adversary_reset: int = setting(5, "Draw a fresh adversary every this many epochs (0: never).", minimum=0)
+    adversary_refit: bool = setting(
+        False,
+        "After every epoch, fit a fresh adversary to convergence on the embeddings of all the unaugmented training images, "
+        "so that each epoch's network faces the best adversary its embedding allows (--adversary-reset is then moot).",
+    )
     adversary_by_class: bool = setting(
         True,
         "Tell the adversary each image's class, so that it removes only the domain information the class does not explain "
