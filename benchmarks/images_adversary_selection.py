@@ -34,7 +34,7 @@ from targets import Targets, add_check_option  # noqa: E402
 
 
 def parse_variant(text: str, base: ImageTrainingSettings) -> ImageTrainingSettings:
-    """`none`, or comma-separated FIELD=VALUE changes of `base` (the adversary on the well unless told otherwise)."""
+    """`none`, or comma-separated FIELD=VALUE changes of `base` (the adversary on the well unless `adversary_column=none`)."""
     if text == "none":
         return base
     types = {field.name: field.type for field in fields(base)}
@@ -42,7 +42,9 @@ def parse_variant(text: str, base: ImageTrainingSettings) -> ImageTrainingSettin
     for pair in text.split(","):
         name, value = pair.split("=")
         kind = types[name]
-        if "bool" in kind:
+        if value == "none":
+            changes[name] = None
+        elif "bool" in kind:
             changes[name] = value in ("1", "true", "on")
         elif "int" in kind:
             changes[name] = int(value)

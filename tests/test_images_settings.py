@@ -99,6 +99,7 @@ def test_the_aliases_are_the_group_commands():
         (ImageTrainingSettings, {"size": -5}, "size (--size) = -5: must be >= 1"),
         (ImageTrainingSettings, {"cutmix_probability": 1.5}, "(--cutmix) = 1.5: must be <= 1"),
         (ImageTrainingSettings, {"dimming": 1.0}, "must lie in [0, 1)"),
+        (ImageTrainingSettings, {"channel_gain": 1.0}, "channel_gain (--channel-gain) = 1.0: must lie in [0, 1)"),
         (ImageTrainingSettings, {"test_fraction": 1.0}, "must lie in (0, 1)"),
         (ImageTrainingSettings, {"cv": 1}, "at least 2 folds"),
         (ImageTrainingSettings, {"loss": "hinge"}, "choose one of softmax, arcface, composite"),

@@ -26,7 +26,7 @@ from phenolens.data.containers import ImageSet
 from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
 from phenolens.training.adversary import AdversaryTraining, domain_codes
-from phenolens.training.augment import cutmix, dim, flips_and_rotations, pseudo_label_weight
+from phenolens.training.augment import channel_gains, cutmix, dim, flips_and_rotations, pseudo_label_weight
 from phenolens.training.classifier import EpochLog, ImageClassifier
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
@@ -191,6 +191,7 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         if not settings.augment:
             return x
         x = flips_and_rotations(x, generator, settings.max_rotation, fill=data.black)
+        x = channel_gains(x, generator, settings.channel_gain, data.black) if settings.channel_gain else x
         return dim(x, generator, settings.dimming, data.black) if settings.dimming else x
 
     adversary = _adversary_training(data, settings, model)

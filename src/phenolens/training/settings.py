@@ -68,6 +68,12 @@ class ImageTrainingSettings(Settings):
         "passes through on its way from a black baseline are images the model has seen; 0 turns it off; below 1.",
         minimum=0.0,
     )
+    channel_gain: float = setting(
+        0.0,
+        "With --augment, scale each stain of each crop by its own gain from U(1 - GAIN, 1 + GAIN), so that how bright a stain came out "
+        "in a field or well does not mark its crops; 0 turns it off; below 1.",
+        minimum=0.0,
+    )
     pseudo_labels: bool = setting(True, "Use the unlabelled images as a pseudo-labelled pool.")
     pseudo_start: int | None = setting(None, "Epoch at which pseudo-labels start to count (default: epochs // 4).", minimum=0)
     pseudo_full: int | None = setting(None, "Epoch at which pseudo-labels reach their full weight (default: epochs // 2).", minimum=0)
@@ -121,6 +127,8 @@ class ImageTrainingSettings(Settings):
 
     def check(self) -> None:
         """Rules that bounds alone cannot say: half-open intervals and the number of folds."""
+        if self.channel_gain >= 1.0:
+            self.fail("channel_gain", "must lie in [0, 1); 0 turns it off")
         if self.dimming >= 1.0:
             self.fail("dimming", "must lie in [0, 1); 0 turns it off")
         if self.validation_fraction >= 1.0:
