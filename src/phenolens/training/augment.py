@@ -95,14 +95,10 @@ def channel_gains(x: torch.Tensor, generator: torch.Generator, spread: float, bl
 
     Parameters
     ----------
-    x : Tensor
-        (N, C, H, W) normalised batch.
-    generator : Generator
-        Source of the gains.
+    x, generator, black
+        As for `dim`.
     spread : float
         Largest relative change, in [0, 1).
-    black : Tensor
-        (1, C, 1, 1) normalised raw 0.
 
     Returns
     -------
