@@ -72,7 +72,8 @@ def main() -> None:
     seeds = [0] if args.small else [int(s) for s in args.seeds.split(",")]
     extra = shlex.split(args.options)
     runs = {seed: train(seed, Path(args.out) / f"seed-{seed}", args.small, args.by_class == "on", args.weight, extra) for seed in seeds}
-    print(f"\nbbbc021-cells, well adversary{' told the class' if args.by_class == 'on' else ''} {' '.join(extra)}, split by field")
+    told = " told the class" if args.by_class == "on" else ""
+    print(f"\nbbbc021-cells, well adversary{told}{''.join(' ' + option for option in extra)}, split by field")
     print("probe folds grouped by field (the probe never sees a test crop's field):")
     print("seed  macro-F1 with / without   well from embedding with / without (class alone)   well within class with / without")
     for seed, metrics in runs.items():
