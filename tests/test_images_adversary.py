@@ -14,7 +14,8 @@ from phenolens.nn.gradient_reversal import ganin_lambda
 from phenolens.report.classifier import adversary_part
 from phenolens.report.html import Section
 from phenolens.training import cutmix, fit_classifier, train_and_evaluate
-from phenolens.training.adversary import AdversaryLoss, domain_probe
+from phenolens.training.adversary import AdversaryTraining, domain_probe
+from phenolens.training.augment import CutMixBatch
 
 
 def _plated_set(n: int = 48, seed: int = 0) -> ImageSet:
@@ -35,29 +36,125 @@ def _plated_set(n: int = 48, seed: int = 0) -> ImageSet:
     return ImageSet(np.stack(images), labels, ["outside", "inside"], ["reporter", "dna"], meta, name="plated")
 
 
-def test_the_adversary_loss_reverses_the_gradient_by_the_ramped_lambda():
-    torch.manual_seed(0)
-    adversary = DomainAdversary(6, 3, n_classes=2)
-    loss = AdversaryLoss(adversary, weight=2.0, final_lambda=0.5, total_steps=4)
-    features = torch.randn(8, 6, requires_grad=True)
-    labels, domains = torch.arange(8) % 2, torch.arange(8) % 3
-    mixed = cutmix(torch.zeros(8, 1, 4, 4), labels, torch.Generator().manual_seed(0), probability=0.0)
+def _unmixed(labels: torch.Tensor) -> CutMixBatch:
+    """A batch without CutMix boxes: every image is its own partner's complement with weight 1."""
+    mixed = cutmix(torch.zeros(len(labels), 1, 4, 4), labels, torch.Generator().manual_seed(0), probability=0.0)
     assert torch.equal(mixed.partner_labels, labels[mixed.partner]) and torch.all(mixed.weight == 1)
-    loss(features, mixed, domains).backward()
-    assert adversary.reversal.lambda_ == 0.0 and torch.all(features.grad == 0)  # p = 0: the schedule starts at 0
+    return mixed
+
+
+def _training(loss: str, steps: int = 1, n_classes: int = 2) -> AdversaryTraining:
+    torch.manual_seed(0)
+    class_domains = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])  # class 0 seen in domains 0 and 1, class 1 in 1 and 2
+    return AdversaryTraining(DomainAdversary(6, 3, n_classes=n_classes), class_domains, 2.0, 0.5, 4, loss=loss, steps=steps, lr=0.01)
+
+
+def test_the_reversal_loss_reverses_the_gradient_by_the_ramped_lambda_after_training_the_adversary():
+    training = _training("reversal", steps=3)
+    features = torch.randn(8, 6, requires_grad=True)
+    labels, domains = torch.arange(8) % 2, torch.tensor([0, 1, 1, 2, 0, 1, 1, 2])
+    mixed = _unmixed(labels)
+    before = [p.detach().clone() for p in training.adversary.parameters()]
+    training(features, mixed, domains).backward()
+    assert training.adversary.reversal.lambda_ == 0.0 and torch.all(features.grad == 0)  # p = 0: the schedule starts at 0
+    assert all(not torch.equal(b, p) for b, p in zip(before, training.adversary.parameters()))  # its own steps trained it
     for step in range(1, 3):
         features.grad = None
-        value = loss(features, mixed, domains)
+        value = training(features, mixed, domains)
         value.backward()
         expected_lambda = 0.5 * (2 / (1 + np.exp(-10 * step / 4)) - 1)
-        assert adversary.reversal.lambda_ == pytest.approx(expected_lambda) == pytest.approx(ganin_lambda(step / 4, scale=0.5))
-        # the same loss without the reversal: the features' gradient is its negative, times lambda
+        assert training.adversary.reversal.lambda_ == pytest.approx(expected_lambda) == pytest.approx(ganin_lambda(step / 4, scale=0.5))
+        # the same loss without the reversal, read by the adversary as its steps left it: the features' gradient is its negative, times lambda
         plain = features.detach().clone().requires_grad_(True)
-        one_hot = torch.eye(2)[labels]
-        expected = 2.0 * torch.nn.functional.cross_entropy(adversary.body(torch.cat([plain, one_hot], 1)), domains)
+        expected = 2.0 * torch.nn.functional.cross_entropy(training.adversary.classify(plain, torch.eye(2)[labels]), domains)
         assert value.item() == pytest.approx(expected.item(), rel=1e-6)
         expected.backward()
         assert torch.allclose(features.grad, -expected_lambda * plain.grad, atol=1e-7)
+
+
+def test_the_confusion_loss_is_the_cross_entropy_to_the_uniform_distribution_over_the_class_domains():
+    training = _training("confusion", steps=2)
+    features = torch.randn(8, 6, requires_grad=True)
+    labels, domains = torch.arange(8) % 2, torch.tensor([0, 1, 1, 2, 0, 1, 1, 2])
+    mixed = _unmixed(labels)
+    training.steps_taken = 2  # lambda = 0.5 * ganin_lambda(0.5)
+    value = training(features, mixed, domains)
+    value.backward()
+    plain = features.detach().clone().requires_grad_(True)
+    log_p = torch.log_softmax(training.adversary.classify(plain, torch.eye(2)[labels]), 1)
+    uniform = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])[labels]  # the domains of each image's class, equally
+    expected = 2.0 * ganin_lambda(0.5, scale=0.5) * -(uniform * log_p).sum(1).mean()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    expected.backward()  # minimised, not reversed: the features' gradient is the confusion loss's own
+    assert torch.allclose(features.grad, plain.grad, atol=1e-7)
+    # a fresh adversary after reset_every epochs, and its state survives a checkpoint
+    training.reset_every = 2
+    state = {k: v.clone() for k, v in training.adversary.state_dict().items()}
+    assert not training.on_epoch_end(0, {}, None) and all(torch.equal(v, training.adversary.state_dict()[k]) for k, v in state.items())
+    saved = training.state_dict()
+    restored = _training("confusion")
+    restored.load_state_dict(saved)
+    assert restored.steps_taken == 3 and all(torch.equal(v, restored.adversary.state_dict()[k]) for k, v in state.items())
+    training.on_epoch_end(1, {}, None)
+    assert not torch.equal(state["body.0.weight"], training.adversary.state_dict()["body.0.weight"])
+
+
+def test_a_refit_fits_a_fresh_adversary_to_the_whole_training_set_and_leaves_the_network_as_it_was():
+    class Identity(torch.nn.Module):
+        def embed(self, x, covariates=None):
+            assert not self.training  # the embeddings a probe would read: eval mode
+            return x
+
+    torch.manual_seed(0)
+    domains = torch.arange(300) % 3
+    labels = torch.arange(300) % 2
+    features = torch.nn.functional.one_hot(domains, 3).float() + 0.3 * torch.randn(300, 3)  # the domain, plainly
+    training = AdversaryTraining(DomainAdversary(3, 3, n_classes=2), torch.ones(2, 3), 1.0, 1.0, 10, refit_on=(features, labels, domains))
+    network = Identity().train()
+    before = training.adversary.body[0].weight.detach().clone()
+    assert not training.on_epoch_end(0, {}, network) and network.training
+    assert not torch.equal(before, training.adversary.body[0].weight)
+    training.adversary.eval()
+    accuracy = (training.adversary.classify(features, torch.eye(2)[labels]).argmax(1) == domains).float().mean()
+    assert accuracy > 0.95
+
+
+@pytest.mark.parametrize("loss", ["confusion", "reversal"])
+def test_the_adversary_drives_a_fresh_probe_of_a_planted_nuisance_to_chance_and_keeps_the_class(loss):
+    """An encoder sees the class in one feature and a domain (within each class) planted in two others; a fresh linear
+    probe reads that domain from its embedding almost perfectly without the adversary, at about chance with it."""
+    rng = np.random.default_rng(0)
+    n = 400
+    classes, domains = rng.integers(0, 2, n), rng.integers(0, 2, n)  # two domains in each class
+    inputs = np.column_stack([classes + 0.3 * rng.normal(size=n), domains + 0.2 * rng.normal(size=n), -domains + 0.2 * rng.normal(size=n)])
+    inputs = np.column_stack([inputs, rng.normal(size=(n, 3))]).astype(np.float32)
+    x, y, d = torch.from_numpy(inputs), torch.from_numpy(classes), torch.from_numpy(domains)
+
+    def train(adversarial: bool) -> tuple[np.ndarray, float]:
+        torch.manual_seed(0)
+        encoder, head = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8)), torch.nn.Linear(8, 2)
+        optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=0.01)
+        class_domains = torch.ones(2, 2)
+        training = AdversaryTraining(DomainAdversary(8, 2, n_classes=2), class_domains, 1.0, 1.0, 300, loss=loss, steps=5, lr=0.01)
+        for _ in range(300):
+            pick = torch.randint(0, n, (64,))
+            features = encoder(x[pick])
+            step_loss = torch.nn.functional.cross_entropy(head(features), y[pick])
+            if adversarial:
+                step_loss = step_loss + training(features, _unmixed(y[pick]), d[pick])
+            optimizer.zero_grad()
+            step_loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            features = encoder(x)
+            return features.numpy(), float((head(features).argmax(1) == y).float().mean())
+
+    plain, plain_accuracy = train(False)
+    hidden, hidden_accuracy = train(True)
+    without = domain_probe(plain, domains, None, classes)["within_class_balanced_accuracy"]
+    with_ = domain_probe(hidden, domains, None, classes)["within_class_balanced_accuracy"]
+    assert without > 0.95 and with_ < 0.6, (without, with_)
+    assert plain_accuracy > 0.9 and hidden_accuracy > 0.9, (plain_accuracy, hidden_accuracy)
 
 
 def test_domain_probe_known_answers():
@@ -90,12 +187,14 @@ def test_a_tiny_adversarial_run_reports_the_domain_with_and_without_the_adversar
         assert probe["chance"] == 0.25 and probe["within_class_chance"] == 0.25 and probe["n_images"] == 48
         assert 0.0 <= probe["balanced_accuracy"] <= 1.0 and 0.0 <= probe["within_class_balanced_accuracy"] <= 1.0
         assert probe["ungrouped"]["chance"] == 0.25 and "ungrouped" not in probe["ungrouped"]
+        # validation_fraction 0: the network trained on every image outside the held-out fields (12 fields of 4 images, 3 held out)
+        assert probe["trained_images"]["n_images"] == 36 and probe["unseen_images"]["n_images"] == len(run.test_index) == 12
     assert 0.0 <= adversary["macro_f1_without_adversary"] <= 1.0
     section = Section("training")
     adversary_part(section, run.metrics)
     ((caption, table),) = section.tables
     assert list(table.index) == ["with the adversary", "without the adversary"] and "'plate'" in caption
-    assert table.shape == (2, 5) and "told the class" in section.paragraphs[0]
+    assert table.shape == (2, 7) and "told the class" in section.paragraphs[0] and "domain confusion" in section.paragraphs[0]
     # the adversary changes training; its weights are not part of the saved classifier
     plain = fit_classifier(images, "resnet18", **settings)
     adversarial = fit_classifier(images, "resnet18", adversary_column="plate", **settings)

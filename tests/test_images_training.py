@@ -16,6 +16,7 @@ from phenolens.nn.weights import ModelCard, save_model
 from phenolens.training import (
     ChannelNormalization,
     ImageClassifier,
+    channel_gains,
     cutmix,
     dim,
     fit_classifier,
@@ -129,6 +130,22 @@ def test_dimming_scales_raw_intensities_by_one_gain_per_image():
     assert np.allclose(per_image, per_image[:, :1], atol=1e-4)  # one gain for every pixel and channel of an image
     assert per_image.min() > 0.25 - 1e-4 and per_image.max() < 1.0 + 1e-4 and per_image[:, 0].std() > 0.15  # spread over U(0.25, 1)
     assert torch.allclose(dim(x, torch.Generator().manual_seed(0), 0.0, black), x, atol=1e-6)
+
+
+def test_channel_gains_scale_each_stain_of_each_image_by_its_own_gain():
+    raw = np.random.default_rng(0).uniform(20, 100, size=(256, 2, 6, 6)).astype(np.float32)
+    raw[:, 1] += 500.0
+    norm = ChannelNormalization.fit(raw)
+    black = torch.from_numpy(norm.constant(0.0))
+    x = torch.from_numpy(norm(raw))
+    changed = channel_gains(x, torch.Generator().manual_seed(0), 0.4, black).numpy()
+    gain = (changed * norm.std[None, :, None, None] + norm.mean[None, :, None, None]) / raw
+    per_channel = gain.reshape(len(raw), 2, -1)
+    assert np.allclose(per_channel, per_channel[:, :, :1], atol=1e-4)  # one gain for every pixel of a channel of an image
+    gains = per_channel[:, :, 0]
+    assert gains.min() > 0.6 - 1e-4 and gains.max() < 1.4 + 1e-4 and gains.std(0).min() > 0.2  # spread over U(0.6, 1.4)
+    assert abs(np.corrcoef(gains[:, 0], gains[:, 1])[0, 1]) < 0.2  # the stains' gains are drawn apart
+    assert torch.allclose(channel_gains(x, torch.Generator().manual_seed(0), 0.0, black), x, atol=1e-6)
 
 
 def test_pseudo_label_schedule():

@@ -236,3 +236,13 @@ def test_profile_run_resumes_the_autoencoder(cli, tmp_path):
     assert cli(*argv, "--out", tmp_path / "reference")[0] == 0
     killed_then_resumed(cli, argv, tmp_path / "resumed", kill_after=3)
     assert_same_weights(tmp_path / "reference", tmp_path / "resumed", ["model/model.safetensors"])
+
+
+def test_images_train_with_the_adversary_resumes_its_weights_optimiser_and_ramp(cli, tmp_path):
+    """The adversary is no part of the saved model, but it shapes the network: its state travels in the checkpoints."""
+    crops = _write_crops(tmp_path / "crops")
+    argv = ["train", "--folder", crops, "--channels", "GFP,DNA", "--epochs", "3", "--validation-fraction", "0", *IMAGES_TINY]
+    argv += ["--adversary-column", "source", "--no-adversary-baseline", "--adversary-reset", "2"]
+    assert cli(*argv, "--out", tmp_path / "reference")[0] == 0
+    killed_then_resumed(cli, argv, tmp_path / "resumed", kill_after=2)  # after epoch 2: the adversary was reset once and trained again
+    assert_same_weights(tmp_path / "reference", tmp_path / "resumed", ["model.safetensors"])

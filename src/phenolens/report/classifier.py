@@ -223,6 +223,12 @@ def pointwise_weights_figure(model: torch.nn.Module, limit: int = 4):
     return fig
 
 
+LOSS_WORDS = {
+    "reversal": "to defeat it through a gradient reversal layer (Ganin & Lempitsky 2015)",
+    "confusion": "to make its prediction uniform over the domains of each image's class (domain confusion, Tzeng et al. 2015)",
+}
+
+
 def adversary_part(section: Section, metrics: dict) -> None:
     """Add to `section` how well the adversary's domain is read from the embedding, with and without the adversary.
 
@@ -248,6 +254,8 @@ def adversary_part(section: Section, metrics: dict) -> None:
             "domain from class alone": [probe.get("class_only_balanced_accuracy", nan) for probe in probes],
             "domain within class": [probe.get("within_class_balanced_accuracy", nan) for probe in probes],
             "within class, folds mixing groups": [probe.get("ungrouped", {}).get("within_class_balanced_accuracy", nan) for probe in probes],
+            "the same, images trained on": [probe.get("trained_images", {}).get("within_class_balanced_accuracy", nan) for probe in probes],
+            "the same, images not trained on": [probe.get("unseen_images", {}).get("within_class_balanced_accuracy", nan) for probe in probes],
         },
         index=list(rows),
     )
@@ -255,10 +263,12 @@ def adversary_part(section: Section, metrics: dict) -> None:
     grouped = f", folds grouped by {adversary['probe_groups']}" if adversary["probe_groups"] else ""
     section.text(
         f"Domain-adversarial training: an adversary{' told the class' if adversary['by_class'] else ''} predicted {adversary['column']!r} "
-        f"({len(adversary['domains'])} values) from the embedding through a gradient reversal layer. A linear probe (logistic regression, "
+        f"({len(adversary['domains'])} values) from the embedding; the network was trained {LOSS_WORDS[adversary.get('loss', 'reversal')]}. "
+        "A linear probe (logistic regression, "
         f"cross-validated{grouped}) reads the domain from the embedding of all {probe['n_images']} labelled images; balanced accuracy, "
         f"chance {probe['chance']:.3f} ({probe.get('within_class_chance', float('nan')):.3f} within class). 'Within class' probes the images "
-        "of each class that spans several domains separately: what the embedding tells of the domain beyond the class."
+        "of each class that spans several domains separately: what the embedding tells of the domain beyond the class. The last two "
+        "columns split the images into those the network trained on (where the adversary acted) and the held-out and validation images."
     )
     section.table(table, f"How well {adversary['column']!r} can be predicted from the embedding.", float_format="{:.3f}")
 

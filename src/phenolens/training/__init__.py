@@ -10,6 +10,7 @@ from phenolens.core.lazy import lazy_exports
 
 _EXPORTS = {
     "CutMixBatch": "augment",
+    "channel_gains": "augment",
     "cutmix": "augment",
     "dim": "augment",
     "flips_and_rotations": "augment",

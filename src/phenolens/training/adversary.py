@@ -1,8 +1,8 @@
 """Domain-adversarial training of image classifiers (Ganin & Lempitsky 2015), and the probe that measures it.
 
 `domain_codes` reads the domain (well, plate, batch) of every image from a metadata column;
-`AdversaryLoss` is the adversary's term of a training step, with the gradient reversal strength
-ramped by Ganin & Lempitsky's schedule over the steps; `domain_probe` measures how well the domain can
+`AdversaryTraining` trains the adversary and gives the network's adversarial term of a training step
+(gradient reversal or domain confusion), ramped by Ganin & Lempitsky's schedule over the steps; `domain_probe` measures how well the domain can
 still be read from frozen embeddings by a cross-validated linear probe (logistic regression), as
 balanced accuracy (the mean recall over domains), whose chance level is 1 / (number of domains) for any
 probe that ignores the embedding, however unequal the domains' sizes are in each fold.
@@ -22,6 +22,7 @@ from phenolens.data.containers import ImageSet
 from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.gradient_reversal import ganin_lambda
 from phenolens.training.augment import CutMixBatch
+from phenolens.training.loop import Callback
 from phenolens.training.splits import group_column
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from phenolens.training.settings import ImageTrainingSettings
 
 OPTION = "--adversary-column"
+REFIT_STEPS = 200  # full-batch Adam steps that fit a fresh adversary to an epoch's embeddings (a few hundred images)
+REFIT_BATCH = 256  # images per forward pass when embedding the training images for a refit
 
 
 def domain_codes(images: ImageSet, column: str) -> tuple[np.ndarray, list[str]]:
@@ -63,31 +66,78 @@ def domain_codes(images: ImageSet, column: str) -> tuple[np.ndarray, list[str]]:
     return codes.astype(np.int64), [str(name) for name in names]
 
 
-class AdversaryLoss:
-    """The adversary's loss term of a training step, with the reversal strength ramped over the steps.
+class AdversaryTraining(Callback):
+    """The adversary of a training run: its own updates, and the loss term that makes the embedding hide the domain.
 
-    At step t of `total_steps` the gradient reversal multiplies the embedding's gradient by
-    ``-lambda_final * (2 / (1 + exp(-10 p)) - 1)``, p = t / total_steps. A CutMix image counts as
-    both of its domains (and classes), weighted by the area each contributed, as its class loss does.
+    Every training step first trains the adversary `steps` times on the batch's embeddings (detached,
+    so the network is untouched; its own Adam), keeping it near the best predictor of the domain that
+    the embedding allows, then returns the network's adversarial term, weighted by ``weight *
+    lambda_p`` with Ganin & Lempitsky's ramp ``lambda_p = final_lambda * (2 / (1 + exp(-10 p)) - 1)``,
+    p = step / total_steps:
+
+    - ``reversal`` (Ganin & Lempitsky 2015): the adversary's cross-entropy through the gradient reversal
+      layer, so the network climbs it. It can be satisfied by an embedding that makes this adversary
+      confidently wrong, which still carries the domain for any other reader;
+    - ``confusion`` (Tzeng et al. 2015): the cross-entropy of the adversary's prediction to the uniform
+      distribution over the domains of the image's class, minimised by the network: its optimum is an
+      embedding from which the adversary cannot tell those domains apart, not one that misleads it
+      (a class seen in one domain only has that domain as its target: nothing to hide there).
+
+    A CutMix image counts as both of its domains (and classes, and targets), weighted by the area each
+    contributed, as its class loss does. With `refit_on`, a fresh adversary is fitted to convergence on
+    the whole training set's embeddings after every epoch; with `reset_every`, it is drawn afresh (and its
+    optimiser emptied) every that many epochs: either way the network cannot settle on fooling one adversary.
+    As a `Callback` it carries the adversary's weights, optimiser and step count into checkpoints.
 
     Parameters
     ----------
     adversary : DomainAdversary
-        The domain classifier (trained by the same optimiser as the network).
+        The domain classifier.
+    class_domains : torch.Tensor
+        (K, D) 1 where domain d occurs among the training images of class k: the support of the confusion target.
     weight : float
-        Weight of its cross-entropy in the step's loss.
+        Weight of the adversarial term in the step's loss.
     final_lambda : float
-        Reversal strength at the end of training.
+        Strength of the term (the reversal's lambda) at the end of training.
     total_steps : int
-        Training steps (batches) the schedule spans.
+        Training steps (batches) the ramp spans.
+    loss : str
+        ``reversal`` or ``confusion``.
+    steps : int
+        Adversary updates per training step.
+    lr : float
+        The adversary's Adam learning rate.
+    reset_every : int
+        Epochs between fresh adversaries (0: never; ignored with `refit_on`).
+    refit_on : tuple of torch.Tensor, optional
+        (inputs, labels[, covariates], domains) of the unaugmented training images: after every epoch a fresh
+        adversary is fitted to convergence on their embeddings (`refit`).
+    refit_steps : int
+        Full-batch Adam steps of each refit.
     """
 
-    def __init__(self, adversary: DomainAdversary, weight: float, final_lambda: float, total_steps: int):
-        self.adversary, self.weight, self.final_lambda, self.total_steps = adversary, weight, final_lambda, max(total_steps, 1)
+    def __init__(
+        self,
+        adversary: DomainAdversary,
+        class_domains: torch.Tensor,
+        weight: float,
+        final_lambda: float,
+        total_steps: int,
+        loss: str = "reversal",
+        steps: int = 1,
+        lr: float = 1e-3,
+        reset_every: int = 0,
+        refit_on: tuple[torch.Tensor, ...] | None = None,
+        refit_steps: int = REFIT_STEPS,
+    ):
+        self.adversary, self.class_domains, self.weight, self.final_lambda = adversary, class_domains, weight, final_lambda
+        self.total_steps, self.loss, self.steps, self.lr, self.reset_every = max(total_steps, 1), loss, steps, lr, reset_every
+        self.refit_on, self.refit_steps = refit_on, refit_steps
+        self.optimizer = torch.optim.Adam(adversary.parameters(), lr=lr)
         self.steps_taken = 0
 
     def __call__(self, features: torch.Tensor, mixed: CutMixBatch, domains: torch.Tensor) -> torch.Tensor:
-        """Weighted cross-entropy of the adversary on one batch; its gradient reaches `features` reversed.
+        """Train the adversary on one batch, then return the network's adversarial loss term on it.
 
         Parameters
         ----------
@@ -101,34 +151,100 @@ class AdversaryLoss:
         Returns
         -------
         torch.Tensor
-            The scalar loss term.
+            The scalar loss term (its gradient reaches `features`).
         """
-        self.adversary.reversal.lambda_ = ganin_lambda(self.steps_taken / self.total_steps, scale=self.final_lambda)
+        lambda_ = ganin_lambda(self.steps_taken / self.total_steps, scale=self.final_lambda)
         self.steps_taken += 1
-        classes = None
-        if self.adversary.n_classes:
-            one_hot = torch.eye(self.adversary.n_classes, dtype=features.dtype)
-            share = mixed.weight[:, None]
-            classes = share * one_hot[mixed.labels] + (1.0 - share) * one_hot[mixed.partner_labels]
-        logits = self.adversary(features, classes)
+        share = mixed.weight[:, None]
+        one_hot = torch.eye(len(self.class_domains), dtype=features.dtype)
+        classes = share * one_hot[mixed.labels] + (1.0 - share) * one_hot[mixed.partner_labels]
+        told = classes if self.adversary.n_classes else None
+        detached = features.detach()
+        for _ in range(self.steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._domain_cross_entropy(self.adversary.classify(detached, told), mixed, domains).backward()
+            self.optimizer.step()
+        if self.loss == "reversal":
+            self.adversary.reversal.lambda_ = lambda_
+            return self.weight * self._domain_cross_entropy(self.adversary(features, told), mixed, domains)
+        target = share * self._uniform(mixed.labels) + (1.0 - share) * self._uniform(mixed.partner_labels)
+        confusion = -(target * F.log_softmax(self.adversary.classify(features, told), dim=1)).sum(1)
+        return self.weight * lambda_ * confusion.mean()
+
+    def _uniform(self, labels: torch.Tensor) -> torch.Tensor:
+        """(N, D) the uniform distribution over the domains of each image's class."""
+        support = self.class_domains[labels].to(torch.float32)
+        return support / support.sum(1, keepdim=True).clamp(min=1.0)
+
+    @staticmethod
+    def _domain_cross_entropy(logits: torch.Tensor, mixed: CutMixBatch, domains: torch.Tensor) -> torch.Tensor:
+        """The adversary's cross-entropy, each CutMix image counting as both of its domains by area."""
         own = F.cross_entropy(logits, domains, reduction="none")
         partner = F.cross_entropy(logits, domains[mixed.partner], reduction="none")
-        return self.weight * (mixed.weight * own + (1.0 - mixed.weight) * partner).mean()
+        return (mixed.weight * own + (1.0 - mixed.weight) * partner).mean()
 
-    def parameters(self):
-        """The adversary's parameters (for the optimiser)."""
-        return self.adversary.parameters()
+    def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
+        """Draw a fresh adversary every `reset_every` epochs, or fit one to the epoch's embeddings; never stops (see `Callback.on_epoch_end`)."""
+        if self.refit_on is not None:
+            self.refit(model)
+        elif self.reset_every and (epoch + 1) % self.reset_every == 0:
+            self.adversary.reset_parameters()
+            self.optimizer = torch.optim.Adam(self.adversary.parameters(), lr=self.lr)
+        return False
+
+    def refit(self, model: torch.nn.Module) -> None:
+        """Fit a fresh adversary to convergence on the embeddings `model` now gives the unaugmented training images.
+
+        The per-step updates see one augmented batch at a time and can lag far behind what a reader of the
+        whole embedding finds (a probe fitted afterwards); refitted after every epoch, the adversary the
+        next epoch's network faces is the best one its embedding allows (`refit_steps` full-batch Adam steps).
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The network (its ``embed(inputs, covariates)`` is read in eval mode, without gradients).
+        """
+        inputs, labels, *covariates, domains = self.refit_on
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            features = torch.cat(
+                [
+                    model.embed(inputs[i : i + REFIT_BATCH], covariates[0][i : i + REFIT_BATCH] if covariates else None)
+                    for i in range(0, len(inputs), REFIT_BATCH)
+                ]
+            )
+        model.train(was_training)
+        told = torch.eye(len(self.class_domains))[labels] if self.adversary.n_classes else None
+        self.adversary.reset_parameters()
+        self.optimizer = torch.optim.Adam(self.adversary.parameters(), lr=self.lr)
+        for _ in range(self.refit_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(self.adversary.classify(features, told), domains).backward()
+            self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        """The adversary's weights, its optimiser and the steps taken (see `Callback.state_dict`)."""
+        return {"adversary": self.adversary.state_dict(), "optimizer": self.optimizer.state_dict(), "steps_taken": self.steps_taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back the adversary's weights, optimiser and steps taken (see `Callback.load_state_dict`)."""
+        self.adversary.load_state_dict(state["adversary"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps_taken = int(state["steps_taken"])
 
 
 def _out_of_fold_predictions(features: np.ndarray, targets: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> np.ndarray:
     """Each image's domain as predicted by a probe fitted on the other folds (a fold with one domain predicts it)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold, StratifiedKFold
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if groups is not None:
         splits = GroupKFold(n_splits=min(folds, len(np.unique(groups)))).split(features, targets, groups)
+    elif np.bincount(targets).max() < 2:  # a domain per image (a column such as the file name): nothing to stratify
+        splits = KFold(n_splits=min(folds, len(targets)), shuffle=True, random_state=seed).split(features)
     else:
         n_splits = max(2, min(folds, int(np.bincount(targets).max())))
         splits = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(features, targets)
@@ -231,6 +347,7 @@ def adversary_metrics(
     classifier: ImageClassifier,
     baseline: ImageClassifier | None = None,
     baseline_metrics: dict | None = None,
+    trained_index: np.ndarray | None = None,
 ) -> dict:
     """How predictable the adversary's domain is from each classifier's embedding of `labelled`, with and without the adversary.
 
@@ -246,13 +363,17 @@ def adversary_metrics(
         The same training without the adversary.
     baseline_metrics : dict, optional
         The baseline's held-out classification metrics (its macro-F1 is reported beside the probe).
+    trained_index : ndarray, optional
+        Indices into `labelled` of the images both networks trained on (same splits and seed): the probe
+        with folds that mix groups is then also run on those images alone and on the others, apart.
 
     Returns
     -------
     dict
-        ``column``, ``domains``, ``by_class``, ``probe_groups`` and the `domain_probe` of each model
+        ``column``, ``domains``, ``by_class``, ``loss``, ``probe_groups`` and the `domain_probe` of each model
         (``with_adversary``, ``without_adversary``; with groups each also holds the ``ungrouped`` probe,
-        whose folds mix the groups), and the baseline's ``macro_f1_without_adversary``.
+        whose folds mix the groups; with `trained_index` each holds ``trained_images`` and ``unseen_images``,
+        that probe on the images the network trained on and on the others), and the baseline's ``macro_f1_without_adversary``.
     """
     domains, names = domain_codes(labelled, settings.adversary_column)
     groups = group_column(labelled, settings.group_by)
@@ -262,12 +383,17 @@ def adversary_metrics(
         result = domain_probe(features, domains, groups, labelled.labels, seed=settings.seed)
         if groups is not None:  # folds that mix groups: the probe may also use what is particular to a group (a field's look)
             result["ungrouped"] = domain_probe(features, domains, None, labelled.labels, seed=settings.seed)
+        if trained_index is not None:  # where the adversary acted, and where it could not (held-out and validation images)
+            unseen = np.setdiff1d(np.arange(len(labelled)), trained_index)
+            for key, index in (("trained_images", trained_index), ("unseen_images", unseen)):
+                result[key] = domain_probe(features[index], domains[index], None, labelled.labels[index], seed=settings.seed)
         return result
 
     result = {
         "column": settings.adversary_column,
         "domains": names,
         "by_class": settings.adversary_by_class,
+        "loss": settings.adversary_loss,
         "probe_groups": settings.group_by,
         "with_adversary": probe(classifier),
     }

@@ -86,6 +86,29 @@ def dim(x: torch.Tensor, generator: torch.Generator, dimming: float, black: torc
     return black + gain * (x - black)
 
 
+def channel_gains(x: torch.Tensor, generator: torch.Generator, spread: float, black: torch.Tensor) -> torch.Tensor:
+    """Multiply each channel of each image's raw intensities by its own gain g ~ U(1 - spread, 1 + spread).
+
+    Fields, wells and plates differ in how bright each stain came out; a network that has seen every crop
+    at other brightnesses per stain cannot tell them apart by that alone. As in `dim`, the result is
+    black + g (x - black) with `black` the normalised raw 0.
+
+    Parameters
+    ----------
+    x, generator, black
+        As for `dim`.
+    spread : float
+        Largest relative change, in [0, 1).
+
+    Returns
+    -------
+    Tensor
+        The re-stained batch.
+    """
+    gain = 1.0 + spread * (2.0 * torch.rand(len(x), x.shape[1], 1, 1, generator=generator, dtype=x.dtype) - 1.0)
+    return black + gain * (x - black)
+
+
 @dataclass
 class CutMixBatch:
     """A CutMix batch: the loss is `weight * loss(labels) + (1 - weight) * loss(partner_labels)`."""

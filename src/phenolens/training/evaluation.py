@@ -38,10 +38,13 @@ class FoldModel:
         The fold's model.
     test_index : ndarray
         Indices into ``images.labelled()`` of the fold's held-out images.
+    trained_index : ndarray
+        Indices into ``images.labelled()`` of the images its network trained on (neither held out nor in its validation split).
     """
 
     classifier: ImageClassifier
     test_index: np.ndarray
+    trained_index: np.ndarray
 
 
 @dataclass
@@ -195,7 +198,7 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
                 labelled, pool, folds, settings.replace(adversary_column=None), ", without the adversary"
             )
             baseline = baseline_models[0].classifier
-        metrics["adversary"] = adversary_metrics(labelled, settings, classifier, baseline, baseline_metrics)
+        metrics["adversary"] = adversary_metrics(labelled, settings, classifier, baseline, baseline_metrics, fold_models[0].trained_index)
     return TrainingRun(classifier, metrics, test_index, out_of_fold[test_index], fold_metrics, fold_models if cv else [])
 
 
@@ -210,7 +213,7 @@ def _held_out_runs(
         proba = estimator.classifier_.predict_proba(labelled.subset(test_index))
         out_of_fold[test_index] = proba
         fold_metrics.append(classification_metrics(labelled.labels[test_index], proba, labelled.class_names))
-        fold_models.append(FoldModel(estimator.classifier_, test_index))
+        fold_models.append(FoldModel(estimator.classifier_, test_index, train_index[estimator.train_index_]))
     tested = np.flatnonzero(~np.isnan(out_of_fold[:, 0]))
     metrics = classification_metrics(labelled.labels[tested], out_of_fold[tested], labelled.class_names)
     if settings.cv:

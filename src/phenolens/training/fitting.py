@@ -25,8 +25,8 @@ from phenolens.core.seeding import seed_everything, torch_generator
 from phenolens.data.containers import ImageSet
 from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
-from phenolens.training.adversary import AdversaryLoss, domain_codes
-from phenolens.training.augment import cutmix, dim, flips_and_rotations, pseudo_label_weight
+from phenolens.training.adversary import AdversaryTraining, domain_codes
+from phenolens.training.augment import channel_gains, cutmix, dim, flips_and_rotations, pseudo_label_weight
 from phenolens.training.classifier import EpochLog, ImageClassifier
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
@@ -34,6 +34,7 @@ from phenolens.training.settings import ImageTrainingSettings
 from phenolens.training.splits import group_column, stratified_split
 
 log = get_logger(__name__)
+ADVERSARY_RAMPED = 0.3  # share of training after which ganin_lambda is above 90 % of its final value
 
 
 @dataclass
@@ -52,6 +53,8 @@ class TrainingData:
         (1, C, 1, 1) normalised value of a black pixel: the fill of rotations and dimming.
     size, normalization, encoding, hyperparameters, n_train, n_validation
         What the trained `ImageClassifier` records.
+    train_index : ndarray
+        Indices into ``images.labelled()`` of the training share (the rest is the validation split).
     domain_names : list of str or None
         With an adversary, the domains (values of its column); `train` then ends with their (N,) codes.
     """
@@ -68,6 +71,7 @@ class TrainingData:
     hyperparameters: dict[str, Any]
     n_train: int
     n_validation: int
+    train_index: np.ndarray
     domain_names: list[str] | None = None
 
 
@@ -135,13 +139,17 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> 
         hyperparameters=hyperparameters,
         n_train=int(len(train_index)),
         n_validation=int(len(val_index)),
+        train_index=train_index,
         domain_names=domain_names,
     )
 
 
 def _schedule_callbacks(settings: ImageTrainingSettings, has_validation: bool, description: str) -> list[Callback]:
     """Early stopping and learning-rate schedule: cosine always, plateau and early stopping only with a validation split."""
-    callbacks: list[Callback] = [EarlyStopping(patience=settings.patience)] if has_validation else []
+    # a ramped adversary shapes the embedding only once its strength is near full (90 % at 0.3 of the steps);
+    # early stopping on the class loss alone would otherwise restore the weights from before it acted
+    first = math.ceil(ADVERSARY_RAMPED * settings.epochs) if settings.adversary_column else 0
+    callbacks: list[Callback] = [EarlyStopping(patience=settings.patience, first=first)] if has_validation else []
     if settings.schedule == "cosine":
         callbacks.append(CosineAnnealing(settings.epochs))
     elif has_validation:
@@ -183,9 +191,10 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         if not settings.augment:
             return x
         x = flips_and_rotations(x, generator, settings.max_rotation, fill=data.black)
+        x = channel_gains(x, generator, settings.channel_gain, data.black) if settings.channel_gain else x
         return dim(x, generator, settings.dimming, data.black) if settings.dimming else x
 
-    adversary = _adversary_loss(data, settings, model)
+    adversary = _adversary_training(data, settings, model)
 
     def train_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
         x, y, *cov = batch
@@ -222,12 +231,9 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         val_step=val_step,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
-        optimizer=torch.optim.Adam([*model.parameters(), *adversary.parameters()], lr=settings.lr, weight_decay=settings.weight_decay)
-        if adversary is not None
-        else None,
         lr=settings.lr,
         weight_decay=settings.weight_decay,
-        callbacks=_schedule_callbacks(settings, data.val is not None, description),
+        callbacks=_schedule_callbacks(settings, data.val is not None, description) + ([adversary] if adversary is not None else []),
         seed=member_seed,
         description=description,
         generators=[generator],
@@ -235,14 +241,32 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
     return model, history
 
 
-def _adversary_loss(data: TrainingData, settings: ImageTrainingSettings, model: ImageClassifierNet) -> AdversaryLoss | None:
-    """The adversary's loss term for `model` (trained by the same optimiser), or None without an adversary column."""
+def _adversary_training(data: TrainingData, settings: ImageTrainingSettings, model: ImageClassifierNet) -> AdversaryTraining | None:
+    """The adversary of `model`'s training (its own optimiser), or None without an adversary column."""
     if data.domain_names is None:
         return None
-    n_classes = data.hyperparameters["n_classes"] if settings.adversary_by_class else 0
-    adversary = DomainAdversary(model.feature_dim + data.hyperparameters["n_covariates"], len(data.domain_names), n_classes)
-    steps = settings.epochs * math.ceil(data.n_train / settings.batch_size)
-    return AdversaryLoss(adversary, settings.adversary_weight, settings.adversary_lambda, steps)
+    n_classes = data.hyperparameters["n_classes"]
+    adversary = DomainAdversary(
+        model.feature_dim + data.hyperparameters["n_covariates"],
+        len(data.domain_names),
+        n_classes if settings.adversary_by_class else 0,
+        depth=settings.adversary_depth,
+    )
+    labels, domains = data.train[1], data.train[-1]
+    class_domains = torch.zeros(n_classes, len(data.domain_names))
+    class_domains[labels, domains] = 1.0
+    return AdversaryTraining(
+        adversary,
+        class_domains,
+        settings.adversary_weight,
+        settings.adversary_lambda,
+        settings.epochs * math.ceil(data.n_train / settings.batch_size),
+        loss=settings.adversary_loss,
+        steps=settings.adversary_steps,
+        lr=settings.adversary_lr or settings.lr,
+        reset_every=settings.adversary_reset,
+        refit_on=data.train if settings.adversary_refit else None,
+    )
 
 
 def _joined(
@@ -277,6 +301,8 @@ class ImageClassifierEstimator(BaseEstimator):
         Class names, in the order of the probability columns.
     channel_names_ : list of str
         The stains the model expects, in order.
+    train_index_ : ndarray
+        Indices into ``images.labelled()`` of the images the networks trained on (not the validation split).
 
     Examples
     --------
@@ -339,6 +365,7 @@ class ImageClassifierEstimator(BaseEstimator):
         self.history_ = history
         self.classes_ = list(images.class_names)
         self.channel_names_ = list(images.channel_names)
+        self.train_index_ = data.train_index
         return self
 
     def predict_proba(self, images: ImageSet | np.ndarray) -> np.ndarray:

@@ -126,10 +126,14 @@ class Callback:
 
 
 class EarlyStopping(Callback):
-    """Stop after `patience` epochs without improving `monitor` by `min_delta`; restore the best weights."""
+    """Stop after `patience` epochs without improving `monitor` by `min_delta`; restore the best weights.
 
-    def __init__(self, patience: int = 20, monitor: str = "val_loss", min_delta: float = 0.0, restore_best: bool = True):
-        self.patience, self.monitor, self.min_delta, self.restore_best = patience, monitor, min_delta, restore_best
+    Epochs before `first` are never chosen (nor counted towards `patience`): a loss that another term
+    only starts to shape later (a ramped adversary) would otherwise keep the weights from before it acted.
+    """
+
+    def __init__(self, patience: int = 20, monitor: str = "val_loss", min_delta: float = 0.0, restore_best: bool = True, first: int = 0):
+        self.patience, self.monitor, self.min_delta, self.restore_best, self.first = patience, monitor, min_delta, restore_best, first
         self.best = math.inf
         self.best_epoch: int | None = None
         self.best_state: dict | None = None
@@ -137,7 +141,7 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
         """Keep the best weights; stop after `patience` epochs without improvement (see `Callback.on_epoch_end`)."""
         value = record.get(self.monitor, math.nan)
-        if value < self.best - self.min_delta:
+        if epoch >= self.first and value < self.best - self.min_delta:
             self.best, self.best_epoch = value, epoch
             if self.restore_best:
                 self.best_state = copy.deepcopy(model.state_dict())

@@ -20,6 +20,7 @@ from phenolens.core.settings import Settings, setting
 IMAGE_ARCHITECTURES = ("densenet", "resnet18", "vgg")
 LOSSES = ("softmax", "arcface", "composite")
 SCHEDULES = ("plateau", "cosine")
+ADVERSARY_LOSSES = ("reversal", "confusion")
 PREDICTION_BATCH = 256  # images per forward pass when applying a model: memory stays bounded by one batch
 
 
@@ -67,6 +68,12 @@ class ImageTrainingSettings(Settings):
         "passes through on its way from a black baseline are images the model has seen; 0 turns it off; below 1.",
         minimum=0.0,
     )
+    channel_gain: float = setting(
+        0.0,
+        "With --augment, scale each stain of each crop by its own gain from U(1 - GAIN, 1 + GAIN), so that how bright a stain came out "
+        "in a field or well does not mark its crops; 0 turns it off; below 1.",
+        minimum=0.0,
+    )
     pseudo_labels: bool = setting(True, "Use the unlabelled images as a pseudo-labelled pool.")
     pseudo_start: int | None = setting(None, "Epoch at which pseudo-labels start to count (default: epochs // 4).", minimum=0)
     pseudo_full: int | None = setting(None, "Epoch at which pseudo-labels reach their full weight (default: epochs // 2).", minimum=0)
@@ -79,9 +86,25 @@ class ImageTrainingSettings(Settings):
         "Metadata column (well, plate, batch) that an adversary predicts from the embedding through a gradient reversal layer "
         "(Ganin & Lempitsky 2015), so that the network learns to hide it.",
     )
-    adversary_weight: float = setting(1.0, "Weight of the adversary's loss (with --adversary-column).", minimum=0.0, exclusive_minimum=True)
+    adversary_weight: float = setting(3.0, "Weight of the adversary's loss (with --adversary-column).", minimum=0.0, exclusive_minimum=True)
     adversary_lambda: float = setting(
         1.0, "Final strength of the gradient reversal; it ramps up as 2 / (1 + exp(-10 p)) - 1 over training progress p.", minimum=0.0
+    )
+    adversary_loss: str = setting(
+        "confusion",
+        "The network's adversarial loss: reversal (the adversary's cross-entropy through the gradient reversal layer, Ganin & Lempitsky 2015) "
+        "or confusion (cross-entropy of the adversary's prediction to the uniform distribution over the domains of the image's class, "
+        "Tzeng et al. 2015).",
+        choices=ADVERSARY_LOSSES,
+    )
+    adversary_steps: int = setting(5, "Adversary updates (on the batch's detached embeddings) per training step.", minimum=1)
+    adversary_lr: float | None = setting(None, "The adversary's Adam learning rate (default: --lr).", minimum=0.0, exclusive_minimum=True)
+    adversary_depth: int = setting(1, "Hidden layers of the adversary (64 units each; 0: a linear adversary).", minimum=0)
+    adversary_reset: int = setting(5, "Draw a fresh adversary every this many epochs (0: never).", minimum=0)
+    adversary_refit: bool = setting(
+        False,
+        "After every epoch, fit a fresh adversary to convergence on the embeddings of all the unaugmented training images, "
+        "so that each epoch's network faces the best adversary its embedding allows (--adversary-reset is then moot).",
     )
     adversary_by_class: bool = setting(
         True,
@@ -104,6 +127,8 @@ class ImageTrainingSettings(Settings):
 
     def check(self) -> None:
         """Rules that bounds alone cannot say: half-open intervals and the number of folds."""
+        if self.channel_gain >= 1.0:
+            self.fail("channel_gain", "must lie in [0, 1); 0 turns it off")
         if self.dimming >= 1.0:
             self.fail("dimming", "must lie in [0, 1); 0 turns it off")
         if self.validation_fraction >= 1.0:
