@@ -207,3 +207,32 @@ def test_a_killed_command_continues_with_resume_and_ends_as_a_fresh_run(tmp_path
     resumed, fresh = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("run", "fresh"))
     _assert_same_metrics(fresh, resumed)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "profiles.parquet"), pd.read_parquet(tmp_path / "fresh" / "profiles.parquet"))
+
+
+def test_a_dask_worker_killed_mid_run_is_retried_and_the_run_equals_the_serial_one(tmp_path, monkeypatch):
+    """`profile run --scheduler local:2` whose worker SIGKILLs itself on the third file (once, keyed by a marker file):
+    Dask restarts the worker and runs the file again; the output equals the serial run's."""
+    paths = synthetic_study(tmp_path / "plates", plates=6, wells=48, features=12, controls=6, replicates=4)
+    argv = ["profile", "run", str(paths[0].parent), *PILOT, *FAST]
+    assert run([*argv, "--out", str(tmp_path / "serial")]) == 0
+    marker = tmp_path / "worker-killed"
+
+    def dies_once_on_the_third_file(task):  # a local function: Dask's cloudpickle sends it by value, the worker needs no test module
+        import os
+        import signal
+
+        from phenolens.profiling.study import represent_shard
+
+        if task.shard.index == 2 and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return represent_shard(task)
+
+    monkeypatch.setattr(study, "represent_shard", dies_once_on_the_third_file)
+    assert run([*argv, "--scheduler", "local:2", "--out", str(tmp_path / "dask")]) == 0
+    killed = int(marker.read_text())
+    assert killed != os.getpid()  # a worker process died, not this one
+    serial, dask = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("serial", "dask"))
+    _assert_same_metrics(serial, dask)
+    assert dask["executor"].startswith("Dask LocalCluster of 2")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask" / "profiles.parquet"), pd.read_parquet(tmp_path / "serial" / "profiles.parquet"))

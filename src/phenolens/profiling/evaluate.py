@@ -306,8 +306,9 @@ def score_representation(
 
     Parameters
     ----------
-    unit : numpy.ndarray
-        Treated wells' replicate-space rows, centred and scaled to unit norm (`row_standardize`).
+    unit : numpy.ndarray or RowFile
+        Treated wells' replicate-space rows, centred and scaled to unit norm (`row_standardize`), in
+        memory or on disk (`phenolens.profiling.rows.RowFile`).
     treatments : numpy.ndarray
         Their treatments.
     retrieval : ReplicateMap

@@ -53,6 +53,7 @@ from phenolens.profiling.replicates import (
     replicate_map_against_controls,
     row_standardize,
 )
+from phenolens.profiling.rows import RowFile, write_rows
 from phenolens.profiling.settings import ProfilingSettings
 
 log = get_logger(__name__)
@@ -392,21 +393,22 @@ class SavedArrays:
             return saved[key]
 
 
-def _gather(arrays, key: str, rows: list[int] | None = None) -> np.ndarray:
-    """One array of every file's `key`, in file order; with each file's row count given, filled in place
-    (one file's piece in memory at a time, not all pieces and their concatenation)."""
-    if rows is None:
-        return np.concatenate([a[key] for a in arrays])
-    first = arrays[0][key]
-    result = np.empty((sum(rows), *first.shape[1:]), dtype=first.dtype)
-    offsets = np.concatenate([[0], np.cumsum(rows)])
-    for index, saved in enumerate(arrays):
-        result[offsets[index] : offsets[index + 1]] = first if index == 0 else saved[key]
-    return result
+def _gather(arrays, key: str) -> np.ndarray:
+    """One array of every file's `key`, in file order."""
+    return np.concatenate([a[key] for a in arrays])
+
+
+def _unit_rows(arrays, name: str, rows: list[int]) -> RowFile:
+    """Representation `name`'s treated unit rows of every file, in file order, written beside the files' arrays as
+    one ``.npy`` file one file's piece at a time (the evaluation reads them by index; the caller removes the file)."""
+    key = f"unit__{name}"
+    columns = arrays[0][key].shape[1]
+    return write_rows(arrays[0].path.with_name(f"{key}.npy"), (a[key] for a in arrays), sum(rows), columns)
 
 
 def _evaluate(arrays, controls: dict[str, pd.DataFrame], selected: list[str], settings: ProfilingSettings) -> Evaluation:
-    """The evaluation of `evaluate`, from the per-file arrays: one representation's unit rows in memory at a time."""
+    """The evaluation of `evaluate`, from the per-file arrays: one representation at a time, its unit rows read from
+    disk by index (`RowFile`), so memory holds a few per-well numbers of the study, not its rows."""
     treatments = _gather(arrays, "treatments")
     null = ~controls["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
     control_values = {name: controls[name][selected].to_numpy(dtype=np.float64) for name in BASE}
@@ -416,20 +418,20 @@ def _evaluate(arrays, controls: dict[str, pd.DataFrame], selected: list[str], se
     offsets = np.concatenate([[0], np.cumsum(rows)])
     scored = {}
     for name in (*BASE, CONCATENATION):
-        unit = _gather(arrays, f"unit__{name}", rows)
+        unit = _unit_rows(arrays, name, rows)
         if settings.map_negatives == "plate_controls":
             queries = np.concatenate([a[f"negq__{name}"] + offset for a, offset in zip(arrays, offsets)])
             retrieval = replicate_map_against_controls(
                 unit, treatments, queries, _gather(arrays, f"negs__{name}"), settings.seed, settings.map_null_size
             )
-        else:
-            retrieval = replicate_map(unit, treatments, settings.seed, settings.map_null_size)
+        else:  # copairs ranks every well against every other: it needs all rows at once
+            retrieval = replicate_map(unit[np.arange(len(unit))], treatments, settings.seed, settings.map_null_size)
         scores = _gather(arrays, f"score__{name}")
         null_scores = anomaly_score(control_values[name])[null]
         scored[name] = score_representation(
             unit, treatments, retrieval, scores, null_scores, None if positive is None else scores[positive], settings
         )
-        del unit
+        unit.path.unlink()
     profiles, meta = _treatment_level(arrays, (*BASE, CONCATENATION), settings) if settings.moa else ({}, None)
     return finish_evaluation(scored, profiles, meta, settings)
 
@@ -477,13 +479,13 @@ def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, ev
     treatments = _gather(arrays, "treatments")
     for number, model in enumerate(smaller):
         name = f"curve{number}"
-        unit = _gather(arrays, f"unit__{name}", [len(a["treatments"]) for a in arrays])
+        unit = _unit_rows(arrays, name, [len(a["treatments"]) for a in arrays])
         scores = {
             "percent_replicating": percent_replicating_of_unit_rows(
                 unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed
             ).percent_replicating
         }
-        del unit
+        unit.path.unlink()
         if settings.moa:
             profiles, meta = _treatment_level(arrays, (name,), settings)
             scores["nsc_accuracy"] = nearest_neighbor_moa(profiles[name], meta["moa"], meta["compound"]).accuracy
@@ -509,9 +511,16 @@ def _merge_parts(parts: PartStore, arrays, selected: list[str], target: Path) ->
         if rows < ROWS_PER_GROUP and index < len(arrays) - 1:
             continue
         metadata = pa.Table.from_pandas(pd.concat([m for m, _ in batch], ignore_index=True), preserve_index=False)
-        blocks = [np.concatenate([a[f"profiles_{name}"] for _, a in batch]) for name in BASE]
-        columns = [pa.array(column) for block in blocks for column in np.ascontiguousarray(block.T)]
+        columns = []
+        for name in BASE:
+            block = None  # features x wells, filled file by file: each feature's column is one contiguous row (no copy into arrow)
+            for start, (frame, saved) in zip(np.cumsum([0] + [len(m) for m, _ in batch]), batch):
+                piece = saved[f"profiles_{name}"]
+                block = np.empty((piece.shape[1], rows), dtype=piece.dtype) if block is None else block
+                block[:, start : start + len(frame)] = piece.T
+            columns += [pa.array(column) for column in block]
         table = pa.Table.from_arrays(list(metadata.columns) + columns, names=metadata.column_names + names)
+        del columns, block
         if writer is None:
             writer = pq.ParquetWriter(target, table.schema)
         writer.write_table(table.cast(writer.schema))
