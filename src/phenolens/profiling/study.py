@@ -3,12 +3,15 @@
 Two passes over the files. The first (`scan_shard`) reduces every file to its schema, feature
 presence, non-finite counts and control wells; the profiler (and the control-count curve's smaller
 profilers) are fitted on the control table alone: they never use treated wells, so the fit equals a
-fit on the concatenated study. The second (`represent_shard`) represents one file's wells and saves
-them (a small metadata part, parquet, and an npz of arrays, no pickles) with what the evaluation
-needs, in float32: replicate-space unit rows of treated wells, anomaly scores, similarities to the
-plate's own controls and per-treatment sums. The evaluation holds one representation's unit rows
-at a time; profiles.parquet is written at the end in large row groups (cellprofiler values float32,
-their exact type; anomaly z-scores float64). A killed run resumes from its last finished file.
+fit on the concatenated study; so are sphering (on the training controls) and the adversarial
+autoencoder (trained on the training controls). The second (`represent_shard`) represents one file's
+wells in every representation and saves them (a small metadata part, parquet, and an npz of arrays,
+no pickles) with what the evaluation needs, in float32: replicate-space unit rows of treated wells,
+anomaly scores, similarities to the plate's own controls and per-treatment sums. The evaluation takes
+one representation at a time and reads its unit rows from one file on disk by index (`RowFile`), so
+memory holds per-well numbers, not rows; profiles.parquet is written at the end in large row groups
+(cellprofiler values float32, their exact type; the others float64). A killed run resumes from its
+last finished file.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ from phenolens.core.logging import get_logger
 from phenolens.core.parts import PartStore
 from phenolens.data.query import select_rows
 from phenolens.profiling.anomaly import ROLE_COLUMN, AnomalyProfiler
+from phenolens.profiling.batch_effects import batch_correction_metrics
 from phenolens.profiling.evaluate import (
-    CONCATENATION,
     SEPARATOR,
     Evaluation,
+    concatenation_members,
+    features_of,
     finish_evaluation,
     replicate_space,
     score_representation,
+    with_concatenation,
 )
 from phenolens.profiling.explain import FeatureExplanation
 from phenolens.profiling.hits import anomaly_score
@@ -60,7 +66,7 @@ log = get_logger(__name__)
 
 PARTS = "profiles.parts"  # per-file metadata parts (parquet) and arrays (npz, no pickles); merged into profiles.parquet at the end
 ROWS_PER_GROUP = 25_000  # rows of one row group of profiles.parquet: wide tables pay per column chunk
-BASE = ("cellprofiler", "anomaly")
+BASE = ("cellprofiler", "anomaly")  # what the explanation of the most anomalous treatment reads
 
 
 @dataclass
@@ -75,8 +81,9 @@ class ShardModel:
         Features and excluded plates (without the control table).
     profiler : AnomalyProfiler
         The fitted profiler, its standardisation restricted to the shard's plates.
-    control_inputs, control_anomaly : numpy.ndarray
-        The shard's usable controls as the fit represented them (leave-one-out for reference controls).
+    control_values : dict of str to numpy.ndarray
+        Per representation of the fit, the shard's usable controls as the fit represented them
+        (leave-one-out for reference controls; cellprofiler float32, the others float64).
     control_roles : numpy.ndarray
         Their control split.
     curve : list of tuple
@@ -86,8 +93,7 @@ class ShardModel:
     settings: ProfilingSettings
     plan: FeaturePlan
     profiler: AnomalyProfiler
-    control_inputs: np.ndarray
-    control_anomaly: np.ndarray
+    control_values: dict[str, np.ndarray]
     control_roles: np.ndarray
     curve: list
 
@@ -138,8 +144,10 @@ class StudyRun:
 def _restricted(profiler: AnomalyProfiler, plates: list[str]) -> AnomalyProfiler:
     """A shallow copy of a fitted profiler that knows only `plates` (the model is shared, not copied)."""
     light = copy.copy(profiler)
-    for name in ("input_standardization_", "error_standardization_"):
-        stats = getattr(profiler, name)
+    for name in ("input_standardization_", "error_standardization_", "adversarial_error_standardization_"):
+        stats = getattr(profiler, name, None)
+        if stats is None:  # no adversary
+            continue
         setattr(light, name, Standardization(stats.center.loc[stats.center.index.intersection(plates)], stats.scale))
     light.scale_keys_ = {plate: key for plate, key in profiler.scale_keys_.items() if plate in set(plates)}
     light.roles_ = profiler.roles_[:0]
@@ -170,15 +178,17 @@ def represent_shard(task: ShardTask) -> dict:
     if int(is_control.sum()) != len(model.control_roles):
         raise PhenolensError(f"{source}: the file changed while the run read it (its control wells differ); re-run")
     plates = clean[settings.plate].astype(str).to_numpy()
-    treated = ~is_control
-    raw = clean.loc[treated, profiler.selected_features_].to_numpy(dtype=np.float64)
-    inputs, anomaly = _with_controls(profiler, raw, plates, is_control, model.control_inputs, model.control_anomaly)
-    values = {"cellprofiler": inputs.astype(np.float64), "anomaly": anomaly}
-    values[CONCATENATION] = np.hstack([values["cellprofiler"], anomaly])
+    batches = clean[settings.batch].astype(str).to_numpy() if settings.sphering == "batch" else None
+    raw = clean.loc[~is_control, profiler.selected_features_].to_numpy(dtype=np.float64)
+    stored = _with_controls(profiler, raw, plates, batches, is_control, model.control_values)
+    values = {name: block.astype(np.float64, copy=False) for name, block in stored.items()}
+    for name, members in concatenation_members(list(stored)).items():
+        values[name] = np.hstack([values[member] for member in members])
     for number, (smaller, control_anomaly) in enumerate(model.curve):
-        values[f"curve{number}"] = _with_controls(smaller, raw, plates, is_control, model.control_inputs, control_anomaly)[1]
+        control_values = {"cellprofiler": model.control_values["cellprofiler"], "anomaly": control_anomaly}
+        values[f"curve{number}"] = _with_controls(smaller, raw, plates, None, is_control, control_values)["anomaly"]
     arrays = _evaluation_arrays(clean, is_control, plates, values, settings)
-    arrays.update(profiles_cellprofiler=inputs, profiles_anomaly=anomaly)
+    arrays.update({f"profiles_{name}": block for name, block in stored.items()})
     arrays["plates"] = np.array(json.dumps(counts.rename_axis("plate").reset_index().to_dict(orient="records")))
     store = PartStore(task.parts)
     target = store.folder / f"{task.shard.index:06d}.npz"
@@ -191,13 +201,14 @@ def represent_shard(task: ShardTask) -> dict:
     return {"plates": json.loads(str(arrays["plates"]))}
 
 
-def _with_controls(profiler, raw, plates, is_control, control_inputs, control_anomaly) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and anomaly of a shard's wells: treated wells represented now, controls as the fit represented them."""
-    inputs = np.empty((len(is_control), raw.shape[1]), dtype=np.float32)
-    anomaly = np.empty((len(is_control), raw.shape[1]))
-    inputs[is_control], anomaly[is_control] = control_inputs, control_anomaly
-    inputs[~is_control], anomaly[~is_control] = profiler.represent_values(raw, plates[~is_control])
-    return inputs, anomaly
+def _with_controls(profiler, raw, plates, batches, is_control, control_values) -> dict[str, np.ndarray]:
+    """Every representation of a shard's wells: treated wells represented now, controls as the fit represented them."""
+    treated = profiler.represent_values(raw, plates[~is_control], None if batches is None else batches[~is_control])
+    result = {}
+    for name, block in treated.items():
+        result[name] = np.empty((len(is_control), block.shape[1]), dtype=block.dtype)
+        result[name][is_control], result[name][~is_control] = control_values[name], block
+    return result
 
 
 def _spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -300,12 +311,12 @@ def profile_study(
         "held-out control wells": anomaly_score(controls["anomaly"][profiler.selected_features_].to_numpy())[null],
         "treated wells": _gather(arrays, "score__anomaly"),
     }
-    evaluation = _evaluate(arrays, controls, profiler.selected_features_, settings)
+    evaluation = _evaluate(arrays, controls, settings)
     members = _members(parts, arrays, profiler.selected_features_, evaluation, settings)
     subset = {name: pd.concat([controls[name], members[name]], ignore_index=True) for name in BASE}
     explanations, group = explain_top_treatment(profiler, subset, evaluation, settings, settings)
     curve = _curve(arrays, smaller, profiler, evaluation, settings) if smaller else None
-    _merge_parts(parts, arrays, profiler.selected_features_, run.file("profiles.parquet"))
+    _merge_parts(parts, arrays, list(controls), profiler.selected_features_, run.file("profiles.parquet"))
     del arrays
     shutil.rmtree(parts.folder)
     metrics = dict(evaluation.metrics)
@@ -313,6 +324,7 @@ def profile_study(
         {
             "data": quality,
             "autoencoder": autoencoder_metrics(profiler),
+            "batch_correction": batch_correction_metrics(profiler, with_concatenation(controls, settings), settings),
             "reproducible_treatments": evaluation.venn,
             "explained_group": group,
             "control_curve": curve.to_dict(orient="records") if curve is not None else None,
@@ -330,8 +342,7 @@ def _tasks(shards, scans, plan, profiler, controls, curve, settings, parts):
     light_plan = dataclasses.replace(plan, controls=plan.controls.iloc[:0], quality={})
     offsets = np.concatenate([[0], np.cumsum(plan.controls_per_shard)])
     selected = profiler.selected_features_
-    inputs = controls["cellprofiler"][selected].to_numpy(dtype=np.float32)
-    anomaly = controls["anomaly"][selected].to_numpy(dtype=np.float64)
+    values = {name: frame[selected].to_numpy(dtype=np.float32 if name == "cellprofiler" else np.float64) for name, frame in controls.items()}
     roles = controls["anomaly"][ROLE_COLUMN].to_numpy()
     curve_anomaly = [(model, frame[selected].to_numpy(dtype=np.float64)) for model, frame in curve]
     for shard, scan in zip(shards, scans):
@@ -341,8 +352,7 @@ def _tasks(shards, scans, plan, profiler, controls, curve, settings, parts):
             settings,
             light_plan,
             _restricted(profiler, plates),
-            inputs[rows],
-            anomaly[rows],
+            {name: block[rows] for name, block in values.items()},
             roles[rows],
             [(_restricted(smaller, plates), values[rows]) for smaller, values in curve_anomaly],
         )
@@ -406,18 +416,18 @@ def _unit_rows(arrays, name: str, rows: list[int]) -> RowFile:
     return write_rows(arrays[0].path.with_name(f"{key}.npy"), (a[key] for a in arrays), sum(rows), columns)
 
 
-def _evaluate(arrays, controls: dict[str, pd.DataFrame], selected: list[str], settings: ProfilingSettings) -> Evaluation:
+def _evaluate(arrays, controls: dict[str, pd.DataFrame], settings: ProfilingSettings) -> Evaluation:
     """The evaluation of `evaluate`, from the per-file arrays: one representation at a time, its unit rows read from
     disk by index (`RowFile`), so memory holds a few per-well numbers of the study, not its rows."""
     treatments = _gather(arrays, "treatments")
     null = ~controls["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
-    control_values = {name: controls[name][selected].to_numpy(dtype=np.float64) for name in BASE}
-    control_values[CONCATENATION] = np.hstack([control_values["cellprofiler"], control_values["anomaly"]])
+    every = with_concatenation(controls, settings)
+    control_values = {name: frame[features_of(frame, settings)].to_numpy(dtype=np.float64) for name, frame in every.items()}
     positive = _gather(arrays, "positive") if settings.positive_controls else None
     rows = [len(a["treatments"]) for a in arrays]
     offsets = np.concatenate([[0], np.cumsum(rows)])
     scored = {}
-    for name in (*BASE, CONCATENATION):
+    for name in control_values:  # every representation of the fit, then the concatenations, as `evaluate` orders them
         unit = _unit_rows(arrays, name, rows)
         if settings.map_negatives == "plate_controls":
             queries = np.concatenate([a[f"negq__{name}"] + offset for a, offset in zip(arrays, offsets)])
@@ -432,7 +442,7 @@ def _evaluate(arrays, controls: dict[str, pd.DataFrame], selected: list[str], se
             unit, treatments, retrieval, scores, null_scores, None if positive is None else scores[positive], settings
         )
         unit.path.unlink()
-    profiles, meta = _treatment_level(arrays, (*BASE, CONCATENATION), settings) if settings.moa else ({}, None)
+    profiles, meta = _treatment_level(arrays, list(control_values), settings) if settings.moa else ({}, None)
     return finish_evaluation(scored, profiles, meta, settings)
 
 
@@ -498,12 +508,13 @@ def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, ev
     return pd.DataFrame(rows)
 
 
-def _merge_parts(parts: PartStore, arrays, selected: list[str], target: Path) -> None:
-    """Write the metadata parts and the profile arrays as one parquet file, in row groups of about `ROWS_PER_GROUP` wells."""
+def _merge_parts(parts: PartStore, arrays, representations: list[str], selected: list[str], target: Path) -> None:
+    """Write the metadata parts and the `representations`' profile arrays as one parquet file, in row groups of about
+    `ROWS_PER_GROUP` wells."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = [f"{name}{SEPARATOR}{feature}" for name in BASE for feature in selected]
+    names = [f"{name}{SEPARATOR}{feature}" for name in representations for feature in selected]
     writer, batch, rows = None, [], 0
     for index, shard_arrays in enumerate(arrays):
         batch.append((pd.read_parquet(parts.part_path(index)), shard_arrays))
@@ -512,7 +523,7 @@ def _merge_parts(parts: PartStore, arrays, selected: list[str], target: Path) ->
             continue
         metadata = pa.Table.from_pandas(pd.concat([m for m, _ in batch], ignore_index=True), preserve_index=False)
         columns = []
-        for name in BASE:
+        for name in representations:
             block = None  # features x wells, filled file by file: each feature's column is one contiguous row (no copy into arrow)
             for start, (frame, saved) in zip(np.cumsum([0] + [len(m) for m, _ in batch]), batch):
                 piece = saved[f"profiles_{name}"]
