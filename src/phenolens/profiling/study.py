@@ -451,10 +451,15 @@ def _treatment_level(arrays, names, settings) -> tuple[dict[str, pd.DataFrame], 
     labels = [a["moa_treatments"] for a in arrays]
     index = np.concatenate(labels)
     counts = pd.Series(_gather(arrays, "moa_counts"), index=index).groupby(level=0).sum()
+    rows = [counts.index.get_indexer(label) for label in labels]  # a file's sums have one row per treatment it holds
     profiles = {}
-    for name in names:
-        sums = pd.DataFrame(np.concatenate([a[f"sum__{name}"] for a in arrays]), index=index).groupby(level=0).sum()
-        profiles[name] = sums.div(counts, axis=0)
+    for name in names:  # the sums of one file at a time added into one row per treatment (not every file's rows at once)
+        sums = None
+        for saved, positions in zip(arrays, rows):
+            part = saved[f"sum__{name}"]
+            sums = np.zeros((len(counts), part.shape[1])) if sums is None else sums
+            sums[positions] += part
+        profiles[name] = pd.DataFrame(sums, index=counts.index).div(counts, axis=0)
     meta = pd.DataFrame(
         {
             "moa": pd.Series(_gather(arrays, "moa_moa"), index=index).groupby(level=0).first(),
