@@ -203,6 +203,7 @@ def main() -> int:
                     "cpu_s": round(result["cpu_s"], 1),
                     "peak_rss_gib": round(result["peak_rss_gib"], 2),
                     "wall_ms_per_well": round(1000 * result["wall_s"] / result["wells"], 3),
+                    "cpu_ms_per_well": round(1000 * result["cpu_s"] / result["wells"], 3),
                     "rss_kib_per_well": round(result["peak_rss_gib"] * GIB / 1024 / result["wells"], 2),
                     "selected_features": result["selected_features"],
                     **{f"{rep}_{k}": v for rep, values in result["metrics"].items() for k, v in values.items()},
@@ -210,8 +211,11 @@ def main() -> int:
             )
             print(json.dumps(rows[-1]))
         table = pd.DataFrame(rows)
-        print(table[["plates", "wells", "wall_s", "cpu_s", "peak_rss_gib", "wall_ms_per_well", "rss_kib_per_well"]].to_string(index=False))
+        shown = ["plates", "wells", "wall_s", "cpu_s", "peak_rss_gib", "wall_ms_per_well", "cpu_ms_per_well", "rss_kib_per_well"]
+        print(table[shown].to_string(index=False))
         largest = rows[-1]
+        if len(rows) > 1:  # bounded memory: the peak grows more slowly than the wells
+            targets.expect("peak RSS per well, largest / smallest study", largest["rss_kib_per_well"] / rows[0]["rss_kib_per_well"], "<=", 1.0)
         for rep in ("cellprofiler", "anomaly", "concatenation"):
             targets.expect(f"{rep} percent replicating (half the treatments active)", largest[f"{rep}_percent_replicating"], ">=", 0.2)
         if args.plates >= 1500:

@@ -285,3 +285,30 @@ def test_nested_choice_never_sees_the_held_out_compound():
         nested_neighbor_accuracy({"a": noise, "b": signal.iloc[::-1]}, moa, compound)
     with pytest.raises(PhenolensError, match="two or more compounds"):
         nested_neighbor_accuracy({"a": noise}, moa, compound.where(compound == "c0", "c0"))
+
+
+def test_batch_neighbours_in_blocks_equal_all_pairs_at_once(monkeypatch):
+    """The nearest other-plate control is found a block of controls at a time (a study has tens of thousands); the
+    answer equals the all-pairs one computed here, and chance counts same-batch candidates on other plates."""
+    rng = np.random.default_rng(0)
+    plates = rng.integers(0, 12, 300)
+    frame = pd.DataFrame(rng.normal(size=(300, 6)), columns=[f"f{i}" for i in range(6)])
+    frame.insert(0, "Metadata_Plate", plates.astype(str))
+    frame.insert(0, "Metadata_Batch", (plates % 3).astype(str))
+    frame.insert(0, "Metadata_Type", "control")
+    columns = ProfileColumns(controls="Metadata_Type == 'control'", plate="Metadata_Plate", batch="Metadata_Batch")
+    values = frame[[f"f{i}" for i in range(6)]].to_numpy()
+    centred = values - values.mean(axis=1, keepdims=True)
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    similarity = np.where(plates[:, None] == plates[None, :], -np.inf, unit @ unit.T)
+    batch = plates % 3
+    expected_hit = np.mean(batch[np.argmax(similarity, axis=1)] == batch)
+    other = plates[:, None] != plates[None, :]
+    expected_chance = np.mean(((batch[:, None] == batch[None, :]) & other).sum(axis=1) / other.sum(axis=1))
+    whole = batch_neighbours(frame, columns)
+    monkeypatch.setattr("phenolens.profiling.batch_effects.CHUNK_BYTES", 8 * 300 * 7)  # blocks of 7 controls
+    blocks = batch_neighbours(frame, columns)
+    pd.testing.assert_frame_equal(whole, blocks)
+    assert whole.loc["all", "same_batch_neighbour"] == pytest.approx(expected_hit, abs=1e-12)
+    assert whole.loc["all", "chance"] == pytest.approx(expected_chance, abs=1e-12)
+    assert whole.loc["all", "control_wells"] == 300 and whole.loc["all", "plates"] == 12

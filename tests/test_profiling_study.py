@@ -56,7 +56,10 @@ def _stream(paths, settings, out, scheduler="serial", resume=False):
 
 
 def _assert_same_metrics(expected: dict, got: dict) -> None:
-    for representation in ("cellprofiler", "anomaly", "concatenation"):
+    representations = [name for name, value in expected.items() if isinstance(value, dict) and "percent_replicating" in value]
+    assert {"cellprofiler", "anomaly", "concatenation"} <= set(representations)
+    assert [name for name, value in got.items() if isinstance(value, dict) and "percent_replicating" in value] == representations
+    for representation in representations:
         for key, value in expected[representation].items():
             expected_value = value if value is None else pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True)
             assert got[representation][key] == expected_value, (representation, key)
@@ -80,6 +83,32 @@ def test_streamed_run_equals_the_in_memory_run(screen, tmp_path, map_negatives):
     assert (profiles["Metadata_ControlSplit"] == want["Metadata_ControlSplit"]).all()
     assert [e.feature for e in result.explanations] == [e.feature for e in expected.explanations]
     assert result.plates["wells"].sum() == len(table) and len(result.plates) == 6
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"sphering": "global", "sphering_epsilon": 1.0},
+        {"sphering": "batch", "sphering_epsilon": 1.0},
+        {"sphering": "tvn", "sphering_epsilon": 1.0, "sphering_controls": "all"},
+        {"adversary": "plate", "max_epochs": 6},
+    ],
+    ids=["sphering", "sphering-per-batch", "sphering-tvn", "adversary"],
+)
+def test_streamed_sphering_and_adversary_equal_the_in_memory_run(screen, tmp_path, options):
+    """The streamed run fits sphering and the adversarial autoencoder on the training controls, as the in-memory run does."""
+    table, paths = screen
+    settings = SETTINGS.replace(curve=False, explain_features=0, map_negatives="plate_controls", **options)
+    expected = run_profiling(table, settings, "screen")
+    result, profiles = _stream(paths, settings, tmp_path / "run")
+    extra = {"adversary": ["anomaly_adversarial"]}.get(next(iter(options)), ["cellprofiler_sphered", "anomaly_sphered", "concatenation_sphered"])
+    assert set(extra) <= set(result.metrics)
+    _assert_same_metrics(expected.metrics, result.metrics)
+    assert json.dumps(result.metrics["batch_correction"], sort_keys=True) == json.dumps(expected.metrics["batch_correction"], sort_keys=True)
+    want = wide_table({name: frame for name, frame in expected.representations.items() if not name.startswith("concatenation")}, settings)
+    features = [c for c in want.columns if "__" in c]
+    assert list(profiles.columns) == list(want.columns)
+    assert np.allclose(profiles[features].to_numpy(np.float64), want[features].to_numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_two_dask_workers_give_the_serial_results(screen, tmp_path):
@@ -207,3 +236,44 @@ def test_a_killed_command_continues_with_resume_and_ends_as_a_fresh_run(tmp_path
     resumed, fresh = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("run", "fresh"))
     _assert_same_metrics(fresh, resumed)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "profiles.parquet"), pd.read_parquet(tmp_path / "fresh" / "profiles.parquet"))
+
+
+def test_a_dask_worker_killed_mid_run_is_retried_and_the_run_equals_the_serial_one(tmp_path, monkeypatch):
+    """`profile run --scheduler local:2` whose worker SIGKILLs itself on the third file (once, keyed by a marker file):
+    Dask restarts the worker and runs the file again; the output equals the serial run's."""
+    paths = synthetic_study(tmp_path / "plates", plates=6, wells=48, features=12, controls=6, replicates=4)
+    argv = ["profile", "run", str(paths[0].parent), *PILOT, *FAST]
+    assert run([*argv, "--out", str(tmp_path / "serial")]) == 0
+    marker = tmp_path / "worker-killed"
+
+    def dies_once_on_the_third_file(task):  # a local function: Dask's cloudpickle sends it by value, the worker needs no test module
+        import os
+        import signal
+
+        from phenolens.profiling.study import represent_shard
+
+        if task.shard.index == 2 and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return represent_shard(task)
+
+    monkeypatch.setattr(study, "represent_shard", dies_once_on_the_third_file)
+    assert run([*argv, "--scheduler", "local:2", "--out", str(tmp_path / "dask")]) == 0
+    killed = int(marker.read_text())
+    assert killed != os.getpid()  # a worker process died, not this one
+    serial, dask = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("serial", "dask"))
+    _assert_same_metrics(serial, dask)
+    assert dask["executor"].startswith("Dask LocalCluster of 2")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask" / "profiles.parquet"), pd.read_parquet(tmp_path / "serial" / "profiles.parquet"))
+
+
+def test_a_study_with_sphering_and_an_adversary_streams(plates, tmp_path, capsys):
+    out = tmp_path / "run"
+    options = ["--sphering", "global", "--sphering-epsilon", "1", "--adversary", "plate"]
+    assert run(["profile", "run", str(plates[0].parent), *PILOT, *FAST, *options, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["plates"]) == 4 and capsys.readouterr().err.count("plate P0") == 4  # streamed: one progress line per plate
+    for name in ("anomaly_adversarial", "cellprofiler_sphered", "anomaly_adversarial_sphered", "concatenation_sphered"):
+        assert 0 <= metrics[name]["percent_replicating"] <= 1, name
+    columns = pd.read_parquet(out / "profiles.parquet").columns
+    assert {"anomaly_adversarial__", "anomaly_adversarial_sphered__"} <= {c.split("__")[0] + "__" for c in columns}

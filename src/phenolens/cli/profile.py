@@ -67,9 +67,9 @@ def run(
     settings.require("controls", "treatment")
     writer = RunWriter(out, command="profile run", settings=settings, inputs=paths, overwrite=overwrite, datasets=datasets, resume=resume)
     # A study of several files (or one run on a cluster) streams file by file; one table is read whole, which also
-    # gives the explorer's treatment map, sphering and the adversarial autoencoder (they need every well at once).
+    # gives the explorer's treatment map (it needs every well at once).
     one_table = len(paths) + len(datasets) == 1 and (bool(datasets) or paths[0].is_file())
-    whole_table = settings.sphering != "none" or settings.adversary != "none" or (one_table and scheduler == "serial")
+    whole_table = one_table and scheduler == "serial"
     with Executor.from_option(scheduler) as executor, checkpointed(writer) as folder:  # the autoencoder's epochs are checkpointed
         if whole_table:
             result = run_profiling(read_profile_tables(paths, datasets, settings), settings, source)

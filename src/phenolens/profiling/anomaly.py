@@ -30,7 +30,7 @@ from phenolens.profiling.inputs import PreparedProfiles, ProfileColumns, prepare
 from phenolens.profiling.normalize import TEST, TRAIN, VALIDATION, Standardization, scale_keys_for, split_controls, standardize
 from phenolens.profiling.select import select_features
 from phenolens.profiling.settings import ProfilingSettings
-from phenolens.profiling.sphering import fit_spherers, sphered, sphering_layout
+from phenolens.profiling.sphering import SPHERED_SUFFIX, fit_spherers, sphere, sphered, sphering_layout
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
@@ -282,18 +282,13 @@ class AnomalyProfiler(BaseEstimator):
         if missing:
             raise PhenolensError(f"profile table: feature column {missing[0]!r} used by the fitted profiler is missing ({len(missing)} in all)")
         plates = prepared.table[settings.plate].astype(str).to_numpy()
-        inputs, anomaly = self.represent_values(prepared.table[self.selected_features_].to_numpy(dtype=np.float64), plates)
+        batches = prepared.table[settings.batch].astype(str).to_numpy() if settings.batch else None
+        values = self.represent_values(prepared.table[self.selected_features_].to_numpy(dtype=np.float64), plates, batches)
         roles = np.where(prepared.is_control, "unseen", "")
-        representations = self._representations(prepared, inputs, anomaly, roles)
-        if settings.adversary != NO_ADVERSARY:
-            scale_keys = np.array([self.scale_keys_[p] for p in plates], dtype=object)
-            errors = self.adversarial_error_standardization_.transform(self._errors(inputs, self.adversary_.model), plates, scale_keys)
-            representations[ADVERSARIAL] = self._with_metadata(prepared, roles, errors)
-        _, groups, centring = self._sphering_layout(prepared, np.zeros(len(prepared.table), bool))
-        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, groups, centring)}
+        return {name: self._with_metadata(prepared, roles, block) for name, block in values.items()}
 
-    def represent_values(self, raw: np.ndarray, plates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The cellprofiler (float32 autoencoder inputs) and anomaly values of wells given as an array (a plate at a time).
+    def represent_values(self, raw: np.ndarray, plates: np.ndarray, batches: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Every representation of wells given as an array (a plate at a time): what `transform` gives, without the tables.
 
         Parameters
         ----------
@@ -301,16 +296,20 @@ class AnomalyProfiler(BaseEstimator):
             (wells, selected features) raw values, columns in `selected_features_` order.
         plates : numpy.ndarray
             Plate of every well (each must have been in the fit table).
+        batches : numpy.ndarray, optional
+            Batch of every well; needed with per-batch sphering and tvn.
 
         Returns
         -------
-        tuple of numpy.ndarray
-            (standardised inputs, float32; anomaly z-scores, float64).
+        dict of str to numpy.ndarray
+            ``cellprofiler`` (the standardised autoencoder inputs, float32), ``anomaly`` (z-scores,
+            float64), ``anomaly_adversarial`` with an adversary and ``<name>_sphered`` for each with
+            sphering, in the order of `fit_transform`'s representations.
 
         Raises
         ------
         PhenolensError
-            For a plate the profiler was not fitted on.
+            For a plate (or sphering batch) the profiler was not fitted on.
         """
         check_is_fitted(self, "model_")
         unseen = sorted(map(str, set(plates) - set(self.scale_keys_)))
@@ -318,7 +317,14 @@ class AnomalyProfiler(BaseEstimator):
             raise PhenolensError(f"plate {unseen[0]!r} was not in the table the profiler was fitted on; fit on a table that includes it")
         scale_keys = np.array([self.scale_keys_[p] for p in plates], dtype=object)
         inputs = self.input_standardization_.transform(raw, plates, scale_keys).astype(np.float32)
-        return inputs, self.error_standardization_.transform(self._errors(inputs), plates, scale_keys)
+        values = {"cellprofiler": inputs, "anomaly": self.error_standardization_.transform(self._errors(inputs), plates, scale_keys)}
+        if self._settings.adversary != NO_ADVERSARY:
+            errors = self._errors(inputs, self.adversary_.model)
+            values[ADVERSARIAL] = self.adversarial_error_standardization_.transform(errors, plates, scale_keys)
+        _, groups, centring = sphering_layout(self._settings, np.zeros(len(plates), bool), np.zeros(len(plates), bool), batches, plates)
+        for name, spherer in self.spherers_.items():
+            values[name + SPHERED_SUFFIX] = sphere(spherer, values[name], groups, centring)
+        return values
 
     def _representations(self, prepared: PreparedProfiles, inputs: np.ndarray, anomaly: np.ndarray, roles: np.ndarray) -> dict[str, pd.DataFrame]:
         return {"cellprofiler": self._with_metadata(prepared, roles, inputs), "anomaly": self._with_metadata(prepared, roles, anomaly)}

@@ -16,7 +16,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.data.query import select_rows
 from phenolens.profiling.evaluate import features_of, replicate_space
 from phenolens.profiling.inputs import ProfileColumns
-from phenolens.profiling.replicates import percent_replicating, replicate_map, row_standardize
+from phenolens.profiling.replicates import CHUNK_BYTES, percent_replicating, replicate_map, row_standardize
 
 CHOICE_CRITERION = (
     "replicate mAP within batch of the treated wells (replicates ranked against wells of their own batch; ties: percent replicating); "
@@ -59,13 +59,18 @@ def batch_neighbours(frame: pd.DataFrame, columns: ProfileColumns) -> pd.DataFra
     if len(set(plates)) < 2:
         raise PhenolensError("batch effects need control wells on two or more plates")
     unit = row_standardize(controls[features_of(frame, columns)].to_numpy(dtype=np.float64))
-    similarity = unit @ unit.T
-    other_plate = plates[:, None] != plates[None, :]
-    similarity[~other_plate] = -np.inf
-    same_batch = batches[:, None] == batches[None, :]
-    hit = same_batch[np.arange(len(batches)), np.argmax(similarity, axis=1)]
-    chance = (same_batch & other_plate).sum(axis=1) / other_plate.sum(axis=1)
-    table = pd.DataFrame({"batch": batches, "plate": plates, "same_batch_neighbour": hit, "chance": chance})
+    nearest = np.empty(len(unit), dtype=np.int64)
+    rows = max(1, CHUNK_BYTES // (8 * len(unit)))  # similarities of a block of controls at a time (a study has tens of thousands)
+    for start in range(0, len(unit), rows):
+        similarity = unit[start : start + rows] @ unit.T
+        similarity[plates[start : start + rows, None] == plates[None, :]] = -np.inf
+        nearest[start : start + rows] = np.argmax(similarity, axis=1)
+    hit = batches[nearest] == batches
+    table = pd.DataFrame({"batch": batches, "plate": plates, "same_batch_neighbour": hit})
+    on_plate = table.groupby("plate")["batch"].transform("size").to_numpy()
+    in_batch = table.groupby("batch")["plate"].transform("size").to_numpy()
+    in_batch_on_plate = table.groupby(["batch", "plate"])["plate"].transform("size").to_numpy()
+    table["chance"] = (in_batch - in_batch_on_plate) / (len(table) - on_plate)  # same-batch candidates on other plates / candidates
     grouped = table.groupby("batch").agg(
         plates=("plate", "nunique"), control_wells=("plate", "size"), same_batch_neighbour=("same_batch_neighbour", "mean"), chance=("chance", "mean")
     )

@@ -183,11 +183,31 @@ def with_concatenation(representations: dict[str, pd.DataFrame], columns: Profil
         The representations plus ``concatenation`` and ``concatenation_sphered`` (each when it joins two or more).
     """
     result = dict(representations)
-    for suffix in ("", SPHERED_SUFFIX):
-        members = {name: frame for name, frame in representations.items() if name.endswith(SPHERED_SUFFIX) == bool(suffix)}
-        if len(members) >= 2:
-            result[CONCATENATION + suffix] = wide_table(members, columns)
+    for name, members in concatenation_members(list(representations)).items():
+        result[name] = wide_table({member: representations[member] for member in members}, columns)
     return result
+
+
+def concatenation_members(names: list[str]) -> dict[str, list[str]]:
+    """The concatenations `with_concatenation` makes of representations `names`, and the representations each joins.
+
+    Parameters
+    ----------
+    names : list of str
+        Representation names, in order.
+
+    Returns
+    -------
+    dict of str to list of str
+        ``concatenation`` -> the representations that are not sphered, ``concatenation_sphered`` ->
+        the sphered ones; each only when it joins two or more.
+    """
+    groups = {}
+    for suffix in ("", SPHERED_SUFFIX):
+        members = [name for name in names if name.endswith(SPHERED_SUFFIX) == bool(suffix)]
+        if len(members) >= 2:
+            groups[CONCATENATION + suffix] = members
+    return groups
 
 
 def is_concatenation(name: str) -> bool:
@@ -306,8 +326,9 @@ def score_representation(
 
     Parameters
     ----------
-    unit : numpy.ndarray
-        Treated wells' replicate-space rows, centred and scaled to unit norm (`row_standardize`).
+    unit : numpy.ndarray or RowFile
+        Treated wells' replicate-space rows, centred and scaled to unit norm (`row_standardize`), in
+        memory or on disk (`phenolens.profiling.rows.RowFile`).
     treatments : numpy.ndarray
         Their treatments.
     retrieval : ReplicateMap

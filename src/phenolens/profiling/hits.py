@@ -9,6 +9,8 @@ from scipy.stats import false_discovery_control
 from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng
 
+KEY_BLOCK_BYTES = 32 * 2**20  # uniform keys of one block of null groups (float64)
+
 
 def anomaly_score(values: np.ndarray) -> np.ndarray:
     """One number per well: the mean squared value of its control-referenced features (mean z^2).
@@ -73,14 +75,27 @@ def call_hits(
     rng = numpy_rng(seed)
     exceed = np.zeros(len(table))
     for size in np.unique(table["count"]):
-        if size <= control_scores.size:
-            picks = np.argpartition(rng.random((permutations, control_scores.size)), size - 1, axis=1)[:, :size]
-        else:
-            picks = rng.integers(0, control_scores.size, size=(permutations, size))
-        null_means = np.sort(control_scores[picks].mean(axis=1))
+        null_means = np.sort(_null_means(control_scores, int(size), permutations, rng))
         members = (table["count"] == size).to_numpy()
         exceed[members] = permutations - np.searchsorted(null_means, table["mean"].to_numpy()[members], side="left")
     table["p_value"] = (1.0 + exceed) / (1.0 + permutations)
     table["q_value"] = false_discovery_control(table["p_value"].to_numpy(), method="bh")
     table["hit"] = table["q_value"] < fdr
     return table.rename(columns={"mean": "score", "count": "n_wells"})
+
+
+def _null_means(control_scores: np.ndarray, size: int, permutations: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of `permutations` random groups of `size` control scores (without replacement while there are enough).
+
+    Without replacement, each group is the `size` smallest of one row of uniform keys per control; the
+    keys are drawn a block of rows at a time (the same stream as one draw), so memory stays at one block
+    however many controls a study has.
+    """
+    if size > control_scores.size:
+        return control_scores[rng.integers(0, control_scores.size, size=(permutations, size))].mean(axis=1)
+    rows = max(1, KEY_BLOCK_BYTES // (8 * control_scores.size))
+    means = np.empty(permutations)
+    for start in range(0, permutations, rows):
+        keys = rng.random((min(rows, permutations - start), control_scores.size))
+        means[start : start + len(keys)] = control_scores[np.argpartition(keys, size - 1, axis=1)[:, :size]].mean(axis=1)
+    return means

@@ -58,8 +58,8 @@ def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> n
 
     Parameters
     ----------
-    unit_rows : numpy.ndarray
-        Rows from `row_standardize`.
+    unit_rows : numpy.ndarray or RowFile
+        Rows from `row_standardize` (read by index, a chunk of groups at a time).
     groups : numpy.ndarray
         (n_groups, k) row indices, k >= 2.
 
@@ -224,12 +224,13 @@ def percent_replicating_of_unit_rows(
     """`percent_replicating` of rows already centred and scaled to unit norm (`row_standardize`).
 
     A study streamed plate by plate keeps its rows in this form (float32 is enough), so the
-    correlations are dot products and no float64 copy of the whole study is made.
+    correlations are dot products and no float64 copy of the whole study is made; its rows stay on
+    disk (`phenolens.profiling.rows.RowFile`) and only the groups' rows are read.
 
     Parameters
     ----------
-    unit : numpy.ndarray
-        (wells, features) unit rows (float32 or float64).
+    unit : numpy.ndarray or RowFile
+        (wells, features) unit rows (float32 or float64), read by index a chunk of groups at a time.
     treatments : numpy.ndarray
         Treatment label of every well.
     null_repeats, percentile, seed
@@ -394,8 +395,8 @@ def pair_correlations(unit: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    unit : numpy.ndarray
-        (wells, features) unit rows.
+    unit : numpy.ndarray or RowFile
+        (wells, features) unit rows, read by index a chunk of pairs at a time.
     pairs : numpy.ndarray
         (pairs, 2) row indices.
 
@@ -431,8 +432,8 @@ def replicate_map_against_controls(
 
     Parameters
     ----------
-    unit : numpy.ndarray
-        (treated wells, features) unit rows.
+    unit : numpy.ndarray or RowFile
+        (treated wells, features) unit rows (only the replicate pairs' rows are read).
     treatments : numpy.ndarray
         Treatment of every treated well.
     negative_queries, negative_similarities : numpy.ndarray

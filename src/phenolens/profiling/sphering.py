@@ -460,8 +460,32 @@ def sphered(
     result = {}
     for name, spherer in spherers.items():
         frame = representations[name].copy()
-        values = frame[features].to_numpy(dtype=np.float64)
-        with_plates = isinstance(spherer, TypicalVariationNormalizer)
-        frame[features] = spherer.transform(values, groups, plates) if with_plates else spherer.transform(values, groups)
+        frame[features] = sphere(spherer, frame[features].to_numpy(dtype=np.float64), groups, plates)
         result[name + SPHERED_SUFFIX] = frame
     return result
+
+
+def sphere(
+    spherer: Spherer | TypicalVariationNormalizer, values: np.ndarray, groups: np.ndarray | None, plates: np.ndarray | None = None
+) -> np.ndarray:
+    """`values` sphered by `spherer` (a typical variation normaliser also centres each plate when fitted with plates).
+
+    Parameters
+    ----------
+    spherer : Spherer or TypicalVariationNormalizer
+        One of `fit_spherers`' results.
+    values : numpy.ndarray
+        (rows, features) in the fit's feature order.
+    groups : numpy.ndarray or None
+        Batch of every row (per-batch sphering, tvn) or None.
+    plates : numpy.ndarray, optional
+        Plate of every row (a tvn fitted with plates needs them).
+
+    Returns
+    -------
+    numpy.ndarray
+        The sphered values.
+    """
+    if isinstance(spherer, TypicalVariationNormalizer):
+        return spherer.transform(values, groups, plates)
+    return spherer.transform(values, groups)

@@ -3,12 +3,15 @@
 Two passes over the files. The first (`scan_shard`) reduces every file to its schema, feature
 presence, non-finite counts and control wells; the profiler (and the control-count curve's smaller
 profilers) are fitted on the control table alone: they never use treated wells, so the fit equals a
-fit on the concatenated study. The second (`represent_shard`) represents one file's wells and saves
-them (a small metadata part, parquet, and an npz of arrays, no pickles) with what the evaluation
-needs, in float32: replicate-space unit rows of treated wells, anomaly scores, similarities to the
-plate's own controls and per-treatment sums. The evaluation holds one representation's unit rows
-at a time; profiles.parquet is written at the end in large row groups (cellprofiler values float32,
-their exact type; anomaly z-scores float64). A killed run resumes from its last finished file.
+fit on the concatenated study; so are sphering (on the training controls) and the adversarial
+autoencoder (trained on the training controls). The second (`represent_shard`) represents one file's
+wells in every representation and saves them (a small metadata part, parquet, and an npz of arrays,
+no pickles) with what the evaluation needs, in float32: replicate-space unit rows of treated wells,
+anomaly scores, similarities to the plate's own controls and per-treatment sums. The evaluation takes
+one representation at a time and reads its unit rows from one file on disk by index (`RowFile`), so
+memory holds per-well numbers, not rows; profiles.parquet is written at the end in large row groups
+(cellprofiler values float32, their exact type; the others float64). A killed run resumes from its
+last finished file.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ from phenolens.core.logging import get_logger
 from phenolens.core.parts import PartStore
 from phenolens.data.query import select_rows
 from phenolens.profiling.anomaly import ROLE_COLUMN, AnomalyProfiler
+from phenolens.profiling.batch_effects import batch_correction_metrics
 from phenolens.profiling.evaluate import (
-    CONCATENATION,
     SEPARATOR,
     Evaluation,
+    concatenation_members,
+    features_of,
     finish_evaluation,
     replicate_space,
     score_representation,
+    with_concatenation,
 )
 from phenolens.profiling.explain import FeatureExplanation
 from phenolens.profiling.hits import anomaly_score
@@ -53,13 +59,14 @@ from phenolens.profiling.replicates import (
     replicate_map_against_controls,
     row_standardize,
 )
+from phenolens.profiling.rows import RowFile, write_rows
 from phenolens.profiling.settings import ProfilingSettings
 
 log = get_logger(__name__)
 
 PARTS = "profiles.parts"  # per-file metadata parts (parquet) and arrays (npz, no pickles); merged into profiles.parquet at the end
 ROWS_PER_GROUP = 25_000  # rows of one row group of profiles.parquet: wide tables pay per column chunk
-BASE = ("cellprofiler", "anomaly")
+BASE = ("cellprofiler", "anomaly")  # what the explanation of the most anomalous treatment reads
 
 
 @dataclass
@@ -74,8 +81,9 @@ class ShardModel:
         Features and excluded plates (without the control table).
     profiler : AnomalyProfiler
         The fitted profiler, its standardisation restricted to the shard's plates.
-    control_inputs, control_anomaly : numpy.ndarray
-        The shard's usable controls as the fit represented them (leave-one-out for reference controls).
+    control_values : dict of str to numpy.ndarray
+        Per representation of the fit, the shard's usable controls as the fit represented them
+        (leave-one-out for reference controls; cellprofiler float32, the others float64).
     control_roles : numpy.ndarray
         Their control split.
     curve : list of tuple
@@ -85,8 +93,7 @@ class ShardModel:
     settings: ProfilingSettings
     plan: FeaturePlan
     profiler: AnomalyProfiler
-    control_inputs: np.ndarray
-    control_anomaly: np.ndarray
+    control_values: dict[str, np.ndarray]
     control_roles: np.ndarray
     curve: list
 
@@ -137,8 +144,10 @@ class StudyRun:
 def _restricted(profiler: AnomalyProfiler, plates: list[str]) -> AnomalyProfiler:
     """A shallow copy of a fitted profiler that knows only `plates` (the model is shared, not copied)."""
     light = copy.copy(profiler)
-    for name in ("input_standardization_", "error_standardization_"):
-        stats = getattr(profiler, name)
+    for name in ("input_standardization_", "error_standardization_", "adversarial_error_standardization_"):
+        stats = getattr(profiler, name, None)
+        if stats is None:  # no adversary
+            continue
         setattr(light, name, Standardization(stats.center.loc[stats.center.index.intersection(plates)], stats.scale))
     light.scale_keys_ = {plate: key for plate, key in profiler.scale_keys_.items() if plate in set(plates)}
     light.roles_ = profiler.roles_[:0]
@@ -169,15 +178,17 @@ def represent_shard(task: ShardTask) -> dict:
     if int(is_control.sum()) != len(model.control_roles):
         raise PhenolensError(f"{source}: the file changed while the run read it (its control wells differ); re-run")
     plates = clean[settings.plate].astype(str).to_numpy()
-    treated = ~is_control
-    raw = clean.loc[treated, profiler.selected_features_].to_numpy(dtype=np.float64)
-    inputs, anomaly = _with_controls(profiler, raw, plates, is_control, model.control_inputs, model.control_anomaly)
-    values = {"cellprofiler": inputs.astype(np.float64), "anomaly": anomaly}
-    values[CONCATENATION] = np.hstack([values["cellprofiler"], anomaly])
+    batches = clean[settings.batch].astype(str).to_numpy() if settings.batch else None
+    raw = clean.loc[~is_control, profiler.selected_features_].to_numpy(dtype=np.float64)
+    stored = _with_controls(profiler, raw, plates, batches, is_control, model.control_values)
+    values = {name: block.astype(np.float64, copy=False) for name, block in stored.items()}
+    for name, members in concatenation_members(list(stored)).items():
+        values[name] = np.hstack([values[member] for member in members])
     for number, (smaller, control_anomaly) in enumerate(model.curve):
-        values[f"curve{number}"] = _with_controls(smaller, raw, plates, is_control, model.control_inputs, control_anomaly)[1]
+        control_values = {"cellprofiler": model.control_values["cellprofiler"], "anomaly": control_anomaly}
+        values[f"curve{number}"] = _with_controls(smaller, raw, plates, None, is_control, control_values)["anomaly"]
     arrays = _evaluation_arrays(clean, is_control, plates, values, settings)
-    arrays.update(profiles_cellprofiler=inputs, profiles_anomaly=anomaly)
+    arrays.update({f"profiles_{name}": block for name, block in stored.items()})
     arrays["plates"] = np.array(json.dumps(counts.rename_axis("plate").reset_index().to_dict(orient="records")))
     store = PartStore(task.parts)
     target = store.folder / f"{task.shard.index:06d}.npz"
@@ -190,13 +201,14 @@ def represent_shard(task: ShardTask) -> dict:
     return {"plates": json.loads(str(arrays["plates"]))}
 
 
-def _with_controls(profiler, raw, plates, is_control, control_inputs, control_anomaly) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs and anomaly of a shard's wells: treated wells represented now, controls as the fit represented them."""
-    inputs = np.empty((len(is_control), raw.shape[1]), dtype=np.float32)
-    anomaly = np.empty((len(is_control), raw.shape[1]))
-    inputs[is_control], anomaly[is_control] = control_inputs, control_anomaly
-    inputs[~is_control], anomaly[~is_control] = profiler.represent_values(raw, plates[~is_control])
-    return inputs, anomaly
+def _with_controls(profiler, raw, plates, batches, is_control, control_values) -> dict[str, np.ndarray]:
+    """Every representation of a shard's wells: treated wells represented now, controls as the fit represented them."""
+    treated = profiler.represent_values(raw, plates[~is_control], None if batches is None else batches[~is_control])
+    result = {}
+    for name, block in treated.items():
+        result[name] = np.empty((len(is_control), block.shape[1]), dtype=block.dtype)
+        result[name][is_control], result[name][~is_control] = control_values[name], block
+    return result
 
 
 def _spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -299,12 +311,12 @@ def profile_study(
         "held-out control wells": anomaly_score(controls["anomaly"][profiler.selected_features_].to_numpy())[null],
         "treated wells": _gather(arrays, "score__anomaly"),
     }
-    evaluation = _evaluate(arrays, controls, profiler.selected_features_, settings)
+    evaluation = _evaluate(arrays, controls, settings)
     members = _members(parts, arrays, profiler.selected_features_, evaluation, settings)
     subset = {name: pd.concat([controls[name], members[name]], ignore_index=True) for name in BASE}
     explanations, group = explain_top_treatment(profiler, subset, evaluation, settings, settings)
     curve = _curve(arrays, smaller, profiler, evaluation, settings) if smaller else None
-    _merge_parts(parts, arrays, profiler.selected_features_, run.file("profiles.parquet"))
+    _merge_parts(parts, arrays, list(controls), profiler.selected_features_, run.file("profiles.parquet"))
     del arrays
     shutil.rmtree(parts.folder)
     metrics = dict(evaluation.metrics)
@@ -312,6 +324,7 @@ def profile_study(
         {
             "data": quality,
             "autoencoder": autoencoder_metrics(profiler),
+            "batch_correction": batch_correction_metrics(profiler, with_concatenation(controls, settings), settings),
             "reproducible_treatments": evaluation.venn,
             "explained_group": group,
             "control_curve": curve.to_dict(orient="records") if curve is not None else None,
@@ -329,8 +342,7 @@ def _tasks(shards, scans, plan, profiler, controls, curve, settings, parts):
     light_plan = dataclasses.replace(plan, controls=plan.controls.iloc[:0], quality={})
     offsets = np.concatenate([[0], np.cumsum(plan.controls_per_shard)])
     selected = profiler.selected_features_
-    inputs = controls["cellprofiler"][selected].to_numpy(dtype=np.float32)
-    anomaly = controls["anomaly"][selected].to_numpy(dtype=np.float64)
+    values = {name: frame[selected].to_numpy(dtype=np.float32 if name == "cellprofiler" else np.float64) for name, frame in controls.items()}
     roles = controls["anomaly"][ROLE_COLUMN].to_numpy()
     curve_anomaly = [(model, frame[selected].to_numpy(dtype=np.float64)) for model, frame in curve]
     for shard, scan in zip(shards, scans):
@@ -340,8 +352,7 @@ def _tasks(shards, scans, plan, profiler, controls, curve, settings, parts):
             settings,
             light_plan,
             _restricted(profiler, plates),
-            inputs[rows],
-            anomaly[rows],
+            {name: block[rows] for name, block in values.items()},
             roles[rows],
             [(_restricted(smaller, plates), values[rows]) for smaller, values in curve_anomaly],
         )
@@ -392,45 +403,46 @@ class SavedArrays:
             return saved[key]
 
 
-def _gather(arrays, key: str, rows: list[int] | None = None) -> np.ndarray:
-    """One array of every file's `key`, in file order; with each file's row count given, filled in place
-    (one file's piece in memory at a time, not all pieces and their concatenation)."""
-    if rows is None:
-        return np.concatenate([a[key] for a in arrays])
-    first = arrays[0][key]
-    result = np.empty((sum(rows), *first.shape[1:]), dtype=first.dtype)
-    offsets = np.concatenate([[0], np.cumsum(rows)])
-    for index, saved in enumerate(arrays):
-        result[offsets[index] : offsets[index + 1]] = first if index == 0 else saved[key]
-    return result
+def _gather(arrays, key: str) -> np.ndarray:
+    """One array of every file's `key`, in file order."""
+    return np.concatenate([a[key] for a in arrays])
 
 
-def _evaluate(arrays, controls: dict[str, pd.DataFrame], selected: list[str], settings: ProfilingSettings) -> Evaluation:
-    """The evaluation of `evaluate`, from the per-file arrays: one representation's unit rows in memory at a time."""
+def _unit_rows(arrays, name: str, rows: list[int]) -> RowFile:
+    """Representation `name`'s treated unit rows of every file, in file order, written beside the files' arrays as
+    one ``.npy`` file one file's piece at a time (the evaluation reads them by index; the caller removes the file)."""
+    key = f"unit__{name}"
+    columns = arrays[0][key].shape[1]
+    return write_rows(arrays[0].path.with_name(f"{key}.npy"), (a[key] for a in arrays), sum(rows), columns)
+
+
+def _evaluate(arrays, controls: dict[str, pd.DataFrame], settings: ProfilingSettings) -> Evaluation:
+    """The evaluation of `evaluate`, from the per-file arrays: one representation at a time, its unit rows read from
+    disk by index (`RowFile`), so memory holds a few per-well numbers of the study, not its rows."""
     treatments = _gather(arrays, "treatments")
     null = ~controls["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
-    control_values = {name: controls[name][selected].to_numpy(dtype=np.float64) for name in BASE}
-    control_values[CONCATENATION] = np.hstack([control_values["cellprofiler"], control_values["anomaly"]])
+    every = with_concatenation(controls, settings)
+    control_values = {name: frame[features_of(frame, settings)].to_numpy(dtype=np.float64) for name, frame in every.items()}
     positive = _gather(arrays, "positive") if settings.positive_controls else None
     rows = [len(a["treatments"]) for a in arrays]
     offsets = np.concatenate([[0], np.cumsum(rows)])
     scored = {}
-    for name in (*BASE, CONCATENATION):
-        unit = _gather(arrays, f"unit__{name}", rows)
+    for name in control_values:  # every representation of the fit, then the concatenations, as `evaluate` orders them
+        unit = _unit_rows(arrays, name, rows)
         if settings.map_negatives == "plate_controls":
             queries = np.concatenate([a[f"negq__{name}"] + offset for a, offset in zip(arrays, offsets)])
             retrieval = replicate_map_against_controls(
                 unit, treatments, queries, _gather(arrays, f"negs__{name}"), settings.seed, settings.map_null_size
             )
-        else:
-            retrieval = replicate_map(unit, treatments, settings.seed, settings.map_null_size)
+        else:  # copairs ranks every well against every other: it needs all rows at once
+            retrieval = replicate_map(unit[np.arange(len(unit))], treatments, settings.seed, settings.map_null_size)
         scores = _gather(arrays, f"score__{name}")
         null_scores = anomaly_score(control_values[name])[null]
         scored[name] = score_representation(
             unit, treatments, retrieval, scores, null_scores, None if positive is None else scores[positive], settings
         )
-        del unit
-    profiles, meta = _treatment_level(arrays, (*BASE, CONCATENATION), settings) if settings.moa else ({}, None)
+        unit.path.unlink()
+    profiles, meta = _treatment_level(arrays, list(control_values), settings) if settings.moa else ({}, None)
     return finish_evaluation(scored, profiles, meta, settings)
 
 
@@ -439,10 +451,15 @@ def _treatment_level(arrays, names, settings) -> tuple[dict[str, pd.DataFrame], 
     labels = [a["moa_treatments"] for a in arrays]
     index = np.concatenate(labels)
     counts = pd.Series(_gather(arrays, "moa_counts"), index=index).groupby(level=0).sum()
+    rows = [counts.index.get_indexer(label) for label in labels]  # a file's sums have one row per treatment it holds
     profiles = {}
-    for name in names:
-        sums = pd.DataFrame(np.concatenate([a[f"sum__{name}"] for a in arrays]), index=index).groupby(level=0).sum()
-        profiles[name] = sums.div(counts, axis=0)
+    for name in names:  # the sums of one file at a time added into one row per treatment (not every file's rows at once)
+        sums = None
+        for saved, positions in zip(arrays, rows):
+            part = saved[f"sum__{name}"]
+            sums = np.zeros((len(counts), part.shape[1])) if sums is None else sums
+            sums[positions] += part
+        profiles[name] = pd.DataFrame(sums, index=counts.index).div(counts, axis=0)
     meta = pd.DataFrame(
         {
             "moa": pd.Series(_gather(arrays, "moa_moa"), index=index).groupby(level=0).first(),
@@ -477,13 +494,13 @@ def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, ev
     treatments = _gather(arrays, "treatments")
     for number, model in enumerate(smaller):
         name = f"curve{number}"
-        unit = _gather(arrays, f"unit__{name}", [len(a["treatments"]) for a in arrays])
+        unit = _unit_rows(arrays, name, [len(a["treatments"]) for a in arrays])
         scores = {
             "percent_replicating": percent_replicating_of_unit_rows(
                 unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed
             ).percent_replicating
         }
-        del unit
+        unit.path.unlink()
         if settings.moa:
             profiles, meta = _treatment_level(arrays, (name,), settings)
             scores["nsc_accuracy"] = nearest_neighbor_moa(profiles[name], meta["moa"], meta["compound"]).accuracy
@@ -496,12 +513,13 @@ def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, ev
     return pd.DataFrame(rows)
 
 
-def _merge_parts(parts: PartStore, arrays, selected: list[str], target: Path) -> None:
-    """Write the metadata parts and the profile arrays as one parquet file, in row groups of about `ROWS_PER_GROUP` wells."""
+def _merge_parts(parts: PartStore, arrays, representations: list[str], selected: list[str], target: Path) -> None:
+    """Write the metadata parts and the `representations`' profile arrays as one parquet file, in row groups of about
+    `ROWS_PER_GROUP` wells."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = [f"{name}{SEPARATOR}{feature}" for name in BASE for feature in selected]
+    names = [f"{name}{SEPARATOR}{feature}" for name in representations for feature in selected]
     writer, batch, rows = None, [], 0
     for index, shard_arrays in enumerate(arrays):
         batch.append((pd.read_parquet(parts.part_path(index)), shard_arrays))
@@ -509,9 +527,16 @@ def _merge_parts(parts: PartStore, arrays, selected: list[str], target: Path) ->
         if rows < ROWS_PER_GROUP and index < len(arrays) - 1:
             continue
         metadata = pa.Table.from_pandas(pd.concat([m for m, _ in batch], ignore_index=True), preserve_index=False)
-        blocks = [np.concatenate([a[f"profiles_{name}"] for _, a in batch]) for name in BASE]
-        columns = [pa.array(column) for block in blocks for column in np.ascontiguousarray(block.T)]
+        columns = []
+        for name in representations:
+            block = None  # features x wells, filled file by file: each feature's column is one contiguous row (no copy into arrow)
+            for start, (frame, saved) in zip(np.cumsum([0] + [len(m) for m, _ in batch]), batch):
+                piece = saved[f"profiles_{name}"]
+                block = np.empty((piece.shape[1], rows), dtype=piece.dtype) if block is None else block
+                block[:, start : start + len(frame)] = piece.T
+            columns += [pa.array(column) for column in block]
         table = pa.Table.from_arrays(list(metadata.columns) + columns, names=metadata.column_names + names)
+        del columns, block
         if writer is None:
             writer = pq.ParquetWriter(target, table.schema)
         writer.write_table(table.cast(writer.schema))
