@@ -2,20 +2,25 @@
 
 A dictionary is a K-component diagonal GMM over D-dimensional columns. The generative fit
 (`fit_columns`) is scikit-learn's GaussianMixture recipe in torch (a k-means partition, one M-step,
-exact expectation-maximisation passes over all columns, chunked to bound memory, with `reg_covar` added
-to every variance, stopped when the mean log-likelihood per column changes by less than `tol`) with one
-change: EM over all columns starts from the best of several k-means + EM fits on a random sample
-(`best_sample_start`), chosen by the mean log-likelihood of all columns.
+expectation-maximisation passes chunked to bound memory, with `reg_covar` added to every variance,
+stopped when a pass changes the mean log-likelihood per column by less than `tol`) with two changes:
+the start is the winner of a race of many k-means starts on growing random samples (`halving_start`),
+and EM is accelerated by SQUAREM (`run_em`).
 
 Why (issue 25, 10^6 Fashion-MNIST activation columns of benchmarks/sign_dictionary_speed.py, held-out
-log-likelihood per column): from scikit-learn's own k-means partition this EM ends where scikit-learn's
-does (seed 0: 42.729 both), so the gap to scikit-learn is the start alone. The words' variances collapse
-to `reg_covar` on the channels where their members are exactly zero (ReLU), and which zero patterns they
-end up on is decided by the start: six k-means starts on a 10^5-column sample of seed 0 ended their
-sample EM between 38.7 and 42.1, so one start is a lottery and the best of several, by likelihood on all
-columns, is the better bet. Tried before (session 11, seed 0; scikit-learn 42.73): Adam 25.7; EM from
-random columns 42.18; one k-means++ start on a sample with Lloyd over all columns 41.42; stepwise EM then
-EM 42.30; over-relaxed EM and words seeded on exactly repeated columns lower still.
+log-likelihood per column): from scikit-learn's own k-means partition plain EM here ends where
+scikit-learn's does (seed 0: 42.729 both), so the gap to scikit-learn is the start alone. The words'
+variances collapse to `reg_covar` on the channels where their members are exactly zero (ReLU), and which
+zero patterns they end up on is decided by the start: starts of one seed end several nats apart, so one
+start is a lottery. A start's rank after 20 passes on 10^4 columns predicts its rank at the end well
+enough that 24 cheap starts, 6 survivors on 5 x 10^4 and 1 on 2 x 10^5, then 12 accelerated passes over
+all columns, reach held-out 43.97 / 49.54 / 36.66 on seeds 0 / 1 / 2 (scikit-learn 42.73 / 49.52 / 33.35;
+session 12's six starts fitted to convergence on 10^5 columns 44.20 / 49.20 / 34.87) with about 30
+passes' worth of E-steps against 80-100. Tried before
+(sessions 11-12, seed 0; scikit-learn 42.73): Adam 25.7; EM from random columns 42.18; one k-means++ start
+on a sample with Lloyd over all columns 41.42; stepwise EM then EM 42.30; over-relaxed EM and words
+seeded on exactly repeated columns lower still; k-means on columns extended by their zero pattern gave
+no better starts (session 13).
 
 The parameters live in coordinates standardised per channel (mean/std of the initial columns) so one
 learning rate suits every layer in the discriminative fit; densities are always reported in the
@@ -263,7 +268,8 @@ class EMTrace:
     converged : bool
         Whether a plain EM pass over all columns changed it by less than the tolerance within the allowed passes.
     start_log_likelihoods : tuple[float, ...]
-        Mean log-likelihood per column of all columns under each candidate that survived the samples; EM went on from the highest.
+        Mean log-likelihood per column of all columns under each candidate that survived the samples; EM went on from the highest
+        (one survivor: its log-likelihood, the first of `log_likelihoods`).
     start : Mixture or None
         That candidate: the mixture the EM over all columns began from.
     column_passes : float
@@ -617,7 +623,7 @@ def halving_start(
     `samples[0]` columns of one random permutation; on each sample the candidates still in the race
     run at most `sample_passes` accelerated EM passes, and before the next, larger sample only the
     `candidates[i]` that give its columns the highest mean log-likelihood go on. The survivors of the
-    last sample are scored on all columns and the best is returned. A sample at least as large as all
+    last sample are scored on all columns (when more than one) and the best is returned. A sample at least as large as all
     columns ends the schedule there (it is all of them). Which optimum EM reaches depends on its start by
     several nats per column on activations, and a start's rank after a few passes on a small sample
     predicts its rank at the end, so many cheap starts and few expensive ones.
@@ -648,7 +654,7 @@ def halving_start(
     Returns
     -------
     tuple
-        (the chosen mixture, the mean log-likelihood of all columns under each survivor of the last sample).
+        (the chosen mixture, the mean log-likelihood of all columns under each survivor of the last sample; empty when one survived).
     """
     generator = torch_generator(seed)
     order = torch.randperm(len(powers), generator=generator)
@@ -663,6 +669,8 @@ def halving_start(
         race = [run_em(sample, mixture, reg_covar, tol, sample_passes, chunk_size, counter=counter)[0] for mixture in race]
         if size >= len(powers):
             break
+    if len(race) == 1:  # nothing to choose: EM over all columns scores it in its first E-step
+        return race[0], []
     scores = [expectation(powers, mixture, reg_covar, chunk_size, statistics=False, counter=counter)[0] for mixture in race]
     return race[int(np.argmax(scores))], scores
 
@@ -746,5 +754,6 @@ def fit_columns(
         powers, dictionary.n_words, seed, samples, candidates, sample_passes, kmeans_iterations, dictionary.reg_covar, tol, batch_size, counter
     )
     mixture, log_likelihoods, converged = run_em(powers, start, dictionary.reg_covar, tol, updates, batch_size, counter=counter)
+    start_log_likelihoods = start_log_likelihoods or log_likelihoods[:1]
     dictionary.set_mixture(mixture)
     return EMTrace(tuple(log_likelihoods), converged, tuple(start_log_likelihoods), start, counter.columns / len(powers), counter.full_passes)
