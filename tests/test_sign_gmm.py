@@ -193,3 +193,21 @@ def test_the_race_of_several_starts_finds_every_centre_where_one_start_does_not(
     # its cost over all 4,000 columns: 3 scorings, then the E-steps of EM (at least one per kept log-likelihood); samples add fractions
     assert 3 + len(trace.log_likelihoods) <= trace.full_passes <= 3 + 100
     assert trace.full_passes < trace.column_passes < trace.full_passes + (12 * 500 + 3 * 1_000) * 20 / 4_000 + 12 * 1_000 / 4_000
+
+
+def test_the_race_keeps_the_starts_that_score_highest_on_the_next_sample():
+    from phenolens.explain.sign.gmm import PassCounter, halving_start
+
+    powers = column_powers(torch.from_numpy(grid_columns(4_000, 2)))
+    settings = {"sample_passes": 5, "kmeans_iterations": 2, "reg_covar": 1e-6, "tol": 1e-3, "chunk_size": 4096}
+    winner, _ = halving_start(powers, 9, 3, (400, 2_000), (6, 1), counter=PassCounter(len(powers)), **settings)
+    # the same six starts by hand: fitted on the first 400 columns of the permutation, ranked on the first 2,000
+    generator = torch_generator(3)
+    order = torch.randperm(len(powers), generator=generator)
+    small, large = powers[order[:400]], powers[order[:2_000]]
+    starts = [kmeans_start(small, 9, generator, 2, 4096) for _ in range(6)]
+    fitted = [run_em(small, start, 1e-6, 1e-3, 5, 4096)[0] for start in starts]
+    scores = [expectation(large, mixture, 1e-6, 4096, statistics=False)[0] for mixture in fitted]
+    assert max(scores) - min(scores) > 0.01  # a real choice
+    best = run_em(large, fitted[int(np.argmax(scores))], 1e-6, 1e-3, 5, 4096)[0]
+    torch.testing.assert_close(winner.means, best.means)
