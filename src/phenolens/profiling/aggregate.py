@@ -63,22 +63,6 @@ class PlateShard:
     operation: str
 
 
-def count_column(settings: ProfileAggregationSettings) -> str:
-    """The name of the per-well object count: ``Metadata_Count_<first compartment>`` (``Metadata_Count_Cells``).
-
-    Parameters
-    ----------
-    settings : ProfileAggregationSettings
-        The aggregation settings.
-
-    Returns
-    -------
-    str
-        The column name.
-    """
-    return f"Metadata_Count_{settings.compartments[0].title()}"
-
-
 def _pycytominer_aggregate(population: pd.DataFrame, features: Sequence[str], operation: str, count: bool) -> pd.DataFrame:
     from pycytominer import aggregate
 

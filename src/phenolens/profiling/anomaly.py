@@ -30,7 +30,7 @@ from phenolens.profiling.inputs import PreparedProfiles, ProfileColumns, prepare
 from phenolens.profiling.normalize import TEST, TRAIN, VALIDATION, Standardization, scale_keys_for, split_controls, standardize
 from phenolens.profiling.select import select_features
 from phenolens.profiling.settings import ProfilingSettings
-from phenolens.profiling.sphering import SPHERED_SUFFIX, fit_spherers, sphere, sphered, sphering_layout
+from phenolens.profiling.sphering import SPHERED_SUFFIX, fit_spherers, sphere, sphered, sphering_groups, sphering_layout
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
@@ -321,7 +321,7 @@ class AnomalyProfiler(BaseEstimator):
         if self._settings.adversary != NO_ADVERSARY:
             errors = self._errors(inputs, self.adversary_.model)
             values[ADVERSARIAL] = self.adversarial_error_standardization_.transform(errors, plates, scale_keys)
-        _, groups, centring = sphering_layout(self._settings, np.zeros(len(plates), bool), np.zeros(len(plates), bool), batches, plates)
+        groups, centring = sphering_groups(self._settings, batches, plates)
         for name, spherer in self.spherers_.items():
             values[name + SPHERED_SUFFIX] = sphere(spherer, values[name], groups, centring)
         return values

@@ -368,12 +368,32 @@ def sphering_layout(
     Returns
     -------
     tuple
-        (reference mask, batch of every row or None for a global fit, plate of every row or None without plate centring).
+        (reference mask, then `sphering_groups`' batch of every row or None and plate of every row or None).
     """
     reference = np.asarray(is_training if settings.sphering_controls == "training" else is_control, dtype=bool)
+    return (reference, *sphering_groups(settings, batches, plates))
+
+
+def sphering_groups(settings, batches: np.ndarray | None, plates: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """How the sphering of `settings` groups rows when it transforms them: by batch, and by plate to centre.
+
+    Parameters
+    ----------
+    settings : ProfilingSettings
+        `sphering`, `sphering_plate_centring`.
+    batches : numpy.ndarray or None
+        Batch of every row (None without a batch column).
+    plates : numpy.ndarray
+        Plate of every row.
+
+    Returns
+    -------
+    tuple
+        (batch of every row or None for a global fit, plate of every row or None without plate centring).
+    """
     groups = None if settings.sphering not in GROUPED_SPHERING else np.asarray(batches).astype(str)
     centring = np.asarray(plates).astype(str) if settings.sphering == "tvn" and settings.sphering_plate_centring else None
-    return reference, groups, centring
+    return groups, centring
 
 
 def fit_spherers(
