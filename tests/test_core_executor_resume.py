@@ -34,6 +34,13 @@ def refuse_shard(index: int) -> int:
     return index
 
 
+def kill_own_worker(index: int) -> int:
+    """A shard whose worker dies every time it runs it (out of memory, a segfault in a library)."""
+    if index == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return index
+
+
 def test_serial_map_keeps_order_and_skips_done_shards():
     with Executor.from_option(None) as executor:
         assert executor.workers == 1
@@ -66,6 +73,21 @@ def test_local_cluster_equals_serial_and_passes_user_errors_through():
         assert list(executor.map(shard_sum, shards, skip={4})) == serial
         with pytest.raises(PhenolensError, match="shard 2: a bad file"):
             list(executor.map(refuse_shard, range(5)))
+
+
+@pytest.mark.slow
+def test_a_shard_that_kills_every_worker_is_one_line_naming_it():
+    import dask
+
+    # Dask retries a shard whose worker died (the executor's own retry, then the scheduler's allowed failures);
+    # one allowed failure keeps the test short: the shard's second death ends the map.
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        Executor.from_option("local:2") as executor,
+        pytest.raises(PhenolensError, match="shard 1: a Dask worker died running it") as caught,
+    ):
+        list(executor.map(kill_own_worker, range(3)))
+    assert "\n" not in str(caught.value)
 
 
 def _killed_run(tmp_path, out, done_shards: int) -> None:
