@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from scipy.stats import ttest_ind
+from scipy.stats import rankdata, ttest_ind
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
@@ -29,11 +29,11 @@ from threadpoolctl import threadpool_limits
 from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng
 from phenolens.profiling.replicates import row_standardize
-from phenolens.profiling.settings import CLASSIFIERS, INNER_FOLDS
+from phenolens.profiling.settings import CLASSIFIERS, CONSENSUS, INNER_FOLDS
 
 
-def treatment_profiles(values: np.ndarray, treatments: np.ndarray) -> pd.DataFrame:
-    """Mean profile over the replicate wells of every treatment (index: treatment, sorted).
+def treatment_profiles(values: np.ndarray, treatments: np.ndarray, consensus: str = "mean") -> pd.DataFrame:
+    """Consensus profile over the replicate wells of every treatment (index: treatment, sorted).
 
     Parameters
     ----------
@@ -41,13 +41,39 @@ def treatment_profiles(values: np.ndarray, treatments: np.ndarray) -> pd.DataFra
         (wells, features).
     treatments : numpy.ndarray
         Treatment of every well.
+    consensus : str
+        ``mean`` (default), ``median``, or ``modz``: the LINCS moderated z-score, a weighted mean whose
+        weights are each replicate's mean Spearman correlation with the others (negative ones as 0, at
+        least 0.01), normalised to sum 1 and rounded to 4 decimals, as pycytominer's ``consensus(operation="modz")``
+        (Subramanian et al. 2017).
 
     Returns
     -------
     pandas.DataFrame
         One row per treatment.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown consensus.
     """
-    return pd.DataFrame(np.asarray(values, dtype=np.float64)).groupby(np.asarray(treatments)).mean()
+    if consensus not in CONSENSUS:
+        raise PhenolensError(f"consensus {consensus!r} is unknown; choose one of {', '.join(CONSENSUS)}")
+    grouped = pd.DataFrame(np.asarray(values, dtype=np.float64)).groupby(np.asarray(treatments))
+    if consensus != "modz":
+        return grouped.agg(consensus)
+    return grouped.apply(lambda wells: pd.Series(_modz(wells.to_numpy()), index=wells.columns))
+
+
+def _modz(replicates: np.ndarray, min_weight: float = 0.01) -> np.ndarray:
+    """The moderated z-score of one treatment's replicate wells (rows)."""
+    if len(replicates) == 1:
+        return replicates[0]
+    ranks = np.apply_along_axis(rankdata, 1, replicates)
+    correlation = np.corrcoef(ranks)
+    np.fill_diagonal(correlation, np.nan)
+    weights = np.clip(np.nanmean(np.clip(correlation, 0, None), axis=1), min_weight, None)
+    return np.round(weights / weights.sum(), 4) @ replicates  # rounded as pycytominer does
 
 
 @dataclass

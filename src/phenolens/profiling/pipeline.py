@@ -149,7 +149,7 @@ def curve_profilers(profiler: AnomalyProfiler, settings: ProfilingSettings) -> l
     return [
         # the curve reads `anomaly` alone: no sphering, no adversary
         AnomalyProfiler(
-            settings.replace(**chosen, search_trials=0, max_train_controls=max(2, int(round(fraction * n_train))), sphering="none", adversary="none")
+            settings.unsphered().replace(**chosen, search_trials=0, max_train_controls=max(2, int(round(fraction * n_train))), adversary="none")
         )
         for fraction in settings.curve_fractions
     ]

@@ -18,6 +18,7 @@ from phenolens.data.query import parse_query
 from phenolens.profiling.inputs import ProfileColumns
 
 CLASSIFIERS = ("lr", "mlp")  # the MoA classifiers compared: logistic regression and a multilayer perceptron
+CONSENSUS = ("mean", "median", "modz")  # how replicate wells are combined into a treatment profile
 INNER_FOLDS = 3  # folds of the hyper-parameter search inside each outer training split
 SCALE_POOLING = ("plate", "batch", "all")  # over which wells the feature spread is pooled
 
@@ -25,6 +26,7 @@ SPHERING = ("none", "global", "batch", "tvn")  # no sphering, one transform for 
 GROUPED_SPHERING = ("batch", "tvn")  # variants that fit something per batch
 SPHERING_CONTROLS = ("training", "all")  # which control wells the sphering is fitted on
 SPHERING_METHODS = ("ZCA-cor", "ZCA", "PCA-cor", "PCA")  # pycytominer's Spherize methods
+TVN_STEPS = ("sphering_plate_scaling", "sphering_yeo_johnson", "sphering_batch_icc_max", "sphering_nuisance_components")  # tvn-only options
 ADVERSARIES = ("none", "batch", "plate")  # what the adversary of `anomaly_adversarial` predicts from the latent code
 
 REPLICATE_NORMALIZATION = ("whole_plate", "none")
@@ -137,6 +139,20 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
         0.5, "tvn: weight of the global control covariance in each batch's (1: no per-batch alignment).", minimum=0, maximum=1, exclusive_minimum=True
     )
     sphering_plate_centring: bool = setting(True, "tvn: first centre each plate on the median of its sphering controls (robust, per plate).")
+    sphering_plate_scaling: bool = setting(
+        False, "tvn: also divide each plate by its sphering controls' robust spread (1.4826 x MAD; pycytominer mad_robustize against controls)."
+    )
+    sphering_yeo_johnson: bool = setting(False, "tvn: first variance-stabilise every feature (Yeo-Johnson power transform fitted on the controls).")
+    sphering_batch_icc_max: float = setting(
+        1.0,
+        "tvn: drop features whose controls' intraclass correlation between batches exceeds this (batch-dominated; 1 keeps all).",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    )
+    sphering_nuisance_components: int = setting(
+        0, "tvn: project out this many leading principal directions of the normalised controls (nuisance variation).", minimum=0
+    )
     adversary: str = setting(
         "none",
         "Add anomaly_adversarial: an autoencoder whose latent code learns to hide the batch or plate (gradient reversal).",
@@ -153,6 +169,10 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
             self.fail("control_split", "give three fractions (train, validation, test) that sum to 1")
         if self.control_split[0] == 0 or self.control_split[1] == 0:
             self.fail("control_split", "the train and validation fractions must be > 0")
+        if self.sphering != "tvn":
+            for name in TVN_STEPS:
+                if getattr(self, name) != getattr(type(self), name):
+                    self.fail(name, f"applies to --sphering tvn only (got --sphering {self.sphering})")
 
     def check_batch_column(self) -> None:
         """A sphering or adversary that works per batch has a batch column to read.
@@ -168,6 +188,10 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
         for name, per_batch in (("sphering", GROUPED_SPHERING), ("adversary", ("batch",))):
             if getattr(self, name) in per_batch and not self.batch:
                 self.fail(name, f"{getattr(self, name)!r} needs a batch column: give --batch-column")
+
+    def unsphered(self) -> ProfilingSettings:
+        """The same settings without sphering (tvn's optional steps back at their defaults)."""
+        return self.replace(sphering="none", **{name: getattr(type(self), name) for name in TVN_STEPS})
 
     def evaluation(self) -> ProfileEvaluationSettings:
         """The evaluation part (columns + evaluation fields), as `profile evaluate` takes it."""

@@ -203,6 +203,17 @@ class TypicalVariationNormalizer(BaseEstimator):
     `plates` given to `fit` and `transform`, every plate is first centred on the median of its
     reference controls (robust per-plate normalisation against controls, before the global sphering).
 
+    Four optional steps, all fitted on the reference (control) rows only, so they need no labels:
+    `yeo_johnson` first applies a per-feature Yeo-Johnson power transform (variance stabilising,
+    sklearn's `PowerTransformer` without standardising); `batch_icc_max` < 1 drops every feature whose
+    intraclass correlation between batches on the controls (one-way ANOVA ICC(1): the share of the
+    controls' variance that lies between batch means) exceeds it (its output column is 0, which adds
+    nothing to a cosine similarity); `plate_scaling` also divides each plate by the spread of its
+    controls (1.4826 x median absolute deviation, pycytominer's ``mad_robustize`` against controls;
+    a feature with no spread on a plate is left unscaled there); `nuisance_components` k > 0 projects
+    out, after the batch alignment, the k leading principal directions of the aligned controls (the
+    directions controls still vary most in: removing unwanted variation, as RUV does with controls).
+
     Parameters
     ----------
     method : str
@@ -213,11 +224,29 @@ class TypicalVariationNormalizer(BaseEstimator):
         In (0, 1]: weight of the global control covariance in each batch's.
     source : str
         What is normalised, for messages.
+    plate_scaling : bool
+        With plates: divide each plate by its controls' robust spread after centring it.
+    yeo_johnson : bool
+        Variance-stabilise every feature first (Yeo-Johnson, fitted on the controls).
+    batch_icc_max : float
+        In (0, 1]; features whose controls' ICC between batches exceeds it are dropped (1 keeps all).
+    nuisance_components : int
+        Leading principal directions of the aligned controls projected out (0: none).
 
     Attributes
     ----------
+    power_ : sklearn.preprocessing.PowerTransformer or None
+        The Yeo-Johnson transform (None without `yeo_johnson`).
+    kept_features_ : numpy.ndarray
+        Mask of the features kept by `batch_icc_max`.
+    batch_icc_ : numpy.ndarray
+        Every feature's ICC between batches on the controls (after the power transform).
     plate_centres_ : dict
         Plate -> median of its reference rows (empty when fitted without plates).
+    plate_scales_ : dict
+        Plate -> robust spread of its reference rows (empty without `plate_scaling`).
+    nuisance_ : numpy.ndarray
+        (k, kept features) directions projected out.
     spherer_ : Spherer
         The global sphering.
     alignments_ : dict
@@ -228,11 +257,25 @@ class TypicalVariationNormalizer(BaseEstimator):
         As `Spherer`'s (the global fit's).
     """
 
-    def __init__(self, method: str = "ZCA-cor", epsilon: float = 1.0, shrinkage: float = 0.5, source: str = "profiles"):
+    def __init__(
+        self,
+        method: str = "ZCA-cor",
+        epsilon: float = 1.0,
+        shrinkage: float = 0.5,
+        source: str = "profiles",
+        plate_scaling: bool = False,
+        yeo_johnson: bool = False,
+        batch_icc_max: float = 1.0,
+        nuisance_components: int = 0,
+    ):
         self.method = method
         self.epsilon = epsilon
         self.shrinkage = shrinkage
         self.source = source
+        self.plate_scaling = plate_scaling
+        self.yeo_johnson = yeo_johnson
+        self.batch_icc_max = batch_icc_max
+        self.nuisance_components = nuisance_components
 
     def fit(self, values: np.ndarray, groups: Sequence, plates: Sequence | None = None) -> TypicalVariationNormalizer:
         """Fit the plate centres (with `plates`), the global sphering on all `values` (reference rows) and one
@@ -259,16 +302,32 @@ class TypicalVariationNormalizer(BaseEstimator):
         """
         if not 0 < self.shrinkage <= 1:
             raise PhenolensError(f"{self.source}: tvn shrinkage {self.shrinkage} must be in (0, 1]")
+        if not 0 < self.batch_icc_max <= 1:
+            raise PhenolensError(f"{self.source}: tvn batch_icc_max {self.batch_icc_max} must be in (0, 1]")
         values = np.asarray(values, dtype=np.float64)
-        self.plate_centres_ = {}
+        self.n_features_in_ = values.shape[1]
+        labels = _labels(groups, len(values))
+        self.power_ = None
+        if self.yeo_johnson:
+            from sklearn.preprocessing import PowerTransformer
+
+            self.power_ = PowerTransformer(method="yeo-johnson", standardize=False).fit(values)
+            values = self.power_.transform(values)
+        self.batch_icc_ = batch_icc(values, labels)
+        self.kept_features_ = ~(self.batch_icc_ > self.batch_icc_max)
+        if not self.kept_features_.any():
+            raise PhenolensError(f"{self.source}: every feature has a batch ICC above {self.batch_icc_max} on the controls; raise the threshold")
+        values = values[:, self.kept_features_]
+        self.plate_centres_, self.plate_scales_ = {}, {}
         if plates is not None:
             plate_labels = _labels(plates, len(values))
             self.plate_centres_ = {plate: np.median(values[plate_labels == plate], axis=0) for plate in pd.unique(plate_labels)}
+            if self.plate_scaling:
+                self.plate_scales_ = {plate: _robust_spread(values[plate_labels == plate]) for plate in self.plate_centres_}
             values = self._centre_plates(values, plate_labels)
         self.spherer_ = Spherer(self.method, self.epsilon, self.source).fit(values)
         self.regularised_groups_ = self.spherer_.regularised_groups_
         sphered_values = self.spherer_.transform(values)
-        labels = _labels(groups, len(sphered_values))
         target = np.cov(sphered_values, rowvar=False, bias=True)
         target_root = _matrix_power(target, 0.5)
         self.alignments_ = {}
@@ -278,7 +337,13 @@ class TypicalVariationNormalizer(BaseEstimator):
                 raise PhenolensError(f"{self.source}: tvn needs at least 2 control wells{_where(group)}, found {len(rows)}")
             covariance = (1 - self.shrinkage) * np.cov(rows, rowvar=False, bias=True) + self.shrinkage * target
             self.alignments_[group] = (rows.mean(axis=0), _matrix_power(covariance, -0.5) @ target_root)
-        self.n_features_in_ = values.shape[1]
+        aligned = self._align(sphered_values, labels)
+        if self.nuisance_components > min(aligned.shape):
+            raise PhenolensError(
+                f"{self.source}: {self.nuisance_components} nuisance components asked for, but {len(aligned)} control wells in "
+                f"{aligned.shape[1]} features have at most {min(aligned.shape)}"
+            )
+        self.nuisance_ = np.linalg.svd(aligned - aligned.mean(axis=0), full_matrices=False)[2][: self.nuisance_components]
         return self
 
     def transform(self, values: np.ndarray, groups: Sequence, plates: Sequence | None = None) -> np.ndarray:
@@ -305,19 +370,30 @@ class TypicalVariationNormalizer(BaseEstimator):
         """
         check_is_fitted(self, "alignments_")
         values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.n_features_in_:
+            raise PhenolensError(f"{self.source}: tvn was fitted on {self.n_features_in_} features, got {values.shape[-1]}")
+        if self.power_ is not None:
+            values = self.power_.transform(values)
+        values = values[:, self.kept_features_]
         if self.plate_centres_:
             if plates is None:
                 raise PhenolensError(f"{self.source}: tvn was fitted with plate centring; give the plate of every row")
             values = self._centre_plates(values, _labels(plates, len(values)))
-        result = self.spherer_.transform(values)
-        labels = _labels(groups, len(result))
+        labels = _labels(groups, len(values))
         unseen = sorted(set(labels) - set(self.alignments_))
         if unseen:
             raise PhenolensError(f"{self.source}: batch {unseen[0]!r} had no control wells when tvn was fitted; fit on a table that includes it")
+        aligned = self._align(self.spherer_.transform(values), labels)
+        result = np.zeros((len(values), self.n_features_in_))
+        result[:, self.kept_features_] = aligned - (aligned @ self.nuisance_.T) @ self.nuisance_
+        return result
+
+    def _align(self, sphered_values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        aligned = sphered_values.copy()
         for group, (centre, alignment) in self.alignments_.items():
             rows = labels == group
-            result[rows] = (result[rows] - centre) @ alignment
-        return result
+            aligned[rows] = (sphered_values[rows] - centre) @ alignment
+        return aligned
 
     def _centre_plates(self, values: np.ndarray, plate_labels: np.ndarray) -> np.ndarray:
         unseen = sorted(set(plate_labels) - set(self.plate_centres_))
@@ -325,8 +401,51 @@ class TypicalVariationNormalizer(BaseEstimator):
             raise PhenolensError(f"{self.source}: plate {unseen[0]!r} had no control wells when tvn was fitted; fit on a table that includes it")
         centred = values.copy()
         for plate, centre in self.plate_centres_.items():
-            centred[plate_labels == plate] -= centre
+            rows = plate_labels == plate
+            centred[rows] -= centre
+            if self.plate_scales_:
+                centred[rows] /= self.plate_scales_[plate]
         return centred
+
+
+def batch_icc(values: np.ndarray, batches: Sequence) -> np.ndarray:
+    """Every feature's intraclass correlation between batches: one-way ANOVA ICC(1) with unequal group sizes.
+
+    ``(MSB - MSW) / (MSB + (n0 - 1) MSW)`` with ``n0 = (N - sum(n_b^2) / N) / (k - 1)`` (Shrout & Fleiss 1979;
+    the share of the variance that lies between batch means). Features with no variance get 0; with one batch
+    every feature gets 0.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (rows, features), e.g. control wells.
+    batches : sequence
+        Batch of every row.
+
+    Returns
+    -------
+    numpy.ndarray
+        (features,) ICC, at most 1 (negative when batch means vary less than chance).
+    """
+    labels = _labels(batches, len(values))
+    names, codes = np.unique(labels, return_inverse=True)
+    k, n = len(names), len(values)
+    if k < 2 or n <= k:
+        return np.zeros(values.shape[1])
+    sizes = np.bincount(codes).astype(float)
+    means = np.stack([values[codes == b].mean(axis=0) for b in range(k)])
+    between = (sizes[:, None] * (means - values.mean(axis=0)) ** 2).sum(axis=0) / (k - 1)
+    within = ((values - means[codes]) ** 2).sum(axis=0) / (n - k)
+    n0 = (n - (sizes**2).sum() / n) / (k - 1)
+    denominator = between + (n0 - 1) * within
+    return np.divide(between - within, denominator, out=np.zeros(values.shape[1]), where=denominator > 0)
+
+
+def _robust_spread(rows: np.ndarray) -> np.ndarray:
+    """1.4826 x the median absolute deviation of every column (the standard deviation for normal data); 1 where it is 0."""
+    spread = 1.4826 * np.median(np.abs(rows - np.median(rows, axis=0)), axis=0)
+    spread[~(spread > 0)] = 1.0
+    return spread
 
 
 def _matrix_power(matrix: np.ndarray, power: float) -> np.ndarray:
@@ -418,7 +537,8 @@ def fit_spherers(
     groups : numpy.ndarray or None
         Batch of every row for per-batch sphering and tvn; None for one global transform.
     settings : ProfilingSettings
-        `sphering` (none, global, batch, tvn), `sphering_method`, `sphering_epsilon`, `sphering_shrinkage`.
+        `sphering` (none, global, batch, tvn), `sphering_method`, `sphering_epsilon`, `sphering_shrinkage` and tvn's
+        optional steps (`sphering_plate_scaling`, `sphering_yeo_johnson`, `sphering_batch_icc_max`, `sphering_nuisance_components`).
     plates : numpy.ndarray, optional
         Plate of every row: tvn first centres each plate on the median of its reference controls.
 
@@ -437,9 +557,16 @@ def fit_spherers(
     reference = np.asarray(reference, dtype=bool)
     if settings.sphering == "tvn":
         return {
-            name: TypicalVariationNormalizer(settings.sphering_method, settings.sphering_epsilon, settings.sphering_shrinkage, source=name).fit(
-                frame.loc[reference, features].to_numpy(dtype=np.float64), groups[reference], None if plates is None else plates[reference]
-            )
+            name: TypicalVariationNormalizer(
+                settings.sphering_method,
+                settings.sphering_epsilon,
+                settings.sphering_shrinkage,
+                source=name,
+                plate_scaling=settings.sphering_plate_scaling,
+                yeo_johnson=settings.sphering_yeo_johnson,
+                batch_icc_max=settings.sphering_batch_icc_max,
+                nuisance_components=settings.sphering_nuisance_components,
+            ).fit(frame.loc[reference, features].to_numpy(dtype=np.float64), groups[reference], None if plates is None else plates[reference])
             for name, frame in representations.items()
         }
     return {
