@@ -91,9 +91,18 @@ def test_streamed_run_equals_the_in_memory_run(screen, tmp_path, map_negatives):
         {"sphering": "global", "sphering_epsilon": 1.0},
         {"sphering": "batch", "sphering_epsilon": 1.0},
         {"sphering": "tvn", "sphering_epsilon": 1.0, "sphering_controls": "all"},
+        {
+            "sphering": "tvn",
+            "sphering_epsilon": 1.0,
+            "sphering_controls": "all",
+            "sphering_plate_scaling": True,
+            "sphering_yeo_johnson": True,
+            "sphering_batch_icc_max": 0.2,
+            "sphering_nuisance_components": 2,
+        },
         {"adversary": "plate", "max_epochs": 6},
     ],
-    ids=["sphering", "sphering-per-batch", "sphering-tvn", "adversary"],
+    ids=["sphering", "sphering-per-batch", "sphering-tvn", "sphering-tvn-steps", "adversary"],
 )
 def test_streamed_sphering_and_adversary_equal_the_in_memory_run(screen, tmp_path, options):
     """The streamed run fits sphering and the adversarial autoencoder on the training controls, as the in-memory run does."""

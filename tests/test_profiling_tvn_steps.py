@@ -1,0 +1,126 @@
+"""tvn's optional steps (plate MAD scaling, Yeo-Johnson, batch-ICC feature removal, control PCs removed) and the
+MODZ / median consensus profiles: known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from phenolens.core.errors import PhenolensError
+from phenolens.profiling.moa import treatment_profiles
+from phenolens.profiling.settings import ProfilingSettings
+from phenolens.profiling.sphering import TypicalVariationNormalizer, batch_icc
+
+
+def study(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Three batches of two plates, 20 controls and 10 treated wells per plate, 3 features.
+
+    Feature 0 is batch-only: every well of a batch (controls and treated alike) is shifted by the batch's offset.
+    Feature 1 carries the biology: treated wells sit at +3 (half of them) or -3. Feature 2 is noise.
+    """
+    rng = np.random.default_rng(seed)
+    values, batches, plates, controls = [], [], [], []
+    for b, offset in enumerate((-4.0, 0.0, 4.0)):
+        for p in range(2):
+            for i in range(30):
+                control = i < 20
+                row = rng.normal(0, 1, 3)
+                row[0] += offset
+                if not control:
+                    row[1] += 3.0 if i % 2 else -3.0
+                values.append(row), batches.append(f"w{b}"), plates.append(f"w{b}p{p}"), controls.append(control)
+    return np.array(values), np.array(batches), np.array(plates), np.array(controls)
+
+
+def test_batch_icc_known_answers():
+    # two batches of two rows: batch means 0 and 2, within variance 1 -> MSB = 2 * 2 = 4, MSW = 1, n0 = 2
+    values = np.array([[-1.0, 5.0], [1.0, 5.0], [1.0, 5.0], [3.0, 5.0]])
+    icc = batch_icc(values, ["a", "a", "b", "b"])
+    assert icc[0] == pytest.approx((4 - 2) / (4 + 2))  # MSW = (1 + 1 + 1 + 1) / 2 = 2: (4 - 2) / (4 + (2 - 1) * 2)
+    assert icc[1] == 0.0  # no variance
+    np.testing.assert_array_equal(batch_icc(values, ["a"] * 4), [0.0, 0.0])
+
+
+def test_a_planted_batch_only_feature_is_dropped_and_the_biology_kept():
+    values, batches, plates, controls = study()
+    icc = batch_icc(values[controls], batches[controls])
+    assert icc[0] > 0.8 and abs(icc[1]) < 0.1 and abs(icc[2]) < 0.1
+    tvn = TypicalVariationNormalizer("ZCA", 0.0, 1.0, batch_icc_max=0.5).fit(values[controls], batches[controls])
+    assert tvn.kept_features_.tolist() == [False, True, True]
+    result = tvn.transform(values, batches)
+    assert (result[:, 0] == 0).all()  # dropped: contributes nothing to a cosine similarity
+    treated = ~controls
+    up = treated & (np.arange(len(values)) % 30 % 2 == 1)
+    assert result[up, 1].mean() > 2.5 and result[treated & ~up, 1].mean() < -2.5  # the biology survives
+    with pytest.raises(PhenolensError, match="every feature has a batch ICC above"):
+        TypicalVariationNormalizer("ZCA", 0.0, 1.0, batch_icc_max=1e-9).fit(np.repeat(values[controls][:, :1], 2, axis=1), batches[controls])
+
+
+def test_plate_scaling_undoes_a_plate_gain():
+    values, batches, plates, controls = study()
+    stretched = values.copy()
+    rows = plates == "w1p0"
+    stretched[rows] = 7.0 + 5.0 * (values[rows] - 7.0)  # a gain of 5 about an arbitrary point
+
+    def normalised(x: np.ndarray, scaling: bool) -> np.ndarray:
+        tvn = TypicalVariationNormalizer("ZCA", 0.0, 0.5, plate_scaling=scaling).fit(x[controls], batches[controls], plates[controls])
+        return tvn.transform(x, batches, plates)
+
+    np.testing.assert_allclose(normalised(stretched, True), normalised(values, True), atol=1e-9)
+    assert not np.allclose(normalised(stretched, False), normalised(values, False), atol=1e-3)  # centring alone keeps the gain
+
+
+def test_yeo_johnson_is_the_power_transform_fitted_on_the_controls():
+    from sklearn.preprocessing import PowerTransformer
+
+    values, batches, _, controls = study()
+    skewed = np.exp(values / 3)  # log-normal features
+    power = PowerTransformer(method="yeo-johnson", standardize=False).fit(skewed[controls])
+    want = TypicalVariationNormalizer("ZCA", 0.0, 0.5).fit(power.transform(skewed[controls]), batches[controls])
+    got = TypicalVariationNormalizer("ZCA", 0.0, 0.5, yeo_johnson=True).fit(skewed[controls], batches[controls])
+    np.testing.assert_allclose(got.transform(skewed, batches), want.transform(power.transform(skewed), batches), atol=1e-9)
+
+
+def test_control_principal_directions_are_projected_out():
+    rng = np.random.default_rng(1)
+    direction = np.array([1.0, 1.0, 0.0, 0.0]) / np.sqrt(2)
+    values = rng.normal(0, 0.1, (200, 4)) + rng.normal(0, 5, (200, 1)) * direction  # controls vary mostly along `direction`
+    batches = np.repeat(["w1", "w2"], 100)
+    # a large epsilon shrinks the small directions, so the planted one stays the largest after sphering
+    tvn = TypicalVariationNormalizer("ZCA", 10.0, 1.0, nuisance_components=1).fit(values, batches)
+    assert abs(tvn.nuisance_[0] @ direction) > 0.99
+    result = tvn.transform(values, batches)
+    np.testing.assert_allclose(result @ tvn.nuisance_.T, 0, atol=1e-9)
+    plain = TypicalVariationNormalizer("ZCA", 10.0, 1.0).fit(values, batches).transform(values, batches)
+    np.testing.assert_allclose(result, plain - np.outer(plain @ tvn.nuisance_[0], tvn.nuisance_[0]), atol=1e-9)
+    with pytest.raises(PhenolensError, match="5 nuisance components asked for"):
+        TypicalVariationNormalizer("ZCA", 10.0, 1.0, nuisance_components=5).fit(values, batches)
+
+
+def test_tvn_steps_are_refused_without_tvn():
+    with pytest.raises(PhenolensError, match="sphering_nuisance_components.*applies to --sphering tvn only"):
+        ProfilingSettings(sphering="global", sphering_nuisance_components=2)
+    with pytest.raises(PhenolensError, match="sphering_batch_icc_max"):
+        ProfilingSettings(sphering="tvn", batch="b", sphering_batch_icc_max=0.0)
+    settings = ProfilingSettings(sphering="tvn", batch="b", sphering_yeo_johnson=True, sphering_plate_scaling=True)
+    assert settings.unsphered().sphering == "none" and not settings.unsphered().sphering_yeo_johnson
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # inside pycytominer
+def test_modz_equals_pycytominer_and_median_is_the_median():
+    from pycytominer import consensus
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(10, 6))
+    values[3] = -values[4] + rng.normal(0, 0.1, 6)  # an anti-correlated replicate: its weight is clipped to 0.01
+    treatments = np.array(list("aaabbbbccd"))
+    frame = pd.DataFrame(values, columns=[f"Cells_f{i}" for i in range(6)]).assign(Metadata_treatment=treatments)
+    features = list(frame.columns[:6])
+    want = consensus(frame, replicate_columns=["Metadata_treatment"], operation="modz", features=features).set_index("Metadata_treatment")
+    got = treatment_profiles(values, treatments, "modz")
+    np.testing.assert_allclose(got.to_numpy(), want.loc[got.index, features].to_numpy(), atol=1e-12)
+    assert not np.allclose(got.loc["b"], values[3:7].mean(axis=0))  # weighted, not the mean
+    np.testing.assert_allclose(got.loc["d"], values[9])  # one replicate: itself
+    np.testing.assert_allclose(treatment_profiles(values, treatments, "median").loc["b"], np.median(values[3:7], axis=0))
+    np.testing.assert_allclose(treatment_profiles(values, treatments).loc["a"], values[:3].mean(axis=0))
+    with pytest.raises(PhenolensError, match="consensus 'trimmed' is unknown"):
+        treatment_profiles(values, treatments, "trimmed")
