@@ -30,7 +30,7 @@ from phenolens.profiling.inputs import PreparedProfiles, ProfileColumns, prepare
 from phenolens.profiling.normalize import TEST, TRAIN, VALIDATION, Standardization, scale_keys_for, split_controls, standardize
 from phenolens.profiling.select import select_features
 from phenolens.profiling.settings import ProfilingSettings
-from phenolens.profiling.sphering import SPHERED_SUFFIX, fit_spherers, sphere, sphered, sphering_groups, sphering_layout
+from phenolens.profiling.sphering import SPHERED_SUFFIX, batch_icc, fit_spherers, sphere, sphered, sphering_groups, sphering_layout
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
@@ -83,6 +83,9 @@ class AnomalyProfiler(BaseEstimator):
     ----------
     features_in_ : list of str
         Feature columns of the fit table (after dropping non-finite ones).
+    batch_dominated_features_ : list of str
+        Features dropped because their raw control wells' intraclass correlation between batches exceeds
+        `batch_icc_max` (`sphering.batch_icc`; empty when it is 1).
     selected_features_ : list of str
         Features kept by feature selection (the autoencoder's inputs).
     roles_ : numpy.ndarray
@@ -190,7 +193,8 @@ class AnomalyProfiler(BaseEstimator):
         standardized, input_standardization = standardize(raw, train, plates, scale_keys)
         frame = pd.DataFrame(standardized, columns=prepared.features)
         self.features_in_ = list(prepared.features)
-        self.selected_features_ = select_features(frame[train], prepared.features, settings.corr_threshold, settings.freq_cut, settings.unique_cut)
+        candidates = self._without_batch_dominated(prepared, raw)
+        self.selected_features_ = select_features(frame[train], candidates, settings.corr_threshold, settings.freq_cut, settings.unique_cut)
         self.input_standardization_ = _restrict(input_standardization, prepared.features, self.selected_features_)
         inputs = frame[self.selected_features_].to_numpy(dtype=np.float32)
         roles = self._limit_training_controls(roles, settings)
@@ -205,6 +209,20 @@ class AnomalyProfiler(BaseEstimator):
         reference, groups, centring = self._sphering_layout(prepared, roles == TRAIN)
         self.spherers_ = fit_spherers(representations, self.selected_features_, reference, groups, settings, centring)
         return {**representations, **sphered(representations, self.spherers_, self.selected_features_, groups, centring)}
+
+    def _without_batch_dominated(self, prepared: PreparedProfiles, raw: np.ndarray) -> list[str]:
+        """The features left when those whose raw control wells vary mostly between batches (ICC above `batch_icc_max`) are dropped."""
+        settings = self._settings
+        self.batch_dominated_features_ = []
+        if settings.batch_icc_max >= 1:
+            return list(prepared.features)
+        batches = prepared.table[settings.batch].astype(str).to_numpy()
+        icc = batch_icc(raw[prepared.is_control], batches[prepared.is_control])
+        self.batch_dominated_features_ = [f for f, value in zip(prepared.features, icc) if value > settings.batch_icc_max]
+        kept = [f for f, value in zip(prepared.features, icc) if not value > settings.batch_icc_max]
+        if not kept:
+            raise PhenolensError(f"every feature's control wells have a batch ICC above {settings.batch_icc_max}: raise --batch-icc-max")
+        return kept
 
     def _fit_adversary(self, prepared, inputs, roles, plates, scale_keys, settings) -> pd.DataFrame:
         """Train the adversarial autoencoder; its anomaly representation (errors z-scored against the test controls)."""

@@ -18,7 +18,6 @@ from phenolens.profiling.evaluate import features_of, replicate_space
 from phenolens.profiling.inputs import ProfileColumns
 from phenolens.profiling.replicates import CHUNK_BYTES, percent_replicating, replicate_map, row_standardize
 from phenolens.profiling.settings import TVN_STEPS
-from phenolens.profiling.sphering import TypicalVariationNormalizer
 
 CHOICE_CRITERION = (
     "replicate mAP within batch of the treated wells (replicates ranked against wells of their own batch; ties: percent replicating); "
@@ -175,8 +174,8 @@ def batch_correction_metrics(profiler, representations: dict[str, pd.DataFrame],
     Returns
     -------
     dict
-        ``sphering`` (variant, method, epsilon, reference wells, tvn's shrinkage, plate centring and optional steps, the
-        features tvn dropped as batch-dominated per representation, regularised batches), ``adversary``
+        ``sphering`` (variant, method, epsilon, reference wells, tvn's shrinkage, plate centring and optional steps,
+        regularised batches), ``batch_dominated_features`` (the ICC threshold and the features dropped), ``adversary``
         (domain, its column, lambda, domain predictability from the latent code with and without it),
         ``hyperparameters`` (how they were chosen) and ``same_batch_neighbour`` per
         representation (with chance), the latter only with a batch column.
@@ -192,13 +191,11 @@ def batch_correction_metrics(profiler, representations: dict[str, pd.DataFrame],
             "shrinkage": settings.sphering_shrinkage if settings.sphering == "tvn" else None,
             "plate_centring": settings.sphering == "tvn" and settings.sphering_plate_centring,
             **{name.removeprefix("sphering_"): getattr(settings, name) for name in TVN_STEPS if settings.sphering == "tvn"},
-            "batch_dominated_features": {
-                name: int((~spherer.kept_features_).sum()) for name, spherer in spherers.items() if isinstance(spherer, TypicalVariationNormalizer)
-            },
             "regularised_groups": regularised,
         },
         "adversary": {"domain": settings.adversary, "lambda": settings.adversary_lambda, **getattr(profiler, "domain_accuracy_", {})},
         "hyperparameters": HYPERPARAMETERS_CHOSEN_BY,
+        "batch_dominated_features": {"batch_icc_max": settings.batch_icc_max, "dropped": list(getattr(profiler, "batch_dominated_features_", []))},
     }
     if settings.batch:
         table = batch_effects(representations, settings)

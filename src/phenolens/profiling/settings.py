@@ -26,7 +26,7 @@ SPHERING = ("none", "global", "batch", "tvn")  # no sphering, one transform for 
 GROUPED_SPHERING = ("batch", "tvn")  # variants that fit something per batch
 SPHERING_CONTROLS = ("training", "all")  # which control wells the sphering is fitted on
 SPHERING_METHODS = ("ZCA-cor", "ZCA", "PCA-cor", "PCA")  # pycytominer's Spherize methods
-TVN_STEPS = ("sphering_plate_scaling", "sphering_yeo_johnson", "sphering_batch_icc_max", "sphering_nuisance_components")  # tvn-only options
+TVN_STEPS = ("sphering_plate_scaling", "sphering_yeo_johnson", "sphering_nuisance_components")  # tvn-only options
 ADVERSARIES = ("none", "batch", "plate")  # what the adversary of `anomaly_adversarial` predicts from the latent code
 
 REPLICATE_NORMALIZATION = ("whole_plate", "none")
@@ -112,6 +112,13 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
     control_split: tuple[float, ...] = setting((0.4, 0.1, 0.5), "Train, validation, test fractions of every plate's controls.", minimum=0)
     scale_pooling: str = setting("all", "Pool the per-feature spread over: plate, batch or all plates.", choices=SCALE_POOLING)
     corr_threshold: float = setting(0.9, "Drop one of each pair of features correlated above this (pycytominer).", minimum=0, maximum=1)
+    batch_icc_max: float = setting(
+        1.0,
+        "Drop features whose raw control wells' intraclass correlation between batches exceeds this (batch-dominated; 1 keeps all).",
+        minimum=0,
+        maximum=1,
+        exclusive_minimum=True,
+    )
     freq_cut: float = setting(0.05, "pycytominer frequency_threshold freq_cut.", minimum=0, maximum=1)
     unique_cut: float = setting(0.01, "pycytominer frequency_threshold unique_cut.", minimum=0, maximum=1)
     hidden: tuple[int, ...] = setting((256, 128, 64), "Encoder layer widths.", minimum=1, maximum=65536)
@@ -143,13 +150,6 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
         False, "tvn: also divide each plate by its sphering controls' robust spread (1.4826 x MAD; pycytominer mad_robustize against controls)."
     )
     sphering_yeo_johnson: bool = setting(False, "tvn: first variance-stabilise every feature (Yeo-Johnson power transform fitted on the controls).")
-    sphering_batch_icc_max: float = setting(
-        1.0,
-        "tvn: drop features whose controls' intraclass correlation between batches exceeds this (batch-dominated; 1 keeps all).",
-        minimum=0,
-        maximum=1,
-        exclusive_minimum=True,
-    )
     sphering_nuisance_components: int = setting(
         0, "tvn: project out this many leading principal directions of the normalised controls (nuisance variation).", minimum=0
     )
@@ -183,11 +183,13 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
         Raises
         ------
         PhenolensError
-            For ``--sphering batch|tvn`` or ``--adversary batch`` without a batch column.
+            For ``--sphering batch|tvn``, ``--adversary batch`` or ``--batch-icc-max`` < 1 without a batch column.
         """
         for name, per_batch in (("sphering", GROUPED_SPHERING), ("adversary", ("batch",))):
             if getattr(self, name) in per_batch and not self.batch:
                 self.fail(name, f"{getattr(self, name)!r} needs a batch column: give --batch-column")
+        if self.batch_icc_max < 1 and not self.batch:
+            self.fail("batch_icc_max", "needs a batch column: give --batch-column")
 
     def unsphered(self) -> ProfilingSettings:
         """The same settings without sphering (tvn's optional steps back at their defaults)."""

@@ -203,12 +203,9 @@ class TypicalVariationNormalizer(BaseEstimator):
     `plates` given to `fit` and `transform`, every plate is first centred on the median of its
     reference controls (robust per-plate normalisation against controls, before the global sphering).
 
-    Four optional steps, all fitted on the reference (control) rows only, so they need no labels:
+    Three optional steps, all fitted on the reference (control) rows only, so they need no labels:
     `yeo_johnson` first applies a per-feature Yeo-Johnson power transform (variance stabilising,
-    sklearn's `PowerTransformer` without standardising); `batch_icc_max` < 1 drops every feature whose
-    intraclass correlation between batches on the controls (one-way ANOVA ICC(1): the share of the
-    controls' variance that lies between batch means) exceeds it (its output column is 0, which adds
-    nothing to a cosine similarity); `plate_scaling` also divides each plate by the spread of its
+    sklearn's `PowerTransformer` without standardising); `plate_scaling` also divides each plate by the spread of its
     controls (1.4826 x median absolute deviation, pycytominer's ``mad_robustize`` against controls;
     a feature with no spread on a plate is left unscaled there); `nuisance_components` k > 0 projects
     out, after the batch alignment, the k leading principal directions of the aligned controls (the
@@ -228,8 +225,6 @@ class TypicalVariationNormalizer(BaseEstimator):
         With plates: divide each plate by its controls' robust spread after centring it.
     yeo_johnson : bool
         Variance-stabilise every feature first (Yeo-Johnson, fitted on the controls).
-    batch_icc_max : float
-        In (0, 1]; features whose controls' ICC between batches exceeds it are dropped (1 keeps all).
     nuisance_components : int
         Leading principal directions of the aligned controls projected out (0: none).
 
@@ -237,16 +232,12 @@ class TypicalVariationNormalizer(BaseEstimator):
     ----------
     power_ : sklearn.preprocessing.PowerTransformer or None
         The Yeo-Johnson transform (None without `yeo_johnson`).
-    kept_features_ : numpy.ndarray
-        Mask of the features kept by `batch_icc_max`.
-    batch_icc_ : numpy.ndarray
-        Every feature's ICC between batches on the controls (after the power transform).
     plate_centres_ : dict
         Plate -> median of its reference rows (empty when fitted without plates).
     plate_scales_ : dict
         Plate -> robust spread of its reference rows (empty without `plate_scaling`).
     nuisance_ : numpy.ndarray
-        (k, kept features) directions projected out.
+        (k, features) directions projected out.
     spherer_ : Spherer
         The global sphering.
     alignments_ : dict
@@ -265,7 +256,6 @@ class TypicalVariationNormalizer(BaseEstimator):
         source: str = "profiles",
         plate_scaling: bool = False,
         yeo_johnson: bool = False,
-        batch_icc_max: float = 1.0,
         nuisance_components: int = 0,
     ):
         self.method = method
@@ -274,7 +264,6 @@ class TypicalVariationNormalizer(BaseEstimator):
         self.source = source
         self.plate_scaling = plate_scaling
         self.yeo_johnson = yeo_johnson
-        self.batch_icc_max = batch_icc_max
         self.nuisance_components = nuisance_components
 
     def fit(self, values: np.ndarray, groups: Sequence, plates: Sequence | None = None) -> TypicalVariationNormalizer:
@@ -302,8 +291,6 @@ class TypicalVariationNormalizer(BaseEstimator):
         """
         if not 0 < self.shrinkage <= 1:
             raise PhenolensError(f"{self.source}: tvn shrinkage {self.shrinkage} must be in (0, 1]")
-        if not 0 < self.batch_icc_max <= 1:
-            raise PhenolensError(f"{self.source}: tvn batch_icc_max {self.batch_icc_max} must be in (0, 1]")
         values = np.asarray(values, dtype=np.float64)
         self.n_features_in_ = values.shape[1]
         labels = _labels(groups, len(values))
@@ -313,11 +300,6 @@ class TypicalVariationNormalizer(BaseEstimator):
 
             self.power_ = PowerTransformer(method="yeo-johnson", standardize=False).fit(values)
             values = self.power_.transform(values)
-        self.batch_icc_ = batch_icc(values, labels)
-        self.kept_features_ = ~(self.batch_icc_ > self.batch_icc_max)
-        if not self.kept_features_.any():
-            raise PhenolensError(f"{self.source}: every feature has a batch ICC above {self.batch_icc_max} on the controls; raise the threshold")
-        values = values[:, self.kept_features_]
         self.plate_centres_, self.plate_scales_ = {}, {}
         if plates is not None:
             plate_labels = _labels(plates, len(values))
@@ -374,7 +356,6 @@ class TypicalVariationNormalizer(BaseEstimator):
             raise PhenolensError(f"{self.source}: tvn was fitted on {self.n_features_in_} features, got {values.shape[-1]}")
         if self.power_ is not None:
             values = self.power_.transform(values)
-        values = values[:, self.kept_features_]
         if self.plate_centres_:
             if plates is None:
                 raise PhenolensError(f"{self.source}: tvn was fitted with plate centring; give the plate of every row")
@@ -384,9 +365,7 @@ class TypicalVariationNormalizer(BaseEstimator):
         if unseen:
             raise PhenolensError(f"{self.source}: batch {unseen[0]!r} had no control wells when tvn was fitted; fit on a table that includes it")
         aligned = self._align(self.spherer_.transform(values), labels)
-        result = np.zeros((len(values), self.n_features_in_))
-        result[:, self.kept_features_] = aligned - (aligned @ self.nuisance_.T) @ self.nuisance_
-        return result
+        return aligned - (aligned @ self.nuisance_.T) @ self.nuisance_
 
     def _align(self, sphered_values: np.ndarray, labels: np.ndarray) -> np.ndarray:
         aligned = sphered_values.copy()
@@ -538,7 +517,7 @@ def fit_spherers(
         Batch of every row for per-batch sphering and tvn; None for one global transform.
     settings : ProfilingSettings
         `sphering` (none, global, batch, tvn), `sphering_method`, `sphering_epsilon`, `sphering_shrinkage` and tvn's
-        optional steps (`sphering_plate_scaling`, `sphering_yeo_johnson`, `sphering_batch_icc_max`, `sphering_nuisance_components`).
+        optional steps (`sphering_plate_scaling`, `sphering_yeo_johnson`, `sphering_nuisance_components`).
     plates : numpy.ndarray, optional
         Plate of every row: tvn first centres each plate on the median of its reference controls.
 
@@ -564,7 +543,6 @@ def fit_spherers(
                 source=name,
                 plate_scaling=settings.sphering_plate_scaling,
                 yeo_johnson=settings.sphering_yeo_johnson,
-                batch_icc_max=settings.sphering_batch_icc_max,
                 nuisance_components=settings.sphering_nuisance_components,
             ).fit(frame.loc[reference, features].to_numpy(dtype=np.float64), groups[reference], None if plates is None else plates[reference])
             for name, frame in representations.items()
