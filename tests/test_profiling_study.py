@@ -97,7 +97,7 @@ def test_streamed_run_equals_the_in_memory_run(screen, tmp_path, map_negatives):
             "sphering_controls": "all",
             "sphering_plate_scaling": True,
             "sphering_yeo_johnson": True,
-            "sphering_batch_icc_max": 0.2,
+            "batch_icc_max": 0.5,
             "sphering_nuisance_components": 2,
         },
         {"adversary": "plate", "max_epochs": 6},

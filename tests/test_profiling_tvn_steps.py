@@ -1,4 +1,4 @@
-"""tvn's optional steps (plate MAD scaling, Yeo-Johnson, batch-ICC feature removal, control PCs removed) and the
+"""tvn's optional steps (plate MAD scaling, Yeo-Johnson, control PCs removed), batch-ICC feature removal and the
 MODZ / median consensus profiles: known answers."""
 
 import numpy as np
@@ -41,18 +41,25 @@ def test_batch_icc_known_answers():
 
 
 def test_a_planted_batch_only_feature_is_dropped_and_the_biology_kept():
-    values, batches, plates, controls = study()
-    icc = batch_icc(values[controls], batches[controls])
-    assert icc[0] > 0.8 and abs(icc[1]) < 0.1 and abs(icc[2]) < 0.1
-    tvn = TypicalVariationNormalizer("ZCA", 0.0, 1.0, batch_icc_max=0.5).fit(values[controls], batches[controls])
-    assert tvn.kept_features_.tolist() == [False, True, True]
-    result = tvn.transform(values, batches)
-    assert (result[:, 0] == 0).all()  # dropped: contributes nothing to a cosine similarity
-    treated = ~controls
-    up = treated & (np.arange(len(values)) % 30 % 2 == 1)
-    assert result[up, 1].mean() > 2.5 and result[treated & ~up, 1].mean() < -2.5  # the biology survives
-    with pytest.raises(PhenolensError, match="every feature has a batch ICC above"):
-        TypicalVariationNormalizer("ZCA", 0.0, 1.0, batch_icc_max=1e-9).fit(np.repeat(values[controls][:, :1], 2, axis=1), batches[controls])
+    from phenolens.profiling.anomaly import AnomalyProfiler
+    from phenolens.profiling.synthetic import synthetic_screen
+
+    screen = synthetic_screen(plates=6, controls_per_plate=20, replicates=2, features=12, batches=3, seed=0)
+    batch_code = screen["Metadata_Batch"].astype("category").cat.codes.to_numpy()
+    rng = np.random.default_rng(0)
+    screen["Cells_BatchOnly"] = 4.0 * batch_code + rng.normal(0, 1, len(screen))  # every well of a batch shifted, nothing else
+    settings = ProfilingSettings(controls="Metadata_PertType == 'control'", batch="Metadata_Batch", max_epochs=2, hidden=(16, 8), latent=4)
+    controls = (screen["Metadata_PertType"] == "control").to_numpy()
+    features = [c for c in screen.columns if c.startswith("Cells_")]
+    icc = pd.Series(batch_icc(screen.loc[controls, features].to_numpy(), screen.loc[controls, "Metadata_Batch"]), index=features)
+    assert icc["Cells_BatchOnly"] > 0.8 and icc.drop("Cells_BatchOnly").max() < 0.3  # the synthetic features' plate effects stay low
+    kept = AnomalyProfiler(settings.replace(corr_threshold=1.0)).fit(screen)
+    assert kept.batch_dominated_features_ == [] and "Cells_BatchOnly" in kept.selected_features_
+    dropped = AnomalyProfiler(settings.replace(corr_threshold=1.0, batch_icc_max=0.5)).fit(screen)
+    assert dropped.batch_dominated_features_ == ["Cells_BatchOnly"]
+    assert dropped.selected_features_ == [f for f in kept.selected_features_ if f != "Cells_BatchOnly"]  # the biology features all kept
+    with pytest.raises(PhenolensError, match="batch ICC above"):
+        AnomalyProfiler(settings.replace(batch_icc_max=1e-9)).fit(screen.assign(**{f: screen[f] + 9 * batch_code for f in features}))
 
 
 def test_plate_scaling_undoes_a_plate_gain():
@@ -99,8 +106,8 @@ def test_control_principal_directions_are_projected_out():
 def test_tvn_steps_are_refused_without_tvn():
     with pytest.raises(PhenolensError, match="sphering_nuisance_components.*applies to --sphering tvn only"):
         ProfilingSettings(sphering="global", sphering_nuisance_components=2)
-    with pytest.raises(PhenolensError, match="sphering_batch_icc_max"):
-        ProfilingSettings(sphering="tvn", batch="b", sphering_batch_icc_max=0.0)
+    with pytest.raises(PhenolensError, match="batch_icc_max.*needs a batch column"):
+        ProfilingSettings(batch=None, batch_icc_max=0.5).check_batch_column()
     settings = ProfilingSettings(sphering="tvn", batch="b", sphering_yeo_johnson=True, sphering_plate_scaling=True)
     assert settings.unsphered().sphering == "none" and not settings.unsphered().sphering_yeo_johnson
 
