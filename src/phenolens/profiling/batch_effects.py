@@ -24,7 +24,7 @@ CHOICE_CRITERION = (
     "MoA labels and NSC/NSCB are not consulted"
 )
 HYPERPARAMETERS_CHOSEN_BY = (
-    "as given (--sphering, --sphering-method, --sphering-epsilon, --adversary, --adversary-lambda); "
+    "as given (--sphering and its options, --batch-icc-max, --adversary, --adversary-lambda); "
     "benchmarks/profiling_batch_effects.py chooses among them (a) label-free by " + CHOICE_CRITERION + ", and (b) by a nested "
     "leave-one-compound-out loop (phenolens.profiling.nested: chosen on the other compounds, judged on the held-out one); never by NSC itself"
 )
