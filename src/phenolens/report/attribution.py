@@ -3,6 +3,7 @@ faithfulness curves, nucleus-mass and sanity tables, and plain-language warnings
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,9 @@ from phenolens.report.classifier import bare
 from phenolens.report.explorer.images import images_view
 from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
 from phenolens.report.html import Section
+
+COLUMN_TITLE_CHARACTERS = 12
+"""Characters per line of a column title of the overlay figure (a 1.1-inch column at 7 pt holds about 15)."""
 
 
 def overlay_figure(explanation, rows: Sequence[tuple[str, int]], methods: Sequence[str], title: str):
@@ -54,13 +58,15 @@ def overlay_figure(explanation, rows: Sequence[tuple[str, int]], methods: Sequen
                 values = explanation.maps[method][index, channel]
                 bound = float(np.abs(values).max()) or 1.0
                 axis.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound)
-                heading = method_title(method) + ("" if is_spatial_only(method) else f"\n{names[channel]}")
+                # wrapped, so that long method names ("Integrated gradients") do not run into the next column's title
+                heading = textwrap.fill(method_title(method), COLUMN_TITLE_CHARACTERS) + ("" if is_spatial_only(method) else f"\n{names[channel]}")
             if explanation.nucleus_masks is not None:
                 axis.contour(explanation.nucleus_masks[index], levels=[0.5], colors=[OKABE_ITO[3]], linewidths=0.6)
             if r == 0:
                 axis.set_title(heading, fontsize=7)
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
     fig.suptitle(title)
+    fig.tight_layout()  # no band of white between the title and the first row
     return fig
 
 
