@@ -61,6 +61,19 @@ def test_train_writes_weights_metrics_and_report(trained):
     assert expected <= {p.name for p in (model / "figures").iterdir()}
 
 
+def test_every_fold_model_shares_one_crop_size_so_out_of_fold_maps_line_up(tmp_path):
+    folder = _write_folder(tmp_path / "crops", seed=3)
+    large = np.random.default_rng(4).uniform(0, 20, size=(2, 24, 24)).astype(np.float32)
+    np.save(folder / "inside" / "w0_large.npy", large)  # the largest crop trains only one of the two folds' models
+    model = tmp_path / "model"
+    assert run(["train", "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(model), "--cv", "2", *TINY]) == 0
+    sizes = [json.loads((model / "folds" / f"fold-{k}" / "model.json").read_text())["normalization"]["size"] for k in (1, 2)]
+    assert sizes == [24, 24]
+    args = ["explain", str(model), "--folder", str(folder), "--channels", "GFP,DNA", "--methods", "saliency", "--images", "out-of-fold"]
+    assert run([*args, "--out", str(tmp_path / "oof")]) == 0
+    assert _maps(tmp_path / "oof")["saliency"].shape == (21, 2, 24, 24)
+
+
 def test_explain_writes_maps_and_metrics(trained, tmp_path):
     folder, model = trained
     out = tmp_path / "explained"
