@@ -83,3 +83,15 @@ def test_batch_map_labels_its_axes_and_lists_batches_in_order_each_with_its_own_
     assert len(looks) == n_batches
     treated = axes[0].collections[0]
     assert len(treated.get_offsets()) == wells - is_control.sum()
+
+
+def test_explorer_map_tells_apart_more_groups_than_colours():
+    from phenolens.report.explorer.images import group_colours, map_figure
+
+    names = [f"MoA {i}" for i in range(12)]  # BBBC021 has 12 MoAs
+    codes = np.repeat(np.arange(12), 3)
+    points = np.random.default_rng(0).normal(size=(len(codes), 2))
+    figure = map_figure(points, [str(i) for i in range(len(codes))], {"MoA": (codes, names, group_colours(12))})
+    looks = {(trace.marker.color, trace.marker.symbol) for trace in figure.data}
+    assert len(figure.data) == 12 and len(looks) == 12
+    assert figure.layout.xaxis.title.text == "t-SNE 1 (a.u.)" and figure.layout.yaxis.title.text == "t-SNE 2 (a.u.)"

@@ -1,6 +1,7 @@
-"""The batch effect before and after correction, as a reader sees it in the `profile run` page (issue #24):
-the map of control wells coloured by batch comes first, then the same-batch neighbour tables, batches counted in
-order (Week2 before Week10), in a real browser (Debian Chromium through Playwright), offline and without errors."""
+"""A `profile run` page as a reader sees it, in a real browser (Debian Chromium through Playwright), offline and
+without errors: the batch effect before and after correction (issue #24: the map of control wells coloured by
+batch first, then the same-batch neighbour tables, batches counted in order, Week2 before Week10), and an explorer
+whose map names its axes and whose panel shows long CellProfiler feature and plate names whole."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def batch_page(tmp_path_factory):
     shape = {"plates": 20, "batches": 10, "replicates": 2, "controls_per_plate": 6, "moas": 2, "compounds_per_moa": 5, "doses": 1}
     table = synthetic_screen(**shape, features=12, effect=8.0, seed=2)
     table["Metadata_Batch"] = table["Metadata_Batch"].map({f"B{i}": name for i, name in enumerate(BATCHES)})
+    table["Metadata_Plate"] = "BR00117" + table["Metadata_Plate"].astype(str).str.zfill(3) + "_Week_plate"  # names as long as a real screen's
+    table = table.rename(columns=lambda c: c.replace("Cells_Synthetic_Feature_", "Nuclei_Intensity_IntegratedIntensityEdge_CorrTubulin_"))
     table.to_csv(root / "screen.csv", index=False)
     out = root / "run"
     assert run(["profile", "run", str(root / "screen.csv"), *OPTIONS, "--out", str(out)]) == 0
@@ -54,4 +57,28 @@ def test_batch_section_shows_the_map_first_then_the_tables_in_batch_order(batch_
         "box.getBoundingClientRect().right <= box.closest('section').getBoundingClientRect().right + 1; }"
     )
     section.screenshot(path=str(tmp_path / "batch_section.png"))
+    watched.assert_clean()
+
+
+def test_explorer_map_names_its_axes_and_the_panel_shows_long_names_whole(batch_page, watched_page):
+    watched = watched_page(batch_page)
+    page = watched.page
+    figure = ".pl-figure[data-key=map]"
+    assert page.locator(f"{figure} .g-xtitle").text_content() == "t-SNE 1 (a.u.)"
+    assert page.locator(f"{figure} .g-ytitle").text_content() == "t-SNE 2 (a.u.)"
+    clicked = watched.click_point(figure, 0)
+    page.wait_for_function("id => document.querySelector('.pl-panel').dataset.itemId === id", arg=clicked)
+    page.wait_for_selector(".pl-panel .pl-features .ytick text")
+    page.wait_for_selector(".pl-panel .pl-correlations .ytick text")
+    for plot in (".pl-features", ".pl-correlations"):
+        clipped = page.evaluate(
+            """selector => {
+                const box = document.querySelector(selector).getBoundingClientRect();
+                return Array.from(document.querySelectorAll(selector + ' .ytick text'))
+                    .filter((t) => t.getBoundingClientRect().left < box.left - 0.5).map((t) => t.textContent);
+            }""",
+            f".pl-panel {plot}",
+        )
+        assert not clipped, f"{plot}: tick labels cut at the panel's left edge: {clipped}"
+    assert page.locator(".pl-panel .pl-features .g-xtitle").text_content() == "mean anomaly z over the wells"
     watched.assert_clean()
