@@ -290,7 +290,11 @@ def explanation_section(
         outside = [method_title(m) for m in methods if (metrics["cell_mass_fraction"][m] or 1.0) < 0.5]
         if outside:
             section.text(f"{', '.join(outside)}: most of the positive attribution lies outside the cell; they do not locate the evidence.")
-    section.table(quality, f"Faithfulness, sanity and (reporter channel {explanation.reporter_channel}) positive mass inside the nucleus")
+    reporter = metrics.get("nucleus_reporter_channel")  # resolved (the streamed explanation keeps only the option, often unset)
+    caption = "Faithfulness and sanity"
+    if reporter:
+        caption += f", and positive mass of the reporter channel ({reporter}) inside the nucleus"
+    section.table(quality, caption)
     failed = [method_title(m) for m in methods if metrics["sanity_ssim"].get(m, 0) > 0.8]
     if failed:
         section.text(f"{', '.join(failed)}: maps of a randomly re-initialised model look alike (SSIM > 0.8): they show the image, not the model.")
