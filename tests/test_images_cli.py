@@ -85,7 +85,9 @@ def test_explain_writes_maps_and_metrics(trained, tmp_path):
     assert set(metrics["faithfulness"]) == {"gradcam", "integrated_gradients", "occlusion"}
     assert set(metrics["nucleus_mass_fraction"]) == {"gradcam", "integrated_gradients", "occlusion"}
     assert metrics["nucleus_reporter_channel"] == "GFP"
-    assert "and positive mass of the reporter channel (GFP) inside the nucleus" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "and positive mass of the reporter channel (GFP) inside the nucleus" in page
+    assert page.count("<th>class</th><th>GFP</th><th>DNA</th>") >= 3  # the per-class channel tables name their rows' column
     arrays = _maps(out)
     assert arrays["integrated_gradients"].shape == (10, 2, 18, 18) and arrays["nucleus_masks"].shape == (10, 18, 18)
     assert len(pd.read_parquet(out / "per_image.parquet")) == 10 and (out / "figures" / "gallery.png").is_file()

@@ -95,3 +95,25 @@ def test_explorer_map_tells_apart_more_groups_than_colours():
     looks = {(trace.marker.color, trace.marker.symbol) for trace in figure.data}
     assert len(figure.data) == 12 and len(looks) == 12
     assert figure.layout.xaxis.title.text == "t-SNE 1 (a.u.)" and figure.layout.yaxis.title.text == "t-SNE 2 (a.u.)"
+
+
+def _rendered(section) -> str:
+    from phenolens.report.html import Report
+
+    report = Report("check")
+    report.add(section)
+    return report.render()
+
+
+def test_echoes_tables_speak_the_engineers_language():
+    from phenolens.echoes.thickness import LayerScan, LayerScanConfig
+    from phenolens.report.echoes import sweep_section, thickness_section
+
+    thickness = np.tile([0.1, 0.2, 0.3, 0.4], (2, 1))
+    scan = LayerScan(np.zeros((8, 10)), thickness * 10, thickness, LayerScanConfig(rows=2, columns=4), np.zeros((8, 2)))
+    errors = {"uscnn": {"mae_thinnest_mm": 0.01, "mae_rest_mm": 0.02, "resolved_fraction": 1.0}}
+    page = _rendered(thickness_section(scan, {"uscnn": thickness}, errors))
+    assert "<th>MAE, thinnest layer (mm)</th>" in page and "mae_thinnest_mm" not in page
+    sweeps = {"snr": {"uscnn": {"10.0": {"auc": 0.5, "f1": 0.6}, "20.0": {"auc": 0.7, "f1": 0.8}}}}
+    page = _rendered(sweep_section(sweeps, {}, {}))
+    assert "<th>signal-to-noise ratio (dB)</th>" in page and "AUC against snr" not in page

@@ -259,13 +259,14 @@ def explanation_section(
         "Mean over correctly classified images of each class.",
         "channel_occlusion.png",
     )
-    section.table(occlusion.reset_index(), "Channel occlusion (logit drop), class x channel")
-    section.table(tables["cam_concordance"].reset_index(), "CAM concordance ||CAM - channel||, max-normalised (lower: CAM closer to the stain)")
+    section.table(occlusion.rename_axis("class"), "Channel occlusion (logit drop), class x channel")
+    concordance = tables["cam_concordance"].rename_axis("class")
+    section.table(concordance, "CAM concordance ||CAM - channel||, max-normalised (lower: CAM closer to the stain)")
     for note in absence_warnings(occlusion):
         section.text(note)
     for method in methods:
         if not is_spatial_only(method):
-            section.table(tables[f"{method}_share"].reset_index(), f"{method_title(method)}: share of absolute attribution per channel")
+            section.table(tables[f"{method}_share"].rename_axis("class"), f"{method_title(method)}: share of absolute attribution per channel")
     rows = gallery_rows(explanation)
     if rows:
         section.figure(
