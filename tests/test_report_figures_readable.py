@@ -117,3 +117,15 @@ def test_echoes_tables_speak_the_engineers_language():
     sweeps = {"snr": {"uscnn": {"10.0": {"auc": 0.5, "f1": 0.6}, "20.0": {"auc": 0.7, "f1": 0.8}}}}
     page = _rendered(sweep_section(sweeps, {}, {}))
     assert "<th>signal-to-noise ratio (dB)</th>" in page and "AUC against snr" not in page
+
+
+def test_a_section_named_like_the_page_is_not_headed_twice():
+    from phenolens.report.html import Report, Section
+
+    report = Report("phenolens profile run: bbbc021")
+    report.add(Section("phenolens profile run: bbbc021").text("Representations ...").add(Section("Batch effects")))
+    page = report.render()
+    assert page.count(">phenolens profile run: bbbc021</h") == 1 and "<h3>Batch effects</h3>" in page
+    other = Report("phenolens images explain: bbbc013")
+    other.add(Section("Explanations"))
+    assert "<h2>Explanations</h2>" in other.render()
