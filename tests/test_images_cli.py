@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -87,6 +88,7 @@ def test_explain_writes_maps_and_metrics(trained, tmp_path):
     assert metrics["nucleus_reporter_channel"] == "GFP"
     page = (out / "report.html").read_text()
     assert "and positive mass of the reporter channel (GFP) inside the nucleus" in page
+    assert re.search(r"Explained cells: the gallery&#39;s [1-9] of the 10 \(most and least confident correct images per class", page)
     assert page.count("<th>class</th><th>GFP</th><th>DNA</th>") >= 3  # the per-class channel tables name their rows' column
     arrays = _maps(out)
     assert arrays["integrated_gradients"].shape == (10, 2, 18, 18) and arrays["nucleus_masks"].shape == (10, 18, 18)

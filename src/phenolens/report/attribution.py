@@ -246,10 +246,14 @@ def explanation_section(
     if "checks_sample" in metrics:
         section.text(f"Faithfulness and the randomisation check: {metrics['checks_sample']}.")
     if features is not None and len(features) >= 2:
+        shown, explained = len(explanation.raw), metrics["n_images"]
+        view_title = "Explained cells"
+        if shown < explained:  # a streamed screen keeps only the gallery's images in memory
+            view_title += f": the gallery's {shown} of the {explained} (most and least confident correct images per class; maps.zarr holds every map)"
         section.view(
             images_view(
                 explanation.raw, explanation.channel_names, explanation.class_names, explanation.labels, explanation.proba, features=features,
-                ids=ids, maps=explanation.maps, curves=checked_curves(explanation) if curves is None else curves, title="Explained cells",
+                ids=ids, maps=explanation.maps, curves=checked_curves(explanation) if curves is None else curves, title=view_title,
             )
         )  # fmt: skip
     tables = explanation.channel_tables() if tables is None else tables
