@@ -195,6 +195,11 @@ def test_a_tiny_adversarial_run_reports_the_domain_with_and_without_the_adversar
     ((caption, table),) = section.tables
     assert list(table.index) == ["with the adversary", "without the adversary"] and "'plate'" in caption
     assert table.shape == (2, 7) and "told the class" in section.paragraphs[0] and "domain confusion" in section.paragraphs[0]
+    from phenolens.report.html import Report
+
+    page = Report("training")
+    page.add(section)
+    assert "<td>with the adversary</td>" in page.render() and "<td>without the adversary</td>" in page.render()  # rows named on the page
     # the adversary changes training; its weights are not part of the saved classifier
     plain = fit_classifier(images, "resnet18", **settings)
     adversarial = fit_classifier(images, "resnet18", adversary_column="plate", **settings)

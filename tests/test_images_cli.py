@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -61,6 +62,19 @@ def test_train_writes_weights_metrics_and_report(trained):
     assert expected <= {p.name for p in (model / "figures").iterdir()}
 
 
+def test_every_fold_model_shares_one_crop_size_so_out_of_fold_maps_line_up(tmp_path):
+    folder = _write_folder(tmp_path / "crops", seed=3)
+    large = np.random.default_rng(4).uniform(0, 20, size=(2, 24, 24)).astype(np.float32)
+    np.save(folder / "inside" / "w0_large.npy", large)  # the largest crop trains only one of the two folds' models
+    model = tmp_path / "model"
+    assert run(["train", "--folder", str(folder), "--channels", "GFP,DNA", "--out", str(model), "--cv", "2", *TINY]) == 0
+    sizes = [json.loads((model / "folds" / f"fold-{k}" / "model.json").read_text())["normalization"]["size"] for k in (1, 2)]
+    assert sizes == [24, 24]
+    args = ["explain", str(model), "--folder", str(folder), "--channels", "GFP,DNA", "--methods", "saliency", "--images", "out-of-fold"]
+    assert run([*args, "--out", str(tmp_path / "oof")]) == 0
+    assert _maps(tmp_path / "oof")["saliency"].shape == (21, 2, 24, 24)
+
+
 def test_explain_writes_maps_and_metrics(trained, tmp_path):
     folder, model = trained
     out = tmp_path / "explained"
@@ -72,6 +86,10 @@ def test_explain_writes_maps_and_metrics(trained, tmp_path):
     assert set(metrics["faithfulness"]) == {"gradcam", "integrated_gradients", "occlusion"}
     assert set(metrics["nucleus_mass_fraction"]) == {"gradcam", "integrated_gradients", "occlusion"}
     assert metrics["nucleus_reporter_channel"] == "GFP"
+    page = (out / "report.html").read_text()
+    assert "and positive mass of the reporter channel (GFP) inside the nucleus" in page
+    assert re.search(r"Explained cells: the gallery&#39;s [1-9] of the 10 \(most and least confident correct images per class", page)
+    assert page.count("<th>class</th><th>GFP</th><th>DNA</th>") >= 3  # the per-class channel tables name their rows' column
     arrays = _maps(out)
     assert arrays["integrated_gradients"].shape == (10, 2, 18, 18) and arrays["nucleus_masks"].shape == (10, 18, 18)
     assert len(pd.read_parquet(out / "per_image.parquet")) == 10 and (out / "figures" / "gallery.png").is_file()

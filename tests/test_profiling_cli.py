@@ -155,3 +155,13 @@ def test_single_replicate_treatments_are_excluded_and_counted(run_dir):
     assert evaluation.replicates["cellprofiler"].single_replicate == 2
     assert "2 treatment(s) with a single well were excluded" in " ".join(evaluation.notes)
     assert "cpd0@1" not in evaluation.replicates["cellprofiler"].treatments.index
+
+
+def test_a_whole_table_run_says_what_it_is_doing(table_path, tmp_path, caplog):
+    """`profile run` of one table takes minutes on a real screen: a progress line per stage, not silence until the end."""
+    with caplog.at_level(logging.INFO, logger="phenolens.progress"):
+        assert run(["profile", "run", str(table_path), *OPTIONS, *FAST, "--out", str(tmp_path / "run")]) == 0
+    lines = [record.getMessage() for record in caplog.records if record.name == "phenolens.progress"]
+    assert lines[0].startswith("profile run: ") and "wells x 16 features" in lines[0] and "48 control wells" in lines[0]
+    assert any("scoring 3 representations (2 MoA classifier repeats)" in line for line in lines)
+    assert any("Kernel SHAP" in line for line in lines) and not any("learning curve" in line for line in lines)  # --no-curve

@@ -18,7 +18,7 @@ from phenolens.explain.attribution import AttributionSettings
 from phenolens.explain.class_model import ClassModelSettings
 from phenolens.training.settings import ImagePredictionSettings, ImageTrainingSettings
 
-app = typer.Typer(help="Image classifiers: train, explain, predict.", no_args_is_help=True)
+app = typer.Typer(help="Image classifiers: train, explain, predict, visualise.", no_args_is_help=True)
 
 MODEL = typer.Argument(..., help="A `phenolens images train` output folder (model.safetensors + model.json).")
 

@@ -14,6 +14,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+import rich.markup
 import typer
 
 from phenolens.core.executor import SCHEDULER_HELP
@@ -23,7 +24,8 @@ from phenolens.core.settings import Settings, _base_type, field_types, option_na
 def _option_for(field: dataclasses.Field, annotation: Any, prefix: str) -> tuple[str, Any, typer.models.OptionInfo]:
     """(parameter name, CLI type, typer option) for one settings field."""
     base, optional = _base_type(annotation)
-    help_text = field.metadata.get("help", "")
+    # typer draws help with rich, which reads "[this, 1]" as a style tag and drops it: escaped, brackets show as written
+    help_text = rich.markup.escape(field.metadata.get("help", ""))
     choices = field.metadata.get("choices")
     if choices:
         help_text += f" One of: {', '.join(map(str, choices))}."

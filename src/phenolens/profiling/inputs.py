@@ -56,7 +56,11 @@ class ProfileColumns:
     treatment: str | None = setting(None, "Treatment column (replicate wells share it).", option="--treatment-column")
     moa: str | None = setting(None, "Mechanism-of-action column (optional).", option="--moa-column")
     batch: str | None = setting(None, "Batch column (optional; enables NSCB).", option="--batch-column")
-    compound: str | None = setting(None, "Compound column grouping a compound's concentrations [treatment column].", option="--compound-column")
+    compound: str | None = setting(
+        None,
+        "Compound column grouping a compound's concentrations, so that NSC leaves out the query's own compound (default: the treatment column).",
+        option="--compound-column",
+    )
     positive_controls: str | None = setting(None, "Row query selecting positive-control wells (adds Z'-factors).", option="--positive-controls")
 
     @property

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from phenolens.core.logging import get_logger
+from phenolens.data.chunks import progress_log
 from phenolens.profiling.anomaly import ROLE_COLUMN, AnomalyProfiler
 from phenolens.profiling.batch_effects import batch_correction_metrics
 from phenolens.profiling.evaluate import Evaluation, core_scores, evaluate, with_concatenation
@@ -83,10 +84,19 @@ def run_profiling(table: pd.DataFrame, settings: ProfilingSettings, source: str 
     columns = settings
     started = time.perf_counter()
     prepared = prepare_profiles(table, columns, source, settings.feature_set)
+    progress_log.info(
+        "profile run: %d wells x %d features; fitting the autoencoder on the training share of %d control wells",
+        *(len(prepared.table), len(prepared.features), int(prepared.is_control.sum())),
+    )
     profiler = AnomalyProfiler(settings)
     representations = with_concatenation(profiler.fit_transform(prepared.table), columns)
+    progress_log.info("profile run: scoring %d representations (%d MoA classifier repeats)", len(representations), settings.moa_repeats)
     evaluation = evaluate(representations, settings)
+    if settings.explain_features:
+        progress_log.info("profile run: Kernel SHAP of the most anomalous treatment (%d features)", settings.explain_features)
     explanations, group = explain_top_treatment(profiler, representations, evaluation, columns, settings)
+    if settings.curve and settings.curve_fractions:
+        progress_log.info("profile run: learning curve, the autoencoder refitted on fewer training controls")
     curve = _control_curve(prepared.table, settings, profiler, representations) if settings.curve and settings.curve_fractions else None
     metrics = {name: values for name, values in evaluation.metrics.items()}
     metrics.update(

@@ -45,7 +45,9 @@ class EvaluationFields:
     moa_repeats: int = setting(10, "Repeats of the nested-CV MoA classifiers.", minimum=1)
     moa_folds: int = setting(5, "Folds of the nested-CV MoA classifiers.", minimum=2)
     min_treatments_per_moa: int = setting(5, "MoAs with fewer reproducible treatments are left out of the classifiers.", minimum=2)
-    classifiers: tuple[str, ...] = setting(CLASSIFIERS, "Comma-separated MoA classifiers: lr, mlp.", choices=CLASSIFIERS)
+    classifiers: tuple[str, ...] = setting(
+        CLASSIFIERS, "Comma-separated MoA classifiers (lr: logistic regression, mlp: multilayer perceptron).", choices=CLASSIFIERS
+    )
     fdr: float = setting(0.05, "False discovery rate of hit calls.", minimum=0, maximum=1, exclusive_minimum=True)
     seed: int = setting(0, "Seed of every random step (same seed, same metrics).", minimum=0)
     jobs: int = setting(2, "Processes for the MoA classifiers (results do not depend on it).", minimum=1)

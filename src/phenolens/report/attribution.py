@@ -3,6 +3,7 @@ faithfulness curves, nucleus-mass and sanity tables, and plain-language warnings
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,6 +15,9 @@ from phenolens.report.classifier import bare
 from phenolens.report.explorer.images import images_view
 from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
 from phenolens.report.html import Section
+
+COLUMN_TITLE_CHARACTERS = 12
+"""Characters per line of a column title of the overlay figure (a 1.1-inch column at 7 pt holds about 15)."""
 
 
 def overlay_figure(explanation, rows: Sequence[tuple[str, int]], methods: Sequence[str], title: str):
@@ -54,13 +58,15 @@ def overlay_figure(explanation, rows: Sequence[tuple[str, int]], methods: Sequen
                 values = explanation.maps[method][index, channel]
                 bound = float(np.abs(values).max()) or 1.0
                 axis.imshow(values, cmap="RdBu_r", vmin=-bound, vmax=bound)
-                heading = method_title(method) + ("" if is_spatial_only(method) else f"\n{names[channel]}")
+                # wrapped, so that long method names ("Integrated gradients") do not run into the next column's title
+                heading = textwrap.fill(method_title(method), COLUMN_TITLE_CHARACTERS) + ("" if is_spatial_only(method) else f"\n{names[channel]}")
             if explanation.nucleus_masks is not None:
                 axis.contour(explanation.nucleus_masks[index], levels=[0.5], colors=[OKABE_ITO[3]], linewidths=0.6)
             if r == 0:
                 axis.set_title(heading, fontsize=7)
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
     fig.suptitle(title)
+    fig.tight_layout()  # no band of white between the title and the first row
     return fig
 
 
@@ -240,10 +246,14 @@ def explanation_section(
     if "checks_sample" in metrics:
         section.text(f"Faithfulness and the randomisation check: {metrics['checks_sample']}.")
     if features is not None and len(features) >= 2:
+        shown, explained = len(explanation.raw), metrics["n_images"]
+        view_title = "Explained cells"
+        if shown < explained:  # a streamed screen keeps only the gallery's images in memory
+            view_title += f": the gallery's {shown} of the {explained} (most and least confident correct images per class; maps.zarr holds every map)"
         section.view(
             images_view(
                 explanation.raw, explanation.channel_names, explanation.class_names, explanation.labels, explanation.proba, features=features,
-                ids=ids, maps=explanation.maps, curves=checked_curves(explanation) if curves is None else curves, title="Explained cells",
+                ids=ids, maps=explanation.maps, curves=checked_curves(explanation) if curves is None else curves, title=view_title,
             )
         )  # fmt: skip
     tables = explanation.channel_tables() if tables is None else tables
@@ -253,13 +263,14 @@ def explanation_section(
         "Mean over correctly classified images of each class.",
         "channel_occlusion.png",
     )
-    section.table(occlusion.reset_index(), "Channel occlusion (logit drop), class x channel")
-    section.table(tables["cam_concordance"].reset_index(), "CAM concordance ||CAM - channel||, max-normalised (lower: CAM closer to the stain)")
+    section.table(occlusion.rename_axis("class"), "Channel occlusion (logit drop), class x channel")
+    concordance = tables["cam_concordance"].rename_axis("class")
+    section.table(concordance, "CAM concordance ||CAM - channel||, max-normalised (lower: CAM closer to the stain)")
     for note in absence_warnings(occlusion):
         section.text(note)
     for method in methods:
         if not is_spatial_only(method):
-            section.table(tables[f"{method}_share"].reset_index(), f"{method_title(method)}: share of absolute attribution per channel")
+            section.table(tables[f"{method}_share"].rename_axis("class"), f"{method_title(method)}: share of absolute attribution per channel")
     rows = gallery_rows(explanation)
     if rows:
         section.figure(
@@ -284,7 +295,11 @@ def explanation_section(
         outside = [method_title(m) for m in methods if (metrics["cell_mass_fraction"][m] or 1.0) < 0.5]
         if outside:
             section.text(f"{', '.join(outside)}: most of the positive attribution lies outside the cell; they do not locate the evidence.")
-    section.table(quality, f"Faithfulness, sanity and (reporter channel {explanation.reporter_channel}) positive mass inside the nucleus")
+    reporter = metrics.get("nucleus_reporter_channel")  # resolved (the streamed explanation keeps only the option, often unset)
+    caption = "Faithfulness and sanity"
+    if reporter:
+        caption += f", and positive mass of the reporter channel ({reporter}) inside the nucleus"
+    section.table(quality, caption)
     failed = [method_title(m) for m in methods if metrics["sanity_ssim"].get(m, 0) > 0.8]
     if failed:
         section.text(f"{', '.join(failed)}: maps of a randomly re-initialised model look alike (SSIM > 0.8): they show the image, not the model.")

@@ -8,12 +8,25 @@ import pandas as pd
 from phenolens.data.query import select_rows
 from phenolens.profiling.batch_effects import batch_effects, embedding_2d
 from phenolens.profiling.evaluate import is_concatenation
-from phenolens.report.figures import class_colors, figure
+from phenolens.report.figures import class_styles, figure, natural_order
 from phenolens.report.html import Section
 
+NEIGHBOUR = "same-batch neighbour"
+"""Heading of the share of control wells whose nearest control on another plate is in their own batch."""
 
-def batch_map_figure(maps: dict[str, np.ndarray], batches: np.ndarray, is_control: np.ndarray):
-    """One t-SNE panel per representation, wells coloured by batch (controls as crosses).
+TABLE_HEADINGS = {"control_wells": "control wells", "same_batch_neighbour": NEIGHBOUR}
+"""Report headings of `batch_effects`' columns."""
+
+TREATED_GREY = "0.82"
+"""Treated wells are drawn in light grey behind the controls: they cluster by compound, which would hide the batch."""
+
+
+def batch_map_figure(maps: dict[str, np.ndarray], batches: np.ndarray, is_control: np.ndarray, titles: dict[str, str] | None = None):
+    """One t-SNE panel per representation: control wells coloured and shaped by batch over the treated wells in grey.
+
+    Control wells are biologically alike, so controls of one batch gathering in their own island are the
+    batch effect; treated wells gather by compound (and a compound is often screened in one batch), so they
+    are drawn in grey. Batches are listed in natural order (Week2 before Week10) in one legend beside the panels.
 
     Parameters
     ----------
@@ -23,6 +36,8 @@ def batch_map_figure(maps: dict[str, np.ndarray], batches: np.ndarray, is_contro
         Batch of every well.
     is_control : numpy.ndarray
         Control mask.
+    titles : dict of str to str, optional
+        Panel title per representation (default: its name).
 
     Returns
     -------
@@ -30,22 +45,36 @@ def batch_map_figure(maps: dict[str, np.ndarray], batches: np.ndarray, is_contro
         The figure.
     """
     names = list(maps)
+    titles = titles or {}
+    batches = np.asarray(batches).astype(str)
+    is_control = np.asarray(is_control, dtype=bool)
     ncols = min(3, len(names))
     nrows = -(-len(names) // ncols)
-    fig, axes = figure(width=4.2 * ncols, height=3.8 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
-    levels = sorted(set(batches))
-    colors = dict(zip(levels, class_colors(len(levels))))
+    fig, axes = figure(width=4.2 * ncols, height=4.0 * nrows, nrows=nrows, ncols=ncols, squeeze=False)
+    levels = natural_order(batches[is_control])
+    styles = dict(zip(levels, class_styles(len(levels))))
     for axis, name in zip(axes.flat, names):
+        points = maps[name]
+        axis.scatter(*points[~is_control].T, s=6, color=TREATED_GREY, marker="o", linewidths=0, label="treated wells (any batch)")
         for level in levels:
-            for mask, marker in ((~is_control, "o"), (is_control, "x")):
-                rows = (batches == level) & mask
-                axis.scatter(*maps[name][rows].T, s=9, marker=marker, color=colors[level], label=level if marker == "o" else None, alpha=0.8)
-        axis.set_title(name, fontsize=10)
-        axis.set_xticks([])
-        axis.set_yticks([])
+            colour, marker = styles[level]
+            axis.scatter(*points[is_control & (batches == level)].T, s=16, color=colour, marker=marker, linewidths=0, alpha=0.9, label=level)
+        axis.set_title(titles.get(name, name), fontsize=10)
+        axis.set(xlabel="t-SNE 1 (a.u.)", ylabel="t-SNE 2 (a.u.)", xticks=[], yticks=[])
     for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
-    axes[0][0].legend(fontsize=7, ncol=2, loc="best", markerscale=1.5)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        title="control wells by batch",
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        markerscale=1.4,
+        ncol=1 + len(labels) // 24,
+    )
+    fig.tight_layout()
     return fig
 
 
@@ -66,7 +95,7 @@ def batch_effect_section(representations: dict[str, pd.DataFrame], settings, met
     Returns
     -------
     Section
-        Text, figure and tables.
+        Text and the map, with the neighbour tables (overall and per batch) in a subsection under it.
     """
     section = Section("Batch effects: before and after correction")
     correction = metrics.get("batch_correction", {})
@@ -86,23 +115,29 @@ def batch_effect_section(representations: dict[str, pd.DataFrame], settings, met
     reference = next(iter(shown.values()))
     batches = reference[settings.batch].astype(str).to_numpy()
     is_control = select_rows(reference, settings.controls, "profiles", "--controls")
+    table = batch_effects(representations, settings).rename(columns=TABLE_HEADINGS)
+    overall = table[table["batch"] == "all"].drop(columns=["batch"]).set_index("representation")
+    titles = {name: f"{name}\nsame-batch neighbour {overall.loc[name, NEIGHBOUR]:.2f} (chance {overall.loc[name, 'chance']:.2f})" for name in shown}
     maps = {name: embedding_2d(frame, settings, settings.seed) for name, frame in shown.items()}
     section.figure(
-        batch_map_figure(maps, batches, is_control),
-        "t-SNE of every well (correlation distance), coloured by batch; crosses are control wells. A batch forming its own island is a batch effect.",
+        batch_map_figure(maps, batches, is_control, titles),
+        "t-SNE of every well (correlation distance): control wells coloured and shaped by batch, treated wells in grey. "
+        "Controls of one batch gathering in their own island are a batch effect; a correction should mix them. "
+        "Panel titles: the share of controls whose nearest control on another plate is in their own batch, and its chance level.",
         f"{prefix}_batch_maps.png",
     )
-    table = batch_effects(representations, settings)
-    overall = table[table["batch"] == "all"].drop(columns=["batch"])
-    section.table(
-        overall.set_index("representation"),
+    per_batch = table[table["batch"] != "all"]
+    wide = per_batch.pivot(index="batch", columns="representation", values=NEIGHBOUR)
+    counts = per_batch.drop_duplicates("batch").set_index("batch")[["plates", "control wells", "chance"]]
+    by_batch = counts.join(wide[list(shown) + [c for c in wide.columns if c not in shown]]).reindex(natural_order(per_batch["batch"]))
+    numbers = Section("Same-batch nearest neighbours of control wells")
+    numbers.table(
+        overall,
         "Share of control wells whose nearest control on another plate (Pearson) is in their own batch, against chance: "
         "closer to chance means less batch in the representation.",
+        float_format="{:.3f}",
     )
-    wide = table[table["batch"] != "all"].pivot(index="batch", columns="representation", values="same_batch_neighbour")
-    counts = table[table["batch"] != "all"].drop_duplicates("batch").set_index("batch")[["plates", "control_wells", "chance"]]
-    section.table(
-        counts.join(wide[list(shown) + [c for c in wide.columns if c not in shown]]),
-        "Per batch: plates, control wells, chance and the same-batch neighbour share of every representation.",
-    )
+    caption = "Per batch: plates, control wells, chance and the same-batch neighbour share of every representation."
+    numbers.table(by_batch, caption, float_format="{:.3f}")
+    section.add(numbers)
     return section

@@ -257,7 +257,7 @@ def adversary_part(section: Section, metrics: dict) -> None:
             "the same, images trained on": [probe.get("trained_images", {}).get("within_class_balanced_accuracy", nan) for probe in probes],
             "the same, images not trained on": [probe.get("unseen_images", {}).get("within_class_balanced_accuracy", nan) for probe in probes],
         },
-        index=list(rows),
+        index=pd.Index(list(rows), name="network"),  # named: the report shows a table's index only when it has a name
     )
     probe = adversary["with_adversary"]
     grouped = f", folds grouped by {adversary['probe_groups']}" if adversary["probe_groups"] else ""

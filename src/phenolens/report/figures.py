@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 
 import matplotlib
@@ -44,6 +45,49 @@ def class_colors(n: int) -> list:
     if n <= len(OKABE_ITO):
         return OKABE_ITO[:n]
     return [plt.get_cmap("cividis")(x) for x in np.linspace(0.0, 0.95, n)]
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P")
+"""Marker shapes that extend the eight Okabe-Ito colours: the ninth group is the first colour as a square, and so on."""
+
+
+def class_styles(n: int) -> list[tuple[str, str]]:
+    """n distinguishable (colour, marker) pairs for scatter plots of categories (batches, plates, classes).
+
+    A ramp of colours cannot keep ten or more categories apart, and colour alone fails readers with a
+    colour-vision deficiency, so past the eight Okabe-Ito colours the marker shape changes too.
+
+    Parameters
+    ----------
+    n : int
+        Number of categories.
+
+    Returns
+    -------
+    list of (str, str)
+        Hex colour and matplotlib marker per category; no two pairs are equal for n <= 48.
+    """
+    return [(OKABE_ITO[i % len(OKABE_ITO)], MARKERS[(i // len(OKABE_ITO)) % len(MARKERS)]) for i in range(n)]
+
+
+def natural_order(names) -> list[str]:
+    """Distinct names as text, sorted as a reader counts: ``Week2`` before ``Week10``, ``plate 9`` before ``plate 10``.
+
+    Parameters
+    ----------
+    names : iterable
+        Names (converted to str).
+
+    Returns
+    -------
+    list of str
+        The distinct names in natural order.
+    """
+
+    def key(name: str) -> list:
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name) if part]
+
+    return sorted({str(name) for name in names}, key=key)
 
 
 def figure(width: float = 6.4, height: float = 4.0, nrows: int = 1, ncols: int = 1, **kwargs):

@@ -185,6 +185,8 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
     settings = settings if settings is not None else ImageTrainingSettings()
     if changes:
         settings = settings.replace(**changes)
+    if settings.size is None:  # one crop size for every fold's model (not each fold's largest image): out-of-fold maps line up
+        settings = settings.replace(size=int(images.shapes().max()))
     labelled, pool = images.labelled(), images.unlabelled()
     groups = group_column(labelled, settings.group_by)
     seed, cv = settings.seed, settings.cv

@@ -10,7 +10,7 @@ import numpy as np
 
 from phenolens.report.explorer.sprites import SpriteSheet, colormap_table, sample_rule, square_tiles, tile_size, to_uint8
 from phenolens.report.explorer.view import ExplorerFigure, View, plotly_text
-from phenolens.report.figures import OKABE_ITO
+from phenolens.report.figures import OKABE_ITO, class_styles
 
 MAX_CELLS = 5000
 """Most cells an images page shows; larger runs are sampled (`sample_rule`) and the page says so."""
@@ -40,8 +40,12 @@ def composite_tiles(tiles: np.ndarray) -> np.ndarray:
     return np.clip(rgb * (1.5 / max(1.0, colours.sum(axis=0).max())), 0, 255).astype(np.uint8)
 
 
+PLOTLY_SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "D": "diamond", "v": "triangle-down", "P": "cross"}
+"""Plotly's names of the static figures' markers (`phenolens.report.figures.MARKERS`)."""
+
+
 def group_colours(count: int) -> list[str]:
-    """`count` distinguishable hex colours for groups on a map: Okabe-Ito up to 8, else Plotly's 26-colour Alphabet, cycled.
+    """`count` hex colours for groups on a map: the Okabe-Ito colours, cycled (`map_figure` changes the marker each cycle).
 
     Parameters
     ----------
@@ -53,11 +57,11 @@ def group_colours(count: int) -> list[str]:
     list of str
         Hex colours (Plotly reads hex, not matplotlib's RGBA tuples).
     """
-    if count <= len(OKABE_ITO):
-        return list(OKABE_ITO[:count])
-    from plotly.colors import qualitative
+    return [colour for colour, _ in class_styles(count)]
 
-    return [qualitative.Alphabet[index % len(qualitative.Alphabet)] for index in range(count)]
+
+MAP_AXIS = {"showticklabels": False, "ticks": "", "showgrid": False, "zeroline": False, "showline": True}
+"""A t-SNE axis: named, without numbers (its coordinates have no meaning of their own)."""
 
 
 def map_figure(points: np.ndarray, ids: Sequence[str], colourings: Mapping[str, tuple[np.ndarray, Sequence[str], Sequence[str]]]):
@@ -84,14 +88,15 @@ def map_figure(points: np.ndarray, ids: Sequence[str], colourings: Mapping[str, 
     ids = np.asarray(ids, dtype=object)
     spans, first = [], 0
     for number, (codes, names, colours) in enumerate(colourings.values()):
-        for code, (name, colour) in enumerate(zip(names, colours)):
+        symbols = [PLOTLY_SYMBOLS[marker] for _, marker in class_styles(len(names))]  # past 8 groups colours repeat, shapes do not
+        for code, (name, colour, symbol) in enumerate(zip(names, colours, symbols)):
             chosen = np.flatnonzero(codes == code)
             if not len(chosen):
                 continue
             figure.add_trace(
                 go.Scatter(
                     x=points[chosen, 0], y=points[chosen, 1], mode="markers", name=plotly_text(name), customdata=ids[chosen],
-                    marker={"size": 6, "color": colour, "line": {"width": 0}}, hoverinfo="none", visible=number == 0,
+                    marker={"size": 6, "color": colour, "symbol": symbol, "line": {"width": 0}}, hoverinfo="none", visible=number == 0,
                 )
             )  # fmt: skip
         spans.append((first, len(figure.data)))
@@ -102,10 +107,10 @@ def map_figure(points: np.ndarray, ids: Sequence[str], colourings: Mapping[str, 
     ]
     figure.update_layout(
         template="simple_white",
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        xaxis={"visible": False},
-        yaxis={"visible": False, "scaleanchor": "x"},
-        legend={"itemsizing": "constant", "orientation": "h", "y": -0.02, "yanchor": "top"},
+        margin={"l": 30, "r": 10, "t": 50, "b": 10},
+        xaxis={"title": {"text": "t-SNE 1 (a.u.)"}, **MAP_AXIS},
+        yaxis={"title": {"text": "t-SNE 2 (a.u.)"}, "scaleanchor": "x", **MAP_AXIS},
+        legend={"itemsizing": "constant", "orientation": "h", "y": -0.1, "yanchor": "top"},
         updatemenus=[
             {"type": "buttons", "direction": "right", "buttons": buttons, "x": 0, "y": 1, "xanchor": "left", "yanchor": "bottom", "showactive": True}
         ],

@@ -1,0 +1,131 @@
+"""Report figures a reader can read: titles that do not run into each other, categories told apart, counted in order.
+
+The checks measure the drawn figure (text bounding boxes, the legend's entries and markers), so they fail when a
+figure draws two column titles on top of each other, lists Week10 before Week2, or gives two batches one look.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from phenolens.explain.images import Explanation
+from phenolens.report.attribution import overlay_figure
+from phenolens.report.batch_effects import batch_map_figure
+from phenolens.report.figures import class_styles, natural_order
+
+
+def test_natural_order_counts_like_a_reader():
+    assert natural_order(["Week10", "Week2", "Week1", "week3", "Week2"]) == ["Week1", "Week2", "week3", "Week10"]
+    assert natural_order(["plate 10", "plate 9", "B", "A"]) == ["A", "B", "plate 9", "plate 10"]
+    assert natural_order([3, 20, 100]) == ["3", "20", "100"]
+
+
+def test_class_styles_tell_apart_more_categories_than_colours():
+    styles = class_styles(20)
+    assert len(set(styles)) == 20  # no two categories look the same
+    assert styles[0][1] == "o" and styles[8] == (styles[0][0], "s")  # the ninth: first colour, new marker
+
+
+MIN_TITLE_GAP_PX = 10  # about two characters at 7 pt: "Integrated gradients" titles side by side left 5 px and read as one
+
+
+def _rendered_boxes(fig, texts):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return [text.get_window_extent(renderer) for text in texts]
+
+
+def test_overlay_column_titles_do_not_overlap():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(2, 2, 24, 24)).astype(np.float32)
+    methods = ["saliency", "gradcam", "integrated_gradients"]  # the demo's columns
+    explanation = Explanation(
+        class_names=["NuclearGFP", "CytoplasmicGFP"],
+        channel_names=["FKHR-GFP", "DNA"],
+        raw=images,
+        labels=np.array([0, 1]),
+        proba=np.array([[0.9, 0.1], [0.2, 0.8]]),
+        targets=np.array([0, 1]),
+        maps={method: rng.normal(size=images.shape).astype(np.float32) for method in methods},
+        channel_occlusion=np.zeros((2, 2)),
+        cam_concordance=np.zeros((2, 2)),
+    )
+    fig = overlay_figure(explanation, [("NuclearGFP", 0), ("CytoplasmicGFP", 1)], methods, "Most and least confident")
+    titles = [axis.title for axis in fig.axes[:7]]  # the first row: 2 channels, 2 saliency maps, Grad-CAM, 2 IG maps
+    assert [t.get_text().split("\n")[0] for t in titles] == ["FKHR-GFP", "DNA", "Saliency", "Saliency", "Grad-CAM", "Integrated", "Integrated"]
+    boxes = _rendered_boxes(fig, titles)
+    for left, right in zip(boxes, boxes[1:]):
+        assert right.x0 - left.x1 >= MIN_TITLE_GAP_PX, f"column titles run together: {left} and {right}"
+
+
+@pytest.mark.parametrize("n_batches", [3, 10])
+def test_batch_map_labels_its_axes_and_lists_batches_in_order_each_with_its_own_look(n_batches):
+    rng = np.random.default_rng(1)
+    wells = 40 * n_batches
+    batches = np.array([f"Week{1 + i // 40}" for i in range(wells)])[rng.permutation(wells)]
+    is_control = np.zeros(wells, dtype=bool)
+    for level in np.unique(batches):
+        is_control[np.flatnonzero(batches == level)[:10]] = True
+    maps = {name: rng.normal(size=(wells, 2)) for name in ("cellprofiler", "cellprofiler_sphered")}
+    fig = batch_map_figure(maps, batches, is_control, {"cellprofiler": "cellprofiler\nsame-batch neighbour 0.40 (chance 0.10)"})
+    axes = [axis for axis in fig.axes if axis.get_visible() and axis.collections]
+    assert len(axes) == 2
+    assert all(axis.get_xlabel() == "t-SNE 1 (a.u.)" and axis.get_ylabel() == "t-SNE 2 (a.u.)" for axis in axes)
+    assert axes[0].get_title().startswith("cellprofiler\nsame-batch neighbour") and axes[1].get_title() == "cellprofiler_sphered"
+    (legend,) = fig.legends
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert labels == ["treated wells (any batch)", *[f"Week{i}" for i in range(1, n_batches + 1)]]
+    looks = set()
+    for collection in axes[0].collections[1:]:  # one per batch, after the grey treated wells
+        assert len(collection.get_offsets()) == 10  # control wells only: 10 of the batch's 40 wells
+        looks.add((tuple(np.round(collection.get_facecolor()[0], 3)), collection.get_paths()[0].vertices.tobytes()))
+    assert len(looks) == n_batches
+    treated = axes[0].collections[0]
+    assert len(treated.get_offsets()) == wells - is_control.sum()
+
+
+def test_explorer_map_tells_apart_more_groups_than_colours():
+    from phenolens.report.explorer.images import group_colours, map_figure
+
+    names = [f"MoA {i}" for i in range(12)]  # BBBC021 has 12 MoAs
+    codes = np.repeat(np.arange(12), 3)
+    points = np.random.default_rng(0).normal(size=(len(codes), 2))
+    figure = map_figure(points, [str(i) for i in range(len(codes))], {"MoA": (codes, names, group_colours(12))})
+    looks = {(trace.marker.color, trace.marker.symbol) for trace in figure.data}
+    assert len(figure.data) == 12 and len(looks) == 12
+    assert figure.layout.xaxis.title.text == "t-SNE 1 (a.u.)" and figure.layout.yaxis.title.text == "t-SNE 2 (a.u.)"
+
+
+def _rendered(section) -> str:
+    from phenolens.report.html import Report
+
+    report = Report("check")
+    report.add(section)
+    return report.render()
+
+
+def test_echoes_tables_speak_the_engineers_language():
+    from phenolens.echoes.thickness import LayerScan, LayerScanConfig
+    from phenolens.report.echoes import sweep_section, thickness_section
+
+    thickness = np.tile([0.1, 0.2, 0.3, 0.4], (2, 1))
+    scan = LayerScan(np.zeros((8, 10)), thickness * 10, thickness, LayerScanConfig(rows=2, columns=4), np.zeros((8, 2)))
+    errors = {"uscnn": {"mae_thinnest_mm": 0.01, "mae_rest_mm": 0.02, "resolved_fraction": 1.0}}
+    page = _rendered(thickness_section(scan, {"uscnn": thickness}, errors))
+    assert "<th>MAE, thinnest layer (mm)</th>" in page and "mae_thinnest_mm" not in page
+    sweeps = {"snr": {"uscnn": {"10.0": {"auc": 0.5, "f1": 0.6}, "20.0": {"auc": 0.7, "f1": 0.8}}}}
+    page = _rendered(sweep_section(sweeps, {}, {}))
+    assert "<th>signal-to-noise ratio (dB)</th>" in page and "AUC against snr" not in page
+
+
+def test_a_section_named_like_the_page_is_not_headed_twice():
+    from phenolens.report.html import Report, Section
+
+    report = Report("phenolens profile run: bbbc021")
+    report.add(Section("phenolens profile run: bbbc021").text("Representations ...").add(Section("Batch effects")))
+    page = report.render()
+    assert page.count(">phenolens profile run: bbbc021</h") == 1 and "<h3>Batch effects</h3>" in page
+    other = Report("phenolens images explain: bbbc013")
+    other.add(Section("Explanations"))
+    assert "<h2>Explanations</h2>" in other.render()
