@@ -46,6 +46,12 @@ class EvaluationFields:
     moa_folds: int = setting(5, "Folds of the nested-CV MoA classifiers.", minimum=2)
     min_treatments_per_moa: int = setting(5, "MoAs with fewer reproducible treatments are left out of the classifiers.", minimum=2)
     classifiers: tuple[str, ...] = setting(CLASSIFIERS, "Comma-separated MoA classifiers: lr, mlp.", choices=CLASSIFIERS)
+    consensus: str = setting(
+        "mean",
+        "How a treatment's replicate wells are combined into its profile for NSC/NSCB and the MoA classifiers: mean, median, "
+        "or modz (LINCS moderated z-score: weighted by the replicates' Spearman correlation, as pycytominer's consensus).",
+        choices=CONSENSUS,
+    )
     fdr: float = setting(0.05, "False discovery rate of hit calls.", minimum=0, maximum=1, exclusive_minimum=True)
     seed: int = setting(0, "Seed of every random step (same seed, same metrics).", minimum=0)
     jobs: int = setting(2, "Processes for the MoA classifiers (results do not depend on it).", minimum=1)
