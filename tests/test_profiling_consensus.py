@@ -14,8 +14,8 @@ from phenolens.cli.main import run
 from phenolens.profiling.synthetic import synthetic_screen
 
 TREATMENT = "Metadata_Treatment"
-OPTIONS = ["--controls", "Metadata_PertType == 'control'", "--treatment-column", TREATMENT, "--moa-column", "Metadata_MoA"]
-OPTIONS += ["--compound-column", "Metadata_Compound"]
+COLUMNS = ["--controls", "Metadata_PertType == 'control'", "--treatment-column", TREATMENT, "--moa-column", "Metadata_MoA"]
+OPTIONS = [*COLUMNS, "--compound-column", "Metadata_Compound"]
 EVALUATION = ["--moa-repeats", "1", "--classifiers", "lr", "--jobs", "1", "--map-null-size", "100"]
 FAST = ["--max-epochs", "3", *EVALUATION, "--no-curve", "--explain-features", "0"]
 
@@ -76,12 +76,13 @@ def test_profile_evaluate_rebuilds_the_runs_treatment_profiles_and_the_mean_diff
     """`profile evaluate --consensus modz` on a run's profiles.parquet gives the run's treatment profiles; the default
     (mean) gives other profiles and other NSC figures."""
     _, treatments = _run(screen, "table", "modz", screen["modz_run"])
-    argv = ["profile", "evaluate", str(screen["modz_run"] / "profiles.parquet"), *OPTIONS, *EVALUATION]
-    assert run([*argv, "--consensus", "modz", "--out", str(tmp_path / "modz")]) == 0
-    assert run([*argv, "--out", str(tmp_path / "mean")]) == 0
+    profiles = str(screen["modz_run"] / "profiles.parquet")
+    assert run(["profile", "evaluate", profiles, *OPTIONS, *EVALUATION, "--consensus", "modz", "--out", str(tmp_path / "modz")]) == 0
+    assert run(["profile", "evaluate", profiles, *COLUMNS, *EVALUATION, "--out", str(tmp_path / "mean")]) == 0  # no compound column
     evaluated = pd.read_parquet(tmp_path / "modz" / "treatment_profiles.parquet").set_index(TREATMENT)
     pd.testing.assert_frame_equal(evaluated, treatments)
     mean = pd.read_parquet(tmp_path / "mean" / "treatment_profiles.parquet").set_index(TREATMENT)
+    assert list(mean.columns) == ["Metadata_MoA", *evaluated.columns[2:]]  # the treatment is its own compound: not repeated
     assert not np.allclose(mean.select_dtypes("number").to_numpy(), evaluated.select_dtypes("number").to_numpy())
     metrics = {name: json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("modz", "mean")}
     assert metrics["modz"]["consensus"] == "modz" and metrics["mean"]["consensus"] == "mean"
@@ -93,3 +94,17 @@ def test_an_unknown_consensus_is_one_line_naming_the_option(screen, tmp_path, ca
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "--consensus" in error and "mean, median, modz" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_the_explorer_treatment_map_uses_the_consensus(monkeypatch):
+    from phenolens.report.explorer import profiling as explorer
+
+    rng = np.random.default_rng(0)
+    wells = pd.DataFrame(rng.normal(size=(9, 3)), columns=["f0", "f1", "f2"])
+    wells[TREATMENT] = list("aaabbbccc")
+    wells["Metadata_Plate"], wells["Metadata_Well"] = "P1", [f"A{i:02d}" for i in range(9)]
+    hits = pd.DataFrame({"score": 1.0, "n_wells": 3, "p_value": 0.5, "q_value": 0.5, "hit": False}, index=list("abc"))
+    mapped = []
+    monkeypatch.setattr(explorer, "embedding_points", lambda profiles, seed: mapped.append(profiles) or np.zeros((len(profiles), 2)))
+    explorer.profiling_view(wells, ["f0", "f1", "f2"], np.ones(9, bool), TREATMENT, "Metadata_Plate", hits, consensus="median")
+    np.testing.assert_allclose(mapped[0], wells.groupby(TREATMENT)[["f0", "f1", "f2"]].median().to_numpy())

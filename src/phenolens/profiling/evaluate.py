@@ -434,9 +434,9 @@ def treatment_table(profiles: dict[str, pd.DataFrame], meta: pd.DataFrame, colum
     pandas.DataFrame
         The treatment-level table (treatment_profiles.parquet).
     """
-    names = {"moa": columns.moa, "compound": columns.compound_column, "batch": columns.batch}
-    table = meta.rename(columns=names).rename_axis(columns.treatment).reset_index()
-    table = table.loc[:, ~table.columns.duplicated()]  # without a compound column, the compound is the treatment
+    names = {"moa": columns.moa, "compound": columns.compound, "batch": columns.batch}
+    kept = [key for key in meta.columns if names[key]]  # without a compound column, the compound is the treatment itself
+    table = meta[kept].rename(columns=names).rename_axis(columns.treatment).reset_index()
     features = [frame.loc[meta.index].add_prefix(f"{name}{SEPARATOR}").reset_index(drop=True) for name, frame in profiles.items()]
     return pd.concat([table, *(frame for name, frame in zip(profiles, features) if not is_concatenation(name))], axis=1)
 

@@ -484,6 +484,7 @@ def run_section(result: ProfilingRun, title: str) -> Section:
         profiling_view(
             anomaly, features_of(anomaly, settings), treated, settings.treatment, settings.plate, result.evaluation.hits["anomaly"], settings.moa,
             replicates.treatments if replicates is not None else None, result.explanations, result.explained_group or None,
+            consensus=settings.consensus,
         )
     )  # fmt: skip
     if settings.batch:
