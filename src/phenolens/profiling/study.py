@@ -7,7 +7,8 @@ fit on the concatenated study; so are sphering (on the training controls) and th
 autoencoder (trained on the training controls). The second (`represent_shard`) represents one file's
 wells in every representation and saves them (a small metadata part, parquet, and an npz of arrays,
 no pickles) with what the evaluation needs, in float32: replicate-space unit rows of treated wells,
-anomaly scores, similarities to the plate's own controls and per-treatment sums. The evaluation takes
+anomaly scores, similarities to the plate's own controls and per-treatment sums (for a median or MODZ
+consensus, where the MoA-labelled wells are: their rows are read back a block of treatments at a time). The evaluation takes
 one representation at a time and reads its unit rows from one file on disk by index (`RowFile`), so
 memory holds per-well numbers, not rows; profiles.parquet is written at the end in large row groups
 (cellprofiler values float32, their exact type; the others float64). A killed run resumes from its
