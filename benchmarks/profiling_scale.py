@@ -21,6 +21,7 @@ Usage::
     python benchmarks/profiling_scale.py --small --check          # seconds: 8 plates x 60 features
     nice -n 5 python benchmarks/profiling_scale.py --plates 390 --scaling 130,260 --check
     nice -n 5 python benchmarks/profiling_scale.py --check         # the issue's full size (~0.6 M wells)
+    python benchmarks/profiling_scale.py --small --moas 8 --profile-options "--moa-column Metadata_moa --consensus modz"
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ def main() -> int:
     parser.add_argument("--profile-options", default="", help="Extra `profile run` options, e.g. '--no-curve --scheduler local:2'.")
     parser.add_argument("--workdir", type=Path, default=None, help="Where the study is generated (default: a temporary folder, removed).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--moas", type=int, default=0, help="MoAs of the study (0: no MoA column); with MoAs add '--moa-column Metadata_moa' to --profile-options."
+    )
     add_check_option(parser)
     args = parser.parse_args()
     if args.small:
@@ -187,6 +191,7 @@ def main() -> int:
             features=args.features,
             controls=CONTROLS,
             replicates=REPLICATES,
+            moas=args.moas,
             seed=args.seed,
         )
         print(

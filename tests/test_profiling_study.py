@@ -14,7 +14,7 @@ from phenolens.cli.main import run
 from phenolens.core.executor import Executor
 from phenolens.core.runs import RunWriter
 from phenolens.profiling import study
-from phenolens.profiling.evaluate import wide_table
+from phenolens.profiling.evaluate import treatment_level, wide_table
 from phenolens.profiling.pipeline import run_profiling
 from phenolens.profiling.plates import study_shards
 from phenolens.profiling.settings import ProfilingSettings
@@ -67,12 +67,26 @@ def _assert_same_metrics(expected: dict, got: dict) -> None:
         assert json.dumps(got[key], sort_keys=True) == json.dumps(expected[key], sort_keys=True), key
 
 
-@pytest.mark.parametrize("map_negatives", ["all_wells", "plate_controls"])
-def test_streamed_run_equals_the_in_memory_run(screen, tmp_path, map_negatives):
+@pytest.mark.parametrize("map_negatives, consensus", [("all_wells", "mean"), ("plate_controls", "mean"), ("plate_controls", "modz")])
+def test_streamed_run_equals_the_in_memory_run(screen, tmp_path, monkeypatch, map_negatives, consensus):
+    """Also the treatment profiles the MoA evaluation reads: means from per-file sums, MODZ from the rows read back from disk."""
     table, paths = screen
-    settings = SETTINGS.replace(map_negatives=map_negatives)
+    settings = SETTINGS.replace(map_negatives=map_negatives, consensus=consensus)
     expected = run_profiling(table, settings, "screen")
+    streamed_profiles = []
+    finish = study.finish_evaluation
+    monkeypatch.setattr(
+        study, "finish_evaluation", lambda scored, profiles, *rest: streamed_profiles.append(profiles) or finish(scored, profiles, *rest)
+    )
+    monkeypatch.setattr(study, "CONSENSUS_BLOCK_BYTES", 4000)  # several blocks of treatments
     result, profiles = _stream(paths, settings, tmp_path / "run")
+    treated = ~table["Metadata_PertType"].eq("control").to_numpy()
+    want_profiles, _ = treatment_level(expected.representations, settings, treated, consensus)
+    assert list(streamed_profiles[0]) == list(want_profiles) and "concatenation" in want_profiles
+    for name, frame in want_profiles.items():
+        assert list(streamed_profiles[0][name].index) == list(frame.index)
+        np.testing.assert_allclose(streamed_profiles[0][name].to_numpy(), frame.to_numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+    assert result.metrics["consensus"] == expected.metrics["consensus"] == consensus
     _assert_same_metrics(expected.metrics, result.metrics)
     curve = pd.DataFrame(result.metrics["control_curve"])
     assert np.allclose(curve.select_dtypes("number"), expected.curve.select_dtypes("number"), rtol=1e-6)
@@ -121,13 +135,15 @@ def test_streamed_sphering_and_adversary_equal_the_in_memory_run(screen, tmp_pat
 
 
 def test_two_dask_workers_give_the_serial_results(screen, tmp_path):
+    """With the MODZ consensus: the workers save where each treatment's wells are; the process reads them back."""
     _, paths = screen
-    settings = SETTINGS.replace(curve=False, explain_features=0, max_epochs=5, map_negatives="plate_controls")
+    settings = SETTINGS.replace(curve=False, explain_features=0, max_epochs=5, map_negatives="plate_controls", consensus="modz")
     serial, serial_profiles = _stream(paths, settings, tmp_path / "serial")
     dask, dask_profiles = _stream(paths, settings, tmp_path / "dask", scheduler="local:2")
     assert dask.metrics["executor"].startswith("Dask LocalCluster of 2")
     _assert_same_metrics(serial.metrics, dask.metrics)
     pd.testing.assert_frame_equal(serial_profiles, dask_profiles)
+    pd.testing.assert_frame_equal(serial.evaluation.treatment_profiles, dask.evaluation.treatment_profiles)
 
 
 def test_a_killed_run_resumes_from_its_last_finished_file(screen, tmp_path, monkeypatch):

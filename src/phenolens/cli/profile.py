@@ -105,6 +105,8 @@ def evaluate(
     evaluation, metrics = evaluate_tables(table, settings, _describe(profiles))
     with writer as folder:
         folder.write_metrics(metrics)
+        if evaluation.treatment_profiles is not None:
+            folder.write_table("treatment_profiles.parquet", evaluation.treatment_profiles)
         folder.write_report(evaluation_report(f"phenolens profile evaluate: {_describe(profiles)}", metrics, evaluation))
     print(f"wrote {writer.target / 'report.html'}")
 

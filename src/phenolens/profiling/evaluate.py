@@ -62,6 +62,8 @@ class Evaluation:
         The evaluation settings as plain values.
     venn : dict
         Reproducible-treatment counts per representation and their overlaps.
+    treatment_profiles : pandas.DataFrame or None
+        The treatment profiles the MoA evaluation used (`treatment_table`); None without a MoA column.
     """
 
     metrics: dict[str, dict]
@@ -74,6 +76,7 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     venn: dict[str, int] = field(default_factory=dict)
+    treatment_profiles: pd.DataFrame | None = None
 
 
 def wide_table(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> pd.DataFrame:
@@ -284,7 +287,7 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
             None if positive is None else scores[positive],
             settings,
         )
-    profiles, meta = treatment_level(representations, columns, treated) if columns.moa else ({}, None)
+    profiles, meta = treatment_level(representations, columns, treated, settings.consensus) if columns.moa else ({}, None)
     return finish_evaluation(scored, profiles, meta, settings)
 
 
@@ -409,7 +412,33 @@ def finish_evaluation(
         notes,
         settings.to_dict(),
         venn_counts(replicates),
+        None if meta is None else treatment_table(profiles, meta, settings),
     )
+
+
+def treatment_table(profiles: dict[str, pd.DataFrame], meta: pd.DataFrame, columns: ProfileColumns) -> pd.DataFrame:
+    """One row per treatment: its treatment, MoA, compound (and batches) columns, then every stored representation's
+    consensus profile named ``<representation>__<feature>`` (concatenations left out, as in profiles.parquet).
+
+    Parameters
+    ----------
+    profiles : dict of str to pandas.DataFrame
+        Treatment profiles per representation (`treatment_level`).
+    meta : pandas.DataFrame
+        Per-treatment moa, compound (and batch) of `treatment_level`.
+    columns : ProfileColumns
+        Column meanings (the metadata columns are named as in the well-level table).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The treatment-level table (treatment_profiles.parquet).
+    """
+    names = {"moa": columns.moa, "compound": columns.compound, "batch": columns.batch}
+    kept = [key for key in meta.columns if names[key]]  # without a compound column, the compound is the treatment itself
+    table = meta[kept].rename(columns=names).rename_axis(columns.treatment).reset_index()
+    features = [frame.loc[meta.index].add_prefix(f"{name}{SEPARATOR}").reset_index(drop=True) for name, frame in profiles.items()]
+    return pd.concat([table, *(frame for name, frame in zip(profiles, features) if not is_concatenation(name))], axis=1)
 
 
 def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, source: str) -> tuple[Evaluation, dict]:
@@ -461,7 +490,8 @@ def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, so
         "plate_features": plate_features,
         "imputed_by_plate": imputed,
     }
-    metrics = {**evaluation.metrics, "data": data, "reproducible_treatments": evaluation.venn, "notes": evaluation.notes}
+    metrics = {**evaluation.metrics, "data": data, "consensus": settings.consensus, "reproducible_treatments": evaluation.venn}
+    metrics["notes"] = evaluation.notes
     return evaluation, metrics
 
 
@@ -512,9 +542,9 @@ def replicate_space(values: np.ndarray, frame: pd.DataFrame, columns: ProfileCol
 
 
 def treatment_level(
-    representations: dict[str, pd.DataFrame], columns: ProfileColumns, treated: np.ndarray
+    representations: dict[str, pd.DataFrame], columns: ProfileColumns, treated: np.ndarray, consensus: str = "mean"
 ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Treatment profiles (mean over replicate wells) of the treated wells with a MoA, per
+    """Treatment profiles (the `consensus` of their replicate wells) of the treated wells with a MoA, per
     representation, and per-treatment metadata: moa, compound and (with a batch column) batches.
 
     Parameters
@@ -525,6 +555,8 @@ def treatment_level(
         Column meanings (a MoA column is required).
     treated : numpy.ndarray
         Mask of treated wells.
+    consensus : str
+        ``mean``, ``median`` or ``modz`` (`treatment_profiles`).
 
     Returns
     -------
@@ -538,10 +570,11 @@ def treatment_level(
     metadata = pd.DataFrame({"moa": grouped[columns.moa].first(), "compound": grouped[columns.compound_column].first().astype(str)})
     if columns.batch:
         metadata["batch"] = grouped[columns.batch].agg(lambda b: "|".join(sorted(set(map(str, b)))))
-    profiles = {
-        name: treatment_profiles(frame.loc[labelled, features_of(frame, columns)].to_numpy(dtype=np.float64), treatments)
-        for name, frame in representations.items()
-    }
+    profiles = {}
+    for name, frame in representations.items():
+        features = features_of(frame, columns)
+        profiles[name] = treatment_profiles(frame.loc[labelled, features].to_numpy(dtype=np.float64), treatments, consensus)
+        profiles[name].columns = features
     return profiles, metadata
 
 
@@ -571,7 +604,7 @@ def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileE
         ).percent_replicating
     }
     if columns.moa:
-        profiles, meta = treatment_level({"representation": frame}, columns, treated)
+        profiles, meta = treatment_level({"representation": frame}, columns, treated, settings.consensus)
         scores["nsc_accuracy"] = nearest_neighbor_moa(profiles["representation"], meta["moa"], meta["compound"]).accuracy
     return scores
 
@@ -580,6 +613,7 @@ def _moa(profiles, meta, replicates, settings, metrics, notes):
     if meta is None:
         notes.append("No MoA column: MoA evaluation skipped.")
         return {}, None
+    notes.append(f"Treatment profiles (NSC/NSCB, MoA classifiers) are the {settings.consensus} of each treatment's replicate wells.")
     neighbors = {name: {} for name in profiles}
     for kind, batch in (("nsc", None), ("nscb", meta.get("batch"))):
         if kind == "nscb" and batch is None:

@@ -59,21 +59,34 @@ def treatment_profiles(values: np.ndarray, treatments: np.ndarray, consensus: st
     """
     if consensus not in CONSENSUS:
         raise PhenolensError(f"consensus {consensus!r} is unknown; choose one of {', '.join(CONSENSUS)}")
-    grouped = pd.DataFrame(np.asarray(values, dtype=np.float64)).groupby(np.asarray(treatments))
+    values, treatments = np.asarray(values, dtype=np.float64), np.asarray(treatments)
     if consensus != "modz":
-        return grouped.agg(consensus)
-    return grouped.apply(lambda wells: pd.Series(_modz(wells.to_numpy()), index=wells.columns))
+        return pd.DataFrame(values).groupby(treatments).agg(consensus)
+    names, codes = np.unique(treatments, return_inverse=True)  # sorted, as groupby sorts
+    sizes = np.bincount(codes, minlength=len(names))
+    order = np.argsort(codes, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    profiles = np.empty((len(names), values.shape[1]))
+    for size in np.unique(sizes):  # treatments with the same number of replicates at once
+        same = np.flatnonzero(sizes == size)
+        profiles[same] = _modz(values[order[starts[same, None] + np.arange(size)]])
+    return pd.DataFrame(profiles, index=names)
 
 
 def _modz(replicates: np.ndarray, min_weight: float = 0.01) -> np.ndarray:
-    """The moderated z-score of one treatment's replicate wells (rows)."""
-    if len(replicates) == 1:
-        return replicates[0]
-    ranks = np.apply_along_axis(rankdata, 1, replicates)
-    correlation = np.corrcoef(ranks)
-    np.fill_diagonal(correlation, np.nan)
-    weights = np.clip(np.nanmean(np.clip(correlation, 0, None), axis=1), min_weight, None)
-    return np.round(weights / weights.sum(), 4) @ replicates  # rounded as pycytominer does
+    """The moderated z-scores of (treatments, replicates, features) wells: (treatments, features)."""
+    if replicates.shape[1] == 1:
+        return replicates[:, 0]
+    ranks = rankdata(replicates, axis=2)
+    ranks -= ranks.mean(axis=2, keepdims=True)
+    products = np.einsum("tif,tjf->tij", ranks, ranks)
+    scale = np.sqrt(np.diagonal(products, axis1=1, axis2=2))
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant replicate: no correlation (NaN, left out), as np.corrcoef
+        correlation = np.clip(products / (scale[:, :, None] * scale[:, None, :]), 0, 1)
+    correlation[:, np.arange(replicates.shape[1]), np.arange(replicates.shape[1])] = np.nan  # a replicate's own correlation
+    weights = np.clip(np.nanmean(correlation, axis=2), min_weight, None)
+    weights = np.round(weights / weights.sum(axis=1, keepdims=True), 4)  # rounded as pycytominer does
+    return np.einsum("tk,tkf->tf", weights, replicates)
 
 
 @dataclass

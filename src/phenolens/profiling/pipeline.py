@@ -102,6 +102,7 @@ def run_profiling(table: pd.DataFrame, settings: ProfilingSettings, source: str 
     metrics.update(
         {
             "data": prepared.quality,
+            "consensus": settings.consensus,
             "autoencoder": autoencoder_metrics(profiler),
             "batch_correction": batch_correction_metrics(profiler, representations, settings),
             "reproducible_treatments": evaluation.venn,

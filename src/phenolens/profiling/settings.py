@@ -48,6 +48,12 @@ class EvaluationFields:
     classifiers: tuple[str, ...] = setting(
         CLASSIFIERS, "Comma-separated MoA classifiers (lr: logistic regression, mlp: multilayer perceptron).", choices=CLASSIFIERS
     )
+    consensus: str = setting(
+        "mean",
+        "How a treatment's replicate wells are combined into its profile for NSC/NSCB and the MoA classifiers: mean, median, "
+        "or modz (LINCS moderated z-score: weighted by the replicates' Spearman correlation, as pycytominer's consensus).",
+        choices=CONSENSUS,
+    )
     fdr: float = setting(0.05, "False discovery rate of hit calls.", minimum=0, maximum=1, exclusive_minimum=True)
     seed: int = setting(0, "Seed of every random step (same seed, same metrics).", minimum=0)
     jobs: int = setting(2, "Processes for the MoA classifiers (results do not depend on it).", minimum=1)

@@ -7,7 +7,8 @@ fit on the concatenated study; so are sphering (on the training controls) and th
 autoencoder (trained on the training controls). The second (`represent_shard`) represents one file's
 wells in every representation and saves them (a small metadata part, parquet, and an npz of arrays,
 no pickles) with what the evaluation needs, in float32: replicate-space unit rows of treated wells,
-anomaly scores, similarities to the plate's own controls and per-treatment sums. The evaluation takes
+anomaly scores, similarities to the plate's own controls and per-treatment sums (for a median or MODZ
+consensus, where the MoA-labelled wells are: their rows are read back a block of treatments at a time). The evaluation takes
 one representation at a time and reads its unit rows from one file on disk by index (`RowFile`), so
 memory holds per-well numbers, not rows; profiles.parquet is written at the end in large row groups
 (cellprofiler values float32, their exact type; the others float64). A killed run resumes from its
@@ -42,13 +43,14 @@ from phenolens.profiling.evaluate import (
     concatenation_members,
     features_of,
     finish_evaluation,
+    is_concatenation,
     replicate_space,
     score_representation,
     with_concatenation,
 )
 from phenolens.profiling.explain import FeatureExplanation
 from phenolens.profiling.hits import anomaly_score
-from phenolens.profiling.moa import nearest_neighbor_moa
+from phenolens.profiling.moa import nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import TRAIN, VALIDATION, Standardization
 from phenolens.profiling.pipeline import autoencoder_metrics, curve_profilers, explain_top_treatment
 from phenolens.profiling.plates import FeaturePlan, StudyShard, clean_shard, plan_features, read_shard, scan_shard
@@ -66,6 +68,7 @@ log = get_logger(__name__)
 
 PARTS = "profiles.parts"  # per-file metadata parts (parquet) and arrays (npz, no pickles); merged into profiles.parquet at the end
 ROWS_PER_GROUP = 25_000  # rows of one row group of profiles.parquet: wide tables pay per column chunk
+CONSENSUS_BLOCK_BYTES = 64 * 2**20  # replicate rows read back at once for a median or MODZ consensus
 BASE = ("cellprofiler", "anomaly")  # what the explanation of the most anomalous treatment reads
 
 
@@ -220,7 +223,9 @@ def _spread(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _evaluation_arrays(clean: pd.DataFrame, is_control: np.ndarray, plates: np.ndarray, values: dict[str, np.ndarray], settings) -> dict:
     """What the evaluation needs of one shard, per representation: treated wells' unit rows (float32), scores,
-    similarities to their plate's controls, treatment sums for MoA (curve representations: unit rows and sums)."""
+    similarities to their plate's controls, treatment sums for MoA (curve representations: unit rows and sums); with a
+    median or MODZ consensus, the positions and treatments of the MoA-labelled wells instead of sums (and the curve
+    representations' rows of those wells)."""
     treated = ~is_control
     treatments = clean[settings.treatment].astype(str).to_numpy().astype(str)  # fixed-width strings: saved without pickles
     arrays = {"treatments": treatments[treated]}
@@ -234,8 +239,13 @@ def _evaluation_arrays(clean: pd.DataFrame, is_control: np.ndarray, plates: np.n
             arrays[f"score__{name}"] = anomaly_score(block)[treated]
             if settings.map_negatives == "plate_controls":
                 arrays[f"negq__{name}"], arrays[f"negs__{name}"] = control_similarities(unit, plates, is_control)
-        if labelled is not None:
+        if labelled is not None and settings.consensus == "mean":  # means add up file by file
             arrays[f"sum__{name}"] = pd.DataFrame(block[labelled]).groupby(treatments[labelled]).sum().to_numpy()
+        elif labelled is not None and name.startswith("curve"):  # not among the stored profiles: kept for the consensus
+            arrays[f"rows__{name}"] = block[labelled]
+    if labelled is not None and settings.consensus != "mean":  # a median or MODZ needs every replicate: where they are
+        arrays["moa_wells"] = np.flatnonzero(labelled)
+        arrays["moa_well_treatments"] = treatments[labelled]
     if labelled is not None:
         grouped = clean[labelled].groupby(treatments[labelled])
         arrays["moa_treatments"] = np.asarray(sorted(set(treatments[labelled])), dtype=str)
@@ -323,6 +333,7 @@ def profile_study(
     metrics.update(
         {
             "data": quality,
+            "consensus": settings.consensus,
             "autoencoder": autoencoder_metrics(profiler),
             "batch_correction": batch_correction_metrics(profiler, with_concatenation(controls, settings), settings),
             "reproducible_treatments": evaluation.venn,
@@ -443,23 +454,22 @@ def _evaluate(arrays, controls: dict[str, pd.DataFrame], settings: ProfilingSett
         )
         unit.path.unlink()
     profiles, meta = _treatment_level(arrays, list(control_values), settings) if settings.moa else ({}, None)
+    for name, frame in profiles.items():
+        frame.columns = features_of(every[name], settings)
     return finish_evaluation(scored, profiles, meta, settings)
 
 
 def _treatment_level(arrays, names, settings) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """`treatment_level` from per-file treatment sums: mean profiles and per-treatment moa, compound, batches."""
+    """`treatment_level` from the per-file arrays: consensus profiles (means from per-file treatment sums; a median or
+    MODZ from the replicate rows, read back a block of treatments at a time) and per-treatment moa, compound, batches."""
     labels = [a["moa_treatments"] for a in arrays]
     index = np.concatenate(labels)
     counts = pd.Series(_gather(arrays, "moa_counts"), index=index).groupby(level=0).sum()
-    rows = [counts.index.get_indexer(label) for label in labels]  # a file's sums have one row per treatment it holds
-    profiles = {}
-    for name in names:  # the sums of one file at a time added into one row per treatment (not every file's rows at once)
-        sums = None
-        for saved, positions in zip(arrays, rows):
-            part = saved[f"sum__{name}"]
-            sums = np.zeros((len(counts), part.shape[1])) if sums is None else sums
-            sums[positions] += part
-        profiles[name] = pd.DataFrame(sums, index=counts.index).div(counts, axis=0)
+    if settings.consensus == "mean":
+        profiles = {name: _summed_means(arrays, name, labels, counts) for name in names}
+    else:
+        members = concatenation_members([name for name in names if not is_concatenation(name)])
+        profiles = {name: _consensus_of_saved_rows(arrays, name, members, settings.consensus) for name in names}
     meta = pd.DataFrame(
         {
             "moa": pd.Series(_gather(arrays, "moa_moa"), index=index).groupby(level=0).first(),
@@ -470,6 +480,48 @@ def _treatment_level(arrays, names, settings) -> tuple[dict[str, pd.DataFrame], 
         batches = pd.Series(_gather(arrays, "moa_batches"), index=index).groupby(level=0).agg(lambda b: "|".join(sorted(set("|".join(b).split("|")))))
         meta["batch"] = batches
     return profiles, meta
+
+
+def _summed_means(arrays, name: str, labels: list[np.ndarray], counts: pd.Series) -> pd.DataFrame:
+    """Mean profiles of representation `name`: the sums of one file at a time added into one row per treatment (not
+    every file's rows at once), divided by the treatments' well counts."""
+    sums = None
+    for saved, label in zip(arrays, labels):
+        part = saved[f"sum__{name}"]  # one row per treatment the file holds
+        sums = np.zeros((len(counts), part.shape[1])) if sums is None else sums
+        sums[counts.index.get_indexer(label)] += part
+    return pd.DataFrame(sums, index=counts.index).div(counts, axis=0)
+
+
+def _replicate_rows(saved: SavedArrays, name: str, members: dict[str, list[str]]) -> np.ndarray:
+    """One file's MoA-labelled wells in representation `name` (a concatenation joins its members' rows), float64."""
+    if name in members:
+        return np.hstack([_replicate_rows(saved, member, members) for member in members[name]])
+    if name.startswith("curve"):
+        return saved[f"rows__{name}"]
+    return saved[f"profiles_{name}"][saved["moa_wells"]].astype(np.float64)
+
+
+def _consensus_of_saved_rows(arrays, name: str, members: dict[str, list[str]], consensus: str) -> pd.DataFrame:
+    """`treatment_profiles` of representation `name` over every file's MoA-labelled wells, written once to one
+    ``.npy`` file (a file's piece at a time) and read back a block of whole treatments at a time (`RowFile`), so
+    memory holds at most about `CONSENSUS_BLOCK_BYTES` of rows (or one treatment's, when it is larger)."""
+    treatments = _gather(arrays, "moa_well_treatments")
+    columns = _replicate_rows(arrays[0], name, members).shape[1]
+    pieces = (_replicate_rows(saved, name, members) for saved in arrays)
+    rows = write_rows(arrays[0].path.with_name(f"rows__{name}.npy"), pieces, len(treatments), columns, dtype=np.float64)
+    order = np.argsort(treatments, kind="stable")
+    starts = np.flatnonzero(np.r_[True, treatments[order][1:] != treatments[order][:-1]])  # first well of each treatment
+    ends = np.append(starts[1:], len(order))
+    budget = max(1, CONSENSUS_BLOCK_BYTES // rows.row_bytes)
+    blocks, first = [], 0
+    while first < len(starts):
+        last = max(first + 1, int(np.searchsorted(ends, starts[first] + budget, side="right")))  # whole treatments within the budget
+        wells = order[starts[first] : ends[last - 1]]
+        blocks.append(treatment_profiles(rows[wells], treatments[wells], consensus))
+        first = last
+    rows.path.unlink()
+    return pd.concat(blocks)
 
 
 def _members(parts: PartStore, arrays, selected: list[str], evaluation: Evaluation, settings) -> dict[str, pd.DataFrame]:

@@ -484,6 +484,7 @@ def run_section(result: ProfilingRun, title: str) -> Section:
         profiling_view(
             anomaly, features_of(anomaly, settings), treated, settings.treatment, settings.plate, result.evaluation.hits["anomaly"], settings.moa,
             replicates.treatments if replicates is not None else None, result.explanations, result.explained_group or None,
+            consensus=settings.consensus,
         )
     )  # fmt: skip
     if settings.batch:
@@ -493,7 +494,7 @@ def run_section(result: ProfilingRun, title: str) -> Section:
 
 def write_profiling_run(run: RunWriter, result: ProfilingRun, title: str) -> Section:
     """Write a `profile run` into an entered `RunWriter`: model/, profiles.parquet, hits.csv,
-    explanations.parquet, metrics.json, figures and report.html.
+    treatment_profiles.parquet (with a MoA column), explanations.parquet, metrics.json, figures and report.html.
 
     Parameters
     ----------
@@ -516,11 +517,14 @@ def write_profiling_run(run: RunWriter, result: ProfilingRun, title: str) -> Sec
 
 
 def _write_run_files(run: RunWriter, result, title: str) -> None:
-    """What every `profile run` folder holds besides its profiles: model/, hits.csv, explanations.parquet, metrics.json."""
+    """What every `profile run` folder holds besides its profiles: model/, hits.csv, treatment_profiles.parquet (with a
+    MoA column), explanations.parquet, metrics.json."""
     from phenolens.nn.weights import save_model
 
     save_model(result.profiler.model_, run.file("model"), result.profiler.model_card(dataset=title))
     run.write_table("hits.csv", pd.concat(result.evaluation.hits, names=["representation"]).reset_index())
+    if result.evaluation.treatment_profiles is not None:
+        run.write_table("treatment_profiles.parquet", result.evaluation.treatment_profiles)
     if result.explanations:
         run.write_table("explanations.parquet", explanations_table(result.explanations, result.explained_group))
     run.write_metrics(result.metrics)

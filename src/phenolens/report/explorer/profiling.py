@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from phenolens.profiling.moa import treatment_profiles
 from phenolens.report.explorer.images import embedding_points, group_colours, map_figure
 from phenolens.report.explorer.sprites import sample_rule
 from phenolens.report.explorer.view import ExplorerFigure, View
@@ -82,6 +83,7 @@ def profiling_view(
     title: str = "Treatments",
     max_treatments: int = MAX_TREATMENTS,
     seed: int = 0,
+    consensus: str = "mean",
 ) -> View:
     """The profiling explorer view of a run's anomaly representation.
 
@@ -111,6 +113,8 @@ def profiling_view(
         Most treatments shown; more are sampled per MoA in proportion (seeded) and the page says so.
     seed : int
         Seed of the sample and of t-SNE.
+    consensus : str
+        How the map's treatment profiles combine their replicate wells: mean, median or modz (`treatment_profiles`).
 
     Returns
     -------
@@ -126,7 +130,8 @@ def profiling_view(
     order, moas = order[kept], moas[kept]
     codes = {name: index for index, name in enumerate(order)}
     member = np.asarray([codes.get(name, -1) for name in names])
-    profiles = np.stack([values[member == index].mean(axis=0) for index in range(len(order))])
+    shown_wells = member >= 0
+    profiles = treatment_profiles(values[shown_wells], member[shown_wells], consensus).to_numpy()  # row i: treatment order[i]
     hit_table = hits.set_axis(hits.index.astype(str)).reindex(order)
     replicate_table = replicates.set_axis(replicates.index.astype(str)).reindex(order) if replicates is not None else None
     labels = well_names(wells, plate)
