@@ -108,3 +108,13 @@ def test_the_explorer_treatment_map_uses_the_consensus(monkeypatch):
     monkeypatch.setattr(explorer, "embedding_points", lambda profiles, seed: mapped.append(profiles) or np.zeros((len(profiles), 2)))
     explorer.profiling_view(wells, ["f0", "f1", "f2"], np.ones(9, bool), TREATMENT, "Metadata_Plate", hits, consensus="median")
     np.testing.assert_allclose(mapped[0], wells.groupby(TREATMENT)[["f0", "f1", "f2"]].median().to_numpy())
+
+
+def test_a_constant_replicate_gets_the_least_modz_weight_instead_of_a_nan_profile():
+    from phenolens.profiling.moa import treatment_profiles
+
+    varied = np.array([[1.0, 2.0, 3.0, 4.0], [1.5, 2.5, 2.9, 4.2]])
+    wells = np.vstack([varied, np.full((1, 4), 7.0)])  # the third replicate is constant: its Spearman correlation is undefined
+    profile = treatment_profiles(wells, np.array(["t", "t", "t"]), consensus="modz").to_numpy()[0]
+    weights = np.round(np.array([1.0, 1.0, 0.01]) / 2.01, 4)  # the two varied replicates correlate perfectly by rank
+    np.testing.assert_allclose(profile, weights @ wells)

@@ -84,7 +84,9 @@ def _modz(replicates: np.ndarray, min_weight: float = 0.01) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):  # a constant replicate: no correlation (NaN, left out), as np.corrcoef
         correlation = np.clip(products / (scale[:, :, None] * scale[:, None, :]), 0, 1)
     correlation[:, np.arange(replicates.shape[1]), np.arange(replicates.shape[1])] = np.nan  # a replicate's own correlation
-    weights = np.clip(np.nanmean(correlation, axis=2), min_weight, None)
+    with warnings.catch_warnings():  # a constant replicate correlates with nothing: it gets the least weight, not a NaN profile
+        warnings.simplefilter("ignore", RuntimeWarning)
+        weights = np.clip(np.nan_to_num(np.nanmean(correlation, axis=2), nan=min_weight), min_weight, None)
     weights = np.round(weights / weights.sum(axis=1, keepdims=True), 4)  # rounded as pycytominer does
     return np.einsum("tk,tkf->tf", weights, replicates)
 
