@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phenolens.data.containers import ImageSet
+from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.training.adversary import adversary_metrics
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.fitting import ImageClassifierEstimator
@@ -209,7 +209,15 @@ def _held_out_runs(
     out_of_fold = np.full((len(labelled), len(labelled.class_names)), np.nan)
     fold_metrics, fold_models = [], []
     for number, (train_index, test_index) in enumerate(folds, start=1):
-        estimator = ImageClassifierEstimator(settings, f"fold {number}/{len(folds)}{note}").fit(with_pool(labelled.subset(train_index), pool))
+        held_out = None
+        if settings.adversary_column and settings.adversary_unlabelled == "evaluation":  # transductive: the adversary reads them, labels stripped
+            held_out = labelled.subset(test_index)
+            held_out = ImageSet(
+                held_out.images, np.full(len(held_out), UNLABELLED), held_out.class_names, held_out.channel_names, held_out.meta, name=held_out.name
+            )
+        estimator = ImageClassifierEstimator(settings, f"fold {number}/{len(folds)}{note}").fit(
+            with_pool(labelled.subset(train_index), pool), held_out
+        )
         proba = estimator.classifier_.predict_proba(labelled.subset(test_index))
         out_of_fold[test_index] = proba
         fold_metrics.append(classification_metrics(labelled.labels[test_index], proba, labelled.class_names))
