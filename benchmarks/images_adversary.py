@@ -73,7 +73,9 @@ def main() -> None:
     extra = shlex.split(args.options)
     runs = {seed: train(seed, Path(args.out) / f"seed-{seed}", args.small, args.by_class == "on", args.weight, extra) for seed in seeds}
     told = " told the class" if args.by_class == "on" else ""
-    print(f"\nbbbc021-cells, well adversary{told}{''.join(' ' + option for option in extra)}, split by field")
+    transductive = any(m["adversary"].get("transductive") for m in runs.values())
+    setting = ", transductive (the adversary also read the held-out and validation crops, unlabelled)" if transductive else ""
+    print(f"\nbbbc021-cells, well adversary{told}{''.join(' ' + option for option in extra)}, split by field{setting}")
     print("probe folds grouped by field (the probe never sees a test crop's field):")
     print("seed  macro-F1 with / without   well from embedding with / without (class alone)   well within class with / without")
     for seed, metrics in runs.items():

@@ -33,7 +33,9 @@ def test_field_and_crop_normalisation_remove_a_gain_per_field_and_per_crop():
     brighter[fields == "F3", 0] *= 2.0
     for kind in ("field", "crop"):
         before = intensity_normalized(images, images.images, kind, "field")
-        after = intensity_normalized(ImageSet(brighter, images.labels, images.class_names, images.channel_names, images.meta), brighter, kind, "field")
+        after = intensity_normalized(
+            ImageSet(brighter, images.labels, images.class_names, images.channel_names, images.meta), brighter, kind, "field"
+        )
         np.testing.assert_allclose(after, before, rtol=1e-5)
     means = intensity_normalized(images, images.images, "crop", None).mean(axis=(2, 3))
     np.testing.assert_allclose(means, 1.0, rtol=1e-5)  # every crop's stain has mean intensity 1

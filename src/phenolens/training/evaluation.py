@@ -126,6 +126,23 @@ def save_with_held_out(classifier: ImageClassifier, labelled: ImageSet, test_ind
     return folder
 
 
+def without_labels(images: ImageSet) -> ImageSet:
+    """`images` with every label replaced by UNLABELLED (what an adversary may read of the evaluation fields).
+
+    Parameters
+    ----------
+    images : ImageSet
+        Any images.
+
+    Returns
+    -------
+    ImageSet
+        The same images, channels and metadata, no labels.
+    """
+    unlabelled = np.full(len(images), UNLABELLED)
+    return ImageSet(images.images, unlabelled, list(images.class_names), list(images.channel_names), images.meta, images.unlabelled_name, images.name)
+
+
 def with_pool(labelled: ImageSet, pool: ImageSet) -> ImageSet:
     """`labelled` followed by the unlabelled `pool` in one ImageSet.
 
@@ -209,12 +226,8 @@ def _held_out_runs(
     out_of_fold = np.full((len(labelled), len(labelled.class_names)), np.nan)
     fold_metrics, fold_models = [], []
     for number, (train_index, test_index) in enumerate(folds, start=1):
-        held_out = None
-        if settings.adversary_column and settings.adversary_unlabelled == "evaluation":  # transductive: the adversary reads them, labels stripped
-            held_out = labelled.subset(test_index)
-            held_out = ImageSet(
-                held_out.images, np.full(len(held_out), UNLABELLED), held_out.class_names, held_out.channel_names, held_out.meta, name=held_out.name
-            )
+        transductive = settings.adversary_column and settings.adversary_unlabelled == "evaluation"  # the adversary reads them, labels stripped
+        held_out = without_labels(labelled.subset(test_index)) if transductive else None
         estimator = ImageClassifierEstimator(settings, f"fold {number}/{len(folds)}{note}").fit(
             with_pool(labelled.subset(train_index), pool), held_out
         )

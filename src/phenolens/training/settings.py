@@ -156,6 +156,8 @@ class ImageTrainingSettings(Settings):
             self.fail("blocks", "give 1 to 4 stages of at least one block each, such as 2,2,2,2")
         if self.cv == 1:
             self.fail("cv", "cross-validation needs at least 2 folds; 0 holds out --test-fraction instead")
+        if self.adversary_unlabelled != "none" and self.adversary_refit:
+            self.fail("adversary_unlabelled", "does not combine with --adversary-refit, whose refits read the training images only")
 
     def pseudo_schedule(self) -> tuple[int, int]:
         """(start, full) epochs of the pseudo-label weight ramp, defaults filled in.
