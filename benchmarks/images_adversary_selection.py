@@ -5,7 +5,8 @@
 The fields `phenolens images train --group-by field` holds out for testing (seed S) are set aside and never
 read. The other fields are split again by field (a quarter for validation); each variant (`none`: no
 adversary; otherwise `ImageTrainingSettings` fields changed from their defaults, `adversary_column=well`
-implied) trains on the first part, and is judged by the macro-F1 on the validation fields and by a linear
+implied; with `adversary_unlabelled=evaluation` the adversary also reads the validation fields, unlabelled) trains on the
+first part, and is judged by the macro-F1 on the validation fields and by a linear
 probe of the well within the inhibitor class (folds mixing fields, balanced accuracy) on the embeddings of
 every non-test crop, of the crops the network trained on, and of the others (validation fields, and the
 network's own early-stopping fields). One JSON line per variant.
@@ -24,6 +25,7 @@ import numpy as np
 
 from phenolens.data.loaders import load
 from phenolens.training.adversary import domain_codes, domain_probe
+from phenolens.training.evaluation import without_labels
 from phenolens.training.fitting import ImageClassifierEstimator
 from phenolens.training.metrics import classification_metrics
 from phenolens.training.settings import ImageTrainingSettings
@@ -73,7 +75,10 @@ def main() -> None:
     for text in args.variants.split(";"):
         settings = parse_variant(text, base)
         started = time.time()
-        estimator = ImageClassifierEstimator(settings, text).fit(dev.subset(fit_index))
+        transductive = settings.adversary_column and settings.adversary_unlabelled == "evaluation"  # the validation fields, unlabelled
+        estimator = ImageClassifierEstimator(settings, text).fit(
+            dev.subset(fit_index), without_labels(dev.subset(val_index)) if transductive else None
+        )
         classifier = estimator.classifier_
         f1 = classification_metrics(dev.labels[val_index], classifier.predict_proba(dev.subset(val_index)), dev.class_names)["macro_f1"]
         features = classifier.embed(dev)

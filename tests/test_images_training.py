@@ -166,6 +166,26 @@ def test_splits_are_stratified_seeded_and_grouped():
         stratified_folds(np.array([0, 0, 1]), 2)
 
 
+def test_grouped_splits_and_folds_change_with_the_seed_keep_groups_whole_and_every_class_on_every_side():
+    # fields of different sizes, as in bbbc021-cells: StratifiedGroupKFold gave every seed the same test fields
+    sizes = [[86, 99, 92, 123], [34, 59, 48, 36, 56, 44, 44, 34, 45]]
+    labels = np.concatenate([np.full(n, c) for c, class_sizes in enumerate(sizes) for n in class_sizes])
+    groups = np.concatenate([np.full(n, f"{c}-{g}") for c, class_sizes in enumerate(sizes) for g, n in enumerate(class_sizes)])
+    held_out = set()
+    for seed in range(5):
+        train, test = stratified_split(labels, 0.2, seed, groups)
+        assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(len(labels)))
+        assert not set(groups[train]) & set(groups[test])
+        assert set(labels[train]) == set(labels[test]) == {0, 1}
+        assert 0.1 < len(test) / len(labels) < 0.3
+        held_out.add(frozenset(groups[test]))
+        for train, test in stratified_folds(labels, 4, seed, groups):
+            assert not set(groups[train]) & set(groups[test]) and set(labels[test]) == {0, 1}
+    assert len(held_out) >= 4  # the seed decides which fields are held out
+    assert np.array_equal(stratified_split(labels, 0.2, 3, groups)[1], stratified_split(labels, 0.2, 3, groups)[1])
+    assert len({tuple(stratified_folds(labels, 4, seed, groups)[0][1]) for seed in range(5)}) >= 4
+
+
 def test_normalization_uses_training_statistics():
     images = np.random.default_rng(0).normal(5.0, 2.0, size=(20, 3, 8, 8)).astype(np.float32)
     images[:, 2] = 7.0

@@ -269,6 +269,12 @@ def adversary_part(section: Section, metrics: dict) -> None:
         f"chance {probe['chance']:.3f} ({probe.get('within_class_chance', float('nan')):.3f} within class). 'Within class' probes the images "
         "of each class that spans several domains separately: what the embedding tells of the domain beyond the class. The last two "
         "columns split the images into those the network trained on (where the adversary acted) and the held-out and validation images."
+        + (
+            " Transductive: the adversary (not the classifier) also trained on the held-out and validation images, their domain read "
+            "from metadata and their class never used; the figures on those images are therefore not those of fields it never saw."
+            if adversary.get("unlabelled") == "evaluation"
+            else ""
+        )
     )
     section.table(table, f"How well {adversary['column']!r} can be predicted from the embedding.", float_format="{:.3f}")
 

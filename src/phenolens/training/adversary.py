@@ -136,7 +136,13 @@ class AdversaryTraining(Callback):
         self.optimizer = torch.optim.Adam(adversary.parameters(), lr=lr)
         self.steps_taken = 0
 
-    def __call__(self, features: torch.Tensor, mixed: CutMixBatch, domains: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        features: torch.Tensor,
+        mixed: CutMixBatch,
+        domains: torch.Tensor,
+        unlabelled: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Train the adversary on one batch, then return the network's adversarial loss term on it.
 
         Parameters
@@ -147,6 +153,11 @@ class AdversaryTraining(Callback):
             The batch's CutMix: labels, partners and area weights.
         domains : torch.Tensor
             (N,) domain codes of the images before mixing.
+        unlabelled : tuple of torch.Tensor, optional
+            (M, D) embeddings of images whose class is not used (the evaluation fields of a transductive
+            run), (M, K) the network's detached class probabilities for them (what the adversary is told
+            instead of a class) and (M,) their domain codes. Their confusion target is the uniform
+            distribution over the training domains of the predicted class and their own domain.
 
         Returns
         -------
@@ -158,30 +169,48 @@ class AdversaryTraining(Callback):
         share = mixed.weight[:, None]
         one_hot = torch.eye(len(self.class_domains), dtype=features.dtype)
         classes = share * one_hot[mixed.labels] + (1.0 - share) * one_hot[mixed.partner_labels]
+        target = share * self._uniform(mixed.labels) + (1.0 - share) * self._uniform(mixed.partner_labels)
+        extra_domains = None
+        if unlabelled is not None:
+            extra_features, extra_classes, extra_domains = unlabelled
+            features = torch.cat([features, extra_features])
+            classes = torch.cat([classes, extra_classes.to(features.dtype)])
+            target = torch.cat([target, self._predicted_uniform(extra_classes, extra_domains)])
         told = classes if self.adversary.n_classes else None
         detached = features.detach()
         for _ in range(self.steps):
             self.optimizer.zero_grad(set_to_none=True)
-            self._domain_cross_entropy(self.adversary.classify(detached, told), mixed, domains).backward()
+            self._domain_cross_entropy(self.adversary.classify(detached, told), mixed, domains, extra_domains).backward()
             self.optimizer.step()
         if self.loss == "reversal":
             self.adversary.reversal.lambda_ = lambda_
-            return self.weight * self._domain_cross_entropy(self.adversary(features, told), mixed, domains)
-        target = share * self._uniform(mixed.labels) + (1.0 - share) * self._uniform(mixed.partner_labels)
+            return self.weight * self._domain_cross_entropy(self.adversary(features, told), mixed, domains, extra_domains)
         confusion = -(target * F.log_softmax(self.adversary.classify(features, told), dim=1)).sum(1)
         return self.weight * lambda_ * confusion.mean()
+
+    @staticmethod
+    def _domain_cross_entropy(logits: torch.Tensor, mixed: CutMixBatch, domains: torch.Tensor, extra_domains: torch.Tensor | None) -> torch.Tensor:
+        """The adversary's cross-entropy, each CutMix image counting as both of its domains by area; the rows after the
+        labelled batch are the unlabelled images (`extra_domains`)."""
+        labelled = logits[: len(domains)]
+        own = F.cross_entropy(labelled, domains, reduction="none")
+        partner = F.cross_entropy(labelled, domains[mixed.partner], reduction="none")
+        losses = mixed.weight * own + (1.0 - mixed.weight) * partner
+        if extra_domains is not None:
+            losses = torch.cat([losses, F.cross_entropy(logits[len(domains) :], extra_domains, reduction="none")])
+        return losses.mean()
+
+    def _predicted_uniform(self, probabilities: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """(M, D) for images of unused class: the uniform distribution over each class's training domains and the image's own
+        domain, averaged with the network's class probabilities."""
+        own = F.one_hot(domains, self.class_domains.shape[1])[:, None].to(torch.float32)
+        support = (self.class_domains[None].to(torch.float32) + own).clamp(max=1.0)
+        return torch.einsum("mk,mkd->md", probabilities.to(torch.float32), support / support.sum(2, keepdim=True))
 
     def _uniform(self, labels: torch.Tensor) -> torch.Tensor:
         """(N, D) the uniform distribution over the domains of each image's class."""
         support = self.class_domains[labels].to(torch.float32)
         return support / support.sum(1, keepdim=True).clamp(min=1.0)
-
-    @staticmethod
-    def _domain_cross_entropy(logits: torch.Tensor, mixed: CutMixBatch, domains: torch.Tensor) -> torch.Tensor:
-        """The adversary's cross-entropy, each CutMix image counting as both of its domains by area."""
-        own = F.cross_entropy(logits, domains, reduction="none")
-        partner = F.cross_entropy(logits, domains[mixed.partner], reduction="none")
-        return (mixed.weight * own + (1.0 - mixed.weight) * partner).mean()
 
     def on_epoch_end(self, epoch: int, record: dict, model: torch.nn.Module) -> bool:
         """Draw a fresh adversary every `reset_every` epochs, or fit one to the epoch's embeddings; never stops (see `Callback.on_epoch_end`)."""
@@ -370,7 +399,8 @@ def adversary_metrics(
     Returns
     -------
     dict
-        ``column``, ``domains``, ``by_class``, ``loss``, ``probe_groups`` and the `domain_probe` of each model
+        ``column``, ``domains``, ``by_class``, ``loss``, ``unlabelled`` and ``transductive`` (whether the adversary also
+        trained on the held-out images, unlabelled), ``probe_groups`` and the `domain_probe` of each model
         (``with_adversary``, ``without_adversary``; with groups each also holds the ``ungrouped`` probe,
         whose folds mix the groups; with `trained_index` each holds ``trained_images`` and ``unseen_images``,
         that probe on the images the network trained on and on the others), and the baseline's ``macro_f1_without_adversary``.
@@ -394,6 +424,8 @@ def adversary_metrics(
         "domains": names,
         "by_class": settings.adversary_by_class,
         "loss": settings.adversary_loss,
+        "unlabelled": settings.adversary_unlabelled,
+        "transductive": settings.adversary_unlabelled == "evaluation",
         "probe_groups": settings.group_by,
         "with_adversary": probe(classifier),
     }

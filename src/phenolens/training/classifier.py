@@ -24,7 +24,7 @@ from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.nn.backbones import ImageClassifierNet
 from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.loop import Callback, History
-from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
+from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, field_column, intensity_scales, padded_array
 from phenolens.training.settings import PREDICTION_BATCH
 
 log = get_logger(__name__)
@@ -169,13 +169,18 @@ class ImageClassifier:
         labels = index[np.where(images.labels == UNLABELLED, len(images.class_names), images.labels)]
         return ImageSet(images.images, labels, list(self.class_names), list(images.channel_names), images.meta, images.unlabelled_name, images.name)
 
-    def array(self, images: ImageSet | np.ndarray) -> np.ndarray:
+    def array(self, images: ImageSet | np.ndarray, scales: np.ndarray | None = None) -> np.ndarray:
         """Padded, checked and normalised (N, C, size, size) float32 array.
+
+        With an intensity normalisation per field, each field's brightness is the median over the
+        images of that field given here (or `scales`, computed over a larger set).
 
         Parameters
         ----------
         images : ImageSet or ndarray
             An ImageSet (channels matched by name) or an (N, C, H, W) array in the model's channel order.
+        scales : ndarray, optional
+            (N, C) intensity divisors computed beforehand (see `intensity_scales`).
 
         Returns
         -------
@@ -184,22 +189,24 @@ class ImageClassifier:
         """
         if isinstance(images, ImageSet):
             images = self._with_model_channels(images)
-        return self.normalization(padded_array(images, self.size, self.channel_names)).astype(np.float32)
+        return self.normalization.inputs(images, padded_array(images, self.size, self.channel_names), scales).astype(np.float32)
 
-    def tensor(self, images: ImageSet | np.ndarray) -> torch.Tensor:
+    def tensor(self, images: ImageSet | np.ndarray, scales: np.ndarray | None = None) -> torch.Tensor:
         """The network input for `images` as a tensor (see `array`).
 
         Parameters
         ----------
         images : ImageSet or ndarray
             The images.
+        scales : ndarray, optional
+            (N, C) intensity divisors computed beforehand.
 
         Returns
         -------
         Tensor
             (N, C, size, size) float32.
         """
-        return torch.from_numpy(self.array(images))
+        return torch.from_numpy(self.array(images, scales))
 
     def covariates(self, images: ImageSet | np.ndarray) -> torch.Tensor | None:
         """One-hot covariates for `images`, or None when the model was trained without them.
@@ -229,8 +236,22 @@ class ImageClassifier:
     def _batched(self, images: ImageSet | np.ndarray, function: Callable, batch_size: int) -> np.ndarray:
         """`function(inputs, covariates)` over chunks of `images`: only one chunk's input is in memory at a time."""
         self.model.eval()
-        outputs = [function(self.tensor(chunk), self.covariates(chunk)) for chunk in image_chunks(images, batch_size)]
+        scales = self._field_scales(images, batch_size)
+        outputs = [
+            function(self.tensor(chunk, None if scales is None else scales[start : start + len(chunk)]), self.covariates(chunk))
+            for start, chunk in zip(range(0, len(images), batch_size), image_chunks(images, batch_size))
+        ]
         return torch.cat(outputs).numpy()
+
+    def _field_scales(self, images: ImageSet | np.ndarray, batch_size: int) -> np.ndarray | None:
+        """With an intensity normalisation per field, the divisors of every image from its whole field (a
+        field split across chunks gets one brightness); None otherwise."""
+        if self.normalization.intensity != "field":
+            return None
+        fields = field_column(images, self.normalization.intensity_column)  # a bare array has no fields: one-line error
+        chunks = image_chunks(self._with_model_channels(images), batch_size)
+        means = np.concatenate([padded_array(chunk, self.size, self.channel_names).mean(axis=(2, 3), dtype=np.float64) for chunk in chunks])
+        return intensity_scales(means, "field", fields)
 
     def logits(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
         """(N, K) logits.

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phenolens.data.containers import ImageSet
+from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.training.adversary import adversary_metrics
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.fitting import ImageClassifierEstimator
@@ -126,6 +126,23 @@ def save_with_held_out(classifier: ImageClassifier, labelled: ImageSet, test_ind
     return folder
 
 
+def without_labels(images: ImageSet) -> ImageSet:
+    """`images` with every label replaced by UNLABELLED (what an adversary may read of the evaluation fields).
+
+    Parameters
+    ----------
+    images : ImageSet
+        Any images.
+
+    Returns
+    -------
+    ImageSet
+        The same images, channels and metadata, no labels.
+    """
+    unlabelled = np.full(len(images), UNLABELLED)
+    return ImageSet(images.images, unlabelled, list(images.class_names), list(images.channel_names), images.meta, images.unlabelled_name, images.name)
+
+
 def with_pool(labelled: ImageSet, pool: ImageSet) -> ImageSet:
     """`labelled` followed by the unlabelled `pool` in one ImageSet.
 
@@ -211,7 +228,11 @@ def _held_out_runs(
     out_of_fold = np.full((len(labelled), len(labelled.class_names)), np.nan)
     fold_metrics, fold_models = [], []
     for number, (train_index, test_index) in enumerate(folds, start=1):
-        estimator = ImageClassifierEstimator(settings, f"fold {number}/{len(folds)}{note}").fit(with_pool(labelled.subset(train_index), pool))
+        transductive = settings.adversary_column and settings.adversary_unlabelled == "evaluation"  # the adversary reads them, labels stripped
+        held_out = without_labels(labelled.subset(test_index)) if transductive else None
+        estimator = ImageClassifierEstimator(settings, f"fold {number}/{len(folds)}{note}").fit(
+            with_pool(labelled.subset(train_index), pool), held_out
+        )
         proba = estimator.classifier_.predict_proba(labelled.subset(test_index))
         out_of_fold[test_index] = proba
         fold_metrics.append(classification_metrics(labelled.labels[test_index], proba, labelled.class_names))

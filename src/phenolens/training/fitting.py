@@ -25,11 +25,12 @@ from phenolens.core.seeding import seed_everything, torch_generator
 from phenolens.data.containers import ImageSet
 from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
+from phenolens.training.adversary import OPTION as ADVERSARY_OPTION
 from phenolens.training.adversary import AdversaryTraining, domain_codes
 from phenolens.training.augment import channel_gains, cutmix, dim, flips_and_rotations, pseudo_label_weight
 from phenolens.training.classifier import EpochLog, ImageClassifier
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
-from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, padded_array
+from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, intensity_normalized, padded_array
 from phenolens.training.settings import ImageTrainingSettings
 from phenolens.training.splits import group_column, stratified_split
 
@@ -57,6 +58,9 @@ class TrainingData:
         Indices into ``images.labelled()`` of the training share (the rest is the validation split).
     domain_names : list of str or None
         With an adversary, the domains (values of its column); `train` then ends with their (N,) codes.
+    adversary_images : tuple of tensors or None
+        (inputs[, covariates], domain codes) of the images only the adversary trains on, their class unused
+        (``adversary_unlabelled="evaluation"``: the validation split and the `unlabelled_for_adversary` images).
     """
 
     train: tuple[torch.Tensor, ...]
@@ -73,9 +77,10 @@ class TrainingData:
     n_validation: int
     train_index: np.ndarray
     domain_names: list[str] | None = None
+    adversary_images: tuple[torch.Tensor, ...] | None = None
 
 
-def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> TrainingData:
+def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings, unlabelled_for_adversary: ImageSet | None = None) -> TrainingData:
     """Pad, split, normalise and weight the images of one training run.
 
     Parameters
@@ -84,6 +89,9 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> 
         Labelled images (and unlabelled ones, label -1, for the pseudo-labelling pool).
     settings : ImageTrainingSettings
         The size, validation share, grouping, covariate, balancing and architecture to prepare for.
+    unlabelled_for_adversary : ImageSet, optional
+        With ``adversary_unlabelled="evaluation"``, images only the adversary trains on (the held-out fields);
+        their labels are never read.
 
     Returns
     -------
@@ -109,12 +117,20 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> 
         )
     else:
         train_index, val_index = np.arange(len(labelled)), np.array([], dtype=int)
-    normalization = ChannelNormalization.fit(raw[train_index])
+    raw = intensity_normalized(labelled, raw, settings.intensity_normalization, settings.intensity_column)
+    normalization = ChannelNormalization.fit(raw[train_index], settings.intensity_normalization, settings.intensity_column)
     encoding = CovariateEncoding.fit(images, settings.covariate) if settings.covariate else None
     tensors = (torch.from_numpy(normalization(raw)), torch.from_numpy(labelled.labels), *([encoding(labelled)] if encoding else []))
     domains, domain_names = domain_codes(labelled, settings.adversary_column) if settings.adversary_column else (None, None)
+    adversary_images = None
+    if settings.adversary_column and settings.adversary_unlabelled == "evaluation":
+        domains, domain_names, adversary_images = _adversary_images(
+            labelled, val_index, tensors, unlabelled_for_adversary, normalization, encoding, size, settings.adversary_column
+        )
     pool = images.unlabelled() if settings.pseudo_labels else None
-    pool_inputs = torch.from_numpy(normalization(padded_array(pool, size, images.channel_names))) if pool is not None and len(pool) else None
+    pool_inputs = None
+    if pool is not None and len(pool):
+        pool_inputs = torch.from_numpy(normalization.inputs(pool, padded_array(pool, size, images.channel_names)))
     counts = np.bincount(labelled.labels[train_index], minlength=len(images.class_names))
     inverse = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
     hyperparameters = {
@@ -141,7 +157,34 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings) -> 
         n_validation=int(len(val_index)),
         train_index=train_index,
         domain_names=domain_names,
+        adversary_images=adversary_images,
     )
+
+
+def _adversary_images(
+    labelled: ImageSet,
+    val_index: np.ndarray,
+    tensors: tuple[torch.Tensor, ...],
+    others: ImageSet | None,
+    normalization: ChannelNormalization,
+    encoding: CovariateEncoding | None,
+    size: int,
+    column: str,
+) -> tuple[np.ndarray, list[str], tuple[torch.Tensor, ...]]:
+    """Domain codes of the labelled images over the domains of all the images, the names, and the
+    (inputs[, covariates], domains) of the validation split and `others`, whose classes are not read."""
+    values = [labelled.meta[column].astype(str).to_numpy(), labelled.meta[column].astype(str).to_numpy()[val_index]]
+    inputs, covariates = [tensors[0][val_index]], [tensors[2][val_index]] if encoding else []
+    if others is not None and len(others):
+        if column not in others.meta:
+            raise PhenolensError(f"{others.name}: {ADVERSARY_OPTION} {column!r} is not a metadata column of the adversary's unlabelled images")
+        values.append(others.meta[column].astype(str).to_numpy())
+        inputs.append(torch.from_numpy(normalization.inputs(others, padded_array(others, size, labelled.channel_names))))
+        covariates += [encoding(others)] if encoding else []
+    names = sorted(set(np.concatenate(values)))
+    codes = [np.searchsorted(names, part).astype(np.int64) for part in values]
+    extra_domains = torch.from_numpy(np.concatenate(codes[1:]))
+    return codes[0], names, (torch.cat(inputs), *([torch.cat(covariates)] if encoding else []), extra_domains)
 
 
 def _schedule_callbacks(settings: ImageTrainingSettings, has_validation: bool, description: str) -> list[Callback]:
@@ -203,21 +246,33 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         mixed = cutmix(x, y, generator, mix_share)
         alpha = pseudo_label_weight(epoch, start, full, settings.pseudo_weight) if data.pool_inputs is not None else 0.0
         covariates = cov[0] if cov else None
+        # one forward pass over the labelled batch, the pseudo-labelled pool images and the adversary's unlabelled images
+        inputs, extra_covariates = [mixed.images], [covariates]
         if alpha > 0:
             pick = torch.randint(0, len(data.pool_inputs), (len(x),), generator=generator)
-            x_all = torch.cat([mixed.images, augmented(data.pool_inputs[pick])])
-            cov_all = torch.cat([covariates, data.pool_covariates[pick]]) if covariates is not None else None
-            features = net.embed(x_all, cov_all)
-            labelled_features, pool_features = features[: len(x)], features[len(x) :]
+            inputs.append(augmented(data.pool_inputs[pick]))
+            extra_covariates.append(data.pool_covariates[pick] if covariates is not None else None)
+        if adversary is not None and data.adversary_images is not None:
+            chosen = torch.randint(0, len(data.adversary_images[0]), (len(x),), generator=generator)
+            inputs.append(augmented(data.adversary_images[0][chosen]))
+            extra_covariates.append(data.adversary_images[1][chosen] if covariates is not None else None)
+        features = net.embed(torch.cat(inputs), torch.cat(extra_covariates) if covariates is not None else None).split([len(i) for i in inputs])
+        labelled_features, pool_loss = features[0], 0.0
+        if alpha > 0:
             with torch.no_grad():
-                guesses = net.head(pool_features).argmax(1)
-            pool_loss = alpha * net.head.loss(pool_features, guesses)
-        else:
-            labelled_features, pool_loss = net.embed(mixed.images, covariates), 0.0
+                guesses = net.head(features[1]).argmax(1)
+            pool_loss = alpha * net.head.loss(features[1], guesses)
         weights = data.class_weights
         own = net.head.loss(labelled_features, mixed.labels, mixed.weight * weights[mixed.labels])
         partner = net.head.loss(labelled_features, mixed.partner_labels, (1.0 - mixed.weight) * weights[mixed.partner_labels])
-        return own + partner + pool_loss + (adversary(labelled_features, mixed, domains) if adversary is not None else 0.0)
+        if adversary is None:
+            return own + partner + pool_loss
+        unlabelled = None
+        if data.adversary_images is not None:  # their class is never read: the adversary is told the network's prediction
+            with torch.no_grad():
+                predicted = torch.softmax(net.head(features[-1]), dim=1)
+            unlabelled = (features[-1], predicted, data.adversary_images[-1][chosen])
+        return own + partner + pool_loss + adversary(labelled_features, mixed, domains, unlabelled)
 
     def val_step(net: ImageClassifierNet, batch, epoch: int) -> torch.Tensor:
         x, y, *cov = batch
@@ -315,7 +370,7 @@ class ImageClassifierEstimator(BaseEstimator):
         self.settings = settings
         self.description = description
 
-    def fit(self, images: ImageSet) -> ImageClassifierEstimator:
+    def fit(self, images: ImageSet, unlabelled_for_adversary: ImageSet | None = None) -> ImageClassifierEstimator:
         """Train on the labelled images of `images` (unlabelled ones, label -1, are the pseudo-labelling pool).
 
         Images are centre-padded to `size` and normalised per channel with statistics of the
@@ -327,6 +382,9 @@ class ImageClassifierEstimator(BaseEstimator):
         ----------
         images : ImageSet
             The training images; not modified.
+        unlabelled_for_adversary : ImageSet, optional
+            With ``adversary_unlabelled="evaluation"``, images (the held-out fields) that only the adversary
+            trains on, beside the validation split; their labels are never read.
 
         Returns
         -------
@@ -341,7 +399,7 @@ class ImageClassifierEstimator(BaseEstimator):
         settings = self.settings if self.settings is not None else ImageTrainingSettings()
         if not isinstance(settings, ImageTrainingSettings):
             raise PhenolensError(f"settings must be an ImageTrainingSettings, got {type(settings).__name__}")
-        data = prepare_training_data(images, settings)
+        data = prepare_training_data(images, settings, unlabelled_for_adversary)
         count = settings.members
         trained = [
             train_member(data, settings, settings.seed + m, self.description if count == 1 else f"{self.description}, member {m + 1}/{count}")
@@ -356,6 +414,7 @@ class ImageClassifierEstimator(BaseEstimator):
             "n_train": data.n_train,
             "n_validation": data.n_validation,
             "n_unlabelled": 0 if data.pool_inputs is None else len(data.pool_inputs),
+            **({"n_adversary_unlabelled": len(data.adversary_images[0])} if data.adversary_images is not None else {}),
         }
         history = trained[0][1]
         log.info("trained %d %s on %d images (%d epochs run by the first)", count, settings.arch, data.n_train, len(history.epochs))

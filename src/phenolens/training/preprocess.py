@@ -2,8 +2,10 @@
 
 The per-channel mean and standard deviation come from the training images (after padding, which
 is what the network sees) and travel with the weights, so the same numbers are applied at
-prediction and explanation time. Covariates (one metadata column, one-hot encoded) likewise keep
-their category list.
+prediction and explanation time. Before them, an optional intensity normalisation divides each
+stain of each image by a brightness of its own field of view or of the image itself (the
+illumination and staining correction of image-based profiling); its kind travels with them.
+Covariates (one metadata column, one-hot encoded) likewise keep their category list.
 """
 
 from __future__ import annotations
@@ -18,27 +20,134 @@ from phenolens.data.containers import ImageSet
 from phenolens.data.nuclei import centred_on_nuclei
 
 
+def intensity_scales(means: np.ndarray, kind: str, fields: np.ndarray | None = None) -> np.ndarray:
+    """(N, C) divisors of `intensity_normalized` from each image's mean intensity per channel: those
+    means ("crop"), the median of them over the images of the image's field ("field"), or ones ("none").
+
+    A divisor of 0 (a black channel) becomes 1, so black stays black and nothing is divided by 0.
+
+    Parameters
+    ----------
+    means : ndarray
+        (N, C) mean intensity of each padded image per channel.
+    kind : str
+        ``none``, ``field`` or ``crop``.
+    fields : ndarray, optional
+        (N,) field of view per image (needed for ``field``).
+
+    Returns
+    -------
+    ndarray
+        (N, C) float32 divisors.
+    """
+    if kind == "none":
+        return np.ones(means.shape, dtype=np.float32)
+    if kind == "field":
+        names, field_of = np.unique(np.asarray(fields).astype(str), return_inverse=True)
+        medians = np.stack([np.median(means[field_of == number], axis=0) for number in range(len(names))])
+        means = medians[field_of]
+    return np.where(means > 1e-12, means, 1.0).astype(np.float32)
+
+
+def field_column(images: ImageSet | np.ndarray, column: str | None) -> np.ndarray:
+    """The field of view of each image, from metadata `column`.
+
+    Parameters
+    ----------
+    images : ImageSet or ndarray
+        The images.
+    column : str
+        The metadata column naming the fields.
+
+    Returns
+    -------
+    ndarray
+        (N,) field per image.
+
+    Raises
+    ------
+    PhenolensError
+        When the images carry no such column (or are a bare array).
+    """
+    meta = images.meta if isinstance(images, ImageSet) else None
+    if meta is None or column not in meta:
+        name = images.name if isinstance(images, ImageSet) else "these images"
+        raise PhenolensError(
+            f"{name}: the model divides each field's intensities by its brightness (--intensity-normalization field) and needs "
+            f"the metadata column {column!r} naming the field of view of each image; add it to the manifest"
+        )
+    return meta[column].to_numpy()
+
+
+def intensity_normalized(
+    images: ImageSet | np.ndarray, raw: np.ndarray, kind: str, column: str | None, scales: np.ndarray | None = None
+) -> np.ndarray:
+    """`raw` divided by its `intensity_scales` (unchanged for ``none``).
+
+    Parameters
+    ----------
+    images : ImageSet or ndarray
+        The images `raw` was padded from (their metadata names the fields).
+    raw : ndarray
+        (N, C, H, W) padded images.
+    kind : str
+        ``none``, ``field`` or ``crop``.
+    column : str, optional
+        The metadata column naming each image's field of view (with ``field``).
+    scales : ndarray, optional
+        (N, C) divisors computed beforehand (a field's median over more images than `raw` holds).
+
+    Returns
+    -------
+    ndarray
+        The intensity-normalised images.
+
+    Raises
+    ------
+    PhenolensError
+        With ``field``, when the images carry no field column (or are a bare array).
+    """
+    if kind == "none":
+        return raw
+    if scales is None:
+        fields = field_column(images, column) if kind == "field" else None
+        scales = intensity_scales(raw.mean(axis=(2, 3), dtype=np.float64), kind, fields)
+    return (raw / scales[:, :, None, None]).astype(np.float32, copy=False)
+
+
 @dataclass
 class ChannelNormalization:
-    """Per-channel (x - mean) / std with statistics of the training images.
+    """Per-channel (x - mean) / std with statistics of the training images, after an optional
+    intensity normalisation per field of view or per image (`intensity_scales`).
 
     Parameters
     ----------
     mean, std : ndarray
-        (C,) float32 statistics.
+        (C,) float32 statistics (of the intensity-normalised training images).
+    intensity : str
+        ``none``, ``field`` (divide by the field's median mean intensity per channel) or ``crop``
+        (by the image's own mean intensity per channel).
+    intensity_column : str, optional
+        The metadata column naming each image's field of view (with ``field``).
     """
 
     mean: np.ndarray
     std: np.ndarray
+    intensity: str = "none"
+    intensity_column: str | None = None
 
     @classmethod
-    def fit(cls, images: np.ndarray) -> ChannelNormalization:
+    def fit(cls, images: np.ndarray, intensity: str = "none", intensity_column: str | None = None) -> ChannelNormalization:
         """Statistics of an (N, C, H, W) array over images and pixels (a constant channel gets std 1).
 
         Parameters
         ----------
         images : ndarray
-            The padded training images.
+            The padded training images, already intensity-normalised (`intensity_normalized`).
+        intensity : str
+            The intensity normalisation they went through, kept for prediction.
+        intensity_column : str, optional
+            Its field column.
 
         Returns
         -------
@@ -47,10 +156,29 @@ class ChannelNormalization:
         """
         mean = images.mean(axis=(0, 2, 3), dtype=np.float64)
         std = images.std(axis=(0, 2, 3), dtype=np.float64)
-        return cls(mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32))
+        return cls(mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32), intensity, intensity_column)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return (images - self.mean[None, :, None, None]) / self.std[None, :, None, None]
+
+    def inputs(self, images: ImageSet | np.ndarray, raw: np.ndarray, scales: np.ndarray | None = None) -> np.ndarray:
+        """The network input: `raw` intensity-normalised, then standardised per channel.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            The images `raw` was padded from.
+        raw : ndarray
+            (N, C, H, W) padded images.
+        scales : ndarray, optional
+            (N, C) intensity divisors computed beforehand (default: from `raw` and the images' fields).
+
+        Returns
+        -------
+        ndarray
+            The standardised images.
+        """
+        return self(intensity_normalized(images, raw, self.intensity, self.intensity_column, scales))
 
     def constant(self, raw: float | np.ndarray) -> np.ndarray:
         """(1, C, 1, 1) float32: the normalised value of a raw intensity (a scalar or one per channel).
@@ -68,14 +196,15 @@ class ChannelNormalization:
         return self(np.broadcast_to(np.asarray(raw, dtype=np.float32), self.mean.shape)[None, :, None, None]).astype(np.float32, copy=False)
 
     def to_dict(self) -> dict:
-        """JSON-ready ``{"mean": [...], "std": [...]}``.
+        """JSON-ready ``{"mean": [...], "std": [...]}`` (and the intensity normalisation when there is one).
 
         Returns
         -------
         dict
             The statistics as lists.
         """
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        intensity = {"intensity": self.intensity, "intensity_column": self.intensity_column} if self.intensity != "none" else {}
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), **intensity}
 
     @classmethod
     def from_dict(cls, values: dict) -> ChannelNormalization:
@@ -84,14 +213,29 @@ class ChannelNormalization:
         Parameters
         ----------
         values : dict
-            ``mean`` and ``std`` lists.
+            ``mean`` and ``std`` lists (and ``intensity``, ``intensity_column``).
 
         Returns
         -------
         ChannelNormalization
             The normalisation.
+
+        Raises
+        ------
+        PhenolensError
+            For an unknown intensity normalisation.
         """
-        return cls(np.asarray(values["mean"], dtype=np.float32), np.asarray(values["std"], dtype=np.float32))
+        from phenolens.training.settings import INTENSITY_NORMALIZATIONS
+
+        if values.get("intensity", "none") not in INTENSITY_NORMALIZATIONS:
+            known = ", ".join(INTENSITY_NORMALIZATIONS)
+            raise PhenolensError(f"model config: normalization 'intensity' {values['intensity']!r} is not one of {known}; restore the config")
+        return cls(
+            np.asarray(values["mean"], dtype=np.float32),
+            np.asarray(values["std"], dtype=np.float32),
+            values.get("intensity", "none"),
+            values.get("intensity_column"),
+        )
 
 
 @dataclass

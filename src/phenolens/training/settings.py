@@ -21,6 +21,8 @@ IMAGE_ARCHITECTURES = ("densenet", "resnet18", "vgg")
 LOSSES = ("softmax", "arcface", "composite")
 SCHEDULES = ("plateau", "cosine")
 ADVERSARY_LOSSES = ("reversal", "confusion")
+INTENSITY_NORMALIZATIONS = ("none", "field", "crop")
+ADVERSARY_UNLABELLED = ("none", "evaluation")
 PREDICTION_BATCH = 256  # images per forward pass when applying a model: memory stays bounded by one batch
 
 
@@ -74,6 +76,14 @@ class ImageTrainingSettings(Settings):
         "in a field or well does not mark its crops; 0 turns it off; below 1.",
         minimum=0.0,
     )
+    intensity_normalization: str = setting(
+        "none",
+        "Divide each stain of each image by a robust brightness before the per-channel standardisation: field (the median over the "
+        "images of its field of view, --intensity-column, of their mean intensity: illumination and staining correction per field) "
+        "or crop (the image's own mean intensity); stored with the model, so predict and explain apply it too.",
+        choices=INTENSITY_NORMALIZATIONS,
+    )
+    intensity_column: str = setting("field", "Metadata column naming each image's field of view, for --intensity-normalization field.")
     pseudo_labels: bool = setting(True, "Use the unlabelled images as a pseudo-labelled pool.")
     pseudo_start: int | None = setting(None, "Epoch at which pseudo-labels start to count (default: epochs // 4).", minimum=0)
     pseudo_full: int | None = setting(None, "Epoch at which pseudo-labels reach their full weight (default: epochs // 2).", minimum=0)
@@ -111,6 +121,13 @@ class ImageTrainingSettings(Settings):
         "Tell the adversary each image's class, so that it removes only the domain information the class does not explain "
         "(off: Ganin & Lempitsky's adversary, which also removes class information confounded with the domain).",
     )
+    adversary_unlabelled: str = setting(
+        "none",
+        "evaluation: the adversary (never the classifier) also trains on the crops the network does not train on (held-out and "
+        "early-stopping fields), their domain read from metadata and their class never used (the adversary is told the network's "
+        "prediction): Ganin & Lempitsky's transductive setting, reported as such; none: training crops only.",
+        choices=ADVERSARY_UNLABELLED,
+    )
     adversary_baseline: bool = setting(
         True, "With --adversary-column, also train the same network without the adversary, to compare the two (twice the training time)."
     )
@@ -139,6 +156,8 @@ class ImageTrainingSettings(Settings):
             self.fail("blocks", "give 1 to 4 stages of at least one block each, such as 2,2,2,2")
         if self.cv == 1:
             self.fail("cv", "cross-validation needs at least 2 folds; 0 holds out --test-fraction instead")
+        if self.adversary_unlabelled != "none" and self.adversary_refit:
+            self.fail("adversary_unlabelled", "does not combine with --adversary-refit, whose refits read the training images only")
 
     def pseudo_schedule(self) -> tuple[int, int]:
         """(start, full) epochs of the pseudo-label weight ramp, defaults filled in.

@@ -13,8 +13,9 @@ from phenolens.core.errors import PhenolensError
 def stratified_folds(labels: Sequence[int], n_folds: int, seed: int = 0, groups: Sequence | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """`n_folds` (train_index, test_index) pairs; every index is tested exactly once.
 
-    With `groups`, scikit-learn's StratifiedGroupKFold keeps each group on one side and balances
-    the classes as well as the groups allow.
+    With `groups`, each group stays whole in one fold (`assign_groups`): the seed decides which groups
+    go where, every class with at least `n_folds` groups is in every fold, and the classes are
+    balanced across folds as well as the groups allow.
 
     Parameters
     ----------
@@ -37,7 +38,7 @@ def stratified_folds(labels: Sequence[int], n_folds: int, seed: int = 0, groups:
     PhenolensError
         When a class or the groups are too few for the folds.
     """
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold
 
     labels = np.asarray(labels)
     counts = np.bincount(labels[labels >= 0]) if len(labels) else np.array([0])
@@ -53,8 +54,9 @@ def stratified_folds(labels: Sequence[int], n_folds: int, seed: int = 0, groups:
         groups = np.asarray(groups)
         if len(np.unique(groups)) < n_folds:
             raise PhenolensError(f"only {len(np.unique(groups))} groups for {n_folds} folds; group by a finer column or use fewer folds")
-        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        folds = splitter.split(np.zeros(len(labels)), labels, groups)
+        fold = assign_groups(labels, groups, np.full(n_folds, 1.0 / n_folds), seed)
+        everything = np.arange(len(labels))
+        folds = [(everything[fold != number], everything[fold == number]) for number in range(n_folds)]
     return [(np.sort(train), np.sort(test)) for train, test in folds]
 
 
@@ -63,7 +65,9 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One (train_index, test_index) split holding out about `test_fraction` of the images per class.
 
-    Grouped splits take the first fold of round(1 / test_fraction) stratified group folds.
+    Grouped splits keep each group whole on one side (`assign_groups` with shares `test_fraction`
+    and 1 - `test_fraction`): the seed decides which groups are held out, and every class with at
+    least two groups has one on each side.
 
     Parameters
     ----------
@@ -92,13 +96,73 @@ def stratified_split(
         raise PhenolensError(f"test fraction must lie between 0 and 1, got {test_fraction}")
     labels = np.asarray(labels)
     if groups is not None:
-        return stratified_folds(labels, max(2, round(1.0 / test_fraction)), seed, groups)[0]
+        side = assign_groups(labels, np.asarray(groups), np.array([test_fraction, 1.0 - test_fraction]), seed)
+        index = np.arange(len(labels))
+        return index[side == 1], index[side == 0]
     counts = np.bincount(labels)
     if (counts[counts > 0] < 2).any():
         raise PhenolensError("a class has a single image; it cannot sit on both sides of a stratified split")
     index = np.arange(len(labels))
     train, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
     return np.sort(train), np.sort(test)
+
+
+def assign_groups(labels: np.ndarray, groups: np.ndarray, shares: np.ndarray, seed: int) -> np.ndarray:
+    """Put each group whole into one of `len(shares)` bins so that every class is split by `shares`.
+
+    scikit-learn's StratifiedGroupKFold orders the groups by how uneven their classes are and shuffles
+    only ties, so with groups of different sizes every seed gives the same folds. Here the seed orders
+    the groups. First, for each class (in seeded order) and each bin still without it, a seeded choice
+    among the class's unplaced groups goes there (largest share first), so a class with at least as many groups as bins is in
+    every bin; then the other groups, in seeded order, each go to the bin where they bring the classes'
+    counts closest to their targets (share x the class's images; distances relative to the class's
+    size), ties broken by the seed.
+
+    Parameters
+    ----------
+    labels : ndarray
+        (N,) class codes (negative codes, unlabelled images, are placed with their group but not counted).
+    groups : ndarray
+        (N,) group per image.
+    shares : ndarray
+        (B,) share of every class each bin should hold (summing to 1).
+    seed : int
+        Seed of the orders and ties.
+
+    Returns
+    -------
+    ndarray
+        (N,) bin index per image.
+    """
+    rng = np.random.default_rng(seed)
+    names, group_of = np.unique(groups, return_inverse=True)
+    classes = np.unique(labels[labels >= 0])
+    counted = labels >= 0
+    counts = np.zeros((len(names), len(classes)))  # images of each class in each group
+    np.add.at(counts, (group_of[counted], np.searchsorted(classes, labels[counted])), 1.0)
+    totals = np.maximum(counts.sum(axis=0), 1.0)
+    targets = np.outer(shares, counts.sum(axis=0))
+    held = np.zeros((len(shares), len(classes)))
+    bin_of = np.full(len(names), -1)
+
+    def place(group: int, target_bin: int) -> None:
+        bin_of[group] = target_bin
+        held[target_bin] += counts[group]
+
+    bins_largest_first = sorted(rng.permutation(len(shares)), key=lambda b: -shares[b])  # a class of one group stays in training
+    for c in rng.permutation(len(classes)):
+        for target_bin in bins_largest_first:
+            candidates = np.flatnonzero((bin_of < 0) & (counts[:, c] > 0))
+            if held[target_bin, c] == 0 and len(candidates):
+                place(int(rng.choice(candidates)), int(target_bin))
+    for group in rng.permutation(len(names)):
+        if bin_of[group] >= 0:
+            continue
+        change = (np.abs(held + counts[group] - targets) - np.abs(held - targets)) / totals
+        cost = change.sum(axis=1)
+        best = np.flatnonzero(np.isclose(cost, cost.min()))
+        place(int(group), int(rng.choice(best)))
+    return bin_of[group_of]
 
 
 def group_column(images, column: str | None) -> np.ndarray | None:

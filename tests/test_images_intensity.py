@@ -1,0 +1,73 @@
+"""--intensity-normalization: each stain divided by its field's (or crop's) brightness, stored with the model and applied by predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from phenolens.core.errors import PhenolensError
+from phenolens.data.containers import ImageSet
+from phenolens.training import ImageClassifier, fit_classifier
+from phenolens.training.preprocess import ChannelNormalization, intensity_normalized, intensity_scales
+
+
+def _fields(n: int = 32, seed: int = 0) -> ImageSet:
+    """Two classes (a bright square in the middle or in a corner), eight fields, each with its own gain per stain."""
+    rng = np.random.default_rng(seed)
+    gains = rng.uniform(0.5, 3.0, size=(8, 2))
+    labels, field = np.arange(n) % 2, (np.arange(n) // 4) % 8
+    images = rng.uniform(0.1, 0.3, size=(n, 2, 10, 10)).astype(np.float32)
+    images[labels == 1, :, 3:7, 3:7] += 1.0
+    images[labels == 0, :, :4, :4] += 1.0
+    images *= gains[field][:, :, None, None].astype(np.float32)
+    meta = pd.DataFrame({"field": [f"F{f}" for f in field], "well": [f"W{f // 2}" for f in field]})
+    return ImageSet(images, labels, ["corner", "middle"], ["dna", "actin"], meta, name="fields")
+
+
+def test_field_and_crop_normalisation_remove_a_gain_per_field_and_per_crop():
+    images = _fields()
+    fields = images.meta["field"].to_numpy()
+    # a known answer: doubling one field's first stain leaves its field-normalised images unchanged
+    brighter = images.images.copy()
+    brighter[fields == "F3", 0] *= 2.0
+    for kind in ("field", "crop"):
+        before = intensity_normalized(images, images.images, kind, "field")
+        after = intensity_normalized(
+            ImageSet(brighter, images.labels, images.class_names, images.channel_names, images.meta), brighter, kind, "field"
+        )
+        np.testing.assert_allclose(after, before, rtol=1e-5)
+    means = intensity_normalized(images, images.images, "crop", None).mean(axis=(2, 3))
+    np.testing.assert_allclose(means, 1.0, rtol=1e-5)  # every crop's stain has mean intensity 1
+    field_means = intensity_normalized(images, images.images, "field", "field").mean(axis=(2, 3))
+    for name in np.unique(fields):
+        np.testing.assert_allclose(np.median(field_means[fields == name], axis=0), 1.0, rtol=1e-5)
+    assert not np.allclose(field_means, 1.0)  # crops within a field keep their differences
+    # a black channel is divided by 1, not 0; none changes nothing
+    assert np.array_equal(intensity_scales(np.zeros((2, 2)), "crop"), np.ones((2, 2)))
+    assert intensity_normalized(images, images.images, "none", None) is images.images
+
+
+def test_a_model_trained_with_field_normalisation_stores_it_and_predicts_whole_fields_across_chunks(tmp_path):
+    images = _fields()
+    settings = {"width": 0.125, "blocks": (1, 1), "stem_stride": 1, "epochs": 2, "batch_size": 8, "validation_fraction": 0.0}
+    classifier = fit_classifier(images, "resnet18", intensity_normalization="field", **settings)
+    assert classifier.normalization.intensity == "field" and classifier.normalization.intensity_column == "field"
+    loaded = ImageClassifier.load(classifier.save(tmp_path / "model"))
+    assert loaded.card().normalization["intensity"] == "field" and loaded.normalization.intensity_column == "field"
+    whole = loaded.predict_proba(images)
+    np.testing.assert_allclose(loaded.predict_proba(images, batch_size=3), whole, rtol=1e-5, atol=1e-6)  # fields split across chunks
+    # a gain on one field changes nothing the model sees
+    brighter = images.images * np.where(images.meta["field"].to_numpy() == "F2", 4.0, 1.0)[:, None, None, None].astype(np.float32)
+    np.testing.assert_allclose(
+        loaded.predict_proba(ImageSet(brighter, images.labels, images.class_names, images.channel_names, images.meta)), whole, rtol=1e-4, atol=1e-5
+    )
+    with pytest.raises(PhenolensError, match="needs the metadata column 'field'"):
+        loaded.predict_proba(images.images)
+    unfielded = ImageSet(images.images, images.labels, images.class_names, images.channel_names, images.meta.drop(columns="field"), name="plain")
+    with pytest.raises(PhenolensError, match="plain: the model divides each field"):
+        loaded.predict_proba(unfielded)
+    plain = fit_classifier(images, "resnet18", **settings)
+    assert "intensity" not in plain.card().normalization  # models without it keep the card they had
+    with pytest.raises(PhenolensError, match="'intensity' 'bogus' is not one of none, field, crop"):
+        ChannelNormalization.from_dict({"mean": [0.0], "std": [1.0], "intensity": "bogus"})
