@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 
 from phenolens.data.query import select_rows
-from phenolens.profiling.batch_effects import batch_effects, embedding_2d
-from phenolens.profiling.evaluate import is_concatenation
+from phenolens.profiling.batch_effects import batch_effects
+from phenolens.profiling.evaluate import features_of, is_concatenation
+from phenolens.profiling.replicates import row_standardize
+from phenolens.report.explorer.images import embedding_points
 from phenolens.report.figures import class_colors, figure
 from phenolens.report.html import Section
 
@@ -86,7 +88,10 @@ def batch_effect_section(representations: dict[str, pd.DataFrame], settings, met
     reference = next(iter(shown.values()))
     batches = reference[settings.batch].astype(str).to_numpy()
     is_control = select_rows(reference, settings.controls, "profiles", "--controls")
-    maps = {name: embedding_2d(frame, settings, settings.seed) for name, frame in shown.items()}
+    maps = {
+        name: embedding_points(row_standardize(frame[features_of(frame, settings)].to_numpy(np.float64)), settings.seed, "cosine")
+        for name, frame in shown.items()
+    }
     section.figure(
         batch_map_figure(maps, batches, is_control),
         "t-SNE of every well (correlation distance), coloured by batch; crosses are control wells. A batch forming its own island is a batch effect.",
