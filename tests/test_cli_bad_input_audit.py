@@ -1,0 +1,294 @@
+"""Session 14's hardening audit: damaged or careless inputs that escaped as tracebacks, crashes or polluted inputs.
+
+Each case tampers with one input the way a user (or a disk) might and runs the command line: the
+answer must be exit status 2 with one line naming the file, column or option at fault, and no
+output folder. The models and fits come from `sign_workspace` (conftest.py), trained once a session.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from phenolens.core.errors import PhenolensError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EVALUATE = ["--controls", "Metadata_PertType == 'control'", "--treatment-column", "Metadata_Treatment", "--moa-repeats", "2"]
+EVALUATE += ["--classifiers", "lr", "--jobs", "1", "--null-repeats", "2", "--map-null-size", "100"]
+
+
+def refused(cli, *args, names: str, out: Path) -> str:
+    """Run `args` and check the house answer: status 2, one line naming `names`, nothing at `out`; return the line."""
+    status, _, err = cli(*args, "--out", out)
+    lines = err.strip().splitlines()
+    assert status == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert names in lines[0], lines[0]
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}.partial-*"))
+    return lines[0]
+
+
+def _json_edit(path: Path, change) -> None:
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+
+
+def _tensors_edit(path: Path, change) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(path)
+    change(tensors)
+    save_file(tensors, path)
+
+
+def _first_matrix(tensors: dict) -> str:
+    return sorted(name for name, value in tensors.items() if value.ndim >= 2)[0]
+
+
+def _nan_matrix(path: Path) -> None:
+    """Fill the first matrix of a safetensors file with NaN."""
+    _tensors_edit(path, lambda t: t.update({_first_matrix(t): np.full_like(t[_first_matrix(t)], np.nan)}))
+
+
+def _dictionary_edit(change):
+    return lambda fit: _json_edit(fit / "dictionary" / "dictionary.json", change)
+
+
+# -- profile tables ------------------------------------------------------------------------------
+
+
+def test_one_treatment_for_every_treated_well_is_named(cli, tmp_path):
+    """Found by the audit: an empty treatment column left copairs without non-replicates (UnpairedException, status 1)."""
+    from phenolens.profiling.synthetic import synthetic_screen
+
+    table = synthetic_screen(plates=6, controls_per_plate=4, moas=2, compounds_per_moa=2, doses=2, features=8, effect=8.0, seed=1)
+    table.assign(Metadata_Treatment=np.nan).to_csv(tmp_path / "screen.csv", index=False)
+    line = refused(cli, "profile", "evaluate", tmp_path / "screen.csv", *EVALUATE, names="--treatment-column", out=tmp_path / "out")
+    assert "every treated well has the same treatment ('nan')" in line
+
+
+# -- t-SNE maps of reports -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_identical_feature_rows_map_to_one_point(metric):
+    """Found by the audit: scikit-learn's t-SNE killed the process (SIGSEGV) on identical rows (a collapsed network)."""
+    from phenolens.report.explorer.images import embedding_points
+
+    points = embedding_points(np.tile(np.array([[1.0, -2.0, 3.0]]), (12, 1)), seed=0, metric=metric)
+    assert points.shape == (12, 2) and not points.any()
+    spread = embedding_points(np.random.default_rng(0).normal(size=(12, 3)), seed=0, metric=metric)
+    assert spread.shape == (12, 2) and np.ptp(spread, axis=0).min() > 0
+
+
+# -- --out inside an input folder ----------------------------------------------------------------
+
+
+def test_out_inside_an_image_folder_is_refused(cli, sign_workspace, tmp_path):
+    """Found by the audit: `train --folder crops --out crops/run` wrote a run that the next read took for a class."""
+    root, _, _ = sign_workspace
+    crops = shutil.copytree(root / "crops", tmp_path / "crops")
+    before = sorted(p.relative_to(crops) for p in crops.rglob("*"))
+    refused(cli, "train", "--folder", crops, "--channels", "H2B", names=f"inside the input folder {crops}", out=crops / "run")
+    assert sorted(p.relative_to(crops) for p in crops.rglob("*")) == before
+
+
+def test_out_inside_an_input_run_is_still_allowed(tmp_path):
+    """`sign graph` writes RUN/graph-CLASS by default: a folder inside a phenolens run is not read as data."""
+    from phenolens.core.runs import RUN_RECORD, check_output_location
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / RUN_RECORD).write_text("{}")
+    assert check_output_location(tmp_path / "run" / "graph", inputs=[tmp_path / "run"]) == (tmp_path / "run" / "graph").resolve()
+    (tmp_path / "data").mkdir()
+    with pytest.raises(PhenolensError, match="inside the input folder"):
+        check_output_location(tmp_path / "data" / "run", inputs=[tmp_path / "data"])
+
+
+# -- image classifiers: model.json extras and weights ---------------------------------------------
+
+MODEL_CASES = {
+    "covariate not an object": (lambda m: _json_edit(m / "model.json", lambda c: c["extra"].update(covariate="Metadata_Plate")), "'covariate'"),
+    "covariate for a network without": (
+        lambda m: _json_edit(m / "model.json", lambda c: c["extra"].update(covariate={"column": "Metadata_Plate", "categories": ["p1"]})),
+        "covariate categories",
+    ),
+    "history not a list": (lambda m: _json_edit(m / "model.json", lambda c: c["extra"].update(history=3)), "'history'"),
+    "settings not an object": (lambda m: _json_edit(m / "model.json", lambda c: c["extra"].update(settings=[1])), "'settings'"),
+    "NaN weights": (
+        lambda m: _nan_matrix(m / "model.safetensors"),
+        "holds NaN or infinite values",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_damaged_classifier_folders_are_one_line(cli, sign_workspace, tmp_path, case):
+    root, folder, _ = sign_workspace
+    change, names = MODEL_CASES[case]
+    model = shutil.copytree(root / "model", tmp_path / "model")
+    change(model)
+    line = refused(cli, "images", "predict", model, *folder, names=names, out=tmp_path / "out")
+    assert str(model) in line
+
+
+# -- SIGN fits: dictionary.json, dictionary.safetensors, source.json, quality.csv ----------------
+
+FIT_CASES = {
+    "empty dictionary.json": (lambda f: (f / "dictionary" / "dictionary.json").write_text(""), "dictionary.json: unreadable"),
+    "words differ from the tensors": (
+        _dictionary_edit(lambda c: c.update(words=[w + 1 for w in c["words"]])),
+        "dictionary.safetensors: the tensors of layer",
+    ),
+    "features differ from the tensors": (
+        _dictionary_edit(lambda c: c.update(features=[n + 1 for n in c["features"]])),
+        "dictionary.safetensors: the tensors of layer",
+    ),
+    "fewer layers than word counts": (
+        _dictionary_edit(lambda c: c.update(layers=c["layers"][:1])),
+        "dictionary.json: SignFitSettings.words",
+    ),
+    "unknown loss": (
+        _dictionary_edit(lambda c: c.update(loss="magic")),
+        "dictionary.json: SignFitSettings.loss",
+    ),
+    "text temperature": (
+        _dictionary_edit(lambda c: c.update(temperature="hot")),
+        "dictionary.json: SignFitSettings.temperature",
+    ),
+    "negative regulariser": (
+        _dictionary_edit(lambda c: c.update(reg_covar=[-1.0] * len(c["layers"]))),
+        "'reg_covar' positive numbers",
+    ),
+    "missing key": (_dictionary_edit(lambda c: c.pop("classes")), "dictionary.json: missing classes"),
+    "NaN words": (
+        lambda f: _tensors_edit(
+            f / "dictionary" / "dictionary.safetensors", lambda t: t.update({_first_matrix(t): np.full_like(t[_first_matrix(t)], np.nan)})
+        ),
+        "dictionary.safetensors: tensor",
+    ),
+    "truncated tensors": (
+        lambda f: (f / "dictionary" / "dictionary.safetensors").write_bytes((f / "dictionary" / "dictionary.safetensors").read_bytes()[:40]),
+        "dictionary.safetensors: corrupt or truncated",
+    ),
+    "no source.json": (lambda f: (f / "source.json").unlink(), "source.json: file not found"),
+    "source.json a list": (lambda f: (f / "source.json").write_text("[]"), "source.json: the record of the fit's images must be a JSON object"),
+    "source.json folder a number": (lambda f: _json_edit(f / "source.json", lambda c: c.update(folder=5)), "source.json: must map"),
+    "quality.csv binary": (lambda f: (f / "quality.csv").write_bytes(bytes(range(256)) * 4), "quality.csv: unreadable table"),
+}
+
+
+@pytest.mark.parametrize("case", list(FIT_CASES))
+def test_damaged_sign_fits_are_one_line(cli, sign_workspace, tmp_path, case):
+    root, _, _ = sign_workspace
+    change, names = FIT_CASES[case]
+    fit = shutil.copytree(root / "fit", tmp_path / "fit")
+    change(fit)
+    refused(cli, "sign", "graph", fit, "--class", "Interphase", names=names, out=tmp_path / "out")
+
+
+# -- counterfactual models -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def counterfactual(sign_workspace, tmp_path_factory):
+    """A tiny i-ResNet and autoencoder trained on the workspace's crops."""
+    from phenolens.cli.main import run
+
+    root, folder, _ = sign_workspace
+    out = tmp_path_factory.mktemp("audit-counterfactual") / "model"
+    tiny = ["--size", "32", "--blocks", "1", "--hidden", "4", "--epochs", "1", "--autoencoder-epochs", "1", "--batch-size", "8"]
+    assert run(["counterfactual", "train", *folder, *tiny, "--out", str(out)]) == 0
+    return out
+
+
+COUNTERFACTUAL_CASES = {
+    "autoencoder means text": (
+        lambda m: _json_edit(m / "autoencoder" / "model.json", lambda c: c["extra"].update(class_means="x")),
+        "autoencoder/model.json: 'class_means'",
+    ),
+    "autoencoder means missing": (
+        lambda m: _json_edit(m / "autoencoder" / "model.json", lambda c: c["extra"].pop("class_means")),
+        "autoencoder/model.json: 'class_means'",
+    ),
+    "autoencoder means of one class": (
+        lambda m: _json_edit(m / "autoencoder" / "model.json", lambda c: c["extra"].update(class_means=c["extra"]["class_means"][:1])),
+        "autoencoder/model.json: 'class_means'",
+    ),
+    "autoencoder steps text": (
+        lambda m: _json_edit(m / "autoencoder" / "model.json", lambda c: c["extra"].update(steps="many")),
+        "autoencoder/model.json: 'steps'",
+    ),
+    "no data range": (
+        lambda m: _json_edit(m / "model.json", lambda c: c["normalization"].pop("data_range")),
+        "model.json: normalization has no 'data_range'",
+    ),
+    "settings text": (lambda m: _json_edit(m / "model.json", lambda c: c["extra"].update(settings="x")), "must be a JSON object, got str"),
+    "NaN class means": (
+        lambda m: _tensors_edit(m / "ecinn_means.safetensors", lambda t: t.update(true=np.full_like(t["true"], np.nan))),
+        "ecinn_means.safetensors: tensor 'true' holds NaN",
+    ),
+    "class means renamed": (
+        lambda m: _tensors_edit(m / "ecinn_means.safetensors", lambda t: t.update(other=t.pop("true"))),
+        "ecinn_means.safetensors: holds ['other', 'predicted']",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(COUNTERFACTUAL_CASES))
+def test_damaged_counterfactual_models_are_one_line(cli, sign_workspace, counterfactual, tmp_path, case):
+    _, folder, _ = sign_workspace
+    change, names = COUNTERFACTUAL_CASES[case]
+    model = shutil.copytree(counterfactual, tmp_path / "model")
+    change(model)
+    refused(cli, "counterfactual", "explain", model, *folder, "--target", "Interphase", names=names, out=tmp_path / "out")
+
+
+# -- Zarr image stores ---------------------------------------------------------------------------
+
+
+def _store(path: Path, attributes: dict | None = None, corrupt_chunks: bool = False, table: bytes | None = None) -> Path:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="w")
+    group.create_array("images", data=np.random.default_rng(0).random((4, 1, 32, 32), dtype=np.float32), chunks=(4, 1, 32, 32))
+    group.attrs.update(attributes or {})
+    pd.DataFrame({"label": ["Interphase", "Prometaphase"] * 2}).to_parquet(path / "metadata.parquet")
+    if table is not None:
+        (path / "metadata.parquet").write_bytes(table)
+    for chunk in (path / "images" / "c").rglob("*") if corrupt_chunks else ():
+        if chunk.is_file():
+            chunk.write_bytes(b"not a zstd frame")
+    return path
+
+
+ZARR_CASES = {
+    "channel_names a number": ({"attributes": {"channel_names": 5}}, "the group attribute 'channel_names' must be a list of names"),
+    "class_names a number": ({"attributes": {"class_names": 3}}, "the group attribute 'class_names' must be a list of names"),
+    "corrupt chunks": ({"corrupt_chunks": True}, "images: cannot read images 0-3"),
+    "metadata not parquet": ({"table": b"label\nInterphase\n"}, "metadata.parquet: cannot read the metadata table"),
+}
+
+
+@pytest.mark.parametrize("case", list(ZARR_CASES))
+def test_damaged_zarr_stores_are_one_line(cli, sign_workspace, tmp_path, case):
+    root, _, _ = sign_workspace
+    keywords, names = ZARR_CASES[case]
+    store = _store(tmp_path / "screen.zarr", **keywords)
+    refused(cli, "images", "predict", root / "model", "--zarr", store, "--channels", "H2B", names=names, out=tmp_path / "out")
+
+
+def test_settings_records_that_are_not_objects_name_their_file():
+    from phenolens.explain.sign.settings import SignFitSettings
+
+    with pytest.raises(PhenolensError, match=r"^fit/x.json: the SignFitSettings must be a JSON object, got str"):
+        SignFitSettings.from_dict("words", source="fit/x.json")
+    with pytest.raises(PhenolensError, match=r"^fit/x.json: SignFitSettings.loss \(--loss\) = 'magic'"):
+        SignFitSettings.from_dict({"loss": "magic"}, source="fit/x.json")
