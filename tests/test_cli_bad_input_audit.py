@@ -292,3 +292,48 @@ def test_settings_records_that_are_not_objects_name_their_file():
         SignFitSettings.from_dict("words", source="fit/x.json")
     with pytest.raises(PhenolensError, match=r"^fit/x.json: SignFitSettings.loss \(--loss\) = 'magic'"):
         SignFitSettings.from_dict({"loss": "magic"}, source="fit/x.json")
+
+
+# -- MLP training records (`sign hmm --training-images`) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlp(sign_workspace, tmp_path_factory):
+    """A tiny MLP trained on the workspace's crops by `phenolens sign train-mlp`."""
+    from phenolens.cli.main import run
+
+    _, folder, _ = sign_workspace
+    out = tmp_path_factory.mktemp("audit-mlp") / "mlp"
+    assert run(["sign", "train-mlp", *folder, "--hidden", "8,8", "--epochs", "1", "--batch-size", "8", "--out", str(out)]) == 0
+    return out
+
+
+RECORD_CASES = {
+    "not an npz": lambda record: record.write_bytes(b"not a zip file"),
+    "no labels": lambda record: np.savez(record, index=np.arange(4)),
+    "labels beyond the classes": lambda record: np.savez(record, index=np.arange(4), labels=np.full(4, 7)),
+    "fewer labels than indices": lambda record: np.savez(record, index=np.arange(4), labels=np.zeros(2, dtype=int)),
+    "fractional indices": lambda record: np.savez(record, index=np.arange(4) + 0.5, labels=np.zeros(4, dtype=int)),
+}
+
+
+@pytest.mark.parametrize("case", list(RECORD_CASES))
+def test_damaged_mlp_training_records_are_one_line(cli, sign_workspace, mlp, tmp_path, case):
+    """Found by the audit: a damaged training.npz escaped as ValueError (or a wrong reshape) from `sign hmm`."""
+    _, folder, _ = sign_workspace
+    model = shutil.copytree(mlp, tmp_path / "mlp")
+    RECORD_CASES[case](model / "training.npz")
+    refused(
+        cli,
+        "sign",
+        "hmm",
+        model,
+        *folder,
+        "--states",
+        "2",
+        "--epochs",
+        "1",
+        "--training-images",
+        names=f"{model / 'training.npz'}: ",
+        out=tmp_path / "out",
+    )
