@@ -337,3 +337,35 @@ def test_damaged_mlp_training_records_are_one_line(cli, sign_workspace, mlp, tmp
         names=f"{model / 'training.npz'}: ",
         out=tmp_path / "out",
     )
+
+
+# -- US-CNN model folders ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def uscnn(tmp_path_factory):
+    """A US-CNN trained for one epoch on 16 simulated signals, and a scan to detect echoes in."""
+    from phenolens.cli.main import run
+
+    root = tmp_path_factory.mktemp("audit-uscnn")
+    assert run(["echoes", "train", "--epochs", "1", "--n-signals", "16", "--out", str(root / "model")]) == 0
+    np.save(root / "scan.npy", np.sin(np.arange(600) / 3.0) * np.exp(-np.arange(600) / 200.0))
+    return root
+
+
+PULSE_CASES = {
+    "fs_mhz 0": (lambda c: c["extra"]["pulse"].update(fs_mhz=0), "the recorded pulse"),
+    "negative sigma": (lambda c: c["extra"]["pulse"].update(sigma=-1.0), "the recorded pulse"),
+    "text sigma": (lambda c: c["extra"]["pulse"].update(sigma="wide"), "the recorded pulse"),
+    "unknown distribution": (lambda c: c["extra"].update(distribution="magic"), "the recorded distribution 'magic'"),
+}
+
+
+@pytest.mark.parametrize("case", list(PULSE_CASES))
+def test_damaged_uscnn_folders_are_one_line(cli, uscnn, tmp_path, case):
+    """Found by the audit: a recorded fs_mhz of 0 escaped as ZeroDivisionError; other bad pulses were used as they were."""
+    change, names = PULSE_CASES[case]
+    model = shutil.copytree(uscnn / "model", tmp_path / "model")
+    _json_edit(model / "model.json", change)
+    line = refused(cli, "echoes", "detect", uscnn / "scan.npy", "--model", model, "--methods", "uscnn", names=names, out=tmp_path / "out")
+    assert str(model / "model.json") in line
