@@ -369,3 +369,14 @@ def test_damaged_uscnn_folders_are_one_line(cli, uscnn, tmp_path, case):
     _json_edit(model / "model.json", change)
     line = refused(cli, "echoes", "detect", uscnn / "scan.npy", "--model", model, "--methods", "uscnn", names=names, out=tmp_path / "out")
     assert str(model / "model.json") in line
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_one_image_per_class_has_no_z_prime_and_no_warning():
+    """Found by the audit: `images predict` on a 2-image manifest printed numpy's ddof RuntimeWarnings (Z' of one image per class)."""
+    from phenolens.training.metrics import classification_metrics
+
+    metrics = classification_metrics([0, 1], np.array([[0.8, 0.2], [0.3, 0.7]]), ["a", "b"])
+    assert metrics["accuracy"] == 1.0 and "z_prime" not in metrics
+    two_each = classification_metrics([0, 0, 1, 1], np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.4, 0.6]]), ["a", "b"])
+    assert two_each["z_prime"] == pytest.approx(1 - 3 * (np.std([0.1, 0.3], ddof=1) + np.std([0.8, 0.6], ddof=1)) / 0.5)
