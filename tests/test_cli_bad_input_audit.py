@@ -380,3 +380,21 @@ def test_one_image_per_class_has_no_z_prime_and_no_warning():
     assert metrics["accuracy"] == 1.0 and "z_prime" not in metrics
     two_each = classification_metrics([0, 0, 1, 1], np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.4, 0.6]]), ["a", "b"])
     assert two_each["z_prime"] == pytest.approx(1 - 3 * (np.std([0.1, 0.3], ddof=1) + np.std([0.8, 0.6], ddof=1)) / 0.5)
+
+
+def test_resumable_work_of_other_options_is_not_offered_to_resume(tmp_path):
+    """Found by the audit: a resumable staging folder left by a run with other inputs told the next run to pass --resume,
+    which then refused it for its other inputs; the first answer now says only --overwrite can start this run."""
+    from phenolens.core.runs import RunWriter
+    from phenolens.echoes.settings import EchoSimulationSettings
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError), RunWriter(out, command="echoes simulate", settings=[EchoSimulationSettings(n_signals=5)]) as run:
+        run.mark_resumable()
+        raise RuntimeError("killed")
+    staging = next(tmp_path.glob(".run.partial-*"))
+    staging.rename(tmp_path / ".run.partial-999999999-killed")  # as if its process had died
+    with pytest.raises(PhenolensError, match="pass --resume to continue it or --overwrite"):
+        RunWriter(out, command="echoes simulate", settings=[EchoSimulationSettings(n_signals=5)]).__enter__()
+    with pytest.raises(PhenolensError, match=r"other options or inputs, so only --overwrite \(discard it\) can start this run$"):
+        RunWriter(out, command="echoes simulate", settings=[EchoSimulationSettings(n_signals=6)]).__enter__()

@@ -326,18 +326,22 @@ class RunWriter:
                 log.info("--resume: no interrupted run of %s to continue; starting from the beginning", self.target)
             return None
         newest = max(resumable, key=lambda p: p.stat().st_mtime)
+        try:
+            recorded = json.loads((newest / INTENT).read_text())
+        except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            recorded = None
+        wanted = self.intent()
         if not self.resume:
             if self.overwrite:
                 return None  # remove_stale_partials discards it
-            raise PhenolensError(
-                f"--out {self.target}: an interrupted run left resumable work in {newest.name}; "
+            advice = (
                 "pass --resume to continue it or --overwrite to discard it"
+                if recorded == wanted
+                else "it was started with other options or inputs, so only --overwrite (discard it) can start this run"
             )
-        try:
-            recorded = json.loads((newest / INTENT).read_text())
-        except (ValueError, UnicodeDecodeError):
-            raise PhenolensError(f"{newest / INTENT}: unreadable; pass --overwrite instead of --resume to start again") from None
-        wanted = self.intent()
+            raise PhenolensError(f"--out {self.target}: an interrupted run left resumable work in {newest.name}; {advice}")
+        if recorded is None:
+            raise PhenolensError(f"{newest / INTENT}: unreadable; pass --overwrite instead of --resume to start again")
         if recorded != wanted:
             differs = [key for key in wanted if recorded.get(key) != wanted[key]]
             raise PhenolensError(
