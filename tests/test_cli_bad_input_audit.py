@@ -36,6 +36,13 @@ def refused(cli, *args, names: str, out: Path) -> str:
     return lines[0]
 
 
+def _tampered(source: Path, target: Path, change) -> Path:
+    """A copy of the folder `source` at `target`, changed by `change(copy)`."""
+    shutil.copytree(source, target)
+    change(target)
+    return target
+
+
 def _json_edit(path: Path, change) -> None:
     content = json.loads(path.read_text())
     change(content)
@@ -135,8 +142,7 @@ MODEL_CASES = {
 def test_damaged_classifier_folders_are_one_line(cli, sign_workspace, tmp_path, case):
     root, folder, _ = sign_workspace
     change, names = MODEL_CASES[case]
-    model = shutil.copytree(root / "model", tmp_path / "model")
-    change(model)
+    model = _tampered(root / "model", tmp_path / "model", change)
     line = refused(cli, "images", "predict", model, *folder, names=names, out=tmp_path / "out")
     assert str(model) in line
 
@@ -189,10 +195,8 @@ FIT_CASES = {
 
 @pytest.mark.parametrize("case", list(FIT_CASES))
 def test_damaged_sign_fits_are_one_line(cli, sign_workspace, tmp_path, case):
-    root, _, _ = sign_workspace
     change, names = FIT_CASES[case]
-    fit = shutil.copytree(root / "fit", tmp_path / "fit")
-    change(fit)
+    fit = _tampered(sign_workspace[0] / "fit", tmp_path / "fit", change)
     refused(cli, "sign", "graph", fit, "--class", "Interphase", names=names, out=tmp_path / "out")
 
 
@@ -248,8 +252,7 @@ COUNTERFACTUAL_CASES = {
 def test_damaged_counterfactual_models_are_one_line(cli, sign_workspace, counterfactual, tmp_path, case):
     _, folder, _ = sign_workspace
     change, names = COUNTERFACTUAL_CASES[case]
-    model = shutil.copytree(counterfactual, tmp_path / "model")
-    change(model)
+    model = _tampered(counterfactual, tmp_path / "model", change)
     refused(cli, "counterfactual", "explain", model, *folder, "--target", "Interphase", names=names, out=tmp_path / "out")
 
 
@@ -323,8 +326,7 @@ RECORD_CASES = {
 def test_damaged_mlp_training_records_are_one_line(cli, sign_workspace, mlp, tmp_path, case):
     """Found by the audit: a damaged training.npz escaped as ValueError (or a wrong reshape) from `sign hmm`."""
     _, folder, _ = sign_workspace
-    model = shutil.copytree(mlp, tmp_path / "mlp")
-    RECORD_CASES[case](model / "training.npz")
+    model = _tampered(mlp, tmp_path / "mlp", lambda copy: RECORD_CASES[case](copy / "training.npz"))
     refused(
         cli,
         "sign",
@@ -367,8 +369,7 @@ PULSE_CASES = {
 def test_damaged_uscnn_folders_are_one_line(cli, uscnn, tmp_path, case):
     """Found by the audit: a recorded fs_mhz of 0 escaped as ZeroDivisionError; other bad pulses were used as they were."""
     change, names = PULSE_CASES[case]
-    model = shutil.copytree(uscnn / "model", tmp_path / "model")
-    _json_edit(model / "model.json", change)
+    model = _tampered(uscnn / "model", tmp_path / "model", lambda copy: _json_edit(copy / "model.json", change))
     line = refused(cli, "echoes", "detect", uscnn / "scan.npy", "--model", model, "--methods", "uscnn", names=names, out=tmp_path / "out")
     assert str(model / "model.json") in line
 
