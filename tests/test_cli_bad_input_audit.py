@@ -475,3 +475,11 @@ def test_profile_tables_are_read_or_refused_in_one_line(tmp_path_factory):
             assert prepared.is_control.any() and np.isfinite(prepared.table[prepared.features].to_numpy(dtype=float)).all()
 
     read()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--validation-fraction", "0.99"), ("--validation-fraction", "0.01"), ("--test-fraction", "0.04")])
+def test_a_fraction_that_empties_a_side_of_a_split_names_its_option(cli, sign_workspace, tmp_path, option, value):
+    """Found by the audit: scikit-learn's train_test_split ValueError (an empty side, or fewer images than classes) escaped."""
+    _, folder, _ = sign_workspace
+    line = refused(cli, "train", *folder, "--epochs", "1", option, value, names=f"{option} {value} of ", out=tmp_path / "out")
+    assert line.endswith(f"change {option} or add images")

@@ -125,7 +125,7 @@ def split(labels: np.ndarray, validation_fraction: float, seed: int) -> tuple[np
     tuple of ndarray
         (fit, validation) indices.
     """
-    return stratified_split(labels, validation_fraction, seed)
+    return stratified_split(labels, validation_fraction, seed, option="--validation-fraction")
 
 
 def fit_sign(
