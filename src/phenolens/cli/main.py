@@ -70,7 +70,8 @@ def run(argv: list[str] | None = None) -> int:
     except PhenolensError as error:
         if _state["debug"] or "--debug" in args:
             raise
-        print(f"phenolens: error: {error}", file=sys.stderr)
+        line = "\\n".join(str(error).splitlines())  # one line, even when a name the user gave holds a line break
+        print(f"phenolens: error: {line}", file=sys.stderr)
         return PhenolensError.exit_code
     except typer.Abort:
         print("phenolens: aborted", file=sys.stderr)

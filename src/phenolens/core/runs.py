@@ -10,7 +10,8 @@ Output safety (a user's ``--out`` is never trusted to be harmless):
 
 - the location is checked before any work: not empty, not ``.`` or ``..``, not a file, not under a
   file, writable, a name the file system accepts;
-- an output that equals or contains one of the run's inputs is always refused;
+- an output that equals or contains one of the run's inputs is always refused, and so is one inside an
+  input folder that is not a phenolens run (an image folder, a Zarr store: it would be read as data);
 - an existing non-empty folder is refused unless ``overwrite=True``, and even then only a folder
   that phenolens wrote (it carries ``run.json``) is replaced;
 - staging folders left behind by a killed run (``.NAME.partial-PID-*`` whose process is gone) are
@@ -196,7 +197,8 @@ def check_output_location(out: str | os.PathLike, inputs: Iterable[str | os.Path
     out : path
         The ``--out`` folder as the user gave it.
     inputs : iterable of paths
-        Files or folders the run reads; `out` may neither equal nor contain any of them.
+        Files or folders the run reads; `out` may neither equal nor contain any of them, nor lie inside an input
+        folder other than a phenolens run (a new sub-folder of an image folder or Zarr store would be read as data).
     overwrite : bool
         Allow replacing an existing non-empty folder, if phenolens wrote it (it has ``run.json``).
 
@@ -209,7 +211,7 @@ def check_output_location(out: str | os.PathLike, inputs: Iterable[str | os.Path
     ------
     PhenolensError
         When `out` is empty, ``.``/``..``, a file or under a file, not writable, too long a name,
-        equal to or containing an input, or a non-empty folder that may not be replaced.
+        equal to or containing an input, inside an input folder that is not a run, or a non-empty folder that may not be replaced.
     """
     text = os.fspath(out)
     if not text.strip():
@@ -223,6 +225,10 @@ def check_output_location(out: str | os.PathLike, inputs: Iterable[str | os.Path
         source = Path(input_path).expanduser().resolve()
         if _inside(source, target):
             raise PhenolensError(f"--out {text} contains the input {input_path}; write the results to another folder")
+        if source in target.parents and source.is_dir() and not (source / RUN_RECORD).is_file():
+            raise PhenolensError(
+                f"--out {text} is inside the input folder {input_path}, whose readers would take the results for data; write them outside it"
+            )
     if target.exists() and not target.is_dir():
         raise PhenolensError(f"--out {text} is a file; name a folder")
     parent = target.parent
@@ -320,18 +326,22 @@ class RunWriter:
                 log.info("--resume: no interrupted run of %s to continue; starting from the beginning", self.target)
             return None
         newest = max(resumable, key=lambda p: p.stat().st_mtime)
+        try:
+            recorded = json.loads((newest / INTENT).read_text())
+        except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            recorded = None
+        wanted = self.intent()
         if not self.resume:
             if self.overwrite:
                 return None  # remove_stale_partials discards it
-            raise PhenolensError(
-                f"--out {self.target}: an interrupted run left resumable work in {newest.name}; "
+            advice = (
                 "pass --resume to continue it or --overwrite to discard it"
+                if recorded == wanted
+                else "it was started with other options or inputs, so only --overwrite (discard it) can start this run"
             )
-        try:
-            recorded = json.loads((newest / INTENT).read_text())
-        except (ValueError, UnicodeDecodeError):
-            raise PhenolensError(f"{newest / INTENT}: unreadable; pass --overwrite instead of --resume to start again") from None
-        wanted = self.intent()
+            raise PhenolensError(f"--out {self.target}: an interrupted run left resumable work in {newest.name}; {advice}")
+        if recorded is None:
+            raise PhenolensError(f"{newest / INTENT}: unreadable; pass --overwrite instead of --resume to start again")
         if recorded != wanted:
             differs = [key for key in wanted if recorded.get(key) != wanted[key]]
             raise PhenolensError(

@@ -289,13 +289,18 @@ class Settings:
         Raises
         ------
         PhenolensError
-            For an unknown field or an invalid value.
+            For values that are not a mapping, an unknown field or an invalid value (each naming `source`).
         """
+        if not isinstance(values, Mapping):
+            raise PhenolensError(f"{source}: the {cls.__name__} must be a JSON object, got {type(values).__name__}; restore the file")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise PhenolensError(f"{source}: {cls.__name__} has no setting {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except PhenolensError as error:
+            raise PhenolensError(f"{source}: {error}") from None
 
     @classmethod
     def field_help(cls) -> dict[str, str]:

@@ -33,7 +33,7 @@ from phenolens.core.logging import get_logger
 from phenolens.core.progress import progress
 from phenolens.core.settings import Settings, setting
 from phenolens.data.containers import UNLABELLED, ImageSet
-from phenolens.data.readers import REAL_KINDS, image_header, list_image_folder, manifest_entries, read_image
+from phenolens.data.readers import REAL_KINDS, image_header, list_image_folder, manifest_entries, one_line_message, read_image
 
 log = get_logger(__name__)
 progress_log = get_logger("phenolens.progress")
@@ -374,7 +374,15 @@ class ImageChunk:
         if self.kind == "memory":
             return self.images, pd.DataFrame(columns=SKIPPED_COLUMNS), np.arange(len(self))
         if self.kind == "zarr":
-            pixels = _zarr_images(self.location).oindex[np.asarray(self.positions)]
+            try:
+                pixels = _zarr_images(self.location).oindex[np.asarray(self.positions)]
+            except PhenolensError:
+                raise
+            except Exception as error:  # noqa: BLE001 - codec and store errors (zstd, blosc, OSError) all mean damaged chunks
+                raise PhenolensError(
+                    f"{self.location}/{ZARR_ARRAY}: cannot read images {self.positions[0]}-{self.positions[-1]} "
+                    f"({type(error).__name__}: {one_line_message(error)}); rewrite the store"
+                ) from None
             kept = np.arange(len(self))
             images, bad = pixels, []
         else:
@@ -422,10 +430,17 @@ def _zarr_source(store: Path, channel_names: Sequence[str] | None, unlabelled: s
 
     array = _zarr_images(str(store))
     attributes = dict(zarr.open_group(str(store), mode="r").attrs)
+    for key in ("channel_names", "class_names"):
+        names = attributes.get(key)
+        if names is not None and not (isinstance(names, list) and all(isinstance(name, str) for name in names)):
+            raise PhenolensError(f"{store}: the group attribute {key!r} must be a list of names, got {type(names).__name__}; rewrite it")
     tables = [store / name for name in ZARR_TABLES if (store / name).is_file()]
     if not tables:
         raise PhenolensError(f"{store}: no {' or '.join(ZARR_TABLES)} beside the {ZARR_ARRAY!r} array; write one row of metadata per image")
-    meta = pd.read_parquet(tables[0]) if tables[0].suffix == ".parquet" else pd.read_csv(tables[0], dtype={"label": str})
+    try:
+        meta = pd.read_parquet(tables[0]) if tables[0].suffix == ".parquet" else pd.read_csv(tables[0], dtype={"label": str})
+    except Exception as error:  # noqa: BLE001 - any reader failure (ArrowInvalid, ParserError, UnicodeDecodeError) is a damaged table
+        raise PhenolensError(f"{tables[0]}: cannot read the metadata table ({type(error).__name__}); rewrite it with one row per image") from None
     if len(meta) != array.shape[0]:
         raise PhenolensError(f"{tables[0]}: {len(meta)} rows for the {array.shape[0]} images of {store}/{ZARR_ARRAY}; give one row per image")
     names = list(channel_names or attributes.get("channel_names") or [f"ch{i}" for i in range(array.shape[1])])

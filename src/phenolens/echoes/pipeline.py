@@ -8,6 +8,7 @@ A-scans, and returns everything needed for `metrics.json` and the report.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.echoes.detection import Detections
 from phenolens.echoes.detector import BASELINES, BaseEchoDetector, EchoDetector, USCNNDetector
 from phenolens.echoes.evaluation import run_sweeps, score, select_variants, test_settings, time_methods
-from phenolens.echoes.pulse import DEFAULT_FS_MHZ, PulseFit, PulseShape, fit_pulse
+from phenolens.echoes.pulse import DEFAULT_FS_MHZ, DISTRIBUTIONS, PulseFit, PulseShape, fit_pulse
 from phenolens.echoes.real import ECHO_PULSES_FS_MHZ, RealDetection, detect_real
 from phenolens.echoes.settings import EchoDetectionSettings, EchoEvaluationSettings, EchoSimulationSettings, EchoTrainingSettings
 from phenolens.echoes.simulate import EchoSet, cached_simulation, realised_snr_db
@@ -84,8 +85,16 @@ def load_uscnn(folder: str | Path, **params) -> USCNNDetector:
         pulse = PulseShape(**card.extra.get("pulse", {}))
     except TypeError:
         raise PhenolensError(f"{source}: the recorded pulse has unknown fields; re-train with `phenolens echoes train`") from None
+    values = [pulse.sigma, pulse.freq_mhz, pulse.phase, pulse.fs_mhz]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values) or min(values[:2] + values[3:]) <= 0:
+        raise PhenolensError(
+            f"{source}: the recorded pulse {pulse.to_dict()} needs finite numbers, sigma, freq_mhz and fs_mhz > 0; re-train the model"
+        )
+    distribution = card.extra.get("distribution", "narrow")
+    if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
+        raise PhenolensError(f"{source}: the recorded distribution {distribution!r} is not one of {', '.join(DISTRIBUTIONS)}; re-train the model")
     training = EchoTrainingSettings.from_dict(card.extra.get("training", {}), source=source)
-    return USCNNDetector(distribution=card.extra.get("distribution", "narrow"), pulse=pulse, training=training, model=model, **params).fit()
+    return USCNNDetector(distribution=distribution, pulse=pulse, training=training, model=model, **params).fit()
 
 
 @dataclass

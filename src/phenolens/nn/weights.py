@@ -168,8 +168,6 @@ def load_model(folder: str | Path, expected_architecture: str | None = None):
         architecture, unknown, missing or mistyped hyperparameters, class or channel counts that differ
         from the hyperparameters, or tensors missing, unexpected or shaped otherwise than the model's.
     """
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     config = folder / CONFIG_FILE
     card = read_card(folder)
@@ -189,8 +187,8 @@ def load_model(folder: str | Path, expected_architecture: str | None = None):
     stored = _stored_shapes(weights)
     _check_tensors(_meta_model(architecture, card, stored, config), stored, card, weights)
     model = architecture(**card.hyperparameters)
+    state = read_tensors(weights, "retrain or restore it")
     try:
-        state = load_file(weights)
         model.load_state_dict(state, strict=True)
     except Exception as error:  # the header was checked; what is left is a corrupt body or a dtype torch cannot copy
         raise PhenolensError(
@@ -259,6 +257,41 @@ def _describe(hint: Any) -> str:
 def _short(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_tensors(path: Path, remedy: str) -> dict:
+    """Every tensor of a safetensors file (never unpickled), refused unless readable and finite.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.safetensors`` file.
+    remedy : str
+        What the user should do about a bad file, the end of the error (e.g. "retrain or restore it").
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The tensors by name.
+
+    Raises
+    ------
+    PhenolensError
+        Naming `path` when the file is missing, corrupt or truncated, or a floating-point tensor holds NaN or infinite values.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise PhenolensError(f"{path}: tensors file missing; {remedy}")
+    try:
+        tensors = load_file(path)
+    except Exception as error:  # SafetensorError, OSError, ValueError: all mean a corrupt or foreign file
+        raise PhenolensError(f"{path}: corrupt or truncated tensors file ({type(error).__name__}: {one_line_message(error)}); {remedy}") from None
+    damaged = sorted(name for name, tensor in tensors.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()))
+    if damaged:
+        raise PhenolensError(f"{path}: tensor {damaged[0]!r} holds NaN or infinite values ({len(damaged)} tensor(s) damaged); {remedy}")
+    return tensors
 
 
 def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:

@@ -204,27 +204,3 @@ def batch_correction_metrics(profiler, representations: dict[str, pd.DataFrame],
             name: {"rate": float(row["same_batch_neighbour"]), "chance": float(row["chance"])} for name, row in overall.iterrows()
         }
     return metrics
-
-
-def embedding_2d(frame: pd.DataFrame, columns: ProfileColumns, seed: int = 0) -> np.ndarray:
-    """A 2-D t-SNE map of every well of a representation (correlation distance, as the profiles are compared).
-
-    Parameters
-    ----------
-    frame : pandas.DataFrame
-        One representation.
-    columns : ProfileColumns
-        Column meanings.
-    seed : int
-        t-SNE's seed.
-
-    Returns
-    -------
-    numpy.ndarray
-        (wells, 2).
-    """
-    from sklearn.manifold import TSNE
-
-    unit = row_standardize(frame[features_of(frame, columns)].to_numpy(dtype=np.float64))
-    perplexity = float(min(30, max(2, (len(unit) - 1) // 3)))
-    return TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(unit)

@@ -318,20 +318,34 @@ def replicate_map(
     Raises
     ------
     PhenolensError
-        When no treatment has two or more wells with non-constant profiles.
+        When no treatment has two or more wells with non-constant profiles, when every well has the same
+        treatment, or when no well has a non-replicate sharing its `negatives_within` label.
     """
     from copairs.map import average_precision, mean_average_precision
+    from copairs.matching import UnpairedException
 
     values = np.asarray(values, dtype=np.float64)
     varying = np.ptp(values, axis=1) > 0  # a constant profile has no correlation with any other well: it can neither retrieve nor be retrieved
     meta = pd.DataFrame({"treatment": np.asarray(treatments).astype(str)[varying]})
     if meta.empty or meta["treatment"].value_counts().max() < 2:
         raise PhenolensError("no treatment has two or more replicate wells with non-constant profiles; mAP needs replicates")
+    if meta["treatment"].nunique() < 2:
+        raise PhenolensError(
+            f"every treated well has the same treatment ({meta['treatment'].iloc[0]!r}), so there are no non-replicates to rank against; "
+            "check that the treatment column names the treatments (--treatment-column)"
+        )
     negatives_sameby = []
     if negatives_within is not None:
         meta["within"] = np.asarray(negatives_within).astype(str)[varying]
         negatives_sameby = ["within"]
-    scores = average_precision(meta, values[varying], ["treatment"], [], negatives_sameby, ["treatment"], distance="correlation", progress_bar=False)
+    try:
+        scores = average_precision(
+            meta, values[varying], ["treatment"], [], negatives_sameby, ["treatment"], distance="correlation", progress_bar=False
+        )
+    except UnpairedException:  # only `negatives_within` can leave a query without non-replicates now
+        raise PhenolensError(
+            "no well has a well of another treatment in its own batch, so mAP within batches has no non-replicates; check the batch column"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="copairs-") as cache:
         maps = mean_average_precision(scores, ["treatment"], null_size=null_size, threshold=alpha, seed=seed, progress_bar=False, cache_dir=cache)
     table = maps.drop(columns=["indices"]).set_index("treatment")

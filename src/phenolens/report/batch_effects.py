@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 
 from phenolens.data.query import select_rows
-from phenolens.profiling.batch_effects import batch_effects, embedding_2d
-from phenolens.profiling.evaluate import is_concatenation
+from phenolens.profiling.batch_effects import batch_effects
+from phenolens.profiling.evaluate import features_of, is_concatenation
+from phenolens.profiling.replicates import row_standardize
+from phenolens.report.explorer.images import embedding_points
 from phenolens.report.figures import class_styles, figure, natural_order
 from phenolens.report.html import Section
 
@@ -118,7 +120,10 @@ def batch_effect_section(representations: dict[str, pd.DataFrame], settings, met
     table = batch_effects(representations, settings).rename(columns=TABLE_HEADINGS)
     overall = table[table["batch"] == "all"].drop(columns=["batch"]).set_index("representation")
     titles = {name: f"{name}\nsame-batch neighbour {overall.loc[name, NEIGHBOUR]:.2f} (chance {overall.loc[name, 'chance']:.2f})" for name in shown}
-    maps = {name: embedding_2d(frame, settings, settings.seed) for name, frame in shown.items()}
+    maps = {
+        name: embedding_points(row_standardize(frame[features_of(frame, settings)].to_numpy(np.float64)), settings.seed, "cosine")
+        for name, frame in shown.items()
+    }
     section.figure(
         batch_map_figure(maps, batches, is_control, titles),
         "t-SNE of every well (correlation distance): control wells coloured and shaped by batch, treated wells in grey. "

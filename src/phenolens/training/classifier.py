@@ -409,15 +409,38 @@ class ImageClassifier:
             )
         if model.in_channels != len(card.channel_names) or "size" not in card.normalization:
             raise PhenolensError(f"{Path(folder) / 'model.json'}: channel names or crop size do not match the weights; retrain or restore the file")
-        covariate = card.extra.get("covariate")
-        history = History(epochs=card.extra["history"]) if card.extra.get("history") else None
+        covariate, history, settings = _card_extras(card.extra, model.n_covariates, Path(folder) / "model.json")
         return cls(
             model=model,
             class_names=card.class_names,
             channel_names=card.channel_names,
             size=int(card.normalization["size"]),
             normalization=ChannelNormalization.from_dict(card.normalization),
-            covariate=CovariateEncoding(**covariate) if covariate else None,
+            covariate=covariate,
             history=history,
-            settings={**card.extra.get("settings", {}), "hyperparameters": card.hyperparameters},
+            settings={**settings, "hyperparameters": card.hyperparameters},
         )
+
+
+def _card_extras(extra: dict, n_covariates: int, config: Path) -> tuple[CovariateEncoding | None, History | None, dict]:
+    """The covariate encoding, training history and settings a saved classifier's ``extra`` holds, checked against the network."""
+    covariate = extra.get("covariate")
+    if covariate is not None:
+        categories = covariate.get("categories") if isinstance(covariate, dict) else None
+        if (
+            set(covariate if isinstance(covariate, dict) else ()) != {"column", "categories"}
+            or not isinstance(covariate["column"], str)
+            or not isinstance(categories, list)
+            or not all(isinstance(name, str) for name in categories)
+        ):
+            raise PhenolensError(f'{config}: \'covariate\' must be {{"column": NAME, "categories": [NAMES]}} or null; restore the config')
+        covariate = CovariateEncoding(covariate["column"], categories)
+    if (0 if covariate is None else len(covariate.categories)) != n_covariates:
+        raise PhenolensError(f"{config}: the covariate categories do not match the network's {n_covariates} covariate inputs; restore the config")
+    history = extra.get("history")
+    if history is not None and not (isinstance(history, list) and all(isinstance(record, dict) for record in history)):
+        raise PhenolensError(f"{config}: 'history' must be a list of per-epoch records; restore the config")
+    settings = extra.get("settings", {})
+    if not isinstance(settings, dict):
+        raise PhenolensError(f"{config}: 'settings' must be a JSON object, got {type(settings).__name__}; restore the config")
+    return covariate, History(epochs=history) if history else None, settings

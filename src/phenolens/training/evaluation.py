@@ -207,7 +207,10 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
     labelled, pool = images.labelled(), images.unlabelled()
     groups = group_column(labelled, settings.group_by)
     seed, cv = settings.seed, settings.cv
-    folds = stratified_folds(labelled.labels, cv, seed, groups) if cv else [stratified_split(labelled.labels, settings.test_fraction, seed, groups)]
+    if cv:
+        folds = stratified_folds(labelled.labels, cv, seed, groups)
+    else:
+        folds = [stratified_split(labelled.labels, settings.test_fraction, seed, groups, "--test-fraction")]
     metrics, fold_metrics, fold_models, out_of_fold = _held_out_runs(labelled, pool, folds, settings, "")
     classifier, test_index = fold_models[0].classifier, fold_models[0].test_index
     if settings.adversary_column:

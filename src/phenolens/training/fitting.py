@@ -113,7 +113,7 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings, unl
     raw = padded_array(labelled, size, images.channel_names)
     if settings.validation_fraction > 0:
         train_index, val_index = stratified_split(
-            labelled.labels, settings.validation_fraction, settings.seed, group_column(labelled, settings.group_by)
+            labelled.labels, settings.validation_fraction, settings.seed, group_column(labelled, settings.group_by), "--validation-fraction"
         )
     else:
         train_index, val_index = np.arange(len(labelled)), np.array([], dtype=int)

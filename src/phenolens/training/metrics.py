@@ -21,7 +21,7 @@ def z_prime_factor(positive: Sequence[float], negative: Sequence[float]) -> floa
 def classification_metrics(labels: Sequence[int], proba: np.ndarray, class_names: Sequence[str]) -> dict:
     """Accuracy, macro-F1, per-class F1, confusion matrix (rows: true, columns: predicted),
     one-vs-rest ROC-AUC and PR-AUC (average precision) per class and their macro means, and for
-    two-class tasks the Z'-factor of the predicted probability of the second class."""
+    two-class tasks with two or more images of each class the Z'-factor of the predicted probability of the second class."""
     from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
     labels, proba = np.asarray(labels), np.asarray(proba)
@@ -48,7 +48,7 @@ def classification_metrics(labels: Sequence[int], proba: np.ndarray, class_names
         "macro_roc_auc": _mean_defined(roc.values()),
         "macro_pr_auc": _mean_defined(pr.values()),
     }
-    if k == 2 and present.all():
+    if k == 2 and (np.bincount(labels, minlength=2)[:2] >= 2).all():  # a sample sd needs two images of each class
         metrics["z_prime"] = z_prime_factor(proba[labels == 1, 1], proba[labels == 0, 1])
     return metrics
 

@@ -61,7 +61,7 @@ def stratified_folds(labels: Sequence[int], n_folds: int, seed: int = 0, groups:
 
 
 def stratified_split(
-    labels: Sequence[int], test_fraction: float = 0.2, seed: int = 0, groups: Sequence | None = None
+    labels: Sequence[int], test_fraction: float = 0.2, seed: int = 0, groups: Sequence | None = None, option: str = "the held-out fraction"
 ) -> tuple[np.ndarray, np.ndarray]:
     """One (train_index, test_index) split holding out about `test_fraction` of the images per class.
 
@@ -79,6 +79,8 @@ def stratified_split(
         Seed of the split.
     groups : sequence, optional
         Group per image (groups never straddle the split).
+    option : str
+        The option that sets `test_fraction`, named when no split can hold out that share.
 
     Returns
     -------
@@ -88,7 +90,8 @@ def stratified_split(
     Raises
     ------
     PhenolensError
-        For a fraction outside (0, 1) or a class with a single image.
+        For a fraction outside (0, 1), a class with a single image, or a fraction that leaves one side
+        of the split empty or with fewer images than there are classes.
     """
     from sklearn.model_selection import train_test_split
 
@@ -103,7 +106,13 @@ def stratified_split(
     if (counts[counts > 0] < 2).any():
         raise PhenolensError("a class has a single image; it cannot sit on both sides of a stratified split")
     index = np.arange(len(labels))
-    train, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
+    try:
+        train, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
+    except ValueError:  # an empty side, or a side with fewer images than classes
+        raise PhenolensError(
+            f"{option} {test_fraction:g} of {len(labels)} images cannot put every one of the {len(counts[counts > 0])} classes on both sides; "
+            f"change {option} or add images"
+        ) from None
     return np.sort(train), np.sort(test)
 
 

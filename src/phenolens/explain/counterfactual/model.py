@@ -20,7 +20,7 @@ from phenolens.explain.counterfactual.ecinn import ECINN
 from phenolens.explain.counterfactual.interpolation import LatentInterpolation
 from phenolens.explain.counterfactual.settings import CounterfactualTrainingSettings
 from phenolens.nn.iresnet import InvertibleResNet
-from phenolens.nn.weights import ModelCard, load_model, save_model
+from phenolens.nn.weights import ModelCard, load_model, read_tensors, save_model
 from phenolens.training import ChannelNormalization, padded_array
 
 MEANS_FILE = "ecinn_means.safetensors"
@@ -278,25 +278,22 @@ class CounterfactualModel:
             Naming the file at fault: missing or corrupt weights or means, settings from another
             version, class or channel names that do not fit the network.
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         classifier, card = load_model(folder, expected_architecture="iresnet")
+        if "data_range" not in card.normalization:
+            raise PhenolensError(f"{folder / 'model.json'}: normalization has no 'data_range'; retrain with `phenolens counterfactual train`")
         means_path = folder / MEANS_FILE
-        try:
-            means = load_file(means_path)
-            ecinn = ECINN.from_means(classifier, means["true"], means["predicted"])
-        except (FileNotFoundError, SafetensorError, OSError, KeyError) as error:
-            raise PhenolensError(
-                f"{means_path}: missing or unreadable ECINN class means ({error}); retrain with `phenolens counterfactual train`"
-            ) from None
+        means = read_tensors(means_path, "retrain with `phenolens counterfactual train`")
+        if set(means) != {"true", "predicted"}:
+            raise PhenolensError(f"{means_path}: holds {sorted(means)}, not the 'true' and 'predicted' ECINN class means; retrain the model")
+        ecinn = ECINN.from_means(classifier, means["true"], means["predicted"])
         settings = CounterfactualTrainingSettings.from_dict(card.extra.get("settings", {}), source=str(folder / "model.json"))
         interpolation = None
         if (folder / AUTOENCODER_FOLDER).is_dir():
             autoencoder, ae_card = load_model(folder / AUTOENCODER_FOLDER, expected_architecture="conv-autoencoder")
-            means = torch.tensor(ae_card.extra["class_means"], dtype=torch.float32)
-            interpolation = LatentInterpolation.from_means(autoencoder, classifier, means, steps=int(ae_card.extra.get("steps", 10)))
+            shape = (len(card.class_names), autoencoder.encoder[-1].out_features)
+            means, steps = _interpolation_extras(ae_card.extra, shape, folder / AUTOENCODER_FOLDER / "model.json")
+            interpolation = LatentInterpolation.from_means(autoencoder, classifier, means, steps=steps)
         info = {k: v for k, v in card.extra.items() if k != "settings"}
         return cls(
             classifier=classifier,
@@ -309,6 +306,20 @@ class CounterfactualModel:
             interpolation=interpolation,
             info=info,
         )
+
+
+def _interpolation_extras(extra: dict, shape: tuple[int, int], config: Path) -> tuple[torch.Tensor, int]:
+    """The autoencoder's saved latent class means, (classes, latent_dim) and finite, and its interpolation step count."""
+    try:
+        means = np.asarray(extra.get("class_means"), dtype=np.float32)
+    except (TypeError, ValueError):
+        means = np.zeros(0, dtype=np.float32)
+    if means.shape != shape or not np.isfinite(means).all():
+        raise PhenolensError(f"{config}: 'class_means' must be {shape[0]} x {shape[1]} finite numbers (classes x latent); retrain the model")
+    steps = extra.get("steps", 10)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise PhenolensError(f"{config}: 'steps' must be a positive integer, got {steps!r}; retrain the model")
+    return torch.from_numpy(means), steps
 
 
 def _reordered_channels(images: ImageSet, order: list[int]) -> ImageSet:

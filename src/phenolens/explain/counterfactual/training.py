@@ -65,9 +65,10 @@ def train_counterfactual_model(images: ImageSet, settings: CounterfactualTrainin
             f"{images.name}: no channel {settings.centre_on!r} to centre the crops on; choose one of {', '.join(data.channel_names)}"
         )
     groups = data.meta[settings.group_by].to_numpy() if settings.group_by else None
-    train_index, test_index = stratified_split(data.labels, settings.test_fraction, settings.seed, groups)
+    train_index, test_index = stratified_split(data.labels, settings.test_fraction, settings.seed, groups, "--test-fraction")
+    fit_groups = None if groups is None else groups[train_index]
     fit_index, val_index = stratified_split(
-        data.labels[train_index], settings.validation_fraction, settings.seed, None if groups is None else groups[train_index]
+        data.labels[train_index], settings.validation_fraction, settings.seed, fit_groups, option="--validation-fraction"
     )
     fit_index, val_index = train_index[fit_index], train_index[val_index]
     raw = network_crops(data, settings, data.channel_names)

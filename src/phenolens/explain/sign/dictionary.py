@@ -30,10 +30,12 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.estimators import check_is_fitted
 from phenolens.core.outputs import atomic_write_bytes, atomic_write_text
 from phenolens.core.seeding import torch_generator
+from phenolens.data.readers import one_line_message, read_json_object
 from phenolens.explain.sign.gmm import GaussianDictionary, fit_columns
 from phenolens.explain.sign.layers import OUTPUT, ActivationTap, check_layer_names, columns, default_layers, iter_batches, ordered_layers
 from phenolens.explain.sign.receptive import ReceptiveFields
 from phenolens.explain.sign.settings import DICTIONARY_LOSSES, SignFitSettings
+from phenolens.nn.weights import read_tensors
 from phenolens.training.checkpoint import resumable
 
 _DEFAULT = SignFitSettings()  # the estimator's defaults are the settings' (one place for each)
@@ -530,27 +532,55 @@ class SignDictionary(BaseEstimator):
         Raises
         ------
         PhenolensError
-            When the folder holds no dictionary or its layers do not exist in `model`.
+            When the folder holds no dictionary, its config or tensors are damaged or do not fit each other,
+            or its layers do not exist in `model`.
         """
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         config_path = folder / "dictionary.json"
         if not config_path.is_file():
             raise PhenolensError(f"{config_path}: no dictionary config; give a folder written by `phenolens sign fit`")
-        config = json.loads(config_path.read_text())
-        tensors = load_file(folder / "dictionary.safetensors")
+        config = _read_config(config_path)
+        tensors_path = folder / "dictionary.safetensors"
+        tensors = read_tensors(tensors_path, "re-run `phenolens sign fit`")
         check_layer_names(model, config["layers"])
         dictionaries, heads = {}, {}
         for layer, k, d, reg in zip(config["layers"], config["words"], config["features"], config["reg_covar"]):
             own = {name.split("/", 1)[1]: v for name, v in tensors.items() if name.startswith(f"{layer}/")}
             dictionaries[layer] = GaussianDictionary(k, d, reg)
-            dictionaries[layer].load_state_dict({name: v for name, v in own.items() if not name.startswith("head.")})
-            if "head.weight" in own:
-                heads[layer] = nn.Linear(k, config["classes"])
-                heads[layer].load_state_dict({name[5:]: v for name, v in own.items() if name.startswith("head.")})
+            try:
+                dictionaries[layer].load_state_dict({name: v for name, v in own.items() if not name.startswith("head.")})
+                if "head.weight" in own:
+                    heads[layer] = nn.Linear(k, config["classes"])
+                    heads[layer].load_state_dict({name[5:]: v for name, v in own.items() if name.startswith("head.")})
+            except RuntimeError as error:  # missing, unexpected or mis-shaped tensors
+                raise PhenolensError(
+                    f"{tensors_path}: the tensors of layer {layer!r} do not fit {config_path.name} ({one_line_message(error)}); "
+                    "re-run `phenolens sign fit`"
+                ) from None
         params = {key: config[key] for key in ("loss", "temperature", "receptive_method", "seed")}
         return cls.from_parts(model, dictionaries, config["classes"], example, heads, **params)
+
+
+_CONFIG_KEYS = ("layers", "words", "features", "reg_covar", "classes", "loss", "temperature", "receptive_method", "seed")
+
+
+def _read_config(path: Path) -> dict:
+    """`dictionary.json` checked: the fit's parameters valid as `SignFitSettings`, one word count, feature count and regulariser per layer."""
+    config = read_json_object(path, "dictionary config")
+    missing = [key for key in _CONFIG_KEYS if key not in config]
+    if missing:
+        raise PhenolensError(f"{path}: missing {', '.join(missing)}; re-run `phenolens sign fit`")
+    SignFitSettings.from_dict({key: config[key] for key in ("layers", "words", "loss", "temperature", "receptive_method", "seed")}, source=str(path))
+    per_layer = {"words": config["words"], "features": config["features"], "reg_covar": config["reg_covar"]}
+    for key, values in per_layer.items():
+        if not isinstance(values, list) or len(values) != len(config["layers"]) or not config["layers"]:
+            raise PhenolensError(f"{path}: {key!r} must give one value for each of the {len(config['layers'])} layers; re-run `phenolens sign fit`")
+    positive = [isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (*config["features"], config["classes"])]
+    if not all(positive) or not all(isinstance(r, int | float) and not isinstance(r, bool) and r > 0 for r in config["reg_covar"]):
+        raise PhenolensError(
+            f"{path}: 'features' and 'classes' must be positive integers and 'reg_covar' positive numbers; re-run `phenolens sign fit`"
+        )
+    return config
 
 
 def histograms(words: np.ndarray, n_words: int) -> np.ndarray:

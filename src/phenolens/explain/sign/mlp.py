@@ -205,7 +205,7 @@ class TrainedMlp:
         Raises
         ------
         PhenolensError
-            When it holds no MLP or no training record.
+            When it holds no MLP, or no training record or a damaged one.
         """
         from phenolens.nn.weights import load_model
 
@@ -214,8 +214,23 @@ class TrainedMlp:
         record = folder / TRAINING_RECORD
         if not record.is_file():
             raise PhenolensError(f"{record}: missing; give the --out folder of `phenolens sign train-mlp`")
-        with np.load(record, allow_pickle=False) as stored:
-            return cls(MLPClassifier(model, card), stored["index"], stored["labels"])
+        import zipfile
+
+        try:
+            with np.load(record, allow_pickle=False) as stored:
+                index, labels = np.asarray(stored["index"]), np.asarray(stored["labels"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise PhenolensError(
+                f"{record}: unreadable or incomplete training record ({type(error).__name__}); re-run `phenolens sign train-mlp`"
+            ) from None
+        n_classes = len(card.class_names)
+        integers = all(part.ndim == 1 and np.issubdtype(part.dtype, np.integer) for part in (index, labels))
+        if not integers or len(index) != len(labels) or (index < 0).any() or ((labels < 0) | (labels >= n_classes)).any():
+            raise PhenolensError(
+                f"{record}: 'index' and 'labels' must be as many image indices and class numbers (0-{n_classes - 1}); "
+                "re-run `phenolens sign train-mlp`"
+            )
+        return cls(MLPClassifier(model, card), index, labels)
 
 
 def train_mlp(images: ImageSet, settings: MlpTrainingSettings) -> TrainedMlp:

@@ -18,6 +18,7 @@ import pandas as pd
 from phenolens.core.errors import PhenolensError
 from phenolens.core.runs import Run
 from phenolens.data.containers import ImageSet
+from phenolens.data.readers import read_json_object
 from phenolens.explain.sign.dictionary import SignDictionary
 from phenolens.explain.sign.graph import InferenceGraphBuilder
 from phenolens.explain.sign.quality import dictionary_quality
@@ -124,7 +125,7 @@ def split(labels: np.ndarray, validation_fraction: float, seed: int) -> tuple[np
     tuple of ndarray
         (fit, validation) indices.
     """
-    return stratified_split(labels, validation_fraction, seed)
+    return stratified_split(labels, validation_fraction, seed, option="--validation-fraction")
 
 
 def fit_sign(
@@ -211,10 +212,8 @@ def load_sign(run: Run, read_source: Callable[[dict], ImageSet], nodes_per_layer
     Raises
     ------
     PhenolensError
-        When the run is not a SIGN fit or its images changed since.
+        When the run is not a SIGN fit, its images changed since, or one of its files is missing or damaged.
     """
-    import json
-
     import torch
 
     if run.command != "sign fit":
@@ -222,15 +221,42 @@ def load_sign(run: Run, read_source: Callable[[dict], ImageSet], nodes_per_layer
     folder = Path(run.path)
     settings = run.setting(SignFitSettings)
     classifier = ImageClassifier.load(folder / "model")
-    source = json.loads((folder / SOURCE_FILE).read_text())
+    source = read_source_record(folder / SOURCE_FILE)
     labelled = read_source(source).labelled()
     fit_index, validation_index = read_split(folder / "split.npz", len(labelled))
     inputs = classifier.array(labelled.subset(validation_index))
     dictionary = SignDictionary.load(folder / "dictionary", classifier.model, torch.from_numpy(inputs[:1]))
     builder = InferenceGraphBuilder(dictionary, nodes_per_layer or settings.nodes_per_layer, class_names=classifier.class_names)
     builder.fit(inputs, labelled.labels[validation_index])
-    quality = pd.read_csv(folder / "quality.csv")
+    quality = run.table("quality.csv")
     return SignFit(classifier, labelled, fit_index, validation_index, dictionary, builder, quality)
+
+
+SOURCE_KEYS = ("dataset", "folder", "manifest", "channels", "unlabelled")
+
+
+def read_source_record(path: Path) -> dict:
+    """The image options a SIGN fit recorded in ``source.json``, checked: each one text or null.
+
+    Parameters
+    ----------
+    path : Path
+        The fit's ``source.json``.
+
+    Returns
+    -------
+    dict
+        ``dataset``, ``folder``, ``manifest``, ``channels`` and ``unlabelled`` (str or None).
+
+    Raises
+    ------
+    PhenolensError
+        When the file is missing, unreadable, not a JSON object, or holds another key or a value that is not text.
+    """
+    source = read_json_object(path, "record of the fit's images")
+    if set(source) - set(SOURCE_KEYS) or not all(value is None or isinstance(value, str) for value in source.values()):
+        raise PhenolensError(f"{path}: must map {', '.join(SOURCE_KEYS)} to text or null; re-run `phenolens sign fit`")
+    return {key: source.get(key) for key in SOURCE_KEYS}
 
 
 def read_split(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray]:

@@ -119,7 +119,7 @@ def map_figure(points: np.ndarray, ids: Sequence[str], colourings: Mapping[str, 
     return figure
 
 
-def embedding_points(features: np.ndarray, seed: int = 0) -> np.ndarray:
+def embedding_points(features: np.ndarray, seed: int = 0, metric: str = "euclidean") -> np.ndarray:
     """t-SNE of (N, D) features to 2-D (perplexity fitted to small sets), the map of the images view and figure.
 
     Parameters
@@ -128,16 +128,21 @@ def embedding_points(features: np.ndarray, seed: int = 0) -> np.ndarray:
         (N, D) features (N >= 2).
     seed : int
         Seed of t-SNE.
+    metric : str
+        scikit-learn's distance between rows (e.g. ``cosine`` for row-standardised profiles).
 
     Returns
     -------
     numpy.ndarray
-        (N, 2) coordinates.
+        (N, 2) coordinates; all zeros when every row is the same (a collapsed network).
     """
     from sklearn.manifold import TSNE
 
-    perplexity = float(min(30, max(2, (len(features) - 1) // 3), len(features) - 1))  # t-SNE needs perplexity < N
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(np.asarray(features, np.float32))
+    values = np.asarray(features, np.float32)
+    if (values == values[:1]).all():
+        return np.zeros((len(values), 2))  # scikit-learn's t-SNE crashes the process (SIGSEGV) on identical rows
+    perplexity = float(min(30, max(2, (len(values) - 1) // 3), len(values) - 1))  # t-SNE needs perplexity < N
+    return TSNE(n_components=2, perplexity=perplexity, metric=metric, init="pca", random_state=seed).fit_transform(values)
 
 
 def cell_ids(meta, count: int) -> list[str]:
