@@ -62,6 +62,17 @@ def test_run_writes_every_output_with_the_promised_keys(run_dir):
     assert any(c.startswith("cellprofiler__") for c in profiles) and any(c.startswith("anomaly__") for c in profiles)
 
 
+def test_report_speaks_to_people_while_the_files_keep_machine_names(run_dir):
+    page = (run_dir / "report.html").read_text()
+    assert "hyper-parameters {" not in page and "{&#39;" not in page  # no Python dict in the prose
+    assert "learning rate 0.001, output L2 penalty 0.0001, dropout 0.1 (as set; no search)" in page
+    for machine in ("n_wells", "p_value", "q_value", "representation_a", "mean_a"):
+        assert f"<th>{machine}</th>" not in page, machine
+    assert "<th>wells</th>" in page and "<th>q-value (Benjamini-Hochberg)</th>" in page
+    assert "reconstructed from the other inputs" in page and "from a control&#39;s inputs" in page  # what the SHAP values sum to
+    assert {"n_wells", "p_value", "q_value"} <= set(pd.read_csv(run_dir / "hits.csv").columns)
+
+
 def test_same_seed_same_metrics(run_dir, table_path, tmp_path):
     extra = ["--compound-column", "Metadata_Compound", "--batch-column", "Metadata_Batch"]
     assert run(["profile", "run", str(table_path), *OPTIONS, *extra, *FAST, "--out", str(tmp_path / "again")]) == 0

@@ -129,3 +129,23 @@ def test_a_section_named_like_the_page_is_not_headed_twice():
     other = Report("phenolens images explain: bbbc013")
     other.add(Section("Explanations"))
     assert "<h2>Explanations</h2>" in other.render()
+
+
+def test_report_tables_show_headings_while_the_frame_keeps_machine_names():
+    import pandas as pd
+
+    from phenolens.report.headings import per_class_heading
+    from phenolens.report.html import Section
+
+    hits = pd.DataFrame({"score": [2.5], "n_wells": [3], "p_value": [0.01], "q_value": [0.02]}, index=pd.Index(["cpd@1"], name="treatment"))
+    quality = pd.DataFrame({"name": ["conv1"], "bow_error": [0.3], "bow_error_max_channel": [0.4], "purity_max_channel": [0.5]})
+    groups = pd.DataFrame({"well": ["A01"], "n_images": [12], "fraction_NoGFP": [0.25], "z_NoGFP": [1.0], "z_score": [2.0]})
+    groups = groups.rename(columns=lambda name: per_class_heading(name, ["NoGFP", "NuclearGFP"]))
+    page = _rendered(Section("tables").table(hits).table(quality).table(groups))
+    for shown in ("<th>wells</th>", "<th>p-value</th>", "<th>q-value (Benjamini-Hochberg)</th>", "<th>bag-of-words error (fraction)</th>"):
+        assert shown in page, shown
+    for shown in ("<th>images</th>", "<th>share predicted NoGFP</th>", "<th>z-score of NoGFP</th>", "<th>z_score</th>", "<th>treatment</th>"):
+        assert shown in page, shown  # a column that is not a class keeps its name
+    for machine in ("n_wells", "p_value", "q_value", "bow_error", "n_images", "fraction_NoGFP"):
+        assert f"<th>{machine}</th>" not in page, machine
+    assert list(hits.columns) == ["score", "n_wells", "p_value", "q_value"]  # the caller's frame (and the files) keep the API names

@@ -17,13 +17,6 @@ from phenolens.report.explorer.echoes import method_colour, real_scans_view, sca
 from phenolens.report.figures import OKABE_ITO, figure
 from phenolens.report.html import Report, Section
 
-THICKNESS_HEADINGS = {
-    "mae_thinnest_mm": "MAE, thinnest layer (mm)",
-    "mae_rest_mm": "MAE, other layers (mm)",
-    "resolved_fraction": "positions resolved into two echoes",
-}
-"""Report headings of `phenolens.echoes.thickness` errors."""
-
 SWEEP_LABELS = {
     "lambda": "overlap lambda (mean time-of-flight gap / sigma_0)",
     "epsilon": "hit tolerance epsilon (relative envelope error)",
@@ -230,7 +223,7 @@ def thickness_section(scan: LayerScan, estimates: Mapping[str, np.ndarray], erro
     fig.colorbar(error_image, ax=axes[1].tolist(), label="absolute error (mm)")
     section.figure(fig, "Thickness maps (top) and absolute-error maps (bottom); the thinnest layer is the left block.", "thickness_maps.png")
     section.table(
-        pd.DataFrame(errors).T.rename_axis("method").rename(columns=THICKNESS_HEADINGS),
+        pd.DataFrame(errors).T.rename_axis("method"),
         "Mean absolute thickness error (mm) and fraction of positions resolved into two echoes.",
     )
     return section

@@ -29,6 +29,7 @@ LABELS = {
     "moa_f1_lr": "MoA F1, logistic regression",
     "moa_f1_mlp": "MoA F1, MLP",
 }
+HYPERPARAMETER_LABELS = {"learning_rate": "learning rate", "output_l2": "output L2 penalty", "dropout": "dropout"}
 SHAP_ORIENTATION = (
     "Values are oriented to the error: > 0 means the input pushed the reconstruction away from the observed value (raised the error), "
     "< 0 that it pulled it toward it; a well's values sum to that change relative to the reconstruction from a control's inputs."
@@ -291,6 +292,25 @@ def beeswarm_figure(explanation: FeatureExplanation, group: str, top: int = 10):
     return fig
 
 
+def hyperparameter_text(autoencoder: dict) -> str:
+    """The autoencoder's training hyper-parameters in words, and whether a search chose them.
+
+    Parameters
+    ----------
+    autoencoder : dict
+        The ``autoencoder`` block of metrics.json (``hyperparameters``, ``search``).
+
+    Returns
+    -------
+    str
+        E.g. "learning rate 0.001, output L2 penalty 0.0001, dropout 0.1 (as set; no search)".
+    """
+    chosen = autoencoder["hyperparameters"].items()
+    values = ", ".join(f"{HYPERPARAMETER_LABELS.get(name, name.replace('_', ' '))} {value:g}" for name, value in chosen)
+    trials = len(autoencoder.get("search") or [])
+    return values + (f" (the best of {trials} trials on validation controls)" if trials > 1 else " (as set; no search)")
+
+
 def explanation_caption(explanation: FeatureExplanation) -> str:
     """What the SHAP values of one explained feature add up to, in words (means over the wells).
 
@@ -441,7 +461,7 @@ def profiling_section(
             f"{auto['controls']['train']}/{auto['controls']['validation']}/{auto['controls']['test']}"
             f"{' (+' + str(auto['controls']['unused']) + ' unused)' if auto['controls'].get('unused') else ''}; "
             f"{auto['epochs']} epochs (best {auto['best_epoch']}), best validation MSE {auto['best_validation_mse']:.3f}; "
-            f"hyper-parameters {auto['hyperparameters']}."
+            f"{hyperparameter_text(auto)}."
         )
     section.table(metrics_table(evaluation.metrics), "Headline metrics per representation (MoA F1: mean over repeats).")
     text = verdict(evaluation.metrics)
