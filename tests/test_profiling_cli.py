@@ -176,3 +176,21 @@ def test_a_whole_table_run_says_what_it_is_doing(table_path, tmp_path, caplog):
     assert lines[0].startswith("profile run: ") and "wells x 16 features" in lines[0] and "48 control wells" in lines[0]
     assert any("scoring 3 representations (2 MoA classifier repeats)" in line for line in lines)
     assert any("Kernel SHAP" in line for line in lines) and not any("learning curve" in line for line in lines)  # --no-curve
+
+
+def test_the_bbbc021_profiles_answer_to_their_registry_name_and_to_bbbc021():
+    from test_cli_help_text import rendered_help
+
+    from phenolens.data.loaders import LOADERS
+    from phenolens.profiling.inputs import DATASET_PRESETS, with_dataset_columns
+    from phenolens.profiling.settings import ProfileEvaluationSettings, ProfilingSettings
+
+    short, registry = (with_dataset_columns(ProfilingSettings(), name) for name in ("bbbc021", "bbbc021-profiles"))
+    assert short == registry and registry[1] == "bbbc021-profiles"  # the same columns, and `data.load` of the same data
+    assert registry[0].treatment == "Metadata_Treatment" and registry[0].batch == "Metadata_Batch"
+    assert with_dataset_columns(ProfileEvaluationSettings(), "bbbc021") == with_dataset_columns(ProfileEvaluationSettings(), "bbbc021-profiles")
+    assert set(DATASET_PRESETS) <= set(LOADERS) and {name for name, _ in DATASET_PRESETS.values()} <= set(LOADERS)
+    with pytest.raises(PhenolensError, match=r"'bbbc013' for profiling; choose bbbc021-profiles \(or bbbc021\), lincs-plate"):
+        with_dataset_columns(ProfilingSettings(), "bbbc013")
+    for command in ("run", "evaluate"):
+        assert "bbbc021-profiles (or bbbc021), lincs-plate" in rendered_help("profile", command)
