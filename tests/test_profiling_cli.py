@@ -69,6 +69,7 @@ def test_report_speaks_to_people_while_the_files_keep_machine_names(run_dir):
     for machine in ("n_wells", "p_value", "q_value", "representation_a", "mean_a"):
         assert f"<th>{machine}</th>" not in page, machine
     assert "<th>wells</th>" in page and "<th>q-value (Benjamini-Hochberg)</th>" in page
+    assert '"wells":3,"p-value":' in page and '"n_wells"' not in page  # the explorer's hits table too
     assert "reconstructed from the other inputs" in page and "from a control&#39;s inputs" in page  # what the SHAP values sum to
     assert {"n_wells", "p_value", "q_value"} <= set(pd.read_csv(run_dir / "hits.csv").columns)
 
