@@ -32,7 +32,8 @@ LABELS = {
 HYPERPARAMETER_LABELS = {"learning_rate": "learning rate", "output_l2": "output L2 penalty", "dropout": "dropout"}
 SHAP_ORIENTATION = (
     "Values are oriented to the error: > 0 means the input pushed the reconstruction away from the observed value (raised the error), "
-    "< 0 that it pulled it toward it; a well's values sum to that change relative to the reconstruction from a control's inputs."
+    "< 0 that it pulled it toward it; a well's values sum to that change relative to the reconstruction from a control's inputs. "
+    "Kernel SHAP (shap's default) gives at most 10 inputs of each well a non-zero value."
 )
 
 
@@ -286,7 +287,7 @@ def beeswarm_figure(explanation: FeatureExplanation, group: str, top: int = 10):
         )
     axis.axvline(0, color="#777777", linewidth=0.8)
     axis.set_yticks(range(len(order)), [explanation.input_names[c] for c in order], fontsize=8)
-    axis.set_xlabel("SHAP value oriented to the error (> 0: pushed the reconstruction away from the observed value; < 0: toward it)")
+    axis.set_xlabel("oriented SHAP value (> 0: moved the reconstruction away from the observed value; < 0: toward it)")
     axis.set_title(f"{group}: why is {explanation.feature} badly reconstructed?", fontsize=10)
     fig.colorbar(points, ax=axis, label="input value (z vs controls)")
     return fig
