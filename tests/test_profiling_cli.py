@@ -62,6 +62,18 @@ def test_run_writes_every_output_with_the_promised_keys(run_dir):
     assert any(c.startswith("cellprofiler__") for c in profiles) and any(c.startswith("anomaly__") for c in profiles)
 
 
+def test_report_speaks_to_people_while_the_files_keep_machine_names(run_dir):
+    page = (run_dir / "report.html").read_text()
+    assert "hyper-parameters {" not in page and "{&#39;" not in page  # no Python dict in the prose
+    assert "learning rate 0.001, output L2 penalty 0.0001, dropout 0.1 (as set; no search)" in page
+    for machine in ("n_wells", "p_value", "q_value", "representation_a", "mean_a"):
+        assert f"<th>{machine}</th>" not in page, machine
+    assert "<th>wells</th>" in page and "<th>q-value (Benjamini-Hochberg)</th>" in page
+    assert '"wells":3,"p-value":' in page and '"n_wells"' not in page  # the explorer's hits table too
+    assert "reconstructed from the other inputs" in page and "from a control&#39;s inputs" in page  # what the SHAP values sum to
+    assert {"n_wells", "p_value", "q_value"} <= set(pd.read_csv(run_dir / "hits.csv").columns)
+
+
 def test_same_seed_same_metrics(run_dir, table_path, tmp_path):
     extra = ["--compound-column", "Metadata_Compound", "--batch-column", "Metadata_Batch"]
     assert run(["profile", "run", str(table_path), *OPTIONS, *extra, *FAST, "--out", str(tmp_path / "again")]) == 0
@@ -165,3 +177,21 @@ def test_a_whole_table_run_says_what_it_is_doing(table_path, tmp_path, caplog):
     assert lines[0].startswith("profile run: ") and "wells x 16 features" in lines[0] and "48 control wells" in lines[0]
     assert any("scoring 3 representations (2 MoA classifier repeats)" in line for line in lines)
     assert any("Kernel SHAP" in line for line in lines) and not any("learning curve" in line for line in lines)  # --no-curve
+
+
+def test_the_bbbc021_profiles_answer_to_their_registry_name_and_to_bbbc021():
+    from test_cli_help_text import rendered_help
+
+    from phenolens.data.loaders import LOADERS
+    from phenolens.profiling.inputs import DATASET_PRESETS, with_dataset_columns
+    from phenolens.profiling.settings import ProfileEvaluationSettings, ProfilingSettings
+
+    short, registry = (with_dataset_columns(ProfilingSettings(), name) for name in ("bbbc021", "bbbc021-profiles"))
+    assert short == registry and registry[1] == "bbbc021-profiles"  # the same columns, and `data.load` of the same data
+    assert registry[0].treatment == "Metadata_Treatment" and registry[0].batch == "Metadata_Batch"
+    assert with_dataset_columns(ProfileEvaluationSettings(), "bbbc021") == with_dataset_columns(ProfileEvaluationSettings(), "bbbc021-profiles")
+    assert set(DATASET_PRESETS) <= set(LOADERS) and {name for name, _ in DATASET_PRESETS.values()} <= set(LOADERS)
+    with pytest.raises(PhenolensError, match=r"'bbbc013' for profiling; choose bbbc021-profiles \(or bbbc021\), lincs-plate"):
+        with_dataset_columns(ProfilingSettings(), "bbbc013")
+    for command in ("run", "evaluate"):
+        assert "bbbc021-profiles (or bbbc021), lincs-plate" in rendered_help("profile", command)

@@ -129,3 +129,50 @@ def test_a_section_named_like_the_page_is_not_headed_twice():
     other = Report("phenolens images explain: bbbc013")
     other.add(Section("Explanations"))
     assert "<h2>Explanations</h2>" in other.render()
+
+
+def test_report_tables_show_headings_while_the_frame_keeps_machine_names():
+    import pandas as pd
+
+    from phenolens.report.headings import per_class_heading
+    from phenolens.report.html import Section
+
+    hits = pd.DataFrame({"score": [2.5], "n_wells": [3], "p_value": [0.01], "q_value": [0.02]}, index=pd.Index(["cpd@1"], name="treatment"))
+    quality = pd.DataFrame({"name": ["conv1"], "bow_error": [0.3], "bow_error_max_channel": [0.4], "purity_max_channel": [0.5]})
+    groups = pd.DataFrame({"well": ["A01"], "n_images": [12], "fraction_NoGFP": [0.25], "z_NoGFP": [1.0], "z_score": [2.0]})
+    groups = groups.rename(columns=lambda name: per_class_heading(name, ["NoGFP", "NuclearGFP"]))
+    page = _rendered(Section("tables").table(hits).table(quality).table(groups))
+    for shown in ("<th>wells</th>", "<th>p-value</th>", "<th>q-value (Benjamini-Hochberg)</th>", "<th>bag-of-words error (fraction)</th>"):
+        assert shown in page, shown
+    for shown in ("<th>images</th>", "<th>share predicted NoGFP</th>", "<th>z-score of NoGFP</th>", "<th>z_score</th>", "<th>treatment</th>"):
+        assert shown in page, shown  # a column that is not a class keeps its name
+    for machine in ("n_wells", "p_value", "q_value", "bow_error", "n_images", "fraction_NoGFP"):
+        assert f"<th>{machine}</th>" not in page, machine
+    assert list(hits.columns) == ["score", "n_wells", "p_value", "q_value"]  # the caller's frame (and the files) keep the API names
+
+
+@pytest.mark.parametrize("rows", [2, 4])
+def test_thickness_map_ticks_sit_on_pixel_centres_and_the_axes_say_what_they_count(rows, monkeypatch):
+    from phenolens.echoes.thickness import LayerScan, LayerScanConfig
+    from phenolens.report import echoes
+
+    drawn = []
+    monkeypatch.setattr(echoes.Section, "figure", lambda self, fig, caption, name: drawn.append((fig, caption)) or self)
+    thickness = np.tile(np.linspace(0.1, 0.4, 6), (rows, 1))
+    scan = LayerScan(np.zeros((rows * 6, 10)), thickness * 10, thickness, LayerScanConfig(rows=rows, columns=6), np.zeros((rows * 6, 2)))
+    errors = {"uscnn": {"mae_thinnest_mm": 0.01, "mae_rest_mm": 0.02, "resolved_fraction": 1.0}}
+    echoes.thickness_section(scan, {"uscnn": thickness}, errors)
+    (fig, caption), *_ = drawn
+    maps = [axis for axis in fig.axes if axis.images]
+    assert len(maps) == 3  # true map, the estimate, its error
+    for axis in maps:
+        fig.canvas.draw()
+        for ticks, (low, high), size in ((axis.get_xticks(), axis.get_xlim(), 6), (axis.get_yticks(), sorted(axis.get_ylim()), rows)):
+            shown = ticks[(ticks >= low) & (ticks <= high)]
+            assert len(shown) >= 2 and np.allclose(shown, np.round(shown)), shown  # pixel i spans i - 0.5 .. i + 0.5
+            assert shown.min() >= 0 and shown.max() <= size - 1
+    labels = {axis.get_xlabel() for axis in maps} | {axis.get_ylabel() for axis in maps}
+    assert labels - {""} == {"scan column (A-scan index)", "scan row (A-scan index)"} and "not millimetres" in caption
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

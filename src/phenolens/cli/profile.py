@@ -11,12 +11,13 @@ from pathlib import Path
 import typer
 
 from phenolens.cli.options import OVERWRITE, RESUME, SCHEDULER, settings_options
+from phenolens.profiling.inputs import DATASET_CHOICES
 from phenolens.profiling.settings import ProfileAggregationSettings, ProfileEvaluationSettings, ProfileExplanationSettings, ProfilingSettings
 
 app = typer.Typer(help="Anomaly-based profiling: representations, reproducibility, MoA, hits, explanations.", no_args_is_help=True)
 
 FILES = typer.Argument(None, help="Well-level profile tables (csv, csv.gz, parquet), Metadata_* columns + numeric features.")
-DATASET = typer.Option(None, "--dataset", help="Built-in dataset instead of FILES: bbbc021 or lincs-plate (sets the column options).")
+DATASET = typer.Option(None, "--dataset", help=f"Built-in dataset instead of FILES: {DATASET_CHOICES} (sets the column options).")
 OUT = typer.Option(..., "--out", help="Output folder (a new folder, or an earlier phenolens run with --overwrite).")
 
 
@@ -86,7 +87,7 @@ def run(
 @settings_options()
 def evaluate(
     profiles: list[Path] = typer.Argument(..., help="profiles.parquet from `profile run`, or any profile tables (one representation)."),
-    dataset: str = typer.Option(None, "--dataset", help="Take the column options of a built-in dataset (bbbc021, lincs-plate)."),
+    dataset: str = typer.Option(None, "--dataset", help=f"Take the column options of a built-in dataset: {DATASET_CHOICES}."),
     out: Path = OUT,
     overwrite: bool = OVERWRITE,
     settings: ProfileEvaluationSettings = None,

@@ -6,6 +6,14 @@ features, with the feature's own input deactivated (held at the control mean, 0 
 standardisation) and held-out test controls as the background. SHAP values are then oriented by
 the sign of each well's error: positive means the input pushed the reconstruction away from the
 observed value (it made the well look more anomalous), negative means it pulled it closer.
+
+By Kernel SHAP's additivity a well's oriented values sum to -sign(x - f(x)) * (f(x) - E[f]): how much
+the other inputs moved the reconstruction away from the observed value, relative to the reconstruction
+from a control's inputs. For a treatment whose phenotype shifts many correlated features together, the
+correlates pull the reconstruction toward the extreme observed value (every value < 0, Antwarg's
+"offsetting" features): the error is then the feature's own value, beyond what its correlates predict,
+and the feature's own input is not a player. `FeatureExplanation.observed`, `reconstruction` and
+`expected_value` carry the three numbers the report states beside the values.
 """
 
 from __future__ import annotations
@@ -43,6 +51,10 @@ class FeatureExplanation:
         (wells, inputs) standardised input values.
     expected_value : float
         Mean reconstruction over the background.
+    observed : numpy.ndarray
+        (wells,) standardised observed value of the explained feature.
+    reconstruction : numpy.ndarray
+        (wells,) its reconstruction from the other inputs (its own input deactivated): the explained f(x).
     """
 
     feature: str
@@ -51,6 +63,19 @@ class FeatureExplanation:
     shap_values: np.ndarray  # (wells, inputs) oriented: > 0 increased the reconstruction error
     input_values: np.ndarray  # (wells, inputs) standardised input values
     expected_value: float  # mean reconstruction over the background
+    observed: np.ndarray  # (wells,) standardised observed value of the explained feature
+    reconstruction: np.ndarray  # (wells,) f(x), the explained reconstruction
+
+    def error_change(self) -> np.ndarray:
+        """Per well, the sum of the oriented SHAP values: > 0 when the other inputs moved the reconstruction
+        away from the observed value (relative to a control's inputs), < 0 when they pulled it toward it.
+
+        Returns
+        -------
+        numpy.ndarray
+            (wells,) -sign(observed - f(x)) * (f(x) - E[f]), what the values add up to.
+        """
+        return -np.sign(self.observed - self.reconstruction) * (self.reconstruction - self.expected_value)
 
     def ranking(self) -> np.ndarray:
         """Input indices by decreasing mean |SHAP| over the group.
@@ -138,7 +163,8 @@ def explain_anomalies(
             np.random.seed(seed)
             values = np.asarray(explainer.shap_values(group_inputs[:, others], nsamples=nsamples, silent=True))
             reconstruction = predict(group_inputs[:, others])
-        direction = np.sign(group_inputs[:, target] - reconstruction)[:, None]
+        observed = group_inputs[:, target].astype(np.float64)
+        direction = np.sign(observed - reconstruction)[:, None]
         results.append(
             FeatureExplanation(
                 feature=feature_names[target],
@@ -147,6 +173,8 @@ def explain_anomalies(
                 shap_values=-direction * values,
                 input_values=group_inputs[:, others].astype(np.float64),
                 expected_value=float(np.asarray(explainer.expected_value).ravel()[0]),
+                observed=observed,
+                reconstruction=reconstruction,
             )
         )
     return results

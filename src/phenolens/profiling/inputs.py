@@ -91,9 +91,9 @@ class ProfileColumns:
             raise PhenolensError(f"give --dataset, or {' and '.join(missing)} for your own tables")
 
 
-# Column meanings of the built-in profile datasets (keys are what `--dataset` accepts).
+# Column meanings of the built-in profile datasets, by their registry name (`phenolens data list`, `phenolens.data.load`).
 DATASET_PRESETS: dict[str, tuple[str, ProfileColumns]] = {
-    "bbbc021": (
+    "bbbc021-profiles": (
         "bbbc021-profiles",
         ProfileColumns(
             controls="Metadata_PertType == 'control'",
@@ -109,6 +109,15 @@ DATASET_PRESETS: dict[str, tuple[str, ProfileColumns]] = {
     ),
 }
 
+DATASET_ALIASES = {"bbbc021": "bbbc021-profiles"}
+"""Short names `--dataset` also accepts (the one place they are defined): the BBBC021 well profiles are
+`bbbc021-profiles` in the data registry, and `bbbc021` (used in the profiling commands since they began) means them too."""
+
+DATASET_CHOICES = ", ".join(
+    name + "".join(f" (or {alias})" for alias, target in DATASET_ALIASES.items() if target == name) for name in DATASET_PRESETS
+)
+"""The `--dataset` choices for help texts and messages: 'bbbc021-profiles (or bbbc021), lincs-plate'."""
+
 
 def with_dataset_columns(settings, dataset: str):
     """`settings` with the column meanings of a built-in dataset filled in where they are left at their defaults.
@@ -118,7 +127,7 @@ def with_dataset_columns(settings, dataset: str):
     settings : ProfileColumns
         Any profiling settings object (they all carry the column fields).
     dataset : str
-        A key of `DATASET_PRESETS`.
+        A key of `DATASET_PRESETS` (a registry name) or of `DATASET_ALIASES`.
 
     Returns
     -------
@@ -130,9 +139,10 @@ def with_dataset_columns(settings, dataset: str):
     PhenolensError
         For an unknown dataset.
     """
-    if dataset not in DATASET_PRESETS:
-        raise PhenolensError(f"unknown dataset {dataset!r} for profiling; choose one of {', '.join(DATASET_PRESETS)}")
-    name, preset = DATASET_PRESETS[dataset]
+    key = DATASET_ALIASES.get(dataset, dataset)
+    if key not in DATASET_PRESETS:
+        raise PhenolensError(f"unknown dataset {dataset!r} for profiling; choose {DATASET_CHOICES}")
+    name, preset = DATASET_PRESETS[key]
     chosen = {f.name: getattr(preset, f.name) for f in fields(ProfileColumns) if getattr(settings, f.name) == f.default}
     return replace(settings, **chosen), name
 

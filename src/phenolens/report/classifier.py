@@ -10,6 +10,7 @@ import torch
 from phenolens.nn.backbones import networks
 from phenolens.report.explorer.images import cell_ids, embedding_points, images_view
 from phenolens.report.figures import class_colors, figure
+from phenolens.report.headings import per_class_heading
 from phenolens.report.html import Section
 
 
@@ -408,7 +409,7 @@ def prediction_section(
             )
         )  # fmt: skip
     if predictions.groups is not None:
-        shown = predictions.groups.head(50)
+        shown = predictions.groups.head(50).rename(columns=lambda name: per_class_heading(name, list(class_names)))
         section.table(
             shown, f"Share of each predicted class per {group_by} (first {len(shown)} of {len(predictions.groups)} groups; all in groups.parquet)."
         )

@@ -13,16 +13,9 @@ from phenolens.echoes.pulse import PulseFit, envelope, gaussian_envelope
 from phenolens.echoes.real import RealDetection, prepare_real_signal
 from phenolens.echoes.simulate import EchoSet
 from phenolens.echoes.thickness import LayerScan
-from phenolens.report.explorer.echoes import method_colour, real_scans_view, scan_view
+from phenolens.report.explorer.echoes import SCAN_COLUMN_LABEL, SCAN_ROW_LABEL, method_colour, real_scans_view, scan_view
 from phenolens.report.figures import OKABE_ITO, figure
 from phenolens.report.html import Report, Section
-
-THICKNESS_HEADINGS = {
-    "mae_thinnest_mm": "MAE, thinnest layer (mm)",
-    "mae_rest_mm": "MAE, other layers (mm)",
-    "resolved_fraction": "positions resolved into two echoes",
-}
-"""Report headings of `phenolens.echoes.thickness` errors."""
 
 SWEEP_LABELS = {
     "lambda": "overlap lambda (mean time-of-flight gap / sigma_0)",
@@ -187,6 +180,20 @@ def timing_section(timing: Mapping[str, float]) -> Section:
     return section
 
 
+def centre_pixel_ticks(axis) -> None:
+    """Ticks of an `imshow` map only at whole indices, so each one sits on the centre of the pixel it names.
+
+    Parameters
+    ----------
+    axis : matplotlib.axes.Axes
+        An axis showing a map drawn with `imshow` (pixel i spans i - 0.5 .. i + 0.5).
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def thickness_section(scan: LayerScan, estimates: Mapping[str, np.ndarray], errors: Mapping[str, dict]) -> Section:
     """True thickness map and, per method, the estimated map and its absolute error.
 
@@ -221,16 +228,23 @@ def thickness_section(scan: LayerScan, estimates: Mapping[str, np.ndarray], erro
         axes[0, column].set_title(method)
         error_image = axes[1, column].imshow(np.abs(estimate - scan.thickness_mm), vmin=0, vmax=vmax / 2, cmap="magma", aspect="auto")
         axes[1, column].set_title(f"|error| (thin MAE {errors[method]['mae_thinnest_mm']:.3f} mm)", fontsize=9)
+    for axis in axes.ravel():
+        centre_pixel_ticks(axis)
     for axis in (axes[0, 0], axes[1, 1]):
-        axis.set_ylabel("scan y (position)")
+        axis.set_ylabel(SCAN_ROW_LABEL)
     for axis in axes[1]:
-        axis.set_xlabel("scan x (position)")
-    axes[0, 0].set_xlabel("scan x (position)")
+        axis.set_xlabel(SCAN_COLUMN_LABEL)
+    axes[0, 0].set_xlabel(SCAN_COLUMN_LABEL)
     fig.colorbar(image, ax=axes[0].tolist(), label="thickness (mm)")
     fig.colorbar(error_image, ax=axes[1].tolist(), label="absolute error (mm)")
-    section.figure(fig, "Thickness maps (top) and absolute-error maps (bottom); the thinnest layer is the left block.", "thickness_maps.png")
+    section.figure(
+        fig,
+        "Thickness maps (top) and absolute-error maps (bottom); the thinnest layer is the left block. Axes count A-scans: "
+        "the simulation has no scan pitch, so positions are indices, not millimetres.",
+        "thickness_maps.png",
+    )
     section.table(
-        pd.DataFrame(errors).T.rename_axis("method").rename(columns=THICKNESS_HEADINGS),
+        pd.DataFrame(errors).T.rename_axis("method"),
         "Mean absolute thickness error (mm) and fraction of positions resolved into two echoes.",
     )
     return section

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from phenolens.core.outputs import atomic_write_bytes, atomic_write_text, to_jsonable
+from phenolens.report.headings import heading
 
 
 @dataclass
@@ -111,7 +112,7 @@ class Section:
         return self
 
     def table(self, frame: pd.DataFrame, caption: str = "", float_format: str = "{:.3g}") -> Section:
-        """Add a table (values formatted; index kept when it is named).
+        """Add a table (values formatted; index kept when it is named; machine column names shown as `headings.HEADINGS`).
 
         Parameters
         ----------
@@ -131,6 +132,9 @@ class Section:
         for column in shown.columns:
             if pd.api.types.is_float_dtype(shown[column]):
                 shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else float_format.format(v))
+        # machine names stay in the files; the page shows people's headings
+        shown = shown.rename(columns=heading)
+        shown.index = shown.index.set_names([heading(name) for name in shown.index.names])
         self.tables.append((caption, shown))
         return self
 

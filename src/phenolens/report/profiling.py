@@ -29,6 +29,12 @@ LABELS = {
     "moa_f1_lr": "MoA F1, logistic regression",
     "moa_f1_mlp": "MoA F1, MLP",
 }
+HYPERPARAMETER_LABELS = {"learning_rate": "learning rate", "output_l2": "output L2 penalty", "dropout": "dropout"}
+SHAP_ORIENTATION = (
+    "Values are oriented to the error: > 0 means the input pushed the reconstruction away from the observed value (raised the error), "
+    "< 0 that it pulled it toward it; a well's values sum to that change relative to the reconstruction from a control's inputs. "
+    "Kernel SHAP (shap's default) gives at most 10 inputs of each well a non-zero value."
+)
 
 
 def colors_for(names) -> dict[str, str]:
@@ -281,10 +287,62 @@ def beeswarm_figure(explanation: FeatureExplanation, group: str, top: int = 10):
         )
     axis.axvline(0, color="#777777", linewidth=0.8)
     axis.set_yticks(range(len(order)), [explanation.input_names[c] for c in order], fontsize=8)
-    axis.set_xlabel("SHAP value oriented to the error (> 0: raised the reconstruction error)")
+    axis.set_xlabel("oriented SHAP value (> 0: moved the reconstruction away from the observed value; < 0: toward it)")
     axis.set_title(f"{group}: why is {explanation.feature} badly reconstructed?", fontsize=10)
     fig.colorbar(points, ax=axis, label="input value (z vs controls)")
     return fig
+
+
+def hyperparameter_text(autoencoder: dict) -> str:
+    """The autoencoder's training hyper-parameters in words, and whether a search chose them.
+
+    Parameters
+    ----------
+    autoencoder : dict
+        The ``autoencoder`` block of metrics.json (``hyperparameters``, ``search``).
+
+    Returns
+    -------
+    str
+        E.g. "learning rate 0.001, output L2 penalty 0.0001, dropout 0.1 (as set; no search)".
+    """
+    chosen = autoencoder["hyperparameters"].items()
+    values = ", ".join(f"{HYPERPARAMETER_LABELS.get(name, name.replace('_', ' '))} {value:g}" for name, value in chosen)
+    trials = len(autoencoder.get("search") or [])
+    return values + (f" (the best of {trials} trials on validation controls)" if trials > 1 else " (as set; no search)")
+
+
+def explanation_caption(explanation: FeatureExplanation) -> str:
+    """What the SHAP values of one explained feature add up to, in words (means over the wells).
+
+    All values < 0 is what a phenotype shared by correlated features gives: the other inputs pull the
+    reconstruction toward the extreme observed value and the error is the feature's own value.
+
+    Parameters
+    ----------
+    explanation : FeatureExplanation
+        One explained feature.
+
+    Returns
+    -------
+    str
+        One caption.
+    """
+    change = float(explanation.error_change().mean())
+    numbers = (
+        f"{explanation.feature}: mean |anomaly z| {explanation.mean_abs_anomaly:.1f} over {len(explanation.shap_values)} wells; "
+        f"observed {explanation.observed.mean():.2f}, reconstructed from the other inputs {explanation.reconstruction.mean():.2f}, "
+        f"from a control's inputs {explanation.expected_value:.2f} (standardised units; means over the wells). "
+    )
+    if change < 0:
+        return numbers + (
+            f"The other inputs pulled the reconstruction {-change:.2f} toward the observed value (the SHAP values sum to {change:.2f}): "
+            "the error is the feature's own value, beyond what its correlated features predict."
+        )
+    return numbers + (
+        f"The other inputs pushed the reconstruction {change:.2f} away from the observed value (the SHAP values sum to {change:.2f}): "
+        "they predict a value these wells do not have."
+    )
 
 
 def training_figure(history_columns: dict[str, list[float]]):
@@ -404,7 +462,7 @@ def profiling_section(
             f"{auto['controls']['train']}/{auto['controls']['validation']}/{auto['controls']['test']}"
             f"{' (+' + str(auto['controls']['unused']) + ' unused)' if auto['controls'].get('unused') else ''}; "
             f"{auto['epochs']} epochs (best {auto['best_epoch']}), best validation MSE {auto['best_validation_mse']:.3f}; "
-            f"hyper-parameters {auto['hyperparameters']}."
+            f"{hyperparameter_text(auto)}."
         )
     section.table(metrics_table(evaluation.metrics), "Headline metrics per representation (MoA F1: mean over repeats).")
     text = verdict(evaluation.metrics)
@@ -443,14 +501,10 @@ def profiling_section(
         shap_section = Section(f"Why is {group} anomalous? (autoencoder-anomaly SHAP)")
         shap_section.text(
             "For each of the worst-reconstructed features, Kernel SHAP attributes its reconstruction to the other inputs (its own input "
-            "deactivated), with held-out controls as background; values are oriented so that > 0 means the input raised the error."
+            f"deactivated), with held-out controls as background. {SHAP_ORIENTATION}"
         )
         for number, explanation in enumerate(explanations):
-            shap_section.figure(
-                beeswarm_figure(explanation, group),
-                f"{explanation.feature}: mean |anomaly z| {explanation.mean_abs_anomaly:.1f} over {len(explanation.shap_values)} wells.",
-                f"{prefix}_shap_{number}.png",
-            )
+            shap_section.figure(beeswarm_figure(explanation, group), explanation_caption(explanation), f"{prefix}_shap_{number}.png")
         section.add(shap_section)
     return section
 
@@ -575,13 +629,9 @@ def explanation_report(result: GroupExplanation, settings: ProfileExplanationSet
         Ready for `RunWriter.write_report`.
     """
     section = Section(f"Why are the wells of {settings.group} anomalous? (autoencoder-anomaly SHAP)")
-    section.text(f"{result.wells} wells; background: {result.background} held-out control wells; {settings.nsamples} samples.")
+    section.text(f"{result.wells} wells; background: {result.background} held-out control wells; {settings.nsamples} samples. {SHAP_ORIENTATION}")
     for number, explanation in enumerate(result.explanations):
-        section.figure(
-            beeswarm_figure(explanation, settings.group),
-            f"{explanation.feature}: mean |anomaly z| {explanation.mean_abs_anomaly:.1f}.",
-            f"shap_{number}.png",
-        )
+        section.figure(beeswarm_figure(explanation, settings.group), explanation_caption(explanation), f"shap_{number}.png")
     report = Report(f"phenolens profile explain: {settings.group}", metrics=result.summary)
     report.add(section)
     return report

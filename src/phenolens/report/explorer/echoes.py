@@ -25,6 +25,11 @@ bucket of samples, which keeps every peak (the page says so)."""
 METHOD_COLOURS = {"uscnn": OKABE_ITO[5], "omp": OKABE_ITO[4], "ista": OKABE_ITO[0], "smp": OKABE_ITO[2], "omp-complex": OKABE_ITO[1]}
 
 
+SCAN_ROW_LABEL = "scan row (A-scan index)"
+SCAN_COLUMN_LABEL = "scan column (A-scan index)"
+"""Thickness-map axes: the simulated scan has no pitch (mm per A-scan), so they count A-scans."""
+
+
 def method_colour(method: str) -> str:
     """The colour of a method (Okabe-Ito, colour-blind safe) in every echoes figure.
 
@@ -126,8 +131,8 @@ def scan_view(scan: LayerScan, detections: Mapping[str, Detections], estimates: 
     buttons = [{"label": plotly_text(name), "method": "restyle", "args": [{"z": [np.round(values, 4).tolist()]}]} for name, values in maps.items()]
     figure.update_layout(
         title={"text": "Layer scan: click a position to see its A-scan"},
-        xaxis={"title": {"text": "scan x (position)"}, "tick0": 0, "dtick": max(1, columns // 10)},
-        yaxis={"title": {"text": "scan y (position)"}, "autorange": "reversed", "tick0": 0, "dtick": max(1, rows // 10)},
+        xaxis={"title": {"text": SCAN_COLUMN_LABEL}, "tick0": 0, "dtick": max(1, columns // 10)},
+        yaxis={"title": {"text": SCAN_ROW_LABEL}, "autorange": "reversed", "tick0": 0, "dtick": max(1, rows // 10)},
         updatemenus=[{"buttons": buttons, "x": 1.0, "y": 1.16, "xanchor": "right", "direction": "down"}],
         margin={"t": 70},
     )

@@ -15,6 +15,7 @@ from phenolens.report.explorer.images import embedding_points, group_colours, ma
 from phenolens.report.explorer.sprites import sample_rule
 from phenolens.report.explorer.view import ExplorerFigure, View
 from phenolens.report.figures import OKABE_ITO
+from phenolens.report.headings import heading
 
 MAX_TREATMENTS = 5000
 """Most treatments on the map; larger screens are sampled per MoA (seeded) and the page says so."""
@@ -170,7 +171,7 @@ def profiling_view(
     colourings["hit status"] = (hit_codes, ["hit", "not a hit"], [OKABE_ITO[5], "#999999"])
     points = embedding_points(profiles, seed) if len(order) >= 2 else np.zeros((len(order), 2))
     figure = map_figure(points, list(order), colourings)
-    table = hit_table.reset_index(names="treatment")
+    table = hit_table.reset_index(names="treatment").rename(columns=heading)  # hits.csv keeps the machine names
     if moa:
         table.insert(1, "MoA", moas)
     rows = [{"__id": row["treatment"], **row} for row in table.to_dict("records")]
