@@ -90,7 +90,7 @@ def test_a_shard_that_kills_every_worker_is_one_line_naming_it():
     assert "\n" not in str(caught.value)
 
 
-def _killed_run(tmp_path, out, done_shards: int) -> None:
+def _killed_run(tmp_path, out, done_shards: int, inputs: tuple = ()) -> None:
     """Run a writer in a child process that finishes `done_shards` parts and is then SIGKILLed."""
     script = textwrap.dedent(
         f"""
@@ -99,7 +99,7 @@ def _killed_run(tmp_path, out, done_shards: int) -> None:
         sys.path.insert(0, {os.fspath(tmp_path)!r})
         from test_settings_for_child import ResumeChildSettings
         from phenolens.core.runs import RunWriter
-        with RunWriter({os.fspath(out)!r}, command="test resume", settings=ResumeChildSettings()) as run:
+        with RunWriter({os.fspath(out)!r}, command="test resume", settings=ResumeChildSettings(), inputs={[os.fspath(p) for p in inputs]!r}) as run:
             parts = run.parts("rows.parquet")
             for index in range({done_shards}):
                 parts.write_table(index, pd.DataFrame({{"shard": [index] * 3, "value": [index * 10 + i for i in range(3)]}}))
@@ -181,3 +181,15 @@ def test_parts_markers_and_finish(tmp_path):
         parts.finish()
         assert parts.completed() == set()
     assert (tmp_path / "z" / "maps").is_dir() and not list((tmp_path / "z" / "maps").iterdir())
+
+
+def test_resume_refuses_an_input_edited_since_the_interrupted_run_started(tmp_path):
+    table = tmp_path / "wells.csv"
+    table.write_text("well,value\nA01,1\n")
+    out = tmp_path / "run"
+    _killed_run(tmp_path, out, done_shards=2, inputs=(table,))
+    table.write_text("well,value\nA01,2\nA02,3\n")  # edited in place: same path, other content
+    with pytest.raises(PhenolensError, match=r"had other inputs \(or an input changed since it started\)"):
+        _finish(out, resume=True, inputs=[table])
+    run = _finish(out, overwrite=True, inputs=[table])
+    assert not run.resumed and run.skipped == 0

@@ -112,6 +112,32 @@ def describe_input(path: str | os.PathLike) -> dict[str, Any]:
     return {"path": str(path), "missing": True}
 
 
+def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """What a resumed run checks its inputs against: a file's size and modification time, or a folder's
+    file count, total size and newest modification time (metadata only, so it costs no reading of a screen).
+
+    Parameters
+    ----------
+    path : path
+        A file or folder the run reads.
+
+    Returns
+    -------
+    dict
+        ``path`` (resolved) with ``bytes`` and ``modified_ns``, plus ``files`` for a folder; ``missing: True``
+        for a path that does not exist.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        status = path.stat()
+        return {"path": str(path.resolve()), "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
+    if path.is_dir():
+        statuses = [p.stat() for p in path.rglob("*") if p.is_file()]
+        newest = max((status.st_mtime_ns for status in statuses), default=path.stat().st_mtime_ns)
+        return {"path": str(path.resolve()), "files": len(statuses), "bytes": sum(status.st_size for status in statuses), "modified_ns": newest}
+    return {"path": str(path), "missing": True}
+
+
 def _versions() -> dict[str, str]:
     from phenolens import __version__
 
@@ -303,18 +329,21 @@ class RunWriter:
         self.extra: dict[str, Any] = {}
 
     def intent(self) -> dict[str, Any]:
-        """What this run was asked to do: command, settings and resolved inputs (a resumed run must match).
+        """What this run was asked to do: command, settings and inputs (a resumed run must match).
+
+        An input edited in place since the interrupted run started changes its fingerprint, so its
+        checkpoints and parts are not continued on different data.
 
         Returns
         -------
         dict
-            JSON-ready ``command``, ``settings`` (class name and values) and ``inputs`` (paths).
+            JSON-ready ``command``, ``settings`` (class name and values) and ``inputs`` (`input_fingerprint` of each).
         """
         return to_jsonable(
             {
                 "command": self.command,
                 "settings": [{"class": type(s).__qualname__, "values": s.to_dict()} for s in self.settings],
-                "inputs": [str(p.expanduser().resolve()) for p in self.inputs],
+                "inputs": [input_fingerprint(p) for p in self.inputs],
             }
         )
 
@@ -343,7 +372,9 @@ class RunWriter:
         if recorded is None:
             raise PhenolensError(f"{newest / INTENT}: unreadable; pass --overwrite instead of --resume to start again")
         if recorded != wanted:
-            differs = [key for key in wanted if recorded.get(key) != wanted[key]]
+            differs = [
+                key if key != "inputs" else "inputs (or an input changed since it started)" for key in wanted if recorded.get(key) != wanted[key]
+            ]
             raise PhenolensError(
                 f"--resume: the interrupted run in {newest.name} had other {' and '.join(differs)}; "
                 "repeat its options exactly, or pass --overwrite to start again"
