@@ -143,3 +143,22 @@ def test_a_field_missing_from_the_brightness_table_is_one_line(field_screen):
         classifier.with_field_brightness(table).predict_proba(images)
     looked_up = intensity_scales(np.ones((2, 2)), "field", np.array(["a", "b"]), {"a": np.array([2.0, 0.0]), "b": np.array([4.0, 1.0])})
     assert np.array_equal(looked_up, [[2.0, 1.0], [4.0, 1.0]])  # each image gets its field's row; a black channel is divided by 1
+
+
+def test_an_image_skipped_while_decoding_is_left_out_of_its_fields_brightness_too(field_screen, tmp_path):
+    import shutil
+
+    from phenolens.training import ImagePredictionSettings, predict
+
+    images, model, manifest = field_screen
+    folder = shutil.copytree(manifest.parent, tmp_path / "screen", ignore=shutil.ignore_patterns("model"))
+    whole = (folder / "crop05.npy").read_bytes()
+    (folder / "crop05.npy").write_bytes(whole[: len(whole) // 2])  # the header passes the scan, the pixels do not decode
+    options = ["--chunk-size", "3", "--batch-size", "3", "--skip-bad"]
+    table = pd.read_parquet(_streamed(["images", "predict"], model, folder / "manifest.csv", tmp_path / "out", options) / "predictions.parquet")
+    kept = images.subset(np.flatnonzero(images.meta["crop"] != "crop05"))
+    assert len(table) == 31 and list(table["crop"]) == list(kept.meta["crop"])
+    # in memory without the crop (field F1's median over its 3 other crops), in batches of 3 as the streamed chunks after it
+    expected = predict(ImageClassifier.load(model), kept, ImagePredictionSettings(batch_size=3)).table
+    probabilities = ["p_corner", "p_middle"]
+    np.testing.assert_allclose(table[probabilities].to_numpy(), expected[probabilities].to_numpy(), rtol=0, atol=1e-7)

@@ -343,23 +343,7 @@ def predict_chunk(task: PredictionTask) -> tuple[pd.DataFrame, pd.DataFrame | No
     return table, embeddings, skipped
 
 
-@dataclass(frozen=True)
-class FieldMeansTask:
-    """One chunk's share of `screen_field_brightness` (small: what to read).
-
-    Attributes
-    ----------
-    model : str
-        The model folder.
-    chunk : ImageChunk
-        The images.
-    """
-
-    model: str
-    chunk: ImageChunk
-
-
-def chunk_field_means(task: FieldMeansTask) -> tuple[np.ndarray, np.ndarray]:
+def chunk_field_means(shard: tuple[str, ImageChunk]) -> tuple[np.ndarray, np.ndarray]:
     """The field and per-channel mean intensity of each padded image of one chunk (a shard function).
 
     Images the chunk cannot decode are left out exactly as the main pass leaves them out (``skip_bad``),
@@ -367,17 +351,17 @@ def chunk_field_means(task: FieldMeansTask) -> tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    task : FieldMeansTask
-        The model and the chunk.
+    shard : tuple of (str, ImageChunk)
+        The model folder and the chunk (small: what to read).
 
     Returns
     -------
     tuple of ndarray
         (n,) fields and (n, C) means (`ImageClassifier.field_means`).
     """
-    classifier = cached_classifier(task.model)
-    images = task.chunk.read()[0]
-    return classifier.field_means(classifier.conform(images))
+    model, chunk = shard
+    classifier = cached_classifier(model)
+    return classifier.field_means(classifier.conform(chunk.read()[0]))
 
 
 def screen_field_brightness(model: str | Path, chunks: list[ImageChunk], executor: Executor) -> FieldBrightness | None:
@@ -406,13 +390,12 @@ def screen_field_brightness(model: str | Path, chunks: list[ImageChunk], executo
     PhenolensError
         When the images carry no field column, or a chunk holds an unreadable image (without ``skip_bad``).
     """
-    if cached_classifier(model).normalization.intensity != "field":
+    classifier = cached_classifier(model)
+    if classifier.normalization.intensity != "field":
         return None
     started = time.perf_counter()
-    parts = [
-        result
-        for _, result in chunk_progress(executor.map(chunk_field_means, (FieldMeansTask(str(model), c) for c in chunks)), chunks, "field brightness")
-    ]
+    parts = [(np.zeros(0, dtype=str), np.zeros((0, len(classifier.channel_names))))]  # no chunks: an empty table
+    parts += [result for _, result in chunk_progress(executor.map(chunk_field_means, ((str(model), c) for c in chunks)), chunks, "field brightness")]
     fields = np.concatenate([part[0] for part in parts])
     brightness = field_brightness(np.concatenate([part[1] for part in parts]), fields)
     progress_log.info("field brightness: %d fields from %d images in %.1f s", len(brightness), len(fields), time.perf_counter() - started)
