@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,3 +73,92 @@ def test_a_model_trained_with_field_normalisation_stores_it_and_predicts_whole_f
     assert "intensity" not in plain.card().normalization  # models without it keep the card they had
     with pytest.raises(PhenolensError, match="'intensity' 'bogus' is not one of none, field, crop"):
         ChannelNormalization.from_dict({"mean": [0.0], "std": [1.0], "intensity": "bogus"})
+
+
+@pytest.fixture(scope="module")
+def field_screen(tmp_path_factory):
+    """A field-normalised model and its images, also as .npy files in a manifest with a field column (fields of 4 consecutive images)."""
+    root = tmp_path_factory.mktemp("field-screen")
+    images = _fields()
+    images.meta["crop"] = [f"crop{i:02d}" for i in range(len(images))]
+    settings = {"width": 0.125, "blocks": (1, 1), "stem_stride": 1, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
+    model = fit_classifier(images, "resnet18", intensity_normalization="field", **settings).save(root / "model")
+    for crop, image in zip(images.meta["crop"], images.images):
+        np.save(root / f"{crop}.npy", image)
+    manifest = images.meta.assign(path=images.meta["crop"] + ".npy", label=np.asarray(images.class_names)[images.labels])
+    manifest.to_csv(root / "manifest.csv", index=False)
+    return images, model, root / "manifest.csv"
+
+
+def _streamed(command: list[str], model, manifest, out, options: list[str]):
+    """Run a streamed command on the manifest; its output folder."""
+    from phenolens.cli.main import run
+
+    assert run([*command, str(model), "--manifest", str(manifest), "--channels", "dna,actin", "--out", str(out), *options]) == 0
+    return out
+
+
+@pytest.mark.parametrize("scheduler", ["serial", "local:2"])
+def test_a_streamed_predict_normalises_a_field_cut_by_chunks_exactly_as_in_memory(field_screen, tmp_path, scheduler):
+    from phenolens.training import ImagePredictionSettings, predict
+
+    images, model, manifest = field_screen
+    expected = predict(ImageClassifier.load(model), images, ImagePredictionSettings(batch_size=3, embeddings=True))
+    # chunks of 3 cut every field of 4 images; the same batches of 3 in memory, so every number must be equal
+    options = ["--chunk-size", "3", "--batch-size", "3", "--embeddings", "--scheduler", scheduler]
+    out = _streamed(["images", "predict"], model, manifest, tmp_path / "out", options)
+    table = pd.read_parquet(out / "predictions.parquet")
+    assert len(list((out / "predictions.parquet").glob("part-*.parquet"))) == 11 and list(table["crop"]) == list(images.meta["crop"])
+    probabilities = ["p_corner", "p_middle"]
+    assert np.array_equal(table[probabilities].to_numpy(), expected.table[probabilities].to_numpy())
+    assert np.array_equal(pd.read_parquet(out / "embeddings.parquet").filter(like="e_").to_numpy(), expected.embeddings.filter(like="e_").to_numpy())
+
+
+def test_a_streamed_explain_normalises_a_field_cut_by_chunks_as_one_chunk_and_as_in_memory(field_screen, tmp_path):
+    from phenolens.explain import explain_model
+    from phenolens.explain.attribution import AttributionSettings
+
+    images, model, manifest = field_screen
+    options = ["--images", "all", "--methods", "saliency", "--check-images", "2", "--sanity-images", "1", "--max-images", "20"]
+    cut, whole = (
+        pd.read_parquet(_streamed(["explain"], model, manifest, tmp_path / name, ["--chunk-size", size, *options]) / "per_image.parquet")
+        for name, size in (("cut", "3"), ("whole", "32"))
+    )
+    probabilities = ["p_corner", "p_middle"]
+    crops = cut["source"].map(lambda source: Path(source).stem)
+    assert len(cut) == 20 and list(cut["source"]) == list(whole["source"])
+    np.testing.assert_allclose(cut[probabilities].to_numpy(), whole[probabilities].to_numpy(), rtol=0, atol=1e-7)
+    # in memory a field's brightness is also the median over all its images, those not explained included
+    memory = explain_model(model, images, AttributionSettings(subset="all", methods=("saliency",), check_images=2, sanity_images=1, max_images=20))
+    proba = pd.DataFrame(memory.explanation.proba, index=memory.images.meta["crop"], columns=probabilities)
+    np.testing.assert_allclose(proba.loc[crops].to_numpy(), cut[probabilities].to_numpy(), rtol=0, atol=1e-7)
+
+
+def test_a_field_missing_from_the_brightness_table_is_one_line(field_screen):
+    images, model, _ = field_screen
+    classifier = ImageClassifier.load(model)
+    table = classifier.for_fields_of(images.subset(np.arange(8))).normalization.field_brightness
+    assert sorted(table) == ["F0", "F1"] and table["F0"].shape == (2,)
+    with pytest.raises(PhenolensError, match="field 'F2': not in the table of field brightness"):
+        classifier.with_field_brightness(table).predict_proba(images)
+    looked_up = intensity_scales(np.ones((2, 2)), "field", np.array(["a", "b"]), {"a": np.array([2.0, 0.0]), "b": np.array([4.0, 1.0])})
+    assert np.array_equal(looked_up, [[2.0, 1.0], [4.0, 1.0]])  # each image gets its field's row; a black channel is divided by 1
+
+
+def test_an_image_skipped_while_decoding_is_left_out_of_its_fields_brightness_too(field_screen, tmp_path):
+    import shutil
+
+    from phenolens.training import ImagePredictionSettings, predict
+
+    images, model, manifest = field_screen
+    folder = shutil.copytree(manifest.parent, tmp_path / "screen", ignore=shutil.ignore_patterns("model"))
+    whole = (folder / "crop05.npy").read_bytes()
+    (folder / "crop05.npy").write_bytes(whole[: len(whole) // 2])  # the header passes the scan, the pixels do not decode
+    options = ["--chunk-size", "3", "--batch-size", "3", "--skip-bad"]
+    table = pd.read_parquet(_streamed(["images", "predict"], model, folder / "manifest.csv", tmp_path / "out", options) / "predictions.parquet")
+    kept = images.subset(np.flatnonzero(images.meta["crop"] != "crop05"))
+    assert len(table) == 31 and list(table["crop"]) == list(kept.meta["crop"])
+    # in memory without the crop (field F1's median over its 3 other crops), in batches of 3 as the streamed chunks after it
+    expected = predict(ImageClassifier.load(model), kept, ImagePredictionSettings(batch_size=3)).table
+    probabilities = ["p_corner", "p_middle"]
+    np.testing.assert_allclose(table[probabilities].to_numpy(), expected[probabilities].to_numpy(), rtol=0, atol=1e-7)

@@ -122,7 +122,7 @@ def explain(
     from phenolens.report.html import Report
 
     writer = _run_writer(out, "images explain", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
-    classifier, source = _model_and_screen(model, dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
+    _, source = _model_and_screen(model, dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
     with Executor.from_option(scheduler) as executor, writer as written:
         written.extra["executor"] = executor.description
         explained = explain_screen(model, source, written, settings, chunks, executor)
@@ -130,9 +130,10 @@ def explain(
         if len(explained.skipped):
             written.write_table("skipped.csv", explained.skipped)
         report = Report(f"phenolens images explain: {source.name}", metrics=metrics)
-        gallery = explained.gallery  # the explorer maps the gallery's cells: a few per class, read back with their maps
-        features = classifier.embed(gallery.raw) if len(gallery.raw) >= 2 else None
-        report.add(explanation_section(gallery, features=features, metrics=metrics, tables=explained.tables, curves=explained.curves))
+        # the explorer maps the gallery's cells: a few per class, read back with their maps
+        report.add(
+            explanation_section(explained.gallery, features=explained.features, metrics=metrics, tables=explained.tables, curves=explained.curves)
+        )
         written.write_metrics(metrics)
         written.write_report(report)
     print(f"explained {metrics['n_images']} images with {', '.join(settings.methods)}; wrote {out / 'report.html'}")
@@ -176,7 +177,7 @@ def predict(
         if len(predictions.skipped):
             written.write_table("skipped.csv", predictions.skipped)
         report = Report(f"phenolens images predict: {source.name}", metrics=metrics)
-        shown, proba, features = predicted_sample(classifier, source, MAX_CELLS, skip_bad=chunks.skip_bad)
+        shown, proba, features = predicted_sample(classifier, source, MAX_CELLS, skip_bad=chunks.skip_bad, brightness=predictions.field_brightness)
         note = None
         if len(shown) < metrics["n_images"]:
             note = f"The cell map shows {len(shown):,} of {metrics['n_images']:,} images, a random sample (seed 0)."

@@ -528,6 +528,7 @@ def explain_model(model: str | Path, images: ImageSet, settings: AttributionSett
     model = Path(model)
     classifier = ImageClassifier.load(model)
     images = classifier.conform(images)
+    classifier = classifier.for_fields_of(images)  # a field's brightness over all its given images, explained or not
     if settings.subset != "out-of-fold":
         chosen = at_most(select_images(images, held_out_sources(model), settings.subset, model), settings.max_images, settings.seed)
         explanation = explain_images(classifier, chosen, settings)
@@ -535,7 +536,11 @@ def explain_model(model: str | Path, images: ImageSet, settings: AttributionSett
     labelled = at_most(images.labelled(), settings.max_images, settings.seed)
     folds, indices = out_of_fold_parts(model, labelled)
     shared = settings.replace(sanity_images=-(-settings.sanity_images // len(folds)))  # the check tests the method, not each fold
-    parts = [explain_images(ImageClassifier.load(fold), labelled.subset(index), shared) for fold, index in zip(folds, indices)]
+    brightness = classifier.normalization.field_brightness
+    parts = [
+        explain_images(ImageClassifier.load(fold).with_field_brightness(brightness), labelled.subset(index), shared)
+        for fold, index in zip(folds, indices)
+    ]
     explanation = Explanation.concatenate(parts)
     explanation.settings = {
         **settings.to_dict(),

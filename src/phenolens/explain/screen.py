@@ -8,7 +8,9 @@ method, (N, C, S, S) float32, N the images explained: an image that cannot be de
 ``per_image.parquet`` (and ``checks.parquet`` for its images in the checks' sample), so a killed
 run resumes from the last complete chunk. The faithfulness and randomisation checks run on a
 seeded sample of fixed size (`check_sample`). The metrics are reduced from the parts one at a time
-(per-class sums), and the report's gallery reads back only the images it shows.
+(per-class sums), and the report's gallery reads back only the images it shows. A model that
+normalises each field by its brightness gets it over all the source's images of the explained
+images' fields, in a first pass (`screen_field_brightness`), as `explain_model` does in memory.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from phenolens.explain.attribution import FIRST_IG_STEPS, AttributionSettings, i
 from phenolens.explain.faithfulness import spread_curves
 from phenolens.explain.images import Explanation, _nanmean, _nested, check_sample, explain_images, per_image_rows
 from phenolens.explain.selection import held_out_sources, out_of_fold_parts, sample_positions, select_positions
-from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier
-from phenolens.training.preprocess import padded_array
+from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, screen_field_brightness
+from phenolens.training.preprocess import FieldBrightness, field_column, padded_array
 
 progress_log = get_logger("phenolens.progress")  # the estimate is a progress line: shown unless PHENOLENS_LOG says otherwise
 
@@ -57,6 +59,8 @@ class ExplainTask:
         What to compute.
     checked, sanity : ndarray
         Per image of the chunk: in the faithfulness sample, in the randomisation sample.
+    field_brightness : dict or None
+        The brightness of every field of the explained images (`screen_field_brightness`), with a model that normalises per field.
     """
 
     models: tuple[str, ...]
@@ -65,6 +69,7 @@ class ExplainTask:
     settings: AttributionSettings
     checked: np.ndarray
     sanity: np.ndarray
+    field_brightness: FieldBrightness | None = None
 
 
 @dataclass
@@ -112,7 +117,7 @@ def explain_chunk(task: ExplainTask) -> ChunkExplanation:
         local = np.flatnonzero(task.model_of[kept] == number)
         if not len(local):
             continue
-        classifier = cached_classifier(model)
+        classifier = cached_classifier(model).with_field_brightness(task.field_brightness)
         positions = kept[local]
         part = classifier.conform(images.subset(local))
         explanation = explain_images(classifier, part, task.settings, sample=(task.checked[positions], task.sanity[positions]))
@@ -196,6 +201,8 @@ class ScreenExplanation:
     curves : dict or None
         Per method, deletion/insertion curves for each gallery image in gallery order (NaN rows for those
         outside the checks' sample), for the explorer.
+    features : ndarray or None
+        (n, D) penultimate features of the gallery images (two or more), for the explorer's map.
     """
 
     metrics: dict
@@ -203,6 +210,7 @@ class ScreenExplanation:
     gallery: Explanation
     skipped: pd.DataFrame
     curves: dict | None = None
+    features: np.ndarray | None = None
 
 
 def explanation_plan(model: Path, source: ImageSource, settings: AttributionSettings) -> tuple[ImageSource, tuple[str, ...], np.ndarray, dict]:
@@ -337,6 +345,7 @@ def explain_screen(
     size = chunks.chunk_size or auto_chunk_size(channels, side)
     work = chosen.chunks(size, chunks.skip_bad)
     cost = estimate_cost(classifier, settings, count, executor.workers)
+    brightness = screen_field_brightness(model, _field_images(classifier, source, chosen).chunks(size, chunks.skip_bad), executor)
     progress_log.info(
         "explain: %d images of %d x %d x %d px in %d chunks; about %.0f forward passes per image, so roughly %.0f s on %s",
         *(count, channels, side, side, len(work), cost["passes_per_image"], cost["estimated_seconds"], executor.description),
@@ -354,7 +363,13 @@ def explain_screen(
     done = rows_store.completed()
     tasks = (
         ExplainTask(
-            models, model_of[c.start : c.start + len(c)], c, settings, checked[c.start : c.start + len(c)], sanity[c.start : c.start + len(c)]
+            models,
+            model_of[c.start : c.start + len(c)],
+            c,
+            settings,
+            checked[c.start : c.start + len(c)],
+            sanity[c.start : c.start + len(c)],
+            brightness,
         )
         for c in work
     )
@@ -394,7 +409,7 @@ def explain_screen(
     for path in sorted(rows_store.folder.glob("part-*.parquet")):
         summary.add(pd.read_parquet(path))
     checks_table = checks_store.read_table()
-    gallery = summary.gallery(chosen, classifier, group, checks_table)
+    gallery, features = summary.gallery(chosen, classifier.with_field_brightness(brightness), group, checks_table)
     metrics = summary.metrics(checks_table)
     skipped = pd.concat([source.skipped, skipped_store.read_table()], ignore_index=True)
     metrics.update(
@@ -412,7 +427,17 @@ def explain_screen(
         store.finish()
     shutil.rmtree(skipped_store.folder)
     shown = summary.candidates.sort_values(MAP_INDEX)[MAP_INDEX].to_numpy(dtype=np.int64) if not summary.candidates.empty else np.zeros(0, np.int64)
-    return ScreenExplanation(metrics, summary.tables(), gallery, skipped, gallery_curves(shown, checks_table, settings))
+    return ScreenExplanation(metrics, summary.tables(), gallery, skipped, gallery_curves(shown, checks_table, settings), features)
+
+
+def _field_images(classifier, source: ImageSource, chosen: ImageSource) -> ImageSource:
+    """The images of `source` in the fields of the `chosen` ones: each field's brightness is the median over all of them
+    (none when the model does not normalise per field)."""
+    if classifier.normalization.intensity != "field":
+        return chosen.subset(np.zeros(0, dtype=int))
+    column = classifier.normalization.intensity_column
+    fields = field_column(source, column).astype(str)
+    return source.subset(np.isin(fields, field_column(chosen, column).astype(str)))
 
 
 def gallery_curves(shown: np.ndarray, checks: pd.DataFrame, settings: AttributionSettings) -> dict | None:
@@ -512,8 +537,9 @@ class _Summary:
             result["cell_mass_fraction"] = {c[len("cell_fraction_") :]: _finite(v) for c, v in totals.items()}
         return result
 
-    def gallery(self, chosen: ImageSource, classifier, group, checks: pd.DataFrame) -> Explanation:
-        """The report's images (the candidates) read back with their maps, and the sample's check results."""
+    def gallery(self, chosen: ImageSource, classifier, group, checks: pd.DataFrame) -> tuple[Explanation, np.ndarray | None]:
+        """The report's images (the candidates) read back with their maps and the sample's check results, and their
+        penultimate features (two or more images; read with their fields, so a field-normalising model sees them as it did)."""
         if self.candidates.empty:  # no correctly classified image: the report shows no gallery
             rows = pd.DataFrame({MAP_INDEX: np.zeros(0, np.int64), "label": [], "target": [], "probability": np.zeros(0)})
             for column in [
@@ -532,10 +558,11 @@ class _Summary:
             raw = padded_array(images, side, channels)
         else:
             raw = np.zeros((0, len(channels), side, side), np.float32)
+        features = classifier.embed(images) if len(index) >= 2 else None
         labels = rows["label"].map(self.lookup).fillna(UNLABELLED).to_numpy(dtype=np.int64)
         proba = rows[[f"p_{name}" for name in self.class_names]].to_numpy()
         nucleus = "nucleus_masks" in group
-        return Explanation(
+        explanation = Explanation(
             class_names=self.class_names,
             channel_names=channels,
             raw=raw,
@@ -550,6 +577,7 @@ class _Summary:
             reporter_channel=self.settings.reporter_channel,
             settings=self.record,
         )
+        return explanation, features
 
 
 def _extremes(frame: pd.DataFrame) -> pd.DataFrame:

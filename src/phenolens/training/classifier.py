@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,14 @@ from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.nn.backbones import ImageClassifierNet
 from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.loop import Callback, History
-from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, field_column, intensity_scales, padded_array
+from phenolens.training.preprocess import (
+    ChannelNormalization,
+    CovariateEncoding,
+    FieldBrightness,
+    field_brightness,
+    field_column,
+    padded_array,
+)
 from phenolens.training.settings import PREDICTION_BATCH
 
 log = get_logger(__name__)
@@ -169,44 +176,46 @@ class ImageClassifier:
         labels = index[np.where(images.labels == UNLABELLED, len(images.class_names), images.labels)]
         return ImageSet(images.images, labels, list(self.class_names), list(images.channel_names), images.meta, images.unlabelled_name, images.name)
 
-    def array(self, images: ImageSet | np.ndarray, scales: np.ndarray | None = None) -> np.ndarray:
+    def array(self, images: ImageSet | np.ndarray) -> np.ndarray:
         """Padded, checked and normalised (N, C, size, size) float32 array.
 
-        With an intensity normalisation per field, each field's brightness is the median over the
-        images of that field given here (or `scales`, computed over a larger set).
+        With an intensity normalisation per field, each field's brightness is the normalisation's
+        `field_brightness` table when set (`with_field_brightness`), else the median over the images
+        of that field given here.
 
         Parameters
         ----------
         images : ImageSet or ndarray
             An ImageSet (channels matched by name) or an (N, C, H, W) array in the model's channel order.
-        scales : ndarray, optional
-            (N, C) intensity divisors computed beforehand (see `intensity_scales`).
 
         Returns
         -------
         ndarray
             The network input.
+
+        Raises
+        ------
+        PhenolensError
+            With an intensity normalisation per field, for images without the field column or a field missing from the table.
         """
         if isinstance(images, ImageSet):
             images = self._with_model_channels(images)
-        return self.normalization.inputs(images, padded_array(images, self.size, self.channel_names), scales).astype(np.float32)
+        return self.normalization.inputs(images, padded_array(images, self.size, self.channel_names)).astype(np.float32)
 
-    def tensor(self, images: ImageSet | np.ndarray, scales: np.ndarray | None = None) -> torch.Tensor:
+    def tensor(self, images: ImageSet | np.ndarray) -> torch.Tensor:
         """The network input for `images` as a tensor (see `array`).
 
         Parameters
         ----------
         images : ImageSet or ndarray
             The images.
-        scales : ndarray, optional
-            (N, C) intensity divisors computed beforehand.
 
         Returns
         -------
         Tensor
             (N, C, size, size) float32.
         """
-        return torch.from_numpy(self.array(images, scales))
+        return torch.from_numpy(self.array(images))
 
     def covariates(self, images: ImageSet | np.ndarray) -> torch.Tensor | None:
         """One-hot covariates for `images`, or None when the model was trained without them.
@@ -234,24 +243,76 @@ class ImageClassifier:
 
     @torch.no_grad()
     def _batched(self, images: ImageSet | np.ndarray, function: Callable, batch_size: int) -> np.ndarray:
-        """`function(inputs, covariates)` over chunks of `images`: only one chunk's input is in memory at a time."""
+        """`function(inputs, covariates)` over chunks of `images`: only one chunk's input is in memory at a time
+        (a field split across chunks keeps the brightness of all its images given here)."""
         self.model.eval()
-        scales = self._field_scales(images, batch_size)
-        outputs = [
-            function(self.tensor(chunk, None if scales is None else scales[start : start + len(chunk)]), self.covariates(chunk))
-            for start, chunk in zip(range(0, len(images), batch_size), image_chunks(images, batch_size))
-        ]
-        return torch.cat(outputs).numpy()
+        classifier = self.for_fields_of(images, batch_size)
+        return torch.cat([function(classifier.tensor(chunk), self.covariates(chunk)) for chunk in image_chunks(images, batch_size)]).numpy()
 
-    def _field_scales(self, images: ImageSet | np.ndarray, batch_size: int) -> np.ndarray | None:
-        """With an intensity normalisation per field, the divisors of every image from its whole field (a
-        field split across chunks gets one brightness); None otherwise."""
+    def field_means(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> tuple[np.ndarray, np.ndarray]:
+        """Each image's field of view and the mean intensity per channel of its padded image (a chunk at a time).
+
+        What `field_brightness` reduces to a field's brightness; a streamed screen gathers it chunk by chunk.
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            The images.
+        batch_size : int
+            Images padded at a time.
+
+        Returns
+        -------
+        tuple of ndarray
+            (N,) fields as text and (N, C) float64 means (none for no images, as a chunk whose images were all skipped).
+
+        Raises
+        ------
+        PhenolensError
+            When the images carry no field column (`intensity_column`; a bare array has none).
+        """
+        fields = field_column(images, self.normalization.intensity_column).astype(str)
+        chunks = image_chunks(self._with_model_channels(images), batch_size)  # field_column refused a bare array
+        means = [padded_array(chunk, self.size, self.channel_names).mean(axis=(2, 3), dtype=np.float64) for chunk in chunks]
+        return fields, np.concatenate(means) if means else np.zeros((0, len(self.channel_names)))
+
+    def with_field_brightness(self, brightness: FieldBrightness | None) -> ImageClassifier:
+        """This classifier normalising each image by its field's brightness in `brightness` (the network is shared, not copied).
+
+        Parameters
+        ----------
+        brightness : dict or None
+            A `field_brightness` table (None: the medians over the images given at once).
+
+        Returns
+        -------
+        ImageClassifier
+            A new classifier object (self when the model does not normalise per field).
+        """
         if self.normalization.intensity != "field":
-            return None
-        fields = field_column(images, self.normalization.intensity_column)  # a bare array has no fields: one-line error
-        chunks = image_chunks(self._with_model_channels(images), batch_size)
-        means = np.concatenate([padded_array(chunk, self.size, self.channel_names).mean(axis=(2, 3), dtype=np.float64) for chunk in chunks])
-        return intensity_scales(means, "field", fields)
+            return self
+        return replace(self, normalization=replace(self.normalization, field_brightness=brightness))
+
+    def for_fields_of(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> ImageClassifier:
+        """This classifier with the brightness of the fields of `images` (unchanged when it does not normalise per field
+        or has a table already).
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            All the images whose fields matter (e.g. a whole dataset, of which a subset is then explained).
+        batch_size : int
+            Images padded at a time.
+
+        Returns
+        -------
+        ImageClassifier
+            The classifier to apply to `images` or any subset of them.
+        """
+        if self.normalization.intensity != "field" or self.normalization.field_brightness is not None:
+            return self
+        fields, means = self.field_means(images, batch_size)
+        return self.with_field_brightness(field_brightness(means, fields))
 
     def logits(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
         """(N, K) logits.

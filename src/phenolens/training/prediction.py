@@ -6,12 +6,16 @@ each class's Z-factor and the hits (a screen's readout per well or plate).
 objects run through an `Executor` (in this process or on Dask workers, each loading the model once
 from its safetensors folder), each chunk's rows are appended as a parquet part of the run, and the
 summary is reduced from the parts one at a time, so memory holds one chunk whatever the number of
-images, and a killed run resumes from its last complete chunk with the same output.
+images, and a killed run resumes from its last complete chunk with the same output. A model that
+normalises each field by its brightness first gets, in a pass of its own over the same chunks
+(`screen_field_brightness`), every field's brightness over all the screen's images, so that a
+field cut by a chunk boundary is normalised as in memory, whatever the chunking.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +25,13 @@ import pandas as pd
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.executor import Executor, cached
+from phenolens.core.logging import get_logger
 from phenolens.data.chunks import ImageChunk, ImageChunkSettings, ImageSource, auto_chunk_size, chunk_progress
 from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.data.query import select_rows
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.metrics import classification_metrics, z_prime_factor
+from phenolens.training.preprocess import FieldBrightness, field_brightness
 from phenolens.training.settings import ImagePredictionSettings
 
 PREDICTED = "predicted"
@@ -37,6 +43,8 @@ EMBEDDING_PREFIX = "e_"
 PREDICTIONS_FILE = "predictions.parquet"
 EMBEDDINGS_FILE = "embeddings.parquet"
 SKIPPED_PARTS = "skipped-parts"  # per-chunk images a chunk could not decode; joined into skipped.csv at the end
+
+progress_log = get_logger("phenolens.progress")
 
 
 @dataclass
@@ -59,6 +67,8 @@ class Predictions:
         with controls, each class's Z-factor and number of hits.
     skipped : DataFrame
         Images left out (``source``, ``reason``) with ``skip_bad``.
+    field_brightness : dict or None
+        From `predict_screen` with a model that normalises per field: each field's brightness over the screen.
     """
 
     table: pd.DataFrame | None
@@ -66,6 +76,7 @@ class Predictions:
     groups: pd.DataFrame | None
     metrics: dict
     skipped: pd.DataFrame | None = None
+    field_brightness: FieldBrightness | None = None
 
 
 def cached_classifier(model: str | Path) -> ImageClassifier:
@@ -303,11 +314,14 @@ class PredictionTask:
         The images.
     settings : ImagePredictionSettings
         How to predict.
+    field_brightness : dict or None
+        Every field's brightness over the screen (`screen_field_brightness`), with a model that normalises per field.
     """
 
     model: str
     chunk: ImageChunk
     settings: ImagePredictionSettings
+    field_brightness: FieldBrightness | None = None
 
 
 def predict_chunk(task: PredictionTask) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
@@ -323,10 +337,69 @@ def predict_chunk(task: PredictionTask) -> tuple[pd.DataFrame, pd.DataFrame | No
     tuple of (DataFrame, DataFrame or None, DataFrame)
         Prediction rows, embedding rows and the images left out (``source``, ``reason``).
     """
-    classifier = cached_classifier(task.model)
+    classifier = cached_classifier(task.model).with_field_brightness(task.field_brightness)
     images, skipped, _ = task.chunk.read()
     table, embeddings = prediction_rows(classifier, classifier.conform(images), task.settings)
     return table, embeddings, skipped
+
+
+def chunk_field_means(shard: tuple[str, ImageChunk]) -> tuple[np.ndarray, np.ndarray]:
+    """The field and per-channel mean intensity of each padded image of one chunk (a shard function).
+
+    Images the chunk cannot decode are left out exactly as the main pass leaves them out (``skip_bad``),
+    or stop the run with the same one-line error.
+
+    Parameters
+    ----------
+    shard : tuple of (str, ImageChunk)
+        The model folder and the chunk (small: what to read).
+
+    Returns
+    -------
+    tuple of ndarray
+        (n,) fields and (n, C) means (`ImageClassifier.field_means`).
+    """
+    model, chunk = shard
+    classifier = cached_classifier(model)
+    return classifier.field_means(classifier.conform(chunk.read()[0]))
+
+
+def screen_field_brightness(model: str | Path, chunks: list[ImageChunk], executor: Executor) -> FieldBrightness | None:
+    """Every field's brightness over all the images of `chunks`, read a chunk at a time (None unless the model normalises per field).
+
+    The first pass of a streamed screen: its result (fields x channels, small) goes with every chunk,
+    so each image is normalised by the median over its whole field as in memory, whatever the chunking.
+    It is recomputed, not stored, on ``--resume``: the same images give the same table.
+
+    Parameters
+    ----------
+    model : path
+        The model folder.
+    chunks : list of ImageChunk
+        The chunks the main pass reads.
+    executor : Executor
+        Where chunks run.
+
+    Returns
+    -------
+    dict or None
+        Field -> (C,) brightness (`phenolens.training.preprocess.field_brightness`).
+
+    Raises
+    ------
+    PhenolensError
+        When the images carry no field column, or a chunk holds an unreadable image (without ``skip_bad``).
+    """
+    classifier = cached_classifier(model)
+    if classifier.normalization.intensity != "field":
+        return None
+    started = time.perf_counter()
+    parts = [(np.zeros(0, dtype=str), np.zeros((0, len(classifier.channel_names))))]  # no chunks: an empty table
+    parts += [result for _, result in chunk_progress(executor.map(chunk_field_means, ((str(model), c) for c in chunks)), chunks, "field brightness")]
+    fields = np.concatenate([part[0] for part in parts])
+    brightness = field_brightness(np.concatenate([part[1] for part in parts]), fields)
+    progress_log.info("field brightness: %d fields from %d images in %.1f s", len(brightness), len(fields), time.perf_counter() - started)
+    return brightness
 
 
 def chunk_size_for(source: ImageSource, classifier: ImageClassifier, chunks: ImageChunkSettings) -> int:
@@ -392,11 +465,12 @@ def predict_screen(
     classifier = cached_classifier(model)
     check_grouping(source.meta, settings, source.location or source.name)
     work = source.chunks(chunk_size_for(source, classifier, chunks), chunks.skip_bad)
+    brightness = screen_field_brightness(model, work, executor)
     table_parts = run.parts(PREDICTIONS_FILE)
     embedding_parts = run.parts(EMBEDDINGS_FILE) if settings.embeddings else None
     skipped_parts = run.parts(SKIPPED_PARTS)
     done = table_parts.completed()
-    tasks = (PredictionTask(str(model), chunk, settings) for chunk in work)
+    tasks = (PredictionTask(str(model), chunk, settings, brightness) for chunk in work)
     already = sum(len(chunk) for chunk in work if chunk.index in done)
     for index, (table, embeddings, skipped) in chunk_progress(executor.map(predict_chunk, tasks, skip=done), work, "predict", already):
         if embedding_parts is not None:
@@ -412,7 +486,7 @@ def predict_screen(
     shutil.rmtree(skipped_parts.folder)
     metrics["n_skipped"] = len(skipped)
     metrics["chunks"] = len(work)
-    return Predictions(None, None, groups, metrics, skipped)
+    return Predictions(None, None, groups, metrics, skipped, brightness)
 
 
 def _read_parts(store) -> Iterable[pd.DataFrame]:
@@ -421,7 +495,9 @@ def _read_parts(store) -> Iterable[pd.DataFrame]:
         yield pd.read_parquet(path)
 
 
-def predicted_sample(classifier: ImageClassifier, source: ImageSource, limit: int, seed: int = 0, skip_bad: bool = False):
+def predicted_sample(
+    classifier: ImageClassifier, source: ImageSource, limit: int, seed: int = 0, skip_bad: bool = False, brightness: FieldBrightness | None = None
+):
     """A seeded random sample of at most `limit` images of a screen, with their class probabilities and penultimate features.
 
     What a report's cell map shows of a screen too large to draw whole; memory is bounded by `limit`.
@@ -438,6 +514,8 @@ def predicted_sample(classifier: ImageClassifier, source: ImageSource, limit: in
         Seed of the sample.
     skip_bad : bool
         Leave out images that cannot be read (as the run did).
+    brightness : dict, optional
+        Every field's brightness over the screen (`Predictions.field_brightness`), with a model that normalises per field.
 
     Returns
     -------
@@ -445,5 +523,6 @@ def predicted_sample(classifier: ImageClassifier, source: ImageSource, limit: in
         The images (in the model's terms), their (n, K) probabilities and (n, D) features.
     """
     index = np.sort(np.random.default_rng(seed).choice(len(source), size=min(limit, len(source)), replace=False))
+    classifier = classifier.with_field_brightness(brightness)
     images = classifier.conform(source.subset(index).chunks(max(1, len(index)), skip_bad)[0].read()[0])
     return images, classifier.predict_proba(images), classifier.embed(images)

@@ -19,10 +19,35 @@ from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
 from phenolens.data.nuclei import centred_on_nuclei
 
+FieldBrightness = dict[str, np.ndarray]  # field of view -> (C,) median mean intensity per channel of its images
 
-def intensity_scales(means: np.ndarray, kind: str, fields: np.ndarray | None = None) -> np.ndarray:
+
+def field_brightness(means: np.ndarray, fields: np.ndarray) -> FieldBrightness:
+    """Each field's brightness: the median, over its images, of their mean intensity per channel.
+
+    The median does not depend on the order of the images, so the table is the same whether the
+    images were read at once or a chunk at a time (`phenolens.training.prediction.predict_screen`).
+
+    Parameters
+    ----------
+    means : ndarray
+        (N, C) mean intensity of each padded image per channel.
+    fields : ndarray
+        (N,) field of view per image.
+
+    Returns
+    -------
+    dict
+        Field name (as text) -> (C,) float64 median.
+    """
+    names, field_of = np.unique(np.asarray(fields).astype(str), return_inverse=True)
+    return {str(name): np.median(means[field_of == number], axis=0) for number, name in enumerate(names)}
+
+
+def intensity_scales(means: np.ndarray, kind: str, fields: np.ndarray | None = None, brightness: FieldBrightness | None = None) -> np.ndarray:
     """(N, C) divisors of `intensity_normalized` from each image's mean intensity per channel: those
-    means ("crop"), the median of them over the images of the image's field ("field"), or ones ("none").
+    means ("crop"), its field's brightness ("field": `brightness`, else the median over the images
+    given here, `field_brightness`), or ones ("none").
 
     A divisor of 0 (a black channel) becomes 1, so black stays black and nothing is divided by 0.
 
@@ -34,28 +59,41 @@ def intensity_scales(means: np.ndarray, kind: str, fields: np.ndarray | None = N
         ``none``, ``field`` or ``crop``.
     fields : ndarray, optional
         (N,) field of view per image (needed for ``field``).
+    brightness : dict, optional
+        A `field_brightness` table computed over more images (a whole screen read a chunk at a time).
 
     Returns
     -------
     ndarray
         (N, C) float32 divisors.
+
+    Raises
+    ------
+    PhenolensError
+        When an image's field is not in `brightness`.
     """
     if kind == "none":
         return np.ones(means.shape, dtype=np.float32)
     if kind == "field":
-        names, field_of = np.unique(np.asarray(fields).astype(str), return_inverse=True)
-        medians = np.stack([np.median(means[field_of == number], axis=0) for number in range(len(names))])
-        means = medians[field_of]
+        names = np.asarray(fields).astype(str)
+        brightness = brightness if brightness is not None else field_brightness(means, names)
+        missing = sorted(set(names.tolist()) - set(brightness))
+        if missing:
+            raise PhenolensError(
+                f"field {missing[0]!r}: not in the table of field brightness ({len(brightness)} fields) the images are normalised with; "
+                "compute the table over the images being scored"
+            )
+        means = np.stack([brightness[name] for name in names]) if len(names) else np.zeros(means.shape)
     return np.where(means > 1e-12, means, 1.0).astype(np.float32)
 
 
-def field_column(images: ImageSet | np.ndarray, column: str | None) -> np.ndarray:
+def field_column(images, column: str | None) -> np.ndarray:
     """The field of view of each image, from metadata `column`.
 
     Parameters
     ----------
-    images : ImageSet or ndarray
-        The images.
+    images : ImageSet, ImageSource or ndarray
+        The images (or a screen's listed images, `phenolens.data.chunks.ImageSource`).
     column : str
         The metadata column naming the fields.
 
@@ -69,9 +107,9 @@ def field_column(images: ImageSet | np.ndarray, column: str | None) -> np.ndarra
     PhenolensError
         When the images carry no such column (or are a bare array).
     """
-    meta = images.meta if isinstance(images, ImageSet) else None
+    meta = getattr(images, "meta", None)
     if meta is None or column not in meta:
-        name = images.name if isinstance(images, ImageSet) else "these images"
+        name = getattr(images, "name", "these images")
         raise PhenolensError(
             f"{name}: the model divides each field's intensities by its brightness (--intensity-normalization field) and needs "
             f"the metadata column {column!r} naming the field of view of each image; add it to the manifest"
@@ -80,7 +118,7 @@ def field_column(images: ImageSet | np.ndarray, column: str | None) -> np.ndarra
 
 
 def intensity_normalized(
-    images: ImageSet | np.ndarray, raw: np.ndarray, kind: str, column: str | None, scales: np.ndarray | None = None
+    images: ImageSet | np.ndarray, raw: np.ndarray, kind: str, column: str | None, brightness: FieldBrightness | None = None
 ) -> np.ndarray:
     """`raw` divided by its `intensity_scales` (unchanged for ``none``).
 
@@ -94,8 +132,9 @@ def intensity_normalized(
         ``none``, ``field`` or ``crop``.
     column : str, optional
         The metadata column naming each image's field of view (with ``field``).
-    scales : ndarray, optional
-        (N, C) divisors computed beforehand (a field's median over more images than `raw` holds).
+    brightness : dict, optional
+        With ``field``, the `field_brightness` table to use (computed over more images than `raw` holds);
+        default: the medians over `raw`.
 
     Returns
     -------
@@ -105,13 +144,12 @@ def intensity_normalized(
     Raises
     ------
     PhenolensError
-        With ``field``, when the images carry no field column (or are a bare array).
+        With ``field``, when the images carry no field column (or are a bare array), or a field is not in `brightness`.
     """
     if kind == "none":
         return raw
-    if scales is None:
-        fields = field_column(images, column) if kind == "field" else None
-        scales = intensity_scales(raw.mean(axis=(2, 3), dtype=np.float64), kind, fields)
+    fields = field_column(images, column) if kind == "field" else None
+    scales = intensity_scales(raw.mean(axis=(2, 3), dtype=np.float64), kind, fields, brightness)
     return (raw / scales[:, :, None, None]).astype(np.float32, copy=False)
 
 
@@ -129,12 +167,17 @@ class ChannelNormalization:
         (by the image's own mean intensity per channel).
     intensity_column : str, optional
         The metadata column naming each image's field of view (with ``field``).
+    field_brightness : dict, optional
+        With ``field``, the brightness of every field of the images being scored (`field_brightness`),
+        when they are read a chunk at a time; not saved with the model (default: the medians over the
+        images given at once).
     """
 
     mean: np.ndarray
     std: np.ndarray
     intensity: str = "none"
     intensity_column: str | None = None
+    field_brightness: FieldBrightness | None = None
 
     @classmethod
     def fit(cls, images: np.ndarray, intensity: str = "none", intensity_column: str | None = None) -> ChannelNormalization:
@@ -161,8 +204,8 @@ class ChannelNormalization:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         return (images - self.mean[None, :, None, None]) / self.std[None, :, None, None]
 
-    def inputs(self, images: ImageSet | np.ndarray, raw: np.ndarray, scales: np.ndarray | None = None) -> np.ndarray:
-        """The network input: `raw` intensity-normalised, then standardised per channel.
+    def inputs(self, images: ImageSet | np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """The network input: `raw` intensity-normalised (with `field_brightness` when set), then standardised per channel.
 
         Parameters
         ----------
@@ -170,15 +213,13 @@ class ChannelNormalization:
             The images `raw` was padded from.
         raw : ndarray
             (N, C, H, W) padded images.
-        scales : ndarray, optional
-            (N, C) intensity divisors computed beforehand (default: from `raw` and the images' fields).
 
         Returns
         -------
         ndarray
             The standardised images.
         """
-        return self(intensity_normalized(images, raw, self.intensity, self.intensity_column, scales))
+        return self(intensity_normalized(images, raw, self.intensity, self.intensity_column, self.field_brightness))
 
     def constant(self, raw: float | np.ndarray) -> np.ndarray:
         """(1, C, 1, 1) float32: the normalised value of a raw intensity (a scalar or one per channel).
