@@ -193,3 +193,13 @@ def test_resume_refuses_an_input_edited_since_the_interrupted_run_started(tmp_pa
         _finish(out, resume=True, inputs=[table])
     run = _finish(out, overwrite=True, inputs=[table])
     assert not run.resumed and run.skipped == 0
+
+
+def test_resume_continues_a_run_whose_out_lies_inside_its_input_run(tmp_path):
+    model = tmp_path / "model"  # an input run (``explain MODEL --out MODEL/explain``): the staging folder grows inside it
+    model.mkdir()
+    (model / RUN_RECORD).write_text("{}")
+    out = model / "explain"
+    _killed_run(tmp_path, out, done_shards=2, inputs=(model,))
+    run = _finish(out, resume=True, inputs=[model])
+    assert run.resumed and run.skipped == 2

@@ -132,7 +132,8 @@ def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
         status = path.stat()
         return {"path": str(path.resolve()), "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
     if path.is_dir():
-        statuses = [p.stat() for p in path.rglob("*") if p.is_file()]
+        # A run's own staging folder may sit inside an input run (``--out MODEL/explain``): its files are not the input.
+        statuses = [p.stat() for p in path.rglob("*") if p.is_file() and PARTIAL_MARK not in p.relative_to(path).as_posix()]
         newest = max((status.st_mtime_ns for status in statuses), default=path.stat().st_mtime_ns)
         return {"path": str(path.resolve()), "files": len(statuses), "bytes": sum(status.st_size for status in statuses), "modified_ns": newest}
     return {"path": str(path), "missing": True}
@@ -354,6 +355,8 @@ class RunWriter:
             if self.resume:
                 log.info("--resume: no interrupted run of %s to continue; starting from the beginning", self.target)
             return None
+        if not self.resume and self.overwrite:
+            return None  # remove_stale_partials discards it
         newest = max(resumable, key=lambda p: p.stat().st_mtime)
         try:
             recorded = json.loads((newest / INTENT).read_text())
@@ -361,8 +364,6 @@ class RunWriter:
             recorded = None
         wanted = self.intent()
         if not self.resume:
-            if self.overwrite:
-                return None  # remove_stale_partials discards it
             advice = (
                 "pass --resume to continue it or --overwrite to discard it"
                 if recorded == wanted
