@@ -186,6 +186,13 @@ def test_grouped_splits_and_folds_change_with_the_seed_keep_groups_whole_and_eve
     assert len({tuple(stratified_folds(labels, 4, seed, groups)[0][1]) for seed in range(5)}) >= 4
 
 
+def test_folds_spread_the_groups_of_classes_with_fewer_groups_than_folds():
+    labels = np.repeat([0, 1, 2], 4)  # each class in one group (a class confounded with its well)
+    groups = np.repeat(["a", "b", "c"], 4)
+    for seed in range(3):
+        assert sorted(len(test) for _, test in stratified_folds(labels, 3, seed, groups)) == [4, 4, 4]  # no empty fold
+
+
 def test_normalization_uses_training_statistics():
     images = np.random.default_rng(0).normal(5.0, 2.0, size=(20, 3, 8, 8)).astype(np.float32)
     images[:, 2] = 7.0

@@ -160,7 +160,7 @@ def assign_groups(labels: np.ndarray, groups: np.ndarray, shares: np.ndarray, se
 
     bins_largest_first = sorted(rng.permutation(len(shares)), key=lambda b: -shares[b])  # a class of one group stays in training
     for c in rng.permutation(len(classes)):
-        for target_bin in bins_largest_first:
+        for target_bin in sorted(bins_largest_first, key=lambda b: (-shares[b], (bin_of == b).sum())):  # emptier bins first among equals
             candidates = np.flatnonzero((bin_of < 0) & (counts[:, c] > 0))
             if held[target_bin, c] == 0 and len(candidates):
                 place(int(rng.choice(candidates)), int(target_bin))
