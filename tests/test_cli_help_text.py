@@ -22,7 +22,6 @@ def rendered_help(*command: str) -> str:
     ("command", "text"),
     [
         (("echoes", "simulate"), "Smallest echo amplitude (amplitudes are uniform in [this, 1])."),
-        (("profile", "run"), "(default: the treatment column)."),
     ],
 )
 def test_bracketed_help_is_shown_whole(command, text):

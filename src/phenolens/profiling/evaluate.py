@@ -437,8 +437,12 @@ def treatment_table(profiles: dict[str, pd.DataFrame], meta: pd.DataFrame, colum
     names = {"moa": columns.moa, "compound": columns.compound, "batch": columns.batch}
     kept = [key for key in meta.columns if names[key]]  # without a compound column, the compound is the treatment itself
     table = meta[kept].rename(columns=names).rename_axis(columns.treatment).reset_index()
-    features = [frame.loc[meta.index].add_prefix(f"{name}{SEPARATOR}").reset_index(drop=True) for name, frame in profiles.items()]
-    return pd.concat([table, *(frame for name, frame in zip(profiles, features) if not is_concatenation(name))], axis=1)
+    features = [
+        frame.loc[meta.index].add_prefix(f"{name}{SEPARATOR}").reset_index(drop=True)
+        for name, frame in profiles.items()
+        if not is_concatenation(name)
+    ]
+    return pd.concat([table, *features], axis=1)
 
 
 def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, source: str) -> tuple[Evaluation, dict]:

@@ -78,11 +78,8 @@ def _modz(replicates: np.ndarray, min_weight: float = 0.01) -> np.ndarray:
     if replicates.shape[1] == 1:
         return replicates[:, 0]
     ranks = rankdata(replicates, axis=2)
-    ranks -= ranks.mean(axis=2, keepdims=True)
-    products = np.einsum("tif,tjf->tij", ranks, ranks)
-    scale = np.sqrt(np.diagonal(products, axis1=1, axis2=2))
-    with np.errstate(invalid="ignore", divide="ignore"):  # a constant replicate: no correlation (NaN, left out), as np.corrcoef
-        correlation = np.clip(products / (scale[:, :, None] * scale[:, None, :]), 0, 1)
+    unit = row_standardize(ranks.reshape(-1, ranks.shape[2])).reshape(ranks.shape)  # a constant replicate: NaN, left out
+    correlation = np.clip(np.einsum("tif,tjf->tij", unit, unit), 0, 1)
     correlation[:, np.arange(replicates.shape[1]), np.arange(replicates.shape[1])] = np.nan  # a replicate's own correlation
     with warnings.catch_warnings():  # a constant replicate correlates with nothing: it gets the least weight, not a NaN profile
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -111,11 +111,12 @@ def nested_neighbor_accuracy(
     units = [unit_rows(frame.loc[index].to_numpy(dtype=np.float64), similarity) for frame in candidates.values()]
     similarity_matrix = np.stack([unit @ unit.T for unit in units])
     similarity_matrix[:, excluded] = -np.inf
-    chosen, correct, evaluated = {}, np.zeros(len(index), bool), np.zeros(len(index), bool)
+    eligible = same_moa & ~excluded
+    chosen, correct, evaluated = {}, np.zeros(len(index), bool), setup.evaluable
     for held_out in pd.unique(compounds):
         out = compounds == held_out
         inner = similarity_matrix[:, ~out][:, :, ~out]
-        positives = same_moa[~out][:, ~out] & ~excluded[~out][:, ~out]
+        positives = eligible[~out][:, ~out]
         inner_eligible = positives.any(axis=1)
         if criterion == "accuracy":
             inner_hits = same_moa[~out][:, ~out][np.arange(inner.shape[1]), inner.argmax(axis=2)] & inner_eligible
@@ -127,7 +128,6 @@ def nested_neighbor_accuracy(
         rows = np.flatnonzero(out)
         neighbour = similarity_matrix[best, rows].argmax(axis=1)
         correct[rows] = same_moa[rows, neighbour]
-        evaluated[rows] = (same_moa[rows] & ~excluded[rows]).any(axis=1)
     predictions = pd.DataFrame(
         {"compound": compounds, "chosen": [chosen[c] for c in compounds], "correct": correct & evaluated, "evaluated": evaluated}, index=index
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -321,7 +322,8 @@ def profile_study(
         "held-out control wells": anomaly_score(controls["anomaly"][profiler.selected_features_].to_numpy())[null],
         "treated wells": _gather(arrays, "score__anomaly"),
     }
-    evaluation = _evaluate(arrays, controls, settings)
+    every = with_concatenation(controls, settings)
+    evaluation = _evaluate(arrays, every, settings)
     members = _members(parts, arrays, profiler.selected_features_, evaluation, settings)
     subset = {name: pd.concat([controls[name], members[name]], ignore_index=True) for name in BASE}
     explanations, group = explain_top_treatment(profiler, subset, evaluation, settings, settings)
@@ -335,7 +337,7 @@ def profile_study(
             "data": quality,
             "consensus": settings.consensus,
             "autoencoder": autoencoder_metrics(profiler),
-            "batch_correction": batch_correction_metrics(profiler, with_concatenation(controls, settings), settings),
+            "batch_correction": batch_correction_metrics(profiler, every, settings),
             "reproducible_treatments": evaluation.venn,
             "explained_group": group,
             "control_curve": curve.to_dict(orient="records") if curve is not None else None,
@@ -427,12 +429,11 @@ def _unit_rows(arrays, name: str, rows: list[int]) -> RowFile:
     return write_rows(arrays[0].path.with_name(f"{key}.npy"), (a[key] for a in arrays), sum(rows), columns)
 
 
-def _evaluate(arrays, controls: dict[str, pd.DataFrame], settings: ProfilingSettings) -> Evaluation:
+def _evaluate(arrays, every: dict[str, pd.DataFrame], settings: ProfilingSettings) -> Evaluation:
     """The evaluation of `evaluate`, from the per-file arrays: one representation at a time, its unit rows read from
     disk by index (`RowFile`), so memory holds a few per-well numbers of the study, not its rows."""
     treatments = _gather(arrays, "treatments")
-    null = ~controls["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
-    every = with_concatenation(controls, settings)
+    null = ~every["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
     control_values = {name: frame[features_of(frame, settings)].to_numpy(dtype=np.float64) for name, frame in every.items()}
     positive = _gather(arrays, "positive") if settings.positive_controls else None
     rows = [len(a["treatments"]) for a in arrays]
@@ -507,9 +508,11 @@ def _consensus_of_saved_rows(arrays, name: str, members: dict[str, list[str]], c
     ``.npy`` file (a file's piece at a time) and read back a block of whole treatments at a time (`RowFile`), so
     memory holds at most about `CONSENSUS_BLOCK_BYTES` of rows (or one treatment's, when it is larger)."""
     treatments = _gather(arrays, "moa_well_treatments")
-    columns = _replicate_rows(arrays[0], name, members).shape[1]
     pieces = (_replicate_rows(saved, name, members) for saved in arrays)
-    rows = write_rows(arrays[0].path.with_name(f"rows__{name}.npy"), pieces, len(treatments), columns, dtype=np.float64)
+    first = next(pieces)  # its width sizes the file
+    rows = write_rows(
+        arrays[0].path.with_name(f"rows__{name}.npy"), itertools.chain([first], pieces), len(treatments), first.shape[1], dtype=np.float64
+    )
     order = np.argsort(treatments, kind="stable")
     starts = np.flatnonzero(np.r_[True, treatments[order][1:] != treatments[order][:-1]])  # first well of each treatment
     ends = np.append(starts[1:], len(order))

@@ -13,12 +13,6 @@ from phenolens.report.explorer.images import embedding_points
 from phenolens.report.figures import class_styles, figure, natural_order
 from phenolens.report.html import Section
 
-NEIGHBOUR = "same-batch neighbour"
-"""Heading of the share of control wells whose nearest control on another plate is in their own batch."""
-
-TABLE_HEADINGS = {"control_wells": "control wells", "same_batch_neighbour": NEIGHBOUR}
-"""Report headings of `batch_effects`' columns."""
-
 TREATED_GREY = "0.82"
 """Treated wells are drawn in light grey behind the controls: they cluster by compound, which would hide the batch."""
 
@@ -117,9 +111,12 @@ def batch_effect_section(representations: dict[str, pd.DataFrame], settings, met
     reference = next(iter(shown.values()))
     batches = reference[settings.batch].astype(str).to_numpy()
     is_control = select_rows(reference, settings.controls, "profiles", "--controls")
-    table = batch_effects(representations, settings).rename(columns=TABLE_HEADINGS)
+    table = batch_effects(representations, settings)
     overall = table[table["batch"] == "all"].drop(columns=["batch"]).set_index("representation")
-    titles = {name: f"{name}\nsame-batch neighbour {overall.loc[name, NEIGHBOUR]:.2f} (chance {overall.loc[name, 'chance']:.2f})" for name in shown}
+    titles = {
+        name: f"{name}\nsame-batch neighbour {overall.loc[name, 'same_batch_neighbour']:.2f} (chance {overall.loc[name, 'chance']:.2f})"
+        for name in shown
+    }
     maps = {
         name: embedding_points(row_standardize(frame[features_of(frame, settings)].to_numpy(np.float64)), settings.seed, "cosine")
         for name, frame in shown.items()
@@ -132,8 +129,8 @@ def batch_effect_section(representations: dict[str, pd.DataFrame], settings, met
         f"{prefix}_batch_maps.png",
     )
     per_batch = table[table["batch"] != "all"]
-    wide = per_batch.pivot(index="batch", columns="representation", values=NEIGHBOUR)
-    counts = per_batch.drop_duplicates("batch").set_index("batch")[["plates", "control wells", "chance"]]
+    wide = per_batch.pivot(index="batch", columns="representation", values="same_batch_neighbour")
+    counts = per_batch.drop_duplicates("batch").set_index("batch")[["plates", "control_wells", "chance"]]
     by_batch = counts.join(wide[list(shown) + [c for c in wide.columns if c not in shown]]).reindex(natural_order(per_batch["batch"]))
     numbers = Section("Same-batch nearest neighbours of control wells")
     numbers.table(

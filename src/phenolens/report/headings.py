@@ -9,6 +9,8 @@ from __future__ import annotations
 
 HEADINGS = {
     "n_images": "images",
+    "control_wells": "control wells",
+    "same_batch_neighbour": "same-batch neighbour",
     "n_wells": "wells",
     "p_value": "p-value",
     "q_value": "q-value (Benjamini-Hochberg)",

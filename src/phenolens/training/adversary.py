@@ -169,13 +169,11 @@ class AdversaryTraining(Callback):
         share = mixed.weight[:, None]
         one_hot = torch.eye(len(self.class_domains), dtype=features.dtype)
         classes = share * one_hot[mixed.labels] + (1.0 - share) * one_hot[mixed.partner_labels]
-        target = share * self._uniform(mixed.labels) + (1.0 - share) * self._uniform(mixed.partner_labels)
         extra_domains = None
         if unlabelled is not None:
             extra_features, extra_classes, extra_domains = unlabelled
             features = torch.cat([features, extra_features])
             classes = torch.cat([classes, extra_classes.to(features.dtype)])
-            target = torch.cat([target, self._predicted_uniform(extra_classes, extra_domains)])
         told = classes if self.adversary.n_classes else None
         detached = features.detach()
         for _ in range(self.steps):
@@ -185,6 +183,9 @@ class AdversaryTraining(Callback):
         if self.loss == "reversal":
             self.adversary.reversal.lambda_ = lambda_
             return self.weight * self._domain_cross_entropy(self.adversary(features, told), mixed, domains, extra_domains)
+        target = share * self._uniform(mixed.labels) + (1.0 - share) * self._uniform(mixed.partner_labels)  # only confusion reads it
+        if unlabelled is not None:
+            target = torch.cat([target, self._predicted_uniform(extra_classes, extra_domains)])
         confusion = -(target * F.log_softmax(self.adversary.classify(features, told), dim=1)).sum(1)
         return self.weight * lambda_ * confusion.mean()
 
