@@ -246,7 +246,8 @@ class ImageClassifier:
         """`function(inputs, covariates)` over chunks of `images`: only one chunk's input is in memory at a time
         (a field split across chunks keeps the brightness of all its images given here)."""
         self.model.eval()
-        classifier = self.for_fields_of(images, batch_size)
+        # one chunk: the medians over it are those over all the images, so no separate pass over the fields
+        classifier = self.for_fields_of(images, batch_size) if len(images) > batch_size else self
         return torch.cat([function(classifier.tensor(chunk), self.covariates(chunk)) for chunk in image_chunks(images, batch_size)]).numpy()
 
     def field_means(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> tuple[np.ndarray, np.ndarray]:

@@ -115,6 +115,7 @@ def prediction_rows(classifier: ImageClassifier, images: ImageSet, settings: Ima
     tuple of (DataFrame, DataFrame or None)
         The prediction rows and the embedding rows.
     """
+    classifier = classifier.for_fields_of(images, settings.batch_size)  # the fields' brightness once for both passes
     proba = classifier.predict_proba(images, settings.batch_size).astype(np.float64)
     names = np.asarray(classifier.class_names, dtype=object)
     table = images.meta.copy()
@@ -525,4 +526,5 @@ def predicted_sample(
     index = np.sort(np.random.default_rng(seed).choice(len(source), size=min(limit, len(source)), replace=False))
     classifier = classifier.with_field_brightness(brightness)
     images = classifier.conform(source.subset(index).chunks(max(1, len(index)), skip_bad)[0].read()[0])
+    classifier = classifier.for_fields_of(images)  # without a table: the sample's own fields, once for both passes
     return images, classifier.predict_proba(images), classifier.embed(images)
