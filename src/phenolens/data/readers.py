@@ -741,6 +741,39 @@ def read_signal(path: str | Path, params_path: str | Path | None = None) -> Sign
     return Signal(name=path.stem, values=values, params=read_json_object(params_path, "signal parameters") if params_path else {}, source=str(path))
 
 
+def read_npz_arrays(path: str | Path, names: Sequence[str], what: str, remedy: str) -> list[np.ndarray]:
+    """The named arrays of an ``.npz`` file, never unpickled.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.npz`` file.
+    names : sequence of str
+        The arrays to read, in this order.
+    what : str
+        What the file holds, for the error (e.g. "split").
+    remedy : str
+        What the user should do when it is unreadable.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The arrays.
+
+    Raises
+    ------
+    PhenolensError
+        When the file is unreadable, not a zip, truncated, holds objects or lacks an array.
+    """
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return [np.asarray(stored[name]) for name in names]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise PhenolensError(f"{path}: unreadable or incomplete {what} ({type(error).__name__}); {remedy}") from None
+
+
 def read_json_object(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES) -> dict:
     """Read a JSON object strictly: bounded size, no NaN/Infinity, an object at the top.
 

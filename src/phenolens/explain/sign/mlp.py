@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng, seed_everything
 from phenolens.data.containers import ImageSet
+from phenolens.data.readers import read_npz_arrays
 from phenolens.explain.sign.settings import MlpTrainingSettings
 from phenolens.nn.mlp import MLP
 from phenolens.nn.weights import ModelCard
@@ -214,15 +215,7 @@ class TrainedMlp:
         record = folder / TRAINING_RECORD
         if not record.is_file():
             raise PhenolensError(f"{record}: missing; give the --out folder of `phenolens sign train-mlp`")
-        import zipfile
-
-        try:
-            with np.load(record, allow_pickle=False) as stored:
-                index, labels = np.asarray(stored["index"]), np.asarray(stored["labels"])
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-            raise PhenolensError(
-                f"{record}: unreadable or incomplete training record ({type(error).__name__}); re-run `phenolens sign train-mlp`"
-            ) from None
+        index, labels = read_npz_arrays(record, ("index", "labels"), "training record", "re-run `phenolens sign train-mlp`")
         n_classes = len(card.class_names)
         integers = all(part.ndim == 1 and np.issubdtype(part.dtype, np.integer) for part in (index, labels))
         if not integers or len(index) != len(labels) or (index < 0).any() or ((labels < 0) | (labels >= n_classes)).any():

@@ -18,7 +18,7 @@ import pandas as pd
 from phenolens.core.errors import PhenolensError
 from phenolens.core.runs import Run
 from phenolens.data.containers import ImageSet
-from phenolens.data.readers import read_json_object
+from phenolens.data.readers import read_json_object, read_npz_arrays
 from phenolens.explain.sign.dictionary import SignDictionary
 from phenolens.explain.sign.graph import InferenceGraphBuilder
 from phenolens.explain.sign.quality import dictionary_quality
@@ -279,13 +279,7 @@ def read_split(path: Path, n_images: int) -> tuple[np.ndarray, np.ndarray]:
     PhenolensError
         When the file is missing, unreadable, lacks an array, or holds anything but such indices.
     """
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            parts = [np.asarray(stored[name]) for name in ("fit", "validation")]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise PhenolensError(f"{path}: unreadable or incomplete split ({type(error).__name__}); re-run `phenolens sign fit`") from None
+    parts = read_npz_arrays(path, ("fit", "validation"), "split", "re-run `phenolens sign fit`")
     for name, part in zip(("fit", "validation"), parts):
         if part.ndim != 1 or part.size == 0 or not np.issubdtype(part.dtype, np.integer):
             raise PhenolensError(f"{path}: {name!r} is not a non-empty list of image indices; re-run `phenolens sign fit`")
