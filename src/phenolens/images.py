@@ -21,8 +21,7 @@ the settings classes.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from phenolens.core.lazy import lazy_exports
 
 _ENTRY_POINTS = {
     "train": ("phenolens.training", "fit_classifier"),
@@ -43,14 +42,4 @@ _ENTRY_POINTS = {
 }
 
 __all__ = sorted(_ENTRY_POINTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _ENTRY_POINTS:
-        raise AttributeError(f"module 'phenolens.images' has no attribute {name!r}")
-    package, attribute = _ENTRY_POINTS[name]
-    return getattr(importlib.import_module(package), attribute)
-
-
-def __dir__() -> list[str]:
-    return list(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _ENTRY_POINTS)

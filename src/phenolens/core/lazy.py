@@ -13,15 +13,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def lazy_exports(package: str, exports: Mapping[str, str | tuple[str, str]]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """Module ``__getattr__`` and ``__dir__`` that import each exported name from its module on first use.
 
     Parameters
     ----------
     package : str
         The package's ``__name__``.
-    exports : mapping of str to str
-        Public name -> the sub-module (relative to `package`) that defines it.
+    exports : mapping of str to str or (str, str)
+        Public name -> the sub-module (relative to `package`) that defines it under that name, or
+        (absolute module, attribute) for a name that re-exports another's under a new name.
 
     Returns
     -------
@@ -36,7 +37,9 @@ def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[st
     def __getattr__(name: str) -> Any:
         if name not in exports:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+        where = exports[name]
+        module, attribute = (f"{package}.{where}", name) if isinstance(where, str) else where
+        return getattr(importlib.import_module(module), attribute)
 
     def __dir__() -> list[str]:
         return sorted(exports)
