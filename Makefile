@@ -10,7 +10,8 @@ export OMP_NUM_THREADS ?= 2
 
 .PHONY: demo test lint install docs bench-small
 
-$(STAMP): pyproject.toml
+# The stamp's name carries pyproject.toml's hash, so an edit reinstalls and a checkout that only touches its time does not.
+$(STAMP): | pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
