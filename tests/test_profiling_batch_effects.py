@@ -305,7 +305,10 @@ def test_joint_nested_choice_takes_one_candidate_for_nsc_and_nscb(combine):
     joint = nested_joint_accuracy(candidates, moa, compound, batch, combine=combine, **options)
     assert joint["nsc"].chosen.equals(joint["nscb"].chosen) and (joint["nsc"].chosen == "both").sum() >= 18
     for kind, with_batch in (("nsc", None), ("nscb", batch)):
-        hits = {name: nearest_neighbor_moa(frame, moa, compound, with_batch, similarity="cosine").predictions["correct"] for name, frame in candidates.items()}
+        hits = {
+            name: nearest_neighbor_moa(frame, moa, compound, with_batch, similarity="cosine").predictions["correct"]
+            for name, frame in candidates.items()
+        }
         want = [hits[name][treatment] for treatment, name in joint[kind].predictions["chosen"].items()]
         assert joint[kind].predictions["correct"].tolist() == want
     one = nested_joint_accuracy({"noise": noise}, moa, compound, batch)
