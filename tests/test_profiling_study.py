@@ -113,6 +113,7 @@ def test_streamed_run_equals_the_in_memory_run(screen, tmp_path, monkeypatch, ma
             "sphering_yeo_johnson": True,
             "batch_icc_max": 0.5,
             "sphering_nuisance_components": 2,
+            "sphering_batch_icc_weight": 1.0,
         },
         {"adversary": "plate", "max_epochs": 6},
     ],

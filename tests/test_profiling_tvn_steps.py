@@ -1,5 +1,5 @@
-"""tvn's optional steps (plate MAD scaling, Yeo-Johnson, control PCs removed), batch-ICC feature removal and the
-MODZ / median consensus profiles: known answers."""
+"""tvn's optional steps (plate MAD scaling, Yeo-Johnson, control PCs removed, batch-ICC weights), batch-ICC feature
+removal and the MODZ / median consensus profiles: known answers."""
 
 import numpy as np
 import pandas as pd
@@ -8,7 +8,7 @@ import pytest
 from phenolens.core.errors import PhenolensError
 from phenolens.profiling.moa import treatment_profiles
 from phenolens.profiling.settings import ProfilingSettings
-from phenolens.profiling.sphering import TypicalVariationNormalizer, batch_icc
+from phenolens.profiling.sphering import TypicalVariationNormalizer, batch_icc, batch_icc_weights
 
 
 def study(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -62,6 +62,32 @@ def test_a_planted_batch_only_feature_is_dropped_and_the_biology_kept():
         AnomalyProfiler(settings.replace(batch_icc_max=1e-9)).fit(screen.assign(**{f: screen[f] + 9 * batch_code for f in features}))
 
 
+def test_batch_icc_weights_soften_a_planted_batch_only_feature_after_tvn():
+    from phenolens.profiling.anomaly import AnomalyProfiler
+    from phenolens.profiling.synthetic import synthetic_screen
+
+    screen = synthetic_screen(plates=6, controls_per_plate=20, replicates=2, features=12, batches=3, seed=0)
+    batch_code = screen["Metadata_Batch"].astype("category").cat.codes.to_numpy()
+    screen["Cells_BatchOnly"] = 4.0 * batch_code + np.random.default_rng(0).normal(0, 1, len(screen))
+    settings = ProfilingSettings(
+        controls="Metadata_PertType == 'control'", batch="Metadata_Batch", max_epochs=2, hidden=(16, 8), latent=4, corr_threshold=1.0
+    )
+    tvn = settings.replace(sphering="tvn", sphering_controls="all", sphering_epsilon=1.0)
+    plain = AnomalyProfiler(tvn)
+    unweighted = plain.fit_transform(screen)["cellprofiler_sphered"]
+    weighted_profiler = AnomalyProfiler(tvn.replace(sphering_batch_icc_weight=2.0))
+    weighted = weighted_profiler.fit_transform(screen)["cellprofiler_sphered"]
+    features = weighted_profiler.selected_features_
+    icc = weighted_profiler.feature_batch_icc_[features]
+    weights = (1 - icc.clip(0, 1)) ** 2
+    assert weights["Cells_BatchOnly"] < 0.05 and weights.drop("Cells_BatchOnly").min() > 0.5  # ICC > 0.8 against < 0.3
+    np.testing.assert_allclose(weighted[features].to_numpy(), unweighted[features].to_numpy() * weights.to_numpy(), atol=1e-9)
+    np.testing.assert_allclose(batch_icc_weights(np.array([-0.2, 0.0, 0.75, 1.3]), 0.5), [1.0, 1.0, 0.5, 0.0])
+    values, batches, _, controls = study()
+    with pytest.raises(PhenolensError, match="3 finite numbers >= 0"):
+        TypicalVariationNormalizer("ZCA", 0.0, 0.5, feature_weights=np.array([1.0, -1.0, 1.0])).fit(values[controls], batches[controls])
+
+
 def test_plate_scaling_undoes_a_plate_gain():
     values, batches, plates, controls = study()
     stretched = values.copy()
@@ -106,6 +132,8 @@ def test_control_principal_directions_are_projected_out():
 def test_tvn_steps_are_refused_without_tvn():
     with pytest.raises(PhenolensError, match="sphering_nuisance_components.*applies to --sphering tvn only"):
         ProfilingSettings(sphering="global", sphering_nuisance_components=2)
+    with pytest.raises(PhenolensError, match="sphering_batch_icc_weight.*applies to --sphering tvn only"):
+        ProfilingSettings(sphering="none", sphering_batch_icc_weight=1.0)
     with pytest.raises(PhenolensError, match="batch_icc_max.*needs a batch column"):
         ProfilingSettings(batch=None, batch_icc_max=0.5).check_batch_column()
     settings = ProfilingSettings(sphering="tvn", batch="b", sphering_yeo_johnson=True, sphering_plate_scaling=True)

@@ -30,7 +30,7 @@ from phenolens.profiling.inputs import PreparedProfiles, ProfileColumns, prepare
 from phenolens.profiling.normalize import TEST, TRAIN, VALIDATION, Standardization, scale_keys_for, split_controls, standardize
 from phenolens.profiling.select import select_features
 from phenolens.profiling.settings import ProfilingSettings
-from phenolens.profiling.sphering import SPHERED_SUFFIX, batch_icc, fit_spherers, sphere, sphered, sphering_groups, sphering_layout
+from phenolens.profiling.sphering import SPHERED_SUFFIX, batch_icc, batch_icc_weights, fit_spherers, sphere, sphered, sphering_groups, sphering_layout
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
@@ -86,6 +86,9 @@ class AnomalyProfiler(BaseEstimator):
     batch_dominated_features_ : list of str
         Features dropped because their raw control wells' intraclass correlation between batches exceeds
         `batch_icc_max` (`sphering.batch_icc`; empty when it is 1).
+    feature_batch_icc_ : pandas.Series or None
+        Every input feature's intraclass correlation between batches on the raw control wells (None without a
+        batch column); `sphering_batch_icc_weight` turns it into tvn's output weights (`sphering.batch_icc_weights`).
     selected_features_ : list of str
         Features kept by feature selection (the autoencoder's inputs).
     roles_ : numpy.ndarray
@@ -207,17 +210,23 @@ class AnomalyProfiler(BaseEstimator):
         if settings.adversary != NO_ADVERSARY:
             representations[ADVERSARIAL] = self._fit_adversary(prepared, inputs, roles, plates, scale_keys, settings)
         reference, groups, centring = self._sphering_layout(prepared, roles == TRAIN)
-        self.spherers_ = fit_spherers(representations, self.selected_features_, reference, groups, settings, centring)
+        weights = None
+        if settings.sphering_batch_icc_weight > 0:
+            weights = batch_icc_weights(self.feature_batch_icc_[self.selected_features_].to_numpy(), settings.sphering_batch_icc_weight)
+        self.spherers_ = fit_spherers(representations, self.selected_features_, reference, groups, settings, centring, weights)
         return {**representations, **sphered(representations, self.spherers_, self.selected_features_, groups, centring)}
 
     def _without_batch_dominated(self, prepared: PreparedProfiles, raw: np.ndarray) -> list[str]:
         """The features left when those whose raw control wells vary mostly between batches (ICC above `batch_icc_max`) are dropped."""
         settings = self._settings
-        self.batch_dominated_features_ = []
-        if settings.batch_icc_max >= 1:
+        self.batch_dominated_features_, self.feature_batch_icc_ = [], None
+        if not settings.batch:
             return list(prepared.features)
         batches = prepared.table[settings.batch].astype(str).to_numpy()
         icc = batch_icc(raw[prepared.is_control], batches[prepared.is_control])
+        self.feature_batch_icc_ = pd.Series(icc, index=prepared.features)
+        if settings.batch_icc_max >= 1:
+            return list(prepared.features)
         self.batch_dominated_features_ = [f for f, value in zip(prepared.features, icc) if value > settings.batch_icc_max]
         kept = [f for f, value in zip(prepared.features, icc) if not value > settings.batch_icc_max]
         if not kept:

@@ -28,6 +28,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.profiling.moa import neighbor_setup, unit_rows
 
 CRITERIA = ("accuracy", "map")  # what the nested loop maximises on the other compounds
+COMBINATIONS = ("mean", "min")  # how a joint choice combines the inner NSC and NSCB scores
 
 
 @dataclass
@@ -92,6 +93,95 @@ def nested_neighbor_accuracy(
         Without candidates, with candidates on different treatments, with fewer than two compounds, or for an
         unknown criterion.
     """
+    loop = _leave_one_compound_out(candidates, moa, compound, batch, similarity, drop_unevaluable_moas, criterion)
+    chosen = {held_out: loop.names[int(np.argmax(scores))] for held_out, scores in loop.inner_scores.items()}  # ties: the first
+    return loop.result(chosen)
+
+
+def nested_joint_accuracy(
+    candidates: dict[str, pd.DataFrame],
+    moa: pd.Series,
+    compound: pd.Series,
+    batch: pd.Series,
+    similarity: str = "pearson",
+    drop_unevaluable_moas: bool = False,
+    criterion: str = "map",
+    combine: str = "mean",
+) -> dict[str, NestedResult]:
+    """Leave-one-compound-out NSC and NSCB of ONE candidate per held-out compound, chosen for both at once.
+
+    `nested_neighbor_accuracy` chooses separately for NSC and for NSCB, so the two nested figures may come from
+    two different candidates. Here, for each held-out compound, every candidate's inner NSC score and inner NSCB
+    score (both on the other compounds) are combined (their mean, or the smaller of the two) and the best
+    candidate judges the held-out compound's treatments for both: the estimate of "choose one representation,
+    then report its NSC and NSCB".
+
+    Parameters
+    ----------
+    candidates : dict of str to pandas.DataFrame
+        Candidate name -> treatment profiles (index: treatment; every candidate has the same index).
+    moa, compound, batch : pandas.Series
+        Per treatment (batches '|'-separated).
+    similarity : str
+        ``pearson`` (default) or ``cosine``.
+    drop_unevaluable_moas : bool
+        The field's NSCB (`nested_neighbor_accuracy`).
+    criterion : str
+        Inner score: ``map`` (default) or ``accuracy`` (`nested_neighbor_accuracy`).
+    combine : str
+        ``mean`` (default) or ``min`` of the inner NSC and NSCB scores.
+
+    Returns
+    -------
+    dict of str to NestedResult
+        ``nsc`` and ``nscb``; their `chosen` agree on every compound both evaluate.
+
+    Raises
+    ------
+    PhenolensError
+        For an unknown `combine`, and as `nested_neighbor_accuracy`.
+    """
+    if combine not in COMBINATIONS:
+        raise PhenolensError(f"nested choice: combination {combine!r} is unknown; choose one of {', '.join(COMBINATIONS)}")
+    every = pd.unique(compound.loc[next(iter(candidates.values())).index].astype(str)) if candidates else []
+    loops = {
+        "nsc": _leave_one_compound_out(candidates, moa, compound, None, similarity, drop_unevaluable_moas, criterion, every),
+        "nscb": _leave_one_compound_out(candidates, moa, compound, batch, similarity, drop_unevaluable_moas, criterion, every),
+    }
+    combined = {held_out: np.stack([loop.inner_scores[held_out] for loop in loops.values()]) for held_out in every}
+    reduce = np.mean if combine == "mean" else np.min
+    chosen = {held_out: loops["nsc"].names[int(np.argmax(reduce(scores, axis=0)))] for held_out, scores in combined.items()}
+    return {kind: loop.result(chosen) for kind, loop in loops.items()}
+
+
+@dataclass
+class _Loop:
+    """One definition's leave-one-compound-out: every candidate's inner score per held-out compound and its own 1-NN hits."""
+
+    names: list[str]
+    index: pd.Index
+    compounds: np.ndarray
+    inner_scores: dict[str, np.ndarray]
+    correct: np.ndarray  # (candidates, treatments): the 1-NN among every other compound's treatments shares the MoA
+    evaluated: np.ndarray
+
+    def result(self, chosen: dict[str, str]) -> NestedResult:
+        """The held-out treatments judged with the candidate chosen for their compound."""
+        position = {name: k for k, name in enumerate(self.names)}
+        picked = np.array([position[chosen[c]] for c in self.compounds], dtype=int)
+        correct = self.correct[picked, np.arange(len(self.compounds))] & self.evaluated
+        if not self.evaluated.any():
+            raise PhenolensError("nested choice: no held-out treatment has an eligible neighbour of its MoA")
+        predictions = pd.DataFrame(
+            {"compound": self.compounds, "chosen": [chosen[c] for c in self.compounds], "correct": correct, "evaluated": self.evaluated},
+            index=self.index,
+        )
+        held_out = pd.Series({c: chosen[c] for c in pd.unique(self.compounds)}, name="chosen")
+        return NestedResult(float(correct[self.evaluated].mean()), int(self.evaluated.sum()), held_out, predictions)
+
+
+def _leave_one_compound_out(candidates, moa, compound, batch, similarity, drop_unevaluable_moas, criterion, held_out_compounds=None) -> _Loop:
+    """Inner scores of every candidate with each compound held out (default: each compound kept by the definition)."""
     if criterion not in CRITERIA:
         raise PhenolensError(f"nested choice: criterion {criterion!r} is unknown; choose one of {', '.join(CRITERIA)}")
     if not candidates:
@@ -112,28 +202,19 @@ def nested_neighbor_accuracy(
     similarity_matrix = np.stack([unit @ unit.T for unit in units])
     similarity_matrix[:, excluded] = -np.inf
     eligible = same_moa & ~excluded
-    chosen, correct, evaluated = {}, np.zeros(len(index), bool), setup.evaluable
-    for held_out in pd.unique(compounds):
+    inner_scores = {}
+    for held_out in pd.unique(compounds) if held_out_compounds is None else held_out_compounds:
         out = compounds == held_out
         inner = similarity_matrix[:, ~out][:, :, ~out]
         positives = eligible[~out][:, ~out]
         inner_eligible = positives.any(axis=1)
         if criterion == "accuracy":
             inner_hits = same_moa[~out][:, ~out][np.arange(inner.shape[1]), inner.argmax(axis=2)] & inner_eligible
-            scores = inner_hits.sum(axis=1) / max(1, inner_eligible.sum())
+            inner_scores[held_out] = inner_hits.sum(axis=1) / max(1, inner_eligible.sum())
         else:
-            scores = _mean_average_precision(inner, positives, inner_eligible)
-        best = int(np.argmax(scores))  # ties: the first candidate
-        chosen[held_out] = names[best]
-        rows = np.flatnonzero(out)
-        neighbour = similarity_matrix[best, rows].argmax(axis=1)
-        correct[rows] = same_moa[rows, neighbour]
-    predictions = pd.DataFrame(
-        {"compound": compounds, "chosen": [chosen[c] for c in compounds], "correct": correct & evaluated, "evaluated": evaluated}, index=index
-    )
-    if not evaluated.any():
-        raise PhenolensError("nested choice: no held-out treatment has an eligible neighbour of its MoA")
-    return NestedResult(float(correct[evaluated].mean()), int(evaluated.sum()), pd.Series(chosen, name="chosen"), predictions)
+            inner_scores[held_out] = _mean_average_precision(inner, positives, inner_eligible)
+    correct = same_moa[np.arange(len(index)), similarity_matrix.argmax(axis=2)]
+    return _Loop(names, index, compounds, inner_scores, correct, setup.evaluable)
 
 
 def _mean_average_precision(similarity: np.ndarray, positives: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -26,7 +26,12 @@ SPHERING = ("none", "global", "batch", "tvn")  # no sphering, one transform for 
 GROUPED_SPHERING = ("batch", "tvn")  # variants that fit something per batch
 SPHERING_CONTROLS = ("training", "all")  # which control wells the sphering is fitted on
 SPHERING_METHODS = ("ZCA-cor", "ZCA", "PCA-cor", "PCA")  # pycytominer's Spherize methods
-TVN_STEPS = ("sphering_plate_scaling", "sphering_yeo_johnson", "sphering_nuisance_components")  # tvn-only options
+TVN_STEPS = (  # tvn-only options
+    "sphering_plate_scaling",
+    "sphering_yeo_johnson",
+    "sphering_nuisance_components",
+    "sphering_batch_icc_weight",
+)
 ADVERSARIES = ("none", "batch", "plate")  # what the adversary of `anomaly_adversarial` predicts from the latent code
 
 REPLICATE_NORMALIZATION = ("whole_plate", "none")
@@ -160,6 +165,12 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
     sphering_yeo_johnson: bool = setting(False, "tvn: first variance-stabilise every feature (Yeo-Johnson power transform fitted on the controls).")
     sphering_nuisance_components: int = setting(
         0, "tvn: project out this many leading principal directions of the normalised controls (nuisance variation).", minimum=0
+    )
+    sphering_batch_icc_weight: float = setting(
+        0.0,
+        "tvn: finally multiply every feature by (1 - ICC) to this power, ICC being the intraclass correlation between batches of "
+        "its raw control wells (soft down-weighting of batch-dominated features; 0: off).",
+        minimum=0,
     )
     adversary: str = setting(
         "none",

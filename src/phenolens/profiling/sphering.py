@@ -210,6 +210,9 @@ class TypicalVariationNormalizer(BaseEstimator):
     a feature with no spread on a plate is left unscaled there); `nuisance_components` k > 0 projects
     out, after the batch alignment, the k leading principal directions of the aligned controls (the
     directions controls still vary most in: removing unwanted variation, as RUV does with controls).
+    `feature_weights` finally multiplies every output feature by a weight fixed before the fit (e.g. `batch_icc_weights`
+    of the raw controls: batch-dominated features count less in every similarity, without being dropped; a weight
+    applied before the sphering would be undone by it).
 
     Parameters
     ----------
@@ -227,6 +230,8 @@ class TypicalVariationNormalizer(BaseEstimator):
         Variance-stabilise every feature first (Yeo-Johnson, fitted on the controls).
     nuisance_components : int
         Leading principal directions of the aligned controls projected out (0: none).
+    feature_weights : numpy.ndarray, optional
+        (features,) finite, non-negative multipliers of the output features (None: all 1).
 
     Attributes
     ----------
@@ -257,6 +262,7 @@ class TypicalVariationNormalizer(BaseEstimator):
         plate_scaling: bool = False,
         yeo_johnson: bool = False,
         nuisance_components: int = 0,
+        feature_weights: np.ndarray | None = None,
     ):
         self.method = method
         self.epsilon = epsilon
@@ -265,6 +271,7 @@ class TypicalVariationNormalizer(BaseEstimator):
         self.plate_scaling = plate_scaling
         self.yeo_johnson = yeo_johnson
         self.nuisance_components = nuisance_components
+        self.feature_weights = feature_weights
 
     def fit(self, values: np.ndarray, groups: Sequence, plates: Sequence | None = None) -> TypicalVariationNormalizer:
         """Fit the plate centres (with `plates`), the global sphering on all `values` (reference rows) and one
@@ -287,12 +294,16 @@ class TypicalVariationNormalizer(BaseEstimator):
         Raises
         ------
         PhenolensError
-            For a shrinkage outside (0, 1], a batch with fewer than 2 reference rows, or what `Spherer.fit` raises.
+            For a shrinkage outside (0, 1], a batch with fewer than 2 reference rows, feature weights that are not one
+            finite non-negative number per feature, or what `Spherer.fit` raises.
         """
         if not 0 < self.shrinkage <= 1:
             raise PhenolensError(f"{self.source}: tvn shrinkage {self.shrinkage} must be in (0, 1]")
         values = np.asarray(values, dtype=np.float64)
         self.n_features_in_ = values.shape[1]
+        self.feature_weights_ = np.ones(values.shape[1]) if self.feature_weights is None else np.asarray(self.feature_weights, dtype=np.float64)
+        if self.feature_weights_.shape != (values.shape[1],) or not (np.isfinite(self.feature_weights_) & (self.feature_weights_ >= 0)).all():
+            raise PhenolensError(f"{self.source}: tvn feature weights must be {values.shape[1]} finite numbers >= 0, one per feature")
         labels = _labels(groups, len(values))
         self.power_ = None
         if self.yeo_johnson:
@@ -365,7 +376,7 @@ class TypicalVariationNormalizer(BaseEstimator):
         if unseen:
             raise PhenolensError(f"{self.source}: batch {unseen[0]!r} had no control wells when tvn was fitted; fit on a table that includes it")
         aligned = self._align(self.spherer_.transform(values), labels)
-        return aligned - (aligned @ self.nuisance_.T) @ self.nuisance_
+        return (aligned - (aligned @ self.nuisance_.T) @ self.nuisance_) * self.feature_weights_
 
     def _align(self, sphered_values: np.ndarray, labels: np.ndarray) -> np.ndarray:
         aligned = sphered_values.copy()
@@ -418,6 +429,24 @@ def batch_icc(values: np.ndarray, batches: Sequence) -> np.ndarray:
     n0 = (n - (sizes**2).sum() / n) / (k - 1)
     denominator = between + (n0 - 1) * within
     return np.divide(between - within, denominator, out=np.zeros(values.shape[1]), where=denominator > 0)
+
+
+def batch_icc_weights(icc: np.ndarray, power: float) -> np.ndarray:
+    """Soft down-weighting of batch-dominated features: ``(1 - ICC) ** power``, the ICC clipped to [0, 1].
+
+    Parameters
+    ----------
+    icc : numpy.ndarray
+        (features,) intraclass correlation between batches (`batch_icc`).
+    power : float
+        0 weighs every feature 1; larger powers weigh batch-dominated features down harder.
+
+    Returns
+    -------
+    numpy.ndarray
+        (features,) weights in [0, 1].
+    """
+    return (1.0 - np.clip(np.asarray(icc, dtype=np.float64), 0.0, 1.0)) ** power
 
 
 def _robust_spread(rows: np.ndarray) -> np.ndarray:
@@ -501,6 +530,7 @@ def fit_spherers(
     groups: np.ndarray | None,
     settings,
     plates: np.ndarray | None = None,
+    feature_weights: np.ndarray | None = None,
 ) -> dict[str, Spherer | TypicalVariationNormalizer]:
     """One `Spherer` (or, for ``tvn``, `TypicalVariationNormalizer`) per representation, fitted on its reference
     (control) rows; none when sphering is off.
@@ -520,6 +550,8 @@ def fit_spherers(
         optional steps (`sphering_plate_scaling`, `sphering_yeo_johnson`, `sphering_nuisance_components`).
     plates : numpy.ndarray, optional
         Plate of every row: tvn first centres each plate on the median of its reference controls.
+    feature_weights : numpy.ndarray, optional
+        tvn only: (features,) multipliers of its output features (`TypicalVariationNormalizer`).
 
     Returns
     -------
@@ -544,6 +576,7 @@ def fit_spherers(
                 plate_scaling=settings.sphering_plate_scaling,
                 yeo_johnson=settings.sphering_yeo_johnson,
                 nuisance_components=settings.sphering_nuisance_components,
+                feature_weights=feature_weights,
             ).fit(frame.loc[reference, features].to_numpy(dtype=np.float64), groups[reference], None if plates is None else plates[reference])
             for name, frame in representations.items()
         }
