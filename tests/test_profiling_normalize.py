@@ -24,6 +24,15 @@ def test_split_controls_fractions_per_plate_and_seed():
         split_controls(plates, is_control, (0.5, 0.5, 0.5))
 
 
+@pytest.mark.parametrize("fractions", [(0.8, 0.1, 0.1), (0.7, 0.3, 0.0), (0.5, 0.25, 0.25)])
+@pytest.mark.parametrize("controls", [2, 3, 4, 5, 7])
+def test_every_plate_keeps_a_train_and_a_test_control_whatever_the_fractions(fractions, controls):
+    """A large train fraction once gave a 2-control plate two training controls and no test control (the fit then failed)."""
+    roles = split_controls(np.repeat(["small", "large"], [controls, 40]), np.ones(controls + 40, bool), fractions, seed=3)
+    small = roles[:controls]
+    assert (small == "train").sum() >= 1 and (small == "test").sum() >= 1
+
+
 def test_standardize_centres_per_plate_and_pools_scale():
     rng = np.random.default_rng(0)
     plates = np.repeat(["p1", "p2"], 10)

@@ -60,7 +60,7 @@ def split_controls(plates: Sequence, is_control: np.ndarray, fractions: tuple[fl
     first = np.searchsorted(ordered_plates, ordered_plates, side="left")
     rank = np.arange(len(order)) - first
     count = np.bincount(ordered_plates)[ordered_plates]
-    n_train = np.maximum(1, np.floor(fractions[0] * count + 0.5))
+    n_train = np.maximum(1, np.minimum(np.floor(fractions[0] * count + 0.5), count - 1))  # a test control is left on every plate of 2+
     n_train_val = np.maximum(n_train, np.floor((fractions[0] + fractions[1]) * count + 0.5))
     n_train_val = np.minimum(n_train_val, count - 1)
     roles = np.full(len(plate_codes), "", dtype=object)
