@@ -5,8 +5,11 @@ import pandas as pd
 import pytest
 
 from phenolens.core.errors import PhenolensError
+from phenolens.profiling.anomaly import AnomalyProfiler
 from phenolens.profiling.normalize import split_controls, standardize, whole_plate_normalize
 from phenolens.profiling.select import select_features
+from phenolens.profiling.settings import ProfilingSettings
+from phenolens.profiling.synthetic import synthetic_screen
 
 
 def test_split_controls_fractions_per_plate_and_seed():
@@ -106,3 +109,12 @@ def test_select_features_matches_pycytominer():
     assert "Cells_Anti" in chosen and "Cells_Rare" not in chosen and "Cells_Const" not in chosen
     with pytest.raises(PhenolensError, match="removed every feature"):
         select_features(table, ["Cells_Const"])
+
+
+def test_pooling_the_spread_per_batch_without_a_batch_column_is_refused():
+    """It pooled over all plates, while run.json and the model card said 'batch'."""
+    table = synthetic_screen(plates=6, controls_per_plate=8, features=6, seed=0)
+    settings = ProfilingSettings(controls="Metadata_PertType == 'control'", batch=None, scale_pooling="batch", max_epochs=1)
+    with pytest.raises(PhenolensError, match=r"scale_pooling \(--scale-pooling\).*needs a batch column") as caught:
+        AnomalyProfiler(settings).fit(table)
+    assert "\n" not in str(caught.value)
