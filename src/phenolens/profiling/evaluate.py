@@ -470,7 +470,8 @@ def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, so
     Raises
     ------
     PhenolensError
-        For a missing column, a non-numeric or all-missing feature set, or an evaluation that cannot run.
+        For a missing column, a non-numeric or all-missing feature set, treated wells none of which has a
+        treatment, or an evaluation that cannot run.
     """
     settings.require("controls", "treatment")
     require_columns(table, settings, source)
@@ -486,6 +487,8 @@ def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, so
     features, complete, counts = finite_features(table, features, source)
     # As `prepare_profiles`: a treated well without a treatment is no replicate of anything (all such wells were one treatment, 'nan').
     unlabelled = ~is_control & table[settings.treatment].isna().to_numpy()
+    if unlabelled.any() and unlabelled.sum() == (~is_control).sum():
+        raise PhenolensError(f"{source}: no treated well has a treatment in {settings.treatment!r}; check the treatment column (--treatment-column)")
     counts["wells_dropped_no_treatment"] = int(unlabelled.sum())
     clean = table.loc[complete & ~unlabelled, metadata + features].reset_index(drop=True)
     representations = with_concatenation(split_wide_table(clean, settings), settings)
