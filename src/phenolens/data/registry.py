@@ -148,10 +148,8 @@ def local_copy(dataset: Dataset, registered: RegisteredFile) -> Path | None:
 
     Parameters
     ----------
-    dataset : Dataset
-        The dataset the file belongs to.
-    registered : RegisteredFile
-        The file's registry entry.
+    dataset, registered : Dataset, RegisteredFile
+        The file's dataset and its registry entry.
 
     Returns
     -------
@@ -182,9 +180,9 @@ def resolve_file(dataset: Dataset, registered: RegisteredFile) -> Path:
         When the file is only in a mirror that is not set, cannot be downloaded, or a local copy has another
         size or sha256 than the registry's (see `check_registered_file`).
     """
-    for place in _candidates(dataset, registered):
-        if place.is_file():
-            return check_registered_file(place, dataset, registered)
+    location = local_copy(dataset, registered)
+    if location is not None:
+        return check_registered_file(location, dataset, registered)
     if dataset.derived_from and registered.url is None:
         _derive(dataset)
         cached = cache_root() / registered.path
