@@ -3,6 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phenolens.core.errors import PhenolensError
 from phenolens.profiling.anomaly import AnomalyProfiler
@@ -27,13 +29,24 @@ def test_split_controls_fractions_per_plate_and_seed():
         split_controls(plates, is_control, (0.5, 0.5, 0.5))
 
 
-@pytest.mark.parametrize("fractions", [(0.8, 0.1, 0.1), (0.7, 0.3, 0.0), (0.5, 0.25, 0.25)])
-@pytest.mark.parametrize("controls", [2, 3, 4, 5, 7])
-def test_every_plate_keeps_a_train_and_a_test_control_whatever_the_fractions(fractions, controls):
-    """A large train fraction once gave a 2-control plate two training controls and no test control (the fit then failed)."""
-    roles = split_controls(np.repeat(["small", "large"], [controls, 40]), np.ones(controls + 40, bool), fractions, seed=3)
-    small = roles[:controls]
-    assert (small == "train").sum() >= 1 and (small == "test").sum() >= 1
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 30), min_size=1, max_size=6),
+    st.floats(0.01, 0.98),
+    st.floats(0.0, 1.0),
+    st.integers(0, 2**16),
+)
+def test_every_plate_keeps_a_train_and_a_test_control_whatever_the_fractions(controls, train, validation_share, seed):
+    """A train fraction >= 0.75 once gave a 2-control plate two training controls and no test control (the fit then failed)."""
+    validation = validation_share * (1 - train)
+    plates = np.repeat(np.arange(len(controls)), [n + 2 for n in controls])  # two treated wells per plate
+    is_control = np.concatenate([np.r_[np.ones(n, bool), False, False] for n in controls])
+    roles = split_controls(plates, is_control, (train, validation, 1 - train - validation), seed=seed)
+    assert (roles[~is_control] == "").all() and set(roles[is_control]) <= {"train", "validation", "test"}
+    for plate, n in enumerate(controls):
+        mine = roles[(plates == plate) & is_control]
+        assert (mine == "train").sum() >= min(n, 1)
+        assert (mine == "test").sum() >= (1 if n >= 2 else 0)
 
 
 def test_standardize_centres_per_plate_and_pools_scale():
