@@ -82,8 +82,11 @@ def test_standardize_errors_name_the_plate_or_group():
     values = np.zeros((4, 2))
     with pytest.raises(PhenolensError, match="plate 'b'"):
         standardize(values, np.array([1, 1, 0, 0], bool), ["a", "a", "b", "b"], ["s"] * 4)
-    with pytest.raises(PhenolensError, match="one control well per plate"):
+    with pytest.raises(PhenolensError, match=r"one control well per plate.*pool it over more plates"):
         standardize(values, np.array([1, 0, 1, 0], bool), ["a", "a", "b", "b"], ["a", "a", "b", "b"])
+    # pooled over every plate already: advising to pool over all plates (as it once did) cannot help
+    with pytest.raises(PhenolensError, match=r"scale group 'all' has one control well per plate.*more reference control wells"):
+        standardize(values, np.array([1, 0, 1, 0], bool), ["a", "a", "b", "b"], ["all"] * 4)
 
 
 def test_whole_plate_normalize_gives_zero_mean_unit_sd_per_plate():
