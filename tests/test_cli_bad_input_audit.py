@@ -80,7 +80,7 @@ def test_one_treatment_for_every_treated_well_is_named(cli, tmp_path):
     table = synthetic_screen(plates=6, controls_per_plate=4, moas=2, compounds_per_moa=2, doses=2, features=8, effect=8.0, seed=1)
     table.assign(Metadata_Treatment=np.nan).to_csv(tmp_path / "screen.csv", index=False)
     line = refused(cli, "profile", "evaluate", tmp_path / "screen.csv", *EVALUATE, names="--treatment-column", out=tmp_path / "out")
-    assert "every treated well has the same treatment ('nan')" in line
+    assert "no treated well has a treatment in 'Metadata_Treatment'" in line  # they were once one treatment, 'nan
 
 
 # -- t-SNE maps of reports -----------------------------------------------------------------------

@@ -64,3 +64,20 @@ def test_data_show_on_one_image_file_says_what_to_give(cli, tmp_path):
     status, _, stderr = cli("data", "show", tmp_path / "one.tif", "--out", tmp_path / "out")
     assert status == 2 and "one.tif: a single image; give a folder with one sub-folder of images per class" in stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_data_list_never_downloads_or_decodes_a_dataset(cli, tmp_path, monkeypatch):
+    """It resolved every dataset's first file to say whether it was local: a download (or a BBBC013 decoding) per dataset."""
+    import pooch
+
+    from phenolens.data.registry import registry
+
+    downloads = []
+    monkeypatch.delenv("PHENOLENS_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("PHENOLENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(pooch, "retrieve", lambda url, **options: downloads.append(url) or str(tmp_path / "never"))
+    status, stdout, _ = cli("data", "list")
+    assert status == 0 and downloads == [] and not (tmp_path / "cache").exists()
+    rows = [line for line in stdout.splitlines() if any(f" {name} " in line for name in registry())]
+    assert len(rows) == len(registry())
+    assert all(" no " in line for line in rows if "fashion-mnist" not in line)  # fashion-mnist may sit in a system folder

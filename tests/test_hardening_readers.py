@@ -130,6 +130,26 @@ def test_manifest_with_only_empty_labels_is_refused(tmp_path):
     assert read_manifest(manifest, class_names=["a", "b"]).labels.tolist() == [-1, -1]
 
 
+def test_manifest_labels_that_pandas_reads_as_missing_stay_classes(tmp_path):
+    """pandas reads 'None', 'NA', 'null', 'NaN', ... as missing: those classes were silently made unlabelled."""
+    manifest = _manifest(tmp_path, [["in.tif", "None"], ["in.tif", "Mitosis"], ["in.tif", "NA"], ["in.tif", "null"], ["in.tif", ""]])
+    images = read_manifest(manifest)
+    assert images.class_names == ["Mitosis", "NA", "None", "null"]
+    assert images.labels.tolist() == [2, 0, 1, 3, -1]
+
+
+def test_zarr_metadata_labels_that_pandas_reads_as_missing_stay_classes(tmp_path):
+    import zarr
+
+    from phenolens.data.chunks import open_image_source
+
+    store = tmp_path / "wells.zarr"
+    zarr.open_group(str(store), mode="w").create_array("images", data=np.zeros((4, 1, 8, 8), dtype=np.uint8))
+    pd.DataFrame({"label": ["None", "Mitosis", "NA", ""]}).to_csv(store / "metadata.csv", index=False)
+    source = open_image_source(zarr=store)
+    assert source.class_names == ["Mitosis", "NA", "None"] and source.labels.tolist() == [2, 0, 1, -1]
+
+
 @pytest.mark.parametrize("outside", ["../outside.tif", "OUTSIDE_ABSOLUTE", "sub/../../outside.tif"])
 def test_manifest_paths_leaving_the_folder_need_permission(tmp_path, outside):
     outside = str(tmp_path / "outside.tif") if outside == "OUTSIDE_ABSOLUTE" else outside

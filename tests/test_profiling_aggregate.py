@@ -335,3 +335,25 @@ def test_a_killed_aggregation_resumes_from_its_last_plate(tmp_path, cli, monkeyp
     fresh = aggregate_cells(path)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "profiles.parquet"), fresh)
     assert not list(tmp_path.glob(".wells.partial-*"))
+
+
+@pytest.mark.parametrize("layout", ["csv", "sqlite"])
+def test_a_compartment_named_in_camel_case_keeps_its_features(tmp_path, layout):
+    """Prefixes were matched as compartment.title() + '_': 'MitoObjects' looked for 'Mitoobjects_' and its features were silently
+    left out (pycytominer matches without regard to case)."""
+    if layout == "csv":
+        path = tmp_path / "cells.csv"
+        cells = {"Metadata_Plate": ["P1"] * 4, "Metadata_Well": ["A01", "A01", "A02", "A02"], "Cells_AreaShape_Area": [1.0, 3.0, 5.0, 7.0]}
+        pd.DataFrame({**cells, "MitoObjects_Intensity_Mean": [10.0, 30.0, 50.0, 70.0]}).to_csv(path, index=False)
+    else:
+        path = tmp_path / "cells.sqlite"
+        with sqlite3.connect(path) as connection:
+            connection.execute("CREATE TABLE Image (ImageNumber INTEGER, Metadata_Plate TEXT, Metadata_Well TEXT)")
+            connection.executemany("INSERT INTO Image VALUES (?, ?, ?)", [(1, "P1", "A01"), (2, "P1", "A02")])
+            tables = (("Cells", "Cells_AreaShape_Area", (1, 3, 5, 7)), ("MitoObjects", "MitoObjects_Intensity_Mean", (10, 30, 50, 70)))
+            for table, column, values in tables:
+                connection.execute(f"CREATE TABLE {table} (ImageNumber INTEGER, ObjectNumber INTEGER, {column} REAL)")
+                connection.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", [(1 + i // 2, 1 + i % 2, float(v)) for i, v in enumerate(values)])
+        connection.close()
+    wells = aggregate_cells(path, ProfileAggregationSettings(compartments=("cells", "MitoObjects"), operation="mean"))
+    assert wells["MitoObjects_Intensity_Mean"].tolist() == [20.0, 60.0] and wells["Cells_AreaShape_Area"].tolist() == [2.0, 6.0]

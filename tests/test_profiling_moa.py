@@ -100,3 +100,16 @@ def test_classifiers_separate_clear_moas_and_compare_with_welch():
     assert np.array_equal(again.f1["noise"]["lr"], result.f1["noise"]["lr"][:2])  # processes do not change results
     sparse = classify_moa({"clear": clear.iloc[:20]}, moa, groups, ("lr",), repeats=1, min_per_class=5)
     assert sparse.excluded_moas == {"m2": 4}
+
+
+@pytest.mark.parametrize(("compounds", "folds"), [(4, 5), (5, 2)])
+def test_too_few_compounds_for_grouped_folds_is_a_one_line_error(compounds, folds):
+    """sklearn's StratifiedGroupKFold raised a ValueError mid-run (outer: 4 compounds for 5 folds; inner: a 2-compound training
+    part for 3 folds), which `profile run` and `profile evaluate` do not catch: the whole evaluation crashed."""
+    index = [f"c{c}@{dose}" for c in range(compounds) for dose in range(3)]
+    moa = pd.Series(["A" if int(name[1]) % 2 else "B" for name in index], index=index)
+    compound = pd.Series([name.split("@")[0] for name in index], index=index)
+    profiles = pd.DataFrame(np.random.default_rng(0).normal(size=(len(index), 4)), index=index)
+    with pytest.raises(PhenolensError, match=f"from {compounds} compounds: too few for {folds} outer folds"):
+        classify_moa({"x": profiles}, moa, compound, ("lr",), repeats=2, folds=folds, jobs=1)
+    assert classify_moa({"x": profiles}, moa, None, ("lr",), repeats=1, folds=folds, jobs=1).n_treatments == len(index)

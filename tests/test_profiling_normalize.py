@@ -3,10 +3,15 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phenolens.core.errors import PhenolensError
+from phenolens.profiling.anomaly import AnomalyProfiler
 from phenolens.profiling.normalize import split_controls, standardize, whole_plate_normalize
 from phenolens.profiling.select import select_features
+from phenolens.profiling.settings import ProfilingSettings
+from phenolens.profiling.synthetic import synthetic_screen
 
 
 def test_split_controls_fractions_per_plate_and_seed():
@@ -22,6 +27,26 @@ def test_split_controls_fractions_per_plate_and_seed():
     assert not (split_controls(plates, is_control, seed=2) == roles).all()
     with pytest.raises(PhenolensError, match="sum to 1"):
         split_controls(plates, is_control, (0.5, 0.5, 0.5))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 30), min_size=1, max_size=6),
+    st.floats(0.01, 0.98),
+    st.floats(0.0, 1.0),
+    st.integers(0, 2**16),
+)
+def test_every_plate_keeps_a_train_and_a_test_control_whatever_the_fractions(controls, train, validation_share, seed):
+    """A train fraction >= 0.75 once gave a 2-control plate two training controls and no test control (the fit then failed)."""
+    validation = validation_share * (1 - train)
+    plates = np.repeat(np.arange(len(controls)), [n + 2 for n in controls])  # two treated wells per plate
+    is_control = np.concatenate([np.r_[np.ones(n, bool), False, False] for n in controls])
+    roles = split_controls(plates, is_control, (train, validation, 1 - train - validation), seed=seed)
+    assert (roles[~is_control] == "").all() and set(roles[is_control]) <= {"train", "validation", "test"}
+    for plate, n in enumerate(controls):
+        mine = roles[(plates == plate) & is_control]
+        assert (mine == "train").sum() >= min(n, 1)
+        assert (mine == "test").sum() >= (1 if n >= 2 else 0)
 
 
 def test_standardize_centres_per_plate_and_pools_scale():
@@ -57,8 +82,11 @@ def test_standardize_errors_name_the_plate_or_group():
     values = np.zeros((4, 2))
     with pytest.raises(PhenolensError, match="plate 'b'"):
         standardize(values, np.array([1, 1, 0, 0], bool), ["a", "a", "b", "b"], ["s"] * 4)
-    with pytest.raises(PhenolensError, match="one control well per plate"):
+    with pytest.raises(PhenolensError, match=r"one control well per plate.*pool it over more plates"):
         standardize(values, np.array([1, 0, 1, 0], bool), ["a", "a", "b", "b"], ["a", "a", "b", "b"])
+    # pooled over every plate already: advising to pool over all plates (as it once did) cannot help
+    with pytest.raises(PhenolensError, match=r"scale group 'all' has one control well per plate.*more reference control wells"):
+        standardize(values, np.array([1, 0, 1, 0], bool), ["a", "a", "b", "b"], ["all"] * 4)
 
 
 def test_whole_plate_normalize_gives_zero_mean_unit_sd_per_plate():
@@ -97,3 +125,12 @@ def test_select_features_matches_pycytominer():
     assert "Cells_Anti" in chosen and "Cells_Rare" not in chosen and "Cells_Const" not in chosen
     with pytest.raises(PhenolensError, match="removed every feature"):
         select_features(table, ["Cells_Const"])
+
+
+def test_pooling_the_spread_per_batch_without_a_batch_column_is_refused():
+    """It pooled over all plates, while run.json and the model card said 'batch'."""
+    table = synthetic_screen(plates=6, controls_per_plate=8, features=6, seed=0)
+    settings = ProfilingSettings(controls="Metadata_PertType == 'control'", batch=None, scale_pooling="batch", max_epochs=1)
+    with pytest.raises(PhenolensError, match=r"scale_pooling \(--scale-pooling\).*needs a batch column") as caught:
+        AnomalyProfiler(settings).fit(table)
+    assert "\n" not in str(caught.value)

@@ -64,6 +64,25 @@ def test_replicate_map_uses_copairs_and_finds_perfect_replicates():
     assert noise_value < 0.5
 
 
+@pytest.mark.parametrize("missing", [None, np.nan])
+def test_wells_without_a_treatment_are_left_out_of_percent_replicating_and_map(missing):
+    """factorize codes a missing label -1, which indexed the last treatment's name: the missing wells were a replicate
+    group shown under that treatment (a duplicated row); copairs ranked them as the treatment 'nan'/'None'."""
+    values, labels = small_table(seed=5)
+    rng = np.random.default_rng(9)
+    extra = rng.normal(size=(4, values.shape[1]))
+    with_missing = np.concatenate([labels.astype(object), [missing] * 4])
+    got = percent_replicating(np.vstack([values, extra]), with_missing, seed=3)
+    want = percent_replicating(values, labels, seed=3)
+    assert got.treatments.index.is_unique and list(got.treatments.index) == list(want.treatments.index)
+    assert got.treatments["replicate_correlation"].tolist() == pytest.approx(want.treatments["replicate_correlation"].tolist())
+    assert got.threshold == pytest.approx(want.threshold) and got.percent_replicating == want.percent_replicating
+    got_map = replicate_map(np.vstack([values, extra]), with_missing, null_size=200)
+    want_map = replicate_map(values, labels, null_size=200)
+    assert list(got_map.treatments.index) == list(want_map.treatments.index)
+    assert got_map.mean_average_precision == pytest.approx(want_map.mean_average_precision)
+
+
 # -- exact null groups: known answers from exhaustive enumeration (independent of the sampler) --------------
 
 

@@ -145,6 +145,21 @@ def test_evaluate_drops_infinite_wells_as_profile_run_does():
     assert metrics["features"]["percent_replicating"] > 0 and metrics["features"]["map"] < 1
 
 
+def test_evaluate_drops_treated_wells_without_a_treatment_as_profile_run_does():
+    """They were all one treatment, 'nan': a replicate group of every unlabelled well (here 12, more than the 9 treatments,
+    so percent replicating failed; with more treatments they were scored, hit-called and retrieved as one treatment)."""
+    table = _representation()
+    unlabelled = table.index[table["Metadata_PertType"] == "trt"][::3]
+    missing = table.copy()
+    missing.loc[unlabelled, "Metadata_Treatment"] = None
+    evaluation, metrics = evaluate_tables(missing, ProfileEvaluationSettings(**EVALUATION), "missing.csv")
+    _, expected = evaluate_tables(table.drop(index=unlabelled), ProfileEvaluationSettings(**EVALUATION), "clean.csv")
+    assert metrics["data"]["wells_dropped_no_treatment"] == len(unlabelled) == 12 and metrics["data"]["wells"] == len(table) - 12
+    assert "nan" not in evaluation.hits["features"].index
+    for key in ("percent_replicating", "map", "hits"):
+        assert metrics["features"][key] == pytest.approx(expected["features"][key]), key
+
+
 @pytest.fixture()
 def table_file(tmp_path):
     path = tmp_path / "inputs" / "wells.csv"

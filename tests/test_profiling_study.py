@@ -232,6 +232,16 @@ def test_a_corrupt_parquet_partition_is_one_line(plates, tmp_path, capsys):
     _fails_with_one_line(["profile", "run", str(folder), *PILOT, *FAST, "--out", str(out)], out, capsys, plates[3].name)
 
 
+def test_a_plate_split_over_two_files_is_one_line(plates, tmp_path, capsys):
+    """Each file's plates are normalised (whole-plate, own controls) on their own: a split plate gave other metrics than in memory."""
+    table = pd.read_parquet(plates[1])
+    table.iloc[0::2].to_parquet(plates[1])
+    second = plates[1].with_name("P00001_second_half.parquet")
+    table.iloc[1::2].to_parquet(second)
+    out = tmp_path / "run"
+    _fails_with_one_line(["profile", "run", *map(str, plates), str(second), *PILOT, *FAST, "--out", str(out)], out, capsys, "P00001", second.name)
+
+
 def test_a_treatment_on_one_plate_only_is_profiled(plates, tmp_path):
     table = pd.read_parquet(plates[0])
     table.loc[table["Metadata_pert_type"] == "trt", "Metadata_broad_sample"] = "only-here"

@@ -18,15 +18,12 @@ def list_datasets() -> None:
     from rich.table import Table
 
     from phenolens.data.loaders import describe
-    from phenolens.data.registry import registry, resolve_file
+    from phenolens.data.registry import local_copy, registry
 
     table = Table("name", "kind", "files", "size (MB)", "local", "source", "licence")
     for name, dataset in registry().items():
         facts = describe(name)
-        try:
-            local = "yes" if resolve_file(dataset, dataset.files[0]) else "no"
-        except Exception:  # no mirror and no network: simply not local
-            local = "no"
+        local = "yes" if local_copy(dataset, dataset.files[0]) else "no"  # listing never downloads (`data verify` checks hashes)
         table.add_row(name, facts["kind"], str(facts["files"]), f"{facts['bytes'] / 1e6:.1f}", local, facts["source"][:60], facts["licence"][:40])
     Console(width=200).print(table)
 

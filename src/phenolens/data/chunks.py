@@ -438,7 +438,7 @@ def _zarr_source(store: Path, channel_names: Sequence[str] | None, unlabelled: s
     if not tables:
         raise PhenolensError(f"{store}: no {' or '.join(ZARR_TABLES)} beside the {ZARR_ARRAY!r} array; write one row of metadata per image")
     try:
-        meta = pd.read_parquet(tables[0]) if tables[0].suffix == ".parquet" else pd.read_csv(tables[0], dtype={"label": str})
+        meta = pd.read_parquet(tables[0]) if tables[0].suffix == ".parquet" else pd.read_csv(tables[0], converters={"label": str})
     except Exception as error:  # noqa: BLE001 - any reader failure (ArrowInvalid, ParserError, UnicodeDecodeError) is a damaged table
         raise PhenolensError(f"{tables[0]}: cannot read the metadata table ({type(error).__name__}); rewrite it with one row per image") from None
     if len(meta) != array.shape[0]:

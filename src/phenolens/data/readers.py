@@ -477,7 +477,8 @@ def manifest_entries(
         As `read_manifest`, for everything but the images themselves.
     """
     manifest = Path(manifest)
-    table = _read_csv(manifest, "manifest", dtype={label_column: str, path_column: str})
+    # Converters keep the text as written: pandas' missing-value words ('None', 'NA', 'null') are class names here.
+    table = _read_csv(manifest, "manifest", converters={label_column: str, path_column: str})
     for column in (path_column, label_column):
         if column not in table:
             raise PhenolensError(f"{manifest}: missing column {column!r}; the manifest needs {path_column},{label_column}")

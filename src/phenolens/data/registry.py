@@ -142,6 +142,23 @@ def _candidates(dataset: Dataset, registered: RegisteredFile) -> list[Path]:
     return places
 
 
+def local_copy(dataset: Dataset, registered: RegisteredFile) -> Path | None:
+    """Where a registered file already is on this machine (mirror, system folder or cache), without checking,
+    deriving or downloading it.
+
+    Parameters
+    ----------
+    dataset, registered : Dataset, RegisteredFile
+        The file's dataset and its registry entry.
+
+    Returns
+    -------
+    Path or None
+        The first local copy found, or None.
+    """
+    return next((place for place in _candidates(dataset, registered) if place.is_file()), None)
+
+
 def resolve_file(dataset: Dataset, registered: RegisteredFile) -> Path:
     """Find or fetch one registered file and return its local path, checked against the registry.
 
@@ -163,9 +180,9 @@ def resolve_file(dataset: Dataset, registered: RegisteredFile) -> Path:
         When the file is only in a mirror that is not set, cannot be downloaded, or a local copy has another
         size or sha256 than the registry's (see `check_registered_file`).
     """
-    for place in _candidates(dataset, registered):
-        if place.is_file():
-            return check_registered_file(place, dataset, registered)
+    location = local_copy(dataset, registered)
+    if location is not None:
+        return check_registered_file(location, dataset, registered)
     if dataset.derived_from and registered.url is None:
         _derive(dataset)
         cached = cache_root() / registered.path
@@ -294,7 +311,7 @@ def verify(names: list[str] | None = None) -> list[VerifyResult]:
     results = []
     for dataset in [get_dataset(n) for n in (names or list(registry()))]:
         for registered in progress(dataset.files, f"verifying {dataset.name}"):
-            location = next((p for p in _candidates(dataset, registered) if p.is_file()), None)
+            location = local_copy(dataset, registered)
             if location is None:
                 results.append(VerifyResult(dataset.name, registered.path, "missing", None))
                 continue

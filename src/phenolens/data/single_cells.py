@@ -194,8 +194,8 @@ def inspect_single_cells(
     well = _pick(columns, well_column, WELL_COLUMNS, "well", str(path), "--well-column")
     found = []
     for compartment in compartments:
-        prefix = compartment.title() + "_"
-        chosen = [c for c in columns if c.startswith(prefix) and c not in LINK_COLUMNS and (not features or c in features)]
+        prefix = compartment.lower() + "_"  # without regard to case, as pycytominer ("MitoObjects".title() is "Mitoobjects")
+        chosen = [c for c in columns if c.lower().startswith(prefix) and c not in LINK_COLUMNS and (not features or c in features)]
         _require_numeric(chosen, types, f"{path}")
         found.append((compartment.title(), tuple(chosen)))
     _require_features(found, str(path), features)
@@ -297,8 +297,8 @@ def _inspect_sqlite(path, compartments, image_table, plate_column, well_column, 
                 raise PhenolensError(
                     f"{path}: table {table} has no {absent[0]} column linking its objects to images; is this cytominer-database output?"
                 )
-            prefix = compartment.title() + "_"
-            chosen = [c for c in columns if c.startswith(prefix) and c not in LINK_COLUMNS and (not features or c in features)]
+            prefix = compartment.lower() + "_"  # without regard to case, as pycytominer: MitoObjects_* of --compartments MitoObjects
+            chosen = [c for c in columns if c.lower().startswith(prefix) and c not in LINK_COLUMNS and (not features or c in features)]
             _require_numeric(chosen, {c: bool(_NUMERIC_SQL.search(columns[c])) for c in chosen}, f"{path}: table {table}")
             found.append((table, tuple(chosen)))
             if not _query(connection, path, f"SELECT 1 FROM {_sql_name(table)} LIMIT 1"):

@@ -449,8 +449,9 @@ def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, so
     """Evaluate a profile table as `profile evaluate` does: a wide table of several representations
     (``<name>__<feature>`` columns, as `profile run` writes) or one plain representation.
 
-    Non-finite values are handled as `profile run` handles them (features with more than 5 %
-    missing/infinite values dropped, then wells with any left), and counted in the metrics.
+    Non-finite values and treated wells without a treatment are handled as `profile run` handles
+    them (features with more than 5 % missing/infinite values dropped, then wells with any left, and
+    treated wells whose treatment is missing), and counted in the metrics.
 
     Parameters
     ----------
@@ -469,20 +470,27 @@ def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, so
     Raises
     ------
     PhenolensError
-        For a missing column, a non-numeric or all-missing feature set, or an evaluation that cannot run.
+        For a missing column, a non-numeric or all-missing feature set, treated wells none of which has a
+        treatment, or an evaluation that cannot run.
     """
+    settings.require("controls", "treatment")
     require_columns(table, settings, source)
     metadata = [c for c in table.columns if is_metadata(c, settings)]
     features = [c for c in table.columns if c not in set(metadata)]
     require_numeric_features(table, features, source)
+    is_control = select_rows(table, settings.controls, source, "--controls")
     imputed = {}
     if settings.feature_set == "union":
-        is_control = select_rows(table, settings.controls, source, "--controls")
         table, imputed = impute_from_plate_controls(table, features, settings.plate, is_control, source)
         metadata.append(IMPUTED_COLUMN)
     features, plate_features = shared_features(table, features, settings.plate, source)
     features, complete, counts = finite_features(table, features, source)
-    clean = table.loc[complete, metadata + features].reset_index(drop=True)
+    # As `prepare_profiles`: a treated well without a treatment is no replicate of anything (all such wells were one treatment, 'nan').
+    unlabelled = ~is_control & table[settings.treatment].isna().to_numpy()
+    if unlabelled.any() and unlabelled.sum() == (~is_control).sum():
+        raise PhenolensError(f"{source}: no treated well has a treatment in {settings.treatment!r}; check the treatment column (--treatment-column)")
+    counts["wells_dropped_no_treatment"] = int(unlabelled.sum())
+    clean = table.loc[complete & ~unlabelled, metadata + features].reset_index(drop=True)
     representations = with_concatenation(split_wide_table(clean, settings), settings)
     evaluation = evaluate(representations, settings)
     data = {

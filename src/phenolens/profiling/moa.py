@@ -386,7 +386,8 @@ def classify_moa(
     Raises
     ------
     PhenolensError
-        For an unknown classifier or fewer than two MoAs with enough treatments.
+        For an unknown classifier, fewer than two MoAs with enough treatments, or (with `groups`) too few
+        compounds for the folds.
     """
     unknown = sorted(set(classifiers) - set(CLASSIFIERS))
     if unknown:
@@ -401,6 +402,8 @@ def classify_moa(
     if len(classes) < 2:
         raise PhenolensError(f"MoA classification needs two or more MoAs with {min_per_class}+ reproducible treatments; found {len(classes)}")
     group_values = groups.loc[index].to_numpy()[keep] if groups is not None else None
+    if group_values is not None:
+        _require_compounds_for_folds(y, group_values, folds, inner_folds, [seed + repeat for repeat in range(repeats)])
     tasks = [(name, kind, repeat) for name in profiles for kind in classifiers for repeat in range(repeats)]
     matrices = {name: frame.to_numpy(dtype=np.float64)[keep] for name, frame in profiles.items()}
     predictions = Parallel(n_jobs=jobs)(
@@ -418,6 +421,23 @@ def classify_moa(
         list(per_class.values()), index=pd.MultiIndex.from_tuples(list(per_class), names=["representation", "classifier"]), columns=classes
     )
     return ClassifierResult(f1, per_class_f1, welch_tests(f1), classes, excluded, int(keep.sum()))
+
+
+def _require_compounds_for_folds(y: np.ndarray, groups: np.ndarray, folds: int, inner_folds: int, seeds: list[int]) -> None:
+    """Refuse (one line) what sklearn's StratifiedGroupKFold would refuse mid-run: fewer compounds than outer folds, or
+    an outer training part of some repeat with fewer compounds than inner folds (the splits are cheap to draw)."""
+    compounds = len(pd.unique(groups))
+    problem = compounds < folds
+    for seed in [] if problem else seeds:
+        splits = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
+        if any(len(pd.unique(groups[train])) < inner_folds for train, _ in splits):
+            problem = True
+            break
+    if problem:
+        raise PhenolensError(
+            f"MoA classification keeps each compound in one fold, and the {len(y)} treatments of the classified MoAs come from "
+            f"{compounds} compounds: too few for {folds} outer folds with {inner_folds} inner folds in each training part"
+        )
 
 
 def _cross_validated_predictions(X, y, groups, kind: str, seed: int, folds: int, inner_folds: int) -> np.ndarray:

@@ -60,7 +60,7 @@ def split_controls(plates: Sequence, is_control: np.ndarray, fractions: tuple[fl
     first = np.searchsorted(ordered_plates, ordered_plates, side="left")
     rank = np.arange(len(order)) - first
     count = np.bincount(ordered_plates)[ordered_plates]
-    n_train = np.maximum(1, np.floor(fractions[0] * count + 0.5))
+    n_train = np.maximum(1, np.minimum(np.floor(fractions[0] * count + 0.5), count - 1))  # a test control is left on every plate of 2+
     n_train_val = np.maximum(n_train, np.floor((fractions[0] + fractions[1]) * count + 0.5))
     n_train_val = np.minimum(n_train_val, count - 1)
     roles = np.full(len(plate_codes), "", dtype=object)
@@ -143,10 +143,13 @@ def standardize(
     groups_per_scale = np.array([len(np.unique(center_codes[scale_codes == h])) for h in range(len(scale_names))])
     dof = np.bincount(scale_codes, minlength=len(scale_names)) - groups_per_scale
     if (dof < 1).any():
-        bad = str(scale_names[np.argmin(dof)])
-        raise PhenolensError(
-            f"scale group {bad!r} has one control well per plate, too few to estimate a spread; pool it over more plates (scale_pooling 'all')"
+        worst = int(np.argmin(dof))
+        remedy = (  # pooling cannot help a group that already pools several plates (e.g. 'all' with one test control per plate)
+            "give its plates more reference control wells (more controls, or a larger share of them in --control-split)"
+            if groups_per_scale[worst] > 1
+            else "pool it over more plates (scale_pooling 'all')"
         )
+        raise PhenolensError(f"scale group {str(scale_names[worst])!r} has one control well per plate, too few to estimate a spread; {remedy}")
     scale = np.sqrt(squares / dof[:, None])
     scale[~(scale > 0)] = 1.0
     stats = Standardization(

@@ -256,8 +256,8 @@ def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: 
     Raises
     ------
     PhenolensError
-        When a file's metadata columns differ from the first file's, no feature is shared or usable,
-        or no plate keeps two usable controls.
+        When a file's metadata columns differ from the first file's, a plate is in two files, no
+        feature is shared or usable, or no plate keeps two usable controls.
     """
     first = scans[0]
     for scan in scans[1:]:
@@ -267,6 +267,13 @@ def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: 
                 f"{scan.shard.name}: its metadata columns differ from {first.shard.name}'s "
                 f"(missing {missing or 'none'}, extra {extra or 'none'}); give every plate file the same metadata columns"
             )
+    # The evaluation normalises each file's plates on their own wells and controls: a plate in two files would be split.
+    seen: dict[str, str] = {}
+    for scan in scans:
+        for plate in scan.wells.index.astype(str):
+            if plate in seen:
+                raise PhenolensError(f"plate {plate} is in both {seen[plate]} and {scan.shard.name}; give each plate's wells in one file")
+            seen[plate] = scan.shard.name
     named = set(columns.named().values())
     controls = pd.concat([scan.controls for scan in scans], ignore_index=True) if len(scans) > 1 else scans[0].controls.reset_index(drop=True)
     candidates = [c for c in feature_columns(controls) if c not in named]

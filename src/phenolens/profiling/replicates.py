@@ -197,7 +197,8 @@ def percent_replicating(
     values : numpy.ndarray
         Well profiles (wells x features).
     treatments : numpy.ndarray
-        Treatment label of every well; treatments with one well are excluded (and counted).
+        Treatment label of every well; treatments with one well are excluded (and counted), wells without
+        one (None/NaN) are left out.
     null_repeats : int
         Null groups drawn per treatment of each replicate count (`sample_null_groups`).
     percentile : float
@@ -232,7 +233,7 @@ def percent_replicating_of_unit_rows(
     unit : numpy.ndarray or RowFile
         (wells, features) unit rows (float32 or float64), read by index a chunk of groups at a time.
     treatments : numpy.ndarray
-        Treatment label of every well.
+        Treatment label of every well (wells without one are left out).
     null_repeats, percentile, seed
         As in `percent_replicating`.
 
@@ -247,6 +248,8 @@ def percent_replicating_of_unit_rows(
         When no treatment has two wells, or a replicate count exceeds the number of treatments.
     """
     codes, names = pd.factorize(pd.Series(treatments), sort=True)
+    labelled = np.flatnonzero(codes >= 0)  # a well without a treatment (code -1) is nobody's replicate, nor in the null
+    codes = codes[labelled]
     rng = numpy_rng(seed)
     by_size = groups_by_label(codes)
     single = len(by_size.get(1, ((), ()))[0])
@@ -255,9 +258,9 @@ def percent_replicating_of_unit_rows(
         if size < 2:
             continue
         labels.append(group_labels)
-        medians.append(median_pairwise_correlations(unit, groups))
+        medians.append(median_pairwise_correlations(unit, labelled[groups]))
         replicates.append(np.full(len(group_labels), size))
-        null.append(median_pairwise_correlations(unit, sample_null_groups(codes, size, null_repeats * len(group_labels), rng)))
+        null.append(median_pairwise_correlations(unit, labelled[sample_null_groups(codes, size, null_repeats * len(group_labels), rng)]))
     if not labels:
         raise PhenolensError("no treatment has two or more replicate wells; percent replicating needs replicates")
     null_values = np.concatenate(null)
@@ -299,7 +302,7 @@ def replicate_map(
     values : numpy.ndarray
         Well profiles (wells x features), finite; constant profiles (no correlation with anything) are left out.
     treatments : numpy.ndarray
-        Treatment label of every well.
+        Treatment label of every well; wells without one (None/NaN) are left out.
     seed : int
         Seed of copairs' null distribution.
     null_size : int
@@ -326,6 +329,7 @@ def replicate_map(
 
     values = np.asarray(values, dtype=np.float64)
     varying = np.ptp(values, axis=1) > 0  # a constant profile has no correlation with any other well: it can neither retrieve nor be retrieved
+    varying &= pd.notna(pd.Series(treatments)).to_numpy()  # nor can a well without a treatment (it was the treatment 'nan')
     meta = pd.DataFrame({"treatment": np.asarray(treatments).astype(str)[varying]})
     if meta.empty or meta["treatment"].value_counts().max() < 2:
         raise PhenolensError("no treatment has two or more replicate wells with non-constant profiles; mAP needs replicates")

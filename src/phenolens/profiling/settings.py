@@ -194,7 +194,7 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
                     self.fail(name, f"applies to --sphering tvn only (got --sphering {self.sphering})")
 
     def check_batch_column(self) -> None:
-        """A sphering or adversary that works per batch has a batch column to read.
+        """A sphering, adversary or spread pooling that works per batch has a batch column to read.
 
         Checked when the profiler is fitted, not on construction: ``--dataset`` fills the batch column in
         after the command-line options are read.
@@ -202,13 +202,16 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
         Raises
         ------
         PhenolensError
-            For ``--sphering batch|tvn``, ``--adversary batch`` or ``--batch-icc-max`` < 1 without a batch column.
+            For ``--sphering batch|tvn``, ``--adversary batch``, ``--batch-icc-max`` < 1 or ``--scale-pooling batch``
+            without a batch column.
         """
         for name, per_batch in (("sphering", GROUPED_SPHERING), ("adversary", ("batch",))):
             if getattr(self, name) in per_batch and not self.batch:
                 self.fail(name, f"{getattr(self, name)!r} needs a batch column: give --batch-column")
         if self.batch_icc_max < 1 and not self.batch:
             self.fail("batch_icc_max", "needs a batch column: give --batch-column")
+        if self.scale_pooling == "batch" and not self.batch:  # it pooled over all plates while run.json said 'batch'
+            self.fail("scale_pooling", "'batch' needs a batch column: give --batch-column (or pool over 'all' plates)")
 
     def unsphered(self) -> ProfilingSettings:
         """The same settings without sphering (tvn's optional steps back at their defaults)."""
