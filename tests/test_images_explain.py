@@ -236,3 +236,20 @@ def test_report_flags_evidence_of_absence():
     table = pd.DataFrame({"GFP": [-1.4, 3.1], "DNA": [2.6, 1.4]}, index=["NoGFP", "CytoplasmicGFP"])
     notes = absence_warnings(table)
     assert len(notes) == 1 and notes[0].startswith("NoGFP: replacing GFP") and "raises the NoGFP logit by 1.40" in notes[0]
+
+
+def test_randomisation_sample_is_the_start_of_the_faithfulness_sample_and_its_ssims_land_on_their_images():
+    from phenolens.explain.images import check_sample
+    from phenolens.explain.screen import MAP_INDEX, _check_rows
+
+    # more randomisation images than faithfulness images: the help promises "the first of the --check-images sample"
+    settings = AttributionSettings(methods=("saliency",), check_images=2, sanity_images=4, faithfulness_steps=2, seed=1)
+    checked, sanity = check_sample(6, settings)
+    assert checked.sum() == 2 and not (sanity & ~checked).any()
+    classifier, images = _classifier(size=16), _images(6, size=16)
+    explanation = explain_images(classifier, images, settings)
+    rows = _check_rows(explanation, np.arange(6))  # what a screen's checks.parquet holds per checked image
+    ssim_of_image = dict(zip(np.flatnonzero(explanation.sanity_checked), explanation.sanity_ssim["saliency"]))
+    expected = [ssim_of_image.get(i, np.nan) for i in rows[MAP_INDEX]]
+    assert np.allclose(rows["sanity_ssim_saliency"], expected, equal_nan=True)
+    assert np.isclose(np.nanmean(rows["sanity_ssim_saliency"]), explanation.metrics()["sanity_ssim"]["saliency"])

@@ -234,8 +234,9 @@ def check_sample(count: int, settings: AttributionSettings) -> tuple[np.ndarray,
     """Which of `count` explained images the aggregate checks use: a seeded random sample of fixed size.
 
     One seeded permutation orders the images; the faithfulness check takes its first `check_images`
-    (all when 0), the randomisation check its first `sanity_images`. The sample depends only on the
-    count and the seed, not on how the images are chunked or where the chunks run.
+    (all when 0), the randomisation check its first `sanity_images` of those (never an image outside
+    the faithfulness sample: a screen keeps both checks' results in one row per checked image). The
+    sample depends only on the count and the seed, not on how the images are chunked or where the chunks run.
 
     Parameters
     ----------
@@ -251,8 +252,9 @@ def check_sample(count: int, settings: AttributionSettings) -> tuple[np.ndarray,
     """
     order = numpy_rng(settings.seed).permutation(count)
     checked, sanity = np.zeros(count, bool), np.zeros(count, bool)
-    checked[order[: settings.check_images or count]] = True
-    sanity[order[: settings.sanity_images]] = True
+    faithfulness = order[: settings.check_images or count]
+    checked[faithfulness] = True
+    sanity[faithfulness[: settings.sanity_images]] = True
     return checked, sanity
 
 
