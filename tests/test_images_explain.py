@@ -253,3 +253,14 @@ def test_randomisation_sample_is_the_start_of_the_faithfulness_sample_and_its_ss
     expected = [ssim_of_image.get(i, np.nan) for i in rows[MAP_INDEX]]
     assert np.allclose(rows["sanity_ssim_saliency"], expected, equal_nan=True)
     assert np.isclose(np.nanmean(rows["sanity_ssim_saliency"]), explanation.metrics()["sanity_ssim"]["saliency"])
+
+
+def test_a_raw_intensity_baseline_is_refused_for_a_model_that_divides_each_image_by_its_brightness():
+    classifier = _classifier()
+    assert np.allclose(baseline_tensor(classifier, "15").flatten().numpy(), 1.0)  # (15 - 10) / 5
+    crop = ImageClassifier(classifier.model, classifier.class_names, classifier.channel_names, 20, ChannelNormalization(
+        np.ones(2, np.float32), np.full(2, 0.5, np.float32), "crop"))  # fmt: skip
+    assert np.allclose(baseline_tensor(crop, "zero").flatten().numpy(), -2.0) and np.allclose(baseline_tensor(crop, "mean").numpy(), 0.0)
+    assert np.allclose(baseline_tensor(crop, "0").flatten().numpy(), -2.0)  # black is black in every image
+    with pytest.raises(PhenolensError, match="baseline '15': the model divides each image by its crop brightness"):
+        attribute(crop, _images(2), "ig", np.array([0, 1]), AttributionSettings(baseline="15"))
