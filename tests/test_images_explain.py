@@ -264,3 +264,18 @@ def test_a_raw_intensity_baseline_is_refused_for_a_model_that_divides_each_image
     assert np.allclose(baseline_tensor(crop, "0").flatten().numpy(), -2.0)  # black is black in every image
     with pytest.raises(PhenolensError, match="baseline '15': the model divides each image by its crop brightness"):
         attribute(crop, _images(2), "ig", np.array([0, 1]), AttributionSettings(baseline="15"))
+
+
+def test_map_ssim_is_scikit_images_mean_ssim_of_each_image():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=(3, 2, 24, 24)), rng.normal(size=(3, 2, 24, 24))
+    first[:, :, :5], second[:, :, :5] = 0.0, 0.0  # padding without attribution: identical there
+
+    def summary(maps):
+        magnitude = np.abs(maps).sum(axis=0)
+        return magnitude / magnitude.max()
+
+    expected = [structural_similarity(summary(a), summary(b), data_range=1.0, win_size=7) for a, b in zip(first, second)]
+    np.testing.assert_allclose(map_ssim(first, second), expected, rtol=1e-6)
