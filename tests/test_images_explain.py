@@ -279,3 +279,12 @@ def test_map_ssim_is_scikit_images_mean_ssim_of_each_image():
 
     expected = [structural_similarity(summary(a), summary(b), data_range=1.0, win_size=7) for a, b in zip(first, second)]
     np.testing.assert_allclose(map_ssim(first, second), expected, rtol=1e-6)
+
+
+def test_true_targets_are_the_models_classes_whatever_the_images_class_order():
+    from phenolens.explain.attribution import resolve_targets
+
+    classifier, images = _classifier(), _images(6)  # labels 0, 1, 2, ... in the model's order a, b, c
+    reordered = ImageSet(images.images, np.array([1, 2, 0, 1, 2, 0]), ["c", "a", "b"], images.channel_names)  # the same classes, sorted otherwise
+    assert resolve_targets(classifier, reordered, "true").tolist() == [0, 1, 2, 0, 1, 2]
+    assert np.array_equal(attribute(classifier, reordered, "saliency", "true"), attribute(classifier, images, "saliency", "true"))

@@ -175,7 +175,7 @@ def resolve_targets(classifier, images: ImageSet | np.ndarray, target: str | int
     images : ImageSet or ndarray
         The images.
     target : str or int
-        "predicted", "true" (the labels), a class name or a class index.
+        "predicted", "true" (the labels, matched to the model's classes by name), a class name or a class index.
 
     Returns
     -------
@@ -185,14 +185,15 @@ def resolve_targets(classifier, images: ImageSet | np.ndarray, target: str | int
     Raises
     ------
     PhenolensError
-        For "true" on unlabelled images, an unknown class name or an index out of range.
+        For "true" on unlabelled images (or a label that is not a class of the model), an unknown class name or an index out of range.
     """
     if isinstance(target, str) and target == "predicted":
         return classifier.predict(images)
     if isinstance(target, str) and target == "true":
-        from phenolens.data.containers import UNLABELLED
+        from phenolens.data.containers import UNLABELLED, ImageSet
 
-        labels = getattr(images, "labels", None)
+        # the labels index the images' own class list: re-index them to the model's classes by name
+        labels = classifier.conform(images).labels if isinstance(images, ImageSet) else None
         if labels is None or (labels == UNLABELLED).any():
             raise PhenolensError("target 'true' needs labelled images; use --target predicted or a class name")
         return np.asarray(labels)
