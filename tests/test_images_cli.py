@@ -58,6 +58,8 @@ def test_train_writes_weights_metrics_and_report(trained):
         cv=2, cutmix_probability=0.25, width=0.125, blocks=(1, 1), stem_stride=1, epochs=2, batch_size=8
     )
     assert (model / "model.safetensors").is_file() and (model / "report.html").is_file()
+    # the confusion matrix counts all 20 out-of-fold images, not the first fold's 10: the report must not say otherwise
+    assert "the confusion matrix (and the accuracy and macro-F1 above) pool every fold" in (model / "report.html").read_text()
     expected = {"training_curves.png", "confusion.png", "roc_pr.png", "embedding.png", "filters.png", "pointwise.png"}
     assert expected <= {p.name for p in (model / "figures").iterdir()}
 
