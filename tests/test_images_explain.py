@@ -288,3 +288,9 @@ def test_true_targets_are_the_models_classes_whatever_the_images_class_order():
     reordered = ImageSet(images.images, np.array([1, 2, 0, 1, 2, 0]), ["c", "a", "b"], images.channel_names)  # the same classes, sorted otherwise
     assert resolve_targets(classifier, reordered, "true").tolist() == [0, 1, 2, 0, 1, 2]
     assert np.array_equal(attribute(classifier, reordered, "saliency", "true"), attribute(classifier, images, "saliency", "true"))
+
+
+def test_a_numpy_number_names_a_baseline_or_a_class_index_as_a_python_number_does():
+    assert AttributionSettings(baseline=np.float64(12.5)) == AttributionSettings(baseline=12.5) == AttributionSettings(baseline="12.5")
+    assert AttributionSettings(baseline=np.float32(3)).baseline == "3.0" and AttributionSettings(baseline=np.int64(3)).baseline == "3"
+    assert AttributionSettings(target=np.int64(1)).target == AttributionSettings(target=1).target == "1"

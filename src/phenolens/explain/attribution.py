@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -745,8 +746,8 @@ class AttributionSettings(Settings):
         # The API may name a raw baseline or a class index by number; both are kept as text.
         for name in ("baseline", "target"):
             value = getattr(self, name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                object.__setattr__(self, name, repr(value))
+            if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):  # numpy scalars too, written as Python's
+                object.__setattr__(self, name, repr(int(value) if isinstance(value, numbers.Integral) else float(value)))
         if isinstance(self.methods, str):
             object.__setattr__(self, "methods", tuple(m.strip().lower() for m in self.methods.split(",") if m.strip()))
         super().__post_init__()
