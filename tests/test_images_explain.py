@@ -294,3 +294,20 @@ def test_a_numpy_number_names_a_baseline_or_a_class_index_as_a_python_number_doe
     assert AttributionSettings(baseline=np.float64(12.5)) == AttributionSettings(baseline=12.5) == AttributionSettings(baseline="12.5")
     assert AttributionSettings(baseline=np.float32(3)).baseline == "3.0" and AttributionSettings(baseline=np.int64(3)).baseline == "3"
     assert AttributionSettings(target=np.int64(1)).target == AttributionSettings(target=1).target == "1"
+
+
+def test_the_cell_is_the_crops_non_zero_pixels_whatever_rounding_the_normalisation_has():
+    from phenolens.explain.masks import nucleus_mass_fraction
+    from phenolens.training.preprocess import padded_array
+
+    # (0 - 1) / 20.5 * 20.5 + 1 is 6e-8 in float32: undoing the standardisation does not give back the black padding exactly
+    classifier = ImageClassifier(_classifier().model, ["a", "b", "c"], ["ch0", "ch1"], 20, ChannelNormalization(
+        np.ones(2, np.float32), np.full(2, 20.5, np.float32)))  # fmt: skip
+    small = _images(6, size=12)
+    small.images[:, 1, 4:8, 4:8] += 100.0
+    explanation = explain_images(classifier, small, methods=("saliency",), nucleus_channel="ch1", check_images=2, sanity_images=1)
+    padded = padded_array(small, 20, ["ch0", "ch1"])
+    assert np.array_equal(explanation.raw, padded)  # the crops as the network read them, before standardisation
+    cell = padded.sum(axis=1) > 0
+    np.testing.assert_allclose(explanation.cell_fraction["saliency"], nucleus_mass_fraction(explanation.maps["saliency"], cell, 0))
+    assert (explanation.cell_fraction["saliency"] < 1).all()  # saliency reaches into the padding

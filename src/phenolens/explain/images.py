@@ -34,6 +34,7 @@ from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomi
 from phenolens.explain.masks import nucleus_mass_fraction
 from phenolens.explain.selection import at_most, held_out_sources, out_of_fold_parts, select_images
 from phenolens.training.classifier import ImageClassifier
+from phenolens.training.preprocess import intensity_normalized, padded_array
 
 
 @dataclass
@@ -306,7 +307,12 @@ def explain_images(
     targets = proba.argmax(1) if target == "predicted" else resolve_targets(classifier, images, target)
     maps = {method: attribute(classifier, images, method, targets, settings) for method in methods}
     cam = maps["gradcam"] if "gradcam" in maps else attribute(classifier, images, "gradcam", targets, settings)
-    raw = classifier.normalization.std[None, :, None, None] * classifier.tensor(images).numpy() + classifier.normalization.mean[None, :, None, None]
+    # the crops as the network reads them before standardising (intensity-normalised), taken as such: undoing the
+    # standardisation leaves float32 rounding (~1e-7) on the black padding, which then counts as cell
+    norm = classifier.normalization
+    raw = intensity_normalized(
+        images, padded_array(images, classifier.size, classifier.channel_names), norm.intensity, norm.intensity_column, norm.field_brightness
+    )
     explanation = Explanation(
         class_names=list(classifier.class_names),
         channel_names=list(classifier.channel_names),
