@@ -43,7 +43,7 @@ class Explanation:
 
     class_names: list[str]
     channel_names: list[str]
-    raw: np.ndarray  # (N, C, S, S) padded raw crops
+    raw: np.ndarray  # (N, C, S, S) padded crops before standardisation (divided by their brightness with --intensity-normalization)
     labels: np.ndarray  # -1 where unknown
     proba: np.ndarray
     targets: np.ndarray
