@@ -510,7 +510,7 @@ def explain_model(model: str | Path, images: ImageSet, settings: AttributionSett
     """Explain a saved classifier (a `phenolens images train` folder) on the images `settings.subset` picks.
 
     ``subset="out-of-fold"`` explains every labelled image with the cross-validation fold model that
-    never trained on it (the folds share the randomisation check's images); the other subsets use
+    never trained on it (the checks' sample is drawn once over all of them); the other subsets use
     the saved model. `max_images` keeps a seeded random subset.
 
     Parameters
@@ -543,11 +543,18 @@ def explain_model(model: str | Path, images: ImageSet, settings: AttributionSett
         return ModelExplanation(explanation, chosen, {**explanation.metrics(), "model": str(model), "dataset": images.name})
     labelled = at_most(images.labelled(), settings.max_images, settings.seed)
     folds, indices = out_of_fold_parts(model, labelled)
-    shared = settings.replace(sanity_images=-(-settings.sanity_images // len(folds)))  # the check tests the method, not each fold
+    # one sample of the checks over all the explained images, in fold order (as `phenolens images explain` draws it)
+    checked, sanity = check_sample(sum(len(index) for index in indices), settings)
+    starts = np.cumsum([0, *(len(index) for index in indices)])
     brightness = classifier.normalization.field_brightness
     parts = [
-        explain_images(ImageClassifier.load(fold).with_field_brightness(brightness), labelled.subset(index), shared)
-        for fold, index in zip(folds, indices)
+        explain_images(
+            ImageClassifier.load(fold).with_field_brightness(brightness),
+            labelled.subset(index),
+            settings,
+            sample=(checked[start : start + len(index)], sanity[start : start + len(index)]),
+        )
+        for fold, index, start in zip(folds, indices, starts)
     ]
     explanation = Explanation.concatenate(parts)
     explanation.settings = {
