@@ -311,3 +311,22 @@ def test_the_cell_is_the_crops_non_zero_pixels_whatever_rounding_the_normalisati
     cell = padded.sum(axis=1) > 0
     np.testing.assert_allclose(explanation.cell_fraction["saliency"], nucleus_mass_fraction(explanation.maps["saliency"], cell, 0))
     assert (explanation.cell_fraction["saliency"] < 1).all()  # saliency reaches into the padding
+
+
+def test_the_checks_sample_is_nested_sized_and_seeded_for_any_counts():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from phenolens.explain.images import check_sample
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(0, 60), st.integers(0, 70), st.integers(1, 70), st.integers(0, 5))
+    def nested(count, check_images, sanity_images, seed):
+        options = AttributionSettings(check_images=check_images, sanity_images=sanity_images, seed=seed)
+        checked, sanity = check_sample(count, options)
+        assert checked.sum() == (min(check_images, count) if check_images else count)
+        assert sanity.sum() == min(sanity_images, checked.sum()) and not (sanity & ~checked).any()
+        again = check_sample(count, options)
+        assert np.array_equal(again[0], checked) and np.array_equal(again[1], sanity)
+
+    nested()
