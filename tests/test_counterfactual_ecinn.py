@@ -249,3 +249,21 @@ def test_change_similarity_tells_one_pattern_from_image_specific_changes():
     # a change that follows each image (here: its own structure) is not
     assert abs(change_similarity(2.0 * originals, originals)) < 0.2
     assert np.isnan(change_similarity(originals[:1] + pattern, originals[:1]))
+
+
+def test_the_originals_are_the_crops_themselves_so_the_black_padding_stays_outside_the_cell(fitted):
+    from phenolens.data.containers import ImageSet
+    from phenolens.explain.counterfactual.evaluate import explain_counterfactuals
+    from phenolens.explain.counterfactual.model import CounterfactualModel
+    from phenolens.explain.counterfactual.settings import CounterfactualTrainingSettings
+    from phenolens.training.preprocess import ChannelNormalization, padded_array
+
+    ecinn, _, _ = fitted
+    # (0 - 1) / 20.5 * 20.5 + 1 is 6e-8 in float32: undoing the standardisation leaves the padding grey
+    normalization = ChannelNormalization(np.ones(2, np.float32), np.full(2, 20.5, np.float32))
+    model = CounterfactualModel(ecinn.model_, ecinn, ["rim", "centre"], ["GFP", "DNA"], normalization, 100.0,
+                                CounterfactualTrainingSettings(size=16, blocks=(1, 1), hidden=(8, 8), pad_channels=0))  # fmt: skip
+    crops = np.random.default_rng(0).uniform(5, 50, size=(6, 2, 12, 12)).astype(np.float32)
+    images = ImageSet(crops, np.full(6, -1), ["rim", "centre"], ["GFP", "DNA"])
+    run = explain_counterfactuals(model, images, target="rim", nucleus_channel="DNA", baseline=False, autoencoder=False, sweeps=0)
+    assert np.array_equal(run.originals, padded_array(images, 16, ["GFP", "DNA"]))

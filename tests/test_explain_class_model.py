@@ -95,3 +95,31 @@ def test_the_light_budget_is_a_typical_crops_norm():
         np.testing.assert_allclose(norms, budget * typical, rtol=1e-4)  # the ascent runs into the budget and stops there
     unbounded = class_models(model, [0], 2, SIZE, mean, std, ClassModelSettings(steps=100, budget=0))
     assert np.linalg.norm(unbounded[0, 0]) > typical
+
+
+@pytest.mark.parametrize("intensity", ["field", "crop"])
+def test_visualise_scores_the_class_models_as_the_network_saw_them_for_a_model_that_divides_by_brightness(intensity, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from phenolens.cli.main import run
+    from phenolens.data.containers import ImageSet
+    from phenolens.training import ImageClassifier, fit_classifier
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.5, 2.0, size=(16, 2, 10, 10)).astype(np.float32)
+    labels = np.arange(16) % 2
+    images[labels == 1, 0, 3:7, 3:7] += 3.0
+    meta = pd.DataFrame({"field": [f"F{i // 4}" for i in range(16)]})
+    settings = {"width": 0.125, "blocks": (1,), "stem_stride": 1, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
+    model = fit_classifier(ImageSet(images, labels, ["a", "b"], ["dna", "gfp"], meta), "resnet18", intensity_normalization=intensity, **settings)
+    folder = model.save(tmp_path / "model")
+    assert run(["images", "visualise", str(folder), "--steps", "3", "--out", str(tmp_path / "v")]) == 0
+    pictures = np.load(tmp_path / "v" / "class_models.npz")["images"]
+    classifier = ImageClassifier.load(folder)
+    with torch.no_grad():  # the optimised input: the pictures standardised, with no brightness division on top
+        logits = classifier.model(torch.from_numpy(classifier.normalization(pictures)))
+    expected = torch.softmax(logits, 1).numpy()[[0, 1], [0, 1]]
+    own = json.loads((tmp_path / "v" / "metrics.json").read_text())["own_class_probability"]
+    np.testing.assert_allclose([own["a"], own["b"]], expected, rtol=1e-5)

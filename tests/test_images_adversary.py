@@ -246,3 +246,21 @@ def test_the_transductive_adversary_reads_the_held_out_images_domains_but_never_
     section = Section("training")
     adversary_part(section, run.metrics)
     assert "Transductive: the adversary (not the classifier) also trained on the held-out" in section.paragraphs[0]
+
+
+def test_a_last_batch_of_one_image_trains_with_the_adversary():
+    # 17 training images in batches of 8 leave one image for the last batch: its embedding has no batch statistics
+    rng = np.random.default_rng(0)
+    images = ImageSet(
+        rng.uniform(0, 1, (17, 2, 10, 10)).astype(np.float32), np.arange(17) % 2, ["a", "b"], ["c0", "c1"],
+        pd.DataFrame({"well": [f"W{i % 4}" for i in range(17)]}),
+    )  # fmt: skip
+    settings = {"width": 0.125, "blocks": (1,), "stem_stride": 1, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
+    for loss in ("confusion", "reversal"):
+        classifier = fit_classifier(images, "resnet18", adversary_column="well", adversary_loss=loss, **settings)
+        assert np.isfinite(classifier.history.epochs[0]["train_loss"])
+    adversary = DomainAdversary(3, 2).train()
+    adversary(torch.randn(8, 3))  # the running statistics move
+    one = torch.randn(1, 3)
+    expected = adversary.body((one - adversary.standardise.running_mean) / torch.sqrt(adversary.standardise.running_var + adversary.standardise.eps))
+    assert torch.allclose(adversary.classify(one), expected, atol=1e-6)  # one image: the running statistics, as in eval mode

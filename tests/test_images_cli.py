@@ -58,6 +58,8 @@ def test_train_writes_weights_metrics_and_report(trained):
         cv=2, cutmix_probability=0.25, width=0.125, blocks=(1, 1), stem_stride=1, epochs=2, batch_size=8
     )
     assert (model / "model.safetensors").is_file() and (model / "report.html").is_file()
+    # the confusion matrix counts all 20 out-of-fold images, not the first fold's 10: the report must not say otherwise
+    assert "the confusion matrix (and the accuracy and macro-F1 above) pool every fold" in (model / "report.html").read_text()
     expected = {"training_curves.png", "confusion.png", "roc_pr.png", "embedding.png", "filters.png", "pointwise.png"}
     assert expected <= {p.name for p in (model / "figures").iterdir()}
 
@@ -116,6 +118,24 @@ def test_explain_out_of_fold_uses_each_fold_model_on_its_own_held_out_images(tra
     assert run([*args[:1], str(plain), *args[2:], "--images", "out-of-fold", "--out", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "no cross-validation fold models; train the model with --cv K" in err and err.count("\n") == 1 and not (tmp_path / "none").exists()
+
+
+def test_explain_model_out_of_fold_checks_the_sample_the_command_checks(trained, tmp_path):
+    from phenolens.data.readers import read_image_folder
+    from phenolens.explain import AttributionSettings, explain_model
+
+    folder, model = trained
+    options = ["--methods", "saliency", "--images", "out-of-fold", "--check-images", "4", "--sanity-images", "2"]
+    assert run(["explain", str(model), "--folder", str(folder), "--channels", "GFP,DNA", *options, "--out", str(tmp_path / "oof")]) == 0
+    streamed = json.loads((tmp_path / "oof" / "metrics.json").read_text())
+    settings = AttributionSettings(methods=("saliency",), subset="out-of-fold", check_images=4, sanity_images=2)
+    in_memory = explain_model(model, read_image_folder(folder, ["GFP", "DNA"]), settings)
+    assert int(in_memory.explanation.checked.sum()) == streamed["check_images"] == 4  # --check-images over all the images, not per fold
+    assert int(in_memory.explanation.sanity_checked.sum()) == streamed["sanity_images"] == 2
+    for key in ("faithfulness", "sanity_ssim"):
+        assert json.dumps(in_memory.metrics[key]) == json.dumps(streamed[key]) or np.allclose(
+            pd.json_normalize(in_memory.metrics[key]).to_numpy(float), pd.json_normalize(streamed[key]).to_numpy(float), rtol=1e-5
+        )
 
 
 def test_ensemble_trains_explains_and_says_what_it_is(trained, tmp_path):

@@ -236,3 +236,97 @@ def test_report_flags_evidence_of_absence():
     table = pd.DataFrame({"GFP": [-1.4, 3.1], "DNA": [2.6, 1.4]}, index=["NoGFP", "CytoplasmicGFP"])
     notes = absence_warnings(table)
     assert len(notes) == 1 and notes[0].startswith("NoGFP: replacing GFP") and "raises the NoGFP logit by 1.40" in notes[0]
+
+
+def test_randomisation_sample_is_the_start_of_the_faithfulness_sample_and_its_ssims_land_on_their_images():
+    from phenolens.explain.images import check_sample
+    from phenolens.explain.screen import MAP_INDEX, _check_rows
+
+    # more randomisation images than faithfulness images: the help promises "the first of the --check-images sample"
+    settings = AttributionSettings(methods=("saliency",), check_images=2, sanity_images=4, faithfulness_steps=2, seed=1)
+    checked, sanity = check_sample(6, settings)
+    assert checked.sum() == 2 and not (sanity & ~checked).any()
+    classifier, images = _classifier(size=16), _images(6, size=16)
+    explanation = explain_images(classifier, images, settings)
+    rows = _check_rows(explanation, np.arange(6))  # what a screen's checks.parquet holds per checked image
+    ssim_of_image = dict(zip(np.flatnonzero(explanation.sanity_checked), explanation.sanity_ssim["saliency"]))
+    expected = [ssim_of_image.get(i, np.nan) for i in rows[MAP_INDEX]]
+    assert np.allclose(rows["sanity_ssim_saliency"], expected, equal_nan=True)
+    assert np.isclose(np.nanmean(rows["sanity_ssim_saliency"]), explanation.metrics()["sanity_ssim"]["saliency"])
+
+
+def test_a_raw_intensity_baseline_is_refused_for_a_model_that_divides_each_image_by_its_brightness():
+    classifier = _classifier()
+    assert np.allclose(baseline_tensor(classifier, "15").flatten().numpy(), 1.0)  # (15 - 10) / 5
+    crop = ImageClassifier(classifier.model, classifier.class_names, classifier.channel_names, 20, ChannelNormalization(
+        np.ones(2, np.float32), np.full(2, 0.5, np.float32), "crop"))  # fmt: skip
+    assert np.allclose(baseline_tensor(crop, "zero").flatten().numpy(), -2.0) and np.allclose(baseline_tensor(crop, "mean").numpy(), 0.0)
+    assert np.allclose(baseline_tensor(crop, "0").flatten().numpy(), -2.0)  # black is black in every image
+    with pytest.raises(PhenolensError, match="baseline '15': the model divides each image by its crop brightness"):
+        attribute(crop, _images(2), "ig", np.array([0, 1]), AttributionSettings(baseline="15"))
+
+
+def test_map_ssim_is_scikit_images_mean_ssim_of_each_image():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=(3, 2, 24, 24)), rng.normal(size=(3, 2, 24, 24))
+    first[:, :, :5], second[:, :, :5] = 0.0, 0.0  # padding without attribution: identical there
+
+    def summary(maps):
+        magnitude = np.abs(maps).sum(axis=0)
+        return magnitude / magnitude.max()
+
+    expected = [structural_similarity(summary(a), summary(b), data_range=1.0, win_size=7) for a, b in zip(first, second)]
+    np.testing.assert_allclose(map_ssim(first, second), expected, rtol=1e-6)
+
+
+def test_true_targets_are_the_models_classes_whatever_the_images_class_order():
+    from phenolens.explain.attribution import resolve_targets
+
+    classifier, images = _classifier(), _images(6)  # labels 0, 1, 2, ... in the model's order a, b, c
+    reordered = ImageSet(images.images, np.array([1, 2, 0, 1, 2, 0]), ["c", "a", "b"], images.channel_names)  # the same classes, sorted otherwise
+    assert resolve_targets(classifier, reordered, "true").tolist() == [0, 1, 2, 0, 1, 2]
+    assert np.array_equal(attribute(classifier, reordered, "saliency", "true"), attribute(classifier, images, "saliency", "true"))
+
+
+def test_a_numpy_number_names_a_baseline_or_a_class_index_as_a_python_number_does():
+    assert AttributionSettings(baseline=np.float64(12.5)) == AttributionSettings(baseline=12.5) == AttributionSettings(baseline="12.5")
+    assert AttributionSettings(baseline=np.float32(3)).baseline == "3.0" and AttributionSettings(baseline=np.int64(3)).baseline == "3"
+    assert AttributionSettings(target=np.int64(1)).target == AttributionSettings(target=1).target == "1"
+
+
+def test_the_cell_is_the_crops_non_zero_pixels_whatever_rounding_the_normalisation_has():
+    from phenolens.explain.masks import nucleus_mass_fraction
+    from phenolens.training.preprocess import padded_array
+
+    # (0 - 1) / 20.5 * 20.5 + 1 is 6e-8 in float32: undoing the standardisation does not give back the black padding exactly
+    classifier = ImageClassifier(_classifier().model, ["a", "b", "c"], ["ch0", "ch1"], 20, ChannelNormalization(
+        np.ones(2, np.float32), np.full(2, 20.5, np.float32)))  # fmt: skip
+    small = _images(6, size=12)
+    small.images[:, 1, 4:8, 4:8] += 100.0
+    explanation = explain_images(classifier, small, methods=("saliency",), nucleus_channel="ch1", check_images=2, sanity_images=1)
+    padded = padded_array(small, 20, ["ch0", "ch1"])
+    assert np.array_equal(explanation.raw, padded)  # the crops as the network read them, before standardisation
+    cell = padded.sum(axis=1) > 0
+    np.testing.assert_allclose(explanation.cell_fraction["saliency"], nucleus_mass_fraction(explanation.maps["saliency"], cell, 0))
+    assert (explanation.cell_fraction["saliency"] < 1).all()  # saliency reaches into the padding
+
+
+def test_the_checks_sample_is_nested_sized_and_seeded_for_any_counts():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from phenolens.explain.images import check_sample
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.integers(0, 60), st.integers(0, 70), st.integers(1, 70), st.integers(0, 5))
+    def nested(count, check_images, sanity_images, seed):
+        options = AttributionSettings(check_images=check_images, sanity_images=sanity_images, seed=seed)
+        checked, sanity = check_sample(count, options)
+        assert checked.sum() == (min(check_images, count) if check_images else count)
+        assert sanity.sum() == min(sanity_images, checked.sum()) and not (sanity & ~checked).any()
+        again = check_sample(count, options)
+        assert np.array_equal(again[0], checked) and np.array_equal(again[1], sanity)
+
+    nested()

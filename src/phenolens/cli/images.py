@@ -205,7 +205,7 @@ def visualise(
     """Class-model images of MODEL: the image it scores highest for each class, per channel, with its first-layer filters."""
     import numpy as np
 
-    from phenolens.explain.class_model import first_layer_filters, visualise_classes
+    from phenolens.explain.class_model import class_model_probabilities, first_layer_filters, visualise_classes
     from phenolens.report.class_model import class_model_section
     from phenolens.report.html import Report
     from phenolens.training.classifier import ImageClassifier
@@ -216,7 +216,7 @@ def visualise(
     pictures = visualise_classes(classifier, settings, images)
     names = list(settings.classes) or list(classifier.class_names)
     filters = first_layer_filters(classifier.model)
-    own = classifier.predict_proba(pictures)[np.arange(len(names)), [classifier.class_index(name) for name in names]]
+    own = class_model_probabilities(classifier, pictures)[np.arange(len(names)), [classifier.class_index(name) for name in names]]
     metrics = {
         "classes": names,
         "channels": classifier.channel_names,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -175,7 +176,7 @@ def resolve_targets(classifier, images: ImageSet | np.ndarray, target: str | int
     images : ImageSet or ndarray
         The images.
     target : str or int
-        "predicted", "true" (the labels), a class name or a class index.
+        "predicted", "true" (the labels, matched to the model's classes by name), a class name or a class index.
 
     Returns
     -------
@@ -185,14 +186,15 @@ def resolve_targets(classifier, images: ImageSet | np.ndarray, target: str | int
     Raises
     ------
     PhenolensError
-        For "true" on unlabelled images, an unknown class name or an index out of range.
+        For "true" on unlabelled images (or a label that is not a class of the model), an unknown class name or an index out of range.
     """
     if isinstance(target, str) and target == "predicted":
         return classifier.predict(images)
     if isinstance(target, str) and target == "true":
-        from phenolens.data.containers import UNLABELLED
+        from phenolens.data.containers import UNLABELLED, ImageSet
 
-        labels = getattr(images, "labels", None)
+        # the labels index the images' own class list: re-index them to the model's classes by name
+        labels = classifier.conform(images).labels if isinstance(images, ImageSet) else None
         if labels is None or (labels == UNLABELLED).any():
             raise PhenolensError("target 'true' needs labelled images; use --target predicted or a class name")
         return np.asarray(labels)
@@ -222,7 +224,8 @@ def baseline_tensor(classifier, baseline: str | float) -> torch.Tensor:
     Raises
     ------
     PhenolensError
-        When `baseline` is neither a keyword nor a finite number.
+        When `baseline` is neither a keyword nor a finite number, or is a non-zero raw intensity for a model
+        that divides each image by its own or its field's brightness (no one value stands for it in every image).
     """
     import torch
 
@@ -233,6 +236,11 @@ def baseline_tensor(classifier, baseline: str | float) -> torch.Tensor:
         raw = 0.0
     else:
         raw = _raw_baseline(baseline)
+        if raw != 0.0 and norm.intensity != "none":
+            raise PhenolensError(
+                f"baseline {baseline!r}: the model divides each image by its {norm.intensity} brightness "
+                "(--intensity-normalization), so a raw intensity has another value in every image; use --baseline zero or mean"
+            )
     return torch.from_numpy(norm.constant(raw))
 
 
@@ -738,8 +746,8 @@ class AttributionSettings(Settings):
         # The API may name a raw baseline or a class index by number; both are kept as text.
         for name in ("baseline", "target"):
             value = getattr(self, name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                object.__setattr__(self, name, repr(value))
+            if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):  # numpy scalars too, written as Python's
+                object.__setattr__(self, name, repr(int(value) if isinstance(value, numbers.Integral) else float(value)))
         if isinstance(self.methods, str):
             object.__setattr__(self, "methods", tuple(m.strip().lower() for m in self.methods.split(",") if m.strip()))
         super().__post_init__()

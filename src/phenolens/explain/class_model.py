@@ -224,7 +224,8 @@ def first_layer_filters(model: nn.Module) -> np.ndarray:
 
 
 def visualise_classes(classifier: ImageClassifier, settings: ClassModelSettings | None = None, images: ImageSet | None = None) -> np.ndarray:
-    """Class-model images of a trained image classifier, in raw intensities.
+    """Class-model images of a trained image classifier, in raw intensities (for a model trained with
+    ``--intensity-normalization``, in intensities divided by the brightness, the units its standardisation reads).
 
     Parameters
     ----------
@@ -272,3 +273,31 @@ def visualise_classes(classifier: ImageClassifier, settings: ClassModelSettings 
         template=template,
         free_channels=free,
     )
+
+
+def class_model_probabilities(classifier: ImageClassifier, pictures: np.ndarray) -> np.ndarray:
+    """The classifier's class probabilities of class-model images, as the optimisation presented them to the network.
+
+    `class_models` optimises the standardised input ``(picture - mean) / std`` directly, so the pictures are in the
+    units the network's standardisation reads: for a model that first divides each image by its brightness
+    (``--intensity-normalization``), dividing them again (``classifier.predict_proba``) would score other images
+    (and a bare array has no field to look a brightness up for).
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The classifier the pictures were optimised for (no covariates).
+    pictures : numpy.ndarray
+        (N, C, size, size) images from `visualise_classes`.
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, K) softmax probabilities.
+    """
+    import torch
+
+    classifier.model.eval()
+    with torch.no_grad():
+        logits = classifier.model(torch.from_numpy(classifier.normalization(pictures).astype(np.float32)))
+    return torch.softmax(logits, dim=1).numpy()

@@ -141,7 +141,7 @@ def randomized_copy(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def map_ssim(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Per-image SSIM between two (N, C, H, W) map stacks, each summarised as |map| summed over
-    channels and scaled to [0, 1] per image (scikit-image `structural_similarity`).
+    channels and scaled to [0, 1] per image: scikit-image's mean `structural_similarity` of each image.
 
     Parameters
     ----------
@@ -162,7 +162,9 @@ def map_ssim(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     a, b = summary(first), summary(second)
     window = min(7, *a.shape[1:]) // 2 * 2 + 1 if min(a.shape[1:]) >= 3 else 3
     _, full = structural_similarity(a, b, channel_axis=0, data_range=1.0, win_size=window, full=True)
-    return full.mean(axis=(1, 2))
+    # scikit-image's mean SSIM leaves out the border the window overhangs (there the filters see reflected pixels)
+    border = (window - 1) // 2
+    return full[:, border : full.shape[1] - border, border : full.shape[2] - border].mean(axis=(1, 2))
 
 
 def spread_curves(faithfulness: dict, rows: np.ndarray) -> dict:

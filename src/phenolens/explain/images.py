@@ -34,6 +34,7 @@ from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomi
 from phenolens.explain.masks import nucleus_mass_fraction
 from phenolens.explain.selection import at_most, held_out_sources, out_of_fold_parts, select_images
 from phenolens.training.classifier import ImageClassifier
+from phenolens.training.preprocess import intensity_normalized, padded_array
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Explanation:
 
     class_names: list[str]
     channel_names: list[str]
-    raw: np.ndarray  # (N, C, S, S) padded raw crops
+    raw: np.ndarray  # (N, C, S, S) padded crops before standardisation (divided by their brightness with --intensity-normalization)
     labels: np.ndarray  # -1 where unknown
     proba: np.ndarray
     targets: np.ndarray
@@ -234,8 +235,9 @@ def check_sample(count: int, settings: AttributionSettings) -> tuple[np.ndarray,
     """Which of `count` explained images the aggregate checks use: a seeded random sample of fixed size.
 
     One seeded permutation orders the images; the faithfulness check takes its first `check_images`
-    (all when 0), the randomisation check its first `sanity_images`. The sample depends only on the
-    count and the seed, not on how the images are chunked or where the chunks run.
+    (all when 0), the randomisation check its first `sanity_images` of those (never an image outside
+    the faithfulness sample: a screen keeps both checks' results in one row per checked image). The
+    sample depends only on the count and the seed, not on how the images are chunked or where the chunks run.
 
     Parameters
     ----------
@@ -251,8 +253,9 @@ def check_sample(count: int, settings: AttributionSettings) -> tuple[np.ndarray,
     """
     order = numpy_rng(settings.seed).permutation(count)
     checked, sanity = np.zeros(count, bool), np.zeros(count, bool)
-    checked[order[: settings.check_images or count]] = True
-    sanity[order[: settings.sanity_images]] = True
+    faithfulness = order[: settings.check_images or count]
+    checked[faithfulness] = True
+    sanity[faithfulness[: settings.sanity_images]] = True
     return checked, sanity
 
 
@@ -304,7 +307,12 @@ def explain_images(
     targets = proba.argmax(1) if target == "predicted" else resolve_targets(classifier, images, target)
     maps = {method: attribute(classifier, images, method, targets, settings) for method in methods}
     cam = maps["gradcam"] if "gradcam" in maps else attribute(classifier, images, "gradcam", targets, settings)
-    raw = classifier.normalization.std[None, :, None, None] * classifier.tensor(images).numpy() + classifier.normalization.mean[None, :, None, None]
+    # the crops as the network reads them before standardising (intensity-normalised), taken as such: undoing the
+    # standardisation leaves float32 rounding (~1e-7) on the black padding, which then counts as cell
+    norm = classifier.normalization
+    raw = intensity_normalized(
+        images, padded_array(images, classifier.size, classifier.channel_names), norm.intensity, norm.intensity_column, norm.field_brightness
+    )
     explanation = Explanation(
         class_names=list(classifier.class_names),
         channel_names=list(classifier.channel_names),
@@ -502,7 +510,7 @@ def explain_model(model: str | Path, images: ImageSet, settings: AttributionSett
     """Explain a saved classifier (a `phenolens images train` folder) on the images `settings.subset` picks.
 
     ``subset="out-of-fold"`` explains every labelled image with the cross-validation fold model that
-    never trained on it (the folds share the randomisation check's images); the other subsets use
+    never trained on it (the checks' sample is drawn once over all of them); the other subsets use
     the saved model. `max_images` keeps a seeded random subset.
 
     Parameters
@@ -535,11 +543,18 @@ def explain_model(model: str | Path, images: ImageSet, settings: AttributionSett
         return ModelExplanation(explanation, chosen, {**explanation.metrics(), "model": str(model), "dataset": images.name})
     labelled = at_most(images.labelled(), settings.max_images, settings.seed)
     folds, indices = out_of_fold_parts(model, labelled)
-    shared = settings.replace(sanity_images=-(-settings.sanity_images // len(folds)))  # the check tests the method, not each fold
+    # one sample of the checks over all the explained images, in fold order (as `phenolens images explain` draws it)
+    checked, sanity = check_sample(sum(len(index) for index in indices), settings)
+    starts = np.cumsum([0, *(len(index) for index in indices)])
     brightness = classifier.normalization.field_brightness
     parts = [
-        explain_images(ImageClassifier.load(fold).with_field_brightness(brightness), labelled.subset(index), shared)
-        for fold, index in zip(folds, indices)
+        explain_images(
+            ImageClassifier.load(fold).with_field_brightness(brightness),
+            labelled.subset(index),
+            settings,
+            sample=(checked[start : start + len(index)], sanity[start : start + len(index)]),
+        )
+        for fold, index, start in zip(folds, indices, starts)
     ]
     explanation = Explanation.concatenate(parts)
     explanation.settings = {

@@ -11,6 +11,7 @@ control crop from one well) is not removed together with the class.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from phenolens.nn.gradient_reversal import GradientReversal
@@ -64,9 +65,12 @@ class DomainAdversary(nn.Module):
         Returns
         -------
         torch.Tensor
-            Unnormalised domain scores.
+            Unnormalised domain scores (in training mode a single image is standardised with the running statistics).
         """
-        features = self.standardise(features)
+        if self.training and len(features) < 2:  # one image (a last batch of one) has no batch statistics: read it as eval mode does
+            features = F.batch_norm(features, self.standardise.running_mean, self.standardise.running_var, training=False, eps=self.standardise.eps)
+        else:
+            features = self.standardise(features)
         if self.n_classes:
             features = torch.cat([features, classes], dim=1)
         return self.body(features)

@@ -312,7 +312,8 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
     if "cv_macro_f1" in metrics:
         section.text(
             f"{metrics['cv_folds']}-fold cross-validation: macro-F1 {metrics['cv_macro_f1']:.3f} +- {metrics['cv_macro_f1_sd']:.3f} (mean +- sd); "
-            "the other figures use the first fold's model on its own held-out images. Every fold's model is kept under folds/: "
+            "the confusion matrix (and the accuracy and macro-F1 above) pool every fold's model on its own held-out images, the other "
+            "figures use the first fold's model on its own held-out images. Every fold's model is kept under folds/: "
             "`phenolens explain --images out-of-fold` explains each labelled image with the model that never trained on it."
         )
     if "adversary" in metrics:

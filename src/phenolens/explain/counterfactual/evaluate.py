@@ -22,7 +22,7 @@ from phenolens.explain.counterfactual.ecinn import ECINN, Counterfactuals
 from phenolens.explain.counterfactual.gradient import GradientCounterfactuals, wachter_counterfactuals
 from phenolens.explain.counterfactual.interpolation import InterpolationCounterfactuals
 from phenolens.explain.counterfactual.known_answer import NucleusRegions
-from phenolens.explain.counterfactual.model import CounterfactualModel
+from phenolens.explain.counterfactual.model import CounterfactualModel, network_crops
 from phenolens.explain.counterfactual.settings import CounterfactualExplanationSettings
 
 ECINN_EVALUATIONS = 3  # forward f(x), inverse f^-1(z + alpha Delta), forward of the counterfactual
@@ -118,7 +118,8 @@ def explain_counterfactuals(
     images = model.match_images(images, settings.unknown_classes)
     inputs = model.tensor(images)
     labels = model.labels_for(images)
-    originals = model.to_raw(inputs.numpy())
+    # the crops themselves: undoing the standardisation leaves float32 rounding on the black padding, which then counts as cell
+    originals = network_crops(images, model.settings, model.channel_names)
     metrics: dict = {"target": target, "n_images": len(inputs), "crops_centred_on": model.settings.centre_on}
     metrics.update(classification_metrics(model, inputs, labels))
 
