@@ -176,3 +176,14 @@ def test_thickness_map_ticks_sit_on_pixel_centres_and_the_axes_say_what_they_cou
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_echoes_training_caption_states_the_schedule_that_ran():
+    """The caption named a fixed 'halves after 12 epochs' whatever --lr-factor / --lr-patience the training used."""
+    from phenolens.report.echoes import training_section
+    from phenolens.training.loop import History
+
+    history = History([{"train_loss": 1.0, "val_loss": 1.2, "lr": 0.01}, {"train_loss": 0.5, "val_loss": 0.7, "lr": 0.003}], best_epoch=1)
+    caption = training_section(history, 3.0, 80, 20, lr_factor=0.3, lr_patience=4).figures[0].caption
+    assert "multiplied by 0.3 after 4 epochs" in caption
+    assert "12" not in caption and "halves" not in caption
