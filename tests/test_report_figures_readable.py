@@ -187,3 +187,36 @@ def test_echoes_training_caption_states_the_schedule_that_ran():
     caption = training_section(history, 3.0, 80, 20, lr_factor=0.3, lr_patience=4).figures[0].caption
     assert "multiplied by 0.3 after 4 epochs" in caption
     assert "12" not in caption and "halves" not in caption
+
+
+def test_a_method_with_no_attribution_in_the_cell_is_named_as_looking_outside_it():
+    """A cell-mass fraction of exactly 0 (all positive attribution outside the cell) was read as 'unknown' and not reported."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from phenolens.report.attribution import explanation_section
+
+    classes, channels = ["a", "b"], ["DNA", "GFP"]
+    table = pd.DataFrame([[1.0, 2.0], [2.0, 1.0]], index=classes, columns=channels)
+    explanation = SimpleNamespace(
+        maps={"gradcam": None, "saliency": None},
+        settings={"target": "predicted", "baseline": "zero"},
+        class_names=classes,
+        proba=np.array([[0.9, 0.1]]),
+        targets=np.array([0]),
+        correct=np.array([False]),
+        summary_labels=lambda: np.array([0]),
+        faithfulness={},
+    )
+    metrics = {
+        "n_images": 1,
+        "n_correct": 0,
+        "faithfulness": {},
+        "sanity_ssim": {},
+        "nucleus_mass_fraction": {"gradcam": {}, "saliency": {}},
+        "cell_mass_fraction": {"gradcam": 0.0, "saliency": 0.9},
+    }
+    tables = {"occlusion_logit_drop": table, "cam_concordance": table, "saliency_share": table}
+    section = explanation_section(explanation, "Explanations", metrics=metrics, tables=tables)
+    assert any(text.startswith("Grad-CAM: most of the positive attribution lies outside the cell") for text in section.paragraphs)
