@@ -18,7 +18,7 @@ from phenolens.report.figures import OKABE_ITO, figure
 from phenolens.report.html import Report, Section
 
 SWEEP_LABELS = {
-    "lambda": "overlap lambda (mean time-of-flight gap / sigma_0)",
+    "lambda": "overlap lambda (gaps Exp(lambda sigma_0) within the gap bounds)",
     "epsilon": "hit tolerance epsilon (relative envelope error)",
     "snr": "signal-to-noise ratio (dB)",
 }
