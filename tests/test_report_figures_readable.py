@@ -220,3 +220,43 @@ def test_a_method_with_no_attribution_in_the_cell_is_named_as_looking_outside_it
     tables = {"occlusion_logit_drop": table, "cam_concordance": table, "saliency_share": table}
     section = explanation_section(explanation, "Explanations", metrics=metrics, tables=tables)
     assert any(text.startswith("Grad-CAM: most of the positive attribution lies outside the cell") for text in section.paragraphs)
+
+
+def test_sign_quality_figures_claim_no_trend_and_the_distance_maps_have_a_scale(monkeypatch):
+    """The titles asserted 'Errors fall with depth' / 'Purity rises with depth' whatever the numbers (here they rise and
+    fall), and the word-distance maps had no colour bar: the caption's 'colour bar' was the class strip."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from phenolens.report import sign
+
+    drawn = []
+    monkeypatch.setattr(sign.Section, "figure", lambda self, fig, caption, filename=None: drawn.append((fig, caption)) or self)
+    quality = pd.DataFrame(
+        {"name": ["a", "b"], "bow_error": [0.1, 0.4], "bow_error_max_channel": [0.2, 0.3], "purity": [0.9, 0.5], "purity_max_channel": [0.6, 0.6]}
+    )
+    words = {layer: np.array([[0, 1, 2, 0], [1, 2, 2, 1]]) for layer in ("a", "b")}
+    layer_dictionary = SimpleNamespace(n_words=3, centres=lambda: np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]]))
+    result = SimpleNamespace(
+        quality=quality,
+        validation_index=np.array([0, 1]),
+        dictionary=SimpleNamespace(loss="generative", layers_=["a", "b"], dictionaries_={"a": layer_dictionary, "b": layer_dictionary}),
+        classifier=SimpleNamespace(class_names=["Interphase", "Prometaphase"]),
+        images=SimpleNamespace(labels=np.array([0, 1])),
+        builder=SimpleNamespace(maps_=SimpleNamespace(words=words)),
+    )
+    sign.quality_section(result)
+    (curves, _), (distances, caption) = drawn
+    titles = [axis.get_title() for axis in curves.axes]
+    assert titles == ["Bag-of-words error per layer", "Cluster purity per layer"]
+    maps = [axis for axis in distances.axes if axis.images]
+    scales = [axis for axis in distances.axes if axis.get_ylabel() == "distance between word means"]
+    assert len(maps) == 2 and len(scales) == 2
+    assert maps[0].images[0].get_array().max() == pytest.approx(10.0)  # |(6, 8) - (0, 0)|
+    legend = distances.legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == ["Interphase", "Prometaphase"]
+    assert "colour bar: distance" in caption and "strip" in caption
+    for fig, _ in drawn:
+        plt.close(fig)
