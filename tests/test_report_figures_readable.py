@@ -260,3 +260,24 @@ def test_sign_quality_figures_claim_no_trend_and_the_distance_maps_have_a_scale(
     assert "colour bar: distance" in caption and "strip" in caption
     for fig, _ in drawn:
         plt.close(fig)
+
+
+def test_the_predict_report_does_not_call_its_confusion_matrix_held_out(monkeypatch):
+    """`images predict` counts every labelled image it is given (training images included); its matrix was titled 'held-out images'."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from phenolens.report import classifier
+
+    drawn = []
+    monkeypatch.setattr(classifier.Section, "figure", lambda self, fig, caption, filename=None: drawn.append(fig) or self)
+    labelled = {"n_images": 4, "accuracy": 0.5, "macro_f1": 0.5, "confusion_matrix": [[1, 1], [1, 1]]}
+    metrics = {"n_images": 4, "predicted_counts": {"a": 2, "b": 2}, "labelled": labelled}
+    classifier.prediction_section(SimpleNamespace(metrics=metrics, groups=None), ["a", "b"])
+    (fig,) = drawn
+    assert fig.axes[0].get_title() == "Confusion matrix (labelled images predicted)"
+    plt.close(fig)
+    held_out = classifier.confusion_figure([[2, 0], [0, 2]], ["a", "b"])
+    assert held_out.axes[0].get_title() == "Confusion matrix (held-out images)"
+    plt.close(held_out)
