@@ -57,6 +57,12 @@ def test_help_shows_plain_metavars(command):
         assert "--out PATH" in shown
 
 
+def test_demo_help_names_the_steps_only_accepts():
+    from phenolens.cli.demo import DEMO_STEPS
+
+    assert f"--only TEXT Comma-separated steps to run, of {', '.join(name for name, _ in DEMO_STEPS)} (default: all)." in rendered_help("demo")
+
+
 def test_arguments_are_named_in_capitals_in_usage():
     assert "Usage: phenolens sign hmm [OPTIONS] {CHECKPOINT}" in rendered_help("sign", "hmm")
     assert "Usage: phenolens report combine [OPTIONS] {RUNS}..." in rendered_help("report", "combine")
