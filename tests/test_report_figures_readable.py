@@ -281,3 +281,22 @@ def test_the_predict_report_does_not_call_its_confusion_matrix_held_out(monkeypa
     held_out = classifier.confusion_figure([[2, 0], [0, 2]], ["a", "b"])
     assert held_out.axes[0].get_title() == "Confusion matrix (held-out images)"
     plt.close(held_out)
+
+
+def test_the_counterfactual_probability_title_reports_how_many_reached_the_target():
+    """The title said 'Counterfactuals move the prediction to X' even when none did."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from phenolens.report.counterfactual import probability_figure
+
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    ecinn = SimpleNamespace(
+        valid=np.ones(4, dtype=bool),
+        probabilities=probabilities,
+        probabilities_at={"alpha0": probabilities, "alpha1": np.array([[0.6, 0.4], [0.3, 0.7], [0.9, 0.1], [0.8, 0.2]])},
+    )
+    fig = probability_figure(SimpleNamespace(ecinn=ecinn, gradient=None, target=1, class_names=["NoGFP", "NuclearGFP"]))
+    assert fig.axes[0].get_title() == "alpha_1 reaches p(NuclearGFP) > 0.5 for 25% of the images"
+    plt.close(fig)
