@@ -133,3 +133,48 @@ def test_readme_python_names_exist():
     # Chains are checked up to the first name that does not resolve (a method of a returned object is not checked).
     missing = {name for name in names if not resolves(name) and resolves(name.rsplit(".", 1)[0])}
     missing_or_fail(missing)
+
+
+def cli_parameters() -> dict[str, list]:
+    """Every option string of every command -> the click parameters that carry it."""
+    from phenolens.cli.main import app
+
+    found: dict[str, list] = {}
+    pending = [typer.main.get_command(app)]
+    while pending:
+        command = pending.pop()
+        pending.extend(getattr(command, "commands", {}).values())
+        for parameter in command.params:
+            for option in parameter.opts + parameter.secondary_opts:
+                found.setdefault(option, []).append(parameter)
+    return found
+
+
+def allowed_values(parameter) -> list[str] | None:
+    """The words an option accepts, as its help lists them ("One of: a, b."), or None for a free value."""
+    match = re.search(r"One of: ([^.]+(?:\.\d[^.]*)*)\.", parameter.help or "")
+    return None if match is None else [word.strip() for word in match.group(1).split(",")]
+
+
+def test_readme_option_values_are_allowed():
+    """`--option value` in the README (commands and prose) names a value the option accepts."""
+    parameters = cli_parameters()
+    pairs = [tokens[i : i + 2] for tokens in command_lines() for i in range(len(tokens) - 1) if tokens[i].startswith("--")]
+    pairs += [match.groups() for match in re.finditer(r"`(--[a-z0-9-]+) ([a-z0-9_,-]+)`", README)]
+    wrong = set()
+    for option, value in pairs:
+        choices = [allowed_values(parameter) for parameter in parameters.get(option, [])]
+        choices = [words for words in choices if words is not None]
+        if choices and not any(all(item in words for item in value.split(",")) for words in choices):
+            wrong.add(f"{option} {value}")
+    assert len(pairs) >= 30
+    missing_or_fail(wrong)
+
+
+def test_readme_defaults_are_the_defaults():
+    """ "`--option value` (default)" and "`--option`, default `value`" in the README name the option's default."""
+    parameters = cli_parameters()
+    claims = re.findall(r"`(--[a-z0-9-]+) ([^`]+)` \(default\b", README) + re.findall(r"`(--[a-z0-9-]+)`, default `([^`]+)`", README)
+    assert len(claims) >= 4
+    wrong = {f"{option} {value}" for option, value in claims if not any(str(p.default) == value for p in parameters.get(option, []))}
+    missing_or_fail(wrong)

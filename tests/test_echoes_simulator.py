@@ -120,3 +120,22 @@ def test_pulse_fit_recovers_a_synthetic_echo():
     assert abs(fit.pulse.freq_mhz - 4.8) < 0.02
     assert abs(np.angle(np.exp(1j * (fit.pulse.phase - 1.2)))) < 0.05
     assert abs(fit.tof - 180.3) < 0.1
+
+
+@pytest.mark.parametrize(("mean_gap", "realised"), [(1.0, 2.45), (5.0, 3.42)])
+def test_lambda_is_the_exponential_s_mean_not_the_realised_gap_and_the_words_say_so(mean_gap, realised):
+    """Restricted to [1.5, 6] sigma_0, Exp(lambda) gaps average 1.5 + lambda - 4.5 e^(-4.5/lambda) / (1 - e^(-4.5/lambda)):
+    2.45 sigma_0 at lambda 1, 3.42 at lambda 5. The --mean-gap help and the sweep's axis called lambda the mean gap."""
+    from phenolens.echoes.settings import EchoEvaluationSettings
+    from phenolens.report.echoes import SWEEP_LABELS
+
+    width = 4.5
+    expected = 1.5 + mean_gap - width * np.exp(-width / mean_gap) / (1 - np.exp(-width / mean_gap))
+    assert expected == pytest.approx(realised, abs=0.01)
+    data = simulate(EchoSimulationSettings(n_signals=1500, mean_gap=mean_gap, seed=0))
+    gaps = np.diff(np.sort(data.tof, axis=1), axis=1) / data.settings.sigma0
+    assert np.nanmean(gaps) == pytest.approx(expected, abs=0.06)
+    help_text = EchoSimulationSettings.__dataclass_fields__["mean_gap"].metadata["help"]
+    for text in (help_text, SWEEP_LABELS["lambda"], EchoEvaluationSettings.__doc__):
+        assert "mean time-of-flight gap" not in text and "mean gap in" not in text
+    assert "restricted to --gap-bounds" in help_text and "Exp(lambda sigma_0)" in SWEEP_LABELS["lambda"]

@@ -176,3 +176,127 @@ def test_thickness_map_ticks_sit_on_pixel_centres_and_the_axes_say_what_they_cou
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_echoes_training_caption_states_the_schedule_that_ran():
+    """The caption named a fixed 'halves after 12 epochs' whatever --lr-factor / --lr-patience the training used."""
+    from phenolens.report.echoes import training_section
+    from phenolens.training.loop import History
+
+    history = History([{"train_loss": 1.0, "val_loss": 1.2, "lr": 0.01}, {"train_loss": 0.5, "val_loss": 0.7, "lr": 0.003}], best_epoch=1)
+    caption = training_section(history, 3.0, 80, 20, lr_factor=0.3, lr_patience=4).figures[0].caption
+    assert "multiplied by 0.3 after 4 epochs" in caption
+    assert "12" not in caption and "halves" not in caption
+
+
+def test_a_method_with_no_attribution_in_the_cell_is_named_as_looking_outside_it():
+    """A cell-mass fraction of exactly 0 (all positive attribution outside the cell) was read as 'unknown' and not reported."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from phenolens.report.attribution import explanation_section
+
+    classes, channels = ["a", "b"], ["DNA", "GFP"]
+    table = pd.DataFrame([[1.0, 2.0], [2.0, 1.0]], index=classes, columns=channels)
+    explanation = SimpleNamespace(
+        maps={"gradcam": None, "saliency": None},
+        settings={"target": "predicted", "baseline": "zero"},
+        class_names=classes,
+        proba=np.array([[0.9, 0.1]]),
+        targets=np.array([0]),
+        correct=np.array([False]),
+        summary_labels=lambda: np.array([0]),
+        faithfulness={},
+    )
+    metrics = {
+        "n_images": 1,
+        "n_correct": 0,
+        "faithfulness": {},
+        "sanity_ssim": {},
+        "nucleus_mass_fraction": {"gradcam": {}, "saliency": {}},
+        "cell_mass_fraction": {"gradcam": 0.0, "saliency": 0.9},
+    }
+    tables = {"occlusion_logit_drop": table, "cam_concordance": table, "saliency_share": table}
+    section = explanation_section(explanation, "Explanations", metrics=metrics, tables=tables)
+    assert any(text.startswith("Grad-CAM: most of the positive attribution lies outside the cell") for text in section.paragraphs)
+
+
+def test_sign_quality_figures_claim_no_trend_and_the_distance_maps_have_a_scale(monkeypatch):
+    """The titles asserted 'Errors fall with depth' / 'Purity rises with depth' whatever the numbers (here they rise and
+    fall), and the word-distance maps had no colour bar: the caption's 'colour bar' was the class strip."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from phenolens.report import sign
+
+    drawn = []
+    monkeypatch.setattr(sign.Section, "figure", lambda self, fig, caption, filename=None: drawn.append((fig, caption)) or self)
+    quality = pd.DataFrame(
+        {"name": ["a", "b"], "bow_error": [0.1, 0.4], "bow_error_max_channel": [0.2, 0.3], "purity": [0.9, 0.5], "purity_max_channel": [0.6, 0.6]}
+    )
+    words = {layer: np.array([[0, 1, 2, 0], [1, 2, 2, 1]]) for layer in ("a", "b")}
+    layer_dictionary = SimpleNamespace(n_words=3, centres=lambda: np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]]))
+    result = SimpleNamespace(
+        quality=quality,
+        validation_index=np.array([0, 1]),
+        dictionary=SimpleNamespace(loss="generative", layers_=["a", "b"], dictionaries_={"a": layer_dictionary, "b": layer_dictionary}),
+        classifier=SimpleNamespace(class_names=["Interphase", "Prometaphase"]),
+        images=SimpleNamespace(labels=np.array([0, 1])),
+        builder=SimpleNamespace(maps_=SimpleNamespace(words=words)),
+    )
+    sign.quality_section(result)
+    (curves, _), (distances, caption) = drawn
+    titles = [axis.get_title() for axis in curves.axes]
+    assert titles == ["Bag-of-words error per layer", "Cluster purity per layer"]
+    maps = [axis for axis in distances.axes if axis.images]
+    scales = [axis for axis in distances.axes if axis.get_ylabel() == "distance between word means"]
+    assert len(maps) == 2 and len(scales) == 2
+    assert maps[0].images[0].get_array().max() == pytest.approx(10.0)  # |(6, 8) - (0, 0)|
+    legend = distances.legends[0]
+    assert [text.get_text() for text in legend.get_texts()] == ["Interphase", "Prometaphase"]
+    assert "colour bar: distance" in caption and "strip" in caption
+    for fig, _ in drawn:
+        plt.close(fig)
+
+
+def test_the_predict_report_does_not_call_its_confusion_matrix_held_out(monkeypatch):
+    """`images predict` counts every labelled image it is given (training images included); its matrix was titled 'held-out images'."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from phenolens.report import classifier
+
+    drawn = []
+    monkeypatch.setattr(classifier.Section, "figure", lambda self, fig, caption, filename=None: drawn.append(fig) or self)
+    labelled = {"n_images": 4, "accuracy": 0.5, "macro_f1": 0.5, "confusion_matrix": [[1, 1], [1, 1]]}
+    metrics = {"n_images": 4, "predicted_counts": {"a": 2, "b": 2}, "labelled": labelled}
+    classifier.prediction_section(SimpleNamespace(metrics=metrics, groups=None), ["a", "b"])
+    (fig,) = drawn
+    assert fig.axes[0].get_title() == "Confusion matrix (labelled images predicted)"
+    plt.close(fig)
+    held_out = classifier.confusion_figure([[2, 0], [0, 2]], ["a", "b"])
+    assert held_out.axes[0].get_title() == "Confusion matrix (held-out images)"
+    plt.close(held_out)
+
+
+def test_the_counterfactual_probability_title_reports_how_many_reached_the_target():
+    """The title said 'Counterfactuals move the prediction to X' even when none did."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    from phenolens.report.counterfactual import probability_figure
+
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    ecinn = SimpleNamespace(
+        valid=np.ones(4, dtype=bool),
+        probabilities=probabilities,
+        probabilities_at={"alpha0": probabilities, "alpha1": np.array([[0.6, 0.4], [0.3, 0.7], [0.9, 0.1], [0.8, 0.2]])},
+    )
+    fig = probability_figure(SimpleNamespace(ecinn=ecinn, gradient=None, target=1, class_names=["NoGFP", "NuclearGFP"]))
+    assert fig.axes[0].get_title() == "alpha_1 reaches p(NuclearGFP) > 0.5 for 25% of the images"
+    plt.close(fig)

@@ -127,3 +127,18 @@ def test_image_graph_uses_only_that_image(setup):
     assert graph.kind == "image"
     assert {n.word for n in graph.nodes_of("layer2")} == chosen2
     assert {n.word for n in graph.nodes_of("layer1")} == chosen1
+
+
+def test_classes_named_with_digits_are_found_by_name(setup):
+    """Class folders named 1 and 2: `--class 2` (and `--class all`, which passes names) read '2' as index 2 and failed,
+    and '1' as index 1, the class named '2'. A class name wins; a number that names no class is still an index."""
+    import copy
+
+    _, _, builder = setup
+    named = copy.copy(builder)
+    named.class_names = ["1", "2"]
+    assert named.class_index("1") == 0 and named.class_index("2") == 1
+    assert named.class_index("0") == 0 and named.class_index(1) == 1  # indices where no class has that name
+    graph = named.class_graph("2")
+    assert graph.label == "2" and graph.nodes[0].key == "output:1"
+    assert [n.key for n in graph.nodes] == [n.key for n in builder.class_graph(1).nodes]

@@ -73,7 +73,7 @@ def _resolve(target: str):
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Output folder for report.html and every pipeline's results."),
-    only: str = typer.Option("", help="Comma-separated step names to run (default: all)."),
+    only: str = typer.Option("", help=f"Comma-separated steps to run, of {', '.join(name for name, _ in DEMO_STEPS)} (default: all)."),
     overwrite: bool = OVERWRITE,
 ) -> None:
     """Run every pipeline on the built-in real datasets and write OUT/report.html."""

@@ -67,7 +67,11 @@ def train(
         save_uscnn(detector, run.path, {"simulation_key": simulation_key(data.settings), "training_seconds": detector.training_seconds_})
         run.write_metrics(metrics)
         report = Report("phenolens echoes train: US-CNN", metrics=metrics)
-        report.add(training_section(detector.history_, detector.training_seconds_, metrics["n_train"], metrics["n_val"]))
+        report.add(
+            training_section(
+                detector.history_, detector.training_seconds_, metrics["n_train"], metrics["n_val"], settings.lr_factor, settings.lr_patience
+            )
+        )
         run.write_report(report)
     print(f"trained US-CNN in {detector.training_seconds_:.0f} s ({metrics['epochs_run']} epochs); wrote {out}")
 
@@ -164,7 +168,7 @@ def demo_step(out: Path) -> tuple[list, dict]:
         "with the narrow dictionary on 20 test signals per setting; the full comparison is `phenolens echoes evaluate`."
     )
     n_val = int(round(training.val_fraction * len(data)))
-    parent.add(training_section(detector.history_, detector.training_seconds_, len(data) - n_val, n_val))
+    parent.add(training_section(detector.history_, detector.training_seconds_, len(data) - n_val, n_val, training.lr_factor, training.lr_patience))
     for section in evaluation_sections(result):
         parent.add(section)
     return [parent], {"methods": metrics["methods"], "real": metrics["real"], "targets": metrics["targets"], "pulse_fit": metrics["pulse_fit"]}

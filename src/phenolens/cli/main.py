@@ -35,6 +35,7 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks
 
 def _mount() -> None:
     from phenolens.cli import counterfactual, data, demo, echoes, images, profile, report, sign
+    from phenolens.cli.options import use_plain_metavars
 
     app.add_typer(data.app, name="data")
     app.add_typer(images.app, name="images")
@@ -46,6 +47,7 @@ def _mount() -> None:
     app.command("demo")(demo.demo)
     app.command("train", help="Alias of `phenolens images train`.")(images.train)
     app.command("explain", help="Alias of `phenolens images explain`.")(images.explain)
+    use_plain_metavars(app)
 
 
 _mount()

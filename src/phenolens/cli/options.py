@@ -12,13 +12,19 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import rich.markup
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from phenolens.core.executor import SCHEDULER_HELP
 from phenolens.core.settings import Settings, _base_type, field_types, option_name
+
+# The words `--help` shows for a value, the same for the options built here and the plain ones; a flag takes none
+# (typer >= 0.26 would otherwise label it `<bool>`, as though `--overwrite` wanted a value, and other values `<path>`, `<str>`).
+TYPE_METAVARS = {bool: "", int: "INTEGER", float: "NUMBER", str: "TEXT", Path: "PATH"}
 
 
 def _option_for(field: dataclasses.Field, annotation: Any, prefix: str) -> tuple[str, Any, typer.models.OptionInfo]:
@@ -42,7 +48,7 @@ def _option_for(field: dataclasses.Field, annotation: Any, prefix: str) -> tuple
         return field.name, bool, typer.Option(default, flag, help=help_text)
     # Numbers are parsed by the settings object too, so that `nan`, `inf` and `0` get its message.
     cli_type = str if base in (int, float) else base
-    metavar = {int: "INTEGER", float: "NUMBER"}.get(base, "TEXT")
+    metavar = TYPE_METAVARS.get(base, "TEXT")
     shown = None if default is None else str(default)
     if optional:
         return field.name, cli_type | None, typer.Option(shown, name, help=help_text, metavar=metavar, show_default=shown is not None)
@@ -124,3 +130,60 @@ RESUME = typer.Option(
     False, "--resume", help="Continue the run a crash or kill interrupted at OUT (same options), skipping its finished chunks or epochs."
 )
 SCHEDULER = typer.Option("serial", "--scheduler", help=SCHEDULER_HELP, metavar="serial|local:N|tcp://HOST:PORT|FILE.json")
+
+
+def plain_metavar(parameter: Any) -> str | None:
+    """The metavar `--help` shows for a command-line parameter that was given none.
+
+    Parameters
+    ----------
+    parameter : typer parameter
+        An option or argument of a built command.
+
+    Returns
+    -------
+    str or None
+        An argument's name in capitals (as the help texts name it: FILES, RUN), nothing for a flag, the word of
+        `TYPE_METAVARS` for an option's value type, or None (typer's own label) for any other type.
+    """
+    if getattr(parameter, "param_type_name", "") == "argument":
+        return (parameter.name or "").upper()
+    if getattr(parameter, "is_flag", False):
+        return ""
+    annotation = getattr(getattr(parameter, "type_descriptor", None), "annotation", None)
+    return TYPE_METAVARS.get(annotation)
+
+
+class _PlainMetavars:
+    """Gives every parameter without a metavar (the help flag, typer options written in a command) its plain one."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        for parameter in params:
+            if parameter.metavar is None:
+                parameter.metavar = plain_metavar(parameter)
+        return params
+
+
+class Command(_PlainMetavars, TyperCommand):
+    """A typer command whose `--help` shows plain metavars (see `plain_metavar`)."""
+
+
+class Group(_PlainMetavars, TyperGroup):
+    """A typer group whose `--help` shows plain metavars (see `plain_metavar`)."""
+
+
+def use_plain_metavars(app: typer.Typer) -> None:
+    """Build `app`, its sub-groups and all their commands with `Command` and `Group`.
+
+    Parameters
+    ----------
+    app : typer.Typer
+        The root application, after its groups and commands are registered.
+    """
+    app.info.cls = Group
+    for command in app.registered_commands:
+        if command.cls in (None, TyperCommand):
+            command.cls = Command
+    for group in app.registered_groups:
+        use_plain_metavars(group.typer_instance)

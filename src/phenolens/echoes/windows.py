@@ -5,8 +5,10 @@ receptive field, or twice a dictionary atom's half-width). A long signal is cut 
 `window` samples that overlap by twice the context; each window contributes only its centre (the
 samples at least `context` from its edges), and the centres tile the signal. Each sample's
 activation thus comes from exactly one window, so non-maximum suppression on the stitched activation
-sees no echo twice at a seam. The signal's own ends are padded with zeros, as the whole-signal
-operators (zero-padded convolutions and correlations) do.
+sees no echo twice at a seam. The first and last windows start and end with the signal itself (they are
+not padded beyond it): a stack of zero-padded convolutions pads every layer at the signal's ends, which
+zeros padded onto the input alone do not reproduce, so only a window that ends where the signal ends
+sees its edge as the whole-signal operator does.
 """
 
 from __future__ import annotations
@@ -52,15 +54,18 @@ def windowed_activation(
             f"a window of {window} samples is too short for a context of {context} samples on each side; use at least {2 * context + 1}"
         )
     n, length = signals.shape
+    if length <= window:
+        return activation(signals)
     per_signal = -(-length // step)
-    padded = np.zeros((n, per_signal * step + 2 * context))
-    padded[:, context : context + length] = signals
     out = np.empty((n, per_signal * step))
-    offsets = np.arange(window)
+    offsets, kept = np.arange(window), np.arange(step)
     pairs = np.arange(n * per_signal)
     for start in range(0, len(pairs), windows_per_batch):
         rows, positions = np.divmod(pairs[start : start + windows_per_batch], per_signal)
-        batch = padded[rows[:, None], positions[:, None] * step + offsets[None, :]]
-        centres = activation(batch)[:, context : context + step]
-        out[rows[:, None], positions[:, None] * step + np.arange(step)[None, :]] = centres
+        first = positions * step  # the first sample this window contributes
+        # the window reaches `context` before it, but never beyond the signal: the edge windows keep the signal's own ends
+        begins = np.clip(first - context, 0, length - window)
+        values = activation(signals[rows[:, None], begins[:, None] + offsets[None, :]])
+        values = np.pad(values, ((0, 0), (0, step)))  # the last window's kept part may run past the signal's end
+        out[rows[:, None], first[:, None] + kept[None, :]] = values[np.arange(len(rows))[:, None], (first - begins)[:, None] + kept[None, :]]
     return out[:, :length]

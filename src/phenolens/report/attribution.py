@@ -292,7 +292,8 @@ def explanation_section(
         for cls in explanation.class_names:
             quality[f"in nucleus: {cls}"] = [metrics["nucleus_mass_fraction"][m].get(cls, np.nan) for m in methods]
         quality["in cell (all classes)"] = [metrics["cell_mass_fraction"][m] for m in methods]
-        outside = [method_title(m) for m in methods if (metrics["cell_mass_fraction"][m] or 1.0) < 0.5]
+        # None: no image had a cell mask; 0.0 is a real answer (all positive attribution outside the cell)
+        outside = [method_title(m) for m in methods if metrics["cell_mass_fraction"][m] is not None and metrics["cell_mass_fraction"][m] < 0.5]
         if outside:
             section.text(f"{', '.join(outside)}: most of the positive attribution lies outside the cell; they do not locate the evidence.")
     reporter = metrics.get("nucleus_reporter_channel")  # resolved (the streamed explanation keeps only the option, often unset)

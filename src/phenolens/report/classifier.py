@@ -43,7 +43,7 @@ def training_curves_figure(epochs: list[dict]):
     return fig
 
 
-def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]):
+def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str], images: str = "held-out images"):
     """Row-normalised confusion matrix with the counts written in each cell.
 
     Parameters
@@ -52,6 +52,8 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
         Counts, rows true and columns predicted.
     class_names : sequence of str
         The classes.
+    images : str
+        Which images were counted, for the title.
 
     Returns
     -------
@@ -71,7 +73,7 @@ def confusion_figure(matrix: Sequence[Sequence[int]], class_names: Sequence[str]
         for (row, column), value in np.ndenumerate(counts):
             axis.text(column, row, int(value), ha="center", va="center", fontsize=7, color="white" if rates[row, column] > 0.5 else "black")
     fig.colorbar(image, ax=axis, label="fraction of the true class")
-    axis.set_title("Confusion matrix (held-out images)")
+    axis.set_title(f"Confusion matrix ({images})")
     return fig
 
 
@@ -393,7 +395,9 @@ def prediction_section(
     labelled = metrics.get("labelled")
     if labelled:
         section.text(f"On the {labelled['n_images']} labelled images: accuracy {labelled['accuracy']:.3f}, macro-F1 {labelled['macro_f1']:.3f}.")
-        section.figure(confusion_figure(labelled["confusion_matrix"], class_names), "Counts per true/predicted class.", "confusion.png")
+        # the images given to predict, which may include those the model trained on: not a held-out estimate
+        confusion = confusion_figure(labelled["confusion_matrix"], class_names, "labelled images predicted")
+        section.figure(confusion, "Counts per true/predicted class.", "confusion.png")
     if images is not None and len(images) >= 2:
         mapped = "penultimate features"
         if proba is None:  # in-memory predictions: the table's rows are the images

@@ -18,7 +18,7 @@ from phenolens.report.figures import OKABE_ITO, figure
 from phenolens.report.html import Report, Section
 
 SWEEP_LABELS = {
-    "lambda": "overlap lambda (mean time-of-flight gap / sigma_0)",
+    "lambda": "overlap lambda (gaps Exp(lambda sigma_0) within the gap bounds)",
     "epsilon": "hit tolerance epsilon (relative envelope error)",
     "snr": "signal-to-noise ratio (dB)",
 }
@@ -74,7 +74,7 @@ def simulation_section(data: EchoSet, examples: int = 3) -> Section:
     return section
 
 
-def training_section(history, seconds: float, n_train: int, n_val: int) -> Section:
+def training_section(history, seconds: float, n_train: int, n_val: int, lr_factor: float, lr_patience: int) -> Section:
     """Train/validation loss and learning rate per epoch.
 
     Parameters
@@ -85,6 +85,8 @@ def training_section(history, seconds: float, n_train: int, n_val: int) -> Secti
         Training time.
     n_train, n_val : int
         Set sizes.
+    lr_factor, lr_patience : float, int
+        The plateau schedule the training used (`EchoTrainingSettings.lr_factor`, `.lr_patience`), for the caption.
 
     Returns
     -------
@@ -105,7 +107,11 @@ def training_section(history, seconds: float, n_train: int, n_val: int) -> Secti
     axes[1].semilogy(epochs, history.column("lr"), color=OKABE_ITO[2])
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("learning rate (log)")
-    section.figure(fig, "Dense MSE loss per epoch; the learning rate halves after 12 epochs without validation improvement.", "training_curves.png")
+    section.figure(
+        fig,
+        f"Dense MSE loss per epoch; the learning rate is multiplied by {lr_factor:g} after {lr_patience} epochs without validation improvement.",
+        "training_curves.png",
+    )
     return section
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from phenolens.core.errors import PhenolensError
 from phenolens.explain.sign.layers import OUTPUT
@@ -46,16 +47,20 @@ def quality_section(result: SignFit) -> Section:
     positions = np.arange(len(quality))
     left.plot(positions, quality["bow_error"], "o-", label=f"{result.dictionary.loss} words")
     left.plot(positions, quality["bow_error_max_channel"], "s--", label="max channel")
-    left.set(xticks=positions, xlabel="layer", ylabel="BoW classification error (fraction)", title="Errors fall with depth")
+    left.set(xticks=positions, xlabel="layer", ylabel="BoW classification error (fraction)", title="Bag-of-words error per layer")
     left.set_xticklabels(quality["name"], rotation=30, ha="right")
     left.legend()
     right.plot(positions, quality["purity"], "o-", label=f"{result.dictionary.loss} words")
     right.plot(positions, quality["purity_max_channel"], "s--", label="max channel")
-    right.set(xticks=positions, xlabel="layer", ylabel="cluster purity (fraction)", title="Purity rises with depth")
+    right.set(xticks=positions, xlabel="layer", ylabel="cluster purity (fraction)", title="Cluster purity per layer")
     right.set_xticklabels(quality["name"], rotation=30, ha="right")
     right.legend()
     section.figure(fig, "Bag-of-words error and cluster purity per layer.", filename="sign_quality.png")
-    section.figure(centre_figure(result), "Distances between word centres, words ordered by dominant class (colour bar on the axes).")
+    section.figure(
+        centre_figure(result),
+        "Euclidean distances between word centres (colour bar: distance in the layer's activation units), words ordered by "
+        "dominant class; the strip left of each map marks each word's dominant class on the validation images.",
+    )
     return section
 
 
@@ -72,16 +77,19 @@ def centre_figure(result: SignFit):
     matplotlib.figure.Figure
     """
     layers = result.dictionary.layers_
-    fig, axes = figure(width=3.2 * len(layers), height=3.4, ncols=len(layers), squeeze=False)
+    fig, axes = figure(width=3.8 * len(layers), height=3.9, ncols=len(layers), squeeze=False, layout="constrained")
     colours = class_colors(len(result.classifier.class_names))
     labels = result.images.labels[result.validation_index]
     for axis, layer in zip(axes[0], layers):
         dictionary = result.dictionary.dictionaries_[layer]
         counts = class_counts(result.builder.maps_.words[layer], labels, dictionary.n_words, len(colours))
         _, dominant, distances = centre_distances(dictionary.centres(), counts)
-        axis.imshow(distances, cmap="viridis")
+        image = axis.imshow(distances, cmap="viridis")
         axis.scatter(np.full(len(dominant), -1.5), np.arange(len(dominant)), c=[colours[d] for d in dominant], s=6, marker="s", clip_on=False)
         axis.set(title=layer, xlabel="word (by dominant class)", ylabel="word (by dominant class)", xticks=[], yticks=[])
+        fig.colorbar(image, ax=axis, label="distance between word means", shrink=0.8)
+    handles = [Line2D([], [], marker="s", ls="", color=colour, label=name) for colour, name in zip(colours, result.classifier.class_names)]
+    fig.legend(handles=handles, title="dominant class", loc="outside lower center", ncols=min(len(handles), 6), fontsize=8)
     return fig
 
 

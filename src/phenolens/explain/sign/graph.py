@@ -115,7 +115,7 @@ class InferenceGraphBuilder(BaseEstimator):
         Parameters
         ----------
         cls : int or str
-            Class index, or name (a string of digits is an index).
+            Class name, or index (a string of digits that names no class is an index).
 
         Returns
         -------
@@ -128,6 +128,8 @@ class InferenceGraphBuilder(BaseEstimator):
             For an unknown name or an index out of range.
         """
         n = self.dictionary.output_dictionary_.n_words
+        if isinstance(cls, str) and self.class_names and cls in self.class_names:
+            return self.class_names.index(cls)  # before the digits rule: class folders are often named 1, 2, ...
         if isinstance(cls, str) and not cls.isdigit():
             if not self.class_names or cls not in self.class_names:
                 raise PhenolensError(f"unknown class {cls!r}; choose one of: {', '.join(self.class_names or [str(i) for i in range(n)])}")

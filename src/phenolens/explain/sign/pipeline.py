@@ -224,7 +224,9 @@ def load_sign(run: Run, read_source: Callable[[dict], ImageSet], nodes_per_layer
     source = read_source_record(folder / SOURCE_FILE)
     labelled = read_source(source).labelled()
     fit_index, validation_index = read_split(folder / "split.npz", len(labelled))
-    inputs = classifier.array(labelled.subset(validation_index))
+    # the inputs of all labelled images, as `fit_sign` made them: a per-field intensity normalisation takes each field's
+    # brightness over the images given, so normalising the validation images alone would change what the network sees
+    inputs = classifier.array(labelled)[validation_index]
     dictionary = SignDictionary.load(folder / "dictionary", classifier.model, torch.from_numpy(inputs[:1]))
     builder = InferenceGraphBuilder(dictionary, nodes_per_layer or settings.nodes_per_layer, class_names=classifier.class_names)
     builder.fit(inputs, labelled.labels[validation_index])
