@@ -61,6 +61,25 @@ def test_png_and_npy_limits_count_channels(tmp_path):
     assert read_image(npy, max_pixels=400).sum() == 400
 
 
+def test_palette_png_is_read_as_intensities_not_palette_indices(tmp_path):
+    from phenolens.data.readers import image_header
+
+    indices = np.tile(np.array([[2, 0], [1, 3]], dtype=np.uint8), (8, 5))  # 16 x 10 pixels
+    grey = np.choose(indices, [200, 90, 0, 255]).astype(np.uint8)  # the table below maps index -> grey level
+    table = {2: 0, 0: 200, 1: 90, 3: 255}
+    palette = [v for i in range(256) for v in (table.get(i, 0),) * 3]
+    image = Image.fromarray(indices, mode="P")
+    image.putpalette(palette)
+    image.save(tmp_path / "grey.png")
+    assert image_header(tmp_path / "grey.png")[0] == 1
+    np.testing.assert_array_equal(read_image(tmp_path / "grey.png")[0], grey)
+    colour = Image.fromarray(indices, mode="P")
+    colour.putpalette([v for i in range(256) for v in (i, 0, 255 - i)])  # index i -> red i, blue 255 - i
+    colour.save(tmp_path / "colour.png")
+    assert image_header(tmp_path / "colour.png")[0] == 3
+    np.testing.assert_array_equal(read_image(tmp_path / "colour.png"), np.stack([indices, np.zeros_like(indices), 255 - indices]))
+
+
 @pytest.mark.parametrize("values", [np.ones((4, 4), dtype=np.complex64), np.array([["a", "b"], ["c", "d"]])])
 def test_images_that_are_not_real_numbers_are_refused(tmp_path, values):
     path = tmp_path / "odd.npy"

@@ -105,9 +105,21 @@ def _decode_image(path: Path, suffix: str, limit: int) -> np.ndarray:
         from PIL import Image
 
         with Image.open(path) as image:
-            check_pixel_count(path, (image.height, image.width, len(image.getbands())), limit)
-            return np.asarray(image)
+            mode = _png_pixel_mode(image)
+            check_pixel_count(path, (image.height, image.width, Image.getmodebands(mode)), limit)
+            return np.asarray(image if mode == image.mode else image.convert(mode))
     return _load_npy(path, lambda shape: check_pixel_count(path, shape, limit))
+
+
+def _png_pixel_mode(image) -> str:
+    """The mode whose pixels are the image's intensities: a palette PNG stores indices into its colour table,
+    which are read through the table (grey when every entry is grey, else RGB, with alpha when it has transparency)."""
+    if image.mode != "P":
+        return image.mode
+    if "transparency" in image.info:
+        return "RGBA"
+    palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    return "L" if (palette == palette[:, :1]).all() else "RGB"
 
 
 def _load_npy(path: Path, check_shape=None) -> np.ndarray:
@@ -268,7 +280,7 @@ def _stored_shape(path: Path, suffix: str, limit: int) -> tuple[tuple[int, ...],
         from PIL import Image
 
         with Image.open(path) as image:
-            bands = len(image.getbands())
+            bands = Image.getmodebands(_png_pixel_mode(image))
             shape = (image.height, image.width) if bands == 1 else (image.height, image.width, bands)
             check_pixel_count(path, shape, limit)
             return shape, np.dtype(np.uint16 if image.mode.startswith("I;16") else np.uint8)
