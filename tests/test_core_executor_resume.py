@@ -183,6 +183,16 @@ def test_parts_markers_and_finish(tmp_path):
     assert (tmp_path / "z" / "maps").is_dir() and not list((tmp_path / "z" / "maps").iterdir())
 
 
+def test_parts_past_a_million_shards_keep_their_index(tmp_path):
+    settings = ResumeExampleSettings()
+    with RunWriter(tmp_path / "z", command="test", settings=settings) as run:
+        parts = run.parts("table.parquet")
+        for index in (1_234_567, 999_999, 7):
+            parts.write_table(index, pd.DataFrame({"shard": [index]}))
+        assert parts.completed() == {7, 999_999, 1_234_567}
+        assert parts.read_table()["shard"].tolist() == [7, 999_999, 1_234_567]  # shard order, not name order
+
+
 def test_resume_refuses_an_input_edited_since_the_interrupted_run_started(tmp_path):
     table = tmp_path / "wells.csv"
     table.write_text("well,value\nA01,1\n")

@@ -47,7 +47,7 @@ class PartStore:
         set of int
             Complete shards (a resumed run skips them).
         """
-        done = {int(p.name[5:11]) for p in self.folder.glob("part-*.parquet") if p.name[5:11].isdigit()}
+        done = set(self._table_parts())
         markers = self.folder / _DONE
         if markers.is_dir():
             done |= {int(p.stem) for p in markers.glob("*.txt") if p.stem.isdigit()}
@@ -111,10 +111,15 @@ class PartStore:
         """
         import pandas as pd
 
-        parts = sorted(self.folder.glob("part-*.parquet"))
+        parts = [path for _, path in sorted(self._table_parts().items())]
         if not parts:
             return pd.DataFrame(columns=columns)
         return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
+
+    def _table_parts(self) -> dict[int, Path]:
+        """Shard index -> its table part (6 digits pad the names, more past 999,999 shards, so names do not sort)."""
+        named = {path.name[len("part-") : -len(".parquet")]: path for path in self.folder.glob("part-*.parquet")}
+        return {int(number): path for number, path in named.items() if number.isdigit()}
 
     def finish(self) -> None:
         """Drop completion markers once every shard is done (the finished folder holds only data)."""

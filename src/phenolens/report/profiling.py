@@ -252,7 +252,7 @@ def curve_figure(curve: pd.DataFrame):
         low, high = curve[metric].min(), curve[metric].max()
         axis.set_ylim(max(0.0, low - 0.05), min(1.0, high + 0.05))  # a one-treatment change must not look like a cliff
         axis.set_xlabel("autoencoder training controls (wells)")
-        axis.set_ylabel(LABELS[metric])
+        axis.set_ylabel(f"{LABELS[metric]} (fraction of treatments)")
         axis.set_title(f"{LABELS[metric]} vs training controls")
     axes[0][0].legend(fontsize=8)
     return fig
