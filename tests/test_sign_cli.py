@@ -109,6 +109,21 @@ def test_stamp_contrasts_with_the_pixels_under_it_and_reports_its_box():
             assert inside.min() == pytest.approx((1 - ALPHA) * 250, abs=1)
 
 
+def test_watermark_draw_without_two_images_of_every_class_names_the_option():
+    from phenolens.core.errors import PhenolensError
+    from phenolens.data import load
+    from phenolens.explain.sign.settings import WatermarkSettings
+    from phenolens.explain.sign.watermark import watermark_experiment
+
+    try:
+        load("fashion-mnist")
+    except PhenolensError:
+        pytest.skip("fashion-mnist files not available here")
+    # 10 images of 10 classes: some class is drawn fewer than twice (before any training)
+    with pytest.raises(PhenolensError, match=r"^--train-images 10 drew fewer than 2 images of a class \(seed 0\); raise --train-images$"):
+        watermark_experiment(WatermarkSettings(train_images=10, test_images=2000), seed=0)
+
+
 def test_watermark_study_summarises_every_class_over_seeds():
     from phenolens.explain.sign.settings import WatermarkSettings
     from phenolens.explain.sign.watermark import WatermarkStudy

@@ -219,6 +219,10 @@ def watermark_experiment(settings: WatermarkSettings, seed: int) -> tuple[dict[s
     split = fashion.meta["split"].to_numpy()
     train = fashion.subset(rng.choice(np.flatnonzero(split == "train"), settings.train_images, replace=False))
     test = fashion.subset(rng.choice(np.flatnonzero(split == "test"), settings.test_images, replace=False))
+    for images, option in ((train, "--train-images"), (test, "--test-images")):
+        # each side is split again by class (the CNN's validation images, the dictionaries' half)
+        if np.bincount(images.labels, minlength=len(fashion.class_names)).min() < 2:
+            raise PhenolensError(f"{option} {len(images)} drew fewer than 2 images of a class (seed {seed}); raise {option}")
     glyph = letter_glyph(settings.letter, settings.glyph_size)
     train, _ = stamp_images(train, stamped_index, glyph, seed=seed)
     test, boxes = stamp_images(test, stamped_index, glyph, seed=seed + 1)
