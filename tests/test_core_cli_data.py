@@ -36,6 +36,8 @@ def test_demo_datasets_step_covers_every_mirrored_dataset(cli, tmp_path):
         assert name in metrics
         assert (out / "figures" / f"{name}_montage.png").is_file()
     assert metrics["mitocheck"]["n_images"] == 3277
+    recorded = set(json.loads((out / "run.json").read_text())["datasets"])  # registry names, not step names
+    assert recorded - {"fashion-mnist"} == {"bbbc021-profiles", "lincs-plate", "bbbc013", "mitocheck", "bbbc021-cells", "echo-pulses"}
     html = (out / "report.html").read_text()
     assert html.count("Profile montage") >= 2
     # a second demo into the same folder needs --overwrite (as `make demo` passes), and then replaces it

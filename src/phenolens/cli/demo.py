@@ -79,6 +79,7 @@ def demo(
     """Run every pipeline on the built-in real datasets and write OUT/report.html."""
     from phenolens.core.errors import PhenolensError
     from phenolens.core.runs import RunWriter
+    from phenolens.data.loaders import recorded_loads
     from phenolens.report.html import Report
 
     wanted = {s for s in only.split(",") if s}
@@ -86,7 +87,7 @@ def demo(
     if unknown:
         raise PhenolensError(f"unknown demo step(s) {', '.join(sorted(unknown))}; choose from {', '.join(n for n, _ in DEMO_STEPS)}")
     report = Report("phenolens demo: real data, every pipeline")
-    with RunWriter(out, "demo", overwrite=overwrite, datasets=[name for name, _ in DEMO_STEPS if not wanted or name in wanted]) as run:
+    with RunWriter(out, "demo", overwrite=overwrite) as run, recorded_loads() as datasets:
         staging = run.path
         for name, step in DEMO_STEPS:
             if wanted and name not in wanted:
@@ -97,6 +98,7 @@ def demo(
             for section in sections:
                 report.add(section)
             report.metrics[name] = {**metrics, "seconds": round(time.perf_counter() - started, 1)}
+        run.datasets = sorted(datasets)  # what the steps read, known once they have run
         run.write_metrics(report.metrics)
         run.write_report(report)
     print(f"wrote {out / 'report.html'}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,9 @@ from phenolens.data.readers import read_images, read_signal
 from phenolens.data.registry import Dataset, get_dataset
 
 LOADERS: dict[str, Callable[[Dataset], object]] = {}
+
+
+_RECORDERS: list[set[str]] = []  # the open `recorded_loads` blocks, innermost last
 
 
 def _loader(name: str):
@@ -47,7 +51,27 @@ def load(name: str):
         For an unknown name, or files that are neither local nor downloadable.
     """
     dataset = get_dataset(name)
-    return LOADERS[name](dataset)
+    loaded = LOADERS[name](dataset)
+    for recorder in _RECORDERS:
+        recorder.add(name)
+    return loaded
+
+
+@contextmanager
+def recorded_loads() -> Iterator[set[str]]:
+    """Collect the registry names `load` reads inside the block (the provenance of a run made of several steps).
+
+    Yields
+    ------
+    set of str
+        Filled as datasets are loaded; complete when the block ends.
+    """
+    names: set[str] = set()
+    _RECORDERS.append(names)
+    try:
+        yield names
+    finally:
+        _RECORDERS.remove(names)
 
 
 def _files_under(dataset: Dataset, prefix: str, suffix: str) -> list[str]:
