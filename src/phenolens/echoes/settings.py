@@ -245,7 +245,8 @@ class EchoDetectionSettings(Settings):
     window: int | None = setting(
         None,
         "Longest stretch (samples at the detector's rate) detected at once; longer signals go in overlapping windows "
-        "(default: each method's own, 2048 samples, 512 for omp whose explicit matrix grows with the window's square).",
+        "(default: each method's own, 2048 samples, 512 for omp whose explicit matrix grows with the window's square). "
+        "US-CNN gives the whole-signal result and ISTA nearly; the greedy omp and smp stop per window, so theirs can differ.",
         minimum=256,
     )
 
