@@ -34,6 +34,13 @@ def test_z_factors_by_group_equals_one_at_a_time():
     for name in "abcd":
         assert by_group[name] == pytest.approx(z_factor(values[groups == name], negative))
     assert np.isnan(z_factors_by_group(values[:4], ["a", "a", "a", "b"], negative)["b"])
+    # means that coincide: -inf with spread, 1 without, as one at a time
+    level = np.array([1.0, 2.0, 3.0, 5.0, 5.0])
+    both = z_factors_by_group(np.concatenate([level[:3], level[3:]]), list("aaabb"), np.array([1.0, 3.0]))
+    assert both["a"] == z_factor(level[:3], [1.0, 3.0]) == -np.inf
+    assert z_factors_by_group(level[3:], list("bb"), np.array([5.0, 5.0]))["b"] == z_factor(level[3:], [5.0, 5.0]) == 1.0
+    with pytest.raises(PhenolensError, match="finite"):
+        z_factors_by_group(values, groups, np.array([0.0, np.nan, 1.0]))
 
 
 def test_hits_find_shifted_treatments_only():

@@ -22,11 +22,13 @@ def _separation(first: np.ndarray, second: np.ndarray, names: tuple[str, str]) -
     for values, name in zip((first, second), names):
         if values.size < 2 or not np.isfinite(values).all():
             raise PhenolensError(f"Z-factor: the {name} readout needs two or more finite values (got {values.size})")
-    spread = 3.0 * (first.std(ddof=1) + second.std(ddof=1))
-    gap = abs(first.mean() - second.mean())
-    if gap == 0:
-        return 1.0 if spread == 0 else float("-inf")
-    return float(1.0 - spread / gap)
+    return float(_z(abs(first.mean() - second.mean()), 3.0 * (first.std(ddof=1) + second.std(ddof=1))))
+
+
+def _z(gap, spread):
+    """1 - spread / gap, elementwise; where the means coincide: 1 without spread, else -inf."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(gap > 0, 1.0 - spread / np.where(gap > 0, gap, 1.0), np.where(spread == 0, 1.0, -np.inf))
 
 
 def z_prime_factor(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
@@ -75,7 +77,7 @@ def z_factor(sample: Sequence[float] | np.ndarray, negative: Sequence[float] | n
 
 
 def z_factors_by_group(values: np.ndarray, groups: Sequence, negative: np.ndarray) -> pd.Series:
-    """Z-factor of every group of values against the same negative controls, vectorised.
+    """Z-factor of every group of values against the same negative controls, vectorised (as `z_factor` per group).
 
     Groups with fewer than two values get NaN.
 
@@ -96,12 +98,12 @@ def z_factors_by_group(values: np.ndarray, groups: Sequence, negative: np.ndarra
     Raises
     ------
     PhenolensError
-        When fewer than two negative-control values are given.
+        When fewer than two negative-control values, or a non-finite one, are given.
     """
     negative = np.asarray(negative, dtype=np.float64)
-    if negative.size < 2:
-        raise PhenolensError(f"Z-factor: the negative-control readout needs two or more values (got {negative.size})")
+    if negative.size < 2 or not np.isfinite(negative).all():
+        raise PhenolensError(f"Z-factor: the negative-control readout needs two or more finite values (got {negative.size})")
     stats = pd.Series(np.asarray(values, dtype=np.float64)).groupby(np.asarray(groups)).agg(["mean", "std", "count"])
-    gap = (stats["mean"] - negative.mean()).abs()
-    result = 1.0 - 3.0 * (stats["std"] + negative.std(ddof=1)) / gap.where(gap > 0)
+    gap = (stats["mean"] - negative.mean()).abs().to_numpy()
+    result = pd.Series(_z(gap, 3.0 * (stats["std"].to_numpy() + negative.std(ddof=1))), index=stats.index)
     return result.where(stats["count"] >= 2).rename("z_factor")
