@@ -287,3 +287,11 @@ def test_cosine_schedule_anneals_the_learning_rate():
     assert np.allclose(clf.history.column("lr"), expected)
     with pytest.raises(PhenolensError, match="schedule"):
         fit_classifier(_two_class_set(16), "resnet18", epochs=1, schedule="step")
+
+
+def test_a_last_batch_of_one_small_crop_does_not_stop_training():
+    # 17 crops of 16 px in batches of 8: the last batch holds one image whose deepest maps are 1 x 1 at the defaults
+    rng = np.random.default_rng(0)
+    images = ImageSet(rng.uniform(0, 1, (17, 2, 16, 16)).astype(np.float32), np.arange(17) % 2, ["a", "b"], ["c0", "c1"])
+    classifier = fit_classifier(images, "resnet18", width=0.125, epochs=2, batch_size=8, validation_fraction=0.0)
+    assert len(classifier.history.epochs) == 2 and np.isfinite(classifier.history.column("train_loss")).all()

@@ -292,8 +292,19 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         seed=member_seed,
         description=description,
         generators=[generator],
+        drop_last=_lone_image_fails(model, data, settings.batch_size),
     )
     return model, history
+
+
+def _lone_image_fails(model: ImageClassifierNet, data: TrainingData, batch_size: int) -> bool:
+    """Whether a last training batch of one image would stop training: batch norm cannot train on one value per
+    channel, which a single image gives where the deepest feature maps are 1 x 1 (crops of 16 px or less at the defaults)."""
+    if data.n_train % batch_size != 1 or data.n_train < batch_size:
+        return False
+    with torch.no_grad():
+        side = model.eval().feature_maps(torch.zeros(1, data.train[0].shape[1], data.size, data.size)).shape[-2:]
+    return tuple(side) == (1, 1)
 
 
 def _adversary_training(data: TrainingData, settings: ImageTrainingSettings, model: ImageClassifierNet) -> AdversaryTraining | None:

@@ -189,7 +189,7 @@ class ReduceLROnPlateau(Callback):
         self.scheduler.load_state_dict(state["scheduler"])
 
 
-def make_loader(data: Dataset | Sequence[torch.Tensor], batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+def make_loader(data: Dataset | Sequence[torch.Tensor], batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False) -> DataLoader:
     """A DataLoader over a Dataset or a tuple of equally long tensors, shuffled reproducibly by `seed`.
 
     Parameters
@@ -202,6 +202,8 @@ def make_loader(data: Dataset | Sequence[torch.Tensor], batch_size: int, shuffle
         Shuffle every epoch.
     seed : int
         Seed of the shuffling.
+    drop_last : bool
+        Leave out a last, incomplete batch.
 
     Returns
     -------
@@ -216,7 +218,7 @@ def make_loader(data: Dataset | Sequence[torch.Tensor], batch_size: int, shuffle
     dataset = data if isinstance(data, Dataset) else TensorDataset(*data)
     if len(dataset) == 0:
         raise PhenolensError("no training examples: the split left an empty set; use more data or a smaller validation fraction")
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=torch_generator(seed) if shuffle else None)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=torch_generator(seed) if shuffle else None, drop_last=drop_last)
 
 
 def fit(
@@ -235,6 +237,7 @@ def fit(
     seed: int = 0,
     description: str = "training",
     generators: Sequence[torch.Generator] = (),
+    drop_last: bool = False,
 ) -> History:
     """Train `model` in place and return its History.
 
@@ -266,6 +269,8 @@ def fit(
         Label of the progress bar and of errors.
     generators : sequence of torch.Generator
         The generators `step` draws from (augmentation, mixing); checkpoints keep their states.
+    drop_last : bool
+        Leave out the last, incomplete training batch of each epoch (the shuffle changes which images it would hold).
 
     Returns
     -------
@@ -283,7 +288,7 @@ def fit(
     epoch and restored before the first, so a killed run resumes to the same weights (see that module).
     """
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    train_loader = make_loader(train, batch_size, shuffle=True, seed=seed)
+    train_loader = make_loader(train, batch_size, shuffle=True, seed=seed, drop_last=drop_last)
     val_loader = make_loader(val, batch_size * 4, shuffle=False) if val is not None else None
     val_step = val_step or step
     history = History()
