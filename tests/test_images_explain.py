@@ -290,6 +290,18 @@ def test_true_targets_are_the_models_classes_whatever_the_images_class_order():
     assert np.array_equal(attribute(classifier, reordered, "saliency", "true"), attribute(classifier, images, "saliency", "true"))
 
 
+def test_a_class_named_with_digits_is_found_by_its_name_before_an_index():
+    from phenolens.explain.attribution import resolve_targets
+
+    classifier = _classifier()
+    classifier.class_names = ["1", "2", "3"]  # class folders named 1, 2, 3
+    images = _images(2)
+    assert resolve_targets(classifier, images, "2").tolist() == [1, 1]  # the class '2', not index 2
+    assert resolve_targets(classifier, images, 0).tolist() == [0, 0]  # an int stays an index
+    with pytest.raises(PhenolensError, match="out of range"):
+        resolve_targets(classifier, images, "7")
+
+
 def test_a_numpy_number_names_a_baseline_or_a_class_index_as_a_python_number_does():
     assert AttributionSettings(baseline=np.float64(12.5)) == AttributionSettings(baseline=12.5) == AttributionSettings(baseline="12.5")
     assert AttributionSettings(baseline=np.float32(3)).baseline == "3.0" and AttributionSettings(baseline=np.int64(3)).baseline == "3"

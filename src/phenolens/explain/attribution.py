@@ -198,8 +198,8 @@ def resolve_targets(classifier, images: ImageSet | np.ndarray, target: str | int
         if labels is None or (labels == UNLABELLED).any():
             raise PhenolensError("target 'true' needs labelled images; use --target predicted or a class name")
         return np.asarray(labels)
-    if isinstance(target, str) and not target.lstrip("-").isdigit():
-        return np.full(len(images), classifier.class_index(target))
+    if isinstance(target, str) and (target in classifier.class_names or not target.lstrip("-").isdigit()):
+        return np.full(len(images), classifier.class_index(target))  # a class named with digits is found by its name
     index = int(target)
     if not 0 <= index < len(classifier.class_names):
         raise PhenolensError(f"target class index {index} is out of range; the model has {len(classifier.class_names)} classes")
