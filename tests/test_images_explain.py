@@ -342,3 +342,26 @@ def test_the_checks_sample_is_nested_sized_and_seeded_for_any_counts():
         assert np.array_equal(again[0], checked) and np.array_equal(again[1], sanity)
 
     nested()
+
+
+def test_held_out_images_are_found_however_their_folder_is_spelled(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from phenolens.explain.selection import held_out_sources, select_positions
+    from phenolens.training.evaluation import save_with_held_out
+
+    monkeypatch.chdir(tmp_path)
+    images = _images(6)
+    images.meta = pd.DataFrame({"source": [f"crops/{i}.tif" for i in range(6)]})  # as `--folder crops` names them
+    save_with_held_out(_classifier(), images, np.array([1, 4]), tmp_path / "model")
+    held_out = held_out_sources(tmp_path / "model")
+    for spelled in (
+        [f"crops/{i}.tif" for i in range(6)],
+        [f"./crops/{i}.tif" for i in range(6)],
+        [str(tmp_path / "crops" / f"{i}.tif") for i in range(6)],
+    ):
+        meta = pd.DataFrame({"source": spelled})
+        assert select_positions(meta, images.labels, held_out, "auto", tmp_path / "model").tolist() == [1, 4], spelled
+    monkeypatch.chdir(tmp_path / "model")  # another working folder: the absolute paths still name the same files
+    meta = pd.DataFrame({"source": [str(tmp_path / "crops" / f"{i}.tif") for i in range(6)]})
+    assert select_positions(meta, images.labels, held_out, "heldout", tmp_path / "model").tolist() == [1, 4]

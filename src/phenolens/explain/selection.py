@@ -4,6 +4,7 @@ optionally a seeded random subset of them."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,30 @@ def held_out_sources(model: Path) -> list[str]:
     list of str
         The sources (empty when the model lists none).
     """
-    return list(read_card(model).extra.get("held_out_sources", []))
+    extra = read_card(model).extra
+    return list(extra.get("held_out_sources", [])) + list(extra.get("held_out_paths", []))
+
+
+def is_held_out(sources: pd.Series, held_out: list[str]) -> np.ndarray:
+    """Which of `sources` are among `held_out` (`held_out_sources`), as written or as the same absolute path.
+
+    A model trained on ``crops/`` lists its held-out files however they were named then; explain may name
+    them ``./crops/...`` or by an absolute path, from another working folder.
+
+    Parameters
+    ----------
+    sources : pandas.Series
+        The candidates' ``source`` metadata.
+    held_out : list of str
+        From `held_out_sources`.
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    wanted = set(held_out)
+    written = sources.astype(str)
+    return (written.isin(wanted) | written.map(os.path.abspath).isin(wanted)).to_numpy()
 
 
 def select_images(images: ImageSet, held_out: list[str], subset: str, model: Path) -> ImageSet:
@@ -130,7 +154,7 @@ def select_positions(meta: pd.DataFrame, labels: np.ndarray, held_out: list[str]
     if subset == "heldout" and not known:
         raise PhenolensError(f"{model / 'model.json'}: lists no held-out images for these images; use --images labelled or all")
     if subset in ("heldout", "auto") and known:
-        chosen = meta["source"].astype(str).isin(set(held_out)).to_numpy()
+        chosen = is_held_out(meta["source"], held_out)
         if chosen.any():
             return np.flatnonzero(chosen)
         if subset == "heldout":
@@ -166,7 +190,7 @@ def out_of_fold_parts(model: Path, labelled: ImageSet) -> tuple[list[Path], list
     if "source" not in labelled.meta or len(labelled) == 0:
         raise PhenolensError(f"{model}: out-of-fold explanation needs labelled images with known sources; use --images labelled")
     sources = labelled.meta["source"].astype(str)
-    chosen = [np.flatnonzero(sources.isin(set(held_out_sources(fold)))) for fold in folds]
+    chosen = [np.flatnonzero(is_held_out(sources, held_out_sources(fold))) for fold in folds]
     kept = [(fold, index) for fold, index in zip(folds, chosen) if len(index)]
     if not kept:
         raise PhenolensError(f"{model / FOLDS_FOLDER}: none of the folds' held-out images are among these images; pass the training images")

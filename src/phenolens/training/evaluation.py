@@ -9,6 +9,7 @@ image can be explained by the model that did not train on it (out of fold).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,8 @@ class TrainingRun:
 def save_with_held_out(classifier: ImageClassifier, labelled: ImageSet, test_index: np.ndarray, folder: str | Path) -> Path:
     """Save `classifier` into `folder` with the list of labelled images it never trained on.
 
-    The list goes into model.json (``extra.held_out_sources``, read by explain's ``--images heldout``)
-    and into held_out.csv (their metadata and labels).
+    The list goes into model.json (``extra.held_out_sources``, and ``extra.held_out_paths``: each as an absolute
+    path, read by explain's ``--images heldout``) and into held_out.csv (their metadata and labels).
 
     Parameters
     ----------
@@ -121,7 +122,9 @@ def save_with_held_out(classifier: ImageClassifier, labelled: ImageSet, test_ind
     folder = Path(folder)
     held_out = labelled.meta.iloc[test_index].assign(label=labelled.label_names()[test_index])
     sources = held_out["source"].astype(str).tolist() if "source" in held_out else []
-    classifier.save(folder, extra={"dataset": labelled.name, "held_out_sources": sources})
+    # also as absolute paths: explain may name the same files from another folder or spelled otherwise
+    paths = [os.path.abspath(source) for source in sources]
+    classifier.save(folder, extra={"dataset": labelled.name, "held_out_sources": sources, "held_out_paths": paths})
     held_out.to_csv(folder / HELD_OUT_TABLE, index=False)
     return folder
 
