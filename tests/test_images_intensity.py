@@ -101,6 +101,9 @@ def test_field_quantile_matching_undoes_a_planted_gain_and_offset_per_field_and_
     table = field_brightness(image_statistics(matched, "field-quantile"), fields)
     np.testing.assert_allclose(np.stack(list(table.values())), np.broadcast_to(reference, (8, *reference.shape)), rtol=0.05, atol=0.02)
     assert not np.allclose(matched, planted) and np.all(np.diff(reference, axis=1) > 0)
+    # one map per field, not per crop: the crops of a field keep their differences (their medians are not all the reference's)
+    medians = image_statistics(matched, "field-quantile")[:, :, QUANTILE_LEVELS.index(50.0)]
+    assert all(medians[fields == name].std(axis=0).min() > 1e-3 for name in np.unique(fields))
     # the reference pools the training images' fields only: a held-out field does not move it
     train = np.flatnonzero(fields != "F7")
     held_out = images.images.copy()
