@@ -1,4 +1,5 @@
-"""--intensity-normalization: each stain divided by its field's (or crop's) brightness, stored with the model and applied by predict."""
+"""--intensity-normalization: each stain divided by its field's (or crop's) brightness, or each field's intensity distribution
+matched to the training fields' (field-quantile), stored with the model and applied by predict."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import pytest
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
 from phenolens.training import ImageClassifier, fit_classifier
-from phenolens.training.preprocess import ChannelNormalization, intensity_normalized, intensity_scales
+from phenolens.training.preprocess import (
+    QUANTILE_LEVELS,
+    ChannelNormalization,
+    field_brightness,
+    image_statistics,
+    intensity_normalized,
+    intensity_scales,
+    training_quantiles,
+)
 
 
 def _fields(n: int = 32, seed: int = 0) -> ImageSet:
@@ -67,22 +76,76 @@ def test_a_model_trained_with_field_normalisation_stores_it_and_predicts_whole_f
     with pytest.raises(PhenolensError, match="needs the metadata column 'field'"):
         loaded.predict_proba(images.images)
     unfielded = ImageSet(images.images, images.labels, images.class_names, images.channel_names, images.meta.drop(columns="field"), name="plain")
-    with pytest.raises(PhenolensError, match="plain: the model divides each field"):
+    with pytest.raises(PhenolensError, match="plain: the model normalises each field"):
         loaded.predict_proba(unfielded)
     plain = fit_classifier(images, "resnet18", **settings)
     assert "intensity" not in plain.card().normalization  # models without it keep the card they had
-    with pytest.raises(PhenolensError, match="'intensity' 'bogus' is not one of none, field, crop"):
+    with pytest.raises(PhenolensError, match="'intensity' 'bogus' is not one of none, field, field-quantile, crop"):
         ChannelNormalization.from_dict({"mean": [0.0], "std": [1.0], "intensity": "bogus"})
 
 
-@pytest.fixture(scope="module")
-def field_screen(tmp_path_factory):
-    """A field-normalised model and its images, also as .npy files in a manifest with a field column (fields of 4 consecutive images)."""
+def test_field_quantile_matching_undoes_a_planted_gain_and_offset_per_field_and_stain_exactly():
+    images = _fields(n=40)
+    fields = images.meta["field"].to_numpy()
+    reference = training_quantiles(images, images.images, "field", np.arange(len(images)))
+    assert reference.shape == (2, len(QUANTILE_LEVELS)) and np.all(np.diff(reference, axis=1) >= 0)
+    matched = intensity_normalized(images, images.images, "field-quantile", "field", reference=reference)
+    # a known answer: every field's stains given their own gain and background offset are mapped back to the same pixels
+    rng = np.random.default_rng(1)
+    gain, offset = rng.uniform(0.3, 4.0, size=(8, 2)), rng.uniform(-0.5, 2.0, size=(8, 2))
+    index = np.array([int(name[1:]) for name in fields])
+    planted = (images.images * gain[index][:, :, None, None] + offset[index][:, :, None, None]).astype(np.float32)
+    moved = ImageSet(planted, images.labels, images.class_names, images.channel_names, images.meta)
+    np.testing.assert_allclose(intensity_normalized(moved, planted, "field-quantile", "field", reference=reference), matched, rtol=0, atol=2e-5)
+    # each field's quantiles land on the reference's (up to the interpolation between pixels of np.percentile)
+    table = field_brightness(image_statistics(matched, "field-quantile"), fields)
+    np.testing.assert_allclose(np.stack(list(table.values())), np.broadcast_to(reference, (8, *reference.shape)), rtol=0.05, atol=0.02)
+    assert not np.allclose(matched, planted) and np.all(np.diff(reference, axis=1) > 0)
+    # one map per field, not per crop: the crops of a field keep their differences (their medians are not all the reference's)
+    medians = image_statistics(matched, "field-quantile")[:, :, QUANTILE_LEVELS.index(50.0)]
+    assert all(medians[fields == name].std(axis=0).min() > 1e-3 for name in np.unique(fields))
+    # the reference pools the training images' fields only: a held-out field does not move it
+    train = np.flatnonzero(fields != "F7")
+    held_out = images.images.copy()
+    held_out[fields == "F7"] *= 10.0
+    assert np.array_equal(training_quantiles(images, held_out, "field", train), training_quantiles(images, images.images, "field", train))
+    # a stain without spread in a field (black or saturated) is shifted, not divided by 0: it lands on the reference's first knot
+    flat = images.images.copy()
+    flat[fields == "F2", 1] = 7.0
+    unspread = ImageSet(flat, images.labels, images.class_names, images.channel_names, images.meta)
+    shifted = intensity_normalized(unspread, flat, "field-quantile", "field", reference=reference)
+    assert np.all(np.isfinite(shifted)) and np.allclose(shifted[fields == "F2", 1], reference[1, 0])
+    np.testing.assert_allclose(shifted[fields != "F2"], matched[fields != "F2"], rtol=0, atol=1e-6)  # other fields' tables are their own
+
+
+def test_a_model_trained_with_field_quantile_matching_keeps_its_reference_and_ignores_a_fields_gain_and_offset(tmp_path):
+    images = _fields()
+    settings = {"width": 0.125, "blocks": (1, 1), "stem_stride": 1, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
+    classifier = fit_classifier(images, "resnet18", intensity_normalization="field-quantile", **settings)
+    loaded = ImageClassifier.load(classifier.save(tmp_path / "model"))
+    card = loaded.card().normalization
+    assert card["intensity"] == "field-quantile" and card["quantile_levels"] == list(QUANTILE_LEVELS)
+    assert np.array_equal(loaded.normalization.intensity_reference, classifier.normalization.intensity_reference)
+    whole = loaded.predict_proba(images)
+    changed = images.images.copy()
+    changed[images.meta["field"].to_numpy() == "F2"] = changed[images.meta["field"].to_numpy() == "F2"] * 3.0 + 0.4
+    np.testing.assert_allclose(
+        loaded.predict_proba(ImageSet(changed, images.labels, images.class_names, images.channel_names, images.meta)), whole, rtol=0, atol=1e-5
+    )
+    broken = {**card, "mean": [0.0, 0.0], "std": [1.0, 1.0], "intensity_reference": card["intensity_reference"][:1]}
+    with pytest.raises(PhenolensError, match="'intensity_reference' must hold 9 quantiles .* for each of the 2 channels, got shape \\(1, 9\\)"):
+        ChannelNormalization.from_dict(broken)
+
+
+@pytest.fixture(scope="module", params=["field", "field-quantile"])
+def field_screen(tmp_path_factory, request):
+    """A model normalised per field (by brightness or quantiles) and its images, also as .npy files in a manifest with a field
+    column (fields of 4 consecutive images)."""
     root = tmp_path_factory.mktemp("field-screen")
     images = _fields()
     images.meta["crop"] = [f"crop{i:02d}" for i in range(len(images))]
     settings = {"width": 0.125, "blocks": (1, 1), "stem_stride": 1, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
-    model = fit_classifier(images, "resnet18", intensity_normalization="field", **settings).save(root / "model")
+    model = fit_classifier(images, "resnet18", intensity_normalization=request.param, **settings).save(root / "model")
     for crop, image in zip(images.meta["crop"], images.images):
         np.save(root / f"{crop}.npy", image)
     manifest = images.meta.assign(path=images.meta["crop"] + ".npy", label=np.asarray(images.class_names)[images.labels])
@@ -138,7 +201,8 @@ def test_a_field_missing_from_the_brightness_table_is_one_line(field_screen):
     images, model, _ = field_screen
     classifier = ImageClassifier.load(model)
     table = classifier.for_fields_of(images.subset(np.arange(8))).normalization.field_brightness
-    assert sorted(table) == ["F0", "F1"] and table["F0"].shape == (2,)
+    kind = classifier.normalization.intensity
+    assert sorted(table) == ["F0", "F1"] and table["F0"].shape == ((2,) if kind == "field" else (2, len(QUANTILE_LEVELS)))
     with pytest.raises(PhenolensError, match="field 'F2': not in the table of field brightness"):
         classifier.with_field_brightness(table).predict_proba(images)
     looked_up = intensity_scales(np.ones((2, 2)), "field", np.array(["a", "b"]), {"a": np.array([2.0, 0.0]), "b": np.array([4.0, 1.0])})

@@ -113,7 +113,11 @@ def test_the_aliases_are_the_group_commands():
         (ImageTrainingSettings, {"adversary_reset": -1}, "adversary_reset (--adversary-reset) = -1: must be >= 0"),
         (ImageTrainingSettings, {"adversary_unlabelled": "all"}, "(--adversary-unlabelled) = 'all': choose one of none, evaluation"),
         (ImageTrainingSettings, {"adversary_unlabelled": "evaluation", "adversary_refit": True}, "does not combine with --adversary-refit"),
-        (ImageTrainingSettings, {"intensity_normalization": "plate"}, "(--intensity-normalization) = 'plate': choose one of none, field, crop"),
+        (
+            ImageTrainingSettings,
+            {"intensity_normalization": "plate"},
+            "(--intensity-normalization) = 'plate': choose one of none, field, field-quantile, crop",
+        ),
         (AttributionSettings, {"window": 0}, "window (--window) = 0: must be >= 1"),
         (AttributionSettings, {"n_steps": 0}, "n_steps (--n-steps) = 0: must be >= 1"),
         (AttributionSettings, {"batch_size": 0}, "batch_size (--batch-size) = 0: must be >= 1"),

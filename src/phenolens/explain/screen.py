@@ -33,7 +33,7 @@ from phenolens.explain.faithfulness import spread_curves
 from phenolens.explain.images import Explanation, _nanmean, _nested, check_sample, explain_images, per_image_rows
 from phenolens.explain.selection import held_out_sources, out_of_fold_parts, sample_positions, select_positions
 from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, screen_field_brightness
-from phenolens.training.preprocess import FieldBrightness, field_column, padded_array
+from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldBrightness, field_column, padded_array
 
 progress_log = get_logger("phenolens.progress")  # the estimate is a progress line: shown unless PHENOLENS_LOG says otherwise
 
@@ -433,7 +433,7 @@ def explain_screen(
 def _field_images(classifier, source: ImageSource, chosen: ImageSource) -> ImageSource:
     """The images of `source` in the fields of the `chosen` ones: each field's brightness is the median over all of them
     (none when the model does not normalise per field)."""
-    if classifier.normalization.intensity != "field":
+    if classifier.normalization.intensity not in FIELD_NORMALIZATIONS:
         return chosen.subset(np.zeros(0, dtype=int))
     column = classifier.normalization.intensity_column
     fields = field_column(source, column).astype(str)

@@ -25,11 +25,13 @@ from phenolens.nn.backbones import ImageClassifierNet
 from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.loop import Callback, History
 from phenolens.training.preprocess import (
+    FIELD_NORMALIZATIONS,
     ChannelNormalization,
     CovariateEncoding,
     FieldBrightness,
     field_brightness,
     field_column,
+    image_statistics,
     padded_array,
 )
 from phenolens.training.settings import PREDICTION_BATCH
@@ -250,10 +252,16 @@ class ImageClassifier:
         classifier = self.for_fields_of(images, batch_size) if len(images) > batch_size else self
         return torch.cat([function(classifier.tensor(chunk), self.covariates(chunk)) for chunk in image_chunks(images, batch_size)]).numpy()
 
-    def field_means(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> tuple[np.ndarray, np.ndarray]:
-        """Each image's field of view and the mean intensity per channel of its padded image (a chunk at a time).
+    @property
+    def field_statistics_shape(self) -> tuple[int, ...]:
+        """The shape of one image's entry in a field table under this model's intensity normalisation: (C,) or (C, L)."""
+        return image_statistics(np.zeros((0, len(self.channel_names), 1, 1), dtype=np.float32), self.normalization.intensity).shape[1:]
 
-        What `field_brightness` reduces to a field's brightness; a streamed screen gathers it chunk by chunk.
+    def field_statistics(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> tuple[np.ndarray, np.ndarray]:
+        """Each image's field of view and the `image_statistics` of its padded image (a chunk at a time): its mean intensity
+        per channel, or its quantiles per channel with ``field-quantile``.
+
+        What `field_brightness` reduces to a field's table; a streamed screen gathers it chunk by chunk.
 
         Parameters
         ----------
@@ -265,7 +273,7 @@ class ImageClassifier:
         Returns
         -------
         tuple of ndarray
-            (N,) fields as text and (N, C) float64 means (none for no images, as a chunk whose images were all skipped).
+            (N,) fields as text and (N, C) (or (N, C, L)) float64 statistics (none for no images, as a chunk whose images were all skipped).
 
         Raises
         ------
@@ -274,8 +282,9 @@ class ImageClassifier:
         """
         fields = field_column(images, self.normalization.intensity_column).astype(str)
         chunks = image_chunks(self._with_model_channels(images), batch_size)  # field_column refused a bare array
-        means = [padded_array(chunk, self.size, self.channel_names).mean(axis=(2, 3), dtype=np.float64) for chunk in chunks]
-        return fields, np.concatenate(means) if means else np.zeros((0, len(self.channel_names)))
+        kind = self.normalization.intensity
+        means = [image_statistics(padded_array(chunk, self.size, self.channel_names), kind) for chunk in chunks]
+        return fields, np.concatenate(means) if means else np.zeros((0, *self.field_statistics_shape))
 
     def with_field_brightness(self, brightness: FieldBrightness | None) -> ImageClassifier:
         """This classifier normalising each image by its field's brightness in `brightness` (the network is shared, not copied).
@@ -290,7 +299,7 @@ class ImageClassifier:
         ImageClassifier
             A new classifier object (self when the model does not normalise per field).
         """
-        if self.normalization.intensity != "field":
+        if self.normalization.intensity not in FIELD_NORMALIZATIONS:
             return self
         return replace(self, normalization=replace(self.normalization, field_brightness=brightness))
 
@@ -310,9 +319,9 @@ class ImageClassifier:
         ImageClassifier
             The classifier to apply to `images` or any subset of them.
         """
-        if self.normalization.intensity != "field" or self.normalization.field_brightness is not None:
+        if self.normalization.intensity not in FIELD_NORMALIZATIONS or self.normalization.field_brightness is not None:
             return self
-        fields, means = self.field_means(images, batch_size)
+        fields, means = self.field_statistics(images, batch_size)
         return self.with_field_brightness(field_brightness(means, fields))
 
     def logits(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:

@@ -30,7 +30,7 @@ from phenolens.training.adversary import AdversaryTraining, domain_codes
 from phenolens.training.augment import channel_gains, cutmix, dim, flips_and_rotations, pseudo_label_weight
 from phenolens.training.classifier import EpochLog, ImageClassifier
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
-from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, intensity_normalized, padded_array
+from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, intensity_normalized, padded_array, training_quantiles
 from phenolens.training.settings import ImageTrainingSettings
 from phenolens.training.splits import group_column, stratified_split
 
@@ -117,8 +117,10 @@ def prepare_training_data(images: ImageSet, settings: ImageTrainingSettings, unl
         )
     else:
         train_index, val_index = np.arange(len(labelled)), np.array([], dtype=int)
-    raw = intensity_normalized(labelled, raw, settings.intensity_normalization, settings.intensity_column)
-    normalization = ChannelNormalization.fit(raw[train_index], settings.intensity_normalization, settings.intensity_column)
+    kind, column = settings.intensity_normalization, settings.intensity_column
+    reference = training_quantiles(labelled, raw, column, train_index) if kind == "field-quantile" else None
+    raw = intensity_normalized(labelled, raw, kind, column, reference=reference)
+    normalization = ChannelNormalization.fit(raw[train_index], kind, column, reference)
     encoding = CovariateEncoding.fit(images, settings.covariate) if settings.covariate else None
     tensors = (torch.from_numpy(normalization(raw)), torch.from_numpy(labelled.labels), *([encoding(labelled)] if encoding else []))
     domains, domain_names = domain_codes(labelled, settings.adversary_column) if settings.adversary_column else (None, None)

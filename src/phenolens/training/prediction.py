@@ -7,8 +7,8 @@ objects run through an `Executor` (in this process or on Dask workers, each load
 from its safetensors folder), each chunk's rows are appended as a parquet part of the run, and the
 summary is reduced from the parts one at a time, so memory holds one chunk whatever the number of
 images, and a killed run resumes from its last complete chunk with the same output. A model that
-normalises each field by its brightness first gets, in a pass of its own over the same chunks
-(`screen_field_brightness`), every field's brightness over all the screen's images, so that a
+normalises each field by its brightness (or maps its quantiles) first gets, in a pass of its own over the
+same chunks (`screen_field_brightness`), every field's brightness (or quantiles) over all the screen's images, so that a
 field cut by a chunk boundary is normalised as in memory, whatever the chunking.
 """
 
@@ -31,7 +31,7 @@ from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.data.query import select_rows
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.metrics import classification_metrics, z_prime_factor
-from phenolens.training.preprocess import FieldBrightness, field_brightness
+from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldBrightness, field_brightness
 from phenolens.training.settings import ImagePredictionSettings
 
 PREDICTED = "predicted"
@@ -344,8 +344,8 @@ def predict_chunk(task: PredictionTask) -> tuple[pd.DataFrame, pd.DataFrame | No
     return table, embeddings, skipped
 
 
-def chunk_field_means(shard: tuple[str, ImageChunk]) -> tuple[np.ndarray, np.ndarray]:
-    """The field and per-channel mean intensity of each padded image of one chunk (a shard function).
+def chunk_field_statistics(shard: tuple[str, ImageChunk]) -> tuple[np.ndarray, np.ndarray]:
+    """The field and `image_statistics` (per-channel mean intensity or quantiles) of each padded image of one chunk (a shard function).
 
     Images the chunk cannot decode are left out exactly as the main pass leaves them out (``skip_bad``),
     or stop the run with the same one-line error.
@@ -358,15 +358,16 @@ def chunk_field_means(shard: tuple[str, ImageChunk]) -> tuple[np.ndarray, np.nda
     Returns
     -------
     tuple of ndarray
-        (n,) fields and (n, C) means (`ImageClassifier.field_means`).
+        (n,) fields and (n, C) means or (n, C, L) quantiles (`ImageClassifier.field_statistics`).
     """
     model, chunk = shard
     classifier = cached_classifier(model)
-    return classifier.field_means(classifier.conform(chunk.read()[0]))
+    return classifier.field_statistics(classifier.conform(chunk.read()[0]))
 
 
 def screen_field_brightness(model: str | Path, chunks: list[ImageChunk], executor: Executor) -> FieldBrightness | None:
-    """Every field's brightness over all the images of `chunks`, read a chunk at a time (None unless the model normalises per field).
+    """Every field's table (brightness, or quantiles with ``field-quantile``) over all the images of `chunks`, read a chunk at a
+    time (None unless the model normalises per field).
 
     The first pass of a streamed screen: its result (fields x channels, small) goes with every chunk,
     so each image is normalised by the median over its whole field as in memory, whatever the chunking.
@@ -392,11 +393,12 @@ def screen_field_brightness(model: str | Path, chunks: list[ImageChunk], executo
         When the images carry no field column, or a chunk holds an unreadable image (without ``skip_bad``).
     """
     classifier = cached_classifier(model)
-    if classifier.normalization.intensity != "field":
+    if classifier.normalization.intensity not in FIELD_NORMALIZATIONS:
         return None
     started = time.perf_counter()
-    parts = [(np.zeros(0, dtype=str), np.zeros((0, len(classifier.channel_names))))]  # no chunks: an empty table
-    parts += [result for _, result in chunk_progress(executor.map(chunk_field_means, ((str(model), c) for c in chunks)), chunks, "field brightness")]
+    parts = [(np.zeros(0, dtype=str), np.zeros((0, *classifier.field_statistics_shape)))]  # no chunks: an empty table
+    shards = ((str(model), chunk) for chunk in chunks)
+    parts += [result for _, result in chunk_progress(executor.map(chunk_field_statistics, shards), chunks, "field brightness")]
     fields = np.concatenate([part[0] for part in parts])
     brightness = field_brightness(np.concatenate([part[1] for part in parts]), fields)
     progress_log.info("field brightness: %d fields from %d images in %.1f s", len(brightness), len(fields), time.perf_counter() - started)

@@ -21,7 +21,7 @@ IMAGE_ARCHITECTURES = ("densenet", "resnet18", "vgg")
 LOSSES = ("softmax", "arcface", "composite")
 SCHEDULES = ("plateau", "cosine")
 ADVERSARY_LOSSES = ("reversal", "confusion")
-INTENSITY_NORMALIZATIONS = ("none", "field", "crop")
+INTENSITY_NORMALIZATIONS = ("none", "field", "field-quantile", "crop")
 ADVERSARY_UNLABELLED = ("none", "evaluation")
 PREDICTION_BATCH = 256  # images per forward pass when applying a model: memory stays bounded by one batch
 
@@ -78,12 +78,16 @@ class ImageTrainingSettings(Settings):
     )
     intensity_normalization: str = setting(
         "none",
-        "Divide each stain of each image by a robust brightness before the per-channel standardisation: field (the median over the "
-        "images of its field of view, --intensity-column, of their mean intensity: illumination and staining correction per field) "
-        "or crop (the image's own mean intensity); stored with the model, so predict and explain apply it too.",
+        "Correct each stain of each image before the per-channel standardisation: field divides by a robust brightness (the median "
+        "over the images of its field of view, --intensity-column, of their mean intensity: illumination and staining correction per "
+        "field), field-quantile maps the field's intensity distribution (the medians over its images of their 1st-99th percentiles) "
+        "piecewise-linearly onto that of the training fields (background, gain and contrast per field), crop divides by the image's own "
+        "mean intensity; stored with the model, so predict and explain apply it too.",
         choices=INTENSITY_NORMALIZATIONS,
     )
-    intensity_column: str = setting("field", "Metadata column naming each image's field of view, for --intensity-normalization field.")
+    intensity_column: str = setting(
+        "field", "Metadata column naming each image's field of view, for --intensity-normalization field or field-quantile."
+    )
     pseudo_labels: bool = setting(True, "Use the unlabelled images as a pseudo-labelled pool.")
     pseudo_start: int | None = setting(None, "Epoch at which pseudo-labels start to count (default: epochs // 4).", minimum=0)
     pseudo_full: int | None = setting(None, "Epoch at which pseudo-labels reach their full weight (default: epochs // 2).", minimum=0)
