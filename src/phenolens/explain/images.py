@@ -34,7 +34,7 @@ from phenolens.explain.faithfulness import deletion_insertion, map_ssim, randomi
 from phenolens.explain.masks import nucleus_mass_fraction
 from phenolens.explain.selection import at_most, held_out_sources, out_of_fold_parts, select_images
 from phenolens.training.classifier import ImageClassifier
-from phenolens.training.preprocess import intensity_normalized, padded_array
+from phenolens.training.preprocess import padded_array
 
 
 @dataclass
@@ -309,10 +309,7 @@ def explain_images(
     cam = maps["gradcam"] if "gradcam" in maps else attribute(classifier, images, "gradcam", targets, settings)
     # the crops as the network reads them before standardising (intensity-normalised), taken as such: undoing the
     # standardisation leaves float32 rounding (~1e-7) on the black padding, which then counts as cell
-    norm = classifier.normalization
-    raw = intensity_normalized(
-        images, padded_array(images, classifier.size, classifier.channel_names), norm.intensity, norm.intensity_column, norm.field_brightness
-    )
+    raw = classifier.normalization.intensities(images, padded_array(images, classifier.size, classifier.channel_names))
     explanation = Explanation(
         class_names=list(classifier.class_names),
         channel_names=list(classifier.channel_names),

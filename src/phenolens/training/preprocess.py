@@ -376,7 +376,24 @@ class ChannelNormalization:
         ndarray
             The standardised images.
         """
-        return self(intensity_normalized(images, raw, self.intensity, self.intensity_column, self.field_brightness, self.intensity_reference))
+        return self(self.intensities(images, raw))
+
+    def intensities(self, images: ImageSet | np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """`raw` intensity-normalised as the network reads it before standardising (`inputs` without the last step).
+
+        Parameters
+        ----------
+        images : ImageSet or ndarray
+            The images `raw` was padded from.
+        raw : ndarray
+            (N, C, H, W) padded images.
+
+        Returns
+        -------
+        ndarray
+            The intensity-normalised images.
+        """
+        return intensity_normalized(images, raw, self.intensity, self.intensity_column, self.field_brightness, self.intensity_reference)
 
     def constant(self, raw: float | np.ndarray) -> np.ndarray:
         """(1, C, 1, 1) float32: the normalised value of a raw intensity (a scalar or one per channel).
