@@ -48,6 +48,7 @@ docs: $(DOCS_STAMP)
 #   profiling_percent_rep...  vectorised percent replicating equals the loop reference, and its speed-up
 #   sign_memorisation         the HMM's cluster purity on memorised random labels
 #   sign_dictionary_speed     held-out log-likelihood at least scikit-learn's, and the speed ratio
+#   images_field_look         what a well probe reads of a field's look from crop statistics after each normalisation
 bench-small: $(STAMP)
 	$(BIN)/python benchmarks/images_attribution_speed.py --small --check
 	$(BIN)/python benchmarks/images_targets.py bbbc013 --small --out runs/bench-small/images
@@ -59,6 +60,7 @@ bench-small: $(STAMP)
 	$(BIN)/python benchmarks/profiling_batch_effects.py --small
 	$(BIN)/python benchmarks/images_adversary.py --small --check --out runs/bench-small/images-adversary
 	$(BIN)/python benchmarks/images_class_model.py --small --check --out runs/bench-small/images-class-model
+	$(BIN)/python benchmarks/images_field_look.py --check
 	if command -v chromium >/dev/null; then $(BIN)/python benchmarks/explorer_pages.py --small --check; fi
 	$(BIN)/python benchmarks/sign_memorisation.py --small --check --out runs/bench-small/sign-memorisation
 	if [ -d /usr/share/datasets/fashion-mnist ]; then $(BIN)/python benchmarks/sign_dictionary_speed.py --small --check --out runs/bench-small/sign-dictionary; fi
