@@ -362,14 +362,12 @@ class ChannelNormalization:
         return (images - self.mean[None, :, None, None]) / self.std[None, :, None, None]
 
     def inputs(self, images: ImageSet | np.ndarray, raw: np.ndarray) -> np.ndarray:
-        """The network input: `raw` intensity-normalised (with `field_brightness` when set), then standardised per channel.
+        """The network input: `intensities` (with `field_brightness` when set), then standardised per channel.
 
         Parameters
         ----------
-        images : ImageSet or ndarray
-            The images `raw` was padded from.
-        raw : ndarray
-            (N, C, H, W) padded images.
+        images, raw
+            As `intensities`.
 
         Returns
         -------
