@@ -325,6 +325,35 @@ def test_the_cell_is_the_crops_non_zero_pixels_whatever_rounding_the_normalisati
     assert (explanation.cell_fraction["saliency"] < 1).all()  # saliency reaches into the padding
 
 
+def test_the_cell_is_the_crops_non_zero_pixels_when_field_quantile_lifts_the_padding():
+    import pandas as pd
+
+    from phenolens.training import fit_classifier
+    from phenolens.training.preprocess import padded_array
+
+    rng = np.random.default_rng(0)
+    crops, labels, fields = [], [], []
+    for i in range(32):
+        field = (i // 4) % 8
+        side = 16 if field < 4 else 8  # fields 4-7 hold small crops, padded to 16 px: their 1st percentile is black
+        crop = rng.uniform(0.1, 0.3, size=(2, side, side)).astype(np.float32)
+        crop[:, side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] += 1.0 + i % 2
+        crops.append(crop)
+        labels.append(i % 2)
+        fields.append(f"F{field}")
+    images = ImageSet(crops, np.array(labels), ["a", "b"], ["dna", "actin"], pd.DataFrame({"field": fields}))
+    classifier = fit_classifier(
+        images, "resnet18", intensity_normalization="field-quantile", width=0.125, blocks=(1, 1), stem_stride=1, epochs=1, batch_size=8,
+        validation_fraction=0.0, size=16,
+    )  # fmt: skip
+    small = images.subset(np.flatnonzero(np.isin(fields, ["F4", "F5"])))
+    explanation = explain_images(classifier, small, methods=("saliency",), nucleus_channel="dna", check_images=2, sanity_images=1)
+    padding = padded_array(small, 16, ["dna", "actin"]).sum(axis=1) == 0
+    assert (explanation.raw.transpose(1, 0, 2, 3)[:, padding] > 0).all()  # the map lifts the padding above 0 ...
+    assert explanation.metrics()["cell_mass_fraction"]["saliency"] < 1  # ... and the cell is still the crop, not the frame
+    assert not (explanation.nucleus_masks & padding).any()
+
+
 def test_the_checks_sample_is_nested_sized_and_seeded_for_any_counts():
     from hypothesis import given, settings
     from hypothesis import strategies as st

@@ -309,7 +309,8 @@ def explain_images(
     cam = maps["gradcam"] if "gradcam" in maps else attribute(classifier, images, "gradcam", targets, settings)
     # the crops as the network reads them before standardising (intensity-normalised), taken as such: undoing the
     # standardisation leaves float32 rounding (~1e-7) on the black padding, which then counts as cell
-    raw = classifier.normalization.intensities(images, padded_array(images, classifier.size, classifier.channel_names))
+    padded = padded_array(images, classifier.size, classifier.channel_names)
+    raw = classifier.normalization.intensities(images, padded)
     explanation = Explanation(
         class_names=list(classifier.class_names),
         channel_names=list(classifier.channel_names),
@@ -347,11 +348,12 @@ def explain_images(
     if nucleus is not None:
         reporter_channel = settings.reporter_channel
         reporter = channel_index(classifier.channel_names, reporter_channel, "--reporter-channel") if reporter_channel else (1 if nucleus == 0 else 0)
-        explanation.nucleus_masks = nucleus_masks(raw, nucleus)
+        # segmented on the crops themselves: field-quantile maps the black padding to the reference's lowest level
+        explanation.nucleus_masks = nucleus_masks(padded, nucleus)
         explanation.reporter_channel = classifier.channel_names[reporter]
         explanation.nucleus_fraction = {method: nucleus_mass_fraction(m, explanation.nucleus_masks, reporter) for method, m in maps.items()}
         # Segmented crops have a zero background: the share inside the cell shows maps that sit on the padding.
-        cell = raw.sum(axis=1) > 0
+        cell = padded.sum(axis=1) > 0
         explanation.cell_fraction = {method: nucleus_mass_fraction(m, cell, reporter) for method, m in maps.items()}
     return explanation
 
