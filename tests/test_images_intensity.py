@@ -226,3 +226,24 @@ def test_an_image_skipped_while_decoding_is_left_out_of_its_fields_brightness_to
     expected = predict(ImageClassifier.load(model), kept, ImagePredictionSettings(batch_size=3)).table
     probabilities = ["p_corner", "p_middle"]
     np.testing.assert_allclose(table[probabilities].to_numpy(), expected[probabilities].to_numpy(), rtol=0, atol=1e-7)
+
+
+def test_quantile_matching_in_blocks_of_images_equals_one_block_and_bounds_its_memory(monkeypatch):
+    import tracemalloc
+
+    from phenolens.training import preprocess
+
+    rng = np.random.default_rng(0)
+    raw = rng.gamma(2.0, 100.0, size=(40, 3, 32, 32)).astype(np.float32)
+    knots = np.sort(rng.gamma(2.0, 100.0, size=(40, 3, len(preprocess.QUANTILE_LEVELS))), axis=2)
+    reference = np.sort(rng.uniform(0, 5, size=(3, len(preprocess.QUANTILE_LEVELS))), axis=1)
+    whole = preprocess.quantile_matched(raw, knots, reference)
+    monkeypatch.setattr(preprocess, "QUANTILE_BLOCK_VALUES", 3 * 32 * 32 * 3)  # three images a block, the last one short
+    tracemalloc.start()
+    try:
+        blocks = preprocess.quantile_matched(raw, knots, reference)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(blocks, whole)
+    assert blocks.dtype == np.float32 and peak < 3 * raw.nbytes  # the output, and temporaries of a few images only

@@ -219,6 +219,9 @@ def training_quantiles(images: ImageSet, raw: np.ndarray, column: str, train_ind
     return quantile_reference(field_brightness(image_statistics(raw[train_index], "field-quantile"), fields[train_index]), fields[train_index])
 
 
+QUANTILE_BLOCK_VALUES = 2**20  # pixel values mapped at once by `quantile_matched` (bounds its temporaries to tens of MB)
+
+
 def quantile_matched(raw: np.ndarray, knots: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Each image's stains mapped through the piecewise-linear function that takes its field's quantiles to the reference's.
 
@@ -242,14 +245,20 @@ def quantile_matched(raw: np.ndarray, knots: np.ndarray, reference: np.ndarray) 
         (N, C, H, W) float32.
     """
     flat = raw.reshape(*raw.shape[:2], int(np.prod(raw.shape[2:])))  # explicit: no -1 for no images
-    segment = np.zeros(flat.shape, dtype=np.intp)
-    for level in range(1, knots.shape[2] - 1):  # a loop over the knots, not the pixels: the segment each pixel falls in
-        segment += flat > knots[:, :, level, None]
     targets = np.broadcast_to(reference, knots.shape)
     width, rise = np.diff(knots, axis=2), np.diff(targets, axis=2)
     slopes = np.where(width > 1e-12, rise / np.where(width > 1e-12, width, 1.0), 1.0)
-    start, target, slope = (np.take_along_axis(values, segment, axis=2) for values in (knots, targets, slopes))
-    return (target + (flat - start) * slope).reshape(raw.shape).astype(np.float32, copy=False)
+    matched = np.empty(flat.shape, dtype=np.float32)
+    # blocks of images: the segment index and the gathered knots are several times the pixels' size each
+    block = max(1, QUANTILE_BLOCK_VALUES // max(1, flat.shape[1] * flat.shape[2]))
+    for first in range(0, len(flat), block):
+        rows = slice(first, first + block)
+        segment = np.zeros(flat[rows].shape, dtype=np.intp)
+        for level in range(1, knots.shape[2] - 1):  # a loop over the knots, not the pixels: the segment each pixel falls in
+            segment += flat[rows] > knots[rows, :, level, None]
+        start, target, slope = (np.take_along_axis(values[rows], segment, axis=2) for values in (knots, targets, slopes))
+        matched[rows] = target + (flat[rows] - start) * slope
+    return matched.reshape(raw.shape)
 
 
 def intensity_normalized(
