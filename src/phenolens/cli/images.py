@@ -225,7 +225,7 @@ def visualise(
         "own_class_probability": dict(zip(names, own.tolist())),
     }
     report = Report(f"phenolens images visualise: {Path(model).name}", metrics=metrics)
-    report.add(class_model_section(pictures, names, classifier.channel_names, filters, settings.hold))
+    report.add(class_model_section(pictures, names, classifier.channel_names, filters, settings.hold, classifier.normalization.intensity))
     with writer as written:
         np.savez_compressed(written.file("class_models.npz"), images=pictures, classes=np.array(names), channels=np.array(classifier.channel_names))
         written.write_metrics(metrics)

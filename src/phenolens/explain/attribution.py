@@ -225,7 +225,7 @@ def baseline_tensor(classifier, baseline: str | float) -> torch.Tensor:
     ------
     PhenolensError
         When `baseline` is neither a keyword nor a finite number, or is a non-zero raw intensity for a model
-        that divides each image by its own or its field's brightness (no one value stands for it in every image).
+        that normalises each image's intensities per crop or per field (no one value stands for it in every image).
     """
     import torch
 
@@ -238,8 +238,8 @@ def baseline_tensor(classifier, baseline: str | float) -> torch.Tensor:
         raw = _raw_baseline(baseline)
         if raw != 0.0 and norm.intensity != "none":
             raise PhenolensError(
-                f"baseline {baseline!r}: the model divides each image by its {norm.intensity} brightness "
-                "(--intensity-normalization), so a raw intensity has another value in every image; use --baseline zero or mean"
+                f"baseline {baseline!r}: the model normalises each image's intensities (--intensity-normalization {norm.intensity}), "
+                "so a raw intensity has another value in every image; use --baseline zero or mean"
             )
     return torch.from_numpy(norm.constant(raw))
 

@@ -225,7 +225,8 @@ def first_layer_filters(model: nn.Module) -> np.ndarray:
 
 def visualise_classes(classifier: ImageClassifier, settings: ClassModelSettings | None = None, images: ImageSet | None = None) -> np.ndarray:
     """Class-model images of a trained image classifier, in raw intensities (for a model trained with
-    ``--intensity-normalization``, in intensities divided by the brightness, the units its standardisation reads).
+    ``--intensity-normalization``, in intensity-normalised units (divided by a brightness or quantile-mapped), the units its
+    standardisation reads).
 
     Parameters
     ----------
@@ -279,9 +280,9 @@ def class_model_probabilities(classifier: ImageClassifier, pictures: np.ndarray)
     """The classifier's class probabilities of class-model images, as the optimisation presented them to the network.
 
     `class_models` optimises the standardised input ``(picture - mean) / std`` directly, so the pictures are in the
-    units the network's standardisation reads: for a model that first divides each image by its brightness
-    (``--intensity-normalization``), dividing them again (``classifier.predict_proba``) would score other images
-    (and a bare array has no field to look a brightness up for).
+    units the network's standardisation reads: for a model that first normalises each image's intensities
+    (``--intensity-normalization``), normalising them again (``classifier.predict_proba``) would score other images
+    (and a bare array has no field to look its statistics up for).
 
     Parameters
     ----------

@@ -43,7 +43,7 @@ class Explanation:
 
     class_names: list[str]
     channel_names: list[str]
-    raw: np.ndarray  # (N, C, S, S) padded crops before standardisation (divided by their brightness with --intensity-normalization)
+    raw: np.ndarray  # (N, C, S, S) padded crops before standardisation (intensity-normalised with --intensity-normalization)
     labels: np.ndarray  # -1 where unknown
     proba: np.ndarray
     targets: np.ndarray
@@ -426,7 +426,7 @@ class ModelExplanation:
     metrics: dict
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays of attributions.npz: raw crops, labels, targets, probabilities, channel checks, maps and nucleus masks.
+        """The arrays of attributions.npz: the crops as `Explanation.raw`, labels, targets, probabilities, channel checks, maps and nucleus masks.
 
         Returns
         -------

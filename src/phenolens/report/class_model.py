@@ -8,19 +8,23 @@ from phenolens.report.figures import figure
 from phenolens.report.html import Section
 
 
-def class_model_section(images: np.ndarray, class_names: list[str], channel_names: list[str], filters: np.ndarray, held: tuple[str, ...]) -> Section:
+def class_model_section(
+    images: np.ndarray, class_names: list[str], channel_names: list[str], filters: np.ndarray, held: tuple[str, ...], intensity: str = "none"
+) -> Section:
     """The class models (one row per class, one column per channel) and the first convolution's filters.
 
     Parameters
     ----------
     images : numpy.ndarray
-        (K, C, H, W) raw-intensity class models.
+        (K, C, H, W) class models, in the units the network's standardisation reads.
     class_names, channel_names : list of str
         Row and column labels.
     filters : numpy.ndarray
         (F, C, k, k) weights of the first convolution.
     held : tuple of str
         Channels held at the mean crop (said in the caption).
+    intensity : str
+        The model's ``--intensity-normalization``: with any but ``none`` the pictures are intensity-normalised, not raw.
 
     Returns
     -------
@@ -28,6 +32,7 @@ def class_model_section(images: np.ndarray, class_names: list[str], channel_name
         Two figures with captions.
     """
     section = Section("Class models")
+    units = "raw intensity" if intensity == "none" else f"intensity ({intensity}-normalised)"
     section.text(
         "Each image is the light the network scores highest for its class (Simonyan et al. 2014), optimised from black with jitter "
         "and blur, each optimised channel holding at most a typical training crop's light (its L2 norm); metrics.json gives the "
@@ -47,7 +52,7 @@ def class_model_section(images: np.ndarray, class_names: list[str], channel_name
                 axis.set_title(name)
             if channel == 0:
                 axis.set_ylabel(class_name)
-        fig.colorbar(shown, ax=axes[:, channel].tolist(), location="bottom", shrink=0.9, label=f"{name}, raw intensity")
+        fig.colorbar(shown, ax=axes[:, channel].tolist(), location="bottom", shrink=0.9, label=f"{name}, {units}")
     section.figure(fig, "Class models: rows are classes, columns are channels (magma, black = no light).", "class_models.png")
     count = min(len(filters), 32)
     fig, axes = figure(1.2 * 8, 1.2 * ((count * filters.shape[1] + 7) // 8) + 0.4, nrows=(count * filters.shape[1] + 7) // 8, ncols=8, squeeze=False)

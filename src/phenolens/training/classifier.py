@@ -181,9 +181,9 @@ class ImageClassifier:
     def array(self, images: ImageSet | np.ndarray) -> np.ndarray:
         """Padded, checked and normalised (N, C, size, size) float32 array.
 
-        With an intensity normalisation per field, each field's brightness is the normalisation's
-        `field_brightness` table when set (`with_field_brightness`), else the median over the images
-        of that field given here.
+        With an intensity normalisation per field, each field's statistics (brightness or quantiles) are the
+        normalisation's `field_brightness` table when set (`with_field_brightness`), else the medians over the
+        images of that field given here.
 
         Parameters
         ----------
@@ -287,7 +287,7 @@ class ImageClassifier:
         return fields, np.concatenate(means) if means else np.zeros((0, *self.field_statistics_shape))
 
     def with_field_brightness(self, brightness: FieldBrightness | None) -> ImageClassifier:
-        """This classifier normalising each image by its field's brightness in `brightness` (the network is shared, not copied).
+        """This classifier normalising each image by its field's statistics in `brightness` (the network is shared, not copied).
 
         Parameters
         ----------

@@ -385,7 +385,8 @@ def screen_field_brightness(model: str | Path, chunks: list[ImageChunk], executo
     Returns
     -------
     dict or None
-        Field -> (C,) brightness (`phenolens.training.preprocess.field_brightness`).
+        Field -> its statistics (`phenolens.training.preprocess.field_brightness`): (C,) brightness, or (C, L)
+        quantiles with ``field-quantile``.
 
     Raises
     ------
