@@ -699,7 +699,9 @@ class AttributionSettings(Settings):
         "Attribution methods, comma-separated.",
         choices=tuple(_ALIASES),
     )
-    target: str = setting("predicted", "Class each map explains: predicted, true, a class name or a class index.")
+    target: str = setting(
+        "predicted", "Class each map explains: predicted, true, a class name or a class index (digits that name a class mean that class)."
+    )
     layer: str | None = setting(None, "Grad-CAM layer: a stage name or submodule path (default: the last stage).")
     window: int | None = setting(
         None,
