@@ -262,7 +262,7 @@ def test_a_raw_intensity_baseline_is_refused_for_a_model_that_divides_each_image
         np.ones(2, np.float32), np.full(2, 0.5, np.float32), "crop"))  # fmt: skip
     assert np.allclose(baseline_tensor(crop, "zero").flatten().numpy(), -2.0) and np.allclose(baseline_tensor(crop, "mean").numpy(), 0.0)
     assert np.allclose(baseline_tensor(crop, "0").flatten().numpy(), -2.0)  # black is black in every image
-    with pytest.raises(PhenolensError, match="baseline '15': the model divides each image by its crop brightness"):
+    with pytest.raises(PhenolensError, match=r"baseline '15': the model normalises each image's intensities \(--intensity-normalization crop\)"):
         attribute(crop, _images(2), "ig", np.array([0, 1]), AttributionSettings(baseline="15"))
 
 
