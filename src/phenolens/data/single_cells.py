@@ -212,7 +212,7 @@ def _require_numeric(columns: Sequence[str], types: dict[str, bool], where: str)
 
 def _require_features(found: Sequence[tuple[str, Sequence[str]]], where: str, features: Sequence[str]) -> None:
     if not any(columns for _, columns in found):
-        wanted = "the --feature-columns given" if features else f"a {' / '.join(name + '_' for name, _ in found)} prefix (any case)"
+        wanted = "the --feature-columns given" if features else f"a {' / '.join(name + '_' for name, _ in found)} prefix"
         raise PhenolensError(f"{where}: no feature columns ({wanted}); check --compartments and the file")
     unknown = sorted(set(features) - {column for _, columns in found for column in columns})
     if unknown:
