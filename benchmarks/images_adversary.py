@@ -36,6 +36,17 @@ crops (folds mixing fields) minus chance is lower than `field`'s AND its mean va
 most 0.01 below `field`'s; otherwise it keeps `field`. The test figures are then run once with the chosen
 setting on seeds 0-4 (the default --seeds) and reported as they come; the other setting's test figures,
 if run, are printed beside them and change nothing. Outcome (session 15): `field` kept.
+
+The blur augmentation (`--blur-augmentation SIGMA`, session 15, this rule committed before any run of the candidates):
+SIGMA in {1.0, 2.0} beside 0 (off, the current setting: `field`, no blur). Each candidate runs `python
+benchmarks/images_adversary_selection.py --seed S --variants "intensity_normalization=field,blur_augmentation=1.0;
+intensity_normalization=field,blur_augmentation=2.0"` for seeds 0-4 (validation fields only, the test fields never
+read); the current setting's figures are session 15's `field` rows (mean probe minus chance +0.0768, mean validation
+macro-F1 0.978; the selection is deterministic, and seed 0 reruns `intensity_normalization=field` in the same call to
+confirm it). A SIGMA is chosen if its mean within-class well probe on the non-test crops (folds mixing fields) minus
+chance is below +0.0768 AND its mean validation macro-F1 is at least 0.968 (at most 0.01 below); of two such, the lower
+probe. The test figures are then run once with the chosen SIGMA on seeds 0-4, and the benchmark's default options
+change only if they meet both targets; if no SIGMA is chosen, the selection figures are the result.
 """
 
 from __future__ import annotations
