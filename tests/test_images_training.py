@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +22,11 @@ from phenolens.training import (
     cutmix,
     dim,
     fit_classifier,
+    fitting,
     flips_and_rotations,
+    gaussian_blur,
     pseudo_label_weight,
+    random_blur,
     stratified_folds,
     stratified_split,
 )
@@ -146,6 +151,70 @@ def test_channel_gains_scale_each_stain_of_each_image_by_its_own_gain():
     assert gains.min() > 0.6 - 1e-4 and gains.max() < 1.4 + 1e-4 and gains.std(0).min() > 0.2  # spread over U(0.6, 1.4)
     assert abs(np.corrcoef(gains[:, 0], gains[:, 1])[0, 1]) < 0.2  # the stains' gains are drawn apart
     assert torch.allclose(channel_gains(x, torch.Generator().manual_seed(0), 0.0, black), x, atol=1e-6)
+
+
+def _cosine_image(size: int = 32) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """cos(a r) cos(b c) + 0.5 cos(d c) with frequencies pi k / (size - 1): each term is its own mirror image about the
+    first and last pixel, so a blur with reflected borders only scales it, by the kernel's response at its frequencies."""
+    n = np.arange(size)
+    a, b, d = (np.pi * k / (size - 1) for k in (3, 5, 12))
+    image = np.cos(a * n)[:, None] * np.cos(b * n)[None, :] + 0.5 * np.cos(d * n)[None, :] * np.ones((size, 1))
+    return image, [(a, b, 1.0), (0.0, d, 0.5)]
+
+
+def _blurred_cosine_image(sigma: float, size: int = 32) -> np.ndarray:
+    """The known answer: each term of `_cosine_image` times exp(-sigma^2 w^2 / 2) per axis, a Gaussian's response at w."""
+    n = np.arange(size)
+    response = lambda w: np.exp(-0.5 * (sigma * w) ** 2)  # noqa: E731
+    return sum(weight * response(a) * response(b) * np.cos(a * n)[:, None] * np.cos(b * n)[None, :] for a, b, weight in _cosine_image(size)[1])
+
+
+def test_gaussian_blur_scales_each_frequency_by_the_gaussian_response_and_lowers_the_sharpness():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from images_field_look import crop_statistics  # the sharpness the field-look benchmark reads
+
+    image, _ = _cosine_image()
+    x = torch.from_numpy(np.stack([image, 2.0 * image + 1.0])[None].repeat(3, 0))  # (3, 2, 32, 32): a second stain, scaled and offset
+    sigmas = torch.tensor([0.0, 1.0, 2.0], dtype=x.dtype)
+    blurred = gaussian_blur(x, sigmas).numpy()
+    assert np.array_equal(blurred[0], x[0].numpy())  # sigma 0: the identity
+    sharpness = crop_statistics(blurred)["sharpness"]
+    for i, sigma in enumerate((1.0, 2.0), start=1):
+        expected = _blurred_cosine_image(sigma)
+        # the kernel is cut at 3 sigma, so it is the Gaussian's response to within its lost tails (0.3 % of the mass)
+        assert np.abs(blurred[i, 0] - expected).max() < 5e-3 and np.abs(blurred[i, 1] - (2.0 * expected + 1.0)).max() < 1e-2
+        assert np.allclose(sharpness[i], crop_statistics(np.stack([expected, 2.0 * expected + 1.0])[None])["sharpness"][0], rtol=1e-2)
+    before = crop_statistics(x.numpy())["sharpness"][0, 0]
+    assert sharpness[0, 0] == pytest.approx(before) and before - 0.05 > sharpness[1, 0] > sharpness[2, 0] + 0.03
+    assert np.allclose(sharpness[:, 0], sharpness[:, 1], rtol=1e-5)  # per unit of contrast: the same in both stains
+    constant = torch.full((2, 3, 9, 7), 4.5, dtype=torch.float64)
+    assert torch.allclose(gaussian_blur(constant, torch.tensor([1.5, 6.0], dtype=torch.float64)), constant, atol=1e-12)  # kernel cut to the image
+
+
+def test_random_blur_draws_one_sigma_per_image_from_zero_to_the_largest():
+    image, _ = _cosine_image()
+    x = torch.from_numpy(image[None, None].repeat(64, 0))
+    blurred = random_blur(x, torch.Generator().manual_seed(0), 2.0)
+    sigmas = 2.0 * torch.rand(64, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    assert torch.equal(blurred, gaussian_blur(x, sigmas))  # one draw per image from the generator, every channel alike
+    assert 0.0 <= float(sigmas.min()) < 0.2 and 1.8 < float(sigmas.max()) <= 2.0
+    assert torch.equal(random_blur(x, torch.Generator().manual_seed(0), 0.0), x)
+
+
+def test_blur_augmentation_is_off_by_default_and_changes_training_when_on(monkeypatch):
+    images = _two_class_set(24)
+    options = dict(width=0.125, blocks=[1, 1], epochs=1, batch_size=8, validation_fraction=0.0, pseudo_labels=False, seed=2)
+    blurred = fit_classifier(images, "resnet18", blur_augmentation=1.5, **options)
+
+    def never(*args, **kwargs):
+        raise AssertionError("random_blur called with the blur augmentation off")
+
+    monkeypatch.setattr(fitting, "random_blur", never)  # off: no blur and no draw from the generator, so runs are as before
+    default = fit_classifier(images, "resnet18", **options)
+    labelled = images.labelled()
+    assert not np.allclose(default.predict_proba(labelled), blurred.predict_proba(labelled), atol=1e-4)
+    with pytest.raises(PhenolensError, match=r"blur_augmentation \(--blur-augmentation\) = -1.0"):
+        fit_classifier(images, "resnet18", blur_augmentation=-1.0, epochs=1)
 
 
 def test_pseudo_label_schedule():

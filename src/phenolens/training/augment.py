@@ -3,7 +3,7 @@
 Cells have no up/down or left/right: flips and 90-degree turns are free label-preserving copies;
 small rotations (+-10 degrees) break the pixel grid; CutMix (Yun et al. 2019) pastes a box of one
 crop into another and mixes their labels by the pasted area; dimming scales a crop's brightness, as
-a shorter exposure would.
+a shorter exposure would; a random blur softens a crop, as a field slightly out of focus would.
 """
 
 from __future__ import annotations
@@ -107,6 +107,63 @@ def channel_gains(x: torch.Tensor, generator: torch.Generator, spread: float, bl
     """
     gain = 1.0 + spread * (2.0 * torch.rand(len(x), x.shape[1], 1, 1, generator=generator, dtype=x.dtype) - 1.0)
     return black + gain * (x - black)
+
+
+def gaussian_blur(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Blur each image by a Gaussian of its own standard deviation, separably (rows, then columns), every channel alike.
+
+    The kernel spans 3 standard deviations of the largest sigma each side (cut to the image, less a pixel) and sums to 1,
+    and the borders are reflected, so a constant image is unchanged; a sigma of 0 is a one-pixel kernel, the identity.
+    Being linear with weights summing to 1, the blur commutes with the per-channel standardisation: blurring the
+    normalised crop is blurring the raw one.
+
+    Parameters
+    ----------
+    x : Tensor
+        (N, C, H, W) batch.
+    sigmas : Tensor
+        (N,) standard deviations in pixels, each >= 0.
+
+    Returns
+    -------
+    Tensor
+        The blurred batch.
+    """
+    n, c, height, width = x.shape
+    radius = min(math.ceil(3.0 * float(sigmas.max())), height - 1, width - 1) if len(x) else 0
+    if radius < 1:
+        return x
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    # a sigma of 0 leaves exp(-huge) = 0 off the centre: the identity kernel without a special case
+    kernels = torch.exp(-0.5 * (offsets[None] / sigmas.to(x.dtype).clamp_min(1e-6)[:, None]) ** 2)
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N C, K): one kernel per image, every channel
+    planes = x.reshape(1, n * c, height, width)  # one group per image and channel: the whole batch in two grouped convolutions
+    planes = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode="reflect"), kernels[:, None, None, :], groups=n * c)
+    planes = F.conv2d(F.pad(planes, (0, 0, radius, radius), mode="reflect"), kernels[:, None, :, None], groups=n * c)
+    return planes.reshape(n, c, height, width)
+
+
+def random_blur(x: torch.Tensor, generator: torch.Generator, max_sigma: float) -> torch.Tensor:
+    """Blur each image by a Gaussian of standard deviation sigma ~ U(0, max_sigma) pixels (`gaussian_blur`).
+
+    Fields differ in how sharp they came out (focus, position under the objective); a network that has seen every
+    crop at other sharpnesses cannot tell its field by that alone.
+
+    Parameters
+    ----------
+    x : Tensor
+        (N, C, H, W) batch.
+    generator : Generator
+        Source of the sigmas.
+    max_sigma : float
+        Largest standard deviation, in pixels.
+
+    Returns
+    -------
+    Tensor
+        The blurred batch.
+    """
+    return gaussian_blur(x, max_sigma * torch.rand(len(x), generator=generator, dtype=x.dtype))
 
 
 @dataclass

@@ -27,7 +27,7 @@ from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
 from phenolens.training.adversary import OPTION as ADVERSARY_OPTION
 from phenolens.training.adversary import AdversaryTraining, domain_codes
-from phenolens.training.augment import channel_gains, cutmix, dim, flips_and_rotations, pseudo_label_weight
+from phenolens.training.augment import channel_gains, cutmix, dim, flips_and_rotations, pseudo_label_weight, random_blur
 from phenolens.training.classifier import EpochLog, ImageClassifier
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, intensity_normalized, padded_array, training_quantiles
@@ -206,7 +206,7 @@ def _schedule_callbacks(settings: ImageTrainingSettings, has_validation: bool, d
 def train_member(data: TrainingData, settings: ImageTrainingSettings, member_seed: int, description: str) -> tuple[ImageClassifierNet, History]:
     """Train one network of `settings.arch` on `data` from `member_seed`.
 
-    Each batch is augmented (flips, turns, rotations, optional dimming), CutMixed, and joined by as
+    Each batch is augmented (flips, turns, rotations, optional blur, stain gains and dimming), CutMixed, and joined by as
     many pseudo-labelled pool images once their weight alpha(t) is above 0; the loss of the mixed
     images is the CutMix-weighted sum over both labels, times the class weights.
 
@@ -236,6 +236,7 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         if not settings.augment:
             return x
         x = flips_and_rotations(x, generator, settings.max_rotation, fill=data.black)
+        x = random_blur(x, generator, settings.blur_augmentation) if settings.blur_augmentation else x
         x = channel_gains(x, generator, settings.channel_gain, data.black) if settings.channel_gain else x
         return dim(x, generator, settings.dimming, data.black) if settings.dimming else x
 

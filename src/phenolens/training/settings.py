@@ -76,6 +76,13 @@ class ImageTrainingSettings(Settings):
         "in a field or well does not mark its crops; 0 turns it off; below 1.",
         minimum=0.0,
     )
+    blur_augmentation: float = setting(
+        0.0,
+        "With --augment, blur each crop by a Gaussian whose standard deviation (pixels) is drawn from U(0, SIGMA), so that how sharp "
+        "a field came out (focus, position under the objective) does not mark its crops; 0 turns it off.",
+        minimum=0.0,
+        maximum=10.0,
+    )
     intensity_normalization: str = setting(
         "none",
         "Correct each stain of each image before the per-channel standardisation: field divides by a robust brightness (the median "
