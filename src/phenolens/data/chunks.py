@@ -33,7 +33,15 @@ from phenolens.core.logging import get_logger
 from phenolens.core.progress import progress
 from phenolens.core.settings import Settings, setting
 from phenolens.data.containers import UNLABELLED, ImageSet
-from phenolens.data.readers import REAL_KINDS, image_header, list_image_folder, manifest_entries, one_line_message, read_image
+from phenolens.data.readers import (
+    REAL_KINDS,
+    image_header,
+    list_image_folder,
+    manifest_entries,
+    one_line_message,
+    read_csv_as_written,
+    read_image,
+)
 
 log = get_logger(__name__)
 progress_log = get_logger("phenolens.progress")
@@ -438,7 +446,7 @@ def _zarr_source(store: Path, channel_names: Sequence[str] | None, unlabelled: s
     if not tables:
         raise PhenolensError(f"{store}: no {' or '.join(ZARR_TABLES)} beside the {ZARR_ARRAY!r} array; write one row of metadata per image")
     try:
-        meta = pd.read_parquet(tables[0]) if tables[0].suffix == ".parquet" else pd.read_csv(tables[0], converters={"label": str})
+        meta = pd.read_parquet(tables[0]) if tables[0].suffix == ".parquet" else read_csv_as_written(tables[0], ["label"])
     except Exception as error:  # noqa: BLE001 - any reader failure (ArrowInvalid, ParserError, UnicodeDecodeError) is a damaged table
         raise PhenolensError(f"{tables[0]}: cannot read the metadata table ({type(error).__name__}); rewrite it with one row per image") from None
     if len(meta) != array.shape[0]:

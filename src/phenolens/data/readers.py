@@ -413,11 +413,38 @@ def read_image_folder(
     return ImageSet(_stack_if_uniform(images), labels, class_names, channel_names, meta, name=name or folder.name)
 
 
-def _read_csv(path: Path, what: str, **options) -> pd.DataFrame:
-    """`pandas.read_csv` with every failure and every duplicate column name as one line naming `path`."""
+def read_csv_as_written(path: Path, columns: Sequence[str], **options) -> pd.DataFrame:
+    """`pandas.read_csv` with `columns` kept as the text written in the file (an empty cell as '').
+
+    pandas reads words such as 'None', 'NA' or 'null' as missing, which in a label or a path column are names
+    (pandas 3 does so even before a converter sees the cell); the other columns are read as pandas reads them.
+
+    Parameters
+    ----------
+    path : Path
+        A CSV file.
+    columns : sequence of str
+        The columns to keep as written (those the file lacks are ignored).
+    **options
+        Passed to `pandas.read_csv`.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    table = pd.read_csv(path, **options)
+    literal = [column for column in columns if column in table.columns]
+    if literal:
+        table[literal] = pd.read_csv(path, usecols=literal, dtype=str, keep_default_na=False)[literal]
+    return table
+
+
+def _read_csv(path: Path, what: str, as_written: Sequence[str] = (), **options) -> pd.DataFrame:
+    """`pandas.read_csv` (`read_csv_as_written` for the `as_written` columns) with every failure and every
+    duplicate column name as one line naming `path`."""
     try:
         header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
-        table = pd.read_csv(path, **options)
+        table = read_csv_as_written(path, as_written, **options)
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found; check the path") from None
     except pd.errors.EmptyDataError:
@@ -489,8 +516,8 @@ def manifest_entries(
         As `read_manifest`, for everything but the images themselves.
     """
     manifest = Path(manifest)
-    # Converters keep the text as written: pandas' missing-value words ('None', 'NA', 'null') are class names here.
-    table = _read_csv(manifest, "manifest", converters={label_column: str, path_column: str})
+    # pandas' missing-value words ('None', 'NA', 'null') are class names and file names here
+    table = _read_csv(manifest, "manifest", as_written=(label_column, path_column))
     for column in (path_column, label_column):
         if column not in table:
             raise PhenolensError(f"{manifest}: missing column {column!r}; the manifest needs {path_column},{label_column}")
