@@ -70,7 +70,8 @@ def held_out_sources(model: Path) -> list[str]:
     Returns
     -------
     list of str
-        The sources (empty when the model lists none).
+        The sources as written at training, then as absolute paths (`is_held_out` matches either); empty when
+        the model lists none.
     """
     extra = read_card(model).extra
     return list(extra.get("held_out_sources", [])) + list(extra.get("held_out_paths", []))

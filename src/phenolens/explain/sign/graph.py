@@ -131,9 +131,7 @@ class InferenceGraphBuilder(BaseEstimator):
         if isinstance(cls, str) and self.class_names and cls in self.class_names:
             return self.class_names.index(cls)  # before the digits rule: class folders are often named 1, 2, ...
         if isinstance(cls, str) and not cls.isdigit():
-            if not self.class_names or cls not in self.class_names:
-                raise PhenolensError(f"unknown class {cls!r}; choose one of: {', '.join(self.class_names or [str(i) for i in range(n)])}")
-            return self.class_names.index(cls)
+            raise PhenolensError(f"unknown class {cls!r}; choose one of: {', '.join(self.class_names or [str(i) for i in range(n)])}")
         if not 0 <= int(cls) < n:
             raise PhenolensError(f"class index {cls} is outside 0..{n - 1}")
         return int(cls)
