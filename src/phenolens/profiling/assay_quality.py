@@ -27,8 +27,7 @@ def _separation(first: np.ndarray, second: np.ndarray, names: tuple[str, str]) -
 
 def _z(gap, spread):
     """1 - spread / gap, elementwise; where the means coincide: 1 without spread, else -inf."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(gap > 0, 1.0 - spread / np.where(gap > 0, gap, 1.0), np.where(spread == 0, 1.0, -np.inf))
+    return np.where(gap > 0, 1.0 - spread / np.where(gap > 0, gap, 1.0), np.where(spread == 0, 1.0, -np.inf))
 
 
 def z_prime_factor(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
