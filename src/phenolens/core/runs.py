@@ -119,7 +119,7 @@ def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     Parameters
     ----------
     path : path
-        A file or folder the run reads.
+        As `describe_input`.
 
     Returns
     -------
