@@ -288,6 +288,20 @@ def profiler_settings(small: bool, new: bool = False, session15: bool = False) -
     ]
 
 
+def fitted_families(settings: ProfilingSettings, table: pd.DataFrame) -> tuple[AnomalyProfiler, dict[str, pd.DataFrame], tuple[np.ndarray, ...]]:
+    """The fitted profiler, its four representations (cellprofiler, anomaly, their concatenation, anomaly_adversarial)
+    and the wells' layout for sphering: (is control, is a training control, batch, plate)."""
+    profiler = AnomalyProfiler(settings)
+    representations = profiler.fit_transform(table)
+    base = {name: representations[name] for name in ("cellprofiler", "anomaly")}
+    families = {**base, CONCATENATION: wide_table(base, COLUMNS), ADVERSARIAL: representations[ADVERSARIAL]}
+    frame = representations["cellprofiler"]
+    is_control = (frame["Metadata_PertType"] == "control").to_numpy()
+    is_training = (frame[ROLE_COLUMN] == TRAIN).to_numpy()
+    batches, plates = frame[COLUMNS.batch].astype(str).to_numpy(), frame[COLUMNS.plate].astype(str).to_numpy()
+    return profiler, families, (is_control, is_training, batches, plates)
+
+
 def projected(frame: pd.DataFrame, projection: DiscriminantProjection) -> pd.DataFrame:
     """The wells of `frame` (metadata kept) in a fitted projection's coordinates."""
     metadata = [c for c in frame.columns if c not in set(features_of(frame, COLUMNS))]
@@ -305,14 +319,8 @@ def session16(table: pd.DataFrame, out: Path | None, started: float) -> Targets:
     B (treatment LDA) beside it, C (A on the other representations); returns the targets, judged on A."""
     settings = profiler_settings(False, new=True)[0]
     winner = new_corrections()[0]
-    profiler = AnomalyProfiler(settings)
-    representations = profiler.fit_transform(table)
-    base = {name: representations[name] for name in ("cellprofiler", "anomaly")}
-    families = {**base, CONCATENATION: wide_table(base, COLUMNS), ADVERSARIAL: representations[ADVERSARIAL]}
-    frame = representations["cellprofiler"]
-    is_control = (frame["Metadata_PertType"] == "control").to_numpy()
-    is_training = (frame[ROLE_COLUMN] == TRAIN).to_numpy()
-    batches, plates = frame[COLUMNS.batch].astype(str).to_numpy(), frame[COLUMNS.plate].astype(str).to_numpy()
+    profiler, families, (is_control, is_training, batches, plates) = fitted_families(settings, table)
+    frame = families["cellprofiler"]
     reference, groups, centring = sphering_layout(winner, is_control, is_training, batches, plates)
     inputs = {}
     for family, unsphered in families.items():
@@ -399,14 +407,7 @@ def main() -> None:
     consensus_candidates = ("modz",) if args.session15 else CONSENSUS[1:] if args.new else ()
     for settings in profiler_settings(args.small, args.new, args.session15):
         grid = corrections(args.small, args.new, settings, args.session15)
-        profiler = AnomalyProfiler(settings)
-        representations = profiler.fit_transform(table)
-        base = {name: representations[name] for name in ("cellprofiler", "anomaly")}
-        families = {**base, CONCATENATION: wide_table(base, COLUMNS), ADVERSARIAL: representations[ADVERSARIAL]}
-        frame = representations["cellprofiler"]
-        is_control = (frame["Metadata_PertType"] == "control").to_numpy()
-        is_training = (frame[ROLE_COLUMN] == TRAIN).to_numpy()
-        batches, plates = frame[COLUMNS.batch].astype(str).to_numpy(), frame[COLUMNS.plate].astype(str).to_numpy()
+        profiler, families, (is_control, is_training, batches, plates) = fitted_families(settings, table)
         accuracy = profiler.domain_accuracy_
         print(
             f"{label(settings, COLUMNS, True)}: batch predicted from the latent code of held-out controls, balanced accuracy "
