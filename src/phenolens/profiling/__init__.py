@@ -41,6 +41,8 @@ _EXPORTS = {
     "ProfilingRun": "pipeline",
     "run_profiling": "pipeline",
     "StudyShard": "plates",
+    "DiscriminantProjection": "projection",
+    "leave_one_compound_out_neighbors": "projection",
     "study_shards": "plates",
     "ReplicateMap": "replicates",
     "ReplicateResult": "replicates",

@@ -17,6 +17,7 @@ from phenolens.profiling.hits import anomaly_score, call_hits
 from phenolens.profiling.inputs import IMPUTED_COLUMN, ProfileColumns, finite_features, impute_from_plate_controls, require_columns, shared_features
 from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import whole_plate_normalize
+from phenolens.profiling.projection import leave_one_compound_out_neighbors
 from phenolens.profiling.replicates import (
     ReplicateMap,
     ReplicateResult,
@@ -256,6 +257,8 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
     """
     columns = settings
     columns.require("controls", "treatment")
+    if settings.moa_projection != "none" and not columns.moa:
+        settings.fail("moa_projection", f"{settings.moa_projection!r} learns from MoA annotations: give --moa-column")
     reference = next(iter(representations.values()))
     is_control = select_rows(reference, columns.controls, "profiles", "--controls")
     if not is_control.any():
@@ -288,7 +291,56 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
             settings,
         )
     profiles, meta = treatment_level(representations, columns, treated, settings.consensus) if columns.moa else ({}, None)
-    return finish_evaluation(scored, profiles, meta, settings)
+    evaluation = finish_evaluation(scored, profiles, meta, settings)
+    if meta is not None and settings.moa_projection != "none":
+        add_projected_neighbors(evaluation, representations, treated, meta, settings)
+    return evaluation
+
+
+def add_projected_neighbors(
+    evaluation: Evaluation, representations: dict[str, pd.DataFrame], treated: np.ndarray, meta: pd.DataFrame, settings: ProfileEvaluationSettings
+) -> None:
+    """Add the field's NSC/NSCB after a projection learnt from the other compounds' MoA (`--moa-projection`).
+
+    Per representation, `leave_one_compound_out_neighbors` refits the projection for every held-out compound on
+    the other compounds' treated wells; the figures go into the metrics as ``nsc_field_accuracy_<projection>``,
+    ``nscb_field_accuracy_<projection>`` (and ``*_treatments_<projection>``, the treatments scored), the results
+    into `evaluation.neighbors` as ``nsc_<projection>`` / ``nscb_<projection>``, and a note says what they used.
+
+    Parameters
+    ----------
+    evaluation : Evaluation
+        Updated in place.
+    representations : dict of str to pandas.DataFrame
+        The well-level representations `evaluate` scored.
+    treated : numpy.ndarray
+        Mask of treated wells.
+    meta : pandas.DataFrame
+        Per-treatment moa, compound (and batch) of `treatment_level`.
+    settings : ProfileEvaluationSettings or ProfilingSettings
+        Columns, consensus and the projection (``lda``).
+
+    Raises
+    ------
+    PhenolensError
+        For MoA annotations the projection cannot learn from (`leave_one_compound_out_neighbors`).
+    """
+    suffix = settings.moa_projection
+    labelled, treatments = moa_wells(next(iter(representations.values())), settings, treated)
+    for name, frame in representations.items():
+        values = frame.loc[labelled, features_of(frame, settings)].to_numpy(dtype=np.float64)
+        results = leave_one_compound_out_neighbors(values, treatments, meta, consensus=settings.consensus)
+        for kind in ("nsc", "nscb"):
+            result = results.get(kind)
+            evaluation.metrics[name][f"{kind}_field_accuracy_{suffix}"] = None if result is None else result.accuracy
+            evaluation.metrics[name][f"{kind}_field_treatments_{suffix}"] = None if result is None else result.evaluated
+            if result is not None:
+                evaluation.neighbors[name][f"{kind}_{suffix}"] = result
+    evaluation.notes.append(
+        f"NSC/NSCB *_{suffix} use the MoA annotations of the OTHER compounds: for every held-out compound a shrinkage LDA "
+        "(Ledoit-Wolf) is fitted on the other compounds' treated wells with their MoA as the class, and the held-out "
+        "compound's treatments are matched in that projection (cosine 1-NN, the field's NSC/NSCB; leave-one-compound-out)."
+    )
 
 
 @dataclass
@@ -576,8 +628,7 @@ def treatment_level(
         (representation -> treatment profiles, per-treatment metadata).
     """
     reference = next(iter(representations.values()))
-    labelled = treated & reference[columns.moa].notna().to_numpy()
-    treatments = reference.loc[labelled, columns.treatment].astype(str).to_numpy()
+    labelled, treatments = moa_wells(reference, columns, treated)
     grouped = reference[labelled].groupby(treatments)
     metadata = pd.DataFrame({"moa": grouped[columns.moa].first(), "compound": grouped[columns.compound_column].first().astype(str)})
     if columns.batch:
@@ -588,6 +639,27 @@ def treatment_level(
         profiles[name] = treatment_profiles(frame.loc[labelled, features].to_numpy(dtype=np.float64), treatments, consensus)
         profiles[name].columns = features
     return profiles, metadata
+
+
+def moa_wells(frame: pd.DataFrame, columns: ProfileColumns, treated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The wells MoA evaluation uses (treated, with a MoA) and their treatments.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A representation (its metadata).
+    columns : ProfileColumns
+        Column meanings (a MoA column is required).
+    treated : numpy.ndarray
+        Mask of treated wells.
+
+    Returns
+    -------
+    tuple
+        (mask of the wells, their treatments as str).
+    """
+    labelled = treated & frame[columns.moa].notna().to_numpy()
+    return labelled, frame.loc[labelled, columns.treatment].astype(str).to_numpy()
 
 
 def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> dict[str, float]:

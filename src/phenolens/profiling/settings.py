@@ -19,6 +19,7 @@ from phenolens.profiling.inputs import ProfileColumns
 
 CLASSIFIERS = ("lr", "mlp")  # the MoA classifiers compared: logistic regression and a multilayer perceptron
 CONSENSUS = ("mean", "median", "modz")  # how replicate wells are combined into a treatment profile
+MOA_PROJECTIONS = ("none", "lda")  # a second NSC/NSCB after a projection learnt from the other compounds' MoA
 INNER_FOLDS = 3  # folds of the hyper-parameter search inside each outer training split
 SCALE_POOLING = ("plate", "batch", "all")  # over which wells the feature spread is pooled
 
@@ -58,6 +59,12 @@ class EvaluationFields:
         "How a treatment's replicate wells are combined into its profile for NSC/NSCB and the MoA classifiers: mean, median, "
         "or modz (LINCS moderated z-score: weighted by the replicates' Spearman correlation, as pycytominer's consensus).",
         choices=CONSENSUS,
+    )
+    moa_projection: str = setting(
+        "none",
+        "Also report NSC/NSCB (field definition, *_lda metrics) after a shrinkage LDA projection learnt from the MoA annotations of "
+        "the OTHER compounds: refitted for every held-out compound on the other compounds' treated wells (leave-one-compound-out).",
+        choices=MOA_PROJECTIONS,
     )
     fdr: float = setting(0.05, "False discovery rate of hit calls.", minimum=0, maximum=1, exclusive_minimum=True)
     seed: int = setting(0, "Seed of every random step (same seed, same metrics).", minimum=0)

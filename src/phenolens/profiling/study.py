@@ -296,6 +296,8 @@ def profile_study(
         study, or a Dask worker that died more often than Dask retries.
     """
     settings.require("controls", "treatment")
+    if settings.moa_projection != "none":  # it refits on every held-out compound's complement: all treated wells at once
+        settings.fail("moa_projection", "needs the whole table in memory: give one profile file (or --dataset) and --scheduler serial")
     executor = executor or Executor()
     progress = progress or (lambda line: None)
     started = time.perf_counter()
