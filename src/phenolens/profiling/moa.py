@@ -30,6 +30,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng
 from phenolens.profiling.replicates import row_standardize
 from phenolens.profiling.settings import CLASSIFIERS, CONSENSUS, INNER_FOLDS
+from phenolens.training.metrics import f1_scores
 
 
 def treatment_profiles(values: np.ndarray, treatments: np.ndarray, consensus: str = "mean") -> pd.DataFrame:
@@ -416,7 +417,7 @@ def classify_moa(
         for kind in classifiers:
             runs = [predicted for (n, k, _), predicted in zip(tasks, predictions) if (n, k) == (name, kind)]
             f1[name][kind] = np.array([f1_score(y, predicted, average="weighted") for predicted in runs])
-            per_class[(name, kind)] = np.mean([f1_score(y, predicted, average=None, labels=classes) for predicted in runs], axis=0)
+            per_class[(name, kind)] = np.mean([f1_scores(y, predicted, classes)[0] for predicted in runs], axis=0)
     per_class_f1 = pd.DataFrame(
         list(per_class.values()), index=pd.MultiIndex.from_tuples(list(per_class), names=["representation", "classifier"]), columns=classes
     )
