@@ -1,0 +1,39 @@
+"""A constant (Pearson) or all-zero (cosine) profile has no similarity to anything: it is never a nearest
+neighbour, a constant query gets no prediction (and counts as wrong), and replicate metrics leave such wells out."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from phenolens.profiling.moa import nearest_neighbor_moa
+from phenolens.profiling.nested import nested_neighbor_accuracy
+
+INDEX = [f"t{i}" for i in range(6)]
+MOA = pd.Series(["A", "A", "A", "B", "B", "B"], index=INDEX)
+COMPOUND = pd.Series([f"c{i}" for i in range(6)], index=INDEX)
+
+
+def _profiles(constant: float) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    centres = {"A": rng.normal(size=20), "B": rng.normal(size=20)}
+    rows = [centres[m] + 0.1 * rng.normal(size=20) for m in MOA]
+    rows[0] = np.full(20, constant)
+    return pd.DataFrame(rows, index=INDEX)
+
+
+@pytest.mark.parametrize(("similarity", "constant"), [("pearson", 3.0), ("cosine", 0.0)])
+def test_a_constant_profile_is_never_the_nearest_neighbour_and_gets_no_prediction(similarity, constant):
+    result = nearest_neighbor_moa(_profiles(constant), MOA, COMPOUND, similarity=similarity)
+    predictions = result.predictions
+    assert predictions.loc["t0", "predicted"] is None and not predictions.loc["t0", "correct"]  # no prediction: counted wrong
+    assert "t0" not in set(predictions["neighbor"].dropna())  # its NaN similarity won every argmax before
+    assert predictions.loc[INDEX[1:], "correct"].all()
+    assert result.accuracy == pytest.approx(5 / 6) and result.evaluated == 6
+
+
+@pytest.mark.parametrize("criterion", ["accuracy", "map"])
+def test_nested_choice_never_picks_a_constant_neighbour(criterion):
+    good = _profiles(3.0)
+    result = nested_neighbor_accuracy({"only": good}, MOA, COMPOUND, criterion=criterion)
+    assert result.predictions["correct"].tolist() == [False, True, True, True, True, True]
+    assert result.accuracy == pytest.approx(5 / 6)
