@@ -7,6 +7,7 @@ import pytest
 
 from phenolens.profiling.moa import nearest_neighbor_moa
 from phenolens.profiling.nested import nested_neighbor_accuracy
+from phenolens.profiling.replicates import percent_replicating, replicate_map
 
 INDEX = [f"t{i}" for i in range(6)]
 MOA = pd.Series(["A", "A", "A", "B", "B", "B"], index=INDEX)
@@ -37,3 +38,16 @@ def test_nested_choice_never_picks_a_constant_neighbour(criterion):
     result = nested_neighbor_accuracy({"only": good}, MOA, COMPOUND, criterion=criterion)
     assert result.predictions["correct"].tolist() == [False, True, True, True, True, True]
     assert result.accuracy == pytest.approx(5 / 6)
+
+
+def test_percent_replicating_leaves_a_constant_well_out_like_replicate_map():
+    rng = np.random.default_rng(0)
+    treatments = np.repeat([f"T{i}" for i in range(10)], 3)
+    values = rng.normal(size=(10, 30))[np.repeat(np.arange(10), 3)] + 0.3 * rng.normal(size=(30, 30))
+    values[0] = 5.0
+    with_constant = percent_replicating(values, treatments, seed=0)
+    without = percent_replicating(values[1:], treatments[1:], seed=0)
+    assert np.isfinite(with_constant.threshold)  # one NaN correlation in the null made the threshold NaN and the score 0
+    assert with_constant.percent_replicating == without.percent_replicating == 1.0
+    assert with_constant.treatments.loc["T0", "n_replicates"] == 2
+    assert replicate_map(values, treatments, seed=0, null_size=200).mean_average_precision == pytest.approx(1.0)
