@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from phenolens.profiling.batch_effects import batch_neighbours
+from phenolens.profiling.inputs import ProfileColumns
 from phenolens.profiling.moa import nearest_neighbor_moa
 from phenolens.profiling.nested import nested_neighbor_accuracy
 from phenolens.profiling.replicates import percent_replicating, replicate_map
@@ -51,3 +53,15 @@ def test_percent_replicating_leaves_a_constant_well_out_like_replicate_map():
     assert with_constant.percent_replicating == without.percent_replicating == 1.0
     assert with_constant.treatments.loc["T0", "n_replicates"] == 2
     assert replicate_map(values, treatments, seed=0, null_size=200).mean_average_precision == pytest.approx(1.0)
+
+
+def test_batch_neighbours_leave_a_constant_control_out():
+    rng = np.random.default_rng(1)
+    plates = np.repeat([f"P{i}" for i in range(6)], 5)
+    batches = np.repeat(["B1", "B2", "B3"], 10)
+    values = rng.normal(size=(30, 20)) + np.repeat(rng.normal(size=(3, 20)) * 10, 10, axis=0)
+    values[0] = 1.0
+    table = pd.DataFrame(values, columns=[f"f{i}" for i in range(20)]).assign(Metadata_Plate=plates, Metadata_Batch=batches, Metadata_PertType="c")
+    result = batch_neighbours(table, ProfileColumns(controls="Metadata_PertType == 'c'", batch="Metadata_Batch"))
+    assert result.loc["all", "same_batch_neighbour"] == 1.0  # the constant control was everybody's nearest (batch B1)
+    assert result.loc["B1", "control_wells"] == 9
