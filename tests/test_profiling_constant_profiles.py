@@ -65,3 +65,26 @@ def test_batch_neighbours_leave_a_constant_control_out():
     result = batch_neighbours(table, ProfileColumns(controls="Metadata_PertType == 'c'", batch="Metadata_Batch"))
     assert result.loc["all", "same_batch_neighbour"] == 1.0  # the constant control was everybody's nearest (batch B1)
     assert result.loc["B1", "control_wells"] == 9
+
+
+def test_map_against_plate_controls_leaves_a_constant_well_out_like_replicate_map():
+    from phenolens.profiling.replicates import control_similarities, replicate_map_against_controls, row_standardize
+
+    rng = np.random.default_rng(0)
+    treatments = np.repeat([f"T{i}" for i in range(8)], 3)
+    treated = rng.normal(size=(8, 30))[np.repeat(np.arange(8), 3)] + 1.5 * rng.normal(size=(24, 30))
+    wells = np.vstack([treated, rng.normal(size=(12, 30))])
+    is_control, plates = np.r_[np.zeros(24, bool), np.ones(12, bool)], np.tile(["P1", "P2"], 18)
+
+    def treatment_map(keep):
+        unit = row_standardize(wells[keep])
+        queries, similarities = control_similarities(unit, plates[keep], is_control[keep])
+        result = replicate_map_against_controls(unit[~is_control[keep]], treatments[keep[:24]], queries, similarities, seed=0, null_size=200)
+        return result.treatments["mean_average_precision"]
+
+    wells[0] = 4.0  # a constant treated well (query and positive of T0)
+    wells[30] = 0.0  # and a constant control (a negative of plate P1)
+    everything = np.ones(36, bool)
+    left_out = everything.copy()
+    left_out[[0, 30]] = False
+    pd.testing.assert_series_equal(treatment_map(everything), treatment_map(left_out))  # T0 read 0.75 instead of 1.0

@@ -474,7 +474,8 @@ def replicate_map_against_controls(
     Parameters
     ----------
     unit : numpy.ndarray or RowFile
-        (treated wells, features) unit rows (only the replicate pairs' rows are read).
+        (treated wells, features) unit rows (only the replicate pairs' rows are read); a NaN row (a constant
+        profile) is left out, and so is a control whose similarities are NaN.
     treatments : numpy.ndarray
         Treatment of every treated well.
     negative_queries, negative_similarities : numpy.ndarray
@@ -506,6 +507,8 @@ def replicate_map_against_controls(
     queries = np.concatenate([pairs.ravel(), negative_queries])
     similarities = np.concatenate([np.repeat(positives, 2), negative_similarities])
     relevant = np.concatenate([np.ones(pairs.size, dtype=np.uint32), np.zeros(len(negative_queries), dtype=np.uint32)])
+    defined = np.isfinite(similarities)  # a constant well (NaN unit row) is left out, as `replicate_map` leaves it out
+    queries, similarities, relevant = queries[defined], similarities[defined], relevant[defined]
     order = np.lexsort([-similarities, queries])  # by query, most similar first (copairs' rank lists)
     ranked, counts = np.unique(queries, return_counts=True)
     scores, configurations = ap_contiguous(relevant[order], counts.astype(np.uint32))
