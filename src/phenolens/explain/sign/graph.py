@@ -111,7 +111,7 @@ class InferenceGraphBuilder(BaseEstimator):
         return self.class_names[index] if self.class_names else f"class {index}"
 
     def class_index(self, cls: int | str) -> int:
-        """The output word of a class.
+        """The output word of a class, by `phenolens.data.containers.find_class`'s rule.
 
         Parameters
         ----------
@@ -121,12 +121,12 @@ class InferenceGraphBuilder(BaseEstimator):
         Returns
         -------
         int
-            The class index.
+            The output word (the class's index).
 
         Raises
         ------
         PhenolensError
-            For an unknown name or an index out of range.
+            As `find_class` does: a name of no class, an index past the output words.
         """
         return find_class(cls, self.class_names, self.dictionary.output_dictionary_.n_words)  # a name first: folders named 1, 2, ...
 
