@@ -255,3 +255,34 @@ def test_cli_manifest_outside_paths_need_the_option(tmp_path, capsys):
         read_images(None, None, manifest)
     images = read_images(None, None, manifest, allow_outside_paths=True)
     assert len(images) == 2 and images.class_names == ["A", "B"]
+
+
+def _every_missing_token_table(path):
+    from pandas._libs.parsers import STR_NA_VALUES
+
+    tokens = sorted(STR_NA_VALUES) + ["Mitosis", "0.5"]
+    text = "label,path,value,note\n" + "".join(f"{t},{t},{t},{t}\n" for t in tokens) + "a,b,1.5,x\n"
+    path.write_text(text)
+    return path
+
+
+def test_read_csv_as_written_agrees_with_pandas_read_twice(tmp_path):
+    """The oracle is the former two reads: the literal columns as text, the others as pandas reads them."""
+    from phenolens.data.readers import read_csv_as_written
+
+    path = _every_missing_token_table(tmp_path / "t.csv")
+    expected = pd.read_csv(path)
+    expected[["label", "path"]] = pd.read_csv(path, usecols=["label", "path"], dtype=str, keep_default_na=False)[["label", "path"]]
+    table = read_csv_as_written(path, ["label", "path", "absent"])
+    pd.testing.assert_frame_equal(table, expected)
+    assert table["label"].iloc[0] == "" and table["value"].isna().sum() == len(table) - 3  # every token but 0.5, Mitosis, 1.5
+
+
+def test_read_csv_as_written_parses_the_file_once(tmp_path, monkeypatch):
+    from phenolens.data import readers
+
+    path = _every_missing_token_table(tmp_path / "t.csv")
+    parses, read_csv = [], pd.read_csv
+    monkeypatch.setattr(readers.pd, "read_csv", lambda *a, **k: parses.append(k.get("nrows")) or read_csv(*a, **k))
+    readers.read_csv_as_written(path, ["label"])
+    assert [rows for rows in parses if rows != 0] == [None]  # one parse of the rows (and, at most, of the header alone)

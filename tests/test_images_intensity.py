@@ -15,7 +15,7 @@ from phenolens.training import ImageClassifier, fit_classifier
 from phenolens.training.preprocess import (
     QUANTILE_LEVELS,
     ChannelNormalization,
-    field_brightness,
+    field_statistics,
     image_statistics,
     intensity_normalized,
     intensity_scales,
@@ -98,7 +98,7 @@ def test_field_quantile_matching_undoes_a_planted_gain_and_offset_per_field_and_
     moved = ImageSet(planted, images.labels, images.class_names, images.channel_names, images.meta)
     np.testing.assert_allclose(intensity_normalized(moved, planted, "field-quantile", "field", reference=reference), matched, rtol=0, atol=2e-5)
     # each field's quantiles land on the reference's (up to the interpolation between pixels of np.percentile)
-    table = field_brightness(image_statistics(matched, "field-quantile"), fields)
+    table = field_statistics(image_statistics(matched, "field-quantile"), fields)
     np.testing.assert_allclose(np.stack(list(table.values())), np.broadcast_to(reference, (8, *reference.shape)), rtol=0.05, atol=0.02)
     assert not np.allclose(matched, planted) and np.all(np.diff(reference, axis=1) > 0)
     # one map per field, not per crop: the crops of a field keep their differences (their medians are not all the reference's)
@@ -203,7 +203,7 @@ def test_a_field_missing_from_the_brightness_table_is_one_line(field_screen):
     table = classifier.for_fields_of(images.subset(np.arange(8))).normalization.field_brightness
     kind = classifier.normalization.intensity
     assert sorted(table) == ["F0", "F1"] and table["F0"].shape == ((2,) if kind == "field" else (2, len(QUANTILE_LEVELS)))
-    with pytest.raises(PhenolensError, match="field 'F2': not in the table of field brightness"):
+    with pytest.raises(PhenolensError, match="field 'F2': not in the table of field statistics"):
         classifier.with_field_brightness(table).predict_proba(images)
     looked_up = intensity_scales(np.ones((2, 2)), "field", np.array(["a", "b"]), {"a": np.array([2.0, 0.0]), "b": np.array([4.0, 1.0])})
     assert np.array_equal(looked_up, [[2.0, 1.0], [4.0, 1.0]])  # each image gets its field's row; a black channel is divided by 1
@@ -247,3 +247,20 @@ def test_quantile_matching_in_blocks_of_images_equals_one_block_and_bounds_its_m
         tracemalloc.stop()
     np.testing.assert_array_equal(blocks, whole)
     assert blocks.dtype == np.float32 and peak < 3 * raw.nbytes  # the output, and temporaries of a few images only
+
+
+def test_a_session_15_field_quantile_model_json_still_loads():
+    """The field tables (`field_statistics`, formerly `field_brightness`) are never saved: model.json keeps its keys."""
+    from phenolens.training.preprocess import QUANTILE_LEVELS, ChannelNormalization
+
+    saved = {  # the "normalization" block a session-15 `images train --intensity-normalization field-quantile` wrote
+        "mean": [0.5, 0.25],
+        "std": [0.125, 0.25],
+        "intensity": "field-quantile",
+        "intensity_column": "Metadata_Field",
+        "intensity_reference": [list(np.linspace(0, 1, len(QUANTILE_LEVELS))), list(np.linspace(0, 2, len(QUANTILE_LEVELS)))],
+        "quantile_levels": list(QUANTILE_LEVELS),
+    }
+    normalization = ChannelNormalization.from_dict(saved)
+    assert normalization.intensity == "field-quantile" and normalization.field_brightness is None
+    assert normalization.to_dict() == saved

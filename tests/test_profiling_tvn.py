@@ -8,7 +8,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.profiling.moa import nearest_neighbor_moa
 from phenolens.profiling.nested import nested_neighbor_accuracy
 from phenolens.profiling.settings import ProfilingSettings
-from phenolens.profiling.sphering import Spherer, TypicalVariationNormalizer, fit_spherers, sphered
+from phenolens.profiling.sphering import Spherer, TypicalVariationNormalizer, fit_spherers, sphere, sphered
 
 # Two batches, two plates each. Batch w1 stretches feature 1 by 3, batch w2 stretches feature 0 by 3 (controls and
 # treated wells alike: the planted batch effect); every plate adds its own offset. Three MoAs, each with one compound
@@ -170,8 +170,34 @@ def test_the_profiler_applies_tvn_and_transform_repeats_it():
     representations = profiler.fit_transform(screen)
     assert list(representations) == ["cellprofiler", "anomaly", "cellprofiler_sphered", "anomaly_sphered"]
     features = profiler.selected_features_
-    sphered_controls = representations["cellprofiler_sphered"].loc[(screen["Metadata_PertType"] == "control").to_numpy(), features]
-    assert np.abs(sphered_controls.groupby(screen["Metadata_Batch"]).mean().to_numpy()).max() < 1e-9  # every batch's controls centred
+    controls = (screen["Metadata_PertType"] == "control").to_numpy()
+    batches, plates = screen["Metadata_Batch"].astype(str).to_numpy()[controls], screen["Metadata_Plate"].astype(str).to_numpy()[controls]
+    # the fitted sphering centres every batch's controls (fit_transform spheres the held-out ones out of sample, so apply it in-sample)
+    sphered_controls = sphere(profiler.spherers_["cellprofiler"], representations["cellprofiler"].loc[controls, features].to_numpy(), batches, plates)
+    assert np.abs(pd.DataFrame(sphered_controls).groupby(batches).mean().to_numpy()).max() < 1e-9
     assert set(profiler.spherers_["cellprofiler"].plate_centres_) == set(screen["Metadata_Plate"].astype(str))
     again, treated = profiler.transform(screen), (screen["Metadata_PertType"] == "trt").to_numpy()  # controls: leave-one-out in the fit
     np.testing.assert_allclose(again["cellprofiler_sphered"].loc[treated, features], representations["cellprofiler_sphered"].loc[treated, features])
+
+
+@pytest.mark.parametrize("sphering", ["global", "tvn"])
+def test_held_out_controls_are_not_sphered_in_sample_with_all_controls(sphering):
+    """With --sphering-controls all the held-out (test) controls, the null of hits and Z-factors, are among the wells the
+    sphering is fitted on; sphered in-sample their scores were too small, and every treatment of a screen without any
+    effect was a hit (12 of 12, null mean z^2 0.98 against 2.28 for the treated wells)."""
+    from phenolens.profiling.anomaly import ROLE_COLUMN, AnomalyProfiler
+    from phenolens.profiling.evaluate import evaluate
+    from phenolens.profiling.hits import anomaly_score
+    from phenolens.profiling.synthetic import synthetic_screen
+
+    screen = synthetic_screen(plates=6, controls_per_plate=10, replicates=3, features=40, effect=0.0, batches=2, seed=0)
+    settings = ProfilingSettings(
+        controls="Metadata_PertType == 'control'", treatment="Metadata_Treatment", batch="Metadata_Batch", max_epochs=2, hidden=(16, 8), latent=4
+    )
+    settings = settings.replace(curve=False, sphering=sphering, sphering_controls="all", sphering_epsilon=1e-3, sphering_shrinkage=0.5)
+    frame = AnomalyProfiler(settings).fit_transform(screen)["cellprofiler_sphered"]
+    scores = anomaly_score(frame[[c for c in frame.columns if not c.startswith("Metadata_")]].to_numpy())
+    null = (frame[ROLE_COLUMN] == "test").to_numpy()
+    treated = (screen["Metadata_PertType"] == "trt").to_numpy()
+    assert 0.7 < scores[null].mean() / scores[treated].mean() < 1.4
+    assert evaluate({"cellprofiler_sphered": frame}, settings).metrics["cellprofiler_sphered"]["hits"] == 0

@@ -13,6 +13,45 @@ from phenolens.core.errors import PhenolensError
 UNLABELLED = -1
 
 
+def find_class(target: int | str, class_names: Sequence[str] | None, n_classes: int | None = None, what: str = "class") -> int:
+    """The index of a class given by name or by index: a name first, then a string of digits (or a number) as an index.
+
+    Class folders are often named 1, 2, 3: ``--target 2`` then means the class named "2" (index 1), and a string of
+    digits is an index only where no class has that name. The one rule of `sign graph --class` and `images explain --target`.
+
+    Parameters
+    ----------
+    target : int or str
+        A class name, or an index (a number, or a string of digits that names no class).
+    class_names : sequence of str or None
+        The model's classes in output order (None: a model without names, indices only).
+    n_classes : int, optional
+        Number of classes (default: ``len(class_names)``).
+    what : str
+        What the target is called in the messages.
+
+    Returns
+    -------
+    int
+        The class index.
+
+    Raises
+    ------
+    PhenolensError
+        For a name that is no class (and no string of digits), or an index out of range.
+    """
+    names = [str(name) for name in class_names or []]
+    n_classes = len(names) if n_classes is None else n_classes
+    if isinstance(target, str) and target in names:
+        return names.index(target)
+    if isinstance(target, str) and not target.isdigit():
+        raise PhenolensError(f"unknown {what} {target!r}; the model knows {', '.join(names or map(str, range(n_classes)))}")
+    index = int(target)
+    if not 0 <= index < n_classes:
+        raise PhenolensError(f"{what} index {index} is out of range; the model has {n_classes} classes")
+    return index
+
+
 @dataclass
 class ImageSet:
     """Multi-channel images with labels and per-image metadata.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas._libs.parsers import STR_NA_VALUES  # pandas' default missing-value words (2.x and 3.x)
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.progress import progress
@@ -417,7 +418,9 @@ def read_csv_as_written(path: Path, columns: Sequence[str], **options) -> pd.Dat
     """`pandas.read_csv` with `columns` kept as the text written in the file (an empty cell as '').
 
     pandas reads words such as 'None', 'NA' or 'null' as missing, which in a label or a path column are names
-    (pandas 3 does so even before a converter sees the cell); the other columns are read as pandas reads them.
+    (pandas 3 does so even before a converter sees the cell); the other columns are read as pandas reads them
+    (its default missing-value words, per column). The rows are parsed once; the header is read first to name
+    the columns.
 
     Parameters
     ----------
@@ -432,11 +435,13 @@ def read_csv_as_written(path: Path, columns: Sequence[str], **options) -> pd.Dat
     -------
     pandas.DataFrame
     """
-    table = pd.read_csv(path, **options)
-    literal = [column for column in columns if column in table.columns]
-    if literal:
-        table[literal] = pd.read_csv(path, usecols=literal, dtype=str, keep_default_na=False)[literal]
-    return table
+    header = pd.read_csv(path, **{**options, "nrows": 0}).columns
+    literal = [column for column in columns if column in header]
+    if not literal:
+        return pd.read_csv(path, **options)
+    # without the default words the literal columns keep every cell; the others are given pandas' default words back
+    missing_words = {column: sorted(STR_NA_VALUES) for column in header if column not in literal}
+    return pd.read_csv(path, dtype=dict.fromkeys(literal, str), keep_default_na=False, na_values=missing_words, **options)
 
 
 def _read_csv(path: Path, what: str, as_written: Sequence[str] = (), **options) -> pd.DataFrame:

@@ -35,6 +35,7 @@ import numpy as np
 from phenolens.core.errors import PhenolensError
 from phenolens.core.progress import progress
 from phenolens.core.settings import Settings, setting
+from phenolens.data.containers import find_class
 
 if TYPE_CHECKING:  # torch is imported where maps are computed, so that the settings load without it
     import torch
@@ -198,12 +199,7 @@ def resolve_targets(classifier, images: ImageSet | np.ndarray, target: str | int
         if labels is None or (labels == UNLABELLED).any():
             raise PhenolensError("target 'true' needs labelled images; use --target predicted or a class name")
         return np.asarray(labels)
-    if isinstance(target, str) and (target in classifier.class_names or not target.lstrip("-").isdigit()):
-        return np.full(len(images), classifier.class_index(target))  # a class named with digits is found by its name
-    index = int(target)
-    if not 0 <= index < len(classifier.class_names):
-        raise PhenolensError(f"target class index {index} is out of range; the model has {len(classifier.class_names)} classes")
-    return np.full(len(images), index)
+    return np.full(len(images), find_class(target, classifier.class_names, what="target class"))  # a class named with digits: by its name
 
 
 def baseline_tensor(classifier, baseline: str | float) -> torch.Tensor:

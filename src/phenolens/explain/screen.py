@@ -10,7 +10,7 @@ run resumes from the last complete chunk. The faithfulness and randomisation che
 seeded sample of fixed size (`check_sample`). The metrics are reduced from the parts one at a time
 (per-class sums), and the report's gallery reads back only the images it shows. A model that
 normalises each field by its brightness gets it over all the source's images of the explained
-images' fields, in a first pass (`screen_field_brightness`), as `explain_model` does in memory.
+images' fields, in a first pass (`screen_field_statistics`), as `explain_model` does in memory.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from phenolens.explain.attribution import FIRST_IG_STEPS, AttributionSettings, i
 from phenolens.explain.faithfulness import spread_curves
 from phenolens.explain.images import Explanation, _nanmean, _nested, check_sample, explain_images, per_image_rows
 from phenolens.explain.selection import held_out_sources, out_of_fold_parts, sample_positions, select_positions
-from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, screen_field_brightness
-from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldBrightness, field_column, padded_array
+from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, screen_field_statistics
+from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_column, padded_array
 
 progress_log = get_logger("phenolens.progress")  # the estimate is a progress line: shown unless PHENOLENS_LOG says otherwise
 
@@ -60,7 +60,7 @@ class ExplainTask:
     checked, sanity : ndarray
         Per image of the chunk: in the faithfulness sample, in the randomisation sample.
     field_brightness : dict or None
-        The brightness of every field of the explained images (`screen_field_brightness`), with a model that normalises per field.
+        The brightness of every field of the explained images (`screen_field_statistics`), with a model that normalises per field.
     """
 
     models: tuple[str, ...]
@@ -69,7 +69,7 @@ class ExplainTask:
     settings: AttributionSettings
     checked: np.ndarray
     sanity: np.ndarray
-    field_brightness: FieldBrightness | None = None
+    field_brightness: FieldStatistics | None = None
 
 
 @dataclass
@@ -345,7 +345,7 @@ def explain_screen(
     size = chunks.chunk_size or auto_chunk_size(channels, side)
     work = chosen.chunks(size, chunks.skip_bad)
     cost = estimate_cost(classifier, settings, count, executor.workers)
-    brightness = screen_field_brightness(model, _field_images(classifier, source, chosen).chunks(size, chunks.skip_bad), executor)
+    brightness = screen_field_statistics(model, _field_images(classifier, source, chosen).chunks(size, chunks.skip_bad), executor)
     progress_log.info(
         "explain: %d images of %d x %d x %d px in %d chunks; about %.0f forward passes per image, so roughly %.0f s on %s",
         *(count, channels, side, side, len(work), cost["passes_per_image"], cost["estimated_seconds"], executor.description),

@@ -34,6 +34,7 @@ from phenolens.profiling.sphering import SPHERED_SUFFIX, batch_icc, batch_icc_we
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
+NULL_FOLDS = 5  # cross-fitting folds of the held-out controls when the sphering is fitted on all controls
 UNUSED = "unused"  # training controls left out of the autoencoder by `max_train_controls`
 REPRESENTATIONS = ("cellprofiler", "anomaly")
 ADVERSARIAL = "anomaly_adversarial"  # the anomaly representation of the domain-adversarial autoencoder
@@ -214,7 +215,31 @@ class AnomalyProfiler(BaseEstimator):
         if settings.sphering_batch_icc_weight > 0:
             weights = batch_icc_weights(self.feature_batch_icc_[self.selected_features_].to_numpy(), settings.sphering_batch_icc_weight)
         self.spherers_ = fit_spherers(representations, self.selected_features_, reference, groups, settings, centring, weights)
-        return {**representations, **sphered(representations, self.spherers_, self.selected_features_, groups, centring)}
+        sphered_frames = sphered(representations, self.spherers_, self.selected_features_, groups, centring)
+        if settings.sphering_controls == "all":
+            self._sphere_null_out_of_sample(sphered_frames, representations, reference, reference & (roles == TEST), (groups, centring, weights))
+        return {**representations, **sphered_frames}
+
+    def _sphere_null_out_of_sample(self, frames, representations, reference, null, layout) -> None:
+        """Sphere the held-out (test) controls, the null of hits and Z-factors, with spherings fitted without them.
+
+        With ``--sphering-controls all`` they are among the wells the sphering is fitted on, and sphered in-sample
+        their anomaly scores are too small: in a screen without any effect every treatment was called a hit. Like the
+        leave-one-out standardisation of reference controls, each of `NULL_FOLDS` seeded folds of them is sphered by
+        a sphering fitted on every other reference control (cross-fitting), so they look like unseen wells.
+        """
+        groups, centring, weights = layout
+        features = self.selected_features_
+        rows = numpy_rng(self._settings.seed).permutation(np.flatnonzero(null))
+        for fold in np.array_split(rows, min(NULL_FOLDS, len(rows))) if len(rows) else []:
+            without = reference.copy()
+            without[fold] = False
+            spherers = fit_spherers(representations, features, without, groups, self._settings, centring, weights)
+            for name, spherer in spherers.items():
+                values = representations[name][features].to_numpy(dtype=np.float64)[fold]
+                out_of_sample = sphere(spherer, values, None if groups is None else groups[fold], None if centring is None else centring[fold])
+                frame = frames[name + SPHERED_SUFFIX]
+                frame.iloc[fold, frame.columns.get_indexer(features)] = out_of_sample
 
     def _without_batch_dominated(self, prepared: PreparedProfiles, raw: np.ndarray) -> list[str]:
         """The features left when those whose raw control wells vary mostly between batches (ICC above `batch_icc_max`) are dropped."""

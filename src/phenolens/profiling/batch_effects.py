@@ -33,6 +33,8 @@ HYPERPARAMETERS_CHOSEN_BY = (
 def batch_neighbours(frame: pd.DataFrame, columns: ProfileColumns) -> pd.DataFrame:
     """Per batch: control wells, how often a control's nearest control on another plate shares its batch, and chance.
 
+    Controls with a constant profile (no correlation with anything) are left out.
+
     Parameters
     ----------
     frame : pandas.DataFrame
@@ -55,11 +57,13 @@ def batch_neighbours(frame: pd.DataFrame, columns: ProfileColumns) -> pd.DataFra
     if not columns.batch:
         raise PhenolensError("batch effects need a batch column: give --batch-column")
     controls = frame[select_rows(frame, columns.controls, "profiles", "--controls")]
+    unit = row_standardize(controls[features_of(frame, columns)].to_numpy(dtype=np.float64))
+    defined = ~np.isnan(unit[:, 0])  # a constant control resembles nothing: it can be nobody's nearest neighbour, nor have one
+    unit, controls = unit[defined], controls[defined]
     plates = controls[columns.plate].astype(str).to_numpy()
     batches = controls[columns.batch].astype(str).to_numpy()
     if len(set(plates)) < 2:
         raise PhenolensError("batch effects need control wells on two or more plates")
-    unit = row_standardize(controls[features_of(frame, columns)].to_numpy(dtype=np.float64))
     nearest = np.empty(len(unit), dtype=np.int64)
     rows = max(1, CHUNK_BYTES // (8 * len(unit)))  # similarities of a block of controls at a time (a study has tens of thousands)
     for start in range(0, len(unit), rows):

@@ -30,6 +30,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.seeding import numpy_rng
 from phenolens.profiling.replicates import row_standardize
 from phenolens.profiling.settings import CLASSIFIERS, CONSENSUS, INNER_FOLDS
+from phenolens.training.metrics import f1_scores
 
 
 def treatment_profiles(values: np.ndarray, treatments: np.ndarray, consensus: str = "mean") -> pd.DataFrame:
@@ -143,6 +144,30 @@ def unit_rows(values: np.ndarray, similarity: str = "pearson") -> np.ndarray:
         return values / np.linalg.norm(values, axis=1, keepdims=True)
 
 
+def neighbor_similarities(unit: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """Similarity of every pair of unit rows, -inf where the pair may not match or the similarity is undefined.
+
+    A constant (Pearson) or all-zero (cosine) profile has no similarity to anything (its unit row is
+    NaN). Set to -inf, such a profile is never a nearest neighbour and ranks last (``np.argmax`` would
+    pick a NaN as the maximum), and a query with no finite similarity has no neighbour at all.
+
+    Parameters
+    ----------
+    unit : numpy.ndarray
+        (rows, features) from `unit_rows`.
+    excluded : numpy.ndarray
+        (rows, rows) pairs that may never be neighbours (`NeighborSetup.excluded`).
+
+    Returns
+    -------
+    numpy.ndarray
+        (rows, rows) float64 similarities.
+    """
+    similarity = unit @ unit.T
+    similarity[excluded | np.isnan(similarity)] = -np.inf
+    return similarity
+
+
 @dataclass
 class NeighborSetup:
     """Who may be whose neighbour in NSC/NSCB matching (`neighbor_setup`).
@@ -223,7 +248,9 @@ def nearest_neighbor_moa(
 
     `moa`, `compound`, `batch` are indexed by treatment (a batch cell may hold several batches
     separated by '|'). Queries whose MoA has no eligible treatment left cannot be right and are not
-    evaluated; they are listed in `unevaluable_moas`. The field's NSCB (Caicedo et al. 2018; see
+    evaluated; they are listed in `unevaluable_moas`. A constant (Pearson) or all-zero (cosine) profile
+    resembles nothing: it is never a neighbour, and as a query it gets no prediction and counts as wrong
+    (a treatment whose profile carries no information has not recovered its MoA). The field's NSCB (Caicedo et al. 2018; see
     `neighbor_setup`) also removes those MoAs from the candidate neighbours and compares profiles by
     cosine: ``similarity="cosine", drop_unevaluable_moas=True``.
 
@@ -258,9 +285,7 @@ def nearest_neighbor_moa(
     )
     profiles = profiles[setup.kept]
     moa = moa.loc[profiles.index].to_numpy()
-    unit = unit_rows(profiles.to_numpy(), similarity)
-    similarity_matrix = unit @ unit.T
-    similarity_matrix[setup.excluded] = -np.inf
+    similarity_matrix = neighbor_similarities(unit_rows(profiles.to_numpy(), similarity), setup.excluded)
     neighbor = np.argmax(similarity_matrix, axis=1)
     has_candidate = np.isfinite(similarity_matrix).any(axis=1)
     predictions = pd.DataFrame(
@@ -416,7 +441,7 @@ def classify_moa(
         for kind in classifiers:
             runs = [predicted for (n, k, _), predicted in zip(tasks, predictions) if (n, k) == (name, kind)]
             f1[name][kind] = np.array([f1_score(y, predicted, average="weighted") for predicted in runs])
-            per_class[(name, kind)] = np.mean([f1_score(y, predicted, average=None, labels=classes) for predicted in runs], axis=0)
+            per_class[(name, kind)] = np.mean([f1_scores(y, predicted, classes)[0] for predicted in runs], axis=0)
     per_class_f1 = pd.DataFrame(
         list(per_class.values()), index=pd.MultiIndex.from_tuples(list(per_class), names=["representation", "classifier"]), columns=classes
     )

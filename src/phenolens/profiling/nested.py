@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from phenolens.core.errors import PhenolensError
-from phenolens.profiling.moa import neighbor_setup, unit_rows
+from phenolens.profiling.moa import neighbor_setup, neighbor_similarities, unit_rows
 
 CRITERIA = ("accuracy", "map")  # what the nested loop maximises on the other compounds
 COMBINATIONS = ("mean", "min")  # how a joint choice combines the inner NSC and NSCB scores
@@ -197,10 +197,10 @@ def _leave_one_compound_out(candidates, moa, compound, batch, similarity, drop_u
     if len(set(compounds)) < 2:
         raise PhenolensError("nested choice: needs treatments of two or more compounds")
     excluded, same_moa = setup.excluded, setup.same_moa
-    # similarity[k, q, r]: candidate k, query q, reference r; excluded pairs can never be neighbours
+    # similarity[k, q, r]: candidate k, query q, reference r; excluded pairs and constant profiles can never be neighbours
     units = [unit_rows(frame.loc[index].to_numpy(dtype=np.float64), similarity) for frame in candidates.values()]
-    similarity_matrix = np.stack([unit @ unit.T for unit in units])
-    similarity_matrix[:, excluded] = -np.inf
+    similarity_matrix = np.stack([neighbor_similarities(unit, excluded) for unit in units])
+    has_neighbor = np.isfinite(similarity_matrix).any(axis=2)  # a constant query has none: no prediction, counted wrong
     eligible = same_moa & ~excluded
     inner_scores = {}
     for held_out in pd.unique(compounds) if held_out_compounds is None else held_out_compounds:
@@ -209,21 +209,23 @@ def _leave_one_compound_out(candidates, moa, compound, batch, similarity, drop_u
         positives = eligible[~out][:, ~out]
         inner_eligible = positives.any(axis=1)
         if criterion == "accuracy":
-            inner_hits = same_moa[~out][:, ~out][np.arange(inner.shape[1]), inner.argmax(axis=2)] & inner_eligible
+            inner_hits = same_moa[~out][:, ~out][np.arange(inner.shape[1]), inner.argmax(axis=2)] & inner_eligible & has_neighbor[:, ~out]
             inner_scores[held_out] = inner_hits.sum(axis=1) / max(1, inner_eligible.sum())
         else:
             inner_scores[held_out] = _mean_average_precision(inner, positives, inner_eligible)
-    correct = same_moa[np.arange(len(index)), similarity_matrix.argmax(axis=2)]
+    correct = same_moa[np.arange(len(index)), similarity_matrix.argmax(axis=2)] & has_neighbor
     return _Loop(names, index, compounds, inner_scores, correct, setup.evaluable)
 
 
 def _mean_average_precision(similarity: np.ndarray, positives: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Per candidate: mean over `queries` of the average precision of their `positives` in the ranking by similarity.
 
-    similarity is (candidates, queries, references) with -inf at excluded pairs (ranked last, never positive).
+    similarity is (candidates, queries, references) with -inf at excluded pairs (ranked last, never positive) and at
+    undefined similarities (a constant profile: never retrieved, so a constant query's average precision is 0).
     """
     order = np.argsort(-similarity, axis=2, kind="stable")
     hits = np.take_along_axis(np.broadcast_to(positives, similarity.shape), order, axis=2)
-    precision = np.cumsum(hits, axis=2) / np.arange(1, similarity.shape[2] + 1)
-    average = (precision * hits).sum(axis=2) / np.maximum(hits.sum(axis=2), 1)
+    retrieved = hits & np.isfinite(np.take_along_axis(similarity, order, axis=2))
+    precision = np.cumsum(retrieved, axis=2) / np.arange(1, similarity.shape[2] + 1)
+    average = (precision * retrieved).sum(axis=2) / np.maximum(hits.sum(axis=2), 1)
     return average[:, queries].mean(axis=1) if queries.any() else np.zeros(len(similarity))

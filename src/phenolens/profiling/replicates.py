@@ -51,6 +51,25 @@ def row_standardize(values: np.ndarray) -> np.ndarray:
     return centred / np.where(norm > 0, norm, np.nan)
 
 
+def defined_rows(unit: np.ndarray) -> np.ndarray:
+    """Which unit rows are defined: not NaN, as `row_standardize` leaves a constant row.
+
+    Parameters
+    ----------
+    unit : numpy.ndarray or RowFile
+        (rows, features) unit rows, read a chunk of rows at a time.
+
+    Returns
+    -------
+    numpy.ndarray
+        (rows,) bool.
+    """
+    chunk = max(1, CHUNK_BYTES // max(1, unit.shape[1] * 8))
+    return np.concatenate(
+        [~np.isnan(unit[np.arange(start, min(start + chunk, len(unit)))][:, 0]) for start in range(0, len(unit), chunk)] or [np.zeros(0, bool)]
+    )
+
+
 def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Median correlation over all pairs inside each group.
 
@@ -195,7 +214,8 @@ def percent_replicating(
     Parameters
     ----------
     values : numpy.ndarray
-        Well profiles (wells x features).
+        Well profiles (wells x features); a constant profile (no correlation with any other well) is left
+        out, as `replicate_map` leaves it out.
     treatments : numpy.ndarray
         Treatment label of every well; treatments with one well are excluded (and counted), wells without
         one (None/NaN) are left out.
@@ -231,7 +251,8 @@ def percent_replicating_of_unit_rows(
     Parameters
     ----------
     unit : numpy.ndarray or RowFile
-        (wells, features) unit rows (float32 or float64), read by index a chunk of groups at a time.
+        (wells, features) unit rows (float32 or float64), read by index a chunk of groups at a time; NaN
+        rows (constant profiles) are left out.
     treatments : numpy.ndarray
         Treatment label of every well (wells without one are left out).
     null_repeats, percentile, seed
@@ -248,7 +269,9 @@ def percent_replicating_of_unit_rows(
         When no treatment has two wells, or a replicate count exceeds the number of treatments.
     """
     codes, names = pd.factorize(pd.Series(treatments), sort=True)
-    labelled = np.flatnonzero(codes >= 0)  # a well without a treatment (code -1) is nobody's replicate, nor in the null
+    # a well without a treatment (code -1) is nobody's replicate, nor in the null; nor is a constant well (a NaN unit row:
+    # no correlation with anything, as `replicate_map` leaves it out), whose NaN would make the null's percentile NaN
+    labelled = np.flatnonzero((codes >= 0) & defined_rows(unit))
     codes = codes[labelled]
     rng = numpy_rng(seed)
     by_size = groups_by_label(codes)
@@ -451,7 +474,8 @@ def replicate_map_against_controls(
     Parameters
     ----------
     unit : numpy.ndarray or RowFile
-        (treated wells, features) unit rows (only the replicate pairs' rows are read).
+        (treated wells, features) unit rows (only the replicate pairs' rows are read); a NaN row (a constant
+        profile) is left out, and so is a control whose similarities are NaN.
     treatments : numpy.ndarray
         Treatment of every treated well.
     negative_queries, negative_similarities : numpy.ndarray
@@ -483,6 +507,8 @@ def replicate_map_against_controls(
     queries = np.concatenate([pairs.ravel(), negative_queries])
     similarities = np.concatenate([np.repeat(positives, 2), negative_similarities])
     relevant = np.concatenate([np.ones(pairs.size, dtype=np.uint32), np.zeros(len(negative_queries), dtype=np.uint32)])
+    defined = np.isfinite(similarities)  # a constant well (NaN unit row) is left out, as `replicate_map` leaves it out
+    queries, similarities, relevant = queries[defined], similarities[defined], relevant[defined]
     order = np.lexsort([-similarities, queries])  # by query, most similar first (copairs' rank lists)
     ranked, counts = np.unique(queries, return_counts=True)
     scores, configurations = ap_contiguous(relevant[order], counts.astype(np.uint32))

@@ -159,7 +159,12 @@ class ProfilingSettings(ProfileColumns, EvaluationFields, Settings):
         "then each batch's control covariance aligned to the global one (CORAL, shrunk by --sphering-shrinkage).",
         choices=SPHERING,
     )
-    sphering_controls: str = setting("training", "Control wells the sphering is fitted on: the training split or all.", choices=SPHERING_CONTROLS)
+    sphering_controls: str = setting(
+        "training",
+        "Control wells the sphering is fitted on: the training split or all (the held-out controls, the null of hits and "
+        "Z-factors, are then sphered out of sample by spherings fitted without them, in 5 folds).",
+        choices=SPHERING_CONTROLS,
+    )
     sphering_method: str = setting("ZCA-cor", "Sphering method (pycytominer Spherize).", choices=SPHERING_METHODS)
     sphering_epsilon: float = setting(10.0, "pycytominer Spherize epsilon: added to the control matrix's singular values (regularises).", minimum=0)
     sphering_shrinkage: float = setting(

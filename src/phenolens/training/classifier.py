@@ -28,9 +28,9 @@ from phenolens.training.preprocess import (
     FIELD_NORMALIZATIONS,
     ChannelNormalization,
     CovariateEncoding,
-    FieldBrightness,
-    field_brightness,
+    FieldStatistics,
     field_column,
+    field_statistics,
     image_statistics,
     padded_array,
 )
@@ -261,7 +261,7 @@ class ImageClassifier:
         """Each image's field of view and the `image_statistics` of its padded image (a chunk at a time): its mean intensity
         per channel, or its quantiles per channel with ``field-quantile``.
 
-        What `field_brightness` reduces to a field's table; a streamed screen gathers it chunk by chunk.
+        What `field_statistics` reduces to a field's table; a streamed screen gathers it chunk by chunk.
 
         Parameters
         ----------
@@ -286,13 +286,13 @@ class ImageClassifier:
         means = [image_statistics(padded_array(chunk, self.size, self.channel_names), kind) for chunk in chunks]
         return fields, np.concatenate(means) if means else np.zeros((0, *self.field_statistics_shape))
 
-    def with_field_brightness(self, brightness: FieldBrightness | None) -> ImageClassifier:
+    def with_field_brightness(self, brightness: FieldStatistics | None) -> ImageClassifier:
         """This classifier normalising each image by its field's statistics in `brightness` (the network is shared, not copied).
 
         Parameters
         ----------
         brightness : dict or None
-            A `field_brightness` table (None: the medians over the images given at once).
+            A `field_statistics` table (None: the medians over the images given at once).
 
         Returns
         -------
@@ -322,7 +322,7 @@ class ImageClassifier:
         if self.normalization.intensity not in FIELD_NORMALIZATIONS or self.normalization.field_brightness is not None:
             return self
         fields, means = self.field_statistics(images, batch_size)
-        return self.with_field_brightness(field_brightness(means, fields))
+        return self.with_field_brightness(field_statistics(means, fields))
 
     def logits(self, images: ImageSet | np.ndarray, batch_size: int = PREDICTION_BATCH) -> np.ndarray:
         """(N, K) logits.

@@ -18,18 +18,64 @@ def z_prime_factor(positive: Sequence[float], negative: Sequence[float]) -> floa
     return float(1.0 - 3.0 * (positive.std(ddof=1) + negative.std(ddof=1)) / gap) if gap > 0 else float("-inf")
 
 
+def f1_scores(truth: Sequence, predicted: Sequence, classes: Sequence) -> tuple[np.ndarray, float]:
+    """Per-class F1 over a classifier's known classes and their macro mean, by scikit-learn's convention.
+
+    The one place phenolens computes F1 per class or macro-F1. A class predicted but never true counts
+    with F1 0 (its predictions are all wrong); a class neither true nor predicted has no F1 (NaN) and
+    is left out of the mean. The macro mean is therefore scikit-learn's ``f1_score(average="macro")``,
+    the mean over the classes true or predicted (not only those of the truth).
+
+    Parameters
+    ----------
+    truth, predicted : sequence
+        True and predicted class of each sample (indices or names).
+    classes : sequence
+        The classifier's classes, in the order of the returned scores.
+
+    Returns
+    -------
+    per_class : numpy.ndarray
+        (len(classes),) F1 of each class; NaN for a class neither true nor predicted.
+    macro : float
+        Mean of the defined per-class F1 (NaN when no class is).
+    """
+    from sklearn.metrics import f1_score
+
+    per_class = f1_score(truth, predicted, labels=list(classes), average=None, zero_division=np.nan)
+    defined = ~np.isnan(per_class)
+    return per_class, float(per_class[defined].mean()) if defined.any() else float("nan")
+
+
 def classification_metrics(labels: Sequence[int], proba: np.ndarray, class_names: Sequence[str]) -> dict:
-    """Accuracy, macro-F1, per-class F1, confusion matrix (rows: true, columns: predicted),
-    one-vs-rest ROC-AUC and PR-AUC (average precision) per class and their macro means, and for
-    two-class tasks with two or more images of each class the Z'-factor of the predicted probability of the second class."""
-    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, f1_score, roc_auc_score
+    """Held-out metrics of predicted class probabilities.
+
+    Parameters
+    ----------
+    labels : sequence of int
+        (N,) true class index of each image.
+    proba : numpy.ndarray
+        (N, K) predicted probabilities; the prediction is the argmax.
+    class_names : sequence of str
+        The model's K classes.
+
+    Returns
+    -------
+    dict
+        Accuracy; macro-F1 and per-class F1 over the classes true or predicted (`f1_scores`: a class
+        predicted but absent from the truth counts with F1 0); confusion matrix (rows: true, columns:
+        predicted) over all K classes; one-vs-rest ROC-AUC and PR-AUC (average precision) per class and
+        their macro means; and for two-class tasks with two or more images of each class the Z'-factor of
+        the predicted probability of the second class.
+    """
+    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, roc_auc_score
 
     labels, proba = np.asarray(labels), np.asarray(proba)
     k = len(class_names)
     predicted = proba.argmax(axis=1)
     all_classes = np.arange(k)
-    per_class_f1 = f1_score(labels, predicted, labels=all_classes, average=None, zero_division=0)
-    present = np.isin(all_classes, labels)
+    per_class_f1, macro_f1 = f1_scores(labels, predicted, all_classes)
+    measured = ~np.isnan(per_class_f1)
     roc, pr = {}, {}
     for index, name in enumerate(class_names):
         truth = labels == index
@@ -39,8 +85,8 @@ def classification_metrics(labels: Sequence[int], proba: np.ndarray, class_names
     metrics = {
         "n_images": int(len(labels)),
         "accuracy": float(accuracy_score(labels, predicted)),
-        "macro_f1": float(per_class_f1[present].mean()),
-        "per_class_f1": {name: float(per_class_f1[i]) for i, name in enumerate(class_names) if present[i]},
+        "macro_f1": macro_f1,
+        "per_class_f1": {name: float(per_class_f1[i]) for i, name in enumerate(class_names) if measured[i]},
         "confusion_matrix": confusion_matrix(labels, predicted, labels=all_classes).tolist(),
         "class_names": list(class_names),
         "roc_auc": roc,

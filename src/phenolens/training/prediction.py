@@ -8,7 +8,7 @@ from its safetensors folder), each chunk's rows are appended as a parquet part o
 summary is reduced from the parts one at a time, so memory holds one chunk whatever the number of
 images, and a killed run resumes from its last complete chunk with the same output. A model that
 normalises each field by its brightness (or maps its quantiles) first gets, in a pass of its own over the
-same chunks (`screen_field_brightness`), every field's brightness (or quantiles) over all the screen's images, so that a
+same chunks (`screen_field_statistics`), every field's brightness (or quantiles) over all the screen's images, so that a
 field cut by a chunk boundary is normalised as in memory, whatever the chunking.
 """
 
@@ -31,7 +31,7 @@ from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.data.query import select_rows
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.metrics import classification_metrics, z_prime_factor
-from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldBrightness, field_brightness
+from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_statistics
 from phenolens.training.settings import ImagePredictionSettings
 
 PREDICTED = "predicted"
@@ -68,7 +68,8 @@ class Predictions:
     skipped : DataFrame
         Images left out (``source``, ``reason``) with ``skip_bad``.
     field_brightness : dict or None
-        From `predict_screen` with a model that normalises per field: each field's brightness over the screen.
+        From `predict_screen` with a model that normalises per field: each field's statistics over the screen
+        (`field_statistics`: brightness, or quantiles with ``field-quantile``).
     """
 
     table: pd.DataFrame | None
@@ -76,7 +77,7 @@ class Predictions:
     groups: pd.DataFrame | None
     metrics: dict
     skipped: pd.DataFrame | None = None
-    field_brightness: FieldBrightness | None = None
+    field_brightness: FieldStatistics | None = None
 
 
 def cached_classifier(model: str | Path) -> ImageClassifier:
@@ -316,13 +317,13 @@ class PredictionTask:
     settings : ImagePredictionSettings
         How to predict.
     field_brightness : dict or None
-        Every field's brightness over the screen (`screen_field_brightness`), with a model that normalises per field.
+        Every field's brightness over the screen (`screen_field_statistics`), with a model that normalises per field.
     """
 
     model: str
     chunk: ImageChunk
     settings: ImagePredictionSettings
-    field_brightness: FieldBrightness | None = None
+    field_brightness: FieldStatistics | None = None
 
 
 def predict_chunk(task: PredictionTask) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
@@ -365,7 +366,7 @@ def chunk_field_statistics(shard: tuple[str, ImageChunk]) -> tuple[np.ndarray, n
     return classifier.field_statistics(classifier.conform(chunk.read()[0]))
 
 
-def screen_field_brightness(model: str | Path, chunks: list[ImageChunk], executor: Executor) -> FieldBrightness | None:
+def screen_field_statistics(model: str | Path, chunks: list[ImageChunk], executor: Executor) -> FieldStatistics | None:
     """Every field's table (brightness, or quantiles with ``field-quantile``) over all the images of `chunks`, read a chunk at a
     time (None unless the model normalises per field).
 
@@ -399,10 +400,10 @@ def screen_field_brightness(model: str | Path, chunks: list[ImageChunk], executo
     started = time.perf_counter()
     parts = [(np.zeros(0, dtype=str), np.zeros((0, *classifier.field_statistics_shape)))]  # no chunks: an empty table
     shards = ((str(model), chunk) for chunk in chunks)
-    parts += [result for _, result in chunk_progress(executor.map(chunk_field_statistics, shards), chunks, "field brightness")]
+    parts += [result for _, result in chunk_progress(executor.map(chunk_field_statistics, shards), chunks, "field statistics")]
     fields = np.concatenate([part[0] for part in parts])
-    brightness = field_brightness(np.concatenate([part[1] for part in parts]), fields)
-    progress_log.info("field brightness: %d fields from %d images in %.1f s", len(brightness), len(fields), time.perf_counter() - started)
+    brightness = field_statistics(np.concatenate([part[1] for part in parts]), fields)
+    progress_log.info("field statistics: %d fields from %d images in %.1f s", len(brightness), len(fields), time.perf_counter() - started)
     return brightness
 
 
@@ -469,7 +470,7 @@ def predict_screen(
     classifier = cached_classifier(model)
     check_grouping(source.meta, settings, source.location or source.name)
     work = source.chunks(chunk_size_for(source, classifier, chunks), chunks.skip_bad)
-    brightness = screen_field_brightness(model, work, executor)
+    brightness = screen_field_statistics(model, work, executor)
     table_parts = run.parts(PREDICTIONS_FILE)
     embedding_parts = run.parts(EMBEDDINGS_FILE) if settings.embeddings else None
     skipped_parts = run.parts(SKIPPED_PARTS)
@@ -500,7 +501,7 @@ def _read_parts(store) -> Iterable[pd.DataFrame]:
 
 
 def predicted_sample(
-    classifier: ImageClassifier, source: ImageSource, limit: int, seed: int = 0, skip_bad: bool = False, brightness: FieldBrightness | None = None
+    classifier: ImageClassifier, source: ImageSource, limit: int, seed: int = 0, skip_bad: bool = False, brightness: FieldStatistics | None = None
 ):
     """A seeded random sample of at most `limit` images of a screen, with their class probabilities and penultimate features.
 

@@ -22,7 +22,7 @@ from phenolens.data.nuclei import centred_on_nuclei
 
 # field of view -> the median over its images of their `image_statistics`: (C,) mean intensity per channel ("field")
 # or (C, L) intensity quantiles per channel ("field-quantile")
-FieldBrightness = dict[str, np.ndarray]
+FieldStatistics = dict[str, np.ndarray]
 FIELD_NORMALIZATIONS = ("field", "field-quantile")  # the kinds that need every field's table
 # the pixel percentiles a field's distribution is matched on: the knots of the piecewise-linear map of "field-quantile"
 QUANTILE_LEVELS = (1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0)
@@ -50,7 +50,7 @@ def image_statistics(raw: np.ndarray, kind: str) -> np.ndarray:
     return raw.mean(axis=(2, 3), dtype=np.float64)
 
 
-def field_brightness(means: np.ndarray, fields: np.ndarray) -> FieldBrightness:
+def field_statistics(means: np.ndarray, fields: np.ndarray) -> FieldStatistics:
     """Each field's table: the median, over its images, of their `image_statistics` (mean intensity or quantiles per channel).
 
     The median does not depend on the order of the images, so the table is the same whether the
@@ -74,13 +74,13 @@ def field_brightness(means: np.ndarray, fields: np.ndarray) -> FieldBrightness:
     return {str(name): np.median(field_means, axis=0) for name, field_means in zip(names, per_field)}
 
 
-def field_rows(table: FieldBrightness, fields: np.ndarray, empty_shape: tuple[int, ...]) -> np.ndarray:
+def field_rows(table: FieldStatistics, fields: np.ndarray, empty_shape: tuple[int, ...]) -> np.ndarray:
     """Each image's row of a field table (its field's median statistics), stacked.
 
     Parameters
     ----------
     table : dict
-        A `field_brightness` table.
+        A `field_statistics` table.
     fields : ndarray
         (N,) field of view per image, as text.
     empty_shape : tuple of int
@@ -99,16 +99,16 @@ def field_rows(table: FieldBrightness, fields: np.ndarray, empty_shape: tuple[in
     missing = sorted(set(fields.tolist()) - set(table))
     if missing:
         raise PhenolensError(
-            f"field {missing[0]!r}: not in the table of field brightness ({len(table)} fields) the images are normalised with; "
+            f"field {missing[0]!r}: not in the table of field statistics ({len(table)} fields) the images are normalised with; "
             "compute the table over the images being scored"
         )
     return np.stack([table[name] for name in fields]) if len(fields) else np.zeros(empty_shape)
 
 
-def intensity_scales(means: np.ndarray, kind: str, fields: np.ndarray | None = None, brightness: FieldBrightness | None = None) -> np.ndarray:
+def intensity_scales(means: np.ndarray, kind: str, fields: np.ndarray | None = None, brightness: FieldStatistics | None = None) -> np.ndarray:
     """(N, C) divisors of `intensity_normalized` from each image's mean intensity per channel: those
     means ("crop"), its field's brightness ("field": `brightness`, else the median over the images
-    given here, `field_brightness`), or ones ("none").
+    given here, `field_statistics`), or ones ("none").
 
     A divisor of 0 (a black channel) becomes 1, so black stays black and nothing is divided by 0.
 
@@ -121,7 +121,7 @@ def intensity_scales(means: np.ndarray, kind: str, fields: np.ndarray | None = N
     fields : ndarray, optional
         (N,) field of view per image (needed for ``field``).
     brightness : dict, optional
-        A `field_brightness` table computed over more images (a whole screen read a chunk at a time).
+        A `field_statistics` table computed over more images (a whole screen read a chunk at a time).
 
     Returns
     -------
@@ -137,7 +137,7 @@ def intensity_scales(means: np.ndarray, kind: str, fields: np.ndarray | None = N
         return np.ones(means.shape, dtype=np.float32)
     if kind == "field":
         names = np.asarray(fields).astype(str)
-        means = field_rows(brightness if brightness is not None else field_brightness(means, names), names, means.shape)
+        means = field_rows(brightness if brightness is not None else field_statistics(means, names), names, means.shape)
     return np.where(means > 1e-12, means, 1.0).astype(np.float32)
 
 
@@ -171,14 +171,14 @@ def field_column(images, column: str | None) -> np.ndarray:
     return meta[column].to_numpy()
 
 
-def quantile_reference(table: FieldBrightness, fields: np.ndarray) -> np.ndarray:
+def quantile_reference(table: FieldStatistics, fields: np.ndarray) -> np.ndarray:
     """The intensity distribution "field-quantile" maps every field onto: the median over `fields` (each counted once,
     however many images it has) of their quantile tables.
 
     Parameters
     ----------
     table : dict
-        A `field_brightness` table of quantiles (field -> (C, L)).
+        A `field_statistics` table of quantiles (field -> (C, L)).
     fields : ndarray
         The fields to pool (those of the training images).
 
@@ -216,7 +216,7 @@ def training_quantiles(images: ImageSet, raw: np.ndarray, column: str, train_ind
         When the images carry no field column.
     """
     fields = field_column(images, column).astype(str)
-    return quantile_reference(field_brightness(image_statistics(raw[train_index], "field-quantile"), fields[train_index]), fields[train_index])
+    return quantile_reference(field_statistics(image_statistics(raw[train_index], "field-quantile"), fields[train_index]), fields[train_index])
 
 
 QUANTILE_BLOCK_VALUES = 2**20  # pixel values mapped at once by `quantile_matched` (bounds its temporaries to tens of MB)
@@ -266,7 +266,7 @@ def intensity_normalized(
     raw: np.ndarray,
     kind: str,
     column: str | None,
-    brightness: FieldBrightness | None = None,
+    brightness: FieldStatistics | None = None,
     reference: np.ndarray | None = None,
 ) -> np.ndarray:
     """`raw` divided by its `intensity_scales` ("field", "crop"), or quantile-matched to `reference` ("field-quantile");
@@ -283,7 +283,7 @@ def intensity_normalized(
     column : str, optional
         The metadata column naming each image's field of view (with ``field`` and ``field-quantile``).
     brightness : dict, optional
-        With a per-field kind, the `field_brightness` table to use (computed over more images than `raw` holds);
+        With a per-field kind, the `field_statistics` table to use (computed over more images than `raw` holds);
         default: the medians over `raw`.
     reference : ndarray, optional
         With ``field-quantile``, the (C, L) quantiles every field is mapped onto (`quantile_reference`, kept with the model).
@@ -302,7 +302,7 @@ def intensity_normalized(
         return raw
     fields = field_column(images, column).astype(str) if kind in FIELD_NORMALIZATIONS else None
     if kind == "field-quantile":
-        table = brightness if brightness is not None else field_brightness(image_statistics(raw, kind), fields)
+        table = brightness if brightness is not None else field_statistics(image_statistics(raw, kind), fields)
         return quantile_matched(raw, field_rows(table, fields, (0, raw.shape[1], len(QUANTILE_LEVELS))), reference)
     # with a brightness table a field's divisor is looked up: the images' own means would only give the shape
     means = image_statistics(raw, kind) if kind == "crop" or brightness is None else np.empty(raw.shape[:2])
@@ -326,7 +326,8 @@ class ChannelNormalization:
     intensity_column : str, optional
         The metadata column naming each image's field of view (with ``field`` and ``field-quantile``).
     field_brightness : dict, optional
-        With a per-field kind, the table of every field of the images being scored (`field_brightness`),
+        With a per-field kind, the table of every field of the images being scored (`field_statistics`: brightness,
+        or quantiles with ``field-quantile``; the attribute's name predates ``field-quantile``),
         when they are read a chunk at a time; not saved with the model (default: the medians over the
         images given at once).
     intensity_reference : ndarray, optional
@@ -337,7 +338,7 @@ class ChannelNormalization:
     std: np.ndarray
     intensity: str = "none"
     intensity_column: str | None = None
-    field_brightness: FieldBrightness | None = None
+    field_brightness: FieldStatistics | None = None
     intensity_reference: np.ndarray | None = None
 
     @classmethod

@@ -8,6 +8,7 @@ from sklearn.base import BaseEstimator
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.estimators import check_is_fitted
+from phenolens.data.containers import find_class
 from phenolens.explain.sign.dictionary import SignDictionary, WordMaps, as_images
 from phenolens.explain.sign.layers import OUTPUT
 from phenolens.explain.sign.selection import InferenceGraph, select_nodes
@@ -110,7 +111,7 @@ class InferenceGraphBuilder(BaseEstimator):
         return self.class_names[index] if self.class_names else f"class {index}"
 
     def class_index(self, cls: int | str) -> int:
-        """The output word of a class.
+        """The output word of a class, by `phenolens.data.containers.find_class`'s rule.
 
         Parameters
         ----------
@@ -120,21 +121,14 @@ class InferenceGraphBuilder(BaseEstimator):
         Returns
         -------
         int
-            The class index.
+            The output word (the class's index).
 
         Raises
         ------
         PhenolensError
-            For an unknown name or an index out of range.
+            As `find_class` does: a name of no class, an index past the output words.
         """
-        n = self.dictionary.output_dictionary_.n_words
-        if isinstance(cls, str) and self.class_names and cls in self.class_names:
-            return self.class_names.index(cls)  # before the digits rule: class folders are often named 1, 2, ...
-        if isinstance(cls, str) and not cls.isdigit():
-            raise PhenolensError(f"unknown class {cls!r}; choose one of: {', '.join(self.class_names or [str(i) for i in range(n)])}")
-        if not 0 <= int(cls) < n:
-            raise PhenolensError(f"class index {cls} is outside 0..{n - 1}")
-        return int(cls)
+        return find_class(cls, self.class_names, self.dictionary.output_dictionary_.n_words)  # a name first: folders named 1, 2, ...
 
     def class_graph(self, cls: int | str) -> InferenceGraph:
         """The class graph: Omega = the validation images predicted as `cls`.
