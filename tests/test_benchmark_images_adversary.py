@@ -87,11 +87,12 @@ def test_finished_run_is_read_only_with_the_same_options(tmp_path):
     assert bench.finished_run(tmp_path / "staging", _options(3, tmp_path / "staging")) is None  # no run.json: not finished
 
 
-def test_reuse_reads_the_run_instead_of_training(tmp_path, monkeypatch):
-    def no_training(*args, **kwargs):
-        raise AssertionError("trained although a finished run was there")
+def _no_training(*args, **kwargs):
+    raise AssertionError("trained although a finished run was there")
 
-    monkeypatch.setattr(bench.subprocess, "run", no_training)
+
+def test_reuse_reads_the_run_instead_of_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench.subprocess, "run", _no_training)
     _finished(tmp_path / "seed-2", _options(2, tmp_path / "seed-2"), _metrics(1.0, 1.0, 0.3, 0.3))
     assert bench.train(2, tmp_path / "seed-2", False, True, None, [], reuse=True)["macro_f1"] == 1.0
     with pytest.raises(AssertionError, match="trained"):
@@ -107,6 +108,7 @@ def _run_main(monkeypatch, argv: list[str]) -> int:
 
 def test_check_judges_the_mean_over_the_seeds_given(tmp_path, monkeypatch, capsys):
     # seed 0 alone misses the probe target (0.5 - 1/3 > 0.10); seeds 0-3 together meet it (mean 0.41)
+    monkeypatch.setattr(bench.subprocess, "run", _no_training)
     for seed, probe in enumerate([0.50, 0.38, 0.38, 0.38]):
         _finished(tmp_path / "blur" / f"seed-{seed}", _options(seed, tmp_path / "blur" / f"seed-{seed}"), _metrics(0.98, 0.99, probe, 0.45))
         _finished(tmp_path / "other" / f"seed-{seed}", _options(seed, tmp_path / "other" / f"seed-{seed}"), _metrics(0.97, 0.99, 0.40, 0.45))
