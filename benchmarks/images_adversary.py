@@ -66,6 +66,10 @@ meet their targets (what `--check` judges); "settled" as met only when, in addit
 each (mean + t(0.90, 9 df) = 1.383 times its standard error over seeds) also meets its target; "settled" as missed when
 a mean misses and its one-sided 90 % lower bound (mean - 1.383 standard errors) is also above the target; anything
 else is reported as met or missed by the mean but not settled (inside the seed noise). No other setting is tried.
+Outcome (session 16): missed. Over seeds 0-9 the probe reads 0.435, chance + 0.1016 (standard error 0.0123; one-sided 90 %
+bounds +0.085 to +0.119: missed by the mean, not settled); the macro-F1 drop is +0.012 (met, settled). No blur: chance +
+0.114, drop +0.003. Blur minus no blur, per seed: probe -0.012 +- 0.0125, macro-F1 -0.016 +- 0.015 (docs/results.md,
+session 16). Reproduce: `python benchmarks/images_adversary.py --seeds 0-9 --check`.
 """
 
 from __future__ import annotations
