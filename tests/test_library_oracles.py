@@ -52,7 +52,7 @@ def _copairs_average_precisions(meta: pd.DataFrame, values: np.ndarray) -> pd.Se
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("identical_profiles", [False])
+@pytest.mark.parametrize("identical_profiles", [False, True])
 def test_map_against_controls_equals_copairs_own_pipeline(seed, identical_profiles):
     """`replicate_map_against_controls` builds copairs' rank lists itself (to stream whole studies); copairs'
     `average_precision` with a reference index is the oracle, also where a replicate ties with a control."""

@@ -21,6 +21,12 @@ from phenolens.core.seeding import numpy_rng
 # Memory for one chunk of stacked replicate profiles (groups x replicates x features, float64).
 CHUNK_BYTES = 64 * 2**20
 
+SIMILARITY_DECIMALS = 12
+"""Decimals the similarities of `replicate_map_against_controls` are ranked at. Replicate and control similarities
+come from different products (pairs vs plate blocks) whose last bits differ, so a replicate whose profile equals a
+control's would be ranked above or below it by rounding noise; copairs computes both alike and ranks the tie
+replicates first."""
+
 
 @dataclass
 class ReplicateResult:
@@ -481,7 +487,7 @@ def replicate_map_against_controls(
         raise PhenolensError("no treated well shares a plate with a control well; mAP against controls needs them")
     positives = pair_correlations(unit, pairs)
     queries = np.concatenate([pairs.ravel(), negative_queries])
-    similarities = np.concatenate([np.repeat(positives, 2), negative_similarities])
+    similarities = np.round(np.concatenate([np.repeat(positives, 2), negative_similarities]), SIMILARITY_DECIMALS)  # exact ties stay ties
     relevant = np.concatenate([np.ones(pairs.size, dtype=np.uint32), np.zeros(len(negative_queries), dtype=np.uint32)])
     order = np.lexsort([-similarities, queries])  # by query, most similar first (copairs' rank lists)
     ranked, counts = np.unique(queries, return_counts=True)
