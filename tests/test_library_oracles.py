@@ -127,3 +127,26 @@ def test_nested_mean_average_precision_is_scikit_learns(seed, queries, reference
         for k in range(2)
     ]
     np.testing.assert_allclose(_mean_average_precision(similarity, positives, scored), expected, atol=1e-12)
+
+
+def test_tvn_plate_scaling_is_pycytominers_mad_robustize_against_controls():
+    """`--sphering-plate-scaling`'s first step is documented as pycytominer's ``mad_robustize`` against each plate's controls."""
+    from pycytominer import normalize
+
+    from phenolens.profiling.sphering import TypicalVariationNormalizer
+
+    rng = np.random.default_rng(0)
+    features = [f"Cells_f{i}" for i in range(4)]
+    table = pd.DataFrame(rng.normal(size=(40, 4)) * [1, 2, 3, 4] + [0, 1, 2, 3], columns=features)
+    table["Metadata_Plate"] = np.repeat(["A", "B"], 20)
+    table["Metadata_control"] = np.tile(["yes"] * 8 + ["no"] * 12, 2)
+    controls = (table["Metadata_control"] == "yes").to_numpy()
+    values, plates = table[features].to_numpy(), table["Metadata_Plate"].to_numpy()
+    tvn = TypicalVariationNormalizer("ZCA", 0.0, 0.5, plate_scaling=True).fit(values[controls], plates[controls], plates[controls])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        meta = ["Metadata_Plate", "Metadata_control"]
+        by_plate = table.groupby("Metadata_Plate")
+        plate_tables = [normalize(plate, features, meta, samples="Metadata_control == 'yes'", method="mad_robustize") for _, plate in by_plate]
+        expected = pd.concat(plate_tables)
+    np.testing.assert_allclose(tvn._centre_plates(values, plates.astype(object)), expected[features].to_numpy(), atol=1e-12)
