@@ -300,3 +300,30 @@ def test_the_counterfactual_probability_title_reports_how_many_reached_the_targe
     fig = probability_figure(SimpleNamespace(ecinn=ecinn, gradient=None, target=1, class_names=["NoGFP", "NuclearGFP"]))
     assert fig.axes[0].get_title() == "alpha_1 reaches p(NuclearGFP) > 0.5 for 25% of the images"
     plt.close(fig)
+
+
+def test_the_filter_caption_names_the_colours_the_weights_are_drawn_in(monkeypatch):
+    """The caption said "purple negative, orange positive weights", but matplotlib's PuOr draws low values orange
+    and high values purple: every filter read with its sign flipped."""
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from phenolens.report import class_model
+
+    drawn = []
+    monkeypatch.setattr(class_model.Section, "figure", lambda self, fig, caption, filename=None: drawn.append((fig, caption)) or self)
+    filters = np.zeros((2, 1, 3, 3))
+    filters[0, 0, 1, 1], filters[1, 0, 1, 1] = 1.0, -1.0
+    class_model.class_model_section(np.ones((2, 1, 8, 8)), ["a", "b"], ["DNA"], filters, ())
+    fig, caption = drawn[-1]
+    colours = {sign: colour for colour, sign in re.findall(r"(\w+) (negative|positive)", caption)}
+    assert set(colours) == {"negative", "positive"}
+    image = fig.axes[0].images[0]  # filter 0: its centre weight is the largest positive one
+    red, _, blue, _ = image.cmap(image.norm(1.0))
+    drawn_positive = "purple" if blue > red else "orange"
+    red, _, blue, _ = image.cmap(image.norm(-1.0))
+    drawn_negative = "purple" if blue > red else "orange"
+    assert (colours["positive"], colours["negative"]) == (drawn_positive, drawn_negative)
+    for fig, _ in drawn:
+        plt.close(fig)
