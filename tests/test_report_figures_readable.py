@@ -327,3 +327,25 @@ def test_the_filter_caption_names_the_colours_the_weights_are_drawn_in(monkeypat
     assert (colours["positive"], colours["negative"]) == (drawn_positive, drawn_negative)
     for fig, _ in drawn:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("pert_types", [("control", "trt"), ("negcon", "trt")])
+def test_the_profile_summary_title_says_how_its_features_were_ranked(monkeypatch, pert_types):
+    """With a perturbation-type column but no wells typed "control" (JUMP's "negcon"), the features are ranked by their
+    coefficient of variation, yet the title said they "differ most between treated and control wells"."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from phenolens.report import datasets
+
+    drawn = []
+    monkeypatch.setattr(datasets.Section, "figure", lambda self, fig, caption, filename=None: drawn.append((fig, caption)) or self)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(24, 8)) + 5.0, columns=[f"Cells_f{i}" for i in range(8)])
+    table["Metadata_pert_type"] = [pert_types[0]] * 6 + [pert_types[1]] * 18
+    datasets._summarize_profiles(table, "plate", seed=0)
+    title = drawn[0][0]._suptitle.get_text()
+    has_controls = pert_types[0] == "control"
+    assert ("treated and control wells" in title) == has_controls
+    for fig, _ in drawn:
+        plt.close(fig)
