@@ -150,3 +150,29 @@ def test_tvn_plate_scaling_is_pycytominers_mad_robustize_against_controls():
         plate_tables = [normalize(plate, features, meta, samples="Metadata_control == 'yes'", method="mad_robustize") for _, plate in by_plate]
         expected = pd.concat(plate_tables)
     np.testing.assert_allclose(tvn._centre_plates(values, plates.astype(object)), expected[features].to_numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_feature_selection_equals_pycytominer_on_random_tables(seed):
+    """Random mixes of continuous, rounded (discrete), correlated, rare and near-constant features."""
+    from pycytominer import feature_select
+
+    from phenolens.profiling.select import select_features
+
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(8, 40)), int(rng.integers(3, 14))
+    base = rng.normal(size=(n, d))
+    makers = (
+        lambda j: base[:, j],
+        lambda j: np.round(base[:, j]),
+        lambda j: base[:, 0] * rng.normal() + 0.05 * rng.normal(size=n),
+        lambda j: (rng.random(n) < 0.08).astype(float),
+        lambda j: 3.0 + (rng.random(n) < 0.5) * 1e-4,
+    )
+    table = pd.DataFrame({f"Cells_F{j:02d}": makers[int(rng.integers(0, len(makers)))](j) for j in range(d)})
+    features = list(table.columns)
+    table.insert(0, "Metadata_Plate", "p")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = feature_select(table, features=features, operation=["frequency_threshold", "variance_threshold", "correlation_threshold"])
+    assert select_features(table, features) == [f for f in features if f in expected.columns]
