@@ -282,3 +282,14 @@ def test_union_imputes_a_plates_missing_values_from_its_controls_and_flags_them(
     assert metrics["data"]["imputed_by_plate"][plates[0]] == on_first.sum() and metrics["data"]["wells_dropped_non_finite"] == 0
     with pytest.raises(PhenolensError, match="choose one of intersection, union"):
         ProfilingSettings(feature_set="all")
+
+
+def test_the_venn_caption_states_the_percentile_the_evaluation_used():
+    """The caption said "above the null's 90th percentile" whatever --replicate-percentile was."""
+    from phenolens.report.profiling import evaluation_report
+
+    settings = ProfileEvaluationSettings(**EVALUATION, replicate_percentile=75.0, classifiers=())
+    evaluation, metrics = evaluate_tables(_representation(), settings, "wells.csv")
+    captions = [figure.caption for section in evaluation_report("wells", metrics, evaluation).sections for figure in section.figures]
+    venn = [caption for caption in captions if "reproducible" in caption.lower()]
+    assert len(venn) == 1 and "75th percentile" in venn[0] and "90th" not in venn[0]

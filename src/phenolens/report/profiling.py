@@ -475,7 +475,10 @@ def profiling_section(
         "Replicate correlation of every treatment against the null of random non-replicate groups.",
         f"{prefix}_replicates.png",
     )
-    section.figure(venn_figure(evaluation), "Treatments reproducible (above the null's 90th percentile) per representation.", f"{prefix}_venn.png")
+    percentile = evaluation.settings.get("replicate_percentile", 90)
+    section.figure(
+        venn_figure(evaluation), f"Treatments reproducible (above the null's {percentile:g}th percentile) per representation.", f"{prefix}_venn.png"
+    )
     if evaluation.classifiers is not None:
         section.figure(moa_f1_figure(evaluation), "Per-class MoA F1 of nested cross-validation, mean over repeats.", f"{prefix}_moa_f1.png")
         welch = evaluation.classifiers.welch.copy()
