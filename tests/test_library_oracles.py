@@ -176,3 +176,27 @@ def test_feature_selection_equals_pycytominer_on_random_tables(seed):
         warnings.simplefilter("ignore")
         expected = feature_select(table, features=features, operation=["frequency_threshold", "variance_threshold", "correlation_threshold"])
     assert select_features(table, features) == [f for f in features if f in expected.columns]
+
+
+@pytest.mark.parametrize("similarity, metric", [("pearson", "correlation"), ("cosine", "cosine")])
+@pytest.mark.parametrize("seed", range(3))
+def test_nsc_and_nscb_neighbours_are_scikit_learns_nearest_allowed_neighbours(similarity, metric, seed):
+    """1-NN MoA matching against scikit-learn's pairwise distances, same-compound (and same-batch) pairs masked out."""
+    from sklearn.metrics import pairwise_distances
+
+    from phenolens.profiling.moa import nearest_neighbor_moa
+
+    rng = np.random.default_rng(seed)
+    index = pd.Index([f"t{i}" for i in range(30)])
+    profiles = pd.DataFrame(rng.normal(size=(30, 7)) + 0.3, index=index)
+    moa = pd.Series(rng.choice(["m1", "m2", "m3"], 30), index=index)
+    compound = pd.Series(rng.choice([f"c{i}" for i in range(12)], 30), index=index)
+    batch = pd.Series(rng.choice(["w1", "w2", "w3"], 30), index=index)
+    for batches in (None, batch):
+        result = nearest_neighbor_moa(profiles, moa, compound, batches, similarity=similarity)
+        distance = pairwise_distances(profiles.to_numpy(), metric=metric)
+        excluded = compound.to_numpy()[:, None] == compound.to_numpy()[None, :]
+        if batches is not None:
+            excluded |= batches.to_numpy()[:, None] == batches.to_numpy()[None, :]
+        distance[excluded] = np.inf
+        assert result.predictions["neighbor"].tolist() == index[distance.argmin(axis=1)].tolist()
