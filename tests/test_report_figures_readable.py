@@ -349,3 +349,29 @@ def test_the_profile_summary_title_says_how_its_features_were_ranked(monkeypatch
     assert ("treated and control wells" in title) == has_controls
     for fig, _ in drawn:
         plt.close(fig)
+
+
+def test_the_real_a_scan_caption_names_the_colours_it_draws(monkeypatch):
+    """The caption said "signal (grey)" while the signal was drawn black (Okabe-Ito's last colour), the colour an
+    unknown method's bars also take."""
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    from phenolens.data.containers import Signal
+    from phenolens.echoes.real import RealDetection
+    from phenolens.report import echoes
+
+    drawn = []
+    monkeypatch.setattr(echoes.Section, "figure", lambda self, fig, caption, filename=None: drawn.append((fig, caption)) or self)
+    monkeypatch.setattr(echoes.Section, "view", lambda self, view: self)
+    signal = Signal(name="scan", values=np.sin(np.arange(400) / 3.0) * np.exp(-(((np.arange(400) - 200) / 30.0) ** 2)))
+    found = RealDetection("scan", "omp", np.array([200.0]), np.array([1.0]), np.array([200.0]), 100.0)
+    echoes.real_section([signal], [found])
+    fig, caption = drawn[0]
+    signal_line, envelope_line = fig.axes[0].get_lines()[:2]
+    named = {"grey": lambda rgb: np.ptp(rgb) < 0.05 and 0.2 < rgb[0] < 0.8, "black": lambda rgb: max(rgb) < 0.05}
+    said = next(name for name in named if f"signal ({name})" in caption)
+    assert named[said](np.array(mcolors.to_rgb(signal_line.get_color())))
+    assert "envelope (blue)" in caption and mcolors.to_rgb(envelope_line.get_color())[2] > 0.8
+    for fig, _ in drawn:
+        plt.close(fig)
