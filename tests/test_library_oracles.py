@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 def _screen(seed: int, identical_profiles: bool = False):
     """Three plates of 12 wells: 3 DMSO controls and 9 treated wells of 4 treatments; random profiles.
 
-    With `identical_profiles`, features are rounded to integers and the first treated well of every plate
-    copies a control of its plate (exact ties between a replicate and a control: an inactive well).
+    With `identical_profiles`, features are rounded to integers (seed 0: two wells become constant) and the first
+    treated well of every plate copies a control of its plate (exact ties between a replicate and a control: an inactive well).
     """
     rng = np.random.default_rng(seed)
     meta = pd.DataFrame(
@@ -37,9 +37,13 @@ def _screen(seed: int, identical_profiles: bool = False):
 
 
 def _copairs_average_precisions(meta: pd.DataFrame, values: np.ndarray) -> pd.Series:
-    """copairs' own pipeline for mAP against controls: a reference index on the controls, negatives on the query's plate."""
+    """copairs' own pipeline for mAP against controls: a reference index on the controls, negatives on the query's plate;
+    constant profiles (no correlation with anything) left out first, as `replicate_map` does before calling copairs."""
     from copairs.map import average_precision
     from copairs.matching import assign_reference_index
+
+    varying = np.ptp(values, axis=1) > 0
+    meta, values = meta[varying].reset_index(drop=True), values[varying]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

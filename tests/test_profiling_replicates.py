@@ -150,3 +150,28 @@ def test_twelve_plate_replicate_counts_no_longer_fail():
     groups = sample_null_groups(labels, 48, 300, np.random.default_rng(0))
     assert all(len(set(row)) == 48 for row in labels[groups].tolist())
     assert len(np.unique(labels[groups])) == 60
+
+
+@pytest.mark.parametrize("constant", ["treated", "control"])
+def test_map_against_controls_leaves_a_constant_profile_out_as_replicate_map_does(constant):
+    """A constant well has no correlation with anything (NaN): as a query it came out of the NaN-ordered rank list with
+    AP 1, and as a replicate or control it was ranked arbitrarily; `replicate_map` leaves such wells out."""
+    from phenolens.profiling.replicates import control_similarities, replicate_map_against_controls, row_standardize
+
+    rng = np.random.default_rng(0)
+    plates = np.repeat(["P0", "P1", "P2"], 12)
+    is_control = np.tile(np.arange(12) < 3, 3)
+    treatments = np.where(is_control, "DMSO", np.array([f"T{w % 4}" for w in range(36)]))
+    values = rng.normal(size=(36, 6)) + 0.8 * rng.normal(size=(4, 6))[np.arange(36) % 4]
+    dead = np.flatnonzero(~is_control if constant == "treated" else is_control)[1]
+    values[dead] = 1.0
+
+    def mean_average_precisions(keep):
+        unit = row_standardize(values[keep])
+        queries, similarities = control_similarities(unit, plates[keep], is_control[keep])
+        treated = ~is_control[keep]
+        return replicate_map_against_controls(unit[treated], treatments[keep][treated], queries, similarities, null_size=50).treatments
+
+    without = mean_average_precisions(np.arange(36) != dead)
+    got = mean_average_precisions(np.ones(36, dtype=bool))
+    np.testing.assert_allclose(got["mean_average_precision"], without["mean_average_precision"], atol=1e-12)

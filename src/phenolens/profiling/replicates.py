@@ -486,6 +486,12 @@ def replicate_map_against_controls(
     if not len(negative_queries):
         raise PhenolensError("no treated well shares a plate with a control well; mAP against controls needs them")
     positives = pair_correlations(unit, pairs)
+    # a constant profile correlates with nothing (NaN): left out, as `replicate_map` leaves it out
+    defined, negatives_defined = np.isfinite(positives), np.isfinite(negative_similarities)
+    pairs, positives = pairs[defined], positives[defined]
+    negative_queries, negative_similarities = negative_queries[negatives_defined], negative_similarities[negatives_defined]
+    if not len(pairs):
+        raise PhenolensError("no treatment has two or more replicate wells with non-constant profiles; mAP needs replicates")
     queries = np.concatenate([pairs.ravel(), negative_queries])
     similarities = np.round(np.concatenate([np.repeat(positives, 2), negative_similarities]), SIMILARITY_DECIMALS)  # exact ties stay ties
     relevant = np.concatenate([np.ones(pairs.size, dtype=np.uint32), np.zeros(len(negative_queries), dtype=np.uint32)])
