@@ -85,6 +85,27 @@ def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> n
     return medians
 
 
+def defined_rows(unit_rows: np.ndarray) -> np.ndarray:
+    """Mask of the rows with no NaN: `row_standardize` gives a constant row NaN (it correlates with nothing).
+
+    Parameters
+    ----------
+    unit_rows : numpy.ndarray or RowFile
+        Rows from `row_standardize` (read by index, a chunk at a time).
+
+    Returns
+    -------
+    numpy.ndarray
+        (rows,) bool.
+    """
+    chunk = max(1, CHUNK_BYTES // max(1, unit_rows.shape[1] * 8))
+    defined = np.empty(len(unit_rows), dtype=bool)
+    for start in range(0, len(unit_rows), chunk):
+        index = np.arange(start, min(start + chunk, len(unit_rows)))
+        defined[index] = np.isfinite(unit_rows[index]).all(axis=1)
+    return defined
+
+
 def groups_by_label(codes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """For each group size k: (labels, (n_labels, k) index matrix) of the labels with k members.
 
@@ -204,7 +225,7 @@ def percent_replicating(
         Well profiles (wells x features).
     treatments : numpy.ndarray
         Treatment label of every well; treatments with one well are excluded (and counted), wells without
-        one (None/NaN) are left out.
+        one (None/NaN), or with a constant profile (no correlation with anything), are left out.
     null_repeats : int
         Null groups drawn per treatment of each replicate count (`sample_null_groups`).
     percentile : float
@@ -239,7 +260,7 @@ def percent_replicating_of_unit_rows(
     unit : numpy.ndarray or RowFile
         (wells, features) unit rows (float32 or float64), read by index a chunk of groups at a time.
     treatments : numpy.ndarray
-        Treatment label of every well (wells without one are left out).
+        Treatment label of every well (wells without one, or with a constant profile: NaN rows, are left out).
     null_repeats, percentile, seed
         As in `percent_replicating`.
 
@@ -254,6 +275,7 @@ def percent_replicating_of_unit_rows(
         When no treatment has two wells, or a replicate count exceeds the number of treatments.
     """
     codes, names = pd.factorize(pd.Series(treatments), sort=True)
+    codes[~defined_rows(unit)] = -1  # a constant profile correlates with nothing: left out, as `replicate_map` leaves it out
     labelled = np.flatnonzero(codes >= 0)  # a well without a treatment (code -1) is nobody's replicate, nor in the null
     codes = codes[labelled]
     rng = numpy_rng(seed)
