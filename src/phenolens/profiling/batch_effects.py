@@ -57,9 +57,11 @@ def batch_neighbours(frame: pd.DataFrame, columns: ProfileColumns) -> pd.DataFra
     controls = frame[select_rows(frame, columns.controls, "profiles", "--controls")]
     plates = controls[columns.plate].astype(str).to_numpy()
     batches = controls[columns.batch].astype(str).to_numpy()
-    if len(set(plates)) < 2:
-        raise PhenolensError("batch effects need control wells on two or more plates")
     unit = row_standardize(controls[features_of(frame, columns)].to_numpy(dtype=np.float64))
+    varying = np.isfinite(unit).all(axis=1)  # a constant profile (NaN) would be everyone's neighbour: np.argmax takes NaN as largest
+    unit, plates, batches = unit[varying], plates[varying], batches[varying]
+    if len(set(plates)) < 2:
+        raise PhenolensError("batch effects need control wells (with non-constant profiles) on two or more plates")
     nearest = np.empty(len(unit), dtype=np.int64)
     rows = max(1, CHUNK_BYTES // (8 * len(unit)))  # similarities of a block of controls at a time (a study has tens of thousands)
     for start in range(0, len(unit), rows):
