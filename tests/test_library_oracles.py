@@ -204,3 +204,28 @@ def test_nsc_and_nscb_neighbours_are_scikit_learns_nearest_allowed_neighbours(si
             excluded |= batches.to_numpy()[:, None] == batches.to_numpy()[None, :]
         distance[excluded] = np.inf
         assert result.predictions["neighbor"].tolist() == index[distance.argmin(axis=1)].tolist()
+
+
+def test_a_constant_treatment_profile_is_nobodys_nearest_neighbour():
+    """np.argmax takes NaN for the largest value, so a treatment with a constant profile (NaN correlation) was the nearest
+    neighbour of every query; scikit-learn's nearest neighbours over the other treatments are the oracle."""
+    from sklearn.metrics import pairwise_distances
+
+    from phenolens.profiling.moa import nearest_neighbor_moa
+
+    rng = np.random.default_rng(0)
+    index = pd.Index([f"t{i}" for i in range(20)])
+    profiles = pd.DataFrame(rng.normal(size=(20, 7)), index=index)
+    profiles.iloc[3] = 2.0
+    moa = pd.Series(rng.choice(["m1", "m2"], 20), index=index)
+    compound = pd.Series([f"c{i}" for i in range(20)], index=index)
+    result = nearest_neighbor_moa(profiles, moa, compound).predictions
+    others = index != "t3"
+    distance = pairwise_distances(profiles[others].to_numpy(), metric="correlation")
+    np.fill_diagonal(distance, np.inf)
+    assert result.loc[others, "neighbor"].tolist() == index[others][distance.argmin(axis=1)].tolist()
+    assert result.loc["t3", "neighbor"] is None and not result.loc["t3", "correct"]
+    from phenolens.profiling.nested import nested_neighbor_accuracy
+
+    nested = nested_neighbor_accuracy({"only": profiles}, moa, compound)  # one candidate: the nested loop is plain 1-NN
+    assert nested.predictions["correct"].tolist() == result["correct"].tolist()

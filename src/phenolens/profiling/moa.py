@@ -260,7 +260,7 @@ def nearest_neighbor_moa(
     moa = moa.loc[profiles.index].to_numpy()
     unit = unit_rows(profiles.to_numpy(), similarity)
     similarity_matrix = unit @ unit.T
-    similarity_matrix[setup.excluded] = -np.inf
+    similarity_matrix[setup.excluded | np.isnan(similarity_matrix)] = -np.inf  # a constant profile (NaN) is nobody's neighbour
     neighbor = np.argmax(similarity_matrix, axis=1)
     has_candidate = np.isfinite(similarity_matrix).any(axis=1)
     predictions = pd.DataFrame(

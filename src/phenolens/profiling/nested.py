@@ -201,6 +201,7 @@ def _leave_one_compound_out(candidates, moa, compound, batch, similarity, drop_u
     units = [unit_rows(frame.loc[index].to_numpy(dtype=np.float64), similarity) for frame in candidates.values()]
     similarity_matrix = np.stack([unit @ unit.T for unit in units])
     similarity_matrix[:, excluded] = -np.inf
+    similarity_matrix[np.isnan(similarity_matrix)] = -np.inf  # a constant profile (NaN) is nobody's neighbour (np.argmax takes NaN)
     eligible = same_moa & ~excluded
     inner_scores = {}
     for held_out in pd.unique(compounds) if held_out_compounds is None else held_out_compounds:
