@@ -82,3 +82,22 @@ def test_stopping_rule_caps_the_number_of_atoms():
     for solve in (omp_codes, smp_codes):
         assert len(support(solve(dictionary, noise, StoppingRule(0.0, 3)))[0]) <= 3
     assert np.count_nonzero(codes_to_activation(sklearn_omp_codes(dictionary, noise, StoppingRule(0.0, 3)))) <= 6
+
+
+def test_ista_converges_to_the_complex_lasso_optimum():
+    """The docstring's claim, by the optimality conditions of min 1/2 ||y - Re(D c)||^2 + t ||c||_1 (no library solves the
+    complex-modulus l1 problem): on the support D^H r = t c / |c|, elsewhere |D^H r| <= t; and the Lipschitz constant
+    estimated by power iteration is the normal operator's largest eigenvalue (dense matrix) to 1 %."""
+    dictionary = GaborDictionary(np.array([1.0]), np.array([1.0]), 64)
+    signal = np.random.default_rng(0).normal(size=(1, 64))
+    threshold = 0.5
+    codes = ista_codes(dictionary, signal, iterations=3000, threshold=threshold)
+    correlation = dictionary.correlate(signal - dictionary.synthesize(codes))
+    support = np.abs(codes) > 1e-9
+    assert 5 < support.sum() < 60
+    np.testing.assert_allclose(correlation[support], threshold * codes[support] / np.abs(codes[support]), atol=1e-9)
+    assert np.abs(correlation[~support]).max() <= threshold + 1e-9
+    unit = np.zeros((2 * 64, 1, 1, 64), dtype=np.complex128)
+    unit[np.arange(64), 0, 0, np.arange(64)], unit[64 + np.arange(64), 0, 0, np.arange(64)] = 1.0, 1j
+    columns = np.stack([dictionary.synthesize(code)[0] for code in unit], axis=1)  # Re(D c) as a real (T, 2T) matrix
+    assert dictionary.lipschitz == pytest.approx(np.linalg.eigvalsh(columns.T @ columns).max(), rel=0.01)

@@ -342,3 +342,18 @@ def test_batch_neighbours_in_blocks_equal_all_pairs_at_once(monkeypatch):
     assert whole.loc["all", "same_batch_neighbour"] == pytest.approx(expected_hit, abs=1e-12)
     assert whole.loc["all", "chance"] == pytest.approx(expected_chance, abs=1e-12)
     assert whole.loc["all", "control_wells"] == 300 and whole.loc["all", "plates"] == 12
+
+
+def test_a_constant_control_profile_is_nobodys_nearest_neighbour():
+    """np.argmax takes NaN for the largest value, so one constant control well (NaN correlation with everything) was every
+    other control's nearest neighbour: the same-batch rate of the other batches became 0 (1.0 without it)."""
+    rng = np.random.default_rng(1)
+    plates = np.repeat([f"P{i}" for i in range(6)], 5)
+    batches = np.repeat(["B1", "B2", "B3"], 10)
+    values = rng.normal(size=(30, 20)) + np.repeat(rng.normal(size=(3, 20)) * 10, 10, axis=0)
+    values[0] = 1.0
+    table = pd.DataFrame(values, columns=[f"f{i}" for i in range(20)])
+    table = table.assign(Metadata_Plate=plates, Metadata_Batch=batches, Metadata_PertType="control")
+    result = batch_neighbours(table, ProfileColumns(controls=CONTROLS, batch="Metadata_Batch"))
+    assert (result["same_batch_neighbour"] == 1.0).all()
+    assert result.loc["B1", "control_wells"] == 9  # the constant well is left out, as mAP and percent replicating leave it out

@@ -110,6 +110,21 @@ def test_the_explorer_treatment_map_uses_the_consensus(monkeypatch):
     np.testing.assert_allclose(mapped[0], wells.groupby(TREATMENT)[["f0", "f1", "f2"]].median().to_numpy())
 
 
+@pytest.mark.parametrize("consensus", ["mean", "median", "modz"])
+def test_the_explorer_map_note_names_the_consensus_it_drew(consensus):
+    """The page said "t-SNE of each treatment's mean anomaly profile" whatever --consensus built the map."""
+    from phenolens.report.explorer import profiling as explorer
+
+    rng = np.random.default_rng(0)
+    wells = pd.DataFrame(rng.normal(size=(9, 3)), columns=["f0", "f1", "f2"])
+    wells[TREATMENT] = list("aaabbbccc")
+    hits = pd.DataFrame({"score": 1.0, "n_wells": 3, "p_value": 0.5, "q_value": 0.5, "hit": False}, index=list("abc"))
+    view = explorer.profiling_view(wells, ["f0", "f1", "f2"], np.ones(9, bool), TREATMENT, "Metadata_Plate", hits, consensus=consensus)
+    note = view.notes[0]
+    assert f"each treatment's {consensus} anomaly profile" in note
+    assert all(f"{other} anomaly profile" not in note for other in {"mean", "median", "modz"} - {consensus})
+
+
 def test_a_constant_replicate_gets_the_least_modz_weight_instead_of_a_nan_profile():
     from phenolens.profiling.moa import treatment_profiles
 

@@ -150,3 +150,48 @@ def test_twelve_plate_replicate_counts_no_longer_fail():
     groups = sample_null_groups(labels, 48, 300, np.random.default_rng(0))
     assert all(len(set(row)) == 48 for row in labels[groups].tolist())
     assert len(np.unique(labels[groups])) == 60
+
+
+@pytest.mark.parametrize("constant", ["treated", "control"])
+def test_map_against_controls_leaves_a_constant_profile_out_as_replicate_map_does(constant):
+    """A constant well has no correlation with anything (NaN): as a query it came out of the NaN-ordered rank list with
+    AP 1, and as a replicate or control it was ranked arbitrarily; `replicate_map` leaves such wells out."""
+    from phenolens.profiling.replicates import control_similarities, replicate_map_against_controls, row_standardize
+
+    rng = np.random.default_rng(0)
+    plates = np.repeat(["P0", "P1", "P2"], 12)
+    is_control = np.tile(np.arange(12) < 3, 3)
+    treatments = np.where(is_control, "DMSO", np.array([f"T{w % 4}" for w in range(36)]))
+    values = rng.normal(size=(36, 6)) + 0.8 * rng.normal(size=(4, 6))[np.arange(36) % 4]
+    dead = np.flatnonzero(~is_control if constant == "treated" else is_control)[1]
+    values[dead] = 1.0
+
+    def mean_average_precisions(keep):
+        unit = row_standardize(values[keep])
+        queries, similarities = control_similarities(unit, plates[keep], is_control[keep])
+        treated = ~is_control[keep]
+        return replicate_map_against_controls(unit[treated], treatments[keep][treated], queries, similarities, null_size=50).treatments
+
+    without = mean_average_precisions(np.arange(36) != dead)
+    got = mean_average_precisions(np.ones(36, dtype=bool))
+    np.testing.assert_allclose(got["mean_average_precision"], without["mean_average_precision"], atol=1e-12)
+
+
+def test_a_constant_profile_is_left_out_of_percent_replicating_and_its_null():
+    """A constant well (NaN correlation with everything) made a NaN null median, hence a NaN threshold: percent
+    replicating 0.0 instead of 0.9 for one dead well of 60. It is now left out, as a well without a treatment (and as mAP)."""
+    from phenolens.profiling.replicates import percent_replicating_of_unit_rows, row_standardize
+
+    rng = np.random.default_rng(0)
+    treatments = np.repeat([f"t{i:02d}" for i in range(20)], 3).astype(object)
+    values = rng.normal(size=(60, 10)) + 1.2 * rng.normal(size=(20, 10))[np.repeat(np.arange(20), 3)]
+    values[5] = 0.0
+    unlabelled = treatments.copy()
+    unlabelled[5] = None
+    got = percent_replicating(values, treatments)
+    expected = percent_replicating(values, unlabelled)
+    assert np.isfinite(got.threshold) and got.percent_replicating == expected.percent_replicating > 0.8
+    assert got.threshold == expected.threshold and np.array_equal(got.null, expected.null)
+    assert got.treatments.loc["t01", "n_replicates"] == 2
+    streamed = percent_replicating_of_unit_rows(row_standardize(values).astype(np.float32), treatments)
+    assert streamed.percent_replicating == got.percent_replicating

@@ -282,3 +282,25 @@ def test_union_imputes_a_plates_missing_values_from_its_controls_and_flags_them(
     assert metrics["data"]["imputed_by_plate"][plates[0]] == on_first.sum() and metrics["data"]["wells_dropped_non_finite"] == 0
     with pytest.raises(PhenolensError, match="choose one of intersection, union"):
         ProfilingSettings(feature_set="all")
+
+
+def test_the_venn_caption_states_the_percentile_the_evaluation_used():
+    """The caption said "above the null's 90th percentile" whatever --replicate-percentile was."""
+    from phenolens.report.profiling import evaluation_report
+
+    settings = ProfileEvaluationSettings(**EVALUATION, replicate_percentile=75.0, classifiers=())
+    evaluation, metrics = evaluate_tables(_representation(), settings, "wells.csv")
+    captions = [figure.caption for section in evaluation_report("wells", metrics, evaluation).sections for figure in section.figures]
+    venn = [caption for caption in captions if "reproducible" in caption.lower()]
+    assert len(venn) == 1 and "75th percentile" in venn[0] and "90th" not in venn[0]
+
+
+def test_the_headline_moa_f1_says_it_is_the_weighted_f1():
+    """classify_moa scores weighted F1 (f1_score(average="weighted")); the headline table and the verdict called it
+    "MoA F1", which on a multi-class task reads as the macro F1."""
+    from phenolens.report.profiling import metrics_table, verdict
+
+    metrics = {"anomaly": {"moa_f1_lr": 0.6, "moa_f1_mlp": 0.5}, "cellprofiler": {"moa_f1_lr": 0.4, "moa_f1_mlp": 0.7}}
+    f1_columns = [column for column in metrics_table(metrics).columns if "F1" in column]
+    assert f1_columns == ["MoA weighted F1, logistic regression", "MoA weighted F1, MLP"]
+    assert "MoA weighted F1, logistic regression 0.600 vs 0.400" in verdict(metrics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -92,3 +93,23 @@ def test_images_view_samples_by_class_says_so_and_shares_a_spatial_map_across_ch
     first = [trace for trace in figure["data"] if trace.get("visible", True) is True]  # the true-class colouring shows first
     assert sorted(i for trace in first for i in trace["customdata"]) == sorted(view.items)
     assert [button["label"] for button in figure["layout"]["updatemenus"][0]["buttons"]] == ["true class", "predicted class", "correct?"]
+
+
+def test_images_view_gives_each_methods_deletion_and_insertion_curves_one_house_colour():
+    """The panel's curves took plotly.js's default colours, one per trace: a method's deletion and insertion curves differed
+    in colour, and two methods drew green against red. Each method now has one Okabe-Ito colour (dash tells the curves apart),
+    in the order the static faithfulness figure gives them."""
+    from phenolens.report.explorer.images import images_view
+    from phenolens.report.figures import OKABE_ITO
+
+    rng = np.random.default_rng(0)
+    images = rng.random((6, 2, 12, 10)).astype(np.float32)
+    fractions = np.linspace(0, 1, 5)
+    methods = ("saliency", "gradcam")
+    curves = {m: {"fractions": fractions, "deletion_curves": rng.random((6, 5)), "insertion_curves": rng.random((6, 5))} for m in methods}
+    view = images_view(images, ["DNA", "GFP"], ["a", "b"], np.arange(6) % 2, rng.dirichlet(np.ones(2), 6), rng.normal(size=(6, 2)), curves=curves)
+    assert view.data["method_colours"] == {"saliency": OKABE_ITO[0], "gradcam": OKABE_ITO[1]}
+    import phenolens.report
+
+    renderer = (Path(phenolens.report.__file__).parent / "templates" / "explorer_images.js.j2").read_text()
+    assert renderer.count("color: data.method_colours[method]") == 2  # both curves of a method drawn in its colour

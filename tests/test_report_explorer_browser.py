@@ -162,3 +162,27 @@ def test_combined_site_links_each_runs_explorer(image_runs, profile_page, watche
     page.wait_for_selector("body[data-explorer-ready='1']", state="attached")
     assert page.url.endswith("runs/02-run/report.html") and page.locator(".pl-hits").count() == 1
     watched.assert_clean()
+
+
+def test_a_cells_curves_are_drawn_in_each_methods_house_colour(image_runs, watched_page):
+    """plotly.js's default colours gave each of the four curves its own colour (green against red for the second method)."""
+    watched = watched_page(image_runs["explain"])
+    page = watched.page
+    checked = page.evaluate(
+        """() => {
+            const payload = JSON.parse(document.querySelector("script.pl-payload").textContent);
+            const id = Object.keys(payload.items).find((key) => payload.items[key].curves !== undefined);
+            document.querySelector(".pl-figure[data-key=map]").emit("plotly_click", { points: [{ customdata: id }] });
+            return { id: id, colours: payload.data.method_colours };
+        }"""
+    )
+    page.wait_for_function("id => document.querySelector('.pl-panel').dataset.itemId === id", arg=checked["id"])
+    page.locator(".pl-panel .pl-curves .main-svg").first.wait_for()
+    traces = page.evaluate("() => document.querySelector('.pl-panel .pl-curves')._fullData.map((t) => [t.name, t.line.color, t.line.dash])")
+    assert len(traces) == 4  # saliency and gradcam, deletion and insertion each
+    for name, colour, dash in traces:
+        method = next(m for m in checked["colours"] if name.startswith(m))
+        assert colour.lower() == checked["colours"][method].lower()
+        assert dash == ("dot" if name.endswith("insertion") else "solid")
+    assert len({colour for _, colour, _ in traces}) == 2
+    watched.assert_clean()

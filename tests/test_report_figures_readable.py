@@ -300,3 +300,78 @@ def test_the_counterfactual_probability_title_reports_how_many_reached_the_targe
     fig = probability_figure(SimpleNamespace(ecinn=ecinn, gradient=None, target=1, class_names=["NoGFP", "NuclearGFP"]))
     assert fig.axes[0].get_title() == "alpha_1 reaches p(NuclearGFP) > 0.5 for 25% of the images"
     plt.close(fig)
+
+
+def test_the_filter_caption_names_the_colours_the_weights_are_drawn_in(monkeypatch):
+    """The caption said "purple negative, orange positive weights", but matplotlib's PuOr draws low values orange
+    and high values purple: every filter read with its sign flipped."""
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from phenolens.report import class_model
+
+    drawn = []
+    monkeypatch.setattr(class_model.Section, "figure", lambda self, fig, caption, filename=None: drawn.append((fig, caption)) or self)
+    filters = np.zeros((2, 1, 3, 3))
+    filters[0, 0, 1, 1], filters[1, 0, 1, 1] = 1.0, -1.0
+    class_model.class_model_section(np.ones((2, 1, 8, 8)), ["a", "b"], ["DNA"], filters, ())
+    fig, caption = drawn[-1]
+    colours = {sign: colour for colour, sign in re.findall(r"(\w+) (negative|positive)", caption)}
+    assert set(colours) == {"negative", "positive"}
+    image = fig.axes[0].images[0]  # filter 0: its centre weight is the largest positive one
+    red, _, blue, _ = image.cmap(image.norm(1.0))
+    drawn_positive = "purple" if blue > red else "orange"
+    red, _, blue, _ = image.cmap(image.norm(-1.0))
+    drawn_negative = "purple" if blue > red else "orange"
+    assert (colours["positive"], colours["negative"]) == (drawn_positive, drawn_negative)
+    for fig, _ in drawn:
+        plt.close(fig)
+
+
+@pytest.mark.parametrize("pert_types", [("control", "trt"), ("negcon", "trt")])
+def test_the_profile_summary_title_says_how_its_features_were_ranked(monkeypatch, pert_types):
+    """With a perturbation-type column but no wells typed "control" (JUMP's "negcon"), the features are ranked by their
+    coefficient of variation, yet the title said they "differ most between treated and control wells"."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from phenolens.report import datasets
+
+    drawn = []
+    monkeypatch.setattr(datasets.Section, "figure", lambda self, fig, caption, filename=None: drawn.append((fig, caption)) or self)
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(24, 8)) + 5.0, columns=[f"Cells_f{i}" for i in range(8)])
+    table["Metadata_pert_type"] = [pert_types[0]] * 6 + [pert_types[1]] * 18
+    datasets._summarize_profiles(table, "plate", seed=0)
+    title = drawn[0][0]._suptitle.get_text()
+    has_controls = pert_types[0] == "control"
+    assert ("treated and control wells" in title) == has_controls
+    for fig, _ in drawn:
+        plt.close(fig)
+
+
+def test_the_real_a_scan_caption_names_the_colours_it_draws(monkeypatch):
+    """The caption said "signal (grey)" while the signal was drawn black (Okabe-Ito's last colour), the colour an
+    unknown method's bars also take."""
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    from phenolens.data.containers import Signal
+    from phenolens.echoes.real import RealDetection
+    from phenolens.report import echoes
+
+    drawn = []
+    monkeypatch.setattr(echoes.Section, "figure", lambda self, fig, caption, filename=None: drawn.append((fig, caption)) or self)
+    monkeypatch.setattr(echoes.Section, "view", lambda self, view: self)
+    signal = Signal(name="scan", values=np.sin(np.arange(400) / 3.0) * np.exp(-(((np.arange(400) - 200) / 30.0) ** 2)))
+    found = RealDetection("scan", "omp", np.array([200.0]), np.array([1.0]), np.array([200.0]), 100.0)
+    echoes.real_section([signal], [found])
+    fig, caption = drawn[0]
+    signal_line, envelope_line = fig.axes[0].get_lines()[:2]
+    named = {"grey": lambda rgb: np.ptp(rgb) < 0.05 and 0.2 < rgb[0] < 0.8, "black": lambda rgb: max(rgb) < 0.05}
+    said = next(name for name in named if f"signal ({name})" in caption)
+    assert named[said](np.array(mcolors.to_rgb(signal_line.get_color())))
+    assert "envelope (blue)" in caption and mcolors.to_rgb(envelope_line.get_color())[2] > 0.8
+    for fig, _ in drawn:
+        plt.close(fig)

@@ -63,7 +63,7 @@ def batch_neighbours(frame: pd.DataFrame, columns: ProfileColumns) -> pd.DataFra
     plates = controls[columns.plate].astype(str).to_numpy()
     batches = controls[columns.batch].astype(str).to_numpy()
     if len(set(plates)) < 2:
-        raise PhenolensError("batch effects need control wells on two or more plates")
+        raise PhenolensError("batch effects need control wells (with non-constant profiles) on two or more plates")
     nearest = np.empty(len(unit), dtype=np.int64)
     rows = max(1, CHUNK_BYTES // (8 * len(unit)))  # similarities of a block of controls at a time (a study has tens of thousands)
     for start in range(0, len(unit), rows):

@@ -21,6 +21,12 @@ from phenolens.core.seeding import numpy_rng
 # Memory for one chunk of stacked replicate profiles (groups x replicates x features, float64).
 CHUNK_BYTES = 64 * 2**20
 
+SIMILARITY_DECIMALS = 12
+"""Decimals the similarities of `replicate_map_against_controls` are ranked at. Replicate and control similarities
+come from different products (pairs vs plate blocks) whose last bits differ, so a replicate whose profile equals a
+control's would be ranked above or below it by rounding noise; copairs computes both alike and ranks the tie
+replicates first."""
+
 
 @dataclass
 class ReplicateResult:
@@ -51,25 +57,6 @@ def row_standardize(values: np.ndarray) -> np.ndarray:
     return centred / np.where(norm > 0, norm, np.nan)
 
 
-def defined_rows(unit: np.ndarray) -> np.ndarray:
-    """Which unit rows are defined: not NaN, as `row_standardize` leaves a constant row.
-
-    Parameters
-    ----------
-    unit : numpy.ndarray or RowFile
-        (rows, features) unit rows, read a chunk of rows at a time.
-
-    Returns
-    -------
-    numpy.ndarray
-        (rows,) bool.
-    """
-    chunk = max(1, CHUNK_BYTES // max(1, unit.shape[1] * 8))
-    return np.concatenate(
-        [~np.isnan(unit[np.arange(start, min(start + chunk, len(unit)))][:, 0]) for start in range(0, len(unit), chunk)] or [np.zeros(0, bool)]
-    )
-
-
 def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Median correlation over all pairs inside each group.
 
@@ -96,6 +83,27 @@ def median_pairwise_correlations(unit_rows: np.ndarray, groups: np.ndarray) -> n
         correlations = np.einsum("gkp,glp->gkl", stacked, stacked)
         medians[start : start + chunk] = np.median(correlations[:, upper[0], upper[1]], axis=1)
     return medians
+
+
+def defined_rows(unit_rows: np.ndarray) -> np.ndarray:
+    """Mask of the rows with no NaN: `row_standardize` gives a constant row NaN (it correlates with nothing).
+
+    Parameters
+    ----------
+    unit_rows : numpy.ndarray or RowFile
+        Rows from `row_standardize` (read by index, a chunk at a time).
+
+    Returns
+    -------
+    numpy.ndarray
+        (rows,) bool.
+    """
+    chunk = max(1, CHUNK_BYTES // max(1, unit_rows.shape[1] * 8))
+    defined = np.empty(len(unit_rows), dtype=bool)
+    for start in range(0, len(unit_rows), chunk):
+        index = np.arange(start, min(start + chunk, len(unit_rows)))
+        defined[index] = np.isfinite(unit_rows[index]).all(axis=1)
+    return defined
 
 
 def groups_by_label(codes: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -218,7 +226,7 @@ def percent_replicating(
         out, as `replicate_map` leaves it out.
     treatments : numpy.ndarray
         Treatment label of every well; treatments with one well are excluded (and counted), wells without
-        one (None/NaN) are left out.
+        one (None/NaN), or with a constant profile (no correlation with anything), are left out.
     null_repeats : int
         Null groups drawn per treatment of each replicate count (`sample_null_groups`).
     percentile : float
@@ -254,7 +262,7 @@ def percent_replicating_of_unit_rows(
         (wells, features) unit rows (float32 or float64), read by index a chunk of groups at a time; NaN
         rows (constant profiles) are left out.
     treatments : numpy.ndarray
-        Treatment label of every well (wells without one are left out).
+        Treatment label of every well (wells without one, or with a constant profile: NaN rows, are left out).
     null_repeats, percentile, seed
         As in `percent_replicating`.
 
@@ -504,11 +512,15 @@ def replicate_map_against_controls(
     if not len(negative_queries):
         raise PhenolensError("no treated well shares a plate with a control well; mAP against controls needs them")
     positives = pair_correlations(unit, pairs)
+    # a constant profile correlates with nothing (NaN): left out, as `replicate_map` leaves it out
+    defined, negatives_defined = np.isfinite(positives), np.isfinite(negative_similarities)
+    pairs, positives = pairs[defined], positives[defined]
+    negative_queries, negative_similarities = negative_queries[negatives_defined], negative_similarities[negatives_defined]
+    if not len(pairs):
+        raise PhenolensError("no treatment has two or more replicate wells with non-constant profiles; mAP needs replicates")
     queries = np.concatenate([pairs.ravel(), negative_queries])
-    similarities = np.concatenate([np.repeat(positives, 2), negative_similarities])
+    similarities = np.round(np.concatenate([np.repeat(positives, 2), negative_similarities]), SIMILARITY_DECIMALS)  # exact ties stay ties
     relevant = np.concatenate([np.ones(pairs.size, dtype=np.uint32), np.zeros(len(negative_queries), dtype=np.uint32)])
-    defined = np.isfinite(similarities)  # a constant well (NaN unit row) is left out, as `replicate_map` leaves it out
-    queries, similarities, relevant = queries[defined], similarities[defined], relevant[defined]
     order = np.lexsort([-similarities, queries])  # by query, most similar first (copairs' rank lists)
     ranked, counts = np.unique(queries, return_counts=True)
     scores, configurations = ap_contiguous(relevant[order], counts.astype(np.uint32))

@@ -63,5 +63,5 @@ def class_model_section(
         axis = axes.ravel()[index]
         axis.imshow(filters[unit, channel], cmap="PuOr", vmin=-limit, vmax=limit)
         axis.set_title(f"{unit}: {channel_names[channel]}", fontsize=7)
-    section.figure(fig, f"First convolution: the first {count} filters per input channel (purple negative, orange positive weights).", "filters.png")
+    section.figure(fig, f"First convolution: the first {count} filters per input channel (orange negative, purple positive weights).", "filters.png")
     return section

@@ -116,7 +116,9 @@ def _summarize_profiles(table: pd.DataFrame, name: str, seed: int) -> tuple[dict
     finite = np.isfinite(values)
     summary["non_finite_values"] = int((~finite).sum())
     groups = table[pert].astype(str) if pert else pd.Series(["all"] * len(table))
-    order = _rank_features(values, (groups == "control").to_numpy() if pert else None)
+    is_control = (groups == "control").to_numpy() if pert else None
+    by_controls = is_control is not None and is_control.any() and (~is_control).any()  # else `_rank_features` ranks by spread
+    order = _rank_features(values, is_control)
     picks = [features[i] for i in order[:6] if finite[:, i].any()]  # a feature without finite values has nothing to draw
     fig, axes = figure(width=10, height=5.2, nrows=2, ncols=3)
     palette = class_colors(max(2, groups.nunique()))
@@ -129,7 +131,7 @@ def _summarize_profiles(table: pd.DataFrame, name: str, seed: int) -> tuple[dict
         axis.set_xlabel("feature value (file units)", fontsize=8)
         axis.set_ylabel("density", fontsize=8)
     axes.ravel()[0].legend(fontsize=8)
-    fig.suptitle(f"{name}: the six features that differ most between {'treated and control wells' if pert else 'wells'}")
+    fig.suptitle(f"{name}: the six features that differ most between {'treated and control wells' if by_controls else 'wells'}")
     fig.tight_layout()
     section.figure(
         fig,

@@ -323,7 +323,7 @@ def real_section(signals, detections: list[RealDetection], fit: PulseFit | None 
         fig, axes = figure(10.0, 1.7 * len(methods), nrows=len(methods), sharex=True, squeeze=False)
         for axis, method in zip(axes[:, 0], methods):
             result = next(d for d in found if d.method == method)
-            axis.plot(t, values, color=OKABE_ITO[7], lw=0.7)
+            axis.plot(t, values, color="#777777", lw=0.7)  # grey as the caption and the explorer's A-scan: black is a method's colour
             axis.plot(t, envelope(values), color=OKABE_ITO[1], lw=1.0)
             peak = envelope(values).max()
             axis.vlines(result.positions / fs, 0, result.amplitudes * peak, color=method_colour(method), lw=2.5)

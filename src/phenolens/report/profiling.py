@@ -26,8 +26,8 @@ LABELS = {
     "map": "mAP (replicates)",
     "nsc_accuracy": "1-NN NSC accuracy",
     "nscb_accuracy": "1-NN NSCB accuracy",
-    "moa_f1_lr": "MoA F1, logistic regression",
-    "moa_f1_mlp": "MoA F1, MLP",
+    "moa_f1_lr": "MoA weighted F1, logistic regression",
+    "moa_f1_mlp": "MoA weighted F1, MLP",
 }
 HYPERPARAMETER_LABELS = {"learning_rate": "learning rate", "output_l2": "output L2 penalty", "dropout": "dropout"}
 SHAP_ORIENTATION = (
@@ -464,7 +464,7 @@ def profiling_section(
             f"{auto['epochs']} epochs (best {auto['best_epoch']}), best validation MSE {auto['best_validation_mse']:.3f}; "
             f"{hyperparameter_text(auto)}."
         )
-    section.table(metrics_table(evaluation.metrics), "Headline metrics per representation (MoA F1: mean over repeats).")
+    section.table(metrics_table(evaluation.metrics), "Headline metrics per representation (MoA weighted F1: mean over repeats).")
     text = verdict(evaluation.metrics)
     if text:
         section.text(text)
@@ -475,7 +475,10 @@ def profiling_section(
         "Replicate correlation of every treatment against the null of random non-replicate groups.",
         f"{prefix}_replicates.png",
     )
-    section.figure(venn_figure(evaluation), "Treatments reproducible (above the null's 90th percentile) per representation.", f"{prefix}_venn.png")
+    percentile = evaluation.settings.get("replicate_percentile", 90)
+    section.figure(
+        venn_figure(evaluation), f"Treatments reproducible (above the null's {percentile:g}th percentile) per representation.", f"{prefix}_venn.png"
+    )
     if evaluation.classifiers is not None:
         section.figure(moa_f1_figure(evaluation), "Per-class MoA F1 of nested cross-validation, mean over repeats.", f"{prefix}_moa_f1.png")
         welch = evaluation.classifiers.welch.copy()

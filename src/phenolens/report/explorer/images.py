@@ -278,5 +278,7 @@ def images_view(
         "map_sheets": map_sheets,
         "colormap": colormap_table("inferno"),
         "fractions": np.round(next(iter(curves.values()))["fractions"], 4) if curves else [],
+        # one colour per method for both its curves (dash tells them apart), in the static faithfulness figure's order
+        "method_colours": {method: OKABE_ITO[number % len(OKABE_ITO)] for number, method in enumerate(curves or {})},
     }
     return View(title, "images", [ExplorerFigure("map", figure, 560)], items, data, sheets, notes, hover_sheet="crop")

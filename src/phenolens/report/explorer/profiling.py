@@ -1,4 +1,4 @@
-"""The profiling explorer view: the treatment map (t-SNE of each treatment's mean anomaly profile) coloured by
+"""The profiling explorer view: the treatment map (t-SNE of each treatment's consensus anomaly profile) coloured by
 MoA or hit status; clicking a treatment shows its replicate wells and their correlations, its most anomalous
 features and (for the explained treatment) the SHAP bars; the hits table sorts and filters
 (renderer ``templates/explorer_profiling.js.j2``)."""
@@ -176,7 +176,7 @@ def profiling_view(
         table.insert(1, "MoA", moas)
     rows = [{"__id": row["treatment"], **row} for row in table.to_dict("records")]
     notes = [
-        f"{len(order):,} treatments on the t-SNE of each treatment's mean anomaly profile (treated wells); "
+        f"{len(order):,} treatments on the t-SNE of each treatment's {consensus} anomaly profile (treated wells, --consensus); "
         "the hits table below the map sorts (click a header) and filters; click a row or a point for details."
     ]
     if rule:
