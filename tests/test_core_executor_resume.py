@@ -213,3 +213,20 @@ def test_resume_continues_a_run_whose_out_lies_inside_its_input_run(tmp_path):
     _killed_run(tmp_path, out, done_shards=2, inputs=(model,))
     run = _finish(out, resume=True, inputs=[model])
     assert run.resumed and run.skipped == 2
+
+
+def test_finished_parts_read_back_as_one_dataset_when_a_column_is_empty_in_the_first_part(tmp_path):
+    """A shard whose text column holds no value at all (unlabelled images, an empty metadata column) is stored as parquet's
+    null type; a folder whose first part has it could not be read as one dataset once a later part held text."""
+    settings = ResumeExampleSettings()
+    with RunWriter(tmp_path / "z", command="test", settings=settings) as run:
+        parts = run.parts("table.parquet")
+        parts.write_table(0, pd.DataFrame({"label": pd.Series([None, None], dtype=object), "p": [0.1, 0.2]}))
+        parts.write_table(1, pd.DataFrame({"label": pd.Series(["DMSO"], dtype=object), "p": [0.3]}))
+        parts.write_table(2, pd.DataFrame({"label": pd.Series([None], dtype=object), "p": [0.4]}))
+        expected = parts.read_table()
+        parts.finish()
+    table = pd.read_parquet(tmp_path / "z" / "table.parquet")
+    assert table["label"].isna().tolist() == [True, True, False, True] == expected["label"].isna().tolist()
+    assert table["label"][2] == "DMSO"
+    assert table["p"].tolist() == [0.1, 0.2, 0.3, 0.4]

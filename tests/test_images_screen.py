@@ -125,6 +125,22 @@ def test_streamed_predict_equals_in_memory_predict_for_folders_manifests_and_zar
         assert len(list((out / "predictions.parquet").glob("part-*.parquet"))) == 4
 
 
+def test_a_screen_whose_first_chunk_is_unlabelled_reads_back_as_one_table(screen, tmp_path):
+    """Control wells labelled, the first chunk's images not: the parts' label column is empty in the first part only."""
+    folder, model = screen
+    rows = [
+        {"path": str(p.relative_to(folder)), "label": "" if i < 6 else p.parent.name, "well": p.name.split("_")[0]}
+        for i, p in enumerate(sorted(folder.glob("*/*.tif")))
+    ]
+    pd.DataFrame(rows).to_csv(folder / "first-unlabelled.csv", index=False)
+    out = tmp_path / "out"
+    given = ["--manifest", str(folder / "first-unlabelled.csv"), "--channels", "GFP,DNA", "--chunk-size", "5"]
+    assert run(["images", "predict", str(model), *given, "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "predictions.parquet")
+    assert table["label"].isna().tolist() == [True] * 6 + [False] * 10
+    assert table["label"][6:].tolist() == [p.parent.name for p in sorted(folder.glob("*/*.tif"))][6:]
+
+
 def test_controls_give_z_factors_and_hits_of_a_known_screen():
     from phenolens.training.prediction import PREDICTED, control_readout, summarise
     from phenolens.training.settings import ImagePredictionSettings
