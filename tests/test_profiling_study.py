@@ -135,6 +135,24 @@ def test_streamed_sphering_and_adversary_equal_the_in_memory_run(screen, tmp_pat
     assert np.allclose(profiles[features].to_numpy(np.float64), want[features].to_numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_a_file_whose_only_plate_is_left_out_streams_like_the_in_memory_run(screen, tmp_path):
+    """A plate with one usable control is left out with its wells; as the only plate of its file, that file has no well to
+    represent (it stopped the streamed run with a ValueError with --map-negatives plate_controls)."""
+    table, _ = screen
+    plate = table["Metadata_Plate"].unique()[2]
+    controls = table.index[table["Metadata_Plate"].eq(plate) & table["Metadata_PertType"].eq("control")]
+    table = table.drop(controls[1:]).reset_index(drop=True)
+    paths = []
+    for name, wells in table.groupby("Metadata_Plate", sort=False):
+        paths.append(tmp_path / f"{name}.parquet")
+        wells.to_parquet(paths[-1])
+    settings = SETTINGS.replace(curve=False, explain_features=0, max_epochs=5, map_negatives="plate_controls", consensus="modz")
+    expected = run_profiling(table, settings, "screen")
+    result, profiles = _stream(paths, settings, tmp_path / "run")
+    _assert_same_metrics(expected.metrics, result.metrics)
+    assert len(profiles) == table["Metadata_Plate"].ne(plate).sum() and result.plates["wells"].tolist()[2] == 0
+
+
 def test_two_dask_workers_give_the_serial_results(screen, tmp_path):
     """With the MODZ consensus: the workers save where each treatment's wells are; the process reads them back."""
     _, paths = screen
