@@ -90,7 +90,7 @@ def test_a_shard_that_kills_every_worker_is_one_line_naming_it():
     assert "\n" not in str(caught.value)
 
 
-def _killed_run(tmp_path, out, done_shards: int, inputs: tuple = ()) -> None:
+def _killed_run(tmp_path, out, done_shards: int, inputs: tuple = (), **writer_options) -> None:
     """Run a writer in a child process that finishes `done_shards` parts and is then SIGKILLed."""
     script = textwrap.dedent(
         f"""
@@ -99,7 +99,8 @@ def _killed_run(tmp_path, out, done_shards: int, inputs: tuple = ()) -> None:
         sys.path.insert(0, {os.fspath(tmp_path)!r})
         from test_settings_for_child import ResumeChildSettings
         from phenolens.core.runs import RunWriter
-        with RunWriter({os.fspath(out)!r}, command="test resume", settings=ResumeChildSettings(), inputs={[os.fspath(p) for p in inputs]!r}) as run:
+        inputs = {[os.fspath(p) for p in inputs]!r}
+        with RunWriter({os.fspath(out)!r}, command="test resume", settings=ResumeChildSettings(), inputs=inputs, **{writer_options!r}) as run:
             parts = run.parts("rows.parquet")
             for index in range({done_shards}):
                 parts.write_table(index, pd.DataFrame({{"shard": [index] * 3, "value": [index * 10 + i for i in range(3)]}}))
@@ -203,6 +204,18 @@ def test_resume_refuses_an_input_edited_since_the_interrupted_run_started(tmp_pa
         _finish(out, resume=True, inputs=[table])
     run = _finish(out, overwrite=True, inputs=[table])
     assert not run.resumed and run.skipped == 0
+
+
+def test_resume_refuses_another_dataset_or_another_option_outside_the_settings(tmp_path):
+    """A registered dataset, or --channels given in another order, changes what every later shard computes."""
+    out = tmp_path / "run"
+    _killed_run(tmp_path, out, done_shards=2, datasets=["bbbc021"], options={"channels": "GFP,DNA"})
+    with pytest.raises(PhenolensError, match="had other datasets"):
+        _finish(out, resume=True, datasets=["bbbc013"], options={"channels": "GFP,DNA"})
+    with pytest.raises(PhenolensError, match="had other options"):
+        _finish(out, resume=True, datasets=["bbbc021"], options={"channels": "DNA,GFP"})
+    run = _finish(out, resume=True, datasets=["bbbc021"], options={"channels": "GFP,DNA"})
+    assert run.resumed and run.skipped == 2
 
 
 def test_resume_continues_a_run_whose_out_lies_inside_its_input_run(tmp_path):

@@ -246,6 +246,18 @@ def test_a_killed_predict_and_explain_resume_to_the_uninterrupted_output(screen,
         assert not list(tmp_path.glob(".*.partial-*"))
 
 
+def test_resume_refuses_the_channels_given_in_another_order(screen, tmp_path, capsys):
+    """The chunks done before the kill read GFP,DNA; resumed with DNA,GFP the rest would read the channels swapped."""
+    folder, model = screen
+    args = ["images", "predict", str(model), "--folder", str(folder), "--chunk-size", "3", "--out", str(tmp_path / "run")]
+    child = _kill_after(2, [*args, "--channels", "GFP,DNA"])
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    capsys.readouterr()
+    assert run([*args, "--channels", "DNA,GFP", "--resume"]) == 2
+    assert "had other options" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert run([*args, "--channels", "GFP,DNA", "--resume"]) == 0
+
+
 @pytest.mark.slow
 def test_a_two_worker_dask_cluster_equals_the_serial_run(screen, tmp_path):
     folder, model = screen
