@@ -7,8 +7,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,6 +42,13 @@ def kill_own_worker(index: int) -> int:
     if index == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return index
+
+
+def sleep_span(index: int) -> tuple[float, float]:
+    """A shard that takes 0.3 s and says when it ran."""
+    started = time.time()
+    time.sleep(0.3)
+    return started, time.time()
 
 
 def test_serial_map_keeps_order_and_skips_done_shards():
@@ -73,6 +83,22 @@ def test_local_cluster_equals_serial_and_passes_user_errors_through():
         assert list(executor.map(shard_sum, shards, skip={4})) == serial
         with pytest.raises(PhenolensError, match="shard 2: a bad file"):
             list(executor.map(refuse_shard, range(5)))
+
+
+@pytest.mark.slow
+def test_workers_that_join_after_the_map_started_all_get_shards():
+    """The README's SLURM recipe: the batch jobs of the workers are still queued when the run starts. The window of
+    shards in flight followed the workers present at the start (none: 2 shards at a time), however many joined later."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None)
+    with Executor(Client(cluster), "a cluster whose workers join later", cluster) as executor:
+        threading.Timer(0.3, lambda: cluster.scale(3)).start()
+        spans = [span for _, span in executor.map(sleep_span, range(18))]
+        assert executor.workers == 3
+    changes = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = np.cumsum([change for _, change in changes])
+    assert running.max() == 3
 
 
 @pytest.mark.slow
