@@ -37,6 +37,16 @@ def refuse_shard(index: int) -> int:
     return index
 
 
+def count_then_refuse(shard: tuple[str, int]) -> int:
+    """A shard that notes each run of it in a file, and refuses shard 1 (a bad input file)."""
+    folder, index = shard
+    with open(os.path.join(folder, f"runs-{index}.txt"), "a") as runs:
+        runs.write("run\n")
+    if index == 1:
+        raise PhenolensError("shard 1: a bad file; fix it")
+    return index
+
+
 def kill_own_worker(index: int) -> int:
     """A shard whose worker dies every time it runs it (out of memory, a segfault in a library)."""
     if index == 1:
@@ -102,10 +112,19 @@ def test_workers_that_join_after_the_map_started_all_get_shards():
 
 
 @pytest.mark.slow
+def test_a_shard_that_refuses_its_input_runs_once_on_dask_as_in_this_process(tmp_path):
+    """Dask's task retries re-ran any shard that raised (a bad file: twice the time before the one-line error); a dead
+    worker is retried by the scheduler's allowed failures, not by task retries."""
+    with Executor.from_option("local:2") as executor, pytest.raises(PhenolensError, match="shard 1: a bad file"):
+        list(executor.map(count_then_refuse, [(str(tmp_path), index) for index in range(3)]))
+    assert (tmp_path / "runs-1.txt").read_text().count("run") == 1
+
+
+@pytest.mark.slow
 def test_a_shard_that_kills_every_worker_is_one_line_naming_it():
     import dask
 
-    # Dask retries a shard whose worker died (the executor's own retry, then the scheduler's allowed failures);
+    # Dask retries a shard whose worker died (the scheduler's allowed failures);
     # one allowed failure keeps the test short: the shard's second death ends the map.
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 1}),

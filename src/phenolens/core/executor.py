@@ -179,7 +179,7 @@ class Executor:
         call = uuid.uuid4().hex[:12]  # keys unique per call: a later map of the same function never meets an earlier result
         pending = ((index, shard) for index, shard in enumerate(shards) if index not in skip)
         for index, shard in pending:
-            in_flight.append((index, self.client.submit(function, shard, pure=False, retries=1, key=f"{function.__name__}-{index}-{call}")))
+            in_flight.append((index, self.client.submit(function, shard, pure=False, key=f"{function.__name__}-{index}-{call}")))
             # Counted again each time: workers that join later (batch jobs still queued when the run started) widen the window.
             if len(in_flight) >= 2 * self.workers:
                 yield self._collect(*in_flight.popleft(), KilledWorker)
