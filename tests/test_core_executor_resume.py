@@ -288,3 +288,16 @@ def test_finished_parts_read_back_as_one_dataset_when_a_column_is_empty_in_the_f
     assert table["label"].isna().tolist() == [True, True, False, True] == expected["label"].isna().tolist()
     assert table["label"][2] == "DMSO"
     assert table["p"].tolist() == [0.1, 0.2, 0.3, 0.4]
+
+
+def test_finish_removes_a_part_a_killed_run_left_half_written(tmp_path):
+    """A kill while a part was being written leaves its hidden temporary file; the resumed run's folder must hold what an
+    uninterrupted run's holds."""
+    settings = ResumeExampleSettings()
+    with RunWriter(tmp_path / "z", command="test", settings=settings) as run:
+        parts = run.parts("table.parquet")
+        (parts.folder / ".part-000001.parquet.tmp-4242").write_bytes(b"PAR1 half a part")
+        for index in range(2):
+            parts.write_table(index, pd.DataFrame({"shard": [index]}))
+        parts.finish()
+    assert sorted(path.name for path in (tmp_path / "z" / "table.parquet").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]

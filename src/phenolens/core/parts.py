@@ -122,13 +122,16 @@ class PartStore:
         return {int(number): path for number, path in named.items() if number.isdigit()}
 
     def finish(self) -> None:
-        """Drop completion markers once every shard is done (the finished folder holds only data), and give every
-        table part the same schema, so that the folder reads back as one parquet dataset."""
+        """Drop completion markers and the half-written parts of a killed run once every shard is done (the finished
+        folder holds only data), and give every table part the same schema, so that the folder reads back as one
+        parquet dataset."""
         markers = self.folder / _DONE
         if markers.is_dir():
             for marker in markers.iterdir():
                 marker.unlink()
             markers.rmdir()
+        for unfinished in self.folder.glob(".part-*.parquet.tmp-*"):
+            unfinished.unlink()
         self._unify_schemas()
 
     def _unify_schemas(self) -> None:
