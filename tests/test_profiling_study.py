@@ -331,3 +331,29 @@ def test_a_study_with_sphering_and_an_adversary_streams(plates, tmp_path, capsys
         assert 0 <= metrics[name]["percent_replicating"] <= 1, name
     columns = pd.read_parquet(out / "profiles.parquet").columns
     assert {"anomaly_adversarial__", "anomaly_adversarial_sphered__"} <= {c.split("__")[0] + "__" for c in columns}
+
+
+@pytest.mark.slow
+def test_one_file_killed_on_a_cluster_and_resumed_serially_leaves_no_parts_in_the_run(tmp_path, monkeypatch):
+    """One file runs in memory when serial and file by file on a cluster: resumed serially, the parts the cluster run
+    left (every well's arrays) must not stay in the finished folder, which must equal an uninterrupted serial run's."""
+    path = synthetic_study(tmp_path / "plates", plates=3, wells=48, features=12, controls=6, replicates=3)
+    table = pd.concat([pd.read_parquet(p) for p in path], ignore_index=True)
+    table.to_parquet(tmp_path / "study.parquet")
+    argv = ["profile", "run", str(tmp_path / "study.parquet"), *PILOT, *FAST, "--out", str(tmp_path / "run")]
+
+    def killed(*args, **kwargs):
+        raise SystemExit("killed after the parts were written")
+
+    monkeypatch.setattr(study, "_evaluate", killed)
+    with pytest.raises(SystemExit):
+        run([*argv, "--scheduler", "local:2"])
+    monkeypatch.undo()
+    (staging,) = tmp_path.glob(".run.partial-*")
+    assert list((staging / study.PARTS).glob("part-*.parquet"))
+    staging.rename(staging.with_name(f".run.partial-{_dead_pid()}-killed"))  # as a killed process leaves it
+    assert run([*argv, "--resume"]) == 0
+    assert not (tmp_path / "run" / study.PARTS).exists()
+    assert run([*argv[:-1], str(tmp_path / "fresh")]) == 0
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(p.name for p in (tmp_path / "fresh").iterdir())
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "profiles.parquet"), pd.read_parquet(tmp_path / "fresh" / "profiles.parquet"))
