@@ -301,3 +301,16 @@ def test_finish_removes_a_part_a_killed_run_left_half_written(tmp_path):
             parts.write_table(index, pd.DataFrame({"shard": [index]}))
         parts.finish()
     assert sorted(path.name for path in (tmp_path / "z" / "table.parquet").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+
+
+def test_finished_parts_keep_every_column_when_the_first_shard_had_no_row(tmp_path):
+    """A chunk none of whose images could be decoded writes a part without columns: read as a dataset, the finished folder
+    took that part's (empty) schema and gave no columns for any row."""
+    settings = ResumeExampleSettings()
+    with RunWriter(tmp_path / "z", command="test", settings=settings) as run:
+        parts = run.parts("per_image.parquet")
+        parts.write_table(0, pd.DataFrame())
+        parts.write_table(1, pd.DataFrame({"source": ["a.tif", "b.tif"], "share": [0.25, 0.5]}))
+        parts.finish()
+    table = pd.read_parquet(tmp_path / "z" / "per_image.parquet")
+    assert table.columns.tolist() == ["source", "share"] and table["source"].tolist() == ["a.tif", "b.tif"]

@@ -138,8 +138,9 @@ class PartStore:
         """Rewrite the parts whose schema differs from the parts' common one.
 
         A column without a single value in one shard (unlabelled images, an empty metadata column) is
-        stored as parquet's null type; a dataset reader takes the first part's schema and cannot cast a
-        later part's text to it.
+        stored as parquet's null type, and a shard without rows may have no columns at all; a dataset
+        reader takes the first part's schema, so it cannot cast a later part's text to it, or drops the
+        columns the first part lacks from every part.
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -155,7 +156,10 @@ class PartStore:
         common = common.with_metadata(metadata)
         for path, schema in zip(parts, schemas):
             if not schema.remove_metadata().equals(common.remove_metadata()):
-                table = pq.read_table(path).select(common.names).cast(common)
+                table = pq.read_table(path)
+                # A shard without any row may have been written without columns (no image of a chunk could be decoded).
+                columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type) for f in common]
+                table = pa.Table.from_arrays(columns, schema=common)
                 staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
                 pq.write_table(table, staging)
                 os.replace(staging, path)
