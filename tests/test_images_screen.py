@@ -141,6 +141,31 @@ def test_a_screen_whose_first_chunk_is_unlabelled_reads_back_as_one_table(screen
     assert table["label"][6:].tolist() == [p.parent.name for p in sorted(folder.glob("*/*.tif"))][6:]
 
 
+def _undecodable(path):
+    """Rewrite a TIFF compressed, its compressed pixels zeroed: the header passes the scan, decoding fails."""
+    tifffile.imwrite(path, tifffile.imread(path), compression="zlib")
+    with tifffile.TiffFile(path) as tiff:
+        offset, count = tiff.pages[0].dataoffsets[0], tiff.pages[0].databytecounts[0]
+    data = bytearray(path.read_bytes())
+    data[offset : offset + count] = bytes(count)
+    path.write_bytes(bytes(data))
+
+
+def test_an_explained_screen_whose_first_chunk_cannot_be_decoded_keeps_every_row_and_writes_its_report(screen, tmp_path):
+    """--skip-bad with the first chunk's 3 images undecodable: that chunk's part has no columns (the finished
+    per_image.parquet read back without any), and the randomisation check had no image left (the report stopped on None)."""
+    _, model = screen
+    bad = _screen(tmp_path / "bad")
+    for path in sorted(bad.glob("*/*.tif"))[:3]:
+        _undecodable(path)
+    out = tmp_path / "out"
+    args = ["explain", str(model), "--folder", str(bad), "--channels", "GFP,DNA", "--chunk-size", "3", "--images", "all", "--skip-bad"]
+    assert run([*args, "--methods", "gradcam", "--check-images", "2", "--sanity-images", "1", "--out", str(out)]) == 0
+    rows = pd.read_parquet(out / "per_image.parquet")
+    assert len(rows) == 13 and {"source", "label", "predicted"} <= set(rows.columns)
+    assert len(pd.read_csv(out / "skipped.csv")) == 3
+
+
 def test_controls_give_z_factors_and_hits_of_a_known_screen():
     from phenolens.training.prediction import PREDICTED, control_readout, summarise
     from phenolens.training.settings import ImagePredictionSettings
