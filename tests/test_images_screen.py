@@ -166,6 +166,21 @@ def test_an_explained_screen_whose_first_chunk_cannot_be_decoded_keeps_every_row
     assert len(pd.read_csv(out / "skipped.csv")) == 3
 
 
+def test_a_predicted_screen_whose_first_chunk_cannot_be_decoded_skips_it(screen, tmp_path):
+    """--skip-bad with a chunk none of whose images decodes: it stopped with a torch.cat traceback."""
+    _, model = screen
+    bad = _screen(tmp_path / "bad")
+    for path in sorted(bad.glob("*/*.tif"))[:3]:
+        _undecodable(path)
+    out = tmp_path / "out"
+    args = ["images", "predict", str(model), "--folder", str(bad), "--channels", "GFP,DNA", "--chunk-size", "3", "--skip-bad", "--embeddings"]
+    assert run([*args, "--out", str(out)]) == 0
+    predictions, embeddings = pd.read_parquet(out / "predictions.parquet"), pd.read_parquet(out / "embeddings.parquet")
+    assert len(predictions) == len(embeddings) == 13 and predictions["p_inside"].dtype == np.float64
+    assert predictions["source"].tolist() == [str(p) for p in sorted(bad.glob("*/*.tif"))[3:]] == embeddings["source"].tolist()
+    assert json.loads((out / "metrics.json").read_text())["n_skipped"] == 3
+
+
 def test_controls_give_z_factors_and_hits_of_a_known_screen():
     from phenolens.training.prediction import PREDICTED, control_readout, summarise
     from phenolens.training.settings import ImagePredictionSettings
