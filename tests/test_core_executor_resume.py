@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.executor import Executor, cached
@@ -314,3 +316,30 @@ def test_finished_parts_keep_every_column_when_the_first_shard_had_no_row(tmp_pa
         parts.finish()
     table = pd.read_parquet(tmp_path / "z" / "per_image.parquet")
     assert table.columns.tolist() == ["source", "share"] and table["source"].tolist() == ["a.tif", "b.tif"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shards=st.lists(
+        st.one_of(st.none(), st.lists(st.one_of(st.none(), st.sampled_from(["DMSO", "taxol"])), min_size=1, max_size=4)), min_size=1, max_size=6
+    ),
+    order=st.randoms(use_true_random=False),
+)
+def test_finished_parts_read_back_as_the_shards_in_order_whatever_they_hold(tmp_path_factory, shards, order):
+    """Shards written in any order, some without rows (no columns), some whose labels are all empty: the finished folder
+    reads back, as one parquet dataset, as the shards' rows in shard order."""
+    out = tmp_path_factory.mktemp("parts") / "run"
+    frames = {
+        index: pd.DataFrame() if labels is None else pd.DataFrame({"label": pd.Series(labels, dtype=object), "shard": [index] * len(labels)})
+        for index, labels in enumerate(shards)
+    }
+    with RunWriter(out, command="test", settings=ResumeExampleSettings()) as run:
+        parts = run.parts("table.parquet")
+        for index in order.sample(sorted(frames), len(frames)):
+            parts.write_table(index, frames[index])
+        parts.finish()
+    expected = [(label, index) for index, labels in enumerate(shards) for label in labels or []]
+    if not expected:
+        return  # no row at all: nothing to type the columns by
+    table = pd.read_parquet(out / "table.parquet")
+    assert [(None if pd.isna(label) else label, int(index)) for label, index in zip(table["label"], table["shard"])] == expected
