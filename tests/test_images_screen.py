@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import hypothesis
 import numpy as np
 import pandas as pd
 import pytest
@@ -389,3 +390,27 @@ def test_an_image_that_fails_to_decode_after_the_scan_is_an_error_or_skipped_wit
             maps = group[method][:]
             assert maps.shape == (15, 2, 16, 16) and np.isfinite(maps).all(), method
         assert json.loads((out / "metrics.json").read_text())["n_images"] == 15
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(cuts=hypothesis.strategies.lists(hypothesis.strategies.integers(0, 40), max_size=6))
+def test_the_readout_of_a_screen_cut_into_any_chunks_equals_its_readout_in_one(cuts):
+    """`summarise` adds chunks up: groups, Z-factors, hits and labelled metrics do not depend on where chunks are cut."""
+    from phenolens.training.prediction import LABEL, PREDICTED, summarise
+    from phenolens.training.settings import ImagePredictionSettings
+
+    classes, rng = ["a", "b", "c"], np.random.default_rng(0)
+    wells = rng.choice([f"w{i}" for i in range(8)], 40)
+    table = pd.DataFrame({"well": wells, "kind": np.where(np.isin(wells, ["w0", "w1", "w2"]), "control", "drug")})
+    proba = rng.dirichlet(np.ones(3), 40)
+    for k, name in enumerate(classes):
+        table[f"p_{name}"] = proba[:, k]
+    table[PREDICTED] = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    table[LABEL] = pd.Series(np.where(rng.random(40) < 0.5, None, np.asarray(classes, dtype=object)[rng.integers(0, 3, 40)]), dtype=object)
+    options = ImagePredictionSettings(group_by="well", controls="kind == 'control'")
+    whole_groups, whole_metrics = summarise([table], classes, options)
+    bounds = sorted(set(cuts))
+    chunks = [table.iloc[start:end].reset_index(drop=True) for start, end in zip([0, *bounds], [*bounds, 40])]
+    groups, metrics = summarise(chunks, classes, options)
+    pd.testing.assert_frame_equal(groups, whole_groups)
+    assert metrics == whole_metrics and metrics["n_groups"] == 8
