@@ -153,6 +153,22 @@ def test_a_file_whose_only_plate_is_left_out_streams_like_the_in_memory_run(scre
     assert len(profiles) == table["Metadata_Plate"].ne(plate).sum() and result.plates["wells"].tolist()[2] == 0
 
 
+def test_a_metadata_column_empty_in_the_first_files_takes_the_later_files_text(screen, tmp_path, monkeypatch):
+    """profiles.parquet is written in row groups (25,000 wells); a column without a value in the first group (an annotation
+    the first plates lack) gave the file a null column, and the next group's text ended the run in an ArrowNotImplementedError."""
+    table, _ = screen
+    first = table["Metadata_Plate"].unique()[0]
+    table = table.assign(Metadata_Note=np.where(table["Metadata_Plate"] == first, None, "re-imaged"))
+    paths = []
+    for plate, wells in table.groupby("Metadata_Plate", sort=False):
+        paths.append(tmp_path / f"{plate}.parquet")
+        wells.to_parquet(paths[-1])
+    monkeypatch.setattr(study, "ROWS_PER_GROUP", 10)  # a row group per file
+    _, profiles = _stream(paths, SETTINGS.replace(curve=False, explain_features=0, max_epochs=3), tmp_path / "run")
+    assert profiles["Metadata_Note"].isna().tolist() == (profiles["Metadata_Plate"] == first).tolist()
+    assert set(profiles["Metadata_Note"].dropna()) == {"re-imaged"}
+
+
 def test_two_dask_workers_give_the_serial_results(screen, tmp_path):
     """With the MODZ consensus: the workers save where each treatment's wells are; the process reads them back."""
     _, paths = screen
