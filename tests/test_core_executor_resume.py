@@ -7,10 +7,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.executor import Executor, cached
@@ -34,11 +39,28 @@ def refuse_shard(index: int) -> int:
     return index
 
 
+def count_then_refuse(shard: tuple[str, int]) -> int:
+    """A shard that notes each run of it in a file, and refuses shard 1 (a bad input file)."""
+    folder, index = shard
+    with open(os.path.join(folder, f"runs-{index}.txt"), "a") as runs:
+        runs.write("run\n")
+    if index == 1:
+        raise PhenolensError("shard 1: a bad file; fix it")
+    return index
+
+
 def kill_own_worker(index: int) -> int:
     """A shard whose worker dies every time it runs it (out of memory, a segfault in a library)."""
     if index == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return index
+
+
+def sleep_span(index: int) -> tuple[float, float]:
+    """A shard that takes 0.3 s and says when it ran."""
+    started = time.time()
+    time.sleep(0.3)
+    return started, time.time()
 
 
 def test_serial_map_keeps_order_and_skips_done_shards():
@@ -76,10 +98,35 @@ def test_local_cluster_equals_serial_and_passes_user_errors_through():
 
 
 @pytest.mark.slow
+def test_workers_that_join_after_the_map_started_all_get_shards():
+    """The README's SLURM recipe: the batch jobs of the workers are still queued when the run starts. The window of
+    shards in flight followed the workers present at the start (none: 2 shards at a time), however many joined later."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None)
+    with Executor(Client(cluster), "a cluster whose workers join later", cluster) as executor:
+        threading.Timer(0.3, lambda: cluster.scale(3)).start()
+        spans = [span for _, span in executor.map(sleep_span, range(18))]
+        assert executor.workers == 3
+    changes = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = np.cumsum([change for _, change in changes])
+    assert running.max() == 3
+
+
+@pytest.mark.slow
+def test_a_shard_that_refuses_its_input_runs_once_on_dask_as_in_this_process(tmp_path):
+    """Dask's task retries re-ran any shard that raised (a bad file: twice the time before the one-line error); a dead
+    worker is retried by the scheduler's allowed failures, not by task retries."""
+    with Executor.from_option("local:2") as executor, pytest.raises(PhenolensError, match="shard 1: a bad file"):
+        list(executor.map(count_then_refuse, [(str(tmp_path), index) for index in range(3)]))
+    assert (tmp_path / "runs-1.txt").read_text().count("run") == 1
+
+
+@pytest.mark.slow
 def test_a_shard_that_kills_every_worker_is_one_line_naming_it():
     import dask
 
-    # Dask retries a shard whose worker died (the executor's own retry, then the scheduler's allowed failures);
+    # Dask retries a shard whose worker died (the scheduler's allowed failures);
     # one allowed failure keeps the test short: the shard's second death ends the map.
     with (
         dask.config.set({"distributed.scheduler.allowed-failures": 1}),
@@ -90,7 +137,7 @@ def test_a_shard_that_kills_every_worker_is_one_line_naming_it():
     assert "\n" not in str(caught.value)
 
 
-def _killed_run(tmp_path, out, done_shards: int, inputs: tuple = ()) -> None:
+def _killed_run(tmp_path, out, done_shards: int, inputs: tuple = (), **writer_options) -> None:
     """Run a writer in a child process that finishes `done_shards` parts and is then SIGKILLed."""
     script = textwrap.dedent(
         f"""
@@ -99,7 +146,8 @@ def _killed_run(tmp_path, out, done_shards: int, inputs: tuple = ()) -> None:
         sys.path.insert(0, {os.fspath(tmp_path)!r})
         from test_settings_for_child import ResumeChildSettings
         from phenolens.core.runs import RunWriter
-        with RunWriter({os.fspath(out)!r}, command="test resume", settings=ResumeChildSettings(), inputs={[os.fspath(p) for p in inputs]!r}) as run:
+        inputs = {[os.fspath(p) for p in inputs]!r}
+        with RunWriter({os.fspath(out)!r}, command="test resume", settings=ResumeChildSettings(), inputs=inputs, **{writer_options!r}) as run:
             parts = run.parts("rows.parquet")
             for index in range({done_shards}):
                 parts.write_table(index, pd.DataFrame({{"shard": [index] * 3, "value": [index * 10 + i for i in range(3)]}}))
@@ -205,6 +253,18 @@ def test_resume_refuses_an_input_edited_since_the_interrupted_run_started(tmp_pa
     assert not run.resumed and run.skipped == 0
 
 
+def test_resume_refuses_another_dataset_or_another_option_outside_the_settings(tmp_path):
+    """A registered dataset, or --channels given in another order, changes what every later shard computes."""
+    out = tmp_path / "run"
+    _killed_run(tmp_path, out, done_shards=2, datasets=["bbbc021"], options={"channels": "GFP,DNA"})
+    with pytest.raises(PhenolensError, match="had other datasets"):
+        _finish(out, resume=True, datasets=["bbbc013"], options={"channels": "GFP,DNA"})
+    with pytest.raises(PhenolensError, match="had other options"):
+        _finish(out, resume=True, datasets=["bbbc021"], options={"channels": "DNA,GFP"})
+    run = _finish(out, resume=True, datasets=["bbbc021"], options={"channels": "GFP,DNA"})
+    assert run.resumed and run.skipped == 2
+
+
 def test_resume_continues_a_run_whose_out_lies_inside_its_input_run(tmp_path):
     model = tmp_path / "model"  # an input run (``explain MODEL --out MODEL/explain``): the staging folder grows inside it
     model.mkdir()
@@ -213,3 +273,73 @@ def test_resume_continues_a_run_whose_out_lies_inside_its_input_run(tmp_path):
     _killed_run(tmp_path, out, done_shards=2, inputs=(model,))
     run = _finish(out, resume=True, inputs=[model])
     assert run.resumed and run.skipped == 2
+
+
+def test_finished_parts_read_back_as_one_dataset_when_a_column_is_empty_in_the_first_part(tmp_path):
+    """A shard whose text column holds no value at all (unlabelled images, an empty metadata column) is stored as parquet's
+    null type; a folder whose first part has it could not be read as one dataset once a later part held text."""
+    settings = ResumeExampleSettings()
+    with RunWriter(tmp_path / "z", command="test", settings=settings) as run:
+        parts = run.parts("table.parquet")
+        parts.write_table(0, pd.DataFrame({"label": pd.Series([None, None], dtype=object), "p": [0.1, 0.2]}))
+        parts.write_table(1, pd.DataFrame({"label": pd.Series(["DMSO"], dtype=object), "p": [0.3]}))
+        parts.write_table(2, pd.DataFrame({"label": pd.Series([None], dtype=object), "p": [0.4]}))
+        expected = parts.read_table()
+        parts.finish()
+    table = pd.read_parquet(tmp_path / "z" / "table.parquet")
+    assert table["label"].isna().tolist() == [True, True, False, True] == expected["label"].isna().tolist()
+    assert table["label"][2] == "DMSO"
+    assert table["p"].tolist() == [0.1, 0.2, 0.3, 0.4]
+
+
+def test_finish_removes_a_part_a_killed_run_left_half_written(tmp_path):
+    """A kill while a part was being written leaves its hidden temporary file; the resumed run's folder must hold what an
+    uninterrupted run's holds."""
+    settings = ResumeExampleSettings()
+    with RunWriter(tmp_path / "z", command="test", settings=settings) as run:
+        parts = run.parts("table.parquet")
+        (parts.folder / ".part-000001.parquet.tmp-4242").write_bytes(b"PAR1 half a part")
+        for index in range(2):
+            parts.write_table(index, pd.DataFrame({"shard": [index]}))
+        parts.finish()
+    assert sorted(path.name for path in (tmp_path / "z" / "table.parquet").iterdir()) == ["part-000000.parquet", "part-000001.parquet"]
+
+
+def test_finished_parts_keep_every_column_when_the_first_shard_had_no_row(tmp_path):
+    """A chunk none of whose images could be decoded writes a part without columns: read as a dataset, the finished folder
+    took that part's (empty) schema and gave no columns for any row."""
+    settings = ResumeExampleSettings()
+    with RunWriter(tmp_path / "z", command="test", settings=settings) as run:
+        parts = run.parts("per_image.parquet")
+        parts.write_table(0, pd.DataFrame())
+        parts.write_table(1, pd.DataFrame({"source": ["a.tif", "b.tif"], "share": [0.25, 0.5]}))
+        parts.finish()
+    table = pd.read_parquet(tmp_path / "z" / "per_image.parquet")
+    assert table.columns.tolist() == ["source", "share"] and table["source"].tolist() == ["a.tif", "b.tif"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shards=st.lists(
+        st.one_of(st.none(), st.lists(st.one_of(st.none(), st.sampled_from(["DMSO", "taxol"])), min_size=1, max_size=4)), min_size=1, max_size=6
+    ),
+    order=st.randoms(use_true_random=False),
+)
+def test_finished_parts_read_back_as_the_shards_in_order_whatever_they_hold(tmp_path_factory, shards, order):
+    """Shards written in any order, some without rows (no columns), some whose labels are all empty: the finished folder
+    reads back, as one parquet dataset, as the shards' rows in shard order."""
+    out = tmp_path_factory.mktemp("parts") / "run"
+    frames = {
+        index: pd.DataFrame() if labels is None else pd.DataFrame({"label": pd.Series(labels, dtype=object), "shard": [index] * len(labels)})
+        for index, labels in enumerate(shards)
+    }
+    with RunWriter(out, command="test", settings=ResumeExampleSettings()) as run:
+        parts = run.parts("table.parquet")
+        for index in order.sample(sorted(frames), len(frames)):
+            parts.write_table(index, frames[index])
+        parts.finish()
+    expected = [(label, index) for index, labels in enumerate(shards) for label in labels or []]
+    if not expected:
+        return  # no row at all: nothing to type the columns by
+    table = pd.read_parquet(out / "table.parquet")
+    assert [(None if pd.isna(label) else label, int(index)) for label, index in zip(table["label"], table["shard"])] == expected

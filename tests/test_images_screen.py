@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import hypothesis
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,6 +126,62 @@ def test_streamed_predict_equals_in_memory_predict_for_folders_manifests_and_zar
         assert len(list((out / "predictions.parquet").glob("part-*.parquet"))) == 4
 
 
+def test_a_screen_whose_first_chunk_is_unlabelled_reads_back_as_one_table(screen, tmp_path):
+    """Control wells labelled, the first chunk's images not: the parts' label column is empty in the first part only."""
+    folder, model = screen
+    rows = [
+        {"path": str(p.relative_to(folder)), "label": "" if i < 6 else p.parent.name, "well": p.name.split("_")[0]}
+        for i, p in enumerate(sorted(folder.glob("*/*.tif")))
+    ]
+    pd.DataFrame(rows).to_csv(folder / "first-unlabelled.csv", index=False)
+    out = tmp_path / "out"
+    given = ["--manifest", str(folder / "first-unlabelled.csv"), "--channels", "GFP,DNA", "--chunk-size", "5"]
+    assert run(["images", "predict", str(model), *given, "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "predictions.parquet")
+    assert table["label"].isna().tolist() == [True] * 6 + [False] * 10
+    assert table["label"][6:].tolist() == [p.parent.name for p in sorted(folder.glob("*/*.tif"))][6:]
+
+
+def _undecodable(path):
+    """Rewrite a TIFF compressed, its compressed pixels zeroed: the header passes the scan, decoding fails."""
+    tifffile.imwrite(path, tifffile.imread(path), compression="zlib")
+    with tifffile.TiffFile(path) as tiff:
+        offset, count = tiff.pages[0].dataoffsets[0], tiff.pages[0].databytecounts[0]
+    data = bytearray(path.read_bytes())
+    data[offset : offset + count] = bytes(count)
+    path.write_bytes(bytes(data))
+
+
+def test_an_explained_screen_whose_first_chunk_cannot_be_decoded_keeps_every_row_and_writes_its_report(screen, tmp_path):
+    """--skip-bad with the first chunk's 3 images undecodable: that chunk's part has no columns (the finished
+    per_image.parquet read back without any), and the randomisation check had no image left (the report stopped on None)."""
+    _, model = screen
+    bad = _screen(tmp_path / "bad")
+    for path in sorted(bad.glob("*/*.tif"))[:3]:
+        _undecodable(path)
+    out = tmp_path / "out"
+    args = ["explain", str(model), "--folder", str(bad), "--channels", "GFP,DNA", "--chunk-size", "3", "--images", "all", "--skip-bad"]
+    assert run([*args, "--methods", "gradcam", "--check-images", "2", "--sanity-images", "1", "--out", str(out)]) == 0
+    rows = pd.read_parquet(out / "per_image.parquet")
+    assert len(rows) == 13 and {"source", "label", "predicted"} <= set(rows.columns)
+    assert len(pd.read_csv(out / "skipped.csv")) == 3
+
+
+def test_a_predicted_screen_whose_first_chunk_cannot_be_decoded_skips_it(screen, tmp_path):
+    """--skip-bad with a chunk none of whose images decodes: it stopped with a torch.cat traceback."""
+    _, model = screen
+    bad = _screen(tmp_path / "bad")
+    for path in sorted(bad.glob("*/*.tif"))[:3]:
+        _undecodable(path)
+    out = tmp_path / "out"
+    args = ["images", "predict", str(model), "--folder", str(bad), "--channels", "GFP,DNA", "--chunk-size", "3", "--skip-bad", "--embeddings"]
+    assert run([*args, "--out", str(out)]) == 0
+    predictions, embeddings = pd.read_parquet(out / "predictions.parquet"), pd.read_parquet(out / "embeddings.parquet")
+    assert len(predictions) == len(embeddings) == 13 and predictions["p_inside"].dtype == np.float64
+    assert predictions["source"].tolist() == [str(p) for p in sorted(bad.glob("*/*.tif"))[3:]] == embeddings["source"].tolist()
+    assert json.loads((out / "metrics.json").read_text())["n_skipped"] == 3
+
+
 def test_controls_give_z_factors_and_hits_of_a_known_screen():
     from phenolens.training.prediction import PREDICTED, control_readout, summarise
     from phenolens.training.settings import ImagePredictionSettings
@@ -230,6 +287,18 @@ def test_a_killed_predict_and_explain_resume_to_the_uninterrupted_output(screen,
         assert not list(tmp_path.glob(".*.partial-*"))
 
 
+def test_resume_refuses_the_channels_given_in_another_order(screen, tmp_path, capsys):
+    """The chunks done before the kill read GFP,DNA; resumed with DNA,GFP the rest would read the channels swapped."""
+    folder, model = screen
+    args = ["images", "predict", str(model), "--folder", str(folder), "--chunk-size", "3", "--out", str(tmp_path / "run")]
+    child = _kill_after(2, [*args, "--channels", "GFP,DNA"])
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    capsys.readouterr()
+    assert run([*args, "--channels", "DNA,GFP", "--resume"]) == 2
+    assert "had other options" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert run([*args, "--channels", "GFP,DNA", "--resume"]) == 0
+
+
 @pytest.mark.slow
 def test_a_two_worker_dask_cluster_equals_the_serial_run(screen, tmp_path):
     folder, model = screen
@@ -321,3 +390,27 @@ def test_an_image_that_fails_to_decode_after_the_scan_is_an_error_or_skipped_wit
             maps = group[method][:]
             assert maps.shape == (15, 2, 16, 16) and np.isfinite(maps).all(), method
         assert json.loads((out / "metrics.json").read_text())["n_images"] == 15
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(cuts=hypothesis.strategies.lists(hypothesis.strategies.integers(0, 40), max_size=6))
+def test_the_readout_of_a_screen_cut_into_any_chunks_equals_its_readout_in_one(cuts):
+    """`summarise` adds chunks up: groups, Z-factors, hits and labelled metrics do not depend on where chunks are cut."""
+    from phenolens.training.prediction import LABEL, PREDICTED, summarise
+    from phenolens.training.settings import ImagePredictionSettings
+
+    classes, rng = ["a", "b", "c"], np.random.default_rng(0)
+    wells = rng.choice([f"w{i}" for i in range(8)], 40)
+    table = pd.DataFrame({"well": wells, "kind": np.where(np.isin(wells, ["w0", "w1", "w2"]), "control", "drug")})
+    proba = rng.dirichlet(np.ones(3), 40)
+    for k, name in enumerate(classes):
+        table[f"p_{name}"] = proba[:, k]
+    table[PREDICTED] = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    table[LABEL] = pd.Series(np.where(rng.random(40) < 0.5, None, np.asarray(classes, dtype=object)[rng.integers(0, 3, 40)]), dtype=object)
+    options = ImagePredictionSettings(group_by="well", controls="kind == 'control'")
+    whole_groups, whole_metrics = summarise([table], classes, options)
+    bounds = sorted(set(cuts))
+    chunks = [table.iloc[start:end].reset_index(drop=True) for start, end in zip([0, *bounds], [*bounds, 40])]
+    groups, metrics = summarise(chunks, classes, options)
+    pd.testing.assert_frame_equal(groups, whole_groups)
+    assert metrics == whole_metrics and metrics["n_groups"] == 8

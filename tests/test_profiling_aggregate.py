@@ -357,3 +357,17 @@ def test_a_compartment_named_in_camel_case_keeps_its_features(tmp_path, layout):
         connection.close()
     wells = aggregate_cells(path, ProfileAggregationSettings(compartments=("cells", "MitoObjects"), operation="mean"))
     assert wells["MitoObjects_Intensity_Mean"].tolist() == [20.0, 60.0] and wells["Cells_AreaShape_Area"].tolist() == [2.0, 6.0]
+
+
+def test_a_platemap_without_the_first_plates_wells_streams_like_the_in_memory_table(tmp_path, cli):
+    """The first plate's plate-map columns are all empty (a warning, not an error): the run's parquet must still take
+    the later plates' text, as `aggregate_cells` does."""
+    design = SingleCellDesign(plates=2, wells_per_plate=3, image_metadata_prefix="Image_Metadata_", seed=5)
+    path = tmp_path / "cells.sqlite"
+    write_cytominer_sqlite(path, design)
+    (tmp_path / "one_plate.csv").write_text("Metadata_Plate,Metadata_Well,x\nSQ00001,A01,1\n")
+    status, _, error = cli("profile", "aggregate", path, "--platemap", tmp_path / "one_plate.csv", "--out", tmp_path / "wells")
+    assert status == 0, error
+    written = pd.read_parquet(tmp_path / "wells" / "profiles.parquet")
+    pd.testing.assert_frame_equal(written, aggregate_cells(path, platemap=tmp_path / "one_plate.csv"))
+    assert written["Metadata_x"].isna().tolist() == [True] * 3 + [False, True, True]

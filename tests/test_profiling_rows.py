@@ -46,6 +46,23 @@ def test_a_row_file_reads_the_rows_it_was_given(study):
         rows[[0, len(treated)]]
 
 
+def test_a_row_file_reads_on_after_a_short_read(study, monkeypatch):
+    """One read returns at most about 2 GiB on Linux (and less on network file systems): reading every row of a study's
+    representation at once (mAP against all wells) must carry on, not take the short read for a truncated file."""
+    import io
+
+    from phenolens.profiling import rows as rows_module
+
+    class ShortReads(io.FileIO):
+        def readinto(self, buffer):
+            return super().readinto(memoryview(buffer)[:1000])  # as read() caps a transfer at 0x7ffff000 bytes
+
+    treated, rows, *_ = study
+    monkeypatch.setattr(rows_module, "open", lambda path, mode, buffering: ShortReads(path, mode), raising=False)
+    assert np.array_equal(rows[np.arange(len(rows))], treated)
+    assert np.array_equal(rows[[3, 4, 5, 200]], treated[[3, 4, 5, 200]])
+
+
 def test_write_rows_refuses_pieces_that_do_not_add_up(tmp_path):
     with pytest.raises(ValueError, match="hold 3 rows, not 4"):
         write_rows(tmp_path / "x.npy", [np.zeros((3, 2))], 4, 2)

@@ -135,6 +135,40 @@ def test_streamed_sphering_and_adversary_equal_the_in_memory_run(screen, tmp_pat
     assert np.allclose(profiles[features].to_numpy(np.float64), want[features].to_numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_a_file_whose_only_plate_is_left_out_streams_like_the_in_memory_run(screen, tmp_path):
+    """A plate with one usable control is left out with its wells; as the only plate of its file, that file has no well to
+    represent (it stopped the streamed run with a ValueError with --map-negatives plate_controls)."""
+    table, _ = screen
+    plate = table["Metadata_Plate"].unique()[2]
+    controls = table.index[table["Metadata_Plate"].eq(plate) & table["Metadata_PertType"].eq("control")]
+    table = table.drop(controls[1:]).reset_index(drop=True)
+    paths = []
+    for name, wells in table.groupby("Metadata_Plate", sort=False):
+        paths.append(tmp_path / f"{name}.parquet")
+        wells.to_parquet(paths[-1])
+    settings = SETTINGS.replace(curve=False, explain_features=0, max_epochs=5, map_negatives="plate_controls", consensus="modz")
+    expected = run_profiling(table, settings, "screen")
+    result, profiles = _stream(paths, settings, tmp_path / "run")
+    _assert_same_metrics(expected.metrics, result.metrics)
+    assert len(profiles) == table["Metadata_Plate"].ne(plate).sum() and result.plates["wells"].tolist()[2] == 0
+
+
+def test_a_metadata_column_empty_in_the_first_files_takes_the_later_files_text(screen, tmp_path, monkeypatch):
+    """profiles.parquet is written in row groups (25,000 wells); a column without a value in the first group (an annotation
+    the first plates lack) gave the file a null column, and the next group's text ended the run in an ArrowNotImplementedError."""
+    table, _ = screen
+    first = table["Metadata_Plate"].unique()[0]
+    table = table.assign(Metadata_Note=np.where(table["Metadata_Plate"] == first, None, "re-imaged"))
+    paths = []
+    for plate, wells in table.groupby("Metadata_Plate", sort=False):
+        paths.append(tmp_path / f"{plate}.parquet")
+        wells.to_parquet(paths[-1])
+    monkeypatch.setattr(study, "ROWS_PER_GROUP", 10)  # a row group per file
+    _, profiles = _stream(paths, SETTINGS.replace(curve=False, explain_features=0, max_epochs=3), tmp_path / "run")
+    assert profiles["Metadata_Note"].isna().tolist() == (profiles["Metadata_Plate"] == first).tolist()
+    assert set(profiles["Metadata_Note"].dropna()) == {"re-imaged"}
+
+
 def test_two_dask_workers_give_the_serial_results(screen, tmp_path):
     """With the MODZ consensus: the workers save where each treatment's wells are; the process reads them back."""
     _, paths = screen
@@ -313,3 +347,29 @@ def test_a_study_with_sphering_and_an_adversary_streams(plates, tmp_path, capsys
         assert 0 <= metrics[name]["percent_replicating"] <= 1, name
     columns = pd.read_parquet(out / "profiles.parquet").columns
     assert {"anomaly_adversarial__", "anomaly_adversarial_sphered__"} <= {c.split("__")[0] + "__" for c in columns}
+
+
+@pytest.mark.slow
+def test_one_file_killed_on_a_cluster_and_resumed_serially_leaves_no_parts_in_the_run(tmp_path, monkeypatch):
+    """One file runs in memory when serial and file by file on a cluster: resumed serially, the parts the cluster run
+    left (every well's arrays) must not stay in the finished folder, which must equal an uninterrupted serial run's."""
+    path = synthetic_study(tmp_path / "plates", plates=3, wells=48, features=12, controls=6, replicates=3)
+    table = pd.concat([pd.read_parquet(p) for p in path], ignore_index=True)
+    table.to_parquet(tmp_path / "study.parquet")
+    argv = ["profile", "run", str(tmp_path / "study.parquet"), *PILOT, *FAST, "--out", str(tmp_path / "run")]
+
+    def killed(*args, **kwargs):
+        raise SystemExit("killed after the parts were written")
+
+    monkeypatch.setattr(study, "_evaluate", killed)
+    with pytest.raises(SystemExit):
+        run([*argv, "--scheduler", "local:2"])
+    monkeypatch.undo()
+    (staging,) = tmp_path.glob(".run.partial-*")
+    assert list((staging / study.PARTS).glob("part-*.parquet"))
+    staging.rename(staging.with_name(f".run.partial-{_dead_pid()}-killed"))  # as a killed process leaves it
+    assert run([*argv, "--resume"]) == 0
+    assert not (tmp_path / "run" / study.PARTS).exists()
+    assert run([*argv[:-1], str(tmp_path / "fresh")]) == 0
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(p.name for p in (tmp_path / "fresh").iterdir())
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "profiles.parquet"), pd.read_parquet(tmp_path / "fresh" / "profiles.parquet"))

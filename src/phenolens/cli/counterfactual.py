@@ -56,7 +56,16 @@ def train(
     from phenolens.training.checkpoint import checkpointed
 
     datasets = [dataset] if dataset else []
-    writer = RunWriter(out, TRAIN_COMMAND, settings, inputs=input_paths(folder, manifest), overwrite=overwrite, datasets=datasets, resume=resume)
+    writer = RunWriter(
+        out,
+        TRAIN_COMMAND,
+        settings,
+        inputs=input_paths(folder, manifest),
+        overwrite=overwrite,
+        datasets=datasets,
+        resume=resume,
+        options={"channels": channels},
+    )
     data = read_images(dataset, folder, manifest, channels)
     with checkpointed(writer) as run:
         model, split = train_counterfactual_model(data, settings)

@@ -34,12 +34,15 @@ def _run_writer(
     model=None,
     zarr: Path | None = None,
     resume: bool = False,
+    channels: str | None = None,
+    unlabelled: str | None = None,
 ):
     """The command's RunWriter, made before any work so that a bad --out (or one over an input) fails first."""
     from phenolens.core.runs import RunWriter
 
     inputs = [*([model] if model is not None else []), *input_paths(folder, manifest, zarr)]
-    return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [], resume=resume)
+    options = {"channels": channels, "unlabelled": unlabelled}  # how the images are read: a resumed run must read them alike
+    return RunWriter(out, command, settings, inputs, overwrite, datasets=[dataset] if dataset else [], resume=resume, options=options)
 
 
 def _model_and_screen(model: Path, dataset, folder, manifest, zarr, channels: str, unlabelled: str, allow_outside_paths: bool, skip_bad: bool):
@@ -74,7 +77,7 @@ def train(
     from phenolens.training.checkpoint import checkpointed
     from phenolens.training.evaluation import train_and_evaluate
 
-    writer = _run_writer(out, "images train", settings, overwrite, dataset, folder, manifest, resume=resume)
+    writer = _run_writer(out, "images train", settings, overwrite, dataset, folder, manifest, resume=resume, channels=channels, unlabelled=unlabelled)
     images = read_images(dataset, folder, manifest, channels, unlabelled, allow_outside_paths)
     with checkpointed(writer) as written:
         started = time.perf_counter()
@@ -121,7 +124,9 @@ def explain(
     from phenolens.report.attribution import explanation_section
     from phenolens.report.html import Report
 
-    writer = _run_writer(out, "images explain", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
+    writer = _run_writer(
+        out, "images explain", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume, channels=channels, unlabelled=unlabelled
+    )
     _, source = _model_and_screen(model, dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
     with Executor.from_option(scheduler) as executor, writer as written:
         written.extra["executor"] = executor.description
@@ -166,7 +171,9 @@ def predict(
     from phenolens.report.html import Report
     from phenolens.training.prediction import predict_screen, predicted_sample
 
-    writer = _run_writer(out, "images predict", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume)
+    writer = _run_writer(
+        out, "images predict", [settings, chunks], overwrite, dataset, folder, manifest, model, zarr, resume, channels=channels, unlabelled=unlabelled
+    )
     classifier, source = _model_and_screen(model, dataset, folder, manifest, zarr, channels, unlabelled, allow_outside_paths, chunks.skip_bad)
     with Executor.from_option(scheduler) as executor, writer as written:
         written.extra["executor"] = executor.description

@@ -53,6 +53,7 @@ def run(
     settings: ProfilingSettings = None,
 ) -> None:
     """Fit the anomaly profiler on control wells, evaluate cellprofiler / anomaly / concatenation file by file, write OUT."""
+    import shutil
     import sys
 
     from phenolens.core.executor import Executor
@@ -60,7 +61,7 @@ def run(
     from phenolens.profiling.inputs import read_profile_tables
     from phenolens.profiling.pipeline import run_profiling
     from phenolens.profiling.plates import study_shards
-    from phenolens.profiling.study import profile_study
+    from phenolens.profiling.study import PARTS, profile_study
     from phenolens.report.profiling import write_profiling_run, write_study_run
     from phenolens.training.checkpoint import checkpointed
 
@@ -73,6 +74,7 @@ def run(
     whole_table = one_table and scheduler == "serial"
     with Executor.from_option(scheduler) as executor, checkpointed(writer) as folder:  # the autoencoder's epochs are checkpointed
         if whole_table:
+            shutil.rmtree(folder.path / PARTS, ignore_errors=True)  # left by a cluster run of this file that was killed: not continued
             result = run_profiling(read_profile_tables(paths, datasets, settings), settings, source)
             write_profiling_run(folder, result, f"phenolens profile run: {source}")
         else:

@@ -76,7 +76,8 @@ def fit(
     source = _image_source(dataset, folder, manifest, channels, unlabelled)
     reads = _source_inputs(source)
     inputs = [checkpoint, *reads["inputs"]]
-    writer = RunWriter(out, "sign fit", settings, inputs=inputs, datasets=reads["datasets"], overwrite=overwrite, resume=resume)
+    options = {"channels": channels, "unlabelled": unlabelled}  # how the images are read: a resumed fit must read them alike
+    writer = RunWriter(out, "sign fit", settings, inputs=inputs, datasets=reads["datasets"], overwrite=overwrite, resume=resume, options=options)
     images = _read_source(source)
     with checkpointed(writer) as run:
         result = fit_sign(ImageClassifier.load(checkpoint), images, settings)

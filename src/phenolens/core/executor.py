@@ -139,13 +139,14 @@ class Executor:
         """How many shards can run at once (1 when serial)."""
         if self.client is None:
             return 1
-        return max(1, sum(info.get("nthreads", 1) for info in self.client.scheduler_info()["workers"].values()))
+        return max(1, sum(self.client.nthreads().values()))
 
     def map(self, function: Callable[[Any], Any], shards: Iterable[Any], skip: Container[int] = ()) -> Iterator[tuple[int, Any]]:
         """Apply `function` to every shard; yield ``(index, result)`` in shard order.
 
-        On Dask at most ``2 x workers`` shards are in flight, so results that are not yet consumed
-        do not pile up in memory; a shard whose worker dies is retried by Dask.
+        On Dask at most ``2 x workers`` shards are in flight (the workers connected at the time, so
+        workers that join later get shards too), so results that are not yet consumed do not pile up
+        in memory; a shard whose worker dies is retried by Dask.
 
         Parameters
         ----------
@@ -175,12 +176,12 @@ class Executor:
         from distributed import KilledWorker
 
         in_flight: collections.deque = collections.deque()
-        window = 2 * self.workers
         call = uuid.uuid4().hex[:12]  # keys unique per call: a later map of the same function never meets an earlier result
         pending = ((index, shard) for index, shard in enumerate(shards) if index not in skip)
         for index, shard in pending:
-            in_flight.append((index, self.client.submit(function, shard, pure=False, retries=1, key=f"{function.__name__}-{index}-{call}")))
-            if len(in_flight) >= window:
+            in_flight.append((index, self.client.submit(function, shard, pure=False, key=f"{function.__name__}-{index}-{call}")))
+            # Counted again each time: workers that join later (batch jobs still queued when the run started) widen the window.
+            if len(in_flight) >= 2 * self.workers:
                 yield self._collect(*in_flight.popleft(), KilledWorker)
         while in_flight:
             yield self._collect(*in_flight.popleft(), KilledWorker)

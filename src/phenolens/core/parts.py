@@ -122,12 +122,47 @@ class PartStore:
         return {int(number): path for number, path in named.items() if number.isdigit()}
 
     def finish(self) -> None:
-        """Drop completion markers once every shard is done (the finished folder holds only data)."""
+        """Drop completion markers and the half-written parts of a killed run once every shard is done (the finished
+        folder holds only data), and give every table part the same schema, so that the folder reads back as one
+        parquet dataset."""
         markers = self.folder / _DONE
         if markers.is_dir():
             for marker in markers.iterdir():
                 marker.unlink()
             markers.rmdir()
+        for unfinished in self.folder.glob(".part-*.parquet.tmp-*"):
+            unfinished.unlink()
+        self._unify_schemas()
+
+    def _unify_schemas(self) -> None:
+        """Rewrite the parts whose schema differs from the parts' common one.
+
+        A column without a single value in one shard (unlabelled images, an empty metadata column) is
+        stored as parquet's null type, and a shard without rows may have no columns at all; a dataset
+        reader takes the first part's schema, so it cannot cast a later part's text to it, or drops the
+        columns the first part lacks from every part.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        parts = [path for _, path in sorted(self._table_parts().items())]
+        schemas = [pq.read_schema(path) for path in parts]
+        try:
+            common = pa.unify_schemas(schemas)  # a null column takes the type the other parts give it
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return  # types that truly differ: nothing to reconcile here
+        # Keep the pandas metadata of a part that already has the common types (the first one's may call a column empty).
+        metadata = next((s.metadata for s in schemas if s.remove_metadata().equals(common.remove_metadata())), common.metadata)
+        common = common.with_metadata(metadata)
+        for path, schema in zip(parts, schemas):
+            if not schema.remove_metadata().equals(common.remove_metadata()):
+                table = pq.read_table(path)
+                # A shard without any row may have been written without columns (no image of a chunk could be decoded).
+                columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type) for f in common]
+                table = pa.Table.from_arrays(columns, schema=common)
+                staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+                pq.write_table(table, staging)
+                os.replace(staging, path)
 
     def _written(self) -> None:
         if self.on_write is not None:

@@ -294,9 +294,12 @@ class RunWriter:
     datasets : iterable of str
         Registry names of built-in datasets the run reads (their files are in the registry).
     resume : bool
-        Continue the staging folder a killed run with the same command, settings and inputs left
-        behind (`resumed` tells whether one was found); without it such a folder is refused
+        Continue the staging folder a killed run with the same command, settings, inputs, datasets and
+        options left behind (`resumed` tells whether one was found); without it such a folder is refused
         unless `overwrite` discards it.
+    options : mapping, optional
+        Command-line values outside the settings objects that change what the run computes (such as
+        the image channels' names, in order): a resumed run must have the same.
 
     Examples
     --------
@@ -314,6 +317,7 @@ class RunWriter:
         seed: int | None = None,
         datasets: Iterable[str] = (),
         resume: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.inputs = [Path(p) for p in inputs]
         self.target = check_output_location(out, self.inputs, overwrite)
@@ -324,13 +328,14 @@ class RunWriter:
             seed = next((s.seed for s in self.settings if hasattr(s, "seed")), None)
         self.seed = seed
         self.resume = resume
+        self.options = dict(options or {})
         self.overwrite = overwrite
         self.resumed = False
         self.path: Path | None = None
         self.extra: dict[str, Any] = {}
 
     def intent(self) -> dict[str, Any]:
-        """What this run was asked to do: command, settings and inputs (a resumed run must match).
+        """What this run was asked to do: command, settings, inputs, datasets and options (a resumed run must match).
 
         An input edited in place since the interrupted run started changes its fingerprint, so its
         checkpoints and parts are not continued on different data.
@@ -338,13 +343,16 @@ class RunWriter:
         Returns
         -------
         dict
-            JSON-ready ``command``, ``settings`` (class name and values) and ``inputs`` (`input_fingerprint` of each).
+            JSON-ready ``command``, ``settings`` (class name and values) and ``inputs`` (`input_fingerprint` of each),
+            with ``datasets`` and ``options`` when the run has any.
         """
         return to_jsonable(
             {
                 "command": self.command,
                 "settings": [{"class": type(s).__qualname__, "values": s.to_dict()} for s in self.settings],
                 "inputs": [input_fingerprint(p) for p in self.inputs],
+                **({"datasets": self.datasets} if self.datasets else {}),
+                **({"options": self.options} if self.options else {}),
             }
         )
 
@@ -374,7 +382,9 @@ class RunWriter:
             raise PhenolensError(f"{newest / INTENT}: unreadable; pass --overwrite instead of --resume to start again")
         if recorded != wanted:
             differs = [
-                key if key != "inputs" else "inputs (or an input changed since it started)" for key in wanted if recorded.get(key) != wanted[key]
+                key if key != "inputs" else "inputs (or an input changed since it started)"
+                for key in dict.fromkeys([*wanted, *recorded])
+                if recorded.get(key) != wanted.get(key)
             ]
             raise PhenolensError(
                 f"--resume: the interrupted run in {newest.name} had other {' and '.join(differs)}; "

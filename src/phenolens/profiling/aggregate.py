@@ -378,13 +378,15 @@ def _write_profiles(target: Path, parts: Sequence[Path], shards: Sequence[PlateS
     count = _count_of(columns)
     schema = pa.unify_schemas([pq.read_schema(part) for part in parts], promote_options="permissive")
     schema = pa.schema([schema.field(c) for c in columns])
+    # The plate map's columns are text on every plate, also on a plate none of whose wells it lists (all empty there).
+    mapped = pa.Schema.from_pandas(platemap, preserve_index=False) if platemap is not None else pa.schema([])
     rows, counts, writer = [], {}, None
     try:
         for part, shard in zip(parts, shards):
             wells = annotate_wells(pd.read_parquet(part, columns=columns), platemap)
             try:
                 table = pa.Table.from_pandas(wells, preserve_index=False)
-                table = table.cast(pa.schema([schema.field(c) if c in schema.names else table.schema.field(c) for c in table.column_names]))
+                table = table.cast(pa.schema([_field_of(c, schema, mapped, table.schema) for c in table.column_names]))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
                 raise PhenolensError(
                     f"{shard.source.path}: plate {shard.plate}: a metadata column has another type than on other plates ({error})"
@@ -404,6 +406,11 @@ def _write_profiles(target: Path, parts: Sequence[Path], shards: Sequence[PlateS
     if not any(len(c) for c in counts.values()):
         raise PhenolensError(f"{shards[0].source.path}: no object belongs to an image of the Image table; check TableNumber and ImageNumber")
     return AggregationSummary(pd.DataFrame(rows), counts)
+
+
+def _field_of(column: str, *schemas):
+    """The field of `column` in the first of `schemas` that has it."""
+    return next(schema.field(column) for schema in schemas if column in schema.names)
 
 
 def _count_of(columns: Sequence[str]) -> str:

@@ -407,7 +407,7 @@ def control_similarities(unit: np.ndarray, plates: np.ndarray, is_control: np.nd
     """
     plates = np.asarray(plates).astype(str)
     treated_rank = np.cumsum(~is_control) - 1
-    queries, similarities = [], []
+    queries, similarities = [np.zeros(0, dtype=np.int64)], [np.zeros(0)]  # no well at all (a file whose plates were all left out): no pair
     for plate in pd.unique(plates):
         on_plate = plates == plate
         treated, controls = np.flatnonzero(on_plate & ~is_control), np.flatnonzero(on_plate & is_control)

@@ -61,9 +61,18 @@ class RowFile:
         with open(self.path, "rb", buffering=0) as file:
             for start, end in zip(starts.tolist(), [*starts[1:].tolist(), len(wanted)]):
                 file.seek(self.offset + int(wanted[start]) * self.row_bytes)
-                if file.readinto(buffer[start * self.row_bytes : end * self.row_bytes]) != (end - start) * self.row_bytes:
-                    raise OSError(f"{self.path}: the file is shorter than its header says")
+                _read_fully(file, buffer[start * self.row_bytes : end * self.row_bytes], self.path)
         return rows[where.reshape(indices.shape)]
+
+
+def _read_fully(file, buffer: memoryview, path: Path) -> None:
+    """Fill `buffer` from `file`: one read returns at most about 2 GiB on Linux, and may return less on any file system."""
+    filled = 0
+    while filled < len(buffer):
+        count = file.readinto(buffer[filled:])
+        if not count:
+            raise OSError(f"{path}: the file is shorter than its header says")
+        filled += count
 
 
 def write_rows(path: str | os.PathLike, pieces: Iterable[np.ndarray], rows: int, columns: int, dtype=np.float32) -> RowFile:

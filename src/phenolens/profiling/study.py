@@ -577,13 +577,17 @@ def _merge_parts(parts: PartStore, arrays, representations: list[str], selected:
     import pyarrow.parquet as pq
 
     names = [f"{name}{SEPARATOR}{feature}" for name in representations for feature in selected]
+    # The metadata types of all the files, not of the first row group's: a column without a value there (null) takes the
+    # later files' text, and whole numbers in some files and fractions in others are fractions throughout.
+    unified = pa.unify_schemas([pq.read_schema(parts.part_path(index)) for index in range(len(arrays))], promote_options="permissive")
+    metadata_schema = pa.schema(list(unified))
     writer, batch, rows = None, [], 0
     for index, shard_arrays in enumerate(arrays):
         batch.append((pd.read_parquet(parts.part_path(index)), shard_arrays))
         rows += len(batch[-1][0])
         if rows < ROWS_PER_GROUP and index < len(arrays) - 1:
             continue
-        metadata = pa.Table.from_pandas(pd.concat([m for m, _ in batch], ignore_index=True), preserve_index=False)
+        metadata = pa.Table.from_pandas(pd.concat([m for m, _ in batch], ignore_index=True), preserve_index=False).cast(metadata_schema)
         columns = []
         for name in representations:
             block = None  # features x wells, filled file by file: each feature's column is one contiguous row (no copy into arrow)

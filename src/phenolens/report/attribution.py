@@ -301,7 +301,8 @@ def explanation_section(
     if reporter:
         caption += f", and positive mass of the reporter channel ({reporter}) inside the nucleus"
     section.table(quality, caption)
-    failed = [method_title(m) for m in methods if metrics["sanity_ssim"].get(m, 0) > 0.8]
+    ssims = {m: metrics["sanity_ssim"].get(m) for m in methods}  # None: no image of the check could be decoded (--skip-bad)
+    failed = [method_title(m) for m in methods if ssims[m] is not None and ssims[m] > 0.8]
     if failed:
         section.text(f"{', '.join(failed)}: maps of a randomly re-initialised model look alike (SSIM > 0.8): they show the image, not the model.")
     return section

@@ -337,10 +337,14 @@ def predict_chunk(task: PredictionTask) -> tuple[pd.DataFrame, pd.DataFrame | No
     Returns
     -------
     tuple of (DataFrame, DataFrame or None, DataFrame)
-        Prediction rows, embedding rows and the images left out (``source``, ``reason``).
+        Prediction rows, embedding rows (None also when no image of the chunk could be decoded) and the images
+        left out (``source``, ``reason``).
     """
     classifier = cached_classifier(task.model).with_field_brightness(task.field_brightness)
     images, skipped, _ = task.chunk.read()
+    if not len(images):  # none of the chunk's images could be decoded (skip_bad): a part without rows
+        names = [PROBABILITY_PREFIX + name for name in classifier.class_names]
+        return pd.DataFrame(columns=[*images.meta.columns, LABEL, *names, PREDICTED]), None, skipped
     table, embeddings = prediction_rows(classifier, classifier.conform(images), task.settings)
     return table, embeddings, skipped
 
@@ -478,7 +482,7 @@ def predict_screen(
     tasks = (PredictionTask(str(model), chunk, settings, brightness) for chunk in work)
     already = sum(len(chunk) for chunk in work if chunk.index in done)
     for index, (table, embeddings, skipped) in chunk_progress(executor.map(predict_chunk, tasks, skip=done), work, "predict", already):
-        if embedding_parts is not None:
+        if embedding_parts is not None and embeddings is not None:
             embedding_parts.write_table(index, embeddings)
         if len(skipped):
             skipped_parts.write_table(index, skipped)
