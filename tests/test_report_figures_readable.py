@@ -406,3 +406,18 @@ def test_the_real_a_scan_caption_names_the_colours_it_draws(monkeypatch):
     assert "envelope (blue)" in caption and mcolors.to_rgb(envelope_line.get_color())[2] > 0.8
     for fig, _ in drawn:
         plt.close(fig)
+
+
+def test_every_anomaly_score_lands_in_a_bar_of_its_histogram():
+    """The log-spaced bins started at 1e-3, so wells scoring below it (here three of five treated wells, one at 0) were
+    left out, and density=True rescaled the rest as if they were all the wells; 10 ** log10(40) < 40 lost the top well."""
+    from phenolens.report.profiling import scores_figure
+
+    scores = {"held-out control wells": np.array([0.5, 1.0, 2.0, 4.0]), "treated wells": np.array([0.0, 1e-5, 5e-4, 3.0, 40.0])}
+    axis = scores_figure(scores).axes[0]
+    assert axis.get_ylabel() == "fraction of wells"
+    for bars in axis.containers:
+        assert sum(bar.get_height() for bar in bars) == pytest.approx(1.0)  # every well counted once
+        assert bars[0].get_x() == pytest.approx(1e-3)
+    legend = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert legend == ["held-out control wells (4 wells)", "treated wells (5 wells; 3 below 0.001 in the first bar)"]
