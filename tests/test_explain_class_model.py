@@ -123,3 +123,10 @@ def test_visualise_scores_the_class_models_as_the_network_saw_them_for_a_model_t
     expected = torch.softmax(logits, 1).numpy()[[0, 1], [0, 1]]
     own = json.loads((tmp_path / "v" / "metrics.json").read_text())["own_class_probability"]
     np.testing.assert_allclose([own["a"], own["b"]], expected, rtol=1e-5)
+
+
+def test_a_blur_wider_than_a_small_model_is_cut_to_the_image_not_a_crash():
+    # ceil(3 x 3) = 9 px each side does not fit reflect padding of an 8 px image; the kernel is cut to 7 px.
+    model = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    images = class_models(model, [0, 1], 2, 8, np.zeros(2), np.ones(2), ClassModelSettings(steps=4, blur_every=1, blur_sigma=3.0))
+    assert images.shape == (2, 2, 8, 8) and np.isfinite(images).all() and images.min() >= 0

@@ -11,7 +11,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
 from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.gradient_reversal import ganin_lambda
-from phenolens.report.classifier import adversary_part
+from phenolens.report.classifier import adversary_part, training_curves_figure, training_section
 from phenolens.report.html import Section
 from phenolens.training import ImageTrainingSettings, cutmix, fit_classifier, train_and_evaluate
 from phenolens.training.adversary import AdversaryTraining, domain_probe
@@ -192,6 +192,21 @@ def test_a_tiny_adversarial_run_reports_the_domain_with_and_without_the_adversar
         assert len(run.test_index) % 4 == 0 and 0 < len(run.test_index) < 24
         assert probe["trained_images"]["n_images"] == 48 - len(run.test_index) and probe["unseen_images"]["n_images"] == len(run.test_index)
     assert 0.0 <= adversary["macro_f1_without_adversary"] <= 1.0
+    # the training curve is the class loss plus the adversary's weighted term, and the figure and its caption say so
+    epochs = [{"epoch": 0, "train_loss": 2.0, "val_loss": 0.9, "lr": 1e-3}, {"epoch": 1, "train_loss": 1.5, "val_loss": 0.7, "lr": 1e-3}]
+    for name, ylabel, legend in [
+        (None, "loss (cross-entropy, nats)", ["training loss", "validation loss"]),
+        (
+            "confusion",
+            "loss (nats)",
+            ["training objective: class cross-entropy + adversary's confusion term", "validation loss (class cross-entropy)"],
+        ),
+    ]:
+        axis = training_curves_figure(epochs, adversary=name).axes[0]
+        assert axis.get_ylabel() == ylabel and [t.get_text() for t in axis.get_legend().get_texts()] == legend
+        np.testing.assert_array_equal(axis.get_lines()[0].get_ydata(), [2.0, 1.5])
+    figures = {figure.filename: figure.caption for figure in training_section(run, images).figures}
+    assert "includes the adversary's weighted confusion term" in figures["training_curves.png"]
     section = Section("training")
     adversary_part(section, run.metrics)
     ((caption, table),) = section.tables

@@ -113,3 +113,24 @@ def test_images_view_gives_each_methods_deletion_and_insertion_curves_one_house_
 
     renderer = (Path(phenolens.report.__file__).parent / "templates" / "explorer_images.js.j2").read_text()
     assert renderer.count("color: data.method_colours[method]") == 2  # both curves of a method drawn in its colour
+
+
+def test_the_most_anomalous_features_are_ranked_and_drawn_by_the_same_quantity():
+    """Ranked by mean |z| but drawn as the signed mean z: f0 (wells +3, -3, +3) topped the list with a bar of 1, shorter
+    than f1's 2 below it."""
+    import pandas as pd
+
+    from phenolens.report.explorer.profiling import profiling_view
+
+    wells = pd.DataFrame({"f0": [3.0, -3.0, 3.0], "f1": [2.0, 2.0, 2.0], "f2": [0.5, -0.1, 0.2]})
+    wells["Metadata_Treatment"], wells["Metadata_Plate"], wells["Metadata_Well"] = "a", "P1", ["A01", "A02", "A03"]
+    hits = pd.DataFrame({"score": 1.0, "n_wells": 3, "p_value": 0.5, "q_value": 0.5, "hit": False}, index=["a"])
+    view = profiling_view(wells, ["f0", "f1", "f2"], np.ones(3, bool), "Metadata_Treatment", "Metadata_Plate", hits)
+    top = view.items["a"]["top_features"]
+    assert top["names"] == ["f0", "f1", "f2"]
+    np.testing.assert_allclose(top["values"], [3.0, 2.0, 0.8 / 3], atol=1e-3)  # mean |z|, the ranked quantity
+    np.testing.assert_allclose(top["signed"], [1.0, 2.0, 0.2], atol=1e-3)  # the direction, shown on hover
+    report = Report("t")
+    report.add(Section("s").view(view))
+    page = report.render()
+    assert "mean |anomaly z| over the wells" in page and "mean anomaly z over the wells" not in page

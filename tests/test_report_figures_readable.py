@@ -222,6 +222,37 @@ def test_a_method_with_no_attribution_in_the_cell_is_named_as_looking_outside_it
     assert any(text.startswith("Grad-CAM: most of the positive attribution lies outside the cell") for text in section.paragraphs)
 
 
+@pytest.mark.parametrize("n_correct", [0, 1])
+def test_the_channel_tables_captions_say_which_images_they_average(n_correct):
+    """With no correctly classified image the per-class tables average every image (`Explanation.channel_tables`), yet
+    the captions said "correctly classified"."""
+    from types import SimpleNamespace
+
+    from phenolens.report.attribution import explanation_section
+
+    classes, channels = ["a", "b"], ["DNA", "GFP"]
+    occlusion = np.array([[1.0, 3.0], [5.0, 7.0]])
+    labels, predicted = np.array([0, 0]), np.array([1 - n_correct, 1])
+    explanation = SimpleNamespace(
+        maps={"saliency": np.ones((2, 2, 3, 3))}, settings={"target": "predicted", "baseline": "zero"}, class_names=classes,
+        channel_names=channels, labels=labels, predicted=predicted, proba=np.array([[0.4, 0.6], [0.3, 0.7]]), targets=predicted,
+        channel_occlusion=occlusion, cam_concordance=occlusion, faithfulness={}, raw=np.zeros((2, 2, 3, 3)), nucleus_masks=None,
+    )  # fmt: skip
+    explanation.correct = Explanation.correct.fget(explanation)
+    explanation.summary_labels = lambda: Explanation.summary_labels(explanation)
+    tables = Explanation.channel_tables(explanation)
+    # the first image alone when it is correct, both images when none is
+    assert tables["occlusion_logit_drop"].loc["a"].tolist() == ([1.0, 3.0] if n_correct else [3.0, 5.0])
+    metrics = {"n_images": 2, "n_correct": n_correct, "faithfulness": {}, "sanity_ssim": {}}
+    section = explanation_section(explanation, "Explanations", metrics=metrics, tables=tables)
+    captions = [caption for caption, _ in section.tables if not caption.startswith("Faithfulness")] + [section.figures[0].caption]
+    basis = "correctly classified images" if n_correct else "all 2 images (none correctly classified"
+    assert len(captions) == 4 and "occlusion" in section.figures[0].filename
+    assert all(f"mean over {basis}" in caption.lower() for caption in captions), captions
+    said = "used for the per-class summaries" if n_correct else "the per-class summaries use all 2 images"
+    assert said in section.paragraphs[0]
+
+
 def test_sign_quality_figures_claim_no_trend_and_the_distance_maps_have_a_scale(monkeypatch):
     """The titles asserted 'Errors fall with depth' / 'Purity rises with depth' whatever the numbers (here they rise and
     fall), and the word-distance maps had no colour bar: the caption's 'colour bar' was the class strip."""
@@ -375,3 +406,18 @@ def test_the_real_a_scan_caption_names_the_colours_it_draws(monkeypatch):
     assert "envelope (blue)" in caption and mcolors.to_rgb(envelope_line.get_color())[2] > 0.8
     for fig, _ in drawn:
         plt.close(fig)
+
+
+def test_every_anomaly_score_lands_in_a_bar_of_its_histogram():
+    """The log-spaced bins started at 1e-3, so wells scoring below it (here three of five treated wells, one at 0) were
+    left out, and density=True rescaled the rest as if they were all the wells; 10 ** log10(40) < 40 lost the top well."""
+    from phenolens.report.profiling import scores_figure
+
+    scores = {"held-out control wells": np.array([0.5, 1.0, 2.0, 4.0]), "treated wells": np.array([0.0, 1e-5, 5e-4, 3.0, 40.0])}
+    axis = scores_figure(scores).axes[0]
+    assert axis.get_ylabel() == "fraction of wells"
+    for bars in axis.containers:
+        assert sum(bar.get_height() for bar in bars) == pytest.approx(1.0)  # every well counted once
+        assert bars[0].get_x() == pytest.approx(1e-3)
+    legend = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert legend == ["held-out control wells (4 wells)", "treated wells (5 wells; 3 below 0.001 in the first bar)"]

@@ -80,5 +80,5 @@ def test_explorer_map_names_its_axes_and_the_panel_shows_long_names_whole(batch_
             f".pl-panel {plot}",
         )
         assert not clipped, f"{plot}: tick labels cut at the panel's left edge: {clipped}"
-    assert page.locator(".pl-panel .pl-features .g-xtitle").text_content() == "mean anomaly z over the wells"
+    assert page.locator(".pl-panel .pl-features .g-xtitle").text_content() == "mean |anomaly z| over the wells"
     watched.assert_clean()

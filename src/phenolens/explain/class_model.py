@@ -28,7 +28,6 @@ No existing library does this without torchvision (Lucent needs it), so it is pl
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -78,18 +77,17 @@ class ClassModelSettings(Settings):
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Depthwise Gaussian blur with reflect padding, one kernel for every channel."""
-    import torch
-    from torch import nn
+    """Depthwise Gaussian blur with reflect padding, one kernel for every channel.
 
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    channels = images.shape[1]
-    padded = nn.functional.pad(images, (radius, radius, radius, radius), mode="reflect")
-    rows = nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-    return nn.functional.conv2d(rows, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+    The augmentation's blur (`phenolens.training.augment.gaussian_blur`): its kernel radius is ceil(3 sigma) cut to
+    the image less a pixel, as reflect padding cannot reach past the far border; a small model blurred by a wide
+    sigma (8 px, sigma 3) is blurred by the widest kernel the image allows instead of failing.
+    """
+    import torch
+
+    from phenolens.training.augment import gaussian_blur
+
+    return gaussian_blur(images, torch.full((len(images),), float(sigma), dtype=images.dtype))
 
 
 def class_models(

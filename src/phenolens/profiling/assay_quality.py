@@ -4,6 +4,10 @@ Both measure the separation band between two distributions of one readout relati
 spread: 1 - 3 (sd_a + sd_b) / |mean_a - mean_b|. Z' compares positive with negative controls (the
 assay's window); Z compares a sample (for example a treatment's wells) with the negative controls.
 1 is ideal, 0.5-1 an excellent assay, 0-0.5 marginal, below 0 the bands overlap.
+
+Degenerate cases: distinct means without spread give 1 (an ideal window); coinciding means give -inf with or
+without spread, as there is no window (two identical constant groups are not an ideal assay: nothing tells them
+apart, and a spread shrinking to 0 at equal means has -inf as its limit).
 """
 
 from __future__ import annotations
@@ -26,15 +30,16 @@ def _separation(first: np.ndarray, second: np.ndarray, names: tuple[str, str]) -
 
 
 def _z(gap, spread):
-    """1 - spread / gap, elementwise; where the means coincide: 1 without spread, else -inf."""
-    return np.where(gap > 0, 1.0 - spread / np.where(gap > 0, gap, 1.0), np.where(spread == 0, 1.0, -np.inf))
+    """1 - spread / gap, elementwise; -inf where the means coincide, whatever the spread (no window)."""
+    return np.where(gap > 0, 1.0 - spread / np.where(gap > 0, gap, 1.0), -np.inf)
 
 
 def z_prime_factor(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
     """Z'-factor of a readout from its positive- and negative-control values (sample sd, ddof=1).
 
-    Returns -inf when the means coincide but the values spread; raises PhenolensError when either
-    side has fewer than two values or a non-finite value.
+    Returns 1 when the means differ and neither side spreads, -inf when the means coincide (with or
+    without spread: no window); raises PhenolensError when either side has fewer than two values or a
+    non-finite value.
 
     Parameters
     ----------
@@ -57,6 +62,8 @@ def z_prime_factor(positive: Sequence[float] | np.ndarray, negative: Sequence[fl
 def z_factor(sample: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
     """Z-factor of a sample's readout values against the negative controls (same formula as Z').
 
+    Returns 1 when the means differ and neither side spreads, -inf when the means coincide (with or without spread).
+
     Parameters
     ----------
     sample, negative : array-like
@@ -78,7 +85,8 @@ def z_factor(sample: Sequence[float] | np.ndarray, negative: Sequence[float] | n
 def z_factors_by_group(values: np.ndarray, groups: Sequence, negative: np.ndarray) -> pd.Series:
     """Z-factor of every group of values against the same negative controls, vectorised (as `z_factor` per group).
 
-    Groups with fewer than two values get NaN.
+    Groups with fewer than two values get NaN; the degenerate cases are those of `z_factor` (-inf where a group's
+    mean is the controls').
 
     Parameters
     ----------

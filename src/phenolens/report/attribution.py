@@ -238,9 +238,15 @@ def explanation_section(
     metrics = explanation.metrics() if metrics is None else metrics
     methods = list(explanation.maps)
     section = Section(title)
+    n_images, n_correct = metrics["n_images"], metrics["n_correct"]
+    # with no correctly classified image the class x channel tables average every image (`Explanation.channel_tables`)
+    averaged = "correctly classified images"
+    if not n_correct:
+        averaged = f"all {n_images} images (none correctly classified; an unlabelled one under its prediction)"
     section.text(
-        f"{metrics['n_images']} images explained ({metrics['n_correct']} correctly classified, used for the per-class summaries); "
-        f"target: {explanation.settings['target']}; baseline for occlusion, IG and deletion/insertion: {explanation.settings['baseline']}"
+        f"{n_images} images explained ({n_correct} correctly classified, "
+        + ("used for the per-class summaries); " if n_correct else f"so the per-class summaries use all {n_images} images); ")
+        + f"target: {explanation.settings['target']}; baseline for occlusion, IG and deletion/insertion: {explanation.settings['baseline']}"
         + (f"; {explanation.settings['explained_by']}." if "explained_by" in explanation.settings else ".")
     )
     if "checks_sample" in metrics:
@@ -260,17 +266,18 @@ def explanation_section(
     occlusion = tables["occlusion_logit_drop"]
     section.figure(
         channel_importance_figure(occlusion, "drop in target logit", "Channel occlusion: each channel replaced by its training mean"),
-        "Mean over correctly classified images of each class.",
+        f"Mean over {averaged} of each class.",
         "channel_occlusion.png",
     )
-    section.table(occlusion.rename_axis("class"), "Channel occlusion (logit drop), class x channel")
+    section.table(occlusion.rename_axis("class"), f"Channel occlusion (logit drop), class x channel; mean over {averaged}")
     concordance = tables["cam_concordance"].rename_axis("class")
-    section.table(concordance, "CAM concordance ||CAM - channel||, max-normalised (lower: CAM closer to the stain)")
+    section.table(concordance, f"CAM concordance ||CAM - channel||, max-normalised (lower: CAM closer to the stain); mean over {averaged}")
     for note in absence_warnings(occlusion):
         section.text(note)
     for method in methods:
         if not is_spatial_only(method):
-            section.table(tables[f"{method}_share"].rename_axis("class"), f"{method_title(method)}: share of absolute attribution per channel")
+            caption = f"{method_title(method)}: share of absolute attribution per channel; mean over {averaged}"
+            section.table(tables[f"{method}_share"].rename_axis("class"), caption)
     rows = gallery_rows(explanation)
     if rows:
         section.figure(

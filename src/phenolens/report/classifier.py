@@ -14,13 +14,16 @@ from phenolens.report.headings import per_class_heading
 from phenolens.report.html import Section
 
 
-def training_curves_figure(epochs: list[dict]):
+def training_curves_figure(epochs: list[dict], adversary: str | None = None):
     """Training and validation loss per epoch, learning rate on a second axis.
 
     Parameters
     ----------
     epochs : list of dict
         `History.epochs`.
+    adversary : str, optional
+        The adversary's loss (``confusion`` or ``reversal``) of a run trained with one: its weighted term is part of
+        the recorded training loss (the validation loss is the class cross-entropy alone), and the figure says so.
 
     Returns
     -------
@@ -29,11 +32,13 @@ def training_curves_figure(epochs: list[dict]):
     """
     fig, axis = figure(6.4, 3.6)
     steps = [record["epoch"] + 1 for record in epochs]
-    axis.plot(steps, [r["train_loss"] for r in epochs], label="training loss")
+    training = "training loss" if adversary is None else f"training objective: class cross-entropy + adversary's {adversary} term"
+    axis.plot(steps, [r["train_loss"] for r in epochs], label=training)
     if any("val_loss" in r for r in epochs):
-        axis.plot(steps, [r.get("val_loss", np.nan) for r in epochs], label="validation loss")
+        validation = "validation loss" if adversary is None else "validation loss (class cross-entropy)"
+        axis.plot(steps, [r.get("val_loss", np.nan) for r in epochs], label=validation)
     axis.set_xlabel("epoch")
-    axis.set_ylabel("loss (cross-entropy, nats)")
+    axis.set_ylabel("loss (cross-entropy, nats)" if adversary is None else "loss (nats)")
     rate = axis.twinx()
     rate.plot(steps, [r["lr"] for r in epochs], color="0.6", linestyle=":", label="learning rate")
     rate.set_ylabel("learning rate")
@@ -322,7 +327,10 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
         adversary_part(section, metrics)
     if classifier.history is not None:
         caption = f"Loss per epoch (the first model{', its first member' if ensemble else ''})."
-        section.figure(training_curves_figure(classifier.history.epochs), caption, "training_curves.png")
+        adversary = classifier.settings.get("adversary_loss") if classifier.settings.get("adversary_column") else None
+        if adversary is not None:
+            caption += f" The training curve includes the adversary's weighted {adversary} term, so it is not comparable to the validation loss."
+        section.figure(training_curves_figure(classifier.history.epochs, adversary), caption, "training_curves.png")
     section.figure(confusion_figure(metrics["confusion_matrix"], classifier.class_names), "Counts per true/predicted class.", "confusion.png")
     test = labelled.subset(run.test_index)
     section.figure(roc_pr_figure(test.labels, run.test_proba, classifier.class_names), "One-vs-rest curves on held-out images.", "roc_pr.png")

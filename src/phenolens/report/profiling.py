@@ -371,12 +371,16 @@ def training_figure(history_columns: dict[str, list[float]]):
 
 
 def scores_figure(scores: dict[str, np.ndarray]):
-    """Distributions of anomaly scores (held-out controls vs treated wells).
+    """Distributions of anomaly scores (held-out controls vs treated wells), as the fraction of each group's wells per bin.
+
+    The bins are log-spaced from the smallest score, but no lower than 1e-3 (a well scoring 1e-9 would otherwise
+    spread the axis over decades no other well uses); scores below that, zeros included, are counted in the first bar
+    and the legend says how many, so every well is in a bar and each group's bars sum to 1.
 
     Parameters
     ----------
     scores : dict of str to numpy.ndarray
-        Label -> anomaly scores.
+        Label -> anomaly scores (non-negative).
 
     Returns
     -------
@@ -384,12 +388,17 @@ def scores_figure(scores: dict[str, np.ndarray]):
         The figure.
     """
     fig, axis = figure(width=5.4, height=3.4)
-    bins = np.logspace(np.log10(max(1e-3, min(v.min() for v in scores.values()))), np.log10(max(v.max() for v in scores.values())), 40)
+    floor = 1e-3
+    lowest = max(floor, min(v.min() for v in scores.values()))
+    bins = np.geomspace(lowest, max(v.max() for v in scores.values()), 40)  # exact end points: 10 ** log10(x) can miss x
     for (label, values), color in zip(scores.items(), ("#999999", OKABE_ITO[5])):
-        axis.hist(values, bins=bins, alpha=0.6, color=color, label=label, density=True)
+        below = int((values < lowest).sum())
+        label = f"{label} ({len(values)} wells{f'; {below} below {floor:g} in the first bar' if below else ''})"
+        weights = np.full(len(values), 1.0 / max(len(values), 1))
+        axis.hist(np.clip(values, lowest, None), bins=bins, weights=weights, alpha=0.6, color=color, label=label)
     axis.set_xscale("log")
     axis.set_xlabel("anomaly score (mean squared anomaly z)")
-    axis.set_ylabel("density")
+    axis.set_ylabel("fraction of wells")
     axis.set_title("Anomaly score: held-out controls vs treated wells")
     axis.legend(fontsize=8)
     return fig

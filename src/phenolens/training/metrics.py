@@ -10,8 +10,19 @@ import numpy as np
 def z_prime_factor(positive: Sequence[float], negative: Sequence[float]) -> float:
     """Z'-factor (Zhang et al. 1999) of two groups: 1 - 3 (sd_p + sd_n) / |mean_p - mean_n|.
 
-    The same formula as `phenolens.profiling.assay_quality.z_prime_factor`; it is written here
-    because training sits below profiling and may not import it.
+    The same formula and degenerate cases as `phenolens.profiling.assay_quality.z_prime_factor`; it is written
+    here because training sits below profiling and may not import it.
+
+    Parameters
+    ----------
+    positive, negative : sequence of float
+        The two groups' values (two or more each: the sample sd, ddof=1).
+
+    Returns
+    -------
+    float
+        The Z'-factor (<= 1): 1 when the means differ and neither group spreads; -inf when the means coincide,
+        with or without spread (no window separates the groups).
     """
     positive, negative = np.asarray(positive, dtype=float), np.asarray(negative, dtype=float)
     gap = abs(positive.mean() - negative.mean())

@@ -160,7 +160,12 @@ def profiling_view(
             "facts": facts,
             "wells": [{"well": labels[r], "anomaly score": float(np.mean(values[r] ** 2))} for r in shown],
             "correlations": np.round(np.nan_to_num(correlation), 3),
-            "top_features": {"names": [features[i] for i in top], "values": np.round(values[rows][:, top].mean(axis=0), 3)},
+            # ranked and drawn by mean |z| (a feature whose sign varies between the wells is anomalous in each), signed mean on hover
+            "top_features": {
+                "names": [features[i] for i in top],
+                "values": np.round(mean_abs[top], 3),
+                "signed": np.round(values[rows][:, top].mean(axis=0), 3),
+            },
             "shap": shap_bars(explanations) if explained_group is not None and name == str(explained_group) else [],
         }
     hit_codes = np.where(hit_table["hit"].fillna(False).to_numpy(bool), 0, 1)
