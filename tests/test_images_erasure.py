@@ -14,6 +14,8 @@ from phenolens.cli.main import run
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
 from phenolens.nn.erasure import AffineEraser
+from phenolens.report.classifier import erasure_part
+from phenolens.report.html import Section
 from phenolens.training import ImageTrainingSettings, fit_classifier, train_and_evaluate
 from phenolens.training.adversary import domain_probe
 from phenolens.training.classifier import ImageClassifier
@@ -150,6 +152,12 @@ def test_a_run_reports_the_probe_after_and_before_erasure_and_both_macro_f1s():
     # where the eraser was fitted, the planted well brightness is no longer read within class
     assert erasure["without_erasure"]["trained_images"]["within_class_balanced_accuracy"] > 0.8
     assert erasure["with_erasure"]["trained_images"]["within_class_balanced_accuracy"] <= 0.65
+    section = Section("training")
+    erasure_part(section, run_.metrics)
+    ((caption, table),) = section.tables
+    assert list(table.index) == ["after erasure", "before erasure"] and "'well'" in caption and table.shape == (2, 7)
+    assert table.loc["before erasure", "held-out macro-F1"] == f"{erasure['macro_f1_without_erasure']:.3f}"
+    assert "LEACE" in section.paragraphs[0] and f"{HEAD_REFIT_STEPS} full-batch steps" in section.paragraphs[0]
 
 
 def test_bad_erasure_settings_and_columns_are_one_line(tmp_path, capsys):
@@ -177,3 +185,16 @@ def test_bad_erasure_settings_and_columns_are_one_line(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "--erase-column 'well' is not a metadata column" in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_attributions_explain_the_erased_network():
+    from phenolens.explain.attribution import attribute
+
+    images = _welled_set(24)
+    estimator = ImageClassifierEstimator(ImageTrainingSettings(erase_column="well", **TINY)).fit(images)
+    classifier, unerased = estimator.classifier_, estimator.unerased_
+    inputs = classifier.tensor(images).requires_grad_(True)
+    classifier.model.eval()(inputs)[:, 1].sum().backward()  # the network's own forward: backbone, eraser, refitted head
+    maps = attribute(classifier, images, "saliency", target=np.ones(len(images), dtype=np.int64))
+    np.testing.assert_allclose(maps, inputs.grad.abs().numpy(), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(maps, attribute(unerased, images, "saliency", target=np.ones(len(images), dtype=np.int64)), atol=1e-6)
