@@ -198,3 +198,11 @@ def test_attributions_explain_the_erased_network():
     maps = attribute(classifier, images, "saliency", target=np.ones(len(images), dtype=np.int64))
     np.testing.assert_allclose(maps, inputs.grad.abs().numpy(), rtol=1e-4, atol=1e-6)
     assert not np.allclose(maps, attribute(unerased, images, "saliency", target=np.ones(len(images), dtype=np.int64)), atol=1e-6)
+
+
+def test_each_cross_validation_fold_is_erased_and_compared_with_itself_before_erasure(tmp_path):
+    run_ = train_and_evaluate(_welled_set(), erase_column="well", group_by="field", cv=2, **TINY)
+    assert len(run_.folds) == 2 and all(fold.classifier.model.eraser is not None and fold.unerased.model.eraser is None for fold in run_.folds)
+    assert 0.0 <= run_.metrics["erasure"]["macro_f1_without_erasure"] <= 1.0
+    run_.save(tmp_path / "m", _welled_set().labelled())
+    assert ImageClassifier.load(tmp_path / "m" / "folds" / "fold-2").model.eraser is not None
