@@ -95,6 +95,11 @@ def train(
         without = f" ({adversary['without_adversary']['balanced_accuracy']:.3f} without)" if "without_adversary" in adversary else ""
         probe = adversary["with_adversary"]
         summary += f", {adversary['column']} from the embedding {probe['balanced_accuracy']:.3f}{without}, chance {probe['chance']:.3f}"
+    if "erasure" in metrics:
+        erasure = metrics["erasure"]
+        probe, before = erasure["with_erasure"], erasure["without_erasure"]
+        read = f"{probe['balanced_accuracy']:.3f} ({before['balanced_accuracy']:.3f} before)"
+        summary += f", {erasure['column']} from the erased embedding {read}, chance {probe['chance']:.3f}"
     print(f"{summary} ({seconds:.0f} s); wrote {out / 'report.html'}")
 
 

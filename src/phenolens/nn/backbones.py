@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from phenolens.core.errors import PhenolensError
+from phenolens.nn.erasure import AffineEraser
 from phenolens.nn.heads import ClassifierHead
 from phenolens.nn.weights import register_architecture
 
@@ -46,12 +47,14 @@ class ImageClassifierNet(nn.Module):
 
     stages: nn.ModuleDict
     head: ClassifierHead
+    eraser: AffineEraser | None  # a concept eraser fitted after training (`--erase-column`), the embedding's last step
 
     def __init__(self, in_channels: int, n_classes: int, n_covariates: int):
         super().__init__()
         if in_channels < 1 or n_classes < 2:
             raise PhenolensError(f"a classifier needs >= 1 input channel and >= 2 classes, got {in_channels} and {n_classes}")
         self.in_channels, self.n_classes, self.n_covariates = in_channels, n_classes, n_covariates
+        self.eraser = None
 
     def stage_names(self) -> list[str]:
         """Names of the stage modules in forward order (the last one is the last conv block).
@@ -90,7 +93,7 @@ class ImageClassifierNet(nn.Module):
         return x
 
     def embed(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
-        """Penultimate features: globally averaged last-stage maps, then the covariates.
+        """Penultimate features: globally averaged last-stage maps, then the covariates, then the eraser when there is one.
 
         Parameters
         ----------
@@ -109,13 +112,13 @@ class ImageClassifierNet(nn.Module):
         PhenolensError
             When the covariates are missing or mis-shaped.
         """
-        pooled = self.feature_maps(x).mean(dim=(2, 3))
-        if self.n_covariates == 0:
-            return pooled
-        if covariates is None or covariates.shape != (len(x), self.n_covariates):
-            got = None if covariates is None else tuple(covariates.shape)
-            raise PhenolensError(f"the model was trained with {self.n_covariates} covariates per image; got {got}")
-        return torch.cat([pooled, covariates.to(pooled.dtype)], dim=1)
+        features = self.feature_maps(x).mean(dim=(2, 3))
+        if self.n_covariates:
+            if covariates is None or covariates.shape != (len(x), self.n_covariates):
+                got = None if covariates is None else tuple(covariates.shape)
+                raise PhenolensError(f"the model was trained with {self.n_covariates} covariates per image; got {got}")
+            features = torch.cat([features, covariates.to(features.dtype)], dim=1)
+        return features if self.eraser is None else self.eraser(features)
 
     def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
         """Logits, (N, n_classes), of images `x` and their `covariates` (see `embed`)."""
@@ -187,6 +190,8 @@ class StagedNet(ImageClassifierNet):
         The head's loss: ``softmax``, ``arcface`` or ``composite``.
     blocks : sequence of int, optional
         Units per stage, 1 to 4 stages (default: the layout's `default_blocks`).
+    erasure : bool
+        Whether the embedding ends in an `AffineEraser` (its tensors are fitted after training, or loaded).
 
     Raises
     ------
@@ -205,6 +210,7 @@ class StagedNet(ImageClassifierNet):
         n_covariates: int = 0,
         loss: str = "softmax",
         blocks: tuple[int, ...] | list[int] | None = None,
+        erasure: bool = False,
     ):
         super().__init__(in_channels, n_classes, n_covariates)
         blocks = self.default_blocks if blocks is None else blocks
@@ -219,6 +225,7 @@ class StagedNet(ImageClassifierNet):
         self.stages = nn.ModuleDict(stages)
         self.feature_dim = previous
         self.head = ClassifierHead(previous + n_covariates, n_classes, loss)
+        self.eraser = AffineEraser(previous + n_covariates) if erasure else None
         _init_weights(self)
 
     def stage_layers(self, index: int, count: int, in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -327,6 +334,8 @@ class DenseNet(ImageClassifierNet):
         Dense layers per block.
     growth_rate : int
         Growth rate before `width` scales it.
+    erasure : bool
+        Whether the embedding ends in an `AffineEraser` (its tensors are fitted after training, or loaded).
     """
 
     def __init__(
@@ -339,6 +348,7 @@ class DenseNet(ImageClassifierNet):
         loss: str = "softmax",
         blocks: tuple[int, ...] | list[int] = (6, 12, 24, 16),
         growth_rate: int = 32,
+        erasure: bool = False,
     ):
         super().__init__(in_channels, n_classes, n_covariates)
         growth = _scaled(growth_rate, width)
@@ -358,6 +368,7 @@ class DenseNet(ImageClassifierNet):
         self.stages = nn.ModuleDict(stages)
         self.feature_dim = previous
         self.head = ClassifierHead(previous + n_covariates, n_classes, loss)
+        self.eraser = AffineEraser(previous + n_covariates) if erasure else None
         _init_weights(self)
 
 

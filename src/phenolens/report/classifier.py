@@ -237,25 +237,13 @@ LOSS_WORDS = {
 }
 
 
-def adversary_part(section: Section, metrics: dict) -> None:
-    """Add to `section` how well the adversary's domain is read from the embedding, with and without the adversary.
-
-    Parameters
-    ----------
-    section : Section
-        The training section.
-    metrics : dict
-        The run's metrics, with ``adversary`` (from `phenolens.training.adversary.adversary_metrics`).
-    """
+def _probe_table(rows: dict[str, tuple[float, dict]]):
+    """One row per network (name -> (held-out macro-F1, its `embedding_probes`)): the macro-F1 and every probe's balanced accuracy."""
     import pandas as pd
 
-    adversary = metrics["adversary"]
-    rows = {"with the adversary": (metrics["macro_f1"], adversary["with_adversary"])}
-    if "without_adversary" in adversary:
-        rows["without the adversary"] = (adversary["macro_f1_without_adversary"], adversary["without_adversary"])
     probes = [probe for _, probe in rows.values()]
     nan = float("nan")
-    table = pd.DataFrame(
+    return pd.DataFrame(
         {
             "held-out macro-F1": [f1 for f1, _ in rows.values()],
             "domain from embedding": [probe["balanced_accuracy"] for probe in probes],
@@ -267,6 +255,23 @@ def adversary_part(section: Section, metrics: dict) -> None:
         },
         index=pd.Index(list(rows), name="network"),  # named: the report shows a table's index only when it has a name
     )
+
+
+def adversary_part(section: Section, metrics: dict) -> None:
+    """Add to `section` how well the adversary's domain is read from the embedding, with and without the adversary.
+
+    Parameters
+    ----------
+    section : Section
+        The training section.
+    metrics : dict
+        The run's metrics, with ``adversary`` (from `phenolens.training.adversary.adversary_metrics`).
+    """
+    adversary = metrics["adversary"]
+    rows = {"with the adversary": (metrics["macro_f1"], adversary["with_adversary"])}
+    if "without_adversary" in adversary:
+        rows["without the adversary"] = (adversary["macro_f1_without_adversary"], adversary["without_adversary"])
+    table = _probe_table(rows)
     probe = adversary["with_adversary"]
     grouped = f", folds grouped by {adversary['probe_groups']}" if adversary["probe_groups"] else ""
     section.text(
@@ -285,6 +290,37 @@ def adversary_part(section: Section, metrics: dict) -> None:
         )
     )
     section.table(table, f"How well {adversary['column']!r} can be predicted from the embedding.", float_format="{:.3f}")
+
+
+def erasure_part(section: Section, metrics: dict) -> None:
+    """Add to `section` how well the erased column is read from the embedding, after and before erasure.
+
+    Parameters
+    ----------
+    section : Section
+        The training section.
+    metrics : dict
+        The run's metrics, with ``erasure`` (from `phenolens.training.erasure.erasure_metrics`).
+    """
+    erasure = metrics["erasure"]
+    table = _probe_table(
+        {
+            "after erasure": (metrics["macro_f1"], erasure["with_erasure"]),
+            "before erasure": (erasure["macro_f1_without_erasure"], erasure["without_erasure"]),
+        }
+    )
+    probe = erasure["with_erasure"]
+    grouped = f", folds grouped by {erasure['probe_groups']}" if erasure["probe_groups"] else ""
+    section.text(
+        f"Concept erasure: after training, LEACE (Belrose et al. 2023) was fitted on the embeddings of the training images to the "
+        f"contrasts of {erasure['column']!r} ({len(erasure['domains'])} values) within each class, inserted before the head as a fixed "
+        f"affine layer, and the head refitted ({erasure['head_refit_steps']} full-batch steps). A linear probe (logistic regression, "
+        f"cross-validated{grouped}) reads the column from the embedding of all {probe['n_images']} labelled images; balanced accuracy, "
+        f"chance {probe['chance']:.3f} ({probe.get('within_class_chance', float('nan')):.3f} within class). On the images the eraser was "
+        "fitted on, a cross-validated probe can fall below chance (each fold's held-out means are the opposite of the others'); the "
+        "images not trained on (held-out and validation) tell whether the erasure carries over to new fields."
+    )
+    section.table(table, f"How well {erasure['column']!r} can be predicted from the embedding.", float_format="{:.3f}")
 
 
 def training_section(run, images, title: str = "Image classifier") -> Section:
@@ -325,6 +361,8 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
         )
     if "adversary" in metrics:
         adversary_part(section, metrics)
+    if "erasure" in metrics:
+        erasure_part(section, metrics)
     if classifier.history is not None:
         caption = f"Loss per epoch (the first model{', its first member' if ensemble else ''})."
         adversary = classifier.settings.get("adversary_loss") if classifier.settings.get("adversary_column") else None

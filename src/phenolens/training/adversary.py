@@ -34,7 +34,7 @@ REFIT_STEPS = 200  # full-batch Adam steps that fit a fresh adversary to an epoc
 REFIT_BATCH = 256  # images per forward pass when embedding the training images for a refit
 
 
-def domain_codes(images: ImageSet, column: str) -> tuple[np.ndarray, list[str]]:
+def domain_codes(images: ImageSet, column: str, option: str = OPTION) -> tuple[np.ndarray, list[str]]:
     """The domain of every image as an integer code, and the domain names.
 
     Parameters
@@ -43,6 +43,8 @@ def domain_codes(images: ImageSet, column: str) -> tuple[np.ndarray, list[str]]:
         The images (their metadata holds `column`).
     column : str
         The metadata column naming each image's domain (well, plate, batch).
+    option : str
+        The option that named the column (``--adversary-column`` or ``--erase-column``), for the error messages.
 
     Returns
     -------
@@ -56,14 +58,44 @@ def domain_codes(images: ImageSet, column: str) -> tuple[np.ndarray, list[str]]:
     """
     columns = ", ".join(map(str, images.meta.columns))
     if column not in images.meta:
-        raise PhenolensError(f"{images.name}: {OPTION} {column!r} is not a metadata column; choose one of {columns}")
+        raise PhenolensError(f"{images.name}: {option} {column!r} is not a metadata column; choose one of {columns}")
     names, codes = np.unique(images.meta[column].astype(str).to_numpy(), return_inverse=True)
     if len(names) < 2:
         raise PhenolensError(
-            f"{images.name}: {OPTION} {column!r} has one value ({names[0]!r}) in the labelled images; an adversary needs at least 2 domains "
+            f"{images.name}: {option} {column!r} has one value ({names[0]!r}) in the labelled images; there are no domains "
             f"to tell apart; choose another of {columns}"
         )
     return codes.astype(np.int64), [str(name) for name in names]
+
+
+def embed_tensors(model: torch.nn.Module, inputs: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+    """The embedding `model` gives prepared inputs, in eval mode, without gradients, `REFIT_BATCH` images at a time.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A network with ``embed(inputs, covariates)``; its train/eval mode is restored afterwards.
+    inputs : Tensor
+        (N, C, H, W) normalised images.
+    covariates : Tensor, optional
+        (N, n_covariates) values.
+
+    Returns
+    -------
+    Tensor
+        (N, D) features.
+    """
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        features = torch.cat(
+            [
+                model.embed(inputs[i : i + REFIT_BATCH], None if covariates is None else covariates[i : i + REFIT_BATCH])
+                for i in range(0, len(inputs), REFIT_BATCH)
+            ]
+        )
+    model.train(was_training)
+    return features
 
 
 class AdversaryTraining(Callback):
@@ -235,16 +267,7 @@ class AdversaryTraining(Callback):
             The network (its ``embed(inputs, covariates)`` is read in eval mode, without gradients).
         """
         inputs, labels, *covariates, domains = self.refit_on
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            features = torch.cat(
-                [
-                    model.embed(inputs[i : i + REFIT_BATCH], covariates[0][i : i + REFIT_BATCH] if covariates else None)
-                    for i in range(0, len(inputs), REFIT_BATCH)
-                ]
-            )
-        model.train(was_training)
+        features = embed_tensors(model, inputs, covariates[0] if covariates else None)
         told = torch.eye(len(self.class_domains))[labels] if self.adversary.n_classes else None
         self.adversary.reset_parameters()
         self.optimizer = torch.optim.Adam(self.adversary.parameters(), lr=self.lr)
@@ -371,6 +394,43 @@ def domain_probe(
     return result
 
 
+def embedding_probes(
+    classifier: ImageClassifier, labelled: ImageSet, domains: np.ndarray, settings: ImageTrainingSettings, trained_index: np.ndarray | None = None
+) -> dict:
+    """The `domain_probe`s of a classifier's embedding of `labelled`: folds grouped, folds mixing the groups, and on the
+    images it trained on and the others apart.
+
+    Parameters
+    ----------
+    classifier : ImageClassifier
+        The model whose embedding is probed.
+    labelled : ImageSet
+        The labelled images of the run (every one is embedded).
+    domains : ndarray
+        (N,) domain codes of `labelled`.
+    settings : ImageTrainingSettings
+        The run's settings (grouping column, seed).
+    trained_index : ndarray, optional
+        Indices into `labelled` of the images the network trained on.
+
+    Returns
+    -------
+    dict
+        The `domain_probe` with folds grouped by `settings.group_by` (when set; else mixing), with ``ungrouped`` (folds mixing
+        the groups) when grouped, and with `trained_index` ``trained_images`` and ``unseen_images`` (folds mixing, apart).
+    """
+    groups = group_column(labelled, settings.group_by)
+    features = classifier.embed(labelled)
+    result = domain_probe(features, domains, groups, labelled.labels, seed=settings.seed)
+    if groups is not None:  # folds that mix groups: the probe may also use what is particular to a group (a field's look)
+        result["ungrouped"] = domain_probe(features, domains, None, labelled.labels, seed=settings.seed)
+    if trained_index is not None:  # where training acted on the embedding, and where it could not (held-out and validation images)
+        unseen = np.setdiff1d(np.arange(len(labelled)), trained_index)
+        for key, index in (("trained_images", trained_index), ("unseen_images", unseen)):
+            result[key] = domain_probe(features[index], domains[index], None, labelled.labels[index], seed=settings.seed)
+    return result
+
+
 def adversary_metrics(
     labelled: ImageSet,
     settings: ImageTrainingSettings,
@@ -407,18 +467,9 @@ def adversary_metrics(
         that probe on the images the network trained on and on the others), and the baseline's ``macro_f1_without_adversary``.
     """
     domains, names = domain_codes(labelled, settings.adversary_column)
-    groups = group_column(labelled, settings.group_by)
 
-    def probe(model) -> dict:
-        features = model.embed(labelled)
-        result = domain_probe(features, domains, groups, labelled.labels, seed=settings.seed)
-        if groups is not None:  # folds that mix groups: the probe may also use what is particular to a group (a field's look)
-            result["ungrouped"] = domain_probe(features, domains, None, labelled.labels, seed=settings.seed)
-        if trained_index is not None:  # where the adversary acted, and where it could not (held-out and validation images)
-            unseen = np.setdiff1d(np.arange(len(labelled)), trained_index)
-            for key, index in (("trained_images", trained_index), ("unseen_images", unseen)):
-                result[key] = domain_probe(features[index], domains[index], None, labelled.labels[index], seed=settings.seed)
-        return result
+    def probe(model: ImageClassifier) -> dict:
+        return embedding_probes(model, labelled, domains, settings, trained_index)
 
     result = {
         "column": settings.adversary_column,

@@ -20,6 +20,7 @@ import pandas as pd
 from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.training.adversary import adversary_metrics
 from phenolens.training.classifier import ImageClassifier
+from phenolens.training.erasure import erasure_metrics
 from phenolens.training.fitting import ImageClassifierEstimator
 from phenolens.training.metrics import classification_metrics
 from phenolens.training.settings import ImageTrainingSettings
@@ -41,11 +42,14 @@ class FoldModel:
         Indices into ``images.labelled()`` of the fold's held-out images.
     trained_index : ndarray
         Indices into ``images.labelled()`` of the images its network trained on (neither held out nor in its validation split).
+    unerased : ImageClassifier or None
+        With ``erase_column``, the fold's network before erasure.
     """
 
     classifier: ImageClassifier
     test_index: np.ndarray
     trained_index: np.ndarray
+    unerased: ImageClassifier | None = None
 
 
 @dataclass
@@ -181,7 +185,8 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
     join every training fold as the pseudo-labelling pool. With ``settings.adversary_column`` the
     metrics gain ``adversary``: how well a linear probe reads that column from the embedding of the
     labelled images (`adversary_metrics`), and with ``adversary_baseline`` the same for a model trained
-    on the same splits without the adversary, with its macro-F1.
+    on the same splits without the adversary, with its macro-F1. With ``settings.erase_column`` the metrics gain
+    ``erasure`` (`erasure_metrics`): the same probe after and before erasure, and the macro-F1 before it.
 
     Parameters
     ----------
@@ -224,6 +229,8 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
             )
             baseline = baseline_models[0].classifier
         metrics["adversary"] = adversary_metrics(labelled, settings, classifier, baseline, baseline_metrics, fold_models[0].trained_index)
+    if settings.erase_column:
+        metrics["erasure"] = erasure_metrics(labelled, settings, fold_models)
     return TrainingRun(classifier, metrics, test_index, out_of_fold[test_index], fold_metrics, fold_models if cv else [])
 
 
@@ -242,7 +249,7 @@ def _held_out_runs(
         proba = estimator.classifier_.predict_proba(labelled.subset(test_index))
         out_of_fold[test_index] = proba
         fold_metrics.append(classification_metrics(labelled.labels[test_index], proba, labelled.class_names))
-        fold_models.append(FoldModel(estimator.classifier_, test_index, train_index[estimator.train_index_]))
+        fold_models.append(FoldModel(estimator.classifier_, test_index, train_index[estimator.train_index_], estimator.unerased_))
     tested = np.flatnonzero(~np.isnan(out_of_fold[:, 0]))
     metrics = classification_metrics(labelled.labels[tested], out_of_fold[tested], labelled.class_names)
     if settings.cv:

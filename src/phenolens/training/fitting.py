@@ -10,6 +10,7 @@ Training runs in three steps, each a function of its own:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ from phenolens.training.adversary import OPTION as ADVERSARY_OPTION
 from phenolens.training.adversary import AdversaryTraining, domain_codes
 from phenolens.training.augment import channel_gains, cutmix, dim, flips_and_rotations, pseudo_label_weight, random_blur
 from phenolens.training.classifier import EpochLog, ImageClassifier
+from phenolens.training.erasure import OPTION as ERASE_OPTION
+from phenolens.training.erasure import erase_within_class, within_class_contrasts
 from phenolens.training.loop import Callback, CosineAnnealing, EarlyStopping, History, ReduceLROnPlateau, fit
 from phenolens.training.preprocess import ChannelNormalization, CovariateEncoding, intensity_normalized, padded_array, training_quantiles
 from phenolens.training.settings import ImageTrainingSettings
@@ -372,6 +375,8 @@ class ImageClassifierEstimator(BaseEstimator):
         The stains the model expects, in order.
     train_index_ : ndarray
         Indices into ``images.labelled()`` of the images the networks trained on (not the validation split).
+    unerased_ : ImageClassifier or None
+        With ``erase_column``, the same network before erasure (its trained head, no eraser); None otherwise.
 
     Examples
     --------
@@ -413,13 +418,21 @@ class ImageClassifierEstimator(BaseEstimator):
         settings = self.settings if self.settings is not None else ImageTrainingSettings()
         if not isinstance(settings, ImageTrainingSettings):
             raise PhenolensError(f"settings must be an ImageTrainingSettings, got {type(settings).__name__}")
+        # refused before any work: a missing column or one with a single value; one value within every class, before training
+        erased = domain_codes(images.labelled(), settings.erase_column, ERASE_OPTION)[0] if settings.erase_column else None
         data = prepare_training_data(images, settings, unlabelled_for_adversary)
+        contrasts = None if erased is None else within_class_contrasts(erased[data.train_index], data.train[1].numpy(), settings.erase_column)
         count = settings.members
         trained = [
             train_member(data, settings, settings.seed + m, self.description if count == 1 else f"{self.description}, member {m + 1}/{count}")
             for m in range(count)
         ]
         model, hyperparameters = _joined(trained, settings, data.hyperparameters)
+        unerased = None
+        if contrasts is not None:  # the network before erasure is kept for the comparison (`erasure_metrics`)
+            unerased = (copy.deepcopy(model), hyperparameters)
+            erase_within_class(model, data.train, contrasts, data.class_weights, settings)
+            hyperparameters = {**hyperparameters, "erasure": True}
         start, full = settings.pseudo_schedule()
         record = {
             **settings.to_dict(),
@@ -432,13 +445,17 @@ class ImageClassifierEstimator(BaseEstimator):
         }
         history = trained[0][1]
         log.info("trained %d %s on %d images (%d epochs run by the first)", count, settings.arch, data.n_train, len(history.epochs))
-        self.classifier_ = ImageClassifier(
-            model, list(images.class_names), list(images.channel_names), data.size, data.normalization, data.encoding, history, record
-        )
+        names = list(images.class_names), list(images.channel_names)
+        self.classifier_ = ImageClassifier(model, *names, data.size, data.normalization, data.encoding, history, record)
+        if unerased is not None:
+            unerased = ImageClassifier(
+                unerased[0], *names, data.size, data.normalization, data.encoding, history, {**record, "hyperparameters": unerased[1]}
+            )
         self.history_ = history
         self.classes_ = list(images.class_names)
         self.channel_names_ = list(images.channel_names)
         self.train_index_ = data.train_index
+        self.unerased_ = unerased
         return self
 
     def predict_proba(self, images: ImageSet | np.ndarray) -> np.ndarray:

@@ -139,6 +139,12 @@ class ImageTrainingSettings(Settings):
         "prediction): Ganin & Lempitsky's transductive setting, reported as such; none: training crops only.",
         choices=ADVERSARY_UNLABELLED,
     )
+    erase_column: str | None = setting(
+        None,
+        "Metadata column (well, plate) erased from the embedding after training, in closed form: LEACE (Belrose et al. 2023) fitted "
+        "on the training images to the column's contrasts within each class (so the class is kept), inserted as a fixed affine layer "
+        "before the head, which is then refitted; stored with the model, so predict and explain apply it too.",
+    )
     adversary_baseline: bool = setting(
         True, "With --adversary-column, also train the same network without the adversary, to compare the two (twice the training time)."
     )
@@ -154,7 +160,7 @@ class ImageTrainingSettings(Settings):
     seed: int = setting(0, "Seed of splits, initialisation, augmentation and batching.", minimum=0)
 
     def check(self) -> None:
-        """Rules that bounds alone cannot say: half-open intervals and the number of folds."""
+        """Rules that bounds alone cannot say: half-open intervals, the number of folds, options that do not combine."""
         if self.channel_gain >= 1.0:
             self.fail("channel_gain", "must lie in [0, 1); 0 turns it off")
         if self.dimming >= 1.0:
@@ -167,6 +173,10 @@ class ImageTrainingSettings(Settings):
             self.fail("blocks", "give 1 to 4 stages of at least one block each, such as 2,2,2,2")
         if self.cv == 1:
             self.fail("cv", "cross-validation needs at least 2 folds; 0 holds out --test-fraction instead")
+        if self.erase_column is not None and self.adversary_column is not None:
+            self.fail("erase_column", "does not combine with --adversary-column; each is compared with the same network without it")
+        if self.erase_column is not None and self.members > 1:
+            self.fail("erase_column", "is fitted for a single network; use --members 1")
         if self.adversary_unlabelled != "none" and self.adversary_refit:
             self.fail("adversary_unlabelled", "does not combine with --adversary-refit, whose refits read the training images only")
 
