@@ -17,6 +17,9 @@ Output safety (a user's ``--out`` is never trusted to be harmless):
 - staging folders left behind by a killed run (``.NAME.partial-PID-*`` whose process is gone) are
   removed by the next run into the same parent, except a *resumable* one (it holds complete shards or
   a checkpoint): that is refused without ``--resume`` (continue it) or ``--overwrite`` (discard it).
+  A staging folder records its host and its process's start time (``run-owner.json``): one written on
+  another host (shared storage: the run may be alive on another node) is never removed or continued
+  automatically, and a process id reused by a later process does not keep a killed run's folder alive.
 
 Resuming: a command whose work comes in shards or epochs writes them into the staging folder
 (`RunWriter.parts`, or a checkpoint followed by `RunWriter.mark_resumable`). The staging folder
@@ -34,6 +37,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -53,6 +57,8 @@ METRICS = "metrics.json"
 PARTIAL_MARK = ".partial-"
 INTENT = "run-intent.json"  # in a staging folder only: what the run was asked to do, for --resume
 RESUMABLE = ".resumable"  # in a staging folder only: it holds complete shards or a checkpoint
+OWNER = "run-owner.json"  # in a staging folder only: the host and process writing it
+_START_TOLERANCE_S = 1.0  # a process's start time, as the system reports it, may move by a clock tick between reads
 RUN_FORMAT = 1
 _NAME_LIMIT = 200  # bytes left for a folder name once the staging prefix and suffix are added
 
@@ -159,8 +165,88 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _this_host() -> str:
+    return socket.gethostname()
+
+
+def _owner_record() -> dict[str, Any]:
+    import psutil
+
+    return {"host": _this_host(), "pid": os.getpid(), "process_started": psutil.Process().create_time()}
+
+
+def _owner_alive(owner: Mapping[str, Any]) -> bool:
+    """Whether the recorded process of this host still runs: the same id and, where recorded, the same start time."""
+    import psutil
+
+    try:
+        started = psutil.Process(owner["pid"]).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # another user's process: alive, start time unknown
+    recorded = owner.get("process_started")
+    return not isinstance(recorded, int | float) or abs(started - recorded) <= _START_TOLERANCE_S
+
+
+def staging_owner(staging: Path) -> dict[str, Any] | None:
+    """The host and process recorded in a staging folder, or None for one written before they were recorded.
+
+    Parameters
+    ----------
+    staging : Path
+        A ``.NAME.partial-PID-*`` folder.
+
+    Returns
+    -------
+    dict or None
+        ``host``, ``pid`` and ``process_started`` (see `stale_partials`).
+    """
+    try:
+        owner = json.loads((staging / OWNER).read_text())
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) and isinstance(owner.get("host"), str) and isinstance(owner.get("pid"), int) else None
+
+
+def _staging_pid(target: Path, candidate: Path) -> int | None:
+    pid_text = candidate.name[len(f".{target.name}{PARTIAL_MARK}") :].split("-", 1)[0]
+    return int(pid_text) if pid_text.isdigit() else None
+
+
+def foreign_partials(target: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Staging folders of `target` written on another host, with their owner records.
+
+    This host cannot tell whether their process is alive (shared storage, a cluster's other node), so
+    they are never removed or continued automatically.
+
+    Parameters
+    ----------
+    target : Path
+        The final folder of a run.
+
+    Returns
+    -------
+    list of (Path, dict)
+        The folders, sorted by name, and `staging_owner` of each.
+    """
+    if not target.parent.is_dir():
+        return []
+    found = []
+    for candidate in sorted(target.parent.glob(f".{target.name}{PARTIAL_MARK}*")):
+        owner = staging_owner(candidate) if candidate.is_dir() else None
+        if owner is not None and owner["host"] != _this_host():
+            found.append((candidate, owner))
+    return found
+
+
 def stale_partials(target: Path) -> list[Path]:
-    """Staging folders of `target` whose writing process no longer exists.
+    """Staging folders of `target` whose writing process, on this host, no longer exists.
+
+    A folder that records its owner (`staging_owner`) is stale when it was written on this host and its
+    process is gone or is another process that took the same id (its start time differs); one written on
+    another host is never stale (see `foreign_partials`). A folder without an owner record is judged by
+    the process id in its name.
 
     Parameters
     ----------
@@ -176,8 +262,14 @@ def stale_partials(target: Path) -> list[Path]:
         return []
     found = []
     for candidate in sorted(target.parent.glob(f".{target.name}{PARTIAL_MARK}*")):
-        pid_text = candidate.name[len(f".{target.name}{PARTIAL_MARK}") :].split("-", 1)[0]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)) and candidate.is_dir():
+        if not candidate.is_dir():
+            continue
+        owner = staging_owner(candidate)
+        if owner is None:
+            pid = _staging_pid(target, candidate)
+            if pid is not None and not _process_alive(pid):
+                found.append(candidate)
+        elif owner["host"] == _this_host() and not _owner_alive(owner):
             found.append(candidate)
     return found
 
@@ -356,8 +448,22 @@ class RunWriter:
             }
         )
 
+    def _refuse_foreign(self) -> None:
+        """Refuse (or with ``--overwrite`` and without ``--resume``, discard) staging folders written on another host."""
+        for staging, owner in foreign_partials(self.target):
+            if self.overwrite and not self.resume:
+                shutil.rmtree(staging, ignore_errors=True)
+                log.warning("removed %s, left by a run on host %s (--overwrite)", staging, owner["host"])
+                continue
+            raise PhenolensError(
+                f"--out {self.target}: {staging.name} is the staging folder of a run on host {owner['host']} (process {owner['pid']}), "
+                "which this host cannot see; wait for it to finish, or if you know it is dead pass --overwrite to discard it "
+                f"(or delete its {OWNER} to let --resume continue it here)"
+            )
+
     def _adopt_interrupted(self) -> Path | None:
         """The staging folder of a killed run to continue (resume), or None; refuse a lost one (no resume)."""
+        self._refuse_foreign()
         resumable = [p for p in stale_partials(self.target) if is_resumable(p)]
         if not resumable:
             if self.resume:
@@ -406,6 +512,9 @@ class RunWriter:
             # Take the interrupted folder over under this process's name, so no other run removes it.
             self.path.rmdir()
             adopted.rename(self.path)
+        # First, so that no run on another node of a shared file system takes this folder for a killed run's.
+        write_json(self.path / OWNER, _owner_record())
+        if adopted is not None:
             self.resumed = True
             log.info("resuming the interrupted run of %s", self.target)
         else:
@@ -421,7 +530,7 @@ class RunWriter:
             else:
                 shutil.rmtree(self.path, ignore_errors=True)
             return
-        for marker in (INTENT, RESUMABLE):
+        for marker in (INTENT, RESUMABLE, OWNER):
             (self.path / marker).unlink(missing_ok=True)
         write_json(self.path / RUN_RECORD, self.record())
         if self.target.exists():
