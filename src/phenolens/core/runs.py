@@ -2,7 +2,7 @@
 
 A run folder holds the command's results (``metrics.json``, tables, arrays, weights, figures,
 ``report.html``) and ``run.json``, the provenance record: command line, settings, versions, seed,
-inputs with sha256, start and end time, host CPU count. ``run.json`` is written last, inside the
+inputs with sha256 (sampled above `FULL_HASH_LIMIT`, see `describe_input`), start and end time, host CPU count. ``run.json`` is written last, inside the
 staging folder, and the folder is renamed into place only then, so a folder with a complete
 ``run.json`` is a finished run and anything else is not.
 
@@ -89,11 +89,58 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def describe_input(path: str | os.PathLike) -> dict[str, Any]:
-    """Provenance of one input: a file's sha256 and size, or a folder's file count and tree hash.
+FULL_HASH_LIMIT = 1 << 30  # bytes of an input (a file, or a folder's files together) hashed whole for run.json
+SAMPLE_BLOCK = 1 << 20  # bytes of one sampled block
+FILE_SAMPLE_BLOCKS = 64  # blocks sampled from a file above the limit
+FOLDER_SAMPLE_FILES = 64  # files sampled from a folder above the limit ...
+FOLDER_FILE_BLOCKS = 4  # ... and blocks sampled from each of them
 
-    The tree hash is the sha256 of the sorted ``relative path, file sha256`` lines of every file
-    below the folder, so it changes when any file's content or name does.
+
+def _input_files(folder: Path) -> list[Path]:
+    """The files of an input folder in sorted order; a run's own staging folder may sit inside an input run
+    (``--out MODEL/explain``), and its files are not the input."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and PARTIAL_MARK not in p.relative_to(folder).as_posix())
+
+
+def sampled_sha256(path: Path, blocks: int) -> tuple[str, int]:
+    """The sha256 of a file's size and of `blocks` blocks of `SAMPLE_BLOCK` bytes spread evenly from its first to its last byte.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    blocks : int
+        How many blocks (at least 2; a small file is read once, whole).
+
+    Returns
+    -------
+    tuple of (str, int)
+        64 lowercase hex digits and the number of bytes read.
+    """
+    size = path.stat().st_size
+    span = max(size - SAMPLE_BLOCK, 0)
+    offsets = sorted({round(k * span / (blocks - 1)) for k in range(blocks)})
+    digest, read = hashlib.sha256(str(size).encode()), 0
+    with open(path, "rb") as stream:
+        for offset in offsets:
+            stream.seek(offset)
+            block = stream.read(SAMPLE_BLOCK)
+            digest.update(block)
+            read += len(block)
+    return digest.hexdigest(), read
+
+
+def describe_input(path: str | os.PathLike) -> dict[str, Any]:
+    """Provenance of one input for run.json: a whole-content sha256 up to `FULL_HASH_LIMIT` bytes, a sampled fingerprint above.
+
+    ``fingerprint: "sha256"``: a file's sha256, or a folder's tree hash (the sha256 of the sorted ``relative path,
+    file sha256`` lines of every file below it), so it changes when any file's content or name does.
+    ``fingerprint: "sampled"`` (a whole screen: re-reading hundreds of GB after the work would cost as much as
+    the work): the size and modification time the resume check compares (`input_fingerprint`), and
+    ``sampled_sha256``, the sha256 of `FILE_SAMPLE_BLOCKS` blocks of `SAMPLE_BLOCK` bytes spread evenly over a
+    file (`sampled_sha256`); for a folder, ``metadata_sha256`` of every file's relative path, size and modification
+    time, and ``sampled_sha256`` over `FOLDER_SAMPLE_FILES` files spread evenly over the sorted names
+    (`FOLDER_FILE_BLOCKS` blocks each). ``sample`` says in words what was read.
 
     Parameters
     ----------
@@ -103,18 +150,48 @@ def describe_input(path: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``path`` (resolved) and ``sha256``, with ``bytes`` for a file or ``files`` for a folder;
+        ``path`` (resolved), ``fingerprint`` (its kind), ``bytes``, ``files`` for a folder, and the hashes above;
         ``missing: True`` for a path that does not exist.
     """
     path = Path(path)
     if path.is_file():
-        return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        size = path.stat().st_size
+        if size <= FULL_HASH_LIMIT:
+            return {"path": str(path.resolve()), "fingerprint": "sha256", "bytes": size, "sha256": file_sha256(path)}
+        digest, read = sampled_sha256(path, FILE_SAMPLE_BLOCKS)
+        sample = f"{FILE_SAMPLE_BLOCKS} blocks of {SAMPLE_BLOCK} bytes spread evenly from the first byte to the last, after the size"
+        return {**input_fingerprint(path), "fingerprint": "sampled", "sampled_sha256": digest, "sampled_bytes": read, "sample": sample}
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        tree = hashlib.sha256()
-        for file in files:
-            tree.update(f"{file.relative_to(path).as_posix()}\t{file_sha256(file)}\n".encode())
-        return {"path": str(path.resolve()), "files": len(files), "sha256": tree.hexdigest()}
+        files = _input_files(path)
+        statuses = [file.stat() for file in files]
+        names = [file.relative_to(path).as_posix() for file in files]
+        total = sum(status.st_size for status in statuses)
+        if total <= FULL_HASH_LIMIT:
+            tree = hashlib.sha256()
+            for name, file in zip(names, files):
+                tree.update(f"{name}\t{file_sha256(file)}\n".encode())
+            return {"path": str(path.resolve()), "fingerprint": "sha256", "files": len(files), "bytes": total, "sha256": tree.hexdigest()}
+        metadata, content, read = hashlib.sha256(), hashlib.sha256(), 0
+        for name, status in zip(names, statuses):
+            metadata.update(f"{name}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+        chosen = sorted({round(k * (len(files) - 1) / (FOLDER_SAMPLE_FILES - 1)) for k in range(FOLDER_SAMPLE_FILES)})
+        for index in chosen:
+            digest, count = sampled_sha256(files[index], FOLDER_FILE_BLOCKS)
+            content.update(f"{names[index]}\t{digest}\n".encode())
+            read += count
+        sample = (
+            f"every file's name, size and modification time; the content of {len(chosen)} of {len(files)} files spread evenly "
+            f"over their sorted names, {FOLDER_FILE_BLOCKS} blocks of {SAMPLE_BLOCK} bytes each"
+        )
+        return {
+            **_folder_fingerprint(path, statuses),
+            "fingerprint": "sampled",
+            "metadata_sha256": metadata.hexdigest(),
+            "sampled_files": len(chosen),
+            "sampled_sha256": content.hexdigest(),
+            "sampled_bytes": read,
+            "sample": sample,
+        }
     return {"path": str(path), "missing": True}
 
 
@@ -138,11 +215,13 @@ def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
         status = path.stat()
         return {"path": str(path.resolve()), "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
     if path.is_dir():
-        # A run's own staging folder may sit inside an input run (``--out MODEL/explain``): its files are not the input.
-        statuses = [p.stat() for p in path.rglob("*") if p.is_file() and PARTIAL_MARK not in p.relative_to(path).as_posix()]
-        newest = max((status.st_mtime_ns for status in statuses), default=path.stat().st_mtime_ns)
-        return {"path": str(path.resolve()), "files": len(statuses), "bytes": sum(status.st_size for status in statuses), "modified_ns": newest}
+        return _folder_fingerprint(path, [p.stat() for p in _input_files(path)])
     return {"path": str(path), "missing": True}
+
+
+def _folder_fingerprint(path: Path, statuses: list[os.stat_result]) -> dict[str, Any]:
+    newest = max((status.st_mtime_ns for status in statuses), default=path.stat().st_mtime_ns)
+    return {"path": str(path.resolve()), "files": len(statuses), "bytes": sum(status.st_size for status in statuses), "modified_ns": newest}
 
 
 def _versions() -> dict[str, str]:
