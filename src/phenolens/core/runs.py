@@ -2,8 +2,8 @@
 
 A run folder holds the command's results (``metrics.json``, tables, arrays, weights, figures,
 ``report.html``) and ``run.json``, the provenance record: command line, settings, versions, seed,
-inputs with sha256 (sampled above `FULL_HASH_LIMIT`, see `describe_input`), start and end time, host CPU count. ``run.json`` is written last, inside the
-staging folder, and the folder is renamed into place only then, so a folder with a complete
+inputs with sha256 (sampled above `FULL_HASH_LIMIT`, see `describe_input`), start and end time,
+host CPU count. ``run.json`` is written last, inside the staging folder, and the folder is renamed into place only then, so a folder with a complete
 ``run.json`` is a finished run and anything else is not.
 
 Output safety (a user's ``--out`` is never trusted to be harmless):
