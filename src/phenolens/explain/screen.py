@@ -405,7 +405,7 @@ def explain_screen(
     if fold_images:
         record["explained_by"] = f"out of fold: each image by the one of {len(models)} fold models that never trained on it"
     summary = _Summary(classifier.class_names, classifier.channel_names, settings, record)
-    for path in sorted(rows_store.folder.glob("part-*.parquet")):
+    for path in rows_store.paths():
         summary.add(pd.read_parquet(path))
     checks_table = checks_store.read_table()
     gallery, features = summary.gallery(chosen, classifier.with_field_brightness(brightness), group, checks_table)

@@ -535,7 +535,7 @@ def write_skipped(run: RunWriter, source: ImageSource, store: PartStore) -> pd.D
 
 def _read_parts(store) -> Iterable[pd.DataFrame]:
     """The parts of a store one at a time, in chunk order (memory: one part)."""
-    for path in sorted(store.folder.glob("part-*.parquet")):
+    for path in store.paths():
         yield pd.read_parquet(path)
 
 
