@@ -12,7 +12,7 @@ import pytest
 
 from phenolens.cli.main import run
 from phenolens.core.executor import Executor
-from phenolens.core.runs import RunWriter
+from phenolens.core.runs import OWNER, RunWriter
 from phenolens.profiling import study
 from phenolens.profiling.evaluate import treatment_level, wide_table
 from phenolens.profiling.pipeline import run_profiling
@@ -198,13 +198,21 @@ def test_a_killed_run_resumes_from_its_last_finished_file(screen, tmp_path, monk
         _stream(paths, settings, tmp_path / "run")
     assert not (tmp_path / "run").exists()
     (staging,) = tmp_path.glob(".run.partial-*")
-    staging.rename(staging.with_name(f".run.partial-{_dead_pid()}-killed"))  # as a killed process leaves it
+    _as_killed(staging)
     calls.clear()
     monkeypatch.setattr(study, "represent_shard", lambda task: calls.append(task.shard.index) or original(task))
     result, profiles = _stream(paths, settings, tmp_path / "run", resume=True)
     assert calls == [3, 4, 5]  # the three finished files were not redone
     _assert_same_metrics(expected.metrics, result.metrics)
     pd.testing.assert_frame_equal(profiles, expected_profiles)
+
+
+def _as_killed(staging) -> None:
+    """Give a staging folder the process id of a process that no longer exists, as a killed run leaves it."""
+    pid = _dead_pid()
+    owner = json.loads((staging / OWNER).read_text())
+    (staging / OWNER).write_text(json.dumps({**owner, "pid": pid}))
+    staging.rename(staging.with_name(f".run.partial-{pid}-killed"))
 
 
 def _dead_pid() -> int:
@@ -367,7 +375,7 @@ def test_one_file_killed_on_a_cluster_and_resumed_serially_leaves_no_parts_in_th
     monkeypatch.undo()
     (staging,) = tmp_path.glob(".run.partial-*")
     assert list((staging / study.PARTS).glob("part-*.parquet"))
-    staging.rename(staging.with_name(f".run.partial-{_dead_pid()}-killed"))  # as a killed process leaves it
+    _as_killed(staging)
     assert run([*argv, "--resume"]) == 0
     assert not (tmp_path / "run" / study.PARTS).exists()
     assert run([*argv[:-1], str(tmp_path / "fresh")]) == 0
