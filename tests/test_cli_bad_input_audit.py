@@ -388,7 +388,7 @@ def test_one_image_per_class_has_no_z_prime_and_no_warning():
 def test_resumable_work_of_other_options_is_not_offered_to_resume(tmp_path):
     """Found by the audit: a resumable staging folder left by a run with other inputs told the next run to pass --resume,
     which then refused it for its other inputs; the first answer now says only --overwrite can start this run."""
-    from phenolens.core.runs import RunWriter
+    from phenolens.core.runs import OWNER, RunWriter
     from phenolens.echoes.settings import EchoSimulationSettings
 
     out = tmp_path / "run"
@@ -396,7 +396,10 @@ def test_resumable_work_of_other_options_is_not_offered_to_resume(tmp_path):
         run.mark_resumable()
         raise RuntimeError("killed")
     staging = next(tmp_path.glob(".run.partial-*"))
-    staging.rename(tmp_path / ".run.partial-999999999-killed")  # as if its process had died
+    killed = tmp_path / ".run.partial-999999999-killed"
+    staging.rename(killed)  # as if its process had died
+    owner = json.loads((killed / OWNER).read_text())
+    (killed / OWNER).write_text(json.dumps({**owner, "pid": 999999999}))
     with pytest.raises(PhenolensError, match="pass --resume to continue it or --overwrite"):
         RunWriter(out, command="echoes simulate", settings=[EchoSimulationSettings(n_signals=5)]).__enter__()
     with pytest.raises(PhenolensError, match=r"other options or inputs, so only --overwrite \(discard it\) can start this run$"):

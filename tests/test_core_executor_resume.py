@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -343,3 +346,57 @@ def test_finished_parts_read_back_as_the_shards_in_order_whatever_they_hold(tmp_
         return  # no row at all: nothing to type the columns by
     table = pd.read_parquet(out / "table.parquet")
     assert [(None if pd.isna(label) else label, int(index)) for label, index in zip(table["label"], table["shard"])] == expected
+
+
+def test_a_staging_folder_of_a_run_on_another_host_is_never_removed_or_adopted(tmp_path, monkeypatch):
+    """On shared storage the writing process may be alive on another node: this host cannot tell, so it refuses to
+    remove or continue it and says which host holds it; --overwrite (the user knows it is dead) discards it."""
+    import phenolens.core.runs as runs
+
+    out = tmp_path / "run"
+    _killed_run(tmp_path, out, done_shards=2)
+    (staging,) = tmp_path.glob(".run.partial-*")
+    monkeypatch.setattr(runs, "_this_host", lambda: "login-node-7")  # this process now looks like another node
+    assert runs.stale_partials(out) == []
+    for options in ({}, {"resume": True}):
+        with pytest.raises(PhenolensError, match=r"a run on host .+ \(process \d+\).*--overwrite") as refused:
+            _finish(out, **options)
+        assert socket.gethostname() in str(refused.value) and "\n" not in str(refused.value)
+        assert staging.is_dir() and not out.exists()
+    # a foreign folder without complete work is not removed either
+    (staging / RESUMABLE).unlink()
+    assert runs.remove_stale_partials(out) == [] and staging.is_dir()
+    run = _finish(out, overwrite=True)
+    assert not run.resumed and run.skipped == 0 and not staging.exists()
+
+
+def test_a_staging_folder_whose_process_id_was_reused_is_taken_for_a_killed_run(tmp_path):
+    """The killed run's process id now belongs to a live process that started later: the folder is a killed run's."""
+    import phenolens.core.runs as runs
+
+    out = tmp_path / "run"
+    _killed_run(tmp_path, out, done_shards=2)
+    (killed,) = tmp_path.glob(".run.partial-*")
+    owner = json.loads((killed / runs.OWNER).read_text())
+    reused = tmp_path / f".run.partial-{os.getpid()}-reused"  # this live test process took over the id
+    killed.rename(reused)
+    started = psutil.Process().create_time() - 3600  # the killed run started an hour before the process now holding its id
+    (reused / runs.OWNER).write_text(json.dumps({**owner, "pid": os.getpid(), "process_started": started}))
+    assert runs.stale_partials(out) == [reused]
+    run = _finish(out, resume=True)
+    assert run.resumed and run.skipped == 2
+
+
+def test_a_staging_folder_of_a_live_run_on_this_host_is_left_alone_and_old_records_keep_the_process_id_rule(tmp_path):
+    import phenolens.core.runs as runs
+
+    out = tmp_path / "run"
+    with RunWriter(out, command="test", settings=ResumeExampleSettings()) as run:
+        owner = json.loads((run.path / runs.OWNER).read_text())
+        assert owner["host"] == runs._this_host() and owner["pid"] == os.getpid() and owner["process_started"] > 0
+        assert runs.stale_partials(out) == []
+        (run.path / runs.OWNER).unlink()  # a staging folder written before hosts were recorded: judged by its process id
+        assert runs.stale_partials(out) == []
+    old = tmp_path / ".run.partial-999999999-old"
+    old.mkdir()
+    assert runs.stale_partials(out) == [old]

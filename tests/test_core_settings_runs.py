@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -178,3 +179,56 @@ def test_load_run_refuses_folders_without_a_complete_record(tmp_path):
     (tmp_path / RUN_RECORD).write_text('{"command": "x", "finished": "now", "settings": [{"class": "os.system", "values": {}}]}')
     with pytest.raises(PhenolensError, match="not phenolens"):
         load_run(tmp_path)
+
+
+def test_inputs_up_to_the_limit_get_a_full_sha256_and_larger_ones_a_sampled_fingerprint_that_says_so(tmp_path, monkeypatch):
+    """A whole screen of hundreds of GB was re-read byte by byte after the work; above the limit run.json records size,
+    modification time and the sha256 of evenly spread blocks, and names the kind of each fingerprint."""
+    import phenolens.core.runs as runs
+
+    block = 1 << 20
+    monkeypatch.setattr(runs, "FULL_HASH_LIMIT", 3 * block)
+    small, large = tmp_path / "small.bin", tmp_path / "large.bin"
+    small.write_bytes(b"x" * (3 * block))
+    payload = bytearray(np.random.default_rng(0).integers(0, 256, 200 * block, dtype=np.uint8).tobytes())
+    large.write_bytes(payload)
+    full = runs.describe_input(small)
+    assert full["fingerprint"] == "sha256" and full["sha256"] == hashlib.sha256(small.read_bytes()).hexdigest()
+    sampled = runs.describe_input(large)
+    assert sampled["fingerprint"] == "sampled" and "sha256" not in sampled
+    status = large.stat()
+    assert sampled["bytes"] == status.st_size and sampled["modified_ns"] == status.st_mtime_ns
+    # known answer: the size, then 64 blocks of 1 MiB from the first to the last, evenly spread
+    offsets = [round(k * (len(payload) - block) / 63) for k in range(64)]
+    expected = hashlib.sha256(str(len(payload)).encode())
+    for offset in offsets:
+        expected.update(payload[offset : offset + block])
+    assert sampled["sampled_sha256"] == expected.hexdigest() and sampled["sampled_bytes"] == 64 * block
+    assert "64 blocks" in sampled["sample"]
+    payload[offsets[5] + 7] ^= 1  # a byte inside a sampled block changes the fingerprint
+    large.write_bytes(payload)
+    assert runs.describe_input(large)["sampled_sha256"] != sampled["sampled_sha256"]
+
+
+def test_a_large_folder_gets_every_files_name_size_and_time_and_a_sample_of_their_content(tmp_path, monkeypatch):
+    import phenolens.core.runs as runs
+
+    monkeypatch.setattr(runs, "FULL_HASH_LIMIT", 1000)
+    store = tmp_path / "screen.zarr"
+    for index in range(300):
+        (store / f"c{index // 100}").mkdir(parents=True, exist_ok=True)
+        (store / f"c{index // 100}" / f"{index:03d}").write_bytes(bytes([index % 256]) * 10)
+    record = runs.describe_input(store)
+    assert record["fingerprint"] == "sampled" and record["files"] == 300 and record["bytes"] == 3000 and "sha256" not in record
+    assert record["sampled_files"] == 64 and "64 of 300 files" in record["sample"]
+    unsampled = store / "c0" / "001"  # every file's size and time are in the fingerprint, sampled or not
+    os.utime(unsampled, ns=(unsampled.stat().st_atime_ns, unsampled.stat().st_mtime_ns + 10**9))
+    again = runs.describe_input(store)
+    assert again["metadata_sha256"] != record["metadata_sha256"] and again["sampled_sha256"] == record["sampled_sha256"]
+    first = store / "c0" / "000"  # the first file is always sampled: same size and time, other content
+    status = first.stat()
+    first.write_bytes(b"\xff" * 10)
+    os.utime(first, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert runs.describe_input(store)["sampled_sha256"] != again["sampled_sha256"]
+    monkeypatch.setattr(runs, "FULL_HASH_LIMIT", 10**6)
+    assert runs.describe_input(store)["fingerprint"] == "sha256"

@@ -414,3 +414,55 @@ def test_the_readout_of_a_screen_cut_into_any_chunks_equals_its_readout_in_one(c
     groups, metrics = summarise(chunks, classes, options)
     pd.testing.assert_frame_equal(groups, whole_groups)
     assert metrics == whole_metrics and metrics["n_groups"] == 8
+
+
+def _kill_at(module: str, function: str, args: list[str]) -> subprocess.CompletedProcess:
+    """Run the CLI in a child that SIGKILLs itself when `module.function` is called."""
+    script = textwrap.dedent(
+        f"""
+        import importlib, os, signal
+        setattr(importlib.import_module({module!r}), {function!r}, lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
+        from phenolens.cli.main import run
+        run({args!r})
+        """
+    )
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_its_last_chunk_resumes_with_every_skipped_image(screen, tmp_path):
+    """The skipped images' parts were deleted before the report's sample was drawn (predict) or the report built
+    (explain): a kill there left a resumable folder without them, and the resumed run wrote no skipped.csv, n_skipped 0."""
+    _, model = screen
+    bad = _screen(tmp_path / "bad")
+    _undecodable(bad / "inside" / "w1_5.tif")  # passes the scan, fails in its chunk
+    commands = {
+        "predict": (["images", "predict", str(model)], "phenolens.training.prediction", "predicted_sample"),
+        "explain": (
+            ["explain", str(model), "--images", "all", "--methods", "gradcam", "--check-images", "0", "--sanity-images", "1"],
+            "phenolens.report.attribution",
+            "explanation_section",
+        ),
+    }
+    for name, (command, module, function) in commands.items():
+        args = [*command, "--folder", str(bad), "--channels", "GFP,DNA", "--chunk-size", "3", "--skip-bad"]
+        whole, resumed = tmp_path / f"{name}-whole", tmp_path / f"{name}-resumed"
+        assert run([*args, "--out", str(whole)]) == 0
+        child = _kill_at(module, function, [*args, "--out", str(resumed)])
+        assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+        assert run([*args, "--out", str(resumed), "--resume"]) == 0
+        pd.testing.assert_frame_equal(pd.read_csv(resumed / "skipped.csv"), pd.read_csv(whole / "skipped.csv"))
+        assert json.loads((resumed / "metrics.json").read_text())["n_skipped"] == 1, name
+        assert sorted(p.name for p in resumed.iterdir()) == sorted(p.name for p in whole.iterdir())
+
+
+def test_the_parts_of_a_store_are_read_one_at_a_time_in_shard_order_past_a_million_shards(tmp_path):
+    """Names stop sorting as shards past 999,999 chunks (part-1234567 sorts before part-999999)."""
+    from phenolens.core.parts import PartStore
+    from phenolens.training.prediction import _read_parts
+
+    parts = PartStore(tmp_path / "table.parquet")
+    for index in (1_234_567, 999_999, 7):
+        parts.write_table(index, pd.DataFrame({"shard": [index]}))
+    assert [path.name for path in parts.paths()] == ["part-000007.parquet", "part-999999.parquet", "part-1234567.parquet"]
+    assert [int(frame["shard"][0]) for frame in _read_parts(parts)] == [7, 999_999, 1_234_567]

@@ -12,7 +12,7 @@ import pytest
 
 from phenolens.cli.main import run
 from phenolens.core.executor import Executor
-from phenolens.core.runs import RunWriter
+from phenolens.core.runs import OWNER, RunWriter
 from phenolens.profiling import study
 from phenolens.profiling.evaluate import treatment_level, wide_table
 from phenolens.profiling.pipeline import run_profiling
@@ -198,13 +198,21 @@ def test_a_killed_run_resumes_from_its_last_finished_file(screen, tmp_path, monk
         _stream(paths, settings, tmp_path / "run")
     assert not (tmp_path / "run").exists()
     (staging,) = tmp_path.glob(".run.partial-*")
-    staging.rename(staging.with_name(f".run.partial-{_dead_pid()}-killed"))  # as a killed process leaves it
+    _as_killed(staging)
     calls.clear()
     monkeypatch.setattr(study, "represent_shard", lambda task: calls.append(task.shard.index) or original(task))
     result, profiles = _stream(paths, settings, tmp_path / "run", resume=True)
     assert calls == [3, 4, 5]  # the three finished files were not redone
     _assert_same_metrics(expected.metrics, result.metrics)
     pd.testing.assert_frame_equal(profiles, expected_profiles)
+
+
+def _as_killed(staging) -> None:
+    """Give a staging folder the process id of a process that no longer exists, as a killed run leaves it."""
+    pid = _dead_pid()
+    owner = json.loads((staging / OWNER).read_text())
+    (staging / OWNER).write_text(json.dumps({**owner, "pid": pid}))
+    staging.rename(staging.with_name(f".run.partial-{pid}-killed"))
 
 
 def _dead_pid() -> int:
@@ -367,9 +375,46 @@ def test_one_file_killed_on_a_cluster_and_resumed_serially_leaves_no_parts_in_th
     monkeypatch.undo()
     (staging,) = tmp_path.glob(".run.partial-*")
     assert list((staging / study.PARTS).glob("part-*.parquet"))
-    staging.rename(staging.with_name(f".run.partial-{_dead_pid()}-killed"))  # as a killed process leaves it
+    _as_killed(staging)
     assert run([*argv, "--resume"]) == 0
     assert not (tmp_path / "run" / study.PARTS).exists()
     assert run([*argv[:-1], str(tmp_path / "fresh")]) == 0
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(p.name for p in (tmp_path / "fresh").iterdir())
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "profiles.parquet"), pd.read_parquet(tmp_path / "fresh" / "profiles.parquet"))
+
+
+def test_a_hive_partitioned_study_folder_reads_its_partition_columns_from_the_folder_names(plates, tmp_path):
+    """`df.to_parquet(folder, partition_cols=["Metadata_Plate"])` keeps the plate only in the folder names
+    (``Metadata_Plate=P00000/``), as pandas and pyarrow read it back: it was refused as missing the plate column."""
+    table = pd.concat([pd.read_parquet(path) for path in plates], ignore_index=True)
+    hive = tmp_path / "hive"
+    table.to_parquet(hive, partition_cols=["Metadata_Plate"])
+    assert "Metadata_Plate" not in pd.read_parquet(next(hive.rglob("*.parquet"))).columns
+    shards = study_shards([hive], [])
+    assert [dict(shard.partitions) for shard in shards] == [{"Metadata_Plate": plate} for plate in sorted(table["Metadata_Plate"].unique())]
+    outs = {name: tmp_path / f"run-{name}" for name in ("files", "hive")}
+    assert run(["profile", "run", *map(str, plates), *PILOT, *FAST, "--out", str(outs["files"])]) == 0
+    assert run(["profile", "run", str(hive), *PILOT, *FAST, "--out", str(outs["hive"])]) == 0
+    files, partitioned = (pd.read_parquet(out / "profiles.parquet") for out in outs.values())
+    pd.testing.assert_frame_equal(partitioned[files.columns], files)
+    metrics = [json.loads((out / "metrics.json").read_text()) for out in outs.values()]
+    for metric in metrics:
+        metric["data"].pop("source")  # the files given, or the folder
+    _assert_same_metrics(metrics[0], metrics[1])
+
+
+def test_hive_partition_values_are_read_as_pyarrow_reads_them(tmp_path):
+    """URI-encoded names and whole numbers, against pandas' own read of the same folder, and a missing value."""
+    from phenolens.profiling.plates import hive_partitions
+
+    table = pd.DataFrame({"Metadata_Batch": [3, 3, 12, 12], "Metadata_Plate": ["P 1/a", "P%2", "P 1/a", "P=4"], "x": [1.0, 2.0, 3.0, 4.0]})
+    table.to_parquet(tmp_path / "hive", partition_cols=["Metadata_Batch", "Metadata_Plate"])
+    got = pd.concat(
+        [pd.read_parquet(file).assign(**hive_partitions(tmp_path / "hive", file)) for file in sorted((tmp_path / "hive").rglob("*.parquet"))]
+    )
+    want = pd.read_parquet(tmp_path / "hive")
+    got, want = (frame.sort_values("x").reset_index(drop=True) for frame in (got, want))
+    assert got["Metadata_Batch"].tolist() == want["Metadata_Batch"].astype(int).tolist() == [3, 3, 12, 12]
+    assert got["Metadata_Plate"].tolist() == want["Metadata_Plate"].astype(object).tolist() == ["P 1/a", "P%2", "P 1/a", "P=4"]
+    missing = tmp_path / "Metadata_Batch=__HIVE_DEFAULT_PARTITION__" / "part.parquet"  # how pyarrow names a missing value
+    assert hive_partitions(tmp_path, missing) == {"Metadata_Batch": None}

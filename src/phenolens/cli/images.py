@@ -137,8 +137,6 @@ def explain(
         written.extra["executor"] = executor.description
         explained = explain_screen(model, source, written, settings, chunks, executor)
         metrics = {**explained.metrics, "model": str(model), "dataset": source.name}
-        if len(explained.skipped):
-            written.write_table("skipped.csv", explained.skipped)
         report = Report(f"phenolens images explain: {source.name}", metrics=metrics)
         # the explorer maps the gallery's cells: a few per class, read back with their maps
         report.add(
@@ -186,8 +184,6 @@ def predict(
         metrics = {**predictions.metrics, "model": str(model), "dataset": source.name}
         if predictions.groups is not None:
             written.write_table("groups.parquet", predictions.groups)
-        if len(predictions.skipped):
-            written.write_table("skipped.csv", predictions.skipped)
         report = Report(f"phenolens images predict: {source.name}", metrics=metrics)
         shown, proba, features = predicted_sample(classifier, source, MAX_CELLS, skip_bad=chunks.skip_bad, brightness=predictions.field_brightness)
         note = None

@@ -111,10 +111,20 @@ class PartStore:
         """
         import pandas as pd
 
-        parts = [path for _, path in sorted(self._table_parts().items())]
+        parts = self.paths()
         if not parts:
             return pd.DataFrame(columns=columns)
         return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
+
+    def paths(self) -> list[Path]:
+        """The table parts in shard order (not name order, which differs past 999,999 shards).
+
+        Returns
+        -------
+        list of Path
+            One parquet file per shard that wrote a table.
+        """
+        return [path for _, path in sorted(self._table_parts().items())]
 
     def _table_parts(self) -> dict[int, Path]:
         """Shard index -> its table part (6 digits pad the names, more past 999,999 shards, so names do not sort)."""
@@ -145,7 +155,7 @@ class PartStore:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        parts = [path for _, path in sorted(self._table_parts().items())]
+        parts = self.paths()
         schemas = [pq.read_schema(path) for path in parts]
         try:
             common = pa.unify_schemas(schemas)  # a null column takes the type the other parts give it

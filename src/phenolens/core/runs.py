@@ -2,8 +2,8 @@
 
 A run folder holds the command's results (``metrics.json``, tables, arrays, weights, figures,
 ``report.html``) and ``run.json``, the provenance record: command line, settings, versions, seed,
-inputs with sha256, start and end time, host CPU count. ``run.json`` is written last, inside the
-staging folder, and the folder is renamed into place only then, so a folder with a complete
+inputs with sha256 (sampled above `FULL_HASH_LIMIT`, see `describe_input`), start and end time,
+host CPU count. ``run.json`` is written last, inside the staging folder, and the folder is renamed into place only then, so a folder with a complete
 ``run.json`` is a finished run and anything else is not.
 
 Output safety (a user's ``--out`` is never trusted to be harmless):
@@ -17,6 +17,9 @@ Output safety (a user's ``--out`` is never trusted to be harmless):
 - staging folders left behind by a killed run (``.NAME.partial-PID-*`` whose process is gone) are
   removed by the next run into the same parent, except a *resumable* one (it holds complete shards or
   a checkpoint): that is refused without ``--resume`` (continue it) or ``--overwrite`` (discard it).
+  A staging folder records its host and its process's start time (``run-owner.json``): one written on
+  another host (shared storage: the run may be alive on another node) is never removed or continued
+  automatically, and a process id reused by a later process does not keep a killed run's folder alive.
 
 Resuming: a command whose work comes in shards or epochs writes them into the staging folder
 (`RunWriter.parts`, or a checkpoint followed by `RunWriter.mark_resumable`). The staging folder
@@ -34,6 +37,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -53,6 +57,8 @@ METRICS = "metrics.json"
 PARTIAL_MARK = ".partial-"
 INTENT = "run-intent.json"  # in a staging folder only: what the run was asked to do, for --resume
 RESUMABLE = ".resumable"  # in a staging folder only: it holds complete shards or a checkpoint
+OWNER = "run-owner.json"  # in a staging folder only: the host and process writing it
+_START_TOLERANCE_S = 1.0  # a process's start time, as the system reports it, may move by a clock tick between reads
 RUN_FORMAT = 1
 _NAME_LIMIT = 200  # bytes left for a folder name once the staging prefix and suffix are added
 
@@ -83,11 +89,58 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def describe_input(path: str | os.PathLike) -> dict[str, Any]:
-    """Provenance of one input: a file's sha256 and size, or a folder's file count and tree hash.
+FULL_HASH_LIMIT = 1 << 30  # bytes of an input (a file, or a folder's files together) hashed whole for run.json
+SAMPLE_BLOCK = 1 << 20  # bytes of one sampled block
+FILE_SAMPLE_BLOCKS = 64  # blocks sampled from a file above the limit
+FOLDER_SAMPLE_FILES = 64  # files sampled from a folder above the limit ...
+FOLDER_FILE_BLOCKS = 4  # ... and blocks sampled from each of them
 
-    The tree hash is the sha256 of the sorted ``relative path, file sha256`` lines of every file
-    below the folder, so it changes when any file's content or name does.
+
+def _input_files(folder: Path) -> list[Path]:
+    """The files of an input folder in sorted order; a run's own staging folder may sit inside an input run
+    (``--out MODEL/explain``), and its files are not the input."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and PARTIAL_MARK not in p.relative_to(folder).as_posix())
+
+
+def sampled_sha256(path: Path, blocks: int) -> tuple[str, int]:
+    """The sha256 of a file's size and of `blocks` blocks of `SAMPLE_BLOCK` bytes spread evenly from its first to its last byte.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    blocks : int
+        How many blocks (at least 2; a small file is read once, whole).
+
+    Returns
+    -------
+    tuple of (str, int)
+        64 lowercase hex digits and the number of bytes read.
+    """
+    size = path.stat().st_size
+    span = max(size - SAMPLE_BLOCK, 0)
+    offsets = sorted({round(k * span / (blocks - 1)) for k in range(blocks)})
+    digest, read = hashlib.sha256(str(size).encode()), 0
+    with open(path, "rb") as stream:
+        for offset in offsets:
+            stream.seek(offset)
+            block = stream.read(SAMPLE_BLOCK)
+            digest.update(block)
+            read += len(block)
+    return digest.hexdigest(), read
+
+
+def describe_input(path: str | os.PathLike) -> dict[str, Any]:
+    """Provenance of one input for run.json: a whole-content sha256 up to `FULL_HASH_LIMIT` bytes, a sampled fingerprint above.
+
+    ``fingerprint: "sha256"``: a file's sha256, or a folder's tree hash (the sha256 of the sorted ``relative path,
+    file sha256`` lines of every file below it), so it changes when any file's content or name does.
+    ``fingerprint: "sampled"`` (a whole screen: re-reading hundreds of GB after the work would cost as much as
+    the work): the size and modification time the resume check compares (`input_fingerprint`), and
+    ``sampled_sha256``, the sha256 of `FILE_SAMPLE_BLOCKS` blocks of `SAMPLE_BLOCK` bytes spread evenly over a
+    file (`sampled_sha256`); for a folder, ``metadata_sha256`` of every file's relative path, size and modification
+    time, and ``sampled_sha256`` over `FOLDER_SAMPLE_FILES` files spread evenly over the sorted names
+    (`FOLDER_FILE_BLOCKS` blocks each). ``sample`` says in words what was read.
 
     Parameters
     ----------
@@ -97,18 +150,48 @@ def describe_input(path: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``path`` (resolved) and ``sha256``, with ``bytes`` for a file or ``files`` for a folder;
+        ``path`` (resolved), ``fingerprint`` (its kind), ``bytes``, ``files`` for a folder, and the hashes above;
         ``missing: True`` for a path that does not exist.
     """
     path = Path(path)
     if path.is_file():
-        return {"path": str(path.resolve()), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        size = path.stat().st_size
+        if size <= FULL_HASH_LIMIT:
+            return {"path": str(path.resolve()), "fingerprint": "sha256", "bytes": size, "sha256": file_sha256(path)}
+        digest, read = sampled_sha256(path, FILE_SAMPLE_BLOCKS)
+        sample = f"{FILE_SAMPLE_BLOCKS} blocks of {SAMPLE_BLOCK} bytes spread evenly from the first byte to the last, after the size"
+        return {**input_fingerprint(path), "fingerprint": "sampled", "sampled_sha256": digest, "sampled_bytes": read, "sample": sample}
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        tree = hashlib.sha256()
-        for file in files:
-            tree.update(f"{file.relative_to(path).as_posix()}\t{file_sha256(file)}\n".encode())
-        return {"path": str(path.resolve()), "files": len(files), "sha256": tree.hexdigest()}
+        files = _input_files(path)
+        statuses = [file.stat() for file in files]
+        names = [file.relative_to(path).as_posix() for file in files]
+        total = sum(status.st_size for status in statuses)
+        if total <= FULL_HASH_LIMIT:
+            tree = hashlib.sha256()
+            for name, file in zip(names, files):
+                tree.update(f"{name}\t{file_sha256(file)}\n".encode())
+            return {"path": str(path.resolve()), "fingerprint": "sha256", "files": len(files), "bytes": total, "sha256": tree.hexdigest()}
+        metadata, content, read = hashlib.sha256(), hashlib.sha256(), 0
+        for name, status in zip(names, statuses):
+            metadata.update(f"{name}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+        chosen = sorted({round(k * (len(files) - 1) / (FOLDER_SAMPLE_FILES - 1)) for k in range(FOLDER_SAMPLE_FILES)})
+        for index in chosen:
+            digest, count = sampled_sha256(files[index], FOLDER_FILE_BLOCKS)
+            content.update(f"{names[index]}\t{digest}\n".encode())
+            read += count
+        sample = (
+            f"every file's name, size and modification time; the content of {len(chosen)} of {len(files)} files spread evenly "
+            f"over their sorted names, {FOLDER_FILE_BLOCKS} blocks of {SAMPLE_BLOCK} bytes each"
+        )
+        return {
+            **_folder_fingerprint(path, statuses),
+            "fingerprint": "sampled",
+            "metadata_sha256": metadata.hexdigest(),
+            "sampled_files": len(chosen),
+            "sampled_sha256": content.hexdigest(),
+            "sampled_bytes": read,
+            "sample": sample,
+        }
     return {"path": str(path), "missing": True}
 
 
@@ -132,11 +215,13 @@ def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
         status = path.stat()
         return {"path": str(path.resolve()), "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
     if path.is_dir():
-        # A run's own staging folder may sit inside an input run (``--out MODEL/explain``): its files are not the input.
-        statuses = [p.stat() for p in path.rglob("*") if p.is_file() and PARTIAL_MARK not in p.relative_to(path).as_posix()]
-        newest = max((status.st_mtime_ns for status in statuses), default=path.stat().st_mtime_ns)
-        return {"path": str(path.resolve()), "files": len(statuses), "bytes": sum(status.st_size for status in statuses), "modified_ns": newest}
+        return _folder_fingerprint(path, [p.stat() for p in _input_files(path)])
     return {"path": str(path), "missing": True}
+
+
+def _folder_fingerprint(path: Path, statuses: list[os.stat_result]) -> dict[str, Any]:
+    newest = max((status.st_mtime_ns for status in statuses), default=path.stat().st_mtime_ns)
+    return {"path": str(path.resolve()), "files": len(statuses), "bytes": sum(status.st_size for status in statuses), "modified_ns": newest}
 
 
 def _versions() -> dict[str, str]:
@@ -159,8 +244,88 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _this_host() -> str:
+    return socket.gethostname()
+
+
+def _owner_record() -> dict[str, Any]:
+    import psutil
+
+    return {"host": _this_host(), "pid": os.getpid(), "process_started": psutil.Process().create_time()}
+
+
+def _owner_alive(owner: Mapping[str, Any]) -> bool:
+    """Whether the recorded process of this host still runs: the same id and, where recorded, the same start time."""
+    import psutil
+
+    try:
+        started = psutil.Process(owner["pid"]).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True  # another user's process: alive, start time unknown
+    recorded = owner.get("process_started")
+    return not isinstance(recorded, int | float) or abs(started - recorded) <= _START_TOLERANCE_S
+
+
+def staging_owner(staging: Path) -> dict[str, Any] | None:
+    """The host and process recorded in a staging folder, or None for one written before they were recorded.
+
+    Parameters
+    ----------
+    staging : Path
+        A ``.NAME.partial-PID-*`` folder.
+
+    Returns
+    -------
+    dict or None
+        ``host``, ``pid`` and ``process_started`` (see `stale_partials`).
+    """
+    try:
+        owner = json.loads((staging / OWNER).read_text())
+    except (OSError, ValueError):
+        return None
+    return owner if isinstance(owner, dict) and isinstance(owner.get("host"), str) and isinstance(owner.get("pid"), int) else None
+
+
+def _staging_pid(target: Path, candidate: Path) -> int | None:
+    pid_text = candidate.name[len(f".{target.name}{PARTIAL_MARK}") :].split("-", 1)[0]
+    return int(pid_text) if pid_text.isdigit() else None
+
+
+def foreign_partials(target: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Staging folders of `target` written on another host, with their owner records.
+
+    This host cannot tell whether their process is alive (shared storage, a cluster's other node), so
+    they are never removed or continued automatically.
+
+    Parameters
+    ----------
+    target : Path
+        The final folder of a run.
+
+    Returns
+    -------
+    list of (Path, dict)
+        The folders, sorted by name, and `staging_owner` of each.
+    """
+    if not target.parent.is_dir():
+        return []
+    found = []
+    for candidate in sorted(target.parent.glob(f".{target.name}{PARTIAL_MARK}*")):
+        owner = staging_owner(candidate) if candidate.is_dir() else None
+        if owner is not None and owner["host"] != _this_host():
+            found.append((candidate, owner))
+    return found
+
+
 def stale_partials(target: Path) -> list[Path]:
-    """Staging folders of `target` whose writing process no longer exists.
+    """Staging folders of `target` whose writing process, on this host, no longer exists.
+
+    A folder that records its owner (`staging_owner`) is stale when it was written on this host and its
+    process is gone or is another process that took the same id (its start time differs); one written on
+    another host is never stale (see `foreign_partials`). A folder without an owner record is judged by
+    the process id in its name.
 
     Parameters
     ----------
@@ -176,8 +341,14 @@ def stale_partials(target: Path) -> list[Path]:
         return []
     found = []
     for candidate in sorted(target.parent.glob(f".{target.name}{PARTIAL_MARK}*")):
-        pid_text = candidate.name[len(f".{target.name}{PARTIAL_MARK}") :].split("-", 1)[0]
-        if pid_text.isdigit() and not _process_alive(int(pid_text)) and candidate.is_dir():
+        if not candidate.is_dir():
+            continue
+        owner = staging_owner(candidate)
+        if owner is None:
+            pid = _staging_pid(target, candidate)
+            if pid is not None and not _process_alive(pid):
+                found.append(candidate)
+        elif owner["host"] == _this_host() and not _owner_alive(owner):
             found.append(candidate)
     return found
 
@@ -356,8 +527,22 @@ class RunWriter:
             }
         )
 
+    def _refuse_foreign(self) -> None:
+        """Refuse (or with ``--overwrite`` and without ``--resume``, discard) staging folders written on another host."""
+        for staging, owner in foreign_partials(self.target):
+            if self.overwrite and not self.resume:
+                shutil.rmtree(staging, ignore_errors=True)
+                log.warning("removed %s, left by a run on host %s (--overwrite)", staging, owner["host"])
+                continue
+            raise PhenolensError(
+                f"--out {self.target}: {staging.name} is the staging folder of a run on host {owner['host']} (process {owner['pid']}), "
+                "which this host cannot see; wait for it to finish, or if you know it is dead pass --overwrite to discard it "
+                f"(or delete its {OWNER} to let --resume continue it here)"
+            )
+
     def _adopt_interrupted(self) -> Path | None:
         """The staging folder of a killed run to continue (resume), or None; refuse a lost one (no resume)."""
+        self._refuse_foreign()
         resumable = [p for p in stale_partials(self.target) if is_resumable(p)]
         if not resumable:
             if self.resume:
@@ -406,6 +591,9 @@ class RunWriter:
             # Take the interrupted folder over under this process's name, so no other run removes it.
             self.path.rmdir()
             adopted.rename(self.path)
+        # First, so that no run on another node of a shared file system takes this folder for a killed run's.
+        write_json(self.path / OWNER, _owner_record())
+        if adopted is not None:
             self.resumed = True
             log.info("resuming the interrupted run of %s", self.target)
         else:
@@ -421,7 +609,7 @@ class RunWriter:
             else:
                 shutil.rmtree(self.path, ignore_errors=True)
             return
-        for marker in (INTENT, RESUMABLE):
+        for marker in (INTENT, RESUMABLE, OWNER):
             (self.path / marker).unlink(missing_ok=True)
         write_json(self.path / RUN_RECORD, self.record())
         if self.target.exists():

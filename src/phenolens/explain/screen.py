@@ -15,7 +15,6 @@ images' fields, in a first pass (`screen_field_statistics`), as `explain_model` 
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from phenolens.explain.attribution import FIRST_IG_STEPS, AttributionSettings, i
 from phenolens.explain.faithfulness import spread_curves
 from phenolens.explain.images import Explanation, _nanmean, _nested, check_sample, explain_images, per_image_rows
 from phenolens.explain.selection import held_out_sources, out_of_fold_parts, sample_positions, select_positions
-from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, screen_field_statistics
+from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, screen_field_statistics, write_skipped
 from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_column, padded_array
 
 progress_log = get_logger("phenolens.progress")  # the estimate is a progress line: shown unless PHENOLENS_LOG says otherwise
@@ -406,12 +405,12 @@ def explain_screen(
     if fold_images:
         record["explained_by"] = f"out of fold: each image by the one of {len(models)} fold models that never trained on it"
     summary = _Summary(classifier.class_names, classifier.channel_names, settings, record)
-    for path in sorted(rows_store.folder.glob("part-*.parquet")):
+    for path in rows_store.paths():
         summary.add(pd.read_parquet(path))
     checks_table = checks_store.read_table()
     gallery, features = summary.gallery(chosen, classifier.with_field_brightness(brightness), group, checks_table)
     metrics = summary.metrics(checks_table)
-    skipped = pd.concat([source.skipped, skipped_store.read_table()], ignore_index=True)
+    skipped = write_skipped(run, source, skipped_store)
     metrics.update(
         chunks=len(work),
         chunk_size=size,
@@ -425,7 +424,6 @@ def explain_screen(
     )
     for store in (maps_store, rows_store, checks_store):
         store.finish()
-    shutil.rmtree(skipped_store.folder)
     shown = summary.candidates.sort_values(MAP_INDEX)[MAP_INDEX].to_numpy(dtype=np.int64) if not summary.candidates.empty else np.zeros(0, np.int64)
     return ScreenExplanation(metrics, summary.tables(), gallery, skipped, gallery_curves(shown, checks_table, settings), features)
 

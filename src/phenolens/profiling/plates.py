@@ -10,8 +10,11 @@ on the concatenated table, without ever building it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import pandas as pd
@@ -30,6 +33,7 @@ from phenolens.profiling.inputs import (
 )
 
 PROFILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # the folder name of a missing partition value
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,14 @@ class StudyShard:
         The profile file.
     dataset : str or None
         The registry name of a built-in dataset (read whole: it is small).
+    partitions : tuple of (str, value) pairs
+        The columns a hive-partitioned folder holds in its folder names (``Metadata_Plate=P1/``), with this file's values.
     """
 
     index: int
     path: str | None = None
     dataset: str | None = None
+    partitions: tuple[tuple[str, Any], ...] = ()
 
     @property
     def name(self) -> str:
@@ -69,7 +76,9 @@ def study_shards(paths: list[Path], datasets: list[str]) -> list[StudyShard]:
     Returns
     -------
     list of StudyShard
-        In the order given; a folder's files sorted by path.
+        In the order given; a folder's files sorted by path. A folder written hive-partitioned
+        (``df.to_parquet(folder, partition_cols=[...])``) gives each file the values of its ``key=value`` folder
+        names (`hive_partitions`), read as pandas and pyarrow read them.
 
     Raises
     ------
@@ -84,10 +93,38 @@ def study_shards(paths: list[Path], datasets: list[str]) -> list[StudyShard]:
             inside = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(PROFILE_SUFFIXES) and not p.name.startswith("."))
             if not inside:
                 raise PhenolensError(f"{path}: a folder without {'/'.join(PROFILE_SUFFIXES)} profile files; give the files or another folder")
-            files += inside
+            files += [(file, hive_partitions(path, file)) for file in inside]
         else:
-            files.append(path)
-    return [StudyShard(index, path=str(path)) for index, path in enumerate(files)]
+            files.append((path, {}))
+    return [StudyShard(index, path=str(path), partitions=tuple(partitions.items())) for index, (path, partitions) in enumerate(files)]
+
+
+def hive_partitions(folder: Path, file: Path) -> dict[str, Any]:
+    """The columns of a hive-partitioned dataset that `file` holds only in the names of the folders below `folder`.
+
+    As pyarrow's hive partitioning reads them: ``key=value`` folder names, values URI-decoded, ``HIVE_NULL`` missing,
+    and a whole number read as an integer (pyarrow infers one type per key over the dataset; a study's keys are
+    plates, batches and such labels, which this reads as pandas would).
+
+    Parameters
+    ----------
+    folder : Path
+        The folder given as the study.
+    file : Path
+        A profile file inside it.
+
+    Returns
+    -------
+    dict
+        Column name -> value (str, int or None), outermost folder first; empty when no folder name is ``key=value``.
+    """
+    values: dict[str, Any] = {}
+    for name in file.relative_to(folder).parent.parts:
+        key, equals, text = name.partition("=")
+        if equals and key:
+            value = unquote(text)
+            values[key] = None if value == HIVE_NULL else int(value) if re.fullmatch(r"-?\d+", value) else value
+    return values
 
 
 def read_shard(shard: StudyShard, columns: ProfileColumns) -> pd.DataFrame:
@@ -114,7 +151,12 @@ def read_shard(shard: StudyShard, columns: ProfileColumns) -> pd.DataFrame:
 
     if shard.dataset:
         return cached(("profile dataset", shard.dataset), lambda: load(shard.dataset))
-    return read_profiles([shard.path], required_metadata=(columns.plate,))
+    partitions = dict(shard.partitions)
+    table = read_profiles([shard.path], required_metadata=tuple(c for c in (columns.plate,) if c not in partitions))
+    for column, value in partitions.items():
+        if column not in table:  # a column the file holds is taken from the file, as pyarrow does
+            table[column] = value
+    return table
 
 
 @dataclass

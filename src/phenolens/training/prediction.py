@@ -26,9 +26,13 @@ import pandas as pd
 from phenolens.core.errors import PhenolensError
 from phenolens.core.executor import Executor, cached
 from phenolens.core.logging import get_logger
-from phenolens.data.chunks import ImageChunk, ImageChunkSettings, ImageSource, auto_chunk_size, chunk_progress
+from phenolens.core.outputs import atomic_write_text
+from phenolens.core.parts import PartStore
+from phenolens.core.runs import RunWriter
+from phenolens.data.chunks import SKIPPED_COLUMNS, ImageChunk, ImageChunkSettings, ImageSource, auto_chunk_size, chunk_progress
 from phenolens.data.containers import UNLABELLED, ImageSet
 from phenolens.data.query import select_rows
+from phenolens.data.readers import read_csv_as_written
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.metrics import classification_metrics, z_prime_factor
 from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_statistics
@@ -43,6 +47,7 @@ EMBEDDING_PREFIX = "e_"
 PREDICTIONS_FILE = "predictions.parquet"
 EMBEDDINGS_FILE = "embeddings.parquet"
 SKIPPED_PARTS = "skipped-parts"  # per-chunk images a chunk could not decode; joined into skipped.csv at the end
+SKIPPED_FILE = "skipped.csv"
 
 progress_log = get_logger("phenolens.progress")
 
@@ -487,20 +492,50 @@ def predict_screen(
         if len(skipped):
             skipped_parts.write_table(index, skipped)
         table_parts.write_table(index, table)  # last: a chunk counts as done once its prediction part exists
-    skipped = pd.concat([source.skipped, skipped_parts.read_table()], ignore_index=True)
+    skipped = write_skipped(run, source, skipped_parts)
     groups, metrics = summarise(_read_parts(table_parts), classifier.class_names, settings)
-    for store in (table_parts, embedding_parts, skipped_parts):
+    for store in (table_parts, embedding_parts):
         if store is not None:
             store.finish()
-    shutil.rmtree(skipped_parts.folder)
     metrics["n_skipped"] = len(skipped)
     metrics["chunks"] = len(work)
     return Predictions(None, None, groups, metrics, skipped, brightness)
 
 
+def write_skipped(run: RunWriter, source: ImageSource, store: PartStore) -> pd.DataFrame:
+    """Write the images the scan and the chunks left out to the run's ``skipped.csv``, then remove the chunks' parts.
+
+    Called once every chunk is done. The file is written (atomically) before the parts are removed, and a run
+    resumed after that reads it back, so a kill at any point leaves the same ``skipped.csv`` and ``n_skipped``.
+
+    Parameters
+    ----------
+    run : RunWriter
+        The entered run writer.
+    source : ImageSource
+        The screen; its ``skipped`` lists the images the scan left out.
+    store : PartStore
+        The chunks' skipped images (``SKIPPED_PARTS``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The skipped images, one row each (no file is written when there is none).
+    """
+    path = run.file(SKIPPED_FILE)
+    if path.is_file():  # a resumed run killed after writing it: the parts are already gone
+        skipped = read_csv_as_written(path, SKIPPED_COLUMNS)
+    else:
+        skipped = pd.concat([source.skipped, store.read_table()], ignore_index=True)
+        if len(skipped):
+            atomic_write_text(path, skipped.to_csv(index=False))
+    shutil.rmtree(store.folder)
+    return skipped
+
+
 def _read_parts(store) -> Iterable[pd.DataFrame]:
     """The parts of a store one at a time, in chunk order (memory: one part)."""
-    for path in sorted(store.folder.glob("part-*.parquet")):
+    for path in store.paths():
         yield pd.read_parquet(path)
 
 
