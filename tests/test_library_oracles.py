@@ -225,7 +225,7 @@ def test_a_constant_treatment_profile_is_nobodys_nearest_neighbour():
     distance = pairwise_distances(profiles[others].to_numpy(), metric="correlation")
     np.fill_diagonal(distance, np.inf)
     assert result.loc[others, "neighbor"].tolist() == index[others][distance.argmin(axis=1)].tolist()
-    assert result.loc["t3", "neighbor"] is None and not result.loc["t3", "correct"]
+    assert pd.isna(result.loc["t3", "neighbor"]) and not result.loc["t3", "correct"]
     from phenolens.profiling.nested import nested_neighbor_accuracy
 
     nested = nested_neighbor_accuracy({"only": profiles}, moa, compound)  # one candidate: the nested loop is plain 1-NN

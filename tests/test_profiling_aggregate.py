@@ -369,5 +369,7 @@ def test_a_platemap_without_the_first_plates_wells_streams_like_the_in_memory_ta
     status, _, error = cli("profile", "aggregate", path, "--platemap", tmp_path / "one_plate.csv", "--out", tmp_path / "wells")
     assert status == 0, error
     written = pd.read_parquet(tmp_path / "wells" / "profiles.parquet")
-    pd.testing.assert_frame_equal(written, aggregate_cells(path, platemap=tmp_path / "one_plate.csv"))
+    aggregate_cells(path, platemap=tmp_path / "one_plate.csv").to_parquet(tmp_path / "in_memory.parquet")
+    # compared as stored: pandas 3 reads a parquet text column as str where the in-memory table holds objects
+    pd.testing.assert_frame_equal(written, pd.read_parquet(tmp_path / "in_memory.parquet"))
     assert written["Metadata_x"].isna().tolist() == [True] * 3 + [False, True, True]

@@ -28,7 +28,7 @@ def _profiles(constant: float) -> pd.DataFrame:
 def test_a_constant_profile_is_never_the_nearest_neighbour_and_gets_no_prediction(similarity, constant):
     result = nearest_neighbor_moa(_profiles(constant), MOA, COMPOUND, similarity=similarity)
     predictions = result.predictions
-    assert predictions.loc["t0", "predicted"] is None and not predictions.loc["t0", "correct"]  # no prediction: counted wrong
+    assert pd.isna(predictions.loc["t0", "predicted"]) and not predictions.loc["t0", "correct"]  # no prediction (missing): counted wrong
     assert "t0" not in set(predictions["neighbor"].dropna())  # its NaN similarity won every argmax before
     assert predictions.loc[INDEX[1:], "correct"].all()
     assert result.accuracy == pytest.approx(5 / 6) and result.evaluated == 6
