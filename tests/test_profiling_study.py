@@ -442,3 +442,14 @@ def test_streamed_map_against_controls_ranks_a_replicate_tied_with_a_control_as_
     pd.testing.assert_series_equal(
         streamed.treatments["mean_average_precision"], in_memory.treatments["mean_average_precision"], check_names=False, atol=1e-12
     )
+
+
+def test_hive_partition_values_take_one_type_per_column_over_the_folder_as_pyarrow(tmp_path):
+    """pyarrow infers one type per partition column over the whole dataset: plates 1 and P2 are both text ('1', 'P2').
+    Typed file by file, plate 1 was an integer and P2 text, and the streamed run ended in an arrow type error."""
+    table = pd.DataFrame({"Metadata_Plate": ["1", "1", "P2", "P2"], "Metadata_Batch": ["007", "007", "12", "12"], "x": [1.0, 2.0, 3.0, 4.0]})
+    table.to_parquet(tmp_path / "hive", partition_cols=["Metadata_Batch", "Metadata_Plate"])
+    want = pd.read_parquet(tmp_path / "hive")
+    got = [dict(shard.partitions) for shard in study_shards([tmp_path / "hive"], [])]
+    assert set(want["Metadata_Plate"].astype(object)) == {shard["Metadata_Plate"] for shard in got} == {"1", "P2"}
+    assert set(want["Metadata_Batch"].astype(int)) == {shard["Metadata_Batch"] for shard in got} == {7, 12}
