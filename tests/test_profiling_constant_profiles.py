@@ -88,3 +88,15 @@ def test_map_against_plate_controls_leaves_a_constant_well_out_like_replicate_ma
     left_out = everything.copy()
     left_out[[0, 30]] = False
     pd.testing.assert_series_equal(treatment_map(everything), treatment_map(left_out))  # T0 read 0.75 instead of 1.0
+
+
+def test_nested_inner_score_gives_no_prediction_to_a_query_whose_neighbours_are_all_held_out_or_constant():
+    """With c2 held out, q's only candidates are itself (excluded) and a constant profile: it has no neighbour in that
+    fold and is wrong, as is the constant query. np.argmax of an all -inf row picked q itself (same MoA), a hit (0.5)."""
+    from phenolens.profiling.nested import _leave_one_compound_out
+
+    index = pd.Index(["q", "constant", "other"])
+    frame = pd.DataFrame([[1.0, 2.0, 0.5], [3.0, 3.0, 3.0], [0.0, 1.0, 2.0]], index=index)
+    moa, compound = pd.Series(["X", "X", "Y"], index=index), pd.Series(["c0", "c1", "c2"], index=index)
+    loop = _leave_one_compound_out({"a": frame}, moa, compound, None, "pearson", False, "accuracy", held_out_compounds=["c2"])
+    assert loop.inner_scores["c2"].tolist() == [0.0]

@@ -418,3 +418,38 @@ def test_hive_partition_values_are_read_as_pyarrow_reads_them(tmp_path):
     assert got["Metadata_Plate"].tolist() == want["Metadata_Plate"].astype(object).tolist() == ["P 1/a", "P%2", "P 1/a", "P=4"]
     missing = tmp_path / "Metadata_Batch=__HIVE_DEFAULT_PARTITION__" / "part.parquet"  # how pyarrow names a missing value
     assert hive_partitions(tmp_path, missing) == {"Metadata_Batch": None}
+
+
+def test_streamed_map_against_controls_ranks_a_replicate_tied_with_a_control_as_in_memory():
+    """The streamed study keeps its treated unit rows in float32: the controls' similarities must come from the same
+    rows, or a replicate whose profile equals a control's is ranked against it by float32 rounding (not as a tie)."""
+    from phenolens.profiling.replicates import control_similarities, replicate_map_against_controls, row_standardize
+
+    rng = np.random.default_rng(3)
+    clean = pd.DataFrame([{"plate": f"P{p}", "treatment": "DMSO" if w < 3 else f"T{rng.integers(0, 4)}"} for p in range(3) for w in range(12)])
+    is_control = (clean["treatment"] == "DMSO").to_numpy()
+    values = np.round(rng.normal(size=(len(clean), 6)))
+    for plate in clean["plate"].unique():  # the first treated well of each plate copies a control of its plate: exact ties
+        on_plate = (clean["plate"] == plate).to_numpy()
+        values[np.flatnonzero(on_plate & ~is_control)[0]] = values[np.flatnonzero(on_plate & is_control)[0]]
+    settings = ProfilingSettings(plate="plate", treatment="treatment", controls="treatment == 'DMSO'", map_negatives="plate_controls")
+    plates = clean["plate"].to_numpy()
+    arrays = study._evaluation_arrays(clean, is_control, plates, {"x": values}, settings)
+    streamed = replicate_map_against_controls(arrays["unit__x"], arrays["treatments"], arrays["negq__x"], arrays["negs__x"], null_size=50)
+    unit = row_standardize(study.replicate_space(values, clean, settings, settings))
+    queries, similarities = control_similarities(unit, plates, is_control)
+    in_memory = replicate_map_against_controls(unit[~is_control], clean["treatment"].to_numpy()[~is_control], queries, similarities, null_size=50)
+    pd.testing.assert_series_equal(
+        streamed.treatments["mean_average_precision"], in_memory.treatments["mean_average_precision"], check_names=False, atol=1e-12
+    )
+
+
+def test_hive_partition_values_take_one_type_per_column_over_the_folder_as_pyarrow(tmp_path):
+    """pyarrow infers one type per partition column over the whole dataset: plates 1 and P2 are both text ('1', 'P2').
+    Typed file by file, plate 1 was an integer and P2 text, and the streamed run ended in an arrow type error."""
+    table = pd.DataFrame({"Metadata_Plate": ["1", "1", "P2", "P2"], "Metadata_Batch": ["007", "007", "12", "12"], "x": [1.0, 2.0, 3.0, 4.0]})
+    table.to_parquet(tmp_path / "hive", partition_cols=["Metadata_Batch", "Metadata_Plate"])
+    want = pd.read_parquet(tmp_path / "hive")
+    got = [dict(shard.partitions) for shard in study_shards([tmp_path / "hive"], [])]
+    assert set(want["Metadata_Plate"].astype(object)) == {shard["Metadata_Plate"] for shard in got} == {"1", "P2"}
+    assert set(want["Metadata_Batch"].astype(int)) == {shard["Metadata_Batch"] for shard in got} == {7, 12}

@@ -59,7 +59,8 @@ class ExplainTask:
     checked, sanity : ndarray
         Per image of the chunk: in the faithfulness sample, in the randomisation sample.
     field_brightness : dict or None
-        The brightness of every field of the explained images (`screen_field_statistics`), with a model that normalises per field.
+        The statistics of every field of the explained images (`screen_field_statistics`: brightness, or quantiles with
+        ``field-quantile``), with a model that normalises per field.
     """
 
     models: tuple[str, ...]

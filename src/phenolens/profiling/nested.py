@@ -200,7 +200,9 @@ def _leave_one_compound_out(candidates, moa, compound, batch, similarity, drop_u
     # similarity[k, q, r]: candidate k, query q, reference r; excluded pairs and constant profiles can never be neighbours
     units = [unit_rows(frame.loc[index].to_numpy(dtype=np.float64), similarity) for frame in candidates.values()]
     similarity_matrix = np.stack([neighbor_similarities(unit, excluded) for unit in units])
-    has_neighbor = np.isfinite(similarity_matrix).any(axis=2)  # a constant query has none: no prediction, counted wrong
+    # a query without a finite similarity (a constant one; in an inner fold, also one whose candidates are all held out or
+    # constant) has no neighbour: no prediction, counted wrong (np.argmax of an all -inf row would pick the first reference)
+    has_neighbor = np.isfinite(similarity_matrix).any(axis=2)
     eligible = same_moa & ~excluded
     inner_scores = {}
     for held_out in pd.unique(compounds) if held_out_compounds is None else held_out_compounds:
@@ -209,7 +211,7 @@ def _leave_one_compound_out(candidates, moa, compound, batch, similarity, drop_u
         positives = eligible[~out][:, ~out]
         inner_eligible = positives.any(axis=1)
         if criterion == "accuracy":
-            inner_hits = same_moa[~out][:, ~out][np.arange(inner.shape[1]), inner.argmax(axis=2)] & inner_eligible & has_neighbor[:, ~out]
+            inner_hits = same_moa[~out][:, ~out][np.arange(inner.shape[1]), inner.argmax(axis=2)] & inner_eligible & np.isfinite(inner).any(axis=2)
             inner_scores[held_out] = inner_hits.sum(axis=1) / max(1, inner_eligible.sum())
         else:
             inner_scores[held_out] = _mean_average_precision(inner, positives, inner_eligible)

@@ -93,18 +93,20 @@ def study_shards(paths: list[Path], datasets: list[str]) -> list[StudyShard]:
             inside = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(PROFILE_SUFFIXES) and not p.name.startswith("."))
             if not inside:
                 raise PhenolensError(f"{path}: a folder without {'/'.join(PROFILE_SUFFIXES)} profile files; give the files or another folder")
-            files += [(file, hive_partitions(path, file)) for file in inside]
+            # pyarrow types a partition column over the whole folder: whole numbers only where every file's value is one
+            whole = set.intersection(*(set(_hive_whole_numbers(path, file)) for file in inside))
+            files += [(file, hive_partitions(path, file, whole)) for file in inside]
         else:
             files.append((path, {}))
     return [StudyShard(index, path=str(path), partitions=tuple(partitions.items())) for index, (path, partitions) in enumerate(files)]
 
 
-def hive_partitions(folder: Path, file: Path) -> dict[str, Any]:
+def hive_partitions(folder: Path, file: Path, whole_numbers: set[str] | None = None) -> dict[str, Any]:
     """The columns of a hive-partitioned dataset that `file` holds only in the names of the folders below `folder`.
 
     As pyarrow's hive partitioning reads them: ``key=value`` folder names, values URI-decoded, ``HIVE_NULL`` missing,
-    and a whole number read as an integer (pyarrow infers one type per key over the dataset; a study's keys are
-    plates, batches and such labels, which this reads as pandas would).
+    and a whole number read as an integer where the key's values are whole numbers (pyarrow infers one type per key
+    over the dataset: `study_shards` gives the keys whose values are whole numbers in every file of the folder).
 
     Parameters
     ----------
@@ -112,19 +114,33 @@ def hive_partitions(folder: Path, file: Path) -> dict[str, Any]:
         The folder given as the study.
     file : Path
         A profile file inside it.
+    whole_numbers : set of str, optional
+        The keys read as integers (default: those whose value in `file` is a whole number).
 
     Returns
     -------
     dict
         Column name -> value (str, int or None), outermost folder first; empty when no folder name is ``key=value``.
     """
-    values: dict[str, Any] = {}
+    values = _hive_texts(folder, file)
+    whole_numbers = _hive_whole_numbers(folder, file) if whole_numbers is None else whole_numbers
+    return {key: int(value) if key in whole_numbers and value is not None else value for key, value in values.items()}
+
+
+def _hive_texts(folder: Path, file: Path) -> dict[str, str | None]:
+    """A file's ``key=value`` folder names below `folder`: key -> URI-decoded value (None for `HIVE_NULL`)."""
+    values: dict[str, str | None] = {}
     for name in file.relative_to(folder).parent.parts:
         key, equals, text = name.partition("=")
         if equals and key:
             value = unquote(text)
-            values[key] = None if value == HIVE_NULL else int(value) if re.fullmatch(r"-?\d+", value) else value
+            values[key] = None if value == HIVE_NULL else value
     return values
+
+
+def _hive_whole_numbers(folder: Path, file: Path) -> list[str]:
+    """The partition keys of `file` whose value is a whole number or missing."""
+    return [key for key, value in _hive_texts(folder, file).items() if value is None or re.fullmatch(r"-?\d+", value)]
 
 
 def read_shard(shard: StudyShard, columns: ProfileColumns) -> pd.DataFrame:

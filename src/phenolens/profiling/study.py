@@ -234,8 +234,10 @@ def _evaluation_arrays(clean: pd.DataFrame, is_control: np.ndarray, plates: np.n
         arrays["positive"] = select_rows(clean, settings.positive_controls, "profiles", "--positive-controls")[treated]
     labelled = treated & clean[settings.moa].notna().to_numpy() if settings.moa else None
     for name, block in values.items():
-        unit = row_standardize(replicate_space(block, clean, settings, settings))
-        arrays[f"unit__{name}"] = unit[treated].astype(np.float32)
+        # float32, as stored; the controls' similarities come from the same rows, so that a replicate whose profile
+        # equals a control's ties with it (`replicate_map_against_controls`), as in memory, not by float32 rounding
+        unit = row_standardize(replicate_space(block, clean, settings, settings)).astype(np.float32)
+        arrays[f"unit__{name}"] = unit[treated]
         if not name.startswith("curve"):
             arrays[f"score__{name}"] = anomaly_score(block)[treated]
             if settings.map_negatives == "plate_controls":

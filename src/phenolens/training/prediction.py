@@ -322,7 +322,8 @@ class PredictionTask:
     settings : ImagePredictionSettings
         How to predict.
     field_brightness : dict or None
-        Every field's brightness over the screen (`screen_field_statistics`), with a model that normalises per field.
+        Every field's statistics over the screen (`screen_field_statistics`: brightness, or quantiles with ``field-quantile``),
+        with a model that normalises per field.
     """
 
     model: str
@@ -559,7 +560,8 @@ def predicted_sample(
     skip_bad : bool
         Leave out images that cannot be read (as the run did).
     brightness : dict, optional
-        Every field's brightness over the screen (`Predictions.field_brightness`), with a model that normalises per field.
+        Every field's statistics over the screen (`Predictions.field_brightness`: brightness, or quantiles with ``field-quantile``),
+        with a model that normalises per field.
 
     Returns
     -------
