@@ -165,6 +165,17 @@ def test_evaluate_reports_the_projection_as_its_own_figures():
         evaluate_tables(screen(), ProfileEvaluationSettings(**{**COLUMNS, "moa": None}, **fast, moa_projection="lda"), "screen")
 
 
+def test_annotations_the_projection_cannot_learn_from_leave_a_note_and_the_other_results():
+    """As for the plain NSC/NSCB: a run that has done its work is not lost at the last step for the projection's sake."""
+    fast = {"moa_repeats": 1, "classifiers": ("lr",), "jobs": 1, "map_null_size": 100}
+    one_moa = screen().assign(Metadata_MoA=lambda frame: frame["Metadata_MoA"].where(frame["Metadata_MoA"].isna(), "moa0"))
+    evaluation, metrics = evaluate_tables(one_moa, ProfileEvaluationSettings(**COLUMNS, **fast, moa_projection="lda"), "screen")
+    scores = metrics["features"]
+    assert scores["nsc_field_accuracy_lda"] is None and scores["nscb_field_accuracy_lda"] is None
+    assert "percent_replicating" in scores
+    assert any("not evaluated" in note and "two or more MoAs" in note for note in metrics["notes"])
+
+
 def test_cli_option_end_to_end(tmp_path, capsys):
     path = tmp_path / "screen.csv"
     screen().to_csv(path, index=False)

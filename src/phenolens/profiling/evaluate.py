@@ -320,16 +320,18 @@ def add_projected_neighbors(
     settings : ProfileEvaluationSettings or ProfilingSettings
         Columns, consensus and the projection (``lda``).
 
-    Raises
-    ------
-    PhenolensError
-        For MoA annotations the projection cannot learn from (`leave_one_compound_out_neighbors`).
+    Where the projection cannot learn from the annotations (`leave_one_compound_out_neighbors` refuses them), that
+    representation's figures are None and a note says why, as for the plain NSC/NSCB: the run's other results stay.
     """
     suffix = settings.moa_projection
     labelled, treatments = moa_wells(next(iter(representations.values())), settings, treated)
     for name, frame in representations.items():
         values = frame.loc[labelled, features_of(frame, settings)].to_numpy(dtype=np.float64)
-        results = leave_one_compound_out_neighbors(values, treatments, meta, consensus=settings.consensus)
+        try:
+            results = leave_one_compound_out_neighbors(values, treatments, meta, consensus=settings.consensus)
+        except PhenolensError as error:  # a note, as for the plain NSC/NSCB: a finished run's other results are not lost
+            results = {}
+            evaluation.notes.append(f"{name}: NSC/NSCB *_{suffix} not evaluated: {error}.")
         for kind in ("nsc", "nscb"):
             result = results.get(kind)
             evaluation.metrics[name][f"{kind}_field_accuracy_{suffix}"] = None if result is None else result.accuracy
