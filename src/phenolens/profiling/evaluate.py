@@ -306,6 +306,8 @@ def add_projected_neighbors(
     the other compounds' treated wells; the figures go into the metrics as ``nsc_field_accuracy_<projection>``,
     ``nscb_field_accuracy_<projection>`` (and ``*_treatments_<projection>``, the treatments scored), the results
     into `evaluation.neighbors` as ``nsc_<projection>`` / ``nscb_<projection>``, and a note says what they used.
+    Where the projection cannot learn from the annotations (`leave_one_compound_out_neighbors` refuses them), that
+    representation's figures are None and a note says why, as for the plain NSC/NSCB: the run's other results stay.
 
     Parameters
     ----------
@@ -319,9 +321,6 @@ def add_projected_neighbors(
         Per-treatment moa, compound (and batch) of `treatment_level`.
     settings : ProfileEvaluationSettings or ProfilingSettings
         Columns, consensus and the projection (``lda``).
-
-    Where the projection cannot learn from the annotations (`leave_one_compound_out_neighbors` refuses them), that
-    representation's figures are None and a note says why, as for the plain NSC/NSCB: the run's other results stay.
     """
     suffix = settings.moa_projection
     labelled, treatments = moa_wells(next(iter(representations.values())), settings, treated)
