@@ -14,7 +14,7 @@ from phenolens.cli.main import run
 from phenolens.core.errors import PhenolensError
 from phenolens.data.containers import ImageSet
 from phenolens.nn.erasure import AffineEraser
-from phenolens.report.classifier import erasure_part
+from phenolens.report.classifier import erasure_part, training_section
 from phenolens.report.html import Section
 from phenolens.training import ImageTrainingSettings, fit_classifier, train_and_evaluate
 from phenolens.training.adversary import domain_probe
@@ -158,6 +158,8 @@ def test_a_run_reports_the_probe_after_and_before_erasure_and_both_macro_f1s():
     assert list(table.index) == ["after erasure", "before erasure"] and "'well'" in caption and table.shape == (2, 7)
     assert table.loc["before erasure", "held-out macro-F1"] == f"{erasure['macro_f1_without_erasure']:.3f}"
     assert "LEACE" in section.paragraphs[0] and f"{HEAD_REFIT_STEPS} full-batch steps" in section.paragraphs[0]
+    figures = {figure.filename: figure.caption for figure in training_section(run_, _welled_set()).figures}
+    assert "trained the network before erasure; the head was then refitted" in figures["training_curves.png"]
 
 
 def test_bad_erasure_settings_and_columns_are_one_line(tmp_path, capsys):

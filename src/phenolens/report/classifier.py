@@ -368,6 +368,8 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
         adversary = classifier.settings.get("adversary_loss") if classifier.settings.get("adversary_column") else None
         if adversary is not None:
             caption += f" The training curve includes the adversary's weighted {adversary} term, so it is not comparable to the validation loss."
+        if "erasure" in metrics:  # the head was refitted on the erased embedding after these epochs
+            caption += " These epochs trained the network before erasure; the head was then refitted on the erased embedding."
         section.figure(training_curves_figure(classifier.history.epochs, adversary), caption, "training_curves.png")
     section.figure(confusion_figure(metrics["confusion_matrix"], classifier.class_names), "Counts per true/predicted class.", "confusion.png")
     test = labelled.subset(run.test_index)
