@@ -257,6 +257,20 @@ def _probe_table(rows: dict[str, tuple[float, dict]]):
     )
 
 
+def _probe_part(section: Section, part: dict, rows: dict[str, tuple[float, dict]], opening: str, reads: str, closing: str) -> None:
+    """Add to `section` `opening`, the probe's sentence (what it `reads`), `closing`, then the `_probe_table` of `rows`.
+
+    `part` is the run's ``adversary`` or ``erasure`` metrics; the sentence quotes the probe of the first of `rows`."""
+    probe = next(iter(rows.values()))[1]
+    grouped = f", folds grouped by {part['probe_groups']}" if part["probe_groups"] else ""
+    section.text(
+        f"{opening}A linear probe (logistic regression, cross-validated{grouped}) reads the {reads} from the embedding of all "
+        f"{probe['n_images']} labelled images; balanced accuracy, chance {probe['chance']:.3f} "
+        f"({probe.get('within_class_chance', float('nan')):.3f} within class). {closing}"
+    )
+    section.table(_probe_table(rows), f"How well {part['column']!r} can be predicted from the embedding.", float_format="{:.3f}")
+
+
 def adversary_part(section: Section, metrics: dict) -> None:
     """Add to `section` how well the adversary's domain is read from the embedding, with and without the adversary.
 
@@ -271,25 +285,23 @@ def adversary_part(section: Section, metrics: dict) -> None:
     rows = {"with the adversary": (metrics["macro_f1"], adversary["with_adversary"])}
     if "without_adversary" in adversary:
         rows["without the adversary"] = (adversary["macro_f1_without_adversary"], adversary["without_adversary"])
-    table = _probe_table(rows)
-    probe = adversary["with_adversary"]
-    grouped = f", folds grouped by {adversary['probe_groups']}" if adversary["probe_groups"] else ""
-    section.text(
+    _probe_part(
+        section,
+        adversary,
+        rows,
         f"Domain-adversarial training: an adversary{' told the class' if adversary['by_class'] else ''} predicted {adversary['column']!r} "
-        f"({len(adversary['domains'])} values) from the embedding; the network was trained {LOSS_WORDS[adversary.get('loss', 'reversal')]}. "
-        "A linear probe (logistic regression, "
-        f"cross-validated{grouped}) reads the domain from the embedding of all {probe['n_images']} labelled images; balanced accuracy, "
-        f"chance {probe['chance']:.3f} ({probe.get('within_class_chance', float('nan')):.3f} within class). 'Within class' probes the images "
-        "of each class that spans several domains separately: what the embedding tells of the domain beyond the class. The last two "
-        "columns split the images into those the network trained on (where the adversary acted) and the held-out and validation images."
+        f"({len(adversary['domains'])} values) from the embedding; the network was trained {LOSS_WORDS[adversary.get('loss', 'reversal')]}. ",
+        "domain",
+        "'Within class' probes the images of each class that spans several domains separately: what the embedding tells of the domain "
+        "beyond the class. The last two columns split the images into those the network trained on (where the adversary acted) and the "
+        "held-out and validation images."
         + (
             " Transductive: the adversary (not the classifier) also trained on the held-out and validation images, their domain read "
             "from metadata and their class never used; the figures on those images are therefore not those of fields it never saw."
             if adversary.get("unlabelled") == "evaluation"
             else ""
-        )
+        ),
     )
-    section.table(table, f"How well {adversary['column']!r} can be predicted from the embedding.", float_format="{:.3f}")
 
 
 def erasure_part(section: Section, metrics: dict) -> None:
@@ -303,24 +315,20 @@ def erasure_part(section: Section, metrics: dict) -> None:
         The run's metrics, with ``erasure`` (from `phenolens.training.erasure.erasure_metrics`).
     """
     erasure = metrics["erasure"]
-    table = _probe_table(
+    _probe_part(
+        section,
+        erasure,
         {
             "after erasure": (metrics["macro_f1"], erasure["with_erasure"]),
             "before erasure": (erasure["macro_f1_without_erasure"], erasure["without_erasure"]),
-        }
-    )
-    probe = erasure["with_erasure"]
-    grouped = f", folds grouped by {erasure['probe_groups']}" if erasure["probe_groups"] else ""
-    section.text(
+        },
         f"Concept erasure: after training, LEACE (Belrose et al. 2023) was fitted on the embeddings of the training images to the "
         f"contrasts of {erasure['column']!r} ({len(erasure['domains'])} values) within each class, inserted before the head as a fixed "
-        f"affine layer, and the head refitted ({erasure['head_refit_steps']} full-batch steps). A linear probe (logistic regression, "
-        f"cross-validated{grouped}) reads the column from the embedding of all {probe['n_images']} labelled images; balanced accuracy, "
-        f"chance {probe['chance']:.3f} ({probe.get('within_class_chance', float('nan')):.3f} within class). On the images the eraser was "
-        "fitted on, a cross-validated probe can fall below chance (each fold's held-out means are the opposite of the others'); the "
-        "images not trained on (held-out and validation) tell whether the erasure carries over to new fields."
+        f"affine layer, and the head refitted ({erasure['head_refit_steps']} full-batch steps). ",
+        "column",
+        "On the images the eraser was fitted on, a cross-validated probe can fall below chance (each fold's held-out means are the "
+        "opposite of the others'); the images not trained on (held-out and validation) tell whether the erasure carries over to new fields.",
     )
-    section.table(table, f"How well {erasure['column']!r} can be predicted from the embedding.", float_format="{:.3f}")
 
 
 def training_section(run, images, title: str = "Image classifier") -> Section:
