@@ -435,6 +435,8 @@ def read_csv_as_written(path: Path, columns: Sequence[str], **options) -> pd.Dat
     -------
     pandas.DataFrame
     """
+    if not columns:  # nothing to keep as written: no header to read first
+        return pd.read_csv(path, **options)
     header = pd.read_csv(path, **{**options, "nrows": 0}).columns
     literal = [column for column in columns if column in header]
     if not literal:
