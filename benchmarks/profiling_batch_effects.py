@@ -304,8 +304,9 @@ def fitted_families(settings: ProfilingSettings, table: pd.DataFrame) -> tuple[A
 
 def projected(frame: pd.DataFrame, projection: DiscriminantProjection) -> pd.DataFrame:
     """The wells of `frame` (metadata kept) in a fitted projection's coordinates."""
-    metadata = [c for c in frame.columns if c not in set(features_of(frame, COLUMNS))]
-    values = projection.transform(frame[features_of(frame, COLUMNS)].to_numpy(dtype=np.float64))
+    features = features_of(frame, COLUMNS)
+    metadata = [c for c in frame.columns if c not in set(features)]
+    values = projection.transform(frame[features].to_numpy(dtype=np.float64))
     return pd.concat([frame[metadata], pd.DataFrame(values, index=frame.index).add_prefix("lda_")], axis=1)
 
 

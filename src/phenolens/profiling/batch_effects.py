@@ -16,7 +16,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.data.query import select_rows
 from phenolens.profiling.evaluate import features_of, replicate_space
 from phenolens.profiling.inputs import ProfileColumns
-from phenolens.profiling.replicates import CHUNK_BYTES, percent_replicating, replicate_map, row_standardize
+from phenolens.profiling.replicates import CHUNK_BYTES, defined_rows, percent_replicating, replicate_map, row_standardize
 from phenolens.profiling.settings import TVN_STEPS
 
 CHOICE_CRITERION = (
@@ -58,7 +58,7 @@ def batch_neighbours(frame: pd.DataFrame, columns: ProfileColumns) -> pd.DataFra
         raise PhenolensError("batch effects need a batch column: give --batch-column")
     controls = frame[select_rows(frame, columns.controls, "profiles", "--controls")]
     unit = row_standardize(controls[features_of(frame, columns)].to_numpy(dtype=np.float64))
-    defined = ~np.isnan(unit[:, 0])  # a constant control resembles nothing: it can be nobody's nearest neighbour, nor have one
+    defined = defined_rows(unit)  # a constant control resembles nothing: it can be nobody's nearest neighbour, nor have one
     unit, controls = unit[defined], controls[defined]
     plates = controls[columns.plate].astype(str).to_numpy()
     batches = controls[columns.batch].astype(str).to_numpy()

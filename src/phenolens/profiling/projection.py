@@ -175,7 +175,8 @@ def leave_one_compound_out_neighbors(
     if "batch" in meta and neighbor_setup(meta["moa"].to_numpy(), meta["compound"].to_numpy(), meta["batch"]).evaluable.any():
         kinds["nscb"] = meta["batch"]
     scored = neighbor_setup(meta["moa"].to_numpy(), meta["compound"].to_numpy()).evaluable
-    held_out = pd.unique(meta.loc[scored, "compound"].astype(str))  # a compound NSC cannot score needs no fold
+    treatment_compound = meta["compound"].astype(str)
+    held_out = pd.unique(treatment_compound[scored])  # a compound NSC cannot score needs no fold
     if not len(held_out):
         raise PhenolensError(f"{option}: no treatment has a treatment of its MoA from another compound to match; each MoA needs 2+ compounds")
     folds: dict[str, list[pd.DataFrame]] = {kind: [] for kind in kinds}
@@ -185,7 +186,7 @@ def leave_one_compound_out_neighbors(
         profiles = treatment_profiles(fitted.transform(values), treatments, consensus)
         for kind, batch in kinds.items():
             result = nearest_neighbor_moa(profiles, meta["moa"], meta["compound"], batch, similarity, drop_unevaluable_moas)
-            own = result.predictions.index.isin(meta.index[meta["compound"].astype(str) == compound])
+            own = result.predictions.index.isin(meta.index[treatment_compound == compound])
             folds[kind].append(result.predictions[own])
             unevaluable[kind] = result.unevaluable_moas
     results = {}
