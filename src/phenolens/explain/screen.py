@@ -31,7 +31,7 @@ from phenolens.explain.attribution import FIRST_IG_STEPS, AttributionSettings, i
 from phenolens.explain.faithfulness import spread_curves
 from phenolens.explain.images import Explanation, _nanmean, _nested, check_sample, explain_images, per_image_rows
 from phenolens.explain.selection import held_out_sources, out_of_fold_parts, sample_positions, select_positions
-from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, screen_field_statistics, write_skipped
+from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, read_parts, screen_field_statistics, write_skipped
 from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_column, padded_array
 
 progress_log = get_logger("phenolens.progress")  # the estimate is a progress line: shown unless PHENOLENS_LOG says otherwise
@@ -406,8 +406,8 @@ def explain_screen(
     if fold_images:
         record["explained_by"] = f"out of fold: each image by the one of {len(models)} fold models that never trained on it"
     summary = _Summary(classifier.class_names, classifier.channel_names, settings, record)
-    for path in rows_store.paths():
-        summary.add(pd.read_parquet(path))
+    for rows in read_parts(rows_store):
+        summary.add(rows)
     checks_table = checks_store.read_table()
     gallery, features = summary.gallery(chosen, classifier.with_field_brightness(brightness), group, checks_table)
     metrics = summary.metrics(checks_table)
