@@ -94,8 +94,9 @@ def study_shards(paths: list[Path], datasets: list[str]) -> list[StudyShard]:
             if not inside:
                 raise PhenolensError(f"{path}: a folder without {'/'.join(PROFILE_SUFFIXES)} profile files; give the files or another folder")
             # pyarrow types a partition column over the whole folder: whole numbers only where every file's value is one
-            whole = set.intersection(*(set(_hive_whole_numbers(path, file)) for file in inside))
-            files += [(file, hive_partitions(path, file, whole)) for file in inside]
+            texts = {file: _hive_texts(path, file) for file in inside}  # each file's folder names parsed once
+            whole = set.intersection(*(_whole_number_keys(values) for values in texts.values()))
+            files += [(file, _typed(values, whole)) for file, values in texts.items()]
         else:
             files.append((path, {}))
     return [StudyShard(index, path=str(path), partitions=tuple(partitions.items())) for index, (path, partitions) in enumerate(files)]
@@ -123,8 +124,7 @@ def hive_partitions(folder: Path, file: Path, whole_numbers: set[str] | None = N
         Column name -> value (str, int or None), outermost folder first; empty when no folder name is ``key=value``.
     """
     values = _hive_texts(folder, file)
-    whole_numbers = _hive_whole_numbers(folder, file) if whole_numbers is None else whole_numbers
-    return {key: int(value) if key in whole_numbers and value is not None else value for key, value in values.items()}
+    return _typed(values, _whole_number_keys(values) if whole_numbers is None else whole_numbers)
 
 
 def _hive_texts(folder: Path, file: Path) -> dict[str, str | None]:
@@ -138,9 +138,14 @@ def _hive_texts(folder: Path, file: Path) -> dict[str, str | None]:
     return values
 
 
-def _hive_whole_numbers(folder: Path, file: Path) -> list[str]:
-    """The partition keys of `file` whose value is a whole number or missing."""
-    return [key for key, value in _hive_texts(folder, file).items() if value is None or re.fullmatch(r"-?\d+", value)]
+def _whole_number_keys(values: dict[str, str | None]) -> set[str]:
+    """The keys of one file's partition values (`_hive_texts`) whose value is a whole number or missing."""
+    return {key for key, value in values.items() if value is None or re.fullmatch(r"-?\d+", value)}
+
+
+def _typed(values: dict[str, str | None], whole_numbers: set[str]) -> dict[str, Any]:
+    """One file's partition values with the `whole_numbers` keys read as integers (missing stays None)."""
+    return {key: int(value) if key in whole_numbers and value is not None else value for key, value in values.items()}
 
 
 def read_shard(shard: StudyShard, columns: ProfileColumns) -> pd.DataFrame:
