@@ -22,14 +22,14 @@ import pandas as pd
 from phenolens.core.errors import PhenolensError
 from phenolens.core.executor import cached
 from phenolens.data.query import select_rows
-from phenolens.data.readers import feature_columns, require_numeric_features
 from phenolens.profiling.inputs import (
     MIN_CONTROLS_PER_PLATE,
     ProfileColumns,
+    checked_features,
+    features_of,
     features_on_every_plate,
     features_within_missing_cut,
     impute_from_plate_controls,
-    require_columns,
 )
 
 PROFILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
@@ -236,10 +236,7 @@ def scan_shard(task: tuple[StudyShard, ProfileColumns]) -> ShardScan:
     shard, columns = task
     table = read_shard(shard, columns)
     source = shard.name
-    require_columns(table, columns, source)
-    named = set(columns.named().values())
-    features = [c for c in feature_columns(table) if c not in named]
-    require_numeric_features(table, features, source)
+    features = checked_features(table, columns, source)
     is_control = select_rows(table, columns.controls, source, "--controls")
     plates = table[columns.plate].astype(str).to_numpy()
     without = pd.unique(plates[~np.isin(plates, plates[is_control])])
@@ -337,9 +334,8 @@ def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: 
             if plate in seen:
                 raise PhenolensError(f"plate {plate} is in both {seen[plate]} and {scan.shard.name}; give each plate's wells in one file")
             seen[plate] = scan.shard.name
-    named = set(columns.named().values())
     controls = pd.concat([scan.controls for scan in scans], ignore_index=True) if len(scans) > 1 else scans[0].controls.reset_index(drop=True)
-    candidates = [c for c in feature_columns(controls) if c not in named]
+    candidates = features_of(controls, columns)
     wells = sum(int(scan.wells.sum()) for scan in scans)
     quality: dict = {"source": source, "wells_in": wells, "features_in": len(candidates)}
     fallback = None
@@ -370,7 +366,7 @@ def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: 
             "every plate needs negative controls to normalise against"
         )
     keep = complete & ~np.isin(plates, excluded)
-    metadata = [c for c in controls.columns if c not in set(candidates) or c in named]
+    metadata = [c for c in controls.columns if c not in set(candidates)]  # the named columns are never candidates
     shard_of = np.repeat(np.arange(len(scans)), [len(scan.controls) for scan in scans])
     per_shard = np.bincount(shard_of[keep], minlength=len(scans)).tolist()
     quality["plates_excluded_few_controls"] = excluded
