@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from running import cpu_seconds  # noqa: E402
 from targets import Targets, add_check_option  # noqa: E402 - the benchmarks folder is not a package
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def train(folder: Path, small: bool, pulse_from: str) -> dict:

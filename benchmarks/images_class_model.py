@@ -18,26 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from running import phenolens  # noqa: E402
 from targets import Targets, add_check_option  # noqa: E402
 
 TRAIN = ["--dataset", "bbbc013", "--arch", "vgg", "--size", "64", "--width", "0.25", "--epochs", "30"]
 SMALL_TRAIN = ["--epochs", "2", "--width", "0.125"]
 VISUALISE = ["--dataset", "bbbc013", "--hold", "DNA"]
 SMALL_VISUALISE = ["--steps", "16"]
-
-
-def phenolens(*args: str) -> None:
-    """Run one phenolens command in a child process; stop the benchmark when it fails."""
-    status = subprocess.run([sys.executable, "-m", "phenolens", *args], check=False).returncode
-    if status != 0:
-        raise SystemExit(f"phenolens {args[0]} {args[1]} failed with exit status {status}")
 
 
 def nucleus_radius(size: int) -> float:

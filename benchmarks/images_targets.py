@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from running import phenolens  # noqa: E402
 from targets import Targets, add_check_option  # noqa: E402
 
 CONFIGS = {
@@ -53,13 +53,6 @@ CONFIGS = {
         "small": ["--epochs", "1", "--width", "0.125", "--blocks", "1,1"],
     },
 }
-
-
-def phenolens(*args: str) -> None:
-    """Run one phenolens command in a child process; stop the benchmark when it fails."""
-    status = subprocess.run([sys.executable, "-m", "phenolens", *args], check=False).returncode
-    if status != 0:
-        raise SystemExit(f"phenolens {args[0]} {args[1]} failed with exit status {status}")
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ import pandas as pd
 from phenolens.profiling.synthetic_cells import SingleCellDesign, write_cytominer_sqlite
 
 sys.path.insert(0, str(Path(__file__).parent))
+from running import cpu_seconds  # noqa: E402
 from targets import Targets, add_check_option  # noqa: E402
 
 # Same plates at both sizes; the tenth has a tenth of the plates.
@@ -52,17 +53,11 @@ SMALL = {"plates": 10, "wells_per_plate": 24, "sites_per_well": 2, "cells_per_we
 
 def _usage(started: float, cpu_started: float) -> dict:
     """Wall and CPU seconds since the start, and the peak RSS of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "seconds": time.perf_counter() - started,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime - cpu_started,
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux reports kB
+        "cpu_seconds": cpu_seconds() - cpu_started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux reports kB
     }
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run_phenolens(database: Path, table: Path) -> dict:
@@ -75,7 +70,7 @@ def run_phenolens(database: Path, table: Path) -> dict:
     from phenolens.profiling.settings import ProfileAggregationSettings
 
     settings = ProfileAggregationSettings()
-    started, cpu_started = time.perf_counter(), _cpu()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     out = table.with_suffix(".run")
     with Executor.from_option("serial") as executor, RunWriter(out, command="profile aggregate", settings=settings, inputs=[database]) as run:
         aggregate_cells_into(run, plan_aggregation([database], settings), executor)
@@ -90,7 +85,7 @@ def run_pycytominer(database: Path, table: Path) -> dict:
 
     from pycytominer.cyto_utils.cells import SingleCells
 
-    started, cpu_started = time.perf_counter(), _cpu()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cells = SingleCells(f"sqlite:///{database}", image_table_name="Image")

@@ -21,7 +21,6 @@ beat the max-channel baseline at the top layer (ratio < 1) and errors fall with 
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import time
 from pathlib import Path
@@ -29,19 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from running import cpu_seconds  # noqa: E402
 from targets import Targets, add_check_option  # noqa: E402
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process so far.
-
-    Returns
-    -------
-    float
-        User plus system seconds.
-    """
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def classifier_for(dataset: str, small: bool, model: Path | None, seed: int):

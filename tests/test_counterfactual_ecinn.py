@@ -267,3 +267,28 @@ def test_the_originals_are_the_crops_themselves_so_the_black_padding_stays_outsi
     images = ImageSet(crops, np.full(6, -1), ["rim", "centre"], ["GFP", "DNA"])
     run = explain_counterfactuals(model, images, target="rim", nucleus_channel="DNA", baseline=False, autoencoder=False, sweeps=0)
     assert np.array_equal(run.originals, padded_array(images, 16, ["GFP", "DNA"]))
+
+
+def test_classification_metrics_given_by_the_caller_are_reused_and_change_nothing(fitted, monkeypatch):
+    """The benchmark explains every target of one test set: it classifies once and hands the metrics to each run."""
+    from phenolens.data.containers import ImageSet
+    from phenolens.explain.counterfactual import evaluate
+    from phenolens.explain.counterfactual.model import CounterfactualModel
+    from phenolens.explain.counterfactual.settings import CounterfactualTrainingSettings
+    from phenolens.training.preprocess import ChannelNormalization
+
+    ecinn, _, _ = fitted
+    normalization = ChannelNormalization(np.ones(2, np.float32), np.full(2, 20.5, np.float32))
+    model = CounterfactualModel(ecinn.model_, ecinn, ["rim", "centre"], ["GFP", "DNA"], normalization, 100.0,
+                                CounterfactualTrainingSettings(size=16, blocks=(1, 1), hidden=(8, 8), pad_channels=0))  # fmt: skip
+    crops = np.random.default_rng(1).uniform(5, 50, size=(6, 2, 12, 12)).astype(np.float32)
+    images = ImageSet(crops, np.array([0, 1, 0, 1, 0, 1]), ["rim", "centre"], ["GFP", "DNA"])
+    options = {"target": "rim", "baseline": False, "autoencoder": False, "sweeps": 0}
+    alone = evaluate.explain_counterfactuals(model, images, **options)
+    classified = evaluate.classification_metrics(model, model.tensor(images), model.labels_for(images))
+    calls = []
+    monkeypatch.setattr(evaluate, "classification_metrics", lambda *args: calls.append(args))
+    reused = evaluate.explain_counterfactuals(model, images, classified=classified, **options)
+    assert calls == []
+    for key in ("test_accuracy", "n_labelled", "reconstruction_mae"):
+        assert reused.metrics[key] == alone.metrics[key] == classified[key], key

@@ -37,3 +37,14 @@ def test_sign_graph_and_explain_targets_use_the_one_rule(monkeypatch):
     builder.class_names = ["1", "2", "3"]
     builder.dictionary = type("Dictionary", (), {"output_dictionary_": type("Words", (), {"n_words": 3})()})()
     assert builder.class_index("2") == 43
+
+
+def test_class_by_name_takes_names_only_where_find_class_also_takes_indices():
+    """`ImageClassifier.class_index` and `CounterfactualModel.class_index` share it (they were two copies)."""
+    from phenolens.data.containers import class_by_name
+
+    names = ["DMSO", "2", "taxol"]
+    assert class_by_name("taxol", names) == 2 and class_by_name("2", names) == 1
+    with pytest.raises(PhenolensError, match="unknown target class '0'; the model knows DMSO, 2, taxol"):
+        class_by_name("0", names)
+    assert find_class("0", names) == 0

@@ -459,10 +459,10 @@ def test_a_run_killed_after_its_last_chunk_resumes_with_every_skipped_image(scre
 def test_the_parts_of_a_store_are_read_one_at_a_time_in_shard_order_past_a_million_shards(tmp_path):
     """Names stop sorting as shards past 999,999 chunks (part-1234567 sorts before part-999999)."""
     from phenolens.core.parts import PartStore
-    from phenolens.training.prediction import _read_parts
+    from phenolens.training.prediction import read_parts
 
     parts = PartStore(tmp_path / "table.parquet")
     for index in (1_234_567, 999_999, 7):
         parts.write_table(index, pd.DataFrame({"shard": [index]}))
     assert [path.name for path in parts.paths()] == ["part-000007.parquet", "part-999999.parquet", "part-1234567.parquet"]
-    assert [int(frame["shard"][0]) for frame in _read_parts(parts)] == [7, 999_999, 1_234_567]
+    assert [int(frame["shard"][0]) for frame in read_parts(parts)] == [7, 999_999, 1_234_567]

@@ -5,11 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phenolens.profiling.batch_effects import batch_neighbours
-from phenolens.profiling.inputs import ProfileColumns
 from phenolens.profiling.moa import nearest_neighbor_moa
 from phenolens.profiling.nested import nested_neighbor_accuracy
-from phenolens.profiling.replicates import percent_replicating, replicate_map
+from phenolens.profiling.replicates import replicate_map
 
 INDEX = [f"t{i}" for i in range(6)]
 MOA = pd.Series(["A", "A", "A", "B", "B", "B"], index=INDEX)
@@ -42,52 +40,14 @@ def test_nested_choice_never_picks_a_constant_neighbour(criterion):
     assert result.accuracy == pytest.approx(5 / 6)
 
 
-def test_percent_replicating_leaves_a_constant_well_out_like_replicate_map():
+def test_replicate_map_leaves_a_constant_well_out():
+    """Percent replicating, mAP against controls and the same-batch rate with a constant well are tested in
+    test_profiling_replicates.py and test_profiling_batch_effects.py."""
     rng = np.random.default_rng(0)
     treatments = np.repeat([f"T{i}" for i in range(10)], 3)
     values = rng.normal(size=(10, 30))[np.repeat(np.arange(10), 3)] + 0.3 * rng.normal(size=(30, 30))
     values[0] = 5.0
-    with_constant = percent_replicating(values, treatments, seed=0)
-    without = percent_replicating(values[1:], treatments[1:], seed=0)
-    assert np.isfinite(with_constant.threshold)  # one NaN correlation in the null made the threshold NaN and the score 0
-    assert with_constant.percent_replicating == without.percent_replicating == 1.0
-    assert with_constant.treatments.loc["T0", "n_replicates"] == 2
     assert replicate_map(values, treatments, seed=0, null_size=200).mean_average_precision == pytest.approx(1.0)
-
-
-def test_batch_neighbours_leave_a_constant_control_out():
-    rng = np.random.default_rng(1)
-    plates = np.repeat([f"P{i}" for i in range(6)], 5)
-    batches = np.repeat(["B1", "B2", "B3"], 10)
-    values = rng.normal(size=(30, 20)) + np.repeat(rng.normal(size=(3, 20)) * 10, 10, axis=0)
-    values[0] = 1.0
-    table = pd.DataFrame(values, columns=[f"f{i}" for i in range(20)]).assign(Metadata_Plate=plates, Metadata_Batch=batches, Metadata_PertType="c")
-    result = batch_neighbours(table, ProfileColumns(controls="Metadata_PertType == 'c'", batch="Metadata_Batch"))
-    assert result.loc["all", "same_batch_neighbour"] == 1.0  # the constant control was everybody's nearest (batch B1)
-    assert result.loc["B1", "control_wells"] == 9
-
-
-def test_map_against_plate_controls_leaves_a_constant_well_out_like_replicate_map():
-    from phenolens.profiling.replicates import control_similarities, replicate_map_against_controls, row_standardize
-
-    rng = np.random.default_rng(0)
-    treatments = np.repeat([f"T{i}" for i in range(8)], 3)
-    treated = rng.normal(size=(8, 30))[np.repeat(np.arange(8), 3)] + 1.5 * rng.normal(size=(24, 30))
-    wells = np.vstack([treated, rng.normal(size=(12, 30))])
-    is_control, plates = np.r_[np.zeros(24, bool), np.ones(12, bool)], np.tile(["P1", "P2"], 18)
-
-    def treatment_map(keep):
-        unit = row_standardize(wells[keep])
-        queries, similarities = control_similarities(unit, plates[keep], is_control[keep])
-        result = replicate_map_against_controls(unit[~is_control[keep]], treatments[keep[:24]], queries, similarities, seed=0, null_size=200)
-        return result.treatments["mean_average_precision"]
-
-    wells[0] = 4.0  # a constant treated well (query and positive of T0)
-    wells[30] = 0.0  # and a constant control (a negative of plate P1)
-    everything = np.ones(36, bool)
-    left_out = everything.copy()
-    left_out[[0, 30]] = False
-    pd.testing.assert_series_equal(treatment_map(everything), treatment_map(left_out))  # T0 read 0.75 instead of 1.0
 
 
 def test_nested_inner_score_gives_no_prediction_to_a_query_whose_neighbours_are_all_held_out_or_constant():

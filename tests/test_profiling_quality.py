@@ -29,11 +29,45 @@ def test_z_prime_known_answer():
     ],
 )
 def test_the_training_z_prime_agrees_with_the_profiling_one_in_every_case(positive, negative, expected):
-    """`training.metrics.z_prime_factor` (which training cannot import from profiling) gave -inf for two identical
-    constant groups where profiling gave 1, though both said they were the same formula."""
+    """`training.metrics.z_prime_factor` once gave -inf for two identical constant groups where profiling gave 1,
+    though both said they were the same formula; the formula is now written once (training's, used by profiling)."""
     from phenolens.training.metrics import z_prime_factor as training_z_prime
 
     assert training_z_prime(positive, negative) == z_prime_factor(positive, negative) == pytest.approx(expected)
+
+
+def test_every_z_factor_entry_point_agrees_on_random_and_degenerate_inputs():
+    """Training's Z' (image metrics, screen readout), profiling's Z' and Z and the vectorised per-group Z: the same
+    number on random groups and on the degenerate ones (equal means, no spread), and the same refusal of NaN."""
+    from phenolens.training.metrics import z_prime_factor as training_z_prime
+
+    rng = np.random.default_rng(17)
+    cases = [(rng.normal(rng.normal(), rng.uniform(0.1, 3), rng.integers(2, 9)), rng.normal(size=rng.integers(2, 9))) for _ in range(50)]
+    cases += [(np.array([2.0, 4.0]), np.array([1.0, 5.0])), (np.full(3, 7.0), np.full(4, 7.0))]  # equal means: -inf
+    cases += [(np.full(3, 2.0), np.full(2, -1.0))]  # no spread, distinct means: 1
+    groups = np.concatenate([np.full(len(sample), index) for index, (sample, _) in enumerate(cases)])
+    expected = []
+    for sample, negative in cases:
+        value = training_z_prime(sample, negative)
+        gap, spread = abs(sample.mean() - negative.mean()), 3 * (sample.std(ddof=1) + negative.std(ddof=1))
+        by_hand = 1 - spread / gap if gap > 0 else -np.inf
+        assert value == z_prime_factor(sample, negative) == z_factor(sample, negative) == pytest.approx(by_hand)
+        expected.append(value)
+    assert expected[-3:] == [-np.inf, -np.inf, 1.0]
+    # the per-group form, with one control set for every group, against the scalar form
+    negative = cases[0][1]
+    per_group = z_factors_by_group(np.concatenate([sample for sample, _ in cases]), groups, negative)
+    assert per_group.to_numpy() == pytest.approx([training_z_prime(sample, negative) for sample, _ in cases])
+    constant = np.full(4, 7.0)  # controls without spread: the equal-means group reads -inf, as one at a time
+    per_group = z_factors_by_group(np.concatenate([sample for sample, _ in cases]), groups, constant)
+    assert per_group.to_numpy() == pytest.approx([training_z_prime(sample, constant) for sample, _ in cases])
+    assert per_group.iloc[-2] == -np.inf
+    for bad in ([1.0, np.nan], [np.inf, 1.0], [1.0]):
+        for function in (training_z_prime, z_prime_factor, z_factor):
+            with pytest.raises(PhenolensError, match="two or more finite values"):
+                function(bad, [0.0, 1.0])
+            with pytest.raises(PhenolensError, match="negative-control"):
+                function([0.0, 1.0], bad)
 
 
 def test_z_factor_rejects_too_few_or_non_finite_values():

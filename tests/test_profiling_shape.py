@@ -304,3 +304,16 @@ def test_the_headline_moa_f1_says_it_is_the_weighted_f1():
     f1_columns = [column for column in metrics_table(metrics).columns if "F1" in column]
     assert f1_columns == ["MoA weighted F1, logistic regression", "MoA weighted F1, MLP"]
     assert "MoA weighted F1, logistic regression 0.600 vs 0.400" in verdict(metrics)
+
+
+def test_metadata_and_features_split_every_column_by_one_rule():
+    """`Metadata_` columns and the columns the settings name are metadata; every other column is a feature (the rule
+    prepare_profiles, the streamed scan and evaluate share)."""
+    from phenolens.profiling.inputs import checked_features, features_of, metadata_of
+
+    table = pd.DataFrame({"Metadata_Plate": ["p"], "Cells_A": [1.0], "Compound": ["c"], "Metadata_Well": ["A01"], "Cells_B": [2.0]})
+    settings = ProfileEvaluationSettings(treatment="Compound")
+    assert metadata_of(table, settings) == ["Metadata_Plate", "Compound", "Metadata_Well"]
+    assert features_of(table, settings) == checked_features(table, settings, "t.csv") == ["Cells_A", "Cells_B"]
+    with pytest.raises(PhenolensError, match="Cells_B"):
+        checked_features(table.assign(Cells_B="x"), settings, "t.csv")

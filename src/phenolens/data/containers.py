@@ -52,6 +52,32 @@ def find_class(target: int | str, class_names: Sequence[str] | None, n_classes: 
     return index
 
 
+def class_by_name(name: str, class_names: Sequence[str]) -> int:
+    """The index of a class given by its name only (no index): an image classifier's and a counterfactual model's
+    `class_index` (`find_class` also takes an index, for ``images explain --target`` and ``sign graph --class``).
+
+    Parameters
+    ----------
+    name : str
+        A class name.
+    class_names : sequence of str
+        The model's classes in output order.
+
+    Returns
+    -------
+    int
+        Its index in `class_names`.
+
+    Raises
+    ------
+    PhenolensError
+        Naming the known classes when `name` is not one of them.
+    """
+    if name not in class_names:
+        raise PhenolensError(f"unknown target class {name!r}; the model knows {', '.join(class_names)}")
+    return list(class_names).index(name)
+
+
 @dataclass
 class ImageSet:
     """Multi-channel images with labels and per-image metadata.

@@ -78,6 +78,16 @@ def _files_under(dataset: Dataset, prefix: str, suffix: str) -> list[str]:
     return sorted(f.relative for f in dataset.files if f.relative.startswith(prefix) and f.relative.endswith(suffix))
 
 
+def _class_folders(dataset: Dataset, suffix: str, channels: int) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """A dataset of one folder per class: its files (sorted), the classes (sorted folder names), the images stacked
+    and each image's class index."""
+    relatives = _files_under(dataset, "", suffix)
+    classes = sorted({r.split("/")[0] for r in relatives})
+    images = np.stack(read_images([dataset.resolve(r) for r in relatives], channels=channels))
+    labels = np.array([classes.index(r.split("/")[0]) for r in relatives])
+    return relatives, classes, images, labels
+
+
 @_loader("bbbc021-profiles")
 def load_bbbc021_profiles(dataset: Dataset) -> pd.DataFrame:
     """632 wells x 516 features with Plate, Well, Compound, Concentration, Replicate, Batch, MoA,
@@ -174,10 +184,7 @@ def load_mitocheck(dataset: Dataset) -> ImageSet:
     ImageSet
         The nuclei in one array.
     """
-    relatives = _files_under(dataset, "", ".png")
-    classes = sorted({r.split("/")[0] for r in relatives})
-    images = np.stack(read_images([dataset.resolve(r) for r in relatives], channels=1))
-    labels = np.array([classes.index(r.split("/")[0]) for r in relatives])
+    relatives, classes, images, labels = _class_folders(dataset, ".png", channels=1)
     # File names carry plate, time point and position: PLLT0048_13--ex...___P00069_01___T00072___X0800___Y0301
     plate = [r.split("/")[1].split("--")[0] for r in relatives]
     movie = [re.search(r"___(P\d+_\d+)___", r).group(1) for r in relatives]
@@ -202,14 +209,11 @@ def load_bbbc021_cells(dataset: Dataset) -> ImageSet:
     ImageSet
         The crops in one array, with ``well``, ``site`` and ``field`` metadata.
     """
-    relatives = _files_under(dataset, "", ".npy")
-    classes = sorted({r.split("/")[0] for r in relatives})
-    images = np.stack(read_images([dataset.resolve(r) for r in relatives], channels=3))
+    relatives, classes, images, labels = _class_folders(dataset, ".npy", channels=3)
     names = [r.split("/")[1] for r in relatives]
     wells = [n.split("_")[0] for n in names]
     sites = [n.split("_")[1] for n in names]
     meta = pd.DataFrame({"source": relatives, "well": wells, "site": sites, "field": [f"{w}_{s}" for w, s in zip(wells, sites)]})
-    labels = np.array([classes.index(r.split("/")[0]) for r in relatives])
     return ImageSet(images, labels, classes, ["DAPI", "Tubulin", "Actin"], meta, name="bbbc021-cells")
 
 

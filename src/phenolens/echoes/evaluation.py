@@ -9,7 +9,7 @@ setting on a separate selection set. Timings are measured side by side on one ba
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -147,18 +147,19 @@ def run_sweeps(
             activations[key] = {name: detector.activation(data.signals) for name, detector in detectors.items()}
         return data, activations[key]
 
-    for value in settings.lambdas:
-        data, outputs = run(test_settings(settings, pulse, mean_gap=value))
-        for name, detector in detectors.items():
-            results["lambda"].setdefault(name, {})[_key(value)] = score(detector, data, settings.default_epsilon, outputs[name])
+    def sweep(axis: str, values: Sequence[float], simulation_field: str) -> None:
+        """Score every detector on the test set simulated at each value of one simulation setting."""
+        for value in values:
+            data, outputs = run(test_settings(settings, pulse, **{simulation_field: value}))
+            for name, detector in detectors.items():
+                results[axis].setdefault(name, {})[_key(value)] = score(detector, data, settings.default_epsilon, outputs[name])
+
+    sweep("lambda", settings.lambdas, "mean_gap")
     data, outputs = run(test_settings(settings, pulse))
     for value in settings.epsilons:
         for name, detector in detectors.items():
             results["epsilon"].setdefault(name, {})[_key(value)] = score(detector, data, value, outputs[name])
-    for value in settings.snrs:
-        data, outputs = run(test_settings(settings, pulse, snr_db=value))
-        for name, detector in detectors.items():
-            results["snr"].setdefault(name, {})[_key(value)] = score(detector, data, settings.default_epsilon, outputs[name])
+    sweep("snr", settings.snrs, "snr_db")
     return results
 
 

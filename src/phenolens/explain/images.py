@@ -173,9 +173,7 @@ class Explanation:
             "n_images": int(len(self.labels)),
             "n_correct": int(correct.sum()),
             "accuracy": float(correct.sum() / max((self.labels != UNLABELLED).sum(), 1)),
-            "channel_importance": _nested(tables["occlusion_logit_drop"]),
-            "cam_concordance": _nested(tables["cam_concordance"]),
-            "attribution_share": {name[: -len("_share")]: _nested(t) for name, t in tables.items() if name.endswith("_share")},
+            **channel_metrics(tables),
             "faithfulness": {
                 method: {"deletion_auc": float(np.mean(f["deletion_auc"])), "insertion_auc": float(np.mean(f["insertion_auc"]))}
                 for method, f in self.faithfulness.items()
@@ -202,6 +200,28 @@ def _nanmean(values: np.ndarray) -> float | None:
 
 def _nested(table) -> dict:
     return {str(cls): {str(ch): float(v) for ch, v in row.items()} for cls, row in table.iterrows()}
+
+
+def channel_metrics(tables: dict) -> dict:
+    """The channel part of ``metrics.json`` from the class x channel tables (`Explanation.channel_tables`), for one
+    batch of images and for a whole screen alike.
+
+    Parameters
+    ----------
+    tables : dict
+        ``occlusion_logit_drop``, ``cam_concordance`` and ``METHOD_share`` tables (class x channel).
+
+    Returns
+    -------
+    dict
+        ``channel_importance`` and ``cam_concordance`` (class -> channel -> value) and ``attribution_share``
+        (method -> class -> channel -> share).
+    """
+    return {
+        "channel_importance": _nested(tables["occlusion_logit_drop"]),
+        "cam_concordance": _nested(tables["cam_concordance"]),
+        "attribution_share": {name[: -len("_share")]: _nested(t) for name, t in tables.items() if name.endswith("_share")},
+    }
 
 
 def channel_index(channel_names: Sequence[str], name: str, option: str) -> int:

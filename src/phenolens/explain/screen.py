@@ -29,9 +29,9 @@ from phenolens.data.chunks import ImageChunk, ImageChunkSettings, ImageSource, a
 from phenolens.data.containers import UNLABELLED
 from phenolens.explain.attribution import FIRST_IG_STEPS, AttributionSettings, is_spatial_only, occlusion_geometry
 from phenolens.explain.faithfulness import spread_curves
-from phenolens.explain.images import Explanation, _nanmean, _nested, check_sample, explain_images, per_image_rows
+from phenolens.explain.images import Explanation, _nanmean, channel_metrics, check_sample, explain_images, per_image_rows
 from phenolens.explain.selection import held_out_sources, out_of_fold_parts, sample_positions, select_positions
-from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, screen_field_statistics, write_skipped
+from phenolens.training.prediction import SKIPPED_PARTS, cached_classifier, read_parts, screen_field_statistics, write_skipped
 from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_column, padded_array
 
 progress_log = get_logger("phenolens.progress")  # the estimate is a progress line: shown unless PHENOLENS_LOG says otherwise
@@ -406,8 +406,8 @@ def explain_screen(
     if fold_images:
         record["explained_by"] = f"out of fold: each image by the one of {len(models)} fold models that never trained on it"
     summary = _Summary(classifier.class_names, classifier.channel_names, settings, record)
-    for path in rows_store.paths():
-        summary.add(pd.read_parquet(path))
+    for rows in read_parts(rows_store):
+        summary.add(rows)
     checks_table = checks_store.read_table()
     gallery, features = summary.gallery(chosen, classifier.with_field_brightness(brightness), group, checks_table)
     metrics = summary.metrics(checks_table)
@@ -513,9 +513,7 @@ class _Summary:
             "n_images": self.n_images,
             "n_correct": self.n_correct,
             "accuracy": float(self.n_correct / max(self.n_labelled, 1)),
-            "channel_importance": _nested(tables["occlusion_logit_drop"]),
-            "cam_concordance": _nested(tables["cam_concordance"]),
-            "attribution_share": {name[: -len("_share")]: _nested(t) for name, t in tables.items() if name.endswith("_share")},
+            **channel_metrics(tables),
             "faithfulness": {
                 m: {"deletion_auc": float(checks[f"deletion_auc_{m}"].mean()), "insertion_auc": float(checks[f"insertion_auc_{m}"].mean())}
                 for m in methods

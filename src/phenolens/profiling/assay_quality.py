@@ -8,6 +8,9 @@ assay's window); Z compares a sample (for example a treatment's wells) with the 
 Degenerate cases: distinct means without spread give 1 (an ideal window); coinciding means give -inf with or
 without spread, as there is no window (two identical constant groups are not an ideal assay: nothing tells them
 apart, and a spread shrinking to 0 at equal means has -inf as its limit).
+
+The formula is written once, in `phenolens.training.metrics` (`z_window`, `z_prime_factor`), which training's
+image metrics also use and which this floor may import; `z_prime_factor` here is that function.
 """
 
 from __future__ import annotations
@@ -18,45 +21,7 @@ import numpy as np
 import pandas as pd
 
 from phenolens.core.errors import PhenolensError
-
-
-def _separation(first: np.ndarray, second: np.ndarray, names: tuple[str, str]) -> float:
-    first = np.asarray(first, dtype=np.float64).ravel()
-    second = np.asarray(second, dtype=np.float64).ravel()
-    for values, name in zip((first, second), names):
-        if values.size < 2 or not np.isfinite(values).all():
-            raise PhenolensError(f"Z-factor: the {name} readout needs two or more finite values (got {values.size})")
-    return float(_z(abs(first.mean() - second.mean()), 3.0 * (first.std(ddof=1) + second.std(ddof=1))))
-
-
-def _z(gap, spread):
-    """1 - spread / gap, elementwise; -inf where the means coincide, whatever the spread (no window)."""
-    return np.where(gap > 0, 1.0 - spread / np.where(gap > 0, gap, 1.0), -np.inf)
-
-
-def z_prime_factor(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
-    """Z'-factor of a readout from its positive- and negative-control values (sample sd, ddof=1).
-
-    Returns 1 when the means differ and neither side spreads, -inf when the means coincide (with or
-    without spread: no window); raises PhenolensError when either side has fewer than two values or a
-    non-finite value.
-
-    Parameters
-    ----------
-    positive, negative : array-like
-        Readout values of the positive and negative control wells.
-
-    Returns
-    -------
-    float
-        The Z'-factor (<= 1).
-
-    Raises
-    ------
-    PhenolensError
-        When either side has fewer than two values or a non-finite value.
-    """
-    return _separation(positive, negative, ("positive-control", "negative-control"))
+from phenolens.training.metrics import z_prime_factor, z_window
 
 
 def z_factor(sample: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray) -> float:
@@ -79,7 +44,7 @@ def z_factor(sample: Sequence[float] | np.ndarray, negative: Sequence[float] | n
     PhenolensError
         When either side has fewer than two values or a non-finite value.
     """
-    return _separation(sample, negative, ("sample", "negative-control"))
+    return z_prime_factor(sample, negative, names=("sample", "negative-control"))
 
 
 def z_factors_by_group(values: np.ndarray, groups: Sequence, negative: np.ndarray) -> pd.Series:
@@ -112,5 +77,5 @@ def z_factors_by_group(values: np.ndarray, groups: Sequence, negative: np.ndarra
         raise PhenolensError(f"Z-factor: the negative-control readout needs two or more finite values (got {negative.size})")
     stats = pd.Series(np.asarray(values, dtype=np.float64)).groupby(np.asarray(groups)).agg(["mean", "std", "count"])
     gap = (stats["mean"] - negative.mean()).abs().to_numpy()
-    result = pd.Series(_z(gap, 3.0 * (stats["std"].to_numpy() + negative.std(ddof=1))), index=stats.index)
+    result = pd.Series(z_window(gap, 3.0 * (stats["std"].to_numpy() + negative.std(ddof=1))), index=stats.index)
     return result.where(stats["count"] >= 2).rename("z_factor")

@@ -10,11 +10,19 @@ import pandas as pd
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
 from phenolens.data.query import select_rows
-from phenolens.data.readers import require_numeric_features
 from phenolens.profiling.anomaly import ROLE_COLUMN, TRAIN, VALIDATION
 from phenolens.profiling.assay_quality import z_factors_by_group, z_prime_factor
 from phenolens.profiling.hits import anomaly_score, call_hits
-from phenolens.profiling.inputs import IMPUTED_COLUMN, ProfileColumns, finite_features, impute_from_plate_controls, require_columns, shared_features
+from phenolens.profiling.inputs import (
+    IMPUTED_COLUMN,
+    ProfileColumns,
+    checked_features,
+    features_of,
+    finite_features,
+    impute_from_plate_controls,
+    metadata_of,
+    shared_features,
+)
 from phenolens.profiling.moa import CLASSIFIERS, ClassifierResult, NeighborResult, classify_moa, nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import whole_plate_normalize
 from phenolens.profiling.projection import leave_one_compound_out_neighbors
@@ -96,7 +104,7 @@ def wide_table(representations: dict[str, pd.DataFrame], columns: ProfileColumns
         The wide table.
     """
     first = next(iter(representations.values()))
-    metadata = [c for c in first.columns if is_metadata(c, columns)]
+    metadata = metadata_of(first, columns)
     parts = [first[metadata]]
     for name, frame in representations.items():
         parts.append(frame[features_of(frame, columns)].add_prefix(f"{name}{SEPARATOR}"))
@@ -118,7 +126,7 @@ def split_wide_table(table: pd.DataFrame, columns: ProfileColumns) -> dict[str, 
     dict of str to pandas.DataFrame
         Representation name -> table (the concatenation is left out; `with_concatenation` rebuilds it).
     """
-    metadata = [c for c in table.columns if is_metadata(c, columns)]
+    metadata = metadata_of(table, columns)
     prefixed = [c for c in table.columns if c not in metadata and SEPARATOR in c]
     if not prefixed:
         return {"features": table}
@@ -131,42 +139,6 @@ def split_wide_table(table: pd.DataFrame, columns: ProfileColumns) -> dict[str, 
         for name in names
         if not is_concatenation(name)
     }
-
-
-def is_metadata(column: str, columns: ProfileColumns) -> bool:
-    """Whether `column` is metadata (not a feature).
-
-    Parameters
-    ----------
-    column : str
-        A column name.
-    columns : ProfileColumns
-        Column meanings.
-
-    Returns
-    -------
-    bool
-        Whether it is a ``Metadata_`` column or one the settings name.
-    """
-    return str(column).startswith("Metadata_") or column in columns.named().values()
-
-
-def features_of(frame: pd.DataFrame, columns: ProfileColumns) -> list[str]:
-    """The feature columns of a representation.
-
-    Parameters
-    ----------
-    frame : pandas.DataFrame
-        A representation.
-    columns : ProfileColumns
-        Column meanings.
-
-    Returns
-    -------
-    list of str
-        Its feature columns.
-    """
-    return [c for c in frame.columns if not is_metadata(c, columns)]
 
 
 def with_concatenation(representations: dict[str, pd.DataFrame], columns: ProfileColumns) -> dict[str, pd.DataFrame]:
@@ -527,10 +499,8 @@ def evaluate_tables(table: pd.DataFrame, settings: ProfileEvaluationSettings, so
         treatment, or an evaluation that cannot run.
     """
     settings.require("controls", "treatment")
-    require_columns(table, settings, source)
-    metadata = [c for c in table.columns if is_metadata(c, settings)]
-    features = [c for c in table.columns if c not in set(metadata)]
-    require_numeric_features(table, features, source)
+    features = checked_features(table, settings, source)
+    metadata = metadata_of(table, settings)
     is_control = select_rows(table, settings.controls, source, "--controls")
     imputed = {}
     if settings.feature_set == "union":

@@ -17,7 +17,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
 from phenolens.core.settings import setting
 from phenolens.data.query import select_rows
-from phenolens.data.readers import feature_columns, require_numeric_features
+from phenolens.data.readers import require_numeric_features
 
 log = get_logger(__name__)
 
@@ -183,6 +183,77 @@ def require_columns(table: pd.DataFrame, columns: ProfileColumns, source: str) -
             raise PhenolensError(
                 f"{source}: missing metadata column {column!r} (the {role} column); add it or pass --{role}-column with another name"
             )
+
+
+def metadata_of(frame: pd.DataFrame, columns: ProfileColumns) -> list[str]:
+    """The metadata columns of a profile table or representation: ``Metadata_`` columns and those `columns` names.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A profile table or representation.
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    list of str
+        Its metadata columns in table order.
+    """
+    named = set(columns.named().values())
+    return [c for c in frame.columns if _is_metadata(c, named)]
+
+
+def features_of(frame: pd.DataFrame, columns: ProfileColumns) -> list[str]:
+    """The feature columns of a profile table or representation: every column `metadata_of` does not list.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A profile table or representation.
+    columns : ProfileColumns
+        Column meanings.
+
+    Returns
+    -------
+    list of str
+        Its feature columns in table order.
+    """
+    named = set(columns.named().values())
+    return [c for c in frame.columns if not _is_metadata(c, named)]
+
+
+def _is_metadata(column: str, named: set[str]) -> bool:
+    """The one rule: a ``Metadata_`` column or one the settings name (`named`, computed once per table, not per column)."""
+    return str(column).startswith("Metadata_") or column in named
+
+
+def checked_features(table: pd.DataFrame, columns: ProfileColumns, source: str) -> list[str]:
+    """The feature columns of a profile table (`features_of`), after checking the named columns exist and every feature is numeric.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The profile table.
+    columns : ProfileColumns
+        Column meanings.
+    source : str
+        The table's name for messages.
+
+    Returns
+    -------
+    list of str
+        Its feature columns in table order.
+
+    Raises
+    ------
+    PhenolensError
+        For a missing named column, no feature column, or a non-numeric one.
+    """
+    require_columns(table, columns, source)
+    features = features_of(table, columns)
+    require_numeric_features(table, features, source)
+    return features
 
 
 def shared_features(table: pd.DataFrame, features: list[str], plate: str, source: str) -> tuple[list[str], dict]:
@@ -493,10 +564,7 @@ def prepare_profiles(
         features, the control query is not allowed or matches no well, or no plate keeps at
         least two control wells.
     """
-    require_columns(table, columns, source)
-    named = set(columns.named().values())
-    features = [c for c in feature_columns(table) if c not in named]
-    require_numeric_features(table, features, source)
+    features = checked_features(table, columns, source)
     table = table.reset_index(drop=True)
     quality: dict = {"source": source, "wells_in": len(table), "features_in": len(features)}
 
@@ -526,8 +594,7 @@ def prepare_profiles(
     if poor_plates:
         log.warning("%s: excluded plate(s) with fewer than %d control wells: %s", source, MIN_CONTROLS_PER_PLATE, ", ".join(poor_plates[:10]))
     keep &= ~on_poor_plate
-    candidate_features = set(feature_columns(table))
-    metadata = [c for c in table.columns if c not in candidate_features or c in named]
+    metadata = metadata_of(table, columns)
     clean = table.loc[keep, metadata + features].reset_index(drop=True)
     quality.update(wells=len(clean), features=len(features), controls=int(is_control[keep].sum()), plates=int(clean[columns.plate].nunique()))
     return PreparedProfiles(clean, features, is_control[keep], quality)

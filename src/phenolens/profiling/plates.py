@@ -22,14 +22,14 @@ import pandas as pd
 from phenolens.core.errors import PhenolensError
 from phenolens.core.executor import cached
 from phenolens.data.query import select_rows
-from phenolens.data.readers import feature_columns, require_numeric_features
 from phenolens.profiling.inputs import (
     MIN_CONTROLS_PER_PLATE,
     ProfileColumns,
+    checked_features,
+    features_of,
     features_on_every_plate,
     features_within_missing_cut,
     impute_from_plate_controls,
-    require_columns,
 )
 
 PROFILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
@@ -94,8 +94,9 @@ def study_shards(paths: list[Path], datasets: list[str]) -> list[StudyShard]:
             if not inside:
                 raise PhenolensError(f"{path}: a folder without {'/'.join(PROFILE_SUFFIXES)} profile files; give the files or another folder")
             # pyarrow types a partition column over the whole folder: whole numbers only where every file's value is one
-            whole = set.intersection(*(set(_hive_whole_numbers(path, file)) for file in inside))
-            files += [(file, hive_partitions(path, file, whole)) for file in inside]
+            texts = {file: _hive_texts(path, file) for file in inside}  # each file's folder names parsed once
+            whole = set.intersection(*(_whole_number_keys(values) for values in texts.values()))
+            files += [(file, _typed(values, whole)) for file, values in texts.items()]
         else:
             files.append((path, {}))
     return [StudyShard(index, path=str(path), partitions=tuple(partitions.items())) for index, (path, partitions) in enumerate(files)]
@@ -123,8 +124,7 @@ def hive_partitions(folder: Path, file: Path, whole_numbers: set[str] | None = N
         Column name -> value (str, int or None), outermost folder first; empty when no folder name is ``key=value``.
     """
     values = _hive_texts(folder, file)
-    whole_numbers = _hive_whole_numbers(folder, file) if whole_numbers is None else whole_numbers
-    return {key: int(value) if key in whole_numbers and value is not None else value for key, value in values.items()}
+    return _typed(values, _whole_number_keys(values) if whole_numbers is None else whole_numbers)
 
 
 def _hive_texts(folder: Path, file: Path) -> dict[str, str | None]:
@@ -138,9 +138,14 @@ def _hive_texts(folder: Path, file: Path) -> dict[str, str | None]:
     return values
 
 
-def _hive_whole_numbers(folder: Path, file: Path) -> list[str]:
-    """The partition keys of `file` whose value is a whole number or missing."""
-    return [key for key, value in _hive_texts(folder, file).items() if value is None or re.fullmatch(r"-?\d+", value)]
+def _whole_number_keys(values: dict[str, str | None]) -> set[str]:
+    """The keys of one file's partition values (`_hive_texts`) whose value is a whole number or missing."""
+    return {key for key, value in values.items() if value is None or re.fullmatch(r"-?\d+", value)}
+
+
+def _typed(values: dict[str, str | None], whole_numbers: set[str]) -> dict[str, Any]:
+    """One file's partition values with the `whole_numbers` keys read as integers (missing stays None)."""
+    return {key: int(value) if key in whole_numbers and value is not None else value for key, value in values.items()}
 
 
 def read_shard(shard: StudyShard, columns: ProfileColumns) -> pd.DataFrame:
@@ -231,10 +236,7 @@ def scan_shard(task: tuple[StudyShard, ProfileColumns]) -> ShardScan:
     shard, columns = task
     table = read_shard(shard, columns)
     source = shard.name
-    require_columns(table, columns, source)
-    named = set(columns.named().values())
-    features = [c for c in feature_columns(table) if c not in named]
-    require_numeric_features(table, features, source)
+    features = checked_features(table, columns, source)
     is_control = select_rows(table, columns.controls, source, "--controls")
     plates = table[columns.plate].astype(str).to_numpy()
     without = pd.unique(plates[~np.isin(plates, plates[is_control])])
@@ -332,9 +334,8 @@ def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: 
             if plate in seen:
                 raise PhenolensError(f"plate {plate} is in both {seen[plate]} and {scan.shard.name}; give each plate's wells in one file")
             seen[plate] = scan.shard.name
-    named = set(columns.named().values())
     controls = pd.concat([scan.controls for scan in scans], ignore_index=True) if len(scans) > 1 else scans[0].controls.reset_index(drop=True)
-    candidates = [c for c in feature_columns(controls) if c not in named]
+    candidates = features_of(controls, columns)
     wells = sum(int(scan.wells.sum()) for scan in scans)
     quality: dict = {"source": source, "wells_in": wells, "features_in": len(candidates)}
     fallback = None
@@ -365,7 +366,7 @@ def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: 
             "every plate needs negative controls to normalise against"
         )
     keep = complete & ~np.isin(plates, excluded)
-    metadata = [c for c in controls.columns if c not in set(candidates) or c in named]
+    metadata = [c for c in controls.columns if c not in set(candidates)]  # the named columns are never candidates
     shard_of = np.repeat(np.arange(len(scans)), [len(scan.controls) for scan in scans])
     per_shard = np.bincount(shard_of[keep], minlength=len(scans)).tolist()
     quality["plates_excluded_few_controls"] = excluded

@@ -173,10 +173,7 @@ class Spherer(BaseEstimator):
         PhenolensError
             For another feature count or a group the spherer was not fitted on.
         """
-        check_is_fitted(self, "transforms_")
-        values = np.asarray(values, dtype=np.float64)
-        if values.ndim != 2 or values.shape[1] != self.n_features_in_:
-            raise PhenolensError(f"{self.source}: sphering was fitted on {self.n_features_in_} features, got {values.shape[-1]}")
+        values = _fitted_input(self, "transforms_", values, "sphering")
         labels = _labels(groups, len(values))
         unseen = sorted(set(labels) - set(self.transforms_))
         if unseen:
@@ -361,10 +358,7 @@ class TypicalVariationNormalizer(BaseEstimator):
         PhenolensError
             For another feature count, a batch or plate the normaliser was not fitted on, or missing plates.
         """
-        check_is_fitted(self, "alignments_")
-        values = np.asarray(values, dtype=np.float64)
-        if values.ndim != 2 or values.shape[1] != self.n_features_in_:
-            raise PhenolensError(f"{self.source}: tvn was fitted on {self.n_features_in_} features, got {values.shape[-1]}")
+        values = _fitted_input(self, "alignments_", values, "tvn")
         if self.power_ is not None:
             values = self.power_.transform(values)
         if self.plate_centres_:
@@ -647,3 +641,12 @@ def sphere(
     if isinstance(spherer, TypicalVariationNormalizer):
         return spherer.transform(values, groups, plates)
     return spherer.transform(values, groups)
+
+
+def _fitted_input(estimator, attribute: str, values: np.ndarray, method: str) -> np.ndarray:
+    """`values` as float64 rows after checking `estimator` is fitted (`attribute`) on as many features as they have."""
+    check_is_fitted(estimator, attribute)
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != estimator.n_features_in_:
+        raise PhenolensError(f"{estimator.source}: {method} was fitted on {estimator.n_features_in_} features, got {values.shape[-1]}")
+    return values

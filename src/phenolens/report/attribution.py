@@ -11,9 +11,8 @@ import pandas as pd
 
 from phenolens.explain.attribution import is_spatial_only, method_title
 from phenolens.explain.faithfulness import spread_curves
-from phenolens.report.classifier import bare
 from phenolens.report.explorer.images import images_view
-from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
+from phenolens.report.figures import OKABE_ITO, bare, channel_limits, display_range, figure
 from phenolens.report.html import Section
 
 COLUMN_TITLE_CHARACTERS = 12

@@ -9,7 +9,7 @@ import torch
 
 from phenolens.nn.backbones import networks
 from phenolens.report.explorer.images import cell_ids, embedding_points, images_view
-from phenolens.report.figures import class_colors, figure
+from phenolens.report.figures import bare, class_colors, figure
 from phenolens.report.headings import per_class_heading
 from phenolens.report.html import Section
 
@@ -152,20 +152,6 @@ def embedding_figure(points: np.ndarray, class_labels: np.ndarray, class_names: 
     for axis in axes[0]:
         axis.set(xlabel="t-SNE 1 (a.u.)", ylabel="t-SNE 2 (a.u.)")
     return fig
-
-
-def bare(axis) -> None:
-    """Make `axis` an image panel: no ticks, no frame.
-
-    Parameters
-    ----------
-    axis : Axes
-        A matplotlib axis.
-    """
-    axis.set_xticks([])
-    axis.set_yticks([])
-    for spine in axis.spines.values():
-        spine.set_visible(False)
 
 
 def first_layer_filters_figure(model: torch.nn.Module, channel_names: Sequence[str], limit: int = 16):

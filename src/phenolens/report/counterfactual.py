@@ -12,7 +12,7 @@ from phenolens.core.outputs import atomic_write_bytes
 from phenolens.core.runs import RunWriter
 from phenolens.explain.counterfactual.evaluate import ExplanationRun
 from phenolens.report.explorer.counterfactual import counterfactual_view
-from phenolens.report.figures import OKABE_ITO, channel_limits, display_range, figure
+from phenolens.report.figures import OKABE_ITO, bare, channel_limits, display_range, figure
 from phenolens.report.html import Report, Section
 
 DIVERGING = "PuOr_r"  # purple-orange: readable under the common colour-vision deficiencies
@@ -93,10 +93,7 @@ def _image_grid(rows: list[tuple[str, np.ndarray]], change: np.ndarray, change_l
         axes[0, c].set_title(name, fontsize=9)
     axes[-1, 0].set_ylabel(change_label, rotation=0, ha="right", va="center", fontsize=8)
     for axis in axes.ravel():
-        axis.set_xticks([])
-        axis.set_yticks([])
-        for spine in axis.spines.values():
-            spine.set_visible(False)
+        bare(axis)
     fig.suptitle(title, fontsize=9)
     return fig
 

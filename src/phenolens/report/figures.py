@@ -176,6 +176,20 @@ def channel_limits(images, channels: int) -> list[tuple[float, float]]:
     return limits
 
 
+def bare(axis) -> None:
+    """Make `axis` an image panel: no ticks, no frame.
+
+    Parameters
+    ----------
+    axis : Axes
+        A matplotlib axis.
+    """
+    axis.set_xticks([])
+    axis.set_yticks([])
+    for spine in axis.spines.values():
+        spine.set_visible(False)
+
+
 def montage_figure(
     rows: Sequence[tuple[str, Sequence[np.ndarray]]],
     channel_names: Sequence[str],

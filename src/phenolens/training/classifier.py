@@ -20,7 +20,7 @@ import torch
 from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
 from phenolens.core.runs import is_partial
-from phenolens.data.containers import UNLABELLED, ImageSet
+from phenolens.data.containers import UNLABELLED, ImageSet, class_by_name
 from phenolens.nn.backbones import ImageClassifierNet
 from phenolens.nn.weights import ModelCard, load_model, save_model
 from phenolens.training.loop import Callback, History
@@ -404,9 +404,7 @@ class ImageClassifier:
         PhenolensError
             Naming the known classes when `name` is not one of them.
         """
-        if name not in self.class_names:
-            raise PhenolensError(f"unknown target class {name!r}; the model knows {', '.join(self.class_names)}")
-        return self.class_names.index(name)
+        return class_by_name(name, self.class_names)
 
     def card(self, extra: dict | None = None) -> ModelCard:
         """The JSON description saved beside the weights (architecture, names, normalisation, settings, history).

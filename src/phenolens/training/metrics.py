@@ -6,27 +6,64 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from phenolens.core.errors import PhenolensError
 
-def z_prime_factor(positive: Sequence[float], negative: Sequence[float]) -> float:
-    """Z'-factor (Zhang et al. 1999) of two groups: 1 - 3 (sd_p + sd_n) / |mean_p - mean_n|.
 
-    The same formula and degenerate cases as `phenolens.profiling.assay_quality.z_prime_factor`; it is written
-    here because training sits below profiling and may not import it.
+def z_window(gap, spread):
+    """Zhang et al.'s (1999) separation of two readouts, 1 - spread / gap, elementwise: the one Z'/Z-factor formula.
+
+    The means coinciding (``gap == 0``) leaves no window whatever the spread, so it gives -inf (two identical
+    constant groups are not an ideal assay: nothing tells them apart, and a spread shrinking to 0 at equal means
+    has -inf as its limit); distinct means without spread give 1.
 
     Parameters
     ----------
-    positive, negative : sequence of float
-        The two groups' values (two or more each: the sample sd, ddof=1).
+    gap : float or numpy.ndarray
+        ``|mean_a - mean_b|`` (>= 0).
+    spread : float or numpy.ndarray
+        ``3 (sd_a + sd_b)``, broadcast against `gap`.
+
+    Returns
+    -------
+    numpy.ndarray
+        The factor (<= 1) per element (a 0-d array for scalars).
+    """
+    gap = np.asarray(gap, dtype=np.float64)
+    return np.where(gap > 0, 1.0 - spread / np.where(gap > 0, gap, 1.0), -np.inf)
+
+
+def z_prime_factor(
+    positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray, names: tuple[str, str] = ("positive-control", "negative-control")
+) -> float:
+    """Z'-factor (Zhang et al. 1999) of two groups: 1 - 3 (sd_p + sd_n) / |mean_p - mean_n| (sample sd, ddof=1).
+
+    The one implementation: `phenolens.profiling.assay_quality` exports it as its Z'-factor and its Z-factor
+    (a sample against the negative controls) with other `names`.
+
+    Parameters
+    ----------
+    positive, negative : array-like
+        The two groups' values (two or more finite values each).
+    names : tuple of str
+        What the two groups are, for the error message.
 
     Returns
     -------
     float
         The Z'-factor (<= 1): 1 when the means differ and neither group spreads; -inf when the means coincide,
-        with or without spread (no window separates the groups).
+        with or without spread (`z_window`).
+
+    Raises
+    ------
+    PhenolensError
+        When either group has fewer than two values or a non-finite one.
     """
-    positive, negative = np.asarray(positive, dtype=float), np.asarray(negative, dtype=float)
-    gap = abs(positive.mean() - negative.mean())
-    return float(1.0 - 3.0 * (positive.std(ddof=1) + negative.std(ddof=1)) / gap) if gap > 0 else float("-inf")
+    groups = [np.asarray(values, dtype=np.float64).ravel() for values in (positive, negative)]
+    for values, name in zip(groups, names):
+        if values.size < 2 or not np.isfinite(values).all():
+            raise PhenolensError(f"Z-factor: the {name} readout needs two or more finite values (got {values.size})")
+    first, second = groups
+    return float(z_window(abs(first.mean() - second.mean()), 3.0 * (first.std(ddof=1) + second.std(ddof=1))))
 
 
 def f1_scores(truth: Sequence, predicted: Sequence, classes: Sequence) -> tuple[np.ndarray, float]:

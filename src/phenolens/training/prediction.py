@@ -494,7 +494,7 @@ def predict_screen(
             skipped_parts.write_table(index, skipped)
         table_parts.write_table(index, table)  # last: a chunk counts as done once its prediction part exists
     skipped = write_skipped(run, source, skipped_parts)
-    groups, metrics = summarise(_read_parts(table_parts), classifier.class_names, settings)
+    groups, metrics = summarise(read_parts(table_parts), classifier.class_names, settings)
     for store in (table_parts, embedding_parts):
         if store is not None:
             store.finish()
@@ -534,8 +534,20 @@ def write_skipped(run: RunWriter, source: ImageSource, store: PartStore) -> pd.D
     return skipped
 
 
-def _read_parts(store) -> Iterable[pd.DataFrame]:
-    """The parts of a store one at a time, in chunk order (memory: one part)."""
+def read_parts(store: PartStore) -> Iterable[pd.DataFrame]:
+    """The table parts of a store one at a time, in shard order (memory: one part); the one part-by-part reader
+    of the screen paths (predict here, explain's per-image rows).
+
+    Parameters
+    ----------
+    store : PartStore
+        The store (`RunWriter.parts`).
+
+    Yields
+    ------
+    pandas.DataFrame
+        One part's rows, shard after shard (not by file name, which stops sorting past 999,999 shards).
+    """
     for path in store.paths():
         yield pd.read_parquet(path)
 

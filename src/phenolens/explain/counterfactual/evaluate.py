@@ -78,7 +78,12 @@ class ExplanationRun:
 
 
 def explain_counterfactuals(
-    model: CounterfactualModel, images: ImageSet, settings: CounterfactualExplanationSettings | None = None, **changes
+    model: CounterfactualModel,
+    images: ImageSet,
+    settings: CounterfactualExplanationSettings | None = None,
+    *,
+    classified: dict | None = None,
+    **changes,
 ) -> ExplanationRun:
     """Counterfactuals of `images` towards ``settings.target``, with every measurement of the pipeline.
 
@@ -94,6 +99,9 @@ def explain_counterfactuals(
         What to run: ``baseline=False`` skips the gradient baseline (no speed-up then),
         ``autoencoder=False`` the interpolation alternative; ``nucleus_channel`` turns on the
         nuclear-contrast known answer.
+    classified : dict, optional
+        `classification_metrics` of the same model on the same `images`, when the caller has them already (it
+        explains several targets of one image set): they are reused, not computed again.
     **changes
         Fields to replace in `settings` (``target="NuclearGFP"``).
 
@@ -121,7 +129,7 @@ def explain_counterfactuals(
     # the crops themselves: undoing the standardisation leaves float32 rounding on the black padding, which then counts as cell
     originals = network_crops(images, model.settings, model.channel_names)
     metrics: dict = {"target": target, "n_images": len(inputs), "crops_centred_on": model.settings.centre_on}
-    metrics.update(classification_metrics(model, inputs, labels))
+    metrics.update(classified if classified is not None else classification_metrics(model, inputs, labels))
 
     ecinn = model.ecinn.explain(inputs, target_index)
     valid = ecinn.valid

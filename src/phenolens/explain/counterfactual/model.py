@@ -15,7 +15,7 @@ import torch
 
 from phenolens.core.errors import PhenolensError
 from phenolens.core.outputs import atomic_write_bytes
-from phenolens.data.containers import UNLABELLED, ImageSet
+from phenolens.data.containers import UNLABELLED, ImageSet, class_by_name
 from phenolens.explain.counterfactual.ecinn import ECINN
 from phenolens.explain.counterfactual.interpolation import LatentInterpolation
 from phenolens.explain.counterfactual.settings import CounterfactualTrainingSettings
@@ -125,9 +125,7 @@ class CounterfactualModel:
         PhenolensError
             When the model has no such class.
         """
-        if name not in self.class_names:
-            raise PhenolensError(f"unknown target class {name!r}; the model knows {', '.join(self.class_names)}")
-        return self.class_names.index(name)
+        return class_by_name(name, self.class_names)
 
     def labels_for(self, images: ImageSet) -> np.ndarray:
         """Labels of `images` as indices of this model's classes, matched by name.

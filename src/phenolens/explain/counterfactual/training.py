@@ -93,7 +93,7 @@ def train_counterfactual_model(images: ImageSet, settings: CounterfactualTrainin
         batch_size=settings.batch_size,
         lr=settings.lr,
         weight_decay=settings.weight_decay,
-        callbacks=[EarlyStopping(settings.patience), ReduceLROnPlateau(0.5, max(1, settings.patience // 2))],
+        callbacks=_stopping(settings),
         seed=settings.seed,
         description="training i-ResNet",
         generators=[generator],
@@ -131,6 +131,11 @@ def train_counterfactual_model(images: ImageSet, settings: CounterfactualTrainin
     return model, {**split, "data": data}
 
 
+def _stopping(settings: CounterfactualTrainingSettings) -> list:
+    """Early stopping and the plateau schedule (the rate halves after patience // 2 epochs) of both networks."""
+    return [EarlyStopping(settings.patience), ReduceLROnPlateau(0.5, max(1, settings.patience // 2))]
+
+
 def _augmenter(settings: CounterfactualTrainingSettings, normalization: ChannelNormalization):
     """Random flips and rotations of a batch, and the generator they draw from (a checkpoint keeps its state)."""
     generator = torch_generator(settings.seed + 1)
@@ -162,7 +167,7 @@ def _train_autoencoder(
         epochs=settings.autoencoder_epochs,
         batch_size=settings.batch_size,
         lr=settings.lr,
-        callbacks=[EarlyStopping(settings.patience), ReduceLROnPlateau(0.5, max(1, settings.patience // 2))],
+        callbacks=_stopping(settings),
         seed=settings.seed,
         description="training autoencoder",
         generators=[generator],
