@@ -13,6 +13,8 @@
     ... --options "--adversary-unlabelled evaluation"     # the transductive adversary (reads the held-out crops, unlabelled)
     ... --check                                           # exit status 1 when a target is missed
     python benchmarks/images_adversary.py --erasure --seeds 0-9 --check   # round 2: LEACE of the well (--erase-column well), no adversary
+    python benchmarks/images_adversary.py --style-mixing --seeds 0-9 --check   # round 3: MixStyle (--style-mixing 0.5), no adversary
+    ... --path-check OTHER                                # is this setting's network without the method OTHER's? (seed by seed)
 
 Each seed runs `phenolens images train --dataset bbbc021-cells --group-by field --adversary-column well
 --intensity-normalization field --blur-augmentation 1.0` (as a user would, in a child process) into --out/seed-S; the
@@ -107,6 +109,41 @@ error 0.026; upper bound -0.046), the macro-F1 drop is -0.004. The mean is below
 only on the crops the eraser was fitted on. There the probe is chance - 0.292, a cross-validation artefact of exact
 in-sample erasure. On the validation and held-out fields it reads chance + 0.139 after erasure and + 0.153 before
 (missed by the mean, not settled). The image target is therefore not claimed as met (docs/results.md, session 16, round 2).
+
+Session 17, round 3 (issue 24; this paragraph committed before any figure of a real seed, style mixing or its baseline, was
+computed; only `--small` smoke runs had run): a third declared candidate, aimed at what sessions 15 and 16 found the well
+within a class to be on crops the network never trained on, the look of a field (sharpness, contrast, brightness), which an
+adversary trained on the training fields cannot hide. MixStyle (Zhou, Yang, Qiao & Xiang, "Domain Generalization with
+MixStyle", ICLR 2021), written in plain torch (`phenolens.nn.style_mixing`; no maintained pip package provides it): during
+training only, with probability p per forward pass, each crop's per-channel feature statistics (mean and standard deviation
+over H, W; the standard deviation from the unbiased variance plus eps 1e-6; both detached) are replaced by a convex mix with
+those of another crop of the batch (a random permutation, the "random" mix; lambda ~ Beta(alpha, alpha) per crop):
+x_norm * sigma_mix + mu_mix; the identity in eval mode. Constants, the official release's for ResNet-18 domain
+generalisation, nothing tuned: p = 0.5, alpha = 0.1, eps = 1e-6, inserted after residual stages 1, 2 and 3 of 4
+(KaiyangZhou/mixstyle-release, imcls/models/mixstyle.py at c33702577f27857c46cccecc28dd5e8e03d96d2f and
+imcls/models/resnet_mixstyle.py at fbc081ad5c1a272fdb940d7fc4719dfefa6e0ef8, `resnet18_mixstyle_L234_p0d5_a0d1`: after
+conv2_x, conv3_x, conv4_x; the same layer in KaiyangZhou/Dassl.pytorch, dassl/modeling/ops/mixstyle.py and
+dassl/modeling/backbone/resnet.py, `resnet18_ms123`: after layer1-3, at 0640ad008d62ce9cebb625fe1b6e5feec771394f). Its
+draws come from the training step's seeded generator (Beta as a ratio of Gamma variates), so a seed is reproducible. The
+setting: `images train --style-mixing 0.5 --probe-column well` with the benchmark's default options (`--intensity-normalization
+field --blur-augmentation 1.0`), no adversary, no erasure. The baseline: the same command without `--style-mixing`, same
+seed, trained by the benchmark into --out/baseline/seed-S; it is the same training as round 2's network before erasure
+and round 1's without the adversary, so its figures should reproduce round 2's "before erasure" figures to the last digit
+(`--path-check` against round 2's runs: a check of the path, not judged). `--probe-column well` runs the probes of rounds 1
+and 2 (`training.adversary.embedding_probes`, the same code) on the run's network. Seeds 0-9, run in order 0, 1, ..., 9,
+each seed's style-mixing run before its baseline. Judgement: the target is claimed only if BOTH (a) as rounds 1-2, the
+ten-seed mean within-class probe (folds mixing fields, on all labelled crops) of the style-mixing network minus chance
+<= 0.10 and the mean per-seed macro-F1 drop (baseline minus style mixing) <= 0.03, AND (b) the same probe on the crops the
+network did not train on (validation and held-out fields; the mean over the seeds where it is defined, i.e. where a class
+spans two wells among those crops) minus their chance <= 0.10: the reading session 16 proposed as the one that means "a
+classifier cannot learn the well from new fields". Each of the three figures is read as in rounds 1-2: "met" by its mean,
+"settled" when its one-sided 90 % upper bound (mean + t(0.90, n - 1) standard errors, n its seeds) also meets the target,
+"missed, settled" when the mean misses and the lower bound is above the target; the target is "claimed" when all three are
+met by their means, and "claimed, settled" when all three are settled. Nothing is tuned after any test seed, and no other
+setting is tried. Reported beside it, not judged: per seed, the paired differences (style mixing minus baseline) of the
+probe on all crops, on the crops trained on and on the others, and of macro-F1, with their means and standard errors. One
+command: `python benchmarks/images_adversary.py --style-mixing --seeds 0-9 --check` (`--path-check` for the check); if time
+runs short, the report names the seeds that ran.
 """
 
 from __future__ import annotations
