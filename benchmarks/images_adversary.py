@@ -144,6 +144,13 @@ setting is tried. Reported beside it, not judged: per seed, the paired differenc
 probe on all crops, on the crops trained on and on the others, and of macro-F1, with their means and standard errors. One
 command: `python benchmarks/images_adversary.py --style-mixing --seeds 0-9 --check` (`--path-check` for the check); if time
 runs short, the report names the seeds that ran.
+Outcome (session 17, round 3; all ten seeds, in order, after the declaration 686e5f5): not claimed. (a) is met, settled:
+the probe on all crops reads chance + 0.0816 (standard error 0.0099; upper bound +0.095), the macro-F1 drop is -0.008
+(upper bound +0.004). (b) is missed, settled: on the crops the network did not train on the probe reads chance + 0.147
+(standard error 0.026; 9 seeds, none defined on seed 5; lower bound +0.111), against + 0.153 for the baseline; the paired
+difference there is -0.005 +- 0.021. MixStyle lowers the judged figure of rounds 1-2 (paired -0.027 +- 0.015) but does not
+hide the well on new fields. The baseline reproduced round 2's figures before erasure to the last digit on all ten seeds
+(docs/results.md, session 17).
 """
 
 from __future__ import annotations
