@@ -360,31 +360,16 @@ def comparison(metrics: dict) -> dict:
         ``with`` and ``without`` (the probes of the network with and without the adversary, after and before erasure, or with
         and without style mixing), ``macro_f1_without`` and ``transductive``.
     """
-    if "style_mixing" in metrics:
-        mixing = metrics["style_mixing"]
-        return {
-            "with": mixing["with_style_mixing"],
-            "without": mixing["without_style_mixing"],
-            "macro_f1_without": mixing["macro_f1_without_style_mixing"],
-            "transductive": False,
-        }
-    if "erasure" not in metrics and "adversary" not in metrics:
-        return {"with": metrics["probe"]["embedding"], "without": None, "macro_f1_without": None, "transductive": False}
-    if "erasure" in metrics:
-        erasure = metrics["erasure"]
-        return {
-            "with": erasure["with_erasure"],
-            "without": erasure["without_erasure"],
-            "macro_f1_without": erasure["macro_f1_without_erasure"],
-            "transductive": False,
-        }
-    adversary = metrics["adversary"]
-    return {
-        "with": adversary["with_adversary"],
-        "without": adversary["without_adversary"],
-        "macro_f1_without": adversary["macro_f1_without_adversary"],
-        "transductive": bool(adversary.get("transductive")),
-    }
+    for part in ("style_mixing", "erasure", "adversary"):  # a style-mixing join also holds its run's own "probe"
+        if part in metrics:
+            held = metrics[part]
+            return {
+                "with": held[f"with_{part}"],
+                "without": held[f"without_{part}"],
+                "macro_f1_without": held[f"macro_f1_without_{part}"],
+                "transductive": bool(held.get("transductive")),
+            }
+    return {"with": metrics["probe"]["embedding"], "without": None, "macro_f1_without": None, "transductive": False}
 
 
 def seed_figures(metrics: dict) -> dict[str, float]:
