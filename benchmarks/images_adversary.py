@@ -13,6 +13,8 @@
     ... --options "--adversary-unlabelled evaluation"     # the transductive adversary (reads the held-out crops, unlabelled)
     ... --check                                           # exit status 1 when a target is missed
     python benchmarks/images_adversary.py --erasure --seeds 0-9 --check   # round 2: LEACE of the well (--erase-column well), no adversary
+    python benchmarks/images_adversary.py --style-mixing --seeds 0-9 --check   # round 3: MixStyle (--style-mixing 0.5), no adversary
+    ... --path-check OTHER                                # is this setting's network without the method OTHER's? (seed by seed)
 
 Each seed runs `phenolens images train --dataset bbbc021-cells --group-by field --adversary-column well
 --intensity-normalization field --blur-augmentation 1.0` (as a user would, in a child process) into --out/seed-S; the
@@ -107,6 +109,48 @@ error 0.026; upper bound -0.046), the macro-F1 drop is -0.004. The mean is below
 only on the crops the eraser was fitted on. There the probe is chance - 0.292, a cross-validation artefact of exact
 in-sample erasure. On the validation and held-out fields it reads chance + 0.139 after erasure and + 0.153 before
 (missed by the mean, not settled). The image target is therefore not claimed as met (docs/results.md, session 16, round 2).
+
+Session 17, round 3 (issue 24; this paragraph committed before any figure of a real seed, style mixing or its baseline, was
+computed; only `--small` smoke runs had run): a third declared candidate, aimed at what sessions 15 and 16 found the well
+within a class to be on crops the network never trained on, the look of a field (sharpness, contrast, brightness), which an
+adversary trained on the training fields cannot hide. MixStyle (Zhou, Yang, Qiao & Xiang, "Domain Generalization with
+MixStyle", ICLR 2021), written in plain torch (`phenolens.nn.style_mixing`; no maintained pip package provides it): during
+training only, with probability p per forward pass, each crop's per-channel feature statistics (mean and standard deviation
+over H, W; the standard deviation from the unbiased variance plus eps 1e-6; both detached) are replaced by a convex mix with
+those of another crop of the batch (a random permutation, the "random" mix; lambda ~ Beta(alpha, alpha) per crop):
+x_norm * sigma_mix + mu_mix; the identity in eval mode. Constants, the official release's for ResNet-18 domain
+generalisation, nothing tuned: p = 0.5, alpha = 0.1, eps = 1e-6, inserted after residual stages 1, 2 and 3 of 4
+(KaiyangZhou/mixstyle-release, imcls/models/mixstyle.py at c33702577f27857c46cccecc28dd5e8e03d96d2f and
+imcls/models/resnet_mixstyle.py at fbc081ad5c1a272fdb940d7fc4719dfefa6e0ef8, `resnet18_mixstyle_L234_p0d5_a0d1`: after
+conv2_x, conv3_x, conv4_x; the same layer in KaiyangZhou/Dassl.pytorch, dassl/modeling/ops/mixstyle.py and
+dassl/modeling/backbone/resnet.py, `resnet18_ms123`: after layer1-3, at 0640ad008d62ce9cebb625fe1b6e5feec771394f). Its
+draws come from the training step's seeded generator (Beta as a ratio of Gamma variates), so a seed is reproducible. The
+setting: `images train --style-mixing 0.5 --probe-column well` with the benchmark's default options (`--intensity-normalization
+field --blur-augmentation 1.0`), no adversary, no erasure. The baseline: the same command without `--style-mixing`, same
+seed, trained by the benchmark into --out/baseline/seed-S; it is the same training as round 2's network before erasure
+and round 1's without the adversary, so its figures should reproduce round 2's "before erasure" figures to the last digit
+(`--path-check` against round 2's runs: a check of the path, not judged). `--probe-column well` runs the probes of rounds 1
+and 2 (`training.adversary.embedding_probes`, the same code) on the run's network. Seeds 0-9, run in order 0, 1, ..., 9,
+each seed's style-mixing run before its baseline. Judgement: the target is claimed only if BOTH (a) as rounds 1-2, the
+ten-seed mean within-class probe (folds mixing fields, on all labelled crops) of the style-mixing network minus chance
+<= 0.10 and the mean per-seed macro-F1 drop (baseline minus style mixing) <= 0.03, AND (b) the same probe on the crops the
+network did not train on (validation and held-out fields; the mean over the seeds where it is defined, i.e. where a class
+spans two wells among those crops) minus their chance <= 0.10: the reading session 16 proposed as the one that means "a
+classifier cannot learn the well from new fields". Each of the three figures is read as in rounds 1-2: "met" by its mean,
+"settled" when its one-sided 90 % upper bound (mean + t(0.90, n - 1) standard errors, n its seeds) also meets the target,
+"missed, settled" when the mean misses and the lower bound is above the target; the target is "claimed" when all three are
+met by their means, and "claimed, settled" when all three are settled. Nothing is tuned after any test seed, and no other
+setting is tried. Reported beside it, not judged: per seed, the paired differences (style mixing minus baseline) of the
+probe on all crops, on the crops trained on and on the others, and of macro-F1, with their means and standard errors. One
+command: `python benchmarks/images_adversary.py --style-mixing --seeds 0-9 --check` (`--path-check` for the check); if time
+runs short, the report names the seeds that ran.
+Outcome (session 17, round 3; all ten seeds, in order, after the declaration 686e5f5): not claimed. (a) is met, settled:
+the probe on all crops reads chance + 0.0816 (standard error 0.0099; upper bound +0.095), the macro-F1 drop is -0.008
+(upper bound +0.004). (b) is missed, settled: on the crops the network did not train on the probe reads chance + 0.147
+(standard error 0.026; 9 seeds, none defined on seed 5; lower bound +0.111), against + 0.153 for the baseline; the paired
+difference there is -0.005 +- 0.021. MixStyle lowers the judged figure of rounds 1-2 (paired -0.027 +- 0.015) but does not
+hide the well on new fields. The baseline reproduced round 2's figures before erasure to the last digit on all ten seeds
+(docs/results.md, session 17).
 """
 
 from __future__ import annotations
@@ -135,6 +179,8 @@ COMMON = [
 ]
 TRAIN = [*COMMON[:6], "--adversary-column", "well", *COMMON[6:]]  # round 1: the adversary (and its baseline)
 ERASE = [*COMMON, "--erase-column", "well"]  # round 2 (session 16): LEACE of the within-class well after training, no adversary
+PROBED = [*COMMON, "--probe-column", "well"]  # round 3's baseline (session 17): the same training, the well probed, nothing else
+STYLE = [*PROBED, "--style-mixing", "0.5"]  # round 3: MixStyle at the paper's p 0.5 (alpha 0.1, after stages 1-3), no adversary
 SMALL = ["--epochs", "1", "--width", "0.125", "--blocks", "1,1"]
 BOUND_LEVEL = 0.90  # the one-sided bound of session 16's declared reading (docstring above)
 
@@ -254,15 +300,22 @@ def finished_run(out: Path, options: Sequence[str]) -> dict | None:
 
 
 def train(
-    seed: int, out: Path, small: bool, by_class: bool, weight: float | None, extra: list[str], reuse: bool = False, erasure: bool = False
+    seed: int,
+    out: Path,
+    small: bool,
+    by_class: bool,
+    weight: float | None,
+    extra: list[str],
+    reuse: bool = False,
+    setting: Sequence[str] = TRAIN,
 ) -> dict:
-    """Run `phenolens images train` with the adversary (and its baseline), or with `erasure` the well's erasure, for one seed;
-    return its metrics.json.
+    """Run `phenolens images train` with the options of `setting` (the adversary and its baseline: `TRAIN`; the well's erasure:
+    `ERASE`; style mixing: `STYLE`, its baseline: `PROBED`) for one seed; return its metrics.json.
 
     With `reuse`, a finished run already in `out` with the same options is read instead of trained again.
     """
     weights = ["--adversary-weight", str(weight)] if weight is not None else []
-    options = [*(ERASE if erasure else TRAIN), *(SMALL if small else []), *weights, *extra, "--seed", str(seed), "--out", str(out), "--overwrite"]
+    options = [*setting, *(SMALL if small else []), *weights, *extra, "--seed", str(seed), "--out", str(out), "--overwrite"]
     if not by_class:
         options.append("--no-adversary-by-class")
     if reuse and (metrics := finished_run(out, options)) is not None:
@@ -274,46 +327,61 @@ def train(
     return json.loads((out / "metrics.json").read_text())
 
 
-def comparison(metrics: dict) -> dict:
-    """One seed's metrics.json as the comparison it holds: the adversary's (round 1) or the erasure's (round 2).
+def with_baseline(mixing: dict, baseline: dict) -> dict:
+    """One seed's style-mixing run joined with its baseline's (round 3): the first's metrics, with ``style_mixing`` holding both probes.
 
     Parameters
     ----------
-    metrics : dict
-        A metrics.json of `images train --adversary-column well` or `--erase-column well`.
+    mixing, baseline : dict
+        The metrics.json of `images train --probe-column well` with and without ``--style-mixing``, same seed.
 
     Returns
     -------
     dict
-        ``with`` and ``without`` (the probes of the network with and without the adversary, or after and before erasure),
-        ``macro_f1_without`` and ``transductive``.
+        `mixing`, plus ``style_mixing``: ``with_style_mixing``, ``without_style_mixing`` (each run's probe of the well) and
+        ``macro_f1_without_style_mixing``.
     """
-    if "erasure" in metrics:
-        erasure = metrics["erasure"]
-        return {
-            "with": erasure["with_erasure"],
-            "without": erasure["without_erasure"],
-            "macro_f1_without": erasure["macro_f1_without_erasure"],
-            "transductive": False,
-        }
-    adversary = metrics["adversary"]
-    return {
-        "with": adversary["with_adversary"],
-        "without": adversary["without_adversary"],
-        "macro_f1_without": adversary["macro_f1_without_adversary"],
-        "transductive": bool(adversary.get("transductive")),
-    }
+    joined = {"with_style_mixing": mixing["probe"]["embedding"], "without_style_mixing": baseline["probe"]["embedding"]}
+    return {**mixing, "style_mixing": {**joined, "macro_f1_without_style_mixing": baseline["macro_f1"]}}
+
+
+def comparison(metrics: dict) -> dict:
+    """One seed's metrics.json as the comparison it holds: the adversary's (round 1), the erasure's (round 2) or style mixing's (round 3).
+
+    Parameters
+    ----------
+    metrics : dict
+        A metrics.json of `images train --adversary-column well` or `--erase-column well`, a `with_baseline` join, or that of
+        a run with only ``--probe-column well`` (then there is nothing to compare with: ``without`` and ``macro_f1_without`` are None).
+
+    Returns
+    -------
+    dict
+        ``with`` and ``without`` (the probes of the network with and without the adversary, after and before erasure, or with
+        and without style mixing), ``macro_f1_without`` and ``transductive``.
+    """
+    for part in ("style_mixing", "erasure", "adversary"):  # a style-mixing join also holds its run's own "probe"
+        if part in metrics:
+            held = metrics[part]
+            return {
+                "with": held[f"with_{part}"],
+                "without": held[f"without_{part}"],
+                "macro_f1_without": held[f"macro_f1_without_{part}"],
+                "transductive": bool(held.get("transductive")),
+            }
+    return {"with": metrics["probe"]["embedding"], "without": None, "macro_f1_without": None, "transductive": False}
 
 
 def seed_figures(metrics: dict) -> dict[str, float]:
     """The judged figures of one seed's metrics.json: macro-F1 and the within-class probe (folds mixing fields), with and without
     the adversary (after and before erasure)."""
     compared = comparison(metrics)
+    without = compared["without"]
     return {
         "macro_f1_with": metrics["macro_f1"],
-        "macro_f1_without": compared["macro_f1_without"],
+        "macro_f1_without": math.nan if compared["macro_f1_without"] is None else compared["macro_f1_without"],
         "probe_with": compared["with"]["ungrouped"]["within_class_balanced_accuracy"],
-        "probe_without": compared["without"]["ungrouped"]["within_class_balanced_accuracy"],
+        "probe_without": math.nan if without is None else without["ungrouped"]["within_class_balanced_accuracy"],
     }
 
 
@@ -353,14 +421,106 @@ def paired_differences(runs: dict[int, dict], other: Path) -> list[str]:
     return lines
 
 
+def excess_over_chance(compared: dict[int, dict], model: str, crops: str) -> list[float]:
+    """Per seed, the within-class probe (folds mixing fields) on `crops` minus its chance, over the seeds where it is defined.
+
+    Parameters
+    ----------
+    compared : dict
+        Seed -> `comparison` of its metrics.
+    model : str
+        ``with`` or ``without``.
+    crops : str
+        ``trained_images`` or ``unseen_images``.
+
+    Returns
+    -------
+    list of float
+        One figure per seed whose crops hold a class spanning two wells (the probe is null elsewhere).
+    """
+    probes = [c[model][crops] for c in compared.values()]
+    return [p["within_class_balanced_accuracy"] - p["within_class_chance"] for p in probes if p["within_class_chance"] is not None]
+
+
+def differences_by_seed(runs: dict[int, dict]) -> list[str]:
+    """Lines of the paired differences, with minus without the method, per seed: the within-class probe (folds mixing fields) on
+    all the crops, on those trained on and on the others, and macro-F1; then their means and standard errors.
+
+    Parameters
+    ----------
+    runs : dict
+        Seed -> metrics.json (with a comparison: `comparison`).
+
+    Returns
+    -------
+    list of str
+        A header, one line per seed ("n/a" where a probe is undefined), and the mean line.
+    """
+    columns = {"all crops": [], "trained on": [], "unseen": [], "macro-F1": []}
+    lines = ["seed  " + "  ".join(f"{name:>10}" for name in columns)]
+    for seed, metrics in runs.items():
+        compared = comparison(metrics)
+        first, second = compared["with"], compared["without"]
+        row = [first["ungrouped"]["within_class_balanced_accuracy"] - second["ungrouped"]["within_class_balanced_accuracy"]]
+        for key in ("trained_images", "unseen_images"):
+            this, that = first[key]["within_class_balanced_accuracy"], second[key]["within_class_balanced_accuracy"]
+            row.append(math.nan if this is None or that is None else this - that)
+        row.append(metrics["macro_f1"] - compared["macro_f1_without"])
+        for values, value in zip(columns.values(), row):
+            values.append(value)
+        lines.append(f"{seed:>4}  " + "  ".join(f"{'n/a' if value != value else f'{value:+.4f}':>10}" for value in row))
+    spreads = [seed_spread([v for v in values if v == v]) for values in columns.values()]
+    lines.append("mean  " + "  ".join(f"{mean:+.4f} ({error:.4f})" for mean, error, *_ in spreads) + "  (standard errors in brackets)")
+    return lines
+
+
+def path_check(runs: dict[int, dict], other: Path) -> list[str]:
+    """Lines saying, seed by seed, whether this setting's network without the method is `other`'s: the same probes and macro-F1.
+
+    Round 3's baseline is the same training as round 2's network before erasure and round 1's without the adversary: a check
+    that the path is unchanged (figures equal to the last digit), not a judged figure.
+
+    Parameters
+    ----------
+    runs : dict
+        Seed -> metrics.json of this setting (with a comparison).
+    other : Path
+        Another setting's --out (its seed-S/metrics.json are read; nothing is trained).
+
+    Returns
+    -------
+    list of str
+        A header and one line per seed: identical or different, with both within-class probes (folds mixing fields) and macro-F1s.
+    """
+    lines = [f"path check: this setting's network without the method against {other}'s, seed by seed"]
+    for seed, metrics in runs.items():
+        path = other / f"seed-{seed}" / "metrics.json"
+        if not path.is_file():
+            lines.append(f"{seed:>4}  no {path}")
+            continue
+        this, that = comparison(metrics), comparison(json.loads(path.read_text()))
+        same = this["without"] == that["without"] and this["macro_f1_without"] == that["macro_f1_without"]
+        probes = [c["without"]["ungrouped"]["within_class_balanced_accuracy"] for c in (this, that)]
+        lines.append(
+            f"{seed:>4}  {'identical' if same else 'DIFFERENT'}: within-class probe {probes[0]!r} / {probes[1]!r}, "
+            f"macro-F1 {this['macro_f1_without']!r} / {that['macro_f1_without']!r}"
+        )
+    return lines
+
+
 def _figure(value: float | None) -> str:
     """A probe's figure to 3 decimals; "n/a" where no class spanned two wells (NaN, written to JSON as null)."""
     return "n/a" if value is None or value != value else f"{value:.3f}"
 
 
+def _mode(args: argparse.Namespace) -> str:
+    """The round a command line runs: ``adversary`` (round 1), ``erasure`` (round 2) or ``style-mixing`` (round 3)."""
+    return "erasure" if args.erasure else "style-mixing" if args.style_mixing else "adversary"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="runs/images-adversary (runs/images-erasure with --erasure)")
+    parser.add_argument("--out", default=None, help="runs/images-adversary (runs/images-erasure, runs/images-style-mixing with those rounds)")
     parser.add_argument("--seeds", type=parse_seeds, default="0,1,2,3,4", help="comma-separated seeds and ranges (0-9)")
     parser.add_argument("--by-class", choices=("on", "off"), default="on", help="tell the adversary the class (the default of --adversary-column)")
     parser.add_argument("--weight", type=float, default=None, help="--adversary-weight (default: that of images train)")
@@ -368,24 +528,43 @@ def main() -> None:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="read a seed's finished run in --out made with the same options instead of training it")
     parser.add_argument("--paired", type=Path, default=None, help="another setting's --out: print this one minus it, seed by seed")
+    parser.add_argument(
+        "--path-check", type=Path, default=None, help="another setting's --out: is this one's network without the method that one's? (seed by seed)"
+    )
     parser.add_argument("--erasure", action="store_true", help="round 2: --erase-column well (LEACE after training) instead of the adversary")
+    parser.add_argument(
+        "--style-mixing", action="store_true", help="round 3: --style-mixing 0.5 (MixStyle) against the same training without it, no adversary"
+    )
     add_check_option(parser)
     args = parser.parse_args()
-    if args.erasure and (args.by_class != "on" or args.weight is not None):
-        parser.error("--by-class and --weight set the adversary; --erasure trains without one")
+    if args.erasure and args.style_mixing:
+        parser.error("--erasure and --style-mixing are two rounds; choose one")
+    mode = _mode(args)
+    if mode != "adversary" and (args.by_class != "on" or args.weight is not None):
+        parser.error(f"--by-class and --weight set the adversary; --{mode} trains without one")
     seeds = [0] if args.small else args.seeds
     extra = shlex.split(args.options)
-    out = Path(args.out if args.out is not None else "runs/images-erasure" if args.erasure else "runs/images-adversary")
-    runs = {
-        seed: train(seed, out / f"seed-{seed}", args.small, args.by_class == "on", args.weight, extra, args.reuse, args.erasure) for seed in seeds
-    }
+    out = Path(args.out if args.out is not None else f"runs/images-{mode}")
+
+    def run_seed(seed: int) -> dict:
+        def trained(folder: Path, setting: Sequence[str]) -> dict:
+            return train(seed, folder, args.small, args.by_class == "on", args.weight, extra, args.reuse, setting)
+
+        if mode != "style-mixing":
+            return trained(out / f"seed-{seed}", ERASE if mode == "erasure" else TRAIN)
+        return with_baseline(trained(out / f"seed-{seed}", STYLE), trained(out / "baseline" / f"seed-{seed}", PROBED))
+
+    runs = {seed: run_seed(seed) for seed in seeds}  # in the order given, each seed's runs before the next seed's
     compared = {seed: comparison(metrics) for seed, metrics in runs.items()}
-    what = "erasure" if args.erasure else "the adversary"
-    on, off = ("after", "before") if args.erasure else ("with", "without")
+    what = {"erasure": "erasure", "style-mixing": "style mixing"}.get(mode, "the adversary")
+    on, off = ("after", "before") if mode == "erasure" else ("with", "without")
     transductive = any(c["transductive"] for c in compared.values())
     setting = ", transductive (the adversary also read the held-out and validation crops, unlabelled)" if transductive else ""
     told = " told the class" if args.by_class == "on" else ""
-    title = "well erased (LEACE of its within-class contrasts, head refitted)" if args.erasure else f"well adversary{told}"
+    title = {
+        "erasure": "well erased (LEACE of its within-class contrasts, head refitted)",
+        "style-mixing": "MixStyle (p 0.5, alpha 0.1, after stages 1-3; no adversary) against the same training without it",
+    }.get(mode, f"well adversary{told}")
     print(f"\nbbbc021-cells, {title}{''.join(' ' + option for option in extra)}, split by field{setting}")
     print("probe folds grouped by field (the probe never sees a test crop's field):")
     print(f"seed  macro-F1 {on} / {off}   well from embedding {on} / {off} (class alone)   well within class {on} / {off} {what}")
@@ -437,24 +616,39 @@ def main() -> None:
         f"within-class probe (folds mixing fields) {on} {what}, minus chance": ([f["probe_with"] - within_chance for f in figures], 0.10),
         f"macro-F1 drop from {what}": (drops, 0.03),
     }
-    print(f"over {len(runs)} seeds: mean, standard error, one-sided {BOUND_LEVEL:.0%} bounds of the mean, and the declared reading (session 16)")
+    unseen = f"the same probe on the crops not trained on (validation and held-out fields) {on} {what}, minus their chance"
+    if mode == "style-mixing":  # round 3 also judges the reading that means "not learnable from new fields" (session 16's proposal)
+        judged[unseen] = (excess_over_chance(compared, "with", "unseen_images"), 0.10)
+    reading_of = "session 17, round 3" if mode == "style-mixing" else "session 16"
+    print(f"over {len(runs)} seeds: mean, standard error, one-sided {BOUND_LEVEL:.0%} bounds of the mean, and the declared reading ({reading_of})")
+    readings = {}
     for name, (values, target) in judged.items():
         average, error, lower, upper = seed_spread(values)
-        reading = verdict(values, target)
-        print(f"{name}: {average:+.4f} (standard error {error:.4f}; bounds {lower:+.4f}, {upper:+.4f}; target <= {target}): {reading}")
+        readings[name] = verdict(values, target)
+        spread = f"(standard error {error:.4f}; bounds {lower:+.4f}, {upper:+.4f}; target <= {target})"
+        print(f"{name} ({len(values)} seeds): {average:+.4f} {spread}: {readings[name]}")
     print("reported beside, not judged: the same probe minus its chance on the crops the networks trained on and on the others")
     for key, name in (("trained_images", "trained on"), ("unseen_images", "unseen")):
         for model, word in (("with", on), ("without", off)):
-            probes = [c[model][key] for c in compared.values()]  # null where no class spans two wells in those crops
-            values = [p["within_class_balanced_accuracy"] - p["within_class_chance"] for p in probes if p["within_class_chance"] is not None]
+            values = excess_over_chance(compared, model, key)
             average, error, lower, upper = seed_spread(values)
             print(
                 f"  {name}, {word} {what} ({len(values)} seeds): {average:+.4f} (standard error {error:.4f}; "
                 f"bounds {lower:+.4f}, {upper:+.4f}): {verdict(values, 0.10)}"
             )
+    print(f"reported beside, not judged: per seed, {on} minus {off} {what} (same seed)")
+    print("\n".join(differences_by_seed(runs)))
+    if mode == "style-mixing":
+        claimed = all(reading.startswith("met") for reading in readings.values())
+        settled = all(reading == "met, settled" for reading in readings.values())
+        how = f" ({'settled' if settled else 'not settled'})" if claimed else ""
+        print(f"round 3: the image target is {'claimed' if claimed else 'not claimed'}{how}")
     if args.paired is not None:
         print("\n".join(paired_differences(runs, args.paired)))
-    targets = Targets(f"images_adversary{' --erasure' if args.erasure else ''}{' --small' if args.small else ''}")
+    if args.path_check is not None:
+        print("\n".join(path_check(runs, args.path_check)))
+    flags = {"adversary": "", "erasure": " --erasure", "style-mixing": " --style-mixing"}[mode]
+    targets = Targets(f"images_adversary{flags}{' --small' if args.small else ''}")
     if args.small:  # the pipeline runs and measures what it should: the chance levels of 4 wells and of B03-B05
         targets.expect("|chance over all crops - 1/4| (small)", abs(chance - 1 / 4), "<=", 1e-9)
         targets.expect("|within-class chance - 1/3| (small)", abs(within_chance - 1 / 3), "<=", 1e-9)
@@ -462,6 +656,8 @@ def main() -> None:
         within_mixing = mean("with", "within_class_balanced_accuracy", "mixing")
         targets.expect(f"well within class, probe folds mixing fields, {on} {what}, minus chance", within_mixing - within_chance, "<=", 0.10)
         targets.expect(f"macro-F1 drop from {what} (mean over seeds)", drop, "<=", 0.03)
+        if mode == "style-mixing":
+            targets.expect(f"{unseen} (mean over seeds)", float(np.mean(judged[unseen][0])), "<=", 0.10)
     sys.exit(targets.finish(args.check))
 
 

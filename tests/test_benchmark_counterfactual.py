@@ -23,9 +23,16 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # Every ImageTrainingSettings field, by what the comparison does with it. A new field fails
 # `test_every_reference_field_is_decided` until it is placed here (and, if it changes the training images, set off).
 SHARED = ("size", "epochs", "patience", "max_rotation", "validation_fraction", "group_by", "seed")  # the i-ResNet's value
-OFF = {"cutmix_probability": 0.0, "dimming": 0.0, "channel_gain": 0.0, "blur_augmentation": 0.0, "intensity_normalization": "none"}
+OFF = {
+    "cutmix_probability": 0.0,
+    "dimming": 0.0,
+    "channel_gain": 0.0,
+    "blur_augmentation": 0.0,
+    "intensity_normalization": "none",
+    "style_mixing": 0.0,
+}
 OWN = ("arch", "width", "stem_stride", "blocks", "loss", "batch_size", "lr", "weight_decay", "schedule")  # the network's own recipe
-# unused here: no unlabelled images, covariate, adversary, eraser, folds or ensemble; a held-out test set is the benchmark's
+# unused here: no unlabelled images, covariate, adversary, eraser, probe, folds or ensemble; a held-out test set is the benchmark's
 UNUSED = (
     "augment",
     "intensity_column",
@@ -47,6 +54,7 @@ UNUSED = (
     "adversary_by_class",
     "adversary_unlabelled",
     "erase_column",
+    "probe_column",
     "adversary_baseline",
     "test_fraction",
     "cv",

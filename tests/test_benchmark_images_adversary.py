@@ -117,7 +117,55 @@ def test_check_judges_the_mean_over_the_seeds_given(tmp_path, monkeypatch, capsy
     assert _run_main(monkeypatch, ["--seeds", "0-3", "--reuse", "--out", str(tmp_path / "blur"), "--check", "--paired", str(tmp_path / "other")]) == 0
     out = capsys.readouterr().out
     assert "within class 0.410 with / 0.450 without the adversary" in out
-    assert "macro-F1 drop from the adversary: +0.0100 (standard error 0.0000" in out
+    assert "macro-F1 drop from the adversary (4 seeds): +0.0100 (standard error 0.0000" in out
     assert "mean  +0.010 (standard error 0.030)  +0.010 (standard error 0.000)" in out
     assert "   0  +0.100  +0.010" in out
     assert _run_main(monkeypatch, ["--seeds", "0-3", "--reuse", "--out", str(tmp_path / "blur"), "--paired", str(tmp_path / "none")]) != 0
+
+
+def _probe_run(f1: float, probe: float, unseen: float | None) -> dict:
+    """A metrics.json of `images train --probe-column well` (round 3's runs) reduced to what the benchmark reads; `unseen` None: no
+    class spans two wells among the crops not trained on (the probe's figures are null there)."""
+    missing = {"within_class_balanced_accuracy": None, "within_class_chance": None, "within_class_images": 0, "within_class_classes": []}
+    embedding = {**_probe(0.2), "ungrouped": _probe(probe), "trained_images": _probe(probe), "unseen_images": _probe(unseen)}
+    if unseen is None:
+        embedding["unseen_images"] = {**_probe(0.0), **missing}
+    return {"macro_f1": f1, "probe": {"column": "well", "embedding": embedding}}
+
+
+def test_style_mixing_joins_each_seed_with_its_baseline_and_judges_the_unseen_crops_too(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench.subprocess, "run", _no_training)
+    out = tmp_path / "mixing"
+    # all crops: 0.40, 0.42 (mean chance + 0.077, met); unseen: 0.50 on seed 0, undefined on seed 1 (mean over the one seed: + 0.167)
+    for seed, (probe, unseen) in enumerate([(0.40, 0.50), (0.42, None)]):
+        options = [*bench.STYLE, "--seed", str(seed), "--out", str(out / f"seed-{seed}"), "--overwrite"]
+        _finished(out / f"seed-{seed}", options, _probe_run(0.97, probe, unseen))
+        base = out / "baseline" / f"seed-{seed}"
+        _finished(base, [*bench.PROBED, "--seed", str(seed), "--out", str(base), "--overwrite"], _probe_run(0.98, 0.45, 0.55 if unseen else None))
+        # round 2's run of the same seed: its network before erasure is this baseline (seed 1's differs in its macro-F1)
+        erased = {
+            "macro_f1": 0.9,
+            "erasure": {"with_erasure": {}, "without_erasure": _probe_run(0.98, 0.45, 0.55 if unseen else None)["probe"]["embedding"]},
+        }
+        erased["erasure"]["macro_f1_without_erasure"] = 0.98 if seed == 0 else 0.97
+        (tmp_path / "round2" / f"seed-{seed}").mkdir(parents=True)
+        (tmp_path / "round2" / f"seed-{seed}" / "metrics.json").write_text(json.dumps(erased))
+    argv = ["--style-mixing", "--seeds", "0-1", "--reuse", "--out", str(out), "--check", "--path-check", str(tmp_path / "round2")]
+    assert _run_main(monkeypatch, argv) == 1  # (a) met, (b) missed
+    text = capsys.readouterr().out
+    assert "within class 0.410 with / 0.450 without style mixing" in text
+    assert "macro-F1 drop from style mixing (2 seeds): +0.0100" in text
+    assert "on the crops not trained on (validation and held-out fields) with style mixing, minus their chance (1 seeds): +0.1667" in text
+    assert "round 3: the image target is not claimed" in text
+    assert "   0     -0.0500     -0.0500     -0.0500     -0.0100" in text and "   1     -0.0300     -0.0300         n/a     -0.0100" in text
+    assert "   0  identical" in text and "   1  DIFFERENT" in text
+    # the runs read were those of STYLE and PROBED: the same training, the second without --style-mixing
+    assert bench.STYLE[: len(bench.PROBED)] == bench.PROBED and bench.STYLE[len(bench.PROBED) :] == ["--style-mixing", "0.5"]
+    assert "--adversary-column" not in bench.STYLE and "--erase-column" not in bench.STYLE and "--probe-column" in bench.PROBED
+    assert bench.comparison(_probe_run(0.9, 0.4, 0.5))["without"] is None  # a lone probe run: nothing to compare with
+
+
+def test_style_mixing_refuses_the_adversary_options(monkeypatch, capsys):
+    assert _run_main(monkeypatch, ["--style-mixing", "--weight", "5"]) == 2
+    assert "--style-mixing trains without one" in capsys.readouterr().err
+    assert _run_main(monkeypatch, ["--style-mixing", "--erasure"]) == 2

@@ -43,6 +43,15 @@ def _welled_set(n: int = 48, seed: int = 0) -> ImageSet:
     return ImageSet(np.stack(images), labels, ["outside", "inside"], ["reporter", "dna"], meta, name="welled")
 
 
+def _crop_folder(folder, count: int):
+    """`folder` with classes a and b of `count` random 2-stain 12 px crops each (.npy), no metadata columns."""
+    for label in ("a", "b"):
+        (folder / label).mkdir(parents=True)
+        for i in range(count):
+            np.save(folder / label / f"{i}.npy", np.random.default_rng(i).uniform(size=(2, 12, 12)).astype(np.float32))
+    return folder
+
+
 def _planted(n: int = 600, dims: int = 12, seed: int = 0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Embeddings with a class signal and a within-class well signal (two wells per class), each on its own direction."""
     rng = np.random.default_rng(seed)
@@ -175,11 +184,7 @@ def test_bad_erasure_settings_and_columns_are_one_line(tmp_path, capsys):
         ImageTrainingSettings(erase_column="well", adversary_column="well")
     with pytest.raises(PhenolensError, match=r"erase_column \(--erase-column\).*--members 1"):
         ImageTrainingSettings(erase_column="well", members=2)
-    folder = tmp_path / "crops"
-    for label in ("a", "b"):
-        (folder / label).mkdir(parents=True)
-        for i in range(4):
-            np.save(folder / label / f"{i}.npy", np.random.default_rng(i).uniform(size=(2, 12, 12)).astype(np.float32))
+    folder = _crop_folder(tmp_path / "crops", 4)
     out = tmp_path / "model"
     assert (
         run(["images", "train", "--folder", str(folder), "--out", str(out), "--erase-column", "well", "--epochs", "1", "--validation-fraction", "0"])

@@ -100,6 +100,9 @@ def train(
         probe, before = erasure["with_erasure"], erasure["without_erasure"]
         read = f"{probe['balanced_accuracy']:.3f} ({before['balanced_accuracy']:.3f} before)"
         summary += f", {erasure['column']} from the erased embedding {read}, chance {probe['chance']:.3f}"
+    if "probe" in metrics:
+        probe = metrics["probe"]["embedding"]
+        summary += f", {metrics['probe']['column']} from the embedding {probe['balanced_accuracy']:.3f}, chance {probe['chance']:.3f}"
     print(f"{summary} ({seconds:.0f} s); wrote {out / 'report.html'}")
 
 

@@ -246,7 +246,7 @@ def _probe_table(rows: dict[str, tuple[float, dict]]):
 def _probe_part(section: Section, part: dict, rows: dict[str, tuple[float, dict]], opening: str, reads: str, closing: str) -> None:
     """Add to `section` `opening`, the probe's sentence (what it `reads`), `closing`, then the `_probe_table` of `rows`.
 
-    `part` is the run's ``adversary`` or ``erasure`` metrics; the sentence quotes the probe of the first of `rows`."""
+    `part` is the run's ``adversary``, ``erasure`` or ``probe`` metrics; the sentence quotes the probe of the first of `rows`."""
     probe = next(iter(rows.values()))[1]
     grouped = f", folds grouped by {part['probe_groups']}" if part["probe_groups"] else ""
     section.text(
@@ -317,6 +317,28 @@ def erasure_part(section: Section, metrics: dict) -> None:
     )
 
 
+def probe_part(section: Section, metrics: dict) -> None:
+    """Add to `section` how well the probed column is read from the network's embedding (``--probe-column``).
+
+    Parameters
+    ----------
+    section : Section
+        The training section.
+    metrics : dict
+        The run's metrics, with ``probe`` (from `phenolens.training.adversary.probe_metrics`).
+    """
+    probe = metrics["probe"]
+    _probe_part(
+        section,
+        probe,
+        {"this network": (metrics["macro_f1"], probe["embedding"])},
+        f"How much of {probe['column']!r} ({len(probe['domains'])} values) a classifier could learn from the embedding. ",
+        "column",
+        "'Within class' probes the images of each class that spans several values separately: what the embedding tells of the column "
+        "beyond the class; the last two columns split the images into those the network trained on and the held-out and validation images.",
+    )
+
+
 def training_section(run, images, title: str = "Image classifier") -> Section:
     """Report section of a `TrainingRun` on `images` (the ImageSet it was trained on).
 
@@ -357,6 +379,8 @@ def training_section(run, images, title: str = "Image classifier") -> Section:
         adversary_part(section, metrics)
     if "erasure" in metrics:
         erasure_part(section, metrics)
+    if "probe" in metrics:
+        probe_part(section, metrics)
     if classifier.history is not None:
         caption = f"Loss per epoch (the first model{', its first member' if ensemble else ''})."
         adversary = classifier.settings.get("adversary_loss") if classifier.settings.get("adversary_column") else None

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from phenolens.training.settings import ImageTrainingSettings
 
 OPTION = "--adversary-column"
+PROBE_OPTION = "--probe-column"
 REFIT_STEPS = 200  # full-batch Adam steps that fit a fresh adversary to an epoch's embeddings (a few hundred images)
 REFIT_BATCH = 256  # images per forward pass when embedding the training images for a refit
 
@@ -488,3 +489,36 @@ def adversary_metrics(
         if "cv_macro_f1" in baseline_metrics:
             result["cv_macro_f1_without_adversary"] = baseline_metrics["cv_macro_f1"]
     return result
+
+
+def probe_metrics(labelled: ImageSet, settings: ImageTrainingSettings, classifier: ImageClassifier, trained_index: np.ndarray | None = None) -> dict:
+    """How predictable ``settings.probe_column`` is from a classifier's embedding: the adversary's probes, for any training.
+
+    Parameters
+    ----------
+    labelled : ImageSet
+        The labelled images of the run (every one is embedded and probed).
+    settings : ImageTrainingSettings
+        The run's settings (probe column, grouping, seed).
+    classifier : ImageClassifier
+        The trained model.
+    trained_index : ndarray, optional
+        Indices into `labelled` of the images the network trained on (the probe then also reads them and the others apart).
+
+    Returns
+    -------
+    dict
+        ``column``, ``domains``, ``probe_groups`` and ``embedding`` (`embedding_probes` of the classifier).
+
+    Raises
+    ------
+    PhenolensError
+        When the column is missing or holds one value, naming ``--probe-column``.
+    """
+    domains, names = domain_codes(labelled, settings.probe_column, PROBE_OPTION)
+    return {
+        "column": settings.probe_column,
+        "domains": names,
+        "probe_groups": settings.group_by,
+        "embedding": embedding_probes(classifier, labelled, domains, settings, trained_index),
+    }

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from phenolens.data.containers import UNLABELLED, ImageSet
-from phenolens.training.adversary import adversary_metrics
+from phenolens.training.adversary import PROBE_OPTION, adversary_metrics, domain_codes, probe_metrics
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.erasure import erasure_metrics
 from phenolens.training.fitting import ImageClassifierEstimator
@@ -186,7 +186,8 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
     metrics gain ``adversary``: how well a linear probe reads that column from the embedding of the
     labelled images (`adversary_metrics`), and with ``adversary_baseline`` the same for a model trained
     on the same splits without the adversary, with its macro-F1. With ``settings.erase_column`` the metrics gain
-    ``erasure`` (`erasure_metrics`): the same probe after and before erasure, and the macro-F1 before it.
+    ``erasure`` (`erasure_metrics`): the same probe after and before erasure, and the macro-F1 before it. With
+    ``settings.probe_column`` they gain ``probe`` (`probe_metrics`): the same probe of that column on the (first fold's) network.
 
     Parameters
     ----------
@@ -219,6 +220,8 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
         folds = stratified_folds(labelled.labels, cv, seed, groups)
     else:
         folds = [stratified_split(labelled.labels, settings.test_fraction, seed, groups, "--test-fraction")]
+    if settings.probe_column:  # a missing column or one with a single value is refused before any training
+        domain_codes(labelled, settings.probe_column, PROBE_OPTION)
     metrics, fold_metrics, fold_models, out_of_fold = _held_out_runs(labelled, pool, folds, settings, "")
     classifier, test_index = fold_models[0].classifier, fold_models[0].test_index
     if settings.adversary_column:
@@ -231,6 +234,8 @@ def train_and_evaluate(images: ImageSet, settings: ImageTrainingSettings | None 
         metrics["adversary"] = adversary_metrics(labelled, settings, classifier, baseline, baseline_metrics, fold_models[0].trained_index)
     if settings.erase_column:
         metrics["erasure"] = erasure_metrics(labelled, settings, fold_models)
+    if settings.probe_column:
+        metrics["probe"] = probe_metrics(labelled, settings, classifier, fold_models[0].trained_index)
     return TrainingRun(classifier, metrics, test_index, out_of_fold[test_index], fold_metrics, fold_models if cv else [])
 
 

@@ -26,6 +26,8 @@ from phenolens.core.seeding import seed_everything, torch_generator
 from phenolens.data.containers import ImageSet
 from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
+from phenolens.nn.style_mixing import ALPHA as STYLE_ALPHA
+from phenolens.nn.style_mixing import StyleMixing, attach_style_mixing
 from phenolens.training.adversary import OPTION as ADVERSARY_OPTION
 from phenolens.training.adversary import AdversaryTraining, domain_codes
 from phenolens.training.augment import channel_gains, cutmix, dim, flips_and_rotations, pseudo_label_weight, random_blur
@@ -211,7 +213,9 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
 
     Each batch is augmented (flips, turns, rotations, optional blur, stain gains and dimming), CutMixed, and joined by as
     many pseudo-labelled pool images once their weight alpha(t) is above 0; the loss of the mixed
-    images is the CutMix-weighted sum over both labels, times the class weights.
+    images is the CutMix-weighted sum over both labels, times the class weights. With ``style_mixing`` the training
+    forward passes mix the feature statistics of the batch's images after the inner stages (MixStyle,
+    `phenolens.nn.style_mixing`); the returned network holds no trace of it.
 
     Parameters
     ----------
@@ -284,22 +288,28 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         x, y, *cov = batch
         return net.head.loss(net.embed(x, cov[0] if cov else None), y)
 
-    history = fit(
-        model,
-        data.train,
-        train_step,
-        val=data.val,
-        val_step=val_step,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-        callbacks=_schedule_callbacks(settings, data.val is not None, description) + ([adversary] if adversary is not None else []),
-        seed=member_seed,
-        description=description,
-        generators=[generator],
-        drop_last=_lone_image_fails(model, data, settings.batch_size),
-    )
+    # MixStyle acts on the training forward passes only (hooks in train mode), and is taken off the trained network
+    handles = attach_style_mixing(model, StyleMixing(settings.style_mixing, STYLE_ALPHA, generator)) if settings.style_mixing else []
+    try:
+        history = fit(
+            model,
+            data.train,
+            train_step,
+            val=data.val,
+            val_step=val_step,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            callbacks=_schedule_callbacks(settings, data.val is not None, description) + ([adversary] if adversary is not None else []),
+            seed=member_seed,
+            description=description,
+            generators=[generator],
+            drop_last=_lone_image_fails(model, data, settings.batch_size),
+        )
+    finally:
+        for handle in handles:
+            handle.remove()
     return model, history
 
 

@@ -145,6 +145,20 @@ class ImageTrainingSettings(Settings):
         "on the training images to the column's contrasts within each class (so the class is kept), inserted as a fixed affine layer "
         "before the head, which is then refitted; stored with the model, so predict and explain apply it too.",
     )
+    style_mixing: float = setting(
+        0.0,
+        "MixStyle (Zhou et al. 2021): in training only, with this probability per batch, mix each image's per-channel feature "
+        "statistics after every stage but the first and the last (after stages 1-3 of a ResNet-18) with those of another image of "
+        "the batch (weights from Beta(0.1, 0.1)), so that the network cannot rely on the look of its training fields or plates; "
+        "the paper's value is 0.5; 0 turns it off; nothing of it is stored with the model.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    probe_column: str | None = setting(
+        None,
+        "Metadata column (well, plate) read from the trained network's embedding by a linear probe, as --adversary-column's "
+        "report does (metrics.json 'probe'): how much of it a classifier could learn.",
+    )
     adversary_baseline: bool = setting(
         True, "With --adversary-column, also train the same network without the adversary, to compare the two (twice the training time)."
     )
