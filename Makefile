@@ -64,6 +64,7 @@ bench-small: $(STAMP)
 	$(BIN)/python benchmarks/profiling_batch_effects.py --small
 	$(BIN)/python benchmarks/images_adversary.py --small --check --out runs/bench-small/images-adversary
 	$(BIN)/python benchmarks/images_adversary.py --erasure --small --check --out runs/bench-small/images-erasure
+	$(BIN)/python benchmarks/images_adversary.py --style-mixing --small --check --out runs/bench-small/images-style-mixing
 	$(BIN)/python benchmarks/images_class_model.py --small --check --out runs/bench-small/images-class-model
 	$(BIN)/python benchmarks/images_field_look.py --check
 	$(BIN)/python benchmarks/images_scale.py --small --check
