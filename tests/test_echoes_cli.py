@@ -194,3 +194,26 @@ def test_train_writes_a_loadable_model_run_that_detect_reads_but_never_overwrite
     weights = (model / "model.safetensors").read_bytes()
     assert run(["echoes", "detect", str(scan), "--model", str(model), "--methods", "uscnn", "--out", str(model), "--overwrite"]) == 2
     assert "--out" in capsys.readouterr().err and (model / "model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.parametrize("method", ["omp", "ista", "smp"])
+def test_detect_finds_the_same_echo_times_in_an_a_scan_recorded_at_twice_the_rate(tmp_path, method):
+    """--fs says at which rate the files were recorded: the same physical A-scan sampled at 200 MHz (and said to be)
+    has its echoes at the same microseconds as at 100 MHz. The baselines once took a pulse 9 SAMPLES wide at the
+    files' rate, half as long in time at 200 MHz, so they found other echoes (OMP: three instead of two)."""
+    import pandas as pd
+    from scipy.signal import resample_poly
+
+    from phenolens.echoes.simulate import simulate
+
+    scan = simulate(EchoSimulationSettings(n_signals=2, seed=1)).signals[0]
+    np.save(tmp_path / "at100.npy", scan)
+    np.save(tmp_path / "at200.npy", resample_poly(scan, 2, 1))
+    tables = {}
+    for rate in (100, 200):
+        out = tmp_path / f"det{rate}"
+        assert run(["echoes", "detect", str(tmp_path / f"at{rate}.npy"), "--fs", str(rate), "--methods", method, "--out", str(out)]) == 0
+        tables[rate] = pd.read_csv(out / "detections.csv").sort_values("time_us")
+    assert len(tables[200]) == len(tables[100]) > 0
+    np.testing.assert_allclose(tables[200]["time_us"], tables[100]["time_us"], atol=0.021)  # within two samples at 100 MHz
+    np.testing.assert_allclose(tables[200]["amplitude"], tables[100]["amplitude"], rtol=0.05)

@@ -359,3 +359,17 @@ def test_images_visualise_writes_class_models_per_class_and_channel(trained, tmp
     assert run(["images", "visualise", str(model), "--hold", "DNA", "--out", str(tmp_path / "x")]) == 2
     assert "--hold needs images" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert run(["images", "visualise", str(model), "--classes", "nope", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_images_without_a_group_are_one_line_when_training_groups_by_that_column(tmp_path, capsys):
+    """--group-by well with a manifest whose well is empty for some images once ended in numpy's TypeError
+    ('<' between str and float) with a traceback; now it is one line naming the column and an image."""
+    folder = _write_folder(tmp_path / "crops")
+    manifest = pd.read_csv(_manifest(folder, tmp_path))
+    manifest.loc[[2, 13], "well"] = None
+    manifest.to_csv(folder / "manifest.csv", index=False)
+    args = ["images", "train", "--manifest", str(folder / "manifest.csv"), "--channels", "GFP,DNA", "--group-by", "well", *TINY]
+    assert run([*args, "--out", str(tmp_path / "model")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'well'" in err and "2 image" in err and "Traceback" not in err, err
+    assert not (tmp_path / "model").exists()

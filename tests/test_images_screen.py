@@ -82,6 +82,33 @@ def test_folder_manifest_and_zarr_chunks_read_the_same_images(screen, tmp_path):
     assert auto_chunk_size(2, 64) == 1024 and auto_chunk_size(2, 348) == 34 and auto_chunk_size(3, 4096) == 16
 
 
+@pytest.mark.parametrize("labels", ["nullable", "arrow"])
+def test_integer_labels_of_a_zarr_metadata_table_name_the_same_classes_in_parquet_as_in_csv(tmp_path, labels):
+    """A metadata table says the same thing as CSV or parquet: integer class labels with unlabelled images among them
+    are classes '0' and '1' either way. From parquet they once crashed (pandas' nullable Int64 refused the empty
+    string given to the missing labels) or became classes '0.0' and '1.0' (pandas reads int64 with nulls as floats)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zarr
+
+    pixels = np.random.default_rng(0).uniform(size=(6, 2, 8, 8)).astype(np.float32)
+    table = pd.DataFrame({"label": pd.array([0, 1, 0, 1, None, None], dtype="Int64"), "well": ["w0", "w1", "w0", "w1", "w2", "w2"]})
+    sources = {}
+    for kind in ("csv", "parquet"):
+        store = tmp_path / f"{kind}.zarr"
+        zarr.open_group(str(store), mode="w").create_array("images", data=pixels)
+        if kind == "csv":
+            table.to_csv(store / "metadata.csv", index=False)
+        elif labels == "nullable":
+            table.to_parquet(store / "metadata.parquet", index=False)
+        else:  # written by another tool: no pandas metadata, int64 with nulls
+            written = pa.table({"label": pa.array([0, 1, 0, 1, None, None], pa.int64()), "well": list(table["well"])})
+            pq.write_table(written, store / "metadata.parquet")
+        sources[kind] = open_image_source(zarr=store)
+    for source in sources.values():
+        assert source.class_names == ["0", "1"] and list(source.labels) == [0, 1, 0, 1, -1, -1]
+
+
 def test_bad_files_are_one_line_before_any_output_or_skipped_with_a_reason(screen, tmp_path, capsys):
     folder, model = screen
     bad = tmp_path / "bad"

@@ -373,3 +373,29 @@ def test_a_platemap_without_the_first_plates_wells_streams_like_the_in_memory_ta
     # compared as stored: pandas 3 reads a parquet text column as str where the in-memory table holds objects
     pd.testing.assert_frame_equal(written, pd.read_parquet(tmp_path / "in_memory.parquet"))
     assert written["Metadata_x"].isna().tolist() == [True] * 3 + [False, True, True]
+
+
+def test_the_report_states_the_median_cells_per_well_metrics_json_holds():
+    """Cells per well are whole numbers but their median over an even number of wells need not be: the report once
+    printed it (and the per-plate table's medians) with no decimals, so 'median 10' stood beside metrics.json's 10.5."""
+    import re
+
+    from phenolens.profiling.aggregate import AggregationSummary
+    from phenolens.report.aggregation import aggregation_report
+
+    counts = {"P1": np.array([10, 11]), "P2": np.array([9, 10, 12, 40])}
+    plates = pd.DataFrame(
+        [
+            {"plate": plate, "source": "cells.parquet", "wells": len(wells), "cells": int(wells.sum())}
+            | {f"cells_per_well_{key}": float(reduce(wells)) for key, reduce in (("min", np.min), ("median", np.median), ("max", np.max))}
+            for plate, wells in counts.items()
+        ]
+    )
+    every = np.concatenate(list(counts.values()))
+    spread = {"min": int(every.min()), "median": float(np.median(every)), "max": int(every.max())}
+    metrics = {"cells": int(every.sum()), "wells": len(every), "plates": 2, "files": 1, "features": 3, "operation": "median"}
+    metrics |= {"cells_per_well": spread, "seconds": 1.0, "scheduler": "serial", "plates_resumed": 0}
+    page = aggregation_report("aggregate", AggregationSummary(plates, counts, metrics)).render()
+    assert spread["median"] == 10.5 and "(median 10.5)" in page
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", page)
+    assert "10.5" in cells and "11" in cells  # P1's and P2's medians as metrics.json's per_plate holds them

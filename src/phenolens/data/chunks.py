@@ -433,6 +433,21 @@ def _zarr_images(location: str):
     return array
 
 
+def _label_text(labels: pd.Series, table: Path) -> pd.Series:
+    """The class names of a metadata table's label column ('' where missing), the same from parquet as from CSV.
+
+    Integer labels are named as integers ('0', '1') also where pandas reads a parquet column of them as its
+    nullable Int64 or, when some are missing, as floats (which would name the classes '0.0', '1.0').
+    """
+    if table.suffix == ".parquet" and pd.api.types.is_float_dtype(labels):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if pa.types.is_integer(pq.read_schema(table).field("label").type):
+            labels = labels.astype("Int64")
+    return labels.astype(object).where(labels.notna(), "").astype(str)
+
+
 def _zarr_source(store: Path, channel_names: Sequence[str] | None, unlabelled: str | None) -> ImageSource:
     import zarr
 
@@ -454,7 +469,7 @@ def _zarr_source(store: Path, channel_names: Sequence[str] | None, unlabelled: s
     names = list(channel_names or attributes.get("channel_names") or [f"ch{i}" for i in range(array.shape[1])])
     if len(names) != array.shape[1]:
         raise PhenolensError(f"{store}/{ZARR_ARRAY}: has {array.shape[1]} channels but {len(names)} are named ({', '.join(names)}); check --channels")
-    raw = meta.pop("label").fillna("").astype(str) if "label" in meta else pd.Series([""] * len(meta))
+    raw = _label_text(meta.pop("label"), tables[0]) if "label" in meta else pd.Series([""] * len(meta))
     unknown = (raw == "") | (raw == (unlabelled or ""))
     classes = list(attributes.get("class_names") or sorted(set(raw[~unknown])))
     strangers = sorted(set(raw[~unknown]) - set(classes))

@@ -417,7 +417,7 @@ def detection_detectors(settings: EchoDetectionSettings, uscnn: USCNNDetector | 
     Parameters
     ----------
     settings : EchoDetectionSettings
-        Methods, dictionary variant, sampling rate, window.
+        Methods, dictionary variant, window (the files' sampling rate is `detect_real`'s: it resamples them to the detectors').
     uscnn : USCNNDetector, optional
         A trained US-CNN (needed when `settings.methods` includes uscnn); its pulse is the baselines' too.
 
@@ -433,7 +433,9 @@ def detection_detectors(settings: EchoDetectionSettings, uscnn: USCNNDetector | 
     """
     if "uscnn" in settings.methods and uscnn is None:
         raise PhenolensError("--methods includes uscnn but no --model was given; train one with `phenolens echoes train --out T` and pass --model T")
-    pulse = uscnn.pulse if uscnn is not None else PulseShape(fs_mhz=settings.fs_mhz)
+    # The baselines' pulse is the simulated one at its own rate (`detect_real` resamples the files to it): a pulse
+    # built at the files' rate would keep its width in samples and so be another pulse in time at another --fs.
+    pulse = uscnn.pulse if uscnn is not None else PulseShape()
     window = {} if settings.window is None else {"window": settings.window}
     return {
         m: uscnn.refitted(**window) if m == "uscnn" else EchoDetector(m, distribution=settings.distribution, pulse=pulse, **window).fit()

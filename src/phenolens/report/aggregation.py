@@ -8,6 +8,9 @@ from phenolens.profiling.aggregate import AggregationSummary
 from phenolens.report.figures import figure
 from phenolens.report.html import Report, Section
 
+# Counts and their medians, which are whole or halves: '10', '10.5', '1,234,567' (as metrics.json holds them, never rounded).
+COUNT_FORMAT = ",.12g"
+
 # Beyond this many plates the distribution is drawn as one range per plate, not one box per plate.
 BOXES_UP_TO = 48
 
@@ -65,9 +68,9 @@ def aggregation_report(title: str, summary: AggregationSummary) -> Report:
     section.text(
         f"{metrics['cells']:,} cells in {metrics['wells']:,} wells of {metrics['plates']} plate(s) from {metrics['files']} file(s), "
         f"{metrics['features']:,} features, {metrics['operation']} per well; cells per well {spread['min']:,} to {spread['max']:,} "
-        f"(median {spread['median']:,.0f}). {metrics['seconds']:.1f} s on {metrics['scheduler']}"
+        f"(median {spread['median']:{COUNT_FORMAT}}). {metrics['seconds']:.1f} s on {metrics['scheduler']}"
         + (f"; {metrics['plates_resumed']} plate(s) taken from the interrupted run." if metrics["plates_resumed"] else ".")
     )
     section.figure(cells_per_well_figure(summary.cells_per_well), "Cells per well, per plate.", "cells_per_well.png")
-    section.table(summary.plates, "Per plate: wells, cells and cells per well.", float_format="{:,.0f}")
+    section.table(summary.plates, "Per plate: wells, cells and cells per well.", float_format="{:" + COUNT_FORMAT + "}")
     return report

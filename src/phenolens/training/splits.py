@@ -192,10 +192,18 @@ def group_column(images, column: str | None) -> np.ndarray | None:
     Raises
     ------
     PhenolensError
-        When the column is missing, naming the columns there are.
+        When the column is missing, naming the columns there are, or empty for some images (which group they
+        belong to is unknown).
     """
     if column is None:
         return None
     if column not in images.meta:
         raise PhenolensError(f"{images.name}: no metadata column {column!r} to group by; choose one of {', '.join(map(str, images.meta.columns))}")
-    return images.meta[column].to_numpy()
+    values = images.meta[column]
+    missing = values.isna().to_numpy()
+    if missing.any():
+        example = images.meta["source"].iloc[int(np.argmax(missing))] if "source" in images.meta else f"image {int(np.argmax(missing))}"
+        raise PhenolensError(
+            f"{images.name}: {int(missing.sum())} image(s) have no {column!r} to group by (e.g. {example}); fill it in for every image"
+        )
+    return values.to_numpy()
