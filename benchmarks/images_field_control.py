@@ -289,6 +289,7 @@ def check_path(figures: dict[str, dict[str, float]], metrics: dict, folder: Path
     saved = metrics["probe"]["embedding"]
     for subset, key in METRICS_KEYS.items():
         mine, theirs = figures[subset]["W raw"], saved[key]["within_class_balanced_accuracy"]
+        theirs = math.nan if theirs is None else theirs  # metrics.json writes an undefined figure (NaN) as null
         same = (math.isnan(mine) and math.isnan(theirs)) or abs(mine - theirs) <= PATH_TOLERANCE
         if not same:
             raise SystemExit(f"{folder}: the well probe on {subset} crops reads {mine!r} here and {theirs!r} in metrics.json: the path differs")
