@@ -310,7 +310,8 @@ def summary(name: str, per_seed: dict[int, dict[str, dict[str, float]]]) -> None
                 cells.append(f"{key} n/a")
                 continue
             mean, error, low, high = seed_spread(values)
-            cells.append(f"{key} {mean:+.4f} ({error:.4f}; {low:+.3f} to {high:+.3f}) [{len(values)}]")
+            spread = f" ({error:.4f}; {low:+.3f} to {high:+.3f})" if len(values) > 1 else ""  # one seed: no spread
+            cells.append(f"{key} {mean:+.4f}{spread} [{len(values)}]")
         print(f"  ({subset}) " + " | ".join(cells))
         differences = [figures[subset]["D - S"] for figures in per_seed.values()]
         print(f"  ({subset}) reading: {reading(differences, [figures[subset][SAME] for figures in per_seed.values()])}")
