@@ -65,6 +65,7 @@ bench-small: $(STAMP)
 	$(BIN)/python benchmarks/images_adversary.py --small --check --out runs/bench-small/images-adversary
 	$(BIN)/python benchmarks/images_adversary.py --erasure --small --check --out runs/bench-small/images-erasure
 	$(BIN)/python benchmarks/images_adversary.py --style-mixing --small --check --out runs/bench-small/images-style-mixing
+	$(BIN)/python benchmarks/images_field_control.py --small --out runs/bench-small/images-field-control
 	$(BIN)/python benchmarks/images_class_model.py --small --check --out runs/bench-small/images-class-model
 	$(BIN)/python benchmarks/images_field_look.py --check
 	$(BIN)/python benchmarks/images_scale.py --small --check
