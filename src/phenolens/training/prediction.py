@@ -35,7 +35,7 @@ from phenolens.data.query import select_rows
 from phenolens.data.readers import read_csv_as_written
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.metrics import classification_metrics, z_prime_factor
-from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_statistics
+from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_column, field_statistics
 from phenolens.training.settings import ImagePredictionSettings
 from phenolens.training.splits import GROUP_REMEDY
 
@@ -476,13 +476,16 @@ def predict_screen(
     Raises
     ------
     PhenolensError
-        When the images do not fit the model or a chunk holds an unreadable image (without ``skip_bad``).
+        When the images do not fit the model, lack a group or (for a model normalising per field) a field, or a chunk holds
+        an unreadable image (without ``skip_bad``).
     """
     settings = settings if settings is not None else ImagePredictionSettings()
     chunks = chunks if chunks is not None else ImageChunkSettings()
     executor = executor if executor is not None else Executor()
     classifier = cached_classifier(model)
     check_grouping(source.meta, settings, source.location or source.name)
+    if classifier.normalization.intensity in FIELD_NORMALIZATIONS:
+        field_column(source, classifier.normalization.intensity_column)  # the whole screen's images without a field, before any chunk
     work = source.chunks(chunk_size_for(source, classifier, chunks), chunks.skip_bad)
     brightness = screen_field_statistics(model, work, executor)
     table_parts = run.parts(PREDICTIONS_FILE)
