@@ -286,3 +286,24 @@ def test_read_csv_as_written_parses_the_file_once(tmp_path, monkeypatch):
     monkeypatch.setattr(readers.pd, "read_csv", lambda *a, **k: parses.append(k.get("nrows")) or read_csv(*a, **k))
     readers.read_csv_as_written(path, ["label"])
     assert [rows for rows in parses if rows != 0] == [None]  # one parse of the rows (and, at most, of the header alone)
+
+
+def test_tab_separated_profile_tables_are_read_like_their_csv_and_a_misnamed_one_is_named(tmp_path):
+    """A .tsv profile table was read as one comma-separated column and refused with "missing metadata column
+    'Metadata_Plate'"; .tsv/.tsv.gz are now read as tab-separated (as `profile aggregate --platemap` reads a TSV plate map),
+    and tab-separated text named .csv is refused as such, not as a missing column."""
+    from phenolens.profiling.plates import study_shards
+
+    table = pd.DataFrame({"Metadata_Plate": ["P1", "P1", "P2"], "Metadata_Well": ["A01", "A02", "A01"], "f0": [0.5, -1.0, 2.0], "f1": [1, 2, 3]})
+    table.to_csv(tmp_path / "wells.csv", index=False)
+    expected = read_profiles(tmp_path / "wells.csv")
+    for name in ("wells.tsv", "wells.tsv.gz", "wells.TSV"):
+        table.to_csv(tmp_path / name, sep="\t", index=False)
+        pd.testing.assert_frame_equal(read_profiles(tmp_path / name), expected)
+    table.to_csv(tmp_path / "tabs.csv", sep="\t", index=False)
+    with pytest.raises(PhenolensError, match=r"tabs\.csv: tab-separated, but read as comma-separated; name it \.tsv"):
+        read_profiles(tmp_path / "tabs.csv")
+    folder = tmp_path / "study"
+    folder.mkdir()
+    table.to_csv(folder / "plates.tsv.gz", sep="\t", index=False)
+    assert [shard.path for shard in study_shards([folder], [])] == [str(folder / "plates.tsv.gz")]

@@ -264,3 +264,28 @@ def test_a_session_15_field_quantile_model_json_still_loads():
     normalization = ChannelNormalization.from_dict(saved)
     assert normalization.intensity == "field-quantile" and normalization.field_brightness is None
     assert normalization.to_dict() == saved
+
+
+def test_images_without_a_field_are_one_line_not_normalised_together_as_field_nan(field_screen, tmp_path, capsys):
+    """An empty field became the text 'nan', so every image without one was normalised as one field of view with
+    unrelated images; now training and predicting refuse them in one line naming the column, how many and one image."""
+    from phenolens.cli.main import run
+
+    images, model, manifest = field_screen
+    table = pd.read_csv(manifest)
+    table.loc[[5, 17, 30], "field"] = None
+    table.to_csv(tmp_path / "manifest.csv", index=False)
+    for crop in table["crop"]:
+        (tmp_path / f"{crop}.npy").symlink_to(manifest.parent / f"{crop}.npy")
+    out = tmp_path / "out"
+    args = ["images", "predict", str(model), "--manifest", str(tmp_path / "manifest.csv"), "--channels", "dna,actin", "--chunk-size", "4"]
+    assert run([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 image(s) have no 'field'" in err and "crop05.npy" in err and "fill it in" in err, err
+    assert not out.exists()
+    unfielded = images.meta.assign(field=images.meta["field"].where(~images.meta.index.isin([5, 17, 30])))
+    settings = {"width": 0.125, "blocks": (1, 1), "stem_stride": 1, "epochs": 1, "batch_size": 8, "validation_fraction": 0.0}
+    with pytest.raises(PhenolensError, match=r"^fields: 3 image\(s\) have no 'field' naming their field of view \(e\.g\. image 5\)"):
+        kind = ImageClassifier.load(model).normalization.intensity
+        fit_classifier(ImageSet(images.images, images.labels, images.class_names, images.channel_names, unfielded, name="fields"), "resnet18",
+                       intensity_normalization=kind, **settings)  # fmt: skip

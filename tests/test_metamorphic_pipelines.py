@@ -91,7 +91,7 @@ def test_profile_evaluate_gives_the_same_metrics_for_the_same_screen_said_differ
     _assert_same_numbers(_evaluated(table), _reference())
 
 
-def test_profile_evaluate_of_csv_gzip_parquet_and_per_plate_files_gives_the_same_metrics(tmp_path):
+def test_profile_evaluate_of_csv_gzip_tsv_parquet_and_per_plate_files_gives_the_same_metrics(tmp_path):
     options = ["--controls", "Metadata_PertType == 'control'", "--treatment-column", "Metadata_Treatment", "--moa-column", "Metadata_MoA"]
     options += ["--compound-column", "Metadata_Compound", "--batch-column", "Metadata_Batch", "--moa-repeats", "1", "--classifiers", "lr"]
     options += ["--jobs", "1", "--map-null-size", "100"]
@@ -102,8 +102,10 @@ def test_profile_evaluate_of_csv_gzip_parquet_and_per_plate_files_gives_the_same
     SCREEN.to_parquet(tmp_path / "screen.parquet", index=False)
     SCREEN.to_csv(tmp_path / "screen.csv", index=False)
     SCREEN.to_csv(tmp_path / "screen.csv.gz", index=False)
+    SCREEN.to_csv(tmp_path / "screen.tsv", sep="\t", index=False)
     results = []
-    for name, inputs in {"parquet": ["screen.parquet"], "csv": ["screen.csv"], "gzip": ["screen.csv.gz"], "plates": plates}.items():
+    named = {"parquet": ["screen.parquet"], "csv": ["screen.csv"], "gzip": ["screen.csv.gz"], "tsv": ["screen.tsv"], "plates": plates}
+    for name, inputs in named.items():
         assert run(["profile", "evaluate", *[str(tmp_path / i) for i in inputs], *options, "--out", str(tmp_path / name)]) == 0
         results.append(_numbers(json.loads((tmp_path / name / "metrics.json").read_text())))
     for result in results[1:]:

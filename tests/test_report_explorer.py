@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from phenolens.report import Report, Section
 from phenolens.report.explorer import ExplorerFigure, SpriteSheet, View, plotly_text, sample_rule, script_json, tile_size
@@ -134,3 +135,32 @@ def test_the_most_anomalous_features_are_ranked_and_drawn_by_the_same_quantity()
     report.add(Section("s").view(view))
     page = report.render()
     assert "mean |anomaly z| over the wells" in page and "mean anomaly z over the wells" not in page
+
+
+def test_the_replicate_heatmap_is_drawn_in_the_space_of_the_replicate_correlation_fact():
+    """The panel showed a heatmap of raw anomaly-profile correlations next to "replicate correlation", which is measured
+    after whole-plate normalisation (cpd0@1: fact 0.366, heatmap median 0.954). The heatmap is now drawn in that space:
+    its median off-diagonal is the fact."""
+    from phenolens.profiling.pipeline import run_profiling
+    from phenolens.profiling.settings import ProfilingSettings
+    from phenolens.profiling.synthetic import synthetic_screen
+    from phenolens.report.profiling import run_section
+
+    table = synthetic_screen(plates=6, controls_per_plate=8, moas=2, compounds_per_moa=2, doses=1, features=12, effect=4.0, seed=2)
+    settings = ProfilingSettings(
+        controls="Metadata_PertType == 'control'", treatment="Metadata_Treatment", max_epochs=3, moa_repeats=1, classifiers=("lr",),
+        jobs=1, curve=False, explain_features=0,
+    )  # fmt: skip
+    result = run_profiling(table, settings, "screen")
+    (view,) = run_section(result, "t").views
+    treatments = result.evaluation.replicates["anomaly"].treatments
+    assert "whole-plate normalised" in view.data["correlation_title"]
+    checked = 0
+    for name, item in view.items.items():
+        correlations = np.asarray(item["correlations"])
+        assert len(correlations) == treatments.loc[name, "n_replicates"] <= 24
+        off_diagonal = correlations[~np.eye(len(correlations), dtype=bool)]
+        assert np.median(off_diagonal) == pytest.approx(item["facts"]["replicate correlation"], abs=1.5e-3), name
+        assert item["facts"]["replicate correlation"] == pytest.approx(treatments.loc[name, "replicate_correlation"])
+        checked += 1
+    assert checked == len(treatments) >= 4

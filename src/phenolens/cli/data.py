@@ -59,7 +59,7 @@ def verify(names: list[str] = typer.Argument(None, help="Datasets to check (defa
 
 def load_any(source: str, channels: str = ""):
     """A registered dataset by name, or a local path: an image folder (one sub-folder per class), a CSV
-    manifest (path,label,...), a profile table (csv/csv.gz/parquet) or a signal (.npy/.txt).
+    manifest (path,label,...), a profile table (csv/csv.gz/tsv/tsv.gz/parquet) or a signal (.npy/.txt).
 
     Parameters
     ----------

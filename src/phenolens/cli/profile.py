@@ -16,7 +16,7 @@ from phenolens.profiling.settings import ProfileAggregationSettings, ProfileEval
 
 app = typer.Typer(help="Anomaly-based profiling: representations, reproducibility, MoA, hits, explanations.", no_args_is_help=True)
 
-FILES = typer.Argument(None, help="Well-level profile tables (csv, csv.gz, parquet), Metadata_* columns + numeric features.")
+FILES = typer.Argument(None, help="Well-level profile tables (csv, csv.gz, tsv, tsv.gz, parquet), Metadata_* columns + numeric features.")
 DATASET = typer.Option(None, "--dataset", help=f"Built-in dataset instead of FILES: {DATASET_CHOICES} (sets the column options).")
 OUT = typer.Option(..., "--out", help="Output folder (a new folder, or an earlier phenolens run with --overwrite).")
 

@@ -78,6 +78,34 @@ def class_by_name(name: str, class_names: Sequence[str]) -> int:
     return list(class_names).index(name)
 
 
+def refuse_images_without(meta: pd.DataFrame, column: str, source: str, what: str, remedy: str) -> None:
+    """Refuse images whose metadata `column` is empty, in one line naming the column, how many and one of them.
+
+    Parameters
+    ----------
+    meta : pandas.DataFrame
+        The images' metadata (with ``source``, the image's file, where known); `column` is in it.
+    column : str
+        The metadata column every image needs a value in.
+    source : str
+        The images (a manifest, a dataset), named first.
+    what : str
+        What the column is needed for, e.g. ``"to group by"``.
+    remedy : str
+        What to do, e.g. ``"fill it in for every image"``.
+
+    Raises
+    ------
+    PhenolensError
+        When `column` is empty for one or more images.
+    """
+    missing = meta[column].isna().to_numpy()
+    if missing.any():
+        first = int(np.argmax(missing))
+        example = meta["source"].iloc[first] if "source" in meta else f"image {first}"
+        raise PhenolensError(f"{source}: {int(missing.sum())} image(s) have no {column!r} {what} (e.g. {example}); {remedy}")
+
+
 @dataclass
 class ImageSet:
     """Multi-channel images with labels and per-image metadata.

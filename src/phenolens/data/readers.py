@@ -33,6 +33,9 @@ MAX_PIXELS_VARIABLE = "PHENOLENS_MAX_PIXELS"
 REAL_KINDS = "biuf"
 
 MAX_JSON_BYTES = 64 * 2**20
+
+TAB_SEPARATED_SUFFIXES = (".tsv", ".tsv.gz")
+"""Profile tables with these name endings are read as tab-separated text (as `profile aggregate --platemap` reads TSV)."""
 """JSON side files (model configs, signal parameters) larger than this are refused unread."""
 
 
@@ -450,7 +453,7 @@ def _read_csv(path: Path, what: str, as_written: Sequence[str] = (), **options) 
     """`pandas.read_csv` (`read_csv_as_written` for the `as_written` columns) with every failure and every
     duplicate column name as one line naming `path`."""
     try:
-        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, sep=options.get("sep", ",")).iloc[0].tolist()
         table = read_csv_as_written(path, as_written, **options)
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found; check the path") from None
@@ -631,8 +634,24 @@ def is_manifest(path: str | Path, path_column: str = "path", label_column: str =
     return path_column in header and label_column in header
 
 
+def text_separator(path: str | Path) -> str:
+    """The column separator of a text profile table: a tab for `TAB_SEPARATED_SUFFIXES` (.tsv, .tsv.gz), else a comma.
+
+    Parameters
+    ----------
+    path : str or Path
+        The table.
+
+    Returns
+    -------
+    str
+        ``"\\t"`` or ``","``.
+    """
+    return "\t" if Path(path).name.lower().endswith(TAB_SEPARATED_SUFFIXES) else ","
+
+
 def read_profiles(paths: str | Path | Sequence[str | Path], required_metadata: Sequence[str] = ("Metadata_Plate",)) -> pd.DataFrame:
-    """Read and concatenate well-level profile tables (csv, csv.gz, parquet).
+    """Read and concatenate well-level profile tables (csv, csv.gz, tsv, tsv.gz, parquet).
 
     Columns starting with `Metadata_` are metadata; every other column must be numeric (a feature).
     NaN/inf values are kept (the profiling code counts and handles them).
@@ -640,7 +659,8 @@ def read_profiles(paths: str | Path | Sequence[str | Path], required_metadata: S
     Parameters
     ----------
     paths : str, Path or sequence of them
-        One or more tables; .parquet files are read with pyarrow, everything else as (compressed) CSV.
+        One or more tables; .parquet files are read with pyarrow, .tsv/.tsv.gz as tab-separated text, everything else as
+        (compressed) CSV.
     required_metadata : sequence of str
         Metadata columns every table must have.
 
@@ -657,16 +677,18 @@ def read_profiles(paths: str | Path | Sequence[str | Path], required_metadata: S
     """
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
-        raise PhenolensError("no profile files given; pass one or more csv/csv.gz/parquet files")
+        raise PhenolensError("no profile files given; pass one or more csv/csv.gz/tsv/tsv.gz/parquet files")
     tables = []
     for path in map(Path, paths):
         if path.suffix == ".parquet":
             table = _read_parquet(path)
         else:
-            table = _read_csv(path, "profile table", low_memory=False)
+            table = _read_csv(path, "profile table", low_memory=False, sep=text_separator(path))
         if table.empty:
             raise PhenolensError(f"{path}: the table has {len(table.columns)} columns but no rows; give a table with one row per well")
         for column in required_metadata:
+            if column not in table and len(table.columns) == 1 and "\t" in str(table.columns[0]):
+                raise PhenolensError(f"{path}: tab-separated, but read as comma-separated; name it .tsv or .tsv.gz (or write it with commas)")
             if column not in table:
                 raise PhenolensError(f"{path}: missing metadata column {column!r}; add it or name another with the matching option")
         require_numeric_features(table, feature_columns(table), str(path))

@@ -17,7 +17,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
 from phenolens.core.settings import setting
 from phenolens.data.query import select_rows
-from phenolens.data.readers import require_numeric_features
+from phenolens.data.readers import require_numeric_features, text_separator
 
 log = get_logger(__name__)
 
@@ -485,7 +485,7 @@ def features_within_missing_cut(non_finite: np.ndarray, wells: int, features: li
 
 
 def read_profile_tables(paths: list[Path], datasets: list[str], columns: ProfileColumns) -> pd.DataFrame:
-    """Read the profile tables of a command: files (csv, csv.gz, parquet) or one built-in dataset.
+    """Read the profile tables of a command: files (csv, csv.gz, tsv, tsv.gz, parquet) or one built-in dataset.
 
     Parameters
     ----------
@@ -526,7 +526,7 @@ def _header(path: Path) -> list[str]:
             import pyarrow.parquet as pq
 
             return list(pq.read_schema(path).names)
-        return list(pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False).iloc[0])
+        return list(pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False, sep=text_separator(path)).iloc[0])
     except Exception:  # noqa: BLE001 - read_profiles reports an unreadable file with its own message
         return []
 

@@ -1,6 +1,6 @@
 """A study's profile files as shards, and the first pass over them: what each file holds, reduced.
 
-A study is one or more profile files (csv, csv.gz, parquet; a folder stands for the files in it),
+A study is one or more profile files (csv, csv.gz, tsv, tsv.gz, parquet; a folder stands for the files in it),
 each holding one or more plates. `scan_shard` reads one file and returns only what the global steps
 need: its schema, per plate which features have a finite value, per feature how many wells do not,
 and its control wells (a few percent of the wells). `plan_features` reduces the scans to the
@@ -22,6 +22,7 @@ import pandas as pd
 from phenolens.core.errors import PhenolensError
 from phenolens.core.executor import cached
 from phenolens.data.query import select_rows
+from phenolens.data.readers import TAB_SEPARATED_SUFFIXES
 from phenolens.profiling.inputs import (
     MIN_CONTROLS_PER_PLATE,
     ProfileColumns,
@@ -32,7 +33,7 @@ from phenolens.profiling.inputs import (
     impute_from_plate_controls,
 )
 
-PROFILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+PROFILE_SUFFIXES = (".parquet", ".csv", ".csv.gz", *TAB_SEPARATED_SUFFIXES)
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # the folder name of a missing partition value
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 from phenolens.core.runs import RunWriter
 from phenolens.data.query import select_rows
 from phenolens.profiling.anomaly import ROLE_COLUMN
-from phenolens.profiling.evaluate import Evaluation, features_of, is_concatenation, wide_table
+from phenolens.profiling.evaluate import Evaluation, features_of, is_concatenation, replicate_space, wide_table
 from phenolens.profiling.explain import FeatureExplanation, GroupExplanation, explanations_table
 from phenolens.profiling.hits import anomaly_score
 from phenolens.profiling.normalize import TEST
@@ -538,7 +538,8 @@ def run_section(result: ProfilingRun, title: str) -> Section:
     """
     settings = result.profiler.settings
     anomaly = result.representations["anomaly"]
-    scores = anomaly_score(anomaly[features_of(anomaly, settings)].to_numpy())
+    features = features_of(anomaly, settings)
+    scores = anomaly_score(anomaly[features].to_numpy())
     treated = ~select_rows(anomaly, settings.controls, "profiles", "--controls")
     distributions = {"held-out control wells": scores[(anomaly[ROLE_COLUMN] == TEST).to_numpy()], "treated wells": scores[treated]}
     history = {key: result.profiler.history_.column(key) for key in ("train_loss", "val_loss")}
@@ -548,9 +549,11 @@ def run_section(result: ProfilingRun, title: str) -> Section:
     replicates = result.evaluation.replicates.get("anomaly")
     section.view(
         profiling_view(
-            anomaly, features_of(anomaly, settings), treated, settings.treatment, settings.plate, result.evaluation.hits["anomaly"], settings.moa,
+            anomaly, features, treated, settings.treatment, settings.plate, result.evaluation.hits["anomaly"], settings.moa,
             replicates.treatments if replicates is not None else None, result.explanations, result.explained_group or None,
             consensus=settings.consensus,
+            replicate_values=replicate_space(anomaly[features].to_numpy(dtype=np.float64), anomaly, settings, settings),
+            replicate_normalization=settings.replicate_normalization,
         )
     )  # fmt: skip
     if settings.batch:

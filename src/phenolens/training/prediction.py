@@ -30,13 +30,14 @@ from phenolens.core.outputs import atomic_write_text
 from phenolens.core.parts import PartStore
 from phenolens.core.runs import RunWriter
 from phenolens.data.chunks import SKIPPED_COLUMNS, ImageChunk, ImageChunkSettings, ImageSource, auto_chunk_size, chunk_progress
-from phenolens.data.containers import UNLABELLED, ImageSet
+from phenolens.data.containers import UNLABELLED, ImageSet, refuse_images_without
 from phenolens.data.query import select_rows
 from phenolens.data.readers import read_csv_as_written
 from phenolens.training.classifier import ImageClassifier
 from phenolens.training.metrics import classification_metrics, z_prime_factor
-from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_statistics
+from phenolens.training.preprocess import FIELD_NORMALIZATIONS, FieldStatistics, field_column, field_statistics
 from phenolens.training.settings import ImagePredictionSettings
+from phenolens.training.splits import GROUP_REMEDY
 
 PREDICTED = "predicted"
 LABEL = "label"
@@ -184,12 +185,15 @@ def check_grouping(meta: pd.DataFrame, settings: ImagePredictionSettings, source
     Raises
     ------
     PhenolensError
-        For a missing column, a bad query, no control group, or a group with both control and other images.
+        For a missing column, an image without a group, a bad query, no control group, or a group with both control and
+        other images.
     """
     if settings.group_by is None:
         return
     if settings.group_by not in meta:
         raise PhenolensError(f"{source}: no metadata column {settings.group_by!r} to group by; choose one of {', '.join(map(str, meta.columns))}")
+    # an image without a group would be predicted (n_images) but silently left out of groups.parquet
+    refuse_images_without(meta, settings.group_by, source, "to group by", GROUP_REMEDY)
     if settings.controls is None:
         return
     control = select_rows(meta, settings.controls, source, option="--controls")
@@ -472,13 +476,16 @@ def predict_screen(
     Raises
     ------
     PhenolensError
-        When the images do not fit the model or a chunk holds an unreadable image (without ``skip_bad``).
+        When the images do not fit the model, lack a group or (for a model normalising per field) a field, or a chunk holds
+        an unreadable image (without ``skip_bad``).
     """
     settings = settings if settings is not None else ImagePredictionSettings()
     chunks = chunks if chunks is not None else ImageChunkSettings()
     executor = executor if executor is not None else Executor()
     classifier = cached_classifier(model)
     check_grouping(source.meta, settings, source.location or source.name)
+    if classifier.normalization.intensity in FIELD_NORMALIZATIONS:
+        field_column(source, classifier.normalization.intensity_column)  # the whole screen's images without a field, before any chunk
     work = source.chunks(chunk_size_for(source, classifier, chunks), chunks.skip_bad)
     brightness = screen_field_statistics(model, work, executor)
     table_parts = run.parts(PREDICTIONS_FILE)

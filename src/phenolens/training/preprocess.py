@@ -17,13 +17,17 @@ import numpy as np
 import torch
 
 from phenolens.core.errors import PhenolensError
-from phenolens.data.containers import ImageSet
+from phenolens.data.containers import ImageSet, refuse_images_without
 from phenolens.data.nuclei import centred_on_nuclei
 
 # field of view -> the median over its images of their `image_statistics`: (C,) mean intensity per channel ("field")
 # or (C, L) intensity quantiles per channel ("field-quantile")
 FieldStatistics = dict[str, np.ndarray]
 FIELD_NORMALIZATIONS = ("field", "field-quantile")  # the kinds that need every field's table
+FIELD_REMEDY = (
+    "--intensity-normalization field and field-quantile normalise each field of view by its own images: fill it in for every image "
+    "(or train with --intensity-normalization crop, which needs no field)"
+)
 # the pixel percentiles a field's distribution is matched on: the knots of the piecewise-linear map of "field-quantile"
 QUANTILE_LEVELS = (1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0)
 
@@ -159,15 +163,17 @@ def field_column(images, column: str | None) -> np.ndarray:
     Raises
     ------
     PhenolensError
-        When the images carry no such column (or are a bare array).
+        When the images carry no such column (or are a bare array), or it is empty for some images.
     """
     meta = getattr(images, "meta", None)
+    name = getattr(images, "name", "these images")
     if meta is None or column not in meta:
-        name = getattr(images, "name", "these images")
         raise PhenolensError(
             f"{name}: the model normalises each field's intensities (--intensity-normalization field or field-quantile) and needs "
             f"the metadata column {column!r} naming the field of view of each image; add it to the manifest"
         )
+    # as text an empty field is 'nan': every image without one would be normalised as one field
+    refuse_images_without(meta, column, name, "naming their field of view", FIELD_REMEDY)
     return meta[column].to_numpy()
 
 

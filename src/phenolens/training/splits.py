@@ -8,6 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from phenolens.core.errors import PhenolensError
+from phenolens.data.containers import refuse_images_without
+
+GROUP_REMEDY = "fill it in for every image"  # what to do about an image without a group, in training and prediction alike
 
 
 def stratified_folds(labels: Sequence[int], n_folds: int, seed: int = 0, groups: Sequence | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -199,11 +202,5 @@ def group_column(images, column: str | None) -> np.ndarray | None:
         return None
     if column not in images.meta:
         raise PhenolensError(f"{images.name}: no metadata column {column!r} to group by; choose one of {', '.join(map(str, images.meta.columns))}")
-    values = images.meta[column]
-    missing = values.isna().to_numpy()
-    if missing.any():
-        example = images.meta["source"].iloc[int(np.argmax(missing))] if "source" in images.meta else f"image {int(np.argmax(missing))}"
-        raise PhenolensError(
-            f"{images.name}: {int(missing.sum())} image(s) have no {column!r} to group by (e.g. {example}); fill it in for every image"
-        )
-    return values.to_numpy()
+    refuse_images_without(images.meta, column, images.name, "to group by", GROUP_REMEDY)
+    return images.meta[column].to_numpy()

@@ -85,6 +85,8 @@ def profiling_view(
     max_treatments: int = MAX_TREATMENTS,
     seed: int = 0,
     consensus: str = "mean",
+    replicate_values: np.ndarray | None = None,
+    replicate_normalization: str = "none",
 ) -> View:
     """The profiling explorer view of a run's anomaly representation.
 
@@ -116,6 +118,12 @@ def profiling_view(
         Seed of the sample and of t-SNE.
     consensus : str
         How the map's treatment profiles combine their replicate wells: mean, median or modz (`treatment_profiles`).
+    replicate_values : numpy.ndarray, optional
+        (wells, features) the values of `anomaly`'s rows in the space "replicate correlation" is measured in
+        (`phenolens.profiling.evaluate.replicate_space`); the correlation heatmap is drawn in it, so its median
+        off-diagonal is that fact (for up to `MAX_WELLS` wells). Default: `anomaly`'s own values.
+    replicate_normalization : str
+        How `replicate_values` were normalised (``whole_plate`` or ``none``), named in the heatmap's title.
 
     Returns
     -------
@@ -124,6 +132,7 @@ def profiling_view(
     """
     wells = anomaly.loc[np.asarray(treated, bool)]
     values = wells[list(features)].to_numpy(np.float64)
+    correlated = values if replicate_values is None else np.asarray(replicate_values, np.float64)[np.asarray(treated, bool)]
     names = wells[treatment].astype(str).to_numpy()
     order = np.unique(names)
     moas = wells.groupby(wells[treatment].astype(str))[moa].first().reindex(order).astype(str).to_numpy() if moa else np.full(len(order), "")
@@ -140,7 +149,7 @@ def profiling_view(
     for index, name in enumerate(order):
         rows = np.flatnonzero(member == index)
         shown = rows[:MAX_WELLS]
-        block = values[shown]
+        block = correlated[shown]
         centred = block - block.mean(axis=1, keepdims=True)
         norms = np.linalg.norm(centred, axis=1)
         correlation = (centred @ centred.T) / np.maximum(np.outer(norms, norms), 1e-12)
@@ -186,5 +195,12 @@ def profiling_view(
     ]
     if rule:
         notes.append(rule.replace("items", "treatments").replace("each group", "each MoA"))
-    data = {"hits": rows, "hit_columns": list(table.columns), "explained": None if explained_group is None else str(explained_group)}
+    space = "whole-plate normalised" if replicate_normalization == "whole_plate" else "not normalised"
+    data = {
+        "hits": rows,
+        "hit_columns": list(table.columns),
+        "explained": None if explained_group is None else str(explained_group),
+        # the space "replicate correlation" is measured in (--replicate-normalization): the heatmap's median is that fact
+        "correlation_title": f"Pearson r of replicate anomaly profiles, {space} (as replicate correlation)",
+    }
     return View(title, "profiling", [ExplorerFigure("map", figure, 520)], items, data, notes=notes)
