@@ -33,10 +33,10 @@ MAX_PIXELS_VARIABLE = "PHENOLENS_MAX_PIXELS"
 REAL_KINDS = "biuf"
 
 MAX_JSON_BYTES = 64 * 2**20
+"""JSON side files (model configs, signal parameters) larger than this are refused unread."""
 
 TAB_SEPARATED_SUFFIXES = (".tsv", ".tsv.gz")
 """Profile tables with these name endings are read as tab-separated text (as `profile aggregate --platemap` reads TSV)."""
-"""JSON side files (model configs, signal parameters) larger than this are refused unread."""
 
 
 def pixel_limit() -> int:

@@ -539,7 +539,8 @@ def run_section(result: ProfilingRun, title: str) -> Section:
     settings = result.profiler.settings
     anomaly = result.representations["anomaly"]
     features = features_of(anomaly, settings)
-    scores = anomaly_score(anomaly[features].to_numpy())
+    values = anomaly[features].to_numpy(dtype=np.float64)
+    scores = anomaly_score(values)
     treated = ~select_rows(anomaly, settings.controls, "profiles", "--controls")
     distributions = {"held-out control wells": scores[(anomaly[ROLE_COLUMN] == TEST).to_numpy()], "treated wells": scores[treated]}
     history = {key: result.profiler.history_.column(key) for key in ("train_loss", "val_loss")}
@@ -552,7 +553,7 @@ def run_section(result: ProfilingRun, title: str) -> Section:
             anomaly, features, treated, settings.treatment, settings.plate, result.evaluation.hits["anomaly"], settings.moa,
             replicates.treatments if replicates is not None else None, result.explanations, result.explained_group or None,
             consensus=settings.consensus,
-            replicate_values=replicate_space(anomaly[features].to_numpy(dtype=np.float64), anomaly, settings, settings),
+            replicate_values=replicate_space(values, anomaly, settings, settings),
             replicate_normalization=settings.replicate_normalization,
         )
     )  # fmt: skip

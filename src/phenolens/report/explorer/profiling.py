@@ -130,9 +130,10 @@ def profiling_view(
     View
         Renderer ``profiling``; items hold ``moa``, ``facts``, ``wells``, ``correlations``, ``top_features``, ``shap``.
     """
-    wells = anomaly.loc[np.asarray(treated, bool)]
+    treated = np.asarray(treated, bool)
+    wells = anomaly.loc[treated]
     values = wells[list(features)].to_numpy(np.float64)
-    correlated = values if replicate_values is None else np.asarray(replicate_values, np.float64)[np.asarray(treated, bool)]
+    correlated = values if replicate_values is None else np.asarray(replicate_values, np.float64)[treated]
     names = wells[treatment].astype(str).to_numpy()
     order = np.unique(names)
     moas = wells.groupby(wells[treatment].astype(str))[moa].first().reindex(order).astype(str).to_numpy() if moa else np.full(len(order), "")
