@@ -292,3 +292,9 @@ def test_classification_metrics_given_by_the_caller_are_reused_and_change_nothin
     assert calls == []
     for key in ("test_accuracy", "n_labelled", "reconstruction_mae"):
         assert reused.metrics[key] == alone.metrics[key] == classified[key], key
+    # a run with its own inverse tolerance classifies with another model: the caller's figures are not reused
+    stale = dict(classified, test_accuracy=-1.0)
+    monkeypatch.undo()
+    retuned = evaluate.explain_counterfactuals(model, images, classified=stale, inverse_tolerance=1e-3, **options)
+    assert retuned.metrics["test_accuracy"] != -1.0
+    assert 0.0 <= retuned.metrics["test_accuracy"] <= 1.0

@@ -101,7 +101,9 @@ def explain_counterfactuals(
         nuclear-contrast known answer.
     classified : dict, optional
         `classification_metrics` of the same model on the same `images`, when the caller has them already (it
-        explains several targets of one image set): they are reused, not computed again.
+        explains several targets of one image set): they are reused, not computed again, unless
+        ``inverse_tolerance`` is set (the run then classifies with a copy of the model that inverts differently,
+        so the given figures would describe another model).
     **changes
         Fields to replace in `settings` (``target="NuclearGFP"``).
 
@@ -129,7 +131,8 @@ def explain_counterfactuals(
     # the crops themselves: undoing the standardisation leaves float32 rounding on the black padding, which then counts as cell
     originals = network_crops(images, model.settings, model.channel_names)
     metrics: dict = {"target": target, "n_images": len(inputs), "crops_centred_on": model.settings.centre_on}
-    metrics.update(classified if classified is not None else classification_metrics(model, inputs, labels))
+    reusable = classified is not None and settings.inverse_tolerance is None
+    metrics.update(classified if reusable else classification_metrics(model, inputs, labels))
 
     ecinn = model.ecinn.explain(inputs, target_index)
     valid = ecinn.valid
