@@ -26,7 +26,6 @@ from phenolens.core.seeding import seed_everything, torch_generator
 from phenolens.data.containers import ImageSet
 from phenolens.nn.adversary import DomainAdversary
 from phenolens.nn.backbones import Ensemble, ImageClassifierNet, build_backbone
-from phenolens.nn.style_mixing import ALPHA as STYLE_ALPHA
 from phenolens.nn.style_mixing import StyleMixing, attach_style_mixing
 from phenolens.training.adversary import OPTION as ADVERSARY_OPTION
 from phenolens.training.adversary import AdversaryTraining, domain_codes
@@ -289,7 +288,7 @@ def train_member(data: TrainingData, settings: ImageTrainingSettings, member_see
         return net.head.loss(net.embed(x, cov[0] if cov else None), y)
 
     # MixStyle acts on the training forward passes only (hooks in train mode), and is taken off the trained network
-    handles = attach_style_mixing(model, StyleMixing(settings.style_mixing, STYLE_ALPHA, generator)) if settings.style_mixing else []
+    handles = attach_style_mixing(model, StyleMixing(settings.style_mixing, generator=generator)) if settings.style_mixing else []
     try:
         history = fit(
             model,
