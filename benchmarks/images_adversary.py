@@ -485,7 +485,8 @@ def path_check(runs: dict[int, dict], other: Path) -> list[str]:
     runs : dict
         Seed -> metrics.json of this setting (with a comparison).
     other : Path
-        Another setting's --out (its seed-S/metrics.json are read; nothing is trained).
+        Another setting's --out (its seed-S/metrics.json are read; nothing is trained). A run there with only
+        ``--probe-column`` (such as a style-mixing baseline) is itself the network without a method.
 
     Returns
     -------
@@ -498,7 +499,10 @@ def path_check(runs: dict[int, dict], other: Path) -> list[str]:
         if not path.is_file():
             lines.append(f"{seed:>4}  no {path}")
             continue
-        this, that = comparison(metrics), comparison(json.loads(path.read_text()))
+        other_metrics = json.loads(path.read_text())
+        this, that = comparison(metrics), comparison(other_metrics)
+        if that["without"] is None:  # a run with only --probe-column: its own network is one without any method
+            that = {"without": that["with"], "macro_f1_without": other_metrics["macro_f1"]}
         same = this["without"] == that["without"] and this["macro_f1_without"] == that["macro_f1_without"]
         probes = [c["without"]["ungrouped"]["within_class_balanced_accuracy"] for c in (this, that)]
         lines.append(

@@ -163,6 +163,10 @@ def test_style_mixing_joins_each_seed_with_its_baseline_and_judges_the_unseen_cr
     assert bench.STYLE[: len(bench.PROBED)] == bench.PROBED and bench.STYLE[len(bench.PROBED) :] == ["--style-mixing", "0.5"]
     assert "--adversary-column" not in bench.STYLE and "--erase-column" not in bench.STYLE and "--probe-column" in bench.PROBED
     assert bench.comparison(_probe_run(0.9, 0.4, 0.5))["without"] is None  # a lone probe run: nothing to compare with
+    # checked against plain --probe-column runs (here the baselines themselves), each is the network without a method
+    argv[-1] = str(out / "baseline")
+    _run_main(monkeypatch, argv)
+    assert "   0  identical" in capsys.readouterr().out
 
 
 def test_style_mixing_refuses_the_adversary_options(monkeypatch, capsys):
