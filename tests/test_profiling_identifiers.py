@@ -97,17 +97,19 @@ def test_profile_aggregate_keeps_barcodes_and_wells_as_written_and_joins_the_pla
         Image_Metadata_Plate=cells["Image_Metadata_Plate"].map(barcodes), Image_Metadata_Well=cells["Image_Metadata_Well"].map(written_wells)
     )
     cells.to_csv(tmp_path / "cells.csv", index=False)
+    cells.to_parquet(tmp_path / "cells.parquet", index=False)  # the same cells, ids stored as text
     platemap = pd.DataFrame(
         [(plate, well, f"{plate}-{well}") for plate in barcodes.values() for well in written_wells.values()],
         columns=["Metadata_Plate", "Metadata_Well", "Metadata_Sample"],
     )
     platemap.to_csv(tmp_path / "platemap.csv", index=False)
     profiles = {}
-    for name in ("cells.csv",):
+    for name in ("cells.csv", "cells.parquet"):
         out = tmp_path / f"wells-{name}"
         assert run(["profile", "aggregate", str(tmp_path / name), "--platemap", str(tmp_path / "platemap.csv"), "--out", str(out)]) == 0
         profiles[name] = pd.read_parquet(out / "profiles.parquet")
     table = profiles["cells.csv"]
+    pd.testing.assert_frame_equal(table, profiles["cells.parquet"])
     assert sorted(table["Metadata_Plate"].unique()) == ["0001", "001"]
     assert set(table["Metadata_Well"]) == set(written_wells.values())
     assert (table["Metadata_Sample"] == table["Metadata_Plate"] + "-" + table["Metadata_Well"]).all()
