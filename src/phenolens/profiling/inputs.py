@@ -77,6 +77,11 @@ class ProfileColumns:
         """The identifier columns: the named ones and the plate and well of the Metadata_ convention.
 
         They are read from text files as written (a barcode "0001" is not the number 1; see `read_profiles`).
+
+        Returns
+        -------
+        list of str
+            The column names, each once, the named ones first.
         """
         return list(dict.fromkeys([*self.named().values(), *IDENTIFIER_COLUMNS]))
 
