@@ -113,3 +113,23 @@ def test_profile_aggregate_keeps_barcodes_and_wells_as_written_and_joins_the_pla
     assert sorted(table["Metadata_Plate"].unique()) == ["0001", "001"]
     assert set(table["Metadata_Well"]) == set(written_wells.values())
     assert (table["Metadata_Sample"] == table["Metadata_Plate"] + "-" + table["Metadata_Well"]).all()
+
+
+def test_read_profiles_keeps_identifiers_as_written_missing_as_missing_and_numbers_as_numbers(tmp_path):
+    """The in-memory reader of `profile evaluate`/`explain`: a CSV's barcodes as written, a parquet's integer plates
+    made text where they meet them, an empty treatment still missing, a dose still a number."""
+    from phenolens.data import read_profiles
+
+    (tmp_path / "a.csv").write_text("Metadata_Plate,Metadata_Well,Metadata_Treatment,Metadata_Dose,f\n0001,001,0042,0.5,1.0\n001,002,,1,2.0\n")
+    pd.DataFrame({"Metadata_Plate": [7], "Metadata_Well": ["003"], "Metadata_Treatment": ["0042"], "Metadata_Dose": [2.0], "f": [3.0]}).to_parquet(
+        tmp_path / "b.parquet", index=False
+    )
+    identifiers = ["Metadata_Plate", "Metadata_Well", "Metadata_Treatment"]
+    alone = read_profiles(tmp_path / "a.csv", identifiers=identifiers)
+    assert alone["Metadata_Plate"].tolist() == ["0001", "001"] and alone["Metadata_Well"].tolist() == ["001", "002"]
+    assert alone["Metadata_Treatment"].iloc[0] == "0042" and pd.isna(alone["Metadata_Treatment"].iloc[1])
+    both = read_profiles([tmp_path / "a.csv", tmp_path / "b.parquet"], identifiers=identifiers)
+    assert both["Metadata_Plate"].tolist() == ["0001", "001", "7"] and both["Metadata_Dose"].tolist() == [0.5, 1.0, 2.0]
+    assert pd.api.types.is_numeric_dtype(both["Metadata_Dose"]) and pd.api.types.is_numeric_dtype(both["f"])
+    numbers = read_profiles([tmp_path / "b.parquet", tmp_path / "b.parquet"], identifiers=identifiers)
+    assert numbers["Metadata_Plate"].tolist() == [7, 7]  # integer plate ids stay integers where every file has them
