@@ -449,11 +449,13 @@ def read_csv_as_written(path: Path, columns: Sequence[str], **options) -> pd.Dat
     return pd.read_csv(path, dtype=dict.fromkeys(literal, str), keep_default_na=False, na_values=missing_words, **options)
 
 
-def _read_csv(path: Path, what: str, as_written: Sequence[str] = (), **options) -> pd.DataFrame:
-    """`pandas.read_csv` (`read_csv_as_written` for the `as_written` columns) with every failure and every
-    duplicate column name as one line naming `path`."""
+def _read_csv(path: Path, what: str, as_written: Sequence[str] = (), text: Sequence[str] = (), **options) -> pd.DataFrame:
+    """`pandas.read_csv` (`read_csv_as_written` for the `as_written` columns; the `text` columns as text, with pandas'
+    missing-value words missing) with every failure and every duplicate column name as one line naming `path`."""
     try:
         header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, sep=options.get("sep", ",")).iloc[0].tolist()
+        if any(column in header for column in text):
+            options["dtype"] = {column: str for column in text if column in header}
         table = read_csv_as_written(path, as_written, **options)
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found; check the path") from None
@@ -650,7 +652,14 @@ def text_separator(path: str | Path) -> str:
     return "\t" if Path(path).name.lower().endswith(TAB_SEPARATED_SUFFIXES) else ","
 
 
-def read_profiles(paths: str | Path | Sequence[str | Path], required_metadata: Sequence[str] = ("Metadata_Plate",)) -> pd.DataFrame:
+IDENTIFIER_COLUMNS = ("Metadata_Plate", "Metadata_Well")  # the plate and well of the Metadata_ convention
+
+
+def read_profiles(
+    paths: str | Path | Sequence[str | Path],
+    required_metadata: Sequence[str] = ("Metadata_Plate",),
+    identifiers: Sequence[str] = IDENTIFIER_COLUMNS,
+) -> pd.DataFrame:
     """Read and concatenate well-level profile tables (csv, csv.gz, tsv, tsv.gz, parquet).
 
     Columns starting with `Metadata_` are metadata; every other column must be numeric (a feature).
@@ -663,6 +672,10 @@ def read_profiles(paths: str | Path | Sequence[str | Path], required_metadata: S
         (compressed) CSV.
     required_metadata : sequence of str
         Metadata columns every table must have.
+    identifiers : sequence of str
+        The identifier columns (plate, well, batch, treatment, ...): read from text files as written ("0001" stays
+        "0001", not the number 1; pandas' missing-value words stay missing), from parquet as stored; where the tables
+        disagree (text in one, numbers in another) they are text in all (`mixed_identifiers`).
 
     Returns
     -------
@@ -683,7 +696,7 @@ def read_profiles(paths: str | Path | Sequence[str | Path], required_metadata: S
         if path.suffix == ".parquet":
             table = _read_parquet(path)
         else:
-            table = _read_csv(path, "profile table", low_memory=False, sep=text_separator(path))
+            table = _read_csv(path, "profile table", text=identifiers, low_memory=False, sep=text_separator(path))
         if table.empty:
             raise PhenolensError(f"{path}: the table has {len(table.columns)} columns but no rows; give a table with one row per well")
         for column in required_metadata:
@@ -693,7 +706,51 @@ def read_profiles(paths: str | Path | Sequence[str | Path], required_metadata: S
                 raise PhenolensError(f"{path}: missing metadata column {column!r}; add it or name another with the matching option")
         require_numeric_features(table, feature_columns(table), str(path))
         tables.append(table)
-    return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    if len(tables) == 1:
+        return tables[0]
+    mixed = mixed_identifiers(tables, identifiers)
+    return pd.concat([identifiers_as_text(table, mixed) for table in tables], ignore_index=True)
+
+
+def mixed_identifiers(tables: Sequence[pd.DataFrame], identifiers: Sequence[str]) -> list[str]:
+    """The identifier columns that are text in one table and numbers in another (to be made text in all).
+
+    A plate written "0001" in a CSV file and a plate stored as the integer 7 in a parquet file meet as text ("7"),
+    so that they compare, sort and are written as one type; identifiers that are numbers in every table stay numbers.
+
+    Parameters
+    ----------
+    tables : sequence of pandas.DataFrame
+        Tables to be joined or concatenated.
+    identifiers : sequence of str
+        The identifier columns (those a table lacks are ignored).
+
+    Returns
+    -------
+    list of str
+        The columns, in `identifiers` order.
+    """
+    kinds = {column: {pd.api.types.is_numeric_dtype(table[column]) for table in tables if column in table} for column in identifiers}
+    return [column for column in identifiers if len(kinds[column]) > 1]
+
+
+def identifiers_as_text(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """`table` with `columns` (those it has) as text: 7 becomes "7", a missing value stays missing.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A table (not modified).
+    columns : sequence of str
+        The columns to make text (`mixed_identifiers`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        `table` itself when it has none of `columns`, else a copy.
+    """
+    present = [column for column in columns if column in table]
+    return table.assign(**{column: table[column].map(str, na_action="ignore") for column in present}) if present else table
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.logging import get_logger
 from phenolens.core.settings import setting
 from phenolens.data.query import select_rows
-from phenolens.data.readers import require_numeric_features, text_separator
+from phenolens.data.readers import IDENTIFIER_COLUMNS, require_numeric_features, text_separator
 
 log = get_logger(__name__)
 
@@ -72,6 +72,18 @@ class ProfileColumns:
         """The metadata columns this table must have, by the option that names them."""
         roles = {"plate": self.plate, "treatment": self.treatment, "moa": self.moa, "batch": self.batch, "compound": self.compound}
         return {role: column for role, column in roles.items() if column}
+
+    def identifiers(self) -> list[str]:
+        """The identifier columns: the named ones and the plate and well of the Metadata_ convention.
+
+        They are read from text files as written (a barcode "0001" is not the number 1; see `read_profiles`).
+
+        Returns
+        -------
+        list of str
+            The column names, each once, the named ones first.
+        """
+        return list(dict.fromkeys([*self.named().values(), *IDENTIFIER_COLUMNS]))
 
     def column_fields(self) -> dict[str, object]:
         """The column meanings alone (for messages and metrics)."""
@@ -516,7 +528,7 @@ def read_profile_tables(paths: list[Path], datasets: list[str], columns: Profile
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
             raise PhenolensError(f"{path}: column {duplicated[0]!r} appears more than once; rename the duplicates so every column is unique")
-    return read_profiles(paths, required_metadata=(columns.plate,))
+    return read_profiles(paths, required_metadata=(columns.plate,), identifiers=columns.identifiers())
 
 
 def _header(path: Path) -> list[str]:

@@ -22,7 +22,7 @@ import pandas as pd
 from phenolens.core.errors import PhenolensError
 from phenolens.core.executor import cached
 from phenolens.data.query import select_rows
-from phenolens.data.readers import TAB_SEPARATED_SUFFIXES
+from phenolens.data.readers import TAB_SEPARATED_SUFFIXES, identifiers_as_text, mixed_identifiers
 from phenolens.profiling.inputs import (
     MIN_CONTROLS_PER_PLATE,
     ProfileColumns,
@@ -174,7 +174,7 @@ def read_shard(shard: StudyShard, columns: ProfileColumns) -> pd.DataFrame:
     if shard.dataset:
         return cached(("profile dataset", shard.dataset), lambda: load(shard.dataset))
     partitions = dict(shard.partitions)
-    table = read_profiles([shard.path], required_metadata=tuple(c for c in (columns.plate,) if c not in partitions))
+    table = read_profiles([shard.path], tuple(c for c in (columns.plate,) if c not in partitions), columns.identifiers())
     for column, value in partitions.items():
         if column not in table:  # a column the file holds is taken from the file, as pyarrow does
             table[column] = value
@@ -284,6 +284,8 @@ class FeaturePlan:
         With --features union: the median over every control of each feature, for plates without one.
     quality : dict
         What `prepare_profiles` reports, for what is known before the second pass.
+    text_identifiers : list of str
+        Identifier columns that are text in one file and numbers in another: text in every file (`mixed_identifiers`).
     """
 
     features: list[str]
@@ -293,6 +295,7 @@ class FeaturePlan:
     excluded_plates: list[str]
     fallback: pd.Series | None
     quality: dict
+    text_identifiers: list[str]
 
 
 def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: str, source: str) -> FeaturePlan:
@@ -335,7 +338,8 @@ def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: 
             if plate in seen:
                 raise PhenolensError(f"plate {plate} is in both {seen[plate]} and {scan.shard.name}; give each plate's wells in one file")
             seen[plate] = scan.shard.name
-    controls = pd.concat([scan.controls for scan in scans], ignore_index=True) if len(scans) > 1 else scans[0].controls.reset_index(drop=True)
+    text_identifiers = mixed_identifiers([scan.controls for scan in scans], columns.identifiers())
+    controls = pd.concat([identifiers_as_text(scan.controls, text_identifiers) for scan in scans], ignore_index=True)
     candidates = features_of(controls, columns)
     wells = sum(int(scan.wells.sum()) for scan in scans)
     quality: dict = {"source": source, "wells_in": wells, "features_in": len(candidates)}
@@ -371,7 +375,8 @@ def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: 
     shard_of = np.repeat(np.arange(len(scans)), [len(scan.controls) for scan in scans])
     per_shard = np.bincount(shard_of[keep], minlength=len(scans)).tolist()
     quality["plates_excluded_few_controls"] = excluded
-    return FeaturePlan(features, metadata, controls.loc[keep, metadata + features].reset_index(drop=True), per_shard, excluded, fallback, quality)
+    kept_controls = controls.loc[keep, metadata + features].reset_index(drop=True)
+    return FeaturePlan(features, metadata, kept_controls, per_shard, excluded, fallback, quality, text_identifiers)
 
 
 def clean_shard(table: pd.DataFrame, plan: FeaturePlan, columns: ProfileColumns, source: str) -> tuple[pd.DataFrame, np.ndarray, dict]:
@@ -394,6 +399,7 @@ def clean_shard(table: pd.DataFrame, plan: FeaturePlan, columns: ProfileColumns,
         (the clean wells: metadata + features, index 0..n-1; their control mask; per-plate counts of
         wells in, kept, dropped for missing values, without a treatment, on excluded plates, and imputed values).
     """
+    table = identifiers_as_text(table, plan.text_identifiers)
     is_control = select_rows(table, columns.controls, source, "--controls")
     plates = table[columns.plate].astype(str).to_numpy()
     imputed = pd.Series(0, index=pd.unique(plates))
