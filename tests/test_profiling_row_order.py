@@ -9,10 +9,12 @@ import hypothesis.strategies as st
 import numpy as np
 import pandas as pd
 
+from phenolens.profiling.anomaly import AnomalyProfiler
 from phenolens.profiling.evaluate import evaluate_tables
 from phenolens.profiling.identity import frame_ranks
+from phenolens.profiling.normalize import split_controls
 from phenolens.profiling.replicates import percent_replicating
-from phenolens.profiling.settings import ProfileEvaluationSettings
+from phenolens.profiling.settings import ProfileEvaluationSettings, ProfilingSettings
 from phenolens.profiling.synthetic import synthetic_screen
 
 SCREEN = synthetic_screen(plates=3, batches=1, controls_per_plate=6, moas=2, compounds_per_moa=6, doses=2, features=12, effect=0.6, seed=3)
@@ -67,3 +69,28 @@ def test_a_table_sorted_by_plate_and_well_draws_as_in_table_order():
     np.testing.assert_array_equal(ranks, np.arange(len(SCREEN)))
     treatments = SCREEN["Metadata_Treatment"].to_numpy()
     np.testing.assert_array_equal(percent_replicating(values, treatments, ranks=ranks).null, percent_replicating(values, treatments).null)
+
+
+@hypothesis.settings(max_examples=20, deadline=None, database=None, derandomize=True)
+@hypothesis.given(st.integers(0, 2**32 - 1), st.booleans())
+def test_the_control_split_follows_the_wells_not_their_rows(seed, duplicated_wells):
+    rng = np.random.default_rng(seed)
+    wells = rng.choice(["A01", "A02"], 60) if duplicated_wells else np.array([f"W{i:02d}" for i in range(60)])
+    table = pd.DataFrame({"Metadata_Plate": np.repeat(["P1", "P2", "P3"], 20), "Metadata_Well": wells})
+    values, is_control = rng.normal(size=(60, 4)), rng.random(60) < 0.6
+    expected = split_controls(table["Metadata_Plate"], is_control, seed=0, ranks=frame_ranks(table, "Metadata_Plate", values))
+    order = rng.permutation(60)
+    moved = split_controls(
+        table["Metadata_Plate"].iloc[order], is_control[order], seed=0, ranks=frame_ranks(table.iloc[order], "Metadata_Plate", values[order])
+    )
+    np.testing.assert_array_equal(moved, expected[order])
+
+
+def test_the_anomaly_profiler_trains_on_the_same_control_wells_in_any_row_order():
+    settings = ProfilingSettings(max_epochs=1, hidden=(16, 8), latent=4, controls="Metadata_PertType == 'control'", treatment="Metadata_Treatment")
+    roles = {}
+    for name, table in {"table": SCREEN, "shuffled": SCREEN.sample(frac=1, random_state=4)}.items():
+        profiler = AnomalyProfiler(settings).fit(table)
+        roles[name] = pd.Series(profiler.roles_, index=pd.MultiIndex.from_frame(table[["Metadata_Plate", "Metadata_Well"]])).sort_index()
+    pd.testing.assert_series_equal(roles["shuffled"], roles["table"])
+    assert (roles["table"] == "train").sum() > 0

@@ -26,6 +26,7 @@ from phenolens.core.seeding import numpy_rng, seed_everything
 from phenolens.nn.profile_autoencoder import ProfileAutoencoder, reconstruction_loss
 from phenolens.nn.weights import ModelCard
 from phenolens.profiling.adversarial import domain_accuracy, latent_codes, train_adversarial_autoencoder
+from phenolens.profiling.identity import frame_ranks
 from phenolens.profiling.inputs import PreparedProfiles, ProfileColumns, prepare_profiles
 from phenolens.profiling.normalize import TEST, TRAIN, VALIDATION, Standardization, scale_keys_for, split_controls, standardize
 from phenolens.profiling.select import select_features
@@ -185,7 +186,9 @@ class AnomalyProfiler(BaseEstimator):
         settings = self._settings
         settings.check_batch_column()
         prepared = self._prepare(table)
-        roles = split_controls(prepared.table[settings.plate], prepared.is_control, settings.control_split, settings.seed)
+        raw = prepared.table[prepared.features].to_numpy(dtype=np.float64)
+        ranks = frame_ranks(prepared.table, settings.plate, raw)
+        roles = split_controls(prepared.table[settings.plate], prepared.is_control, settings.control_split, settings.seed, ranks)
         if not (roles == VALIDATION).any():
             raise PhenolensError(
                 f"{settings.controls!r}: too few control wells for a validation split; use more controls or a larger validation fraction"
@@ -193,7 +196,6 @@ class AnomalyProfiler(BaseEstimator):
         train = roles == TRAIN
         plates = prepared.table[settings.plate].astype(str).to_numpy()
         scale_keys = scale_keys_for(prepared.table, settings.scale_pooling, settings.plate, settings.batch)
-        raw = prepared.table[prepared.features].to_numpy(dtype=np.float64)
         standardized, input_standardization = standardize(raw, train, plates, scale_keys)
         frame = pd.DataFrame(standardized, columns=prepared.features)
         self.features_in_ = list(prepared.features)
