@@ -1,4 +1,4 @@
-"""The same wells in another row order give the same seeded draws (percent replicating's null, the control split)."""
+"""The same wells in another row order give the same seeded draws (percent replicating's null, the control split, the hits' null)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pandas as pd
 
 from phenolens.profiling.anomaly import AnomalyProfiler
 from phenolens.profiling.evaluate import evaluate_tables
+from phenolens.profiling.hits import call_hits
 from phenolens.profiling.identity import frame_ranks
 from phenolens.profiling.normalize import split_controls
 from phenolens.profiling.replicates import percent_replicating
@@ -25,8 +26,9 @@ EVALUATION = ProfileEvaluationSettings(
 
 
 def _replicating(table: pd.DataFrame) -> tuple:
-    metrics = evaluate_tables(table, EVALUATION, "screen")[1]
-    return metrics["features"]["percent_replicating"], metrics["features"]["replicate_threshold"]
+    evaluation, metrics = evaluate_tables(table, EVALUATION, "screen")
+    p_values = evaluation.hits["features"]["p_value"].sort_index().to_numpy()
+    return metrics["features"]["percent_replicating"], metrics["features"]["replicate_threshold"], *p_values
 
 
 @functools.cache
@@ -36,7 +38,7 @@ def _reference() -> tuple:
 
 @hypothesis.settings(max_examples=6, deadline=None, database=None, derandomize=True)
 @hypothesis.given(st.permutations(range(len(SCREEN))))
-def test_profile_evaluate_percent_replicating_does_not_depend_on_the_row_order(order):
+def test_profile_evaluate_percent_replicating_and_hits_do_not_depend_on_the_row_order(order):
     np.testing.assert_allclose(_replicating(SCREEN.iloc[list(order)].reset_index(drop=True)), _reference(), rtol=1e-9)  # sums in another order
 
 
@@ -94,3 +96,16 @@ def test_the_anomaly_profiler_trains_on_the_same_control_wells_in_any_row_order(
         roles[name] = pd.Series(profiler.roles_, index=pd.MultiIndex.from_frame(table[["Metadata_Plate", "Metadata_Well"]])).sort_index()
     pd.testing.assert_series_equal(roles["shuffled"], roles["table"])
     assert (roles["table"] == "train").sum() > 0
+
+
+def test_the_hits_null_draws_the_same_control_groups_for_permuted_controls_with_their_ranks():
+    rng = np.random.default_rng(5)
+    controls = pd.DataFrame({"Metadata_Plate": np.repeat(["P1", "P2"], 15), "Metadata_Well": [f"W{i:02d}" for i in range(30)]})
+    control_scores, scores = rng.normal(size=30), rng.normal(0.5, 1, size=24)
+    treatments = np.repeat([f"t{i}" for i in range(8)], 3)
+    expected = call_hits(
+        scores, treatments, control_scores, permutations=500, control_ranks=frame_ranks(controls, "Metadata_Plate", control_scores[:, None])
+    )
+    order = rng.permutation(30)
+    ranks = frame_ranks(controls.iloc[order], "Metadata_Plate", control_scores[order, None])
+    pd.testing.assert_frame_equal(call_hits(scores, treatments, control_scores[order], permutations=500, control_ranks=ranks), expected)

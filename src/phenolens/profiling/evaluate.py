@@ -264,6 +264,7 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
             None if positive is None else scores[positive],
             settings,
             well_ranks(plates[treated], None if wells is None else wells[treated], content_keys(unit[treated])),
+            frame_ranks(frame[null_controls], columns.plate, values[null_controls]),
         )
     profiles, meta = treatment_level(representations, columns, treated, settings.consensus) if columns.moa else ({}, None)
     evaluation = finish_evaluation(scored, profiles, meta, settings)
@@ -353,6 +354,7 @@ def score_representation(
     positive_scores: np.ndarray | None,
     settings: ProfileEvaluationSettings,
     ranks: np.ndarray | None = None,
+    null_ranks: np.ndarray | None = None,
 ) -> RepresentationScores:
     """Percent replicating, hits and Z-factors of one representation's treated wells (mAP given).
 
@@ -376,6 +378,8 @@ def score_representation(
     ranks : numpy.ndarray, optional
         Their canonical ranks (`phenolens.profiling.identity.well_ranks`), which order percent replicating's null
         draw; default: their order.
+    null_ranks : numpy.ndarray, optional
+        The canonical ranks of the null's control wells, which order the hits' null draw; default: their order.
 
     Returns
     -------
@@ -383,7 +387,7 @@ def score_representation(
         Everything measured, with the headline metrics.
     """
     replicates = percent_replicating_of_unit_rows(unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks)
-    hits = call_hits(scores, treatments, null_scores, settings.fdr, seed=settings.seed)
+    hits = call_hits(scores, treatments, null_scores, settings.fdr, seed=settings.seed, control_ranks=null_ranks)
     z_factors = z_factors_by_group(scores, treatments, null_scores)
     metrics = {
         "percent_replicating": replicates.percent_replicating,

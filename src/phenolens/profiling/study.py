@@ -51,7 +51,7 @@ from phenolens.profiling.evaluate import (
 )
 from phenolens.profiling.explain import FeatureExplanation
 from phenolens.profiling.hits import anomaly_score
-from phenolens.profiling.identity import content_keys, well_names, well_ranks
+from phenolens.profiling.identity import content_keys, frame_ranks, well_names, well_ranks
 from phenolens.profiling.moa import nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import TRAIN, VALIDATION, Standardization
 from phenolens.profiling.pipeline import autoencoder_metrics, curve_profilers, explain_top_treatment
@@ -466,8 +466,17 @@ def _evaluate(arrays, every: dict[str, pd.DataFrame], settings: ProfilingSetting
             retrieval = replicate_map(unit[np.arange(len(unit))], treatments, settings.seed, settings.map_null_size)
         scores = _gather(arrays, f"score__{name}")
         null_scores = anomaly_score(control_values[name])[null]
+        null_ranks = frame_ranks(every[name][null], settings.plate, control_values[name][null])
         scored[name] = score_representation(
-            unit, treatments, retrieval, scores, null_scores, None if positive is None else scores[positive], settings, _ranks(arrays, name)
+            unit,
+            treatments,
+            retrieval,
+            scores,
+            null_scores,
+            None if positive is None else scores[positive],
+            settings,
+            _ranks(arrays, name),
+            null_ranks,
         )
         unit.path.unlink()
     profiles, meta = _treatment_level(arrays, list(control_values), settings) if settings.moa else ({}, None)
