@@ -88,14 +88,28 @@ def test_the_control_split_follows_the_wells_not_their_rows(seed, duplicated_wel
     np.testing.assert_array_equal(moved, expected[order])
 
 
-def test_the_anomaly_profiler_trains_on_the_same_control_wells_in_any_row_order():
-    settings = ProfilingSettings(max_epochs=1, hidden=(16, 8), latent=4, controls="Metadata_PertType == 'control'", treatment="Metadata_Treatment")
-    roles = {}
+def test_the_anomaly_profiler_draws_the_same_control_wells_in_any_row_order():
+    """The control split, the training controls kept by --max-train-controls and the sphering's null folds follow the wells."""
+    settings = ProfilingSettings(
+        max_epochs=1,
+        hidden=(16, 8),
+        latent=4,
+        controls="Metadata_PertType == 'control'",
+        treatment="Metadata_Treatment",
+        max_train_controls=5,
+        sphering="global",
+        sphering_controls="all",
+    )
+    roles, sphered = {}, {}
     for name, table in {"table": SCREEN, "shuffled": SCREEN.sample(frac=1, random_state=4)}.items():
-        profiler = AnomalyProfiler(settings).fit(table)
-        roles[name] = pd.Series(profiler.roles_, index=pd.MultiIndex.from_frame(table[["Metadata_Plate", "Metadata_Well"]])).sort_index()
+        profiler = AnomalyProfiler(settings)
+        frames = profiler.fit_transform(table)
+        wells = pd.MultiIndex.from_frame(table[["Metadata_Plate", "Metadata_Well"]])
+        roles[name] = pd.Series(profiler.roles_, index=wells).sort_index()
+        sphered[name] = frames["cellprofiler_sphered"][profiler.selected_features_].set_index(wells).sort_index()
     pd.testing.assert_series_equal(roles["shuffled"], roles["table"])
-    assert (roles["table"] == "train").sum() > 0
+    assert (roles["table"] == "train").sum() == 5
+    pd.testing.assert_frame_equal(sphered["shuffled"], sphered["table"], rtol=1e-9)
 
 
 def test_the_hits_null_draws_the_same_control_groups_for_permuted_controls_with_their_ranks():

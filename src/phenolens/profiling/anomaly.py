@@ -35,6 +35,14 @@ from phenolens.profiling.sphering import SPHERED_SUFFIX, batch_icc, batch_icc_we
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
+
+
+def _by_rank(mask: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Row indices of `mask` in canonical order (`phenolens.profiling.identity.well_ranks`): what a seeded draw walks."""
+    rows = np.flatnonzero(mask)
+    return rows[np.argsort(ranks[rows], kind="stable")]
+
+
 NULL_FOLDS = 5  # cross-fitting folds of the held-out controls when the sphering is fitted on all controls
 UNUSED = "unused"  # training controls left out of the autoencoder by `max_train_controls`
 REPRESENTATIONS = ("cellprofiler", "anomaly")
@@ -203,7 +211,7 @@ class AnomalyProfiler(BaseEstimator):
         self.selected_features_ = select_features(frame[train], candidates, settings.corr_threshold, settings.freq_cut, settings.unique_cut)
         self.input_standardization_ = _restrict(input_standardization, prepared.features, self.selected_features_)
         inputs = frame[self.selected_features_].to_numpy(dtype=np.float32)
-        roles = self._limit_training_controls(roles, settings)
+        roles = self._limit_training_controls(roles, settings, ranks)
         self.roles_ = roles
         self._train_autoencoder(inputs[roles == TRAIN], inputs[roles == VALIDATION], settings)
         errors = self._errors(inputs)
@@ -219,20 +227,23 @@ class AnomalyProfiler(BaseEstimator):
         self.spherers_ = fit_spherers(representations, self.selected_features_, reference, groups, settings, centring, weights)
         sphered_frames = sphered(representations, self.spherers_, self.selected_features_, groups, centring)
         if settings.sphering_controls == "all":
-            self._sphere_null_out_of_sample(sphered_frames, representations, reference, reference & (roles == TEST), (groups, centring, weights))
+            self._sphere_null_out_of_sample(
+                sphered_frames, representations, reference, _by_rank(reference & (roles == TEST), ranks), (groups, centring, weights)
+            )
         return {**representations, **sphered_frames}
 
-    def _sphere_null_out_of_sample(self, frames, representations, reference, null, layout) -> None:
+    def _sphere_null_out_of_sample(self, frames, representations, reference, null: np.ndarray, layout) -> None:
         """Sphere the held-out (test) controls, the null of hits and Z-factors, with spherings fitted without them.
 
         With ``--sphering-controls all`` they are among the wells the sphering is fitted on, and sphered in-sample
         their anomaly scores are too small: in a screen without any effect every treatment was called a hit. Like the
         leave-one-out standardisation of reference controls, each of `NULL_FOLDS` seeded folds of them is sphered by
-        a sphering fitted on every other reference control (cross-fitting), so they look like unseen wells.
+        a sphering fitted on every other reference control (cross-fitting), so they look like unseen wells. `null`
+        holds their row indices in canonical order (`_by_rank`), so the folds do not depend on the row order.
         """
         groups, centring, weights = layout
         features = self.selected_features_
-        rows = numpy_rng(self._settings.seed).permutation(np.flatnonzero(null))
+        rows = numpy_rng(self._settings.seed).permutation(null)
         for fold in np.array_split(rows, min(NULL_FOLDS, len(rows))) if len(rows) else []:
             without = reference.copy()
             without[fold] = False
@@ -291,8 +302,8 @@ class AnomalyProfiler(BaseEstimator):
         return prepare_profiles(table, columns, source="profile table", feature_set=settings.feature_set)
 
     @staticmethod
-    def _limit_training_controls(roles: np.ndarray, settings: ProfilingSettings) -> np.ndarray:
-        train = np.flatnonzero(roles == TRAIN)
+    def _limit_training_controls(roles: np.ndarray, settings: ProfilingSettings, ranks: np.ndarray) -> np.ndarray:
+        train = _by_rank(roles == TRAIN, ranks)
         if settings.max_train_controls is None or settings.max_train_controls >= len(train):
             return roles
         dropped = numpy_rng(settings.seed + 1).permutation(train)[settings.max_train_controls :]
