@@ -89,7 +89,8 @@ def test_the_control_split_follows_the_wells_not_their_rows(seed, duplicated_wel
 
 
 def test_the_anomaly_profiler_draws_the_same_control_wells_in_any_row_order():
-    """The control split, the training controls kept by --max-train-controls and the sphering's null folds follow the wells."""
+    """The control split, the training controls kept by --max-train-controls, the autoencoders' training order and the
+    sphering's null folds follow the wells."""
     settings = ProfilingSettings(
         max_epochs=1,
         hidden=(16, 8),
@@ -99,6 +100,7 @@ def test_the_anomaly_profiler_draws_the_same_control_wells_in_any_row_order():
         max_train_controls=5,
         sphering="global",
         sphering_controls="all",
+        adversary="plate",
     )
     roles, sphered = {}, {}
     for name, table in {"table": SCREEN, "shuffled": SCREEN.sample(frac=1, random_state=4)}.items():
@@ -106,7 +108,10 @@ def test_the_anomaly_profiler_draws_the_same_control_wells_in_any_row_order():
         frames = profiler.fit_transform(table)
         wells = pd.MultiIndex.from_frame(table[["Metadata_Plate", "Metadata_Well"]])
         roles[name] = pd.Series(profiler.roles_, index=wells).sort_index()
-        sphered[name] = frames["cellprofiler_sphered"][profiler.selected_features_].set_index(wells).sort_index()
+        sphered[name] = pd.concat(
+            [frames[f"{r}_sphered"][profiler.selected_features_] for r in ("cellprofiler", "anomaly", "anomaly_adversarial")], axis=1
+        )
+        sphered[name] = sphered[name].set_index(wells).sort_index()
     pd.testing.assert_series_equal(roles["shuffled"], roles["table"])
     assert (roles["table"] == "train").sum() == 5
     pd.testing.assert_frame_equal(sphered["shuffled"], sphered["table"], rtol=1e-9)

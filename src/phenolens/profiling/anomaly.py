@@ -213,13 +213,14 @@ class AnomalyProfiler(BaseEstimator):
         inputs = frame[self.selected_features_].to_numpy(dtype=np.float32)
         roles = self._limit_training_controls(roles, settings, ranks)
         self.roles_ = roles
-        self._train_autoencoder(inputs[roles == TRAIN], inputs[roles == VALIDATION], settings)
+        # in canonical order: the same wells in another row order train the same model
+        self._train_autoencoder(inputs[_by_rank(roles == TRAIN, ranks)], inputs[_by_rank(roles == VALIDATION, ranks)], settings)
         errors = self._errors(inputs)
         anomaly, self.error_standardization_ = standardize(errors, roles == TEST, plates, scale_keys)
         self.scale_keys_ = dict(zip(plates, scale_keys))
         representations = self._representations(prepared, inputs, anomaly, roles)
         if settings.adversary != NO_ADVERSARY:
-            representations[ADVERSARIAL] = self._fit_adversary(prepared, inputs, roles, plates, scale_keys, settings)
+            representations[ADVERSARIAL] = self._fit_adversary(prepared, inputs, roles, plates, scale_keys, settings, ranks)
         reference, groups, centring = self._sphering_layout(prepared, roles == TRAIN)
         weights = None
         if settings.sphering_batch_icc_weight > 0:
@@ -271,15 +272,17 @@ class AnomalyProfiler(BaseEstimator):
             raise PhenolensError(f"every feature's control wells have a batch ICC above {settings.batch_icc_max}: raise --batch-icc-max")
         return kept
 
-    def _fit_adversary(self, prepared, inputs, roles, plates, scale_keys, settings) -> pd.DataFrame:
-        """Train the adversarial autoencoder; its anomaly representation (errors z-scored against the test controls)."""
+    def _fit_adversary(self, prepared, inputs, roles, plates, scale_keys, settings, ranks) -> pd.DataFrame:
+        """Train the adversarial autoencoder on the controls in canonical order (`_by_rank`); its anomaly representation
+        (errors z-scored against the test controls)."""
         column = settings.batch if settings.adversary == "batch" else settings.plate
         domains = prepared.table[column].astype(str).to_numpy()
         learning_rate, output_l2, dropout = self.chosen_hyperparameters_
         chosen = settings.replace(learning_rate=learning_rate, output_l2=output_l2, dropout=dropout)
+        train = _by_rank(roles == TRAIN, ranks)
         with single_torch_thread():
             self.adversary_ = train_adversarial_autoencoder(
-                inputs[roles == TRAIN], domains[roles == TRAIN], inputs[roles == VALIDATION], chosen, column
+                inputs[train], domains[train], inputs[_by_rank(roles == VALIDATION, ranks)], chosen, column
             )
         errors, self.adversarial_error_standardization_ = standardize(self._errors(inputs, self.adversary_.model), roles == TEST, plates, scale_keys)
         held_out = roles == TEST
