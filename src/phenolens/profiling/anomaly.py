@@ -35,19 +35,17 @@ from phenolens.profiling.sphering import SPHERED_SUFFIX, batch_icc, batch_icc_we
 from phenolens.training import EarlyStopping, History, fit
 
 ROLE_COLUMN = "Metadata_ControlSplit"
+NULL_FOLDS = 5  # cross-fitting folds of the held-out controls when the sphering is fitted on all controls
+UNUSED = "unused"  # training controls left out of the autoencoder by `max_train_controls`
+REPRESENTATIONS = ("cellprofiler", "anomaly")
+ADVERSARIAL = "anomaly_adversarial"  # the anomaly representation of the domain-adversarial autoencoder
+NO_ADVERSARY = "none"
 
 
 def _by_rank(mask: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """Row indices of `mask` in canonical order (`phenolens.profiling.identity.well_ranks`): what a seeded draw walks."""
     rows = np.flatnonzero(mask)
     return rows[np.argsort(ranks[rows], kind="stable")]
-
-
-NULL_FOLDS = 5  # cross-fitting folds of the held-out controls when the sphering is fitted on all controls
-UNUSED = "unused"  # training controls left out of the autoencoder by `max_train_controls`
-REPRESENTATIONS = ("cellprofiler", "anomaly")
-ADVERSARIAL = "anomaly_adversarial"  # the anomaly representation of the domain-adversarial autoencoder
-NO_ADVERSARY = "none"
 
 
 @contextlib.contextmanager
