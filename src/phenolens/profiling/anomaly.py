@@ -26,6 +26,7 @@ from phenolens.core.seeding import numpy_rng, seed_everything
 from phenolens.nn.profile_autoencoder import ProfileAutoencoder, reconstruction_loss
 from phenolens.nn.weights import ModelCard
 from phenolens.profiling.adversarial import domain_accuracy, latent_codes, train_adversarial_autoencoder
+from phenolens.profiling.identity import frame_ranks
 from phenolens.profiling.inputs import PreparedProfiles, ProfileColumns, prepare_profiles
 from phenolens.profiling.normalize import TEST, TRAIN, VALIDATION, Standardization, scale_keys_for, split_controls, standardize
 from phenolens.profiling.select import select_features
@@ -39,6 +40,12 @@ UNUSED = "unused"  # training controls left out of the autoencoder by `max_train
 REPRESENTATIONS = ("cellprofiler", "anomaly")
 ADVERSARIAL = "anomaly_adversarial"  # the anomaly representation of the domain-adversarial autoencoder
 NO_ADVERSARY = "none"
+
+
+def _by_rank(mask: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Row indices of `mask` in canonical order (`phenolens.profiling.identity.well_ranks`): what a seeded draw walks."""
+    rows = np.flatnonzero(mask)
+    return rows[np.argsort(ranks[rows], kind="stable")]
 
 
 @contextlib.contextmanager
@@ -185,7 +192,9 @@ class AnomalyProfiler(BaseEstimator):
         settings = self._settings
         settings.check_batch_column()
         prepared = self._prepare(table)
-        roles = split_controls(prepared.table[settings.plate], prepared.is_control, settings.control_split, settings.seed)
+        raw = prepared.table[prepared.features].to_numpy(dtype=np.float64)
+        ranks = frame_ranks(prepared.table, settings.plate, raw)
+        roles = split_controls(prepared.table[settings.plate], prepared.is_control, settings.control_split, settings.seed, ranks)
         if not (roles == VALIDATION).any():
             raise PhenolensError(
                 f"{settings.controls!r}: too few control wells for a validation split; use more controls or a larger validation fraction"
@@ -193,7 +202,6 @@ class AnomalyProfiler(BaseEstimator):
         train = roles == TRAIN
         plates = prepared.table[settings.plate].astype(str).to_numpy()
         scale_keys = scale_keys_for(prepared.table, settings.scale_pooling, settings.plate, settings.batch)
-        raw = prepared.table[prepared.features].to_numpy(dtype=np.float64)
         standardized, input_standardization = standardize(raw, train, plates, scale_keys)
         frame = pd.DataFrame(standardized, columns=prepared.features)
         self.features_in_ = list(prepared.features)
@@ -201,15 +209,16 @@ class AnomalyProfiler(BaseEstimator):
         self.selected_features_ = select_features(frame[train], candidates, settings.corr_threshold, settings.freq_cut, settings.unique_cut)
         self.input_standardization_ = _restrict(input_standardization, prepared.features, self.selected_features_)
         inputs = frame[self.selected_features_].to_numpy(dtype=np.float32)
-        roles = self._limit_training_controls(roles, settings)
+        roles = self._limit_training_controls(roles, settings, ranks)
         self.roles_ = roles
-        self._train_autoencoder(inputs[roles == TRAIN], inputs[roles == VALIDATION], settings)
+        # in canonical order: the same wells in another row order train the same model
+        self._train_autoencoder(inputs[_by_rank(roles == TRAIN, ranks)], inputs[_by_rank(roles == VALIDATION, ranks)], settings)
         errors = self._errors(inputs)
         anomaly, self.error_standardization_ = standardize(errors, roles == TEST, plates, scale_keys)
         self.scale_keys_ = dict(zip(plates, scale_keys))
         representations = self._representations(prepared, inputs, anomaly, roles)
         if settings.adversary != NO_ADVERSARY:
-            representations[ADVERSARIAL] = self._fit_adversary(prepared, inputs, roles, plates, scale_keys, settings)
+            representations[ADVERSARIAL] = self._fit_adversary(prepared, inputs, roles, plates, scale_keys, settings, ranks)
         reference, groups, centring = self._sphering_layout(prepared, roles == TRAIN)
         weights = None
         if settings.sphering_batch_icc_weight > 0:
@@ -217,20 +226,23 @@ class AnomalyProfiler(BaseEstimator):
         self.spherers_ = fit_spherers(representations, self.selected_features_, reference, groups, settings, centring, weights)
         sphered_frames = sphered(representations, self.spherers_, self.selected_features_, groups, centring)
         if settings.sphering_controls == "all":
-            self._sphere_null_out_of_sample(sphered_frames, representations, reference, reference & (roles == TEST), (groups, centring, weights))
+            self._sphere_null_out_of_sample(
+                sphered_frames, representations, reference, _by_rank(reference & (roles == TEST), ranks), (groups, centring, weights)
+            )
         return {**representations, **sphered_frames}
 
-    def _sphere_null_out_of_sample(self, frames, representations, reference, null, layout) -> None:
+    def _sphere_null_out_of_sample(self, frames, representations, reference, null: np.ndarray, layout) -> None:
         """Sphere the held-out (test) controls, the null of hits and Z-factors, with spherings fitted without them.
 
         With ``--sphering-controls all`` they are among the wells the sphering is fitted on, and sphered in-sample
         their anomaly scores are too small: in a screen without any effect every treatment was called a hit. Like the
         leave-one-out standardisation of reference controls, each of `NULL_FOLDS` seeded folds of them is sphered by
-        a sphering fitted on every other reference control (cross-fitting), so they look like unseen wells.
+        a sphering fitted on every other reference control (cross-fitting), so they look like unseen wells. `null`
+        holds their row indices in canonical order (`_by_rank`), so the folds do not depend on the row order.
         """
         groups, centring, weights = layout
         features = self.selected_features_
-        rows = numpy_rng(self._settings.seed).permutation(np.flatnonzero(null))
+        rows = numpy_rng(self._settings.seed).permutation(null)
         for fold in np.array_split(rows, min(NULL_FOLDS, len(rows))) if len(rows) else []:
             without = reference.copy()
             without[fold] = False
@@ -258,15 +270,17 @@ class AnomalyProfiler(BaseEstimator):
             raise PhenolensError(f"every feature's control wells have a batch ICC above {settings.batch_icc_max}: raise --batch-icc-max")
         return kept
 
-    def _fit_adversary(self, prepared, inputs, roles, plates, scale_keys, settings) -> pd.DataFrame:
-        """Train the adversarial autoencoder; its anomaly representation (errors z-scored against the test controls)."""
+    def _fit_adversary(self, prepared, inputs, roles, plates, scale_keys, settings, ranks) -> pd.DataFrame:
+        """Train the adversarial autoencoder on the controls in canonical order (`_by_rank`); its anomaly representation
+        (errors z-scored against the test controls)."""
         column = settings.batch if settings.adversary == "batch" else settings.plate
         domains = prepared.table[column].astype(str).to_numpy()
         learning_rate, output_l2, dropout = self.chosen_hyperparameters_
         chosen = settings.replace(learning_rate=learning_rate, output_l2=output_l2, dropout=dropout)
+        train = _by_rank(roles == TRAIN, ranks)
         with single_torch_thread():
             self.adversary_ = train_adversarial_autoencoder(
-                inputs[roles == TRAIN], domains[roles == TRAIN], inputs[roles == VALIDATION], chosen, column
+                inputs[train], domains[train], inputs[_by_rank(roles == VALIDATION, ranks)], chosen, column
             )
         errors, self.adversarial_error_standardization_ = standardize(self._errors(inputs, self.adversary_.model), roles == TEST, plates, scale_keys)
         held_out = roles == TEST
@@ -289,8 +303,8 @@ class AnomalyProfiler(BaseEstimator):
         return prepare_profiles(table, columns, source="profile table", feature_set=settings.feature_set)
 
     @staticmethod
-    def _limit_training_controls(roles: np.ndarray, settings: ProfilingSettings) -> np.ndarray:
-        train = np.flatnonzero(roles == TRAIN)
+    def _limit_training_controls(roles: np.ndarray, settings: ProfilingSettings, ranks: np.ndarray) -> np.ndarray:
+        train = _by_rank(roles == TRAIN, ranks)
         if settings.max_train_controls is None or settings.max_train_controls >= len(train):
             return roles
         dropped = numpy_rng(settings.seed + 1).permutation(train)[settings.max_train_controls :]

@@ -13,6 +13,7 @@ from phenolens.data.query import select_rows
 from phenolens.profiling.anomaly import ROLE_COLUMN, TRAIN, VALIDATION
 from phenolens.profiling.assay_quality import z_factors_by_group, z_prime_factor
 from phenolens.profiling.hits import anomaly_score, call_hits
+from phenolens.profiling.identity import content_keys, frame_ranks, well_names, well_ranks
 from phenolens.profiling.inputs import (
     IMPUTED_COLUMN,
     ProfileColumns,
@@ -240,6 +241,7 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
     treatments = reference[columns.treatment].astype(str).to_numpy()
     positive = select_rows(reference, columns.positive_controls, "profiles", "--positive-controls") if columns.positive_controls else None
     plates = reference[columns.plate].astype(str).to_numpy()
+    wells = well_names(reference)
     scored = {}
     for name, frame in representations.items():
         values = frame[features_of(frame, columns)].to_numpy(dtype=np.float64)
@@ -261,6 +263,8 @@ def evaluate(representations: dict[str, pd.DataFrame], settings: ProfileEvaluati
             scores[null_controls],
             None if positive is None else scores[positive],
             settings,
+            well_ranks(plates[treated], None if wells is None else wells[treated], content_keys(unit[treated])),
+            frame_ranks(frame[null_controls], columns.plate, values[null_controls]),
         )
     profiles, meta = treatment_level(representations, columns, treated, settings.consensus) if columns.moa else ({}, None)
     evaluation = finish_evaluation(scored, profiles, meta, settings)
@@ -349,6 +353,8 @@ def score_representation(
     null_scores: np.ndarray,
     positive_scores: np.ndarray | None,
     settings: ProfileEvaluationSettings,
+    ranks: np.ndarray | None = None,
+    null_ranks: np.ndarray | None = None,
 ) -> RepresentationScores:
     """Percent replicating, hits and Z-factors of one representation's treated wells (mAP given).
 
@@ -369,14 +375,19 @@ def score_representation(
         Anomaly scores of positive-control wells (adds the Z'-factor).
     settings : ProfileEvaluationSettings
         Evaluation options.
+    ranks : numpy.ndarray, optional
+        Their canonical ranks (`phenolens.profiling.identity.well_ranks`), which order percent replicating's null
+        draw; default: their order.
+    null_ranks : numpy.ndarray, optional
+        The canonical ranks of the null's control wells, which order the hits' null draw; default: their order.
 
     Returns
     -------
     RepresentationScores
         Everything measured, with the headline metrics.
     """
-    replicates = percent_replicating_of_unit_rows(unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed)
-    hits = call_hits(scores, treatments, null_scores, settings.fdr, seed=settings.seed)
+    replicates = percent_replicating_of_unit_rows(unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks)
+    hits = call_hits(scores, treatments, null_scores, settings.fdr, seed=settings.seed, control_ranks=null_ranks)
     z_factors = z_factors_by_group(scores, treatments, null_scores)
     metrics = {
         "percent_replicating": replicates.percent_replicating,
@@ -653,9 +664,10 @@ def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileE
     treated = ~select_rows(frame, columns.controls, "profiles", "--controls")
     values = replicate_space(frame[features_of(frame, columns)].to_numpy(dtype=np.float64), frame, columns, settings)
     treatments = frame[columns.treatment].astype(str).to_numpy()
+    ranks = frame_ranks(frame[treated], columns.plate, row_standardize(values[treated]))
     scores = {
         "percent_replicating": percent_replicating(
-            values[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed
+            values[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed, ranks
         ).percent_replicating
     }
     if columns.moa:

@@ -35,6 +35,7 @@ def call_hits(
     fdr: float = 0.05,
     permutations: int = 10000,
     seed: int = 0,
+    control_ranks: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Test every treatment's mean well score against means of as many random control wells.
 
@@ -57,6 +58,9 @@ def call_hits(
         Random control groups per treatment size.
     seed : int
         Seed of the draws.
+    control_ranks : numpy.ndarray, optional
+        Canonical rank of every control well (`phenolens.profiling.identity.well_ranks`): the draws walk the
+        controls in this order, so the same wells in another row order draw the same null; default: their order.
 
     Returns
     -------
@@ -69,6 +73,8 @@ def call_hits(
         With fewer than two control wells.
     """
     control_scores = np.asarray(control_scores, dtype=np.float64)
+    if control_ranks is not None:
+        control_scores = control_scores[np.argsort(control_ranks, kind="stable")]
     if control_scores.size < 2:
         raise PhenolensError(f"hit calling needs two or more held-out control wells (got {control_scores.size})")
     table = pd.DataFrame({"score": scores, "treatment": treatments}).groupby("treatment")["score"].agg(["mean", "count"])

@@ -22,12 +22,19 @@ from phenolens.profiling.settings import SCALE_POOLING
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
 
-def split_controls(plates: Sequence, is_control: np.ndarray, fractions: tuple[float, float, float] = (0.4, 0.1, 0.5), seed: int = 0) -> np.ndarray:
+def split_controls(
+    plates: Sequence,
+    is_control: np.ndarray,
+    fractions: tuple[float, float, float] = (0.4, 0.1, 0.5),
+    seed: int = 0,
+    ranks: np.ndarray | None = None,
+) -> np.ndarray:
     """Split the control wells of every plate at random into train / validation / test.
 
     Returns one role per well ('train', 'validation', 'test'; '' for non-controls). Counts per
     plate are the rounded cumulative fractions, with at least one train and one test control on
-    every plate that has two or more; validation wells may be absent from small plates.
+    every plate that has two or more; validation wells may be absent from small plates. The seeded
+    random keys go to the controls in `ranks` order, so the same wells in another row order split alike.
 
     Parameters
     ----------
@@ -39,6 +46,8 @@ def split_controls(plates: Sequence, is_control: np.ndarray, fractions: tuple[fl
         Train, validation, test fractions (sum 1).
     seed : int
         Seed of the split.
+    ranks : numpy.ndarray, optional
+        Canonical rank of every well (`phenolens.profiling.identity.well_ranks`); default: table order.
 
     Returns
     -------
@@ -55,7 +64,10 @@ def split_controls(plates: Sequence, is_control: np.ndarray, fractions: tuple[fl
     is_control = np.asarray(is_control, dtype=bool)
     plate_codes = pd.factorize(np.asarray(plates))[0]
     controls = np.flatnonzero(is_control)
-    order = controls[np.lexsort((numpy_rng(seed).random(len(controls)), plate_codes[controls]))]
+    keys = numpy_rng(seed).random(len(controls))
+    if ranks is not None:  # the k-th control in canonical order takes the k-th key
+        keys = keys[np.argsort(np.argsort(np.asarray(ranks)[controls], kind="stable"), kind="stable")]
+    order = controls[np.lexsort((keys, plate_codes[controls]))]
     ordered_plates = plate_codes[order]
     first = np.searchsorted(ordered_plates, ordered_plates, side="left")
     rank = np.arange(len(order)) - first

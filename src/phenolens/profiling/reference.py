@@ -34,7 +34,7 @@ def median_pair_correlation(values: np.ndarray, rows) -> float:
     return statistics.median(np.corrcoef(values[a], values[b])[0, 1] for a, b in itertools.combinations(rows, 2))
 
 
-def null_groups(treatments, null_repeats: int = 5, seed: int = 0) -> list[np.ndarray]:
+def null_groups(treatments, null_repeats: int = 5, seed: int = 0, ranks: np.ndarray | None = None) -> list[np.ndarray]:
     """The null groups `percent_replicating` draws for these labels and seed, in its order.
 
     Parameters
@@ -45,6 +45,8 @@ def null_groups(treatments, null_repeats: int = 5, seed: int = 0) -> list[np.nda
         Null groups per treatment.
     seed : int
         The seed `percent_replicating` is given.
+    ranks : numpy.ndarray, optional
+        The canonical ranks `percent_replicating` is given.
 
     Returns
     -------
@@ -56,7 +58,7 @@ def null_groups(treatments, null_repeats: int = 5, seed: int = 0) -> list[np.nda
     groups = []
     for size, (labels, _) in groups_by_label(codes).items():
         if size >= 2:
-            groups += list(sample_null_groups(codes, size, null_repeats * len(labels), rng))
+            groups += list(sample_null_groups(codes, size, null_repeats * len(labels), rng, ranks))
     return groups
 
 

@@ -172,11 +172,13 @@ def draw_distinct(n_items: int, size: int, n_rows: int, rng: np.random.Generator
     return np.concatenate(parts) if parts else np.empty((0, size), dtype=np.int64)
 
 
-def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.random.Generator) -> np.ndarray:
+def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.random.Generator, ranks: np.ndarray | None = None) -> np.ndarray:
     """(n_groups, size) well indices for the percent-replicating null, drawn exactly.
 
     Each row takes `size` distinct labels uniformly without replacement (`draw_distinct`), then one
-    well of each label uniformly among that label's wells; valid for any size up to the number of labels.
+    well of each label uniformly among that label's wells; valid for any size up to the number of labels. Labels are
+    walked in code order (names are identity) and a label's wells in `ranks` order, so the draw does not depend on
+    where the wells sit in the table.
 
     Parameters
     ----------
@@ -188,6 +190,8 @@ def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.rand
         Groups to draw.
     rng : numpy.random.Generator
         The random source.
+    ranks : numpy.ndarray, optional
+        Canonical rank of every well (`phenolens.profiling.identity.well_ranks`); default: table order.
 
     Returns
     -------
@@ -199,7 +203,7 @@ def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.rand
     PhenolensError
         When there are fewer labels than `size`.
     """
-    order = np.argsort(codes, kind="stable")
+    order = np.argsort(codes, kind="stable") if ranks is None else np.lexsort((ranks, codes))
     _, starts, counts = np.unique(codes[order], return_index=True, return_counts=True)
     if len(counts) < size:
         raise PhenolensError(
@@ -216,6 +220,7 @@ def percent_replicating(
     null_repeats: int = 5,
     percentile: float = 90.0,
     seed: int = 0,
+    ranks: np.ndarray | None = None,
 ) -> ReplicateResult:
     """Percent replicating of well profiles labelled by treatment.
 
@@ -233,6 +238,9 @@ def percent_replicating(
         Percentile of the null a treatment's median replicate correlation must exceed.
     seed : int
         Seed of the null draw.
+    ranks : numpy.ndarray, optional
+        Canonical rank of every well (`phenolens.profiling.identity.well_ranks`): the null walks a treatment's wells
+        in this order, so the same wells in another row order draw the same null; default: table order.
 
     Returns
     -------
@@ -244,11 +252,12 @@ def percent_replicating(
     PhenolensError
         When no treatment has two wells, or a replicate count exceeds the number of treatments.
     """
-    return percent_replicating_of_unit_rows(row_standardize(np.asarray(values, dtype=np.float64)), treatments, null_repeats, percentile, seed)
+    unit = row_standardize(np.asarray(values, dtype=np.float64))
+    return percent_replicating_of_unit_rows(unit, treatments, null_repeats, percentile, seed, ranks)
 
 
 def percent_replicating_of_unit_rows(
-    unit: np.ndarray, treatments: np.ndarray, null_repeats: int = 5, percentile: float = 90.0, seed: int = 0
+    unit: np.ndarray, treatments: np.ndarray, null_repeats: int = 5, percentile: float = 90.0, seed: int = 0, ranks: np.ndarray | None = None
 ) -> ReplicateResult:
     """`percent_replicating` of rows already centred and scaled to unit norm (`row_standardize`).
 
@@ -263,7 +272,7 @@ def percent_replicating_of_unit_rows(
         rows (constant profiles) are left out.
     treatments : numpy.ndarray
         Treatment label of every well (wells without one, or with a constant profile: NaN rows, are left out).
-    null_repeats, percentile, seed
+    null_repeats, percentile, seed, ranks
         As in `percent_replicating`.
 
     Returns
@@ -281,6 +290,7 @@ def percent_replicating_of_unit_rows(
     # no correlation with anything, as `replicate_map` leaves it out), whose NaN would make the null's percentile NaN
     labelled = np.flatnonzero((codes >= 0) & defined_rows(unit))
     codes = codes[labelled]
+    ranks = None if ranks is None else np.asarray(ranks)[labelled]
     rng = numpy_rng(seed)
     by_size = groups_by_label(codes)
     single = len(by_size.get(1, ((), ()))[0])
@@ -291,7 +301,7 @@ def percent_replicating_of_unit_rows(
         labels.append(group_labels)
         medians.append(median_pairwise_correlations(unit, labelled[groups]))
         replicates.append(np.full(len(group_labels), size))
-        null.append(median_pairwise_correlations(unit, labelled[sample_null_groups(codes, size, null_repeats * len(group_labels), rng)]))
+        null.append(median_pairwise_correlations(unit, labelled[sample_null_groups(codes, size, null_repeats * len(group_labels), rng, ranks)]))
     if not labels:
         raise PhenolensError("no treatment has two or more replicate wells; percent replicating needs replicates")
     null_values = np.concatenate(null)

@@ -51,6 +51,7 @@ from phenolens.profiling.evaluate import (
 )
 from phenolens.profiling.explain import FeatureExplanation
 from phenolens.profiling.hits import anomaly_score
+from phenolens.profiling.identity import content_keys, frame_ranks, well_names, well_ranks
 from phenolens.profiling.moa import nearest_neighbor_moa, treatment_profiles
 from phenolens.profiling.normalize import TRAIN, VALIDATION, Standardization
 from phenolens.profiling.pipeline import autoencoder_metrics, curve_profilers, explain_top_treatment
@@ -229,7 +230,12 @@ def _evaluation_arrays(clean: pd.DataFrame, is_control: np.ndarray, plates: np.n
     representations' rows of those wells)."""
     treated = ~is_control
     treatments = clean[settings.treatment].astype(str).to_numpy().astype(str)  # fixed-width strings: saved without pickles
-    arrays = {"treatments": treatments[treated]}
+    wells = well_names(clean)  # with the plates and each representation's content keys: the wells' canonical order
+    arrays = {
+        "treatments": treatments[treated],
+        "well_plates": plates[treated].astype(str),
+        "well_names": (np.full(len(clean), "") if wells is None else wells)[treated].astype(str),
+    }
     if settings.positive_controls:
         arrays["positive"] = select_rows(clean, settings.positive_controls, "profiles", "--positive-controls")[treated]
     labelled = treated & clean[settings.moa].notna().to_numpy() if settings.moa else None
@@ -238,6 +244,7 @@ def _evaluation_arrays(clean: pd.DataFrame, is_control: np.ndarray, plates: np.n
         # equals a control's ties with it (`replicate_map_against_controls`), as in memory, not by float32 rounding
         unit = row_standardize(replicate_space(block, clean, settings, settings)).astype(np.float32)
         arrays[f"unit__{name}"] = unit[treated]
+        arrays[f"content__{name}"] = content_keys(unit[treated])
         if not name.startswith("curve"):
             arrays[f"score__{name}"] = anomaly_score(block)[treated]
             if settings.map_negatives == "plate_controls":
@@ -425,6 +432,11 @@ def _gather(arrays, key: str) -> np.ndarray:
     return np.concatenate([a[key] for a in arrays])
 
 
+def _ranks(arrays, name: str) -> np.ndarray:
+    """The canonical ranks of the study's treated wells in representation `name` (`well_ranks`), as in memory."""
+    return well_ranks(_gather(arrays, "well_plates"), _gather(arrays, "well_names"), _gather(arrays, f"content__{name}"))
+
+
 def _unit_rows(arrays, name: str, rows: list[int]) -> RowFile:
     """Representation `name`'s treated unit rows of every file, in file order, written beside the files' arrays as
     one ``.npy`` file one file's piece at a time (the evaluation reads them by index; the caller removes the file)."""
@@ -454,8 +466,17 @@ def _evaluate(arrays, every: dict[str, pd.DataFrame], settings: ProfilingSetting
             retrieval = replicate_map(unit[np.arange(len(unit))], treatments, settings.seed, settings.map_null_size)
         scores = _gather(arrays, f"score__{name}")
         null_scores = anomaly_score(control_values[name])[null]
+        null_ranks = frame_ranks(every[name][null], settings.plate, control_values[name][null])
         scored[name] = score_representation(
-            unit, treatments, retrieval, scores, null_scores, None if positive is None else scores[positive], settings
+            unit,
+            treatments,
+            retrieval,
+            scores,
+            null_scores,
+            None if positive is None else scores[positive],
+            settings,
+            _ranks(arrays, name),
+            null_ranks,
         )
         unit.path.unlink()
     profiles, meta = _treatment_level(arrays, list(control_values), settings) if settings.moa else ({}, None)
@@ -556,7 +577,7 @@ def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, ev
         unit = _unit_rows(arrays, name, [len(a["treatments"]) for a in arrays])
         scores = {
             "percent_replicating": percent_replicating_of_unit_rows(
-                unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed
+                unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, _ranks(arrays, name)
             ).percent_replicating
         }
         unit.path.unlink()
