@@ -14,10 +14,9 @@ import pandas as pd
 
 from phenolens.core.errors import PhenolensError
 from phenolens.data.query import select_rows
-from phenolens.profiling.evaluate import features_of, replicate_space
-from phenolens.profiling.identity import frame_ranks
+from phenolens.profiling.evaluate import canonical_percent_replicating, features_of, replicate_space
 from phenolens.profiling.inputs import ProfileColumns
-from phenolens.profiling.replicates import CHUNK_BYTES, defined_rows, percent_replicating, replicate_map, row_standardize
+from phenolens.profiling.replicates import CHUNK_BYTES, defined_rows, replicate_map, row_standardize
 from phenolens.profiling.settings import TVN_STEPS
 
 CHOICE_CRITERION = (
@@ -127,8 +126,7 @@ def replicate_scores(frame: pd.DataFrame, settings) -> dict[str, float]:
     treated = ~select_rows(frame, settings.controls, "profiles", "--controls")
     values = replicate_space(frame[features_of(frame, settings)].to_numpy(dtype=np.float64), frame, settings, settings)[treated]
     treatments = frame[settings.treatment].astype(str).to_numpy()[treated]
-    ranks = frame_ranks(frame[treated], settings.plate, row_standardize(values))
-    replicating = percent_replicating(values, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks)
+    replicating = canonical_percent_replicating(frame[treated], settings.plate, values, treatments, settings)
     average_precision = replicate_map(values, treatments, null_size=settings.map_null_size, seed=settings.seed)
     scores = {"percent_replicating": replicating.percent_replicating, "map": average_precision.mean_average_precision}
     if settings.batch:

@@ -31,7 +31,6 @@ from phenolens.profiling.replicates import (
     ReplicateMap,
     ReplicateResult,
     control_similarities,
-    percent_replicating,
     percent_replicating_of_unit_rows,
     replicate_map,
     replicate_map_against_controls,
@@ -644,6 +643,34 @@ def moa_wells(frame: pd.DataFrame, columns: ProfileColumns, treated: np.ndarray)
     return labelled, frame.loc[labelled, columns.treatment].astype(str).to_numpy()
 
 
+def canonical_percent_replicating(frame: pd.DataFrame, plate: str, values: np.ndarray, treatments: np.ndarray, settings) -> ReplicateResult:
+    """`percent_replicating` of a table's rows, its null walked in canonical well order (`frame_ranks` of the unit rows).
+
+    The rows are standardised once (`row_standardize`), for the ranks' content keys and for the correlations.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The rows' table (plate and, when it has one, well column).
+    plate : str
+        Plate column.
+    values : numpy.ndarray
+        (rows, features) of the table's rows.
+    treatments : numpy.ndarray
+        Treatment label of every row.
+    settings : ProfileEvaluationSettings or ProfilingSettings
+        Null repeats, percentile and seed.
+
+    Returns
+    -------
+    ReplicateResult
+        As `percent_replicating` returns it.
+    """
+    unit = row_standardize(np.asarray(values, dtype=np.float64))
+    ranks = frame_ranks(frame, plate, unit)
+    return percent_replicating_of_unit_rows(unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks)
+
+
 def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> dict[str, float]:
     """Percent replicating and NSC accuracy of one representation: the cheap metrics, for curves.
 
@@ -664,12 +691,8 @@ def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileE
     treated = ~select_rows(frame, columns.controls, "profiles", "--controls")
     values = replicate_space(frame[features_of(frame, columns)].to_numpy(dtype=np.float64), frame, columns, settings)
     treatments = frame[columns.treatment].astype(str).to_numpy()
-    ranks = frame_ranks(frame[treated], columns.plate, row_standardize(values[treated]))
-    scores = {
-        "percent_replicating": percent_replicating(
-            values[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed, ranks
-        ).percent_replicating
-    }
+    replicating = canonical_percent_replicating(frame[treated], columns.plate, values[treated], treatments[treated], settings)
+    scores = {"percent_replicating": replicating.percent_replicating}
     if columns.moa:
         profiles, meta = treatment_level({"representation": frame}, columns, treated, settings.consensus)
         scores["nsc_accuracy"] = nearest_neighbor_moa(profiles["representation"], meta["moa"], meta["compound"]).accuracy

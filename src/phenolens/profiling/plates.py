@@ -103,12 +103,12 @@ def study_shards(paths: list[Path], datasets: list[str]) -> list[StudyShard]:
     return [StudyShard(index, path=str(path), partitions=tuple(partitions.items())) for index, (path, partitions) in enumerate(files)]
 
 
-def hive_partitions(folder: Path, file: Path, whole_numbers: set[str] | None = None) -> dict[str, Any]:
+def hive_partitions(folder: Path, file: Path) -> dict[str, Any]:
     """The columns of a hive-partitioned dataset that `file` holds only in the names of the folders below `folder`.
 
     As pyarrow's hive partitioning reads them: ``key=value`` folder names, values URI-decoded, ``HIVE_NULL`` missing,
-    and a whole number read as an integer where the key's values are whole numbers (pyarrow infers one type per key
-    over the dataset: `study_shards` gives the keys whose values are whole numbers in every file of the folder).
+    and a whole number read as an integer where the key's value is a whole number (pyarrow infers one type per key
+    over the dataset: `study_shards` reads as integers only the keys whose values are whole numbers in every file).
 
     Parameters
     ----------
@@ -116,8 +116,6 @@ def hive_partitions(folder: Path, file: Path, whole_numbers: set[str] | None = N
         The folder given as the study.
     file : Path
         A profile file inside it.
-    whole_numbers : set of str, optional
-        The keys read as integers (default: those whose value in `file` is a whole number).
 
     Returns
     -------
@@ -125,7 +123,7 @@ def hive_partitions(folder: Path, file: Path, whole_numbers: set[str] | None = N
         Column name -> value (str, int or None), outermost folder first; empty when no folder name is ``key=value``.
     """
     values = _hive_texts(folder, file)
-    return _typed(values, _whole_number_keys(values) if whole_numbers is None else whole_numbers)
+    return _typed(values, _whole_number_keys(values))
 
 
 def _hive_texts(folder: Path, file: Path) -> dict[str, str | None]:

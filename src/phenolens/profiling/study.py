@@ -432,9 +432,14 @@ def _gather(arrays, key: str) -> np.ndarray:
     return np.concatenate([a[key] for a in arrays])
 
 
-def _ranks(arrays, name: str) -> np.ndarray:
-    """The canonical ranks of the study's treated wells in representation `name` (`well_ranks`), as in memory."""
-    return well_ranks(_gather(arrays, "well_plates"), _gather(arrays, "well_names"), _gather(arrays, f"content__{name}"))
+def _wells(arrays) -> tuple[np.ndarray, np.ndarray]:
+    """The plate and well name of the study's treated wells, read once for every representation's `_ranks`."""
+    return _gather(arrays, "well_plates"), _gather(arrays, "well_names")
+
+
+def _ranks(arrays, wells: tuple[np.ndarray, np.ndarray], name: str) -> np.ndarray:
+    """The canonical ranks of the study's treated wells (`wells`) in representation `name` (`well_ranks`), as in memory."""
+    return well_ranks(*wells, _gather(arrays, f"content__{name}"))
 
 
 def _unit_rows(arrays, name: str, rows: list[int]) -> RowFile:
@@ -449,6 +454,7 @@ def _evaluate(arrays, every: dict[str, pd.DataFrame], settings: ProfilingSetting
     """The evaluation of `evaluate`, from the per-file arrays: one representation at a time, its unit rows read from
     disk by index (`RowFile`), so memory holds a few per-well numbers of the study, not its rows."""
     treatments = _gather(arrays, "treatments")
+    wells = _wells(arrays)
     null = ~every["anomaly"][ROLE_COLUMN].isin([TRAIN, VALIDATION]).to_numpy()
     control_values = {name: frame[features_of(frame, settings)].to_numpy(dtype=np.float64) for name, frame in every.items()}
     positive = _gather(arrays, "positive") if settings.positive_controls else None
@@ -475,7 +481,7 @@ def _evaluate(arrays, every: dict[str, pd.DataFrame], settings: ProfilingSetting
             null_scores,
             None if positive is None else scores[positive],
             settings,
-            _ranks(arrays, name),
+            _ranks(arrays, wells, name),
             null_ranks,
         )
         unit.path.unlink()
@@ -572,12 +578,13 @@ def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, ev
     """The control-count curve of `run_profiling`, from the curve profilers' unit rows the second pass kept."""
     rows = []
     treatments = _gather(arrays, "treatments")
+    wells = _wells(arrays)
     for number, model in enumerate(smaller):
         name = f"curve{number}"
         unit = _unit_rows(arrays, name, [len(a["treatments"]) for a in arrays])
         scores = {
             "percent_replicating": percent_replicating_of_unit_rows(
-                unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, _ranks(arrays, name)
+                unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, _ranks(arrays, wells, name)
             ).percent_replicating
         }
         unit.path.unlink()
