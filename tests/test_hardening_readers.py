@@ -278,6 +278,17 @@ def test_read_csv_as_written_agrees_with_pandas_read_twice(tmp_path):
     assert table["label"].iloc[0] == "" and table["value"].isna().sum() == len(table) - 3  # every token but 0.5, Mitosis, 1.5
 
 
+def test_read_csv_as_written_keeps_a_callers_column_types_beside_its_own(tmp_path):
+    """`_read_csv` passes the identifier columns' text type while other columns are kept as written: both apply."""
+    from phenolens.data.readers import read_csv_as_written
+
+    path = tmp_path / "t.csv"
+    path.write_text("label,Metadata_Plate,dose\nNA,0001,0.5\nMitosis,0002,NA\n")
+    table = read_csv_as_written(path, ["label"], dtype={"Metadata_Plate": str})
+    assert table["label"].tolist() == ["NA", "Mitosis"] and table["Metadata_Plate"].tolist() == ["0001", "0002"]
+    assert table["dose"].iloc[0] == 0.5 and pd.isna(table["dose"].iloc[1])
+
+
 def test_read_csv_as_written_parses_the_file_once(tmp_path, monkeypatch):
     from phenolens.data import readers
 

@@ -432,7 +432,7 @@ def read_csv_as_written(path: Path, columns: Sequence[str], **options) -> pd.Dat
     columns : sequence of str
         The columns to keep as written (those the file lacks are ignored).
     **options
-        Passed to `pandas.read_csv`.
+        Passed to `pandas.read_csv`; a ``dtype`` mapping (column -> type) applies to the other columns.
 
     Returns
     -------
@@ -446,7 +446,8 @@ def read_csv_as_written(path: Path, columns: Sequence[str], **options) -> pd.Dat
         return pd.read_csv(path, **options)
     # without the default words the literal columns keep every cell; the others are given pandas' default words back
     missing_words = {column: sorted(STR_NA_VALUES) for column in header if column not in literal}
-    return pd.read_csv(path, dtype=dict.fromkeys(literal, str), keep_default_na=False, na_values=missing_words, **options)
+    dtype = {**(options.pop("dtype", None) or {}), **dict.fromkeys(literal, str)}  # a caller's per-column types kept beside
+    return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=missing_words, **options)
 
 
 def _read_csv(path: Path, what: str, as_written: Sequence[str] = (), text: Sequence[str] = (), **options) -> pd.DataFrame:
