@@ -128,7 +128,9 @@ def replicate_scores(frame: pd.DataFrame, settings) -> dict[str, float]:
     values = replicate_space(frame[features_of(frame, settings)].to_numpy(dtype=np.float64), frame, settings, settings)[treated]
     treatments = frame[settings.treatment].astype(str).to_numpy()[treated]
     ranks = frame_ranks(frame[treated], settings.plate, row_standardize(values))
-    replicating = percent_replicating(values, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks)
+    replicating = percent_replicating(
+        values, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks, settings.null_minimum
+    )
     average_precision = replicate_map(values, treatments, null_size=settings.map_null_size, seed=settings.seed)
     scores = {"percent_replicating": replicating.percent_replicating, "map": average_precision.mean_average_precision}
     if settings.batch:

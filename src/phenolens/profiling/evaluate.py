@@ -31,6 +31,7 @@ from phenolens.profiling.replicates import (
     ReplicateMap,
     ReplicateResult,
     control_similarities,
+    null_standard_error,
     percent_replicating,
     percent_replicating_of_unit_rows,
     replicate_map,
@@ -386,11 +387,14 @@ def score_representation(
     RepresentationScores
         Everything measured, with the headline metrics.
     """
-    replicates = percent_replicating_of_unit_rows(unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks)
+    replicates = percent_replicating_of_unit_rows(
+        unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks, settings.null_minimum
+    )
     hits = call_hits(scores, treatments, null_scores, settings.fdr, seed=settings.seed, control_ranks=null_ranks)
     z_factors = z_factors_by_group(scores, treatments, null_scores)
     metrics = {
         "percent_replicating": replicates.percent_replicating,
+        "percent_replicating_standard_error": null_standard_error(replicates, seed=settings.seed),
         "replicate_threshold": replicates.threshold,
         "map": retrieval.mean_average_precision,
         "map_fraction_retrieved": retrieval.fraction_retrieved,
@@ -667,7 +671,7 @@ def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileE
     ranks = frame_ranks(frame[treated], columns.plate, row_standardize(values[treated]))
     scores = {
         "percent_replicating": percent_replicating(
-            values[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed, ranks
+            values[treated], treatments[treated], settings.null_repeats, settings.replicate_percentile, settings.seed, ranks, settings.null_minimum
         ).percent_replicating
     }
     if columns.moa:
