@@ -70,6 +70,10 @@ def test_null_standard_error_matches_a_brute_force_seed_loop():
     constant = percent_replicating(values, labels, 5, 90.0, 0, null_minimum=0)
     constant.null = np.full_like(constant.null, constant.threshold)
     assert null_standard_error(constant) == 0.0
+    # nor does a score with no treatment near the threshold: exactly zero, not rounding noise
+    far = percent_replicating(*graded_table(treatments=103), 5, 90.0, 0, null_minimum=0)
+    far.treatments["replicate_correlation"] = np.repeat([2.0, -2.0], [90, 13])  # 90 of 103 (BBBC021's cellprofiler count)
+    assert null_standard_error(far) == 0.0
 
 
 def test_null_standard_error_is_in_the_metrics():

@@ -414,7 +414,7 @@ def null_standard_error(result: ReplicateResult, resamples: int = NULL_RESAMPLES
         drawn = np.concatenate([stratum[rng.integers(0, len(stratum), size=(rows, len(stratum)))] for stratum in strata], axis=1)
         thresholds[start : start + rows] = np.percentile(result.null[drawn], result.percentile, axis=1)
     above = len(correlations) - np.searchsorted(correlations, thresholds, side="right")  # `reproducible`: correlation > threshold
-    return float(np.std(above / len(correlations), ddof=1))
+    return float(np.std(above, ddof=1)) / len(correlations)  # on the integer counts: exactly 0 when no resample moves one
 
 
 @dataclass
