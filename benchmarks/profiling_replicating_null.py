@@ -24,27 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from phenolens import data
-from phenolens.profiling.identity import frame_ranks
-from phenolens.profiling.normalize import whole_plate_normalize
 from phenolens.profiling.replicates import null_standard_error, percent_replicating, percent_replicating_of_unit_rows, row_standardize
 from phenolens.profiling.settings import ProfilingSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
+from profiling_row_order import bbbc021_treated  # noqa: E402
 from targets import Targets, add_check_option  # noqa: E402
 
 WELLS, CONTROLS, REPLICATES, FEATURES = 384, 16, 4, 800
-
-
-def bbbc021_treated() -> tuple:
-    """(whole-plate normalised treated profiles, their treatments, their canonical ranks) of BBBC021."""
-    table = data.load("bbbc021-profiles")
-    features = [c for c in table if not c.startswith("Metadata_")]
-    values = table[features].to_numpy(dtype=np.float64)
-    finite = np.isfinite(values).all(axis=1)
-    table, values = table[finite], whole_plate_normalize(values[finite], table["Metadata_Plate"].to_numpy()[finite])
-    treated = (table["Metadata_PertType"] != "control").to_numpy()
-    ranks = frame_ranks(table[treated], "Metadata_Plate", row_standardize(values[treated]))
-    return values[treated], table["Metadata_Treatment"].to_numpy()[treated], ranks
 
 
 def seed_spread(values, treatments, ranks, repeats: int, null_minimum: int, seeds: int) -> dict:
@@ -93,7 +80,7 @@ def main() -> None:
     repeats = [int(r) for r in args.repeats.split(",")]
     defaults = ProfilingSettings()
     targets = Targets("profiling_replicating_null")
-    values, treatments, ranks = bbbc021_treated()
+    values, treatments, ranks = bbbc021_treated(data.load("bbbc021-profiles"))
     print(f"BBBC021: {len(treatments)} treated wells, {len(set(treatments))} treatments; seeds 0-{args.seeds - 1}")
     print("| null | BBBC021 null groups | mean | seed SD | range | bootstrap SE (mean) | s per call | streamed s | its SE s |")
     print("|---|---|---|---|---|---|---|---|---|")

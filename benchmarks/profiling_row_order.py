@@ -36,15 +36,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 from targets import Targets, add_check_option  # noqa: E402
 
 
-def bbbc021_percent_replicating(table) -> float:
-    """Percent replicating of BBBC021's treated wells, null walked in canonical well order."""
+def bbbc021_treated(table) -> tuple:
+    """(whole-plate normalised profiles, treatments, canonical ranks) of BBBC021's treated wells, non-finite wells dropped."""
     features = [c for c in table if not c.startswith("Metadata_")]
     values = table[features].to_numpy(dtype=np.float64)
     finite = np.isfinite(values).all(axis=1)
     table, values = table[finite], whole_plate_normalize(values[finite], table["Metadata_Plate"].to_numpy()[finite])
     treated = (table["Metadata_PertType"] != "control").to_numpy()
     ranks = frame_ranks(table[treated], "Metadata_Plate", row_standardize(values[treated]))
-    return percent_replicating(values[treated], table["Metadata_Treatment"].to_numpy()[treated], 5, 90.0, 0, ranks).percent_replicating
+    return values[treated], table["Metadata_Treatment"].to_numpy()[treated], ranks
+
+
+def bbbc021_percent_replicating(table) -> float:
+    """Percent replicating of BBBC021's treated wells, null walked in canonical well order."""
+    values, treatments, ranks = bbbc021_treated(table)
+    return percent_replicating(values, treatments, 5, 90.0, 0, ranks).percent_replicating
 
 
 def synthetic_run(table) -> tuple:
