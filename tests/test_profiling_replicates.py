@@ -25,8 +25,8 @@ def small_table(seed=0, treatments=12, features=15):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_percent_replicating_matches_reference(seed):
     values, labels = small_table(seed)
-    result = percent_replicating(values, labels, null_repeats=5, seed=seed)
-    expected, replicate, threshold = reference_percent_replicating(values, labels, null_groups(labels, 5, seed))
+    result = percent_replicating(values, labels, null_repeats=5, seed=seed, null_minimum=0)  # the loop reference is slow
+    expected, replicate, threshold = reference_percent_replicating(values, labels, null_groups(labels, 5, seed, null_minimum=0))
     assert result.percent_replicating == pytest.approx(expected)
     assert result.threshold == pytest.approx(threshold)
     assert result.treatments["replicate_correlation"].to_dict() == pytest.approx(replicate)

@@ -31,6 +31,7 @@ from phenolens.profiling.replicates import (
     ReplicateMap,
     ReplicateResult,
     control_similarities,
+    null_standard_error,
     percent_replicating_of_unit_rows,
     replicate_map,
     replicate_map_against_controls,
@@ -385,11 +386,14 @@ def score_representation(
     RepresentationScores
         Everything measured, with the headline metrics.
     """
-    replicates = percent_replicating_of_unit_rows(unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks)
+    replicates = percent_replicating_of_unit_rows(
+        unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks, settings.null_minimum
+    )
     hits = call_hits(scores, treatments, null_scores, settings.fdr, seed=settings.seed, control_ranks=null_ranks)
     z_factors = z_factors_by_group(scores, treatments, null_scores)
     metrics = {
         "percent_replicating": replicates.percent_replicating,
+        "percent_replicating_standard_error": null_standard_error(replicates, seed=settings.seed),
         "replicate_threshold": replicates.threshold,
         "map": retrieval.mean_average_precision,
         "map_fraction_retrieved": retrieval.fraction_retrieved,
@@ -659,7 +663,7 @@ def canonical_percent_replicating(frame: pd.DataFrame, plate: str, values: np.nd
     treatments : numpy.ndarray
         Treatment label of every row.
     settings : ProfileEvaluationSettings or ProfilingSettings
-        Null repeats, percentile and seed.
+        Null repeats, null minimum, percentile and seed.
 
     Returns
     -------
@@ -668,7 +672,9 @@ def canonical_percent_replicating(frame: pd.DataFrame, plate: str, values: np.nd
     """
     unit = row_standardize(np.asarray(values, dtype=np.float64))
     ranks = frame_ranks(frame, plate, unit)
-    return percent_replicating_of_unit_rows(unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks)
+    return percent_replicating_of_unit_rows(
+        unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, ranks, settings.null_minimum
+    )
 
 
 def core_scores(frame: pd.DataFrame, columns: ProfileColumns, settings: ProfileEvaluationSettings) -> dict[str, float]:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from phenolens.core.seeding import numpy_rng
-from phenolens.profiling.replicates import groups_by_label, sample_null_groups
+from phenolens.profiling.replicates import NULL_GROUPS_MINIMUM, groups_by_label, null_draws, sample_null_groups
 
 
 def median_pair_correlation(values: np.ndarray, rows) -> float:
@@ -34,7 +34,9 @@ def median_pair_correlation(values: np.ndarray, rows) -> float:
     return statistics.median(np.corrcoef(values[a], values[b])[0, 1] for a, b in itertools.combinations(rows, 2))
 
 
-def null_groups(treatments, null_repeats: int = 5, seed: int = 0, ranks: np.ndarray | None = None) -> list[np.ndarray]:
+def null_groups(
+    treatments, null_repeats: int = 5, seed: int = 0, ranks: np.ndarray | None = None, null_minimum: int = NULL_GROUPS_MINIMUM
+) -> list[np.ndarray]:
     """The null groups `percent_replicating` draws for these labels and seed, in its order.
 
     Parameters
@@ -47,6 +49,8 @@ def null_groups(treatments, null_repeats: int = 5, seed: int = 0, ranks: np.ndar
         The seed `percent_replicating` is given.
     ranks : numpy.ndarray, optional
         The canonical ranks `percent_replicating` is given.
+    null_minimum : int
+        The fewest null groups in all `percent_replicating` is given.
 
     Returns
     -------
@@ -55,10 +59,11 @@ def null_groups(treatments, null_repeats: int = 5, seed: int = 0, ranks: np.ndar
     """
     codes, _ = pd.factorize(pd.Series(treatments), sort=True)
     rng = numpy_rng(seed)
+    by_size = {size: labels for size, (labels, _) in groups_by_label(codes).items() if size >= 2}
+    replicated = sum(len(labels) for labels in by_size.values())
     groups = []
-    for size, (labels, _) in groups_by_label(codes).items():
-        if size >= 2:
-            groups += list(sample_null_groups(codes, size, null_repeats * len(labels), rng, ranks))
+    for size, labels in by_size.items():
+        groups += list(sample_null_groups(codes, size, null_draws(len(labels), replicated, null_repeats, null_minimum), rng, ranks))
     return groups
 
 

@@ -5,10 +5,14 @@ replicate correlation is the median Pearson correlation over all pairs of its re
 The null is the same statistic over random groups of wells of the same sizes, each group drawn
 from distinct treatments, repeated `null_repeats` times; the threshold is the null's 90th
 percentile, and the score is the fraction of treatments (with two or more replicates) above it.
+The null is a Monte-Carlo draw, so the score moves with the seed: its noise shrinks with the null's
+total size, not with the groups per treatment, so a study with few treatments draws more per treatment
+(`null_draws`, at least `NULL_GROUPS_MINIMUM` in all); `null_standard_error` says how much is left.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass
 
@@ -21,6 +25,13 @@ from phenolens.core.seeding import numpy_rng
 # Memory for one chunk of stacked replicate profiles (groups x replicates x features, float64).
 CHUNK_BYTES = 64 * 2**20
 
+NULL_GROUPS_MINIMUM = 50_000
+"""Fewest null groups in all: on BBBC021 (103 treatments) about 500 per treatment, where the score's seed-to-seed SD
+falls under 0.005 (docs/results.md, session 17); a study of 10,000 treatments or more draws 5 per treatment anyway."""
+
+NULL_RESAMPLES = 200
+"""Bootstrap resamples of the null in `null_standard_error`."""
+
 SIMILARITY_DECIMALS = 12
 """Decimals the similarities of `replicate_map_against_controls` are ranked at. Replicate and control similarities
 come from different products (pairs vs plate blocks) whose last bits differ, so a replicate whose profile equals a
@@ -30,13 +41,33 @@ replicates first."""
 
 @dataclass
 class ReplicateResult:
-    """Per-treatment replicate correlations, the null, the threshold and the score."""
+    """Per-treatment replicate correlations, the null, the threshold and the score.
 
-    treatments: pd.DataFrame  # index: treatment; columns n_replicates, replicate_correlation, reproducible
+    Attributes
+    ----------
+    treatments : pandas.DataFrame
+        Index: treatment; columns n_replicates, replicate_correlation, reproducible.
+    null : numpy.ndarray
+        Median correlation of every null group.
+    null_sizes : numpy.ndarray
+        Wells in every null group (the replicate count it matches).
+    percentile : float
+        Percentile of the null taken as the threshold.
+    threshold : float
+        That percentile.
+    percent_replicating : float
+        Share of the treatments whose replicate correlation exceeds it.
+    single_replicate : int
+        Treatments with one well (excluded).
+    """
+
+    treatments: pd.DataFrame
     null: np.ndarray
+    null_sizes: np.ndarray
+    percentile: float
     threshold: float
     percent_replicating: float
-    single_replicate: int  # treatments with one well, excluded
+    single_replicate: int
 
 
 def row_standardize(values: np.ndarray) -> np.ndarray:
@@ -214,6 +245,31 @@ def sample_null_groups(codes: np.ndarray, size: int, n_groups: int, rng: np.rand
     return order[starts[labels] + rng.integers(0, counts[labels])]
 
 
+def null_draws(labels_of_size: int, labels_replicated: int, null_repeats: int, null_minimum: int) -> int:
+    """Null groups to draw for the treatments of one replicate count.
+
+    `null_repeats` per treatment, raised so that all replicate counts together draw at least `null_minimum`,
+    shared in proportion to their treatments (so the null's mix of group sizes stays the treatments' mix).
+
+    Parameters
+    ----------
+    labels_of_size : int
+        Treatments with this replicate count.
+    labels_replicated : int
+        Treatments with two or more replicates, all counts together.
+    null_repeats : int
+        Null groups per treatment, at least.
+    null_minimum : int
+        Null groups in all, at least.
+
+    Returns
+    -------
+    int
+        Null groups of this size.
+    """
+    return max(null_repeats * labels_of_size, math.ceil(null_minimum * labels_of_size / labels_replicated))
+
+
 def percent_replicating(
     values: np.ndarray,
     treatments: np.ndarray,
@@ -221,6 +277,7 @@ def percent_replicating(
     percentile: float = 90.0,
     seed: int = 0,
     ranks: np.ndarray | None = None,
+    null_minimum: int = NULL_GROUPS_MINIMUM,
 ) -> ReplicateResult:
     """Percent replicating of well profiles labelled by treatment.
 
@@ -233,7 +290,7 @@ def percent_replicating(
         Treatment label of every well; treatments with one well are excluded (and counted), wells without
         one (None/NaN), or with a constant profile (no correlation with anything), are left out.
     null_repeats : int
-        Null groups drawn per treatment of each replicate count (`sample_null_groups`).
+        Null groups drawn per treatment of each replicate count (`sample_null_groups`), at least.
     percentile : float
         Percentile of the null a treatment's median replicate correlation must exceed.
     seed : int
@@ -241,6 +298,8 @@ def percent_replicating(
     ranks : numpy.ndarray, optional
         Canonical rank of every well (`phenolens.profiling.identity.well_ranks`): the null walks a treatment's wells
         in this order, so the same wells in another row order draw the same null; default: table order.
+    null_minimum : int
+        Null groups in all, at least (`null_draws`): the score's Monte-Carlo noise shrinks with the null's total size.
 
     Returns
     -------
@@ -253,11 +312,17 @@ def percent_replicating(
         When no treatment has two wells, or a replicate count exceeds the number of treatments.
     """
     unit = row_standardize(np.asarray(values, dtype=np.float64))
-    return percent_replicating_of_unit_rows(unit, treatments, null_repeats, percentile, seed, ranks)
+    return percent_replicating_of_unit_rows(unit, treatments, null_repeats, percentile, seed, ranks, null_minimum)
 
 
 def percent_replicating_of_unit_rows(
-    unit: np.ndarray, treatments: np.ndarray, null_repeats: int = 5, percentile: float = 90.0, seed: int = 0, ranks: np.ndarray | None = None
+    unit: np.ndarray,
+    treatments: np.ndarray,
+    null_repeats: int = 5,
+    percentile: float = 90.0,
+    seed: int = 0,
+    ranks: np.ndarray | None = None,
+    null_minimum: int = NULL_GROUPS_MINIMUM,
 ) -> ReplicateResult:
     """`percent_replicating` of rows already centred and scaled to unit norm (`row_standardize`).
 
@@ -272,7 +337,7 @@ def percent_replicating_of_unit_rows(
         rows (constant profiles) are left out.
     treatments : numpy.ndarray
         Treatment label of every well (wells without one, or with a constant profile: NaN rows, are left out).
-    null_repeats, percentile, seed, ranks
+    null_repeats, percentile, seed, ranks, null_minimum
         As in `percent_replicating`.
 
     Returns
@@ -294,14 +359,17 @@ def percent_replicating_of_unit_rows(
     rng = numpy_rng(seed)
     by_size = groups_by_label(codes)
     single = len(by_size.get(1, ((), ()))[0])
-    labels, medians, replicates, null = [], [], [], []
+    replicated = sum(len(group_labels) for size, (group_labels, _) in by_size.items() if size >= 2)
+    labels, medians, replicates, null, null_sizes = [], [], [], [], []
     for size, (group_labels, groups) in by_size.items():
         if size < 2:
             continue
         labels.append(group_labels)
         medians.append(median_pairwise_correlations(unit, labelled[groups]))
         replicates.append(np.full(len(group_labels), size))
-        null.append(median_pairwise_correlations(unit, labelled[sample_null_groups(codes, size, null_repeats * len(group_labels), rng, ranks)]))
+        draws = null_draws(len(group_labels), replicated, null_repeats, null_minimum)
+        null.append(median_pairwise_correlations(unit, labelled[sample_null_groups(codes, size, draws, rng, ranks)]))
+        null_sizes.append(np.full(len(null[-1]), size))
     if not labels:
         raise PhenolensError("no treatment has two or more replicate wells; percent replicating needs replicates")
     null_values = np.concatenate(null)
@@ -311,7 +379,42 @@ def percent_replicating_of_unit_rows(
         index=pd.Index(np.asarray(names)[np.concatenate(labels)], name="treatment"),
     ).sort_index()
     table["reproducible"] = table["replicate_correlation"] > threshold
-    return ReplicateResult(table, null_values, threshold, float(table["reproducible"].mean()), single)
+    return ReplicateResult(table, null_values, np.concatenate(null_sizes), percentile, threshold, float(table["reproducible"].mean()), single)
+
+
+def null_standard_error(result: ReplicateResult, resamples: int = NULL_RESAMPLES, seed: int = 0) -> float:
+    """Monte-Carlo standard error of percent replicating: how much it moves with the seed of the null draw.
+
+    The treatments' replicate correlations are fixed; only the threshold is random (a percentile of
+    independently drawn null groups). A bootstrap of the null groups, resampled within each group size
+    (the draw fixes how many groups of each size there are), re-derives the threshold `resamples` times;
+    the standard deviation of the resulting scores estimates the seed-to-seed standard deviation.
+
+    Parameters
+    ----------
+    result : ReplicateResult
+        From `percent_replicating` or `percent_replicating_of_unit_rows`.
+    resamples : int
+        Bootstrap resamples of the null, >= 2.
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    float
+        Standard deviation of percent replicating over the resamples.
+    """
+    rng = numpy_rng(seed)
+    strata = [np.flatnonzero(result.null_sizes == size) for size in np.unique(result.null_sizes)]
+    correlations = np.sort(result.treatments["replicate_correlation"].to_numpy())
+    rows_per_chunk = max(1, CHUNK_BYTES // (16 * len(result.null)))  # the drawn indices and their values, per resample
+    thresholds = np.empty(resamples)
+    for start in range(0, resamples, rows_per_chunk):
+        rows = min(rows_per_chunk, resamples - start)
+        drawn = np.concatenate([stratum[rng.integers(0, len(stratum), size=(rows, len(stratum)))] for stratum in strata], axis=1)
+        thresholds[start : start + rows] = np.percentile(result.null[drawn], result.percentile, axis=1)
+    above = len(correlations) - np.searchsorted(correlations, thresholds, side="right")  # `reproducible`: correlation > threshold
+    return float(np.std(above, ddof=1)) / len(correlations)  # on the integer counts: exactly 0 when no resample moves one
 
 
 @dataclass

@@ -16,6 +16,7 @@ from phenolens.core.errors import PhenolensError
 from phenolens.core.settings import Settings, setting
 from phenolens.data.query import parse_query
 from phenolens.profiling.inputs import ProfileColumns
+from phenolens.profiling.replicates import NULL_GROUPS_MINIMUM
 
 CLASSIFIERS = ("lr", "mlp")  # the MoA classifiers compared: logistic regression and a multilayer perceptron
 CONSENSUS = ("mean", "median", "modz")  # how replicate wells are combined into a treatment profile
@@ -44,7 +45,12 @@ MAP_NEGATIVES = ("all_wells", "plate_controls")
 class EvaluationFields:
     """How representations are evaluated: replicate reproducibility, mAP, MoA prediction, hits (defaults follow the method)."""
 
-    null_repeats: int = setting(5, "Null groups drawn per treatment for percent replicating.", minimum=1)
+    null_repeats: int = setting(5, "Null groups drawn per treatment for percent replicating, at least.", minimum=1)
+    null_minimum: int = setting(
+        NULL_GROUPS_MINIMUM,
+        "Null groups drawn in all for percent replicating, at least (more per treatment when treatments are few): its seed noise shrinks with this.",
+        minimum=0,
+    )
     replicate_percentile: float = setting(90.0, "Percentile of the null a treatment's replicate correlation must exceed.", minimum=0, maximum=100)
     replicate_normalization: str = setting("whole_plate", "Normalisation before replicate metrics.", choices=REPLICATE_NORMALIZATION)
     map_null_size: int = setting(10000, "Null size of copairs' mAP p-values.", minimum=1)

@@ -584,7 +584,13 @@ def _curve(arrays, smaller: list[AnomalyProfiler], profiler: AnomalyProfiler, ev
         unit = _unit_rows(arrays, name, [len(a["treatments"]) for a in arrays])
         scores = {
             "percent_replicating": percent_replicating_of_unit_rows(
-                unit, treatments, settings.null_repeats, settings.replicate_percentile, settings.seed, _ranks(arrays, wells, name)
+                unit,
+                treatments,
+                settings.null_repeats,
+                settings.replicate_percentile,
+                settings.seed,
+                _ranks(arrays, wells, name),
+                settings.null_minimum,
             ).percent_replicating
         }
         unit.path.unlink()

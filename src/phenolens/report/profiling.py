@@ -146,7 +146,8 @@ def replicate_figure(evaluation: Evaluation):
         axis.hist(result.treatments["replicate_correlation"], bins=bins, density=True, color=OKABE_ITO[4], alpha=0.7, label="replicates")
         percentile = evaluation.settings.get("replicate_percentile", 90)
         axis.axvline(result.threshold, color=OKABE_ITO[5], linestyle="--", label=f"{percentile:g}th percentile of the null")
-        axis.set_title(f"{name}: {result.percent_replicating:.0%} replicating (threshold {result.threshold:.2f})", fontsize=10)
+        error = evaluation.metrics[name].get("percent_replicating_standard_error", float("nan"))  # runs before session 17 lack it
+        axis.set_title(f"{name}: {result.percent_replicating:.0%} ± {error:.0%} replicating (threshold {result.threshold:.2f})", fontsize=10)
         axis.set_xlabel("median replicate correlation (Pearson)")
         axis.set_ylabel("density")
     axes[0][0].legend(fontsize=8, loc="upper left")
