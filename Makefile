@@ -60,6 +60,7 @@ bench-small: $(STAMP)
 	$(BIN)/python benchmarks/echoes_benchmark.py --small --check --out runs/bench-small/echoes
 	$(BIN)/python benchmarks/profiling_percent_replicating.py --small --check
 	$(BIN)/python benchmarks/profiling_row_order.py --shuffles 3 --check
+	$(BIN)/python benchmarks/profiling_replicating_null.py --small --check
 	$(BIN)/python benchmarks/profiling_aggregate.py --small --check
 	$(BIN)/python benchmarks/profiling_scale.py --small --check
 	$(BIN)/python benchmarks/profiling_batch_effects.py --small
