@@ -78,7 +78,7 @@ from phenolens.training.classifier import ImageClassifier
 from phenolens.training.evaluation import HELD_OUT_TABLE
 from phenolens.training.preprocess import intensity_normalized
 from phenolens.training.settings import ImageTrainingSettings
-from phenolens.training.splits import stratified_split
+from phenolens.training.splits import group_column, stratified_split
 
 sys.path.insert(0, str(Path(__file__).parent))
 from images_adversary import PROBED, STYLE, parse_seeds, seed_spread, train  # noqa: E402
@@ -194,7 +194,7 @@ def run_split(labelled: ImageSet, settings: ImageTrainingSettings, run: Path) ->
     """
     if settings.cv or settings.validation_fraction <= 0 or settings.group_by is None:
         raise PhenolensError(f"{run}: the control reads runs with one field-grouped split and a validation share; this run has other settings")
-    groups = labelled.meta[settings.group_by].to_numpy()
+    groups = group_column(labelled, settings.group_by)
     rest, test = stratified_split(labelled.labels, settings.test_fraction, settings.seed, groups)
     kept, _ = stratified_split(labelled.labels[rest], settings.validation_fraction, settings.seed, groups[rest])
     held_out = set(pd.read_csv(run / HELD_OUT_TABLE)["source"].astype(str))
