@@ -455,8 +455,9 @@ def _read_csv(path: Path, what: str, as_written: Sequence[str] = (), text: Seque
     missing-value words missing) with every failure and every duplicate column name as one line naming `path`."""
     try:
         header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, sep=options.get("sep", ",")).iloc[0].tolist()
-        if any(column in header for column in text):
-            options["dtype"] = {column: str for column in text if column in header}
+        text_columns = {column: str for column in text if column in header}
+        if text_columns:
+            options["dtype"] = text_columns
         table = read_csv_as_written(path, as_written, **options)
     except FileNotFoundError:
         raise PhenolensError(f"{path}: file not found; check the path") from None

@@ -31,6 +31,7 @@ from phenolens.profiling.inputs import (
     features_on_every_plate,
     features_within_missing_cut,
     impute_from_plate_controls,
+    metadata_of,
 )
 
 PROFILE_SUFFIXES = (".parquet", ".csv", ".csv.gz", *TAB_SEPARATED_SUFFIXES)
@@ -369,7 +370,7 @@ def plan_features(scans: list[ShardScan], columns: ProfileColumns, feature_set: 
             "every plate needs negative controls to normalise against"
         )
     keep = complete & ~np.isin(plates, excluded)
-    metadata = [c for c in controls.columns if c not in set(candidates)]  # the named columns are never candidates
+    metadata = metadata_of(controls, columns)  # every column but the candidates (and the imputed-values flag, a Metadata_ column)
     shard_of = np.repeat(np.arange(len(scans)), [len(scan.controls) for scan in scans])
     per_shard = np.bincount(shard_of[keep], minlength=len(scans)).tolist()
     quality["plates_excluded_few_controls"] = excluded
